@@ -1,0 +1,1 @@
+"""jaxgen: scaling studies of image and video generative models."""

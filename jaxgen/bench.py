@@ -1,0 +1,127 @@
+r"""Benchmark one train step: `python -m jaxgen.bench --config=configs/x.py:preset`.
+
+Compiles the sharded train step exactly as the trainer does, on synthetic
+batches of the configured shape, and prints parameter count, step time (median
+of several), examples/s, TFLOP/s per device, MFU and compiled memory. With
+`--params_only` it prints parameter count and analytic FLOPs without compiling
+(useful for the paper-sized presets on a laptop).
+"""
+
+import json
+import sys
+import time
+import types
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+flags.DEFINE_bool("params_only", False,
+                  "Only count parameters and analytic FLOPs (no compile).")
+flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+config_flags.DEFINE_config_file("config", None, "Config file:preset.",
+                                lock_config=True)
+
+
+def synthetic_info(dataset_config):
+  """Dataset info describing the configured shapes, without any data."""
+  frames = dataset_config.get("num_frames") or None
+  return types.SimpleNamespace(
+      kind="video" if frames else "image", num_frames=frames,
+      image_size=int(dataset_config.image_size),
+      channels=int(dataset_config.get("channels", 3)),
+      num_classes=int(dataset_config.get("num_classes", 0)),
+      num_examples=None)
+
+
+def run(config, steps: int = 10, params_only: bool = False):
+  """Benchmarks `config`'s train step.
+
+  Args:
+    config: a run config.
+    steps: number of timed steps.
+    params_only: skip compilation and timing.
+
+  Returns:
+    Dict of measurements (see module docstring).
+  """
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  from jaxgen.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+
+  if not any(config.get(u) for u in ("total_steps", "total_examples",
+                                     "total_epochs", "total_flops")):
+    config.total_steps = 1000
+  s = trainer.setup(config, data_info=synthetic_info(config.dataset))
+  init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
+  out = {"family": config.family, "devices": jax.device_count(),
+         "device_kind": jax.devices()[0].device_kind,
+         "batch_size": int(config.batch_size),
+         "train_flops_per_example": s.flops_per_example}
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    if params_only:
+      init_fn = lambda rng: s.objective.init(rng, trainer._zeros(s.batch_spec))  # pylint: disable=protected-access
+      abstract, _ = sharding_lib.abstract_state_and_shardings(
+          init_fn, s.mesh, s.rules, init_rng)
+      out.update(s.objective.num_params(abstract))
+      return out
+    t = time.time()
+    init_fn, _, shardings, step, batch_sh = trainer.compile_step(s, base_rng)
+    out["compile_s"] = time.time() - t
+    out.update({f"memory_{k}": v for k, v in
+                flops_lib.memory_summary(step).items()})
+    out["xla_flops_per_step"] = flops_lib.compiled_flops(step)
+    state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
+    out.update(s.objective.num_params(state))
+    rng = np.random.default_rng(0)
+    batch = {}
+    for k, spec in s.batch_spec.items():
+      if k == "label":
+        value = rng.integers(0, max(s.data_info.num_classes, 1), spec.shape)
+      else:
+        value = rng.uniform(-1, 1, spec.shape)
+      batch[k] = jax.device_put(value.astype(spec.dtype), batch_sh[k])
+    times = []
+    for i in range(steps + 2):
+      t = time.perf_counter()
+      state, metrics = step(state, batch)
+      jax.block_until_ready((state, metrics))
+      if i >= 2:  # The first calls include transfers and autotuning.
+        times.append(time.perf_counter() - t)
+  step_time = float(np.median(times))
+  eps = config.batch_size / step_time
+  tput = flops_lib.throughput(s.flops_per_example, eps, jax.device_count(),
+                              flops_lib.peak_flops_per_device())
+  out.update(step_time_s=step_time, examples_per_sec=eps,
+             loss=float(metrics["loss"]), **tput)
+  return out
+
+
+def main(argv):
+  del argv
+  try:
+    out = run(FLAGS.config, FLAGS.steps, FLAGS.params_only)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if FLAGS.json:
+    print(json.dumps(out))
+    return
+  for k, v in out.items():
+    if isinstance(v, float):
+      v = f"{v:.4g}"
+    elif isinstance(v, int) and k.endswith("bytes"):
+      v = f"{v / 2**20:.1f} MiB"
+    elif isinstance(v, int) and v >= 10**5:
+      v = f"{v:,}"
+    print(f"{k:28s} {v}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

@@ -1,0 +1,131 @@
+"""Shared pieces of every family config: argument parsing and trainer fields.
+
+Config files live in `configs/` and expose `get_config(arg)`; the `arg` after
+the colon in `--config=configs/x.py:arg` picks a preset and options, as in
+big_vision: `configs/simple_diffusion.py:tiny` or `...:imagenet256,runlocal`.
+"""
+
+from typing import Any, Dict, Optional, Sequence
+
+import ml_collections
+
+
+def parse_arg(arg: Optional[str], presets: Sequence[str],
+              **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses "preset,key=value,flag" into a ConfigDict.
+
+  The first bare word is the preset; `key=value` pairs are cast to the type of
+  the default; a bare `flag` that is a boolean default sets it True.
+
+  Args:
+    arg: the string after the colon (None or "" → the first preset).
+    presets: allowed preset names (the first is the default).
+    **defaults: other recognised options with their defaults.
+
+  Returns:
+    ConfigDict with `preset` and the options.
+
+  Raises:
+    ValueError: unknown preset or option, one line listing the choices.
+  """
+  out = dict(defaults, preset=presets[0])
+  for i, item in enumerate(p for p in (arg or "").split(",") if p):
+    if "=" in item:
+      key, value = item.split("=", 1)
+      if key not in defaults:
+        raise ValueError(f"Unknown config option {key!r}; known: "
+                         f"{', '.join(sorted(defaults)) or 'none'}.")
+      default = defaults[key]
+      out[key] = (value.lower() in ("1", "true", "yes")
+                  if isinstance(default, bool) else type(default)(value)
+                  if default is not None else value)
+    elif item in defaults and isinstance(defaults[item], bool):
+      out[item] = True
+    elif i == 0:
+      if item not in presets:
+        raise ValueError(f"Unknown preset {item!r}; choose one of: "
+                         f"{', '.join(presets)}.")
+      out["preset"] = item
+    else:
+      raise ValueError(f"Unknown config option {item!r}.")
+  return ml_collections.ConfigDict(out)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Trainer fields every family shares, each with its default and meaning."""
+  c = ml_collections.ConfigDict()
+  # Family name, looked up in jaxgen.registry.OBJECTIVES.
+  c.family = ""
+  # Seed for parameters, data order and per-step noise.
+  c.seed = 0
+  # Global batch size (all devices, all processes).
+  c.batch_size = 32
+  # Run length: set exactly one; converted to steps in jaxgen.train.durations.
+  c.total_steps = 0
+  c.total_examples = 0
+  c.total_epochs = 0.0
+  c.total_flops = 0.0
+  # Device mesh sizes (product = number of devices; one may be -1).
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # Logical axis name -> mesh axis (or list of axes, or None). Weights use
+  # embed/mlp/heads/kv/conv_in/conv_out/cond/classes; activations act_*.
+  c.logical_axis_rules = default_logical_axis_rules()
+  # Log metrics every N steps (averaged over the interval).
+  c.log_every_steps = 50
+  # Save a checkpoint every N steps (and at the end); keep the newest K.
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  # Held-out batches per evaluation (0 = no eval) and how often (steps).
+  c.eval_batches = 0
+  c.eval_every_steps = 1000
+  # Samples in the periodic PNG grid (0 = none) and how often (steps).
+  c.num_samples = 16
+  c.sample_every_steps = 1000
+  # Steps of profiler trace to capture early in the run (0 = off).
+  c.profile_steps = 0
+  return c
+
+
+def default_logical_axis_rules():
+  """FSDP over `fsdp`, Megatron-style tensor parallelism over `tensor`."""
+  return [
+      ["act_batch", ["data", "fsdp"]],
+      ["act_mlp", "tensor"],
+      ["act_heads", "tensor"],
+      ["embed", "fsdp"],
+      ["mlp", "tensor"],
+      ["heads", "tensor"],
+      ["conv_in", "fsdp"],
+      ["conv_out", "tensor"],
+      ["cond", "fsdp"],
+  ]
+
+
+def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """AdamW defaults (see jaxgen.train.state.make_optimizer)."""
+  c = dict(
+      name="adamw",          # "adamw" | "adam"
+      learning_rate=1e-4,    # peak learning rate
+      b1=0.9, b2=0.99, eps=1e-8,
+      weight_decay=0.0,
+      grad_clip=1.0,         # global-norm clip (0 = off)
+      schedule="cosine",     # "cosine" (to end of run) | "constant"
+      warmup_steps=0,        # linear warmup steps ...
+      warmup_fraction=0.0,   # ... or a fraction of the run (wins if set)
+      end_lr_fraction=0.0,   # cosine ends at this fraction of the peak
+  )
+  c.update(overrides)
+  return ml_collections.ConfigDict(c)
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Dict[str, Any]) -> None:
+  """Sets dotted keys ("model.width") in place; unknown keys are errors."""
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    if leaf not in node:
+      raise ValueError(f"Unknown config field {key!r}.")
+    node[leaf] = value

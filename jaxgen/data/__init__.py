@@ -1,0 +1,1 @@
+"""Input pipelines: grain over TFDS sources, the embedded shapes dataset, folders, arrays."""

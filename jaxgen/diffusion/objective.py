@@ -1,0 +1,189 @@
+"""The simple-diffusion objective: U-ViT + v-prediction with the ε-loss.
+
+Registered as family "simple_diffusion". The network predicts v; the loss is
+the ε-MSE with ε̂ = σ·z + α·v̂ (SiD), optionally with SiD2's sigmoid weighting
+and SiD's multiscale loss; labels are dropped with probability
+`config.diffusion.label_dropout` so the model also learns the unconditional
+score for classifier-free guidance. Samples come from the EMA parameters.
+"""
+
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxgen import registry
+from jaxgen.diffusion import losses
+from jaxgen.diffusion import samplers
+from jaxgen.diffusion import schedules
+from jaxgen.diffusion import uvit
+from jaxgen.train import objective as objective_lib
+from jaxgen.train import state as state_lib
+
+SAMPLERS = {"ddpm": samplers.ddpm_sample, "ddim": samplers.ddim_sample}
+
+
+def model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """U-ViT constructor arguments: the preset table overridden by config.model.
+
+  Args:
+    config: run config; `config.model.preset` names a row of
+      `uvit.UVIT_PRESETS`, other `config.model` fields override it.
+
+  Returns:
+    Keyword arguments for `uvit.UViT`.
+  """
+  kwargs = dict(uvit.UVIT_PRESETS[config.model.preset])
+  kwargs.update({k: v for k, v in config.model.items() if k != "preset"})
+  kwargs["num_classes"] = int(config.dataset.get("num_classes", 0)) if (
+      config.diffusion.class_conditional) else 0
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+@registry.OBJECTIVES.register("simple_diffusion")
+class SimpleDiffusion(objective_lib.Objective):
+  """Pixel-space diffusion (Hoogeboom et al. 2023; SiD2 options)."""
+
+  def __init__(self, config, total_steps=None):
+    super().__init__(config, total_steps)
+    d = config.diffusion
+    if config.model.preset not in uvit.UVIT_PRESETS:
+      raise ValueError(
+          f"Unknown config.model.preset {config.model.preset!r}; choose one "
+          f"of: {', '.join(sorted(uvit.UVIT_PRESETS))}.")
+    self.image_size = int(config.dataset.image_size)
+    self.kwargs = model_kwargs(config)
+    self.num_classes = self.kwargs["num_classes"]
+    self.model = uvit.UViT(**self.kwargs)
+    self.logsnr_fn = schedules.make_logsnr_fn(
+        d.schedule, self.image_size, **dict(d.schedule_kwargs))
+    if d.sampler not in SAMPLERS:
+      raise ValueError(f"Unknown config.diffusion.sampler {d.sampler!r}; "
+                       f"choose one of: {', '.join(SAMPLERS)}.")
+    self._tx = None
+
+  # -- configuration checks ---------------------------------------------------
+
+  def validate(self, num_devices_data_parallel: int) -> None:
+    factor = uvit.downsampling_factor(self.kwargs)
+    if self.image_size % factor:
+      raise ValueError(
+          f"config.dataset.image_size={self.image_size} is not divisible by "
+          f"the U-ViT's total downsampling {factor}; use a multiple of "
+          f"{factor} or change config.model.")
+
+  @property
+  def tx(self) -> optax.GradientTransformation:
+    if self._tx is None:
+      self._tx = state_lib.make_optimizer(self.config.optimizer,
+                                          self.total_steps or 1)
+    return self._tx
+
+  # -- state ------------------------------------------------------------------
+
+  def init(self, rng, batch):
+    x = batch["image"][:1]
+    labels = jnp.zeros((1,), jnp.int32)
+    params = self.model.init({"params": rng}, x, jnp.zeros((1,)), labels,
+                             train=False)["params"]
+    ema = {"model": jax.tree.map(jnp.copy, params)} if (
+        self.config.ema_decay) else {}
+    return state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params={"model": params},
+        opt_state={"model": self.tx.init(params)}, ema_params=ema)
+
+  def num_params(self, state) -> Dict[str, int]:
+    leaves = jax.tree.leaves(state.params["model"])
+    return {"params": int(sum(x.size for x in leaves))}
+
+  # -- training ---------------------------------------------------------------
+
+  def _loss(self, params, batch, rng, train: bool):
+    """Mean (weighted) diffusion loss and aux metrics."""
+    d = self.config.diffusion
+    drop_rng, label_rng, noise_rng = jax.random.split(rng, 3)
+    x = batch["image"]
+    labels = None
+    if self.num_classes:
+      labels = batch["label"].astype(jnp.int32)
+      if train and d.label_dropout:
+        drop = jax.random.uniform(label_rng, labels.shape) < d.label_dropout
+        labels = jnp.where(drop, self.num_classes, labels)
+
+    def v_fn(z, logsnr):
+      return self.model.apply({"params": params}, z, logsnr, labels,
+                              train=train, rngs={"dropout": drop_rng})
+
+    return losses.diffusion_loss(
+        v_fn, x, noise_rng, logsnr_fn=self.logsnr_fn, weighting=d.weighting,
+        sigmoid_bias=d.sigmoid_bias, multiscale=d.multiscale,
+        multiscale_min_size=d.multiscale_min_size)
+
+  def train_step(self, state, batch, rng) -> Tuple[Any, Dict[str, jax.Array]]:
+    params = state.params["model"]
+    (loss, aux), grads = jax.value_and_grad(
+        lambda p: self._loss(p, batch, rng, train=True), has_aux=True)(params)
+    updates, opt_state = self.tx.update(grads, state.opt_state["model"],
+                                        params)
+    new_params = optax.apply_updates(params, updates)
+    ema = state.ema_params
+    if ema:
+      ema = {"model": state_lib.ema_update(ema["model"], new_params,
+                                           self.config.ema_decay)}
+    metrics = {
+        "loss": loss,
+        "eps_mse": jnp.mean(aux["eps_mse"]),
+        "grad_norm": state_lib.global_norm(grads),
+        "param_norm": state_lib.global_norm(new_params),
+        "learning_rate": state_lib.learning_rate_schedule(
+            self.config.optimizer, self.total_steps or 1)(state.step),
+    }
+    new_state = state.replace(step=state.step + 1,
+                              params={"model": new_params},
+                              opt_state={"model": opt_state}, ema_params=ema)
+    return new_state, metrics
+
+  def eval_step(self, state, batch, rng) -> Dict[str, jax.Array]:
+    loss, aux = self._loss(state.params["model"], batch, rng, train=False)
+    return {"loss": loss, "eps_mse": jnp.mean(aux["eps_mse"])}
+
+  # -- sampling ---------------------------------------------------------------
+
+  def sample(self, state, rng, num: int, labels=None) -> jax.Array:
+    """Samples `num` images with the configured sampler (EMA params if kept).
+
+    Args:
+      state: train state.
+      rng: PRNG key; the same key gives the same images on any mesh.
+      num: number of images.
+      labels: int32 [num] class labels (default: classes in turn).
+
+    Returns:
+      f32 [num, H, W, C] in [-1, 1].
+    """
+    d = self.config.diffusion
+    params = (state.ema_params or state.params)["model"]
+    if self.num_classes and labels is None:
+      labels = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+
+    def v_fn(z, logsnr, lab):
+      return self.model.apply({"params": params}, z, logsnr,
+                              lab if self.num_classes else None, train=False)
+
+    shape = (num, self.image_size, self.image_size,
+             int(self.config.dataset.get("channels", 3)))
+    return SAMPLERS[d.sampler](
+        v_fn, rng, shape, logsnr_fn=self.logsnr_fn,
+        num_steps=int(d.sample_steps), labels=labels,
+        null_label=self.num_classes if self.num_classes else None,
+        guidance_scale=float(d.guidance_scale) if self.num_classes else 1.0,
+        guidance_interval=tuple(d.guidance_interval) if d.guidance_interval
+        else None)
+
+  # -- accounting -------------------------------------------------------------
+
+  def flops_per_example(self) -> float:
+    """3 × the U-ViT forward FLOPs (backward ≈ 2 × forward)."""
+    return 3.0 * uvit.uvit_flops_per_example(self.kwargs, self.image_size)

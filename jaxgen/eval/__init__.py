@@ -1,0 +1,1 @@
+"""Evaluation helpers: sample grids and image metrics."""

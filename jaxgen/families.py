@@ -1,0 +1,8 @@
+"""Imports every model family so its objective registers by name.
+
+`config.family` is looked up in `jaxgen.registry.OBJECTIVES`; importing this
+module is what fills that registry.
+"""
+
+# pylint: disable=unused-import
+from jaxgen.diffusion import objective as _simple_diffusion

@@ -1,0 +1,49 @@
+r"""Command line: `python -m jaxgen.main --config=configs/<family>.py:<preset> --workdir=DIR`.
+
+Kept thin on purpose: everything else is importable and tested. Overrides use
+ml_collections syntax, e.g. `--config.batch_size=64 --config.total_flops=1e15`.
+On a pod, pass `--multihost` (or set JAXGEN_COORDINATOR etc.) on every host.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
+flags.DEFINE_bool("multihost", False,
+                  "Call jax.distributed.initialize() before touching devices.")
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/simple_diffusion.py:tiny.",
+    lock_config=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # TensorFlow (used by clu's writers and TFDS) must not take accelerators.
+  os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  if multihost.want_distributed(FLAGS.multihost):
+    multihost.initialize()
+  logging.info("JAX process %d / %d, devices: %s", jax.process_index(),
+               jax.process_count(), jax.devices())
+  try:
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FloatingPointError) as e:
+    # Configuration and numerics errors are one readable line, not a trace.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

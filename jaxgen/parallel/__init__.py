@@ -1,0 +1,1 @@
+"""Mesh construction, logical-axis sharding and multi-host helpers."""

@@ -1,0 +1,96 @@
+"""From logical axis names on parameters to `NamedSharding`s on the mesh.
+
+Models box every parameter with `nn.with_logical_partitioning`; the objective's
+`init` returns a state whose leaves are such boxes (optimizer moments and EMA
+copies inherit them through `jax.tree.map`). The trainer evaluates `init`
+abstractly, maps the names through `config.logical_axis_rules` and then creates
+the state directly sharded, so no full copy ever lands on one device.
+"""
+
+from typing import Any, Callable, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+from jax.sharding import NamedSharding
+
+
+def rules_from_config(rules: Sequence[Sequence[Any]]) -> Tuple[Tuple[str, Any], ...]:
+  """Normalises config rules (lists from ml_collections) to flax's tuples.
+
+  Args:
+    rules: sequence of (logical_name, mesh_axis or list of mesh axes or None).
+
+  Returns:
+    A tuple of (name, axis) pairs, lists turned into tuples.
+  """
+  out = []
+  for name, axes in rules:
+    if isinstance(axes, (list, tuple)):
+      axes = tuple(axes)
+    out.append((str(name), axes))
+  return tuple(out)
+
+
+def abstract_state_and_shardings(
+    init_fn: Callable[..., Any], mesh: jax.sharding.Mesh,
+    rules: Sequence[Tuple[str, Any]], *args) -> Tuple[Any, Any]:
+  """Abstractly evaluates `init_fn(*args)` and derives its shardings.
+
+  Args:
+    init_fn: returns a (boxed) state pytree.
+    mesh: the device mesh.
+    rules: logical axis rules.
+    *args: arguments of `init_fn` (arrays or ShapeDtypeStructs).
+
+  Returns:
+    (abstract_unboxed_state, shardings), two pytrees of the same structure;
+    leaves without logical names are replicated.
+  """
+  boxed = jax.eval_shape(init_fn, *args)
+  specs = nn.get_partition_spec(boxed)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+  abstract = nn.unbox(boxed)
+  # Leaves that carried no names become PartitionSpec() -> replicated.
+  shardings = jax.tree.map(
+      lambda s: s if isinstance(s, NamedSharding)
+      else NamedSharding(mesh, jax.sharding.PartitionSpec()),
+      shardings, is_leaf=lambda x: isinstance(x, (NamedSharding,
+                                                  jax.sharding.PartitionSpec)))
+  return abstract, shardings
+
+
+def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args) -> Any:
+  """Runs `init_fn` under jit so its output is created already sharded.
+
+  Args:
+    init_fn: returns a boxed state pytree.
+    shardings: output shardings (from `abstract_state_and_shardings`).
+    *args: arguments of `init_fn`.
+
+  Returns:
+    The unboxed state, laid out as `shardings` says.
+  """
+  return jax.jit(lambda *a: nn.unbox(init_fn(*a)),
+                 out_shardings=shardings)(*args)
+
+
+def per_device_bytes(tree: Any) -> int:
+  """Largest number of bytes of `tree` held by any one addressable device."""
+  per_device = {}
+  for leaf in jax.tree.leaves(tree):
+    for shard in leaf.addressable_shards:
+      per_device[shard.device] = (per_device.get(shard.device, 0) +
+                                  shard.data.size * shard.data.dtype.itemsize)
+  return max(per_device.values()) if per_device else 0
+
+
+def unsharded_fraction(tree: Any, shardings: Any) -> float:
+  """Fraction of elements in leaves that are fully replicated (MaxText check)."""
+  total, replicated = 0, 0
+  for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(
+      shardings, is_leaf=lambda x: isinstance(x, NamedSharding))):
+    size = int(leaf.size)
+    total += size
+    if sharding.is_fully_replicated:
+      replicated += size
+  return replicated / max(total, 1)

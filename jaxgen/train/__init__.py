@@ -1,0 +1,1 @@
+"""The family-agnostic trainer."""

@@ -1,0 +1,97 @@
+"""FLOP accounting: device peaks, MFU, and XLA's own counts for cross-checks.
+
+Each objective reports analytic training FLOPs per example; the trainer turns
+them into TFLOP/s per device and MFU (model FLOPs utilisation) where the
+device's dense bf16 peak is known. Peaks (per JAX device) from
+`references/scaling_laws.md` (levanter's flop_utils and MaxText docs).
+"""
+
+from typing import Any, Dict, Optional
+
+import jax
+
+# Dense bf16 peak FLOP/s per JAX device, matched against `device.device_kind`
+# (lower-cased) by substring, first match wins: more specific names first.
+PEAK_BF16_FLOPS = (
+    ("v6 lite", 918e12),  # TPU v6e reports "TPU v6 lite".
+    ("v6e", 918e12),
+    ("v5 lite", 197e12),  # TPU v5e reports "TPU v5 lite".
+    ("v5e", 197e12),
+    ("v5p", 459e12),
+    ("tpu v5", 459e12),
+    ("tpu v4", 275e12),
+    ("h100 pcie", 756.5e12),
+    ("h100", 989.5e12),   # SXM / HBM3.
+    ("h200", 989.5e12),   # Same compute die as H100 SXM.
+    ("a100", 312e12),
+)
+
+
+def peak_flops_per_device(device: Optional[jax.Device] = None
+                          ) -> Optional[float]:
+  """Dense bf16 peak FLOP/s of `device`, or None if unknown (e.g. CPU)."""
+  device = device or jax.devices()[0]
+  kind = device.device_kind.lower()
+  for pattern, peak in PEAK_BF16_FLOPS:
+    if pattern in kind:
+      return peak
+  return None
+
+
+def throughput(flops_per_example: float, examples_per_sec: float,
+               num_devices: int,
+               peak: Optional[float]) -> Dict[str, Any]:
+  """TFLOP/s per device and MFU ("unknown" where the peak is unknown).
+
+  Args:
+    flops_per_example: analytic training FLOPs per example.
+    examples_per_sec: global examples per second.
+    num_devices: devices in the job.
+    peak: peak FLOP/s per device, or None.
+
+  Returns:
+    {"tflops_per_device": float, "mfu": float or "unknown"}.
+  """
+  per_device = flops_per_example * examples_per_sec / num_devices
+  return {"tflops_per_device": per_device / 1e12,
+          "mfu": per_device / peak if peak else "unknown"}
+
+
+def compiled_flops(compiled: Any) -> float:
+  """FLOPs of a compiled computation from XLA's cost analysis.
+
+  Args:
+    compiled: the result of `jax.jit(f).lower(...).compile()`.
+
+  Returns:
+    The 'flops' entry (summed over entries if a list is returned).
+  """
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, dict):
+    analysis = [analysis]
+  return float(sum(a.get("flops", 0.0) for a in analysis if a))
+
+
+def memory_summary(compiled: Any) -> Dict[str, int]:
+  """Per-device bytes of a compiled computation (empty if not reported).
+
+  Args:
+    compiled: a compiled jax computation.
+
+  Returns:
+    Dict with argument / output / temp / alias / code bytes and `total`.
+  """
+  try:
+    mem = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  (not all backends)
+    return {}
+  if mem is None:
+    return {}
+  fields = ("argument_size_in_bytes", "output_size_in_bytes",
+            "temp_size_in_bytes", "alias_size_in_bytes",
+            "generated_code_size_in_bytes")
+  out = {f.replace("_size_in_bytes", "_bytes"): int(getattr(mem, f, 0) or 0)
+         for f in fields}
+  out["total_bytes"] = (out["argument_bytes"] + out["output_bytes"] +
+                        out["temp_bytes"] - out["alias_bytes"])
+  return out

@@ -1,0 +1,98 @@
+"""The interface every model family implements for the trainer (DESIGN §3).
+
+An objective owns everything family-specific (networks, losses, optimizers,
+samplers, FLOP counts) and nothing about devices: the trainer jit's its pure
+methods with shardings it derives from the logical axis names carried by the
+parameters that `init` creates.
+"""
+
+import abc
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import ml_collections
+
+State = Any  # A pytree, usually a `jaxgen.train.state.TrainState`.
+Batch = Dict[str, jax.Array]  # e.g. {"image": f32[B,H,W,C] in [-1,1], "label": i32[B]}
+Metrics = Dict[str, jax.Array]
+
+
+class Objective(abc.ABC):
+  """Base class of a family's training objective.
+
+  Subclasses are registered with `jaxgen.registry.OBJECTIVES.register(name)` and
+  built as `cls(config)`. All methods except `flops_per_example` and
+  `validate` must be pure and traceable: the trainer calls them under `jax.jit`.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               total_steps: Optional[int] = None):
+    """Builds the objective.
+
+    Args:
+      config: the full run config.
+      total_steps: run length, for learning-rate and other schedules. May be
+        None when only `flops_per_example` / shapes are needed (the trainer
+        first asks for FLOPs to resolve a FLOP budget into steps).
+    """
+    self.config = config
+    self.total_steps = total_steps
+
+  def validate(self, num_devices_data_parallel: int) -> None:
+    """Raises ValueError (one line, says what to change) on a bad config.
+
+    Called before anything is compiled. The default checks nothing.
+
+    Args:
+      num_devices_data_parallel: devices the batch is split over.
+    """
+    del num_devices_data_parallel
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, batch: Batch) -> State:
+    """Creates the full train state (params, optimizer states, EMA, step).
+
+    Parameters must be boxed with logical axis names
+    (`nn.with_logical_partitioning`); the trainer reads the names through
+    `jax.eval_shape` and then unboxes the created state.
+
+    Args:
+      rng: PRNG key.
+      batch: an example batch (shapes and dtypes only matter).
+
+    Returns:
+      The train state pytree.
+    """
+
+  @abc.abstractmethod
+  def train_step(self, state: State, batch: Batch,
+                 rng: jax.Array) -> Tuple[State, Metrics]:
+    """One optimisation step.
+
+    Args:
+      state: the (unboxed) train state.
+      batch: the global batch.
+      rng: `fold_in(base_rng, step)`, computed by the trainer.
+
+    Returns:
+      (new_state, metrics); metrics are scalars and include "loss",
+      "grad_norm" and "learning_rate" (the trainer checks all of them for
+      non-finite values and logs them).
+    """
+
+  def eval_step(self, state: State, batch: Batch, rng: jax.Array) -> Metrics:
+    """Held-out metrics for one batch (scalars). Default: not provided."""
+    raise NotImplementedError(f"{type(self).__name__} has no eval_step.")
+
+  @abc.abstractmethod
+  def sample(self, state: State, rng: jax.Array, num: int) -> jax.Array:
+    """Draws `num` samples in [-1, 1] (NHWC images or NTHWC videos)."""
+
+  @abc.abstractmethod
+  def flops_per_example(self) -> float:
+    """Analytic training FLOPs per example (forward + backward + extras)."""
+
+  def num_params(self, state: State) -> Dict[str, int]:
+    """Parameter counts to report, by name; default counts `state.params`."""
+    leaves = jax.tree.leaves(state.params)
+    return {"params": int(sum(x.size for x in leaves))}

@@ -1,0 +1,132 @@
+"""Train state and optimizers shared by every family.
+
+A state holds any number of parameter groups and optimizers (the GAN needs two)
+and optionally an EMA copy of some parameters. Training a named subset of
+parameters (the autoencoder phases) is an optax `multi_transform` whose frozen
+branch is `set_to_zero`, so frozen weights keep no optimizer moments.
+"""
+
+import re
+from typing import Any, Dict, Optional, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  """The pytree every objective's `train_step` maps to a new one.
+
+  Attributes:
+    step: int32 scalar, number of updates applied.
+    params: parameter trees by network name, e.g. {"model": ...} or
+      {"generator": ..., "discriminator": ...}.
+    opt_state: optax states by optimizer name.
+    ema_params: EMA parameter trees by network name (may be empty).
+  """
+  step: jax.Array
+  params: Dict[str, Any]
+  opt_state: Dict[str, Any]
+  ema_params: Dict[str, Any]
+
+
+def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
+                           total_steps: int) -> optax.Schedule:
+  """Warmup then `constant` or `cosine` decay to the end of the run.
+
+  The cosine horizon is the run's own length: Chinchilla (App. B) shows that a
+  cycle much longer than the run under-trains, which matters for sweeps.
+
+  Args:
+    opt_config: fields `learning_rate`, `schedule` ("constant" | "cosine"),
+      `warmup_steps` or `warmup_fraction`, `end_lr_fraction`.
+    total_steps: number of training steps.
+
+  Returns:
+    An optax schedule, step -> learning rate.
+  """
+  peak = float(opt_config.learning_rate)
+  warmup = int(opt_config.get("warmup_steps", 0) or 0)
+  if opt_config.get("warmup_fraction"):
+    warmup = int(round(float(opt_config.warmup_fraction) * total_steps))
+  warmup = min(warmup, max(total_steps - 1, 0))
+  kind = opt_config.get("schedule", "cosine")
+  if kind == "constant":
+    decay = optax.constant_schedule(peak)
+  elif kind == "cosine":
+    decay = optax.cosine_decay_schedule(
+        peak, max(total_steps - warmup, 1),
+        alpha=float(opt_config.get("end_lr_fraction", 0.0)))
+  else:
+    raise ValueError(f"Unknown config.optimizer.schedule {kind!r}; use "
+                     "'constant' or 'cosine'.")
+  if warmup == 0:
+    return decay
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+def make_optimizer(opt_config: ml_collections.ConfigDict, total_steps: int,
+                   trainable: Optional[Sequence[str]] = None
+                   ) -> optax.GradientTransformation:
+  """Builds an Adam(W) optimizer with clipping and an optional frozen subset.
+
+  Args:
+    opt_config: fields `name` ("adamw" | "adam"), `learning_rate`, `b1`, `b2`,
+      `eps`, `weight_decay`, `grad_clip` (global norm, 0 = off) and the
+      schedule fields of `learning_rate_schedule`.
+    total_steps: run length for the schedule.
+    trainable: regexes over "/"-joined parameter paths; only matching
+      parameters are updated (None = all).
+
+  Returns:
+    An optax transformation.
+  """
+  schedule = learning_rate_schedule(opt_config, total_steps)
+  name = opt_config.get("name", "adamw")
+  common = dict(b1=float(opt_config.get("b1", 0.9)),
+                b2=float(opt_config.get("b2", 0.999)),
+                eps=float(opt_config.get("eps", 1e-8)))
+  if name == "adamw":
+    tx = optax.adamw(schedule, weight_decay=float(
+        opt_config.get("weight_decay", 0.0)), **common)
+  elif name == "adam":
+    tx = optax.adam(schedule, **common)
+  else:
+    raise ValueError(f"Unknown config.optimizer.name {name!r}; use 'adamw' "
+                     "or 'adam'.")
+  if opt_config.get("grad_clip", 0.0):
+    tx = optax.chain(optax.clip_by_global_norm(float(opt_config.grad_clip)), tx)
+  if trainable:
+    patterns = [re.compile(p) for p in trainable]
+
+    def label(params):
+      def one(path, _):
+        name = "/".join(_key_name(k) for k in path)
+        return "train" if any(p.search(name) for p in patterns) else "freeze"
+      return jax.tree_util.tree_map_with_path(one, params)
+
+    tx = optax.multi_transform(
+        {"train": tx, "freeze": optax.set_to_zero()}, label)
+  return tx
+
+
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def ema_update(ema: Any, params: Any, decay: jax.Array) -> Any:
+  """Returns decay·ema + (1 − decay)·params, leaf by leaf."""
+  return jax.tree.map(lambda e, p: e * decay + (1.0 - decay) * p, ema, params)
+
+
+def global_norm(tree: Any) -> jax.Array:
+  """L2 norm over all leaves (float32)."""
+  return optax.global_norm(jax.tree.map(
+      lambda x: x.astype(jnp.float32), tree))

@@ -1,0 +1,338 @@
+"""The family-agnostic trainer: `train_and_evaluate(config, workdir)`.
+
+It builds the mesh, asks the family's objective (looked up by
+`config.family`) for an abstract state, derives `NamedSharding`s from the
+logical axis names, creates the state directly sharded, compiles the step with
+`jax.jit(in_shardings, out_shardings, donate_argnums)` and runs the loop:
+per-process grain batches → global arrays, metrics (clu + metrics.jsonl),
+sample grids, eval, orbax checkpoints with the data iterator, and resume.
+"""
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Dict, Optional
+
+from absl import logging
+from clu import periodic_actions
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxgen import families  # pylint: disable=unused-import  (registers them)
+from jaxgen import registry
+from jaxgen.data import pipeline as data_pipeline
+from jaxgen.eval import grids
+from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.parallel import multihost
+from jaxgen.parallel import sharding as sharding_lib
+from jaxgen.train import checkpoint as checkpoint_lib
+from jaxgen.train import durations
+from jaxgen.train import flops as flops_lib
+from jaxgen.train import metrics as metrics_lib
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything resolved from a config before anything is compiled."""
+  mesh: jax.sharding.Mesh
+  rules: Any
+  objective: Any
+  total_steps: int
+  flops_per_example: float
+  data_info: Any
+  batch_spec: Dict[str, jax.ShapeDtypeStruct]
+
+
+def batch_spec(info: Any, global_batch: int) -> Dict[str, jax.ShapeDtypeStruct]:
+  """Global batch shapes the pipeline yields, from its dataset info.
+
+  Args:
+    info: `jaxgen.data.pipeline` dataset info.
+    global_batch: the global batch size.
+
+  Returns:
+    Dict of ShapeDtypeStructs ("image" or "video", and "label").
+  """
+  spatial = (info.image_size, info.image_size, info.channels)
+  if info.kind == "video":
+    spec = {"video": jax.ShapeDtypeStruct(
+        (global_batch, info.num_frames) + spatial, jnp.float32)}
+  else:
+    spec = {"image": jax.ShapeDtypeStruct((global_batch,) + spatial,
+                                          jnp.float32)}
+  spec["label"] = jax.ShapeDtypeStruct((global_batch,), jnp.int32)
+  return spec
+
+
+def setup(config: ml_collections.ConfigDict, *, data_info: Any) -> Setup:
+  """Validates the config and resolves mesh, objective and run length.
+
+  Every check here raises a one-line ValueError before compilation.
+
+  Args:
+    config: the run config.
+    data_info: info of the input pipeline (`jaxgen.data.pipeline`).
+
+  Returns:
+    A `Setup`.
+  """
+  objective_cls = registry.OBJECTIVES.get(config.family)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  dp = mesh_lib.data_parallel_size(mesh)
+  if config.batch_size % dp:
+    raise ValueError(
+        f"config.batch_size={config.batch_size} is not divisible by the "
+        f"{dp} data-parallel devices (mesh data×fsdp = "
+        f"{mesh.shape['data']}×{mesh.shape['fsdp']}); use a multiple of {dp}.")
+  if config.batch_size % jax.process_count():
+    raise ValueError(
+        f"config.batch_size={config.batch_size} is not divisible by the "
+        f"{jax.process_count()} processes.")
+  probe = objective_cls(config)
+  probe.validate(dp)
+  flops = float(probe.flops_per_example())
+  steps = durations.total_steps(config, num_examples=data_info.num_examples,
+                                flops_per_example=flops)
+  return Setup(mesh=mesh,
+               rules=sharding_lib.rules_from_config(config.logical_axis_rules),
+               objective=objective_cls(config, total_steps=steps),
+               total_steps=steps, flops_per_example=flops,
+               data_info=data_info,
+               batch_spec=batch_spec(data_info, config.batch_size))
+
+
+def _zeros(spec):
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), spec)
+
+
+def compile_step(s: Setup, base_rng: jax.Array):
+  """Derives shardings and compiles init and the train step.
+
+  Must be called under `jax.set_mesh(s.mesh)` and the logical axis rules.
+
+  Args:
+    s: the resolved setup.
+    base_rng: key the per-step rng is folded from.
+
+  Returns:
+    (init_fn, abstract_state, state_shardings, compiled_step, batch_shardings)
+  """
+  init_fn = lambda rng: s.objective.init(rng, _zeros(s.batch_spec))
+  abstract, shardings = sharding_lib.abstract_state_and_shardings(
+      init_fn, s.mesh, s.rules, base_rng)
+  batch_shardings = {k: mesh_lib.batch_sharding(s.mesh, len(v.shape))
+                     for k, v in s.batch_spec.items()}
+
+  def step_fn(state, batch):
+    # The step's rng is derived, never carried: resumes reproduce it exactly.
+    rng = jax.random.fold_in(base_rng, state.step)
+    return s.objective.train_step(state, batch, rng)
+
+  jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
+                   out_shardings=(shardings, mesh_lib.replicated(s.mesh)),
+                   donate_argnums=(0,))
+  abstract_sharded = jax.tree.map(
+      lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+      abstract, shardings)
+  batch_abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype,
+                                            sharding=batch_shardings[k])
+                    for k, v in s.batch_spec.items()}
+  compiled = jitted.lower(abstract_sharded, batch_abstract).compile()
+  return init_fn, abstract, shardings, compiled, batch_shardings
+
+
+class _MetricBuffer:
+  """Host-side accumulation of per-step metrics with a one-step lag.
+
+  The step's metrics are fetched only after the next step has been dispatched,
+  so checking every step for NaNs does not stall the device pipeline.
+  """
+
+  def __init__(self):
+    self.pending = None
+    self.rows = []
+
+  def push(self, step: int, metrics: Any):
+    self.flush()
+    self.pending = (step, metrics)
+
+  def flush(self):
+    """Fetches the pending step's metrics; raises on non-finite values."""
+    if self.pending is None:
+      return
+    step, metrics = self.pending
+    self.pending = None
+    values = jax.device_get(metrics)
+    bad = metrics_lib.first_non_finite(values)
+    if bad is not None:
+      raise FloatingPointError(
+          f"Non-finite {bad} ({values[bad]}) at step {step}; stopping.")
+    self.rows.append(values)
+
+  def mean_and_reset(self) -> Dict[str, float]:
+    keys = self.rows[0].keys() if self.rows else []
+    out = {k: float(np.mean([r[k] for r in self.rows])) for k in keys}
+    self.rows = []
+    return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> Dict[str, Any]:
+  """Trains `config.family` as configured; resumes from `workdir` if possible.
+
+  Args:
+    config: the run config (see configs/*.py).
+    workdir: output directory: checkpoints/, TensorBoard events,
+      metrics.jsonl, samples/*.png.
+
+  Returns:
+    The last logged metrics (host floats), including "eval_loss" if evaluated.
+
+  Raises:
+    ValueError: bad configuration (before compilation).
+    FloatingPointError: a non-finite metric; the last good checkpoint stays.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  pidx, pcount = jax.process_index(), jax.process_count()
+  data_iter, info = data_pipeline.build_input(
+      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=pidx, process_count=pcount,
+      split=config.dataset.split, train=True)
+  s = setup(config, data_info=info)
+  init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
+  log_every = int(config.log_every_steps)
+
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
+    mem = flops_lib.memory_summary(p_step)
+    logging.info("Compiled train step; per-device memory: %s", mem)
+    ckpt = checkpoint_lib.Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        max_to_keep=int(config.keep_checkpoints),
+        save_every_steps=int(config.checkpoint_every_steps))
+    start, state = ckpt.restore(abstract, shardings, data_iter)
+    if state is None:
+      start = 0
+      state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
+    counts = s.objective.num_params(state)
+    logging.info("Parameters: %s; steps %d -> %d; %.3g FLOPs/example.",
+                 counts, start, s.total_steps, s.flops_per_example)
+
+    writer = metrics_lib.create_writer(workdir)
+    if pidx == 0:
+      metrics_lib.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                                 start if start else None)
+      writer.write_hparams({k: str(v) for k, v in config.items()})
+    hooks = [periodic_actions.ReportProgress(
+        num_train_steps=s.total_steps, writer=writer, every_steps=log_every)]
+    if config.get("profile_steps") and pidx == 0:
+      hooks.append(periodic_actions.Profile(
+          logdir=workdir, num_profile_steps=int(config.profile_steps),
+          first_profile=min(start + 5, s.total_steps)))
+
+    sample_fn = jax.jit(
+        functools.partial(s.objective.sample, num=int(config.num_samples)),
+        out_shardings=mesh_lib.replicated(s.mesh))
+    eval_fn = _make_eval(config, s, shardings)
+    peak = flops_lib.peak_flops_per_device()
+    buf = _MetricBuffer()
+    last: Dict[str, Any] = {}
+    t0, steps_since = time.time(), 0
+
+    try:
+      for step in range(start + 1, s.total_steps + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = multihost.global_batch(s.mesh, next(data_iter))
+          state, metrics = p_step(state, batch)
+        buf.push(step, metrics)
+        steps_since += 1
+        for hook in hooks:
+          hook(step)
+        is_last = step == s.total_steps
+        if step % log_every == 0 or is_last:
+          buf.flush()
+          dt = time.time() - t0
+          row = buf.mean_and_reset()
+          sps = steps_since / max(dt, 1e-9)
+          row.update(_progress(config, s, step, sps, peak))
+          if eval_fn and (step % int(config.eval_every_steps) == 0 or is_last):
+            row.update(eval_fn(state, step))
+          writer.write_scalars(step, row)
+          last = dict(row, step=step)
+          t0, steps_since = time.time(), 0
+        if config.num_samples and (
+            step % int(config.sample_every_steps) == 0 or is_last):
+          _write_samples(sample_fn, state, base_rng, step, workdir,
+                         config)
+        if is_last or step % ckpt.save_every_steps == 0:
+          buf.flush()  # Never save a state whose metrics were not checked.
+          ckpt.save(step, state, data_iter, force=is_last)
+    except FloatingPointError as e:
+      ckpt.wait()
+      raise FloatingPointError(
+          f"{e} The last good checkpoint is step {ckpt.latest_step()} in "
+          f"{os.path.join(workdir, 'checkpoints')}.") from None
+    finally:
+      writer.flush()
+      ckpt.close()
+  return last
+
+
+def _progress(config, s: Setup, step: int, steps_per_sec: float,
+              peak: Optional[float]) -> Dict[str, Any]:
+  """Compute accounting logged with every row."""
+  examples = step * int(config.batch_size)
+  tput = flops_lib.throughput(s.flops_per_example,
+                              steps_per_sec * config.batch_size,
+                              jax.device_count(), peak)
+  row = {"examples_seen": examples,
+         "flops_seen": examples * s.flops_per_example,
+         "steps_per_sec": steps_per_sec,
+         "tflops_per_device": tput["tflops_per_device"]}
+  if tput["mfu"] != "unknown":
+    row["mfu"] = tput["mfu"]
+  return row
+
+
+def _make_eval(config, s: Setup, shardings):
+  """Returns eval(state, step) -> {"eval_loss": ...}, or None if disabled."""
+  if not config.get("eval_batches"):
+    return None
+  eval_step = jax.jit(
+      lambda st, b, r: s.objective.eval_step(st, b, r),
+      in_shardings=(shardings, {k: mesh_lib.batch_sharding(s.mesh, len(v.shape))
+                                for k, v in s.batch_spec.items()}, None),
+      out_shardings=mesh_lib.replicated(s.mesh))
+  eval_rng = jax.random.key(config.seed + 1)
+
+  def run(state, step):
+    del step
+    # A fresh eval iterator each time: the same held-out batches and noise.
+    it, _ = data_pipeline.build_input(
+        config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        split=config.dataset.eval_split, train=False)
+    totals = {}
+    for i in range(int(config.eval_batches)):
+      batch = multihost.global_batch(s.mesh, next(it))
+      out = jax.device_get(eval_step(state, batch,
+                                     jax.random.fold_in(eval_rng, i)))
+      for k, v in out.items():
+        totals[k] = totals.get(k, 0.0) + float(v) / int(config.eval_batches)
+    return {f"eval_{k}": v for k, v in totals.items()}
+
+  return run
+
+
+def _write_samples(sample_fn, state, base_rng, step, workdir, config):
+  """Draws samples (same noise every time) and writes samples/step_N.png."""
+  samples = jax.device_get(sample_fn(state, jax.random.fold_in(base_rng, 10**9)))
+  if jax.process_index() == 0:
+    scale = max(1, 128 // int(samples.shape[-2]))
+    grids.save_grid(np.asarray(samples),
+                    os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+                    scale=scale)

@@ -1,0 +1,1 @@
+"""Scaling-law harness: sweeps, isoFLOP and parametric fits, reports."""

@@ -1,0 +1,16 @@
+"""Test setup: 8 fake CPU devices, forced before JAX initialises its backend."""
+
+import os
+
+# Must run before jax is imported anywhere in the test process.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") +
+    " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Keep TensorFlow (imported by clu and tfds) off any accelerator and quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+jax.config.update("jax_threefry_partitionable", True)

@@ -1,0 +1,45 @@
+"""Mesh construction from config and its one-line errors."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.parallel import sharding as sharding_lib
+
+
+def _cfg(data, fsdp, tensor):
+  return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
+
+
+@pytest.mark.parametrize("sizes,expected", [
+    ((-1, 1, 1), (8, 1, 1)), ((2, 2, 2), (2, 2, 2)), ((1, -1, 2), (1, 4, 2)),
+    ((2, 4, -1), (2, 4, 1))])
+def test_mesh_shape_resolves_minus_one(sizes, expected):
+  assert mesh_lib.mesh_shape(_cfg(*sizes), 8) == expected
+
+
+@pytest.mark.parametrize("sizes,match", [
+    ((2, 2, 1), "4 devices but 8"), ((-1, -1, 1), "At most one"),
+    ((3, -1, 1), "do not divide"), ((0, 8, 1), "positive")])
+def test_mesh_shape_errors(sizes, match):
+  with pytest.raises(ValueError, match=match):
+    mesh_lib.mesh_shape(_cfg(*sizes), 8)
+
+
+def test_make_mesh_is_auto_typed_and_batch_sharding_splits_rows():
+  mesh = mesh_lib.make_mesh(_cfg(2, 2, 2))
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+  assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+  assert mesh_lib.data_parallel_size(mesh) == 4
+  x = jax.device_put(np.arange(16.).reshape(8, 2),
+                     mesh_lib.batch_sharding(mesh, 2))
+  # 4-way split of 8 rows -> 2 rows per shard, replicated over tensor.
+  assert {s.data.shape for s in x.addressable_shards} == {(2, 2)}
+
+
+def test_rules_from_config_turns_lists_into_tuples():
+  rules = sharding_lib.rules_from_config([["a", ["data", "fsdp"]],
+                                          ["b", "tensor"], ["c", None]])
+  assert rules == (("a", ("data", "fsdp")), ("b", "tensor"), ("c", None))

@@ -1,0 +1,79 @@
+"""Run-length conversion, learning-rate schedules and frozen subsets."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jaxgen import config_lib
+from jaxgen.train import durations
+from jaxgen.train import state as state_lib
+
+
+def _cfg(**kw):
+  c = config_lib.base_config()
+  c.batch_size = 32
+  c.update(kw)
+  return c
+
+
+@pytest.mark.parametrize("kw,expected", [
+    (dict(total_steps=7), 7),
+    (dict(total_examples=320), 10),
+    (dict(total_examples=321), 11),       # rounded up: never under-spend
+    (dict(total_epochs=2.0), 2 * 1000 // 32 + 1),
+    (dict(total_flops=64e6), 20),         # 1e5 FLOPs/example -> 640 examples
+])
+def test_total_steps_units(kw, expected):
+  assert durations.total_steps(_cfg(**kw), num_examples=1000,
+                               flops_per_example=1e5) == expected
+
+
+def test_total_steps_needs_exactly_one_unit():
+  with pytest.raises(ValueError, match="exactly one"):
+    durations.total_steps(_cfg(), num_examples=1, flops_per_example=1)
+  with pytest.raises(ValueError, match="exactly one"):
+    durations.total_steps(_cfg(total_steps=3, total_examples=5),
+                          num_examples=1, flops_per_example=1)
+  with pytest.raises(ValueError, match="known size"):
+    durations.total_steps(_cfg(total_epochs=1.0), num_examples=None,
+                          flops_per_example=1)
+
+
+def test_schedule_warmup_then_cosine_to_end_of_run():
+  opt = config_lib.optimizer_config(learning_rate=1.0, warmup_fraction=0.1)
+  sched = state_lib.learning_rate_schedule(opt, 100)
+  np.testing.assert_allclose(sched(5), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(sched(10), 1.0, rtol=1e-6)
+  # Cosine from step 10 to 100: halfway (step 55) is 0.5, the end is 0.
+  np.testing.assert_allclose(sched(55), 0.5, atol=1e-6)
+  np.testing.assert_allclose(sched(100), 0.0, atol=1e-6)
+
+
+def test_trainable_subset_leaves_frozen_params_unchanged():
+  opt = config_lib.optimizer_config(learning_rate=0.1, grad_clip=0.0)
+  tx = state_lib.make_optimizer(opt, 10, trainable=[r"^decoder/"])
+  params = {"encoder": {"w": jnp.ones(3)}, "decoder": {"w": jnp.ones(3)}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(new["encoder"]["w"], params["encoder"]["w"])
+  assert np.all(np.asarray(new["decoder"]["w"]) < 1.0)
+
+
+def test_ema_update_matches_formula():
+  out = state_lib.ema_update({"a": jnp.array(1.0)}, {"a": jnp.array(3.0)}, 0.9)
+  np.testing.assert_allclose(out["a"], 0.9 * 1 + 0.1 * 3)
+
+
+def test_parse_arg_presets_and_options():
+  a = config_lib.parse_arg("small,steps=5,runlocal", ["tiny", "small"],
+                           steps=10, runlocal=False)
+  assert (a.preset, a.steps, a.runlocal) == ("small", 5, True)
+  assert config_lib.parse_arg(None, ["tiny"]).preset == "tiny"
+  with pytest.raises(ValueError, match="Unknown preset 'big'"):
+    config_lib.parse_arg("big", ["tiny", "small"])
+  with pytest.raises(ValueError, match="Unknown config option 'lr'"):
+    config_lib.parse_arg("tiny,lr=3", ["tiny"], steps=1)

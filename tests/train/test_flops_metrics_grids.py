@@ -1,0 +1,72 @@
+"""Device peaks/MFU, XLA cost analysis helper, JSONL metrics, sample grids."""
+
+import json
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from jaxgen.eval import grids
+from jaxgen.train import flops as flops_lib
+from jaxgen.train import metrics as metrics_lib
+
+
+def test_peak_table_matches_device_kinds():
+  dev = lambda kind: types.SimpleNamespace(device_kind=kind)
+  assert flops_lib.peak_flops_per_device(dev("TPU v4")) == 275e12
+  assert flops_lib.peak_flops_per_device(dev("TPU v5 lite")) == 197e12
+  assert flops_lib.peak_flops_per_device(dev("TPU v5p")) == 459e12
+  assert flops_lib.peak_flops_per_device(dev("TPU v6 lite")) == 918e12
+  assert flops_lib.peak_flops_per_device(dev("NVIDIA H100 80GB HBM3")) == 989.5e12
+  assert flops_lib.peak_flops_per_device(dev("NVIDIA H100 PCIe")) == 756.5e12
+  assert flops_lib.peak_flops_per_device(dev("NVIDIA A100-SXM4-40GB")) == 312e12
+  assert flops_lib.peak_flops_per_device(dev("cpu")) is None
+
+
+def test_throughput_and_mfu():
+  out = flops_lib.throughput(1e12, 100.0, 4, 1e14)
+  assert out["tflops_per_device"] == 25.0
+  assert out["mfu"] == 0.25
+  assert flops_lib.throughput(1e12, 1.0, 1, None)["mfu"] == "unknown"
+
+
+def test_compiled_flops_of_a_matmul():
+  a = jax.ShapeDtypeStruct((64, 32), jnp.float32)
+  b = jax.ShapeDtypeStruct((32, 16), jnp.float32)
+  compiled = jax.jit(jnp.dot).lower(a, b).compile()
+  np.testing.assert_allclose(flops_lib.compiled_flops(compiled),
+                             2 * 64 * 32 * 16, rtol=0.01)
+
+
+def test_jsonl_writer_and_truncate(tmp_path):
+  path = str(tmp_path / "metrics.jsonl")
+  w = metrics_lib.JsonlWriter(path)
+  for s in (10, 20, 30):
+    w.write_scalars(s, {"loss": np.float32(s / 10), "bad": float("nan")})
+  w.close()
+  rows = [json.loads(l) for l in open(path)]
+  assert [r["step"] for r in rows] == [10, 20, 30]
+  assert rows[0]["loss"] == 1.0 and rows[0]["bad"] == "nan"
+  metrics_lib.truncate_jsonl(path, 20)
+  assert [json.loads(l)["step"] for l in open(path)] == [10, 20]
+  metrics_lib.truncate_jsonl(path, None)
+  assert open(path).read() == ""
+
+
+def test_first_non_finite_names_the_metric():
+  assert metrics_lib.first_non_finite({"a": 1.0, "b": 2}) is None
+  assert metrics_lib.first_non_finite(
+      {"loss": 1.0, "grad_norm": np.inf, "z": np.nan}) == "grad_norm"
+
+
+def test_grid_layout_and_png(tmp_path):
+  imgs = np.stack([np.full((4, 4, 3), v) for v in (-1.0, 0.0, 1.0, 1.0, 1.0)])
+  g = grids.make_grid(imgs, pad=1)
+  assert g.shape == (2 * 5 + 1, 3 * 5 + 1, 3)      # 5 images -> 2 rows of 3
+  assert g[1, 1, 0] == 0 and g[1, 6, 0] == 128 and g[1, 11, 0] == 255
+  video = np.zeros((2, 3, 4, 4, 3))
+  assert grids.make_grid(video, pad=0).shape == (8, 12, 3)  # 1 clip per row
+  path = grids.save_grid(imgs, str(tmp_path / "s.png"), scale=2)
+  assert Image.open(path).size == (32, 22)
