@@ -22,8 +22,6 @@ from jaxgen.diffusion import uvit
 from jaxgen.train import objective as objective_lib
 from jaxgen.train import state as state_lib
 
-SAMPLERS = {"ddpm": samplers.ddpm_sample, "ddim": samplers.ddim_sample}
-
 
 def model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   """U-ViT constructor arguments: the preset table overridden by config.model.
@@ -59,9 +57,7 @@ class SimpleDiffusion(objective_lib.Objective):
     self.model = uvit.UViT(**self.kwargs)
     self.logsnr_fn = schedules.make_logsnr_fn(
         d.schedule, self.image_size, **dict(d.schedule_kwargs))
-    if d.sampler not in SAMPLERS:
-      raise ValueError(f"Unknown config.diffusion.sampler {d.sampler!r}; "
-                       f"choose one of: {', '.join(SAMPLERS)}.")
+    self.sampler = samplers.get_sampler(d.sampler)
     self._tx = None
 
   # -- configuration checks ---------------------------------------------------
@@ -174,7 +170,7 @@ class SimpleDiffusion(objective_lib.Objective):
 
     shape = (num, self.image_size, self.image_size,
              int(self.config.dataset.get("channels", 3)))
-    return SAMPLERS[d.sampler](
+    return self.sampler(
         v_fn, rng, shape, logsnr_fn=self.logsnr_fn,
         num_steps=int(d.sample_steps), labels=labels,
         null_label=self.num_classes if self.num_classes else None,

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from absl import logging
 from clu import periodic_actions
@@ -68,7 +68,8 @@ def batch_spec(info: Any, global_batch: int) -> Dict[str, jax.ShapeDtypeStruct]:
   return spec
 
 
-def setup(config: ml_collections.ConfigDict, *, data_info: Any) -> Setup:
+def setup(config: ml_collections.ConfigDict, *, data_info: Any,
+          devices: Optional[Sequence[jax.Device]] = None) -> Setup:
   """Validates the config and resolves mesh, objective and run length.
 
   Every check here raises a one-line ValueError before compilation.
@@ -76,12 +77,13 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any) -> Setup:
   Args:
     config: the run config.
     data_info: info of the input pipeline (`jaxgen.data.pipeline`).
+    devices: devices of the mesh (default: all).
 
   Returns:
     A `Setup`.
   """
   objective_cls = registry.OBJECTIVES.get(config.family)
-  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
   dp = mesh_lib.data_parallel_size(mesh)
   if config.batch_size % dp:
     raise ValueError(
@@ -92,6 +94,12 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any) -> Setup:
     raise ValueError(
         f"config.batch_size={config.batch_size} is not divisible by the "
         f"{jax.process_count()} processes.")
+  declared = config.dataset.get("num_classes")
+  if declared and data_info.num_classes and declared != data_info.num_classes:
+    raise ValueError(
+        f"config.dataset.num_classes={declared} but dataset "
+        f"{config.dataset.name!r} has {data_info.num_classes} classes; set "
+        f"--config.dataset.num_classes={data_info.num_classes}.")
   probe = objective_cls(config)
   probe.validate(dp)
   flops = float(probe.flops_per_example())
@@ -180,14 +188,16 @@ class _MetricBuffer:
     return out
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> Dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       devices: Optional[Sequence[jax.Device]] = None
+                       ) -> Dict[str, Any]:
   """Trains `config.family` as configured; resumes from `workdir` if possible.
 
   Args:
     config: the run config (see configs/*.py).
     workdir: output directory: checkpoints/, TensorBoard events,
       metrics.jsonl, samples/*.png.
+    devices: devices of the mesh (default: all devices of the job).
 
   Returns:
     The last logged metrics (host floats), including "eval_loss" if evaluated.
@@ -200,9 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   pidx, pcount = jax.process_index(), jax.process_count()
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=config.batch_size, seed=config.seed,
-      process_index=pidx, process_count=pcount,
-      split=config.dataset.split, train=True)
-  s = setup(config, data_info=info)
+      process_index=pidx, process_count=pcount, train=True)
+  s = setup(config, data_info=info, devices=devices)
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   log_every = int(config.log_every_steps)
 
@@ -315,7 +324,7 @@ def _make_eval(config, s: Setup, shardings):
     it, _ = data_pipeline.build_input(
         config.dataset, global_batch_size=config.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        split=config.dataset.eval_split, train=False)
+        split=config.dataset.eval_split, train=False, repeat=True)
     totals = {}
     for i in range(int(config.eval_batches)):
       batch = multihost.global_batch(s.mesh, next(it))

@@ -1,0 +1,209 @@
+"""grain input pipelines: the one entry point the trainer calls.
+
+  iterator, info = build_input(config.dataset, global_batch_size=256,
+                               seed=0, process_index=jax.process_index(),
+                               process_count=jax.process_count())
+  batch = next(iterator)  # {"image": f32 [b, H, W, C] in [-1, 1],
+                          #  "label": i32 [b]}, b = 256 // process_count
+
+Each process reads a disjoint shard of the split, so the per-process batches
+form the global batch (`jax.make_array_from_process_local_data`). Training
+shuffles each epoch differently but deterministically from `seed`, repeats
+forever and augments; evaluation reads in order without augmentation. The
+iterator is a grain `DatasetIterator`: `get_state()` / `set_state()`, and
+orbax saves it with `grain.checkpoint.CheckpointSave(iterator)`.
+"""
+
+import dataclasses
+from typing import Mapping
+
+import grain
+import ml_collections
+import numpy as np
+
+from jaxgen.data import config as config_lib
+from jaxgen.data import preprocess
+from jaxgen.data import sources
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model and the step accounting need to know about the data.
+
+  Attributes:
+    kind: "image" or "video".
+    num_examples: examples in the split (for epoch -> step conversion).
+    image_size: height = width of the batches.
+    channels: channels of the batches.
+    num_classes: number of labels (0 if unlabeled: labels are then all 0).
+    num_frames: frames per clip, or None for images.
+    batches_per_epoch: batches per pass over the split (the same on every
+      process).
+  """
+  kind: str
+  num_examples: int
+  image_size: int
+  channels: int
+  num_classes: int
+  num_frames: int | None
+  batches_per_epoch: int
+
+
+def _split_name(config, spec: config_lib.Spec, split: str | None,
+                train: bool) -> str:
+  if split is not None:
+    return split
+  if train:
+    return spec.split or config.split
+  return config.eval_split
+
+
+class _ProcessRows(grain.MapDataset):
+  """This process's rows of every global batch, in global order.
+
+  Global batch g holds positions [g·B, (g+1)·B) of the (shuffled, repeated)
+  dataset; process p reads only positions [g·B + p·b, g·B + (p+1)·b). So every
+  process reads just its own examples, yet the global batch, and with it the
+  training run, is the same for any number of processes.
+  """
+
+  def __init__(self, parent: grain.MapDataset, process_index: int,
+               process_count: int, batch_size: int):
+    super().__init__(parent)
+    self._p, self._n, self._b = process_index, process_count, batch_size
+    self._length = len(parent) // (batch_size * process_count) * batch_size
+
+  def __len__(self) -> int:
+    return self._length
+
+  def _global_index(self, index: int) -> int:
+    g, r = divmod(index, self._b)
+    return (g * self._n + self._p) * self._b + r
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._global_index(index)]
+
+  def __str__(self) -> str:
+    return f"ProcessRows(process={self._p}/{self._n}, rows={self._b})"
+
+
+def build_input(
+    dataset_config: ml_collections.ConfigDict,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    split: str | None = None,
+    train: bool = True,
+    repeat: bool | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
+) -> tuple[grain.DatasetIterator, DatasetInfo]:
+  """Builds this process's batch iterator over a dataset.
+
+  Args:
+    dataset_config: a config shaped like `default_dataset_config()`.
+    global_batch_size: examples per step over all processes.
+    seed: shuffling and augmentation seed.
+    process_index: this process; None means `jax.process_index()`.
+    process_count: number of processes; None means `jax.process_count()`.
+    split: split to read; None means the spec's split or `config.split` for
+      training, `config.eval_split` for evaluation.
+    train: shuffle, augment and repeat (True), or read in order (False).
+    repeat: loop over the data forever; None means `train`.
+    arrays: numpy arrays for `dataset_config.name == "arrays"`, e.g.
+      {"image": uint8 [N, H, W, C], "label": int [N]}.
+
+  Returns:
+    (iterator, info): a grain `DatasetIterator` of numpy batches
+    {"image" (or "video"): float32 [b, (T,) H, W, C], "label": int32 [b]} with
+    b = global_batch_size // process_count, and a `DatasetInfo`.
+
+  Raises:
+    ValueError: for a bad config, an unknown or unprepared dataset, or a shard
+      smaller than one batch.
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else (
+        process_index)
+    process_count = jax.process_count() if process_count is None else (
+        process_count)
+  spec = config_lib.validate_dataset_config(
+      dataset_config, global_batch_size=global_batch_size,
+      process_count=process_count)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} is outside "
+                     f"0..{process_count - 1}.")
+  repeat = train if repeat is None else repeat
+  split = _split_name(dataset_config, spec, split, train)
+  source = sources.open_source(spec, dataset_config, split=split,
+                               arrays=arrays)
+  is_float = source.float_pixels
+  if is_float and dataset_config.random_crop and train:
+    raise ValueError("dataset.random_crop needs uint8 pixels; float arrays "
+                     "are used as they are.")
+  # Float arrays (e.g. latents) keep their own size; everything else is
+  # resized to the configured one.
+  size = source.image_size if is_float else dataset_config.image_size
+  if size is None:
+    raise ValueError("Float arrays must be square (H == W).")
+  num_frames = None
+  if source.pixel_key == "video":
+    num_frames = dataset_config.num_frames or source.num_frames
+    if not num_frames:
+      raise ValueError(f"Clips of {dataset_config.name!r} vary in length; set "
+                       "dataset.num_frames.")
+    if source.num_frames and num_frames > source.num_frames:
+      raise ValueError(f"dataset.num_frames={num_frames} exceeds the "
+                       f"{source.num_frames} frames stored per clip.")
+  elif dataset_config.num_frames:
+    raise ValueError(f"dataset.num_frames={dataset_config.num_frames} but "
+                     f"{dataset_config.name!r} holds images; set it to 0.")
+
+  batch_size = global_batch_size // process_count
+  num_examples = len(source.data)
+  if num_examples < global_batch_size:
+    raise ValueError(
+        f"Split {split!r} of {dataset_config.name!r} has {num_examples} "
+        f"examples, fewer than one global batch of {global_batch_size}.")
+
+  dataset = grain.MapDataset.source(source.data)
+  transform = preprocess.Preprocess(
+      pixel_key=source.pixel_key, label_key=source.label_key, size=size,
+      num_frames=num_frames, random_crop=dataset_config.random_crop,
+      crop_scale=dataset_config.random_crop_scale,
+      random_flip=dataset_config.random_flip)
+  if train:
+    # One global order for all processes (the seed is not mixed with the
+    # process). Shuffle before repeat: each epoch is a fresh permutation
+    # (grain folds the epoch into the seed), and epochs never mix.
+    dataset = dataset.seed(seed).shuffle()
+  if repeat:
+    dataset = dataset.repeat()
+  if train:
+    # After repeat, so that augmentations differ between epochs.
+    dataset = dataset.random_map(transform)
+  else:
+    dataset = dataset.map(transform)
+  # Augmentations above are drawn per global position, so they too are
+  # independent of the process count; only now is the dataset split.
+  dataset = _ProcessRows(dataset, process_index, process_count, batch_size)
+
+  iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=dataset_config.num_threads,
+      prefetch_buffer_size=dataset_config.prefetch_buffer_size))
+  iter_dataset = iter_dataset.batch(batch_size, drop_remainder=True)
+  iter_dataset = iter_dataset.map(preprocess.to_model_input)
+  if dataset_config.worker_count:
+    iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=dataset_config.worker_count))
+
+  info = DatasetInfo(
+      kind="video" if source.pixel_key == "video" else "image",
+      num_examples=num_examples, image_size=size, channels=source.channels,
+      num_classes=source.num_classes, num_frames=num_frames,
+      batches_per_epoch=num_examples // global_batch_size)
+  return iter(iter_dataset), info

@@ -1,0 +1,291 @@
+"""Random-access data sources, one opener per dataset spec scheme.
+
+Each opener returns a `Source`: an object grain can read by index (`len` and
+`[i]` giving a dict of numpy values) plus what the pipeline needs to know
+about it. Openers are looked up by scheme in `SOURCES`, so adding a kind of
+data is one registered function.
+
+Nothing here downloads: TFDS datasets must already be prepared in array_record
+format, except the embedded `jaxgen_shapes`, which is generated on first use.
+"""
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from jaxgen import registry
+from jaxgen.data import config as config_lib
+from jaxgen.data import shapes
+
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A random-access source and its description.
+
+  Attributes:
+    data: supports `len(data)` and `data[i]` -> dict of numpy values.
+    pixel_key: "image" or "video", the key of the pixels in `data[i]`.
+    label_key: key of the integer label, or None if unlabeled.
+    num_classes: number of label values (0 if unlabeled).
+    channels: channels of the pixels.
+    num_frames: frames per stored clip, or None for images.
+    image_size: stored height = width, or None if it varies or is not square.
+    float_pixels: pixels are floats to use as they are (not uint8 to resize
+      and scale).
+  """
+  data: Any
+  pixel_key: str
+  label_key: str | None
+  num_classes: int
+  channels: int
+  num_frames: int | None = None
+  image_size: int | None = None
+  float_pixels: bool = False
+
+
+Opener = Callable[..., Source]
+# Source openers by spec scheme; each is called as
+# opener(spec, config, split=..., arrays=...).
+SOURCES = registry.Registry("dataset scheme")
+
+
+def open_source(spec: config_lib.Spec, config: ml_collections.ConfigDict, *,
+                split: str,
+                arrays: Mapping[str, np.ndarray] | None = None) -> Source:
+  """Opens the source a parsed spec names.
+
+  Args:
+    spec: parsed `config.name`.
+    config: the dataset config (data_dir, image_size, num_frames, ...).
+    split: split to read (TFDS split syntax for TFDS sources; folders and
+      arrays have a single split and ignore it).
+    arrays: numpy arrays for the `arrays` scheme.
+
+  Returns:
+    The opened `Source`.
+  """
+  return SOURCES.get(spec.scheme)(spec, config, split=split, arrays=arrays)
+
+
+# ----------------------------------------------------------------------------
+# TFDS and the embedded shapes dataset.
+# ----------------------------------------------------------------------------
+
+
+def _first_line(error: Exception) -> str:
+  return str(error).strip().split("\n", 1)[0]
+
+
+def _tfds_source(name: str, split: str, data_dir: str | None) -> Source:
+  """Opens a prepared TFDS dataset through `tfds.data_source`."""
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except ValueError as e:  # Includes tfds DatasetNotFoundError.
+    raise ValueError(f"Cannot open TFDS dataset {name!r}: "
+                     f"{_first_line(e)}") from None
+  where = data_dir or tfds.core.constants.DATA_DIR
+  how = (f"prepare it with `tfds build {name} --data_dir={where} "
+         "--file_format=array_record` (jaxgen never downloads)")
+  if not builder.is_prepared():
+    raise ValueError(f"TFDS dataset {name!r} is not prepared in {where}; "
+                     f"{how}.")
+  formats = builder.info.available_file_formats()
+  if tfds.core.FileFormat.ARRAY_RECORD not in formats:
+    raise ValueError(f"TFDS dataset {name!r} in {where} is not in array_record "
+                     f"format (random access needs it); {how}.")
+  try:
+    data = tfds.data_source(name, split=split, data_dir=data_dir,
+                            download=False, try_gcs=False)
+  except ValueError as e:  # Unknown split or bad slice syntax.
+    raise ValueError(f"TFDS dataset {name!r}, split {split!r}: "
+                     f"{_first_line(e)}") from None
+  return _describe_tfds(name, builder.info.features, data)
+
+
+def _describe_tfds(name: str, features, data) -> Source:
+  """Finds the pixel and label features of a TFDS feature dict."""
+  if "video" in features:
+    pixel_key, image_shape = "video", features["video"].shape[1:]
+    num_frames = features["video"].shape[0]
+  elif "image" in features:
+    pixel_key, image_shape = "image", features["image"].shape
+    num_frames = None
+  else:
+    raise ValueError(f"TFDS dataset {name!r} has no 'image' or 'video' "
+                     f"feature (it has: {', '.join(features)}).")
+  label_key, num_classes = None, 0
+  if "label" in features and isinstance(features["label"],
+                                       tfds.features.ClassLabel):
+    label_key, num_classes = "label", features["label"].num_classes
+  height, width, channels = image_shape
+  return Source(data=data, pixel_key=pixel_key, label_key=label_key,
+                num_classes=num_classes, channels=channels or 3,
+                num_frames=num_frames,
+                image_size=height if height and height == width else None)
+
+
+@SOURCES.register("tfds")
+def _open_tfds(spec, config, *, split, arrays=None) -> Source:
+  del arrays
+  if spec.name.split("/")[0] == shapes.NAME:
+    # The embedded dataset is generated rather than downloaded, so it can
+    # be prepared here too.
+    _, _, variant = spec.name.partition("/")
+    try:
+      shapes.prepare(variant or shapes.JaxgenShapes.DEFAULT_CONFIG_NAME,
+                     config.data_dir)
+    except ValueError as e:  # Unknown config.
+      raise ValueError(f"Cannot open TFDS dataset {spec.name!r}: "
+                       f"{_first_line(e)}") from None
+  return _tfds_source(spec.name, split, config.data_dir)
+
+
+def _smallest_at_least(value: int, choices: Sequence[int]) -> int:
+  return min(c for c in choices if c >= value)
+
+
+@SOURCES.register("jaxgen_shapes")
+def _open_shapes(spec, config, *, split, arrays=None) -> Source:
+  del spec, arrays
+  # Sizes between the stored resolutions are resized down from the next one
+  # up, which looks like data generated at that size.
+  size = _smallest_at_least(config.image_size, shapes.IMAGE_SIZES)
+  variant = shapes.image_config_name(size)
+  shapes.prepare(variant, config.data_dir)
+  return _tfds_source(f"{shapes.NAME}/{variant}", split, config.data_dir)
+
+
+@SOURCES.register("jaxgen_shapes_video")
+def _open_shapes_video(spec, config, *, split, arrays=None) -> Source:
+  del spec, arrays
+  size = _smallest_at_least(config.image_size, shapes.VIDEO_SIZES)
+  frames = _smallest_at_least(max(config.num_frames, 1), shapes.VIDEO_FRAMES)
+  variant = shapes.video_config_name(size, frames)
+  shapes.prepare(variant, config.data_dir)
+  return _tfds_source(f"{shapes.NAME}/{variant}", split, config.data_dir)
+
+
+# ----------------------------------------------------------------------------
+# Image folders.
+# ----------------------------------------------------------------------------
+
+
+class FolderSource:
+  """Images in files, decoded to uint8 RGB on access."""
+
+  def __init__(self, files: Sequence[str], labels: Sequence[int]):
+    self._files = list(files)
+    self._labels = np.asarray(labels, np.int64)
+
+  def __len__(self) -> int:
+    return len(self._files)
+
+  def __getitem__(self, index: int):
+    with Image.open(self._files[index]) as image:
+      pixels = np.asarray(image.convert("RGB"))
+    return {"image": pixels, "label": self._labels[index]}
+
+  def __repr__(self) -> str:
+    return f"FolderSource({len(self)} files)"
+
+
+def _image_files(folder: str) -> list[str]:
+  return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                if f.lower().endswith(_IMAGE_EXTENSIONS)
+                and os.path.isfile(os.path.join(folder, f)))
+
+
+@SOURCES.register("folder")
+def _open_folder(spec, config, *, split, arrays=None) -> Source:
+  """Images directly in the folder (unlabeled) or in class sub-folders."""
+  del config, split, arrays
+  root = os.path.expanduser(spec.name)
+  if not os.path.isdir(root):
+    raise ValueError(f"Image folder {root!r} does not exist.")
+  classes = sorted(d for d in os.listdir(root)
+                   if os.path.isdir(os.path.join(root, d))
+                   and _image_files(os.path.join(root, d)))
+  loose = _image_files(root)
+  if classes and loose:
+    raise ValueError(f"Image folder {root!r} mixes images and class "
+                     "sub-folders; use one layout.")
+  files, labels = loose, [0] * len(loose)
+  for label, name in enumerate(classes):
+    class_files = _image_files(os.path.join(root, name))
+    files += class_files
+    labels += [label] * len(class_files)
+  if not files:
+    raise ValueError(f"Image folder {root!r} has no "
+                     f"{'/'.join(_IMAGE_EXTENSIONS)} files.")
+  return Source(data=FolderSource(files, labels), pixel_key="image",
+                label_key="label" if classes else None,
+                num_classes=len(classes), channels=3)
+
+
+# ----------------------------------------------------------------------------
+# In-memory arrays.
+# ----------------------------------------------------------------------------
+
+
+class ArraySource:
+  """Examples from aligned numpy arrays: {key: array[i]}."""
+
+  def __init__(self, arrays: Mapping[str, np.ndarray]):
+    self._arrays = dict(arrays)
+    self._length = len(next(iter(self._arrays.values())))
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int):
+    return {key: value[index] for key, value in self._arrays.items()}
+
+  def __repr__(self) -> str:
+    return f"ArraySource({self._length} examples)"
+
+
+@SOURCES.register("arrays")
+def _open_arrays(spec, config, *, split, arrays=None) -> Source:
+  """Pixels under "image" [N, H, W, C] or "video" [N, T, H, W, C], optional
+  integer "label" [N]; uint8 pixels, or float ones used as they are."""
+  del spec, config, split
+  if arrays is None:
+    raise ValueError("Dataset 'arrays' needs build_input(..., arrays={'image':"
+                     " ..., 'label': ...}).")
+  pixel_key = "video" if "video" in arrays else "image"
+  if pixel_key not in arrays:
+    raise ValueError("arrays need an 'image' or 'video' entry; got "
+                     f"{sorted(arrays)}.")
+  pixels = np.asarray(arrays[pixel_key])
+  rank = 5 if pixel_key == "video" else 4
+  if pixels.ndim != rank:
+    raise ValueError(f"arrays[{pixel_key!r}] must have rank {rank} "
+                     f"(N, {'T, ' * (rank == 5)}H, W, C); got {pixels.shape}.")
+  if pixels.dtype != np.uint8 and not np.issubdtype(pixels.dtype,
+                                                    np.floating):
+    raise ValueError(f"arrays[{pixel_key!r}] must be uint8 or float; got "
+                     f"{pixels.dtype}.")
+  columns = {pixel_key: pixels}
+  num_classes = 0
+  if "label" in arrays:
+    labels = np.asarray(arrays["label"])
+    if labels.shape != (len(pixels),) or not np.issubdtype(labels.dtype,
+                                                           np.integer):
+      raise ValueError(f"arrays['label'] must be integers of shape "
+                       f"({len(pixels)},); got {labels.dtype} {labels.shape}.")
+    columns["label"] = labels
+    num_classes = int(labels.max()) + 1 if len(labels) else 0
+  height, width, channels = pixels.shape[-3:]
+  return Source(data=ArraySource(columns), pixel_key=pixel_key,
+                label_key="label" if "label" in columns else None,
+                num_classes=num_classes, channels=channels,
+                num_frames=pixels.shape[1] if pixel_key == "video" else None,
+                image_size=height if height == width else None,
+                float_pixels=pixels.dtype != np.uint8)

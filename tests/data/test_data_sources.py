@@ -1,0 +1,177 @@
+"""Tests for dataset specs, config validation, folder and arrays sources."""
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from jaxgen.data import config as config_lib
+from jaxgen.data import pipeline
+
+
+def _config(**overrides):
+  config = config_lib.default_dataset_config()
+  config.update(overrides)
+  return config
+
+
+def _build(config, *, batch=4, index=0, count=1, **kwargs):
+  return pipeline.build_input(config, global_batch_size=batch, seed=0,
+                              process_index=index, process_count=count,
+                              **kwargs)
+
+
+def _write_png(path, rng, height, width):
+  pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+  Image.fromarray(pixels).save(path)
+
+
+def test_parse_spec():
+  assert config_lib.parse_spec("jaxgen_shapes") == config_lib.Spec(
+      "jaxgen_shapes", "jaxgen_shapes")
+  assert config_lib.parse_spec("tfds:imagenet_resized/32x32:train[:90%]") == (
+      config_lib.Spec("tfds", "imagenet_resized/32x32", "train[:90%]"))
+  assert config_lib.parse_spec("tfds:mnist") == config_lib.Spec(
+      "tfds", "mnist")
+  assert config_lib.parse_spec("folder:/a/b") == config_lib.Spec(
+      "folder", "/a/b")
+
+
+@pytest.mark.parametrize("name", ["imagenet", "tfds:", "folder:", "arrays:x",
+                                  "tfds", "shapes:32"])
+def test_bad_spec_lists_choices(name):
+  with pytest.raises(ValueError, match="jaxgen_shapes") as error:
+    config_lib.validate_dataset_config(_config(name=name))
+  assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("overrides,kwargs,match", [
+    ({}, {"global_batch_size": 10, "process_count": 4}, "multiple"),
+    ({}, {"global_batch_size": 0}, "multiple"),
+    ({"image_size": 2048}, {}, "16...1024"),
+    ({"image_size": 8}, {}, "16...1024"),
+    ({"name": "jaxgen_shapes_video", "image_size": 128}, {}, "16...64"),
+    ({"name": "jaxgen_shapes_video", "num_frames": 32}, {}, "num_frames"),
+    ({"num_frames": -1}, {}, "num_frames"),
+    ({"random_crop_scale": 0.5}, {}, "random_crop_scale"),
+])
+def test_validation_errors(overrides, kwargs, match):
+  with pytest.raises(ValueError, match=match) as error:
+    config_lib.validate_dataset_config(_config(**overrides), **kwargs)
+  assert "\n" not in str(error.value)
+
+
+def test_default_config_is_valid():
+  config = _config()
+  spec = config_lib.validate_dataset_config(config, global_batch_size=64,
+                                            process_count=8)
+  assert spec.scheme == "jaxgen_shapes"
+  for field in ("name", "image_size", "data_dir", "split", "eval_split",
+                "random_crop", "random_flip", "num_frames"):
+    assert field in config
+
+
+def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
+  config = _config(name="tfds:mnist", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="not prepared.*tfds build mnist") as e:
+    _build(config)
+  assert "\n" not in str(e.value)
+  for name, match in (("tfds:no_such_dataset", "no_such_dataset"),
+                      ("tfds:jaxgen_shapes/image_7", "image_7")):
+    with pytest.raises(ValueError, match=match) as e:
+      _build(_config(name=name, data_dir=str(tmp_path)))
+    assert "\n" not in str(e.value)
+
+
+def test_folder_with_class_subfolders(tmp_path):
+  rng = np.random.default_rng(0)
+  for name, count in (("cat", 3), ("dog", 5)):
+    (tmp_path / name).mkdir()
+    for i in range(count):
+      # Odd, non-square sizes: the pipeline resizes and centre-crops.
+      _write_png(tmp_path / name / f"{i}.png", rng, 20 + i, 30)
+  (tmp_path / "empty").mkdir()
+  config = _config(name=f"folder:{tmp_path}", image_size=16,
+                   random_crop=True)
+  iterator, info = _build(config, batch=4)
+  assert (info.num_examples, info.num_classes, info.image_size) == (8, 2, 16)
+  batches = [next(iterator) for _ in range(4)]
+  labels = np.concatenate([b["label"] for b in batches])
+  assert set(labels) == {0, 1}
+  for batch in batches:
+    assert batch["image"].shape == (4, 16, 16, 3)
+    assert batch["image"].dtype == np.float32
+  iterator, _ = _build(config, batch=8, train=False)
+  np.testing.assert_array_equal(next(iterator)["label"], [0] * 3 + [1] * 5)
+
+
+def test_flat_folder_is_unlabeled(tmp_path):
+  rng = np.random.default_rng(1)
+  for i in range(4):
+    _write_png(tmp_path / f"{i}.jpg", rng, 16, 16)
+  iterator, info = _build(_config(name=f"folder:{tmp_path}", image_size=16))
+  assert info.num_classes == 0
+  np.testing.assert_array_equal(next(iterator)["label"], np.zeros(4))
+
+
+def test_folder_errors(tmp_path):
+  with pytest.raises(ValueError, match="does not exist"):
+    _build(_config(name=f"folder:{tmp_path / 'missing'}"))
+  with pytest.raises(ValueError, match="has no"):
+    _build(_config(name=f"folder:{tmp_path}"))
+
+
+def test_arrays_uint8_resized():
+  images = np.random.default_rng(0).integers(0, 256, (12, 20, 20, 3),
+                                             dtype=np.uint8)
+  iterator, info = _build(_config(name="arrays", image_size=16), batch=4,
+                          arrays={"image": images, "label": np.arange(12) % 3})
+  assert (info.num_classes, info.image_size, info.channels) == (3, 16, 3)
+  assert next(iterator)["image"].shape == (4, 16, 16, 3)
+
+
+def test_arrays_float_latents_pass_through():
+  latents = np.random.default_rng(0).normal(size=(8, 4, 4, 6)).astype(
+      np.float32) * 3
+  config = _config(name="arrays", random_flip=False)
+  iterator, info = _build(config, arrays={"image": latents}, train=False)
+  assert (info.image_size, info.channels, info.num_classes) == (4, 6, 0)
+  batch = next(iterator)
+  np.testing.assert_array_equal(batch["image"], latents[:4])
+  with pytest.raises(ValueError, match="random_crop"):
+    _build(_config(name="arrays", random_crop=True), arrays={"image": latents})
+
+
+def test_arrays_video():
+  video = np.zeros((8, 3, 16, 16, 3), np.uint8)
+  iterator, info = _build(_config(name="arrays", image_size=16),
+                          arrays={"video": video})
+  assert info.kind == "video" and info.num_frames == 3
+  assert next(iterator)["video"].shape == (4, 3, 16, 16, 3)
+  iterator, info = _build(_config(name="arrays", image_size=8, num_frames=2),
+                          arrays={"video": video})
+  assert info.num_frames == 2
+  assert next(iterator)["video"].shape == (4, 2, 8, 8, 3)
+  with pytest.raises(ValueError, match="exceeds the 3 frames"):
+    _build(_config(name="arrays", num_frames=4), arrays={"video": video})
+  with pytest.raises(ValueError, match="holds images"):
+    _build(_config(name="arrays", num_frames=4),
+           arrays={"image": video[:, 0]})
+
+
+@pytest.mark.parametrize("arrays,match", [
+    (None, "needs build_input"),
+    ({"pixels": np.zeros((4, 8, 8, 3), np.uint8)}, "'image' or 'video'"),
+    ({"image": np.zeros((4, 8, 8), np.uint8)}, "rank 4"),
+    ({"image": np.zeros((4, 8, 8, 3), np.int32)}, "uint8 or float"),
+    ({"image": np.zeros((4, 8, 8, 3), np.uint8), "label": np.zeros(3, int)},
+     "label"),
+])
+def test_arrays_errors(arrays, match):
+  with pytest.raises(ValueError, match=match):
+    _build(_config(name="arrays"), arrays=arrays)
+
+
+def test_too_few_examples_for_a_batch():
+  arrays = {"image": np.zeros((6, 16, 16, 3), np.uint8)}
+  with pytest.raises(ValueError, match="fewer than one global batch"):
+    _build(_config(name="arrays"), batch=8, count=2, arrays=arrays)
