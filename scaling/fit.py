@@ -1,0 +1,411 @@
+"""Fits Chinchilla approaches 2 and 3 to sweep results; CLI and library entry.
+
+Usage:
+  python -m scaling.fit --results=FILE --out=DIR [--target_flops=C1,C2]
+      [--bootstrap=N] [--drop_highest_loss=K] [--family=NAME]
+      [--budgets=chinchilla|C1,C2,...] [--compare=chinchilla]
+
+FILE is a results.jsonl or CSV (see scaling/results.py for the schema). DIR
+receives fit.json, report.md, isoflops.png, frontier.png and contours.png.
+Warnings (dropped runs, excluded budgets) are printed and repeated in the
+report; bad input (too few runs, several families, no usable budgets) stops
+with a one-line error.
+
+Library use:
+  runs = results.load_runs(path)
+  fits = fit.fit_runs(runs, target_flops=[1e21], n_bootstrap=100)
+  fit.write_outputs(fits, out_dir)
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import sys
+import time
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from scaling import approach2 as approach2_lib
+from scaling import approach3 as approach3_lib
+from scaling import bootstrap as bootstrap_lib
+from scaling import plots
+from scaling import report as report_lib
+from scaling import results as results_lib
+
+
+@dataclasses.dataclass
+class Fits:
+  """Everything one fit produced (the inputs of fit.json, plots, report)."""
+
+  runs: results_lib.Runs
+  budget: Optional[np.ndarray]
+  fit2: Optional[approach2_lib.IsoflopFit]
+  fit3: Optional[approach3_lib.ParametricFit]
+  boot2: Optional[bootstrap_lib.Bootstrap]
+  boot3: Optional[bootstrap_lib.Bootstrap]
+  targets: List[float]
+  level: float
+  summary: Dict[str, object]
+
+
+def default_target(runs: results_lib.Runs) -> float:
+  """The power of ten at or above 10x the largest run's compute."""
+  return 10.0**math.ceil(math.log10(10 * runs.c.max()))
+
+
+def _point_with_interval(value, boot, name, level):
+  out = {"value": float(value)}
+  if boot is not None and name in boot.samples and len(boot.samples[name]):
+    lo, med, hi = boot.interval(name, level)
+    out.update(lo=float(lo), median=float(med), hi=float(hi))
+  return out
+
+
+def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
+             budgets: Optional[Sequence[float]] = None,
+             budget_tol: float = approach2_lib.DEFAULT_TOL_DEX,
+             detect_tol: float = approach2_lib.DEFAULT_DETECT_TOL_DEX,
+             min_budget_runs: int = approach2_lib.DEFAULT_MIN_RUNS,
+             target_flops: Optional[Sequence[float]] = None,
+             n_bootstrap: int = 0,
+             level: float = bootstrap_lib.DEFAULT_LEVEL, seed: int = 0,
+             top_k: Optional[int] = approach3_lib.DEFAULT_TOP_K,
+             compare: Optional[str] = None,
+             check_full_grid: bool = False) -> Fits:
+  """Runs approaches 2 and/or 3 (with bootstrap) on one family's runs.
+
+  Args:
+    runs: cleaned runs (results.load_runs).
+    approaches: which approaches to run, subset of (2, 3).
+    budgets: budget centres to snap C to (approach 2); None uses the runs'
+      budgets, or detects centres.
+    budget_tol: snapping tolerance in dex.
+    detect_tol: detection window half-width in dex.
+    min_budget_runs: fewest runs per detected budget.
+    target_flops: budgets to extrapolate to (default: `default_target`).
+    n_bootstrap: resamples per approach (0 = no intervals).
+    level: central interval level (0.8 -> 10/50/90 percentiles).
+    seed: bootstrap seed.
+    top_k: approach-3 L-BFGS starts (None = all 4500).
+    compare: "chinchilla" adds published Chinchilla/Epoch parameter sets
+      scored on this data.
+    check_full_grid: also fit approach 3 from all grid starts and record
+      how far that optimum is from the top-k one.
+
+  Returns:
+    Fits with a JSON-ready `summary`.
+
+  Raises:
+    ValueError: several families, too few runs, or no usable budgets.
+  """
+  if compare not in (None, "", "chinchilla"):
+    raise ValueError(f"unknown compare={compare!r}; known: chinchilla")
+  if compare and 3 not in approaches:
+    raise ValueError("compare=chinchilla scores approach-3 parameters; "
+                     "include approach 3")
+  # Runs built from arrays may hold NaNs; loaded runs pass unchanged.
+  runs = results_lib.clean(runs)
+  if not len(runs):
+    raise ValueError("no usable runs to fit")
+  runs = results_lib.select_family(runs, None)
+  targets = [float(t) for t in (target_flops or [default_target(runs)])]
+  k = results_lib.flops_per_param_example(runs)
+  summary = {
+      "data": {
+          "source": runs.source, "family": runs.families[0],
+          "n_runs": len(runs), "k": k,
+          "N_range": [float(runs.n.min()), float(runs.n.max())],
+          "D_range": [float(runs.d.min()), float(runs.d.max())],
+          "C_range": [float(runs.c.min()), float(runs.c.max())],
+          "loss_range": [float(runs.loss.min()), float(runs.loss.max())],
+      },
+      "settings": {"approaches": list(approaches), "bootstrap": n_bootstrap,
+                   "level": level, "seed": seed, "top_k": top_k,
+                   "target_flops": targets},
+  }
+  fits = Fits(runs, None, None, None, None, None, targets, level, summary)
+  if 2 in approaches:
+    _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_budget_runs,
+                   n_bootstrap, seed)
+  if 3 in approaches:
+    _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid)
+  summary["extrapolation"] = _extrapolate(fits)
+  if compare:
+    summary["reference"] = _chinchilla_reference(fits)
+  return fits
+
+
+def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
+                   n_bootstrap, seed):
+  runs = fits.runs
+  if budgets is not None:
+    rule = (f"C snapped to the nearest given budget within +-{budget_tol} "
+            "dex")
+  elif runs.has_budgets:
+    rule = "budgets from the runs' budget_flops, used exactly"
+  else:
+    rule = (f"C snapped to the nearest detected budget centre within "
+            f"+-{budget_tol} dex; centres = densest +-{detect_tol} dex "
+            f"windows of log10 C with >= {min_runs} runs")
+  budget = approach2_lib.run_budgets(runs, budgets, budget_tol, detect_tol,
+                                     min_runs)
+  n_free = int((~np.isfinite(budget)).sum())
+  if n_free == len(runs):
+    why = (f"none within +-{budget_tol} dex of the given budgets"
+           if budgets is not None else f"no +-{detect_tol} dex window of "
+           f"log10 C holds {min_runs} runs")
+    raise ValueError(
+        f"approach 2 found no isoFLOP budget among {len(runs)} runs ({why});"
+        " give --budgets, lower --min_budget_runs or use --approaches=3")
+  if n_free:
+    warnings.warn(f"approach 2: {n_free} of {len(runs)} runs are near no "
+                  "budget and are not used by it", results_lib.FitWarning,
+                  stacklevel=3)
+  fits.budget = budget
+  fits.fit2 = approach2_lib.fit_isoflops(runs.n, runs.loss, budget, k=k)
+  out = fits.fit2.to_dict()
+  out["budget_rule"] = rule
+  if n_bootstrap:
+    fits.boot2 = bootstrap_lib.bootstrap_approach2(
+        runs.n, runs.loss, budget, k=k, n_resamples=n_bootstrap, seed=seed,
+        targets=fits.targets)
+    out["intervals"] = fits.boot2.intervals(fits.level)
+    out["bootstrap_failed"] = fits.boot2.n_failed
+  fits.summary["approach2"] = out
+
+
+def _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid):
+  runs = fits.runs
+  start = time.perf_counter()
+  fits.fit3 = approach3_lib.fit_parametric(runs.n, runs.d, runs.loss,
+                                           top_k=top_k, k=k)
+  out = fits.fit3.to_dict()
+  out["fit_seconds"] = time.perf_counter() - start
+  if check_full_grid:
+    start = time.perf_counter()
+    full = approach3_lib.fit_parametric(runs.n, runs.d, runs.loss,
+                                        top_k=None, k=k)
+    ours, theirs = fits.fit3.params.to_dict(), full.params.to_dict()
+    out["full_grid_check"] = {
+        **theirs, "objective": full.objective, "n_starts": full.n_starts,
+        "n_at_best": full.n_at_best,
+        "seconds": time.perf_counter() - start,
+        "max_rel_param_diff": max(abs(ours[x] / theirs[x] - 1)
+                                  for x in ours),
+        "objective_rel_diff": fits.fit3.objective / full.objective - 1}
+  if n_bootstrap:
+    start = time.perf_counter()
+    fits.boot3 = bootstrap_lib.bootstrap_approach3(
+        runs.n, runs.d, runs.loss, point=fits.fit3, n_resamples=n_bootstrap,
+        seed=seed, targets=fits.targets)
+    out["intervals"] = fits.boot3.intervals(fits.level)
+    out["bootstrap_failed"] = fits.boot3.n_failed
+    out["bootstrap_seconds"] = time.perf_counter() - start
+  fits.summary["approach3"] = out
+
+
+def _extrapolate(fits):
+  rows = []
+  for c in fits.targets:
+    row = {"flops": c}
+    if fits.fit2 is not None:
+      f = fits.fit2
+      pred = bootstrap_lib.approach2_predict(
+          {"G": f.n_opt.coef, "a": f.n_opt.exponent, "H": f.d_opt.coef,
+           "b": f.d_opt.exponent, "loss_coef": f.loss_opt.coef,
+           "loss_exponent": f.loss_opt.exponent}, c)
+      row["approach2"] = {
+          key: _point_with_interval(v, fits.boot2, f"{key}@{c:.4g}",
+                                    fits.level) for key, v in pred.items()}
+    if fits.fit3 is not None:
+      pred = bootstrap_lib.approach3_predict(fits.fit3.params.to_dict(), c,
+                                             fits.fit3.k)
+      row["approach3"] = {
+          key: _point_with_interval(v, fits.boot3, f"{key}@{c:.4g}",
+                                    fits.level) for key, v in pred.items()}
+    rows.append(row)
+  return rows
+
+
+def _chinchilla_reference(fits):
+  runs, fit3 = fits.runs, fits.fit3
+  out = {}
+  for name, p in (("hoffmann_unrounded", approach3_lib.HOFFMANN_UNROUNDED),
+                  ("hoffmann_rounded", approach3_lib.HOFFMANN_ROUNDED),
+                  ("epoch_2024", approach3_lib.EPOCH_2024)):
+    out[name] = {
+        **p.to_dict(), "a": p.a, "G": p.G,
+        "objective": approach3_lib.score(p, runs.n, runs.d, runs.loss,
+                                         fit3.delta),
+        "N_opt": [float(p.n_opt(c, fit3.k)) for c in fits.targets]}
+  return out
+
+
+def _jsonable(obj):
+  if isinstance(obj, dict):
+    return {str(k): _jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple, np.ndarray)):
+    return [_jsonable(v) for v in obj]
+  if isinstance(obj, (bool, np.bool_)):
+    return bool(obj)
+  if isinstance(obj, (int, np.integer)):
+    return int(obj)
+  if isinstance(obj, (float, np.floating)):
+    return float(obj) if np.isfinite(obj) else None
+  return obj
+
+
+def write_outputs(fits: Fits, out_dir: str, command: str = "",
+                  caught: Sequence[str] = ()) -> Dict[str, str]:
+  """Writes fit.json, the PNG plots and report.md into `out_dir`.
+
+  Args:
+    fits: result of `fit_runs`.
+    out_dir: output directory (created).
+    command: the command line, recorded in the report.
+    caught: warning messages emitted during the fit, for the report.
+
+  Returns:
+    Mapping of output name to path.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {}
+  runs = fits.runs
+  if fits.fit2 is not None:
+    paths["isoflops"] = plots.plot_isoflops(
+        runs, fits.budget, fits.fit2, os.path.join(out_dir, "isoflops.png"),
+        boot=fits.boot2, level=fits.level)
+  paths["frontier"] = plots.plot_frontier(
+      fits.fit2, fits.fit3, os.path.join(out_dir, "frontier.png"),
+      boot2=fits.boot2, boot3=fits.boot3,
+      c_range=(runs.c.min(), runs.c.max()), targets=fits.targets,
+      level=fits.level)
+  if fits.fit3 is not None:
+    used = [cv.budget for cv in fits.fit2.used] if fits.fit2 else []
+    paths["contours"] = plots.plot_contours(
+        runs, fits.fit3, os.path.join(out_dir, "contours.png"), used)
+  summary = dict(fits.summary, warnings=list(caught), command=command)
+  paths["fit.json"] = os.path.join(out_dir, "fit.json")
+  with open(paths["fit.json"], "w") as f:
+    json.dump(_jsonable(summary), f, indent=1)
+    f.write("\n")
+  paths["report"] = os.path.join(out_dir, "report.md")
+  with open(paths["report"], "w") as f:
+    f.write(report_lib.render(_jsonable(summary), {
+        k: os.path.basename(v) for k, v in paths.items()
+        if v.endswith(".png")}))
+  return paths
+
+
+def run(results: str, out: str, *, family: Optional[str] = None,
+        drop_highest_loss: int = 0, param_key: str = "params",
+        command: str = "", **fit_kwargs) -> Fits:
+  """Loads, fits and writes outputs: the body of the CLI.
+
+  Args:
+    results: results.jsonl or CSV path.
+    out: output directory.
+    family: family to fit (required when the file holds several).
+    drop_highest_loss: drop this many highest-loss runs first (Epoch: 5).
+    param_key: JSONL field for N ("params" or "params_non_embedding").
+    command: command line recorded in the report.
+    **fit_kwargs: passed to `fit_runs`.
+
+  Returns:
+    The Fits (fit.json etc. are written to `out`).
+  """
+  caught = []
+  try:
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always", results_lib.FitWarning)
+      runs = results_lib.load_runs(results, param_key=param_key)
+      runs = results_lib.select_family(runs, family)
+      n_before = len(runs)
+      runs = results_lib.drop_highest_loss(runs, drop_highest_loss)
+      fits = fit_runs(runs, **fit_kwargs)
+  finally:
+    # Re-issue the captured warnings (also when the fit failed) so callers
+    # and the CLI still see them.
+    for w in caught:
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+  messages = [str(w.message) for w in caught
+              if issubclass(w.category, results_lib.FitWarning)]
+  fits.summary["data"]["dropped_highest_loss"] = n_before - len(runs)
+  write_outputs(fits, out, command=command, caught=messages)
+  return fits
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("results", None, "results.jsonl or CSV file.")
+flags.DEFINE_string("out", None, "Output directory.")
+flags.DEFINE_list("target_flops", [], "Budgets to extrapolate to (FLOPs).")
+flags.DEFINE_integer("bootstrap", 100, "Bootstrap resamples (0 = none).")
+flags.DEFINE_float("level", bootstrap_lib.DEFAULT_LEVEL,
+                   "Central interval level (0.8 = 10/50/90 percentiles).")
+flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
+flags.DEFINE_integer("drop_highest_loss", 0,
+                     "Drop the K highest-loss runs (Epoch used 5).")
+flags.DEFINE_string("family", None, "Family to fit when there are several.")
+flags.DEFINE_string("param_key", "params",
+                    "JSONL field used for N (e.g. params_non_embedding).")
+flags.DEFINE_list("approaches", ["2", "3"], "Approaches to run.")
+flags.DEFINE_list("budgets", [], "Budget centres for approach 2, or "
+                  "'chinchilla' for Hoffmann et al.'s nine; default: the "
+                  "runs' budget_flops, else detected centres.")
+flags.DEFINE_float("budget_tol", approach2_lib.DEFAULT_TOL_DEX,
+                   "Snapping tolerance in log10 C (dex).")
+flags.DEFINE_float("detect_tol", approach2_lib.DEFAULT_DETECT_TOL_DEX,
+                   "Budget-detection window half-width (dex).")
+flags.DEFINE_integer("min_budget_runs", approach2_lib.DEFAULT_MIN_RUNS,
+                     "Fewest runs for a detected budget.")
+flags.DEFINE_integer("top_k", approach3_lib.DEFAULT_TOP_K,
+                     "Approach-3 L-BFGS starts (0 = the whole 4500 grid).")
+flags.DEFINE_bool("check_full_grid", False, "Also fit approach 3 from all "
+                  "grid starts and report the difference to --top_k.")
+flags.DEFINE_string("compare", None, "'chinchilla': score published "
+                    "Chinchilla/Epoch parameters on the data.")
+
+
+def main(argv):
+  del argv  # Unused.
+  if not FLAGS.results or not FLAGS.out:
+    raise app.UsageError("--results and --out are required")
+  if FLAGS.budgets == ["chinchilla"]:
+    budgets = approach2_lib.CHINCHILLA_BUDGETS
+  else:
+    budgets = [float(b) for b in FLAGS.budgets] or None
+  command = "python -m scaling.fit " + " ".join(
+      shlex.quote(a) for a in sys.argv[1:])
+  try:
+    fits = run(FLAGS.results, FLAGS.out, family=FLAGS.family,
+               drop_highest_loss=FLAGS.drop_highest_loss,
+               param_key=FLAGS.param_key, command=command,
+               approaches=[int(a) for a in FLAGS.approaches],
+               budgets=budgets, budget_tol=FLAGS.budget_tol,
+               detect_tol=FLAGS.detect_tol,
+               min_budget_runs=FLAGS.min_budget_runs,
+               target_flops=[float(t) for t in FLAGS.target_flops] or None,
+               n_bootstrap=FLAGS.bootstrap, level=FLAGS.level,
+               seed=FLAGS.seed, top_k=FLAGS.top_k or None,
+               compare=FLAGS.compare,
+               check_full_grid=FLAGS.check_full_grid)
+  except (ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  s = fits.summary
+  for name in ("approach2", "approach3"):
+    if name in s:
+      keys = ("a", "b", "G") if name == "approach2" else (
+          "E", "A", "B", "alpha", "beta", "a", "b")
+      print(name + ": " + ", ".join(f"{k}={s[name][k]:.4g}" for k in keys))
+  print(f"wrote {FLAGS.out}/fit.json, report.md and plots")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,224 @@
+"""Plots of the scaling fits (matplotlib, Agg backend, PNG files).
+
+- `plot_isoflops`: loss against N per budget, the fitted parabolas and their
+  minima (excluded budgets drawn hollow, runs of no budget in grey).
+- `plot_frontier`: N_opt, D_opt and L_opt against C: approach-2 minima and
+  power laws, the approach-3 frontier, bootstrap bands and targets.
+- `plot_contours`: approach-3 loss contours over (N, D) with the runs and the
+  compute-optimal frontier.
+"""
+
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import colors as mcolors
+from matplotlib import pyplot as plt
+from matplotlib import ticker
+import numpy as np
+
+from scaling import approach2 as approach2_lib
+from scaling import approach3 as approach3_lib
+from scaling import bootstrap as bootstrap_lib
+from scaling import results as results_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_A2_COLOR = "tab:blue"
+_A3_COLOR = "tab:red"
+
+
+def _budget_colors(budgets):
+  logs = np.log10(budgets)
+  span = np.ptp(logs) if len(logs) > 1 else 1.0
+  return [plt.cm.viridis(0.9 * (x - logs.min()) / span) for x in logs]
+
+
+def plot_isoflops(runs: results_lib.Runs, budget: np.ndarray,
+                  fit: approach2_lib.IsoflopFit, path: str,
+                  boot: Optional[bootstrap_lib.Bootstrap] = None,
+                  level: float = bootstrap_lib.DEFAULT_LEVEL) -> str:
+  """IsoFLOP curves: runs, fitted parabolas and minima per budget.
+
+  Args:
+    runs: the runs fitted.
+    budget: budget per run (NaN = none), as used by the fit.
+    fit: approach-2 result.
+    path: PNG file to write.
+    boot: approach-2 bootstrap; adds intervals on each minimum's N.
+    level: interval level.
+
+  Returns:
+    `path`.
+  """
+  fig, ax = plt.subplots(figsize=(7.5, 5))
+  free = ~np.isfinite(budget)
+  if free.any():
+    ax.scatter(runs.n[free], runs.loss[free], s=8, c="0.75",
+               label=f"no budget ({int(free.sum())} runs)", zorder=1)
+  budgets = np.array([cv.budget for cv in fit.curves])
+  for curve, color in zip(fit.curves, _budget_colors(budgets)):
+    sel = budget == curve.budget
+    label = f"{curve.budget:.2g}" + ("" if curve.used else " (excluded)")
+    ax.scatter(runs.n[sel], runs.loss[sel], s=18, zorder=2, label=label,
+               facecolors=color if curve.used else "none", edgecolors=color)
+    if curve.used:
+      grid = np.geomspace(curve.n_min, curve.n_max, 100)
+      ax.plot(grid, curve.loss(grid), color=color, lw=1.2, zorder=3)
+      ax.scatter([curve.n_opt], [curve.loss_opt], marker="*", s=120,
+                 color=color, edgecolors="k", linewidths=0.6, zorder=4)
+      key = bootstrap_lib.budget_key(curve.budget, "N_opt")
+      if boot is not None and key in boot.samples:
+        lo, _, hi = boot.interval(key, level)
+        if np.isfinite(lo):
+          ax.errorbar([curve.n_opt], [curve.loss_opt],
+                      xerr=[[curve.n_opt - lo], [hi - curve.n_opt]],
+                      color="k", lw=1, capsize=3, zorder=5)
+  ax.set_xscale("log")
+  ax.set_xlabel("parameters N")
+  ax.set_ylabel("loss")
+  ax.set_title("IsoFLOP profiles (approach 2); stars: parabola minima"
+               + (f" with {100 * level:.0f}% intervals" if boot else ""))
+  ax.legend(title="budget C (FLOPs)", fontsize=7, title_fontsize=8,
+            ncol=2, loc="upper right")
+  ax.grid(alpha=0.3, which="both")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def _band(boot, predict, c, key, level):
+  samples = {k: v[:, None] for k, v in boot.samples.items()
+             if "@" not in k}
+  values = predict(samples, c[None, :])[key]
+  q = 100 * np.array([(1 - level) / 2, (1 + level) / 2])
+  return np.percentile(values, q, axis=0)
+
+
+def plot_frontier(fit2: Optional[approach2_lib.IsoflopFit],
+                  fit3: Optional[approach3_lib.ParametricFit],
+                  path: str,
+                  boot2: Optional[bootstrap_lib.Bootstrap] = None,
+                  boot3: Optional[bootstrap_lib.Bootstrap] = None,
+                  c_range: Sequence[float] = (1e18, 1e22),
+                  targets: Sequence[float] = (),
+                  level: float = bootstrap_lib.DEFAULT_LEVEL) -> str:
+  """N_opt, D_opt and L_opt against compute, both approaches with bands.
+
+  Args:
+    fit2: approach-2 result or None.
+    fit3: approach-3 result or None.
+    path: PNG file to write.
+    boot2: approach-2 bootstrap (bands) or None.
+    boot3: approach-3 bootstrap (bands) or None.
+    c_range: (low, high) compute range of the data.
+    targets: target budgets, marked with dotted lines.
+    level: band level.
+
+  Returns:
+    `path`.
+  """
+  hi = max([c_range[1], *targets]) * 2
+  c = np.geomspace(c_range[0] / 2, hi, 200)
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+  keys = ("N_opt", "D_opt", "loss")
+  labels = ("N_opt (parameters)", "D_opt", "loss at the optimum")
+  lines = []
+  if fit2 is not None:
+    p2 = {"a": fit2.n_opt.exponent, "G": fit2.n_opt.coef,
+          "b": fit2.d_opt.exponent, "H": fit2.d_opt.coef,
+          "loss_exponent": fit2.loss_opt.exponent,
+          "loss_coef": fit2.loss_opt.coef}
+    used = fit2.used
+    cb = np.array([cv.budget for cv in used])
+    n_opt = np.array([cv.n_opt for cv in used])
+    points = (n_opt, cb / (fit2.k * n_opt), [cv.loss_opt for cv in used])
+    lines.append(("approach 2", _A2_COLOR, bootstrap_lib.approach2_predict,
+                  p2, boot2, points))
+  if fit3 is not None:
+    p3 = fit3.params.to_dict()
+    pred3 = lambda s, cc: bootstrap_lib.approach3_predict(s, cc, fit3.k)
+    lines.append(("approach 3", _A3_COLOR, pred3, p3, boot3, None))
+  for ax, key, ylabel in zip(axes, keys, labels):
+    for name, color, predict, params, boot, points in lines:
+      ax.plot(c, predict(params, c)[key], color=color, label=name)
+      if boot is not None and len(next(iter(boot.samples.values()))):
+        lo, up = _band(boot, predict, c, key, level)
+        ax.fill_between(c, lo, up, color=color, alpha=0.2, lw=0,
+                        label=f"{name} {100 * level:.0f}% band")
+      if points is not None:
+        ax.scatter(cb, points[keys.index(key)], color=color, s=25,
+                   zorder=3, label="isoFLOP minima")
+      for t in targets:
+        ax.scatter([t], [predict(params, t)[key]], color=color, marker="D",
+                   s=30, zorder=4)
+    for t in targets:
+      ax.axvline(t, color="0.5", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    if key == "loss":
+      # Losses span less than a decade: plain numbers read better than 10^x.
+      plain = ticker.FuncFormatter(lambda y, _: f"{y:.3g}")
+      ax.yaxis.set_major_formatter(plain)
+      ax.yaxis.set_minor_formatter(plain)
+    ax.set_xlabel("compute C (FLOPs)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+  axes[0].legend(fontsize=7)
+  fig.suptitle("Compute-optimal allocation (dotted: target budgets)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_contours(runs: results_lib.Runs,
+                  fit3: approach3_lib.ParametricFit, path: str,
+                  budgets: Sequence[float] = ()) -> str:
+  """Approach-3 loss contours over (N, D), runs and the frontier.
+
+  Args:
+    runs: the runs fitted (drawn coloured by their loss).
+    fit3: approach-3 result.
+    path: PNG file to write.
+    budgets: budgets to draw as iso-compute lines D = C / (k N).
+
+  Returns:
+    `path`.
+  """
+  p, k = fit3.params, fit3.k
+  n = np.geomspace(runs.n.min() / 3, runs.n.max() * 3, 200)
+  d = np.geomspace(runs.d.min() / 3, runs.d.max() * 3, 200)
+  loss = p.loss(n[None, :], d[:, None])
+  norm = mcolors.Normalize(vmin=runs.loss.min(), vmax=runs.loss.max())
+  # Contours only over the range of the data's losses, where they can be
+  # compared with the points.
+  lo = max(runs.loss.min() * 0.97, p.E + 0.2 * (runs.loss.min() - p.E))
+  levels = np.geomspace(lo, runs.loss.max() * 1.03, 14)
+  fig, ax = plt.subplots(figsize=(7.5, 5.5))
+  cs = ax.contour(n, d, loss, levels=levels, cmap="magma_r", norm=norm,
+                  linewidths=0.9)
+  ax.clabel(cs, fmt="%.2f", fontsize=6)
+  sc = ax.scatter(runs.n, runs.d, c=runs.loss, cmap="magma_r", norm=norm,
+                  s=14, edgecolors="k", linewidths=0.3, zorder=3)
+  fig.colorbar(sc, ax=ax, label="loss")
+  for b in budgets:
+    ax.plot(n, b / (k * n), color="0.6", lw=0.6, ls="--", zorder=1)
+  c = np.geomspace(k * n.min() * d.min(), k * n.max() * d.max(), 200)
+  ax.plot(p.n_opt(c, k), p.d_opt(c, k), color=_A3_COLOR, lw=2,
+          label=f"compute-optimal frontier (a={p.a:.3f})")
+  ax.set_xlim(n[0], n[-1])
+  ax.set_ylim(d[0], d[-1])
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("parameters N")
+  ax.set_ylabel("data D")
+  ax.set_title(f"Approach 3: L = {p.E:.3f} + {p.A:.4g}/N^{p.alpha:.3f} + "
+               f"{p.B:.4g}/D^{p.beta:.3f}", fontsize=9)
+  ax.legend(fontsize=8, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path

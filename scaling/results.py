@@ -1,0 +1,330 @@
+"""Loads scaling-sweep results (results.jsonl or CSV) into one run table.
+
+Accepted inputs
+---------------
+1. `results.jsonl`, one JSON object per run. The jaxgen sweep runner writes
+
+   | field                  | meaning                                         |
+   | ---------------------- | ----------------------------------------------- |
+   | `family`               | model family; one fit uses one family           |
+   | `params`               | parameter count N (all parameters)              |
+   | `params_non_embedding` | N without embeddings (`param_key=` to use it)   |
+   | `budget_flops`         | the run's nominal FLOP budget C (isoFLOP group) |
+   | `flops`                | FLOPs actually spent                            |
+   | `examples_seen`        | D, in examples                                  |
+   | `final_train_loss`     | last training loss                              |
+   | `eval_loss`            | held-out loss (preferred when present)          |
+   | `status`               | "ok" or "diverged"                              |
+   | `wall_time_s`, `config`| not used by the fit                             |
+
+   Generic rows with `params`, `loss` or `final_loss`, `flops` / `budget`,
+   `examples` or `D`, `family`, `status` are accepted too.
+2. A CSV with columns `N`, `loss` and `D` and/or `C`, optionally `budget`,
+   `family`, `status`.
+3. Epoch AI's Chinchilla extraction (`Model Size`, `Training FLOP`, `loss`).
+
+Field resolution (first present, non-empty name wins):
+  N      params | N | Model Size            (param_key= overrides `params`)
+  loss   eval_loss | final_train_loss | loss | final_loss
+  D      examples_seen | examples | D | tokens
+  C      flops | C | Training FLOP   (FLOPs spent)
+  budget budget_flops | budget       (nominal isoFLOP budget)
+Missing values are derived with C = 6 N D: C = budget or 6ND when no spent
+FLOPs are given, D = C / (6 N) when D is missing. `budget` is used exactly
+for isoFLOP grouping; when any run lacks one, approach 2 clusters log10 C
+instead (see approach2.assign_budgets).
+
+Cleaning. Runs whose `status` is not "ok" (e.g. "diverged") and runs with a
+NaN, infinite or non-positive loss, N or D are dropped with one warning that
+counts them. Nothing else is silently changed.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import warnings
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+
+class FitWarning(UserWarning):
+  """A problem with the data that the fit worked around (and says how)."""
+
+
+_N_KEYS = ("params", "N", "Model Size")
+_LOSS_KEYS = ("eval_loss", "final_train_loss", "loss", "final_loss")
+_D_KEYS = ("examples_seen", "examples", "D", "tokens")
+_C_KEYS = ("flops", "C", "Training FLOP")
+_BUDGET_KEYS = ("budget_flops", "budget")
+
+
+@dataclasses.dataclass(frozen=True)
+class Runs:
+  """Cleaned runs, one entry per run (all arrays have the same length).
+
+  Attributes:
+    n: parameter count N.
+    d: data D (tokens or examples).
+    c: training compute in FLOPs (spent, else budget, else 6ND).
+    budget: nominal isoFLOP budget, NaN where unknown.
+    loss: final loss.
+    family: model family per run ("" when the input has none).
+    source: where the runs came from (file path or "arrays").
+  """
+
+  n: np.ndarray
+  d: np.ndarray
+  c: np.ndarray
+  budget: np.ndarray
+  loss: np.ndarray
+  family: np.ndarray
+  source: str = "arrays"
+
+  def __len__(self) -> int:
+    return len(self.n)
+
+  def take(self, idx) -> "Runs":
+    """The runs at integer or boolean index `idx` (repeats allowed)."""
+    return dataclasses.replace(
+        self, n=self.n[idx], d=self.d[idx], c=self.c[idx],
+        budget=self.budget[idx], loss=self.loss[idx], family=self.family[idx])
+
+  @property
+  def has_budgets(self) -> bool:
+    """True when every run carries a nominal budget."""
+    return bool(len(self) and np.all(np.isfinite(self.budget)))
+
+  @property
+  def families(self) -> List[str]:
+    return sorted(set(self.family.tolist()))
+
+
+def make_runs(n, loss, d=None, c=None, budget=None,
+              family: Optional[Sequence[str]] = None,
+              source: str = "arrays") -> Runs:
+  """Builds Runs from arrays, deriving D or C with C = 6 N D.
+
+  Args:
+    n: parameters per run.
+    loss: final loss per run.
+    d: data per run (optional if c or budget is given).
+    c: FLOPs spent per run (optional).
+    budget: nominal budget per run (optional; NaN entries allowed).
+    family: family per run (optional).
+    source: a label for reports.
+
+  Returns:
+    Runs, not yet cleaned: runs without D, C or budget get D = NaN, which
+    `clean` drops.
+  """
+  n = np.asarray(n, float).ravel()
+  loss = np.asarray(loss, float).ravel()
+  size = len(n)
+  nan = np.full(size, np.nan)
+  budget = nan.copy() if budget is None else np.asarray(budget, float).ravel()
+  c = nan.copy() if c is None else np.asarray(c, float).ravel()
+  d = nan.copy() if d is None else np.asarray(d, float).ravel()
+  c = np.where(np.isfinite(c), c, budget)
+  d = np.where(np.isfinite(d), d, c / (6.0 * n))
+  c = np.where(np.isfinite(c), c, 6.0 * n * d)
+  family = np.array([""] * size if family is None else
+                    [str(f) for f in family], dtype=object)
+  return Runs(n=n, d=d, c=c, budget=budget, loss=loss, family=family,
+              source=source)
+
+
+def _first(record: Dict[str, Any], keys: Iterable[str]):
+  for key in keys:
+    value = record.get(key)
+    if value is not None and value != "":
+      return key, value
+  return None, None
+
+
+def _to_float(value) -> float:
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return float("nan")
+
+
+def runs_from_records(records: Sequence[Dict[str, Any]],
+                      param_key: str = "params",
+                      source: str = "records") -> Runs:
+  """Builds cleaned Runs from dict rows (JSONL objects or CSV rows).
+
+  Args:
+    records: one dict per run; field names as in the module docstring.
+    param_key: the field used for N first (e.g. "params_non_embedding").
+    source: a label for reports.
+
+  Returns:
+    Cleaned Runs (see `clean`).
+
+  Raises:
+    ValueError: no usable N or loss in any "ok" row, or an "ok" row with
+      neither D nor C.
+  """
+  n_keys = (param_key,) + tuple(k for k in _N_KEYS if k != param_key)
+  cols = {k: [] for k in ("n", "loss", "d", "c", "budget")}
+  families, statuses, loss_keys = [], [], set()
+  for rec in records:
+    key_n, n = _first(rec, n_keys)
+    key_l, loss = _first(rec, _LOSS_KEYS)
+    # A missing value in one row (e.g. a diverged run without a loss) is
+    # NaN, dropped by `clean` with a count; a column missing everywhere is
+    # an error below.
+    if key_l is not None:
+      loss_keys.add(key_l)
+    cols["n"].append(_to_float(n))
+    cols["loss"].append(_to_float(loss))
+    cols["d"].append(_to_float(_first(rec, _D_KEYS)[1]))
+    cols["c"].append(_to_float(_first(rec, _C_KEYS)[1]))
+    cols["budget"].append(_to_float(_first(rec, _BUDGET_KEYS)[1]))
+    families.append(str(rec.get("family") or ""))
+    statuses.append(str(rec.get("status") or "ok"))
+  ok = np.array(statuses) == "ok"
+  for name, keys, values in (("N", n_keys, cols["n"]),
+                              ("loss", _LOSS_KEYS, cols["loss"])):
+    # Judged on "ok" runs only: diverged runs often have no loss.
+    if ok.any() and not np.isfinite(np.array(values)[ok]).any():
+      raise ValueError(f"{source}: no run has a usable {name} (fields "
+                       f"{', '.join(keys)})")
+  placed = np.isfinite(np.array([cols[k] for k in ("d", "c", "budget")]))
+  unplaced = ok & ~placed.any(axis=0)
+  if unplaced.any():
+    raise ValueError(f"{source}: {int(unplaced.sum())} runs have neither D "
+                     f"({', '.join(_D_KEYS)}) nor C ({', '.join(_C_KEYS)}, "
+                     f"{', '.join(_BUDGET_KEYS)})")
+  if len(loss_keys) > 1:
+    warnings.warn(f"{source}: losses come from different fields "
+                  f"({', '.join(sorted(loss_keys))}); they may not be "
+                  "comparable", FitWarning, stacklevel=2)
+  runs = make_runs(cols["n"], cols["loss"], d=cols["d"], c=cols["c"],
+                   budget=cols["budget"], family=families, source=source)
+  runs = clean(runs, np.array(statuses, dtype=object))
+  with_budget = int(np.isfinite(runs.budget).sum())
+  if 0 < with_budget < len(runs):
+    warnings.warn(f"{source}: only {with_budget} of {len(runs)} runs give a "
+                  "budget; approach 2 will cluster log10 C instead",
+                  FitWarning, stacklevel=2)
+  return runs
+
+
+def clean(runs: Runs, status: Optional[np.ndarray] = None) -> Runs:
+  """Drops runs that are not "ok" or have unusable numbers, with a warning.
+
+  Args:
+    runs: runs to clean.
+    status: optional status per run; anything but "ok" is dropped.
+
+  Returns:
+    The usable runs.
+  """
+  status = (np.full(len(runs), "ok", dtype=object) if status is None
+            else np.asarray(status, dtype=object))
+  not_ok = status != "ok"
+  finite = lambda x: np.isfinite(x) & (x > 0)
+  bad_loss = ~not_ok & ~finite(runs.loss)
+  bad_nd = ~not_ok & ~bad_loss & ~(finite(runs.n) & finite(runs.d)
+                                   & finite(runs.c))
+  drop = not_ok | bad_loss | bad_nd
+  if drop.any():
+    parts = [f"{int(np.sum(status == s))} with status {s!r}"
+             for s in sorted(set(status[not_ok].tolist()))]
+    if bad_loss.any():
+      parts.append(f"{int(bad_loss.sum())} with NaN/inf/non-positive loss")
+    if bad_nd.any():
+      parts.append(f"{int(bad_nd.sum())} with unusable N, D or C")
+    warnings.warn(f"{runs.source}: dropped {int(drop.sum())} of {len(runs)} "
+                  f"runs: {', '.join(parts)}", FitWarning, stacklevel=2)
+  return runs.take(~drop)
+
+
+def load_runs(path: str, param_key: str = "params") -> Runs:
+  """Loads a results.jsonl or CSV file into cleaned Runs.
+
+  Args:
+    path: `.jsonl` (or `.json` lines) or `.csv` file.
+    param_key: field used for N in JSONL rows (e.g. "params_non_embedding").
+
+  Returns:
+    Cleaned Runs.
+
+  Raises:
+    ValueError: unreadable rows or missing columns.
+  """
+  if path.endswith(".csv"):
+    with open(path, newline="") as f:
+      records = [{k.strip(): v.strip() for k, v in row.items() if k}
+                 for row in csv.DictReader(f)]
+  else:
+    records = []
+    with open(path) as f:
+      for lineno, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+  return runs_from_records(records, param_key=param_key,
+                           source=os.path.basename(path))
+
+
+def select_family(runs: Runs, family: Optional[str]) -> Runs:
+  """Keeps one family's runs, or checks there is only one family.
+
+  Args:
+    runs: runs, possibly of several families.
+    family: family to keep; None requires the runs to be of one family.
+
+  Returns:
+    Runs of a single family.
+
+  Raises:
+    ValueError: several families and none chosen, or an unknown family.
+  """
+  if family is not None:
+    if family not in runs.families:
+      raise ValueError(f"family {family!r} not in the results; have "
+                       + ", ".join(repr(f) for f in runs.families))
+    return runs.take(runs.family == family)
+  if len(runs.families) > 1:
+    raise ValueError(f"runs of {len(runs.families)} families in one fit: "
+                     + ", ".join(repr(f) for f in runs.families)
+                     + "; fit one family at a time (--family=NAME)")
+  return runs
+
+
+def drop_highest_loss(runs: Runs, k: int) -> Runs:
+  """Drops the `k` runs with the highest loss (Epoch's outlier rule, k=5).
+
+  Args:
+    runs: runs.
+    k: how many to drop (0 keeps all).
+
+  Returns:
+    The remaining runs, in their original order.
+  """
+  if k <= 0:
+    return runs
+  order = np.argsort(runs.loss, kind="stable")
+  keep = np.zeros(len(runs), bool)
+  keep[order[:max(0, len(runs) - k)]] = True
+  return runs.take(keep)
+
+
+def flops_per_param_example(runs: Runs) -> float:
+  """Median k in C = k N D: 6 for LM tokens, else whatever the runs imply.
+
+  Args:
+    runs: runs with C, N and D.
+
+  Returns:
+    The median of C / (N D), used by approach 3's compute-optimal frontier
+    and approach 2's D_opt = C / (k N_opt).
+  """
+  return float(np.median(runs.c / (runs.n * runs.d)))

@@ -1,0 +1,1 @@
+"""Tests for the scaling-law harness (scaling/)."""

@@ -1,0 +1,91 @@
+"""Bootstrap intervals: determinism, coverage of the point estimate."""
+
+import numpy as np
+import pytest
+
+from scaling import approach2
+from scaling import approach3
+from scaling import bootstrap
+from tests.scaling import test_approach3 as t3
+
+TARGET = 1e24
+
+
+@pytest.fixture(scope="module")
+def data():
+  n, d, c, loss = approach3.simulate_isoflops(
+      t3.TRUE, [1e18, 1e19, 1e20, 1e21, 1e22], noise=0.003, seed=3)
+  return n, d, c, loss
+
+
+@pytest.fixture(scope="module")
+def fit3(data):
+  n, d, _, loss = data
+  return approach3.fit_parametric(n, d, loss, top_k=30)
+
+
+def _boot3(data, fit3, seed):
+  n, d, _, loss = data
+  return bootstrap.bootstrap_approach3(n, d, loss, point=fit3, n_resamples=20,
+                                       seed=seed, targets=[TARGET])
+
+
+def _boot2(data, seed, n_resamples=100):
+  n, _, c, loss = data
+  return bootstrap.bootstrap_approach2(n, loss, c, k=6.0,
+                                       n_resamples=n_resamples, seed=seed,
+                                       targets=[TARGET])
+
+
+def test_approach3_deterministic_with_seed(data, fit3):
+  first, again = _boot3(data, fit3, 7), _boot3(data, fit3, 7)
+  for key in first.samples:
+    np.testing.assert_array_equal(first.samples[key], again.samples[key])
+  other = _boot3(data, fit3, 8)
+  assert not np.array_equal(first.samples["alpha"], other.samples["alpha"])
+
+
+def test_approach2_deterministic_with_seed(data):
+  first, again = _boot2(data, 1), _boot2(data, 1)
+  assert first.intervals() == again.intervals()
+  assert first.intervals() != _boot2(data, 2).intervals()
+
+
+def test_approach3_intervals_contain_point_estimate(data, fit3):
+  boot = _boot3(data, fit3, 0)
+  assert boot.n_failed == 0 and len(boot.samples["E"]) == 20
+  p = fit3.params
+  point = {**p.to_dict(), "a": p.a, "b": p.b, "G": p.G}
+  point.update({f"{k}@{TARGET:.4g}": v for k, v in
+                bootstrap.approach3_predict(p.to_dict(), TARGET,
+                                            fit3.k).items()})
+  intervals = boot.intervals(0.8)
+  assert set(point) == set(intervals)
+  for name, value in point.items():
+    iv = intervals[name]
+    assert iv["lo"] <= value <= iv["hi"], name
+  assert intervals["alpha"]["lo"] < intervals["alpha"]["hi"]
+
+
+def test_approach2_intervals_contain_point_estimate(data):
+  n, _, c, loss = data
+  fit = approach2.fit_isoflops(n, loss, c)
+  boot = _boot2(data, 0)
+  point = {"a": fit.n_opt.exponent, "G": fit.n_opt.coef,
+           "b": fit.d_opt.exponent, "H": fit.d_opt.coef,
+           "loss_exponent": fit.loss_opt.exponent,
+           "loss_coef": fit.loss_opt.coef}
+  point.update({f"{k}@{TARGET:.4g}": v for k, v in
+                bootstrap.approach2_predict(point, TARGET).items()})
+  for cv in fit.curves:
+    point[bootstrap.budget_key(cv.budget, "N_opt")] = cv.n_opt
+    point[bootstrap.budget_key(cv.budget, "loss_opt")] = cv.loss_opt
+  intervals = boot.intervals(0.8)
+  assert set(point) == set(intervals)
+  for name, value in point.items():
+    assert intervals[name]["lo"] <= value <= intervals[name]["hi"], name
+  # A wider level gives a wider interval around the same median.
+  wide = boot.intervals(0.95)["a"]
+  assert wide["lo"] <= intervals["a"]["lo"] and wide["hi"] >= (
+      intervals["a"]["hi"])
+  assert wide["median"] == intervals["a"]["median"]

@@ -1,0 +1,161 @@
+"""End to end: `python -m scaling.fit` and `fit.run` on synthetic sweeps."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scaling import approach3
+from scaling import fit
+from scaling import results
+from tests.scaling import test_approach3 as t3
+
+_OUTPUTS = ("fit.json", "report.md", "isoflops.png", "frontier.png",
+            "contours.png")
+
+
+def _synthetic(seed=0):
+  return approach3.simulate_isoflops(t3.TRUE, [1e18, 1e19, 1e20, 1e21],
+                                     noise=0.003, seed=seed)
+
+
+def _write_csv(path, jitter=True):
+  n, d, c, loss = _synthetic()
+  if jitter:  # CSV budgets are detected, so make them not exactly equal.
+    c = c * np.exp(np.random.default_rng(0).normal(0, 0.01, len(c)))
+  rows = ["N,C,loss"] + [f"{float(a)!r},{float(b)!r},{float(x)!r}"
+                         for a, b, x in zip(n, c, loss)]
+  path.write_text("\n".join(rows) + "\n")
+  return str(path)
+
+
+def _write_jsonl(path, extra=()):
+  n, d, c, loss = _synthetic()
+  rows = [{"family": "dit", "params": a, "params_non_embedding": a,
+           "budget_flops": b, "flops": b, "examples_seen": dd,
+           "final_train_loss": x, "eval_loss": x, "status": "ok",
+           "wall_time_s": 1.0, "config": {}}
+          for a, dd, b, x in zip(n, d, c, loss)]
+  rows += list(extra)
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return str(path)
+
+
+def _cli(*args):
+  env = dict(os.environ, PYTHONPATH=t3.REPO)
+  return subprocess.run([sys.executable, "-m", "scaling.fit", *args],
+                        capture_output=True, text=True, env=env, check=False,
+                        cwd=t3.REPO)
+
+
+def test_run_on_csv_writes_everything(tmp_path):
+  out = tmp_path / "out"
+  fits = fit.run(_write_csv(tmp_path / "runs.csv"), str(out),
+                 target_flops=[1e23], n_bootstrap=10, top_k=20)
+  for name in _OUTPUTS:
+    assert (out / name).stat().st_size > 0, name
+  summary = json.loads((out / "fit.json").read_text())
+  a2, a3 = summary["approach2"], summary["approach3"]
+  assert a2["a"] == pytest.approx(t3.TRUE.a, abs=0.02)
+  assert a2["n_budgets_used"] == 4
+  for key in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
+    assert key in a3 and key in a3["intervals"]
+  assert a3["alpha"] == pytest.approx(t3.TRUE.alpha, abs=0.02)
+  ext = summary["extrapolation"][0]
+  assert ext["flops"] == 1e23
+  for approach in ("approach2", "approach3"):
+    for key in ("N_opt", "D_opt", "loss"):
+      assert {"value", "lo", "median", "hi"} <= set(ext[approach][key])
+  assert fits.fit3.params.alpha == a3["alpha"]
+  report = (out / "report.md").read_text()
+  assert "## Approach 2" in report and "![contours](contours.png)" in report
+
+
+def test_cli_on_jsonl_drops_bad_rows(tmp_path):
+  bad = [{"family": "dit", "params": 1e9, "budget_flops": 1e20,
+          "examples_seen": 1e9, "eval_loss": None, "final_train_loss": None,
+          "status": "diverged"},
+         {"family": "dit", "params": 2e9, "budget_flops": 1e20,
+          "examples_seen": 1e9, "eval_loss": float("nan"), "status": "ok"}]
+  path = _write_jsonl(tmp_path / "results.jsonl", extra=bad)
+  out = tmp_path / "out"
+  proc = _cli(f"--results={path}", f"--out={out}", "--bootstrap=5",
+              "--target_flops=1e22,1e23", "--top_k=20")
+  assert proc.returncode == 0, proc.stderr
+  assert "dropped 2 of 34 runs: 1 with status 'diverged', 1 with NaN" in (
+      proc.stderr)
+  for name in _OUTPUTS:
+    assert (out / name).exists(), name
+  summary = json.loads((out / "fit.json").read_text())
+  assert summary["data"]["n_runs"] == 32
+  assert summary["approach2"]["budget_rule"].startswith("budgets from the")
+  assert len(summary["extrapolation"]) == 2
+  assert any("dropped 2 of 34" in w for w in summary["warnings"])
+  assert "dropped 2 of 34" in (out / "report.md").read_text()
+
+
+def test_cli_rejects_mixed_families(tmp_path):
+  other = {"family": "uvit", "params": 1e9, "budget_flops": 1e20,
+           "examples_seen": 1e9, "eval_loss": 3.0, "status": "ok"}
+  path = _write_jsonl(tmp_path / "results.jsonl", extra=[other])
+  proc = _cli(f"--results={path}", f"--out={tmp_path / 'out'}")
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: runs of 2 families in one fit: 'dit', 'uvit'; fit one family "
+      "at a time (--family=NAME)")
+  assert not (tmp_path / "out" / "fit.json").exists()
+
+
+def test_too_few_runs_is_one_line_error(tmp_path):
+  path = tmp_path / "runs.csv"
+  path.write_text("N,D,loss\n1e8,1e9,3.0\n2e8,1e9,2.9\n3e8,1e9,2.8\n")
+  with pytest.raises(ValueError, match="approach 3 needs at least 6 runs"):
+    fit.run(str(path), str(tmp_path / "out"), approaches=[3])
+  with pytest.raises(ValueError, match="approach 2 found no isoFLOP budget"):
+    fit.run(str(path), str(tmp_path / "out"), approaches=[2])
+
+
+def test_fit_runs_rejects_mixed_families():
+  n, d, c, loss = _synthetic()
+  runs = results.make_runs(n, loss, d=d, c=c,
+                           family=["a"] * 16 + ["b"] * 16)
+  with pytest.raises(ValueError, match="'a', 'b'"):
+    fit.fit_runs(runs)
+
+
+def test_all_runs_diverged_is_an_error(tmp_path):
+  rows = [{"params": 1e8, "budget_flops": 1e18, "examples_seen": 1e6,
+           "status": "diverged"}] * 3
+  path = tmp_path / "results.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.warns(results.FitWarning, match="dropped 3 of 3 runs"):
+    with pytest.raises(ValueError, match="no usable runs"):
+      fit.run(str(path), str(tmp_path / "out"))
+
+
+def test_fit_runs_drops_nan_losses_from_arrays():
+  n, d, c, loss = _synthetic()
+  loss = loss.copy()
+  loss[3] = np.nan
+  runs = results.make_runs(n, loss, d=d, c=c, budget=c)
+  with pytest.warns(results.FitWarning, match="dropped 1 of 32 runs: 1 with "
+                    "NaN"):
+    fits = fit.fit_runs(runs, top_k=10)
+  assert fits.summary["data"]["n_runs"] == 31
+
+
+@pytest.mark.parametrize("approaches", [[2], [3]])
+def test_single_approach_without_bootstrap(tmp_path, approaches):
+  out = tmp_path / "out"
+  fit.run(_write_csv(tmp_path / "runs.csv"), str(out), approaches=approaches,
+          top_k=10)
+  summary = json.loads((out / "fit.json").read_text())
+  name = f"approach{approaches[0]}"
+  assert name in summary and "intervals" not in summary[name]
+  other = "approach3" if approaches == [2] else "approach2"
+  assert other not in summary
+  assert "no bootstrap" in (out / "report.md").read_text()
+  assert (out / "frontier.png").exists()

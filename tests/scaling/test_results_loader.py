@@ -1,0 +1,119 @@
+"""Loading results.jsonl / CSV files into Runs, and cleaning them."""
+
+import json
+
+import numpy as np
+import pytest
+
+from scaling import results
+from tests.scaling import test_approach3 as t3
+
+
+def _jaxgen_row(**kw):
+  row = {"family": "dit", "params": 1e8, "params_non_embedding": 9e7,
+         "budget_flops": 1e18, "flops": 1.02e18, "examples_seen": 1e6,
+         "final_train_loss": 0.52, "eval_loss": 0.5, "status": "ok",
+         "wall_time_s": 12.0, "config": {"model": "dit", "lr": 3e-4}}
+  row.update(kw)
+  return row
+
+
+def _write_jsonl(path, rows):
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return str(path)
+
+
+def test_jaxgen_schema(tmp_path):
+  rows = [_jaxgen_row(), _jaxgen_row(params=2e8, eval_loss=0.45)]
+  runs = results.load_runs(_write_jsonl(tmp_path / "results.jsonl", rows))
+  np.testing.assert_array_equal(runs.n, [1e8, 2e8])
+  np.testing.assert_array_equal(runs.loss, [0.5, 0.45])  # eval_loss first
+  np.testing.assert_array_equal(runs.budget, [1e18, 1e18])
+  np.testing.assert_array_equal(runs.c, [1.02e18, 1.02e18])  # spent
+  np.testing.assert_array_equal(runs.d, [1e6, 1e6])
+  assert runs.has_budgets and runs.families == ["dit"]
+  assert results.flops_per_param_example(runs) == pytest.approx(
+      np.median([1.02e18 / 1e14, 1.02e18 / 2e14]))
+  runs = results.load_runs(str(tmp_path / "results.jsonl"),
+                           param_key="params_non_embedding")
+  np.testing.assert_array_equal(runs.n, [9e7, 9e7])
+
+
+def test_train_loss_fallback_warns_when_mixed(tmp_path):
+  rows = [_jaxgen_row(), _jaxgen_row(eval_loss=None)]
+  with pytest.warns(results.FitWarning, match="different fields"):
+    runs = results.load_runs(_write_jsonl(tmp_path / "r.jsonl", rows))
+  np.testing.assert_array_equal(runs.loss, [0.5, 0.52])
+
+
+def test_diverged_and_nan_rows_are_dropped_with_counts(tmp_path):
+  rows = [_jaxgen_row(params=p) for p in (1e8, 2e8, 3e8, 4e8)]
+  rows += [_jaxgen_row(status="diverged", eval_loss=float("nan")),
+           _jaxgen_row(status="diverged"), _jaxgen_row(eval_loss=float("nan")),
+           _jaxgen_row(params=float("inf"))]
+  path = _write_jsonl(tmp_path / "r.jsonl", rows)
+  with pytest.warns(results.FitWarning,
+                    match=r"dropped 4 of 8 runs: 2 with status 'diverged', "
+                    r"1 with NaN/inf/non-positive loss, 1 with unusable N"):
+    runs = results.load_runs(path)
+  np.testing.assert_array_equal(runs.n, [1e8, 2e8, 3e8, 4e8])
+
+
+def test_generic_jsonl_names(tmp_path):
+  rows = [{"params": 1e8, "final_loss": 3.0, "budget": 6e17, "D": 1e9},
+          {"params": 1e8, "loss": 2.9, "flops": 6e17}]
+  with pytest.warns(results.FitWarning) as record:
+    runs = results.load_runs(_write_jsonl(tmp_path / "r.jsonl", rows))
+  messages = " ".join(str(w.message) for w in record)
+  assert "losses come from different fields (final_loss, loss)" in messages
+  assert "only 1 of 2 runs give a budget" in messages
+  np.testing.assert_allclose(runs.d, [1e9, 1e9])
+  np.testing.assert_allclose(runs.c, [6e17, 6e17])
+  assert not runs.has_budgets
+
+
+def test_csv_with_d_or_c(tmp_path):
+  path = tmp_path / "runs.csv"
+  path.write_text("N,D,loss\n1e8,2e9,3.0\n2e8,1e9,3.1\n")
+  runs = results.load_runs(str(path))
+  np.testing.assert_allclose(runs.c, [1.2e18, 1.2e18])
+  path.write_text("N,C,loss,family\n1e8,1.2e18,3.0,lm\n2e8,1.2e18,3.1,lm\n")
+  runs = results.load_runs(str(path))
+  np.testing.assert_allclose(runs.d, [2e9, 1e9])
+  assert runs.families == ["lm"]
+
+
+def test_epoch_csv_columns():
+  runs = results.load_runs(t3.epoch_csv())
+  assert len(runs) == 245
+  np.testing.assert_allclose(runs.c, 6 * runs.n * runs.d)
+  assert runs.n.min() == pytest.approx(5.73e7, rel=1e-3)
+  assert runs.d.max() == pytest.approx(3.18e11, rel=1e-2)
+  assert results.flops_per_param_example(runs) == pytest.approx(6.0)
+  dropped = results.drop_highest_loss(runs, 5)
+  # Epoch's rule: keep losses below the 5th largest.
+  assert dropped.loss.max() < np.sort(runs.loss)[-5]
+  assert len(dropped) == 240
+
+
+def test_missing_columns_are_errors(tmp_path):
+  path = tmp_path / "runs.csv"
+  path.write_text("N,loss\n1e8,3.0\n")
+  with pytest.raises(ValueError,
+                     match=r"1 runs have neither D \(examples_seen.*\) nor C"):
+    results.load_runs(str(path))
+  path.write_text("D,loss\n1e8,3.0\n")
+  with pytest.raises(ValueError, match="no run has a usable N"):
+    results.load_runs(str(path))
+
+
+def test_several_families_is_one_line_error(tmp_path):
+  rows = [_jaxgen_row(), _jaxgen_row(family="uvit"), _jaxgen_row()]
+  runs = results.load_runs(_write_jsonl(tmp_path / "r.jsonl", rows))
+  with pytest.raises(ValueError, match="2 families in one fit: 'dit', "
+                     "'uvit'") as e:
+    results.select_family(runs, None)
+  assert "\n" not in str(e.value)
+  assert len(results.select_family(runs, "dit")) == 2
+  with pytest.raises(ValueError, match="'gan' not in the results"):
+    results.select_family(runs, "gan")
