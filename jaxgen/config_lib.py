@@ -87,17 +87,26 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def default_logical_axis_rules():
-  """FSDP over `fsdp`, Megatron-style tensor parallelism over `tensor`."""
+  """FSDP over `fsdp`, Megatron-style tensor parallelism over `tensor`.
+
+  flax resolves rules in order, one mesh axis per array at most: a kernel's
+  input dim (embed / conv_in / cond) takes `fsdp` first and its output dim
+  then falls through to `tensor`, while a 1-D vector (bias, norm scale) of an
+  output dim takes both axes, so nothing sizeable is replicated under FSDP.
+  """
   return [
       ["act_batch", ["data", "fsdp"]],
       ["act_mlp", "tensor"],
       ["act_heads", "tensor"],
       ["embed", "fsdp"],
-      ["mlp", "tensor"],
-      ["heads", "tensor"],
       ["conv_in", "fsdp"],
-      ["conv_out", "tensor"],
       ["cond", "fsdp"],
+      ["mlp", ["tensor", "fsdp"]],
+      ["mlp", "tensor"],
+      ["heads", ["tensor", "fsdp"]],
+      ["heads", "tensor"],
+      ["conv_out", ["tensor", "fsdp"]],
+      ["conv_out", "tensor"],
   ]
 
 

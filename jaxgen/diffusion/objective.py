@@ -24,20 +24,21 @@ from jaxgen.train import state as state_lib
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
-  """U-ViT constructor arguments: the preset table overridden by config.model.
+  """U-ViT constructor arguments from `config.model` (all fields present).
 
   Args:
-    config: run config; `config.model.preset` names a row of
-      `uvit.UVIT_PRESETS`, other `config.model` fields override it.
+    config: run config; `config.model` holds every UViT field (see
+      `uvit.preset_fields`), the class count comes from the dataset.
 
   Returns:
     Keyword arguments for `uvit.UViT`.
   """
-  kwargs = dict(uvit.UVIT_PRESETS[config.model.preset])
-  kwargs.update({k: v for k, v in config.model.items() if k != "preset"})
+  kwargs = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in config.model.items()}
+  kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
   kwargs["num_classes"] = int(config.dataset.get("num_classes", 0)) if (
       config.diffusion.class_conditional) else 0
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  return kwargs
 
 
 @registry.OBJECTIVES.register("simple_diffusion")
@@ -47,10 +48,6 @@ class SimpleDiffusion(objective_lib.Objective):
   def __init__(self, config, total_steps=None):
     super().__init__(config, total_steps)
     d = config.diffusion
-    if config.model.preset not in uvit.UVIT_PRESETS:
-      raise ValueError(
-          f"Unknown config.model.preset {config.model.preset!r}; choose one "
-          f"of: {', '.join(sorted(uvit.UVIT_PRESETS))}.")
     self.image_size = int(config.dataset.image_size)
     self.kwargs = model_kwargs(config)
     self.num_classes = self.kwargs["num_classes"]
@@ -63,12 +60,12 @@ class SimpleDiffusion(objective_lib.Objective):
   # -- configuration checks ---------------------------------------------------
 
   def validate(self, num_devices_data_parallel: int) -> None:
-    factor = uvit.downsampling_factor(self.kwargs)
-    if self.image_size % factor:
+    try:
+      self.model.validate(self.image_size, self.image_size)
+    except ValueError as e:
       raise ValueError(
-          f"config.dataset.image_size={self.image_size} is not divisible by "
-          f"the U-ViT's total downsampling {factor}; use a multiple of "
-          f"{factor} or change config.model.")
+          f"config.dataset.image_size={self.image_size} / config.model do "
+          f"not fit the U-ViT: {e}") from None
 
   @property
   def tx(self) -> optax.GradientTransformation:

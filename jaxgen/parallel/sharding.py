@@ -49,7 +49,12 @@ def abstract_state_and_shardings(
   boxed = jax.eval_shape(init_fn, *args)
   specs = nn.get_partition_spec(boxed)
   shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
-  abstract = nn.unbox(boxed)
+  # Plain unboxing would apply a sharding constraint, which is meaningless
+  # (and an error) on ShapeDtypeStructs.
+  abstract = jax.tree.map(
+      lambda x: x.unbox(apply_constraint=False)
+      if isinstance(x, nn.Partitioned) else x,
+      boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   # Leaves that carried no names become PartitionSpec() -> replicated.
   shardings = jax.tree.map(
       lambda s: s if isinstance(s, NamedSharding)

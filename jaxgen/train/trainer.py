@@ -231,13 +231,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info("Parameters: %s; steps %d -> %d; %.3g FLOPs/example.",
                  counts, start, s.total_steps, s.flops_per_example)
 
-    writer = metrics_lib.create_writer(workdir)
     if pidx == 0:
+      # Before the writer opens the file: rows past the checkpoint belong to
+      # a run that died, and the writer must append to the truncated file.
       metrics_lib.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"),
                                  start if start else None)
+    writer = metrics_lib.create_writer(workdir)
+    if pidx == 0:
       writer.write_hparams({k: str(v) for k, v in config.items()})
+    # Steps/s and ETA go to the log; metrics.jsonl keeps one row per log step.
     hooks = [periodic_actions.ReportProgress(
-        num_train_steps=s.total_steps, writer=writer, every_steps=log_every)]
+        num_train_steps=s.total_steps, every_steps=log_every)]
     if config.get("profile_steps") and pidx == 0:
       hooks.append(periodic_actions.Profile(
           logdir=workdir, num_profile_steps=int(config.profile_steps),

@@ -1,0 +1,90 @@
+"""Multi-head dot-product attention with QK-normalisation.
+
+QK-norm (Dehghani et al. 2023, ViT-22B; used by SiD's U-ViT): q and k are
+RMS-normalised over the head dimension, with a learned per-dimension scale,
+before the usual 1/sqrt(head_dim) logits. It bounds the attention logits and
+removes the loss spikes large transformers otherwise show at high learning
+rates.
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgen.nn import linear
+from jaxgen.nn import norms
+from jaxgen.nn import partitioning as pt
+
+Dtype = Any
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                          mask: Optional[jax.Array] = None) -> jax.Array:
+  """softmax(q k^T / sqrt(d)) v, softmax in float32.
+
+  Args:
+    q: f[B, Lq, H, D].
+    k: f[B, Lk, H, D].
+    v: f[B, Lk, H, Dv].
+    mask: optional bool, broadcastable to [B, H, Lq, Lk]; True = attend.
+
+  Returns:
+    f[B, Lq, H, Dv] in q's dtype.
+  """
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q * jnp.asarray(scale, q.dtype), k)
+  logits = logits.astype(jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head (self- or cross-) attention.
+
+  Attributes:
+    num_heads: number of heads.
+    head_dim: per-head width (default: input width // num_heads).
+    qk_norm: RMS-normalise q and k with learned scales.
+    zero_init_out: zero the output projection (residual branch starts at 0).
+    dtype: compute dtype.
+  """
+  num_heads: int
+  head_dim: Optional[int] = None
+  qk_norm: bool = True
+  zero_init_out: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, context: Optional[jax.Array] = None,
+               mask: Optional[jax.Array] = None) -> jax.Array:
+    """Attends from x to context (default: x itself).
+
+    Args:
+      x: f[B, L, D] queries.
+      context: optional f[B, Lc, Dc] keys/values source.
+      mask: optional bool mask broadcastable to [B, H, L, Lc].
+
+    Returns:
+      f[B, L, D].
+    """
+    width = x.shape[-1]
+    head_dim = self.head_dim or width // self.num_heads
+    ctx = x if context is None else context
+    proj = lambda name: linear.Dense(  # pylint: disable=g-long-lambda
+        (self.num_heads, head_dim), (pt.EMBED, pt.HEADS, pt.KV),
+        use_bias=False, dtype=self.dtype, name=name)
+    q = proj("query")(x)
+    k = proj("key")(ctx)
+    v = proj("value")(ctx)
+    if self.qk_norm:
+      q = norms.RMSNorm(axis_name=pt.KV, dtype=self.dtype, name="q_norm")(q)
+      k = norms.RMSNorm(axis_name=pt.KV, dtype=self.dtype, name="k_norm")(k)
+    out = dot_product_attention(q, k, v, mask)
+    init = pt.zeros_init if self.zero_init_out else pt.dense_init
+    y = linear.Dense(width, (pt.HEADS, pt.KV, pt.EMBED), num_in_axes=2,
+                     kernel_init=init, dtype=self.dtype, name="out")(out)
+    return pt.constrain(y, pt.TOKEN_ACT)

@@ -1,0 +1,122 @@
+"""Normalisation layers with named scale/bias, statistics in float32.
+
+Statistics are always computed in float32, whatever the compute dtype, since
+bf16 means and variances over large maps lose too much precision.
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgen.nn import partitioning as pt
+
+Dtype = Any
+
+
+def _affine(module: nn.Module, y: jax.Array, features: int, use_scale: bool,
+            use_bias: bool, axis_name: Optional[str]) -> jax.Array:
+  """Applies the optional learned per-feature scale and bias."""
+  if use_scale:
+    scale = module.param("scale", pt.logical_init(pt.ones_init, (axis_name,)),
+                         (features,), jnp.float32)
+    y = y * scale
+  if use_bias:
+    bias = module.param("bias", pt.logical_init(pt.zeros_init, (axis_name,)),
+                        (features,), jnp.float32)
+    y = y + bias
+  return y
+
+
+class GroupNorm(nn.Module):
+  """Group normalisation over (H, W, channels-in-group) of NHWC maps.
+
+  Attributes:
+    num_groups: groups; reduced to gcd(num_groups, C) so any width works.
+    epsilon: variance floor.
+    use_scale: learn a per-channel scale.
+    use_bias: learn a per-channel bias.
+    dtype: output dtype.
+  """
+  num_groups: int = 32
+  epsilon: float = 1e-6
+  use_scale: bool = True
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Normalises x: f[B, ..., C] (all middle axes are reduced)."""
+    c = x.shape[-1]
+    groups = num_groups_for(c, self.num_groups)
+    xf = x.astype(jnp.float32).reshape(x.shape[:-1] + (groups, c // groups))
+    axes = tuple(range(1, xf.ndim - 2)) + (xf.ndim - 1,)
+    mean = jnp.mean(xf, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=axes, keepdims=True)
+    y = ((xf - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+    y = _affine(self, y, c, self.use_scale, self.use_bias, pt.NORM)
+    return y.astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+  """Layer normalisation over the last axis.
+
+  Attributes:
+    epsilon: variance floor.
+    use_scale: learn a per-feature scale.
+    use_bias: learn a per-feature bias.
+    dtype: output dtype.
+  """
+  epsilon: float = 1e-6
+  use_scale: bool = True
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Normalises x over its last axis."""
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon)
+    y = _affine(self, y, x.shape[-1], self.use_scale, self.use_bias, pt.NORM)
+    return y.astype(self.dtype)
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square normalisation over the last axis with a learned scale.
+
+  Attributes:
+    epsilon: floor on the mean square.
+    axis_name: logical name of the scale (e.g. `kv` for QK-norm).
+    dtype: output dtype.
+  """
+  epsilon: float = 1e-6
+  axis_name: Optional[str] = pt.NORM
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Normalises x over its last axis."""
+    xf = x.astype(jnp.float32)
+    ms = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
+    y = xf * jax.lax.rsqrt(ms + self.epsilon)
+    y = _affine(self, y, x.shape[-1], True, False, self.axis_name)
+    return y.astype(self.dtype)
+
+
+def num_groups_for(channels: int, max_groups: int) -> int:
+  """Largest group count <= max_groups dividing `channels`.
+
+  Args:
+    channels: number of channels.
+    max_groups: preferred number of groups (32 in most diffusion U-Nets).
+
+  Returns:
+    The group count actually used.
+  """
+  for g in range(min(max_groups, channels), 0, -1):
+    if channels % g == 0:
+      return g
+  return 1

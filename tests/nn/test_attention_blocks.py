@@ -1,0 +1,119 @@
+"""Tests of attention, the MLP, the ResBlock and the transformer block."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen.nn import attention
+from jaxgen.nn import mlp
+from jaxgen.nn import partitioning as pt
+from jaxgen.nn import resblock
+from jaxgen.nn import transformer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  """Compiles with most XLA optimisations off: these programs are tiny and
+  run a few times, so compile time dominates. Restored afterwards."""
+  old = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def _init(module, *args):
+  """Jitted init (one compile is much cheaper than op-by-op dispatch)."""
+  return jax.jit(module.init)(jax.random.key(0), *args)
+
+
+def _apply(module, variables, *args, **kwargs):
+  return jax.jit(functools.partial(module.apply, **kwargs))(variables, *args)
+
+
+def _names(boxed):
+  leaves = jax.tree_util.tree_leaves_with_path(
+      boxed, is_leaf=lambda a: isinstance(a, nn.LogicallyPartitioned))
+  return {jax.tree_util.keystr(k): leaf for k, leaf in leaves}
+
+
+def test_dot_product_attention_matches_naive_and_masks():
+  key = jax.random.key(0)
+  q, k, v = jax.random.normal(key, (3, 2, 5, 2, 4))
+  attend = jax.jit(attention.dot_product_attention)
+  out = attend(q, k, v)
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) / 2.0
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  np.testing.assert_allclose(out, np.einsum("bhqk,bkhd->bqhd", w, v),
+                             atol=1e-5)
+  # A causal mask makes position 0 attend only to itself.
+  mask = jnp.tril(jnp.ones((5, 5), bool))
+  out = attend(q, k, v, mask)
+  np.testing.assert_allclose(out[:, 0], v[:, 0], atol=1e-6)
+
+
+def test_attention_qk_norm_names_and_scale_invariance():
+  x = jax.random.normal(jax.random.key(1), (2, 6, 16))
+  layer = attention.MultiHeadAttention(num_heads=2)
+  boxed = _init(layer, x)
+  names = _names(boxed)
+  assert names["['params']['query']['kernel']"].names == (pt.EMBED, pt.HEADS,
+                                                          pt.KV)
+  assert names["['params']['out']['kernel']"].names == (pt.HEADS, pt.KV,
+                                                        pt.EMBED)
+  assert names["['params']['q_norm']['scale']"].names == (pt.KV,)
+  v = nn.unbox(boxed)
+  # With QK-norm the attention weights ignore the scale of q and k, so
+  # scaling x only scales the (linear) value path.
+  y1 = _apply(layer, v, x)
+  y2 = _apply(layer, v, 10.0 * x)
+  np.testing.assert_allclose(y2, 10.0 * y1, rtol=1e-3, atol=1e-4)
+
+
+def test_zero_init_blocks_are_identity():
+  x = jax.random.normal(jax.random.key(2), (2, 4, 4, 8))
+  cond = jax.random.normal(jax.random.key(3), (2, 6))
+  block = resblock.ResBlock(8, dropout_rate=0.5, zero_init=True)
+  v = nn.unbox(_init(block, x, cond))
+  np.testing.assert_allclose(_apply(block, v, x, cond), x)
+  tokens = x.reshape(2, 16, 8)
+  tblock = transformer.TransformerBlock(2, 16, zero_init=True)
+  v = nn.unbox(_init(tblock, tokens, cond))
+  np.testing.assert_allclose(_apply(tblock, v, tokens, cond), tokens)
+
+
+def test_resblock_uses_cond_and_projects_skip():
+  x = jax.random.normal(jax.random.key(4), (2, 4, 4, 8))
+  block = resblock.ResBlock(12, zero_init=False, num_groups=4)
+  cond = jax.random.normal(jax.random.key(5), (2, 6))
+  boxed = _init(block, x, cond)
+  names = _names(boxed)
+  assert names["['params']['film']['kernel']"].names == (pt.COND, None,
+                                                         pt.CONV_OUT)
+  assert names["['params']['skip']['kernel']"].names[2:] == (pt.CONV_IN,
+                                                             pt.CONV_OUT)
+  v = nn.unbox(boxed)
+  y = _apply(block, v, x, cond)
+  assert y.shape == (2, 4, 4, 12)
+  assert not np.allclose(y, _apply(block, v, x, 2 * cond))
+
+
+def test_mlp_film_and_dropout():
+  x = jax.random.normal(jax.random.key(6), (2, 5, 8))
+  cond = jax.random.normal(jax.random.key(7), (2, 4))
+  layer = mlp.Mlp(32, dropout_rate=0.5)
+  boxed = _init(layer, x, cond)
+  assert _names(boxed)["['params']['film']['kernel']"].names == (
+      pt.COND, None, pt.MLP)
+  v = nn.unbox(boxed)
+  y = _apply(layer, v, x, cond)
+  assert not np.allclose(y, _apply(layer, v, x, -cond))
+  # Eval is deterministic; train draws a dropout mask.
+  np.testing.assert_array_equal(y, _apply(layer, v, x, cond, train=False))
+  y_train = _apply(layer, v, x, cond, train=True,
+                   rngs={"dropout": jax.random.key(1)})
+  assert not np.allclose(y, y_train)

@@ -1,0 +1,112 @@
+"""Tests of the named dense/conv layers and the resampling layers."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen.nn import linear
+from jaxgen.nn import partitioning as pt
+from jaxgen.nn import resample
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  """Compiles with most XLA optimisations off: these programs are tiny and
+  run a few times, so compile time dominates. Restored afterwards."""
+  old = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def _init(module, *args):
+  variables = jax.jit(module.init)(jax.random.key(0), *args)
+  return variables, nn.unbox(variables)
+
+
+def test_dense_multi_axis_matches_matmul_and_names():
+  x = jax.random.normal(jax.random.key(1), (2, 5, 3, 4))
+  layer = linear.Dense(6, (pt.HEADS, pt.KV, pt.EMBED), num_in_axes=2)
+  boxed, v = _init(layer, x)
+  kernel = boxed["params"]["kernel"]
+  assert isinstance(kernel, nn.LogicallyPartitioned)
+  assert kernel.names == (pt.HEADS, pt.KV, pt.EMBED)
+  assert boxed["params"]["bias"].names == (pt.EMBED,)
+  y = jax.jit(layer.apply)(v, x)
+  k = v["params"]["kernel"].reshape(12, 6)
+  np.testing.assert_allclose(y, x.reshape(2, 5, 12) @ k, atol=1e-5)
+
+
+def test_dense_rejects_wrong_number_of_names():
+  with pytest.raises(ValueError):
+    linear.Dense(4, (pt.EMBED,)).init(jax.random.key(0), jnp.ones((1, 3)))
+
+
+def test_conv_matches_lax_and_names():
+  x = jax.random.normal(jax.random.key(2), (1, 6, 5, 3))
+  layer = linear.Conv(4, 3, use_bias=False)
+  boxed, v = _init(layer, x)
+  assert boxed["params"]["kernel"].names == (pt.KERNEL_H, pt.KERNEL_W,
+                                             pt.CONV_IN, pt.CONV_OUT)
+  ref = jax.lax.conv_general_dilated(
+      x, v["params"]["kernel"], (1, 1), "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(jax.jit(layer.apply)(v, x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w,k", [(8, 8, 3), (5, 7, 3), (4, 4, 1), (6, 3, 5)])
+def test_conv_same_macs_counts_non_padding_taps(h, w, k):
+  half = k // 2
+  taps = sum(1 for i in range(h) for j in range(w)
+             for di in range(-half, half + 1) for dj in range(-half, half + 1)
+             if 0 <= i + di < h and 0 <= j + dj < w)
+  assert linear.conv_same_macs(h, w, k, 3, 5) == taps * 15
+
+
+def test_space_depth_round_trip_and_layout():
+  x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+  y = resample.space_to_depth(x, 2)
+  assert y.shape == (2, 2, 3, 12)
+  # Channel (i * p + j) * C + c holds x[p*h + i, p*w + j, c].
+  np.testing.assert_array_equal(y[1, 1, 2, (1 * 2 + 0) * 3 + 2],
+                                x[1, 3, 4, 2])
+  np.testing.assert_array_equal(resample.depth_to_space(y, 2), x)
+
+
+def test_downsample_is_strided_conv():
+  x = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))
+  layer = resample.Downsample(5, factor=4)
+  _, v = _init(layer, x)
+  ref = jax.lax.conv_general_dilated(
+      x, v["params"]["kernel"], (4, 4), "VALID",
+      dimension_numbers=("NHWC", "HWIO", "NHWC")) + v["params"]["bias"]
+  y = jax.jit(layer.apply)(v, x)
+  assert y.shape == (2, 2, 2, 5)
+  np.testing.assert_allclose(y, ref, atol=1e-5)
+
+
+def test_upsample_is_transposed_strided_conv():
+  x = np.asarray(jax.random.normal(jax.random.key(4), (1, 3, 2, 4)))
+  layer = resample.Upsample(2, factor=2)
+  boxed, v = _init(layer, x)
+  assert "bias" not in boxed["params"]  # Up(0) == 0 for the residual U-ViT.
+  k = np.asarray(v["params"]["kernel"])
+  y = np.asarray(jax.jit(layer.apply)(v, x))
+  ref = np.zeros((1, 6, 4, 2), np.float32)
+  for h in range(3):
+    for w in range(2):
+      for i in range(2):
+        for j in range(2):
+          ref[0, 2 * h + i, 2 * w + j] = x[0, h, w] @ k[i, j]
+  np.testing.assert_allclose(y, ref, atol=1e-5)
+
+
+def test_upsample_init_keeps_unit_variance():
+  # Fan-in of a stride-p transposed conv is C, not p*p*C.
+  x = jax.random.normal(jax.random.key(5), (4, 8, 8, 256))
+  layer = resample.Upsample(256, factor=2)
+  _, v = _init(layer, x)
+  std = float(jnp.std(jax.jit(layer.apply)(v, x)))
+  assert 0.8 < std < 1.2

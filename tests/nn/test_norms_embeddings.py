@@ -1,0 +1,92 @@
+"""Tests of the normalisation layers and the embeddings."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen.nn import embeddings
+from jaxgen.nn import norms
+from jaxgen.nn import partitioning as pt
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  """Compiles with most XLA optimisations off: these programs are tiny and
+  run a few times, so compile time dominates. Restored afterwards."""
+  old = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def test_group_norm_matches_numpy():
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 4, 4, 12))) * 3 + 1
+  layer = norms.GroupNorm(num_groups=4, epsilon=1e-6)
+  v = nn.unbox(jax.jit(layer.init)(jax.random.key(1), x))
+  y = np.asarray(jax.jit(layer.apply)(v, x))
+  g = x.reshape(2, 4, 4, 4, 3)
+  ref = (g - g.mean(axis=(1, 2, 4), keepdims=True)) / np.sqrt(
+      g.var(axis=(1, 2, 4), keepdims=True) + 1e-6)
+  np.testing.assert_allclose(y, ref.reshape(x.shape), atol=1e-4)
+
+
+def test_group_count_divides_channels():
+  assert norms.num_groups_for(96, 32) == 32
+  assert norms.num_groups_for(24, 32) == 24
+  assert norms.num_groups_for(36, 32) == 18
+
+
+def test_rms_and_layer_norm_bf16_output_and_names():
+  x = jax.random.normal(jax.random.key(2), (3, 5, 8)) * 7
+  for layer in (norms.RMSNorm(axis_name=pt.KV, dtype=jnp.bfloat16),
+                norms.LayerNorm(dtype=jnp.bfloat16)):
+    boxed = jax.jit(layer.init)(jax.random.key(0), x)
+    for leaf in jax.tree.leaves(boxed, is_leaf=lambda a: isinstance(
+        a, nn.LogicallyPartitioned)):
+      assert isinstance(leaf, nn.LogicallyPartitioned)
+    y = jax.jit(layer.apply)(nn.unbox(boxed), x)
+    assert y.dtype == jnp.bfloat16
+    rms = jnp.sqrt(jnp.mean(jnp.square(y.astype(jnp.float32)), axis=-1))
+    np.testing.assert_allclose(rms, 1.0, atol=2e-2)
+
+
+def test_sinusoidal_embedding_values():
+  e = embeddings.sinusoidal_embedding(jnp.array([0.0, 2.0]), 8, 100.0)
+  assert e.shape == (2, 8)
+  np.testing.assert_allclose(e[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-7)
+  freqs = 100.0 ** (-np.arange(4) / 4)
+  np.testing.assert_allclose(e[1, :4], np.sin(2 * freqs), atol=1e-6)
+  assert embeddings.sinusoidal_embedding(jnp.zeros((3,)), 7).shape == (3, 7)
+
+
+def test_sincos_2d_positions_layout():
+  pos = embeddings.sincos_2d_positions(3, 4, 16)
+  assert pos.shape == (12, 16)
+  # First half depends only on the row, second half only on the column.
+  np.testing.assert_array_equal(pos[4, :8], pos[7, :8])    # row 1
+  np.testing.assert_array_equal(pos[1, 8:], pos[9, 8:])    # column 1
+  assert len({tuple(np.round(p, 6)) for p in pos}) == 12   # all distinct
+  with pytest.raises(ValueError):
+    embeddings.sincos_2d_positions(2, 2, 6)
+
+
+def test_sincos_3d_positions_shape():
+  pos = embeddings.sincos_3d_positions(2, 3, 4, 64)
+  assert pos.shape == (24, 64)
+  assert len({tuple(np.round(p, 6)) for p in pos}) == 24
+
+
+def test_conditioning_embedding_null_label():
+  module = embeddings.ConditioningEmbedding(16, freq_dim=8, num_classes=5)
+  s = jnp.array([-3.0, 4.0])
+  v = nn.unbox(jax.jit(module.init)(jax.random.key(0), s, jnp.array([0, 1])))
+  assert v["params"]["class_embedding"].shape == (6, 16)
+  apply = jax.jit(module.apply)
+  null = apply(v, s, jnp.array([5, 5]))
+  np.testing.assert_allclose(module.apply(v, s, None), null)
+  assert not np.allclose(apply(v, s, jnp.array([0, 1])), null)
+  uncond = embeddings.ConditioningEmbedding(16, freq_dim=8)
+  with pytest.raises(ValueError):
+    jax.jit(uncond.init)(jax.random.key(0), s, jnp.array([0, 1]))

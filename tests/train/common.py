@@ -1,0 +1,67 @@
+"""Shared helpers for trainer tests: a very small simple-diffusion config."""
+
+import json
+import os
+import tempfile
+
+from jaxgen import config_lib
+from configs import simple_diffusion
+
+# One prepared copy of the embedded dataset for all test processes (the
+# builder guards concurrent preparation with a lock).
+DATA_DIR = os.environ.get(
+    "JAXGEN_TEST_DATA_DIR", os.path.join(tempfile.gettempdir(),
+                                         "jaxgen_test_tfds"))
+
+
+def tiny_config(**overrides):
+  """simple_diffusion:tiny shrunk further: 16px, widths divisible by 8.
+
+  Args:
+    **overrides: dotted config keys ("mesh.fsdp") and values.
+
+  Returns:
+    An unlocked ConfigDict.
+  """
+  c = simple_diffusion.get_config("tiny")
+  config_lib.apply_overrides(c, dict(TINY_OVERRIDES, **overrides))
+  return c
+
+
+# simple_diffusion:tiny at 16 px, with every model dim divisible by 8.
+TINY_OVERRIDES = {
+    "dataset.image_size": 16,
+    "dataset.data_dir": DATA_DIR,
+    "batch_size": 8,
+    "total_steps": 3,
+    "log_every_steps": 1,
+    "num_samples": 0,
+    "eval_batches": 0,
+    "checkpoint_every_steps": 1000,
+    # A smaller U-ViT than `tiny` (compile time dominates CPU tests).
+    "model.channels": (16, 32),
+    "model.transformer_width": 32,
+    "model.transformer_depth": 1,
+    "model.num_heads": 2,
+    "model.cond_dim": 32,
+    "model.freq_dim": 32,
+    "model.num_groups": 8,
+}
+
+
+def cli_flags(**overrides):
+  """The same config as `tiny_config(**overrides)`, as jaxgen.main flags."""
+  return ["--config=configs/simple_diffusion.py:tiny"] + [
+      f"--config.{k}={_flag(v)}"
+      for k, v in dict(TINY_OVERRIDES, **overrides).items()]
+
+
+def _flag(value):
+  # config_flags parses tuples written without spaces, e.g. (16,32).
+  return str(value).replace(" ", "") if isinstance(value, tuple) else value
+
+
+def read_losses(workdir):
+  """[(step, loss)] from WORKDIR/metrics.jsonl."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [(r["step"], r["loss"]) for r in map(json.loads, f)]

@@ -1,0 +1,167 @@
+"""End-to-end trainer behaviour on the simple-diffusion family (8 CPU devices).
+
+Sharded == unsharded losses, FSDP memory, checkpoint/resume identity, the
+non-finite stop, one-line config errors before compilation, analytic FLOPs
+against XLA's count, and a short run whose loss falls.
+"""
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen import registry
+from jaxgen.bench import synthetic_info
+from jaxgen.diffusion import objective as sd_objective
+from jaxgen.parallel import multihost
+from jaxgen.parallel import sharding as sharding_lib
+from jaxgen.train import flops as flops_lib
+from jaxgen.train import trainer
+from configs import simple_diffusion
+from tests.train import common
+
+
+def _losses_on(config, devices, batches):
+  """Losses of len(batches) steps run with the trainer's compiled step."""
+  s = trainer.setup(config, data_info=synthetic_info(config.dataset),
+                    devices=devices)
+  init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    init_fn, _, shardings, step, _ = trainer.compile_step(s, base_rng)
+    state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
+    out = []
+    for b in batches:
+      state, metrics = step(state, multihost.global_batch(s.mesh, b))
+      out.append(float(metrics["loss"]))
+  return np.array(out), state, s
+
+
+def _batches(config, n):
+  rng = np.random.default_rng(0)
+  size = config.dataset.image_size
+  return [{"image": rng.uniform(-1, 1, (config.batch_size, size, size, 3)
+                                ).astype(np.float32),
+           "label": rng.integers(0, 8, (config.batch_size,)).astype(np.int32)}
+          for _ in range(n)]
+
+
+def test_sharded_losses_match_single_device():
+  batches = _batches(common.tiny_config(), 3)
+  config1 = common.tiny_config(**{"mesh.data": 1})
+  ref, _, _ = _losses_on(config1, jax.devices()[:1], batches)
+  assert np.all(np.isfinite(ref))
+  for mesh in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:
+    cfg = common.tiny_config(**dict(zip(("mesh.data", "mesh.fsdp",
+                                         "mesh.tensor"), mesh)))
+    losses, _, _ = _losses_on(cfg, None, batches)
+    np.testing.assert_allclose(losses, ref, rtol=2e-4, err_msg=str(mesh))
+
+
+def test_fsdp_shards_parameters_evenly():
+  config = common.tiny_config(**{"mesh.data": 1, "mesh.fsdp": 8})
+  s = trainer.setup(config, data_info=synthetic_info(config.dataset))
+  init_rng, base_rng = jax.random.split(jax.random.key(0))
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    init_fn, _, shardings, _, _ = trainer.compile_step(s, base_rng)
+    state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
+  params = state.params["model"]
+  total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+  assert sharding_lib.per_device_bytes(params) <= 1.1 * total / 8
+
+
+def test_checkpoint_resume_gives_identical_losses(tmp_path, monkeypatch):
+  config = common.tiny_config(total_steps=4, checkpoint_every_steps=2)
+  full = tmp_path / "full"
+  trainer.train_and_evaluate(config, str(full))
+  # Second run: "preempted" when fetching the 3rd batch, then resumed.
+  part = tmp_path / "part"
+  real = multihost.global_batch
+  calls = {"n": 0}
+
+  def flaky(mesh, batch):
+    calls["n"] += 1
+    if calls["n"] == 3:
+      raise KeyboardInterrupt("preempted")
+    return real(mesh, batch)
+
+  monkeypatch.setattr(multihost, "global_batch", flaky)
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_and_evaluate(config, str(part))
+  monkeypatch.setattr(multihost, "global_batch", real)
+  trainer.train_and_evaluate(config, str(part))
+  a, b = common.read_losses(full), common.read_losses(part)
+  assert [r[0] for r in b] == [1, 2, 3, 4]
+  np.testing.assert_allclose([r[1] for r in b], [r[1] for r in a], rtol=1e-6)
+
+
+@registry.OBJECTIVES.register("simple_diffusion_nan_after_2")
+class _NanAfterTwo(sd_objective.SimpleDiffusion):
+  """Produces a NaN loss from step 3 on (to test the stop)."""
+
+  def train_step(self, state, batch, rng):
+    new_state, metrics = super().train_step(state, batch, rng)
+    metrics["loss"] = jnp.where(state.step >= 2, jnp.nan, metrics["loss"])
+    return new_state, metrics
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  config = common.tiny_config(family="simple_diffusion_nan_after_2",
+                              total_steps=6, checkpoint_every_steps=2)
+  with pytest.raises(FloatingPointError) as e:
+    trainer.train_and_evaluate(config, str(tmp_path))
+  msg = str(e.value)
+  assert "loss" in msg and "step 3" in msg and "checkpoint is step 2" in msg
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"batch_size": 12}, "not divisible by the 8 data-parallel"),
+    ({"mesh.data": 2, "mesh.fsdp": 2}, "has 4 devices but 8"),
+    ({"family": "nope"}, "Unknown family 'nope'"),
+    ({"dataset.name": "nope:x"}, "nope"),
+    ({"dataset.image_size": 18}, "18x18 is not divisible by patch_size"),
+])
+def test_bad_config_is_a_one_line_error_before_compilation(
+    tmp_path, monkeypatch, overrides, match):
+  def no_compile(*a, **k):
+    raise AssertionError("compiled before validating")
+  monkeypatch.setattr(trainer, "compile_step", no_compile)
+  config = common.tiny_config(**overrides)
+  with pytest.raises(ValueError, match=match) as e:
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert "\n" not in str(e.value)
+
+
+def test_analytic_flops_match_xla_cost_analysis():
+  """The whole train step (model, loss, optimizer) of the `tiny` preset."""
+  config = simple_diffusion.get_config("tiny")
+  config.batch_size, config.mesh.data = 8, 1
+  s = trainer.setup(config, data_info=synthetic_info(config.dataset),
+                    devices=jax.devices()[:1])
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    _, _, _, step, _ = trainer.compile_step(s, jax.random.key(0))
+  xla = flops_lib.compiled_flops(step) / config.batch_size
+  assert abs(s.flops_per_example / xla - 1) < 0.05, (s.flops_per_example, xla)
+
+
+def test_short_run_loss_falls_and_writes_outputs(tmp_path):
+  config = common.tiny_config(total_steps=60, log_every_steps=10,
+                              num_samples=4, sample_every_steps=60,
+                              eval_batches=1, eval_every_steps=60,
+                              **{"optimizer.learning_rate": 3e-3,
+                                 "diffusion.sample_steps": 8})
+  last = trainer.train_and_evaluate(config, str(tmp_path))
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  for key in ("step", "loss", "examples_seen", "flops_seen", "steps_per_sec",
+              "learning_rate", "tflops_per_device", "grad_norm"):
+    assert key in rows[-1], key
+  assert rows[-1]["examples_seen"] == 60 * config.batch_size
+  assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], (rows[0], rows[-1])
+  assert "eval_loss" in last and np.isfinite(last["eval_loss"])
+  assert os.listdir(tmp_path / "samples") == ["step_0000060.png"]
+  assert "60" in os.listdir(tmp_path / "checkpoints")
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
