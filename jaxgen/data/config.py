@@ -17,6 +17,7 @@ batch layout it will be used with, failing with one-line ValueErrors.
 import dataclasses
 
 import ml_collections
+from ml_collections import config_dict
 
 from jaxgen.data import shapes
 
@@ -42,7 +43,7 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   c.num_frames = 0
   # TFDS data dir where datasets are (or jaxgen_shapes gets) prepared; None
   # means TFDS' default: $TFDS_DATA_DIR, else ~/tensorflow_datasets.
-  c.data_dir = None
+  c.data_dir = config_dict.placeholder(str)
   # Split for training and for evaluation; TFDS slicing works
   # ("train[:90%]"). A split in `name` (tfds:...:split) replaces `split`;
   # build_input's own `split` argument replaces both.

@@ -38,6 +38,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from ml_collections import config_dict
 
 from jaxgen.nn import embeddings
 from jaxgen.nn import linear
@@ -345,6 +346,9 @@ def preset_fields(name: str) -> Dict[str, Any]:
             if f.name not in ("parent", "name", "num_classes")}
   fields.update(uvit_kwargs(name))
   fields["dtype"] = jnp.dtype(fields["dtype"]).name
+  # Typed placeholders keep None-valued fields overridable from the CLI.
+  if fields.get("out_channels") is None:
+    fields["out_channels"] = config_dict.placeholder(int)
   return fields
 
 
