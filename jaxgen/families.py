@@ -6,3 +6,4 @@ module is what fills that registry.
 
 # pylint: disable=unused-import
 from jaxgen.diffusion import objective as _simple_diffusion
+from jaxgen.gan import objective as _r3gan

@@ -4,8 +4,12 @@ import json
 import os
 import tempfile
 
+import pytest
+
 from jaxgen import config_lib
 from configs import simple_diffusion
+from jaxgen.parallel import multihost
+from jaxgen.train import trainer
 
 # One prepared copy of the embedded dataset for all test processes (the
 # builder guards concurrent preparation with a lock).
@@ -65,3 +69,36 @@ def read_losses(workdir):
   """[(step, loss)] from WORKDIR/metrics.jsonl."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [(r["step"], r["loss"]) for r in map(json.loads, f)]
+
+
+def preempted_then_resumed(config, workdir, monkeypatch, devices=None,
+                           preempt_at_batch=3):
+  """Trains `config` in `workdir`, "preempted" while fetching a batch, then
+  resumed in the same workdir (the automatic resume path).
+
+  Args:
+    config: a run config whose checkpoint interval lands before the preemption.
+    workdir: run directory (str or path).
+    monkeypatch: pytest's monkeypatch fixture.
+    devices: devices for the trainer (None: all).
+    preempt_at_batch: 1-based global batch whose fetch raises KeyboardInterrupt.
+
+  Returns:
+    The checkpoint step directories present after the preemption (sorted).
+  """
+  real = multihost.global_batch
+  calls = {"n": 0}
+
+  def flaky(mesh, batch):
+    calls["n"] += 1
+    if calls["n"] == preempt_at_batch:
+      raise KeyboardInterrupt("preempted")
+    return real(mesh, batch)
+
+  monkeypatch.setattr(multihost, "global_batch", flaky)
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_and_evaluate(config, str(workdir), devices=devices)
+  kept = sorted(os.listdir(os.path.join(str(workdir), "checkpoints")))
+  monkeypatch.setattr(multihost, "global_batch", real)
+  trainer.train_and_evaluate(config, str(workdir), devices=devices)
+  return kept

@@ -79,20 +79,7 @@ def test_checkpoint_resume_gives_identical_losses(tmp_path, monkeypatch):
   trainer.train_and_evaluate(config, str(full))
   # Second run: "preempted" when fetching the 3rd batch, then resumed.
   part = tmp_path / "part"
-  real = multihost.global_batch
-  calls = {"n": 0}
-
-  def flaky(mesh, batch):
-    calls["n"] += 1
-    if calls["n"] == 3:
-      raise KeyboardInterrupt("preempted")
-    return real(mesh, batch)
-
-  monkeypatch.setattr(multihost, "global_batch", flaky)
-  with pytest.raises(KeyboardInterrupt):
-    trainer.train_and_evaluate(config, str(part))
-  monkeypatch.setattr(multihost, "global_batch", real)
-  trainer.train_and_evaluate(config, str(part))
+  common.preempted_then_resumed(config, part, monkeypatch)
   a, b = common.read_losses(full), common.read_losses(part)
   assert [r[0] for r in b] == [1, 2, 3, 4]
   np.testing.assert_allclose([r[1] for r in b], [r[1] for r in a], rtol=1e-6)

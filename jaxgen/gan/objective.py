@@ -1,0 +1,365 @@
+"""The R3GAN objective: RpGAN + R1 + R2 with burn-in schedules.
+
+Registered as family "r3gan". One `TrainState` holds
+params {"generator", "discriminator"}, one Adam (β1 = 0) state per network in
+`opt_state`, and an EMA copy of the generator in `ema_params` (used by
+`sample`). Each `train_step` is one iteration of the reference loop:
+
+  1. D update: fakes G(z₁) (detached); loss = adv(D(real), D(fake))
+     + γ/2 · (R1 + R2), where R1/R2 come from the very same D forward passes
+     (double backprop through ∇ₓD; see `losses.logits_and_penalty`).
+  2. G update with the *updated* D and fresh z₂; the RpGAN G loss also reads
+     D(real) (no gradient flows into it).
+  3. EMA of G with β = 0.5^(batch / half-life).
+
+Both updates use the step's real batch (one pipeline batch per step); the
+reference notes say its loop draws a separate real batch for the G phase.
+Fake images take the labels of the real batch, i.e. classes drawn from the
+data distribution, so the i-th real/fake pair shares a class.
+
+Schedules (learning rate, γ, Adam β2, EMA half-life) are the reference's
+cosine burn-in in images seen:
+  v(n) = v₀ + (v₁ − v₀) · (1 − cos(π · min(n / T, 1))) / 2,  n = step · batch.
+The optimizers get lr and β2 through `optax.inject_hyperparams`, so the
+schedule state is part of the checkpointed optimizer state.
+
+Metrics: "loss" is the full D loss (adversarial + γ/2·(R1+R2)), the quantity
+D minimises; "d_loss" is the same, "d_adv" its adversarial part, "g_loss"
+the G loss, "r1"/"r2" the raw penalties, "grad_norm" the global norm of
+both networks' gradients.
+"""
+
+import math
+from typing import Any, Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxgen import registry
+from jaxgen.gan import losses
+from jaxgen.gan import networks
+from jaxgen.train import objective as objective_lib
+from jaxgen.train import state as state_lib
+
+GEN, DISC = "generator", "discriminator"
+
+
+def burn_in_schedule(start: float, end: float, burn_in_examples: float,
+                     batch_size: int) -> Callable[[jax.Array], jax.Array]:
+  """The reference's `cosine_decay_with_warmup` as a function of the step.
+
+  Args:
+    start: value at step 0.
+    end: value from `burn_in_examples` images on.
+    burn_in_examples: length T of the ramp in images (0: `end` throughout).
+    batch_size: images per step.
+
+  Returns:
+    step -> float32 value.
+  """
+  start, end = float(start), float(end)
+  burn_in = float(burn_in_examples)
+
+  def schedule(step):
+    if burn_in <= 0 or start == end:
+      return jnp.asarray(end, jnp.float32)
+    t = jnp.minimum(jnp.asarray(step, jnp.float32) * batch_size / burn_in,
+                    1.0)
+    return start + (end - start) * 0.5 * (1.0 - jnp.cos(math.pi * t))
+  return schedule
+
+
+def network_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """Constructor arguments shared by `Generator` and `Discriminator`.
+
+  Args:
+    config: run config (`config.model`, `config.dataset`, `config.gan`).
+
+  Returns:
+    Dict of keyword arguments; G-only ones are added by the objective.
+  """
+  m = config.model
+  size = int(config.dataset.image_size)
+  lps = int(m.low_precision_stages)
+  if lps < 0:  # The reference: 3 stages for 32 px models, 4 above.
+    lps = 3 if size <= 32 else 4
+  impl = m.get("conv_impl", "auto")
+  if impl == "auto":
+    impl = "taps" if jax.default_backend() == "cpu" else "lax"
+  if impl not in ("lax", "taps"):
+    raise ValueError(f"Unknown config.model.conv_impl {impl!r}; use 'auto', "
+                     "'lax' or 'taps'.")
+  return dict(widths=tuple(int(w) for w in m.widths),
+              group_width=int(m.group_width),
+              blocks_per_stage=int(m.blocks_per_stage),
+              expansion=int(m.expansion),
+              num_classes=(int(config.dataset.get("num_classes", 0) or 0)
+                           if config.gan.class_conditional else 0),
+              low_precision_stages=lps, conv_impl=impl,
+              dtype=jnp.dtype(m.dtype))
+
+
+@registry.OBJECTIVES.register("r3gan")
+class R3GAN(objective_lib.Objective):
+  """R3GAN (Huang et al. 2024): RpGAN + R1 + R2, ResNeXt G and D."""
+
+  def __init__(self, config, total_steps=None):
+    super().__init__(config, total_steps)
+    g = config.gan
+    self.kwargs = network_kwargs(config)
+    self.num_classes = self.kwargs["num_classes"]
+    self.image_size = int(config.dataset.image_size)
+    self.channels = int(config.dataset.get("channels", 3))
+    self.noise_dim = int(config.model.noise_dim)
+    self.cond_dim = int(config.model.cond_dim)
+    self.batch_size = int(config.batch_size)
+    self.d_loss_fn, self.g_loss_fn, self.g_needs_real = losses.get_losses(
+        g.loss)
+    self.use_r1, self.use_r2 = bool(g.r1), bool(g.r2)
+    self.generator = networks.Generator(
+        cond_dim=self.cond_dim, channels=self.channels, **self.kwargs)
+    self.discriminator = networks.Discriminator(**self.kwargs)
+    burn_in, batch = float(g.burn_in_examples), self.batch_size
+    o = config.optimizer
+    self.lr_fn = burn_in_schedule(o.learning_rate, o.end_learning_rate,
+                                  burn_in, batch)
+    self.b2_fn = burn_in_schedule(o.b2, o.end_b2, burn_in, batch)
+    self.gamma_fn = burn_in_schedule(g.gamma, g.end_gamma, burn_in, batch)
+    self.half_life_fn = burn_in_schedule(0.0, g.ema_half_life_examples,
+                                         burn_in, batch)
+    # Same lr and β2 for G and D, as in the reference; no clipping, no decay.
+    self.tx = optax.inject_hyperparams(optax.adam)(
+        learning_rate=self.lr_fn, b1=float(o.b1), b2=self.b2_fn,
+        eps=float(o.eps))
+
+  # -- configuration checks ---------------------------------------------------
+
+  def validate(self, num_devices_data_parallel: int) -> None:
+    del num_devices_data_parallel
+    widths = self.kwargs["widths"]
+    expected = 4 * 2 ** (len(widths) - 1)
+    if self.image_size != expected:
+      raise ValueError(
+          f"config.model.widths has {len(widths)} stages, which make "
+          f"{expected}px images, but config.dataset.image_size="
+          f"{self.image_size}; give log2(image_size) - 1 widths.")
+    gw = self.kwargs["group_width"]
+    bad = [w for w in widths if (w * self.kwargs["expansion"]) % gw]
+    if bad:
+      raise ValueError(
+          f"config.model.widths {bad} times expansion "
+          f"{self.kwargs['expansion']} are not multiples of "
+          f"config.model.group_width={gw}.")
+    if self.config.gan.class_conditional and not self.num_classes:
+      raise ValueError("config.gan.class_conditional needs "
+                       "config.dataset.num_classes > 0.")
+
+  # -- state ------------------------------------------------------------------
+
+  def _labels(self, batch, n=None):
+    if not self.num_classes:
+      return None
+    labels = batch["label"].astype(jnp.int32)
+    return labels if n is None else labels[:n]
+
+  def init(self, rng, batch):
+    g_rng, d_rng = jax.random.split(rng)
+    x = batch["image"][:1]
+    labels = self._labels(batch, 1)
+    z = jnp.zeros((1, self.noise_dim), jnp.float32)
+    g_params = self.generator.init({"params": g_rng}, z, labels)["params"]
+    d_params = self.discriminator.init({"params": d_rng}, x,
+                                       labels)["params"]
+    params = {GEN: g_params, DISC: d_params}
+    return state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        opt_state={k: self.tx.init(v) for k, v in params.items()},
+        ema_params={GEN: jax.tree.map(jnp.copy, g_params)})
+
+  def num_params(self, state) -> Dict[str, int]:
+    """G + D as "params", and each network separately."""
+    count = lambda t: int(sum(x.size for x in jax.tree.leaves(t)))
+    g, d = count(state.params[GEN]), count(state.params[DISC])
+    return {"params": g + d, "generator_params": g,
+            "discriminator_params": d}
+
+  # -- losses -----------------------------------------------------------------
+
+  def generate(self, g_params, z, labels):
+    """G(z, labels) with the given parameters, f32[B, H, W, C]."""
+    return self.generator.apply({"params": g_params}, z, labels)
+
+  def _d_fn(self, d_params, labels):
+    return lambda x: self.discriminator.apply({"params": d_params}, x, labels)
+
+  def d_loss(self, d_params, x_real, x_fake, labels, gamma):
+    """Full D loss and its parts.
+
+    Args:
+      d_params: discriminator parameters.
+      x_real: real images f[B, H, W, C].
+      x_fake: generated images (detached).
+      labels: i32[B] or None.
+      gamma: penalty weight γ (the loss adds γ/2 · (R1 + R2)).
+
+    Returns:
+      (loss, aux dict of scalars).
+    """
+    d_fn = self._d_fn(d_params, labels)
+    x_fake = jax.lax.stop_gradient(x_fake)
+    zero = jnp.zeros((), jnp.float32)
+    if self.use_r1:
+      d_real, r1 = losses.logits_and_penalty(d_fn, x_real)
+    else:
+      d_real, r1 = d_fn(x_real), zero
+    if self.use_r2:
+      d_fake, r2 = losses.logits_and_penalty(d_fn, x_fake)
+    else:
+      d_fake, r2 = d_fn(x_fake), zero
+    adv = self.d_loss_fn(d_real, d_fake)
+    loss = adv + 0.5 * gamma * (r1 + r2)
+    return loss, {"d_adv": adv, "r1": r1, "r2": r2,
+                  "logits_real": jnp.mean(d_real),
+                  "logits_fake": jnp.mean(d_fake)}
+
+  def g_loss(self, g_params, d_params, x_real, z, labels):
+    """G loss against a fixed D (D(real) carries no gradient).
+
+    Args:
+      g_params: generator parameters.
+      d_params: discriminator parameters.
+      x_real: real images (read only by the relativistic loss).
+      z: noise f[B, noise_dim].
+      labels: i32[B] or None.
+
+    Returns:
+      Scalar loss.
+    """
+    d_fn = self._d_fn(d_params, labels)
+    d_fake = d_fn(self.generate(g_params, z, labels))
+    d_real = (jax.lax.stop_gradient(d_fn(x_real)) if self.g_needs_real
+              else jnp.zeros_like(d_fake))
+    return self.g_loss_fn(d_real, d_fake)
+
+  # -- training ---------------------------------------------------------------
+
+  def train_step(self, state, batch, rng) -> Tuple[Any, Dict[str, jax.Array]]:
+    x_real = batch["image"]
+    labels = self._labels(batch)
+    n = x_real.shape[0]
+    z_d, z_g = jax.random.normal(rng, (2, n, self.noise_dim), jnp.float32)
+    gamma = self.gamma_fn(state.step)
+    g_params, d_params = state.params[GEN], state.params[DISC]
+
+    # 1. Discriminator.
+    x_fake = jax.lax.stop_gradient(self.generate(g_params, z_d, labels))
+    (d_loss, aux), d_grads = jax.value_and_grad(self.d_loss, has_aux=True)(
+        d_params, x_real, x_fake, labels, gamma)
+    d_updates, d_opt = self.tx.update(d_grads, state.opt_state[DISC],
+                                      d_params)
+    d_params = optax.apply_updates(d_params, d_updates)
+
+    # 2. Generator, against the updated discriminator.
+    g_loss, g_grads = jax.value_and_grad(self.g_loss)(
+        g_params, d_params, x_real, z_g, labels)
+    g_updates, g_opt = self.tx.update(g_grads, state.opt_state[GEN], g_params)
+    g_params = optax.apply_updates(g_params, g_updates)
+
+    # 3. EMA of G; half-life 0 gives β = 0, i.e. a copy.
+    half_life = self.half_life_fn(state.step)
+    beta = jnp.where(half_life > 0,
+                     0.5 ** (self.batch_size / jnp.maximum(half_life, 1e-8)),
+                     0.0)
+    ema = {GEN: state_lib.ema_update(state.ema_params[GEN], g_params, beta)}
+
+    d_norm, g_norm = (state_lib.global_norm(d_grads),
+                      state_lib.global_norm(g_grads))
+    metrics = dict(
+        aux, loss=d_loss, d_loss=d_loss, g_loss=g_loss,
+        grad_norm=jnp.sqrt(d_norm ** 2 + g_norm ** 2),
+        d_grad_norm=d_norm, g_grad_norm=g_norm,
+        learning_rate=self.lr_fn(state.step), b2=self.b2_fn(state.step),
+        gamma=gamma, ema_beta=beta)
+    new_state = state.replace(
+        step=state.step + 1, params={GEN: g_params, DISC: d_params},
+        opt_state={GEN: g_opt, DISC: d_opt}, ema_params=ema)
+    return new_state, metrics
+
+  def eval_step(self, state, batch, rng) -> Dict[str, jax.Array]:
+    """Losses and penalties of the current G and D on a held-out batch.
+
+    Args:
+      state: train state.
+      batch: held-out batch.
+      rng: PRNG key for z.
+
+    Returns:
+      {"loss" (full D loss), "d_adv", "g_loss", "r1", "r2", ...}.
+    """
+    x_real = batch["image"]
+    labels = self._labels(batch)
+    z = jax.random.normal(rng, (x_real.shape[0], self.noise_dim))
+    g_params, d_params = state.params[GEN], state.params[DISC]
+    gamma = self.gamma_fn(state.step)
+    x_fake = self.generate(g_params, z, labels)
+    d_loss, aux = self.d_loss(d_params, x_real, x_fake, labels, gamma)
+    g_loss = self.g_loss(g_params, d_params, x_real, z, labels)
+    return dict(aux, loss=d_loss, g_loss=g_loss)
+
+  # -- sampling ---------------------------------------------------------------
+
+  def sample(self, state, rng, num: int, labels=None) -> jax.Array:
+    """Samples from the EMA generator.
+
+    Args:
+      state: train state.
+      rng: PRNG key.
+      num: number of images.
+      labels: i32[num] classes (default: classes in turn).
+
+    Returns:
+      f32[num, H, W, C], clipped to [-1, 1].
+    """
+    params = (state.ema_params or state.params)[GEN]
+    if self.num_classes and labels is None:
+      labels = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+    z = jax.random.normal(rng, (num, self.noise_dim), jnp.float32)
+    return jnp.clip(self.generate(params, z, labels), -1.0, 1.0)
+
+  # -- accounting -------------------------------------------------------------
+
+  def forward_flops(self) -> Tuple[float, float]:
+    """(G, D) forward FLOPs per example: 2 × multiply-accumulates."""
+    kw = dict(group_width=self.kwargs["group_width"],
+              blocks_per_stage=self.kwargs["blocks_per_stage"],
+              expansion=self.kwargs["expansion"])
+    g = networks.generator_macs(
+        self.kwargs["widths"], noise_dim=self.noise_dim,
+        cond_dim=self.cond_dim if self.num_classes else 0,
+        channels=self.channels, **kw)
+    d = networks.discriminator_macs(
+        self.kwargs["widths"], num_classes=self.num_classes,
+        channels=self.channels, **kw)
+    return 2.0 * g, 2.0 * d
+
+  def flops_per_example(self) -> float:
+    """Analytic training FLOPs per example, in units of G/D forward passes.
+
+    Per linear layer a forward costs 1 unit, an input-gradient 1 and a
+    weight-gradient 1. With F_G, F_D the forward FLOPs:
+      D update: G forward for the fakes (1·F_G); per D pass with a penalty
+        (real with R1, fake with R2): forward 1 + input gradient 1, then the
+        outer backward through both, which for y = Wx and gₓ = Wᵀg_y needs
+        W̄ and x̄ for the first and W̄ and ḡ_y for the second: 4 → 6·F_D
+        (3·F_D for a pass without penalty).
+      G update: G forward + backward 3·F_G; D on fakes forward + input
+        gradient only 2·F_D; D on reals forward 1·F_D (RpGAN only).
+    RpGAN + R1 + R2: 4·F_G + 15·F_D; GAN + R1 + R2: 4·F_G + 14·F_D.
+    """
+    f_g, f_d = self.forward_flops()
+    d_step = f_g + sum(6.0 * f_d if p else 3.0 * f_d
+                       for p in (self.use_r1, self.use_r2))
+    g_step = 3.0 * f_g + 2.0 * f_d + (f_d if self.g_needs_real else 0.0)
+    return d_step + g_step

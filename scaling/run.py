@@ -1,0 +1,550 @@
+r"""Runs a scaling sweep: one trainer process per point, one results row each.
+
+Usage:
+  python -m scaling.run --sweep=configs/scaling/simple_diffusion.py:cpu \
+      --workdir=DIR [--parallel=K] [--dry-run] [--only_budgets=C1,C2]
+      [--only_sizes=NAME,...] [--nearest_params=N | --optimal_from=FIT_JSON]
+      [--set=dataset.data_dir=/data ...] [--sweep.batch_size=64 ...]
+
+DIR layout:
+  results.jsonl   one row per finished point (schema: scaling/results.py),
+                  appended by this process only
+  runs/<id>/      the point's trainer workdir (checkpoints/, metrics.jsonl),
+                  log.txt (its output) and result.json (its row)
+  check.json      with --optimal_from: the extrapolation check
+
+Every point runs as its own process, `python -m scaling.run ... --point=<id>`
+(a worker: it trains that point with jaxgen.train.trainer in-process and
+writes runs/<id>/result.json). `--dry-run` prints these commands, one per
+point, so they can be submitted elsewhere; running the sweep again later
+collects their result.json files. On restart, points with a row (status ok
+or diverged) are skipped and interrupted ones resume from their checkpoints.
+A non-finite loss (the trainer's FloatingPointError) or a final train loss
+above `diverged_loss_ratio` x the first logged one is recorded as
+"diverged"; other failures (bad config, crash) write no row, are listed at
+the end and make the exit status 1.
+
+`--optimal_from=fit.json --only_budgets=C` runs the ladder size nearest the
+fitted compute-optimal N at C (approach 2, else 3) and writes check.json
+with the predicted and measured losses and their relative errors.
+"""
+
+import json
+import math
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from scaling import sweep as sweep_lib
+
+OK, DIVERGED = "ok", "diverged"
+FINISHED = (OK, DIVERGED)
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- worker: one point, in this process -----------------------------------------
+
+
+def _read_jsonl(path: str) -> List[Dict[str, Any]]:
+  rows = []
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        if line.strip():
+          rows.append(json.loads(line))
+  return rows
+
+
+def _latest_checkpoint(rundir: str) -> int:
+  ckpt = os.path.join(rundir, "checkpoints")
+  steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(
+      ckpt) else []
+  return max(steps, default=0)
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def _finite(x) -> bool:
+  return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
+             error: Optional[str], wall_time_s: float, resumed_from: int,
+             command: str) -> Dict[str, Any]:
+  """The results.jsonl row of a finished point.
+
+  Args:
+    spec: the sweep spec.
+    point: the point.
+    metrics: its metrics.jsonl rows.
+    error: the FloatingPointError message if the trainer stopped on a
+      non-finite value, else None.
+    wall_time_s: wall time of the attempt that finished it (with compile).
+    resumed_from: checkpoint step that attempt started from (0 = scratch).
+    command: the worker command line.
+
+  Returns:
+    A dict with the fields of scaling/results.py (and a few more).
+  """
+  losses = [r["loss"] for r in metrics if _finite(r.get("loss"))]
+  evals = [r["eval_loss"] for r in metrics if "eval_loss" in r]
+  last = metrics[-1] if metrics else {}
+  k = int(spec.final_loss_window)
+  final = sum(losses[-k:]) / len(losses[-k:]) if losses else None
+  eval_loss = evals[-1] if evals else None
+  status = OK
+  if error is not None:
+    status = DIVERGED
+  elif not (_finite(final) and _finite(eval_loss)):
+    status, error = DIVERGED, "no finite final train or eval loss logged"
+  elif spec.diverged_loss_ratio and final > spec.diverged_loss_ratio * (
+      losses[0]):
+    status = DIVERGED
+    error = (f"final train loss {final:.4g} > {spec.diverged_loss_ratio} x "
+             f"the first logged loss {losses[0]:.4g}: the run did not train")
+  ok = status == OK
+  return {
+      "family": spec.family, "sweep": spec.name, "point": point.id,
+      "size": point.size, "budget_flops": point.budget,
+      "params": point.params,
+      "params_non_embedding": point.params_non_embedding,
+      "params_embedding": point.params_embedding,
+      "flops_per_example": point.flops_per_example,
+      "batch_size": point.batch_size, "steps": point.steps,
+      "steps_done": last.get("step", 0),
+      "examples_seen": last.get("examples_seen"),
+      "flops": last.get("flops_seen"),
+      "final_train_loss": final if ok else None,
+      "final_train_loss_window": k,
+      "eval_loss": eval_loss if ok else None,
+      "status": status, "error": error,
+      "wall_time_s": wall_time_s, "resumed_from_step": resumed_from,
+      # CPU seconds of the worker process (imports and compiles included):
+      # unlike wall time, this does not grow when other jobs share the cores.
+      "cpu_time_s": _cpu_seconds(),
+      "config": {"base": spec.base, "overrides": point.overrides},
+      "command": command,
+  }
+
+
+def run_point(spec, point: sweep_lib.Point, workdir: str,
+              sets: Optional[Dict[str, str]] = None,
+              command: str = "") -> Dict[str, Any]:
+  """Trains one point here and writes runs/<id>/result.json.
+
+  Args:
+    spec: the sweep spec.
+    point: the point (from `sweep.plan` or `sweep.make_point`).
+    workdir: the sweep directory.
+    sets: --set overrides, as for the plan.
+    command: the command line, recorded in the row.
+
+  Returns:
+    The row.
+
+  Raises:
+    ValueError: a configuration error (no row is written).
+  """
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  config, _ = sweep_lib.point_config(spec, point.budget, point.size, sets)
+  rundir = os.path.join(workdir, "runs", point.id)
+  os.makedirs(rundir, exist_ok=True)
+  resumed_from = _latest_checkpoint(rundir)
+  start, error = time.time(), None
+  try:
+    trainer.train_and_evaluate(config, rundir)
+  except FloatingPointError as e:
+    error = str(e)
+  row = make_row(spec, point, _read_jsonl(os.path.join(rundir,
+                                                       "metrics.jsonl")),
+                 error=error, wall_time_s=time.time() - start,
+                 resumed_from=resumed_from, command=command)
+  tmp = os.path.join(rundir, "result.json.tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(row, f)
+  os.replace(tmp, os.path.join(rundir, "result.json"))
+  return row
+
+
+# -- the sweep --------------------------------------------------------------------
+
+
+def worker_command(sweep_arg: str, workdir: str, point_id: str,
+                   sets: Sequence[str] = (),
+                   sweep_flags: Sequence[str] = ()) -> List[str]:
+  """argv of the worker process of one point."""
+  return ([sys.executable, "-m", "scaling.run", f"--sweep={sweep_arg}",
+           *sweep_flags, f"--workdir={os.path.abspath(workdir)}",
+           f"--point={point_id}"] + [f"--set={s}" for s in sets])
+
+
+def _fmt_time(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return (f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600
+          else f"{seconds // 60}m{seconds % 60:02d}s")
+
+
+def _normalise(obj):
+  return json.loads(json.dumps(obj))
+
+
+def _load_finished(workdir: str, spec, points) -> Dict[str, Dict[str, Any]]:
+  """Finished rows by point id; checks family and config of the old rows."""
+  rows = _read_jsonl(os.path.join(workdir, "results.jsonl"))
+  families = sorted({r.get("family") for r in rows} - {spec.family})
+  if families:
+    raise ValueError(f"{workdir}/results.jsonl holds runs of family "
+                     f"{', '.join(map(repr, families))}, this sweep is "
+                     f"{spec.family!r}; use another --workdir")
+  by_id = {p.id: p for p in points}
+  done = {}
+  for r in rows:
+    p = by_id.get(r.get("point"))
+    if p is not None and r.get("status") in FINISHED:
+      _check_same_config(p, r, f"{workdir}/results.jsonl")
+      done[p.id] = r
+  return done
+
+
+def _check_same_config(point, row, where: str) -> None:
+  """Raises if a finished row ran with other overrides than `point`."""
+  old = row.get("config", {}).get("overrides") or {}
+  new = _normalise(point.overrides)
+  if old != new:
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise ValueError(f"point {point.id} in {where} ran with a different "
+                     f"config ({', '.join(diff)}); use another --workdir or "
+                     "delete its row and runs/ directory")
+
+
+class _Progress:
+  """Prints one line per finished point with elapsed time and an ETA.
+
+  The ETA scales the elapsed time by remaining / finished budget FLOPs of
+  this session's points (small points cost more per FLOP on CPU, so early
+  estimates are rough).
+  """
+
+  def __init__(self, total: int, done: int, out):
+    self.total, self.done, self.out = total, done, out
+    self.start = time.time()
+    self.flops_done = 0.0
+
+  def finished(self, point, row, seconds, remaining_flops, running):
+    self.done += 1
+    self.flops_done += point.budget
+    elapsed = time.time() - self.start
+    eta = (_fmt_time(elapsed * remaining_flops / self.flops_done)
+           if remaining_flops else "0m00s")
+    status = row["status"] if row else "FAILED"
+    loss = (f" eval_loss {row['eval_loss']:.4f} train "
+            f"{row['final_train_loss']:.4f}"
+            if row and row["status"] == OK else "")
+    self.out(f"[{self.done:>3}/{self.total}] {point.id} {status}{loss} "
+             f"({_fmt_time(seconds)}) | elapsed {_fmt_time(elapsed)}, "
+             f"ETA {eta}, {running} running")
+
+
+def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
+              dry_run: bool = False, budgets: Optional[Sequence[float]] = None,
+              sizes: Optional[Sequence[str]] = None, sets: Sequence[str] = (),
+              sweep_flags: Sequence[str] = (), in_process: bool = False,
+              out=print) -> Dict[str, Any]:
+  """Runs (or prints) every point of a sweep that has no row yet.
+
+  Args:
+    spec: the sweep spec.
+    sweep_arg: the spec as `path.py:preset`, passed to the workers.
+    workdir: the sweep directory.
+    parallel: points run at once.
+    dry_run: only print the worker commands.
+    budgets: budgets instead of the spec's.
+    sizes: sizes (at every budget) instead of the spec's windows.
+    sets: "key=value" run-config overrides for every point.
+    sweep_flags: `--sweep.x=y` flags, passed on to the workers.
+    in_process: run points one by one in this process (debugging, tests).
+    out: where progress lines go.
+
+  Returns:
+    {"points": [...], "rows": {id: row}, "failed": [ids]}.
+  """
+  parsed = sweep_lib.parse_sets(sets)
+  points = sweep_lib.plan(spec, budgets=budgets, sizes=sizes, sets=parsed)
+  env = {k: str(v) for k, v in spec.env.items()}
+  # One persistent compilation cache per sweep: the init and eval programs
+  # of a size are the same at every budget (only the train step's schedule
+  # differs), and a resumed point recompiles nothing.
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    env.setdefault("JAX_COMPILATION_CACHE_DIR",
+                   os.path.join(os.path.abspath(workdir), "jax_cache"))
+  commands = {p.id: worker_command(sweep_arg, workdir, p.id, sets,
+                                   sweep_flags) for p in points}
+  printable = {i: " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()]
+                           + [shlex.quote(a) for a in c])
+               for i, c in commands.items()}
+  if dry_run:
+    out(f"# {len(points)} points of {spec.name}; run from {_REPO}")
+    for p in points:
+      out(f"# {p.id}: N={p.params:,} ({p.params_non_embedding:,} "
+          f"non-embedding), {p.steps} steps x {p.batch_size}, "
+          f"{p.planned_flops:.3g} FLOPs")
+    for p in points:
+      out(printable[p.id])
+    return {"points": points, "rows": {}, "failed": []}
+
+  os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
+  results_path = os.path.join(workdir, "results.jsonl")
+  rows = _load_finished(workdir, spec, points)
+
+  def append(row):
+    with open(results_path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(row) + "\n")
+    rows[row["point"]] = row
+
+  # Points finished elsewhere (e.g. by --dry-run commands on a cluster).
+  for p in points:
+    result = os.path.join(workdir, "runs", p.id, "result.json")
+    if p.id not in rows and os.path.exists(result):
+      with open(result, encoding="utf-8") as f:
+        row = json.load(f)
+      if row.get("status") in FINISHED:
+        _check_same_config(p, row, result)
+        append(row)
+  # Largest budgets first: with K at a time, the sweep then ends on short
+  # points instead of one long point running alone.
+  todo = sorted((p for p in points if p.id not in rows),
+                key=lambda p: -p.budget)
+  out(f"{spec.name}: {len(points)} points, {len(points) - len(todo)} "
+      f"finished, {len(todo)} to run ({sum(p.budget for p in todo):.3g} "
+      f"FLOPs), {parallel} at a time; results in {results_path}")
+  progress = _Progress(len(points), len(points) - len(todo), out)
+  failed: List[str] = []
+  queue = list(todo)
+  running: Dict[str, Any] = {}
+
+  def finish(p, row, seconds):
+    if row is not None and row.get("status") in FINISHED:
+      append(row)
+    else:
+      failed.append(p.id)
+      log = os.path.join(workdir, "runs", p.id, "log.txt")
+      tail = ""
+      if os.path.exists(log):
+        with open(log, encoding="utf-8", errors="replace") as f:
+          lines = [ln.rstrip() for ln in f if ln.strip()]
+        tail = next((ln for ln in reversed(lines) if ln.startswith("error")),
+                    lines[-1] if lines else "")
+      out(f"{p.id} failed: {tail or 'no output'} (see {log})")
+      row = None
+    remaining = sum(q.budget for q in queue) + sum(
+        r[0].budget for r in running.values())
+    progress.finished(p, row, seconds, remaining, len(running))
+
+  try:
+    if in_process:
+      while queue:
+        p = queue.pop(0)
+        start = time.time()
+        try:
+          row = run_point(spec, p, workdir, parsed, printable[p.id])
+        except ValueError as e:
+          out(f"error: {e}")
+          row = None
+        finish(p, row, time.time() - start)
+    while queue or running:
+      while queue and len(running) < max(1, parallel):
+        p = queue.pop(0)
+        rundir = os.path.join(workdir, "runs", p.id)
+        os.makedirs(rundir, exist_ok=True)
+        log = open(os.path.join(rundir, "log.txt"), "a", encoding="utf-8")
+        log.write(f"$ {printable[p.id]}\n")
+        log.flush()
+        proc = subprocess.Popen(commands[p.id], cwd=_REPO, stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env=dict(os.environ, **env))
+        running[p.id] = (p, proc, log, time.time())
+        out(f"start {p.id}: N={p.params:,}, {p.steps} steps")
+      time.sleep(0.2)
+      for pid, (p, proc, log, start) in list(running.items()):
+        if proc.poll() is None:
+          continue
+        log.close()
+        del running[pid]
+        result = os.path.join(workdir, "runs", pid, "result.json")
+        row = None
+        if proc.returncode == 0 and os.path.exists(result):
+          with open(result, encoding="utf-8") as f:
+            row = json.load(f)
+        finish(p, row, time.time() - start)
+  except KeyboardInterrupt:
+    for p, proc, log, _ in running.values():
+      proc.terminate()
+    for p, proc, log, _ in running.values():
+      proc.wait()
+      log.close()
+    out("interrupted; run the same command again to resume")
+    raise
+  if failed:
+    out(f"{len(failed)} points failed: {', '.join(failed)}; rerun to retry")
+  else:
+    out(f"done: {len(rows)} rows in {results_path}")
+  return {"points": points, "rows": rows, "failed": failed}
+
+
+# -- extrapolation check -------------------------------------------------------
+
+
+def predicted_optimum(fit: Dict[str, Any], budget: float) -> Dict[str, Any]:
+  """N_opt and loss at `budget` from a fit.json (approaches 2 and 3)."""
+  from scaling import bootstrap  # pylint: disable=g-import-not-at-top
+  out = {}
+  if fit.get("approach2"):
+    out["approach2"] = {k: float(v) for k, v in bootstrap.approach2_predict(
+        fit["approach2"], budget).items()}
+  if fit.get("approach3"):
+    out["approach3"] = {k: float(v) for k, v in bootstrap.approach3_predict(
+        fit["approach3"], budget, fit["approach3"]["k"]).items()}
+  if not out:
+    raise ValueError("fit.json has neither an approach2 nor approach3 fit")
+  return out
+
+
+def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
+  """Predicted vs measured loss for a run at an extrapolated budget.
+
+  Args:
+    fit: a fit.json written by `python -m scaling.fit`.
+    row: the results row of the check run.
+
+  Returns:
+    A JSON-ready dict: the run, the predictions and relative errors
+    (predicted / measured - 1) of the loss the fit used (eval, else train).
+  """
+  measured = row.get("eval_loss")
+  if measured is None:
+    measured = row.get("final_train_loss")
+  pred = predicted_optimum(fit, row["budget_flops"])
+  out = {"point": row["point"], "budget_flops": row["budget_flops"],
+         "params": row["params"], "examples_seen": row["examples_seen"],
+         "status": row["status"], "measured_loss": measured,
+         "predictions": pred, "errors": {}}
+  if "approach2" in pred:
+    out["errors"]["approach2_loss_at_optimum"] = pred["approach2"]["loss"]
+  if "approach3" in pred:
+    p = fit["approach3"]
+    at_run = p["E"] + p["A"] / row["params"]**p["alpha"] + (
+        p["B"] / row["examples_seen"]**p["beta"])
+    pred["approach3"]["loss_at_run"] = at_run
+    out["errors"]["approach3_loss_at_optimum"] = pred["approach3"]["loss"]
+    out["errors"]["approach3_loss_at_run"] = at_run
+  out["errors"] = {k: (v / measured - 1 if measured else None)
+                   for k, v in out["errors"].items()}
+  return out
+
+
+# -- command line ----------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "sweep", None, "Sweep spec, e.g. configs/scaling/simple_diffusion.py:cpu.",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Sweep directory (results.jsonl, runs/).")
+flags.DEFINE_integer("parallel", 1, "Points run at once.")
+flags.DEFINE_bool("dry_run", False, "Print one worker command per point.")
+flags.DEFINE_alias("dry-run", "dry_run")
+flags.DEFINE_list("only_budgets", [], "Budgets (FLOPs) instead of the spec's.")
+flags.DEFINE_list("only_sizes", [], "Sizes (at every budget) instead of the "
+                  "spec's windows.")
+flags.DEFINE_float("nearest_params", None, "Run only the ladder size nearest "
+                   "this parameter count.")
+flags.DEFINE_string("optimal_from", None, "fit.json: run the size nearest the "
+                    "predicted N_opt at --only_budgets and write check.json.")
+flags.DEFINE_multi_string("set", [], "key=value run-config override for every"
+                          " point, e.g. dataset.data_dir=/data.")
+flags.DEFINE_string("point", None, "Worker mode: train this point id only.")
+flags.DEFINE_bool("in_process", False, "Run points in this process, one by "
+                  "one (debugging).")
+
+
+def _sweep_arg() -> str:
+  return FLAGS["sweep"].config_filename
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required")
+  spec = FLAGS.sweep
+  # `--sweep.x=y` overrides travel to the workers unchanged.
+  sweep_flags = [a for a in sys.argv[1:] if a.startswith("--sweep.")]
+  try:
+    if FLAGS.point:
+      os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.config.set_visible_devices([], "GPU")
+      budget, size = sweep_lib.parse_point_id(FLAGS.point)
+      sets = sweep_lib.parse_sets(FLAGS.set)
+      point = sweep_lib.make_point(spec, budget, size, sets)
+      run_point(spec, point, FLAGS.workdir, sets,
+                " ".join(shlex.quote(a) for a in [sys.executable, "-m",
+                                                  "scaling.run"]
+                         + sys.argv[1:]))
+      return
+    budgets = [float(b) for b in FLAGS.only_budgets] or None
+    sizes = FLAGS.only_sizes or None
+    fit = None
+    if FLAGS.optimal_from:
+      if not budgets or len(budgets) != 1:
+        raise ValueError("--optimal_from needs exactly one --only_budgets value")
+      with open(FLAGS.optimal_from, encoding="utf-8") as f:
+        fit = json.load(f)
+      pred = predicted_optimum(fit, budgets[0])
+      n_opt = (pred.get("approach2") or pred["approach3"])["N_opt"]
+      FLAGS.nearest_params = n_opt
+    if FLAGS.nearest_params:
+      name, n = sweep_lib.nearest_size(spec, FLAGS.nearest_params,
+                                       sweep_lib.parse_sets(FLAGS.set))
+      print(f"size nearest N={FLAGS.nearest_params:.4g}: {name} (N={n:,})")
+      sizes = [name]
+    with warnings.catch_warnings():
+      warnings.simplefilter("always", sweep_lib.SweepWarning)
+      warnings.formatwarning = lambda msg, *_, **__: f"warning: {msg}\n"
+      result = run_sweep(
+          spec, sweep_arg=_sweep_arg(), workdir=FLAGS.workdir,
+          parallel=FLAGS.parallel, dry_run=FLAGS.dry_run, budgets=budgets,
+          sizes=sizes, sets=FLAGS.set, sweep_flags=sweep_flags,
+          in_process=FLAGS.in_process)
+    if fit is not None and not FLAGS.dry_run and result["rows"]:
+      row = result["rows"][result["points"][0].id]
+      report = check_report(fit, row)
+      path = os.path.join(FLAGS.workdir, "check.json")
+      with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+      print(f"measured loss {report['measured_loss']:.4f}; relative errors "
+            + ", ".join(f"{k} {v:+.2%}" for k, v in report["errors"].items()
+                        if v is not None) + f"; wrote {path}")
+  except (ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    sys.exit(130)
+  if result["failed"]:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["sweep"])
+  app.run(main)

@@ -1,0 +1,435 @@
+"""IsoFLOP sweep specs -> points, each with its full run config.
+
+A sweep spec (`configs/scaling/*.py`, see simple_diffusion.py there) names a
+family config, a size ladder, compute budgets and how many sizes each budget
+gets. A *point* is one (budget C, size) pair. Its run config is the family
+config with, in order: the spec's `run` fields, its optimizer fields, the
+size's `model` fields and any `--set` overrides; then the length is derived
+here, in one place:
+
+  F     = objective.flops_per_example()   (training FLOPs, 3 x forward)
+  steps = ceil(C / (F * batch_size))      (jaxgen.train.durations)
+  warmup = warmup_fraction * steps; cosine decay ends at `steps`
+
+so every point's learning-rate schedule spans exactly its own run, as
+Chinchilla's approach 2 requires. Points are named `C<budget>_<size>`, e.g.
+`C2e12_w96d2`; the id alone (with the spec) rebuilds the point, so it also
+names the point's directory `WORKDIR/runs/<id>/`.
+
+Parameters are counted from `jax.eval_shape` of the objective's init
+(nothing is allocated). "Embeddings" are the parameters whose path matches
+the spec's `embedding_params` regexes (for the U-ViT: the class-embedding
+table and the learned position embeddings).
+"""
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import re
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import ml_collections
+
+# Run-config fields the sweep derives itself; overriding them would break
+# steps = C / (F * batch) or the cosine horizon.
+DERIVED = ("total_steps", "total_examples", "total_epochs", "total_flops",
+           "optimizer.warmup_steps", "optimizer.warmup_fraction",
+           "optimizer.schedule", "eval_every_steps")
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class SweepWarning(UserWarning):
+  """A sweep that will run but may not give a usable fit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One (budget, size) run of a sweep.
+
+  Attributes:
+    id: stable name, `C<budget>_<size>`; also the run's directory name.
+    budget: nominal compute budget C in FLOPs.
+    size: name of the size in the spec's ladder.
+    steps: training steps, ceil(C / (flops_per_example * batch_size)).
+    batch_size: global batch size.
+    flops_per_example: training FLOPs per example (the objective's count).
+    params: all parameters N.
+    params_embedding: parameters matching the spec's `embedding_params`.
+    overrides: dotted config keys -> values, relative to the spec's `base`.
+  """
+  id: str
+  budget: float
+  size: str
+  steps: int
+  batch_size: int
+  flops_per_example: float
+  params: int
+  params_embedding: int
+  overrides: Dict[str, Any]
+
+  @property
+  def params_non_embedding(self) -> int:
+    return self.params - self.params_embedding
+
+  @property
+  def planned_flops(self) -> float:
+    """FLOPs the run will spend (>= budget by less than one step)."""
+    return self.steps * self.batch_size * self.flops_per_example
+
+
+# -- spec and config files ----------------------------------------------------
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path.py[:arg]` the way `--config=` does (path from the repo root).
+
+  Args:
+    spec: config file path (absolute, or relative to the cwd or the repo
+      root) with an optional `:arg` for its `get_config(arg)`.
+
+  Returns:
+    The ConfigDict `get_config(arg)` returns.
+  """
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path) and os.path.exists(os.path.join(_REPO, path)):
+    path = os.path.join(_REPO, path)
+  if not os.path.exists(path):
+    raise ValueError(f"config file {path!r} does not exist")
+  name = "_sweep_cfg_" + re.sub(r"\W", "_", os.path.abspath(path))
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def budget_tag(budget: float) -> str:
+  """Short, stable text for a budget: 1e12 -> "1e12", 2.5e12 -> "2.5e12"."""
+  mantissa, _, exponent = f"{float(budget):.3g}".partition("e")
+  return f"{mantissa}e{int(exponent or 0)}"
+
+
+def point_id(budget: float, size: str) -> str:
+  return f"C{budget_tag(budget)}_{size}"
+
+
+def parse_point_id(pid: str) -> Tuple[float, str]:
+  """Inverse of `point_id`: "C2e12_w96d2" -> (2e12, "w96d2")."""
+  m = re.fullmatch(r"C([0-9.]+e-?[0-9]+)_(.+)", pid)
+  if not m:
+    raise ValueError(f"bad point id {pid!r}; expected C<budget>_<size>, "
+                     "e.g. C1e12_w64d2")
+  return float(m.group(1)), m.group(2)
+
+
+# -- building a point's config ------------------------------------------------
+
+
+def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
+  """Dotted keys of a (possibly nested) ConfigDict's leaves."""
+  out = {}
+  items = tree.items() if hasattr(tree, "items") else []
+  for key, value in items:
+    name = f"{prefix}{key}"
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      out.update(flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def parse_sets(sets: Sequence[str]) -> Dict[str, str]:
+  """["a.b=1", ...] -> {"a.b": "1"}; derived fields are refused."""
+  out = {}
+  for item in sets:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise ValueError(f"--set {item!r} is not key=value")
+    if key in DERIVED:
+      raise ValueError(f"--set {key} is derived by the sweep from the budget;"
+                       " change the spec's budgets or batch_size instead")
+    out[key] = value
+  return out
+
+
+def _cast(text: str, current: Any) -> Any:
+  """Parses a --set value like the field it replaces."""
+  if isinstance(current, bool):
+    return text.lower() in ("1", "true", "yes")
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+  return float(value) if isinstance(current, float) and isinstance(
+      value, int) else value
+
+
+def apply(config: ml_collections.ConfigDict, overrides: Dict[str, Any],
+          open_sections: Sequence[str] = (), from_text: bool = False) -> None:
+  """Sets dotted keys in place; new keys only under `open_sections`.
+
+  Args:
+    config: the run config (unlocked).
+    overrides: dotted key -> value (or text, with `from_text`).
+    open_sections: top-level sections where new keys may be added.
+    from_text: values are command-line text, parsed like the field.
+
+  Raises:
+    ValueError: an unknown key outside `open_sections`.
+  """
+  for key, value in overrides.items():
+    *path, leaf = key.split(".")
+    node = config
+    for p in path:
+      if p not in node:
+        raise ValueError(f"unknown config field {key!r}")
+      node = node[p]
+    exists = leaf in node
+    if not exists and (not path or path[0] not in open_sections):
+      raise ValueError(f"unknown config field {key!r}")
+    if from_text:
+      value = _cast(value, node[leaf] if exists else None)
+    if isinstance(value, list):
+      value = tuple(value)
+    if exists and node[leaf] is None:
+      # A None default (e.g. dataset.data_dir) fixes no type: replace it.
+      del node[leaf]
+    node[leaf] = value
+
+
+def _objective(config):
+  from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
+  from jaxgen import registry  # pylint: disable=g-import-not-at-top
+  return registry.OBJECTIVES.get(config.family)(config, total_steps=1)
+
+
+def count_params(config: ml_collections.ConfigDict,
+                 embedding_patterns: Sequence[str] = ()) -> Tuple[int, int]:
+  """(all, embedding) parameter counts of a run config, without allocating.
+
+  Args:
+    config: a run config.
+    embedding_patterns: regexes over "/"-joined parameter paths.
+
+  Returns:
+    (params, params_embedding), counted over `state.params`.
+  """
+  key = json.dumps({k: v for k, v in flatten(config).items()
+                    if k not in DERIVED}, sort_keys=True, default=str)
+  key += json.dumps(list(embedding_patterns))
+  if key not in _PARAM_CACHE:
+    _PARAM_CACHE[key] = _count_params(config, embedding_patterns)
+  return _PARAM_CACHE[key]
+
+
+# Counts by config (without the run length): the ladder and every budget
+# share them, and tracing the init once per size is enough.
+_PARAM_CACHE: Dict[str, Tuple[int, int]] = {}
+
+
+def _count_params(config, embedding_patterns):
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxgen.bench import synthetic_info  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  objective = _objective(config)
+  spec = trainer.batch_spec(synthetic_info(config.dataset), 1)
+  state = jax.eval_shape(objective.init, jax.random.key(0), spec)
+  patterns = [re.compile(p) for p in embedding_patterns]
+  total = embedding = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
+    name = "/".join(str(getattr(k, "key", getattr(k, "name", k)))
+                    for k in path)
+    total += math.prod(leaf.shape)
+    if any(p.search(name) for p in patterns):
+      embedding += math.prod(leaf.shape)
+  return total, embedding
+
+
+def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
+                 sets: Optional[Dict[str, str]] = None
+                 ) -> Tuple[ml_collections.ConfigDict, Dict[str, Any]]:
+  """The run config of one point and its overrides relative to `spec.base`.
+
+  Args:
+    spec: a sweep spec.
+    budget: compute budget C in FLOPs.
+    size: a key of `spec.sizes`.
+    sets: --set overrides (text values), applied after the spec's fields.
+
+  Returns:
+    (config, overrides); config.total_steps and the optimizer schedule are
+    derived from the budget.
+  """
+  if size not in spec.sizes:
+    raise ValueError(f"unknown size {size!r}; the ladder has "
+                     + ", ".join(spec.sizes.keys()))
+  from jaxgen.train import durations  # pylint: disable=g-import-not-at-top
+  config = load_config_file(spec.base)
+  config.unlock()
+  if config.family != spec.family:
+    raise ValueError(f"spec family {spec.family!r} but {spec.base} is "
+                     f"family {config.family!r}")
+  overrides = flatten(spec.run)
+  overrides.update({
+      "batch_size": int(spec.batch_size),
+      "optimizer.learning_rate": float(spec.learning_rate),
+      "optimizer.end_lr_fraction": float(spec.end_lr_fraction)})
+  overrides.update({f"model.{k}": v for k, v in flatten(spec.sizes[size]).items()})
+  apply(config, overrides, spec.open_sections)
+  sets = dict(sets or {})
+  apply(config, sets, spec.open_sections, from_text=True)
+  overrides.update({k: _get(config, k) for k in sets})
+
+  for unit in ("total_steps", "total_examples", "total_epochs",
+               "total_flops"):
+    config[unit] = type(config[unit])(0)
+  flops = float(_objective(config).flops_per_example())
+  steps = durations.total_steps(
+      ml_collections.ConfigDict(dict(batch_size=config.batch_size,
+                                     total_flops=float(budget))),
+      num_examples=None, flops_per_example=flops)
+  derived = {
+      "total_steps": steps,
+      "optimizer.schedule": "cosine",
+      "optimizer.warmup_steps": 0,
+      "optimizer.warmup_fraction": float(spec.warmup_fraction),
+      # One evaluation, at the end (the trainer always evaluates the last
+      # step when eval_batches > 0).
+      "eval_every_steps": steps,
+  }
+  apply(config, derived)
+  overrides.update(derived)
+  return config, {k: (list(v) if isinstance(v, tuple) else v)
+                  for k, v in overrides.items()}
+
+
+def _get(config, key):
+  node = config
+  for p in key.split("."):
+    node = node[p]
+  return node
+
+
+def make_point(spec: ml_collections.ConfigDict, budget: float, size: str,
+               sets: Optional[Dict[str, str]] = None) -> Point:
+  """Resolves one point (its config, steps and parameter counts).
+
+  Args:
+    spec: a sweep spec.
+    budget: compute budget C in FLOPs.
+    size: a key of `spec.sizes`.
+    sets: --set overrides.
+
+  Returns:
+    The Point.
+  """
+  config, overrides = point_config(spec, budget, size, sets)
+  params, emb = count_params(config, tuple(spec.embedding_params))
+  return Point(id=point_id(budget, size), budget=float(budget), size=size,
+               steps=int(config.total_steps),
+               batch_size=int(config.batch_size),
+               flops_per_example=float(_objective(config).flops_per_example()),
+               params=params, params_embedding=emb, overrides=overrides)
+
+
+def ladder(spec: ml_collections.ConfigDict,
+           sets: Optional[Dict[str, str]] = None) -> List[Tuple[str, int]]:
+  """The spec's sizes as (name, params), smallest first.
+
+  Args:
+    spec: a sweep spec.
+    sets: --set overrides (they may change the model).
+
+  Returns:
+    (name, parameter count) per size, sorted by parameters.
+  """
+  out = []
+  for name in spec.sizes.keys():
+    config, _ = point_config(spec, min(spec.budgets or (1.0,)), name, sets)
+    out.append((name, count_params(config, tuple(spec.embedding_params))[0]))
+  return sorted(out, key=lambda x: x[1])
+
+
+def budget_sizes(spec: ml_collections.ConfigDict, names: Sequence[str],
+                 index: int) -> List[str]:
+  """The window of sizes the `index`-th budget (ascending) gets.
+
+  Args:
+    spec: a sweep spec (`points_per_budget`, `window_shift`).
+    names: the ladder's size names, smallest first.
+    index: budget index in ascending order.
+
+  Returns:
+    `points_per_budget` consecutive names, moved up by `window_shift` rungs
+    per budget and clipped to the ladder's end.
+  """
+  k = min(int(spec.points_per_budget), len(names))
+  start = int(round(index * float(spec.window_shift)))
+  start = max(0, min(start, len(names) - k))
+  return list(names[start:start + k])
+
+
+def plan(spec: ml_collections.ConfigDict, *,
+         budgets: Optional[Sequence[float]] = None,
+         sizes: Optional[Sequence[str]] = None,
+         sets: Optional[Dict[str, str]] = None) -> List[Point]:
+  """All points of a sweep, ordered by budget then size.
+
+  Args:
+    spec: a sweep spec.
+    budgets: budgets to run instead of `spec.budgets`.
+    sizes: sizes to run at every budget instead of the spec's windows.
+    sets: --set overrides for every point.
+
+  Returns:
+    The points. Warns (SweepWarning) about budgets with fewer than three
+    sizes (no parabola vertex) and points shorter than `spec.min_steps`.
+  """
+  # Rounded like the point ids, so a worker rebuilding a point from its id
+  # gets exactly the same budget.
+  budgets = sorted(float(budget_tag(b)) for b in (budgets or spec.budgets))
+  if not budgets:
+    raise ValueError("the sweep has no budgets")
+  names = [n for n, _ in ladder(spec, sets)]
+  for name in sizes or ():
+    if name not in names:
+      raise ValueError(f"unknown size {name!r}; the ladder has "
+                       + ", ".join(names))
+  points = []
+  for i, budget in enumerate(budgets):
+    chosen = list(sizes) if sizes else budget_sizes(spec, names, i)
+    chosen.sort(key=names.index)
+    for size in chosen:
+      points.append(make_point(spec, budget, size, sets))
+  per_budget = len(points) // len(budgets)
+  if per_budget < 3 and not sizes:
+    warnings.warn(f"{per_budget} sizes per budget: approach 2 needs at least"
+                  " 3 for a parabola vertex", SweepWarning, stacklevel=2)
+  short = [p.id for p in points if p.steps < int(spec.min_steps)]
+  if short:
+    warnings.warn(f"{len(short)} points run fewer than min_steps="
+                  f"{spec.min_steps} steps: {', '.join(short)}",
+                  SweepWarning, stacklevel=2)
+  return points
+
+
+def nearest_size(spec: ml_collections.ConfigDict, params: float,
+                 sets: Optional[Dict[str, str]] = None) -> Tuple[str, int]:
+  """The ladder size whose parameter count is nearest `params` in log.
+
+  Args:
+    spec: a sweep spec.
+    params: target parameter count (e.g. a fitted N_opt).
+    sets: --set overrides.
+
+  Returns:
+    (size name, its parameter count).
+  """
+  return min(ladder(spec, sets),
+             key=lambda x: abs(math.log(x[1]) - math.log(params)))

@@ -1,0 +1,240 @@
+"""The "r3gan" objective on the jaxgen trainer (8 fake CPU devices).
+
+Burn-in schedules, one step's metrics / EMA / sampling, analytic FLOPs
+against XLA's count, sharded == single-device losses, and checkpoint/resume.
+"""
+
+import json
+import math
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import r3gan as r3gan_config
+from jaxgen import config_lib
+from jaxgen.bench import synthetic_info
+from jaxgen.data import pipeline as data_pipeline
+from jaxgen.gan import objective as gan_objective
+from jaxgen.parallel import multihost
+from jaxgen.parallel import sharding as sharding_lib
+from jaxgen.train import flops as flops_lib
+from jaxgen.train import trainer
+from tests.train import common
+
+
+def _read_losses(workdir):
+  """[(step, loss)] of the metric rows in WORKDIR/metrics.jsonl."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def _config(**overrides):
+  """The tiny preset, batch 8, 3 steps, no samples/eval."""
+  c = r3gan_config.get_config("tiny")
+  c.dataset.data_dir = common.DATA_DIR
+  c.batch_size = 8
+  c.total_steps = 3
+  c.log_every_steps = 1
+  c.num_samples = 0
+  c.eval_batches = 0
+  c.checkpoint_every_steps = 1000
+  config_lib.apply_overrides(c, overrides)
+  return c
+
+
+def _batches(config, n):
+  rng = np.random.default_rng(0)
+  size = config.dataset.image_size
+  return [{"image": rng.uniform(-1, 1, (config.batch_size, size, size, 3)
+                                ).astype(np.float32),
+           "label": rng.integers(0, 8, (config.batch_size,)).astype(np.int32)}
+          for _ in range(n)]
+
+
+def _compiled(config, devices, with_shardings=False):
+  """The trainer's compiled step and initial state (same rngs as a run)."""
+  s = trainer.setup(config, data_info=synthetic_info(config.dataset),
+                    devices=devices)
+  init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    init_fn, _, shardings, step, _ = trainer.compile_step(s, base_rng)
+    state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
+  return (s, step, state, shardings) if with_shardings else (s, step, state)
+
+
+def test_burn_in_schedule_is_the_references_cosine():
+  f = gan_objective.burn_in_schedule(2e-4, 5e-5, burn_in_examples=1000,
+                                     batch_size=10)
+  np.testing.assert_allclose(f(0), 2e-4, rtol=1e-6)
+  np.testing.assert_allclose(f(50), (2e-4 + 5e-5) / 2, rtol=1e-6)
+  want = 2e-4 + (5e-5 - 2e-4) * (1 - 0.5 * (1 + math.cos(math.pi * 0.25)))
+  np.testing.assert_allclose(f(25), want, rtol=1e-6)
+  np.testing.assert_allclose(f(100), 5e-5, rtol=1e-6)
+  np.testing.assert_allclose(f(10**6), 5e-5, rtol=1e-6)
+  np.testing.assert_allclose(
+      gan_objective.burn_in_schedule(1.0, 0.1, 0, 10)(0), 0.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"dataset.image_size": 32}, "make 16px images"),
+    ({"model.group_width": 48}, "not multiples of config.model.group_width"),
+    ({"dataset.num_classes": 0}, "class_conditional needs"),
+    ({"gan.loss": "hinge"}, "Unknown config.gan.loss"),
+    ({"model.conv_impl": "fft"}, "Unknown config.model.conv_impl"),
+])
+def test_bad_configs_are_one_line_errors(overrides, match):
+  with pytest.raises(ValueError, match=match) as e:
+    gan_objective.R3GAN(_config(**overrides)).validate(1)
+  assert "\n" not in str(e.value)
+
+
+def test_loss_options_change_the_flop_multipliers():
+  rp = gan_objective.R3GAN(r3gan_config.get_config("tiny"))
+  f_g, f_d = rp.forward_flops()
+  assert rp.flops_per_example() == pytest.approx(4 * f_g + 15 * f_d)
+  gan = gan_objective.R3GAN(r3gan_config.get_config("tiny,gan"))
+  assert gan.flops_per_example() == pytest.approx(4 * f_g + 14 * f_d)
+  r1 = gan_objective.R3GAN(r3gan_config.get_config("tiny,r1only"))
+  assert r1.flops_per_example() == pytest.approx(4 * f_g + 12 * f_d)
+
+
+LOSS_KEYS = ("loss", "g_loss", "r1", "r2")
+
+
+def _run(s, step, state, batches):
+  """Per-step LOSS_KEYS, and the state and metrics after the first step."""
+  out, first = [], None
+  with jax.set_mesh(s.mesh):
+    for b in batches:
+      batch = multihost.global_batch(s.mesh, b)
+      state, m = step(state, batch)
+      if first is None:
+        first = jax.device_get((state, m))
+      out.append([float(m[k]) for k in LOSS_KEYS])
+  return np.array(out), first
+
+
+def _losses_on(config, devices, batches):
+  return _run(*_compiled(config, devices), batches)
+
+
+@pytest.fixture(scope="module")
+def single_device():
+  """The tiny preset compiled by the trainer on 1 device.
+
+  Shared by several tests, since compiling the double-backprop step
+  dominates their time: the step's FLOPs, 3 steps on synthetic batches (the
+  reference of the sharded runs), and 4 steps on the training pipeline's
+  first batches (the uninterrupted run the resumed run must reproduce).
+  """
+  config = _config(**{"mesh.data": 1})
+  s, step, state, shardings = _compiled(config, jax.devices()[:1],
+                                        with_shardings=True)
+  init_state = jax.device_get(state)
+  batches = _batches(config, 3)
+  losses, (state1, metrics1) = _run(s, step, state, batches)
+  it, _ = data_pipeline.build_input(
+      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=0, process_count=1, split=config.dataset.split,
+      train=True)
+  pipeline_losses, _ = _run(s, step, jax.device_put(init_state, shardings),
+                            [next(it) for _ in range(4)])
+  return dict(config=config, setup=s, step=step,
+              init_params=init_state.params, batches=batches, losses=losses,
+              state1=state1, metrics1=metrics1,
+              pipeline_losses=pipeline_losses[:, 0])
+
+
+def test_analytic_flops_match_xla_cost_analysis(single_device):
+  s, step = single_device["setup"], single_device["step"]
+  xla = flops_lib.compiled_flops(step) / single_device["config"].batch_size
+  assert abs(s.flops_per_example / xla - 1) < 0.05, (s.flops_per_example, xla)
+
+
+def test_first_step_metrics_schedules_ema_and_fixup(single_device):
+  config = single_device["config"]
+  metrics, new = single_device["metrics1"], single_device["state1"]
+  for key in ("loss", "d_loss", "g_loss", "r1", "r2", "grad_norm",
+              "learning_rate", "gamma", "b2", "ema_beta"):
+    assert np.isfinite(metrics[key]), key
+  assert metrics["loss"] == metrics["d_loss"]
+  assert metrics["r1"] > 0 and metrics["r2"] > 0
+  np.testing.assert_allclose(
+      metrics["d_loss"],
+      metrics["d_adv"] + 0.5 * metrics["gamma"] * (metrics["r1"] +
+                                                   metrics["r2"]), rtol=1e-5)
+  # Step 0 uses the start values of the burn-in schedules.
+  np.testing.assert_allclose(metrics["learning_rate"],
+                             config.optimizer.learning_rate, rtol=1e-6)
+  np.testing.assert_allclose(metrics["gamma"], config.gan.gamma, rtol=1e-6)
+  np.testing.assert_allclose(metrics["b2"], config.optimizer.b2, rtol=1e-6)
+  # The EMA half-life starts at 0: β = 0, so the EMA copies G.
+  assert metrics["ema_beta"] == 0.0
+  jax.tree.map(np.testing.assert_array_equal, new.ema_params["generator"],
+               new.params["generator"])
+  # Fix-up at step 0: only the zero-initialised last conv of each residual
+  # branch gets a gradient inside the blocks; everything outside them moves.
+  old = single_device["init_params"]
+  for name in ("generator", "discriminator"):
+    moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), old[name],
+                         new.params[name])
+    for key, value in moved.items():
+      if "_block" in key:
+        assert value["conv_project"]["kernel"], (name, key)
+        assert not value["conv_expand"]["kernel"], (name, key)
+      else:
+        assert all(jax.tree.leaves(value)), (name, key)
+
+
+def test_sampling_and_eval_step(single_device):
+  obj, new = single_device["setup"].objective, single_device["state1"]
+  # Samples: EMA generator, classes in turn, clipped to [-1, 1].
+  @jax.jit
+  def sample_and_reference(state):
+    rng = jax.random.key(5)
+    z = jax.random.normal(rng, (10, obj.noise_dim))
+    want = obj.generate(state.ema_params["generator"], z,
+                        jnp.arange(10, dtype=jnp.int32) % 8)
+    return obj.sample(state, rng, 10), jnp.clip(want, -1, 1)
+  imgs, want = sample_and_reference(new)
+  assert imgs.shape == (10, 16, 16, 3)
+  assert float(jnp.max(jnp.abs(imgs))) <= 1.0
+  np.testing.assert_allclose(imgs, want, atol=1e-5)
+  batch = single_device["batches"][0]
+  ev = jax.jit(obj.eval_step)(new, batch, jax.random.key(6))
+  assert {"loss", "g_loss", "r1", "r2", "d_adv"} <= set(ev)
+  assert all(np.isfinite(float(v)) for v in ev.values())
+
+
+def test_sharded_losses_match_single_device(single_device):
+  ref = single_device["losses"]
+  assert np.all(np.isfinite(ref))
+  for mesh in [(8, 1, 1), (2, 2, 2)]:
+    cfg = _config(**dict(zip(("mesh.data", "mesh.fsdp", "mesh.tensor"),
+                             mesh)))
+    losses, _ = _losses_on(cfg, None, single_device["batches"])
+    np.testing.assert_allclose(losses, ref, rtol=1e-3, atol=1e-6,
+                               err_msg=str(mesh))
+
+
+def test_checkpoint_resume_gives_identical_losses(tmp_path, monkeypatch,
+                                                  single_device):
+  # One device, the fixture's config: the fixture stepped the same compiled
+  # computation through the pipeline's first 4 batches without interruption.
+  devices = jax.devices()[:1]
+  config = _config(total_steps=4, checkpoint_every_steps=2,
+                   **{"mesh.data": 1})
+  # "Preempted" when fetching the 3rd batch (after the step-2 checkpoint),
+  # then resumed.
+  kept = common.preempted_then_resumed(config, tmp_path, monkeypatch,
+                                       devices=devices)
+  assert kept == ["2"]
+  rows = _read_losses(tmp_path)
+  assert [r[0] for r in rows] == [1, 2, 3, 4]
+  np.testing.assert_allclose([r[1] for r in rows],
+                             single_device["pipeline_losses"], rtol=1e-6)

@@ -1,0 +1,211 @@
+"""The sweep spec and runner: steps and schedule per budget, --dry-run, a
+tiny real sweep in parallel with restart, divergence, and bad restarts.
+"""
+
+import json
+import math
+import os
+import shlex
+
+import jax.numpy as jnp
+import pytest
+
+from jaxgen.diffusion import objective as sd_objective
+from jaxgen.train import durations
+from jaxgen.train import state as state_lib
+from scaling import results as results_lib
+from scaling import run as run_lib
+from scaling import sweep as sweep_lib
+from tests.train import common
+
+SPEC = "configs/scaling/simple_diffusion.py:tiny"
+SETS = [f"dataset.data_dir={common.DATA_DIR}"]
+SCHEMA = ("family", "params", "params_non_embedding", "budget_flops", "flops",
+          "examples_seen", "final_train_loss", "eval_loss", "status",
+          "wall_time_s", "config")
+
+
+def _spec():
+  return sweep_lib.load_config_file(SPEC)
+
+
+def _sweep(workdir, lines=None, **kwargs):
+  kwargs.setdefault("sets", SETS)
+  return run_lib.run_sweep(_spec(), sweep_arg=SPEC, workdir=str(workdir),
+                           out=(lines.append if lines is not None else
+                                lambda _: None), **kwargs)
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, "results.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("budget", [3e8, 1e9, 2.5e12])
+def test_steps_and_learning_rate_horizon_follow_the_budget(budget):
+  spec = _spec()
+  config, overrides = sweep_lib.point_config(spec, budget, "w32d1")
+  flops = sd_objective.SimpleDiffusion(config).flops_per_example()
+  steps = math.ceil(budget / (flops * config.batch_size))
+  assert config.total_steps == overrides["total_steps"] == steps
+  # The trainer derives the same length from this config.
+  assert durations.total_steps(config, num_examples=None,
+                               flops_per_example=flops) == steps
+  # Warmup is a fraction of this run; the cosine ends at its last step.
+  lr = state_lib.learning_rate_schedule(config.optimizer, steps)
+  peak = spec.learning_rate
+  warmup = round(spec.warmup_fraction * steps)
+  if warmup:
+    assert float(lr(0)) == 0.0
+  assert float(lr(warmup)) == pytest.approx(peak, rel=1e-6)
+  assert float(lr((warmup + steps) // 2)) == pytest.approx(
+      peak / 2, abs=peak * 2 / (steps - warmup) + 1e-9)
+  # 90% of the way through the decay the cosine is still on (its horizon is
+  # this run, not a longer one): peak * (1 + cos(0.9 pi)) / 2.
+  k = warmup + (9 * (steps - warmup)) // 10
+  frac = (k - warmup) / (steps - warmup)
+  assert float(lr(k)) == pytest.approx(
+      peak * 0.5 * (1 + math.cos(math.pi * frac)), rel=1e-3)
+  assert float(lr(steps)) == pytest.approx(peak * spec.end_lr_fraction,
+                                           abs=1e-12)
+
+
+def test_point_ids_round_trip_and_windows_move_up_the_ladder():
+  for budget in (1e12, 2.5e12, 4e17, 3e8):
+    pid = sweep_lib.point_id(budget, "w64d2")
+    assert sweep_lib.parse_point_id(pid) == (budget, "w64d2")
+  spec = _spec()
+  spec.points_per_budget, spec.window_shift = 2, 1
+  names = ["a", "b", "c"]
+  assert [sweep_lib.budget_sizes(spec, names, i) for i in range(4)] == [
+      ["a", "b"], ["b", "c"], ["b", "c"], ["b", "c"]]
+
+
+def test_dry_run_prints_one_command_per_point(tmp_path):
+  lines = []
+  out = _sweep(tmp_path / "sweep", lines, dry_run=True)
+  commands = [shlex.split(ln) for ln in lines if not ln.startswith("#")]
+  ids = [p.id for p in out["points"]]
+  assert len(ids) == 4 and len(set(ids)) == 4
+  assert len(commands) == 4
+  for pid, argv in zip(ids, commands):
+    assert f"--point={pid}" in argv
+    assert "scaling.run" in argv and f"--sweep={SPEC}" in argv
+    assert f"--set={SETS[0]}" in argv
+  assert not (tmp_path / "sweep").exists()  # No side effects.
+
+
+def test_tiny_sweep_in_parallel_writes_rows_and_skips_finished(
+    tmp_path, monkeypatch):
+  # Workers get one CPU device (the test process has 8 fake ones).
+  monkeypatch.setenv("XLA_FLAGS", "")
+  workdir = tmp_path / "sweep"
+  lines = []
+  out = _sweep(workdir, lines, parallel=2)
+  assert out["failed"] == [], "\n".join(lines)
+  # Two points were started before the first one finished.
+  first_done = next(i for i, ln in enumerate(lines) if ln.startswith("["))
+  assert sum(ln.startswith("start ") for ln in lines[:first_done]) == 2
+  assert any("ETA" in ln for ln in lines)
+  rows = _rows(workdir)
+  assert sorted(r["point"] for r in rows) == sorted(p.id for p in
+                                                     out["points"])
+  for r in rows:
+    assert set(SCHEMA) <= set(r)
+    assert r["status"] == "ok" and r["family"] == "simple_diffusion"
+    assert math.isfinite(r["eval_loss"]) and math.isfinite(
+        r["final_train_loss"])
+    assert 0 < r["params_non_embedding"] < r["params"]
+    step_flops = r["flops_per_example"] * r["batch_size"]
+    assert r["budget_flops"] <= r["flops"] < r["budget_flops"] + step_flops
+    assert r["examples_seen"] == r["steps"] * r["batch_size"]
+    assert os.path.exists(workdir / "runs" / r["point"] / "metrics.jsonl")
+  runs = results_lib.load_runs(str(workdir / "results.jsonl"))
+  assert len(runs) == 4 and runs.families == ["simple_diffusion"]
+
+  # A restart runs nothing and appends nothing.
+  before = (workdir / "results.jsonl").read_text()
+  lines = []
+  _sweep(workdir, lines, parallel=2)
+  assert not any(ln.startswith("start ") for ln in lines)
+  assert (workdir / "results.jsonl").read_text() == before
+  # Rows of points finished elsewhere (runs/<id>/result.json) are collected.
+  os.remove(workdir / "results.jsonl")
+  lines = []
+  _sweep(workdir, lines)
+  assert not any(ln.startswith("start ") for ln in lines)
+  assert len(_rows(workdir)) == 4
+
+
+def test_non_finite_loss_is_recorded_as_diverged(tmp_path, monkeypatch):
+  real_step = sd_objective.SimpleDiffusion.train_step
+
+  def nan_from_step_2(self, state, batch, rng):
+    new_state, metrics = real_step(self, state, batch, rng)
+    metrics["loss"] = jnp.where(state.step >= 1, jnp.nan, metrics["loss"])
+    return new_state, metrics
+
+  monkeypatch.setattr(sd_objective.SimpleDiffusion, "train_step",
+                      nan_from_step_2)
+  workdir = tmp_path / "sweep"
+  out = _sweep(workdir, budgets=[3e8], sizes=["w16d1"], in_process=True)
+  assert out["failed"] == []
+  (row,) = _rows(workdir)
+  assert row["status"] == "diverged"
+  assert "Non-finite loss" in row["error"]
+  assert row["eval_loss"] is None and row["final_train_loss"] is None
+  with pytest.warns(results_lib.FitWarning, match="1 with status 'diverged'"):
+    assert len(results_lib.load_runs(str(workdir / "results.jsonl"))) == 0
+  # Diverged points count as finished.
+  lines = []
+  _sweep(workdir, lines, budgets=[3e8], sizes=["w16d1"], in_process=True)
+  assert len(_rows(workdir)) == 1
+
+
+def test_a_run_that_did_not_train_is_diverged():
+  spec = _spec()
+  spec.diverged_loss_ratio = 1.0
+  point = sweep_lib.make_point(spec, 3e8, "w16d1", sweep_lib.parse_sets(SETS))
+
+  def row(losses):
+    metrics = [{"step": i + 1, "loss": x, "examples_seen": 8 * (i + 1),
+                "flops_seen": 1.0} for i, x in enumerate(losses)]
+    metrics[-1]["eval_loss"] = losses[-1]
+    return run_lib.make_row(spec, point, metrics, error=None,
+                            wall_time_s=1.0, resumed_from=0, command="")
+
+  assert row([0.9, 0.5, 0.4])["status"] == "ok"
+  bad = row([0.9, 5.0, 7.0])
+  assert bad["status"] == "diverged" and "did not train" in bad["error"]
+
+
+def test_restart_refuses_other_families_and_changed_configs(tmp_path):
+  workdir = tmp_path / "sweep"
+  os.makedirs(workdir)
+  point = _sweep(workdir, dry_run=True)["points"][0]
+  row = {"family": "r3gan", "point": point.id, "status": "ok"}
+  (workdir / "results.jsonl").write_text(json.dumps(row) + "\n")
+  with pytest.raises(ValueError, match="family 'r3gan'"):
+    _sweep(workdir)
+  row = {"family": "simple_diffusion", "point": point.id, "status": "ok",
+         "config": {"overrides": dict(point.overrides, batch_size=64)}}
+  (workdir / "results.jsonl").write_text(json.dumps(row) + "\n")
+  with pytest.raises(ValueError, match="different config.*batch_size"):
+    _sweep(workdir)
+
+
+def test_check_report_compares_predictions_with_the_measured_loss():
+  fit = {"approach2": {"a": 0.5, "G": 1e-3, "b": 0.5, "H": 10.0,
+                       "loss_coef": 2.0, "loss_exponent": -0.05},
+         "approach3": {"E": 0.1, "A": 10.0, "B": 10.0, "alpha": 0.3,
+                       "beta": 0.3, "k": 100.0}}
+  row = {"point": "C1e12_w64d2", "budget_flops": 1e12, "params": 2e5,
+         "examples_seen": 5e4, "status": "ok", "eval_loss": 0.5}
+  report = run_lib.check_report(fit, row)
+  loss2 = 2.0 * 1e12**-0.05
+  assert report["predictions"]["approach2"]["N_opt"] == pytest.approx(1e3)
+  assert report["errors"]["approach2_loss_at_optimum"] == pytest.approx(
+      loss2 / 0.5 - 1)
+  at_run = 0.1 + 10 / 2e5**0.3 + 10 / 5e4**0.3
+  assert report["errors"]["approach3_loss_at_run"] == pytest.approx(
+      at_run / 0.5 - 1)
