@@ -243,6 +243,33 @@ def clean(runs: Runs, status: Optional[np.ndarray] = None) -> Runs:
   return runs.take(~drop)
 
 
+def read_jsonl(path: str, missing_ok: bool = False) -> List[Dict[str, Any]]:
+  """The JSON objects of a JSON-lines file, one per non-blank line.
+
+  Args:
+    path: a .jsonl file.
+    missing_ok: return [] instead of raising when the file does not exist.
+
+  Returns:
+    The decoded rows, in file order.
+
+  Raises:
+    ValueError: a line that is not JSON (naming the file and line).
+  """
+  if missing_ok and not os.path.exists(path):
+    return []
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+  return records
+
+
 def load_runs(path: str, param_key: str = "params") -> Runs:
   """Loads a results.jsonl or CSV file into cleaned Runs.
 
@@ -261,15 +288,7 @@ def load_runs(path: str, param_key: str = "params") -> Runs:
       records = [{k.strip(): v.strip() for k, v in row.items() if k}
                  for row in csv.DictReader(f)]
   else:
-    records = []
-    with open(path) as f:
-      for lineno, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+    records = read_jsonl(path)
   return runs_from_records(records, param_key=param_key,
                            source=os.path.basename(path))
 

@@ -34,6 +34,7 @@ import math
 import os
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from scaling import results as results_lib
 from scaling import sweep as sweep_lib
 
 OK, DIVERGED = "ok", "diverged"
@@ -52,16 +54,6 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # -- worker: one point, in this process -----------------------------------------
-
-
-def _read_jsonl(path: str) -> List[Dict[str, Any]]:
-  rows = []
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        if line.strip():
-          rows.append(json.loads(line))
-  return rows
 
 
 def _latest_checkpoint(rundir: str) -> int:
@@ -107,7 +99,9 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
   status = OK
   if error is not None:
     status = DIVERGED
-  elif not (_finite(final) and _finite(eval_loss)):
+  elif not _finite(final) or (eval_loss is not None and
+                              not _finite(eval_loss)):
+    # Eval is optional (eval_batches = 0); the fit then uses the train loss.
     status, error = DIVERGED, "no finite final train or eval loss logged"
   elif spec.diverged_loss_ratio and final > spec.diverged_loss_ratio * (
       losses[0]):
@@ -167,8 +161,9 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
     trainer.train_and_evaluate(config, rundir)
   except FloatingPointError as e:
     error = str(e)
-  row = make_row(spec, point, _read_jsonl(os.path.join(rundir,
-                                                       "metrics.jsonl")),
+  metrics = results_lib.read_jsonl(os.path.join(rundir, "metrics.jsonl"),
+                                   missing_ok=True)
+  row = make_row(spec, point, metrics,
                  error=error, wall_time_s=time.time() - start,
                  resumed_from=resumed_from, command=command)
   tmp = os.path.join(rundir, "result.json.tmp")
@@ -185,6 +180,9 @@ def worker_command(sweep_arg: str, workdir: str, point_id: str,
                    sets: Sequence[str] = (),
                    sweep_flags: Sequence[str] = ()) -> List[str]:
   """argv of the worker process of one point."""
+  # Workers run from the repository root: pass the spec file's absolute path.
+  path, colon, arg = sweep_arg.partition(":")
+  sweep_arg = os.path.abspath(path) + colon + arg
   return ([sys.executable, "-m", "scaling.run", f"--sweep={sweep_arg}",
            *sweep_flags, f"--workdir={os.path.abspath(workdir)}",
            f"--point={point_id}"] + [f"--set={s}" for s in sets])
@@ -202,7 +200,8 @@ def _normalise(obj):
 
 def _load_finished(workdir: str, spec, points) -> Dict[str, Dict[str, Any]]:
   """Finished rows by point id; checks family and config of the old rows."""
-  rows = _read_jsonl(os.path.join(workdir, "results.jsonl"))
+  rows = results_lib.read_jsonl(os.path.join(workdir, "results.jsonl"),
+                                missing_ok=True)
   families = sorted({r.get("family") for r in rows} - {spec.family})
   if families:
     raise ValueError(f"{workdir}/results.jsonl holds runs of family "
@@ -388,11 +387,19 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           with open(result, encoding="utf-8") as f:
             row = json.load(f)
         finish(p, row, time.time() - start)
-  except KeyboardInterrupt:
+  except BaseException:
+    # Ctrl-C or a runner error: interrupt the workers (SIGINT lets the trainer
+    # flush its metrics and finish writing its checkpoint), then wait; kill
+    # only those that do not stop within a minute.
     for p, proc, log, _ in running.values():
-      proc.terminate()
+      if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
     for p, proc, log, _ in running.values():
-      proc.wait()
+      try:
+        proc.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
       log.close()
     out("interrupted; run the same command again to resume")
     raise
@@ -432,6 +439,9 @@ def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
     A JSON-ready dict: the run, the predictions and relative errors
     (predicted / measured - 1) of the loss the fit used (eval, else train).
   """
+  if row["status"] != OK:
+    raise ValueError(f"the check run {row['point']} is {row['status']} "
+                     f"({row.get('error')}); nothing to compare the fit with")
   measured = row.get("eval_loss")
   if measured is None:
     measured = row.get("final_train_loss")

@@ -170,6 +170,11 @@ def _cast(text: str, current: Any) -> Any:
       value, int) else value
 
 
+# The optimizer fields a point's schedule sets (jaxgen.train.state).
+SCHEDULE_FIELDS = ("schedule", "warmup_steps", "warmup_fraction",
+                   "end_lr_fraction")
+
+
 def apply(config: ml_collections.ConfigDict, overrides: Dict[str, Any],
           open_sections: Sequence[str] = (), from_text: bool = False) -> None:
   """Sets dotted keys in place; new keys only under `open_sections`.
@@ -275,6 +280,13 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
   if config.family != spec.family:
     raise ValueError(f"spec family {spec.family!r} but {spec.base} is "
                      f"family {config.family!r}")
+  missing = [f for f in SCHEDULE_FIELDS if f not in config.optimizer]
+  if missing:
+    # E.g. R3GAN: its lr/γ/β2 follow a burn-in in images, not the run length.
+    raise ValueError(
+        f"{spec.base} (family {config.family!r}) has no config.optimizer."
+        f"{missing[0]}: sweeps set a warmup + cosine schedule spanning each "
+        "run, so the family must use the trainer's optimizer schedule")
   overrides = flatten(spec.run)
   overrides.update({
       "batch_size": int(spec.batch_size),
@@ -286,8 +298,7 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
   apply(config, sets, spec.open_sections, from_text=True)
   overrides.update({k: _get(config, k) for k in sets})
 
-  for unit in ("total_steps", "total_examples", "total_epochs",
-               "total_flops"):
+  for unit in durations.UNITS:
     config[unit] = type(config[unit])(0)
   flops = float(_objective(config).flops_per_example())
   steps = durations.total_steps(

@@ -2,7 +2,7 @@ r"""IsoFLOP sweep specs for the simple-diffusion family (Chinchilla approach 2).
 
 Presets (the word after the colon):
   cpu   the committed CPU sweep (experiments/scaling_simple_diffusion): 16px
-        embedded shapes, U-ViTs of 48k-599k parameters, 3 budgets x 4 sizes,
+        embedded shapes, U-ViTs of 13k-599k parameters, 3 budgets x 4 sizes,
         about 35 min of CPU time (see the experiment's report.md).
   tiny  a seconds-long sweep for tests: 2 budgets x 2 very small U-ViTs.
 
@@ -119,16 +119,18 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.window_shift = 0.0
 
   if arg.preset == "cpu":
-    # N = 48k, 106k, 269k, 599k, 1.39M, 3.85M. A 1e12 pilot of the 269k-2.2M
-    # rungs found loss rising with N (the optimum below 269k), so the sweep
-    # uses the four smallest; the larger ones are there for --sizes and
-    # extrapolation checks.
-    for width, depth in ((32, 1), (48, 1), (64, 2), (96, 2), (128, 3),
-                         (192, 4)):
+    # Seven rungs, N = 15k .. 1.4M (printed by --dry-run). A 1e12 pilot of
+    # the 269k-2.2M rungs found loss rising with N (the optimum below 269k),
+    # and a first sweep with one window (48k-599k) for every budget found the
+    # two smaller budgets' minima at its smallest size; hence the small
+    # rungs and the moving window below.
+    for width, depth in ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2),
+                         (96, 2), (128, 3)):
       c.sizes[f"w{width}d{depth}"] = uvit_rung(width, depth)
-    # 4x apart: the smallest size is data-rich (717 .. 2867 steps) and the
-    # largest data-starved (74 .. 297 steps) at every budget.
+    # Each doubling of the budget moves the 4-size window one rung up:
+    # 2.5e11 -> w16..w48, 5e11 -> w24..w64, 1e12 -> w32..w96.
     c.budgets = (2.5e11, 5e11, 1e12)
+    c.window_shift = 1.0
     # One compute thread per point: with --parallel=2 on 2 cores this is
     # faster than two multi-threaded processes fighting for the cores.
     c.env.XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false "

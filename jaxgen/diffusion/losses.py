@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.diffusion import schedules
+from jaxgen.nn import resample
 
 VFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -120,17 +121,6 @@ def multiscale_scales(image_size: int, min_size: int = 32) -> Tuple[int, ...]:
   return tuple(scales)
 
 
-def _avg_pool_spatial(x: jax.Array, size: int) -> jax.Array:
-  """Average-pools the square spatial axes (-3, -2) of `x` down to `size`."""
-  h, w = x.shape[-3], x.shape[-2]
-  f = h // size
-  if f == 1:
-    return x
-  lead, c = x.shape[:-3], x.shape[-1]
-  x = x.reshape(lead + (size, f, w // f, f, c))
-  return x.mean(axis=(-4, -2))
-
-
 def multiscale_mse(err, min_size: int = 32, normalize: bool = True
                    ) -> jax.Array:
   """Per-example multiscale MSE of an error tensor (SiD Sec. 3.2).
@@ -173,7 +163,7 @@ def multiscale_mse(err, min_size: int = 32, normalize: bool = True
   loss = 0.0
   for s, w in zip(scales, weights):
     loss = loss + w * jnp.mean(
-        jnp.square(_avg_pool_spatial(err, s)), axis=reduce_axes)
+        jnp.square(resample.avg_pool_to(err, s)), axis=reduce_axes)
   return loss
 
 

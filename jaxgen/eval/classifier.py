@@ -34,6 +34,8 @@ import optax
 
 from jaxgen.data import config as data_config
 from jaxgen.data import pipeline as data_pipeline
+from jaxgen.nn import norms
+from jaxgen.nn import resample
 
 Params = Any
 
@@ -89,12 +91,12 @@ class ShapeClassifier(nn.Module):
     h = x
     for i, ch in enumerate(self.channels):
       h = nn.Conv(ch, (3, 3), strides=(2, 2), name=f"down{i}")(h)
-      h = nn.silu(nn.GroupNorm(num_groups=min(8, ch), name=f"norm{i}")(h))
+      h = nn.silu(nn.GroupNorm(num_groups=norms.num_groups_for(ch, 8), name=f"norm{i}")(h))
       if i:
         # No extra conv at the first (largest) stage: it would cost as much
         # as the rest of the network.
         h = nn.Conv(ch, (3, 3), name=f"conv{i}")(h)
-        h = nn.silu(nn.GroupNorm(num_groups=min(8, ch), name=f"norm{i}b")(h))
+        h = nn.silu(nn.GroupNorm(num_groups=norms.num_groups_for(ch, 8), name=f"norm{i}b")(h))
     h = nn.Conv(self.feature_dim, (3, 3), name="last")(h)
     h = nn.silu(h)
     features = h.mean(axis=(1, 2))
@@ -119,15 +121,7 @@ def to_input_size(images: jax.Array, size: int) -> jax.Array:
   Raises:
     ValueError: if d is not a multiple of size.
   """
-  d = images.shape[1]
-  if d % size or images.shape[2] != d:
-    raise ValueError(f"Images of side {images.shape[1:3]} cannot be pooled "
-                     f"to {size}: need square sides that are multiples.")
-  f = d // size
-  if f == 1:
-    return images
-  b, c = images.shape[0], images.shape[-1]
-  return images.reshape(b, size, f, size, f, c).mean(axis=(2, 4))
+  return resample.avg_pool_to(images, size)
 
 
 def _shapes_input(image_size: int, batch_size: int, seed: int,

@@ -1,4 +1,5 @@
-"""Resolution changes: space<->depth moves and learned p x p resampling.
+"""Resolution changes: space<->depth moves, average pooling and learned p x p
+resampling.
 
 `Downsample(features, factor=p)` is a p x p convolution with stride p, and
 `Upsample` its transposed counterpart (kernel p, stride p). Both are written
@@ -31,6 +32,29 @@ def space_to_depth(x: jax.Array, factor: int) -> jax.Array:
   """
   return einops.rearrange(x, "b (h i) (w j) c -> b h w (i j c)",
                           i=factor, j=factor)
+
+
+def avg_pool_to(x: jax.Array, size: int) -> jax.Array:
+  """Average-pools the square spatial axes (-3, -2) of `x` down to `size`.
+
+  Args:
+    x: f[..., d, d, C] with d a multiple of `size`.
+    size: target side.
+
+  Returns:
+    f[..., size, size, C], each pixel the mean of a (d/size)² block.
+
+  Raises:
+    ValueError: if the sides are not square multiples of `size`.
+  """
+  h, w = x.shape[-3], x.shape[-2]
+  if h != w or h % size:
+    raise ValueError(f"Images of side {h}x{w} cannot be average-pooled to "
+                     f"{size}: the sides must be equal multiples of it.")
+  f = h // size
+  if f == 1:
+    return x
+  return einops.reduce(x, "... (h i) (w j) c -> ... h w c", "mean", i=f, j=f)
 
 
 def depth_to_space(x: jax.Array, factor: int) -> jax.Array:

@@ -283,6 +283,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                          config)
         if is_last or step % ckpt.save_every_steps == 0:
           buf.flush()  # Never save a state whose metrics were not checked.
+          # Rows up to this step reach the disk before the checkpoint does:
+          # a resume from it must not miss any of them.
+          writer.flush()
           ckpt.save(step, state, data_iter, force=is_last)
     except FloatingPointError as e:
       ckpt.wait()

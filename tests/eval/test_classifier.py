@@ -76,7 +76,7 @@ def test_to_input_size_average_pools():
   np.testing.assert_allclose(
       y, x.reshape(2, 2, 2, 2, 2, 3).mean(axis=(2, 4)))
   assert classifier.to_input_size(x, 4) is x
-  with pytest.raises(ValueError, match="cannot be pooled"):
+  with pytest.raises(ValueError, match="cannot be average-pooled"):
     classifier.to_input_size(x, 3)
 
 

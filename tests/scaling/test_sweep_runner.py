@@ -90,7 +90,10 @@ def test_dry_run_prints_one_command_per_point(tmp_path):
   assert len(commands) == 4
   for pid, argv in zip(ids, commands):
     assert f"--point={pid}" in argv
-    assert "scaling.run" in argv and f"--sweep={SPEC}" in argv
+    # The spec file travels as an absolute path (workers run from the repo).
+    path, _, preset = SPEC.partition(":")
+    assert "scaling.run" in argv
+    assert f"--sweep={os.path.abspath(path)}:{preset}" in argv
     assert f"--set={SETS[0]}" in argv
   assert not (tmp_path / "sweep").exists()  # No side effects.
 
@@ -209,3 +212,12 @@ def test_check_report_compares_predictions_with_the_measured_loss():
   at_run = 0.1 + 10 / 2e5**0.3 + 10 / 5e4**0.3
   assert report["errors"]["approach3_loss_at_run"] == pytest.approx(
       at_run / 0.5 - 1)
+
+
+def test_families_without_the_run_length_schedule_are_refused():
+  # R3GAN's lr, γ and β2 follow a burn-in in images, so a sweep cannot set a
+  # cosine spanning each run: a one-line error before anything runs.
+  spec = _spec()
+  spec.base, spec.family = "configs/r3gan.py:tiny", "r3gan"
+  with pytest.raises(ValueError, match="no config.optimizer.schedule"):
+    sweep_lib.point_config(spec, 3e8, "w16d1")
