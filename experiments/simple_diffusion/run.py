@@ -60,7 +60,7 @@ flags.DEFINE_string("workdir", os.path.join(HERE, "workdirs"),
                     "Checkpoints, samples and the classifier (git-ignored).")
 flags.DEFINE_string("out", HERE, "Where results.json and the PNGs go.")
 flags.DEFINE_bool("fresh", False, "Delete --workdir first (rerun all).")
-flags.DEFINE_integer("steps", 200, "Training steps of every arm.")
+flags.DEFINE_integer("steps", 1000, "Training steps of every arm.")
 flags.DEFINE_integer("batch_size", 32, "Training batch of every arm.")
 flags.DEFINE_integer("num_samples", 256, "Samples per arm for the metrics.")
 flags.DEFINE_integer("sample_steps", 24, "DDPM steps of the metric samples.")
