@@ -47,15 +47,6 @@ def _config(**overrides):
   return c
 
 
-def _batches(config, n):
-  rng = np.random.default_rng(0)
-  size = config.dataset.image_size
-  return [{"image": rng.uniform(-1, 1, (config.batch_size, size, size, 3)
-                                ).astype(np.float32),
-           "label": rng.integers(0, 8, (config.batch_size,)).astype(np.int32)}
-          for _ in range(n)]
-
-
 def _compiled(config, devices, with_shardings=False):
   """The trainer's compiled step and initial state (same rngs as a run)."""
   s = trainer.setup(config, data_info=synthetic_info(config.dataset),
@@ -136,7 +127,7 @@ def single_device():
   s, step, state, shardings = _compiled(config, jax.devices()[:1],
                                         with_shardings=True)
   init_state = jax.device_get(state)
-  batches = _batches(config, 3)
+  batches = common.random_batches(config, 3)
   losses, (state1, metrics1) = _run(s, step, state, batches)
   it, _ = data_pipeline.build_input(
       config.dataset, global_batch_size=config.batch_size, seed=config.seed,

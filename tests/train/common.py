@@ -4,6 +4,7 @@ import json
 import os
 import tempfile
 
+import numpy as np
 import pytest
 
 from jaxgen import config_lib
@@ -102,3 +103,22 @@ def preempted_then_resumed(config, workdir, monkeypatch, devices=None,
   monkeypatch.setattr(multihost, "global_batch", real)
   trainer.train_and_evaluate(config, str(workdir), devices=devices)
   return kept
+
+
+def random_batches(config, n):
+  """`n` global batches of uniform images in [-1, 1] and labels in 0..7.
+
+  Args:
+    config: a run config (`batch_size`, `dataset.image_size`).
+    n: number of batches.
+
+  Returns:
+    A list of {"image": f32[B, H, W, 3], "label": i32[B]} (seeded, so every
+    call gives the same batches).
+  """
+  rng = np.random.default_rng(0)
+  size = config.dataset.image_size
+  return [{"image": rng.uniform(-1, 1, (config.batch_size, size, size, 3)
+                                ).astype(np.float32),
+           "label": rng.integers(0, 8, (config.batch_size,)).astype(np.int32)}
+          for _ in range(n)]

@@ -40,17 +40,8 @@ def _losses_on(config, devices, batches):
   return np.array(out), state, s
 
 
-def _batches(config, n):
-  rng = np.random.default_rng(0)
-  size = config.dataset.image_size
-  return [{"image": rng.uniform(-1, 1, (config.batch_size, size, size, 3)
-                                ).astype(np.float32),
-           "label": rng.integers(0, 8, (config.batch_size,)).astype(np.int32)}
-          for _ in range(n)]
-
-
 def test_sharded_losses_match_single_device():
-  batches = _batches(common.tiny_config(), 3)
+  batches = common.random_batches(common.tiny_config(), 3)
   config1 = common.tiny_config(**{"mesh.data": 1})
   ref, _, _ = _losses_on(config1, jax.devices()[:1], batches)
   assert np.all(np.isfinite(ref))
