@@ -2,7 +2,7 @@ r"""R3GAN (Huang et al., NeurIPS 2024) on the jaxgen trainer.
 
 Presets (the word after the colon):
   tiny        CPU smoke run: 16px embedded shapes, class-conditional, narrow
-              G/D; ~2 min on 2 cores.
+              G/D; ~1 min on 2 cores (300 steps).
   cifar10     CIFAR-10 32px, conditional, widths 768 x4 (~21M params each).
   ffhq64      FFHQ 64px, unconditional, 768 x4 + 384.
   ffhq256     FFHQ 256px, unconditional, 768 x4 + 384, 192, 96.

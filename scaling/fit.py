@@ -337,6 +337,8 @@ def run(results: str, out: str, *, family: Optional[str] = None,
   messages = [str(w.message) for w in caught
               if issubclass(w.category, results_lib.FitWarning)]
   fits.summary["data"]["dropped_highest_loss"] = n_before - len(runs)
+  # Which parameter count N means (scaling.run --optimal_from reads it).
+  fits.summary["settings"]["param_key"] = param_key
   write_outputs(fits, out, command=command, caught=messages)
   return fits
 

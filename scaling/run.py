@@ -454,7 +454,8 @@ def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
     out["errors"]["approach2_loss_at_optimum"] = pred["approach2"]["loss"]
   if "approach3" in pred:
     p = fit["approach3"]
-    at_run = p["E"] + p["A"] / row["params"]**p["alpha"] + (
+    n = row[fit.get("settings", {}).get("param_key", "params")]
+    at_run = p["E"] + p["A"] / n**p["alpha"] + (
         p["B"] / row["examples_seen"]**p["beta"])
     pred["approach3"]["loss_at_run"] = at_run
     out["errors"]["approach3_loss_at_optimum"] = pred["approach3"]["loss"]
@@ -515,7 +516,7 @@ def main(argv):
       return
     budgets = [float(b) for b in FLAGS.only_budgets] or None
     sizes = FLAGS.only_sizes or None
-    fit = None
+    fit, param_key = None, "params"
     if FLAGS.optimal_from:
       if not budgets or len(budgets) != 1:
         raise ValueError("--optimal_from needs exactly one --only_budgets value")
@@ -524,9 +525,11 @@ def main(argv):
       pred = predicted_optimum(fit, budgets[0])
       n_opt = (pred.get("approach2") or pred["approach3"])["N_opt"]
       FLAGS.nearest_params = n_opt
+      param_key = fit.get("settings", {}).get("param_key", "params")
     if FLAGS.nearest_params:
       name, n = sweep_lib.nearest_size(spec, FLAGS.nearest_params,
-                                       sweep_lib.parse_sets(FLAGS.set))
+                                       sweep_lib.parse_sets(FLAGS.set),
+                                       param_key)
       print(f"size nearest N={FLAGS.nearest_params:.4g}: {name} (N={n:,})")
       sizes = [name]
     with warnings.catch_warnings():

@@ -350,20 +350,26 @@ def make_point(spec: ml_collections.ConfigDict, budget: float, size: str,
 
 
 def ladder(spec: ml_collections.ConfigDict,
-           sets: Optional[Dict[str, str]] = None) -> List[Tuple[str, int]]:
+           sets: Optional[Dict[str, str]] = None,
+           param_key: str = "params") -> List[Tuple[str, int]]:
   """The spec's sizes as (name, params), smallest first.
 
   Args:
     spec: a sweep spec.
     sets: --set overrides (they may change the model).
+    param_key: "params" (all) or "params_non_embedding".
 
   Returns:
     (name, parameter count) per size, sorted by parameters.
   """
+  if param_key not in ("params", "params_non_embedding"):
+    raise ValueError(f"param_key {param_key!r}: use 'params' or "
+                     "'params_non_embedding'")
   out = []
   for name in spec.sizes.keys():
     config, _ = point_config(spec, min(spec.budgets or (1.0,)), name, sets)
-    out.append((name, count_params(config, tuple(spec.embedding_params))[0]))
+    total, embedding = count_params(config, tuple(spec.embedding_params))
+    out.append((name, total if param_key == "params" else total - embedding))
   return sorted(out, key=lambda x: x[1])
 
 
@@ -431,16 +437,18 @@ def plan(spec: ml_collections.ConfigDict, *,
 
 
 def nearest_size(spec: ml_collections.ConfigDict, params: float,
-                 sets: Optional[Dict[str, str]] = None) -> Tuple[str, int]:
+                 sets: Optional[Dict[str, str]] = None,
+                 param_key: str = "params") -> Tuple[str, int]:
   """The ladder size whose parameter count is nearest `params` in log.
 
   Args:
     spec: a sweep spec.
     params: target parameter count (e.g. a fitted N_opt).
     sets: --set overrides.
+    param_key: which count `params` is ("params" or "params_non_embedding").
 
   Returns:
     (size name, its parameter count).
   """
-  return min(ladder(spec, sets),
+  return min(ladder(spec, sets, param_key),
              key=lambda x: abs(math.log(x[1]) - math.log(params)))

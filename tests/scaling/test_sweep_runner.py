@@ -212,6 +212,16 @@ def test_check_report_compares_predictions_with_the_measured_loss():
   at_run = 0.1 + 10 / 2e5**0.3 + 10 / 5e4**0.3
   assert report["errors"]["approach3_loss_at_run"] == pytest.approx(
       at_run / 0.5 - 1)
+  # A fit on non-embedding counts is evaluated at the run's non-embedding N.
+  fit["settings"] = {"param_key": "params_non_embedding"}
+  row["params_non_embedding"] = 1e5
+  report = run_lib.check_report(fit, row)
+  at_run = 0.1 + 10 / 1e5**0.3 + 10 / 5e4**0.3
+  assert report["errors"]["approach3_loss_at_run"] == pytest.approx(
+      at_run / 0.5 - 1)
+  # A check run that diverged is an error, not a comparison.
+  with pytest.raises(ValueError, match="diverged"):
+    run_lib.check_report(fit, dict(row, status="diverged", eval_loss=None))
 
 
 def test_families_without_the_run_length_schedule_are_refused():
