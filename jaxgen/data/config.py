@@ -37,6 +37,9 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # Output height = width in pixels. Sources are resized (shorter side) and
   # centre-cropped to it; float `arrays` (e.g. latents) keep their own size.
   c.image_size = 32
+  # Channels the model is built for; must equal the source's (the trainer
+  # checks before compiling): 3 for RGB, 1 for grayscale TFDS sets.
+  c.channels = 3
   # Frames per clip for video data, taken from the start of each stored clip;
   # 0 keeps the stored length (8 for jaxgen_shapes_video, which stores 8 or
   # 16). Must stay 0 for images.

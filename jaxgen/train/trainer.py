@@ -100,6 +100,13 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
         f"config.dataset.num_classes={declared} but dataset "
         f"{config.dataset.name!r} has {data_info.num_classes} classes; set "
         f"--config.dataset.num_classes={data_info.num_classes}.")
+  channels = int(config.dataset.get("channels", 3))
+  if data_info.channels != channels:
+    # Models are built for config.dataset.channels (default 3).
+    raise ValueError(
+        f"dataset {config.dataset.name!r} has {data_info.channels} channels "
+        f"but the model is built for {channels}; set "
+        f"--config.dataset.channels={data_info.channels}.")
   probe = objective_cls(config)
   probe.validate(dp)
   flops = float(probe.flops_per_example())

@@ -102,6 +102,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ({"family": "nope"}, "Unknown family 'nope'"),
     ({"dataset.name": "nope:x"}, "nope"),
     ({"dataset.image_size": 18}, "18x18 is not divisible by patch_size"),
+    ({"dataset.channels": 1}, "has 3 channels but the model is built for 1"),
 ])
 def test_bad_config_is_a_one_line_error_before_compilation(
     tmp_path, monkeypatch, overrides, match):
