@@ -29,6 +29,8 @@ fitted compute-optimal N at C (approach 2, else 3) and writes check.json
 with the predicted and measured losses and their relative errors.
 """
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -54,6 +56,25 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # -- worker: one point, in this process -----------------------------------------
+
+
+@contextlib.contextmanager
+def _exclusive(path: str, busy: str):
+  """Holds an exclusive flock on `path`; ValueError(`busy`) if taken.
+
+  The lock goes with the process (also when it is killed), so a stale lock
+  file never blocks a restart.
+  """
+  with open(path, "a", encoding="utf-8") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise ValueError(f"{busy}; wait for it or use another --workdir"
+                       ) from None
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _latest_checkpoint(rundir: str) -> int:
@@ -157,10 +178,12 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   os.makedirs(rundir, exist_ok=True)
   resumed_from = _latest_checkpoint(rundir)
   start, error = time.time(), None
-  try:
-    trainer.train_and_evaluate(config, rundir)
-  except FloatingPointError as e:
-    error = str(e)
+  with _exclusive(os.path.join(rundir, "lock"),
+                  f"point {point.id} is already running in {rundir}"):
+    try:
+      trainer.train_and_evaluate(config, rundir)
+    except FloatingPointError as e:
+      error = str(e)
   metrics = results_lib.read_jsonl(os.path.join(rundir, "metrics.jsonl"),
                                    missing_ok=True)
   row = make_row(spec, point, metrics,
@@ -304,110 +327,114 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     return {"points": points, "rows": {}, "failed": []}
 
   os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
-  results_path = os.path.join(workdir, "results.jsonl")
-  rows = _load_finished(workdir, spec, points)
+  # One runner per sweep directory: two would run the same points in the
+  # same run directories and append duplicate rows.
+  with _exclusive(os.path.join(workdir, "lock"),
+                  f"another scaling.run is running the sweep in {workdir}"):
+    results_path = os.path.join(workdir, "results.jsonl")
+    rows = _load_finished(workdir, spec, points)
 
-  def append(row):
-    with open(results_path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(row) + "\n")
-    rows[row["point"]] = row
+    def append(row):
+      with open(results_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+      rows[row["point"]] = row
 
-  # Points finished elsewhere (e.g. by --dry-run commands on a cluster).
-  for p in points:
-    result = os.path.join(workdir, "runs", p.id, "result.json")
-    if p.id not in rows and os.path.exists(result):
-      with open(result, encoding="utf-8") as f:
-        row = json.load(f)
-      if row.get("status") in FINISHED:
-        _check_same_config(p, row, result)
+    # Points finished elsewhere (e.g. by --dry-run commands on a cluster).
+    for p in points:
+      result = os.path.join(workdir, "runs", p.id, "result.json")
+      if p.id not in rows and os.path.exists(result):
+        with open(result, encoding="utf-8") as f:
+          row = json.load(f)
+        if row.get("status") in FINISHED:
+          _check_same_config(p, row, result)
+          append(row)
+    # Largest budgets first: with K at a time, the sweep then ends on short
+    # points instead of one long point running alone.
+    todo = sorted((p for p in points if p.id not in rows),
+                  key=lambda p: -p.budget)
+    out(f"{spec.name}: {len(points)} points, {len(points) - len(todo)} "
+        f"finished, {len(todo)} to run ({sum(p.budget for p in todo):.3g} "
+        f"FLOPs), {parallel} at a time; results in {results_path}")
+    progress = _Progress(len(points), len(points) - len(todo), out)
+    failed: List[str] = []
+    queue = list(todo)
+    running: Dict[str, Any] = {}
+
+    def finish(p, row, seconds):
+      if row is not None and row.get("status") in FINISHED:
         append(row)
-  # Largest budgets first: with K at a time, the sweep then ends on short
-  # points instead of one long point running alone.
-  todo = sorted((p for p in points if p.id not in rows),
-                key=lambda p: -p.budget)
-  out(f"{spec.name}: {len(points)} points, {len(points) - len(todo)} "
-      f"finished, {len(todo)} to run ({sum(p.budget for p in todo):.3g} "
-      f"FLOPs), {parallel} at a time; results in {results_path}")
-  progress = _Progress(len(points), len(points) - len(todo), out)
-  failed: List[str] = []
-  queue = list(todo)
-  running: Dict[str, Any] = {}
-
-  def finish(p, row, seconds):
-    if row is not None and row.get("status") in FINISHED:
-      append(row)
-    else:
-      failed.append(p.id)
-      log = os.path.join(workdir, "runs", p.id, "log.txt")
-      tail = ""
-      if os.path.exists(log):
-        with open(log, encoding="utf-8", errors="replace") as f:
-          lines = [ln.rstrip() for ln in f if ln.strip()]
-        tail = next((ln for ln in reversed(lines) if ln.startswith("error")),
-                    lines[-1] if lines else "")
-      out(f"{p.id} failed: {tail or 'no output'} (see {log})")
-      row = None
-    remaining = sum(q.budget for q in queue) + sum(
-        r[0].budget for r in running.values())
-    progress.finished(p, row, seconds, remaining, len(running))
-
-  try:
-    if in_process:
-      while queue:
-        p = queue.pop(0)
-        start = time.time()
-        try:
-          row = run_point(spec, p, workdir, parsed, printable[p.id])
-        except ValueError as e:
-          out(f"error: {e}")
-          row = None
-        finish(p, row, time.time() - start)
-    while queue or running:
-      while queue and len(running) < max(1, parallel):
-        p = queue.pop(0)
-        rundir = os.path.join(workdir, "runs", p.id)
-        os.makedirs(rundir, exist_ok=True)
-        log = open(os.path.join(rundir, "log.txt"), "a", encoding="utf-8")
-        log.write(f"$ {printable[p.id]}\n")
-        log.flush()
-        proc = subprocess.Popen(commands[p.id], cwd=_REPO, stdout=log,
-                                stderr=subprocess.STDOUT,
-                                env=dict(os.environ, **env))
-        running[p.id] = (p, proc, log, time.time())
-        out(f"start {p.id}: N={p.params:,}, {p.steps} steps")
-      time.sleep(0.2)
-      for pid, (p, proc, log, start) in list(running.items()):
-        if proc.poll() is None:
-          continue
-        log.close()
-        del running[pid]
-        result = os.path.join(workdir, "runs", pid, "result.json")
+      else:
+        failed.append(p.id)
+        log = os.path.join(workdir, "runs", p.id, "log.txt")
+        tail = ""
+        if os.path.exists(log):
+          with open(log, encoding="utf-8", errors="replace") as f:
+            lines = [ln.rstrip() for ln in f if ln.strip()]
+          tail = next((ln for ln in reversed(lines) if ln.startswith("error")),
+                      lines[-1] if lines else "")
+        out(f"{p.id} failed: {tail or 'no output'} (see {log})")
         row = None
-        if proc.returncode == 0 and os.path.exists(result):
-          with open(result, encoding="utf-8") as f:
-            row = json.load(f)
-        finish(p, row, time.time() - start)
-  except BaseException:
-    # Ctrl-C or a runner error: interrupt the workers (SIGINT lets the trainer
-    # flush its metrics and finish writing its checkpoint), then wait; kill
-    # only those that do not stop within a minute.
-    for p, proc, log, _ in running.values():
-      if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    for p, proc, log, _ in running.values():
-      try:
-        proc.wait(timeout=60)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-      log.close()
-    out("interrupted; run the same command again to resume")
-    raise
-  if failed:
-    out(f"{len(failed)} points failed: {', '.join(failed)}; rerun to retry")
-  else:
-    out(f"done: {len(rows)} rows in {results_path}")
-  return {"points": points, "rows": rows, "failed": failed}
+      remaining = sum(q.budget for q in queue) + sum(
+          r[0].budget for r in running.values())
+      progress.finished(p, row, seconds, remaining, len(running))
+
+    try:
+      if in_process:
+        while queue:
+          p = queue.pop(0)
+          start = time.time()
+          try:
+            row = run_point(spec, p, workdir, parsed, printable[p.id])
+          except ValueError as e:
+            out(f"error: {e}")
+            row = None
+          finish(p, row, time.time() - start)
+      while queue or running:
+        while queue and len(running) < max(1, parallel):
+          p = queue.pop(0)
+          rundir = os.path.join(workdir, "runs", p.id)
+          os.makedirs(rundir, exist_ok=True)
+          log = open(os.path.join(rundir, "log.txt"), "a", encoding="utf-8")
+          log.write(f"$ {printable[p.id]}\n")
+          log.flush()
+          proc = subprocess.Popen(commands[p.id], cwd=_REPO, stdout=log,
+                                  stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, **env))
+          running[p.id] = (p, proc, log, time.time())
+          out(f"start {p.id}: N={p.params:,}, {p.steps} steps")
+        time.sleep(0.2)
+        for pid, (p, proc, log, start) in list(running.items()):
+          if proc.poll() is None:
+            continue
+          log.close()
+          del running[pid]
+          result = os.path.join(workdir, "runs", pid, "result.json")
+          row = None
+          if proc.returncode == 0 and os.path.exists(result):
+            with open(result, encoding="utf-8") as f:
+              row = json.load(f)
+          finish(p, row, time.time() - start)
+    except BaseException:
+      # Ctrl-C or a runner error: interrupt the workers (SIGINT lets the trainer
+      # flush its metrics and finish writing its checkpoint), then wait; kill
+      # only those that do not stop within a minute.
+      for p, proc, log, _ in running.values():
+        if proc.poll() is None:
+          proc.send_signal(signal.SIGINT)
+      for p, proc, log, _ in running.values():
+        try:
+          proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+          proc.kill()
+          proc.wait()
+        log.close()
+      out("interrupted; run the same command again to resume")
+      raise
+    if failed:
+      out(f"{len(failed)} points failed: {', '.join(failed)}; rerun to retry")
+    else:
+      out(f"done: {len(rows)} rows in {results_path}")
+    return {"points": points, "rows": rows, "failed": failed}
 
 
 # -- extrapolation check -------------------------------------------------------

@@ -231,3 +231,14 @@ def test_families_without_the_run_length_schedule_are_refused():
   spec.base, spec.family = "configs/r3gan.py:tiny", "r3gan"
   with pytest.raises(ValueError, match="no config.optimizer.schedule"):
     sweep_lib.point_config(spec, 3e8, "w16d1")
+
+
+def test_a_second_runner_on_the_same_workdir_is_refused(tmp_path):
+  # Two runners would train the same points in the same directories and
+  # append duplicate rows; the second one stops before running anything.
+  workdir = tmp_path / "sweep"
+  (workdir / "runs").mkdir(parents=True)
+  with run_lib._exclusive(str(workdir / "lock"), "held"):  # pylint: disable=protected-access
+    with pytest.raises(ValueError, match="another scaling.run is running"):
+      _sweep(workdir, in_process=True)
+  assert not (workdir / "results.jsonl").exists()
