@@ -1,14 +1,16 @@
-r"""Reruns the simple-diffusion experiments from scratch (CPU, ~40 min).
+r"""Reruns the simple-diffusion experiments from scratch (CPU, ~65 min).
 
-  (a) shifted vs unshifted logSNR schedule at 128 px, and at 64 px;
+  (a) shifted vs unshifted logSNR schedule at 128 px, and at 64 px (with a
+      patch-only U-ViT and with the `tiny` preset's conv U-ViT);
   (b) multiscale loss on vs off at 128 px (the largest size the CPU allows),
 
 each at equal compute (same U-ViT, batch, steps, seed: same training FLOPs).
 Training losses are not comparable across schedules or loss definitions, so
-every arm is scored on its *samples* with one fixed network: a small shape
-classifier trained here on the embedded dataset (`jaxgen.eval.classifier`):
-Fréchet distance of its features to the real training images, and its
-accuracy on class-conditional samples, with bootstrap uncertainty.
+every arm is scored (1) by its held-out denoising error at fixed logSNRs and
+(2) on its *samples* with one fixed network: a small shape classifier trained
+here on the embedded dataset (`jaxgen.eval.classifier`): Fréchet distance of
+its features to the real training images, and its accuracy on
+class-conditional samples, with bootstrap uncertainty.
 
   python experiments/simple_diffusion/run.py --fresh   # everything
   python experiments/simple_diffusion/run.py --steps=20 --num_samples=64 \
@@ -81,12 +83,20 @@ ARMS = {
                                       noise_size=64, multiscale=True),
     "r64_cosine": dict(size=64, schedule="cosine"),
     "r64_shifted32": dict(size=64, schedule="shifted", noise_size=32),
+    # The `tiny` preset's conv U-ViT (ResBlock levels of 32 and 64 channels
+    # at 32x32 and 16x16 after a 2x2 patch, transformer at 8x8): 3.2x the
+    # FLOPs of the arms above, but it mixes neighbouring patches from the
+    # first layer (the patch-only arms never formed shapes).
+    "r64conv_cosine": dict(size=64, schedule="cosine", arch="conv"),
+    "r64conv_shifted32": dict(size=64, schedule="shifted", noise_size=32,
+                              arch="conv"),
 }
 # Experiment -> (baseline arm, the paper's recommendation).
 EXPERIMENTS = {
     "a128_shift": ("r128_cosine", "r128_shifted64"),
     "a64_shift": ("r64_cosine", "r64_shifted32"),
     "b128_multiscale": ("r128_shifted64", "r128_shifted64_multiscale"),
+    "a64conv_shift": ("r64conv_cosine", "r64conv_shifted32"),
 }
 SAMPLE_BATCH = 64
 SAMPLE_SEED = 2024
@@ -146,6 +156,13 @@ def arm_config(name: str):
   c.model.skip_style = "residual"
   c.model.transformer_width = 128
   c.model.transformer_depth = 2
+  if arm.get("arch") == "conv":
+    tiny = sd_config.get_config("tiny").model
+    for field in ("channels", "num_res_blocks", "transformer_width",
+                  "transformer_depth", "num_heads", "cond_dim", "freq_dim",
+                  "skip_style"):
+      c.model[field] = tiny[field]
+    c.model.patch_size = size // 32
   c.diffusion.schedule = arm["schedule"]
   c.diffusion.schedule_kwargs = (
       {"noise_size": arm["noise_size"]} if arm["schedule"] == "shifted"

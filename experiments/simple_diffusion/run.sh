@@ -1,6 +1,6 @@
 #!/bin/bash
-# Reruns every simple-diffusion experiment from scratch (~40 min on 2 CPU
-# cores): shape classifier, five training arms, samples, metrics, figures.
+# Reruns every simple-diffusion experiment from scratch (~65 min in one
+# process): shape classifier, seven training arms, samples, metrics, figures.
 # Outputs: experiments/simple_diffusion/{results.json,*.png}; checkpoints and
 # samples in experiments/simple_diffusion/workdirs/ (git-ignored).
 #   PYTHON=/path/to/venv/bin/python experiments/simple_diffusion/run.sh
