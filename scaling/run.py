@@ -55,7 +55,7 @@ FINISHED = (OK, DIVERGED)
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# -- worker: one point, in this process -----------------------------------------
+# -- worker: one point, in this process ----------------------------------------
 
 
 @contextlib.contextmanager
@@ -196,7 +196,7 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   return row
 
 
-# -- the sweep --------------------------------------------------------------------
+# -- the sweep -----------------------------------------------------------------
 
 
 def worker_command(sweep_arg: str, workdir: str, point_id: str,
@@ -492,7 +492,7 @@ def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
   return out
 
 
-# -- command line ----------------------------------------------------------------
+# -- command line --------------------------------------------------------------
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -546,7 +546,8 @@ def main(argv):
     fit, param_key = None, "params"
     if FLAGS.optimal_from:
       if not budgets or len(budgets) != 1:
-        raise ValueError("--optimal_from needs exactly one --only_budgets value")
+        raise ValueError(
+            "--optimal_from needs exactly one --only_budgets value")
       with open(FLAGS.optimal_from, encoding="utf-8") as f:
         fit = json.load(f)
       pred = predicted_optimum(fit, budgets[0])

@@ -209,7 +209,8 @@ def apply(config: ml_collections.ConfigDict, overrides: Dict[str, Any],
 
 
 def _objective(config):
-  from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable-next=g-import-not-at-top,unused-import
+  from jaxgen import families
   from jaxgen import registry  # pylint: disable=g-import-not-at-top
   return registry.OBJECTIVES.get(config.family)(config, total_steps=1)
 
@@ -292,7 +293,8 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
       "batch_size": int(spec.batch_size),
       "optimizer.learning_rate": float(spec.learning_rate),
       "optimizer.end_lr_fraction": float(spec.end_lr_fraction)})
-  overrides.update({f"model.{k}": v for k, v in flatten(spec.sizes[size]).items()})
+  overrides.update({f"model.{k}": v
+                    for k, v in flatten(spec.sizes[size]).items()})
   apply(config, overrides, spec.open_sections)
   sets = dict(sets or {})
   apply(config, sets, spec.open_sections, from_text=True)

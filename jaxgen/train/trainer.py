@@ -353,7 +353,8 @@ def _make_eval(config, s: Setup, shardings):
 
 def _write_samples(sample_fn, state, base_rng, step, workdir, config):
   """Draws samples (same noise every time) and writes samples/step_N.png."""
-  samples = jax.device_get(sample_fn(state, jax.random.fold_in(base_rng, 10**9)))
+  samples = jax.device_get(
+      sample_fn(state, jax.random.fold_in(base_rng, 10**9)))
   if jax.process_index() == 0:
     scale = max(1, 128 // int(samples.shape[-2]))
     grids.save_grid(np.asarray(samples),
