@@ -13,16 +13,6 @@ from jaxgen.diffusion import uvit
 from jaxgen.nn import partitioning as pt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Compiles with most XLA optimisations off: these programs are tiny and
-  run a few times, so compile time dominates. Restored afterwards."""
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
-
-
 # The rules the config uses by default (weights, then activations).
 RULES = (
     ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
@@ -275,7 +265,8 @@ def test_training_flops_are_three_times_forward(kw):
       model.apply(p, x, logsnr, labels, train=False)))
   analytic = batch * uvit.uvit_flops_per_example(kw, size)
   # XLA's count is the same with or without optimisations (checked), so
-  # `_fast_compile` does not change what this measures.
+  # conftest's JAX_DISABLE_MOST_OPTIMIZATIONS does not change what this
+  # measures.
   train = _compiled_flops(jax.value_and_grad(loss), params)
   assert abs(train / (3 * analytic) - 1) < 0.05, (train, 3 * analytic)
 

@@ -6,23 +6,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxgen.nn import attention
 from jaxgen.nn import mlp
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn import resblock
 from jaxgen.nn import transformer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Compiles with most XLA optimisations off: these programs are tiny and
-  run a few times, so compile time dominates. Restored afterwards."""
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
 
 
 def _init(module, *args):

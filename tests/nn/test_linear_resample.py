@@ -11,16 +11,6 @@ from jaxgen.nn import partitioning as pt
 from jaxgen.nn import resample
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Compiles with most XLA optimisations off: these programs are tiny and
-  run a few times, so compile time dominates. Restored afterwards."""
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
-
-
 def _init(module, *args):
   variables = jax.jit(module.init)(jax.random.key(0), *args)
   return variables, nn.unbox(variables)

@@ -11,16 +11,6 @@ from jaxgen.nn import norms
 from jaxgen.nn import partitioning as pt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Compiles with most XLA optimisations off: these programs are tiny and
-  run a few times, so compile time dominates. Restored afterwards."""
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
-
-
 def test_group_norm_matches_numpy():
   x = np.asarray(jax.random.normal(jax.random.key(0), (2, 4, 4, 12))) * 3 + 1
   layer = norms.GroupNorm(num_groups=4, epsilon=1e-6)

@@ -7,16 +7,6 @@ import pytest
 from jaxgen.nn import wavelets
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Compiles with most XLA optimisations off: these programs are tiny and
-  run a few times, so compile time dominates. Restored afterwards."""
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
-
-
 _haar2d = jax.jit(wavelets.haar2d, static_argnums=1)
 _haar2d_inv = jax.jit(wavelets.haar2d_inverse, static_argnums=1)
 _haar3d = jax.jit(wavelets.haar3d, static_argnums=1)
