@@ -128,13 +128,33 @@ def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
 
 
 def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Dict[str, Any]) -> None:
-  """Sets dotted keys ("model.width") in place; unknown keys are errors."""
+                    overrides: Dict[str, Any],
+                    open_sections: Sequence[str] = ()) -> None:
+  """Sets dotted keys ("model.width") in place; unknown keys are errors.
+
+  Args:
+    config: an unlocked config.
+    overrides: dotted key -> value. Lists become tuples (config fields hold
+      tuples).
+    open_sections: top-level sections where new keys may be added (e.g. a
+      sweep's size ladder may set any `model` field).
+
+  Raises:
+    ValueError: an unknown key outside `open_sections`.
+  """
   for key, value in overrides.items():
-    node = config
     *path, leaf = key.split(".")
+    node = config
     for p in path:
+      if p not in node:
+        raise ValueError(f"Unknown config field {key!r}.")
       node = node[p]
-    if leaf not in node:
+    exists = leaf in node
+    if not exists and (not path or path[0] not in open_sections):
       raise ValueError(f"Unknown config field {key!r}.")
+    if isinstance(value, list):
+      value = tuple(value)
+    if exists and node[leaf] is None:
+      # A None default (e.g. dataset.data_dir) fixes no type: replace it.
+      del node[leaf]
     node[leaf] = value

@@ -34,6 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 
+from jaxgen import config_lib
+
 # Run-config fields the sweep derives itself; overriding them would break
 # steps = C / (F * batch) or the cosine horizon.
 DERIVED = ("total_steps", "total_examples", "total_epochs", "total_flops",
@@ -175,39 +177,6 @@ SCHEDULE_FIELDS = ("schedule", "warmup_steps", "warmup_fraction",
                    "end_lr_fraction")
 
 
-def apply(config: ml_collections.ConfigDict, overrides: Dict[str, Any],
-          open_sections: Sequence[str] = (), from_text: bool = False) -> None:
-  """Sets dotted keys in place; new keys only under `open_sections`.
-
-  Args:
-    config: the run config (unlocked).
-    overrides: dotted key -> value (or text, with `from_text`).
-    open_sections: top-level sections where new keys may be added.
-    from_text: values are command-line text, parsed like the field.
-
-  Raises:
-    ValueError: an unknown key outside `open_sections`.
-  """
-  for key, value in overrides.items():
-    *path, leaf = key.split(".")
-    node = config
-    for p in path:
-      if p not in node:
-        raise ValueError(f"unknown config field {key!r}")
-      node = node[p]
-    exists = leaf in node
-    if not exists and (not path or path[0] not in open_sections):
-      raise ValueError(f"unknown config field {key!r}")
-    if from_text:
-      value = _cast(value, node[leaf] if exists else None)
-    if isinstance(value, list):
-      value = tuple(value)
-    if exists and node[leaf] is None:
-      # A None default (e.g. dataset.data_dir) fixes no type: replace it.
-      del node[leaf]
-    node[leaf] = value
-
-
 def _objective(config):
   # pylint: disable-next=g-import-not-at-top,unused-import
   from jaxgen import families
@@ -295,9 +264,9 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
       "optimizer.end_lr_fraction": float(spec.end_lr_fraction)})
   overrides.update({f"model.{k}": v
                     for k, v in flatten(spec.sizes[size]).items()})
-  apply(config, overrides, spec.open_sections)
-  sets = dict(sets or {})
-  apply(config, sets, spec.open_sections, from_text=True)
+  config_lib.apply_overrides(config, overrides, spec.open_sections)
+  sets = {k: _cast(v, _get(config, k)) for k, v in (sets or {}).items()}
+  config_lib.apply_overrides(config, sets, spec.open_sections)
   overrides.update({k: _get(config, k) for k in sets})
 
   for unit in durations.UNITS:
@@ -316,15 +285,18 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
       # step when eval_batches > 0).
       "eval_every_steps": steps,
   }
-  apply(config, derived)
+  config_lib.apply_overrides(config, derived)
   overrides.update(derived)
   return config, {k: (list(v) if isinstance(v, tuple) else v)
                   for k, v in overrides.items()}
 
 
 def _get(config, key):
+  """The value at dotted `key`, or None where the key does not exist."""
   node = config
   for p in key.split("."):
+    if p not in node:
+      return None
     node = node[p]
   return node
 

@@ -55,6 +55,7 @@ from jaxgen.eval import grids
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import trainer
+from scaling import results as results_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -188,11 +189,6 @@ def arm_config(name: str):
   return c
 
 
-def _read_jsonl(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def train_arm(name: str, workdir: str):
   """Trains one arm (resumes from its checkpoint); returns its summary."""
   path = os.path.join(workdir, "train_summary.json")
@@ -202,7 +198,7 @@ def train_arm(name: str, workdir: str):
   config = arm_config(name)
   meter = Meter()
   last = trainer.train_and_evaluate(config, workdir)
-  rows = _read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  rows = results_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   info = _data_info(config)
   s = trainer.setup(config, data_info=info)
   summary = dict(meter.done(), arm=name, **ARMS[name],
@@ -462,7 +458,8 @@ def plot_losses(exp: str, arms, workdirs, out: str):
   """Train/eval loss (and eval ε-MSE) against examples seen."""
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for name in arms:
-    rows = _read_jsonl(os.path.join(workdirs[name], "metrics.jsonl"))
+    rows = results_lib.read_jsonl(
+        os.path.join(workdirs[name], "metrics.jsonl"))
     ex = [r["examples_seen"] for r in rows]
     axes[0].plot(ex, [r["loss"] for r in rows], label=name)
     ev = [(r["examples_seen"], r["eval_loss"], r["eval_eps_mse"])
