@@ -31,6 +31,8 @@ def main(argv):
   tf.config.set_visible_devices([], "GPU")
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import preemption  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   if multihost.want_distributed(FLAGS.multihost):
     multihost.initialize()
@@ -38,10 +40,23 @@ def main(argv):
                jax.process_count(), jax.devices())
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except preemption.Preempted as e:
+    # A clean stop that a rerun continues: not a failure.
+    print(str(e), file=sys.stderr)
+    sys.exit(0)
   except (ValueError, FloatingPointError) as e:
     # Configuration and numerics errors are one readable line, not a trace.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except (checkpoint.CheckpointWriteError, OSError) as e:
+    # Storage failures: everything that could be written is closed by now;
+    # skip interpreter shutdown, where orbax's failed background writes would
+    # print pages of "exception was never retrieved".
+    if isinstance(e, OSError):
+      e = f"{e.strerror or e}: {e.filename or ''}; the last committed " + (
+          "checkpoint is kept.")
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

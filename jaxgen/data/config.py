@@ -58,6 +58,10 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   c.random_crop = False
   c.random_crop_scale = 1.125
   c.random_flip = True
+  # folder: sources only. An image file that does not decode is skipped (the
+  # next one takes its place; each is warned about once and counted in the
+  # logs) instead of stopping the run with an error naming it.
+  c.skip_bad_files = True
   # Input pipeline resources per process: grain read threads, elements
   # prefetched by them, and worker processes (0: read in this process).
   # Workers each read a slice, so the batch order depends on worker_count

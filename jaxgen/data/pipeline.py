@@ -15,7 +15,7 @@ orbax saves it with `grain.checkpoint.CheckpointSave(iterator)`.
 """
 
 import dataclasses
-from typing import Mapping
+from typing import Callable, Mapping
 
 import grain
 import ml_collections
@@ -39,6 +39,8 @@ class DatasetInfo:
     num_frames: frames per clip, or None for images.
     batches_per_epoch: batches per pass over the split (the same on every
       process).
+    skipped_files: returns {path: reason} of the unreadable files this
+      process skipped so far (`dataset.skip_bad_files`).
   """
   kind: str
   num_examples: int
@@ -47,6 +49,8 @@ class DatasetInfo:
   num_classes: int
   num_frames: int | None
   batches_per_epoch: int
+  skipped_files: Callable[[], Mapping[str, str]] = dataclasses.field(
+      default=dict, compare=False, repr=False)
 
 
 def _split_name(config, spec: config_lib.Spec, split: str | None,
@@ -205,5 +209,6 @@ def build_input(
       kind="video" if source.pixel_key == "video" else "image",
       num_examples=num_examples, image_size=size, channels=source.channels,
       num_classes=source.num_classes, num_frames=num_frames,
-      batches_per_epoch=num_examples // global_batch_size)
+      batches_per_epoch=num_examples // global_batch_size,
+      skipped_files=source.skipped_files)
   return iter(iter_dataset), info

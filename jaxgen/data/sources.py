@@ -11,8 +11,10 @@ format, except the embedded `jaxgen_shapes`, which is generated on first use.
 
 import dataclasses
 import os
+import threading
 from typing import Any, Callable, Mapping, Sequence
 
+from absl import logging
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -39,6 +41,8 @@ class Source:
     image_size: stored height = width, or None if it varies or is not square.
     float_pixels: pixels are floats to use as they are (not uint8 to resize
       and scale).
+    skipped_files: returns {path: reason} of the unreadable files skipped
+      so far (sources that never skip return {}).
   """
   data: Any
   pixel_key: str
@@ -48,6 +52,7 @@ class Source:
   num_frames: int | None = None
   image_size: int | None = None
   float_pixels: bool = False
+  skipped_files: Callable[[], Mapping[str, str]] = dict
 
 
 Opener = Callable[..., Source]
@@ -177,20 +182,66 @@ def _open_shapes_video(spec, config, *, split, arrays=None) -> Source:
 # ----------------------------------------------------------------------------
 
 
-class FolderSource:
-  """Images in files, decoded to uint8 RGB on access."""
+class BadImageError(ValueError):
+  """An image file that cannot be decoded (and skipping is off)."""
 
-  def __init__(self, files: Sequence[str], labels: Sequence[int]):
+
+# What PIL raises for truncated, corrupt or unrecognised files.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class FolderSource:
+  """Images in files, decoded to uint8 RGB on access.
+
+  A file that does not decode is either an error naming it
+  (`skip_bad_files=False`) or skipped: the next readable file (in index
+  order) takes its place, so batches keep their size and the order stays
+  deterministic. Skipped files are warned about once each and listed by
+  `skipped_files()`.
+  """
+
+  def __init__(self, files: Sequence[str], labels: Sequence[int],
+               skip_bad_files: bool = True):
     self._files = list(files)
     self._labels = np.asarray(labels, np.int64)
+    self._skip = skip_bad_files
+    self._bad: dict[str, str] = {}
+    self._lock = threading.Lock()
 
   def __len__(self) -> int:
     return len(self._files)
 
   def __getitem__(self, index: int):
-    with Image.open(self._files[index]) as image:
-      pixels = np.asarray(image.convert("RGB"))
-    return {"image": pixels, "label": self._labels[index]}
+    for offset in range(len(self._files)):
+      i = (index + offset) % len(self._files)
+      path = self._files[i]
+      try:
+        with Image.open(path) as image:
+          pixels = np.asarray(image.convert("RGB"))
+        return {"image": pixels, "label": self._labels[i]}
+      except _DECODE_ERRORS as e:
+        reason = str(e).strip().split("\n", 1)[0] or type(e).__name__
+        if not self._skip:
+          raise BadImageError(
+              f"cannot decode image {path}: {reason}; fix or remove it, or "
+              "set --config.dataset.skip_bad_files=true to skip such "
+              "files.") from None
+        self._record(path, reason)
+    raise BadImageError(f"none of the {len(self._files)} images can be "
+                        "decoded; check the folder.")
+
+  def _record(self, path: str, reason: str) -> None:
+    with self._lock:
+      if path in self._bad:
+        return
+      self._bad[path] = reason
+    logging.warning("Skipping unreadable image %s (%s); the next image takes "
+                    "its place.", path, reason)
+
+  def skipped_files(self) -> dict[str, str]:
+    """{path: reason} of the files skipped so far by this process."""
+    with self._lock:
+      return dict(self._bad)
 
   def __repr__(self) -> str:
     return f"FolderSource({len(self)} files)"
@@ -205,7 +256,7 @@ def _image_files(folder: str) -> list[str]:
 @SOURCES.register("folder")
 def _open_folder(spec, config, *, split, arrays=None) -> Source:
   """Images directly in the folder (unlabeled) or in class sub-folders."""
-  del config, split, arrays
+  del split, arrays
   root = os.path.expanduser(spec.name)
   if not os.path.isdir(root):
     raise ValueError(f"Image folder {root!r} does not exist.")
@@ -224,9 +275,12 @@ def _open_folder(spec, config, *, split, arrays=None) -> Source:
   if not files:
     raise ValueError(f"Image folder {root!r} has no "
                      f"{'/'.join(_IMAGE_EXTENSIONS)} files.")
-  return Source(data=FolderSource(files, labels), pixel_key="image",
+  data = FolderSource(files, labels,
+                      skip_bad_files=bool(config.get("skip_bad_files", True)))
+  return Source(data=data, pixel_key="image",
                 label_key="label" if classes else None,
-                num_classes=len(classes), channels=3)
+                num_classes=len(classes), channels=3,
+                skipped_files=data.skipped_files)
 
 
 # ----------------------------------------------------------------------------

@@ -176,6 +176,9 @@ class UViT(nn.Module):
       raise ValueError("channels and num_res_blocks differ in length.")
     if self.downsample == "haar" and not _is_pow2(self.patch_size):
       raise ValueError("haar downsampling needs a power-of-2 patch_size.")
+    if self.transformer_width % self.num_heads:
+      raise ValueError(f"transformer_width={self.transformer_width} is not "
+                       f"divisible by num_heads={self.num_heads}.")
     total = self.patch_size * 2 ** len(self.channels)
     if height % total or width % total:
       raise ValueError(f"Image {height}x{width} is not divisible by "

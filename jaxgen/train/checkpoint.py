@@ -1,22 +1,194 @@
-"""Orbax checkpoints of the train state together with the data iterator.
+"""Orbax checkpoints of the train state, the data iterator and a fingerprint.
 
-Saves are asynchronous and atomic (orbax writes to a temporary directory and
-renames it when complete), keep the last N, and always include the grain
-iterator so a resumed run sees exactly the batches it would have seen.
-Resume order: the workdir's own latest checkpoint, else a fresh start.
+Saves are asynchronous and atomic (orbax writes `<step>.orbax-checkpoint-tmp*`
+and renames it to `<step>` when complete) and always include the grain
+iterator, so a resumed run sees exactly the batches it would have seen.
+
+What this adds to `ocp.CheckpointManager`, so that nothing committed is lost:
+
+* A save is only *good* once it is committed (the step directory is final).
+  A failed background save (full disk, lost mount) is noticed by `poll()` at
+  the next step and raised as one `CheckpointWriteError` line; the previous
+  checkpoints stay, because old steps are deleted here, only after a newer one
+  committed (orbax's own `max_to_keep` deletes them even when the new save
+  failed).
+* Each checkpoint carries a fingerprint of the state (a position-weighted
+  uint32 sum per array, computed on device) in a small JSON item. `restore`
+  recomputes it and checks the state is finite; a checkpoint that fails to
+  load or to verify is moved to `WORKDIR/corrupt_checkpoints/` (never deleted)
+  with a one-line warning and the next older one is tried.
+* Leftover `*.orbax-checkpoint-tmp*` directories of a dead run are removed
+  once a newer checkpoint is committed.
 """
 
-from typing import Any, Optional, Tuple
+import logging as pylogging
+import os
+import re
+import shutil
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 import etils.epath as epath
 import grain
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+# The JSON item saved with each checkpoint: fingerprint and host-side extras.
+_META = "meta"
+_TMP = ".orbax-checkpoint-tmp"
+
+
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written; earlier checkpoints are intact."""
+
+
+# -- fingerprints ---------------------------------------------------------------
+
+
+def _words(x: jax.Array) -> jax.Array:
+  """The array's bits as uint32 words (one per element, two for 64-bit)."""
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32)
+  size = x.dtype.itemsize
+  if size == 8:
+    return jax.lax.bitcast_convert_type(x, jnp.uint32)  # [..., 2]
+  unsigned = {4: jnp.uint32, 2: jnp.uint16, 1: jnp.uint8}[size]
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+def _leaf_fingerprint(x: jax.Array) -> jax.Array:
+  """sum_i words[i] * w(i) mod 2^32 with odd weights w(i) = 2·i·K + 1.
+
+  Each weight is odd, hence invertible mod 2^32: any change of a single word
+  changes the sum. The linear index is built from per-axis iotas (no
+  reshape), so a sharded array is reduced where it lives.
+  """
+  w = _words(x)
+  idx = jnp.zeros(w.shape, jnp.uint32)
+  stride = 1
+  for axis in reversed(range(w.ndim)):
+    iota = jax.lax.broadcasted_iota(jnp.uint32, w.shape, axis)
+    idx = idx + iota * jnp.uint32(stride % 2**32)
+    stride *= w.shape[axis]
+  weight = idx * jnp.uint32(2654435761) * jnp.uint32(2) + jnp.uint32(1)
+  return jnp.sum(w * weight, dtype=jnp.uint32)
+
+
+@jax.jit
+def _summarise(state: Any) -> Tuple[List[jax.Array], jax.Array]:
+  leaves = jax.tree.leaves(state)
+  prints = [_leaf_fingerprint(x) for x in leaves]
+  finite = jnp.array(True)
+  for x in leaves:
+    if jnp.issubdtype(x.dtype, jnp.floating):
+      finite = finite & jnp.all(jnp.isfinite(x))
+  return prints, finite
+
+
+def fingerprint(state: Any) -> Tuple[List[int], bool]:
+  """Per-leaf checksums of a (possibly sharded) pytree and whether it is
+  finite.
+
+  Args:
+    state: a pytree of jax arrays.
+
+  Returns:
+    ([uint32 checksum per leaf, in `jax.tree.leaves` order], all floating
+    leaves finite).
+  """
+  prints, finite = jax.device_get(_summarise(state))
+  return [int(p) for p in prints], bool(finite)
+
+
+def _path_str(path) -> str:
+  names = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        names.append(str(getattr(k, attr)))
+        break
+    else:
+      names.append(str(k))
+  return "/".join(names)
+
+
+def structure_diff(saved: Any, target: Any) -> List[str]:
+  """Differences in array names and shapes between a checkpoint and a state.
+
+  Args:
+    saved: the checkpoint's state metadata (leaves with `.shape`).
+    target: the abstract state to restore into.
+
+  Returns:
+    Readable differences ("params/model/x: shape (32,) saved, (64,) now"),
+    empty when the two hold the same arrays.
+  """
+  def shapes(tree):
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_path_str(p): tuple(x.shape) for p, x in flat
+            if hasattr(x, "shape")}
+  a, b = shapes(saved), shapes(target)
+  out = [f"{k}: only in the checkpoint" for k in sorted(set(a) - set(b))]
+  out += [f"{k}: not in the checkpoint" for k in sorted(set(b) - set(a))]
+  out += [f"{k}: shape {a[k]} saved, {b[k]} now" for k in sorted(set(a) & set(b))
+          if a[k] != b[k]]
+  return out
+
+
+# -- the checkpointer -------------------------------------------------------------
+
+
+def _error_reason(error: BaseException) -> str:
+  """A short reason from an orbax / tensorstore error ("No space left ...")."""
+  text = str(error)
+  code = re.search(r"os_error_code='?(\d+)", text)
+  if code:
+    return os.strerror(int(code.group(1)))
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror
+  first = text.strip().split("\n", 1)[0]
+  return first[:200] + ("..." if len(first) > 200 else "")
+
+
+class _OrbaxErrorFilter:
+  """Keeps orbax's background-save error tracebacks out of the log.
+
+  The failure is reported once, as one line, by `Checkpointer.poll`; the
+  first error message is kept for that line.
+  """
+
+  def __init__(self):
+    self.first: Optional[str] = None
+
+  def filter(self, record) -> bool:
+    if record.levelno >= logging.ERROR and "orbax" in (record.pathname or ""):
+      if self.first is None:
+        self.first = record.getMessage()
+      return False
+    return True
+
+
+class _OrbaxTaskFilter:
+  """Drops asyncio's "exception was never retrieved" for orbax write tasks.
+
+  They are printed when the failed tasks of a background save are garbage
+  collected, long after `Checkpointer.poll` reported the failure.
+  """
+
+  def filter(self, record) -> bool:
+    return "orbax" not in record.getMessage()
+
+
+pylogging.getLogger("asyncio").addFilter(_OrbaxTaskFilter())
 
 
 class Checkpointer:
-  """Wraps `ocp.CheckpointManager` with the items 'state' and 'data'."""
+  """Wraps `ocp.CheckpointManager` with the items 'state', 'data' and 'meta'."""
 
   def __init__(self, directory: str, *, max_to_keep: int = 3,
                save_every_steps: int = 1000, async_save: bool = True):
@@ -24,50 +196,145 @@ class Checkpointer:
 
     Args:
       directory: where checkpoints live (usually WORKDIR/checkpoints).
-      max_to_keep: number of most recent checkpoints kept.
+      max_to_keep: number of most recent committed checkpoints kept.
       save_every_steps: save interval (the final step is always saved).
       async_save: write in a background thread after the device-to-host copy.
     """
+    self.directory = epath.Path(directory).absolute()
     self.save_every_steps = save_every_steps
+    self.max_to_keep = max_to_keep
+    # Step of the save in flight, and the newest committed or verified step.
+    self._pending: Optional[int] = None
+    self.last_good_step: Optional[int] = None
+    self._filter = _OrbaxErrorFilter()
+    logging.get_absl_logger().addFilter(self._filter)
     self.manager = ocp.CheckpointManager(
-        epath.Path(directory).absolute(),
-        item_names=("state", "data"),
+        self.directory,
+        item_names=("state", "data", _META),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": grain.checkpoint.CheckpointHandler()},
+                       "data": grain.checkpoint.CheckpointHandler(),
+                       _META: ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            # Old steps are deleted by `_commit`, after a newer one is safe.
+            max_to_keep=None,
             enable_async_checkpointing=async_save,
             create=True))
+
+  # -- saving ---------------------------------------------------------------
 
   def latest_step(self) -> Optional[int]:
     """The newest complete checkpoint's step, or None."""
     return self.manager.latest_step()
 
+  def is_save_step(self, step: int) -> bool:
+    return step % self.save_every_steps == 0
+
   def save(self, step: int, state: Any, data_iterator: Any,
-           force: bool = False) -> bool:
-    """Saves at `step` if it is a save step (or `force`).
+           force: bool = False, extra: Optional[Dict[str, Any]] = None
+           ) -> bool:
+    """Starts saving at `step` if it is a save step (or `force`).
 
     Args:
       step: the state's step.
       state: the train state (sharded jax arrays).
       data_iterator: the grain iterator, positioned after the last batch used.
-      force: save even off the interval (end of run).
+      force: save even off the interval (end of run, preemption).
+      extra: JSON-ready host values saved with it (returned by `restore`).
 
     Returns:
       Whether a save was started.
+
+    Raises:
+      CheckpointWriteError: this or the previous save failed.
     """
-    if not force and step % self.save_every_steps:
+    if not force and not self.is_save_step(step):
       return False
     if step == self.manager.latest_step():
       return False
-    return self.manager.save(
-        step, force=True, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iterator)))
+    self.poll(wait=True)
+    prints, finite = fingerprint(state)
+    if not finite:
+      # The trainer checks the metrics first; this guards other callers.
+      raise FloatingPointError(f"the state at step {step} is not finite; not "
+                               "saving it")
+    meta = {"fingerprint": prints, "extra": extra or {}}
+    try:
+      started = self.manager.save(
+          step, force=True, args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              data=grain.checkpoint.CheckpointSave(data_iterator),
+              **{_META: ocp.args.JsonSave(meta)}))
+    except Exception as e:  # pylint: disable=broad-except
+      self._pending = step
+      self._fail(step, e)
+    if started:
+      self._pending = step
+    return started
 
-  def restore(self, abstract_state: Any, shardings: Any,
-              data_iterator: Any) -> Tuple[Optional[int], Any]:
-    """Restores the latest checkpoint, laid out with `shardings`.
+  def poll(self, wait: bool = False) -> None:
+    """Commits a finished background save, or raises if it failed.
+
+    Called once per step, so a failed save surfaces one step later.
+
+    Args:
+      wait: block until the save in flight is done.
+
+    Raises:
+      CheckpointWriteError: the save in flight failed.
+    """
+    if self._pending is None:
+      return
+    if wait:
+      try:
+        self.manager.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except
+        self._fail(self._pending, e)
+    elif self.manager.is_saving_in_progress():
+      return
+    step, self._pending = self._pending, None
+    if not (self.directory / str(step)).exists():
+      self._pending = step
+      self._fail(step, None)
+    self.last_good_step = step
+    self._collect(step)
+
+  def _fail(self, step: int, error: Optional[BaseException]):
+    reason = (_error_reason(error) if error is not None else
+              _error_reason(RuntimeError(self._filter.first or
+                                         "the save did not complete")))
+    # The partial directory only takes space (often the space that ran out).
+    for tmp in self.directory.glob(f"{step}{_TMP}*"):
+      shutil.rmtree(tmp, ignore_errors=True)
+    self._pending = None
+    self.manager.reload()
+    good = (f"the last good checkpoint is step {self.last_good_step}"
+            if self.last_good_step is not None else "no checkpoint was written")
+    raise CheckpointWriteError(
+        f"checkpoint {step} could not be written: {reason}; {good} in "
+        f"{self.directory}. Fix the cause and rerun to resume.")
+
+  def _collect(self, newest: int) -> None:
+    """Deletes steps beyond `max_to_keep` and leftover temporary dirs."""
+    if jax.process_index() == 0:
+      for tmp in self.directory.glob(f"*{_TMP}*"):
+        head = tmp.name.split(".", 1)[0]
+        if head.isdigit() and int(head) < newest:
+          shutil.rmtree(tmp, ignore_errors=True)
+    steps = sorted(self.manager.all_steps())
+    for old in steps[:-self.max_to_keep] if self.max_to_keep else []:
+      if old < newest:
+        self.manager.delete(old)
+
+  # -- restoring ------------------------------------------------------------
+
+  def restore(self, abstract_state: Any, shardings: Any, data_iterator: Any
+              ) -> Tuple[Optional[int], Any, Dict[str, Any]]:
+    """Restores the newest checkpoint that loads and verifies.
+
+    A checkpoint that raises while loading, whose fingerprint differs from
+    the saved one or whose state is not finite is moved to
+    `corrupt_checkpoints/` beside the checkpoint directory, with a one-line
+    warning, and the next older one is tried.
 
     Args:
       abstract_state: pytree of ShapeDtypeStructs of the state.
@@ -75,25 +342,111 @@ class Checkpointer:
       data_iterator: grain iterator whose position is restored in place.
 
     Returns:
-      (step, state), or (None, None) when there is no checkpoint.
+      (step, state, extra), or (None, None, {}) when no checkpoint restores
+      (the iterator is then back at its start).
     """
-    step = self.manager.latest_step()
-    if step is None:
-      return None, None
     target = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract_state, shardings)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target),
-        data=grain.checkpoint.CheckpointRestore(data_iterator)))
-    logging.info("Restored checkpoint at step %d.", step)
-    return step, restored["state"]
+    start = data_iterator.get_state()
+    self._collect_stale_tmp()
+    while True:
+      step = self.manager.latest_step()
+      if step is None:
+        data_iterator.set_state(start)
+        return None, None, {}
+      problem, state, meta = self._try_restore(step, target, data_iterator)
+      if problem is None:
+        logging.info("Restored checkpoint at step %d (verified).", step)
+        self.last_good_step = step
+        return step, state, meta.get("extra", {})
+      moved = self._move_aside(step)
+      logging.warning("Checkpoint %d is unusable (%s); moved it to %s and "
+                      "trying the next older one.", step, problem, moved)
 
-  def wait(self):
-    """Blocks until pending asynchronous saves are on disk."""
-    self.manager.wait_until_finished()
+  def _try_restore(self, step, target, data_iterator):
+    """(problem or None, state, meta) of restoring `step`.
 
-  def close(self):
-    """Waits for saves and releases the manager."""
-    self.manager.wait_until_finished()
-    self.manager.close()
+    Raises:
+      ValueError: the checkpoint holds another model (shapes or names
+        differ): a configuration error, not a corrupt checkpoint.
+    """
+    state, meta = None, {}
+    try:
+      saved = self.manager.item_metadata(step)["state"]
+    except Exception as e:  # pylint: disable=broad-except
+      return f"its metadata does not load: {_error_reason(e)}", None, {}
+    diffs = structure_diff(saved, target)
+    if diffs:
+      raise ValueError(
+          f"checkpoint {step} in {self.directory} was saved for a different "
+          f"model ({'; '.join(diffs[:3])}"
+          f"{f'; {len(diffs) - 3} more' if len(diffs) > 3 else ''}); rerun "
+          "with the config it was trained with or pass another --workdir.")
+    try:
+      items = ocp.args.Composite(
+          state=ocp.args.StandardRestore(target),
+          data=grain.checkpoint.CheckpointRestore(data_iterator))
+      state = self.manager.restore(step, args=items)["state"]
+      if (self.directory / str(step) / _META).exists():
+        meta = self.manager.restore(step, args=ocp.args.Composite(
+            **{_META: ocp.args.JsonRestore()}))[_META]
+      prints, finite = fingerprint(state)
+      problem = None
+      if not finite:
+        problem = "its state holds NaN or inf"
+      elif meta.get("fingerprint") is not None and (
+          meta["fingerprint"] != prints):
+        bad = sum(a != b for a, b in zip(meta["fingerprint"], prints))
+        problem = f"{bad} arrays differ from the fingerprint saved with it"
+    except Exception as e:  # pylint: disable=broad-except
+      problem = f"it does not load: {_error_reason(e)}"
+    if jax.process_count() > 1:
+      # Every process must take the same branch.
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      bad = multihost_utils.process_allgather(np.array(problem is not None))
+      if np.any(bad) and problem is None:
+        problem = "another process could not restore it"
+    return problem, state, meta
+
+  def _move_aside(self, step: int) -> str:
+    dest = self.directory.parent / "corrupt_checkpoints" / (
+        f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_index() == 0:
+      dest.parent.mkdir(parents=True, exist_ok=True)
+      (self.directory / str(step)).rename(dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"jaxgen_move_aside_{step}")
+    self.manager.reload()
+    return str(dest)
+
+  def _collect_stale_tmp(self) -> None:
+    latest = self.manager.latest_step()
+    if latest is not None:
+      self._collect(latest)
+
+  # -- shutdown -------------------------------------------------------------
+
+  def wait(self) -> None:
+    """Blocks until the pending save is on disk (raises if it failed)."""
+    self.poll(wait=True)
+
+  def close(self, raise_errors: bool = True) -> None:
+    """Waits for the pending save and releases the manager.
+
+    Args:
+      raise_errors: raise `CheckpointWriteError` for a failed pending save
+        (False while another error is already propagating).
+    """
+    try:
+      self.poll(wait=True)
+    except CheckpointWriteError:
+      if raise_errors:
+        raise
+    finally:
+      try:
+        self.manager.close()
+      except Exception:  # pylint: disable=broad-except
+        logging.warning("Closing the checkpoint manager failed.")
+      logging.get_absl_logger().removeFilter(self._filter)

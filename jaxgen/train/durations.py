@@ -37,6 +37,8 @@ def total_steps(config: ml_collections.ConfigDict, *,
         f"Set exactly one of config.{{{', '.join(UNITS)}}}; got "
         f"{given or 'none'}.")
   (unit, value), = given.items()
+  if not float(value) > 0:
+    raise ValueError(f"config.{unit}={value} must be positive.")
   batch = int(config.batch_size)
   if unit == "total_steps":
     examples = float(value) * batch

@@ -2,8 +2,10 @@
 
 `WORKDIR/metrics.jsonl` holds one JSON object per logged step; the scaling
 harness and the experiment reports read it. On resume, lines past the restored
-step (written by a run that died before its next checkpoint) are dropped so the
-file describes one consistent run.
+step (written by a run that died before its next checkpoint, and recomputed
+identically now) are dropped so the file describes one consistent run. A run
+that starts from scratch in a workdir with rows never deletes them: they are
+rotated to `metrics.jsonl.1` (older rotations move up to `.2`, ...).
 """
 
 import json
@@ -69,27 +71,55 @@ def _to_json(v: Any) -> Any:
   return v if math.isfinite(v) else str(v)
 
 
-def truncate_jsonl(path: str, last_step: Optional[int]) -> None:
-  """Keeps only rows with step <= last_step (all rows are dropped if None).
+def truncate_jsonl(path: str, last_step: int) -> int:
+  """Keeps only rows with step <= last_step (the run resumes from there).
 
   Args:
     path: the metrics.jsonl file (missing is fine).
     last_step: the step the run resumes from.
+
+  Returns:
+    The number of rows dropped.
   """
   if not os.path.exists(path):
-    return
-  keep = []
+    return 0
+  keep, dropped = [], 0
   with open(path, encoding="utf-8") as f:
     for line in f:
       try:
-        if last_step is not None and json.loads(line)["step"] <= last_step:
+        if json.loads(line)["step"] <= last_step:
           keep.append(line)
+          continue
       except (ValueError, KeyError):
-        continue
+        pass
+      dropped += 1
+  if not dropped:
+    return 0
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     f.writelines(keep)
   os.replace(tmp, path)
+  return dropped
+
+
+def rotate_jsonl(path: str) -> Optional[str]:
+  """Moves a non-empty `path` to `path.1`, shifting older copies up.
+
+  Args:
+    path: the metrics.jsonl file of a run that starts from scratch.
+
+  Returns:
+    Where the earlier rows went, or None if there were none.
+  """
+  if not os.path.exists(path) or os.path.getsize(path) == 0:
+    return None
+  n = 1
+  while os.path.exists(f"{path}.{n}"):
+    n += 1
+  for i in range(n, 1, -1):
+    os.replace(f"{path}.{i - 1}", f"{path}.{i}")
+  os.replace(path, f"{path}.1")
+  return f"{path}.1"
 
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:

@@ -33,6 +33,8 @@ from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import durations
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import metrics as metrics_lib
+from jaxgen.train import preemption
+from jaxgen.train import workdir as workdir_lib
 
 
 @dataclasses.dataclass
@@ -82,6 +84,7 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
   Returns:
     A `Setup`.
   """
+  check_trainer_fields(config)
   objective_cls = registry.OBJECTIVES.get(config.family)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   dp = mesh_lib.data_parallel_size(mesh)
@@ -167,9 +170,9 @@ class _MetricBuffer:
   so checking every step for NaNs does not stall the device pipeline.
   """
 
-  def __init__(self):
+  def __init__(self, rows=()):
     self.pending = None
-    self.rows = []
+    self.rows = [dict(r) for r in rows]
 
   def push(self, step: int, metrics: Any):
     self.flush()
@@ -188,6 +191,10 @@ class _MetricBuffer:
           f"Non-finite {bad} ({values[bad]}) at step {step}; stopping.")
     self.rows.append(values)
 
+  def rows_for_json(self):
+    """The fetched rows not yet logged, as JSON-ready floats."""
+    return [{k: float(v) for k, v in r.items()} for r in self.rows]
+
   def mean_and_reset(self) -> Dict[str, float]:
     keys = self.rows[0].keys() if self.rows else []
     out = {k: float(np.mean([r[k] for r in self.rows])) for k in keys}
@@ -200,6 +207,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        ) -> Dict[str, Any]:
   """Trains `config.family` as configured; resumes from `workdir` if possible.
 
+  The workdir is checked writable and locked (one trainer per workdir)
+  before anything else. SIGTERM / SIGINT save the current step and raise
+  `Preempted`; rerunning the same command continues with identical losses.
+
   Args:
     config: the run config (see configs/*.py).
     workdir: output directory: checkpoints/, TensorBoard events,
@@ -210,27 +221,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     The last logged metrics (host floats), including "eval_loss" if evaluated.
 
   Raises:
-    ValueError: bad configuration (before compilation).
+    ValueError: bad configuration or workdir (before compilation).
     FloatingPointError: a non-finite metric; the last good checkpoint stays.
+    checkpoint.CheckpointWriteError: a checkpoint could not be written; the
+      earlier ones stay.
+    preemption.Preempted: stopped on a signal after saving.
   """
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.prepare(workdir)
+  with workdir_lib.Lock(workdir, jax.process_index()):
+    return _train(config, workdir, devices)
+
+
+def _train(config, workdir, devices) -> Dict[str, Any]:
+  """`train_and_evaluate` once the workdir is checked and locked."""
   pidx, pcount = jax.process_index(), jax.process_count()
+  check_trainer_fields(config)
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=config.batch_size, seed=config.seed,
       process_index=pidx, process_count=pcount, train=True)
   s = setup(config, data_info=info, devices=devices)
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   log_every = int(config.log_every_steps)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
 
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
     mem = flops_lib.memory_summary(p_step)
     logging.info("Compiled train step; per-device memory: %s", mem)
     ckpt = checkpoint_lib.Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        max_to_keep=int(config.keep_checkpoints),
+        ckpt_dir, max_to_keep=int(config.keep_checkpoints),
         save_every_steps=int(config.checkpoint_every_steps))
-    start, state = ckpt.restore(abstract, shardings, data_iter)
+    start, state, extra = ckpt.restore(abstract, shardings, data_iter)
     if state is None:
       start = 0
       state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
@@ -239,10 +260,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  counts, start, s.total_steps, s.flops_per_example)
 
     if pidx == 0:
-      # Before the writer opens the file: rows past the checkpoint belong to
-      # a run that died, and the writer must append to the truncated file.
-      metrics_lib.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"),
-                                 start if start else None)
+      # Before the writer opens the file (it appends).
+      _reconcile_metrics(os.path.join(workdir, "metrics.jsonl"), start)
     writer = metrics_lib.create_writer(workdir)
     if pidx == 0:
       writer.write_hparams({k: str(v) for k, v in config.items()})
@@ -259,50 +278,119 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         out_shardings=mesh_lib.replicated(s.mesh))
     eval_fn = _make_eval(config, s, shardings)
     peak = flops_lib.peak_flops_per_device()
-    buf = _MetricBuffer()
+    # Per-step rows since the last log step travel with the checkpoint, so a
+    # run resumed off the logging grid logs the same averages.
+    buf = _MetricBuffer(extra.get("pending_rows", []))
     last: Dict[str, Any] = {}
     t0, steps_since = time.time(), 0
+    failed = True
 
     try:
-      for step in range(start + 1, s.total_steps + 1):
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          batch = multihost.global_batch(s.mesh, next(data_iter))
-          state, metrics = p_step(state, batch)
-        buf.push(step, metrics)
-        steps_since += 1
-        for hook in hooks:
-          hook(step)
-        is_last = step == s.total_steps
-        if step % log_every == 0 or is_last:
-          buf.flush()
-          dt = time.time() - t0
-          row = buf.mean_and_reset()
-          sps = steps_since / max(dt, 1e-9)
-          row.update(_progress(config, s, step, sps, peak))
-          if eval_fn and (step % int(config.eval_every_steps) == 0 or is_last):
-            row.update(eval_fn(state, step))
-          writer.write_scalars(step, row)
-          last = dict(row, step=step)
-          t0, steps_since = time.time(), 0
-        if config.num_samples and (
-            step % int(config.sample_every_steps) == 0 or is_last):
-          _write_samples(sample_fn, state, base_rng, step, workdir,
-                         config)
-        if is_last or step % ckpt.save_every_steps == 0:
-          buf.flush()  # Never save a state whose metrics were not checked.
-          # Rows up to this step reach the disk before the checkpoint does:
-          # a resume from it must not miss any of them.
-          writer.flush()
-          ckpt.save(step, state, data_iter, force=is_last)
+      with preemption.Watcher(ckpt.manager.reached_preemption) as watcher:
+        for step in range(start + 1, s.total_steps + 1):
+          with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            batch = multihost.global_batch(s.mesh, next(data_iter))
+            state, metrics = p_step(state, batch)
+          buf.push(step, metrics)
+          # A background save that failed surfaces here, one step later.
+          ckpt.poll()
+          steps_since += 1
+          for hook in hooks:
+            hook(step)
+          is_last = step == s.total_steps
+          if step % log_every == 0 or is_last:
+            buf.flush()
+            dt = time.time() - t0
+            row = buf.mean_and_reset()
+            sps = steps_since / max(dt, 1e-9)
+            row.update(_progress(config, s, step, sps, peak))
+            if eval_fn and (step % int(config.eval_every_steps) == 0
+                            or is_last):
+              row.update(eval_fn(state, step))
+            writer.write_scalars(step, row)
+            last = dict(row, step=step)
+            t0, steps_since = time.time(), 0
+          if info.batches_per_epoch and step % info.batches_per_epoch == 0:
+            _report_skipped(info, f"epoch {step // info.batches_per_epoch}")
+          stop = watcher.should_stop(step)
+          if config.num_samples and not stop and (
+              step % int(config.sample_every_steps) == 0 or is_last):
+            _write_samples(sample_fn, state, base_rng, step, workdir,
+                           config)
+          if is_last or stop or ckpt.is_save_step(step):
+            buf.flush()  # Never save a state whose metrics were not checked.
+            # Rows up to this step reach the disk before the checkpoint does:
+            # a resume from it must not miss any of them.
+            writer.flush()
+            ckpt.save(step, state, data_iter, force=is_last or stop,
+                      extra={"pending_rows": buf.rows_for_json()})
+          if stop:
+            ckpt.wait()
+            raise preemption.Preempted(
+                f"preempted by {watcher.signal_name} at step {step}: "
+                f"checkpoint {step} saved in {ckpt_dir}; rerun the same "
+                "command to continue.", step)
+      failed = False
+      _report_skipped(info, "run")
     except FloatingPointError as e:
-      ckpt.wait()
+      try:
+        ckpt.wait()
+      except checkpoint_lib.CheckpointWriteError:
+        pass
+      good = ckpt.last_good_step
       raise FloatingPointError(
-          f"{e} The last good checkpoint is step {ckpt.latest_step()} in "
-          f"{os.path.join(workdir, 'checkpoints')}.") from None
+          f"{e} The last good checkpoint is step {good} in {ckpt_dir}."
+          if good is not None else f"{e} No checkpoint was saved yet."
+      ) from None
     finally:
-      writer.flush()
-      ckpt.close()
+      try:
+        writer.close()  # Also releases the event file (e.g. for umount).
+      finally:
+        ckpt.close(raise_errors=not failed)
   return last
+
+
+def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
+  """One-line ValueErrors for trainer fields that cannot work.
+
+  Args:
+    config: the run config.
+  """
+  positive = ["batch_size", "log_every_steps", "checkpoint_every_steps",
+              "keep_checkpoints", "eval_every_steps", "sample_every_steps"]
+  for key in positive:
+    value = config.get(key)
+    if value is not None and int(value) < 1:
+      raise ValueError(f"config.{key}={value} must be a positive integer.")
+  for key in ("num_samples", "eval_batches", "profile_steps"):
+    value = config.get(key)
+    if value is not None and int(value) < 0:
+      raise ValueError(f"config.{key}={value} must be >= 0 (0 turns it "
+                       "off).")
+
+
+def _report_skipped(info, when: str) -> None:
+  skipped = info.skipped_files()
+  if skipped:
+    first = sorted(skipped)[0]
+    logging.warning("%s: %d unreadable image files skipped so far (first: "
+                    "%s: %s).", when, len(skipped), first, skipped[first])
+
+
+def _reconcile_metrics(path: str, start: int) -> None:
+  """Makes metrics.jsonl describe the run that starts at `start`."""
+  if start:
+    # Rows past the checkpoint belong to a run that died; they are
+    # recomputed identically now.
+    dropped = metrics_lib.truncate_jsonl(path, start)
+    if dropped:
+      logging.info("Dropped %d metric rows past checkpoint %d (recomputed "
+                   "now).", dropped, start)
+    return
+  moved = metrics_lib.rotate_jsonl(path)
+  if moved:
+    logging.warning("No checkpoint to resume from, but %s has rows: kept "
+                    "them in %s; this run starts from step 0.", path, moved)
 
 
 def _progress(config, s: Setup, step: int, steps_per_sec: float,

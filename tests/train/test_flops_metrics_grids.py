@@ -40,7 +40,7 @@ def test_compiled_flops_of_a_matmul():
                              2 * 64 * 32 * 16, rtol=0.01)
 
 
-def test_jsonl_writer_and_truncate(tmp_path):
+def test_jsonl_writer_truncate_and_rotate(tmp_path):
   path = str(tmp_path / "metrics.jsonl")
   w = metrics_lib.JsonlWriter(path)
   for s in (10, 20, 30):
@@ -49,10 +49,16 @@ def test_jsonl_writer_and_truncate(tmp_path):
   rows = [json.loads(l) for l in open(path)]
   assert [r["step"] for r in rows] == [10, 20, 30]
   assert rows[0]["loss"] == 1.0 and rows[0]["bad"] == "nan"
-  metrics_lib.truncate_jsonl(path, 20)
+  assert metrics_lib.truncate_jsonl(path, 20) == 1
   assert [json.loads(l)["step"] for l in open(path)] == [10, 20]
-  metrics_lib.truncate_jsonl(path, None)
-  assert open(path).read() == ""
+  # A fresh start keeps earlier rows: metrics.jsonl -> .1, an older .1 -> .2.
+  assert metrics_lib.rotate_jsonl(path) == path + ".1"
+  assert not (tmp_path / "metrics.jsonl").exists()
+  open(path, "w").write('{"step": 5}\n')
+  metrics_lib.rotate_jsonl(path)
+  assert [json.loads(l)["step"] for l in open(path + ".2")] == [10, 20]
+  assert [json.loads(l)["step"] for l in open(path + ".1")] == [5]
+  assert metrics_lib.rotate_jsonl(path) is None  # nothing to keep
 
 
 def test_first_non_finite_names_the_metric():
