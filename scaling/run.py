@@ -63,18 +63,88 @@ def _exclusive(path: str, busy: str):
   """Holds an exclusive flock on `path`; ValueError(`busy`) if taken.
 
   The lock goes with the process (also when it is killed), so a stale lock
-  file never blocks a restart.
+  file never blocks a restart. The holder's pid is written into the file (a
+  restarted runner names the worker it adopts).
   """
-  with open(path, "a", encoding="utf-8") as f:
+  with open(path, "a+", encoding="utf-8") as f:
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       raise ValueError(f"{busy}; wait for it or use another --workdir"
                        ) from None
     try:
+      f.truncate(0)
+      f.write(str(os.getpid()))
+      f.flush()
       yield
     finally:
       fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _holder(path: str) -> Optional[int]:
+  """The pid holding the flock on `path`, or None if nobody holds it."""
+  if not os.path.exists(path):
+    return None
+  with open(path, "a+", encoding="utf-8") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      text = f.read().strip()
+      return int(text) if text.isdigit() else -1
+    fcntl.flock(f, fcntl.LOCK_UN)
+  return None
+
+
+class _Adopted:
+  """A worker left running by an earlier runner, watched through its lock.
+
+  It has the two members of `subprocess.Popen` that the runner uses.
+  """
+
+  def __init__(self, lock: str):
+    self.lock = lock
+    self.returncode: Optional[int] = None
+
+  def poll(self) -> Optional[int]:
+    if self.returncode is None and _holder(self.lock) is None:
+      self.returncode = 0  # Its result.json (if any) says how it ended.
+    return self.returncode
+
+  def send_signal(self, sig) -> None:
+    pid = _holder(self.lock)
+    if pid and pid > 0:
+      os.kill(pid, sig)
+
+  def wait(self, timeout=None):
+    deadline = time.time() + (timeout or 1e9)
+    while self.poll() is None:
+      if time.time() > deadline:
+        raise subprocess.TimeoutExpired("adopted worker", timeout)
+      time.sleep(0.2)
+    return self.returncode
+
+  def kill(self) -> None:
+    self.send_signal(signal.SIGKILL)
+
+
+def _die_with_runner() -> None:
+  """In a worker: SIGTERM when the runner that started it dies (Linux).
+
+  So neither kill -9 nor a crash of the runner leaves orphans; the trainer
+  turns the SIGTERM into a saved checkpoint. The runner passes its pid in
+  $JAXGEN_RUNNER_PID; if it is already gone, the worker stops at once.
+  """
+  runner = os.environ.get("JAXGEN_RUNNER_PID")
+  if not runner:
+    return
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
+  except (OSError, AttributeError):
+    return
+  if os.getppid() != int(runner):
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _latest_checkpoint(rundir: str) -> int:
@@ -184,6 +254,7 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
       trainer.train_and_evaluate(config, rundir)
     except FloatingPointError as e:
       error = str(e)
+    # preemption.Preempted propagates: an unfinished point has no row.
   metrics = results_lib.read_jsonl(os.path.join(rundir, "metrics.jsonl"),
                                    missing_ok=True)
   row = make_row(spec, point, metrics,
@@ -221,8 +292,40 @@ def _normalise(obj):
   return json.loads(json.dumps(obj))
 
 
-def _load_finished(workdir: str, spec, points) -> Dict[str, Dict[str, Any]]:
+def _repair_torn_tail(path: str, out) -> None:
+  """Drops a torn last line (a runner killed mid-append) from results.jsonl.
+
+  The row is not lost: the point's runs/<id>/result.json holds it and is
+  collected again.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path, "rb") as f:
+    data = f.read()
+  head, _, last = data.rstrip(b"\n").rpartition(b"\n")
+  if not last.strip():
+    return
+  try:
+    json.loads(last)
+    if not data.endswith(b"\n"):
+      with open(path, "ab") as f:  # A whole row whose newline was cut.
+        f.write(b"\n")
+    return
+  except ValueError:
+    pass
+  keep = head + b"\n" if head else b""
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(keep)
+  os.replace(tmp, path)
+  out(f"warning: {path}: removed a torn last line ({len(last)} bytes); its "
+      "point is restored from its result.json")
+
+
+def _load_finished(workdir: str, spec, points,
+                   out=print) -> Dict[str, Dict[str, Any]]:
   """Finished rows by point id; checks family and config of the old rows."""
+  _repair_torn_tail(os.path.join(workdir, "results.jsonl"), out)
   rows = results_lib.read_jsonl(os.path.join(workdir, "results.jsonl"),
                                 missing_ok=True)
   families = sorted({r.get("family") for r in rows} - {spec.family})
@@ -332,11 +435,13 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
   with _exclusive(os.path.join(workdir, "lock"),
                   f"another scaling.run is running the sweep in {workdir}"):
     results_path = os.path.join(workdir, "results.jsonl")
-    rows = _load_finished(workdir, spec, points)
+    rows = _load_finished(workdir, spec, points, out)
 
     def append(row):
       with open(results_path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
       rows[row["point"]] = row
 
     # Points finished elsewhere (e.g. by --dry-run commands on a cluster).
@@ -395,11 +500,24 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           rundir = os.path.join(workdir, "runs", p.id)
           os.makedirs(rundir, exist_ok=True)
           log = open(os.path.join(rundir, "log.txt"), "a", encoding="utf-8")
+          orphan = _holder(os.path.join(rundir, "lock"))
+          if orphan is not None:
+            # A worker of an earlier runner is still at it: wait for it
+            # instead of starting a second one on the same directory.
+            running[p.id] = (p, _Adopted(os.path.join(rundir, "lock")), log,
+                             time.time())
+            out(f"adopt {p.id}: still running as pid {orphan} from an "
+                "earlier runner")
+            continue
           log.write(f"$ {printable[p.id]}\n")
           log.flush()
           proc = subprocess.Popen(commands[p.id], cwd=_REPO, stdout=log,
                                   stderr=subprocess.STDOUT,
-                                  env=dict(os.environ, **env))
+                                  env=dict(os.environ, **env,
+                                           JAXGEN_RUNNER_PID=str(os.getpid())),
+                                  # Own process group: a terminal's Ctrl-C
+                                  # reaches workers only through the runner.
+                                  start_new_session=True)
           running[p.id] = (p, proc, log, time.time())
           out(f"start {p.id}: N={p.params:,}, {p.steps} steps")
         time.sleep(0.2)
@@ -528,18 +646,27 @@ def main(argv):
   spec = FLAGS.sweep
   # `--sweep.x=y` overrides travel to the workers unchanged.
   sweep_flags = [a for a in sys.argv[1:] if a.startswith("--sweep.")]
+  # SIGTERM (scancel, kill) stops the runner like Ctrl-C: its workers are
+  # interrupted, save their checkpoints and a rerun resumes them.
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     if FLAGS.point:
+      _die_with_runner()
       os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       tf.config.set_visible_devices([], "GPU")
       budget, size = sweep_lib.parse_point_id(FLAGS.point)
       sets = sweep_lib.parse_sets(FLAGS.set)
       point = sweep_lib.make_point(spec, budget, size, sets)
-      run_point(spec, point, FLAGS.workdir, sets,
-                " ".join(shlex.quote(a) for a in [sys.executable, "-m",
-                                                  "scaling.run"]
-                         + sys.argv[1:]))
+      from jaxgen.train import preemption  # pylint: disable=g-import-not-at-top
+      try:
+        run_point(spec, point, FLAGS.workdir, sets,
+                  " ".join(shlex.quote(a) for a in [sys.executable, "-m",
+                                                    "scaling.run"]
+                           + sys.argv[1:]))
+      except preemption.Preempted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(0)
       return
     budgets = [float(b) for b in FLAGS.only_budgets] or None
     sizes = FLAGS.only_sizes or None

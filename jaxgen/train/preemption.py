@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 from absl import logging
 import jax
+from orbax.checkpoint import multihost as ocp_multihost
 
 
 class Preempted(Exception):
@@ -35,11 +36,11 @@ class Watcher:
 
   def __init__(self, reached_preemption: Optional[Callable[[int], bool]] = None):
     """Args:
-      reached_preemption: the multi-host agreement, `step -> bool` (orbax's
-        `CheckpointManager.reached_preemption`); used when process_count > 1.
+      reached_preemption: the multi-host agreement, `step -> bool`; default
+        orbax's `multihost.reached_preemption` when process_count > 1.
     """
-    self._reached = reached_preemption
-    self._multi = jax.process_count() > 1 and reached_preemption is not None
+    self._multi = jax.process_count() > 1
+    self._reached = reached_preemption or ocp_multihost.reached_preemption
     self.signal_name: Optional[str] = None
     self._previous = {}
 

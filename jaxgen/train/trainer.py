@@ -228,11 +228,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     preemption.Preempted: stopped on a signal after saving.
   """
   workdir_lib.prepare(workdir)
-  with workdir_lib.Lock(workdir, jax.process_index()):
-    return _train(config, workdir, devices)
+  # Signals are watched from here on: one during set-up or compilation
+  # stops the run after its first step, with that step saved.
+  with workdir_lib.Lock(workdir, jax.process_index()), \
+      preemption.Watcher() as watcher:
+    return _train(config, workdir, devices, watcher)
 
 
-def _train(config, workdir, devices) -> Dict[str, Any]:
+def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   """`train_and_evaluate` once the workdir is checked and locked."""
   pidx, pcount = jax.process_index(), jax.process_count()
   check_trainer_fields(config)
@@ -286,50 +289,49 @@ def _train(config, workdir, devices) -> Dict[str, Any]:
     failed = True
 
     try:
-      with preemption.Watcher(ckpt.manager.reached_preemption) as watcher:
-        for step in range(start + 1, s.total_steps + 1):
-          with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            batch = multihost.global_batch(s.mesh, next(data_iter))
-            state, metrics = p_step(state, batch)
-          buf.push(step, metrics)
-          # A background save that failed surfaces here, one step later.
-          ckpt.poll()
-          steps_since += 1
-          for hook in hooks:
-            hook(step)
-          is_last = step == s.total_steps
-          if step % log_every == 0 or is_last:
-            buf.flush()
-            dt = time.time() - t0
-            row = buf.mean_and_reset()
-            sps = steps_since / max(dt, 1e-9)
-            row.update(_progress(config, s, step, sps, peak))
-            if eval_fn and (step % int(config.eval_every_steps) == 0
-                            or is_last):
-              row.update(eval_fn(state, step))
-            writer.write_scalars(step, row)
-            last = dict(row, step=step)
-            t0, steps_since = time.time(), 0
-          if info.batches_per_epoch and step % info.batches_per_epoch == 0:
-            _report_skipped(info, f"epoch {step // info.batches_per_epoch}")
-          stop = watcher.should_stop(step)
-          if config.num_samples and not stop and (
-              step % int(config.sample_every_steps) == 0 or is_last):
-            _write_samples(sample_fn, state, base_rng, step, workdir,
-                           config)
-          if is_last or stop or ckpt.is_save_step(step):
-            buf.flush()  # Never save a state whose metrics were not checked.
-            # Rows up to this step reach the disk before the checkpoint does:
-            # a resume from it must not miss any of them.
-            writer.flush()
-            ckpt.save(step, state, data_iter, force=is_last or stop,
-                      extra={"pending_rows": buf.rows_for_json()})
-          if stop:
-            ckpt.wait()
-            raise preemption.Preempted(
-                f"preempted by {watcher.signal_name} at step {step}: "
-                f"checkpoint {step} saved in {ckpt_dir}; rerun the same "
-                "command to continue.", step)
+      for step in range(start + 1, s.total_steps + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = multihost.global_batch(s.mesh, next(data_iter))
+          state, metrics = p_step(state, batch)
+        buf.push(step, metrics)
+        # A background save that failed surfaces here, one step later.
+        ckpt.poll()
+        steps_since += 1
+        for hook in hooks:
+          hook(step)
+        is_last = step == s.total_steps
+        if step % log_every == 0 or is_last:
+          buf.flush()
+          dt = time.time() - t0
+          row = buf.mean_and_reset()
+          sps = steps_since / max(dt, 1e-9)
+          row.update(_progress(config, s, step, sps, peak))
+          if eval_fn and (step % int(config.eval_every_steps) == 0
+                          or is_last):
+            row.update(eval_fn(state, step))
+          writer.write_scalars(step, row)
+          last = dict(row, step=step)
+          t0, steps_since = time.time(), 0
+        if info.batches_per_epoch and step % info.batches_per_epoch == 0:
+          _report_skipped(info, f"epoch {step // info.batches_per_epoch}")
+        stop = watcher.should_stop(step)
+        if config.num_samples and not stop and (
+            step % int(config.sample_every_steps) == 0 or is_last):
+          _write_samples(sample_fn, state, base_rng, step, workdir,
+                         config)
+        if is_last or stop or ckpt.is_save_step(step):
+          buf.flush()  # Never save a state whose metrics were not checked.
+          # Rows up to this step reach the disk before the checkpoint does:
+          # a resume from it must not miss any of them.
+          writer.flush()
+          ckpt.save(step, state, data_iter, force=is_last or stop,
+                    extra={"pending_rows": buf.rows_for_json()})
+        if stop and not is_last:
+          ckpt.wait()
+          raise preemption.Preempted(
+              f"preempted by {watcher.signal_name} at step {step}: "
+              f"checkpoint {step} saved in {ckpt_dir}; rerun the same "
+              "command to continue.", step)
       failed = False
       _report_skipped(info, "run")
     except FloatingPointError as e:

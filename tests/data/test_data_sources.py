@@ -175,3 +175,42 @@ def test_too_few_examples_for_a_batch():
   arrays = {"image": np.zeros((6, 16, 16, 3), np.uint8)}
   with pytest.raises(ValueError, match="fewer than one global batch"):
     _build(_config(name="arrays"), batch=8, count=2, arrays=arrays)
+
+
+def _folder_with_bad_files(tmp_path):
+  rng = np.random.default_rng(2)
+  for i in range(8):
+    _write_png(tmp_path / f"{i}.png", rng, 16, 16)
+  (tmp_path / "3.png").write_bytes(rng.bytes(500))  # Not an image at all.
+  good = (tmp_path / "5.png").read_bytes()
+  (tmp_path / "5.png").write_bytes(good[:len(good) // 2])  # Truncated.
+  return [str(tmp_path / "3.png"), str(tmp_path / "5.png")]
+
+
+def test_an_unreadable_image_is_an_error_naming_it(tmp_path):
+  bad = _folder_with_bad_files(tmp_path)
+  config = _config(name=f"folder:{tmp_path}", image_size=16,
+                   skip_bad_files=False)
+  iterator, _ = _build(config, batch=8, train=False)
+  with pytest.raises(ValueError, match=f"cannot decode image {bad[0]}: .*"
+                     "skip_bad_files=true") as e:
+    next(iterator)
+  assert "\n" not in str(e.value)
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path, caplog):
+  bad = _folder_with_bad_files(tmp_path)
+  config = _config(name=f"folder:{tmp_path}", image_size=16)
+  assert config.skip_bad_files  # The default.
+  iterator, info = _build(config, batch=4)
+  batches = [next(iterator) for _ in range(6)]  # Three epochs.
+  assert all(b["image"].shape == (4, 16, 16, 3) for b in batches)
+  assert sorted(info.skipped_files()) == bad
+  # One warning per file, however often it is read.
+  warned = [r for r in caplog.records if "Skipping unreadable" in r.message]
+  assert len(warned) == 2
+  # The next readable file takes a bad one's place: 3 -> 4, 5 -> 6.
+  iterator, _ = _build(config, batch=8, train=False)
+  images = next(iterator)["image"]
+  np.testing.assert_array_equal(images[3], images[4])
+  np.testing.assert_array_equal(images[5], images[6])

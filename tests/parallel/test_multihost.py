@@ -7,9 +7,11 @@ run on 8 devices.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -60,3 +62,36 @@ def test_two_processes_match_one_process(tmp_path):
                              rtol=1e-5)
   # Both processes took part in the checkpoint of the last step.
   assert "3" in os.listdir(tmp_path / "two" / "checkpoints")
+
+
+@pytest.mark.multihost
+def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path):
+  # JAX's preemption service spreads the notice; orbax's reached_preemption
+  # picks one step for all processes.
+  overrides = {"total_steps": 2000, "mesh.data": 4, "mesh.fsdp": 2,
+               "checkpoint_every_steps": 1000}
+  cmd = [sys.executable, "-m", "jaxgen.main"] + common.cli_flags(**overrides)
+  port = _free_port()
+  workdir = tmp_path / "two"
+  procs = [subprocess.Popen(
+      cmd + [f"--workdir={workdir}", "--multihost"],
+      env=_env(4, JAXGEN_COORDINATOR=f"127.0.0.1:{port}",
+               JAXGEN_NUM_PROCESSES=2, JAXGEN_PROCESS_ID=i),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and all(p.poll() is None for p in procs):
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=300)[1] for p in procs]
+  lasts = []
+  for p, err in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+    lasts.append(err.strip().splitlines()[-1])
+  assert lasts[0] == lasts[1], lasts
+  assert lasts[0].startswith("preempted by SIGTERM at step "), lasts
+  step = int(lasts[0].split("at step ")[1].split(":")[0])
+  assert step < 2000 and str(step) in os.listdir(workdir / "checkpoints")

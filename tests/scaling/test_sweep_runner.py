@@ -6,6 +6,10 @@ import json
 import math
 import os
 import shlex
+import signal
+import subprocess
+import sys
+import time
 
 import jax.numpy as jnp
 import pytest
@@ -18,6 +22,7 @@ from scaling import run as run_lib
 from scaling import sweep as sweep_lib
 from tests.train import common
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 SPEC = "configs/scaling/simple_diffusion.py:tiny"
 SETS = [f"dataset.data_dir={common.DATA_DIR}"]
 SCHEMA = ("family", "params", "params_non_embedding", "budget_flops", "flops",
@@ -242,3 +247,96 @@ def test_a_second_runner_on_the_same_workdir_is_refused(tmp_path):
     with pytest.raises(ValueError, match="another scaling.run is running"):
       _sweep(workdir, in_process=True)
   assert not (workdir / "results.jsonl").exists()
+
+
+def _finished_row(point):
+  return {"family": "simple_diffusion", "point": point.id, "status": "ok",
+          "eval_loss": 0.5, "final_train_loss": 0.5,
+          "config": {"overrides": json.loads(json.dumps(point.overrides))}}
+
+
+def test_a_torn_last_line_is_repaired_from_result_json(tmp_path):
+  workdir = tmp_path / "sweep"
+  points = _sweep(workdir, dry_run=True)["points"]
+  rows = [json.dumps(_finished_row(p)) for p in points]
+  # The runner was killed while appending the last row.
+  (workdir / "runs" / points[-1].id).mkdir(parents=True)
+  (workdir / "runs" / points[-1].id / "result.json").write_text(rows[-1])
+  (workdir / "results.jsonl").write_text("\n".join(rows[:-1]) + "\n" +
+                                         rows[-1][:25])
+  lines = []
+  _sweep(workdir, lines, in_process=True)
+  assert any(ln.startswith("warning:") and "torn last line" in ln
+             for ln in lines)
+  assert not any(ln.startswith("start ") for ln in lines)
+  assert sorted(r["point"] for r in _rows(workdir)) == sorted(
+      p.id for p in points)
+
+
+def test_a_live_worker_of_an_earlier_runner_is_adopted(tmp_path):
+  workdir = tmp_path / "sweep"
+  out = _sweep(workdir, dry_run=True, budgets=[3e8], sizes=["w16d1"])
+  (point,) = out["points"]
+  rundir = workdir / "runs" / point.id
+  rundir.mkdir(parents=True)
+  # The orphan: holds the point's lock, then writes its result and exits.
+  orphan = subprocess.Popen(
+      [sys.executable, "-c",
+       "import sys, time; from scaling import run\n"
+       f"with run._exclusive({str(rundir / 'lock')!r}, 'busy'):\n"
+       "  print('locked', flush=True); time.sleep(1.5)\n"
+       f"  open({str(rundir / 'result.json')!r}, 'w').write(sys.argv[1])",
+       json.dumps(_finished_row(point))],
+      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  assert orphan.stdout.readline().strip() == "locked"
+  lines = []
+  result = _sweep(workdir, lines, budgets=[3e8], sizes=["w16d1"])
+  orphan.wait()
+  assert any(ln.startswith(f"adopt {point.id}: still running as pid "
+                           f"{orphan.pid}") for ln in lines), lines
+  assert not any(ln.startswith("start ") for ln in lines)
+  assert result["failed"] == [] and [r["point"] for r in _rows(workdir)] == [
+      point.id]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_do_not_outlive_a_killed_runner(tmp_path, sig):
+  workdir = tmp_path / "sweep"
+  runner = subprocess.Popen(
+      [sys.executable, "-m", "scaling.run", f"--sweep={SPEC}",
+       f"--workdir={workdir}", f"--set={SETS[0]}", "--only_budgets=2.5e12",
+       "--only_sizes=w32d1"], cwd=ROOT,
+      env=dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  (point,) = _sweep(workdir, dry_run=True, budgets=[2.5e12],
+                    sizes=["w32d1"])["points"]
+  rundir = workdir / "runs" / point.id
+  deadline = time.time() + 240
+  worker = None
+  # Wait until the worker trains (it has written metrics).
+  while time.time() < deadline and runner.poll() is None:
+    if (rundir / "metrics.jsonl").exists() and (rundir / "lock").exists():
+      worker = int((rundir / "lock").read_text() or 0) or None
+      if worker:
+        break
+    time.sleep(0.1)
+  assert worker, runner.communicate()[0][-3000:]
+  runner.send_signal(sig)
+  runner.communicate(timeout=120)
+  deadline = time.time() + 120
+  while time.time() < deadline and _alive(worker):
+    time.sleep(0.2)
+  assert not _alive(worker), "the worker outlived its runner"
+  # It was stopped by a signal it could handle: it saved and said so.
+  log = (rundir / "log.txt").read_text()
+  assert "preempted by SIG" in log, log[-3000:]
+  assert os.listdir(rundir / "checkpoints")
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/status") as f:
+      return "\nState:\tZ" not in f.read()
+  except FileNotFoundError:
+    return False

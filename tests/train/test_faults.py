@@ -14,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from jaxgen.parallel import multihost
@@ -222,7 +223,7 @@ def test_unusable_workdirs_are_one_line_errors(tmp_path, monkeypatch):
         trainer.train_and_evaluate(common.tiny_config(), str(workdir))
       assert "\n" not in str(e.value)
   finally:
-    subprocess.run(["umount", str(readonly)], check=False)
+    subprocess.run(["umount", "-l", str(readonly)], check=False)
 
 
 def test_full_disk_is_one_line_at_the_next_step_and_keeps_the_last_good(
@@ -266,7 +267,7 @@ def test_full_disk_is_one_line_at_the_next_step_and_keeps_the_last_good(
         total_steps=16, checkpoint_every_steps=15), str(workdir))
     assert [r["step"] for r in _rows(workdir)] == list(range(1, 17))
   finally:
-    subprocess.run(["umount", str(mnt)], check=False)
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.mark.parametrize("overrides,match", [
@@ -284,4 +285,35 @@ def test_bad_values_are_one_line_errors_before_compilation(
   with pytest.raises(ValueError, match=match) as e:
     trainer.train_and_evaluate(common.tiny_config(**overrides),
                                str(tmp_path))
+  assert "\n" not in str(e.value)
+
+
+def _image_folder(root, bad):
+  rng = np.random.default_rng(0)
+  for c in range(8):
+    os.makedirs(root / f"class{c}")
+    for i in range(2):
+      pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+      Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+  (root / bad).write_bytes(rng.bytes(300))
+  return str(root / bad)
+
+
+def test_a_corrupt_image_is_skipped_or_named(tmp_path, caplog):
+  bad = _image_folder(tmp_path / "images", "class3/1.png")
+  folder = {"dataset.name": f"folder:{tmp_path / 'images'}",
+            "total_steps": 4}
+  # Two epochs (16 images, batch 8): the file is warned about once and
+  # counted in the epoch and run summaries.
+  trainer.train_and_evaluate(common.tiny_config(**folder),
+                             str(tmp_path / "skip"))
+  assert [r["step"] for r in _rows(tmp_path / "skip")] == [1, 2, 3, 4]
+  messages = [r.getMessage() for r in caplog.records]
+  assert sum("Skipping unreadable image" in m for m in messages) == 1
+  assert any(m.startswith("run: 1 unreadable image files skipped") and bad
+             in m for m in messages)
+  with pytest.raises(ValueError, match=f"cannot decode image {bad}") as e:
+    trainer.train_and_evaluate(
+        common.tiny_config(**folder, **{"dataset.skip_bad_files": False}),
+        str(tmp_path / "strict"))
   assert "\n" not in str(e.value)
