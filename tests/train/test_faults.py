@@ -82,8 +82,12 @@ def test_signal_saves_the_step_and_a_rerun_continues_identically(
 
 
 def _env(**extra):
+  # One compilation cache for the restarted processes: a restart then
+  # recompiles nothing.
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-             PYTHONPATH=ROOT)
+             PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=os.path.join(
+                 common.DATA_DIR, "..", "jaxgen_test_jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   env.update({k: str(v) for k, v in extra.items()})
   return env
 
