@@ -244,7 +244,7 @@ def restore(name: str, workdir: str):
     abstract, shardings = sharding_lib.abstract_state_and_shardings(
         init_fn, s.mesh, s.rules, jax.random.key(0))
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-    step, state = ckpt.restore(abstract, shardings, it)
+    step, state, _ = ckpt.restore(abstract, shardings, it)
     ckpt.close()
   if step != config.total_steps:
     raise RuntimeError(f"{name}: checkpoint at step {step}, expected "

@@ -36,21 +36,26 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def _two_processes(overrides, workdir, stderr):
+  """Starts `jaxgen.main` as processes 0 and 1 of one job (4 devices each)."""
+  cmd = [sys.executable, "-m", "jaxgen.main"] + common.cli_flags(**overrides)
+  port = _free_port()
+  return [subprocess.Popen(
+      cmd + [f"--workdir={workdir}", "--multihost"],
+      env=_env(4, JAXGEN_COORDINATOR=f"127.0.0.1:{port}",
+               JAXGEN_NUM_PROCESSES=2, JAXGEN_PROCESS_ID=i),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+          for i in range(2)]
+
+
 @pytest.mark.multihost
 def test_two_processes_match_one_process(tmp_path):
   overrides = {"total_steps": 3, "mesh.data": 4, "mesh.fsdp": 2}
   # The 1-process reference runs here, on this process's 8 devices.
   trainer.train_and_evaluate(common.tiny_config(**overrides),
                              str(tmp_path / "one"))
-  cmd = [sys.executable, "-m", "jaxgen.main"] + common.cli_flags(**overrides)
-
-  port = _free_port()
-  procs = [subprocess.Popen(
-      cmd + [f"--workdir={tmp_path / 'two'}", "--multihost"],
-      env=_env(4, JAXGEN_COORDINATOR=f"127.0.0.1:{port}",
-               JAXGEN_NUM_PROCESSES=2, JAXGEN_PROCESS_ID=i),
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  procs = _two_processes(overrides, tmp_path / "two",
+                         stderr=subprocess.STDOUT)
   outs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
@@ -70,15 +75,8 @@ def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path):
   # picks one step for all processes.
   overrides = {"total_steps": 2000, "mesh.data": 4, "mesh.fsdp": 2,
                "checkpoint_every_steps": 1000}
-  cmd = [sys.executable, "-m", "jaxgen.main"] + common.cli_flags(**overrides)
-  port = _free_port()
   workdir = tmp_path / "two"
-  procs = [subprocess.Popen(
-      cmd + [f"--workdir={workdir}", "--multihost"],
-      env=_env(4, JAXGEN_COORDINATOR=f"127.0.0.1:{port}",
-               JAXGEN_NUM_PROCESSES=2, JAXGEN_PROCESS_ID=i),
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+  procs = _two_processes(overrides, workdir, stderr=subprocess.PIPE)
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 300
   while time.time() < deadline and all(p.poll() is None for p in procs):

@@ -155,7 +155,10 @@ def test_kill_9_at_random_steps_loses_nothing(tmp_path, tmp_path_factory):
       break  # Finished before the kill.
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    killed_at.append(len(_rows(tmp_path)))
+    # (last step logged, newest committed checkpoint): what a rerun redoes.
+    committed = [int(d) for d in os.listdir(tmp_path / "checkpoints")
+                 if d.isdigit()]
+    killed_at.append((_rows(tmp_path)[-1]["step"], max(committed, default=0)))
   proc = _start(tmp_path, **cfg)
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-2000:]
@@ -163,6 +166,7 @@ def test_kill_9_at_random_steps_loses_nothing(tmp_path, tmp_path_factory):
   assert [s for s, _ in got] == list(range(1, 41)), killed_at
   np.testing.assert_allclose([l for _, l in got], [l for _, l in ref],
                              rtol=1e-6)
+  print(f"kill -9 at (step, committed checkpoint): {killed_at}")
 
 
 # -- the workdir ----------------------------------------------------------------
