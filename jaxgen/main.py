@@ -48,7 +48,7 @@ def main(argv):
     # Configuration and numerics errors are one readable line, not a trace.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  except (checkpoint.CheckpointWriteError, OSError) as e:
+  except (checkpoint.StorageError, OSError) as e:
     # Storage failures: everything that could be written is closed by now;
     # skip interpreter shutdown, where orbax's failed background writes would
     # print pages of "exception was never retrieved".

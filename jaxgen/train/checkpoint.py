@@ -41,7 +41,11 @@ _META = "meta"
 _TMP = ".orbax-checkpoint-tmp"
 
 
-class CheckpointWriteError(RuntimeError):
+class StorageError(RuntimeError):
+  """Output could not be written (full disk, lost mount); one line."""
+
+
+class CheckpointWriteError(StorageError):
   """A checkpoint could not be written; earlier checkpoints are intact."""
 
 
@@ -143,12 +147,28 @@ def structure_diff(saved: Any, target: Any) -> List[str]:
 # -- the checkpointer -------------------------------------------------------------
 
 
-def _error_reason(error: BaseException) -> str:
-  """A short reason from an orbax / tensorstore error ("No space left ...")."""
+_KNOWN_REASONS = ("No space left on device", "Read-only file system",
+                  "Disk quota exceeded", "Permission denied",
+                  "Input/output error")
+
+
+def is_storage_error(error: BaseException) -> bool:
+  """Whether an exception (OSError, or a TF / tensorstore status carrying no
+  Python type) says that writing to storage failed."""
+  text = str(error)
+  return (isinstance(error, OSError) or "os_error_code" in text
+          or any(reason in text for reason in _KNOWN_REASONS))
+
+
+def error_reason(error: BaseException) -> str:
+  """A short reason from an orbax / tensorstore / TF error ("No space ...")."""
   text = str(error)
   code = re.search(r"os_error_code='?(\d+)", text)
   if code:
     return os.strerror(int(code.group(1)))
+  for reason in _KNOWN_REASONS:
+    if reason in text:
+      return reason
   if isinstance(error, OSError) and error.strerror:
     return error.strerror
   first = text.strip().split("\n", 1)[0]
@@ -299,8 +319,8 @@ class Checkpointer:
     self._collect(step)
 
   def _fail(self, step: int, error: Optional[BaseException]):
-    reason = (_error_reason(error) if error is not None else
-              _error_reason(RuntimeError(self._filter.first or
+    reason = (error_reason(error) if error is not None else
+              error_reason(RuntimeError(self._filter.first or
                                          "the save did not complete")))
     # The partial directory only takes space (often the space that ran out).
     for tmp in self.directory.glob(f"{step}{_TMP}*"):
@@ -375,7 +395,7 @@ class Checkpointer:
     try:
       saved = self.manager.item_metadata(step)["state"]
     except Exception as e:  # pylint: disable=broad-except
-      return f"its metadata does not load: {_error_reason(e)}", None, {}
+      return f"its metadata does not load: {error_reason(e)}", None, {}
     diffs = structure_diff(saved, target)
     if diffs:
       raise ValueError(
@@ -400,7 +420,7 @@ class Checkpointer:
         bad = sum(a != b for a, b in zip(meta["fingerprint"], prints))
         problem = f"{bad} arrays differ from the fingerprint saved with it"
     except Exception as e:  # pylint: disable=broad-except
-      problem = f"it does not load: {_error_reason(e)}"
+      problem = f"it does not load: {error_reason(e)}"
     if jax.process_count() > 1:
       # Every process must take the same branch.
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top

@@ -309,7 +309,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           if eval_fn and (step % int(config.eval_every_steps) == 0
                           or is_last):
             row.update(eval_fn(state, step))
-          writer.write_scalars(step, row)
+          _guarded(ckpt, workdir, writer.write_scalars, step, row)
           last = dict(row, step=step)
           t0, steps_since = time.time(), 0
         if info.batches_per_epoch and step % info.batches_per_epoch == 0:
@@ -323,7 +323,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           buf.flush()  # Never save a state whose metrics were not checked.
           # Rows up to this step reach the disk before the checkpoint does:
           # a resume from it must not miss any of them.
-          writer.flush()
+          _guarded(ckpt, workdir, writer.flush)
           ckpt.save(step, state, data_iter, force=is_last or stop,
                     extra={"pending_rows": buf.rows_for_json()})
         if stop and not is_last:
@@ -346,10 +346,34 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
       ) from None
     finally:
       try:
-        writer.close()  # Also releases the event file (e.g. for umount).
+        # Also releases the event file (e.g. for umount).
+        _guarded(ckpt, workdir, writer.close)
+      except checkpoint_lib.StorageError:
+        if not failed:
+          raise
       finally:
         ckpt.close(raise_errors=not failed)
   return last
+
+
+def _guarded(ckpt, workdir: str, fn, *args):
+  """Runs a metrics write; a storage failure becomes one StorageError line.
+
+  On a full disk the checkpoint in flight usually fails too: waiting for it
+  first reports that (with the last good step), which says more.
+  """
+  try:
+    return fn(*args)
+  except Exception as e:  # pylint: disable=broad-except
+    if not checkpoint_lib.is_storage_error(e):
+      raise
+    reason = checkpoint_lib.error_reason(e)
+    ckpt.poll(wait=True)
+    good = ckpt.last_good_step
+    raise checkpoint_lib.StorageError(
+        f"metrics could not be written to {workdir}: {reason}; the last "
+        f"good checkpoint is step {good}. Fix the cause and rerun to resume."
+    ) from None
 
 
 def check_trainer_fields(config: ml_collections.ConfigDict) -> None:

@@ -159,3 +159,14 @@ def test_random_bytes_in_the_newest_checkpoint_resume_from_the_older_one(
   np.testing.assert_allclose([r["loss"] for r in got],
                              [r["loss"] for r in ref], rtol=1e-6)
   assert os.listdir(tmp_path / "corrupt_checkpoints")[0].startswith("4-")
+
+
+def test_storage_errors_are_recognised_and_summarised():
+  tf_like = RuntimeError("FlushSummaryWriter /x/events; No space left on "
+                         "device\n\tFailed to flush 9 events")
+  ts_like = ValueError("RESOURCE_EXHAUSTED: Failed to write 346 bytes "
+                       "[os_error_code='28'] [tensorstore_spec=...]")
+  for error in (tf_like, ts_like, OSError(28, "No space left on device")):
+    assert checkpoint_lib.is_storage_error(error)
+    assert checkpoint_lib.error_reason(error) == "No space left on device"
+  assert not checkpoint_lib.is_storage_error(ValueError("shape mismatch"))
