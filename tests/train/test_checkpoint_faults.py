@@ -52,11 +52,14 @@ def _save_steps(directory, steps, **kwargs):
   ckpt.close()
 
 
+def _data_files(step_dir):
+  return [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d",
+                                            "*"), recursive=True)
+          if os.path.isfile(f)]
+
+
 def _biggest_data_file(step_dir):
-  files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d",
-                                             "*"), recursive=True)
-           if os.path.isfile(f)]
-  return max(files, key=os.path.getsize)
+  return max(_data_files(step_dir), key=os.path.getsize)
 
 
 def _truncate(step_dir):
@@ -75,10 +78,14 @@ def _flip_bit(step_dir):
 
 
 def _random_bytes(step_dir):
-  path = _biggest_data_file(step_dir)
-  with open(path, "r+b") as f:
-    f.seek(os.path.getsize(path) // 3)
-    f.write(np.random.default_rng(0).bytes(256))
+  # Every data file: OCDBT files may hold bytes no array refers to, and a
+  # single spot could land there.
+  rng = np.random.default_rng(0)
+  for path in _data_files(step_dir):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+      f.seek(size // 3)
+      f.write(rng.bytes(min(256, size - size // 3)))
 
 
 def _no_manifest(step_dir):
