@@ -19,6 +19,7 @@ import ml_collections
 
 from jaxgen import config_lib
 from jaxgen.data import config as data_config
+from jaxgen.diffusion import schedules
 from jaxgen.diffusion import uvit
 
 PRESETS = ("tiny", "shapes64", "shapes128", "imagenet128", "imagenet256",
@@ -50,15 +51,25 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.diffusion = ml_collections.ConfigDict()
   # logSNR schedule: "cosine" | "shifted" (+2·log(noise_size/d)) | "interpolated".
   c.diffusion.schedule = "shifted"
-  # Keyword arguments of the schedule (noise_size, logsnr_min/max, ...).
-  c.diffusion.schedule_kwargs = ml_collections.ConfigDict(dict(noise_size=64))
+  # Keyword arguments of every schedule, one section each, defaults from its
+  # signature; only the selected schedule's section is used, so switching
+  # schedules never passes it foreign keywords. E.g.
+  # --config.diffusion.schedules.shifted.noise_size=32.
+  c.diffusion.schedules = ml_collections.ConfigDict({
+      name: schedules.schedule_keywords(name)
+      for name in schedules.SCHEDULES.names()})
   # Loss weighting on the ε-MSE: "none" (SiD) | "sigmoid" (SiD2).
   c.diffusion.weighting = "none"
   # Bias b of the sigmoid weighting sigmoid(b − λ).
   c.diffusion.sigmoid_bias = -3.0
-  # SiD multiscale loss over scales min_size…d (paper: useful above 256px).
+  # Also multiply the weight by −dλ/dt (the SiD2 paper's form is uncertain).
+  c.diffusion.weight_dlogsnr_dt = False
+  # SiD multiscale loss over scales min_size…d (paper: useful above 256px);
+  # normalize: each scale's MSE divided by its own pixel count (see
+  # jaxgen.diffusion.losses.multiscale_mse).
   c.diffusion.multiscale = False
   c.diffusion.multiscale_min_size = 32
+  c.diffusion.multiscale_normalize = True
   # Train class-conditional, dropping labels with this probability for CFG.
   c.diffusion.class_conditional = True
   c.diffusion.label_dropout = 0.1

@@ -5,8 +5,11 @@ the colon in `--config=configs/x.py:arg` picks a preset and options, as in
 big_vision: `configs/simple_diffusion.py:tiny` or `...:imagenet256,runlocal`.
 """
 
-from typing import Any, Dict, Optional, Sequence
+import re
+import sys
+from typing import Any, Dict, List, Optional, Sequence
 
+from absl import flags
 import ml_collections
 
 
@@ -158,3 +161,43 @@ def apply_overrides(config: ml_collections.ConfigDict,
       # A None default (e.g. dataset.data_dir) fixes no type: replace it.
       del node[leaf]
     node[leaf] = value
+
+
+def error_line(error: BaseException) -> str:
+  """One readable line for an error from loading or overriding a config.
+
+  ml_collections wraps them in tracebacks (an unknown preset) or a KeyError
+  with a suggestion (a typo'd `--config.x` field); the line keeps the
+  message and the suggestion.
+
+  Args:
+    error: the exception.
+
+  Returns:
+    The message, without traceback or exception type.
+  """
+  text = str(error).replace("\\n", "\n").replace("\\'", "'")
+  typo = re.search(r'Did you mean "([\w.]+)" instead of "([\w.]+)"', text)
+  if typo:
+    return (f"unknown config field {typo.group(2)!r}; did you mean "
+            f"{typo.group(1)!r}?")
+  missing = re.search(r"No such file or directory: '([^']+)'", text)
+  if missing:
+    return f"config file {missing.group(1)} not found"
+  lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+  last = lines[-1] if lines else type(error).__name__
+  last = re.sub(r"^[\w.]*(Error|Exception): ", "", last).strip(" '\"")
+  if isinstance(error, (KeyError, AttributeError)) and re.fullmatch(
+      r"[\w.]+", last):
+    return f"unknown config field {last!r}"
+  return last
+
+
+def parse_flags(argv: List[str]) -> List[str]:
+  """absl flag parsing whose config errors are one line (`app.run`'s
+  `flags_parser`)."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"error: {error_line(e)}", file=sys.stderr)
+    sys.exit(2)

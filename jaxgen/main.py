@@ -13,6 +13,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jaxgen import config_lib
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
 flags.DEFINE_bool("multihost", False,
@@ -25,6 +27,12 @@ config_flags.DEFINE_config_file(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    config = FLAGS.config  # Loaded (and overridden) on first access.
+    config.keys()  # A config that failed to load raises only when used.
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
+    sys.exit(2)
   # TensorFlow (used by clu's writers and TFDS) must not take accelerators.
   os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -39,7 +47,9 @@ def main(argv):
   logging.info("JAX process %d / %d, devices: %s", jax.process_index(),
                jax.process_count(), jax.devices())
   try:
-    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    result = trainer.train_and_evaluate(config, FLAGS.workdir)
+    if jax.process_index() == 0:
+      print(trainer.summary_line(result, FLAGS.workdir))
   except preemption.Preempted as e:
     # A clean stop that a rerun continues: not a failure.
     print(str(e), file=sys.stderr)
@@ -61,4 +71,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

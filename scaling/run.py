@@ -47,6 +47,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from jaxgen import config_lib
 from scaling import results as results_lib
 from scaling import sweep as sweep_lib
 
@@ -715,4 +716,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["sweep"])
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

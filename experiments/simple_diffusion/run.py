@@ -165,9 +165,8 @@ def arm_config(name: str):
       c.model[field] = tiny[field]
     c.model.patch_size = size // 32
   c.diffusion.schedule = arm["schedule"]
-  c.diffusion.schedule_kwargs = (
-      {"noise_size": arm["noise_size"]} if arm["schedule"] == "shifted"
-      else {})
+  if arm["schedule"] == "shifted":
+    c.diffusion.schedules.shifted.noise_size = arm["noise_size"]
   c.diffusion.multiscale = arm.get("multiscale", False)
   c.diffusion.multiscale_min_size = 32
   c.diffusion.sampler = "ddpm"

@@ -62,6 +62,11 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # next one takes its place; each is warned about once and counted in the
   # logs) instead of stopping the run with an error naming it.
   c.skip_bad_files = True
+  # folder: sources only. Fraction of the images held out for evaluation
+  # (chosen by a hash of each path, so stable as files are added): `split`
+  # reads the rest, any other split (eval_split) the held-out ones. 0 means
+  # the folder has one split, and evaluating on it is refused.
+  c.holdout_fraction = 0.0
   # Input pipeline resources per process: grain read threads, elements
   # prefetched by them, and worker processes (0: read in this process).
   # Workers each read a slice, so the batch order depends on worker_count

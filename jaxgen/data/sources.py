@@ -12,6 +12,7 @@ format, except the embedded `jaxgen_shapes`, which is generated on first use.
 import dataclasses
 import os
 import threading
+import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
@@ -69,7 +70,8 @@ def open_source(spec: config_lib.Spec, config: ml_collections.ConfigDict, *,
   Args:
     spec: parsed `config.name`.
     config: the dataset config (data_dir, image_size, num_frames, ...).
-    split: split to read (TFDS split syntax for TFDS sources; folders and
+    split: split to read (TFDS split syntax for TFDS sources; a folder has
+      one split unless `config.holdout_fraction` holds some images out;
       arrays have a single split and ignore it).
     arrays: numpy arrays for the `arrays` scheme.
 
@@ -253,10 +255,34 @@ def _image_files(folder: str) -> list[str]:
                 and os.path.isfile(os.path.join(folder, f)))
 
 
+def _folder_split(root, files, labels, split, config):
+  """The files of `split`: a folder has one split unless a fraction is held
+  out (`dataset.holdout_fraction`), chosen by a hash of each file's path so
+  that adding files never moves old ones between splits."""
+  fraction = float(config.get("holdout_fraction", 0.0) or 0.0)
+  train_split = config.get("split", "train")
+  if not fraction:
+    if split != train_split:
+      raise ValueError(
+          f"Image folder {root!r} has one split, so split {split!r} would "
+          "be the training images; set --config.dataset.holdout_fraction="
+          "0.05 (for example) to hold some out, or --config.eval_batches=0.")
+    return files, labels
+  held = [zlib.crc32(os.path.relpath(f, root).encode()) % 10_000
+          < fraction * 10_000 for f in files]
+  keep = [h != (split == train_split) for h in held]
+  files = [f for f, k in zip(files, keep) if k]
+  labels = [l for l, k in zip(labels, keep) if k]
+  if not files:
+    raise ValueError(f"Image folder {root!r}: split {split!r} is empty with "
+                     f"holdout_fraction={fraction}; change the fraction.")
+  return files, labels
+
+
 @SOURCES.register("folder")
 def _open_folder(spec, config, *, split, arrays=None) -> Source:
   """Images directly in the folder (unlabeled) or in class sub-folders."""
-  del split, arrays
+  del arrays
   root = os.path.expanduser(spec.name)
   if not os.path.isdir(root):
     raise ValueError(f"Image folder {root!r} does not exist.")
@@ -275,6 +301,7 @@ def _open_folder(spec, config, *, split, arrays=None) -> Source:
   if not files:
     raise ValueError(f"Image folder {root!r} has no "
                      f"{'/'.join(_IMAGE_EXTENSIONS)} files.")
+  files, labels = _folder_split(root, files, labels, split, config)
   data = FolderSource(files, labels,
                       skip_bad_files=bool(config.get("skip_bad_files", True)))
   return Source(data=data, pixel_key="image",

@@ -53,7 +53,8 @@ class SimpleDiffusion(objective_lib.Objective):
     self.num_classes = self.kwargs["num_classes"]
     self.model = uvit.UViT(**self.kwargs)
     self.logsnr_fn = schedules.make_logsnr_fn(
-        d.schedule, self.image_size, **dict(d.schedule_kwargs))
+        d.schedule, self.image_size,
+        **dict(d.schedules.get(d.schedule, None) or {}))
     self.sampler = samplers.get_sampler(d.sampler)
     self._tx = None
 
@@ -78,7 +79,8 @@ class SimpleDiffusion(objective_lib.Objective):
 
   def init(self, rng, batch):
     x = batch["image"][:1]
-    labels = jnp.zeros((1,), jnp.int32)
+    # An unconditional U-ViT takes no labels (it refuses them).
+    labels = jnp.zeros((1,), jnp.int32) if self.num_classes else None
     params = self.model.init({"params": rng}, x, jnp.zeros((1,)), labels,
                              train=False)["params"]
     ema = {"model": jax.tree.map(jnp.copy, params)} if (
@@ -111,8 +113,10 @@ class SimpleDiffusion(objective_lib.Objective):
 
     return losses.diffusion_loss(
         v_fn, x, noise_rng, logsnr_fn=self.logsnr_fn, weighting=d.weighting,
-        sigmoid_bias=d.sigmoid_bias, multiscale=d.multiscale,
-        multiscale_min_size=d.multiscale_min_size)
+        sigmoid_bias=d.sigmoid_bias,
+        weight_dlogsnr_dt=d.get("weight_dlogsnr_dt", False),
+        multiscale=d.multiscale, multiscale_min_size=d.multiscale_min_size,
+        multiscale_normalize=d.get("multiscale_normalize", True))
 
   def train_step(self, state, batch, rng) -> Tuple[Any, Dict[str, jax.Array]]:
     params = state.params["model"]

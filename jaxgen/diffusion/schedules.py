@@ -10,8 +10,9 @@ samplers consume as a plain `logsnr_fn(t)` callable.
 """
 
 import functools
+import inspect
 import math
-from typing import Callable, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -153,22 +154,44 @@ def alpha_sigma(logsnr) -> Tuple[jax.Array, jax.Array]:
   return alpha, sigma
 
 
+def schedule_keywords(name: str) -> Dict[str, Any]:
+  """The keyword arguments of schedule `name` with their defaults.
+
+  `image_size` is not among them: it comes from the data.
+
+  Args:
+    name: a registered schedule.
+
+  Returns:
+    {keyword: default}.
+  """
+  params = inspect.signature(SCHEDULES.get(name)).parameters
+  return {k: p.default for k, p in params.items()
+          if k not in ("t", "image_size")}
+
+
 def make_logsnr_fn(name: str, image_size: int, **kwargs) -> LogSNRFn:
   """Builds `logsnr_fn(t)` for the schedule registered as `name`.
 
   Args:
     name: "cosine", "shifted" or "interpolated" (see `SCHEDULES.names()`).
     image_size: side d of the generated images; ignored by "cosine".
-    **kwargs: further keyword arguments of the schedule, e.g. `noise_size`,
-      `direction`, `logsnr_min`.
+    **kwargs: further keyword arguments of that schedule, e.g. `noise_size`,
+      `direction`, `logsnr_min` (see `schedule_keywords(name)`).
 
   Returns:
     A function mapping times t (any shape) to float32 logSNR.
 
   Raises:
-    ValueError: if `name` is not a registered schedule.
+    ValueError: (one line) `name` is not a registered schedule, or a keyword
+      it does not take.
   """
   fn = SCHEDULES.get(name)
-  if fn is logsnr_cosine:
+  known = schedule_keywords(name)
+  unknown = sorted(set(kwargs) - set(known))
+  if unknown:
+    raise ValueError(f"schedule {name!r} takes no {', '.join(unknown)}; its "
+                     f"keywords are: {', '.join(known) or 'none'}.")
+  if "image_size" not in inspect.signature(fn).parameters:
     return functools.partial(fn, **kwargs)
   return functools.partial(fn, image_size=image_size, **kwargs)

@@ -102,6 +102,20 @@ def truncate_jsonl(path: str, last_step: int) -> int:
   return dropped
 
 
+def read_rows(path: str) -> list:
+  """The rows of a metrics.jsonl file ([] if missing; torn lines skipped)."""
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except ValueError:
+        continue
+  return rows
+
+
 def rotate_jsonl(path: str) -> Optional[str]:
   """Moves a non-empty `path` to `path.1`, shifting older copies up.
 

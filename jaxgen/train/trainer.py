@@ -34,6 +34,8 @@ from jaxgen.train import durations
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import metrics as metrics_lib
 from jaxgen.train import preemption
+from jaxgen.train import profiling
+from jaxgen.train import provenance
 from jaxgen.train import workdir as workdir_lib
 
 
@@ -84,19 +86,8 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
   Returns:
     A `Setup`.
   """
-  check_trainer_fields(config)
-  objective_cls = registry.OBJECTIVES.get(config.family)
-  mesh = mesh_lib.make_mesh(config.mesh, devices)
-  dp = mesh_lib.data_parallel_size(mesh)
-  if config.batch_size % dp:
-    raise ValueError(
-        f"config.batch_size={config.batch_size} is not divisible by the "
-        f"{dp} data-parallel devices (mesh data×fsdp = "
-        f"{mesh.shape['data']}×{mesh.shape['fsdp']}); use a multiple of {dp}.")
-  if config.batch_size % jax.process_count():
-    raise ValueError(
-        f"config.batch_size={config.batch_size} is not divisible by the "
-        f"{jax.process_count()} processes.")
+  mesh, dp, probe = check_config(config, devices)
+  objective_cls = type(probe)
   declared = config.dataset.get("num_classes")
   if declared and data_info.num_classes and declared != data_info.num_classes:
     raise ValueError(
@@ -110,8 +101,6 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
         f"dataset {config.dataset.name!r} has {data_info.channels} channels "
         f"but the model is built for {channels}; set "
         f"--config.dataset.channels={data_info.channels}.")
-  probe = objective_cls(config)
-  probe.validate(dp)
   flops = float(probe.flops_per_example())
   steps = durations.total_steps(config, num_examples=data_info.num_examples,
                                 flops_per_example=flops)
@@ -121,6 +110,39 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
                total_steps=steps, flops_per_example=flops,
                data_info=data_info,
                batch_spec=batch_spec(data_info, config.batch_size))
+
+
+def check_config(config: ml_collections.ConfigDict,
+                 devices: Optional[Sequence[jax.Device]] = None):
+  """The checks that need no data: run before the dataset is prepared.
+
+  Args:
+    config: the run config.
+    devices: devices of the mesh (default: all).
+
+  Returns:
+    (mesh, data-parallel size, the family's objective built without a run
+    length).
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  check_trainer_fields(config)
+  objective_cls = registry.OBJECTIVES.get(config.family)
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
+  dp = mesh_lib.data_parallel_size(mesh)
+  if config.batch_size % dp:
+    raise ValueError(
+        f"config.batch_size={config.batch_size} is not divisible by the "
+        f"{dp} data-parallel devices (mesh data×fsdp = "
+        f"{mesh.shape['data']}×{mesh.shape['fsdp']}); use a multiple of {dp}.")
+  if config.batch_size % jax.process_count():
+    raise ValueError(
+        f"config.batch_size={config.batch_size} is not divisible by the "
+        f"{jax.process_count()} processes.")
+  probe = objective_cls(config)
+  probe.validate(dp)
+  return mesh, dp, probe
 
 
 def _zeros(spec):
@@ -238,14 +260,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   """`train_and_evaluate` once the workdir is checked and locked."""
   pidx, pcount = jax.process_index(), jax.process_count()
-  check_trainer_fields(config)
+  # Before the dataset is prepared, which can take long.
+  check_config(config, devices)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  committed = _committed_steps(ckpt_dir)
+  provenance.check_and_write(workdir, config, resuming=bool(committed))
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=config.batch_size, seed=config.seed,
       process_index=pidx, process_count=pcount, train=True)
+  if config.eval_batches:
+    # Opens the held-out split now: a missing one is an error before
+    # compiling, not at the first evaluation.
+    _eval_input(config)
   s = setup(config, data_info=info, devices=devices)
+  if committed and max(committed) >= s.total_steps:
+    last = _last_row(os.path.join(workdir, "metrics.jsonl"))
+    logging.info("%s already finished at step %d (of %d); nothing to do. "
+                 "Raise the run length to train further.", workdir,
+                 max(committed), s.total_steps)
+    return last
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   log_every = int(config.log_every_steps)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
 
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
@@ -271,10 +306,12 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     # Steps/s and ETA go to the log; metrics.jsonl keeps one row per log step.
     hooks = [periodic_actions.ReportProgress(
         num_train_steps=s.total_steps, every_steps=log_every)]
+    profiler = None
     if config.get("profile_steps") and pidx == 0:
-      hooks.append(periodic_actions.Profile(
-          logdir=workdir, num_profile_steps=int(config.profile_steps),
-          first_profile=min(start + 5, s.total_steps)))
+      # A few steps after the start, past compilation and warm-up.
+      profiler = profiling.StepProfiler(
+          workdir, first_step=min(start + 5, s.total_steps),
+          num_steps=int(config.profile_steps))
 
     sample_fn = jax.jit(
         functools.partial(s.objective.sample, num=int(config.num_samples)),
@@ -290,6 +327,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
 
     try:
       for step in range(start + 1, s.total_steps + 1):
+        if profiler:
+          profiler(step)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = multihost.global_batch(s.mesh, next(data_iter))
           state, metrics = p_step(state, batch)
@@ -345,6 +384,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           if good is not None else f"{e} No checkpoint was saved yet."
       ) from None
     finally:
+      if profiler:
+        profiler.stop()
       try:
         # Also releases the event file (e.g. for umount).
         _guarded(ckpt, workdir, writer.close)
@@ -374,6 +415,28 @@ def _guarded(ckpt, workdir: str, fn, *args):
         f"metrics could not be written to {workdir}: {reason}; the last "
         f"good checkpoint is step {good}. Fix the cause and rerun to resume."
     ) from None
+
+
+def _committed_steps(ckpt_dir: str):
+  if not os.path.isdir(ckpt_dir):
+    return []
+  return [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()]
+
+
+def _last_row(path: str) -> Dict[str, Any]:
+  rows = metrics_lib.read_rows(path)
+  return rows[-1] if rows else {}
+
+
+def summary_line(result: Dict[str, Any], workdir: str) -> str:
+  """The one-line result of a run: step, losses and where things are."""
+  metrics = ", ".join(f"{k} {result[k]:.4g}" for k in sorted(result)
+                      if k == "loss" or k.startswith("eval_"))
+  return (f"done: step {result.get('step', '?')}"
+          f"{', ' + metrics if metrics else ''}; checkpoints in "
+          f"{os.path.join(workdir, 'checkpoints')}, samples in "
+          f"{os.path.join(workdir, 'samples')}, metrics in "
+          f"{os.path.join(workdir, 'metrics.jsonl')}")
 
 
 def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
@@ -435,6 +498,14 @@ def _progress(config, s: Setup, step: int, steps_per_sec: float,
   return row
 
 
+def _eval_input(config):
+  it, _ = data_pipeline.build_input(
+      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      split=config.dataset.eval_split, train=False, repeat=True)
+  return it
+
+
 def _make_eval(config, s: Setup, shardings):
   """Returns eval(state, step) -> {"eval_loss": ...}, or None if disabled."""
   if not config.get("eval_batches"):
@@ -449,10 +520,7 @@ def _make_eval(config, s: Setup, shardings):
   def run(state, step):
     del step
     # A fresh eval iterator each time: the same held-out batches and noise.
-    it, _ = data_pipeline.build_input(
-        config.dataset, global_batch_size=config.batch_size, seed=config.seed,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        split=config.dataset.eval_split, train=False, repeat=True)
+    it = _eval_input(config)
     totals = {}
     for i in range(int(config.eval_batches)):
       batch = multihost.global_batch(s.mesh, next(it))

@@ -1,0 +1,131 @@
+"""`WORKDIR/config.json`: the resolved config and where the run came from.
+
+Written at the start of every run (atomically), so a result can always be
+traced to its config, code version and hardware. On resume the config of the
+checkpointed run is compared with the new one: a changed model or data shape
+is refused in one line naming the fields (the checkpoint could not hold it),
+other changes are listed in one warning, and run-length, logging, mesh and
+input-pipeline fields may change freely.
+"""
+
+import functools
+import json
+import os
+import subprocess
+import time
+from typing import Any, Dict, List, Tuple
+
+from absl import logging
+import etils.epath as epath
+import jax
+import ml_collections
+
+CONFIG_FILE = "config.json"
+
+# Fields whose change makes the checkpoint unusable (prefixes of dotted keys).
+_SHAPE_FIELDS = ("family", "model.", "dataset.image_size", "dataset.channels",
+                 "dataset.num_classes", "dataset.num_frames",
+                 "diffusion.class_conditional", "gan.class_conditional")
+# Fields that may change on resume without comment.
+_FREE_FIELDS = ("total_steps", "total_examples", "total_epochs", "total_flops",
+                "log_every_steps", "checkpoint_every_steps",
+                "keep_checkpoints", "eval_batches", "eval_every_steps",
+                "num_samples", "sample_every_steps", "profile_steps", "mesh.",
+                "logical_axis_rules", "dataset.data_dir",
+                "dataset.num_threads", "dataset.prefetch_buffer_size",
+                "dataset.worker_count", "remat", "grad_accum_steps")
+
+
+@functools.lru_cache(maxsize=None)
+def _git() -> Dict[str, Any]:
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
+                            capture_output=True, text=True, timeout=10,
+                            check=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain",
+                                 "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip())
+    return {"git_commit": commit, "git_dirty": dirty}
+  except (OSError, subprocess.SubprocessError):
+    return {"git_commit": "unknown", "git_dirty": None}
+
+
+def provenance() -> Dict[str, Any]:
+  """Code version, library versions and devices of this run.
+
+  Returns:
+    JSON-ready dict: git_commit, git_dirty, jax, jaxlib, flax versions,
+    device_kind, device_count, process_count, time.
+  """
+  import flax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  return dict(_git(), jax=jax.__version__, jaxlib=jaxlib.__version__,
+              flax=flax.__version__, device_kind=jax.devices()[0].device_kind,
+              device_count=jax.device_count(),
+              process_count=jax.process_count(),
+              time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def _flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _to_json(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def compare(old: Dict[str, Any], new: Dict[str, Any]
+            ) -> Tuple[List[str], List[str]]:
+  """(shape changes, other changes) between two config dicts, as
+  "key: old -> new" strings; free fields are ignored."""
+  a, b = _flatten(old), _flatten(new)
+  shape, other = [], []
+  for key in sorted(set(a) | set(b)):
+    if a.get(key) == b.get(key) or key.startswith(_FREE_FIELDS):
+      continue
+    change = f"{key}: {a.get(key)!r} -> {b.get(key)!r}"
+    (shape if key.startswith(_SHAPE_FIELDS) else other).append(change)
+  return shape, other
+
+
+def check_and_write(workdir: str, config: ml_collections.ConfigDict,
+                    resuming: bool) -> None:
+  """Compares with the previous config.json (when resuming) and writes the
+  new one.
+
+  Args:
+    workdir: the run directory.
+    config: the resolved run config.
+    resuming: the workdir has checkpoints this run will continue from.
+
+  Raises:
+    ValueError: (one line) a model or shape field changed since the
+      checkpointed run.
+  """
+  path = epath.Path(workdir) / CONFIG_FILE
+  new = _to_json(config)
+  if resuming and path.exists():
+    old = json.loads(path.read_text()).get("config", {})
+    shape, other = compare(old, new)
+    if shape:
+      raise ValueError(
+          f"the checkpoints in {workdir} are of another model: "
+          f"{'; '.join(shape[:4])}{'; ...' if len(shape) > 4 else ''}; "
+          "rerun with the config in its config.json or pass another "
+          "--workdir.")
+    if other:
+      logging.warning("Resuming with changed config fields: %s.",
+                      "; ".join(other))
+  if jax.process_index() == 0:
+    tmp = path.parent / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps({"config": new, "provenance": provenance()},
+                              indent=1))
+    tmp.replace(path)

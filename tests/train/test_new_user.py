@@ -1,0 +1,173 @@
+"""Defects a new user hit, each reproduced: unconditional training, switching
+schedules, one-line CLI errors, a changed model on resume, evaluating a
+folder, a short profiled run, config.json with provenance, a finished run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import r3gan
+from jaxgen import registry
+from jaxgen.bench import synthetic_info
+from jaxgen.data import pipeline as data_pipeline
+from jaxgen.diffusion import losses
+from jaxgen.diffusion import schedules
+from jaxgen.train import trainer
+from tests.train import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _no_compile(*args, **kwargs):
+  raise AssertionError("compiled before validating")
+
+
+def test_unconditional_simple_diffusion_trains(tmp_path):
+  config = common.tiny_config(total_steps=2, num_samples=2,
+                              sample_every_steps=2,
+                              **{"diffusion.class_conditional": False,
+                                 "diffusion.sample_steps": 2})
+  last = trainer.train_and_evaluate(config, str(tmp_path))
+  assert last["step"] == 2 and np.isfinite(last["loss"])
+  assert os.listdir(tmp_path / "samples") == ["step_0000002.png"]
+
+
+def test_unconditional_r3gan_initialises():
+  config = r3gan.get_config("tiny")
+  config.gan.class_conditional = False
+  config.dataset.num_classes = 0
+  objective = registry.OBJECTIVES.get("r3gan")(config)
+  size = config.dataset.image_size
+  batch = {"image": jnp.zeros((2, size, size, 3)),
+           "label": jnp.zeros((2,), jnp.int32)}
+  state = jax.eval_shape(objective.init, jax.random.key(0), batch)
+  assert jax.tree.leaves(state.params)
+
+
+@pytest.mark.parametrize("name", schedules.SCHEDULES.names())
+def test_every_schedule_is_selectable(name):
+  config = common.tiny_config(**{"diffusion.schedule": name})
+  s = trainer.setup(config, data_info=synthetic_info(config.dataset))
+  logsnr = s.objective.logsnr_fn(jnp.array([0.0, 0.5, 1.0]))
+  assert np.all(np.isfinite(logsnr)) and logsnr[0] > logsnr[2]
+  # Its own keywords are config fields too.
+  section = dict(config.diffusion.schedules[name])
+  assert section == schedules.schedule_keywords(name)
+
+
+def test_a_foreign_schedule_keyword_is_one_line():
+  with pytest.raises(ValueError, match="schedule 'cosine' takes no "
+                     "noise_size; its keywords are: logsnr_min, logsnr_max"):
+    schedules.make_logsnr_fn("cosine", 32, noise_size=64)
+
+
+def test_loss_options_reach_the_loss(monkeypatch):
+  seen = {}
+  real = losses.diffusion_loss
+
+  def spy(*args, **kwargs):
+    seen.update(kwargs)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(losses, "diffusion_loss", spy)
+  config = common.tiny_config(**{"diffusion.weight_dlogsnr_dt": True,
+                                 "diffusion.multiscale_normalize": False})
+  objective = registry.OBJECTIVES.get("simple_diffusion")(config)
+  batch = {"image": jnp.zeros((2, 16, 16, 3)),
+           "label": jnp.zeros((2,), jnp.int32)}
+  state = jax.eval_shape(objective.init, jax.random.key(0), batch)
+  jax.eval_shape(objective.eval_step, state, batch, jax.random.key(1))
+  assert seen["weight_dlogsnr_dt"] is True
+  assert seen["multiscale_normalize"] is False
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--config=configs/simple_diffusion.py:nope"],
+     "error: Unknown preset 'nope'; choose one of: tiny,"),
+    (["--config=configs/simple_diffusion.py:tiny", "--config.batch_sise=3"],
+     "error: unknown config field 'batch_sise'; did you mean 'batch_size'?"),
+    (["--config=configs/nope.py:tiny"],
+     "error: config file configs/nope.py not found"),
+])
+def test_cli_config_errors_are_one_line(tmp_path, args, expected):
+  out = subprocess.run(
+      [sys.executable, "-m", "jaxgen.main", f"--workdir={tmp_path}"] + args,
+      cwd=ROOT, capture_output=True, text=True,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT))
+  assert out.returncode == 2
+  lines = [l for l in out.stderr.splitlines() if l.startswith("error")]
+  assert len(lines) == 1 and lines[0].startswith(expected), out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
+
+
+def test_image_size_is_checked_before_the_dataset_is_prepared(
+    tmp_path, monkeypatch):
+  def no_data(*args, **kwargs):
+    raise AssertionError("prepared the dataset first")
+  monkeypatch.setattr(data_pipeline, "build_input", no_data)
+  with pytest.raises(ValueError, match="18x18 is not divisible"):
+    trainer.train_and_evaluate(common.tiny_config(
+        **{"dataset.image_size": 18}), str(tmp_path))
+
+
+def test_config_json_provenance_and_resume_checks(tmp_path, monkeypatch):
+  trainer.train_and_evaluate(common.tiny_config(total_steps=2), str(tmp_path))
+  written = json.load(open(tmp_path / "config.json"))
+  assert written["config"]["model"]["transformer_width"] == 32
+  prov = written["provenance"]
+  for key in ("git_commit", "jax", "jaxlib", "flax", "device_kind",
+              "device_count"):
+    assert key in prov, key
+  assert prov["jax"] == jax.__version__ and prov["device_count"] == 8
+  # A changed model is refused before compiling, naming the field.
+  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  with pytest.raises(ValueError, match=r"another model: model.channels: "
+                     r"\[16, 32\] -> \[16, 16\]") as e:
+    trainer.train_and_evaluate(common.tiny_config(
+        total_steps=4, **{"model.channels": (16, 16)}), str(tmp_path))
+  assert "\n" not in str(e.value)
+  # A finished run says so before compiling.
+  last = trainer.train_and_evaluate(common.tiny_config(total_steps=2),
+                                    str(tmp_path))
+  assert last["step"] == 2
+  line = trainer.summary_line(last, str(tmp_path))
+  assert line.startswith("done: step 2, loss ")
+
+
+def test_folder_eval_needs_a_held_out_split(tmp_path, monkeypatch):
+  rng = np.random.default_rng(0)
+  for c in range(8):
+    os.makedirs(tmp_path / "images" / f"c{c}")
+    for i in range(6):
+      Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+          tmp_path / "images" / f"c{c}" / f"{i}.png")
+  folder = {"dataset.name": f"folder:{tmp_path / 'images'}",
+            "eval_batches": 1}
+  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  with pytest.raises(ValueError, match="has one split.*holdout_fraction"):
+    trainer.train_and_evaluate(common.tiny_config(**folder),
+                               str(tmp_path / "run"))
+  config = common.tiny_config(**folder, **{"dataset.holdout_fraction": 0.25})
+  sizes = {}
+  for split in ("train", "test"):
+    _, info = data_pipeline.build_input(
+        config.dataset, global_batch_size=8, seed=0, process_index=0,
+        process_count=1, split=split, train=False)
+    sizes[split] = info.num_examples
+  assert sizes["train"] + sizes["test"] == 48 and 4 <= sizes["test"] <= 20
+
+
+def test_a_short_profiled_run_keeps_its_trace(tmp_path):
+  trainer.train_and_evaluate(common.tiny_config(total_steps=3,
+                                                profile_steps=10),
+                             str(tmp_path))
+  traces = [f for _, _, files in os.walk(tmp_path / "plugins") for f in files]
+  assert any(f.endswith((".xplane.pb", ".trace.json.gz")) for f in traces)
