@@ -42,6 +42,8 @@ def main(argv):
   from jaxgen.train import checkpoint  # pylint: disable=g-import-not-at-top
   from jaxgen.train import preemption  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
+  logs.quiet_libraries(FLAGS.verbosity)
   if multihost.want_distributed(FLAGS.multihost):
     multihost.initialize()
   logging.info("JAX process %d / %d, devices: %s", jax.process_index(),

@@ -182,6 +182,7 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
   Returns:
     A dict with the fields of scaling/results.py (and a few more).
   """
+  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   losses = [r["loss"] for r in metrics if _finite(r.get("loss"))]
   evals = [r["eval_loss"] for r in metrics if "eval_loss" in r]
   last = metrics[-1] if metrics else {}
@@ -222,6 +223,8 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
       "cpu_time_s": _cpu_seconds(),
       "config": {"base": spec.base, "overrides": point.overrides},
       "command": command,
+      # Code version, library versions and devices of the worker.
+      "provenance": provenance.provenance(),
   }
 
 

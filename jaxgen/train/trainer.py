@@ -357,7 +357,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         if config.num_samples and not stop and (
             step % int(config.sample_every_steps) == 0 or is_last):
           _write_samples(sample_fn, state, base_rng, step, workdir,
-                         config)
+                         writer)
         if is_last or stop or ckpt.is_save_step(step):
           buf.flush()  # Never save a state whose metrics were not checked.
           # Rows up to this step reach the disk before the checkpoint does:
@@ -533,8 +533,9 @@ def _make_eval(config, s: Setup, shardings):
   return run
 
 
-def _write_samples(sample_fn, state, base_rng, step, workdir, config):
-  """Draws samples (same noise every time) and writes samples/step_N.png."""
+def _write_samples(sample_fn, state, base_rng, step, workdir, writer):
+  """Draws samples (same noise every time); writes samples/step_N.png and
+  the grid to TensorBoard."""
   samples = jax.device_get(
       sample_fn(state, jax.random.fold_in(base_rng, 10**9)))
   if jax.process_index() == 0:
@@ -542,3 +543,5 @@ def _write_samples(sample_fn, state, base_rng, step, workdir, config):
     grids.save_grid(np.asarray(samples),
                     os.path.join(workdir, "samples", f"step_{step:07d}.png"),
                     scale=scale)
+    writer.write_images(step, {"samples": grids.make_grid(
+        np.asarray(samples))[None]})

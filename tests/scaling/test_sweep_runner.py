@@ -27,7 +27,7 @@ SPEC = "configs/scaling/simple_diffusion.py:tiny"
 SETS = [f"dataset.data_dir={common.DATA_DIR}"]
 SCHEMA = ("family", "params", "params_non_embedding", "budget_flops", "flops",
           "examples_seen", "final_train_loss", "eval_loss", "status",
-          "wall_time_s", "config")
+          "wall_time_s", "config", "provenance")
 
 
 def _spec():

@@ -4,6 +4,7 @@ folder, a short profiled run, config.json with provenance, a finished run.
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from jaxgen.bench import synthetic_info
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.diffusion import losses
 from jaxgen.diffusion import schedules
+from jaxgen.train import logs
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -171,3 +173,19 @@ def test_a_short_profiled_run_keeps_its_trace(tmp_path):
                              str(tmp_path))
   traces = [f for _, _, files in os.walk(tmp_path / "plugins") for f in files]
   assert any(f.endswith((".xplane.pb", ".trace.json.gz")) for f in traces)
+
+
+def test_library_info_chatter_is_filtered_but_warnings_pass():
+  f = logs.QuietLibraries()
+
+  def record(path, level):
+    return logging.LogRecord("absl", level, path, 1, "m", None, None)
+
+  site = "/venv/lib/python3.11/site-packages"
+  assert not f.filter(record(f"{site}/orbax/checkpoint/x.py", logging.INFO))
+  assert not f.filter(record(f"{site}/tensorflow_datasets/core/d.py",
+                             logging.INFO))
+  assert f.filter(record(f"{site}/orbax/checkpoint/x.py", logging.WARNING))
+  assert f.filter(record("/repo/jaxgen/train/trainer.py", logging.INFO))
+  assert f.filter(record(f"{site}/clu/metric_writers/logging_writer.py",
+                         logging.INFO))

@@ -1,0 +1,36 @@
+"""Logs a person can read: library INFO chatter is dropped by default.
+
+orbax writes ~40 INFO lines per checkpoint, TFDS a dataset-info line on
+every evaluation, grain and JAX their own. They all log through absl's
+handler, so a filter on that handler keeps jaxgen's own INFO lines (setup,
+progress with ETA, metric rows, the result) and every WARNING and ERROR,
+and drops INFO from the libraries unless `--verbosity=1` (or more) asks for
+them.
+"""
+
+import logging as pylogging
+
+from absl import logging
+
+# Path fragments of modules whose INFO lines are dropped.
+CHATTY = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/",
+          "/jax/_src/", "/tensorflow/", "/array_record/")
+
+
+class QuietLibraries(pylogging.Filter):
+  """Drops records below WARNING that come from `CHATTY` modules."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    if record.levelno >= pylogging.WARNING:
+      return True
+    return not any(part in (record.pathname or "") for part in CHATTY)
+
+
+def quiet_libraries(verbosity: int) -> None:
+  """Installs `QuietLibraries` on absl's handler unless verbosity >= 1.
+
+  Args:
+    verbosity: absl's `--verbosity` (0 by default).
+  """
+  if verbosity < 1:
+    logging.get_absl_handler().addFilter(QuietLibraries())
