@@ -66,9 +66,12 @@ def run(config, steps: int = 10, params_only: bool = False):
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     if params_only:
       init_fn = lambda rng: s.objective.init(rng, trainer._zeros(s.batch_spec))  # pylint: disable=protected-access
-      abstract, _ = sharding_lib.abstract_state_and_shardings(
+      abstract, shardings = sharding_lib.abstract_state_and_shardings(
           init_fn, s.mesh, s.rules, init_rng)
       out.update(s.objective.num_params(abstract))
+      # Params + optimizer state + EMA on one device of the configured mesh.
+      out["state_bytes_per_device"] = sharding_lib.abstract_bytes_per_device(
+          abstract, shardings)
       return out
     t = time.time()
     init_fn, _, shardings, step, batch_sh = trainer.compile_step(s, base_rng)

@@ -86,6 +86,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample_every_steps = 1000
   # Steps of profiler trace to capture early in the run (0 = off).
   c.profile_steps = 0
+  # Memory levers. remat: recompute activations of the transformer and
+  # ResBlock stacks in the backward pass: "none" | "full" | the name of a
+  # jax.checkpoint_policies policy (e.g. "dots_with_no_batch_dims_saveable").
+  c.remat = "none"
+  # Micro-batches per step (scanned inside the step; the same update as the
+  # whole batch). batch_size must be divisible by it x the data-parallel size.
+  c.grad_accum_steps = 1
   return c
 
 
@@ -125,6 +132,7 @@ def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
       warmup_steps=0,        # linear warmup steps ...
       warmup_fraction=0.0,   # ... or a fraction of the run (wins if set)
       end_lr_fraction=0.0,   # cosine ends at this fraction of the peak
+      mu_dtype="float32",    # Adam's first moment: "float32" | "bfloat16"
   )
   c.update(overrides)
   return ml_collections.ConfigDict(c)

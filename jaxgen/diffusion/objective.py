@@ -19,6 +19,7 @@ from jaxgen.diffusion import losses
 from jaxgen.diffusion import samplers
 from jaxgen.diffusion import schedules
 from jaxgen.diffusion import uvit
+from jaxgen.train import accumulate
 from jaxgen.train import objective as objective_lib
 from jaxgen.train import state as state_lib
 
@@ -36,6 +37,8 @@ def model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   kwargs = {k: tuple(v) if isinstance(v, list) else v
             for k, v in config.model.items()}
   kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+  # A memory lever of the trainer config, not a model field.
+  kwargs["remat"] = str(config.get("remat", "none"))
   kwargs["num_classes"] = int(config.dataset.get("num_classes", 0)) if (
       config.diffusion.class_conditional) else 0
   return kwargs
@@ -61,6 +64,12 @@ class SimpleDiffusion(objective_lib.Objective):
   # -- configuration checks ---------------------------------------------------
 
   def validate(self, num_devices_data_parallel: int) -> None:
+    k = int(self.config.get("grad_accum_steps", 1))
+    if k < 1 or self.config.batch_size % (k * num_devices_data_parallel):
+      raise ValueError(
+          f"config.batch_size={self.config.batch_size} is not divisible by "
+          f"grad_accum_steps={k} x {num_devices_data_parallel} data-parallel "
+          "devices; change one of them.")
     try:
       self.model.validate(self.image_size, self.image_size)
     except ValueError as e:
@@ -95,33 +104,52 @@ class SimpleDiffusion(objective_lib.Objective):
 
   # -- training ---------------------------------------------------------------
 
-  def _loss(self, params, batch, rng, train: bool):
-    """Mean (weighted) diffusion loss and aux metrics."""
+  def _draws(self, batch, rng, train: bool):
+    """All randomness of a step, per example, and the dropout key.
+
+    Drawn for the whole batch before any micro-batching, so that gradient
+    accumulation sees exactly the noise the whole batch would.
+    """
     d = self.config.diffusion
     drop_rng, label_rng, noise_rng = jax.random.split(rng, 3)
+    t_rng, eps_rng = jax.random.split(noise_rng)
     x = batch["image"]
-    labels = None
+    draws = {"x": x,
+             "t": jax.random.uniform(t_rng, (x.shape[0],), jnp.float32),
+             "eps": jax.random.normal(eps_rng, x.shape, jnp.float32)}
     if self.num_classes:
       labels = batch["label"].astype(jnp.int32)
       if train and d.label_dropout:
         drop = jax.random.uniform(label_rng, labels.shape) < d.label_dropout
         labels = jnp.where(drop, self.num_classes, labels)
+      draws["labels"] = labels
+    return draws, drop_rng
+
+  def _loss_at(self, params, draws, drop_rng, train: bool):
+    """Mean (weighted) diffusion loss and scalar metrics at given draws."""
+    d = self.config.diffusion
+    labels = draws.get("labels")
 
     def v_fn(z, logsnr):
       return self.model.apply({"params": params}, z, logsnr, labels,
                               train=train, rngs={"dropout": drop_rng})
 
-    return losses.diffusion_loss(
-        v_fn, x, noise_rng, logsnr_fn=self.logsnr_fn, weighting=d.weighting,
-        sigmoid_bias=d.sigmoid_bias,
+    loss, aux = losses.diffusion_loss_at(
+        v_fn, draws["x"], draws["t"], draws["eps"], logsnr_fn=self.logsnr_fn,
+        weighting=d.weighting, sigmoid_bias=d.sigmoid_bias,
         weight_dlogsnr_dt=d.get("weight_dlogsnr_dt", False),
         multiscale=d.multiscale, multiscale_min_size=d.multiscale_min_size,
         multiscale_normalize=d.get("multiscale_normalize", True))
+    return loss, {"eps_mse": jnp.mean(aux["eps_mse"])}
 
   def train_step(self, state, batch, rng) -> Tuple[Any, Dict[str, jax.Array]]:
     params = state.params["model"]
-    (loss, aux), grads = jax.value_and_grad(
-        lambda p: self._loss(p, batch, rng, train=True), has_aux=True)(params)
+    draws, drop_rng = self._draws(batch, rng, train=True)
+    grad_fn = jax.value_and_grad(
+        lambda p, dr, r: self._loss_at(p, dr, r, train=True), has_aux=True)
+    (loss, aux), grads = accumulate.accumulated(
+        grad_fn, params, draws, drop_rng,
+        int(self.config.get("grad_accum_steps", 1)))
     updates, opt_state = self.tx.update(grads, state.opt_state["model"],
                                         params)
     new_params = optax.apply_updates(params, updates)
@@ -131,7 +159,7 @@ class SimpleDiffusion(objective_lib.Objective):
                                            self.config.ema_decay)}
     metrics = {
         "loss": loss,
-        "eps_mse": jnp.mean(aux["eps_mse"]),
+        "eps_mse": aux["eps_mse"],
         "grad_norm": state_lib.global_norm(grads),
         "param_norm": state_lib.global_norm(new_params),
         "learning_rate": state_lib.learning_rate_schedule(
@@ -143,8 +171,10 @@ class SimpleDiffusion(objective_lib.Objective):
     return new_state, metrics
 
   def eval_step(self, state, batch, rng) -> Dict[str, jax.Array]:
-    loss, aux = self._loss(state.params["model"], batch, rng, train=False)
-    return {"loss": loss, "eps_mse": jnp.mean(aux["eps_mse"])}
+    draws, drop_rng = self._draws(batch, rng, train=False)
+    loss, aux = self._loss_at(state.params["model"], draws, drop_rng,
+                              train=False)
+    return {"loss": loss, "eps_mse": aux["eps_mse"]}
 
   # -- sampling ---------------------------------------------------------------
 

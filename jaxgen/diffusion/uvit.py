@@ -157,6 +157,7 @@ class UViT(nn.Module):
   num_groups: int = 32
   out_channels: Optional[int] = None
   dtype: Dtype = jnp.float32
+  remat: str = "none"
 
   def validate(self, height: int, width: int) -> None:
     """Raises ValueError on inconsistent fields or an unusable image size.
@@ -165,6 +166,7 @@ class UViT(nn.Module):
       height: image height.
       width: image width.
     """
+    remat_policy(self.remat)
     if self.skip_style not in _SKIP_STYLES:
       raise ValueError(f"skip_style {self.skip_style!r} not in {_SKIP_STYLES}")
     if self.downsample not in _DOWNSAMPLES:
@@ -183,6 +185,14 @@ class UViT(nn.Module):
     if height % total or width % total:
       raise ValueError(f"Image {height}x{width} is not divisible by "
                        f"patch_size * 2**levels = {total}.")
+
+  def _block(self, cls):
+    """`cls`, rematerialised in the backward pass as `self.remat` says."""
+    policy = remat_policy(self.remat)
+    if policy is False:
+      return cls
+    # (self, x, cond, train): `train` is a Python bool.
+    return nn.remat(cls, static_argnums=(3,), policy=policy)
 
   def _dropout(self, res: int) -> float:
     """Dropout rate for feature maps of side `res`."""
@@ -233,10 +243,9 @@ class UViT(nn.Module):
     skips, negs = [], []
     for lvl, (ch, n) in enumerate(zip(self.channels, self.num_res_blocks)):
       for i in range(n):
-        h = resblock.ResBlock(ch, self._dropout(res), self.zero_init,
-                              self.num_groups, dt,
-                              name=f"down{lvl}_block{i}")(h, cond,
-                                                          train=train)
+        h = self._block(resblock.ResBlock)(
+            ch, self._dropout(res), self.zero_init, self.num_groups, dt,
+            name=f"down{lvl}_block{i}")(h, cond, train)
         if self.skip_style == "unet":
           skips.append(h)
       if self.skip_style == "residual":
@@ -262,9 +271,9 @@ class UViT(nn.Module):
       for i in range(n):
         if self.skip_style == "unet":
           h = jnp.concatenate([h, skips.pop().astype(h.dtype)], axis=-1)
-        h = resblock.ResBlock(ch, self._dropout(res), self.zero_init,
-                              self.num_groups, dt,
-                              name=f"up{lvl}_block{i}")(h, cond, train=train)
+        h = self._block(resblock.ResBlock)(
+            ch, self._dropout(res), self.zero_init, self.num_groups, dt,
+            name=f"up{lvl}_block{i}")(h, cond, train)
       self.sow("intermediates", f"up{lvl}_out", h)
     self.sow("intermediates", "head_in", h)
 
@@ -296,10 +305,10 @@ class UViT(nn.Module):
       tokens = tokens + jnp.asarray(pos, tokens.dtype)
     rate = self._dropout(rh)
     for i in range(self.transformer_depth):
-      tokens = transformer.TransformerBlock(
+      tokens = self._block(transformer.TransformerBlock)(
           self.num_heads, self.mlp_ratio * d, qk_norm=self.qk_norm,
           dropout_rate=rate, zero_init=self.zero_init, dtype=self.dtype,
-          name=f"transformer{i}")(tokens, cond, train=train)
+          name=f"transformer{i}")(tokens, cond, train)
     self.sow("intermediates", "transformer_out", tokens)
     return tokens.reshape(b, rh, rw, d)
 
@@ -333,6 +342,32 @@ def uvit_kwargs(spec: ModelSpec, **overrides) -> Dict[str, Any]:
   return {**dict(spec), **overrides}
 
 
+def remat_policy(name: str):
+  """The `jax.checkpoint` policy for `UViT.remat`.
+
+  Args:
+    name: "none" (keep activations), "full" (recompute everything in the
+      backward pass) or the name of a `jax.checkpoint_policies` policy, e.g.
+      "dots_with_no_batch_dims_saveable".
+
+  Returns:
+    False for "none", None (save nothing) for "full", else the policy.
+
+  Raises:
+    ValueError: an unknown name (one line, with the choices).
+  """
+  if name == "none":
+    return False
+  if name == "full":
+    return None
+  policy = getattr(jax.checkpoint_policies, name, None)
+  if policy is None or name.startswith("_"):
+    names = [n for n in dir(jax.checkpoint_policies) if not n.startswith("_")]
+    raise ValueError(f"remat={name!r} is not 'none', 'full' or a "
+                     f"jax.checkpoint_policies name ({', '.join(names)}).")
+  return policy
+
+
 def preset_fields(name: str) -> Dict[str, Any]:
   """Every UViT field for preset `name`: dataclass defaults, then the row.
 
@@ -346,7 +381,7 @@ def preset_fields(name: str) -> Dict[str, Any]:
     Dict of field name -> value (num_classes excluded: it comes from data).
   """
   fields = {f.name: f.default for f in dataclasses.fields(UViT)
-            if f.name not in ("parent", "name", "num_classes")}
+            if f.name not in ("parent", "name", "num_classes", "remat")}
   fields.update(uvit_kwargs(name))
   fields["dtype"] = jnp.dtype(fields["dtype"]).name
   # Typed placeholders keep None-valued fields overridable from the CLI.

@@ -39,7 +39,7 @@ class ResBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None, *,
+  def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None,
                train: bool = False) -> jax.Array:
     """Applies the block.
 

@@ -42,9 +42,9 @@ class TransformerBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None, *,
-               mask: Optional[jax.Array] = None,
-               train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None,
+               train: bool = False,
+               mask: Optional[jax.Array] = None) -> jax.Array:
     """Applies the block.
 
     Args:

@@ -7,10 +7,12 @@ abstractly, maps the names through `config.logical_axis_rules` and then creates
 the state directly sharded, so no full copy ever lands on one device.
 """
 
+import math
 from typing import Any, Callable, Sequence, Tuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
 
@@ -87,6 +89,25 @@ def per_device_bytes(tree: Any) -> int:
       per_device[shard.device] = (per_device.get(shard.device, 0) +
                                   shard.data.size * shard.data.dtype.itemsize)
   return max(per_device.values()) if per_device else 0
+
+
+def abstract_bytes_per_device(abstract: Any, shardings: Any) -> int:
+  """Bytes of one device's shards of an abstract tree under `shardings`.
+
+  Args:
+    abstract: pytree of ShapeDtypeStructs.
+    shardings: matching pytree of NamedShardings.
+
+  Returns:
+    Sum over leaves of the shard size times the item size (shards are of
+    equal size; a replicated leaf counts in full).
+  """
+  total = 0
+  for leaf, sharding in zip(jax.tree.leaves(abstract), jax.tree.leaves(
+      shardings, is_leaf=lambda x: isinstance(x, NamedSharding))):
+    shard = sharding.shard_shape(leaf.shape)
+    total += math.prod(shard) * jnp.dtype(leaf.dtype).itemsize
+  return int(total)
 
 
 def unsharded_fraction(tree: Any, shardings: Any) -> float:

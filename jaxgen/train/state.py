@@ -89,7 +89,9 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, total_steps: int,
   name = opt_config.get("name", "adamw")
   common = dict(b1=float(opt_config.get("b1", 0.9)),
                 b2=float(opt_config.get("b2", 0.999)),
-                eps=float(opt_config.get("eps", 1e-8)))
+                eps=float(opt_config.get("eps", 1e-8)),
+                # bfloat16 halves the first moment's memory.
+                mu_dtype=jnp.dtype(opt_config.get("mu_dtype", "float32")))
   if name == "adamw":
     tx = optax.adamw(schedule, weight_decay=float(
         opt_config.get("weight_decay", 0.0)), **common)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +22,8 @@ from jaxgen.bench import synthetic_info
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.diffusion import losses
 from jaxgen.diffusion import schedules
+from jaxgen.parallel import multihost
+from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import logs
 from jaxgen.train import trainer
 from tests.train import common
@@ -73,13 +76,13 @@ def test_a_foreign_schedule_keyword_is_one_line():
 
 def test_loss_options_reach_the_loss(monkeypatch):
   seen = {}
-  real = losses.diffusion_loss
+  real = losses.diffusion_loss_at
 
   def spy(*args, **kwargs):
     seen.update(kwargs)
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(losses, "diffusion_loss", spy)
+  monkeypatch.setattr(losses, "diffusion_loss_at", spy)
   config = common.tiny_config(**{"diffusion.weight_dlogsnr_dt": True,
                                  "diffusion.multiscale_normalize": False})
   objective = registry.OBJECTIVES.get("simple_diffusion")(config)
@@ -189,3 +192,47 @@ def test_library_info_chatter_is_filtered_but_warnings_pass():
   assert f.filter(record("/repo/jaxgen/train/trainer.py", logging.INFO))
   assert f.filter(record(f"{site}/clu/metric_writers/logging_writer.py",
                          logging.INFO))
+
+
+def _one_step(config, batch):
+  s = trainer.setup(config, data_info=synthetic_info(config.dataset))
+  init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    init_fn, _, shardings, step, _ = trainer.compile_step(s, base_rng)
+    state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
+    state, metrics = step(state, multihost.global_batch(s.mesh, batch))
+  return float(metrics["loss"]), jax.device_get(state.params)
+
+
+def test_grad_accumulation_and_remat_give_the_large_batch_update():
+  base = {"model.dropout_rate": 0.0, "batch_size": 16}
+  batch = common.random_batches(common.tiny_config(**base), 1)[0]
+  ref_loss, ref = _one_step(common.tiny_config(**base), batch)
+  for extra in ({"grad_accum_steps": 2}, {"remat": "full"},
+                {"remat": "dots_with_no_batch_dims_saveable"}):
+    loss, params = _one_step(common.tiny_config(**base, **extra), batch)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, err_msg=str(extra))
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6,
+                                 err_msg=str(extra))
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"grad_accum_steps": 3}, "not divisible by grad_accum_steps=3"),
+    ({"remat": "sometimes"}, "remat='sometimes' is not 'none', 'full'"),
+])
+def test_bad_memory_levers_are_one_line(overrides, match):
+  config = common.tiny_config(**overrides)
+  with pytest.raises(ValueError, match=match) as e:
+    trainer.check_config(config)
+  assert "\n" not in str(e.value)
+
+
+def test_bench_reports_state_bytes_per_device():
+  from jaxgen import bench  # pylint: disable=g-import-not-at-top
+  one = bench.run(common.tiny_config(**{"mesh.data": 8}), params_only=True)
+  fsdp = bench.run(common.tiny_config(**{"mesh.data": 1, "mesh.fsdp": 8}),
+                   params_only=True)
+  # Params, Adam's two moments and the EMA copy, in float32.
+  assert one["state_bytes_per_device"] >= 4 * 4 * one["params"]
+  assert fsdp["state_bytes_per_device"] < one["state_bytes_per_device"] / 4
