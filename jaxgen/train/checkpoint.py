@@ -187,8 +187,11 @@ class _OrbaxErrorFilter:
 
   def filter(self, record) -> bool:
     if record.levelno >= logging.ERROR and "orbax" in (record.pathname or ""):
-      if self.first is None:
-        self.first = record.getMessage()
+      message = record.getMessage()
+      # Orbax also logs slow saves at this level; keep the first real error.
+      if self.first is None and (is_storage_error(RuntimeError(message)) or
+                                 "exception" in message.lower()):
+        self.first = message
       return False
     return True
 

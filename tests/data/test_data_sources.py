@@ -100,7 +100,7 @@ def test_folder_with_class_subfolders(tmp_path):
   for batch in batches:
     assert batch["image"].shape == (4, 16, 16, 3)
     assert batch["image"].dtype == np.float32
-  iterator, _ = _build(config, batch=8, train=False)
+  iterator, _ = _build(config, batch=8, train=False, split="train")
   np.testing.assert_array_equal(next(iterator)["label"], [0] * 3 + [1] * 5)
 
 
@@ -191,7 +191,7 @@ def test_an_unreadable_image_is_an_error_naming_it(tmp_path):
   bad = _folder_with_bad_files(tmp_path)
   config = _config(name=f"folder:{tmp_path}", image_size=16,
                    skip_bad_files=False)
-  iterator, _ = _build(config, batch=8, train=False)
+  iterator, _ = _build(config, batch=8, train=False, split="train")
   with pytest.raises(ValueError, match=f"cannot decode image {bad[0]}: .*"
                      "skip_bad_files=true") as e:
     next(iterator)
@@ -210,7 +210,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, caplog):
   warned = [r for r in caplog.records if "Skipping unreadable" in r.message]
   assert len(warned) == 2
   # The next readable file takes a bad one's place: 3 -> 4, 5 -> 6.
-  iterator, _ = _build(config, batch=8, train=False)
+  iterator, _ = _build(config, batch=8, train=False, split="train")
   images = next(iterator)["image"]
   np.testing.assert_array_equal(images[3], images[4])
   np.testing.assert_array_equal(images[5], images[6])
