@@ -65,9 +65,7 @@ def run(config, steps: int = 10, params_only: bool = False):
          "train_flops_per_example": s.flops_per_example}
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     if params_only:
-      init_fn = lambda rng: s.objective.init(rng, trainer._zeros(s.batch_spec))  # pylint: disable=protected-access
-      abstract, shardings = sharding_lib.abstract_state_and_shardings(
-          init_fn, s.mesh, s.rules, init_rng)
+      _, abstract, shardings = trainer.abstract_state(s, init_rng)
       out.update(s.objective.num_params(abstract))
       # Params + optimizer state + EMA on one device of the configured mesh.
       out["state_bytes_per_device"] = sharding_lib.abstract_bytes_per_device(

@@ -52,8 +52,6 @@ from jaxgen.data import pipeline as data_pipeline
 from jaxgen.diffusion import losses
 from jaxgen.eval import classifier
 from jaxgen.eval import grids
-from jaxgen.parallel import sharding as sharding_lib
-from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import trainer
 from scaling import results as results_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -225,26 +223,14 @@ def num_params(name: str) -> int:
   config = arm_config(name)
   s = trainer.setup(config, data_info=_data_info(config))
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    init_fn = lambda rng: s.objective.init(rng, trainer._zeros(s.batch_spec))  # pylint: disable=protected-access
-    abstract, _ = sharding_lib.abstract_state_and_shardings(
-        init_fn, s.mesh, s.rules, jax.random.key(0))
+    _, abstract, _ = trainer.abstract_state(s, jax.random.key(0))
   return int(sum(x.size for x in jax.tree.leaves(abstract.params["model"])))
 
 
 def restore(name: str, workdir: str):
-  """(objective, mesh, rules, state) of a trained arm."""
+  """(setup, state) of a trained arm."""
   config = arm_config(name)
-  it, info = data_pipeline.build_input(
-      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
-      process_index=0, process_count=1, train=True)
-  s = trainer.setup(config, data_info=info)
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    init_fn = lambda rng: s.objective.init(rng, trainer._zeros(s.batch_spec))  # pylint: disable=protected-access
-    abstract, shardings = sharding_lib.abstract_state_and_shardings(
-        init_fn, s.mesh, s.rules, jax.random.key(0))
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-    step, state, _ = ckpt.restore(abstract, shardings, it)
-    ckpt.close()
+  s, step, state = trainer.restore(config, workdir)
   if step != config.total_steps:
     raise RuntimeError(f"{name}: checkpoint at step {step}, expected "
                        f"{config.total_steps}.")

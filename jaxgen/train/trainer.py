@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 from absl import logging
 from clu import periodic_actions
@@ -145,12 +145,41 @@ def check_config(config: ml_collections.ConfigDict,
   return mesh, dp, probe
 
 
-def _zeros(spec):
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), spec)
+def example_batch(spec: Dict[str, jax.ShapeDtypeStruct]) -> Dict[str, Any]:
+  """Zeros shaped like a batch spec (what `init` needs to see shapes)."""
+  return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), spec)
 
 
-def compile_step(s: Setup, base_rng: jax.Array):
-  """Derives shardings and compiles init and the train step.
+def abstract_state(s: Setup, rng: jax.Array):
+  """The state's init function, shapes and shardings; nothing is allocated.
+
+  Must be called under `jax.set_mesh(s.mesh)` and the logical axis rules.
+
+  Args:
+    s: the resolved setup.
+    rng: init key (only its shape matters here).
+
+  Returns:
+    (init_fn, abstract_state, state_shardings); `init_fn(rng)` builds the
+    state, e.g. with `sharding.create_sharded(init_fn, shardings, rng)`.
+  """
+  init_fn = lambda key: s.objective.init(key, example_batch(s.batch_spec))
+  abstract, shardings = sharding_lib.abstract_state_and_shardings(
+      init_fn, s.mesh, s.rules, rng)
+  return init_fn, abstract, shardings
+
+
+class CompiledStep(NamedTuple):
+  """What `compile_step` returns (it also unpacks as a 5-tuple)."""
+  init_fn: Callable[[jax.Array], Any]
+  abstract: Any
+  shardings: Any
+  step: Any
+  batch_shardings: Dict[str, Any]
+
+
+def compile_step(s: Setup, base_rng: jax.Array) -> CompiledStep:
+  """Derives shardings and compiles the train step.
 
   Must be called under `jax.set_mesh(s.mesh)` and the logical axis rules.
 
@@ -159,11 +188,11 @@ def compile_step(s: Setup, base_rng: jax.Array):
     base_rng: key the per-step rng is folded from.
 
   Returns:
-    (init_fn, abstract_state, state_shardings, compiled_step, batch_shardings)
+    A `CompiledStep`: the state's init function, abstract state and
+    shardings, the compiled `step(state, batch) -> (state, metrics)` and the
+    batch shardings.
   """
-  init_fn = lambda rng: s.objective.init(rng, _zeros(s.batch_spec))
-  abstract, shardings = sharding_lib.abstract_state_and_shardings(
-      init_fn, s.mesh, s.rules, base_rng)
+  init_fn, abstract, shardings = abstract_state(s, base_rng)
   batch_shardings = {k: mesh_lib.batch_sharding(s.mesh, len(v.shape))
                      for k, v in s.batch_spec.items()}
 
@@ -182,7 +211,37 @@ def compile_step(s: Setup, base_rng: jax.Array):
                                             sharding=batch_shardings[k])
                     for k, v in s.batch_spec.items()}
   compiled = jitted.lower(abstract_sharded, batch_abstract).compile()
-  return init_fn, abstract, shardings, compiled, batch_shardings
+  return CompiledStep(init_fn, abstract, shardings, compiled, batch_shardings)
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str, *,
+            devices: Optional[Sequence[jax.Device]] = None):
+  """The newest verified checkpoint of a run, laid out on this mesh.
+
+  For sampling, evaluation and experiments; nothing is compiled. Use the
+  returned state under `jax.set_mesh(s.mesh)` and `s.rules`.
+
+  Args:
+    config: the run's config.
+    workdir: the run directory.
+    devices: devices of the mesh (default: all).
+
+  Returns:
+    (setup, step, state); step and state are None without a checkpoint.
+  """
+  it, info = data_pipeline.build_input(
+      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      train=True)
+  s = setup(config, data_info=info, devices=devices)
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    _, abstract, shardings = abstract_state(s, jax.random.key(0))
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+      step, state, _ = ckpt.restore(abstract, shardings, it)
+    finally:
+      ckpt.close()
+  return s, step, state
 
 
 class _MetricBuffer:

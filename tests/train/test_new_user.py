@@ -236,3 +236,15 @@ def test_bench_reports_state_bytes_per_device():
   # Params, Adam's two moments and the EMA copy, in float32.
   assert one["state_bytes_per_device"] >= 4 * 4 * one["params"]
   assert fsdp["state_bytes_per_device"] < one["state_bytes_per_device"] / 4
+
+
+def test_public_restore_returns_the_trained_state(tmp_path):
+  config = common.tiny_config(total_steps=2)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  s, step, state = trainer.restore(config, str(tmp_path))
+  assert step == 2 and int(state.step) == 2
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    _, abstract, _ = trainer.abstract_state(s, jax.random.key(0))
+  assert jax.tree.structure(abstract) == jax.tree.structure(state)
+  s, step, state = trainer.restore(config, str(tmp_path / "empty"))
+  assert step is None and state is None
