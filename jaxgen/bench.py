@@ -10,7 +10,6 @@ of several), examples/s, TFLOP/s per device, MFU and compiled memory. With
 import json
 import sys
 import time
-import types
 
 from absl import app
 from absl import flags
@@ -23,17 +22,6 @@ flags.DEFINE_bool("params_only", False,
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 config_flags.DEFINE_config_file("config", None, "Config file:preset.",
                                 lock_config=True)
-
-
-def synthetic_info(dataset_config):
-  """Dataset info describing the configured shapes, without any data."""
-  frames = dataset_config.get("num_frames") or None
-  return types.SimpleNamespace(
-      kind="video" if frames else "image", num_frames=frames,
-      image_size=int(dataset_config.image_size),
-      channels=int(dataset_config.get("channels", 3)),
-      num_classes=int(dataset_config.get("num_classes", 0)),
-      num_examples=None)
 
 
 def run(config, steps: int = 10, params_only: bool = False):
@@ -50,6 +38,7 @@ def run(config, steps: int = 10, params_only: bool = False):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxgen.data import pipeline as data_pipeline  # pylint: disable=g-import-not-at-top
   from jaxgen.train import flops as flops_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
@@ -57,7 +46,8 @@ def run(config, steps: int = 10, params_only: bool = False):
   if not any(config.get(u) for u in ("total_steps", "total_examples",
                                      "total_epochs", "total_flops")):
     config.total_steps = 1000
-  s = trainer.setup(config, data_info=synthetic_info(config.dataset))
+  info = data_pipeline.DatasetInfo.synthetic(config.dataset)
+  s = trainer.setup(config, data_info=info)
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   out = {"family": config.family, "devices": jax.device_count(),
          "device_kind": jax.devices()[0].device_kind,

@@ -210,10 +210,10 @@ _PARAM_CACHE: Dict[str, Tuple[int, int]] = {}
 
 def _count_params(config, embedding_patterns):
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxgen.bench import synthetic_info  # pylint: disable=g-import-not-at-top
+  from jaxgen.data.pipeline import DatasetInfo  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   objective = _objective(config)
-  spec = trainer.batch_spec(synthetic_info(config.dataset), 1)
+  spec = trainer.batch_spec(DatasetInfo.synthetic(config.dataset), 1)
   state = jax.eval_shape(objective.init, jax.random.key(0), spec)
   patterns = [re.compile(p) for p in embedding_patterns]
   total = embedding = 0

@@ -4,15 +4,14 @@
 # Outputs: experiments/r3gan/figures/*.png, experiments/r3gan/results/*.json
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=${PYTHON:-/work/venv/bin/python}
+PY=${PYTHON:-python}
 OUT=experiments/r3gan
-export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 rm -rf "$OUT/figures" "$OUT/results"
 # (a) DiracRpGAN + 2-D mixture of 8 Gaussians.
-"$PY" experiments/r3gan/toy.py --out="$OUT" --mixture=ring8 --steps=3000 \
+"$PY" -m experiments.r3gan.toy --out="$OUT" --mixture=ring8 --steps=3000 \
     --seeds=2 --gamma=0.1 2>&1 | tee "$OUT/toy.log"
 # (b) Stacked digits, 1000 modes: RpGAN + R1 + R2 vs GAN + R1 + R2.
-"$PY" experiments/r3gan/stacked_digits.py --out="$OUT" --size=8 --arch=mlp \
+"$PY" -m experiments.r3gan.stacked_digits --out="$OUT" --size=8 --arch=mlp \
     --batch=128 --steps=1500 --lr=5e-4 --seeds=2 2>&1 \
     | tee "$OUT/stacked_digits.log"

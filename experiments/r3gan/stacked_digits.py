@@ -26,11 +26,12 @@ bilinearly (no new information, 4-16x the compute).
 Writes figures/stacked_*.png and results/stacked_digits.json under --out.
 """
 
-import argparse
 import json
 import os
 import time
 
+from absl import app
+from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -286,20 +287,21 @@ def plot(results, hists, fig_dir):
   plt.close(fig)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out", default=os.path.dirname(__file__))
-  parser.add_argument("--size", type=int, default=8,
-                      help="Pixels: 8 (native), or 16/32 (upsampled).")
-  parser.add_argument("--arch", default="mlp", choices=("mlp", "r3gan"))
-  parser.add_argument("--mlp_width", type=int, default=256)
-  parser.add_argument("--widths", default="32,32",
-                      help="R3GAN stage widths (arch=r3gan).")
-  parser.add_argument("--batch", type=int, default=128)
-  parser.add_argument("--steps", type=int, default=1500)
-  parser.add_argument("--lr", type=float, default=5e-4)
-  parser.add_argument("--seeds", type=int, default=2)
-  args = parser.parse_args()
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", os.path.dirname(__file__), "Output directory.")
+flags.DEFINE_integer("size", 8, "Pixels: 8 (native), or 16/32 (upsampled).")
+flags.DEFINE_enum("arch", "mlp", ["mlp", "r3gan"], "G and D architecture.")
+flags.DEFINE_integer("mlp_width", 256, "Hidden width of the MLP G and D.")
+flags.DEFINE_string("widths", "32,32", "R3GAN stage widths (arch=r3gan).")
+flags.DEFINE_integer("batch", 128, "Batch size.")
+flags.DEFINE_integer("steps", 1500, "Training steps per run.")
+flags.DEFINE_float("lr", 5e-4, "Learning rate.")
+flags.DEFINE_integer("seeds", 2, "Seeds per setting.")
+
+
+def main(argv):
+  del argv
+  args = FLAGS
   fig_dir = os.path.join(args.out, "figures")
   res_dir = os.path.join(args.out, "results")
   os.makedirs(fig_dir, exist_ok=True)
@@ -357,4 +359,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -23,11 +23,12 @@ Writes figures/dirac.png, figures/mixture_samples.png,
 figures/mixture_curves.png and results/toy.json under --out.
 """
 
-import argparse
 import json
 import os
 import time
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -292,14 +293,17 @@ def mixture_experiment(fig_dir: str, seeds, steps: int, gamma: float):
   return results
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out", default=os.path.dirname(__file__))
-  parser.add_argument("--mixture", default="ring8", choices=sorted(MIXTURES))
-  parser.add_argument("--steps", type=int, default=3000)
-  parser.add_argument("--seeds", type=int, default=2)
-  parser.add_argument("--gamma", type=float, default=0.1)
-  args = parser.parse_args()
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", os.path.dirname(__file__), "Output directory.")
+flags.DEFINE_enum("mixture", "ring8", sorted(MIXTURES), "2-D mixture.")
+flags.DEFINE_integer("steps", 3000, "Training steps per run.")
+flags.DEFINE_integer("seeds", 2, "Seeds per setting.")
+flags.DEFINE_float("gamma", 0.1, "R1 / R2 weight.")
+
+
+def main(argv):
+  del argv
+  args = FLAGS
   set_mixture(args.mixture)
   fig_dir = os.path.join(args.out, "figures")
   res_dir = os.path.join(args.out, "results")
@@ -324,4 +328,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

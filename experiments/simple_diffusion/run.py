@@ -36,7 +36,6 @@ from absl import flags
 from absl import logging
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import flax.linen as nn

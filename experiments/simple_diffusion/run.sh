@@ -11,4 +11,4 @@ export TF_CPP_MIN_LOG_LEVEL=2
 # One XLA thread: on an oversubscribed machine Eigen's two-thread pool spent
 # more CPU per step and ran ~25% slower in wall time than one thread.
 export XLA_FLAGS="${XLA_FLAGS:---xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1}"
-exec "$PYTHON" experiments/simple_diffusion/run.py --fresh "$@"
+exec "$PYTHON" -m experiments.simple_diffusion.run --fresh "$@"

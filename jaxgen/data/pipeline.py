@@ -52,6 +52,18 @@ class DatasetInfo:
   skipped_files: Callable[[], Mapping[str, str]] = dataclasses.field(
       default=dict, compare=False, repr=False)
 
+  @classmethod
+  def synthetic(cls, dataset_config: ml_collections.ConfigDict
+                ) -> "DatasetInfo":
+    """Info describing the configured shapes, without opening any data
+    (benchmarks, FLOP counts, sweep planning). Sizes are unknown (0)."""
+    frames = dataset_config.get("num_frames") or None
+    return cls(kind="video" if frames else "image", num_examples=0,
+               image_size=int(dataset_config.image_size),
+               channels=int(dataset_config.get("channels", 3)),
+               num_classes=int(dataset_config.get("num_classes", 0)),
+               num_frames=frames, batches_per_epoch=0)
+
 
 def _split_name(config, spec: config_lib.Spec, split: str | None,
                 train: bool) -> str:

@@ -25,7 +25,7 @@ VFn = Callable[[jax.Array, jax.Array], jax.Array]
 WEIGHTINGS = ("none", "sigmoid")
 
 
-def _bcast(a, x: jax.Array) -> jax.Array:
+def bcast(a, x: jax.Array) -> jax.Array:
   """Reshapes per-example `a` ([B] or scalar) to broadcast against `x`."""
   a = jnp.asarray(a)
   return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
@@ -43,7 +43,7 @@ def v_target(x, eps, alpha, sigma) -> jax.Array:
   Returns:
     v with the shape of `x`.
   """
-  return _bcast(alpha, x) * eps - _bcast(sigma, x) * x
+  return bcast(alpha, x) * eps - bcast(sigma, x) * x
 
 
 def eps_from_v(z, v, alpha, sigma) -> jax.Array:
@@ -58,22 +58,7 @@ def eps_from_v(z, v, alpha, sigma) -> jax.Array:
   Returns:
     eps with the shape of `z`.
   """
-  return _bcast(sigma, z) * z + _bcast(alpha, z) * v
-
-
-def x_from_v(z, v, alpha, sigma) -> jax.Array:
-  """Clean data implied by a v-prediction: alpha * z - sigma * v.
-
-  Args:
-    z: noisy data alpha * x + sigma * eps, [B, ...].
-    v: (predicted) velocity, same shape.
-    alpha: signal scales, [B] or scalar.
-    sigma: noise scales, [B] or scalar.
-
-  Returns:
-    x with the shape of `z`.
-  """
-  return _bcast(alpha, z) * z - _bcast(sigma, z) * v
+  return bcast(sigma, z) * z + bcast(alpha, z) * v
 
 
 def sigmoid_weight(logsnr, bias: float) -> jax.Array:
@@ -202,7 +187,7 @@ def diffusion_loss_at(v_fn: VFn, x, t, eps, *, logsnr_fn,
   else:
     logsnr, dlogsnr_dt = logsnr_fn(t), None
   alpha, sigma = schedules.alpha_sigma(logsnr)
-  z = _bcast(alpha, x) * x + _bcast(sigma, x) * eps
+  z = bcast(alpha, x) * x + bcast(sigma, x) * eps
   v_hat = v_fn(z, logsnr).astype(jnp.float32)
   err = eps - eps_from_v(z, v_hat, alpha, sigma)
 

@@ -16,14 +16,11 @@ from typing import Callable, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
+from jaxgen.diffusion import losses
 from jaxgen.diffusion import schedules
 
 # v_fn(z, logsnr[B], labels[B] or None) -> v_hat with the shape of z.
 GuidedVFn = Callable[[jax.Array, jax.Array, Optional[jax.Array]], jax.Array]
-
-
-def _bcast(a: jax.Array, x: jax.Array) -> jax.Array:
-  return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
 
 
 def guided_v(v_fn: GuidedVFn, z, logsnr, labels, *, null_label=None,
@@ -86,7 +83,7 @@ def guided_v(v_fn: GuidedVFn, z, logsnr, labels, *, null_label=None,
   if logsnr.ndim == 0:
     return jax.lax.cond(inside, lambda: both()[0], cond_only)
   v_guided, v_c = both()
-  return jnp.where(_bcast(inside, z), v_guided, v_c)
+  return jnp.where(losses.bcast(inside, z), v_guided, v_c)
 
 
 def ddpm_step(z, x_hat, logsnr_t, logsnr_s, noise) -> jax.Array:

@@ -108,15 +108,3 @@ def abstract_bytes_per_device(abstract: Any, shardings: Any) -> int:
     shard = sharding.shard_shape(leaf.shape)
     total += math.prod(shard) * jnp.dtype(leaf.dtype).itemsize
   return int(total)
-
-
-def unsharded_fraction(tree: Any, shardings: Any) -> float:
-  """Fraction of elements in leaves that are fully replicated (MaxText check)."""
-  total, replicated = 0, 0
-  for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(
-      shardings, is_leaf=lambda x: isinstance(x, NamedSharding))):
-    size = int(leaf.size)
-    total += size
-    if sharding.is_fully_replicated:
-      replicated += size
-  return replicated / max(total, 1)

@@ -16,7 +16,7 @@ import pytest
 
 from configs import r3gan as r3gan_config
 from jaxgen import config_lib
-from jaxgen.bench import synthetic_info
+from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.gan import objective as gan_objective
 from jaxgen.parallel import multihost
@@ -49,7 +49,7 @@ def _config(**overrides):
 
 def _compiled(config, devices, with_shardings=False):
   """The trainer's compiled step and initial state (same rngs as a run)."""
-  s = trainer.setup(config, data_info=synthetic_info(config.dataset),
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset),
                     devices=devices)
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):

@@ -18,7 +18,7 @@ import pytest
 
 from configs import r3gan
 from jaxgen import registry
-from jaxgen.bench import synthetic_info
+from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.diffusion import losses
 from jaxgen.diffusion import schedules
@@ -60,7 +60,7 @@ def test_unconditional_r3gan_initialises():
 @pytest.mark.parametrize("name", schedules.SCHEDULES.names())
 def test_every_schedule_is_selectable(name):
   config = common.tiny_config(**{"diffusion.schedule": name})
-  s = trainer.setup(config, data_info=synthetic_info(config.dataset))
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset))
   logsnr = s.objective.logsnr_fn(jnp.array([0.0, 0.5, 1.0]))
   assert np.all(np.isfinite(logsnr)) and logsnr[0] > logsnr[2]
   # Its own keywords are config fields too.
@@ -195,7 +195,7 @@ def test_library_info_chatter_is_filtered_but_warnings_pass():
 
 
 def _one_step(config, batch):
-  s = trainer.setup(config, data_info=synthetic_info(config.dataset))
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset))
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     init_fn, _, shardings, step, _ = trainer.compile_step(s, base_rng)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxgen import registry
-from jaxgen.bench import synthetic_info
+from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.diffusion import objective as sd_objective
 from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
@@ -27,7 +27,7 @@ from tests.train import common
 
 def _losses_on(config, devices, batches):
   """Losses of len(batches) steps run with the trainer's compiled step."""
-  s = trainer.setup(config, data_info=synthetic_info(config.dataset),
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset),
                     devices=devices)
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
@@ -54,7 +54,7 @@ def test_sharded_losses_match_single_device():
 
 def test_fsdp_shards_parameters_evenly():
   config = common.tiny_config(**{"mesh.data": 1, "mesh.fsdp": 8})
-  s = trainer.setup(config, data_info=synthetic_info(config.dataset))
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset))
   init_rng, base_rng = jax.random.split(jax.random.key(0))
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     init_fn, _, shardings, _, _ = trainer.compile_step(s, base_rng)
@@ -119,7 +119,7 @@ def test_analytic_flops_match_xla_cost_analysis():
   """The whole train step (model, loss, optimizer) of the `tiny` preset."""
   config = simple_diffusion.get_config("tiny")
   config.batch_size, config.mesh.data = 8, 1
-  s = trainer.setup(config, data_info=synthetic_info(config.dataset),
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset),
                     devices=jax.devices()[:1])
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, _, _, step, _ = trainer.compile_step(s, jax.random.key(0))

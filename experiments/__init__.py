@@ -1,0 +1,1 @@
+"""Small-scale reproductions; run as `python -m experiments.<name>.<script>`."""
