@@ -38,6 +38,7 @@ import ml_collections
 import optax
 
 from jaxgen import registry
+from jaxgen.gan import augment
 from jaxgen.gan import losses
 from jaxgen.gan import networks
 from jaxgen.train import objective as objective_lib
@@ -129,6 +130,9 @@ class R3GAN(objective_lib.Objective):
     self.gamma_fn = burn_in_schedule(g.gamma, g.end_gamma, burn_in, batch)
     self.half_life_fn = burn_in_schedule(0.0, g.ema_half_life_examples,
                                          burn_in, batch)
+    # ADA-style augmentation of D's inputs; p ramps from 0 over the burn-in.
+    self.augment_p = float(g.get("augment_p", 0.0))
+    self.augment_fn = burn_in_schedule(0.0, self.augment_p, burn_in, batch)
     # Same lr and β2 for G and D, as in the reference; no clipping, no decay.
     self.tx = optax.inject_hyperparams(optax.adam)(
         learning_rate=self.lr_fn, b1=float(o.b1), b2=self.b2_fn,
@@ -194,7 +198,7 @@ class R3GAN(objective_lib.Objective):
   def _d_fn(self, d_params, labels):
     return lambda x: self.discriminator.apply({"params": d_params}, x, labels)
 
-  def d_loss(self, d_params, x_real, x_fake, labels, gamma):
+  def d_loss(self, d_params, x_real, x_fake, labels, gamma, aug=None):
     """Full D loss and its parts.
 
     Args:
@@ -203,6 +207,9 @@ class R3GAN(objective_lib.Objective):
       x_fake: generated images (detached).
       labels: i32[B] or None.
       gamma: penalty weight γ (the loss adds γ/2 · (R1 + R2)).
+      aug: None, or (rng, p): the adversarial term sees independently
+        augmented reals and fakes; R1 / R2 stay on the images before
+        augmentation, as in the reference.
 
     Returns:
       (loss, aux dict of scalars).
@@ -213,18 +220,22 @@ class R3GAN(objective_lib.Objective):
     if self.use_r1:
       d_real, r1 = losses.logits_and_penalty(d_fn, x_real)
     else:
-      d_real, r1 = d_fn(x_real), zero
+      d_real, r1 = (None if aug else d_fn(x_real)), zero
     if self.use_r2:
       d_fake, r2 = losses.logits_and_penalty(d_fn, x_fake)
     else:
-      d_fake, r2 = d_fn(x_fake), zero
+      d_fake, r2 = (None if aug else d_fn(x_fake)), zero
+    if aug is not None:
+      real_key, fake_key = jax.random.split(aug[0])
+      d_real = d_fn(augment.augment(real_key, x_real, aug[1]))
+      d_fake = d_fn(augment.augment(fake_key, x_fake, aug[1]))
     adv = self.d_loss_fn(d_real, d_fake)
     loss = adv + 0.5 * gamma * (r1 + r2)
     return loss, {"d_adv": adv, "r1": r1, "r2": r2,
                   "logits_real": jnp.mean(d_real),
                   "logits_fake": jnp.mean(d_fake)}
 
-  def g_loss(self, g_params, d_params, x_real, z, labels):
+  def g_loss(self, g_params, d_params, x_real, z, labels, aug=None):
     """G loss against a fixed D (D(real) carries no gradient).
 
     Args:
@@ -238,7 +249,12 @@ class R3GAN(objective_lib.Objective):
       Scalar loss.
     """
     d_fn = self._d_fn(d_params, labels)
-    d_fake = d_fn(self.generate(g_params, z, labels))
+    x_fake = self.generate(g_params, z, labels)
+    if aug is not None:
+      real_key, fake_key = jax.random.split(aug[0])
+      x_real = augment.augment(real_key, x_real, aug[1])
+      x_fake = augment.augment(fake_key, x_fake, aug[1])
+    d_fake = d_fn(x_fake)
     d_real = (jax.lax.stop_gradient(d_fn(x_real)) if self.g_needs_real
               else jnp.zeros_like(d_fake))
     return self.g_loss_fn(d_real, d_fake)
@@ -249,6 +265,11 @@ class R3GAN(objective_lib.Objective):
     x_real = batch["image"]
     labels = self._labels(batch)
     n = x_real.shape[0]
+    aug_d = aug_g = None
+    if self.augment_p:
+      rng, d_key, g_key = jax.random.split(rng, 3)
+      p = self.augment_fn(state.step)
+      aug_d, aug_g = (d_key, p), (g_key, p)
     z_d, z_g = jax.random.normal(rng, (2, n, self.noise_dim), jnp.float32)
     gamma = self.gamma_fn(state.step)
     g_params, d_params = state.params[GEN], state.params[DISC]
@@ -256,14 +277,14 @@ class R3GAN(objective_lib.Objective):
     # 1. Discriminator.
     x_fake = jax.lax.stop_gradient(self.generate(g_params, z_d, labels))
     (d_loss, aux), d_grads = jax.value_and_grad(self.d_loss, has_aux=True)(
-        d_params, x_real, x_fake, labels, gamma)
+        d_params, x_real, x_fake, labels, gamma, aug_d)
     d_updates, d_opt = self.tx.update(d_grads, state.opt_state[DISC],
                                       d_params)
     d_params = optax.apply_updates(d_params, d_updates)
 
     # 2. Generator, against the updated discriminator.
     g_loss, g_grads = jax.value_and_grad(self.g_loss)(
-        g_params, d_params, x_real, z_g, labels)
+        g_params, d_params, x_real, z_g, labels, aug_g)
     g_updates, g_opt = self.tx.update(g_grads, state.opt_state[GEN], g_params)
     g_params = optax.apply_updates(g_params, g_updates)
 
@@ -281,7 +302,8 @@ class R3GAN(objective_lib.Objective):
         grad_norm=jnp.sqrt(d_norm ** 2 + g_norm ** 2),
         d_grad_norm=d_norm, g_grad_norm=g_norm,
         learning_rate=self.lr_fn(state.step), b2=self.b2_fn(state.step),
-        gamma=gamma, ema_beta=beta)
+        gamma=gamma, ema_beta=beta,
+        augment_p=self.augment_fn(state.step))
     new_state = state.replace(
         step=state.step + 1, params={GEN: g_params, DISC: d_params},
         opt_state={GEN: g_opt, DISC: d_opt}, ema_params=ema)
@@ -357,9 +379,22 @@ class R3GAN(objective_lib.Objective):
       G update: G forward + backward 3·F_G; D on fakes forward + input
         gradient only 2·F_D; D on reals forward 1·F_D (RpGAN only).
     RpGAN + R1 + R2: 4·F_G + 15·F_D; GAN + R1 + R2: 4·F_G + 14·F_D.
+    With augmentation (`gan.augment_p` > 0) the D update is
+    F_G + 5·F_D per penalty + 2·2·F_D (see below): RpGAN + R1 + R2
+    4·F_G + 17·F_D. The augmentation's own arithmetic is not counted.
     """
     f_g, f_d = self.forward_flops()
-    d_step = f_g + sum(6.0 * f_d if p else 3.0 * f_d
-                       for p in (self.use_r1, self.use_r2))
+    if self.augment_p:
+      # Penalty passes stay on the clean images but no longer carry the
+      # adversarial cotangent (5·F_D: the forward graph's weight gradient
+      # from the logits drops out); the adversarial passes on augmented
+      # images need forward + weight gradient only (2·F_D each; their
+      # inputs take no gradient). Checked against XLA in
+      # tests/gan/test_augment.py.
+      d_step = f_g + sum(5.0 * f_d for p in (self.use_r1, self.use_r2)
+                         if p) + 2 * 2.0 * f_d
+    else:
+      d_step = f_g + sum(6.0 * f_d if p else 3.0 * f_d
+                         for p in (self.use_r1, self.use_r2))
     g_step = 3.0 * f_g + 2.0 * f_d + (f_d if self.g_needs_real else 0.0)
     return d_step + g_step
