@@ -38,6 +38,7 @@ def run(config, steps: int = 10, params_only: bool = False):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.data import pipeline as data_pipeline  # pylint: disable=g-import-not-at-top
   from jaxgen.train import flops as flops_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top

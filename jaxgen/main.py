@@ -38,6 +38,8 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
   import jax  # pylint: disable=g-import-not-at-top
+  # Registers every model family under its config.family name.
+  from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
   from jaxgen.train import checkpoint  # pylint: disable=g-import-not-at-top
   from jaxgen.train import preemption  # pylint: disable=g-import-not-at-top

@@ -246,6 +246,7 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   Raises:
     ValueError: a configuration error (no row is written).
   """
+  from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   config, _ = sweep_lib.point_config(spec, point.budget, point.size, sets)
   rundir = os.path.join(workdir, "runs", point.id)

@@ -172,16 +172,15 @@ def _cast(text: str, current: Any) -> Any:
       value, int) else value
 
 
-# The optimizer fields a point's schedule sets (jaxgen.train.state).
-SCHEDULE_FIELDS = ("schedule", "warmup_steps", "warmup_fraction",
-                   "end_lr_fraction")
-
-
-def _objective(config):
+def _objective_class(config):
   # pylint: disable-next=g-import-not-at-top,unused-import
   from jaxgen import families
   from jaxgen import registry  # pylint: disable=g-import-not-at-top
-  return registry.OBJECTIVES.get(config.family)(config, total_steps=1)
+  return registry.OBJECTIVES.get(config.family)
+
+
+def _objective(config):
+  return _objective_class(config)(config, total_steps=1)
 
 
 def count_params(config: ml_collections.ConfigDict,
@@ -250,13 +249,11 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
   if config.family != spec.family:
     raise ValueError(f"spec family {spec.family!r} but {spec.base} is "
                      f"family {config.family!r}")
-  missing = [f for f in SCHEDULE_FIELDS if f not in config.optimizer]
-  if missing:
-    # E.g. R3GAN: its lr/γ/β2 follow a burn-in in images, not the run length.
+  if not _objective_class(config).supports_run_length_schedule:
     raise ValueError(
-        f"{spec.base} (family {config.family!r}) has no config.optimizer."
-        f"{missing[0]}: sweeps set a warmup + cosine schedule spanning each "
-        "run, so the family must use the trainer's optimizer schedule")
+        f"{spec.base} (family {config.family!r}) does not support a "
+        "run-length schedule: sweeps set a warmup + cosine spanning each "
+        "run, and this family's schedules are its own")
   overrides = flatten(spec.run)
   overrides.update({
       "batch_size": int(spec.batch_size),

@@ -17,3 +17,6 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update("jax_threefry_partitionable", True)
+
+# The families register by import, as jaxgen.main does it.
+from jaxgen import families  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import

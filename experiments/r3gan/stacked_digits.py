@@ -221,10 +221,13 @@ def train_gan(config, digits, labels, seed: int, arch: str,
   Returns:
     (objective, final state, log rows).
   """
-  obj = gan_objective.R3GAN(config, total_steps=config.total_steps)
+  networks = {}
   if arch == "mlp":
-    obj.generator = MLPGenerator(config.dataset.image_size, mlp_width)
-    obj.discriminator = MLPDiscriminator(mlp_width)
+    networks = dict(
+        generator=MLPGenerator(config.dataset.image_size, mlp_width),
+        discriminator=MLPDiscriminator(mlp_width))
+  obj = gan_objective.R3GAN(config, total_steps=config.total_steps,
+                            **networks)
   size = config.dataset.image_size
   data_rng = np.random.default_rng(seed)
   state = jax.jit(lambda k, b: nn.unbox(obj.init(k, b)))(

@@ -47,6 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from configs import simple_diffusion as sd_config
+from jaxgen import families  # pylint: disable=unused-import  (registers them)
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.diffusion import losses
 from jaxgen.eval import classifier

@@ -21,7 +21,6 @@ from ml_collections import config_dict
 
 from jaxgen.data import shapes
 
-SCHEMES = ("jaxgen_shapes", "jaxgen_shapes_video", "tfds", "folder", "arrays")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 
 
@@ -82,7 +81,7 @@ class Spec:
   """A parsed dataset spec.
 
   Attributes:
-    scheme: one of SCHEMES.
+    scheme: a registered source scheme (`jaxgen.data.sources.SOURCES`).
     name: TFDS builder name with optional "/config" (tfds), the folder path
       (folder), else the scheme.
     split: split named in the spec, or None.
@@ -106,8 +105,9 @@ def parse_spec(spec: str) -> Spec:
   """
   choices = ("use one of: jaxgen_shapes, jaxgen_shapes_video, "
              "tfds:<name>[/<config>][:split], folder:/path/to/images, arrays")
+  from jaxgen.data import sources  # pylint: disable=g-import-not-at-top  (it imports this module)
   scheme, sep, rest = spec.partition(":")
-  if scheme not in SCHEMES or bool(sep) != (scheme in ("tfds", "folder")):
+  if scheme not in sources.SOURCES or bool(sep) != (scheme in ("tfds", "folder")):
     raise ValueError(f"Unknown dataset {spec!r}; {choices}.")
   if scheme == "tfds":
     # Split slicing such as "train[:10%]" contains ':', so split only once.

@@ -17,12 +17,15 @@ from typing import Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 
+from jaxgen import registry
 from jaxgen.diffusion import schedules
 from jaxgen.nn import resample
 
 VFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-WEIGHTINGS = ("none", "sigmoid")
+# Loss weightings by config name (config.diffusion.weighting), each
+# `(logsnr, sigmoid_bias) -> weight`.
+WEIGHTINGS = registry.Registry("weighting")
 
 
 def bcast(a, x: jax.Array) -> jax.Array:
@@ -76,6 +79,10 @@ def sigmoid_weight(logsnr, bias: float) -> jax.Array:
     float32 weights with the shape of `logsnr`.
   """
   return jax.nn.sigmoid(bias - jnp.asarray(logsnr, jnp.float32))
+
+
+WEIGHTINGS.register("none")(lambda logsnr, bias: jnp.ones_like(logsnr))
+WEIGHTINGS.register("sigmoid")(sigmoid_weight)
 
 
 def multiscale_scales(image_size: int, min_size: int = 32) -> Tuple[int, ...]:
@@ -176,9 +183,7 @@ def diffusion_loss_at(v_fn: VFn, x, t, eps, *, logsnr_fn,
   Returns:
     (loss, aux) as in `diffusion_loss`.
   """
-  if weighting not in WEIGHTINGS:
-    raise ValueError(f"Unknown weighting {weighting!r}; choose one of: "
-                     f"{', '.join(WEIGHTINGS)}.")
+  weight_fn = WEIGHTINGS.get(weighting)
   x = jnp.asarray(x, jnp.float32)
   t = jnp.asarray(t, jnp.float32)
   if weight_dlogsnr_dt:
@@ -199,9 +204,7 @@ def diffusion_loss_at(v_fn: VFn, x, t, eps, *, logsnr_fn,
   else:
     per_example = eps_mse
 
-  weight = jnp.ones_like(logsnr)
-  if weighting == "sigmoid":
-    weight = sigmoid_weight(logsnr, sigmoid_bias)
+  weight = weight_fn(logsnr, sigmoid_bias)
   if weight_dlogsnr_dt:
     weight = weight * -dlogsnr_dt
   # The weight is a function of t only; no gradient should flow through it.

@@ -60,6 +60,7 @@ class SimpleDiffusion(objective_lib.Objective):
         **dict(d.schedules.get(d.schedule, None) or {}))
     self.sampler = samplers.get_sampler(d.sampler)
     self._tx = None
+    self._lr = None
 
   # -- configuration checks ---------------------------------------------------
 
@@ -77,12 +78,27 @@ class SimpleDiffusion(objective_lib.Objective):
           f"config.dataset.image_size={self.image_size} / config.model do "
           f"not fit the U-ViT: {e}") from None
 
+  def _run_length(self) -> int:
+    if self.total_steps is None:
+      raise ValueError("the run length is not set: construct the objective "
+                       "with total_steps or call set_total_steps first.")
+    return self.total_steps
+
   @property
   def tx(self) -> optax.GradientTransformation:
+    """The optimizer, built once from the run length."""
     if self._tx is None:
       self._tx = state_lib.make_optimizer(self.config.optimizer,
-                                          self.total_steps or 1)
+                                          self._run_length())
     return self._tx
+
+  @property
+  def lr_schedule(self):
+    """step -> learning rate (the one inside `tx`), built once."""
+    if self._lr is None:
+      self._lr = state_lib.learning_rate_schedule(self.config.optimizer,
+                                                  self._run_length())
+    return self._lr
 
   # -- state ------------------------------------------------------------------
 
@@ -162,8 +178,7 @@ class SimpleDiffusion(objective_lib.Objective):
         "eps_mse": aux["eps_mse"],
         "grad_norm": state_lib.global_norm(grads),
         "param_norm": state_lib.global_norm(new_params),
-        "learning_rate": state_lib.learning_rate_schedule(
-            self.config.optimizer, self.total_steps or 1)(state.step),
+        "learning_rate": self.lr_schedule(state.step),
     }
     new_state = state.replace(step=state.step + 1,
                               params={"model": new_params},

@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
+from jaxgen import registry
 from jaxgen.diffusion import losses
 from jaxgen.diffusion import schedules
 
@@ -230,8 +231,10 @@ def ddim_sample(v_fn: GuidedVFn, rng: jax.Array, shape: Sequence[int], *,
                  guidance_interval=guidance_interval, clip_x=clip_x)
 
 
-# Sampler functions by config name.
-SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample}
+# Samplers by config name (config.diffusion.sampler).
+SAMPLERS = registry.Registry("sampler")
+SAMPLERS.register("ddpm")(ddpm_sample)
+SAMPLERS.register("ddim")(ddim_sample)
 
 
 def get_sampler(name: str) -> Callable[..., jax.Array]:
@@ -246,7 +249,4 @@ def get_sampler(name: str) -> Callable[..., jax.Array]:
   Raises:
     ValueError: for an unknown name.
   """
-  if name not in SAMPLERS:
-    raise ValueError(f"Unknown sampler {name!r}; choose one of: "
-                     f"{', '.join(sorted(SAMPLERS))}.")
-  return SAMPLERS[name]
+  return SAMPLERS.get(name)

@@ -28,6 +28,8 @@ from typing import Callable, Tuple
 import jax
 import jax.numpy as jnp
 
+from jaxgen import registry
+
 # d_fn maps a batch of images f[B, H, W, C] to one logit per image f[B].
 DiscriminatorFn = Callable[[jax.Array], jax.Array]
 
@@ -94,10 +96,9 @@ def gan_g_loss(d_real: jax.Array, d_fake: jax.Array) -> jax.Array:
 
 
 # Loss kinds by config name: (d_loss, g_loss, g_needs_real_logits).
-LOSSES = {
-    "rpgan": (rpgan_d_loss, rpgan_g_loss, True),
-    "gan": (gan_d_loss, gan_g_loss, False),
-}
+LOSSES = registry.Registry("config.gan.loss")
+LOSSES.register("rpgan")((rpgan_d_loss, rpgan_g_loss, True))
+LOSSES.register("gan")((gan_d_loss, gan_g_loss, False))
 
 
 def get_losses(name: str):
@@ -109,10 +110,7 @@ def get_losses(name: str):
   Returns:
     The two loss functions and whether the G loss reads D(real).
   """
-  if name not in LOSSES:
-    raise ValueError(f"Unknown config.gan.loss {name!r}; choose one of: "
-                     f"{', '.join(sorted(LOSSES))}.")
-  return LOSSES[name]
+  return LOSSES.get(name)
 
 
 def logits_and_penalty(d_fn: DiscriminatorFn,

@@ -106,7 +106,21 @@ def network_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
 class R3GAN(objective_lib.Objective):
   """R3GAN (Huang et al. 2024): RpGAN + R1 + R2, ResNeXt G and D."""
 
-  def __init__(self, config, total_steps=None):
+  # lr, γ, β2 and EMA follow the burn-in in images, not the run length.
+  supports_run_length_schedule = False
+
+  def __init__(self, config, total_steps=None, *, generator=None,
+               discriminator=None):
+    """Builds the objective.
+
+    Args:
+      config: the run config.
+      total_steps: run length (unused: the schedules follow the burn-in).
+      generator: a Flax module `(z, labels) -> images` to use instead of the
+        configured ResNeXt G (e.g. an MLP in experiments).
+      discriminator: a Flax module `(images, labels) -> logits` instead of
+        the configured D.
+    """
     super().__init__(config, total_steps)
     g = config.gan
     self.kwargs = network_kwargs(config)
@@ -119,9 +133,10 @@ class R3GAN(objective_lib.Objective):
     self.d_loss_fn, self.g_loss_fn, self.g_needs_real = losses.get_losses(
         g.loss)
     self.use_r1, self.use_r2 = bool(g.r1), bool(g.r2)
-    self.generator = networks.Generator(
+    self.generator = generator or networks.Generator(
         cond_dim=self.cond_dim, channels=self.channels, **self.kwargs)
-    self.discriminator = networks.Discriminator(**self.kwargs)
+    self.discriminator = discriminator or networks.Discriminator(
+        **self.kwargs)
     burn_in, batch = float(g.burn_in_examples), self.batch_size
     o = config.optimizer
     self.lr_fn = burn_in_schedule(o.learning_rate, o.end_learning_rate,

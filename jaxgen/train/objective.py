@@ -25,6 +25,12 @@ class Objective(abc.ABC):
   `validate` must be pure and traceable: the trainer calls them under `jax.jit`.
   """
 
+  # Whether the learning rate follows `config.optimizer`'s run-length
+  # schedule (warmup + cosine to the end of the run), which scaling sweeps
+  # set per point. False for families with schedules of their own (R3GAN's
+  # burn-in in images).
+  supports_run_length_schedule: bool = True
+
   def __init__(self, config: ml_collections.ConfigDict,
                total_steps: Optional[int] = None):
     """Builds the objective.
@@ -32,11 +38,19 @@ class Objective(abc.ABC):
     Args:
       config: the full run config.
       total_steps: run length, for learning-rate and other schedules. May be
-        None when only `flops_per_example` / shapes are needed (the trainer
-        first asks for FLOPs to resolve a FLOP budget into steps).
+        None until `set_total_steps` (the trainer first asks this same
+        object for its FLOPs to resolve a FLOP budget into steps).
     """
     self.config = config
     self.total_steps = total_steps
+
+  def set_total_steps(self, total_steps: int) -> None:
+    """Sets the run length, once known; schedules are built from it lazily.
+
+    Args:
+      total_steps: the number of training steps.
+    """
+    self.total_steps = int(total_steps)
 
   def validate(self, num_devices_data_parallel: int) -> None:
     """Raises ValueError (one line, says what to change) on a bad config.

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxgen import registry
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -69,6 +71,16 @@ def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
       [optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
+# Optimizers by config name (config.optimizer.name), each
+# `(schedule, opt_config, adam_kwargs) -> optax transformation`.
+OPTIMIZERS = registry.Registry("config.optimizer.name")
+OPTIMIZERS.register("adamw")(
+    lambda schedule, o, kw: optax.adamw(
+        schedule, weight_decay=float(o.get("weight_decay", 0.0)), **kw))
+OPTIMIZERS.register("adam")(lambda schedule, o, kw: optax.adam(schedule,
+                                                               **kw))
+
+
 def make_optimizer(opt_config: ml_collections.ConfigDict, total_steps: int,
                    trainable: Optional[Sequence[str]] = None
                    ) -> optax.GradientTransformation:
@@ -92,14 +104,7 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, total_steps: int,
                 eps=float(opt_config.get("eps", 1e-8)),
                 # bfloat16 halves the first moment's memory.
                 mu_dtype=jnp.dtype(opt_config.get("mu_dtype", "float32")))
-  if name == "adamw":
-    tx = optax.adamw(schedule, weight_decay=float(
-        opt_config.get("weight_decay", 0.0)), **common)
-  elif name == "adam":
-    tx = optax.adam(schedule, **common)
-  else:
-    raise ValueError(f"Unknown config.optimizer.name {name!r}; use 'adamw' "
-                     "or 'adam'.")
+  tx = OPTIMIZERS.get(name)(schedule, opt_config, common)
   if opt_config.get("grad_clip", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(float(opt_config.grad_clip)), tx)
   if trainable:

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxgen import families  # pylint: disable=unused-import  (registers them)
 from jaxgen import registry
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import grids
@@ -86,8 +85,7 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
   Returns:
     A `Setup`.
   """
-  mesh, dp, probe = check_config(config, devices)
-  objective_cls = type(probe)
+  mesh, _, objective = check_config(config, devices)
   declared = config.dataset.get("num_classes")
   if declared and data_info.num_classes and declared != data_info.num_classes:
     raise ValueError(
@@ -101,12 +99,15 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
         f"dataset {config.dataset.name!r} has {data_info.channels} channels "
         f"but the model is built for {channels}; set "
         f"--config.dataset.channels={data_info.channels}.")
-  flops = float(probe.flops_per_example())
+  # One objective: its FLOPs resolve a FLOP budget into the run length,
+  # which its schedules then use.
+  flops = float(objective.flops_per_example())
   steps = durations.total_steps(config, num_examples=data_info.num_examples,
                                 flops_per_example=flops)
+  objective.set_total_steps(steps)
   return Setup(mesh=mesh,
                rules=sharding_lib.rules_from_config(config.logical_axis_rules),
-               objective=objective_cls(config, total_steps=steps),
+               objective=objective,
                total_steps=steps, flops_per_example=flops,
                data_info=data_info,
                batch_spec=batch_spec(data_info, config.batch_size))
@@ -128,6 +129,9 @@ def check_config(config: ml_collections.ConfigDict,
     ValueError: one line saying what to change.
   """
   check_trainer_fields(config)
+  if not registry.OBJECTIVES.names():
+    raise ValueError("no model family is registered; import jaxgen.families "
+                     "(jaxgen.main does) before training.")
   objective_cls = registry.OBJECTIVES.get(config.family)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   dp = mesh_lib.data_parallel_size(mesh)
@@ -140,9 +144,9 @@ def check_config(config: ml_collections.ConfigDict,
     raise ValueError(
         f"config.batch_size={config.batch_size} is not divisible by the "
         f"{jax.process_count()} processes.")
-  probe = objective_cls(config)
-  probe.validate(dp)
-  return mesh, dp, probe
+  objective = objective_cls(config)
+  objective.validate(dp)
+  return mesh, dp, objective
 
 
 def example_batch(spec: Dict[str, jax.ShapeDtypeStruct]) -> Dict[str, Any]:

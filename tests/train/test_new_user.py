@@ -85,7 +85,7 @@ def test_loss_options_reach_the_loss(monkeypatch):
   monkeypatch.setattr(losses, "diffusion_loss_at", spy)
   config = common.tiny_config(**{"diffusion.weight_dlogsnr_dt": True,
                                  "diffusion.multiscale_normalize": False})
-  objective = registry.OBJECTIVES.get("simple_diffusion")(config)
+  objective = registry.OBJECTIVES.get("simple_diffusion")(config, total_steps=3)
   batch = {"image": jnp.zeros((2, 16, 16, 3)),
            "label": jnp.zeros((2,), jnp.int32)}
   state = jax.eval_shape(objective.init, jax.random.key(0), batch)
