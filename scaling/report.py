@@ -3,7 +3,7 @@
 `render` only reads the summary, so a report can be regenerated from a
 fit.json alone. With a "reference" section (from `--compare=chinchilla`) the
 report also sets the fit beside the published Chinchilla and Epoch numbers
-(`CHINCHILLA_PUBLISHED`, sources in shared/references/scaling_laws.md).
+(`CHINCHILLA_PUBLISHED`, sources in docs/references/scaling_laws.md).
 """
 
 from typing import Dict, List, Optional

@@ -247,7 +247,7 @@ def train_gan(config, digits, labels, seed: int, arch: str,
       avg.update(step=i + 1, seconds=time.time() - t0)
       rows.append(avg)
       acc = []
-      print(f"  [{config.gan.loss}] step {i + 1}: d {avg['d_loss']:.3f} "
+      print(f"  [{config.gan.loss}] step {i + 1}: d {avg['loss']:.3f} "
             f"g {avg['g_loss']:.3f} r1 {avg['r1']:.3g} r2 {avg['r2']:.3g} "
             f"({avg['seconds']:.0f}s)", flush=True)
   return obj, state, rows
@@ -275,7 +275,7 @@ def plot(results, hists, fig_dir):
   for name in hists:
     log = results["runs"][name][0]["log"]
     steps = [r["step"] for r in log]
-    axes[1].plot(steps, [r["d_loss"] for r in log], label=f"{name}: D")
+    axes[1].plot(steps, [r["loss"] for r in log], label=f"{name}: D")
     axes[1].plot(steps, [r["g_loss"] for r in log], ls="--",
                  label=f"{name}: G")
     axes[2].semilogy(steps, [r["r1"] for r in log], label=f"{name}: R1")

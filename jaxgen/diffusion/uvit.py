@@ -58,7 +58,7 @@ _LOGSNR_MAX_PERIOD = 1000.0
 # Field overrides per preset. Only `tiny` is ours; the ImageNet entries follow
 # the best-supported public description of SiD's U-ViT, because its exact
 # Appendix-B table could not be read (see
-# shared/references/simple_diffusion.md, sec. 3.1 and "Open items"):
+# docs/references/simple_diffusion.md, sec. 3.1 and "Open items"):
 #   [S] UViT/2 at 256 and UViT/4 at 512, i.e. the first feature map is
 #       128 x 128 at both sizes (JiT Tables 7/8 notation);
 #   [S] ~2B parameters (JiT: 2B, Drifting-Models: 2.5B) and ~555 GMACs =

@@ -24,7 +24,7 @@ The optimizers get lr and β2 through `optax.inject_hyperparams`, so the
 schedule state is part of the checkpointed optimizer state.
 
 Metrics: "loss" is the full D loss (adversarial + γ/2·(R1+R2)), the quantity
-D minimises; "d_loss" is the same, "d_adv" its adversarial part, "g_loss"
+D minimises; "d_adv" its adversarial part, "g_loss"
 the G loss, "r1"/"r2" the raw penalties, "grad_norm" the global norm of
 both networks' gradients.
 """
@@ -313,7 +313,7 @@ class R3GAN(objective_lib.Objective):
     d_norm, g_norm = (state_lib.global_norm(d_grads),
                       state_lib.global_norm(g_grads))
     metrics = dict(
-        aux, loss=d_loss, d_loss=d_loss, g_loss=g_loss,
+        aux, loss=d_loss, g_loss=g_loss,
         grad_norm=jnp.sqrt(d_norm ** 2 + g_norm ** 2),
         d_grad_norm=d_norm, g_grad_norm=g_norm,
         learning_rate=self.lr_fn(state.step), b2=self.b2_fn(state.step),

@@ -150,13 +150,13 @@ def test_analytic_flops_match_xla_cost_analysis(single_device):
 def test_first_step_metrics_schedules_ema_and_fixup(single_device):
   config = single_device["config"]
   metrics, new = single_device["metrics1"], single_device["state1"]
-  for key in ("loss", "d_loss", "g_loss", "r1", "r2", "grad_norm",
+  for key in ("loss", "g_loss", "r1", "r2", "grad_norm",
               "learning_rate", "gamma", "b2", "ema_beta"):
     assert np.isfinite(metrics[key]), key
-  assert metrics["loss"] == metrics["d_loss"]
+  assert "d_loss" not in metrics  # "loss" is the D loss; no duplicate.
   assert metrics["r1"] > 0 and metrics["r2"] > 0
   np.testing.assert_allclose(
-      metrics["d_loss"],
+      metrics["loss"],
       metrics["d_adv"] + 0.5 * metrics["gamma"] * (metrics["r1"] +
                                                    metrics["r2"]), rtol=1e-5)
   # Step 0 uses the start values of the burn-in schedules.
