@@ -1,8 +1,9 @@
 """Sample grids as PNG: images tile into a square-ish grid, videos one per row."""
 
+import io
 import math
-import os
 
+import etils.epath as epath
 import numpy as np
 from PIL import Image
 
@@ -58,9 +59,13 @@ def save_grid(samples: np.ndarray, path: str, ncols: int = 0,
   grid = make_grid(samples, ncols)
   if scale > 1:
     grid = grid.repeat(scale, 0).repeat(scale, 1)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-  tmp = path + ".tmp.png"
-  img.save(tmp)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  img.save(buffer, format="PNG")
+  # Through epath, so gs://... workdirs work; written whole, then renamed.
+  out = epath.Path(path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = out.parent / (out.name + ".tmp")
+  tmp.write_bytes(buffer.getvalue())
+  tmp.replace(out)
   return path

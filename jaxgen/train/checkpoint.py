@@ -24,7 +24,6 @@ What this adds to `ocp.CheckpointManager`, so that nothing committed is lost:
 import logging as pylogging
 import os
 import re
-import shutil
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -47,6 +46,14 @@ class StorageError(RuntimeError):
 
 class CheckpointWriteError(StorageError):
   """A checkpoint could not be written; earlier checkpoints are intact."""
+
+
+def _remove(path: epath.Path) -> None:
+  """Deletes a (temporary) checkpoint directory; failures are only logged."""
+  try:
+    path.rmtree()
+  except Exception:  # pylint: disable=broad-except
+    logging.warning("Could not remove %s.", path)
 
 
 # -- fingerprints ---------------------------------------------------------------
@@ -327,7 +334,7 @@ class Checkpointer:
                                          "the save did not complete")))
     # The partial directory only takes space (often the space that ran out).
     for tmp in self.directory.glob(f"{step}{_TMP}*"):
-      shutil.rmtree(tmp, ignore_errors=True)
+      _remove(tmp)
     self._pending = None
     self.manager.reload()
     good = (f"the last good checkpoint is step {self.last_good_step}"
@@ -342,7 +349,7 @@ class Checkpointer:
       for tmp in self.directory.glob(f"*{_TMP}*"):
         head = tmp.name.split(".", 1)[0]
         if head.isdigit() and int(head) < newest:
-          shutil.rmtree(tmp, ignore_errors=True)
+          _remove(tmp)
     steps = sorted(self.manager.all_steps())
     for old in steps[:-self.max_to_keep] if self.max_to_keep else []:
       if old < newest:

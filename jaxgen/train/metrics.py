@@ -14,23 +14,47 @@ import os
 from typing import Any, Mapping, Optional
 
 from clu import metric_writers
+import etils.epath as epath
 import jax
 import numpy as np
 
+from jaxgen.train import workdir as workdir_lib
+
 
 class JsonlWriter(metric_writers.MetricWriter):
-  """A clu writer appending `{"step": s, **scalars}` lines to a file."""
+  """A clu writer appending `{"step": s, **scalars}` lines to a file.
 
-  def __init__(self, path: str):
-    self.path = path
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self._file = open(path, "a", encoding="utf-8")
+  Local files are appended to. Object stores (gs://...) cannot append: the
+  writer keeps the file's text and rewrites the whole object on `flush`
+  (metrics files are small).
+  """
+
+  def __init__(self, path: str, append: Optional[bool] = None):
+    """Opens (or creates) the file.
+
+    Args:
+      path: the metrics.jsonl path, local or e.g. gs://bucket/run/...
+      append: append to the file (default: when the path is local).
+    """
+    self.path = epath.Path(path)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._append = workdir_lib.is_local(path) if append is None else append
+    self._file = None
+    self._text, self._pending = "", []
+    if self._append:
+      self._file = self.path.open("a")
+    elif self.path.exists():
+      self._text = self.path.read_text()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     row = {"step": int(step)}
     for k, v in scalars.items():
       row[k] = _to_json(v)
-    self._file.write(json.dumps(row) + "\n")
+    line = json.dumps(row) + "\n"
+    if self._file is not None:
+      self._file.write(line)
+    else:
+      self._pending.append(line)
 
   def write_summaries(self, step, values, metadata=None):
     pass
@@ -58,10 +82,17 @@ class JsonlWriter(metric_writers.MetricWriter):
     pass
 
   def flush(self):
-    self._file.flush()
+    if self._file is not None:
+      self._file.flush()
+    elif self._pending:
+      self._text += "".join(self._pending)
+      self._pending = []
+      self.path.write_text(self._text)
 
   def close(self):
-    self._file.close()
+    self.flush()
+    if self._file is not None:
+      self._file.close()
 
 
 def _to_json(v: Any) -> Any:
@@ -75,44 +106,42 @@ def truncate_jsonl(path: str, last_step: int) -> int:
   """Keeps only rows with step <= last_step (the run resumes from there).
 
   Args:
-    path: the metrics.jsonl file (missing is fine).
+    path: the metrics.jsonl file (missing is fine; local or remote).
     last_step: the step the run resumes from.
 
   Returns:
     The number of rows dropped.
   """
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return 0
   keep, dropped = [], 0
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        if json.loads(line)["step"] <= last_step:
-          keep.append(line)
-          continue
-      except (ValueError, KeyError):
-        pass
-      dropped += 1
-  if not dropped:
-    return 0
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.writelines(keep)
-  os.replace(tmp, path)
+  for line in path.read_text().splitlines(keepends=True):
+    try:
+      if json.loads(line)["step"] <= last_step:
+        keep.append(line)
+        continue
+    except (ValueError, KeyError):
+      pass
+    dropped += 1
+  if dropped:
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    tmp.replace(path)
   return dropped
 
 
 def read_rows(path: str) -> list:
   """The rows of a metrics.jsonl file ([] if missing; torn lines skipped)."""
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return []
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except ValueError:
-        continue
+  for line in path.read_text().splitlines():
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      continue
   return rows
 
 
@@ -125,15 +154,17 @@ def rotate_jsonl(path: str) -> Optional[str]:
   Returns:
     Where the earlier rows went, or None if there were none.
   """
-  if not os.path.exists(path) or os.path.getsize(path) == 0:
+  path = epath.Path(path)
+  if not path.exists() or not path.read_text():
     return None
+  copy = lambda i: path.parent / f"{path.name}.{i}"
   n = 1
-  while os.path.exists(f"{path}.{n}"):
+  while copy(n).exists():
     n += 1
   for i in range(n, 1, -1):
-    os.replace(f"{path}.{i - 1}", f"{path}.{i}")
-  os.replace(path, f"{path}.1")
-  return f"{path}.1"
+    copy(i - 1).replace(copy(i))
+  path.replace(copy(1))
+  return str(copy(1))
 
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 from absl import logging
 from clu import periodic_actions
+import etils.epath as epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -481,9 +482,10 @@ def _guarded(ckpt, workdir: str, fn, *args):
 
 
 def _committed_steps(ckpt_dir: str):
-  if not os.path.isdir(ckpt_dir):
+  path = epath.Path(ckpt_dir)
+  if not path.is_dir():
     return []
-  return [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()]
+  return [int(d.name) for d in path.iterdir() if d.name.isdigit()]
 
 
 def _last_row(path: str) -> Dict[str, Any]:

@@ -18,6 +18,12 @@ import time
 from typing import Optional
 
 from absl import logging
+import etils.epath as epath
+
+
+def is_local(path: str) -> bool:
+  """Whether `path` is on a local filesystem (not gs://, s3://, ...)."""
+  return "://" not in str(path)
 
 
 def prepare(workdir: str) -> None:
@@ -32,6 +38,19 @@ def prepare(workdir: str) -> None:
   if not workdir:
     raise ValueError("no --workdir given; pass a directory for checkpoints "
                      "and metrics.")
+  if not is_local(workdir):
+    # An object store (gs://...): create it and write a probe through epath.
+    probe = epath.Path(workdir) / (
+        f".write_test.{socket.gethostname()}.{os.getpid()}")
+    try:
+      probe.parent.mkdir(parents=True, exist_ok=True)
+      probe.write_text("ok")
+      probe.unlink()
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"workdir {workdir} is not writable: "
+                       f"{str(e).splitlines()[0] if str(e) else e!r}; pass "
+                       "a --workdir you can write to.") from None
+    return
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"workdir {workdir} is a file, not a directory; pass "
                      "another --workdir.")
@@ -71,6 +90,10 @@ class Lock:
     self._fd: Optional[int] = None
 
   def __enter__(self) -> "Lock":
+    if not is_local(self.path):
+      logging.warning("Cannot lock %s (an object store has no locks): make "
+                      "sure no other trainer uses this workdir.", self.path)
+      return self
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

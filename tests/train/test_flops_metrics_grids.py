@@ -76,3 +76,18 @@ def test_grid_layout_and_png(tmp_path):
   assert grids.make_grid(video, pad=0).shape == (8, 12, 3)  # 1 clip per row
   path = grids.save_grid(imgs, str(tmp_path / "s.png"), scale=2)
   assert Image.open(path).size == (32, 22)
+
+
+def test_jsonl_writer_without_append_rewrites_the_whole_file(tmp_path):
+  # The object-store path (gs:// cannot append), run on a local file.
+  path = str(tmp_path / "run" / "metrics.jsonl")
+  w = metrics_lib.JsonlWriter(path, append=False)
+  w.write_scalars(1, {"loss": 1.0})
+  w.write_scalars(2, {"loss": 0.5})
+  w.flush()
+  w.close()
+  w = metrics_lib.JsonlWriter(path, append=False)  # A resumed run.
+  w.write_scalars(3, {"loss": 0.25})
+  w.close()
+  assert [json.loads(l)["step"] for l in open(path)] == [1, 2, 3]
+  assert metrics_lib.read_rows(path)[-1] == {"step": 3, "loss": 0.25}
