@@ -12,6 +12,7 @@ Images are NHWC and videos NTHWC; per-example scalars (alpha, sigma, logSNR,
 weights) have shape [B] and broadcast over the remaining axes.
 """
 
+import dataclasses
 from typing import Callable, Dict, Tuple
 
 import jax
@@ -159,11 +160,37 @@ def multiscale_mse(err, min_size: int = 32, normalize: bool = True
   return loss
 
 
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+  """How the ε-loss is weighted and reduced (one value, built once).
+
+  Attributes:
+    weighting: a `WEIGHTINGS` name: "none" (SiD) or "sigmoid" (SiD2).
+    sigmoid_bias: bias b of `sigmoid_weight`.
+    weight_dlogsnr_dt: also multiply the weight by -dlogSNR/dt.
+    multiscale: use `multiscale_mse` instead of the per-pixel MSE.
+    multiscale_min_size: smallest multiscale side.
+    multiscale_normalize: see `multiscale_mse`.
+  """
+  weighting: str = "none"
+  sigmoid_bias: float = -3.0
+  weight_dlogsnr_dt: bool = False
+  multiscale: bool = False
+  multiscale_min_size: int = 32
+  multiscale_normalize: bool = True
+
+  def __post_init__(self):
+    WEIGHTINGS.get(self.weighting)  # One-line error for an unknown name.
+
+  @classmethod
+  def from_config(cls, d) -> "LossOptions":
+    """From `config.diffusion` (fields of the same names)."""
+    return cls(**{f.name: d.get(f.name, f.default)
+                  for f in dataclasses.fields(cls)})
+
+
 def diffusion_loss_at(v_fn: VFn, x, t, eps, *, logsnr_fn,
-                      weighting: str = "none", sigmoid_bias: float = -3.0,
-                      weight_dlogsnr_dt: bool = False,
-                      multiscale: bool = False, multiscale_min_size: int = 32,
-                      multiscale_normalize: bool = True
+                      options: LossOptions = LossOptions()
                       ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """The diffusion loss at given times and noise (see `diffusion_loss`).
 
@@ -173,20 +200,16 @@ def diffusion_loss_at(v_fn: VFn, x, t, eps, *, logsnr_fn,
     t: times in [0, 1], shape [B].
     eps: standard normal noise with the shape of `x`.
     logsnr_fn: schedule `logsnr_fn(t)`.
-    weighting: "none" or "sigmoid".
-    sigmoid_bias: bias b of `sigmoid_weight`.
-    weight_dlogsnr_dt: also multiply by -dlogSNR/dt.
-    multiscale: use `multiscale_mse` instead of the per-pixel MSE.
-    multiscale_min_size: smallest multiscale side.
-    multiscale_normalize: see `multiscale_mse`.
+    options: weighting and reduction of the loss.
 
   Returns:
     (loss, aux) as in `diffusion_loss`.
   """
-  weight_fn = WEIGHTINGS.get(weighting)
+  o = options
+  weight_fn = WEIGHTINGS.get(o.weighting)
   x = jnp.asarray(x, jnp.float32)
   t = jnp.asarray(t, jnp.float32)
-  if weight_dlogsnr_dt:
+  if o.weight_dlogsnr_dt:
     # jvp gives logSNR and its per-example time derivative in one pass.
     logsnr, dlogsnr_dt = jax.jvp(logsnr_fn, (t,), (jnp.ones_like(t),))
   else:
@@ -198,14 +221,14 @@ def diffusion_loss_at(v_fn: VFn, x, t, eps, *, logsnr_fn,
 
   reduce_axes = tuple(range(1, x.ndim))
   eps_mse = jnp.mean(jnp.square(err), axis=reduce_axes)
-  if multiscale:
-    per_example = multiscale_mse(err, multiscale_min_size,
-                                 multiscale_normalize)
+  if o.multiscale:
+    per_example = multiscale_mse(err, o.multiscale_min_size,
+                                 o.multiscale_normalize)
   else:
     per_example = eps_mse
 
-  weight = weight_fn(logsnr, sigmoid_bias)
-  if weight_dlogsnr_dt:
+  weight = weight_fn(logsnr, o.sigmoid_bias)
+  if o.weight_dlogsnr_dt:
     weight = weight * -dlogsnr_dt
   # The weight is a function of t only; no gradient should flow through it.
   weight = jax.lax.stop_gradient(weight)
@@ -221,10 +244,7 @@ def diffusion_loss_at(v_fn: VFn, x, t, eps, *, logsnr_fn,
 
 
 def diffusion_loss(v_fn: VFn, x, rng: jax.Array, *, logsnr_fn,
-                   weighting: str = "none", sigmoid_bias: float = -3.0,
-                   weight_dlogsnr_dt: bool = False, multiscale: bool = False,
-                   multiscale_min_size: int = 32,
-                   multiscale_normalize: bool = True
+                   options: LossOptions = LossOptions()
                    ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """Eps-space diffusion loss of a v-predicting network.
 
@@ -238,7 +258,7 @@ def diffusion_loss(v_fn: VFn, x, rng: jax.Array, *, logsnr_fn,
   sigmoid(b - logSNR), applied per sample under the schedule's own density as
   public SiD2-style code (DFoT) does. Whether SiD2 also multiplies by
   -dlogSNR/dt (the formal Kingma-Gao L_w, up to its factor 1/2) is an open
-  item; `weight_dlogsnr_dt=True` does so, default False.
+  item; `LossOptions(weight_dlogsnr_dt=True)` does so, default False.
 
   Args:
     v_fn: `v_fn(z, logsnr) -> v_hat`, a closure over params, labels, dropout
@@ -246,12 +266,7 @@ def diffusion_loss(v_fn: VFn, x, rng: jax.Array, *, logsnr_fn,
     x: clean data in [-1, 1], NHWC or NTHWC (multiscale pools H, W only).
     rng: PRNG key.
     logsnr_fn: schedule `logsnr_fn(t)`, e.g. from `schedules.make_logsnr_fn`.
-    weighting: "none" or "sigmoid".
-    sigmoid_bias: bias b of the sigmoid weighting.
-    weight_dlogsnr_dt: also multiply the weight by -dlogSNR/dt.
-    multiscale: use the SiD multiscale loss instead of the per-pixel MSE.
-    multiscale_min_size: smallest multiscale side.
-    multiscale_normalize: rescale the 1/s multiscale weights to sum to 1.
+    options: weighting and reduction (`LossOptions`).
 
   Returns:
     (loss, aux): the scalar loss and a dict with per-example "t", "logsnr",
@@ -260,8 +275,5 @@ def diffusion_loss(v_fn: VFn, x, rng: jax.Array, *, logsnr_fn,
   t_rng, eps_rng = jax.random.split(rng)
   t = jax.random.uniform(t_rng, (x.shape[0],), jnp.float32)
   eps = jax.random.normal(eps_rng, x.shape, jnp.float32)
-  return diffusion_loss_at(
-      v_fn, x, t, eps, logsnr_fn=logsnr_fn, weighting=weighting,
-      sigmoid_bias=sigmoid_bias, weight_dlogsnr_dt=weight_dlogsnr_dt,
-      multiscale=multiscale, multiscale_min_size=multiscale_min_size,
-      multiscale_normalize=multiscale_normalize)
+  return diffusion_loss_at(v_fn, x, t, eps, logsnr_fn=logsnr_fn,
+                           options=options)

@@ -60,6 +60,8 @@ class SimpleDiffusion(objective_lib.Objective):
         **dict(d.schedules.get(d.schedule, None) or {}))
     self.sampler = samplers.get_sampler(d.sampler)
     self._tx = None
+    # Built once; an unknown weighting fails here, before compilation.
+    self.loss_options = losses.LossOptions.from_config(d)
     self._lr = None
 
   # -- configuration checks ---------------------------------------------------
@@ -143,7 +145,6 @@ class SimpleDiffusion(objective_lib.Objective):
 
   def _loss_at(self, params, draws, drop_rng, train: bool):
     """Mean (weighted) diffusion loss and scalar metrics at given draws."""
-    d = self.config.diffusion
     labels = draws.get("labels")
 
     def v_fn(z, logsnr):
@@ -152,10 +153,7 @@ class SimpleDiffusion(objective_lib.Objective):
 
     loss, aux = losses.diffusion_loss_at(
         v_fn, draws["x"], draws["t"], draws["eps"], logsnr_fn=self.logsnr_fn,
-        weighting=d.weighting, sigmoid_bias=d.sigmoid_bias,
-        weight_dlogsnr_dt=d.get("weight_dlogsnr_dt", False),
-        multiscale=d.multiscale, multiscale_min_size=d.multiscale_min_size,
-        multiscale_normalize=d.get("multiscale_normalize", True))
+        options=self.loss_options)
     return loss, {"eps_mse": jnp.mean(aux["eps_mse"])}
 
   def train_step(self, state, batch, rng) -> Tuple[Any, Dict[str, jax.Array]]:

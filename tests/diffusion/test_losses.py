@@ -132,7 +132,7 @@ def test_oracle_gives_zero_loss(kwargs):
   logsnr_fn = functools.partial(schedules.logsnr_shifted, image_size=64)
   loss, aux = jax.jit(functools.partial(
       losses.diffusion_loss, _oracle_v_fn(x, eps), logsnr_fn=logsnr_fn,
-      **kwargs))(x, rng)
+      options=losses.LossOptions(**kwargs)))(x, rng)
   assert float(loss) < 1e-9
   assert float(aux["eps_mse"]) < 1e-9
   assert aux["logsnr"].shape == (4,)
@@ -156,7 +156,7 @@ def test_zero_v_fn_matches_analytic():
   # Sigmoid weighting multiplies each example's eps-MSE.
   _, aux_w = losses.diffusion_loss_at(
       zero, x, t, eps, logsnr_fn=schedules.logsnr_cosine,
-      weighting="sigmoid", sigmoid_bias=-1.0)
+      options=losses.LossOptions(weighting="sigmoid", sigmoid_bias=-1.0))
   np.testing.assert_allclose(aux_w["per_example_loss"],
                              expected / (1 + np.exp(lam + 1.0)), rtol=1e-4)
 
@@ -181,7 +181,7 @@ def test_dlogsnr_dt_weight_and_gradient():
   def loss_fn(p, **kw):
     return losses.diffusion_loss_at(
         lambda z, l: p * z, x, t, eps, logsnr_fn=schedules.logsnr_cosine,
-        **kw)
+        options=losses.LossOptions(**kw))
 
   _, aux = loss_fn(0.3, weighting="sigmoid", weight_dlogsnr_dt=True)
   t_min, t_max = math.atan(math.exp(-7.5)), math.atan(math.exp(7.5))

@@ -90,8 +90,8 @@ def test_loss_options_reach_the_loss(monkeypatch):
            "label": jnp.zeros((2,), jnp.int32)}
   state = jax.eval_shape(objective.init, jax.random.key(0), batch)
   jax.eval_shape(objective.eval_step, state, batch, jax.random.key(1))
-  assert seen["weight_dlogsnr_dt"] is True
-  assert seen["multiscale_normalize"] is False
+  assert seen["options"] == losses.LossOptions(weight_dlogsnr_dt=True,
+                                               multiscale_normalize=False)
 
 
 @pytest.mark.parametrize("args,expected", [
