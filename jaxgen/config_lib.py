@@ -138,6 +138,19 @@ def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(c)
 
 
+def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
+  """Dotted keys of a (possibly nested) ConfigDict's or dict's leaves."""
+  out = {}
+  items = tree.items() if hasattr(tree, "items") else []
+  for key, value in items:
+    name = f"{prefix}{key}"
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      out.update(flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Dict[str, Any],
                     open_sections: Sequence[str] = ()) -> None:

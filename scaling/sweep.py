@@ -131,19 +131,6 @@ def parse_point_id(pid: str) -> Tuple[float, str]:
 # -- building a point's config ------------------------------------------------
 
 
-def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
-  """Dotted keys of a (possibly nested) ConfigDict's leaves."""
-  out = {}
-  items = tree.items() if hasattr(tree, "items") else []
-  for key, value in items:
-    name = f"{prefix}{key}"
-    if isinstance(value, (ml_collections.ConfigDict, dict)):
-      out.update(flatten(value, name + "."))
-    else:
-      out[name] = value
-  return out
-
-
 def parse_sets(sets: Sequence[str]) -> Dict[str, str]:
   """["a.b=1", ...] -> {"a.b": "1"}; derived fields are refused."""
   out = {}
@@ -194,7 +181,7 @@ def count_params(config: ml_collections.ConfigDict,
   Returns:
     (params, params_embedding), counted over `state.params`.
   """
-  key = json.dumps({k: v for k, v in flatten(config).items()
+  key = json.dumps({k: v for k, v in config_lib.flatten(config).items()
                     if k not in DERIVED}, sort_keys=True, default=str)
   key += json.dumps(list(embedding_patterns))
   if key not in _PARAM_CACHE:
@@ -254,13 +241,13 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
         f"{spec.base} (family {config.family!r}) does not support a "
         "run-length schedule: sweeps set a warmup + cosine spanning each "
         "run, and this family's schedules are its own")
-  overrides = flatten(spec.run)
+  overrides = config_lib.flatten(spec.run)
   overrides.update({
       "batch_size": int(spec.batch_size),
       "optimizer.learning_rate": float(spec.learning_rate),
       "optimizer.end_lr_fraction": float(spec.end_lr_fraction)})
   overrides.update({f"model.{k}": v
-                    for k, v in flatten(spec.sizes[size]).items()})
+                    for k, v in config_lib.flatten(spec.sizes[size]).items()})
   config_lib.apply_overrides(config, overrides, spec.open_sections)
   sets = {k: _cast(v, _get(config, k)) for k, v in (sets or {}).items()}
   config_lib.apply_overrides(config, sets, spec.open_sections)

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxgen.train import state as state_lib
+
 # The JSON item saved with each checkpoint: fingerprint and host-side extras.
 _META = "meta"
 _TMP = ".orbax-checkpoint-tmp"
@@ -116,18 +118,6 @@ def fingerprint(state: Any) -> Tuple[List[int], bool]:
   return [int(p) for p in prints], bool(finite)
 
 
-def _path_str(path) -> str:
-  names = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        names.append(str(getattr(k, attr)))
-        break
-    else:
-      names.append(str(k))
-  return "/".join(names)
-
-
 def structure_diff(saved: Any, target: Any) -> List[str]:
   """Differences in array names and shapes between a checkpoint and a state.
 
@@ -141,13 +131,13 @@ def structure_diff(saved: Any, target: Any) -> List[str]:
   """
   def shapes(tree):
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {_path_str(p): tuple(x.shape) for p, x in flat
-            if hasattr(x, "shape")}
+    return {"/".join(state_lib.key_name(k) for k in path): tuple(x.shape)
+            for path, x in flat if hasattr(x, "shape")}
   a, b = shapes(saved), shapes(target)
   out = [f"{k}: only in the checkpoint" for k in sorted(set(a) - set(b))]
   out += [f"{k}: not in the checkpoint" for k in sorted(set(b) - set(a))]
-  out += [f"{k}: shape {a[k]} saved, {b[k]} now" for k in sorted(set(a) & set(b))
-          if a[k] != b[k]]
+  out += [f"{k}: shape {a[k]} saved, {b[k]} now"
+          for k in sorted(set(a) & set(b)) if a[k] != b[k]]
   return out
 
 

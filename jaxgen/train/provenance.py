@@ -20,6 +20,8 @@ import etils.epath as epath
 import jax
 import ml_collections
 
+from jaxgen import config_lib
+
 CONFIG_FILE = "config.json"
 
 # Fields whose change makes the checkpoint unusable (prefixes of dotted keys).
@@ -69,15 +71,6 @@ def provenance() -> Dict[str, Any]:
               time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
-def _flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-  return {prefix[:-1]: tree}
-
-
 def _to_json(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
@@ -86,7 +79,7 @@ def compare(old: Dict[str, Any], new: Dict[str, Any]
             ) -> Tuple[List[str], List[str]]:
   """(shape changes, other changes) between two config dicts, as
   "key: old -> new" strings; free fields are ignored."""
-  a, b = _flatten(old), _flatten(new)
+  a, b = config_lib.flatten(old), config_lib.flatten(new)
   shape, other = [], []
   for key in sorted(set(a) | set(b)):
     if a.get(key) == b.get(key) or key.startswith(_FREE_FIELDS):

@@ -112,7 +112,7 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, total_steps: int,
 
     def label(params):
       def one(path, _):
-        name = "/".join(_key_name(k) for k in path)
+        name = "/".join(key_name(k) for k in path)
         return "train" if any(p.search(name) for p in patterns) else "freeze"
       return jax.tree_util.tree_map_with_path(one, params)
 
@@ -121,7 +121,9 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, total_steps: int,
   return tx
 
 
-def _key_name(key) -> str:
+def key_name(key) -> str:
+  """The readable name of one pytree path entry (dict key, attribute,
+  index)."""
   for attr in ("key", "name", "idx"):
     if hasattr(key, attr):
       return str(getattr(key, attr))

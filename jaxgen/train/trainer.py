@@ -12,7 +12,8 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
+from typing import (Any, Callable, Dict, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 from absl import logging
 from clu import periodic_actions
@@ -73,7 +74,8 @@ def batch_spec(info: Any, global_batch: int) -> Dict[str, jax.ShapeDtypeStruct]:
 
 
 def setup(config: ml_collections.ConfigDict, *, data_info: Any,
-          devices: Optional[Sequence[jax.Device]] = None) -> Setup:
+          devices: Optional[Sequence[jax.Device]] = None,
+          checked: Optional[Tuple[Any, int, Any]] = None) -> Setup:
   """Validates the config and resolves mesh, objective and run length.
 
   Every check here raises a one-line ValueError before compilation.
@@ -82,11 +84,13 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
     config: the run config.
     data_info: info of the input pipeline (`jaxgen.data.pipeline`).
     devices: devices of the mesh (default: all).
+    checked: the result of `check_config(config, devices)` if already
+      computed (it is not repeated).
 
   Returns:
     A `Setup`.
   """
-  mesh, _, objective = check_config(config, devices)
+  mesh, _, objective = checked or check_config(config, devices)
   declared = config.dataset.get("num_classes")
   if declared and data_info.num_classes and declared != data_info.num_classes:
     raise ValueError(
@@ -325,7 +329,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   """`train_and_evaluate` once the workdir is checked and locked."""
   pidx, pcount = jax.process_index(), jax.process_count()
   # Before the dataset is prepared, which can take long.
-  check_config(config, devices)
+  checked = check_config(config, devices)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   committed = _committed_steps(ckpt_dir)
   provenance.check_and_write(workdir, config, resuming=bool(committed))
@@ -336,7 +340,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     # Opens the held-out split now: a missing one is an error before
     # compiling, not at the first evaluation.
     _eval_input(config)
-  s = setup(config, data_info=info, devices=devices)
+  s = setup(config, data_info=info, devices=devices, checked=checked)
   if committed and max(committed) >= s.total_steps:
     last = _last_row(os.path.join(workdir, "metrics.jsonl"))
     logging.info("%s already finished at step %d (of %d); nothing to do. "
