@@ -247,6 +247,7 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def is_save_step(self, step: int) -> bool:
+    """Whether `step` is on the save interval."""
     return step % self.save_every_steps == 0
 
   def save(self, step: int, state: Any, data_iterator: Any,
