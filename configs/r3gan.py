@@ -98,6 +98,10 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # 0 turns it off. Paper values (Table 9): CIFAR-10 0.55, FFHQ 0.3,
   # ImageNet-32 0.5, ImageNet-64 0.4.
   c.gan.augment_p = 0.55
+  # The G phase reads its own real batch and labels, as the reference loop
+  # does (the train pipeline then yields 2 x batch_size images a step);
+  # False shares D's batch.
+  c.gan.g_own_real_batch = True
 
   c.optimizer = ml_collections.ConfigDict()
   # Adam for both G and D; lr and β2 ramp over the burn-in.

@@ -29,7 +29,10 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
+import etils.epath as epath
 import numpy as np
+
+from jaxgen import jsonl
 
 from scaling import approach2 as approach2_lib
 from scaling import approach3 as approach3_lib
@@ -274,32 +277,31 @@ def write_outputs(fits: Fits, out_dir: str, command: str = "",
   Returns:
     Mapping of output name to path.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
   paths = {}
   runs = fits.runs
   if fits.fit2 is not None:
     paths["isoflops"] = plots.plot_isoflops(
-        runs, fits.budget, fits.fit2, os.path.join(out_dir, "isoflops.png"),
+        runs, fits.budget, fits.fit2, str(out / "isoflops.png"),
         boot=fits.boot2, level=fits.level)
   paths["frontier"] = plots.plot_frontier(
-      fits.fit2, fits.fit3, os.path.join(out_dir, "frontier.png"),
+      fits.fit2, fits.fit3, str(out / "frontier.png"),
       boot2=fits.boot2, boot3=fits.boot3,
       c_range=(runs.c.min(), runs.c.max()), targets=fits.targets,
       level=fits.level)
   if fits.fit3 is not None:
     used = [cv.budget for cv in fits.fit2.used] if fits.fit2 else []
     paths["contours"] = plots.plot_contours(
-        runs, fits.fit3, os.path.join(out_dir, "contours.png"), used)
+        runs, fits.fit3, str(out / "contours.png"), used)
   summary = dict(fits.summary, warnings=list(caught), command=command)
-  paths["fit.json"] = os.path.join(out_dir, "fit.json")
-  with open(paths["fit.json"], "w") as f:
-    json.dump(_jsonable(summary), f, indent=1)
-    f.write("\n")
-  paths["report"] = os.path.join(out_dir, "report.md")
-  with open(paths["report"], "w") as f:
-    f.write(report_lib.render(_jsonable(summary), {
-        k: os.path.basename(v) for k, v in paths.items()
-        if v.endswith(".png")}))
+  paths["fit.json"] = str(out / "fit.json")
+  jsonl.write_atomic(paths["fit.json"],
+                     json.dumps(_jsonable(summary), indent=1) + "\n")
+  paths["report"] = str(out / "report.md")
+  jsonl.write_atomic(paths["report"], report_lib.render(
+      _jsonable(summary), {k: os.path.basename(v) for k, v in paths.items()
+                           if v.endswith(".png")}))
   return paths
 
 

@@ -10,6 +10,7 @@
 
 from typing import Optional, Sequence
 
+import etils.epath as epath
 import matplotlib
 
 matplotlib.use("Agg")
@@ -41,7 +42,9 @@ def _save(fig, path: str) -> None:
         axis.set_major_formatter(
             ticker.LogFormatterSciNotation(labelOnlyBase=False))
         axis.set_minor_formatter(ticker.NullFormatter())
-  fig.savefig(path, dpi=120)
+  # Through epath, so `path` may be on an object store.
+  with epath.Path(path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=120)
 
 
 _A2_COLOR = "tab:blue"

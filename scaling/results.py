@@ -41,12 +41,15 @@ counts them. Nothing else is silently changed.
 
 import csv
 import dataclasses
-import json
+import io
 import os
 import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+import etils.epath as epath
 import numpy as np
+
+from jaxgen import jsonl
 
 
 class FitWarning(UserWarning):
@@ -243,33 +246,6 @@ def clean(runs: Runs, status: Optional[np.ndarray] = None) -> Runs:
   return runs.take(~drop)
 
 
-def read_jsonl(path: str, missing_ok: bool = False) -> List[Dict[str, Any]]:
-  """The JSON objects of a JSON-lines file, one per non-blank line.
-
-  Args:
-    path: a .jsonl file.
-    missing_ok: return [] instead of raising when the file does not exist.
-
-  Returns:
-    The decoded rows, in file order.
-
-  Raises:
-    ValueError: a line that is not JSON (naming the file and line).
-  """
-  if missing_ok and not os.path.exists(path):
-    return []
-  records = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-  return records
-
-
 def load_runs(path: str, param_key: str = "params") -> Runs:
   """Loads a results.jsonl or CSV file into cleaned Runs.
 
@@ -283,14 +259,14 @@ def load_runs(path: str, param_key: str = "params") -> Runs:
   Raises:
     ValueError: unreadable rows or missing columns.
   """
-  if path.endswith(".csv"):
-    with open(path, newline="") as f:
-      records = [{k.strip(): v.strip() for k, v in row.items() if k}
-                 for row in csv.DictReader(f)]
+  if str(path).endswith(".csv"):
+    text = epath.Path(path).read_text(encoding="utf-8")
+    records = [{k.strip(): v.strip() for k, v in row.items() if k}
+               for row in csv.DictReader(io.StringIO(text, newline=""))]
   else:
-    records = read_jsonl(path)
+    records = jsonl.read(path)
   return runs_from_records(records, param_key=param_key,
-                           source=os.path.basename(path))
+                           source=os.path.basename(str(path)))
 
 
 def select_family(runs: Runs, family: Optional[str]) -> Runs:

@@ -13,6 +13,12 @@ DIR layout:
                   log.txt (its output) and result.json (its row)
   check.json      with --optimal_from: the extrapolation check
 
+DIR may be an object store (--workdir=gs://bucket/sweep): rows, run
+directories and result.json files go through etils.epath. What must be local
+-- the runner's and workers' locks, the workers' log.txt and the compilation
+cache -- then lives in --local_dir (default ~/.cache/jaxgen/sweeps/<DIR>);
+for a local DIR it is DIR itself, the layout above.
+
 Every point runs as its own process, `python -m scaling.run ... --point=<id>`
 (a worker: it trains that point with jaxgen.train.trainer in-process and
 writes runs/<id>/result.json). `--dry-run` prints these commands, one per
@@ -45,10 +51,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
+import etils.epath as epath
 from ml_collections import config_flags
 
 from jaxgen import config_lib
-from scaling import results as results_lib
+from jaxgen import jsonl
+from jaxgen.train import workdir as workdir_lib
 from scaling import sweep as sweep_lib
 
 OK, DIVERGED = "ok", "diverged"
@@ -148,10 +156,31 @@ def _die_with_runner() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def local_dir(workdir: str, given: Optional[str] = None) -> str:
+  """Where a sweep keeps what must be local: locks, logs, compilation cache.
+
+  Args:
+    workdir: the sweep directory, local or e.g. gs://bucket/sweep.
+    given: --local_dir, if passed.
+
+  Returns:
+    `given`, else `workdir` itself when it is local, else a directory under
+    ~/.cache/jaxgen/sweeps named after `workdir`.
+  """
+  if given:
+    return os.path.abspath(given)
+  if workdir_lib.is_local(workdir):
+    return os.path.abspath(workdir)
+  name = "".join(c if c.isalnum() or c in "-_." else "_"
+                 for c in str(workdir).replace("://", "_"))
+  return os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "sweeps",
+                      name)
+
+
 def _latest_checkpoint(rundir: str) -> int:
-  ckpt = os.path.join(rundir, "checkpoints")
-  steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(
-      ckpt) else []
+  ckpt = epath.Path(rundir) / "checkpoints"
+  steps = ([int(d.name) for d in ckpt.iterdir() if d.name.isdigit()]
+           if ckpt.is_dir() else [])
   return max(steps, default=0)
 
 
@@ -230,7 +259,8 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
 
 def run_point(spec, point: sweep_lib.Point, workdir: str,
               sets: Optional[Dict[str, str]] = None,
-              command: str = "") -> Dict[str, Any]:
+              command: str = "", local: Optional[str] = None
+              ) -> Dict[str, Any]:
   """Trains one point here and writes runs/<id>/result.json.
 
   Args:
@@ -239,6 +269,7 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
     workdir: the sweep directory.
     sets: --set overrides, as for the plan.
     command: the command line, recorded in the row.
+    local: the sweep's local directory (`local_dir(workdir)` if None).
 
   Returns:
     The row.
@@ -249,26 +280,25 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   config, _ = sweep_lib.point_config(spec, point.budget, point.size, sets)
-  rundir = os.path.join(workdir, "runs", point.id)
-  os.makedirs(rundir, exist_ok=True)
+  rundir = str(epath.Path(workdir) / "runs" / point.id)
+  epath.Path(rundir).mkdir(parents=True, exist_ok=True)
+  lockdir = os.path.join(local or local_dir(workdir), "runs", point.id)
+  os.makedirs(lockdir, exist_ok=True)
   resumed_from = _latest_checkpoint(rundir)
   start, error = time.time(), None
-  with _exclusive(os.path.join(rundir, "lock"),
+  with _exclusive(os.path.join(lockdir, "lock"),
                   f"point {point.id} is already running in {rundir}"):
     try:
       trainer.train_and_evaluate(config, rundir)
     except FloatingPointError as e:
       error = str(e)
     # preemption.Preempted propagates: an unfinished point has no row.
-  metrics = results_lib.read_jsonl(os.path.join(rundir, "metrics.jsonl"),
-                                   missing_ok=True)
+  metrics = jsonl.read(epath.Path(rundir) / "metrics.jsonl",
+                       missing_ok=True)
   row = make_row(spec, point, metrics,
                  error=error, wall_time_s=time.time() - start,
                  resumed_from=resumed_from, command=command)
-  tmp = os.path.join(rundir, "result.json.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(row, f)
-  os.replace(tmp, os.path.join(rundir, "result.json"))
+  jsonl.write_atomic(epath.Path(rundir) / "result.json", json.dumps(row))
   return row
 
 
@@ -277,13 +307,17 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
 
 def worker_command(sweep_arg: str, workdir: str, point_id: str,
                    sets: Sequence[str] = (),
-                   sweep_flags: Sequence[str] = ()) -> List[str]:
+                   sweep_flags: Sequence[str] = (),
+                   local: Optional[str] = None) -> List[str]:
   """argv of the worker process of one point."""
-  # Workers run from the repository root: pass the spec file's absolute path.
+  # Workers run from the repository root: pass absolute local paths.
   path, colon, arg = sweep_arg.partition(":")
   sweep_arg = os.path.abspath(path) + colon + arg
+  remote = not workdir_lib.is_local(workdir)
+  workdir = workdir if remote else os.path.abspath(workdir)
+  extra = [f"--local_dir={local}"] if remote and local else []
   return ([sys.executable, "-m", "scaling.run", f"--sweep={sweep_arg}",
-           *sweep_flags, f"--workdir={os.path.abspath(workdir)}",
+           *sweep_flags, f"--workdir={workdir}", *extra,
            f"--point={point_id}"] + [f"--set={s}" for s in sets])
 
 
@@ -303,26 +337,21 @@ def _repair_torn_tail(path: str, out) -> None:
   The row is not lost: the point's runs/<id>/result.json holds it and is
   collected again.
   """
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return
-  with open(path, "rb") as f:
-    data = f.read()
+  data = path.read_bytes()
   head, _, last = data.rstrip(b"\n").rpartition(b"\n")
   if not last.strip():
     return
   try:
     json.loads(last)
-    if not data.endswith(b"\n"):
-      with open(path, "ab") as f:  # A whole row whose newline was cut.
-        f.write(b"\n")
+    if not data.endswith(b"\n"):  # A whole row whose newline was cut.
+      jsonl.write_atomic(path, data.decode("utf-8") + "\n")
     return
   except ValueError:
     pass
-  keep = head + b"\n" if head else b""
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(keep)
-  os.replace(tmp, path)
+  jsonl.write_atomic(path, (head + b"\n").decode("utf-8") if head else "")
   out(f"warning: {path}: removed a torn last line ({len(last)} bytes); its "
       "point is restored from its result.json")
 
@@ -330,9 +359,8 @@ def _repair_torn_tail(path: str, out) -> None:
 def _load_finished(workdir: str, spec, points,
                    out=print) -> Dict[str, Dict[str, Any]]:
   """Finished rows by point id; checks family and config of the old rows."""
-  _repair_torn_tail(os.path.join(workdir, "results.jsonl"), out)
-  rows = results_lib.read_jsonl(os.path.join(workdir, "results.jsonl"),
-                                missing_ok=True)
+  _repair_torn_tail(str(epath.Path(workdir) / "results.jsonl"), out)
+  rows = jsonl.read(epath.Path(workdir) / "results.jsonl", missing_ok=True)
   families = sorted({r.get("family") for r in rows} - {spec.family})
   if families:
     raise ValueError(f"{workdir}/results.jsonl holds runs of family "
@@ -391,7 +419,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
               dry_run: bool = False, budgets: Optional[Sequence[float]] = None,
               sizes: Optional[Sequence[str]] = None, sets: Sequence[str] = (),
               sweep_flags: Sequence[str] = (), in_process: bool = False,
-              out=print) -> Dict[str, Any]:
+              local: Optional[str] = None, out=print) -> Dict[str, Any]:
   """Runs (or prints) every point of a sweep that has no row yet.
 
   Args:
@@ -405,6 +433,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     sets: "key=value" run-config overrides for every point.
     sweep_flags: `--sweep.x=y` flags, passed on to the workers.
     in_process: run points one by one in this process (debugging, tests).
+    local: the local directory for locks, logs and the compilation cache
+      (`local_dir(workdir)` if None).
     out: where progress lines go.
 
   Returns:
@@ -413,14 +443,15 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
   parsed = sweep_lib.parse_sets(sets)
   points = sweep_lib.plan(spec, budgets=budgets, sizes=sizes, sets=parsed)
   env = {k: str(v) for k, v in spec.env.items()}
+  local = local_dir(workdir, local)
   # One persistent compilation cache per sweep: the init and eval programs
   # of a size are the same at every budget (only the train step's schedule
   # differs), and a resumed point recompiles nothing.
   if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     env.setdefault("JAX_COMPILATION_CACHE_DIR",
-                   os.path.join(os.path.abspath(workdir), "jax_cache"))
+                   os.path.join(local, "jax_cache"))
   commands = {p.id: worker_command(sweep_arg, workdir, p.id, sets,
-                                   sweep_flags) for p in points}
+                                   sweep_flags, local) for p in points}
   printable = {i: " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()]
                            + [shlex.quote(a) for a in c])
                for i, c in commands.items()}
@@ -434,27 +465,25 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       out(printable[p.id])
     return {"points": points, "rows": {}, "failed": []}
 
-  os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
+  runs = epath.Path(workdir) / "runs"
+  runs.mkdir(parents=True, exist_ok=True)
+  os.makedirs(os.path.join(local, "runs"), exist_ok=True)
   # One runner per sweep directory: two would run the same points in the
   # same run directories and append duplicate rows.
-  with _exclusive(os.path.join(workdir, "lock"),
+  with _exclusive(os.path.join(local, "lock"),
                   f"another scaling.run is running the sweep in {workdir}"):
-    results_path = os.path.join(workdir, "results.jsonl")
+    results_path = str(epath.Path(workdir) / "results.jsonl")
     rows = _load_finished(workdir, spec, points, out)
 
     def append(row):
-      with open(results_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+      jsonl.append(results_path, [row])
       rows[row["point"]] = row
 
     # Points finished elsewhere (e.g. by --dry-run commands on a cluster).
     for p in points:
-      result = os.path.join(workdir, "runs", p.id, "result.json")
-      if p.id not in rows and os.path.exists(result):
-        with open(result, encoding="utf-8") as f:
-          row = json.load(f)
+      result = runs / p.id / "result.json"
+      if p.id not in rows and result.exists():
+        row = json.loads(result.read_text())
         if row.get("status") in FINISHED:
           _check_same_config(p, row, result)
           append(row)
@@ -475,7 +504,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
         append(row)
       else:
         failed.append(p.id)
-        log = os.path.join(workdir, "runs", p.id, "log.txt")
+        log = os.path.join(local, "runs", p.id, "log.txt")
         tail = ""
         if os.path.exists(log):
           with open(log, encoding="utf-8", errors="replace") as f:
@@ -494,7 +523,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           p = queue.pop(0)
           start = time.time()
           try:
-            row = run_point(spec, p, workdir, parsed, printable[p.id])
+            row = run_point(spec, p, workdir, parsed, printable[p.id],
+                            local)
           except ValueError as e:
             out(f"error: {e}")
             row = None
@@ -502,7 +532,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       while queue or running:
         while queue and len(running) < max(1, parallel):
           p = queue.pop(0)
-          rundir = os.path.join(workdir, "runs", p.id)
+          rundir = os.path.join(local, "runs", p.id)
           os.makedirs(rundir, exist_ok=True)
           log = open(os.path.join(rundir, "log.txt"), "a", encoding="utf-8")
           orphan = _holder(os.path.join(rundir, "lock"))
@@ -531,11 +561,10 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
             continue
           log.close()
           del running[pid]
-          result = os.path.join(workdir, "runs", pid, "result.json")
+          result = runs / pid / "result.json"
           row = None
-          if proc.returncode == 0 and os.path.exists(result):
-            with open(result, encoding="utf-8") as f:
-              row = json.load(f)
+          if proc.returncode == 0 and result.exists():
+            row = json.loads(result.read_text())
           finish(p, row, time.time() - start)
     except BaseException:
       # Ctrl-C or a runner error: interrupt the workers (SIGINT lets the trainer
@@ -621,7 +650,11 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "sweep", None, "Sweep spec, e.g. configs/scaling/simple_diffusion.py:cpu.",
     lock_config=True)
-flags.DEFINE_string("workdir", None, "Sweep directory (results.jsonl, runs/).")
+flags.DEFINE_string("workdir", None, "Sweep directory (results.jsonl, runs/);"
+                    " local or e.g. gs://bucket/sweep.")
+flags.DEFINE_string("local_dir", None, "Local directory for locks, logs and "
+                    "the compilation cache (default: --workdir if local, else "
+                    "~/.cache/jaxgen/sweeps/<workdir>).")
 flags.DEFINE_integer("parallel", 1, "Points run at once.")
 flags.DEFINE_bool("dry_run", False, "Print one worker command per point.")
 flags.DEFINE_alias("dry-run", "dry_run")
@@ -668,7 +701,7 @@ def main(argv):
         run_point(spec, point, FLAGS.workdir, sets,
                   " ".join(shlex.quote(a) for a in [sys.executable, "-m",
                                                     "scaling.run"]
-                           + sys.argv[1:]))
+                           + sys.argv[1:]), FLAGS.local_dir)
       except preemption.Preempted as e:
         print(str(e), file=sys.stderr)
         sys.exit(0)
@@ -680,8 +713,7 @@ def main(argv):
       if not budgets or len(budgets) != 1:
         raise ValueError(
             "--optimal_from needs exactly one --only_budgets value")
-      with open(FLAGS.optimal_from, encoding="utf-8") as f:
-        fit = json.load(f)
+      fit = json.loads(epath.Path(FLAGS.optimal_from).read_text())
       pred = predicted_optimum(fit, budgets[0])
       n_opt = (pred.get("approach2") or pred["approach3"])["N_opt"]
       FLAGS.nearest_params = n_opt
@@ -699,13 +731,12 @@ def main(argv):
           spec, sweep_arg=_sweep_arg(), workdir=FLAGS.workdir,
           parallel=FLAGS.parallel, dry_run=FLAGS.dry_run, budgets=budgets,
           sizes=sizes, sets=FLAGS.set, sweep_flags=sweep_flags,
-          in_process=FLAGS.in_process)
+          in_process=FLAGS.in_process, local=FLAGS.local_dir)
     if fit is not None and not FLAGS.dry_run and result["rows"]:
       row = result["rows"][result["points"][0].id]
       report = check_report(fit, row)
-      path = os.path.join(FLAGS.workdir, "check.json")
-      with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
+      path = str(epath.Path(FLAGS.workdir) / "check.json")
+      jsonl.write_atomic(path, json.dumps(report, indent=1))
       print(f"measured loss {report['measured_loss']:.4f}; relative errors "
             + ", ".join(f"{k} {v:+.2%}" for k, v in report["errors"].items()
                         if v is not None) + f"; wrote {path}")

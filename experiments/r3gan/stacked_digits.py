@@ -6,7 +6,7 @@ image stacks three random digits, one per colour channel, so there are
 10³ = 1000 modes. --size 8 keeps the native resolution; 16 or 32 upsample
 bilinearly (no new information, 4-16x the compute).
 
-  PYTHONPATH=. python experiments/r3gan/stacked_digits.py \
+  python -m experiments.r3gan.stacked_digits \
       --out=experiments/r3gan --steps=1500 --seeds=2
 
 1. A small MLP digit classifier is trained in JAX on 80% of the digits
@@ -191,6 +191,9 @@ def gan_config(loss: str, size: int, widths, batch: int, steps: int,
   c.dataset.num_classes = 0
   c.gan.class_conditional = False
   c.gan.loss = loss
+  # The loop below feeds one batch of `batch` images a step, shared by the
+  # D and G phases (the recorded results were measured this way).
+  c.gan.g_own_real_batch = False
   c.model.widths = tuple(widths)
   c.model.blocks_per_stage = 1
   c.model.noise_dim = 64

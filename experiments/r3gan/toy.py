@@ -1,6 +1,6 @@
 r"""R3GAN toy experiments: DiracRpGAN (App. B/C) and a 2-D Gaussian mixture.
 
-  PYTHONPATH=. python experiments/r3gan/toy.py --out=experiments/r3gan
+  python -m experiments.r3gan.toy --out=experiments/r3gan
 
 1. DiracRpGAN. p_D = δ(0), G = δ(θ), D(x) = ψ·x, trained with alternating
    gradient steps (small lr, close to the continuous flow) from (θ, ψ) =

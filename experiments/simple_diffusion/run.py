@@ -48,12 +48,12 @@ import numpy as np
 
 from configs import simple_diffusion as sd_config
 from jaxgen import families  # pylint: disable=unused-import  (registers them)
+from jaxgen import jsonl
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.diffusion import losses
 from jaxgen.eval import classifier
 from jaxgen.eval import grids
 from jaxgen.train import trainer
-from scaling import results as results_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -195,7 +195,7 @@ def train_arm(name: str, workdir: str):
   config = arm_config(name)
   meter = Meter()
   last = trainer.train_and_evaluate(config, workdir)
-  rows = results_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  rows = jsonl.read(os.path.join(workdir, "metrics.jsonl"))
   info = _data_info(config)
   s = trainer.setup(config, data_info=info)
   summary = dict(meter.done(), arm=name, **ARMS[name],
@@ -443,7 +443,7 @@ def plot_losses(exp: str, arms, workdirs, out: str):
   """Train/eval loss (and eval ε-MSE) against examples seen."""
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for name in arms:
-    rows = results_lib.read_jsonl(
+    rows = jsonl.read(
         os.path.join(workdirs[name], "metrics.jsonl"))
     ex = [r["examples_seen"] for r in rows]
     axes[0].plot(ex, [r["loss"] for r in rows], label=name)

@@ -1,8 +1,8 @@
 """Samplers for v-predicting, logSNR-conditioned diffusion models.
 
-Both samplers walk a uniform time grid from t=1 (noise) to t=0 in one
-`jax.lax.scan` and return the model's clean-data prediction x_hat of the last
-step. They are pure functions of `rng`; callers jit them with
+One loop, `sample(step_fn, ...)`, walks a uniform time grid from t=1
+(noise) to t=0 in a `jax.lax.scan` and returns the model's clean-data
+prediction x_hat of the last step; DDPM and DDIM differ only in `step_fn`. They are pure functions of `rng`; callers jit them with
 `functools.partial(ddpm_sample, v_fn, shape=..., logsnr_fn=..., num_steps=...)`
 (`shape`, `num_steps`, `guidance_scale` and `guidance_interval` static), and
 may pass `out_shardings` so the batch is sharded across devices.
@@ -11,6 +11,7 @@ Classifier-free guidance (optionally restricted to a logSNR interval, SiD2 /
 Kynkaanniemi et al. 2024) is applied by `guided_v`.
 """
 
+import functools
 from typing import Callable, Optional, Sequence, Tuple
 
 import jax
@@ -134,10 +135,54 @@ def ddim_step(z, x_hat, logsnr_t, logsnr_s) -> jax.Array:
   return alpha_s * x_hat + sigma_s * eps_hat
 
 
-def _sample(step: str, v_fn: GuidedVFn, rng: jax.Array, shape: Sequence[int],
-            *, logsnr_fn, num_steps: int, labels, null_label, guidance_scale,
-            guidance_interval, clip_x: bool) -> jax.Array:
-  """Shared scan of `ddpm_sample` and `ddim_sample`."""
+# step_fn(z_t, x_hat, logsnr_t, logsnr_s, key) -> z_s: one update of a sampler.
+StepFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array],
+                  jax.Array]
+
+
+def ddpm_update(z, x_hat, logsnr_t, logsnr_s, key) -> jax.Array:
+  """`ddpm_step` with its noise drawn from `key` (a `StepFn`)."""
+  noise = jax.random.normal(key, z.shape, jnp.float32)
+  return ddpm_step(z, x_hat, logsnr_t, logsnr_s, noise)
+
+
+def ddim_update(z, x_hat, logsnr_t, logsnr_s, key) -> jax.Array:
+  """`ddim_step` as a `StepFn`; deterministic, so `key` is unused."""
+  del key
+  return ddim_step(z, x_hat, logsnr_t, logsnr_s)
+
+
+def sample(step_fn: StepFn, v_fn: GuidedVFn, rng: jax.Array,
+           shape: Sequence[int], *, logsnr_fn, num_steps: int, labels=None,
+           null_label=None, guidance_scale: float = 1.0,
+           guidance_interval: Optional[Tuple[float, float]] = None,
+           clip_x: bool = True) -> jax.Array:
+  """Walks t = 1 -> 0 on a uniform grid with `step_fn`; returns the last x_hat.
+
+  The initial noise comes from `split(rng)[0]` and step i's key is
+  `fold_in(split(rng)[1], i)`, so samples are a deterministic function of
+  rng. `ddpm_sample` and `ddim_sample` are this loop with `ddpm_update` and
+  `ddim_update`; a new sampler is a new `StepFn`.
+
+  Args:
+    step_fn: `step_fn(z_t, x_hat, logsnr_t, logsnr_s, key) -> z_s`.
+    v_fn: `v_fn(z, logsnr, labels) -> v_hat`, logsnr of shape [B].
+    rng: PRNG key.
+    shape: output shape, NHWC or NTHWC (static).
+    logsnr_fn: schedule `logsnr_fn(t)`.
+    num_steps: number of network evaluations (static; x2 with guidance).
+    labels: [B] class labels or None.
+    null_label: unconditional label id, needed when guidance_scale != 1.
+    guidance_scale: CFG scale w, see `guided_v` (1 = no guidance).
+    guidance_interval: None or (lo, hi) logSNR range where guidance applies.
+    clip_x: clip x_hat to [-1, 1] at every step.
+
+  Returns:
+    float32 samples of `shape` (the final x_hat).
+
+  Raises:
+    ValueError: if num_steps < 1.
+  """
   if num_steps < 1:
     raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
   init_rng, step_rng = jax.random.split(rng)
@@ -155,12 +200,7 @@ def _sample(step: str, v_fn: GuidedVFn, rng: jax.Array, shape: Sequence[int],
     x_hat = alpha_t * z - sigma_t * v
     if clip_x:
       x_hat = jnp.clip(x_hat, -1.0, 1.0)
-    if step == "ddpm":
-      noise = jax.random.normal(jax.random.fold_in(step_rng, i), z.shape,
-                                jnp.float32)
-      z = ddpm_step(z, x_hat, logsnr_t, logsnr_s, noise)
-    else:
-      z = ddim_step(z, x_hat, logsnr_t, logsnr_s)
+    z = step_fn(z, x_hat, logsnr_t, logsnr_s, jax.random.fold_in(step_rng, i))
     # The step to s=0 is still taken (cheap) but its z is discarded: the
     # sample is the last prediction x_hat, not a slightly noisy z_0.
     return (z, x_hat), None
@@ -170,65 +210,11 @@ def _sample(step: str, v_fn: GuidedVFn, rng: jax.Array, shape: Sequence[int],
   return x_hat
 
 
-def ddpm_sample(v_fn: GuidedVFn, rng: jax.Array, shape: Sequence[int], *,
-                logsnr_fn, num_steps: int, labels=None, null_label=None,
-                guidance_scale: float = 1.0,
-                guidance_interval: Optional[Tuple[float, float]] = None,
-                clip_x: bool = True) -> jax.Array:
-  """Continuous-time ancestral (DDPM) sampling, t = 1 -> 0 on a uniform grid.
-
-  The initial noise comes from `split(rng)[0]` and step i's noise from
-  `fold_in(split(rng)[1], i)`, so samples are a deterministic function of rng.
-
-  Args:
-    v_fn: `v_fn(z, logsnr, labels) -> v_hat`, logsnr of shape [B].
-    rng: PRNG key.
-    shape: output shape, NHWC or NTHWC (static).
-    logsnr_fn: schedule `logsnr_fn(t)`.
-    num_steps: number of network evaluations (static; x2 with guidance).
-    labels: [B] class labels or None.
-    null_label: unconditional label id, needed when guidance_scale != 1.
-    guidance_scale: CFG scale w, see `guided_v` (1 = no guidance).
-    guidance_interval: None or (lo, hi) logSNR range where guidance applies.
-    clip_x: clip x_hat to [-1, 1] at every step.
-
-  Returns:
-    float32 samples of `shape` (the final x_hat).
-  """
-  return _sample("ddpm", v_fn, rng, shape, logsnr_fn=logsnr_fn,
-                 num_steps=num_steps, labels=labels, null_label=null_label,
-                 guidance_scale=guidance_scale,
-                 guidance_interval=guidance_interval, clip_x=clip_x)
-
-
-def ddim_sample(v_fn: GuidedVFn, rng: jax.Array, shape: Sequence[int], *,
-                logsnr_fn, num_steps: int, labels=None, null_label=None,
-                guidance_scale: float = 1.0,
-                guidance_interval: Optional[Tuple[float, float]] = None,
-                clip_x: bool = True) -> jax.Array:
-  """Deterministic DDIM (eta = 0) sampling, t = 1 -> 0 on a uniform grid.
-
-  Only the initial noise is random (`split(rng)[0]`, as in `ddpm_sample`).
-
-  Args:
-    v_fn: `v_fn(z, logsnr, labels) -> v_hat`, logsnr of shape [B].
-    rng: PRNG key.
-    shape: output shape, NHWC or NTHWC (static).
-    logsnr_fn: schedule `logsnr_fn(t)`.
-    num_steps: number of network evaluations (static; x2 with guidance).
-    labels: [B] class labels or None.
-    null_label: unconditional label id, needed when guidance_scale != 1.
-    guidance_scale: CFG scale w, see `guided_v` (1 = no guidance).
-    guidance_interval: None or (lo, hi) logSNR range where guidance applies.
-    clip_x: clip x_hat to [-1, 1] at every step.
-
-  Returns:
-    float32 samples of `shape` (the final x_hat).
-  """
-  return _sample("ddim", v_fn, rng, shape, logsnr_fn=logsnr_fn,
-                 num_steps=num_steps, labels=labels, null_label=null_label,
-                 guidance_scale=guidance_scale,
-                 guidance_interval=guidance_interval, clip_x=clip_x)
+# Continuous-time ancestral (DDPM) sampling; arguments as `sample` minus
+# step_fn.
+ddpm_sample = functools.partial(sample, ddpm_update)
+# Deterministic DDIM (eta = 0) sampling; only the initial noise is random.
+ddim_sample = functools.partial(sample, ddim_update)
 
 
 # Samplers by config name (config.diffusion.sampler).

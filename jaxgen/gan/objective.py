@@ -12,10 +12,14 @@ params {"generator", "discriminator"}, one Adam (β1 = 0) state per network in
      D(real) (no gradient flows into it).
   3. EMA of G with β = 0.5^(batch / half-life).
 
-Both updates use the step's real batch (one pipeline batch per step); the
-reference notes say its loop draws a separate real batch for the G phase.
-Fake images take the labels of the real batch, i.e. classes drawn from the
-data distribution, so the i-th real/fake pair shares a class.
+With `gan.g_own_real_batch` (on in every preset, as in the reference loop)
+the G phase reads its own real batch and labels: the objective declares
+`batches_per_step = 2`, the trainer's pipeline yields 2 x batch_size images a
+step and `split_batch` hands one half to each phase. Images seen (the burn-in
+clock, examples_seen) count D's batch, as the paper's kimg does. Off, both
+phases share one batch. Fake images take the labels of their phase's real
+batch, i.e. classes drawn from the data distribution, so the i-th real/fake
+pair shares a class.
 
 Schedules (learning rate, γ, Adam β2, EMA half-life) are the reference's
 cosine burn-in in images seen:
@@ -133,6 +137,8 @@ class R3GAN(objective_lib.Objective):
     self.d_loss_fn, self.g_loss_fn, self.g_needs_real = losses.get_losses(
         g.loss)
     self.use_r1, self.use_r2 = bool(g.r1), bool(g.r2)
+    # The G phase reads its own reals (see the module docstring).
+    self.batches_per_step = 2 if g.get("g_own_real_batch", False) else 1
     self.generator = generator or networks.Generator(
         cond_dim=self.cond_dim, channels=self.channels, **self.kwargs)
     self.discriminator = discriminator or networks.Discriminator(
@@ -277,8 +283,10 @@ class R3GAN(objective_lib.Objective):
   # -- training ---------------------------------------------------------------
 
   def train_step(self, state, batch, rng) -> Tuple[Any, Dict[str, jax.Array]]:
-    x_real = batch["image"]
-    labels = self._labels(batch)
+    d_batch, g_batch = (self.split_batch(batch) if self.batches_per_step == 2
+                        else (batch, batch))
+    x_real, labels = d_batch["image"], self._labels(d_batch)
+    x_real_g, labels_g = g_batch["image"], self._labels(g_batch)
     n = x_real.shape[0]
     aug_d = aug_g = None
     if self.augment_p:
@@ -299,7 +307,7 @@ class R3GAN(objective_lib.Objective):
 
     # 2. Generator, against the updated discriminator.
     g_loss, g_grads = jax.value_and_grad(self.g_loss)(
-        g_params, d_params, x_real, z_g, labels, aug_g)
+        g_params, d_params, x_real_g, z_g, labels_g, aug_g)
     g_updates, g_opt = self.tx.update(g_grads, state.opt_state[GEN], g_params)
     g_params = optax.apply_updates(g_params, g_updates)
 

@@ -18,6 +18,7 @@ import etils.epath as epath
 import jax
 import numpy as np
 
+from jaxgen import jsonl
 from jaxgen.train import workdir as workdir_lib
 
 
@@ -125,24 +126,13 @@ def truncate_jsonl(path: str, last_step: int) -> int:
       pass
     dropped += 1
   if dropped:
-    tmp = path.parent / (path.name + ".tmp")
-    tmp.write_text("".join(keep))
-    tmp.replace(path)
+    jsonl.write_atomic(path, "".join(keep))
   return dropped
 
 
 def read_rows(path: str) -> list:
   """The rows of a metrics.jsonl file ([] if missing; torn lines skipped)."""
-  path = epath.Path(path)
-  if not path.exists():
-    return []
-  rows = []
-  for line in path.read_text().splitlines():
-    try:
-      rows.append(json.loads(line))
-    except ValueError:
-      continue
-  return rows
+  return jsonl.read(path, missing_ok=True, skip_bad=True)
 
 
 def rotate_jsonl(path: str) -> Optional[str]:

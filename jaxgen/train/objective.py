@@ -31,6 +31,14 @@ class Objective(abc.ABC):
   # burn-in in images).
   supports_run_length_schedule: bool = True
 
+  # How many batches of `config.batch_size` real examples one train step
+  # reads. The trainer's train pipeline yields batches of
+  # `batches_per_step * batch_size` examples (eval batches stay
+  # `batch_size`); the objective splits them with `split_batch`. Example and
+  # FLOP accounting stay per `batch_size` (e.g. R3GAN's G phase reads its own
+  # reals, and the paper's images-seen counts D's batch only).
+  batches_per_step: int = 1
+
   def __init__(self, config: ml_collections.ConfigDict,
                total_steps: Optional[int] = None):
     """Builds the objective.
@@ -61,6 +69,25 @@ class Objective(abc.ABC):
       num_devices_data_parallel: devices the batch is split over.
     """
     del num_devices_data_parallel
+
+  def split_batch(self, batch: Batch) -> Tuple[Batch, ...]:
+    """The `batches_per_step` batches of one train step's batch.
+
+    The batch is laid out so that every device's rows hold its share of each
+    part: example `i * k + j` belongs to part `j` (k = batches_per_step), and
+    the split is a reshape, local to each device under data parallelism.
+
+    Args:
+      batch: a train batch of `batches_per_step * batch_size` examples.
+
+    Returns:
+      A tuple of `batches_per_step` batches of `batch_size` examples.
+    """
+    k = self.batches_per_step
+    parts = jax.tree.map(
+        lambda x: x.reshape((x.shape[0] // k, k) + x.shape[1:]), batch)
+    return tuple(jax.tree.map(lambda x, j=j: x[:, j], parts)
+                 for j in range(k))
 
   @abc.abstractmethod
   def init(self, rng: jax.Array, batch: Batch) -> State:

@@ -49,7 +49,13 @@ class Setup:
   total_steps: int
   flops_per_example: float
   data_info: Any
+  # The train step's batch: `objective.batches_per_step * batch_size` rows.
   batch_spec: Dict[str, jax.ShapeDtypeStruct]
+
+
+def train_batch_size(config: ml_collections.ConfigDict, objective) -> int:
+  """Examples per train-pipeline batch: batch_size x batches_per_step."""
+  return int(config.batch_size) * int(objective.batches_per_step)
 
 
 def batch_spec(info: Any, global_batch: int) -> Dict[str, jax.ShapeDtypeStruct]:
@@ -115,7 +121,8 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
                objective=objective,
                total_steps=steps, flops_per_example=flops,
                data_info=data_info,
-               batch_spec=batch_spec(data_info, config.batch_size))
+               batch_spec=batch_spec(data_info,
+                                     train_batch_size(config, objective)))
 
 
 def check_config(config: ml_collections.ConfigDict,
@@ -238,11 +245,12 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     (setup, step, state); step and state are None without a checkpoint.
   """
+  checked = check_config(config, devices)
   it, info = data_pipeline.build_input(
-      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      train=True)
-  s = setup(config, data_info=info, devices=devices)
+      config.dataset, global_batch_size=train_batch_size(config, checked[2]),
+      seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count(), train=True)
+  s = setup(config, data_info=info, devices=devices, checked=checked)
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, abstract, shardings = abstract_state(s, jax.random.key(0))
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -334,8 +342,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   committed = _committed_steps(ckpt_dir)
   provenance.check_and_write(workdir, config, resuming=bool(committed))
   data_iter, info = data_pipeline.build_input(
-      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
-      process_index=pidx, process_count=pcount, train=True)
+      config.dataset, global_batch_size=train_batch_size(config, checked[2]),
+      seed=config.seed, process_index=pidx, process_count=pcount, train=True)
   if config.eval_batches:
     # Opens the held-out split now: a missing one is an error before
     # compiling, not at the first evaluation.

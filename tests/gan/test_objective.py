@@ -127,10 +127,13 @@ def single_device():
   s, step, state, shardings = _compiled(config, jax.devices()[:1],
                                         with_shardings=True)
   init_state = jax.device_get(state)
-  batches = common.random_batches(config, 3)
+  # The G phase reads its own reals: train batches are 2 x batch_size.
+  assert s.objective.batches_per_step == 2
+  per_step = trainer.train_batch_size(config, s.objective)
+  batches = common.random_batches(config, 3, per_step)
   losses, (state1, metrics1) = _run(s, step, state, batches)
   it, _ = data_pipeline.build_input(
-      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+      config.dataset, global_batch_size=per_step, seed=config.seed,
       process_index=0, process_count=1, split=config.dataset.split,
       train=True)
   pipeline_losses, _ = _run(s, step, jax.device_put(init_state, shardings),
@@ -196,7 +199,7 @@ def test_sampling_and_eval_step(single_device):
   assert imgs.shape == (10, 16, 16, 3)
   assert float(jnp.max(jnp.abs(imgs))) <= 1.0
   np.testing.assert_allclose(imgs, want, atol=1e-5)
-  batch = single_device["batches"][0]
+  batch = obj.split_batch(single_device["batches"][0])[0]
   ev = jax.jit(obj.eval_step)(new, batch, jax.random.key(6))
   assert {"loss", "g_loss", "r1", "r2", "d_adv"} <= set(ev)
   assert all(np.isfinite(float(v)) for v in ev.values())
@@ -229,3 +232,43 @@ def test_checkpoint_resume_gives_identical_losses(tmp_path, monkeypatch,
   assert [r[0] for r in rows] == [1, 2, 3, 4]
   np.testing.assert_allclose([r[1] for r in rows],
                              single_device["pipeline_losses"], rtol=1e-6)
+
+
+def test_split_batch_gives_each_part_every_kth_example():
+  obj = gan_objective.R3GAN(_config())
+  batch = {"image": np.arange(8.0).reshape(8, 1, 1, 1),
+           "label": np.arange(8, dtype=np.int32)}
+  d, g = obj.split_batch(batch)
+  np.testing.assert_array_equal(d["label"], [0, 2, 4, 6])
+  np.testing.assert_array_equal(g["label"], [1, 3, 5, 7])
+  np.testing.assert_array_equal(g["image"][:, 0, 0, 0], [1, 3, 5, 7])
+
+
+def test_the_g_phase_reads_its_own_reals_and_labels(single_device):
+  """D's loss sees only the first part; G's loss is recomputed on the second.
+
+  An independent check of the split: the D phase equals a step of the
+  shared-batch objective on D's part, and the G loss equals `g_loss` on G's
+  part against the updated D with the step's second noise draw.
+  """
+  own = single_device["setup"].objective
+  shared = gan_objective.R3GAN(_config(**{"gan.g_own_real_batch": False}))
+  assert shared.batches_per_step == 1
+  init_rng, _ = jax.random.split(jax.random.key(single_device["config"].seed))
+  state = own.init(init_rng, own.split_batch(single_device["batches"][0])[0])
+  batch = jax.tree.map(jnp.asarray, single_device["batches"][0])
+  d_part, g_part = own.split_batch(batch)
+  rng = jax.random.key(11)
+  new_own, m_own = jax.jit(own.train_step)(state, batch, rng)
+  new_shared, m_shared = jax.jit(shared.train_step)(state, d_part, rng)
+  np.testing.assert_allclose(m_own["loss"], m_shared["loss"], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+               new_own.params["discriminator"],
+               new_shared.params["discriminator"])
+  n = d_part["image"].shape[0]
+  z_g = jax.random.normal(rng, (2, n, own.noise_dim), jnp.float32)[1]
+  want = jax.jit(own.g_loss)(state.params["generator"],
+                             new_own.params["discriminator"],
+                             g_part["image"], z_g, g_part["label"])
+  np.testing.assert_allclose(m_own["g_loss"], want, rtol=1e-5)
+  assert abs(float(m_own["g_loss"]) - float(m_shared["g_loss"])) > 1e-6

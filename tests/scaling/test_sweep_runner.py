@@ -17,6 +17,7 @@ import pytest
 from jaxgen.diffusion import objective as sd_objective
 from jaxgen.train import durations
 from jaxgen.train import state as state_lib
+from jaxgen.train import workdir as workdir_lib
 from scaling import results as results_lib
 from scaling import run as run_lib
 from scaling import sweep as sweep_lib
@@ -341,3 +342,36 @@ def _alive(pid):
       return "\nState:\tZ" not in f.read()
   except FileNotFoundError:
     return False
+
+
+def test_an_object_store_workdir_keeps_locks_and_logs_local(tmp_path,
+                                                            monkeypatch):
+  """A gs:// sweep: outputs go through epath, locks and logs stay local.
+
+  The "bucket" is a local directory that is_local() reports as remote, so
+  every remote code path (whole-object rewrites, no flock) runs here.
+  """
+  bucket, local = tmp_path / "bucket", tmp_path / "local"
+  real = workdir_lib.is_local
+  monkeypatch.setattr(workdir_lib, "is_local",
+                      lambda p: real(p) and not str(p).startswith(str(bucket)))
+  assert run_lib.local_dir("gs://b/sweep 1").endswith(
+      os.path.join(".cache", "jaxgen", "sweeps", "gs_b_sweep_1"))
+  cmd = run_lib.worker_command(SPEC, "gs://b/s", "p", local=str(local))
+  assert "--workdir=gs://b/s" in cmd and f"--local_dir={local}" in cmd
+  out = _sweep(bucket, budgets=[3e8], sizes=["w16d1"], in_process=True,
+               local=str(local))
+  assert out["failed"] == []
+  (row,) = _rows(bucket)
+  assert row["status"] == "ok"
+  run = bucket / "runs" / row["point"]
+  assert (run / "result.json").exists() and (run / "metrics.jsonl").exists()
+  assert (local / "lock").exists() and (local / "runs" / row["point"] /
+                                        "lock").exists()
+  assert not (bucket / "lock").exists() and not (run / "lock").exists()
+  # A rerun reads the rows back through the same path and skips the point.
+  lines = []
+  _sweep(bucket, lines, budgets=[3e8], sizes=["w16d1"], in_process=True,
+         local=str(local))
+  assert not any(ln.startswith("start ") for ln in lines)
+  assert len(_rows(bucket)) == 1

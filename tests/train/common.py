@@ -105,20 +105,20 @@ def preempted_then_resumed(config, workdir, monkeypatch, devices=None,
   return kept
 
 
-def random_batches(config, n):
+def random_batches(config, n, batch_size=None):
   """`n` global batches of uniform images in [-1, 1] and labels in 0..7.
 
   Args:
     config: a run config (`batch_size`, `dataset.image_size`).
     n: number of batches.
+    batch_size: rows per batch (default `config.batch_size`).
 
   Returns:
     A list of {"image": f32[B, H, W, 3], "label": i32[B]} (seeded, so every
     call gives the same batches).
   """
   rng = np.random.default_rng(0)
-  size = config.dataset.image_size
-  return [{"image": rng.uniform(-1, 1, (config.batch_size, size, size, 3)
-                                ).astype(np.float32),
-           "label": rng.integers(0, 8, (config.batch_size,)).astype(np.int32)}
+  size, b = config.dataset.image_size, batch_size or config.batch_size
+  return [{"image": rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
+           "label": rng.integers(0, 8, (b,)).astype(np.int32)}
           for _ in range(n)]
