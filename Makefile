@@ -11,7 +11,7 @@ $(PY):
 	$(PY) -m pip install --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -e '.[test,parity]'
 
 # The main job: a tiny simple-diffusion run on the embedded dataset (CPU, <5 min).
 run: install

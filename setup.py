@@ -30,9 +30,11 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest", "pytest-xdist"],
-    # Weight-conversion tests against reference PyTorch implementations.
-    "parity": ["torch==2.13.0", "diffusers"],
+    # scikit-image: the independent PSNR / SSIM reference of the tests.
+    "test": ["pytest", "pytest-xdist", "scikit-image"],
+    # Weight conversion (jaxgen.eval.convert) and the parity tests against
+    # the reference PyTorch implementations (pytorch-fid, lpips, diffusers).
+    "parity": ["torch==2.13.0", "pytorch-fid", "lpips", "diffusers"],
 }
 
 setuptools.setup(

@@ -4,7 +4,11 @@ Compiles the sharded train step exactly as the trainer does, on synthetic
 batches of the configured shape, and prints parameter count, step time (median
 of several), examples/s, TFLOP/s per device, MFU and compiled memory. With
 `--params_only` it prints parameter count and analytic FLOPs without compiling
-(useful for the paper-sized presets on a laptop).
+(useful for the paper-sized presets on a laptop). `--compile_only` compiles
+and reports XLA's memory analysis without allocating or running anything.
+`--fit_memory=16` searches the largest per-device batch whose compiled step
+needs at most 16 GiB per device (doubling, then bisection; compiles only), so
+paper-sized presets can be sized for a device without having one.
 """
 
 import json
@@ -19,18 +23,24 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
 flags.DEFINE_bool("params_only", False,
                   "Only count parameters and analytic FLOPs (no compile).")
+flags.DEFINE_bool("compile_only", False,
+                  "Compile and report memory, without running.")
+flags.DEFINE_float("fit_memory", None, "GiB per device: find the largest "
+                   "per-device batch whose compiled step fits (compiles only).")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 config_flags.DEFINE_config_file("config", None, "Config file:preset.",
                                 lock_config=True)
 
 
-def run(config, steps: int = 10, params_only: bool = False):
+def run(config, steps: int = 10, params_only: bool = False,
+        compile_only: bool = False):
   """Benchmarks `config`'s train step.
 
   Args:
     config: a run config.
     steps: number of timed steps.
     params_only: skip compilation and timing.
+    compile_only: compile and report memory, but allocate and run nothing.
 
   Returns:
     Dict of measurements (see module docstring).
@@ -68,6 +78,8 @@ def run(config, steps: int = 10, params_only: bool = False):
     out.update({f"memory_{k}": v for k, v in
                 flops_lib.memory_summary(step).items()})
     out["xla_flops_per_step"] = flops_lib.compiled_flops(step)
+    if compile_only:
+      return out
     state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
     out.update(s.objective.num_params(state))
     rng = np.random.default_rng(0)
@@ -94,10 +106,58 @@ def run(config, steps: int = 10, params_only: bool = False):
   return out
 
 
+def largest_batch(config, limit_bytes: float, log=print):
+  """The largest per-device batch whose compiled train step fits a device.
+
+  Per-device batches 1, 2, 4, ... are compiled until one needs more than
+  `limit_bytes` (XLA's memory analysis: arguments + outputs + temporaries -
+  donated aliases), then the gap is bisected. Nothing is allocated.
+
+  Args:
+    config: a run config; its mesh and memory levers are used as given.
+    limit_bytes: device memory.
+    log: where one line per compiled batch goes.
+
+  Returns:
+    {"per_device_batch": largest fitting (0 if none), "global_batch",
+    "total_bytes" at that batch, "tried": {per-device batch: bytes}}.
+  """
+  from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  dp = mesh_lib.data_parallel_size(mesh_lib.make_mesh(config.mesh))
+  tried = {}
+
+  def need(per_device):
+    if per_device not in tried:
+      c = config.copy_and_resolve_references()
+      c.batch_size = per_device * dp
+      mem = run(c, compile_only=True)
+      tried[per_device] = mem.get("memory_total_bytes", 0)
+      log(f"per-device batch {per_device}: "
+          f"{tried[per_device] / 2**30:.2f} GiB")
+    return tried[per_device]
+
+  lo, hi = 0, 1
+  while need(hi) <= limit_bytes:
+    lo, hi = hi, hi * 2
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (mid, hi) if need(mid) <= limit_bytes else (lo, mid)
+  return {"per_device_batch": lo, "global_batch": lo * dp,
+          "total_bytes": tried.get(lo, 0), "tried": tried}
+
+
 def main(argv):
   del argv
   try:
-    out = run(FLAGS.config, FLAGS.steps, FLAGS.params_only)
+    if FLAGS.fit_memory:
+      fit = largest_batch(FLAGS.config, FLAGS.fit_memory * 2**30)
+      print(json.dumps(fit) if FLAGS.json else
+            f"largest per-device batch within {FLAGS.fit_memory:g} GiB: "
+            f"{fit['per_device_batch']} (global {fit['global_batch']}, "
+            f"{fit['total_bytes'] / 2**30:.2f} GiB)")
+      return
+    out = run(FLAGS.config, FLAGS.steps, FLAGS.params_only,
+              FLAGS.compile_only)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

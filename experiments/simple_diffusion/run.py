@@ -52,6 +52,7 @@ from jaxgen import jsonl
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.diffusion import losses
 from jaxgen.eval import classifier
+from jaxgen.eval import distances
 from jaxgen.eval import grids
 from jaxgen.train import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -343,7 +344,7 @@ def reference_stats(params, workdir: str, size: int, num: int):
     test_f, test_l = classifier.embed(params, test_x, CLF)
     np.savez(path, feats=feats, test_f=test_f, test_l=test_l, test_y=test_y)
   ref = np.load(path)
-  stats = classifier.gaussian_stats(ref["feats"])
+  stats = distances.gaussian_stats(ref["feats"])
   floor = classifier.sample_metrics(ref["test_f"], ref["test_l"],
                                     ref["test_y"], stats)
   return stats, floor, len(ref["feats"])

@@ -15,8 +15,8 @@ samples of several resolutions.
 
   params, _ = train_classifier(ClassifierConfig())
   feats, logits = embed(params, images)          # images in [-1, 1], NHWC
-  mu, cov = gaussian_stats(feats)
-  fd = frechet_distance(mu, cov, mu_ref, cov_ref)
+  mu, cov = distances.gaussian_stats(feats)
+  fd = distances.frechet_distance(mu, cov, mu_ref, cov_ref)
 """
 
 import dataclasses
@@ -34,6 +34,7 @@ import optax
 
 from jaxgen.data import config as data_config
 from jaxgen.data import pipeline as data_pipeline
+from jaxgen.eval import distances
 from jaxgen.nn import norms
 from jaxgen.nn import resample
 
@@ -265,54 +266,6 @@ def load_split(image_size: int, split: str, input_size: int = 64, *,
   return np.concatenate(images)[:total], np.concatenate(labels)[:total]
 
 
-def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-  """Mean and (unbiased, ddof=1) covariance of row-wise feature vectors.
-
-  Args:
-    features: [N, D].
-
-  Returns:
-    (mu [D], cov [D, D]) in float64.
-  """
-  f = np.asarray(features, np.float64)
-  return f.mean(axis=0), np.cov(f, rowvar=False)
-
-
-def _sqrt_psd(a: np.ndarray) -> np.ndarray:
-  """Symmetric square root of a symmetric PSD matrix (negative eigs -> 0)."""
-  w, v = np.linalg.eigh((a + a.T) / 2)
-  return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
-def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
-                     cov2: np.ndarray) -> float:
-  """Fréchet (2-Wasserstein²) distance between two Gaussians.
-
-  d² = |mu1 - mu2|² + tr(cov1 + cov2 - 2 (cov1^½ cov2 cov1^½)^½).
-
-  The trace term uses the symmetric form: tr((cov1 cov2)^½) equals the sum of
-  square roots of the eigenvalues of the PSD matrix cov1^½ cov2 cov1^½, which
-  avoids the complex round-off a general `sqrtm(cov1 @ cov2)` produces.
-
-  Args:
-    mu1: mean [D].
-    cov1: covariance [D, D], symmetric PSD.
-    mu2: mean [D].
-    cov2: covariance [D, D], symmetric PSD.
-
-  Returns:
-    The distance as a float (>= 0 up to round-off).
-  """
-  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-  cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
-  s1 = _sqrt_psd(cov1)
-  m = s1 @ cov2 @ s1
-  eig = np.linalg.eigvalsh((m + m.T) / 2)
-  tr_sqrt = np.sqrt(np.clip(eig, 0.0, None)).sum()
-  diff = mu1 - mu2
-  return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * tr_sqrt)
-
-
 def sample_metrics(features: np.ndarray, logits: np.ndarray,
                    labels: np.ndarray, ref_stats: Tuple[np.ndarray,
                                                         np.ndarray], *,
@@ -345,7 +298,8 @@ def sample_metrics(features: np.ndarray, logits: np.ndarray,
   mu_r, cov_r = ref_stats
   labels = np.asarray(labels)
   correct = (np.argmax(logits, axis=-1) == labels).astype(np.float64)
-  fd = frechet_distance(*gaussian_stats(features), mu_r, cov_r)
+  fd = distances.frechet_distance(*distances.gaussian_stats(features), mu_r,
+                                  cov_r)
   rng = np.random.default_rng(seed)
   n = len(features)
   groups = ([np.flatnonzero(labels == c) for c in np.unique(labels)]
@@ -353,7 +307,8 @@ def sample_metrics(features: np.ndarray, logits: np.ndarray,
   fds, accs = [], []
   for _ in range(num_bootstrap):
     idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
-    fds.append(frechet_distance(*gaussian_stats(features[idx]), mu_r, cov_r))
+    fds.append(distances.frechet_distance(
+        *distances.gaussian_stats(features[idx]), mu_r, cov_r))
     accs.append(correct[idx].mean())
   per_class = {int(c): float(correct[labels == c].mean())
                for c in np.unique(labels)}

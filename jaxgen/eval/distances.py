@@ -1,0 +1,238 @@
+"""Sample-quality metrics on network features: FID, KID, IS, precision/recall.
+
+Host-side numpy in float64 (the features are computed on device, see
+`jaxgen.eval.features`); every function follows the standard definition:
+
+  * Fréchet distance (Heusel et al. 2017) between Gaussians fitted to
+    features, with `scipy.linalg.sqrtm` of the covariance product and the
+    usual diagonal offset when that product is singular (pytorch-fid's
+    procedure, so values are comparable with published FIDs).
+  * Kernel Inception Distance (Bińkowski et al. 2018): the unbiased MMD²
+    with the polynomial kernel k(x, y) = (x·y / d + 1)³, averaged over random
+    subsets, with its standard deviation.
+  * Inception Score (Salimans et al. 2016): exp(E KL(p(y|x) || p(y))) over
+    10 splits, mean and standard deviation.
+  * Improved precision and recall (Kynkäänniemi et al. 2019): k-NN (k = 3)
+    balls around each real (fake) feature; precision is the fraction of fake
+    samples inside some real ball, recall the fraction of real samples
+    inside some fake ball.
+"""
+
+import warnings
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+from scipy import linalg
+from scipy import special
+
+
+def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """Mean and unbiased (ddof=1) covariance of row-wise features, float64.
+
+  Args:
+    features: [N, D].
+
+  Returns:
+    (mu [D], sigma [D, D]).
+
+  Warns:
+    UserWarning: with N <= D the covariance is singular (FID is then
+      unreliable; the standard protocol uses 50,000 samples).
+  """
+  f = np.asarray(features, np.float64)
+  n, d = f.shape
+  if n <= d:
+    warnings.warn(f"{n} samples for {d}-d features: the covariance is "
+                  f"singular and FID is biased; use more than {d} samples "
+                  "(50,000 for published numbers).", stacklevel=2)
+  return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+  """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+  d² = |mu1 - mu2|² + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^½).
+
+  Args:
+    mu1: mean [D].
+    sigma1: covariance [D, D].
+    mu2: mean [D].
+    sigma2: covariance [D, D].
+    eps: the diagonal offset added to both covariances when the product's
+      square root is not finite (a singular product).
+
+  Returns:
+    The distance (a float).
+
+  Raises:
+    ValueError: mismatched shapes, or a square root with a large imaginary
+      part (the statistics are not covariances).
+  """
+  mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(
+      mu2).astype(np.float64)
+  sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(
+      sigma2).astype(np.float64)
+  if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+    raise ValueError(f"statistics of different dimensions: {mu1.shape} vs "
+                     f"{mu2.shape}; compute both with the same network.")
+  diff = mu1 - mu2
+  covmean = linalg.sqrtm(sigma1 @ sigma2)
+  if not np.isfinite(covmean).all():
+    offset = np.eye(sigma1.shape[0]) * eps
+    covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+  if np.iscomplexobj(covmean):
+    # Round-off leaves a small imaginary part; a large one means bad input.
+    if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+      raise ValueError(f"sqrtm has an imaginary component of "
+                       f"{np.max(np.abs(covmean.imag)):.3g}; the statistics "
+                       "are not valid covariances.")
+    covmean = covmean.real
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
+               - 2.0 * np.trace(covmean))
+
+
+def _polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+  """Unbiased MMD² with k(a, b) = (a·b / d + 1)³ of equal-size sets."""
+  m, d = x.shape
+  k_xx = (x @ x.T / d + 1.0) ** 3
+  k_yy = (y @ y.T / d + 1.0) ** 3
+  k_xy = (x @ y.T / d + 1.0) ** 3
+  off = lambda k: (k.sum() - np.trace(k)) / (m * (m - 1))
+  return float(off(k_xx) + off(k_yy) - 2.0 * k_xy.mean())
+
+
+def kernel_inception_distance(features_a, features_b, *, subsets: int = 100,
+                              subset_size: int = 1000,
+                              seed: int = 0) -> Tuple[float, float]:
+  """KID: mean and std of the unbiased polynomial MMD² over subsets.
+
+  Args:
+    features_a: [N, D].
+    features_b: [M, D].
+    subsets: number of random subsets.
+    subset_size: rows per subset (capped at min(N, M)).
+    seed: subset sampling seed.
+
+  Returns:
+    (kid, kid_std).
+
+  Raises:
+    ValueError: fewer than 2 rows on a side.
+  """
+  a = np.asarray(features_a, np.float64)
+  b = np.asarray(features_b, np.float64)
+  m = min(subset_size, len(a), len(b))
+  if m < 2:
+    raise ValueError(f"KID needs at least 2 samples per set, got "
+                     f"{len(a)} and {len(b)}.")
+  rng = np.random.default_rng(seed)
+  values = [_polynomial_mmd2(a[rng.choice(len(a), m, replace=False)],
+                             b[rng.choice(len(b), m, replace=False)])
+            for _ in range(subsets)]
+  return float(np.mean(values)), float(np.std(values))
+
+
+def inception_score(logits, splits: int = 10) -> Tuple[float, float]:
+  """Inception Score from classifier logits: mean and std over splits.
+
+  Args:
+    logits: [N, K] logits (the FID Inception's 1008 classes).
+    splits: number of equal splits (the standard 10).
+
+  Returns:
+    (is_mean, is_std).
+
+  Raises:
+    ValueError: fewer samples than splits.
+  """
+  logits = np.asarray(logits, np.float64)
+  if len(logits) < splits:
+    raise ValueError(f"Inception Score with {splits} splits needs at least "
+                     f"{splits} samples, got {len(logits)}.")
+  log_p = special.log_softmax(logits, axis=1)
+  scores = []
+  for part in np.array_split(log_p, splits):
+    log_py = special.logsumexp(part, axis=0) - np.log(len(part))
+    kl = np.sum(np.exp(part) * (part - log_py), axis=1).mean()
+    scores.append(np.exp(kl))
+  return float(np.mean(scores)), float(np.std(scores))
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+  return np.maximum(d, 0.0)
+
+
+def _knn_radii(x: np.ndarray, k: int, block: int) -> np.ndarray:
+  """Squared distance of each row to its k-th nearest other row."""
+  radii = np.empty(len(x))
+  for i in range(0, len(x), block):
+    d = _sq_dists(x[i:i + block], x)
+    # Index k, not k - 1: the row itself is its own nearest neighbour (0).
+    radii[i:i + block] = np.partition(d, k, axis=1)[:, k]
+  return radii
+
+
+def _inside(queries: np.ndarray, centres: np.ndarray, radii: np.ndarray,
+            block: int) -> np.ndarray:
+  """Whether each query lies within some centre's ball."""
+  out = np.zeros(len(queries), bool)
+  for i in range(0, len(queries), block):
+    out[i:i + block] = (_sq_dists(queries[i:i + block], centres)
+                        <= radii[None, :]).any(axis=1)
+  return out
+
+
+def precision_recall(real, fake, k: int = 3,
+                     block: int = 1024) -> Dict[str, float]:
+  """Improved precision and recall of `fake` against `real` features.
+
+  Args:
+    real: [N, D] features of real images.
+    fake: [M, D] features of generated images.
+    k: neighbourhood size (3 in the paper).
+    block: rows per distance block (bounds memory at block x N).
+
+  Returns:
+    {"precision": ..., "recall": ...}.
+
+  Raises:
+    ValueError: a set with k or fewer rows.
+  """
+  real = np.asarray(real, np.float64)
+  fake = np.asarray(fake, np.float64)
+  if min(len(real), len(fake)) <= k:
+    raise ValueError(f"precision/recall with k={k} needs more than {k} "
+                     f"samples per set, got {len(real)} and {len(fake)}.")
+  precision = _inside(fake, real, _knn_radii(real, k, block), block).mean()
+  recall = _inside(real, fake, _knn_radii(fake, k, block), block).mean()
+  return {"precision": float(precision), "recall": float(recall)}
+
+
+def all_metrics(features_a, features_b, logits_b=None, *,
+                stats_a: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                kid_subset_size: int = 1000) -> Dict[str, float]:
+  """FID, and KID / precision-recall / IS where the inputs allow.
+
+  Args:
+    features_a: [N, D] reference features, or None when only `stats_a`.
+    features_b: [M, D] features of the evaluated set.
+    logits_b: [M, K] logits of the evaluated set (for IS), or None.
+    stats_a: (mu, sigma) of the reference, if precomputed.
+    kid_subset_size: KID subset size.
+
+  Returns:
+    {"fid", and "kid", "kid_std", "precision", "recall", "is", "is_std"
+    where computable}.
+  """
+  mu_a, sigma_a = stats_a if stats_a is not None else gaussian_stats(
+      features_a)
+  mu_b, sigma_b = gaussian_stats(features_b)
+  out = {"fid": frechet_distance(mu_a, sigma_a, mu_b, sigma_b)}
+  if features_a is not None:
+    out["kid"], out["kid_std"] = kernel_inception_distance(
+        features_a, features_b, subset_size=kid_subset_size)
+    out.update(precision_recall(features_a, features_b))
+  if logits_b is not None and len(logits_b) >= 10:
+    out["is"], out["is_std"] = inception_score(logits_b)
+  return out

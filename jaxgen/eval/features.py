@@ -1,0 +1,187 @@
+"""Inception features of image sets, sharded over the devices in batches.
+
+  extractor = FeatureExtractor.from_file("inception_fid.npz")
+  feats, logits = extractor(images)              # [-1, 1] floats or uint8
+  feats, logits = extractor.of_batches(iterator, num=50_000)
+
+The network's parameters are replicated and every batch is split over all
+devices along its leading dimension (a 1-D "data" mesh, or the batch axes of
+a mesh the caller gives, e.g. the trainer's). Batches are padded to a
+multiple of the device count, so any number of images works.
+"""
+
+import sys
+import time
+from typing import Any, Callable, Iterable, Optional, Tuple
+
+import jax
+import numpy as np
+
+from jaxgen.eval import inception
+from jaxgen.parallel import mesh as mesh_lib
+
+
+def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
+  """Validates a batch and returns it as float32 in [-1, 1].
+
+  Args:
+    images: [B, H, W, 3] uint8 (0..255) or floats in [-1, 1].
+    what: how to name the images in errors.
+
+  Returns:
+    float32 [B, H, W, 3] in [-1, 1].
+
+  Raises:
+    ValueError: one line for a wrong rank, channel count or value range.
+  """
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(f"{what} have shape {images.shape}; expected [N, H, W, "
+                     "3] RGB (or 1-channel, repeated to RGB).")
+  if images.dtype == np.uint8:
+    images = images.astype(np.float32) / 127.5 - 1.0
+  else:
+    images = images.astype(np.float32)
+    lo, hi = float(images.min(initial=0)), float(images.max(initial=0))
+    if lo < -1.001 or hi > 1.001:
+      raise ValueError(
+          f"{what} range from {lo:.3g} to {hi:.3g}; expected floats in "
+          "[-1, 1] (or uint8 0..255): scale with x / 127.5 - 1.")
+  if images.shape[-1] == 1:
+    images = np.repeat(images, 3, axis=-1)
+  return images
+
+
+class Progress:
+  """A one-line progress bar with rate and ETA on stderr."""
+
+  def __init__(self, total: int, what: str, stream=None):
+    self.total, self.what = total, what
+    self.stream = stream or sys.stderr
+    self.start = time.time()
+    self.done = 0
+
+  def update(self, n: int) -> None:
+    self.done += n
+    elapsed = time.time() - self.start
+    rate = self.done / max(elapsed, 1e-9)
+    eta = (self.total - self.done) / max(rate, 1e-9)
+    self.stream.write(f"\r{self.what}: {self.done}/{self.total} "
+                      f"({rate:.1f}/s, ETA {eta:.0f}s)   ")
+    self.stream.flush()
+
+  def close(self) -> None:
+    self.stream.write("\n")
+    self.stream.flush()
+
+
+class FeatureExtractor:
+  """FID Inception features of image batches on all (or the given) devices."""
+
+  def __init__(self, params: Any, weights_hash: str = "",
+               mesh: Optional[jax.sharding.Mesh] = None,
+               batch_size: int = 200):
+    """Places the weights and compiles nothing yet.
+
+    Args:
+      params: the network's params tree (`inception.load_weights`).
+      weights_hash: recorded in statistics files.
+      mesh: mesh whose batch axes split the batch (default: all devices on
+        one "data" axis).
+      batch_size: images per device step (rounded up to the device count).
+    """
+    if mesh is None:
+      mesh = jax.make_mesh((jax.device_count(), 1, 1),
+                           ("data", "fsdp", "tensor"),
+                           axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    self.mesh = mesh
+    self.weights_hash = weights_hash
+    self.dp = mesh_lib.data_parallel_size(mesh)
+    self.batch_size = -(-int(batch_size) // self.dp) * self.dp
+    self.params = jax.device_put(params, mesh_lib.replicated(mesh))
+    model = inception.InceptionV3()
+    self._apply = jax.jit(
+        lambda p, x: model.apply({"params": p}, x),
+        in_shardings=(mesh_lib.replicated(mesh),
+                      mesh_lib.batch_sharding(mesh, 4)),
+        out_shardings=(mesh_lib.batch_sharding(mesh, 2),) * 2)
+
+  @classmethod
+  def from_file(cls, path: str, **kwargs) -> "FeatureExtractor":
+    """Loads `jaxgen.eval.convert`'s .npz (one-line ValueError if bad)."""
+    params, digest = inception.load_weights(path)
+    return cls(params, digest, **kwargs)
+
+  def _batch(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    n = len(images)
+    pad = -n % self.dp
+    if pad:
+      images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
+    feats, logits = self._apply(self.params, images)
+    return np.asarray(feats)[:n], np.asarray(logits)[:n]
+
+  def __call__(self, images, what: str = "images"
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """Features and logits of an in-memory set of images.
+
+    Args:
+      images: [N, H, W, 3] uint8 or floats in [-1, 1].
+      what: how to name the images in errors.
+
+    Returns:
+      (float32 [N, 2048], float32 [N, 1008]).
+    """
+    images = check_images(images, what)
+    return self.of_batches(
+        (images[i:i + self.batch_size]
+         for i in range(0, len(images), self.batch_size)), len(images), what,
+        progress=False)
+
+  def of_batches(self, batches: Iterable[np.ndarray], num: int,
+                 what: str = "images", progress: bool = True,
+                 transform: Optional[Callable[[Any], np.ndarray]] = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """Features of the first `num` images of a stream of batches.
+
+    Args:
+      batches: iterable of image batches (or of items `transform` turns
+        into batches, e.g. pipeline dicts).
+      num: images to embed; fewer is an error.
+      what: name for errors and the progress bar.
+      progress: print a progress bar with ETA on stderr.
+      transform: applied to each item to get [B, H, W, 3] images.
+
+    Returns:
+      (float32 [num, 2048], float32 [num, 1008]).
+
+    Raises:
+      ValueError: the stream ends before `num` images.
+    """
+    feats, logits, have = [], [], 0
+    bar = Progress(num, what) if progress else None
+    pending = np.zeros((0,), np.float32)
+    for item in batches:
+      images = check_images(transform(item) if transform else item, what)
+      pending = images if not len(pending) else np.concatenate(
+          [pending, images])
+      while len(pending) >= self.batch_size or (
+          len(pending) and have + len(pending) >= num):
+        take = min(self.batch_size, num - have, len(pending))
+        f, l = self._batch(pending[:take])
+        pending = pending[take:]
+        feats.append(f)
+        logits.append(l)
+        have += take
+        if bar:
+          bar.update(take)
+        if have >= num:
+          break
+      if have >= num:
+        break
+    if bar:
+      bar.close()
+    if have < num:
+      raise ValueError(f"{what}: only {have} images, {num} requested; pass "
+                       f"--num={have} or a larger set.")
+    return np.concatenate(feats), np.concatenate(logits)
+

@@ -1,0 +1,129 @@
+"""FID, KID, IS, precision / recall against independent computations."""
+
+import numpy as np
+import pytest
+from scipy import linalg
+
+from jaxgen.eval import distances
+
+
+def _random_cov(rng, d):
+  a = rng.normal(size=(d, 2 * d))
+  return a @ a.T / (2 * d)
+
+
+def test_frechet_distance_of_two_diagonal_gaussians_is_closed_form():
+  mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+  v1, v2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
+  want = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)
+  got = distances.frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2))
+  assert got == pytest.approx(want, rel=1e-10)  # 5 + 1 + 1 + 4 = 11
+  assert want == 11.0
+
+
+def test_frechet_distance_matches_the_symmetric_eigen_form():
+  rng = np.random.default_rng(0)
+  d = 16
+  mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+  s1, s2 = _random_cov(rng, d), _random_cov(rng, d)
+  # tr((s1 s2)^1/2) = sum of sqrt eigenvalues of s1^1/2 s2 s1^1/2.
+  r1 = linalg.sqrtm(s1).real
+  eig = np.linalg.eigvalsh(r1 @ s2 @ r1)
+  want = (np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2)
+          - 2 * np.sum(np.sqrt(np.clip(eig, 0, None))))
+  assert distances.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+      want, rel=1e-8)
+  assert distances.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(
+      0.0, abs=1e-8)
+
+
+def test_one_dimensional_and_symmetric():
+  got = distances.frechet_distance(np.array([1.0]), np.array([[4.0]]),
+                                   np.array([-2.0]), np.array([[9.0]]))
+  assert got == pytest.approx(9.0 + 1.0, rel=1e-12)  # (m1-m2)² + (s1-s2)²
+  rng = np.random.default_rng(5)
+  mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
+  s1, s2 = _random_cov(rng, 8), 2.0 * _random_cov(rng, 8)
+  assert distances.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+      distances.frechet_distance(mu2, s2, mu1, s1), rel=1e-8)
+
+
+def test_gaussian_stats_match_numpy():
+  f = np.random.default_rng(4).normal(size=(100, 6))
+  mu, cov = distances.gaussian_stats(f)
+  np.testing.assert_allclose(mu, f.mean(0))
+  np.testing.assert_allclose(cov, np.cov(f.T, ddof=1))
+
+
+def test_singular_covariances_use_the_offset_and_stay_finite():
+  rng = np.random.default_rng(1)
+  f1, f2 = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))  # rank 4 of 8
+  with pytest.warns(UserWarning, match="covariance is singular"):
+    mu1, s1 = distances.gaussian_stats(f1)
+  with pytest.warns(UserWarning):
+    mu2, s2 = distances.gaussian_stats(f2)
+  value = distances.frechet_distance(mu1, s1, mu2, s2)
+  assert np.isfinite(value) and value > 0
+
+
+def test_mismatched_statistics_are_refused():
+  with pytest.raises(ValueError, match="different dimensions"):
+    distances.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+def test_kid_is_the_unbiased_polynomial_mmd():
+  rng = np.random.default_rng(2)
+  x, y = rng.normal(size=(6, 4)), rng.normal(0.5, 1.0, size=(6, 4))
+  k = lambda a, b: (a @ b / 4 + 1) ** 3
+  m = 6
+  xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j)
+  yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
+  xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m))
+  want = xx / (m * (m - 1)) + yy / (m * (m - 1)) - 2 * xy / m**2
+  kid, std = distances.kernel_inception_distance(x, y, subsets=3,
+                                                 subset_size=6)
+  assert kid == pytest.approx(want, rel=1e-10) and std == pytest.approx(0.0)
+  same, _ = distances.kernel_inception_distance(
+      rng.normal(size=(400, 4)), rng.normal(size=(400, 4)), subsets=10,
+      subset_size=200)
+  assert abs(same) < 0.05
+
+
+def test_inception_score_limits_and_formula():
+  # Confident and uniform over K classes: IS = K; all the same class: 1.
+  k = 5
+  confident = np.eye(k)[np.arange(50) % k] * 100.0
+  assert distances.inception_score(confident, splits=5)[0] == pytest.approx(
+      k, rel=1e-6)
+  same = np.tile(np.eye(k)[0] * 100.0, (50, 1))
+  assert distances.inception_score(same, splits=5)[0] == pytest.approx(1.0)
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(20, 4))
+  p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  want = []
+  for part in (p[:10], p[10:]):
+    py = part.mean(0)
+    want.append(np.exp(np.mean(np.sum(part * np.log(part / py), 1))))
+  mean, std = distances.inception_score(logits, splits=2)
+  assert mean == pytest.approx(np.mean(want)) and std == pytest.approx(
+      np.std(want))
+
+
+def test_precision_recall_against_brute_force():
+  rng = np.random.default_rng(4)
+  real = rng.normal(size=(40, 3))
+  fake = rng.normal(0.7, 0.6, size=(30, 3))
+
+  def brute(a, b, k=3):
+    # Fraction of b inside some ball of a (radius: k-th neighbour in a).
+    d_aa = np.linalg.norm(a[:, None] - a[None], axis=-1)
+    radii = np.sort(d_aa, axis=1)[:, k]
+    d_ba = np.linalg.norm(b[:, None] - a[None], axis=-1)
+    return np.mean((d_ba <= radii[None]).any(1))
+
+  got = distances.precision_recall(real, fake, block=7)
+  assert got["precision"] == pytest.approx(brute(real, fake))
+  assert got["recall"] == pytest.approx(brute(fake, real))
+  assert 0 < got["precision"] < 1 and 0 < got["recall"] < 1
+  same = distances.precision_recall(real, real)
+  assert same == {"precision": 1.0, "recall": 1.0}
