@@ -77,9 +77,13 @@ def _torch_state(path: str) -> Dict[str, np.ndarray]:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("inception", None, "pytorch-fid's "
-                    "pt_inception-2015-12-05-6726825d.pth.")
-flags.DEFINE_string("out", None, "Output .npz.")
+
+
+def _define_flags():
+  """Command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("inception", None, "pytorch-fid's "
+                      "pt_inception-2015-12-05-6726825d.pth.")
+  flags.DEFINE_string("out", None, "Output .npz.")
 
 
 def main(argv):
@@ -97,4 +101,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -19,7 +19,7 @@ Host-side numpy in float64 (the features are computed on device, see
 """
 
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 from scipy import linalg
@@ -76,10 +76,14 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     raise ValueError(f"statistics of different dimensions: {mu1.shape} vs "
                      f"{mu2.shape}; compute both with the same network.")
   diff = mu1 - mu2
-  covmean = linalg.sqrtm(sigma1 @ sigma2)
-  if not np.isfinite(covmean).all():
-    offset = np.eye(sigma1.shape[0]) * eps
-    covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+  with warnings.catch_warnings():
+    # A singular product is expected with few samples (gaussian_stats warns
+    # about that once); the offset below handles a non-finite root.
+    warnings.simplefilter("ignore", linalg.LinAlgWarning)
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+      offset = np.eye(sigma1.shape[0]) * eps
+      covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
   if np.iscomplexobj(covmean):
     # Round-off leaves a small imaginary part; a large one means bad input.
     if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
@@ -209,27 +213,26 @@ def precision_recall(real, fake, k: int = 3,
   return {"precision": float(precision), "recall": float(recall)}
 
 
-def all_metrics(features_a, features_b, logits_b=None, *,
-                stats_a: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+def all_metrics(stats_a: Tuple[np.ndarray, np.ndarray],
+                stats_b: Tuple[np.ndarray, np.ndarray], *,
+                features_a=None, features_b=None, logits_b=None,
                 kid_subset_size: int = 1000) -> Dict[str, float]:
   """FID, and KID / precision-recall / IS where the inputs allow.
 
   Args:
-    features_a: [N, D] reference features, or None when only `stats_a`.
-    features_b: [M, D] features of the evaluated set.
+    stats_a: (mu, sigma) of the reference set.
+    stats_b: (mu, sigma) of the evaluated set.
+    features_a: [N, D] reference features, or None.
+    features_b: [M, D] evaluated features, or None.
     logits_b: [M, K] logits of the evaluated set (for IS), or None.
-    stats_a: (mu, sigma) of the reference, if precomputed.
     kid_subset_size: KID subset size.
 
   Returns:
-    {"fid", and "kid", "kid_std", "precision", "recall", "is", "is_std"
-    where computable}.
+    {"fid", and "kid", "kid_std", "precision", "recall" when both sides have
+    features, "is", "is_std" with at least 10 logits}.
   """
-  mu_a, sigma_a = stats_a if stats_a is not None else gaussian_stats(
-      features_a)
-  mu_b, sigma_b = gaussian_stats(features_b)
-  out = {"fid": frechet_distance(mu_a, sigma_a, mu_b, sigma_b)}
-  if features_a is not None:
+  out = {"fid": frechet_distance(*stats_a, *stats_b)}
+  if features_a is not None and features_b is not None:
     out["kid"], out["kid_std"] = kernel_inception_distance(
         features_a, features_b, subset_size=kid_subset_size)
     out.update(precision_recall(features_a, features_b))

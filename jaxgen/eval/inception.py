@@ -255,7 +255,8 @@ def load_weights(path: str) -> Tuple[Dict[str, Any], str]:
     raise ValueError(
         f"Inception weights {path} not found; convert pytorch-fid's "
         "pt_inception-2015-12-05-6726825d.pth once with `python -m "
-        "jaxgen.eval.convert --inception=PTH --out=inception_fid.npz`.") from None
+        "jaxgen.eval.convert --inception=PTH --out=inception_fid.npz`."
+    ) from None
   except (OSError, ValueError) as e:
     raise ValueError(f"cannot read Inception weights {path} ({e}); pass the "
                      ".npz written by jaxgen.eval.convert.") from None

@@ -9,6 +9,7 @@ them.
 """
 
 import logging as pylogging
+import warnings
 
 from absl import logging
 
@@ -22,7 +23,8 @@ class QuietLibraries(pylogging.Filter):
 
   def filter(self, record: pylogging.LogRecord) -> bool:
     if record.levelno >= pylogging.WARNING:
-      return True
+      # TFDS' advice to install OpenCV for faster decoding, once per process.
+      return "OpenCV is not installed" not in str(record.msg)
     return not any(part in (record.pathname or "") for part in CHATTY)
 
 
@@ -34,3 +36,12 @@ def quiet_libraries(verbosity: int) -> None:
   """
   if verbosity < 1:
     logging.get_absl_handler().addFilter(QuietLibraries())
+
+
+def one_line_warnings() -> None:
+  """Python warnings print as `warning: <message>` (no file and source line).
+
+  For command-line tools, whose warnings (e.g. a singular covariance) are
+  addressed to the person running them, not to a developer.
+  """
+  warnings.formatwarning = lambda msg, *_, **__: f"warning: {msg}\n"

@@ -89,6 +89,34 @@ def compare(old: Dict[str, Any], new: Dict[str, Any]
   return shape, other
 
 
+def _tuples(value):
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run wrote to `WORKDIR/config.json`.
+
+  Args:
+    workdir: the run directory.
+
+  Returns:
+    The config (JSON lists back as tuples, as config fields hold them).
+
+  Raises:
+    ValueError: one line if the run has no config.json.
+  """
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise ValueError(f"{path} not found; pass the --workdir of a run "
+                     "(every run writes its config.json at start).")
+  return ml_collections.ConfigDict(
+      _tuples(json.loads(path.read_text())["config"]))
+
+
 def check_and_write(workdir: str, config: ml_collections.ConfigDict,
                     resuming: bool) -> None:
   """Compares with the previous config.json (when resuming) and writes the

@@ -1,0 +1,116 @@
+r"""FID (and KID, IS, precision / recall where the inputs allow) of two sets.
+
+  python -m jaxgen.eval.fid --weights=inception_fid.npz \
+      --a=cifar10_train.npz --b=workdirs/run/samples
+
+Each of --a (the reference) and --b (the evaluated set) is a stats file, an
+images .npz, a folder of PNGs or a dataset spec (see `jaxgen.eval.imagesets`).
+Prints `FID: <value>` on stdout, then `KID:` (when both sides have features),
+`precision:` / `recall:` (likewise) and `IS:` (when --b is images). Statistics
+made with other Inception weights than --weights are refused.
+"""
+
+import sys
+from typing import Any, Dict, Optional, Tuple
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from jaxgen.eval import distances
+from jaxgen.eval import features as features_lib
+from jaxgen.eval import imagesets
+from jaxgen.train import logs
+
+
+def _side(extractor, image_set, num: int
+          ) -> Tuple[Tuple[np.ndarray, np.ndarray], Optional[np.ndarray],
+                     Optional[np.ndarray]]:
+  """((mu, sigma), features or None, logits or None) of one set."""
+  if image_set.stats is not None:
+    s = image_set.stats
+    made_with = str(s.get("weights_hash", ""))
+    if made_with and made_with != extractor.weights_hash:
+      raise ValueError(
+          f"{image_set.name} was computed with Inception weights "
+          f"{made_with}, not {extractor.weights_hash} (--weights); recompute "
+          "it with jaxgen.eval.stats and these weights.")
+    return (s["mu"], s["sigma"]), s.get("features"), None
+  n = num or image_set.available
+  if not n:
+    raise ValueError(f"{image_set.name}: pass --num.")
+  feats, logits = extractor.of_batches(image_set.batches, n, image_set.name)
+  return distances.gaussian_stats(feats), feats, logits
+
+
+def compare(extractor, set_a, set_b, num: int = 0) -> Dict[str, Any]:
+  """Metrics of set_b against the reference set_a.
+
+  Args:
+    extractor: the Inception feature extractor.
+    set_a: reference `ImageSet`.
+    set_b: evaluated `ImageSet`.
+    num: images per image set (0: all).
+
+  Returns:
+    {"fid", and "kid", "kid_std", "precision", "recall", "is", "is_std"
+    where the inputs allow}.
+  """
+  stats_a, feats_a, _ = _side(extractor, set_a, num)
+  stats_b, feats_b, logits_b = _side(extractor, set_b, num)
+  return distances.all_metrics(stats_a, stats_b, features_a=feats_a,
+                               features_b=feats_b, logits_b=logits_b)
+
+
+def format_lines(metrics: Dict[str, Any]) -> str:
+  """`FID: x` then the other metrics, one per line."""
+  lines = [f"FID: {metrics['fid']:.4f}"]
+  if "kid" in metrics:
+    lines.append(f"KID: {metrics['kid']:.6f} ± {metrics['kid_std']:.6f}")
+  if "is" in metrics:
+    lines.append(f"IS: {metrics['is']:.3f} ± {metrics['is_std']:.3f}")
+  if "precision" in metrics:
+    lines.append(f"precision: {metrics['precision']:.4f}")
+    lines.append(f"recall: {metrics['recall']:.4f}")
+  return "\n".join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("weights", None,
+                      "inception_fid.npz (jaxgen.eval.convert).")
+  flags.DEFINE_string("a", None, "Reference set.")
+  flags.DEFINE_string("b", None, "Evaluated set.")
+  flags.DEFINE_integer("num", 0, "Images per image set (0: all).")
+  flags.DEFINE_integer("image_size", 32, "Resolution datasets are read at.")
+  flags.DEFINE_string("data_dir", None, "TFDS data dir for dataset specs.")
+  flags.DEFINE_integer("batch_size", 200, "Images per feature batch.")
+
+
+def main(argv):
+  del argv
+  logs.quiet_libraries(FLAGS.verbosity)
+  logs.one_line_warnings()
+  try:
+    for name in ("weights", "a", "b"):
+      if not FLAGS[name].value:
+        raise ValueError(f"pass --{name}.")
+    extractor = features_lib.FeatureExtractor.from_file(
+        FLAGS.weights, batch_size=FLAGS.batch_size)
+    sets = [imagesets.open_set(n, image_size=FLAGS.image_size,
+                               data_dir=FLAGS.data_dir,
+                               batch_size=FLAGS.batch_size)
+            for n in (FLAGS.a, FLAGS.b)]
+    metrics = compare(extractor, *sets, num=FLAGS.num)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(format_lines(metrics))
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

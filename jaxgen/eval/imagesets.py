@@ -1,0 +1,126 @@
+"""Image sets the metric commands read: datasets, sample folders, .npz files.
+
+A set is named by one string:
+
+  stats.npz                 precomputed statistics (`jaxgen.eval.stats`)
+  images.npz                an array "images" (or "samples"), [N, H, W, 3]
+                            uint8 or floats in [-1, 1]
+  DIR                       a folder of .png files, e.g. `jaxgen.sample`'s
+                            output, read in name order at their own size
+  jaxgen_shapes, tfds:NAME[:SPLIT], folder:DIR
+                            a dataset, through the training input pipeline
+                            (resized and centre-cropped to --image_size)
+
+`open_set` returns either statistics or a stream of image batches with the
+number of images available.
+"""
+
+import dataclasses
+import os
+from typing import Any, Dict, Iterator, Optional
+
+import etils.epath as epath
+import numpy as np
+from PIL import Image
+
+from jaxgen.data import config as data_config
+from jaxgen.data import pipeline as data_pipeline
+
+
+@dataclasses.dataclass
+class ImageSet:
+  """What a set name resolved to.
+
+  Attributes:
+    name: the name as given.
+    stats: for a statistics file, its arrays ("mu", "sigma", optionally
+      "features" and "weights_hash"); else None.
+    batches: for images, an iterator of [B, H, W, 3] batches.
+    available: images the set holds (None when unknown).
+  """
+  name: str
+  stats: Optional[Dict[str, Any]] = None
+  batches: Optional[Iterator[np.ndarray]] = None
+  available: Optional[int] = None
+
+
+def _npz(path: str) -> ImageSet:
+  with epath.Path(path).open("rb") as f:
+    data = dict(np.load(f, allow_pickle=False))
+  if "mu" in data and "sigma" in data:
+    return ImageSet(path, stats=data)
+  key = next((k for k in ("images", "samples") if k in data), None)
+  if key is None:
+    raise ValueError(f"{path} holds neither statistics (mu, sigma) nor an "
+                     f"'images' array (it has {sorted(data)}); pass a file "
+                     "written by jaxgen.eval.stats or jaxgen.sample.")
+  images = data[key]
+  return ImageSet(path, batches=iter([images]), available=len(images))
+
+
+def _png_folder(path: str, batch_size: int) -> ImageSet:
+  files = sorted(p for p in epath.Path(path).iterdir()
+                 if p.suffix.lower() == ".png")
+  if not files:
+    raise ValueError(f"{path} has no .png files; pass a folder of samples, "
+                     "a .npz or a dataset spec.")
+
+  def batches():
+    for i in range(0, len(files), batch_size):
+      imgs = []
+      for f in files[i:i + batch_size]:
+        with f.open("rb") as fh:
+          imgs.append(np.asarray(Image.open(fh).convert("RGB")))
+      yield np.stack(imgs)
+  return ImageSet(path, batches=batches(), available=len(files))
+
+
+def _dataset(spec: str, *, image_size: int, data_dir: Optional[str],
+             split: Optional[str], batch_size: int) -> ImageSet:
+  c = data_config.default_dataset_config()
+  c.name = spec
+  c.image_size = int(image_size)
+  c.data_dir = data_dir
+  c.random_flip = False
+  c.num_threads = 4
+  it, info = data_pipeline.build_input(
+      c, global_batch_size=batch_size, seed=0, process_index=0,
+      process_count=1, split=split or c.split, train=False, repeat=False)
+  if info.kind != "image":
+    raise ValueError(f"{spec} holds video; the FID metrics take images.")
+  usable = info.num_examples // batch_size * batch_size
+  return ImageSet(spec, batches=(b["image"] for b in it), available=usable)
+
+
+def open_set(name: str, *, image_size: int = 32,
+             data_dir: Optional[str] = None, split: Optional[str] = None,
+             batch_size: int = 100) -> ImageSet:
+  """Resolves a set name (see the module docstring).
+
+  Args:
+    name: the set.
+    image_size: resolution datasets are read at (files keep their own).
+    data_dir: TFDS data dir for dataset specs.
+    split: dataset split (default: the spec's, else "train").
+    batch_size: images per batch from datasets and folders.
+
+  Returns:
+    An `ImageSet`.
+
+  Raises:
+    ValueError: one line for a missing file or an unusable set.
+  """
+  if name.endswith(".npz"):
+    if not epath.Path(name).exists():
+      raise ValueError(f"{name} not found; pass a stats or images .npz.")
+    return _npz(name)
+  is_spec = (name in ("jaxgen_shapes",) or name.startswith(("tfds:",
+                                                            "folder:")))
+  if not is_spec and (os.path.isdir(name) or "://" in name):
+    return _png_folder(name, batch_size)
+  if not is_spec:
+    raise ValueError(f"{name!r} is not a .npz file, a folder or a dataset "
+                     "spec (jaxgen_shapes, tfds:NAME[:SPLIT], folder:DIR).")
+  return _dataset(name, image_size=image_size, data_dir=data_dir,
+                  split=split, batch_size=batch_size)
+

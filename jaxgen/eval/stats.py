@@ -1,0 +1,111 @@
+r"""Reference statistics of an image set for FID / KID / precision-recall.
+
+  python -m jaxgen.eval.stats --weights=inception_fid.npz \
+      --data=tfds:cifar10 --num=50000 --image_size=32 --out=cifar10_train.npz
+
+Writes an .npz with `mu` (2048,), `sigma` (2048, 2048) (float64), the first
+`--keep_features` pool3 features (float32, for KID and precision / recall),
+`num`, `source` and `weights_hash` (FID refuses to compare statistics made
+with different weights). `--num=0` uses every image of the set.
+"""
+
+import io
+import sys
+from typing import Any, Dict
+
+from absl import app
+from absl import flags
+import etils.epath as epath
+import numpy as np
+
+from jaxgen.eval import distances
+from jaxgen.eval import features as features_lib
+from jaxgen.eval import imagesets
+from jaxgen.train import logs
+
+
+def compute(extractor: features_lib.FeatureExtractor, image_set, num: int,
+            keep_features: int = 10_000) -> Dict[str, Any]:
+  """Statistics of the first `num` images of an `ImageSet`.
+
+  Args:
+    extractor: the Inception feature extractor.
+    image_set: an `imagesets.ImageSet` with batches.
+    num: images to use (0: all it has).
+    keep_features: features stored for KID / precision-recall.
+
+  Returns:
+    The arrays of a stats file.
+
+  Raises:
+    ValueError: the set is itself a stats file, or has too few images.
+  """
+  if image_set.stats is not None:
+    raise ValueError(f"{image_set.name} already holds statistics.")
+  num = num or image_set.available
+  if not num:
+    raise ValueError(f"{image_set.name}: pass --num (the set's size is not "
+                     "known).")
+  feats, _ = extractor.of_batches(image_set.batches, num, image_set.name)
+  mu, sigma = distances.gaussian_stats(feats)
+  return {"mu": mu, "sigma": sigma,
+          "features": feats[:keep_features].astype(np.float32),
+          "num": np.int64(num), "source": np.str_(image_set.name),
+          "weights_hash": np.str_(extractor.weights_hash)}
+
+
+def save(path: str, stats: Dict[str, Any]) -> None:
+  """Writes a stats .npz (local or remote), whole or not at all."""
+  buf = io.BytesIO()
+  np.savez(buf, **stats)
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_bytes(buf.getvalue())
+  tmp.replace(path)
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("weights", None,
+                      "inception_fid.npz (jaxgen.eval.convert).")
+  flags.DEFINE_string("data", None,
+                      "Dataset spec, folder of PNGs or images .npz.")
+  flags.DEFINE_integer("num", 50_000, "Images to use (0: all).")
+  flags.DEFINE_string("out", None, "Output stats .npz.")
+  flags.DEFINE_integer("image_size", 32, "Resolution datasets are read at.")
+  flags.DEFINE_string("data_dir", None, "TFDS data dir.")
+  flags.DEFINE_string("split", None, "Dataset split (default: train).")
+  flags.DEFINE_integer("batch_size", 200, "Images per feature batch.")
+  flags.DEFINE_integer("keep_features", 10_000,
+                       "Features stored for KID / precision-recall.")
+
+
+def main(argv):
+  del argv
+  logs.quiet_libraries(FLAGS.verbosity)
+  logs.one_line_warnings()
+  try:
+    for name in ("weights", "data", "out"):
+      if not FLAGS[name].value:
+        raise ValueError(f"pass --{name}.")
+    extractor = features_lib.FeatureExtractor.from_file(
+        FLAGS.weights, batch_size=FLAGS.batch_size)
+    image_set = imagesets.open_set(
+        FLAGS.data, image_size=FLAGS.image_size, data_dir=FLAGS.data_dir,
+        split=FLAGS.split, batch_size=FLAGS.batch_size)
+    stats = compute(extractor, image_set, FLAGS.num, FLAGS.keep_features)
+    save(FLAGS.out, stats)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(f"wrote {FLAGS.out}: {int(stats['num'])} images of {FLAGS.data}, "
+        f"weights {stats['weights_hash']}")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,180 @@
+r"""Draws samples from the newest checkpoint of a run.
+
+  python -m jaxgen.sample --workdir=DIR --num=50000 --out=DIR/fid_samples \
+      [--batch_size=256] [--seed=0] [--config.diffusion.sample_steps=256]
+
+The run's config comes from DIR/config.json; `--config.x=y` overrides any
+field (sampler settings such as `diffusion.sample_steps`,
+`diffusion.guidance_scale`). Samples use the EMA weights where the family
+keeps them, are sharded over all devices along the batch, and are written as
+OUT/000000.png, ... and, once all are there, OUT/samples.npz ("images" uint8
+[N, H, W, C], "labels"). Batch k draws its images with
+`fold_in(key(seed), k)` and class labels `index % num_classes`, so a rerun
+skips the complete batches and produces the same set as an uninterrupted run.
+"""
+
+import io
+import os
+import sys
+
+from absl import app
+from absl import flags
+import etils.epath as epath
+from ml_collections import config_flags
+import numpy as np
+from PIL import Image
+
+FLAGS = flags.FLAGS
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image
+                  ).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def _write_png(path: epath.Path, image: np.ndarray) -> None:
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_bytes(_png_bytes(image))
+  tmp.replace(path)
+
+
+def sample_run(config, workdir: str, *, num: int, out: str,
+               batch_size: int = 256, seed: int = 0, npz: bool = True,
+               log=print) -> dict:
+  """Draws `num` samples of the run in `workdir` into `out` (resumable).
+
+  Args:
+    config: the run's config (with any overrides).
+    workdir: the run directory (its newest verified checkpoint is used).
+    num: number of samples.
+    out: output folder.
+    batch_size: samples per step (rounded up to a multiple of the devices).
+    seed: sampling seed.
+    npz: write out/samples.npz once all PNGs exist.
+    log: progress and result lines.
+
+  Returns:
+    {"step": checkpoint step, "num": num, "drawn": samples drawn now,
+    "out": out}.
+
+  Raises:
+    ValueError: one line if the run has no checkpoint or num < 1.
+  """
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
+  from jaxgen.eval import grids  # pylint: disable=g-import-not-at-top
+  from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  if not num or num < 1:
+    raise ValueError("pass --num, the number of samples (>= 1).")
+  s, step, state = trainer.restore(config, workdir)
+  if state is None:
+    raise ValueError(f"{workdir} has no checkpoint to sample from; train "
+                     "first or pass the --workdir of a trained run.")
+  dp = mesh_lib.data_parallel_size(s.mesh)
+  batch = -(-int(batch_size) // dp) * dp
+  num_classes = int(getattr(s.objective, "num_classes", 0) or 0)
+  out_dir = epath.Path(out)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = [out_dir / f"{i:06d}.png" for i in range(num)]
+  batches = -(-num // batch)
+  todo = [k for k in range(batches)
+          if not all(p.exists() for p in paths[k * batch:(k + 1) * batch])]
+  if len(todo) < batches:
+    log(f"{out}: {batches - len(todo)} of {batches} batches already there")
+
+  def draw(st, rng, labels):
+    return s.objective.sample(st, rng, batch, labels=labels)
+
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    sample_fn = jax.jit(draw,
+                        out_shardings=mesh_lib.batch_sharding(s.mesh, 4))
+    bar = features.Progress(len(todo) * batch, "sampling") if todo else None
+    for k in todo:
+      labels = (jnp.arange(k * batch, (k + 1) * batch, dtype=jnp.int32)
+                % num_classes if num_classes else None)
+      images = np.asarray(jax.device_get(sample_fn(
+          state, jax.random.fold_in(jax.random.key(seed), k), labels)))
+      images = grids.to_uint8(images)
+      for i, p in enumerate(paths[k * batch:(k + 1) * batch]):
+        _write_png(p, images[i])
+      bar.update(batch)
+    if bar:
+      bar.close()
+  if npz:
+    images = []
+    for p in paths:
+      with p.open("rb") as f:
+        images.append(np.asarray(Image.open(f)))
+    images = np.stack(images)
+    if images.ndim == 3:
+      images = images[..., None]
+    labels = (np.arange(num) % num_classes if num_classes
+              else np.zeros(num, np.int64))
+    buf = io.BytesIO()
+    np.savez(buf, images=images, labels=labels, step=step)
+    tmp = out_dir / "samples.npz.tmp"
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(out_dir / "samples.npz")
+  log(f"{num} samples of step {step} in {out}"
+      + (" (+ samples.npz)" if npz else ""))
+  return {"step": step, "num": num, "drawn": len(todo) * batch, "out": out}
+
+
+def _workdir_from_argv(argv) -> str:
+  for i, a in enumerate(argv):
+    if a.startswith("--workdir="):
+      return a.split("=", 1)[1]
+    if a == "--workdir" and i + 1 < len(argv):
+      return argv[i + 1]
+  return ""
+
+
+def _define_flags():
+  """Command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("workdir", None, "The run directory.")
+  flags.DEFINE_integer("num", None, "Number of samples.")
+  flags.DEFINE_string("out", None, "Output folder (default WORKDIR/sampled).")
+  flags.DEFINE_integer("batch_size", 256,
+                       "Samples per step (rounded up to the device count).")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_bool("npz", True, "Also write OUT/samples.npz at the end.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
+  from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
+  from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
+  logs.quiet_libraries(FLAGS.verbosity)
+  logs.one_line_warnings()
+  try:
+    sample_run(FLAGS.config, FLAGS.workdir, num=FLAGS.num,
+               out=FLAGS.out or os.path.join(FLAGS.workdir, "sampled"),
+               batch_size=FLAGS.batch_size, seed=FLAGS.seed, npz=FLAGS.npz)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
+  workdir = _workdir_from_argv(sys.argv[1:])
+  if not workdir:
+    print("error: pass --workdir, the run to sample from.", file=sys.stderr)
+    sys.exit(2)
+  try:
+    run_config = provenance.load_config(workdir)
+  except ValueError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(1)
+  # The run's config, overridable as --config.x=y.
+  config_flags.DEFINE_config_dict("config", run_config)
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -1,0 +1,144 @@
+"""The metric commands (stats, fid) and `jaxgen.sample` on real inputs.
+
+Random Inception weights and the embedded dataset: nothing downloads. The
+FID values are not meaningful, but their relations are (a set against its
+own statistics is 0; other weights are refused).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxgen import sample as sample_lib
+from jaxgen.eval import features as features_lib
+from jaxgen.eval import fid as fid_lib
+from jaxgen.eval import imagesets
+from jaxgen.eval import inception
+from jaxgen.eval import stats as stats_lib
+from jaxgen.train import provenance
+from jaxgen.train import trainer
+from tests.train import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+@pytest.fixture(scope="module")
+def extractor():
+  return features_lib.FeatureExtractor(inception.random_params(0), "w0",
+                                       batch_size=16)
+
+
+def _shapes(n=32):
+  return imagesets.open_set("jaxgen_shapes", image_size=16,
+                            data_dir=common.DATA_DIR, batch_size=16)
+
+
+def test_stats_then_fid_against_the_same_and_other_images(extractor,
+                                                          tmp_path):
+  with pytest.warns(UserWarning, match="covariance is singular"):
+    stats = stats_lib.compute(extractor, _shapes(), 32, keep_features=20)
+  assert stats["mu"].shape == (2048,) and stats["sigma"].shape == (2048,
+                                                                   2048)
+  assert stats["features"].shape == (20, 2048)
+  assert str(stats["weights_hash"]) == "w0" and int(stats["num"]) == 32
+  path = str(tmp_path / "s.npz")
+  stats_lib.save(path, stats)
+  ref = imagesets.open_set(path)
+  assert ref.stats is not None
+  with pytest.warns(UserWarning):
+    same = fid_lib.compare(extractor, ref, _shapes(), num=32)
+  # 0 up to sqrtm's round-off on a rank-31 covariance (32 samples).
+  assert abs(same["fid"]) < 1e-4 * np.trace(stats["sigma"])
+  noise = np.random.default_rng(0).integers(0, 256, (32, 16, 16, 3),
+                                            dtype=np.uint8)
+  np.savez(tmp_path / "noise.npz", images=noise)
+  with pytest.warns(UserWarning):
+    other = fid_lib.compare(extractor, imagesets.open_set(path),
+                            imagesets.open_set(str(tmp_path / "noise.npz")))
+  assert other["fid"] > 1e3 * max(abs(same["fid"]), 1e-9)
+  assert {"kid", "kid_std", "precision", "recall", "is", "is_std"} <= set(
+      other)
+  lines = fid_lib.format_lines(other).splitlines()
+  assert lines[0].startswith("FID: ") and lines[1].startswith("KID: ")
+
+
+def test_statistics_of_other_weights_are_refused(extractor, tmp_path):
+  stats = {"mu": np.zeros(2048), "sigma": np.eye(2048),
+           "weights_hash": np.str_("other")}
+  stats_lib.save(str(tmp_path / "s.npz"), stats)
+  with pytest.raises(ValueError, match="computed with Inception weights "
+                     "other, not w0"):
+    fid_lib.compare(extractor, imagesets.open_set(str(tmp_path / "s.npz")),
+                    imagesets.open_set(str(tmp_path / "s.npz")))
+
+
+def test_bad_sets_are_one_line_errors(tmp_path):
+  with pytest.raises(ValueError, match="not found"):
+    imagesets.open_set(str(tmp_path / "x.npz"))
+  np.savez(tmp_path / "y.npz", z=np.zeros(3))
+  with pytest.raises(ValueError, match="neither statistics"):
+    imagesets.open_set(str(tmp_path / "y.npz"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match="no .png files"):
+    imagesets.open_set(str(tmp_path / "empty"))
+  with pytest.raises(ValueError, match="not a .npz file, a folder"):
+    imagesets.open_set("cifar10")
+
+
+def test_fid_command_prints_fid_first_and_errors_in_one_line(tmp_path):
+  flat = inception.flatten(inception.random_params(1))
+  np.savez(tmp_path / "w.npz", **flat)
+  rng = np.random.default_rng(1)
+  for name in ("a", "b"):
+    np.savez(tmp_path / f"{name}.npz", images=rng.integers(
+        0, 256, (12, 8, 8, 3), dtype=np.uint8))
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "jaxgen.eval.fid", f"--weights={tmp_path}/w.npz",
+         f"--a={tmp_path}/a.npz", f"--b={tmp_path}/b.npz"]
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert lines[0].startswith("FID: ") and float(lines[0].split()[1]) > 0
+  assert any(ln.startswith("IS: ") for ln in lines)
+  assert "warning: 12 samples for 2048-d features" in out.stderr
+  cmd[3] = f"--weights={tmp_path}/missing.npz"
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=300)
+  assert out.returncode == 1
+  errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error")]
+  assert len(errors) == 1 and "jaxgen.eval.convert" in errors[0]
+
+
+def test_sample_draws_distinct_images_and_resumes(tmp_path):
+  workdir = str(tmp_path / "run")
+  config = common.tiny_config(total_steps=2)
+  config.diffusion.sample_steps = 4
+  trainer.train_and_evaluate(config, workdir)
+  loaded = provenance.load_config(workdir)
+  assert loaded.model.channels == (16, 32)  # JSON lists back as tuples.
+  out = str(tmp_path / "samples")
+  first = sample_lib.sample_run(loaded, workdir, num=20, out=out,
+                                batch_size=8, log=lambda _: None)
+  assert first["step"] == 2 and first["drawn"] == 24  # 3 batches of 8.
+  with np.load(os.path.join(out, "samples.npz")) as f:
+    images, labels = f["images"], f["labels"]
+  assert images.shape == (20, 16, 16, 3) and images.dtype == np.uint8
+  assert len({im.tobytes() for im in images}) == 20
+  np.testing.assert_array_equal(labels, np.arange(20) % 8)  # 8 shapes
+  # Lose one image of the second batch and the npz: only that batch is
+  # drawn again, and it comes out the same.
+  os.remove(os.path.join(out, "000009.png"))
+  os.remove(os.path.join(out, "samples.npz"))
+  again = sample_lib.sample_run(loaded, workdir, num=20, out=out,
+                                batch_size=8, log=lambda _: None)
+  assert again["drawn"] == 8
+  with np.load(os.path.join(out, "samples.npz")) as f:
+    np.testing.assert_array_equal(f["images"], images)
+  with pytest.raises(ValueError, match="no checkpoint"):
+    sample_lib.sample_run(loaded, str(tmp_path / "untrained"), num=4,
+                          out=out, log=lambda _: None)
+
