@@ -1,0 +1,41 @@
+"""Pixel metrics of reconstructions: PSNR and SSIM through dm-pix.
+
+Images in [-1, 1] (the project's convention) are mapped to [0, 1] first, so
+PSNR is in dB of a unit data range and SSIM uses the standard constants
+(11x11 Gaussian window, sigma 1.5, k1 = 0.01, k2 = 0.03; Wang et al. 2004).
+Both return one value per image; callers average.
+"""
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  return (jnp.asarray(x, jnp.float32) + 1.0) / 2.0
+
+
+def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Peak signal-to-noise ratio in dB, per image.
+
+  Args:
+    a: [B, H, W, C] images in [-1, 1].
+    b: images of the same shape.
+
+  Returns:
+    f32[B].
+  """
+  return dm_pix.psnr(_unit(a), _unit(b))
+
+
+def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Structural similarity (mean over the image and channels), per image.
+
+  Args:
+    a: [B, H, W, C] images in [-1, 1], at least 11 x 11.
+    b: images of the same shape.
+
+  Returns:
+    f32[B].
+  """
+  return dm_pix.ssim(_unit(a), _unit(b), max_val=1.0)
