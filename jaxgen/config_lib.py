@@ -93,7 +93,35 @@ def base_config() -> ml_collections.ConfigDict:
   # Micro-batches per step (scanned inside the step; the same update as the
   # whole batch). batch_size must be divisible by it x the data-parallel size.
   c.grad_accum_steps = 1
+  # Evaluation beyond the held-out loss. sample_metrics: FID / KID / IS (or
+  # rFID / PSNR / SSIM / LPIPS) during training, off by default.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.sample_metrics = sample_metrics_config()
   return c
+
+
+def sample_metrics_config() -> ml_collections.ConfigDict:
+  """`config.eval.sample_metrics` (jaxgen.eval.sample_metrics), defaults."""
+  c = ml_collections.ConfigDict()
+  # Off by default: it needs the Inception weights and reference statistics.
+  c.enabled = False
+  # inception_fid.npz written by `python -m jaxgen.eval.convert`.
+  c.inception_weights = ""
+  # Statistics of the training data (`python -m jaxgen.eval.stats`).
+  c.reference_stats = ""
+  # lpips_vgg.npz (`jaxgen.eval.convert --vgg16`): eval_lpips of
+  # reconstruction families; empty skips LPIPS.
+  c.lpips_weights = ""
+  # Images per evaluation (50,000 for published FIDs; fewer is faster and
+  # biased upwards).
+  c.num_samples = 10_000
+  # Every N steps (a multiple of log_every_steps) and at the end; 0: only
+  # at the end.
+  c.every_steps = 0
+  # Images per sampling and feature step (rounded to the device count).
+  c.batch_size = 256
+  return c
+
 
 
 def default_logical_axis_rules():

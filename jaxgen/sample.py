@@ -64,9 +64,8 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   """
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
-  from jaxgen.eval import grids  # pylint: disable=g-import-not-at-top
+  from jaxgen.eval import sampling  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   if not num or num < 1:
@@ -77,7 +76,6 @@ def sample_run(config, workdir: str, *, num: int, out: str,
                      "first or pass the --workdir of a trained run.")
   dp = mesh_lib.data_parallel_size(s.mesh)
   batch = -(-int(batch_size) // dp) * dp
-  num_classes = int(getattr(s.objective, "num_classes", 0) or 0)
   out_dir = epath.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = [out_dir / f"{i:06d}.png" for i in range(num)]
@@ -86,26 +84,18 @@ def sample_run(config, workdir: str, *, num: int, out: str,
           if not all(p.exists() for p in paths[k * batch:(k + 1) * batch])]
   if len(todo) < batches:
     log(f"{out}: {batches - len(todo)} of {batches} batches already there")
-
-  def draw(st, rng, labels):
-    return s.objective.sample(st, rng, batch, labels=labels)
-
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    sample_fn = jax.jit(draw,
-                        out_shardings=mesh_lib.batch_sharding(s.mesh, 4))
+    draw = sampling.make_batch_sampler(s.objective, s.mesh, batch, seed)
     bar = features.Progress(len(todo) * batch, "sampling") if todo else None
     for k in todo:
-      labels = (jnp.arange(k * batch, (k + 1) * batch, dtype=jnp.int32)
-                % num_classes if num_classes else None)
-      images = np.asarray(jax.device_get(sample_fn(
-          state, jax.random.fold_in(jax.random.key(seed), k), labels)))
-      images = grids.to_uint8(images)
-      for i, p in enumerate(paths[k * batch:(k + 1) * batch]):
-        _write_png(p, images[i])
+      images = draw(state, k)
+      if jax.process_index() == 0:
+        for i, p in enumerate(paths[k * batch:(k + 1) * batch]):
+          _write_png(p, images[i])
       bar.update(batch)
     if bar:
       bar.close()
-  if npz:
+  if npz and jax.process_index() == 0:
     images = []
     for p in paths:
       with p.open("rb") as f:
@@ -113,8 +103,8 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     images = np.stack(images)
     if images.ndim == 3:
       images = images[..., None]
-    labels = (np.arange(num) % num_classes if num_classes
-              else np.zeros(num, np.int64))
+    labels = sampling.labels_of(num, s.objective)
+    labels = np.zeros(num, np.int64) if labels is None else labels
     buf = io.BytesIO()
     np.savez(buf, images=images, labels=labels, step=step)
     tmp = out_dir / "samples.npz.tmp"

@@ -307,7 +307,8 @@ def write_outputs(fits: Fits, out_dir: str, command: str = "",
 
 def run(results: str, out: str, *, family: Optional[str] = None,
         drop_highest_loss: int = 0, param_key: str = "params",
-        command: str = "", **fit_kwargs) -> Fits:
+        metric: Optional[str] = None, command: str = "",
+        **fit_kwargs) -> Fits:
   """Loads, fits and writes outputs: the body of the CLI.
 
   Args:
@@ -316,6 +317,8 @@ def run(results: str, out: str, *, family: Optional[str] = None,
     family: family to fit (required when the file holds several).
     drop_highest_loss: drop this many highest-loss runs first (Epoch: 5).
     param_key: JSONL field for N ("params" or "params_non_embedding").
+    metric: field fitted as the loss, e.g. "eval_fid" (default: eval_loss,
+      else the final train loss).
     command: command line recorded in the report.
     **fit_kwargs: passed to `fit_runs`.
 
@@ -326,7 +329,8 @@ def run(results: str, out: str, *, family: Optional[str] = None,
   try:
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always", results_lib.FitWarning)
-      runs = results_lib.load_runs(results, param_key=param_key)
+      runs = results_lib.load_runs(results, param_key=param_key,
+                                   metric=metric)
       runs = results_lib.select_family(runs, family)
       n_before = len(runs)
       runs = results_lib.drop_highest_loss(runs, drop_highest_loss)
@@ -341,6 +345,7 @@ def run(results: str, out: str, *, family: Optional[str] = None,
   fits.summary["data"]["dropped_highest_loss"] = n_before - len(runs)
   # Which parameter count N means (scaling.run --optimal_from reads it).
   fits.summary["settings"]["param_key"] = param_key
+  fits.summary["settings"]["metric"] = metric or "loss"
   write_outputs(fits, out, command=command, caught=messages)
   return fits
 
@@ -372,6 +377,8 @@ flags.DEFINE_integer("top_k", approach3_lib.DEFAULT_TOP_K,
                      "Approach-3 L-BFGS starts (0 = the whole 4500 grid).")
 flags.DEFINE_bool("check_full_grid", False, "Also fit approach 3 from all "
                   "grid starts and report the difference to --top_k.")
+flags.DEFINE_string("metric", None, "Field fitted as the loss, e.g. eval_fid "
+                    "(default: eval_loss, else the final train loss).")
 flags.DEFINE_string("compare", None, "'chinchilla': score published "
                     "Chinchilla/Epoch parameters on the data.")
 
@@ -389,7 +396,8 @@ def main(argv):
   try:
     fits = run(FLAGS.results, FLAGS.out, family=FLAGS.family,
                drop_highest_loss=FLAGS.drop_highest_loss,
-               param_key=FLAGS.param_key, command=command,
+               param_key=FLAGS.param_key, metric=FLAGS.metric,
+               command=command,
                approaches=[int(a) for a in FLAGS.approaches],
                budgets=budgets, budget_tol=FLAGS.budget_tol,
                detect_tol=FLAGS.detect_tol,

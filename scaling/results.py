@@ -155,13 +155,16 @@ def _to_float(value) -> float:
 
 def runs_from_records(records: Sequence[Dict[str, Any]],
                       param_key: str = "params",
-                      source: str = "records") -> Runs:
+                      source: str = "records",
+                      metric: Optional[str] = None) -> Runs:
   """Builds cleaned Runs from dict rows (JSONL objects or CSV rows).
 
   Args:
     records: one dict per run; field names as in the module docstring.
     param_key: the field used for N first (e.g. "params_non_embedding").
     source: a label for reports.
+    metric: the field fitted as the loss (e.g. "eval_fid"); default: the
+      first of eval_loss, final_train_loss, loss, final_loss.
 
   Returns:
     Cleaned Runs (see `clean`).
@@ -171,11 +174,12 @@ def runs_from_records(records: Sequence[Dict[str, Any]],
       neither D nor C.
   """
   n_keys = (param_key,) + tuple(k for k in _N_KEYS if k != param_key)
+  loss_fields = (metric,) if metric else _LOSS_KEYS
   cols = {k: [] for k in ("n", "loss", "d", "c", "budget")}
   families, statuses, loss_keys = [], [], set()
   for rec in records:
     key_n, n = _first(rec, n_keys)
-    key_l, loss = _first(rec, _LOSS_KEYS)
+    key_l, loss = _first(rec, loss_fields)
     # A missing value in one row (e.g. a diverged run without a loss) is
     # NaN, dropped by `clean` with a count; a column missing everywhere is
     # an error below.
@@ -190,7 +194,7 @@ def runs_from_records(records: Sequence[Dict[str, Any]],
     statuses.append(str(rec.get("status") or "ok"))
   ok = np.array(statuses) == "ok"
   for name, keys, values in (("N", n_keys, cols["n"]),
-                              ("loss", _LOSS_KEYS, cols["loss"])):
+                              ("loss", loss_fields, cols["loss"])):
     # Judged on "ok" runs only: diverged runs often have no loss.
     if ok.any() and not np.isfinite(np.array(values)[ok]).any():
       raise ValueError(f"{source}: no run has a usable {name} (fields "
@@ -246,12 +250,14 @@ def clean(runs: Runs, status: Optional[np.ndarray] = None) -> Runs:
   return runs.take(~drop)
 
 
-def load_runs(path: str, param_key: str = "params") -> Runs:
+def load_runs(path: str, param_key: str = "params",
+              metric: Optional[str] = None) -> Runs:
   """Loads a results.jsonl or CSV file into cleaned Runs.
 
   Args:
     path: `.jsonl` (or `.json` lines) or `.csv` file.
     param_key: field used for N in JSONL rows (e.g. "params_non_embedding").
+    metric: field fitted as the loss (default: eval_loss or the train loss).
 
   Returns:
     Cleaned Runs.
@@ -266,7 +272,7 @@ def load_runs(path: str, param_key: str = "params") -> Runs:
   else:
     records = jsonl.read(path)
   return runs_from_records(records, param_key=param_key,
-                           source=os.path.basename(str(path)))
+                           source=os.path.basename(str(path)), metric=metric)
 
 
 def select_family(runs: Runs, family: Optional[str]) -> Runs:

@@ -231,7 +231,13 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
     error = (f"final train loss {final:.4g} > {spec.diverged_loss_ratio} x "
              f"the first logged loss {losses[0]:.4g}: the run did not train")
   ok = status == OK
-  return {
+  # Sample metrics (config.eval.sample_metrics: eval_fid, eval_psnr, ...):
+  # the last logged value of each; `scaling.fit --metric=eval_fid` fits them.
+  sample = {}
+  for r in metrics:
+    sample.update({k: v for k, v in r.items()
+                   if k.startswith("eval_") and k != "eval_loss"})
+  return dict({
       "family": spec.family, "sweep": spec.name, "point": point.id,
       "size": point.size, "budget_flops": point.budget,
       "params": point.params,
@@ -254,7 +260,7 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
       "command": command,
       # Code version, library versions and devices of the worker.
       "provenance": provenance.provenance(),
-  }
+  }, **(sample if ok else {}))
 
 
 def run_point(spec, point: sweep_lib.Point, workdir: str,

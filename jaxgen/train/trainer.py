@@ -27,6 +27,7 @@ import numpy as np
 from jaxgen import registry
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import grids
+from jaxgen.eval import sample_metrics
 from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
@@ -359,6 +360,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   log_every = int(config.log_every_steps)
 
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    # Weights and statistics are loaded (and checked) before compiling.
+    score = (sample_metrics.SampleMetrics(
+        config, s, functools.partial(_eval_input, config))
+             if sample_metrics.enabled(config) else None)
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
     mem = flops_lib.memory_summary(p_step)
     logging.info("Compiled train step; per-device memory: %s", mem)
@@ -424,6 +429,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           if eval_fn and (step % int(config.eval_every_steps) == 0
                           or is_last):
             row.update(eval_fn(state, step))
+          if score and score.due(step, is_last):
+            row.update(score(state, step))
           _guarded(ckpt, workdir, writer.write_scalars, step, row)
           last = dict(row, step=step)
           t0, steps_since = time.time(), 0
@@ -533,6 +540,7 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
     if value is not None and int(value) < 0:
       raise ValueError(f"config.{key}={value} must be >= 0 (0 turns it "
                        "off).")
+  sample_metrics.check(config)
 
 
 def _report_skipped(info, when: str) -> None:

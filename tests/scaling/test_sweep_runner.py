@@ -188,6 +188,26 @@ def test_a_run_that_did_not_train_is_diverged():
   assert bad["status"] == "diverged" and "did not train" in bad["error"]
 
 
+def test_rows_carry_the_last_sample_metrics_and_fit_reads_them():
+  spec = _spec()
+  point = sweep_lib.make_point(spec, 3e8, "w16d1", sweep_lib.parse_sets(SETS))
+  metrics = [{"step": 1, "loss": 0.5, "examples_seen": 8, "flops_seen": 1.0,
+              "eval_fid": 90.0, "eval_kid": 0.1},
+             {"step": 2, "loss": 0.4, "examples_seen": 16, "flops_seen": 2.0,
+              "eval_loss": 0.4, "eval_fid": 70.0}]
+  row = run_lib.make_row(spec, point, metrics, error=None, wall_time_s=1.0,
+                         resumed_from=0, command="")
+  assert row["eval_fid"] == 70.0 and row["eval_kid"] == 0.1
+  assert row["eval_loss"] == 0.4
+  records = [dict(row, params=n, eval_fid=f, flops=c)
+             for n, f, c in [(1e6, 70.0, 1e12), (2e6, 60.0, 1e12)]]
+  runs = results_lib.runs_from_records(records, metric="eval_fid")
+  assert list(runs.loss) == [70.0, 60.0]
+  assert list(results_lib.runs_from_records(records).loss) == [0.4, 0.4]
+  with pytest.raises(ValueError, match="no run has a usable loss.*eval_is"):
+    results_lib.runs_from_records(records, metric="eval_is")
+
+
 def test_restart_refuses_other_families_and_changed_configs(tmp_path):
   workdir = tmp_path / "sweep"
   os.makedirs(workdir)

@@ -1,0 +1,183 @@
+"""Standard sample metrics inside training: FID / KID / IS, or rFID / PSNR /
+SSIM / LPIPS for reconstruction families.
+
+Configured by `config.eval.sample_metrics` (off by default; defaults in
+`jaxgen.config_lib.sample_metrics_config`):
+
+  enabled            turn it on
+  inception_weights  inception_fid.npz (jaxgen.eval.convert)
+  reference_stats    stats .npz of the training data (jaxgen.eval.stats),
+                     made with the same weights (checked by hash)
+  lpips_weights      lpips_vgg.npz, for eval_lpips of reconstruction families
+  num_samples        images per evaluation
+  every_steps        how often (a multiple of log_every_steps); 0: at the
+                     end of the run only
+  batch_size         images per sampling / feature step
+
+Generative families log `eval_fid`, `eval_kid`, `eval_is`,
+`eval_precision`, `eval_recall` (samples quantised to uint8 as saved images
+are, classes in turn). A family whose objective has `reconstruct(state,
+batch) -> images` logs `eval_psnr`, `eval_ssim`, `eval_lpips` (with
+lpips_weights) and `eval_rfid` (reconstructions of held-out images against
+the reference statistics). Everything is checked before compilation.
+"""
+
+from typing import Any, Callable, Dict, Optional
+
+import etils.epath as epath
+import jax
+import ml_collections
+import numpy as np
+
+from jaxgen.eval import distances
+from jaxgen.eval import features as features_lib
+from jaxgen.eval import grids
+from jaxgen.eval import perceptual
+from jaxgen.eval import pixels
+from jaxgen.eval import sampling
+from jaxgen.parallel import mesh as mesh_lib
+
+
+def _stats(path: str, weights_hash: str) -> Dict[str, np.ndarray]:
+  if not epath.Path(path).exists():
+    raise ValueError(f"config.eval.sample_metrics.reference_stats={path!r} "
+                     "not found; compute it with python -m jaxgen.eval.stats.")
+  with epath.Path(path).open("rb") as f:
+    data = dict(np.load(f))
+  if "mu" not in data or "sigma" not in data:
+    raise ValueError(f"{path} is not a statistics file (no mu / sigma); "
+                     "compute it with python -m jaxgen.eval.stats.")
+  made_with = str(data.get("weights_hash", ""))
+  if made_with and made_with != weights_hash:
+    raise ValueError(f"{path} was computed with Inception weights "
+                     f"{made_with}, not {weights_hash}; recompute it with "
+                     "config.eval.sample_metrics.inception_weights.")
+  return data
+
+
+def enabled(config: ml_collections.ConfigDict) -> bool:
+  """Whether the run computes sample metrics (a config without the section
+  does not)."""
+  cfg = (config.get("eval") or {}).get("sample_metrics")
+  return bool(cfg and cfg.enabled)
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """One-line ValueErrors for the section's fields (no files are read).
+
+  Args:
+    config: the run config.
+  """
+  if not enabled(config):
+    return
+  cfg = config.eval.sample_metrics
+  if not cfg.inception_weights or not cfg.reference_stats:
+    raise ValueError("config.eval.sample_metrics needs inception_weights and "
+                     "reference_stats (see README: Evaluation).")
+  if int(cfg.num_samples) < 10:
+    raise ValueError(f"config.eval.sample_metrics.num_samples="
+                     f"{cfg.num_samples}: use at least 10 (thousands for a "
+                     "meaningful FID).")
+  every = int(cfg.every_steps)
+  if every < 0 or (every and every % int(config.log_every_steps)):
+    raise ValueError(f"config.eval.sample_metrics.every_steps={every} must "
+                     f"be 0 or a multiple of log_every_steps="
+                     f"{config.log_every_steps}.")
+
+
+class SampleMetrics:
+  """`metrics(state, step)` -> {"eval_fid": ...} for one run."""
+
+  def __init__(self, config: ml_collections.ConfigDict, setup: Any,
+               eval_input: Optional[Callable[[], Any]] = None):
+    """Loads weights and statistics; compiles nothing yet.
+
+    Must be built under `jax.set_mesh(setup.mesh)` and the run's rules.
+
+    Args:
+      config: the run config.
+      setup: the trainer's `Setup` (mesh, objective).
+      eval_input: returns a fresh held-out batch iterator (for
+        reconstruction families).
+
+    Raises:
+      ValueError: one line for a missing or mismatched file.
+    """
+    cfg = config.eval.sample_metrics
+    self.every = int(cfg.every_steps)
+    self.num = int(cfg.num_samples)
+    self.extractor = features_lib.FeatureExtractor.from_file(
+        cfg.inception_weights, mesh=setup.mesh, batch_size=cfg.batch_size)
+    self.ref = _stats(cfg.reference_stats, self.extractor.weights_hash)
+    self.objective = setup.objective
+    self.eval_input = eval_input
+    self.mesh = setup.mesh
+    self.reconstructs = callable(getattr(setup.objective, "reconstruct",
+                                         None))
+    dp = mesh_lib.data_parallel_size(setup.mesh)
+    self.batch = -(-int(cfg.batch_size) // dp) * dp
+    self.lpips_params = None
+    if self.reconstructs:
+      if eval_input is None:
+        raise ValueError("reconstruction metrics need held-out data; set "
+                         "config.dataset.eval_split.")
+      if cfg.lpips_weights:
+        self.lpips_params = jax.device_put(
+            perceptual.load_weights(cfg.lpips_weights),
+            mesh_lib.replicated(setup.mesh))
+      self._reconstruct = jax.jit(setup.objective.reconstruct)
+      self._pixel_metrics = jax.jit(self._pixel_fn)
+    else:
+      self._draw = sampling.make_batch_sampler(setup.objective, setup.mesh,
+                                               self.batch, seed=config.seed)
+
+  def due(self, step: int, is_last: bool) -> bool:
+    """Whether this step evaluates."""
+    return is_last or bool(self.every and step % self.every == 0)
+
+  def _pixel_fn(self, x, y):
+    out = {"psnr": pixels.psnr(x, y), "ssim": pixels.ssim(x, y)}
+    if self.lpips_params is not None:
+      out["lpips"] = perceptual.LPIPS().apply({"params": self.lpips_params},
+                                              x, y)
+    return out
+
+  def __call__(self, state, step: int) -> Dict[str, float]:
+    """The metrics of `state`, as "eval_*" floats."""
+    del step
+    if self.reconstructs:
+      return self._reconstruction(state)
+    num_batches = -(-self.num // self.batch)
+    images = (self._draw(state, k) for k in range(num_batches))
+    feats, logits = self.extractor.of_batches(images, self.num, "samples",
+                                              progress=False)
+    return self._fid(feats, logits)
+
+  def _fid(self, feats, logits, prefix="") -> Dict[str, float]:
+    metrics = distances.all_metrics(
+        (self.ref["mu"], self.ref["sigma"]), distances.gaussian_stats(feats),
+        features_a=self.ref.get("features"), features_b=feats,
+        logits_b=logits)
+    return {f"eval_{prefix}{k}": float(v) for k, v in metrics.items()
+            if not k.endswith("_std")}
+
+  def _reconstruction(self, state) -> Dict[str, float]:
+    from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
+    sums: Dict[str, float] = {}
+    recons, have, it = [], 0, self.eval_input()
+    while have < self.num:
+      batch = multihost.global_batch(self.mesh, next(it))
+      x = batch["image"]
+      y = self._reconstruct(state, batch)
+      take = min(len(x), self.num - have)
+      for k, v in jax.device_get(self._pixel_metrics(x, y)).items():
+        sums[k] = sums.get(k, 0.0) + float(np.sum(v[:take]))
+      recons.append(grids.to_uint8(np.asarray(jax.device_get(y)))[:take])
+      have += take
+    out = {f"eval_{k}": v / have for k, v in sums.items()}
+    feats, _ = self.extractor.of_batches(iter(recons), self.num,
+                                         "reconstructions", progress=False)
+    rfid = distances.frechet_distance(self.ref["mu"], self.ref["sigma"],
+                                      *distances.gaussian_stats(feats))
+    out["eval_rfid"] = float(rfid)
+    return out

@@ -1,0 +1,60 @@
+"""Drawing many samples from a trained state, sharded, batch by batch.
+
+Shared by `jaxgen.sample` (files on disk) and the in-training sample metrics.
+Batch k draws with `fold_in(key(seed), k)` and class labels
+`index % num_classes` (classes in turn), so a set of N samples is the same
+whatever the batch it is resumed from and whatever the mesh.
+"""
+
+from typing import Callable, Optional
+
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgen.eval import grids
+from jaxgen.parallel import mesh as mesh_lib
+
+
+def make_batch_sampler(objective, mesh: jax.sharding.Mesh, batch: int,
+                       seed: int = 0
+                       ) -> Callable[[object, int], np.ndarray]:
+  """Returns draw(state, k) -> uint8 [batch, H, W, C] of the k-th batch.
+
+  Must be called (and `draw` used) under `jax.set_mesh(mesh)` and the run's
+  logical axis rules.
+
+  Args:
+    objective: the family's objective (its `sample(state, rng, num,
+      labels=)`).
+    mesh: the mesh; `batch` must be a multiple of its data-parallel size.
+    batch: samples per call.
+    seed: sampling seed.
+
+  Returns:
+    The draw function; its images are on the host (all processes), quantised
+    to uint8 as saved PNGs would be.
+  """
+  num_classes = int(getattr(objective, "num_classes", 0) or 0)
+
+  def draw_fn(state, rng, labels):
+    return objective.sample(state, rng, batch, labels=labels)
+
+  jitted = jax.jit(draw_fn, out_shardings=mesh_lib.batch_sharding(mesh, 4))
+
+  def draw(state, k: int) -> np.ndarray:
+    labels = (jnp.arange(k * batch, (k + 1) * batch, dtype=jnp.int32)
+              % num_classes if num_classes else None)
+    images = jitted(state, jax.random.fold_in(jax.random.key(seed), k),
+                    labels)
+    if jax.process_count() > 1:
+      images = multihost_utils.process_allgather(images, tiled=True)
+    return grids.to_uint8(np.asarray(jax.device_get(images)))
+  return draw
+
+
+def labels_of(num: int, objective) -> Optional[np.ndarray]:
+  """The class labels `make_batch_sampler` gives samples 0..num-1."""
+  num_classes = int(getattr(objective, "num_classes", 0) or 0)
+  return np.arange(num) % num_classes if num_classes else None

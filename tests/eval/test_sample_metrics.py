@@ -1,0 +1,127 @@
+"""Sample metrics inside training (config.eval.sample_metrics).
+
+Random Inception weights and the embedded dataset. The in-training FID is
+checked against the offline commands (`jaxgen.sample` + `jaxgen.eval.fid`)
+on the same checkpoint; the reconstruction path against numpy.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxgen import sample as sample_lib
+from jaxgen.data import pipeline as data_pipeline
+from jaxgen.diffusion import objective as sd_objective
+from jaxgen.eval import features as features_lib
+from jaxgen.eval import fid as fid_lib
+from jaxgen.eval import imagesets
+from jaxgen.eval import inception
+from jaxgen.eval import stats as stats_lib
+from jaxgen.train import trainer
+from tests.train import common
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*covariance is singular")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+  root = tmp_path_factory.mktemp("weights")
+  params = inception.random_params(0)
+  np.savez(root / "w.npz", **inception.flatten(params))
+  np.savez(root / "w_other.npz", **inception.flatten(
+      inception.random_params(1)))
+  extractor = features_lib.FeatureExtractor.from_file(str(root / "w.npz"),
+                                                      batch_size=16)
+  shapes = imagesets.open_set("jaxgen_shapes", image_size=16,
+                              data_dir=common.DATA_DIR, batch_size=16)
+  stats_lib.save(str(root / "stats.npz"),
+                 stats_lib.compute(extractor, shapes, 32))
+  return root, extractor
+
+
+def _config(files, **overrides):
+  root, _ = files
+  kw = {"eval.sample_metrics.enabled": True,
+        "eval.sample_metrics.inception_weights": str(root / "w.npz"),
+        "eval.sample_metrics.reference_stats": str(root / "stats.npz"),
+        "eval.sample_metrics.num_samples": 16,
+        "eval.sample_metrics.batch_size": 8,
+        "diffusion.sample_steps": 4, "total_steps": 2}
+  kw.update(overrides)
+  return common.tiny_config(**kw)
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_training_logs_fid_equal_to_the_offline_commands(files, tmp_path):
+  workdir = str(tmp_path / "run")
+  config = _config(files)
+  last = trainer.train_and_evaluate(config, workdir)
+  rows = _rows(workdir)
+  assert "eval_fid" not in rows[0]  # every_steps = 0: at the end only.
+  for key in ("eval_fid", "eval_kid", "eval_is", "eval_precision",
+              "eval_recall"):
+    assert np.isfinite(rows[-1][key]), key
+  assert last["eval_fid"] == rows[-1]["eval_fid"] > 0
+  # The same samples drawn and scored offline.
+  out = str(tmp_path / "samples")
+  sample_lib.sample_run(config, workdir, num=16, out=out, batch_size=8,
+                        seed=config.seed, log=lambda _: None)
+  offline = fid_lib.compare(
+      files[1], imagesets.open_set(str(files[0] / "stats.npz")),
+      imagesets.open_set(os.path.join(out, "samples.npz")))
+  np.testing.assert_allclose(rows[-1]["eval_fid"], offline["fid"],
+                             rtol=1e-6)
+  np.testing.assert_allclose(rows[-1]["eval_is"], offline["is"], rtol=1e-6)
+
+
+def test_reconstruction_families_log_pixel_metrics(files, tmp_path,
+                                                   monkeypatch):
+  # A stand-in reconstruction: the image at half contrast.
+  monkeypatch.setattr(sd_objective.SimpleDiffusion, "reconstruct",
+                      lambda self, state, batch: batch["image"] * 0.5,
+                      raising=False)
+  workdir = str(tmp_path / "run")
+  config = _config(files, **{"dataset.eval_split": "train"})
+  last = trainer.train_and_evaluate(config, workdir)
+  assert {"eval_psnr", "eval_ssim", "eval_rfid"} <= set(last)
+  assert "eval_fid" not in last and "eval_lpips" not in last
+  it, _ = data_pipeline.build_input(
+      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=0, process_count=1, split="train", train=False,
+      repeat=True)
+  x = np.concatenate([next(it)["image"] for _ in range(2)])[:16]
+  mse = np.mean(((x - 0.5 * x) / 2) ** 2, axis=(1, 2, 3))
+  np.testing.assert_allclose(last["eval_psnr"],
+                             np.mean(10 * np.log10(1 / mse)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"eval.sample_metrics.inception_weights": ""}, "needs inception_weights"),
+    ({"eval.sample_metrics.every_steps": 3, "log_every_steps": 2},
+     "multiple of log_every_steps"),
+    ({"eval.sample_metrics.num_samples": 4}, "at least 10"),
+])
+def test_bad_sections_fail_before_compiling(files, tmp_path, overrides,
+                                            match):
+  with pytest.raises(ValueError, match=match) as e:
+    trainer.check_config(_config(files, **overrides))
+  assert "\n" not in str(e.value)
+
+
+def test_statistics_of_other_weights_fail_before_compiling(files, tmp_path,
+                                                           monkeypatch):
+  root, _ = files
+  compiled = []
+  monkeypatch.setattr(trainer, "compile_step",
+                      lambda *a, **k: compiled.append(1))
+  config = _config(files, **{"eval.sample_metrics.inception_weights":
+                             str(root / "w_other.npz")})
+  with pytest.raises(ValueError, match="computed with Inception weights"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not compiled
