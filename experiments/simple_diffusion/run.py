@@ -10,10 +10,13 @@ every arm is scored (1) by its held-out denoising error at fixed logSNRs and
 (2) on its *samples* with one fixed network: a small shape classifier trained
 here on the embedded dataset (`jaxgen.eval.classifier`): Fréchet distance of
 its features to the real training images, and its accuracy on
-class-conditional samples, with bootstrap uncertainty.
+class-conditional samples, with bootstrap uncertainty. With
+--inception_weights=inception_fid.npz the samples are also scored with the
+standard Inception FID / KID / IS against real training images (results.json
+"inception" per arm); without it the script says so and uses the classifier.
 
-  python experiments/simple_diffusion/run.py --fresh   # everything
-  python experiments/simple_diffusion/run.py --steps=20 --num_samples=64 \
+  python -m experiments.simple_diffusion.run --fresh   # everything
+  python -m experiments.simple_diffusion.run --steps=20 --num_samples=64 \
       --workdir=/tmp/sd_smoke --out=/tmp/sd_smoke/out  # a smoke run
 
 Phases are cached in --workdir (checkpoints, samples.npz, ...; git-ignored):
@@ -53,6 +56,7 @@ from jaxgen.data import pipeline as data_pipeline
 from jaxgen.diffusion import losses
 from jaxgen.eval import classifier
 from jaxgen.eval import distances
+from jaxgen.eval import features
 from jaxgen.eval import grids
 from jaxgen.train import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -69,6 +73,9 @@ flags.DEFINE_integer("sample_steps", 24, "DDPM steps of the metric samples.")
 flags.DEFINE_integer("classifier_steps", 0,
                      "Shape-classifier steps (0: ClassifierConfig's default).")
 flags.DEFINE_list("arms", [], "Only these arms (default: all).")
+flags.DEFINE_string("inception_weights", "", "inception_fid.npz: also score "
+                    "samples with Inception FID / KID / IS (README: "
+                    "Evaluation); without it the shape classifier only.")
 
 # Every arm of an experiment: the same U-ViT (p = side/16 patches, one level
 # of max(64, 3p^2) channels, residual skip, a 2-block 128-wide transformer on
@@ -531,6 +538,16 @@ def main(argv):
     print(f"real floor {size}px: {floors[str(size)]}", flush=True)
     real_grid(size, FLAGS.out)
 
+  extractor, inception_refs = None, {}
+  if FLAGS.inception_weights:
+    extractor = features.FeatureExtractor.from_file(FLAGS.inception_weights)
+    for size in (64, 128):
+      inception_refs[size] = extractor(classifier.load_split(
+          size, "train", size, max_examples=FLAGS.num_samples)[0])[0]
+  else:
+    print("no --inception_weights: samples are scored with the shape "
+          "classifier only", flush=True)
+
   results = {"arms": {}, "real_floor": floors, "classifier": clf_info,
              "sampler": {"name": "ddpm", "steps": FLAGS.sample_steps,
                          "num_samples": FLAGS.num_samples,
@@ -550,6 +567,12 @@ def main(argv):
         "sampling": json.loads(str(smp["meter"])),
         "metrics": _brief(full[name]), "params": num_params(name),
         "probe_eps_mse": [float(v) for v in smp["probe_eps_mse"]]}
+    if extractor is not None:
+      ref = inception_refs[ARMS[name]["size"]]
+      f, l = extractor(smp["images"].clip(-1, 1))
+      results["arms"][name]["inception"] = distances.all_metrics(
+          distances.gaussian_stats(ref), distances.gaussian_stats(f),
+          features_a=ref, features_b=f, logits_b=l)
     print(f"metrics {name}: {results['arms'][name]['metrics']}", flush=True)
     # 16 samples, 2 per class; each column is one class (a 128 px grid of
     # noisy samples barely compresses: 64 would be 3 MB).
