@@ -25,6 +25,15 @@ from tests.train import common
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def small_inception_input():
+  """Features at 75 px (Inception's smallest input): these tests check the
+  commands' plumbing, not FID values; parity at 299 is in test_inception."""
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(inception, "INPUT_SIZE", 75)
+    yield
+
+
 @pytest.fixture(scope="module")
 def extractor():
   return features_lib.FeatureExtractor(inception.random_params(0), "w0",

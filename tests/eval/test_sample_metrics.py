@@ -25,6 +25,15 @@ from tests.train import common
 pytestmark = pytest.mark.filterwarnings("ignore:.*covariance is singular")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def small_inception_input():
+  """Features at 75 px (Inception's smallest input): these tests check the
+  commands' plumbing, not FID values; parity at 299 is in test_inception."""
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(inception, "INPUT_SIZE", 75)
+    yield
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
   root = tmp_path_factory.mktemp("weights")
