@@ -27,6 +27,8 @@ INSTALL_REQUIRES = [
     "pillow",
     # Real 8x8 digits for the R3GAN stacked-MNIST-style experiment.
     "scikit-learn",
+    # PSNR / SSIM (jaxgen.eval.pixels).
+    "dm-pix",
 ]
 
 EXTRAS_REQUIRE = {
