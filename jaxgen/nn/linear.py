@@ -90,6 +90,8 @@ class Conv(nn.Module):
     in_axis: logical name of the input-channel dim (None for pixel channels).
     out_axis: logical name of the output-channel dim.
     use_bias: add a bias.
+    groups: feature groups (channels for a depthwise conv); the kernel's
+      input dim is then C / groups.
     kernel_init: kernel initialiser (default truncated-normal fan-in).
     dtype: compute dtype.
     param_dtype: parameter dtype.
@@ -99,6 +101,7 @@ class Conv(nn.Module):
   in_axis: Optional[str] = pt.CONV_IN
   out_axis: Optional[str] = pt.CONV_OUT
   use_bias: bool = True
+  groups: int = 1
   kernel_init: pt.Initializer = pt.conv_init
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -119,10 +122,11 @@ class Conv(nn.Module):
         pt.logical_init(self.kernel_init,
                         (pt.KERNEL_H, pt.KERNEL_W, self.in_axis,
                          self.out_axis)),
-        (k, k, x.shape[-1], self.features), self.param_dtype)
+        (k, k, x.shape[-1] // self.groups, self.features), self.param_dtype)
     y = jax.lax.conv_general_dilated(
         x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), "SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=self.groups)
     if self.use_bias:
       bias = self.param("bias", pt.logical_init(pt.zeros_init,
                                                 (self.out_axis,)),

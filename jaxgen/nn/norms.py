@@ -90,10 +90,12 @@ class RMSNorm(nn.Module):
   Attributes:
     epsilon: floor on the mean square.
     axis_name: logical name of the scale (e.g. `kv` for QK-norm).
+    use_bias: also add a learned bias (DC-AE's RMSNorm2d).
     dtype: output dtype.
   """
   epsilon: float = 1e-6
   axis_name: Optional[str] = pt.NORM
+  use_bias: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -102,7 +104,7 @@ class RMSNorm(nn.Module):
     xf = x.astype(jnp.float32)
     ms = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
     y = xf * jax.lax.rsqrt(ms + self.epsilon)
-    y = _affine(self, y, x.shape[-1], True, False, self.axis_name)
+    y = _affine(self, y, x.shape[-1], True, self.use_bias, self.axis_name)
     return y.astype(self.dtype)
 
 

@@ -6,9 +6,6 @@ network is pytorch-fid's own, its state dict is randomised, converted with
 `jaxgen.eval.convert` and both networks embed the same images.
 """
 
-import sys
-import types
-
 import jax
 import numpy as np
 import pytest
@@ -16,19 +13,11 @@ import pytest
 from jaxgen.eval import convert
 from jaxgen.eval import features as features_lib
 from jaxgen.eval import inception
-
-PARITY = "needs the parity extra (pip install -e '.[parity]')"
+from tests import parity
 
 
 def _torch():
-  torch = pytest.importorskip("torch", reason=PARITY)
-  # The registry's torchvision is a CUDA build; its meta registrations fail
-  # next to the CPU torch wheel and are not needed for these architectures.
-  sys.modules.setdefault("torchvision._meta_registrations",
-                         types.ModuleType("torchvision._meta_registrations"))
-  pytest.importorskip("torchvision", reason=PARITY)
-  fid = pytest.importorskip("pytorch_fid.inception", reason=PARITY)
-  return torch, fid
+  return parity.need("torch"), parity.need("pytorch_fid.inception")
 
 
 def _random_torch_fid_inception(torch, fid, monkeypatch):

@@ -4,9 +4,6 @@ The VGG16 trunk is random (nothing downloads); the linear heads are the real
 ones shipped inside the lpips package, converted by jaxgen.eval.convert.
 """
 
-import sys
-import types
-
 from flax import traverse_util
 import jax
 import numpy as np
@@ -14,17 +11,14 @@ import pytest
 
 from jaxgen.eval import convert
 from jaxgen.eval import perceptual
-
-PARITY = "needs the parity extra (pip install -e '.[parity]')"
+from tests import parity
 
 
 @pytest.fixture(scope="module")
 def torch_lpips_and_params():
-  torch = pytest.importorskip("torch", reason=PARITY)
-  sys.modules.setdefault("torchvision._meta_registrations",
-                         types.ModuleType("torchvision._meta_registrations"))
-  tv = pytest.importorskip("torchvision", reason=PARITY)
-  lpips = pytest.importorskip("lpips", reason=PARITY)
+  torch = parity.need("torch")
+  tv = parity.need("torchvision")
+  lpips = parity.need("lpips")
   torch.manual_seed(0)
   vgg = tv.models.vgg16(weights=None)
   # A random trunk; the package's heads are loaded from its weight file.

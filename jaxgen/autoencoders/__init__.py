@@ -1,0 +1,1 @@
+"""Autoencoder family: DC-AE, Cosmos-style wavelet autoencoders."""
