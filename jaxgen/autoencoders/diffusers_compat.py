@@ -8,7 +8,7 @@ become the one 1x1 q/k/v conv whose channels are their concatenation, which
 is the layout the reference's attention reshapes into heads.
 """
 
-from typing import Dict, Mapping
+from typing import Any, Dict, Mapping
 
 import numpy as np
 
@@ -77,3 +77,81 @@ def efficientvit_block(state: Mapping[str, np.ndarray],
                    if k.startswith(p + ".")}
   return {"attn": lite_mla(sub("attn"), scales),
           "conv_out": glumbconv(sub("conv_out"))}
+
+
+def _plain_conv(state, prefix):
+  out = {"kernel": _conv(_take(state, f"{prefix}.weight"))}
+  if f"{prefix}.bias" in state:
+    out["bias"] = np.asarray(state[f"{prefix}.bias"], np.float32)
+  return out
+
+
+def convert_state_dict(state: Mapping[str, np.ndarray], arch
+                       ) -> Dict[str, Any]:
+  """A whole diffusers `AutoencoderDC` state dict -> `dc_ae.DCAE` variables.
+
+  Args:
+    state: diffusers' state dict as numpy arrays ("encoder.conv_in.weight",
+      ...).
+    arch: the matching `dc_ae.Arch` (`Arch.from_diffusers(config)`).
+
+  Returns:
+    {"params": ..., "batch_stats": ...} (batch_stats empty without
+    batch-norm decoders).
+
+  Raises:
+    ValueError: one line for a missing tensor, tensors left over, or a
+      shape that differs from the configured model.
+  """
+  from jaxgen.autoencoders import dc_ae  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  side = 2 * arch.compression
+  abstract = nn.unbox(jax.eval_shape(lambda: dc_ae.DCAE(arch).init(
+      jax.random.key(0), np.zeros((1, side, side, arch.in_channels),
+                                  np.float32))))
+  variables = {"params": {}, "batch_stats": {}}
+  consumed = []
+  for part in ("encoder", "decoder"):
+    for name, tree in abstract["params"][part].items():
+      prefix = f"{part}.{name}"
+      if name.startswith(("down_blocks_", "up_blocks_")):
+        kind, i, j = name.rsplit("_", 2)
+        prefix = f"{part}.{kind}.{i}.{j}"
+      consumed.append(prefix + ".")
+      sub = {k[len(prefix) + 1:]: v for k, v in state.items()
+             if k.startswith(prefix + ".")}
+      if "conv1" in tree:
+        converted = resblock(sub)
+        if "norm.running_mean" in sub:
+          variables["batch_stats"].setdefault(part, {})[name] = {"norm": {
+              "mean": np.asarray(sub["norm.running_mean"], np.float32),
+              "var": np.asarray(sub["norm.running_var"], np.float32)}}
+      elif "attn" in tree:
+        scales = tuple(int(k.split("_")[1]) for k in tree["attn"]
+                       if k.startswith("aggreg_") and k.endswith("_depth"))
+        converted = efficientvit_block(sub, scales)
+      elif "conv" in tree:
+        converted = {"conv": _plain_conv(sub, "conv")}
+      elif name == "norm_out":
+        converted = {
+            "scale": np.asarray(_take(state, f"{prefix}.weight"), np.float32),
+            "bias": np.asarray(_take(state, f"{prefix}.bias"), np.float32)}
+      else:
+        converted = _plain_conv(state, prefix)
+      variables["params"].setdefault(part, {})[name] = converted
+  left = sorted(k for k in state if not k.startswith(tuple(consumed)))
+  if left:
+    raise ValueError(f"{len(left)} diffusers tensors have no place in the "
+                     f"configured DC-AE, e.g. {left[0]!r}; is config.json "
+                     "the one of these weights?")
+  want = jax.tree_util.tree_flatten_with_path(abstract["params"])[0]
+  got = dict(jax.tree_util.tree_flatten_with_path(variables["params"])[0])
+  for path, leaf in want:
+    have = got.get(path)
+    if have is None or tuple(have.shape) != tuple(leaf.shape):
+      name = "/".join(str(getattr(p, "key", p)) for p in path)
+      raise ValueError(f"DC-AE parameter {name} is "
+                       f"{'missing' if have is None else tuple(have.shape)}"
+                       f", the config makes it {tuple(leaf.shape)}.")
+  return variables

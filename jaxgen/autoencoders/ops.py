@@ -99,18 +99,38 @@ def _act(name: str):
   return {"silu": nn.silu, "relu": nn.relu, "relu6": nn.relu6}[name]
 
 
+def batch_norm(train: bool, name: str = None) -> nn.Module:
+  """The in/mix decoders' BatchNorm2d (eps 1e-5, torch momentum 0.1).
+
+  Its statistics live in the "batch_stats" collection. Under `jax.jit` the
+  batch is one global array, so in training the statistics are those of the
+  global batch, synchronised over the data axes without extra code.
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                      epsilon=NORM_EPS, name=name)
+
+
 class ResBlock(nn.Module):
-  """conv3x3 (bias) -> act -> conv3x3 (no bias) -> RMSNorm, plus the input."""
+  """conv3x3 (bias) -> act -> conv3x3 (no bias) -> norm, plus the input.
+
+  Attributes:
+    act: "silu", "relu" or "relu6".
+    norm: "rms_norm" or "batch_norm".
+    dtype: compute dtype.
+  """
   act: str = "silu"
+  norm: str = "rms_norm"
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     c = x.shape[-1]
     h = linear.Conv(c, 3, dtype=self.dtype, name="conv1")(x)
     h = _act(self.act)(h)
     h = linear.Conv(c, 3, use_bias=False, dtype=self.dtype, name="conv2")(h)
-    return x + rms_norm("norm")(h).astype(x.dtype)
+    norm = (batch_norm(train, "norm") if self.norm == "batch_norm"
+            else rms_norm("norm"))
+    return x + norm(h).astype(x.dtype)
 
 
 class GLUMBConv(nn.Module):
@@ -119,7 +139,8 @@ class GLUMBConv(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
+    del train
     c = x.shape[-1]
     hidden = self.expand_ratio * c
     h = linear.Conv(2 * hidden, 1, dtype=self.dtype, name="conv_inverted")(x)
@@ -171,7 +192,8 @@ class LiteMLA(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
+    del train
     b, h, w, c = x.shape
     d = self.head_dim
     if c % d:
@@ -207,7 +229,8 @@ class EfficientViTBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
+    del train
     x = LiteMLA(self.head_dim, tuple(self.scales), self.dtype,
                 name="attn")(x)
     return GLUMBConv(dtype=self.dtype, name="conv_out")(x)

@@ -82,7 +82,11 @@ class Dense(nn.Module):
 
 
 class Conv(nn.Module):
-  """2-D convolution, NHWC, stride 1, SAME padding, HWIO kernel.
+  """2-D convolution, NHWC, HWIO kernel, padded by kernel_size // 2.
+
+  For odd kernels this is SAME padding at stride 1, and at stride 2 it pads
+  both sides like PyTorch's `padding=k // 2` (XLA's SAME would pad only the
+  far side), so converted PyTorch weights see the same pixels.
 
   Attributes:
     features: output channels.
@@ -92,6 +96,7 @@ class Conv(nn.Module):
     use_bias: add a bias.
     groups: feature groups (channels for a depthwise conv); the kernel's
       input dim is then C / groups.
+    strides: spatial stride.
     kernel_init: kernel initialiser (default truncated-normal fan-in).
     dtype: compute dtype.
     param_dtype: parameter dtype.
@@ -102,6 +107,7 @@ class Conv(nn.Module):
   out_axis: Optional[str] = pt.CONV_OUT
   use_bias: bool = True
   groups: int = 1
+  strides: int = 1
   kernel_init: pt.Initializer = pt.conv_init
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -123,8 +129,10 @@ class Conv(nn.Module):
                         (pt.KERNEL_H, pt.KERNEL_W, self.in_axis,
                          self.out_axis)),
         (k, k, x.shape[-1] // self.groups, self.features), self.param_dtype)
+    pad = ((k // 2, k // 2),) * 2 if k % 2 else "SAME"
     y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), "SAME",
+        x.astype(self.dtype), kernel.astype(self.dtype),
+        (self.strides, self.strides), pad,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=self.groups)
     if self.use_bias:

@@ -1,0 +1,303 @@
+"""DC-AE (Chen et al. 2025): the encoder and decoder of diffusers'
+`AutoencoderDC`, configured by the same fields.
+
+`Arch` holds diffusers' constructor arguments (per-stage tuples expanded), so
+any `AutoencoderDC` config.json maps onto it (`Arch.from_diffusers`), and
+submodules are named after diffusers' module paths with "." -> "_"
+(`down_blocks_1_4` is `encoder.down_blocks.1.4`), which keeps the weight
+conversion one-to-one (`jaxgen.autoencoders.diffusers_compat`).
+
+Encoder: conv_in (a 3x3 conv, or for a first stage without blocks a conv +
+pixel-unshuffle "DCDownBlock2d" without shortcut), per stage its blocks and
+then (except the last stage) a down block with the channel-averaging
+shortcut, and conv_out plus the factor-1 averaging shortcut to the latent.
+Decoder: the mirror, with each stage's up block first, then RMSNorm, the
+head activation and conv_out.
+"""
+
+import dataclasses
+from typing import Any, Dict, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgen.autoencoders import ops
+from jaxgen.nn import linear
+
+Dtype = Any
+_BLOCKS = ("ResBlock", "EfficientViTBlock")
+
+
+def _per_stage(value, n, name):
+  if isinstance(value, (str, bool)) or value is None:
+    return (value,) * n
+  value = tuple(value)
+  if len(value) != n:
+    raise ValueError(f"{name} has {len(value)} entries for {n} stages.")
+  return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+  """diffusers `AutoencoderDC` constructor arguments (defaults: f32c32-sana).
+  """
+  in_channels: int = 3
+  latent_channels: int = 32
+  attention_head_dim: int = 32
+  encoder_block_types: Tuple[str, ...] = ("ResBlock",) * 3 + (
+      "EfficientViTBlock",) * 3
+  decoder_block_types: Tuple[str, ...] = ("ResBlock",) * 3 + (
+      "EfficientViTBlock",) * 3
+  encoder_block_out_channels: Tuple[int, ...] = (128, 256, 512, 512, 1024,
+                                                 1024)
+  decoder_block_out_channels: Tuple[int, ...] = (128, 256, 512, 512, 1024,
+                                                 1024)
+  encoder_layers_per_block: Tuple[int, ...] = (2, 2, 2, 3, 3, 3)
+  decoder_layers_per_block: Tuple[int, ...] = (3, 3, 3, 3, 3, 3)
+  encoder_qkv_multiscales: Tuple[Tuple[int, ...], ...] = ((), (), (), (5,),
+                                                          (5,), (5,))
+  decoder_qkv_multiscales: Tuple[Tuple[int, ...], ...] = ((), (), (), (5,),
+                                                          (5,), (5,))
+  upsample_block_type: str = "interpolate"
+  downsample_block_type: str = "Conv"
+  decoder_norm_types: Tuple[str, ...] = ("rms_norm",) * 6
+  decoder_act_fns: Tuple[str, ...] = ("silu",) * 6
+  encoder_out_shortcut: bool = True
+  decoder_in_shortcut: bool = True
+  decoder_conv_act_fn: str = "relu"
+
+  @property
+  def compression(self) -> int:
+    """Spatial downsampling factor, 2 ** (stages - 1)."""
+    return 2 ** (len(self.encoder_block_out_channels) - 1)
+
+  @classmethod
+  def from_diffusers(cls, config: Dict[str, Any]) -> "Arch":
+    """The arch of a diffusers `AutoencoderDC` config.json dict.
+
+    Raises:
+      ValueError: one line naming a field this implementation cannot express.
+    """
+    fields = {f.name for f in dataclasses.fields(cls)}
+    # diffusers' bookkeeping ("_class_name", ...) and the scaling factor,
+    # which is applied outside the model.
+    unknown = sorted(k for k in set(config) - fields
+                     if not k.startswith("_") and k != "scaling_factor")
+    if unknown:
+      raise ValueError(f"AutoencoderDC config field {unknown[0]!r} is not "
+                       "supported by jaxgen's DC-AE.")
+    kw = {k: v for k, v in config.items() if k in fields}
+    return cls(**kw).normalized()
+
+  def normalized(self) -> "Arch":
+    """Per-stage fields as tuples of the stage count; values checked."""
+    ne, nd = (len(self.encoder_block_out_channels),
+              len(self.decoder_block_out_channels))
+    out = dataclasses.replace(
+        self,
+        encoder_block_out_channels=tuple(self.encoder_block_out_channels),
+        decoder_block_out_channels=tuple(self.decoder_block_out_channels),
+        encoder_layers_per_block=tuple(self.encoder_layers_per_block),
+        decoder_layers_per_block=tuple(self.decoder_layers_per_block),
+        encoder_block_types=_per_stage(self.encoder_block_types, ne,
+                                       "encoder_block_types"),
+        decoder_block_types=_per_stage(self.decoder_block_types, nd,
+                                       "decoder_block_types"),
+        encoder_qkv_multiscales=tuple(tuple(s) for s in
+                                      self.encoder_qkv_multiscales),
+        decoder_qkv_multiscales=tuple(tuple(s) for s in
+                                      self.decoder_qkv_multiscales),
+        decoder_norm_types=_per_stage(self.decoder_norm_types, nd,
+                                      "decoder_norm_types"),
+        decoder_act_fns=_per_stage(self.decoder_act_fns, nd,
+                                   "decoder_act_fns"))
+    checks = [
+        ("encoder_block_types", set(out.encoder_block_types) <= set(_BLOCKS)),
+        ("decoder_block_types", set(out.decoder_block_types) <= set(_BLOCKS)),
+        ("downsample_block_type", out.downsample_block_type in
+         ("pixel_unshuffle", "Conv", "conv")),
+        ("upsample_block_type", out.upsample_block_type in
+         ("pixel_shuffle", "interpolate")),
+        ("decoder_norm_types", set(out.decoder_norm_types) <=
+         {"rms_norm", "batch_norm"}),
+        ("decoder_act_fns", set(out.decoder_act_fns) <=
+         {"silu", "relu", "relu6"}),
+        ("decoder_conv_act_fn", out.decoder_conv_act_fn in
+         ("silu", "relu", "relu6")),
+    ]
+    for name, ok in checks:
+      if not ok:
+        raise ValueError(f"AutoencoderDC {name}={getattr(out, name)!r} is "
+                         "not supported by jaxgen's DC-AE.")
+    return out
+
+
+def released(name: str) -> Arch:
+  """The arch of a released DC-AE ("f32c32_in", "f64c128_in",
+  "f128c512_in", "f32c32_sana"); the "mix" models share the "in" arch."""
+  if name == "f32c32_sana":
+    return Arch().normalized()
+  stages = {"f32c32_in": 6, "f64c128_in": 7, "f128c512_in": 8}
+  latent = {"f32c32_in": 32, "f64c128_in": 128, "f128c512_in": 512}
+  if name not in stages:
+    raise ValueError(f"unknown DC-AE {name!r}; use one of "
+                     f"{sorted(stages) + ['f32c32_sana']}.")
+  n = stages[name]
+  widths = (128, 256, 512, 512, 1024, 1024, 2048, 2048)[:n]
+  evit = n - 3
+  return Arch(
+      latent_channels=latent[name],
+      encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * evit,
+      decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * evit,
+      encoder_block_out_channels=widths, decoder_block_out_channels=widths,
+      encoder_layers_per_block=(0, 4, 8) + (2,) * evit,
+      decoder_layers_per_block=(0, 5, 10) + (2,) * evit,
+      encoder_qkv_multiscales=((),) * n, decoder_qkv_multiscales=((),) * n,
+      upsample_block_type="pixel_shuffle",
+      downsample_block_type="pixel_unshuffle",
+      decoder_norm_types=("batch_norm",) * 3 + ("rms_norm",) * evit,
+      decoder_act_fns=("relu",) * 3 + ("silu",) * evit).normalized()
+
+
+def _block(kind, heads_dim, scales, norm, act, dtype, name):
+  if kind == "ResBlock":
+    return ops.ResBlock(act=act, norm=norm, dtype=dtype, name=name)
+  return ops.EfficientViTBlock(heads_dim, scales, dtype, name=name)
+
+
+class DownBlock(nn.Module):
+  """diffusers' DCDownBlock2d: strided conv or conv + unshuffle (+ shortcut)."""
+  features: int
+  unshuffle: bool
+  shortcut: bool
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if self.unshuffle:
+      y = linear.Conv(self.features // 4, 3, dtype=self.dtype,
+                      name="conv")(x)
+      y = ops.pixel_unshuffle(y, 2)
+    else:
+      y = linear.Conv(self.features, 3, strides=2, dtype=self.dtype,
+                      name="conv")(x)
+    if self.shortcut:
+      y = y + ops.channel_average_down(x, self.features, 2)
+    return y
+
+
+class UpBlock(nn.Module):
+  """diffusers' DCUpBlock2d: conv + shuffle or nearest + conv (+ shortcut)."""
+  features: int
+  interpolate: bool
+  shortcut: bool
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if self.interpolate:
+      up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest 2x
+      y = linear.Conv(self.features, 3, dtype=self.dtype, name="conv")(up)
+    else:
+      y = linear.Conv(self.features * 4, 3, dtype=self.dtype,
+                      name="conv")(x)
+      y = ops.pixel_shuffle(y, 2)
+    if self.shortcut:
+      y = y + ops.channel_duplicate_up(x, self.features, 2)
+    return y
+
+
+class Encoder(nn.Module):
+  """Images in [-1, 1] (NHWC) -> latents [B, H/f, W/f, latent_channels]."""
+  arch: Arch
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    a = self.arch
+    widths, depths = a.encoder_block_out_channels, a.encoder_layers_per_block
+    unshuffle = a.downsample_block_type == "pixel_unshuffle"
+    if depths[0] > 0:
+      h = linear.Conv(widths[0], 3, in_axis=None, dtype=self.dtype,
+                      name="conv_in")(x)
+    else:
+      h = DownBlock(widths[1], unshuffle, False, self.dtype,
+                    name="conv_in")(x)
+    for i, (width, depth) in enumerate(zip(widths, depths)):
+      for j in range(depth):
+        h = _block(a.encoder_block_types[i], a.attention_head_dim,
+                   a.encoder_qkv_multiscales[i], "rms_norm", "silu",
+                   self.dtype, f"down_blocks_{i}_{j}")(h, train)
+      if i < len(widths) - 1 and depth > 0:
+        h = DownBlock(widths[i + 1], unshuffle, True, self.dtype,
+                      name=f"down_blocks_{i}_{depth}")(h)
+    z = linear.Conv(a.latent_channels, 3, out_axis=None, dtype=self.dtype,
+                    name="conv_out")(h)
+    if a.encoder_out_shortcut:
+      z = z + ops.channel_average_down(h, a.latent_channels, 1)
+    return z.astype(jnp.float32)
+
+
+class Decoder(nn.Module):
+  """Latents -> images (NHWC, unclipped)."""
+  arch: Arch
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, train: bool = False):
+    a = self.arch
+    widths, depths = a.decoder_block_out_channels, a.decoder_layers_per_block
+    interpolate = a.upsample_block_type == "interpolate"
+    h = linear.Conv(widths[-1], 3, in_axis=None, dtype=self.dtype,
+                    name="conv_in")(z)
+    if a.decoder_in_shortcut:
+      h = h + ops.channel_duplicate_up(z.astype(h.dtype), widths[-1], 1)
+    for i in reversed(range(len(widths))):
+      j = 0
+      if i < len(widths) - 1 and depths[i] > 0:
+        h = UpBlock(widths[i], interpolate, True, self.dtype,
+                    name=f"up_blocks_{i}_0")(h)
+        j = 1
+      for k in range(depths[i]):
+        h = _block(a.decoder_block_types[i], a.attention_head_dim,
+                   a.decoder_qkv_multiscales[i], a.decoder_norm_types[i],
+                   a.decoder_act_fns[i], self.dtype,
+                   f"up_blocks_{i}_{j + k}")(h, train)
+    h = ops.rms_norm("norm_out")(h).astype(self.dtype)
+    h = {"silu": nn.silu, "relu": nn.relu,
+         "relu6": nn.relu6}[a.decoder_conv_act_fn](h)
+    if depths[0] > 0:
+      out = linear.Conv(a.in_channels, 3, out_axis=None, dtype=self.dtype,
+                        name="conv_out")(h)
+    else:
+      out = UpBlock(a.in_channels, interpolate, False, self.dtype,
+                    name="conv_out")(h)
+    return out.astype(jnp.float32)
+
+
+class DCAE(nn.Module):
+  """Encoder + decoder; `__call__` reconstructs, `encode` / `decode` split."""
+  arch: Arch
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.encoder = Encoder(self.arch, self.dtype)
+    self.decoder = Decoder(self.arch, self.dtype)
+
+  def encode(self, x, train: bool = False):
+    return self.encoder(x, train)
+
+  def decode(self, z, train: bool = False):
+    return self.decoder(z, train)
+
+  def __call__(self, x, train: bool = False):
+    return self.decoder(self.encoder(x, train), train)
+
+
+def num_params(arch: Arch) -> int:
+  """Parameter count (batch-norm statistics excluded, as diffusers counts)."""
+  side = 2 * arch.compression
+  shapes = jax.eval_shape(lambda: DCAE(arch).init(
+      jax.random.key(0), jnp.zeros((1, side, side, arch.in_channels))))
+  return int(sum(x.size for x in jax.tree.leaves(shapes["params"])))
