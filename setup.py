@@ -29,6 +29,8 @@ INSTALL_REQUIRES = [
     "scikit-learn",
     # PSNR / SSIM (jaxgen.eval.pixels).
     "dm-pix",
+    # diffusers weight files (jaxgen.autoencoders.diffusers_compat).
+    "safetensors",
 ]
 
 EXTRAS_REQUIRE = {

@@ -155,3 +155,57 @@ def convert_state_dict(state: Mapping[str, np.ndarray], arch
                        f"{'missing' if have is None else tuple(have.shape)}"
                        f", the config makes it {tuple(leaf.shape)}.")
   return variables
+
+
+class LoadedDCAE:
+  """A converted diffusers DC-AE: jitted `encode(x)` and `decode(z)`.
+
+  Images are NHWC float32 in [-1, 1]; latents NHWC, unscaled (multiply by
+  `scaling_factor` before a diffusion model, divide before decoding, as
+  diffusers does outside the model).
+  """
+
+  def __init__(self, arch, variables, scaling_factor: float = 1.0):
+    import jax  # pylint: disable=g-import-not-at-top
+    from jaxgen.autoencoders import dc_ae  # pylint: disable=g-import-not-at-top
+    self.arch, self.variables = arch, variables
+    self.scaling_factor = float(scaling_factor)
+    model = dc_ae.DCAE(arch)
+    self.encode = jax.jit(lambda x: model.apply(self.variables, x,
+                                                method=model.encode))
+    self.decode = jax.jit(lambda z: model.apply(self.variables, z,
+                                                method=model.decode))
+
+
+def load_dc_ae(directory: str) -> LoadedDCAE:
+  """Loads a diffusers `AutoencoderDC` folder (config.json + safetensors).
+
+  Args:
+    directory: e.g. a local copy of mit-han-lab/dc-ae-f32c32-in-1.0-diffusers.
+
+  Returns:
+    A `LoadedDCAE`.
+
+  Raises:
+    ValueError: one line for a missing file, an unsupported config field or
+      missing / misshapen tensors.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import dc_ae  # pylint: disable=g-import-not-at-top
+  config_path = os.path.join(directory, "config.json")
+  weights = [f for f in sorted(os.listdir(directory)) if f.endswith(
+      ".safetensors")] if os.path.isdir(directory) else []
+  if not os.path.exists(config_path) or not weights:
+    raise ValueError(f"{directory} is not a diffusers AutoencoderDC folder "
+                     "(config.json and *.safetensors); pass the folder "
+                     "from save_pretrained or the hub snapshot.")
+  with open(config_path, encoding="utf-8") as f:
+    config = json.load(f)
+  arch = dc_ae.Arch.from_diffusers(config)
+  state = {}
+  for name in weights:
+    state.update(load_file(os.path.join(directory, name)))
+  return LoadedDCAE(arch, convert_state_dict(state, arch),
+                    config.get("scaling_factor", 1.0))

@@ -95,3 +95,24 @@ def test_unsupported_configs_and_missing_tensors_are_one_line_errors():
   arch = dc_ae.Arch.from_diffusers(SMALL["sana"])
   with pytest.raises(ValueError, match="missing tensor"):
     diffusers_compat.convert_state_dict({}, arch)
+
+
+def test_load_dc_ae_reads_a_saved_diffusers_folder(tmp_path):
+  torch = parity.need("torch")
+  dc = parity.need("diffusers.models.autoencoders.autoencoder_dc")
+  torch.manual_seed(1)
+  ref = dc.AutoencoderDC(in_channels=3, scaling_factor=0.41,
+                         **SMALL["sana"]).eval()
+  ref.save_pretrained(str(tmp_path / "ae"))
+  ae = diffusers_compat.load_dc_ae(str(tmp_path / "ae"))
+  assert ae.scaling_factor == pytest.approx(0.41)
+  x = np.random.default_rng(1).uniform(-1, 1, (1, 32, 32, 3)).astype(
+      np.float32)
+  with torch.no_grad():
+    out = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).sample.numpy()
+  want = out.transpose(0, 2, 3, 1)
+  got = np.asarray(ae.decode(ae.encode(x)))
+  np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(),
+                             rtol=0)
+  with pytest.raises(ValueError, match="not a diffusers AutoencoderDC"):
+    diffusers_compat.load_dc_ae(str(tmp_path))
