@@ -5,5 +5,6 @@ module is what fills that registry.
 """
 
 # pylint: disable=unused-import
+from jaxgen.autoencoders import objective as _autoencoder
 from jaxgen.diffusion import objective as _simple_diffusion
 from jaxgen.gan import objective as _r3gan

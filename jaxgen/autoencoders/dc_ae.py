@@ -301,3 +301,77 @@ def num_params(arch: Arch) -> int:
   shapes = jax.eval_shape(lambda: DCAE(arch).init(
       jax.random.key(0), jnp.zeros((1, side, side, arch.in_channels))))
   return int(sum(x.size for x in jax.tree.leaves(shapes["params"])))
+
+
+def _conv_macs(size: int, k: int, c_in: int, c_out: int, groups: int = 1,
+               stride: int = 1) -> float:
+  """MACs of a k x k conv producing a size x size map (real taps only at
+  stride 1, as XLA counts them; stride 2 counts every tap)."""
+  if stride == 1:
+    return float(linear.conv_same_macs(size, size, k, c_in // groups, c_out))
+  return float(size * size * k * k * (c_in // groups) * c_out)
+
+
+def _block_macs(kind: str, size: int, c: int, head_dim: int, scales) -> float:
+  if kind == "ResBlock":
+    return 2 * _conv_macs(size, 3, c, c)
+  n, heads = size * size, c // head_dim
+  macs = _conv_macs(size, 1, c, 3 * c)                       # qkv
+  for s in scales:
+    macs += _conv_macs(size, s, 3 * c, 3 * c, groups=3 * c)  # depthwise
+    macs += _conv_macs(size, 1, 3 * c, 3 * c, groups=3 * heads)
+  groups = heads * (1 + len(scales))
+  macs += 2 * n * groups * head_dim * (head_dim + 1)          # k^T v, q (kv)
+  macs += _conv_macs(size, 1, c * (1 + len(scales)), c)       # proj
+  hidden = 4 * c                                             # GLUMBConv
+  macs += _conv_macs(size, 1, c, 2 * hidden)
+  macs += _conv_macs(size, 3, 2 * hidden, 2 * hidden, groups=2 * hidden)
+  macs += _conv_macs(size, 1, hidden, c)
+  return macs
+
+
+def encoder_macs(arch: Arch, image_size: int) -> float:
+  """Multiply-accumulates of one encoder forward pass per image."""
+  a = arch
+  widths, depths = a.encoder_block_out_channels, a.encoder_layers_per_block
+  unshuffle = a.downsample_block_type == "pixel_unshuffle"
+  size = image_size
+  if depths[0] > 0:
+    macs = _conv_macs(size, 3, a.in_channels, widths[0])
+  else:
+    size //= 2
+    macs = (_conv_macs(2 * size, 3, a.in_channels, widths[1] // 4)
+            if unshuffle else
+            _conv_macs(size, 3, a.in_channels, widths[1], stride=2))
+  for i, (width, depth) in enumerate(zip(widths, depths)):
+    macs += depth * _block_macs(a.encoder_block_types[i], size, width,
+                                a.attention_head_dim,
+                                a.encoder_qkv_multiscales[i])
+    if i < len(widths) - 1 and depth > 0:
+      macs += (_conv_macs(size, 3, width, widths[i + 1] // 4) if unshuffle
+               else _conv_macs(size // 2, 3, width, widths[i + 1], stride=2))
+      size //= 2
+  return macs + _conv_macs(size, 3, widths[-1], a.latent_channels)
+
+
+def decoder_macs(arch: Arch, latent_size: int) -> float:
+  """Multiply-accumulates of one decoder forward pass per latent."""
+  a = arch
+  widths, depths = a.decoder_block_out_channels, a.decoder_layers_per_block
+  interpolate = a.upsample_block_type == "interpolate"
+  size = latent_size
+  macs = _conv_macs(size, 3, a.latent_channels, widths[-1])
+  for i in reversed(range(len(widths))):
+    if i < len(widths) - 1 and depths[i] > 0:
+      macs += (_conv_macs(2 * size, 3, widths[i + 1], widths[i])
+               if interpolate else
+               _conv_macs(size, 3, widths[i + 1], 4 * widths[i]))
+      size *= 2
+    macs += depths[i] * _block_macs(a.decoder_block_types[i], size,
+                                    widths[i], a.attention_head_dim,
+                                    a.decoder_qkv_multiscales[i])
+  c = widths[0] if depths[0] > 0 else widths[1]
+  if depths[0] > 0:
+    return macs + _conv_macs(size, 3, c, a.in_channels)
+  return macs + (_conv_macs(2 * size, 3, c, a.in_channels) if interpolate
+                 else _conv_macs(size, 3, c, 4 * a.in_channels))

@@ -1,0 +1,86 @@
+"""The "autoencoder" family on the trainer: FLOPs, training, SE, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import autoencoder as ae_config
+from jaxgen import config_lib
+from jaxgen.autoencoders import dc_ae
+from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.train import flops as flops_lib
+from jaxgen.train import trainer
+from tests.train import common
+
+
+def _config(**overrides):
+  c = ae_config.get_config("tiny")
+  c.dataset.data_dir = common.DATA_DIR
+  c.batch_size = 8
+  c.total_steps = 30
+  c.log_every_steps = 10
+  c.eval_every_steps = 30
+  c.eval_batches = 1
+  c.checkpoint_every_steps = 1000
+  config_lib.apply_overrides(c, overrides)
+  return c
+
+
+def test_analytic_forward_flops_match_xla():
+  """Encoder and decoder forward passes against XLA's cost analysis.
+
+  The training step is 3 x these. XLA:CPU's cost analysis of the *training*
+  step is not a usable reference here: it counts the weight gradient of a
+  grouped (depthwise) conv as a dense conv (a 64-group 3x3 conv: 66 kFLOPs
+  forward, 4.1 MFLOPs gradient), which inflates EfficientViT blocks ~10x.
+  """
+  obj = ae_objective.Autoencoder(_config(), total_steps=10)
+  x = jnp.zeros((1, 32, 32, 3))
+  params = obj.model.init(jax.random.key(0), x)
+  z = jnp.zeros((1, 4, 4, 8))
+  enc = jax.jit(lambda p, x: obj.model.apply(
+      p, x, method=obj.model.encode)).lower(params, x).compile()
+  dec = jax.jit(lambda p, z: obj.model.apply(
+      p, z, method=obj.model.decode)).lower(params, z).compile()
+  want = 2 * dc_ae.encoder_macs(obj.arch, 32)
+  assert abs(want / flops_lib.compiled_flops(enc) - 1) < 0.05
+  want = 2 * dc_ae.decoder_macs(obj.arch, 4)
+  assert abs(want / flops_lib.compiled_flops(dec) - 1) < 0.05
+  assert obj.flops_per_example() == pytest.approx(
+      3 * 2 * (dc_ae.encoder_macs(obj.arch, 32)
+               + dc_ae.decoder_macs(obj.arch, 4)))
+
+
+def test_tiny_training_reconstructs_better(tmp_path):
+  config = _config()
+  last = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  rows = common.read_losses(str(tmp_path / "run"))
+  assert rows[-1][1] < 0.8 * rows[0][1]
+  assert np.isfinite(last["eval_loss"])
+
+
+def test_se_loss_is_zero_for_a_scale_equivariant_decoder():
+  x = jnp.full((1, 16, 16, 3), 0.3)
+  z = x[:, ::4, ::4]  # a 4x "encoder" of a constant image
+  nearest = lambda zz: jnp.repeat(jnp.repeat(zz, 4, 1), 4, 2)
+  l1 = lambda a, b: jnp.mean(jnp.abs(a - b))
+  for f in ae_objective.SE_FACTORS:
+    assert float(ae_objective.se_loss(x, z, nearest, l1, f)) < 1e-7
+  # A decoder that adds a fixed pattern is not equivariant.
+  pattern = lambda zz: nearest(zz) + 0.1 * (jnp.arange(zz.shape[2] * 4) % 2
+                                            )[None, None, :, None]
+  assert float(ae_objective.se_loss(x, z, pattern, l1, 2)) > 0.01
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"dataset.image_size": 36}, "not divisible by 8"),
+    ({"autoencoder.se_weight": 0.25, "dataset.image_size": 48},
+     "x the SE factor 4"),
+    ({"model.decoder_norm_types": "batch_norm"}, "batch-norm decoders"),
+    ({"model.decoder_norm_types": "group_norm"}, "decoder_norm_types="),
+])
+def test_bad_configs_fail_before_compiling(overrides, match):
+  with pytest.raises(ValueError, match=match) as e:
+    trainer.check_config(_config(**overrides))
+  assert "\n" not in str(e.value)
