@@ -1,0 +1,65 @@
+"""Blockwise DCT spectra: zig-zag order, known spectra, the command."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from jaxgen.autoencoders import spectrum
+from jaxgen.train import trainer
+from tests.autoencoders import test_objective
+from tests.train import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_zigzag_is_jpeg_order():
+  assert spectrum.zigzag(8)[:10] == [(0, 0), (0, 1), (1, 0), (2, 0), (1, 1),
+                                     (0, 2), (0, 3), (1, 2), (2, 1), (3, 0)]
+  assert spectrum.zigzag(8)[-1] == (7, 7)
+  assert sorted(spectrum.zigzag(8)) == [(i, j) for i in range(8)
+                                        for j in range(8)]
+
+
+def test_known_spectra():
+  const = np.full((2, 16, 16, 3), 0.5)
+  s = spectrum.block_dct_spectrum(const)
+  assert s["blocks"] == 2 * 4 * 3
+  np.testing.assert_allclose(s["amplitude"][0], 8 * 0.5)  # ortho DC = sum/8
+  np.testing.assert_allclose(s["amplitude"][1:], 0, atol=1e-12)
+  assert s["hf_fraction"] == 0.0
+  checker = np.indices((16, 16)).sum(0) % 2 * 2.0 - 1.0
+  s = spectrum.block_dct_spectrum(checker[None, :, :, None])
+  # An independent DCT-II matrix: the checkerboard's largest coefficient is
+  # (7, 7), the last in zig-zag order.
+  k, x = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+  basis = np.cos(np.pi * (2 * x + 1) * k / 16) * np.where(
+      k == 0, np.sqrt(1 / 8), np.sqrt(2 / 8))
+  want = np.abs(basis @ checker[:8, :8] @ basis.T)
+  np.testing.assert_allclose(s["amplitude"][63], want[7, 7], rtol=1e-10)
+  assert np.argmax(s["amplitude"]) == 63 and s["hf_fraction"] > 0.95
+  noise = np.random.default_rng(0).normal(size=(64, 16, 16, 2))
+  s = spectrum.block_dct_spectrum(noise)
+  assert abs(s["hf_fraction"] - 32 / 63) < 0.02  # white: energy is flat
+
+
+def test_command_writes_spectra_of_images_and_latents(tmp_path):
+  workdir = str(tmp_path / "ae")
+  config = test_objective._config(total_steps=2, eval_batches=0)  # pylint: disable=protected-access
+  config.dataset.image_size = 64
+  trainer.train_and_evaluate(config, workdir)
+  out = tmp_path / "spec"
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxgen.autoencoders.spectrum",
+       f"--workdir={workdir}", "--data=jaxgen_shapes", "--image_size=64",
+       "--num=16", f"--data_dir={common.DATA_DIR}", f"--out={out}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300,
+      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.startswith("high-frequency energy: images ")
+  result = json.loads((out / "spectrum.json").read_text())
+  assert len(result["images"]["amplitude"]) == 64
+  assert result["latents"]["blocks"] == 16 * 8  # 8x8 latents, 8 channels
+  assert (out / "spectrum.png").exists()
