@@ -8,6 +8,8 @@ A dataset is named by one string, `config.name`:
   tfds:<name>[/<config>][:split] a TFDS dataset prepared in array_record
                                  format in config.data_dir
   folder:/path/to/images         png/jpg files; class sub-folders -> labels
+  latents:/path/to/dir           an autoencoder's latents (jaxgen.autoencoders.
+                                 encode), scaled by their scaling factor
   arrays                         numpy arrays passed to `build_input(arrays=)`
 
 `parse_spec` splits it, and `validate_dataset_config` checks a config with the
@@ -104,10 +106,12 @@ def parse_spec(spec: str) -> Spec:
     ValueError: unknown scheme or missing name.
   """
   choices = ("use one of: jaxgen_shapes, jaxgen_shapes_video, "
-             "tfds:<name>[/<config>][:split], folder:/path/to/images, arrays")
+             "tfds:<name>[/<config>][:split], folder:/path/to/images, "
+             "latents:/path/to/dir, arrays")
   from jaxgen.data import sources  # pylint: disable=g-import-not-at-top  (it imports this module)
   scheme, sep, rest = spec.partition(":")
-  if scheme not in sources.SOURCES or bool(sep) != (scheme in ("tfds", "folder")):
+  with_path = ("tfds", "folder", "latents")
+  if scheme not in sources.SOURCES or bool(sep) != (scheme in with_path):
     raise ValueError(f"Unknown dataset {spec!r}; {choices}.")
   if scheme == "tfds":
     # Split slicing such as "train[:10%]" contains ':', so split only once.
@@ -115,10 +119,10 @@ def parse_spec(spec: str) -> Spec:
     if not name:
       raise ValueError(f"Dataset {spec!r} names no TFDS dataset; {choices}.")
     return Spec("tfds", name, split or None)
-  if scheme == "folder":
+  if scheme in ("folder", "latents"):
     if not rest:
       raise ValueError(f"Dataset {spec!r} names no folder; {choices}.")
-    return Spec("folder", rest)
+    return Spec(scheme, rest)
   return Spec(scheme, scheme)
 
 

@@ -370,3 +370,61 @@ def _open_arrays(spec, config, *, split, arrays=None) -> Source:
                 num_frames=pixels.shape[1] if pixel_key == "video" else None,
                 image_size=height if height == width else None,
                 float_pixels=pixels.dtype != np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# Latents written by `python -m jaxgen.autoencoders.encode`.
+# ----------------------------------------------------------------------------
+
+LATENTS_META = "latents.json"
+
+
+def encode_latent_record(latent: np.ndarray, label: int) -> bytes:
+  """One array_record record: float32 latent bytes, then an int32 label."""
+  return (np.ascontiguousarray(latent, np.float32).tobytes()
+          + np.int32(label).tobytes())
+
+
+class LatentSource:
+  """Decoded latent records: {"image": f32[h, w, c] * scale, "label"}."""
+
+  def __init__(self, records, shape, scale: float):
+    self._records, self._shape = records, tuple(shape)
+    self._scale = np.float32(scale)
+    self._size = int(np.prod(self._shape)) * 4
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index: int):
+    raw = self._records[index]
+    latent = np.frombuffer(raw[:self._size], np.float32).reshape(self._shape)
+    label = np.frombuffer(raw[self._size:], np.int32)[0]
+    return {"image": latent * self._scale, "label": label}
+
+
+@SOURCES.register("latents")
+def _open_latents(spec, config, *, split, arrays=None) -> Source:
+  """Latents of an autoencoder, scaled by their recorded scaling factor.
+
+  DIR/<split>/ holds one split (`encode --split=...` writes it there).
+  """
+  del config, arrays
+  import json  # pylint: disable=g-import-not-at-top
+  import grain  # pylint: disable=g-import-not-at-top
+  root = os.path.join(os.path.expanduser(spec.name), split)
+  meta_path = os.path.join(root, LATENTS_META)
+  if not os.path.exists(meta_path):
+    raise ValueError(f"{root} holds no {LATENTS_META}; write split {split!r} "
+                     "with python -m jaxgen.autoencoders.encode --split="
+                     f"{split} (an interrupted run finishes when rerun).")
+  with open(meta_path, encoding="utf-8") as f:
+    meta = json.load(f)
+  shards = [os.path.join(root, s) for s in meta["shards"]]
+  records = grain.sources.ArrayRecordDataSource(shards)
+  h, w, c = meta["shape"]
+  return Source(data=LatentSource(records, meta["shape"],
+                                  meta["scaling_factor"]),
+                pixel_key="image", label_key="label",
+                num_classes=int(meta.get("num_classes", 0)), channels=c,
+                image_size=h if h == w else None, float_pixels=True)
