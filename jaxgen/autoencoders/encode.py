@@ -60,16 +60,11 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   from jaxgen.data import pipeline  # pylint: disable=g-import-not-at-top
   from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
-  if config.family != "autoencoder":
-    raise ValueError(f"{workdir} is a {config.family!r} run, not an "
-                     "autoencoder.")
+  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
   if shard_size % batch_size:
     raise ValueError(f"--shard_size={shard_size} is not a multiple of "
                      f"--batch_size={batch_size}.")
-  s, step, state = trainer.restore(config, workdir)
-  if state is None:
-    raise ValueError(f"{workdir} has no checkpoint to encode with.")
+  _, s, step, state = ae_objective.restore_run(workdir, config)
   c = data_config.default_dataset_config()
   c.name, c.image_size, c.data_dir = data, int(image_size), data_dir
   c.random_flip = False

@@ -51,6 +51,32 @@ def se_loss(x: jax.Array, z: jax.Array, decode, distance,
   return distance(downsample(x, factor), decode(downsample(z, factor)))
 
 
+def restore_run(workdir: str, config=None):
+  """The newest checkpoint of an autoencoder run, for the tools.
+
+  Args:
+    workdir: the run directory.
+    config: its config (default: WORKDIR/config.json).
+
+  Returns:
+    (config, trainer setup, step, state).
+
+  Raises:
+    ValueError: one line if it is not an autoencoder run or has no
+      checkpoint.
+  """
+  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  config = config or provenance.load_config(workdir)
+  if config.family != "autoencoder":
+    raise ValueError(f"{workdir} is a {config.family!r} run, not an "
+                     "autoencoder.")
+  s, step, state = trainer.restore(config, workdir)
+  if state is None:
+    raise ValueError(f"{workdir} has no checkpoint; train it first.")
+  return config, s, step, state
+
+
 @registry.OBJECTIVES.register("autoencoder")
 class Autoencoder(objective_lib.Objective):
   """DC-AE trained on L1 (+ LPIPS) reconstruction (+ the SE regulariser)."""

@@ -104,22 +104,15 @@ def main(argv):
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
   from jaxgen.eval import imagesets  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(flags_.verbosity)
   try:
     for name in ("workdir", "data", "out"):
       if not flags_[name].value:
         raise ValueError(f"pass --{name}.")
-    config = provenance.load_config(flags_.workdir)
-    if config.family != "autoencoder":
-      raise ValueError(f"{flags_.workdir} is a {config.family!r} run, not "
-                       "an autoencoder.")
-    s, step, state = trainer.restore(config, flags_.workdir)
-    if state is None:
-      raise ValueError(f"{flags_.workdir} has no checkpoint.")
+    _, s, step, state = ae_objective.restore_run(flags_.workdir)
     images_set = imagesets.open_set(flags_.data,
                                     image_size=flags_.image_size,
                                     data_dir=flags_.data_dir, batch_size=32)

@@ -8,15 +8,12 @@ import pytest
 from jaxgen.autoencoders import encode as encode_lib
 from jaxgen.data import pipeline
 from jaxgen.train import trainer
-from tests.autoencoders import test_objective
 from tests.train import common
 
 
-def test_encode_then_train_simple_diffusion_on_the_latents(tmp_path):
-  ae_dir = str(tmp_path / "ae")
-  config = test_objective._config(total_steps=2, eval_batches=0)  # pylint: disable=protected-access
-  config.dataset.image_size = 64
-  trainer.train_and_evaluate(config, ae_dir)
+def test_encode_then_train_simple_diffusion_on_the_latents(tmp_path,
+                                                           trained_ae_64):
+  config, ae_dir = trained_ae_64
   out = str(tmp_path / "latents")
   lines = []
   meta = encode_lib.encode_split(config, ae_dir, data="jaxgen_shapes",

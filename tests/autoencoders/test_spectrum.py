@@ -8,8 +8,6 @@ import sys
 import numpy as np
 
 from jaxgen.autoencoders import spectrum
-from jaxgen.train import trainer
-from tests.autoencoders import test_objective
 from tests.train import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -45,11 +43,9 @@ def test_known_spectra():
   assert abs(s["hf_fraction"] - 32 / 63) < 0.02  # white: energy is flat
 
 
-def test_command_writes_spectra_of_images_and_latents(tmp_path):
-  workdir = str(tmp_path / "ae")
-  config = test_objective._config(total_steps=2, eval_batches=0)  # pylint: disable=protected-access
-  config.dataset.image_size = 64
-  trainer.train_and_evaluate(config, workdir)
+def test_command_writes_spectra_of_images_and_latents(tmp_path,
+                                                       trained_ae_64):
+  _, workdir = trained_ae_64
   out = tmp_path / "spec"
   proc = subprocess.run(
       [sys.executable, "-m", "jaxgen.autoencoders.spectrum",
