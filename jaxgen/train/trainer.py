@@ -111,6 +111,14 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
         f"dataset {config.dataset.name!r} has {data_info.channels} channels "
         f"but the model is built for {channels}; set "
         f"--config.dataset.channels={data_info.channels}.")
+  size = int(config.dataset.image_size)
+  if data_info.image_size != size:
+    # Float sources (latents) keep their own size; models are built for
+    # config.dataset.image_size.
+    raise ValueError(
+        f"dataset {config.dataset.name!r} has {data_info.image_size} px "
+        f"examples but the model is built for {size}; set "
+        f"--config.dataset.image_size={data_info.image_size}.")
   # One objective: its FLOPs resolve a FLOP budget into the run length,
   # which its schedules then use.
   flops = float(objective.flops_per_example())

@@ -46,6 +46,13 @@ def test_encode_then_train_simple_diffusion_on_the_latents(tmp_path,
       "total_steps": 2})
   last = trainer.train_and_evaluate(sd, str(tmp_path / "sd"))
   assert np.isfinite(last["loss"])
+  # Latents of another size or channel count than the model: one line.
+  for key, value, match in (("dataset.image_size", 16, "has 8 px examples"),
+                            ("dataset.channels", 3, "has 8 channels")):
+    bad = sd.copy_and_resolve_references()
+    bad.dataset[key.split(".")[1]] = value
+    with pytest.raises(ValueError, match=match):
+      trainer.train_and_evaluate(bad, str(tmp_path / f"bad_{value}"))
   with pytest.raises(ValueError, match="holds no latents.json"):
     pipeline.build_input(c, global_batch_size=8, seed=0, process_index=0,
                          process_count=1, split="train", train=False)
