@@ -69,6 +69,10 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.autoencoder.lpips_weights = ""
   # Scale-equivariance regulariser weight (0 = off; Skorokhodov et al.).
   c.autoencoder.se_weight = 0.25 if arg.se else 0.0
+  # DC-AE training phase: "" / "phase1" (everything), "phase2" (the layers
+  # next to the latent), "phase3" (the decoder head); 2 and 3 start from the
+  # previous phase's run (config.init_from).
+  c.autoencoder.phase = ""
 
   c.optimizer = config_lib.optimizer_config(
       learning_rate=6.4e-5, b1=0.9, b2=0.999, weight_decay=0.1,

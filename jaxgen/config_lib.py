@@ -93,6 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Micro-batches per step (scanned inside the step; the same update as the
   # whole batch). batch_size must be divisible by it x the data-parallel size.
   c.grad_accum_steps = 1
+  # A run directory whose newest checkpoint's weights a fresh run starts
+  # from (optimizer state fresh), e.g. the previous DC-AE phase; "" = none.
+  c.init_from = ""
   # Evaluation beyond the held-out loss. sample_metrics: FID / KID / IS (or
   # rFID / PSNR / SSIM / LPIPS) during training, off by default.
   c.eval = ml_collections.ConfigDict()

@@ -28,6 +28,15 @@ from jaxgen.train import objective as objective_lib
 from jaxgen.train import state as state_lib
 
 SE_FACTORS = (2, 4)
+# DC-AE's decoupled high-resolution adaptation: the parameters each phase
+# trains (regexes over "/"-joined parameter paths; None = all). Phase 2
+# tunes the layers next to the latent, phase 3 the decoder head.
+PHASES = {
+    "": None,
+    "phase1": None,
+    "phase2": (r"^encoder/conv_out/", r"^decoder/conv_in/"),
+    "phase3": (r"^decoder/norm_out/", r"^decoder/conv_out/"),
+}
 
 
 def arch_from_config(config) -> dc_ae.Arch:
@@ -90,6 +99,7 @@ class Autoencoder(objective_lib.Objective):
     self.l1_weight = float(a.l1_weight)
     self.lpips_weight = float(a.lpips_weight)
     self.se_weight = float(a.se_weight)
+    self.phase = str(a.get("phase", ""))
     self.lpips_params = None
     if self.lpips_weight:
       self.lpips_params = perceptual.load_weights(a.lpips_weights)
@@ -105,6 +115,14 @@ class Autoencoder(objective_lib.Objective):
           f"{need} (compression {f}"
           + (f" x the SE factor {max(SE_FACTORS)}" if self.se_weight else "")
           + "); change the image size or the model's stages.")
+    if self.phase not in PHASES:
+      raise ValueError(f"config.autoencoder.phase={self.phase!r}; use one of "
+                       f"{sorted(p for p in PHASES if p)} or ''.")
+    if self.phase in ("phase2", "phase3") and not self.config.get(
+        "init_from"):
+      raise ValueError(f"config.autoencoder.phase={self.phase} starts from "
+                       "the previous phase: set config.init_from to that "
+                       "run's workdir.")
     if "batch_norm" in self.arch.decoder_norm_types:
       raise ValueError("training batch-norm decoders (the in/mix DC-AEs) is "
                        "not supported yet; set config.model."
@@ -116,7 +134,8 @@ class Autoencoder(objective_lib.Objective):
       if self.total_steps is None:
         raise ValueError("the run length is not set.")
       self._tx = state_lib.make_optimizer(self.config.optimizer,
-                                          self.total_steps)
+                                          self.total_steps,
+                                          trainable=PHASES[self.phase])
     return self._tx
 
   def init(self, rng, batch):

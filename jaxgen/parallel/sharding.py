@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 from jax.sharding import NamedSharding
 
 
@@ -63,6 +64,12 @@ def abstract_state_and_shardings(
       else NamedSharding(mesh, jax.sharding.PartitionSpec()),
       shardings, is_leaf=lambda x: isinstance(x, (NamedSharding,
                                                   jax.sharding.PartitionSpec)))
+  # Optimizer states of frozen parameter subsets (optax.multi_transform)
+  # hold empty MaskedNode()s; keep them in the shardings so both trees have
+  # one structure.
+  masked = lambda x: isinstance(x, optax.MaskedNode)
+  shardings = jax.tree.map(lambda a, s: a if masked(a) else s, abstract,
+                           shardings, is_leaf=masked)
   return abstract, shardings
 
 

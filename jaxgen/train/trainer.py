@@ -38,6 +38,7 @@ from jaxgen.train import metrics as metrics_lib
 from jaxgen.train import preemption
 from jaxgen.train import profiling
 from jaxgen.train import provenance
+from jaxgen.train import warm_start as warm_start_lib
 from jaxgen.train import workdir as workdir_lib
 
 
@@ -366,6 +367,11 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     return last
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   log_every = int(config.log_every_steps)
+  init_from = config.get("init_from") or ""
+  if init_from and not committed and not _committed_steps(
+      os.path.join(init_from, "checkpoints")):
+    raise ValueError(f"config.init_from={init_from} has no checkpoint to "
+                     "start from; train that run first.")
 
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     # Weights and statistics are loaded (and checked) before compiling.
@@ -382,6 +388,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     if state is None:
       start = 0
       state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
+      if init_from:
+        state = warm_start_lib.warm_start(state, shardings, init_from)
     counts = s.objective.num_params(state)
     logging.info("Parameters: %s; steps %d -> %d; %.3g FLOPs/example.",
                  counts, start, s.total_steps, s.flops_per_example)

@@ -84,3 +84,32 @@ def test_bad_configs_fail_before_compiling(overrides, match):
   with pytest.raises(ValueError, match=match) as e:
     trainer.check_config(_config(**overrides))
   assert "\n" not in str(e.value)
+
+
+def test_phase2_trains_only_the_layers_next_to_the_latent(tmp_path):
+  one = str(tmp_path / "phase1")
+  first = _config(total_steps=2, eval_batches=0)
+  trainer.train_and_evaluate(first, one)
+  two = str(tmp_path / "phase2")
+  config = _config(total_steps=2, eval_batches=0,
+                   **{"autoencoder.phase": "phase2", "init_from": one})
+  trainer.train_and_evaluate(config, two)
+  before = jax.device_get(trainer.restore(first, one)[2].params["model"])
+  after = jax.device_get(trainer.restore(config, two)[2].params["model"])
+  moved = []
+  for (path, a), (_, b) in zip(
+      jax.tree_util.tree_flatten_with_path(before)[0],
+      jax.tree_util.tree_flatten_with_path(after)[0]):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    if np.array_equal(a, b):
+      continue
+    moved.append(name)
+  assert moved and all(n.startswith(("encoder/conv_out", "decoder/conv_in"))
+                       for n in moved), moved
+  with pytest.raises(ValueError, match="set config.init_from"):
+    trainer.check_config(_config(**{"autoencoder.phase": "phase3"}))
+  with pytest.raises(ValueError, match="has no checkpoint to start from"):
+    trainer.train_and_evaluate(
+        _config(**{"autoencoder.phase": "phase3",
+                   "init_from": str(tmp_path / "none")}),
+        str(tmp_path / "three"))
