@@ -53,7 +53,8 @@ def main(argv):
   try:
     result = trainer.train_and_evaluate(config, FLAGS.workdir)
     if jax.process_index() == 0:
-      print(trainer.summary_line(result, FLAGS.workdir))
+      print(trainer.summary_line(result, FLAGS.workdir,
+                                 samples=bool(config.num_samples)))
   except preemption.Preempted as e:
     # A clean stop that a rerun continues: not a failure.
     print(str(e), file=sys.stderr)

@@ -528,15 +528,27 @@ def _last_row(path: str) -> Dict[str, Any]:
   return rows[-1] if rows else {}
 
 
-def summary_line(result: Dict[str, Any], workdir: str) -> str:
-  """The one-line result of a run: step, losses and where things are."""
+def summary_line(result: Dict[str, Any], workdir: str,
+                 samples: bool = True) -> str:
+  """The one-line result of a run: step, losses and where things are.
+
+  Args:
+    result: the last logged metrics (`train_and_evaluate`'s result).
+    workdir: the run directory.
+    samples: the run writes sample grids (config.num_samples > 0).
+
+  Returns:
+    "done: step N, loss ..., eval_...; checkpoints in ..., [samples in ...,]
+    metrics in ...".
+  """
   metrics = ", ".join(f"{k} {result[k]:.4g}" for k in sorted(result)
                       if k == "loss" or k.startswith("eval_"))
+  where = [f"checkpoints in {os.path.join(workdir, 'checkpoints')}"]
+  if samples:
+    where.append(f"samples in {os.path.join(workdir, 'samples')}")
+  where.append(f"metrics in {os.path.join(workdir, 'metrics.jsonl')}")
   return (f"done: step {result.get('step', '?')}"
-          f"{', ' + metrics if metrics else ''}; checkpoints in "
-          f"{os.path.join(workdir, 'checkpoints')}, samples in "
-          f"{os.path.join(workdir, 'samples')}, metrics in "
-          f"{os.path.join(workdir, 'metrics.jsonl')}")
+          f"{', ' + metrics if metrics else ''}; " + ", ".join(where))
 
 
 def check_trainer_fields(config: ml_collections.ConfigDict) -> None:

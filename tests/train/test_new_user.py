@@ -144,7 +144,9 @@ def test_config_json_provenance_and_resume_checks(tmp_path, monkeypatch):
                                     str(tmp_path))
   assert last["step"] == 2
   line = trainer.summary_line(last, str(tmp_path))
-  assert line.startswith("done: step 2, loss ")
+  assert line.startswith("done: step 2, loss ") and "samples in" in line
+  assert "samples in" not in trainer.summary_line(last, str(tmp_path),
+                                                  samples=False)
 
 
 def test_folder_eval_needs_a_held_out_split(tmp_path, monkeypatch):
