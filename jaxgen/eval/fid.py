@@ -29,12 +29,9 @@ def _side(extractor, image_set, num: int
   """((mu, sigma), features or None, logits or None) of one set."""
   if image_set.stats is not None:
     s = image_set.stats
-    made_with = str(s.get("weights_hash", ""))
-    if made_with and made_with != extractor.weights_hash:
-      raise ValueError(
-          f"{image_set.name} was computed with Inception weights "
-          f"{made_with}, not {extractor.weights_hash} (--weights); recompute "
-          "it with jaxgen.eval.stats and these weights.")
+    imagesets.check_weights(image_set, extractor.weights_hash,
+                            " (--weights); recompute it with "
+                            "jaxgen.eval.stats and these weights.")
     return (s["mu"], s["sigma"]), s.get("features"), None
   n = num or image_set.available
   if not n:

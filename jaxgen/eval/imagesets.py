@@ -44,6 +44,23 @@ class ImageSet:
   available: Optional[int] = None
 
 
+def check_weights(image_set: ImageSet, weights_hash: str, fix: str) -> None:
+  """Refuses statistics made with other Inception weights than `weights_hash`.
+
+  Args:
+    image_set: a statistics set (`stats` not None).
+    weights_hash: hash of the weights the comparison uses.
+    fix: what to do, ending the one-line error.
+
+  Raises:
+    ValueError: the statistics record another weights hash.
+  """
+  made_with = str(image_set.stats.get("weights_hash", ""))
+  if made_with and made_with != weights_hash:
+    raise ValueError(f"{image_set.name} was computed with Inception weights "
+                     f"{made_with}, not {weights_hash}{fix}")
+
+
 def _npz(path: str) -> ImageSet:
   with epath.Path(path).open("rb") as f:
     data = dict(np.load(f, allow_pickle=False))

@@ -32,6 +32,7 @@ import numpy as np
 from jaxgen.eval import distances
 from jaxgen.eval import features as features_lib
 from jaxgen.eval import grids
+from jaxgen.eval import imagesets
 from jaxgen.eval import perceptual
 from jaxgen.eval import pixels
 from jaxgen.eval import sampling
@@ -42,17 +43,13 @@ def _stats(path: str, weights_hash: str) -> Dict[str, np.ndarray]:
   if not epath.Path(path).exists():
     raise ValueError(f"config.eval.sample_metrics.reference_stats={path!r} "
                      "not found; compute it with python -m jaxgen.eval.stats.")
-  with epath.Path(path).open("rb") as f:
-    data = dict(np.load(f))
-  if "mu" not in data or "sigma" not in data:
+  ref = imagesets.open_set(path)
+  if ref.stats is None:
     raise ValueError(f"{path} is not a statistics file (no mu / sigma); "
                      "compute it with python -m jaxgen.eval.stats.")
-  made_with = str(data.get("weights_hash", ""))
-  if made_with and made_with != weights_hash:
-    raise ValueError(f"{path} was computed with Inception weights "
-                     f"{made_with}, not {weights_hash}; recompute it with "
-                     "config.eval.sample_metrics.inception_weights.")
-  return data
+  imagesets.check_weights(ref, weights_hash, "; recompute it with "
+                          "config.eval.sample_metrics.inception_weights.")
+  return ref.stats
 
 
 def enabled(config: ml_collections.ConfigDict) -> bool:

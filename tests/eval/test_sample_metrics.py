@@ -25,13 +25,8 @@ from tests.train import common
 pytestmark = pytest.mark.filterwarnings("ignore:.*covariance is singular")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def small_inception_input():
-  """Features at 75 px (Inception's smallest input): these tests check the
-  commands' plumbing, not FID values; parity at 299 is in test_inception."""
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(inception, "INPUT_SIZE", 75)
-    yield
+# Plumbing tests: features at 75 px (tests/eval/conftest.py).
+SMALL_INCEPTION_INPUT = True
 
 
 @pytest.fixture(scope="module")
