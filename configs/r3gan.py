@@ -77,7 +77,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.model.conv_impl = "auto"
 
   c.gan = ml_collections.ConfigDict()
-  # Adversarial loss: "rpgan" (relativistic pairing) | "gan" (baseline).
+  # Adversarial loss: "rpgan" (relativistic pairing) | "gan" (baseline) |
+  # "hinge" (taming-style).
   c.gan.loss = "rpgan"
   # Zero-centred gradient penalties on real (R1) and fake (R2) data, applied
   # every step with weight γ/2 each.

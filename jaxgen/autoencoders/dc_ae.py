@@ -66,6 +66,10 @@ class Arch:
   encoder_out_shortcut: bool = True
   decoder_in_shortcut: bool = True
   decoder_conv_act_fn: str = "relu"
+  # Not a diffusers field (diffusers always has them): the space-to-channel
+  # shortcuts of the stage transitions; False, with encoder_out_shortcut and
+  # decoder_in_shortcut False, is the plain autoencoder DC-AE compares with.
+  stage_shortcuts: bool = True
 
   @property
   def compression(self) -> int:
@@ -209,9 +213,11 @@ class UpBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-  """Images in [-1, 1] (NHWC) -> latents [B, H/f, W/f, latent_channels]."""
+  """Images in [-1, 1] (NHWC) -> latents [B, H/f, W/f, latent_channels]
+  (twice the channels, mean then log-variance, when `variational`)."""
   arch: Arch
   dtype: Dtype = jnp.float32
+  variational: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -230,12 +236,13 @@ class Encoder(nn.Module):
                    a.encoder_qkv_multiscales[i], "rms_norm", "silu",
                    self.dtype, f"down_blocks_{i}_{j}")(h, train)
       if i < len(widths) - 1 and depth > 0:
-        h = DownBlock(widths[i + 1], unshuffle, True, self.dtype,
+        h = DownBlock(widths[i + 1], unshuffle, a.stage_shortcuts, self.dtype,
                       name=f"down_blocks_{i}_{depth}")(h)
-    z = linear.Conv(a.latent_channels, 3, out_axis=None, dtype=self.dtype,
+    out = a.latent_channels * (2 if self.variational else 1)
+    z = linear.Conv(out, 3, out_axis=None, dtype=self.dtype,
                     name="conv_out")(h)
     if a.encoder_out_shortcut:
-      z = z + ops.channel_average_down(h, a.latent_channels, 1)
+      z = z + ops.channel_average_down(h, out, 1)
     return z.astype(jnp.float32)
 
 
@@ -256,7 +263,7 @@ class Decoder(nn.Module):
     for i in reversed(range(len(widths))):
       j = 0
       if i < len(widths) - 1 and depths[i] > 0:
-        h = UpBlock(widths[i], interpolate, True, self.dtype,
+        h = UpBlock(widths[i], interpolate, a.stage_shortcuts, self.dtype,
                     name=f"up_blocks_{i}_0")(h)
         j = 1
       for k in range(depths[i]):
@@ -276,23 +283,55 @@ class Decoder(nn.Module):
     return out.astype(jnp.float32)
 
 
-class DCAE(nn.Module):
-  """Encoder + decoder; `__call__` reconstructs, `encode` / `decode` split."""
-  arch: Arch
+def split_moments(h: jax.Array):
+  """A variational encoder's output -> (mean, log-variance clipped to
+  [-30, 20] as in the LDM / SD-VAE code)."""
+  mean, logvar = jnp.split(h, 2, axis=-1)
+  return mean, jnp.clip(logvar, -30.0, 20.0)
+
+
+class EncoderDecoder(nn.Module):
+  """The interface every autoencoder module has: `moments`, `encode`,
+  `decode`, and `__call__` (reconstruct). Subclasses build the parts.
+
+  Attributes:
+    arch: the architecture.
+    dtype: compute dtype.
+    variational: the encoder emits a diagonal Gaussian (mean, log-variance;
+      for the optional KL term); `encode` returns its mean.
+  """
+  arch: Any
   dtype: Dtype = jnp.float32
+  variational: bool = False
+
+  def parts(self):
+    """(encoder, decoder) modules; called in `setup`."""
+    raise NotImplementedError
 
   def setup(self):
-    self.encoder = Encoder(self.arch, self.dtype)
-    self.decoder = Decoder(self.arch, self.dtype)
+    self.encoder, self.decoder = self.parts()
+
+  def moments(self, x, train: bool = False):
+    """(mean, log-variance) of q(z|x); log-variance None if deterministic."""
+    h = self.encoder(x, train)
+    return split_moments(h) if self.variational else (h, None)
 
   def encode(self, x, train: bool = False):
-    return self.encoder(x, train)
+    return self.moments(x, train)[0]
 
   def decode(self, z, train: bool = False):
     return self.decoder(z, train)
 
   def __call__(self, x, train: bool = False):
-    return self.decoder(self.encoder(x, train), train)
+    return self.decoder(self.encode(x, train), train)
+
+
+class DCAE(EncoderDecoder):
+  """DC-AE's encoder + decoder (`arch` is an `Arch`)."""
+
+  def parts(self):
+    return (Encoder(self.arch, self.dtype, self.variational),
+            Decoder(self.arch, self.dtype))
 
 
 def num_params(arch: Arch) -> int:
@@ -306,7 +345,10 @@ def num_params(arch: Arch) -> int:
 def _conv_macs(size: int, k: int, c_in: int, c_out: int, groups: int = 1,
                stride: int = 1) -> float:
   """MACs of a k x k conv producing a size x size map (real taps only at
-  stride 1, as XLA counts them; stride 2 counts every tap)."""
+  stride 1, as XLA counts them; stride 2 counts every tap, and so do
+  depthwise convs, computed tap by tap by `linear.depthwise_taps`)."""
+  if groups > 1 and groups == c_in == c_out:
+    return float(size * size * k * k * c_out)
   if stride == 1:
     return float(linear.conv_same_macs(size, size, k, c_in // groups, c_out))
   return float(size * size * k * k * (c_in // groups) * c_out)

@@ -1,7 +1,7 @@
-"""The autoencoder objective (family "autoencoder"): DC-AE reconstruction.
+"""The autoencoder objective (family "autoencoder"): DC-AE and Cosmos AEs.
 
 loss = l1_weight * |x - D(E(x))|  +  lpips_weight * LPIPS(x, D(E(x)))
-       + se_weight * L_SE
+       + se_weight * L_SE  +  kl_weight * KL  +  lambda * gan_weight * L_G
 
 L_SE is the scale-equivariance regulariser of Skorokhodov et al. 2025
 ("diffusability"): d(Down_f(x), D(Down_f(E(x)))) with bilinear downsampling
@@ -9,24 +9,49 @@ by f drawn uniformly from {2, 4} each step and d the same L1 (+ LPIPS)
 reconstruction loss. LPIPS needs `autoencoder.lpips_weights`
 (jaxgen.eval.convert --vgg16); with weight 0 it is off.
 
+KL (optional, `kl_weight` > 0) makes the encoder variational: it emits a
+mean and a log-variance, z is sampled by reparameterisation, and
+KL(q(z|x) || N(0, I)) is averaged over latent elements (as L1 is over
+pixels, so weights are not SD-VAE's per-image sums). `encode` returns the mean.
+
+The GAN term (`gan_weight` > 0) trains a patch discriminator
+(`adversarial.PatchDiscriminator`) with R3GAN's losses ("rpgan", "gan") or
+taming's "hinge", optionally with R1 + R2 (`gan_gamma`), from step
+`gan_start_step`. lambda is taming's adaptive weight at the decoder's last
+layer (the reconstruction gradient there includes the SE and KL terms when
+they are on); the discriminator steps on the same, detached reconstructions.
+"loss" is the autoencoder's full loss; "d_loss" the discriminator's.
+
+BatchNorm decoders (the in/mix DC-AEs) keep their running statistics in
+`state.model_state["batch_stats"]`. They update only when every parameter
+trains (no phase / phase1), from the global batch (jit's global view
+synchronises them over the data axes); phases 2 and 3 use the running
+statistics, so frozen layers stay bit-identical.
+
 The objective has `reconstruct(state, batch)`, so `config.eval.sample_metrics`
-logs eval_psnr / eval_ssim / eval_lpips / eval_rfid for it. Training needs
-an RMSNorm decoder (SANA-style); the in/mix models' batch-norm decoders are
-supported for conversion and inference only so far.
+logs eval_psnr / eval_ssim / eval_lpips / eval_rfid for it, and
+`encode(state, x)` / `decode(state, z)` for the latent tools.
 """
 
+import dataclasses
 from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from jaxgen import registry
+from jaxgen.autoencoders import adversarial
+from jaxgen.autoencoders import cosmos
 from jaxgen.autoencoders import dc_ae
 from jaxgen.eval import perceptual
+from jaxgen.gan import losses as gan_losses
+from jaxgen.train import flops as flops_lib
 from jaxgen.train import objective as objective_lib
 from jaxgen.train import state as state_lib
 
+MODEL, DISC = "model", "discriminator"
 SE_FACTORS = (2, 4)
 # DC-AE's decoupled high-resolution adaptation: the parameters each phase
 # trains (regexes over "/"-joined parameter paths; None = all). Phase 2
@@ -34,23 +59,55 @@ SE_FACTORS = (2, 4)
 PHASES = {
     "": None,
     "phase1": None,
-    "phase2": (r"^encoder/conv_out/", r"^decoder/conv_in/"),
+    "phase2": (r"^encoder/conv_out/", r"^decoder/conv_in/",
+               r"^encoder/quant_conv/", r"^decoder/post_quant_conv/"),
     "phase3": (r"^decoder/norm_out/", r"^decoder/conv_out/"),
 }
 
 
-def arch_from_config(config) -> dc_ae.Arch:
-  """`config.model` (the fields of `dc_ae.Arch`) as a normalised Arch."""
+ARCHITECTURES = ("dc_ae", "cosmos")
+
+
+def arch_from_config(config):
+  """`config.model` as a `dc_ae.Arch` or `cosmos.CosmosArch`, by
+  `config.autoencoder.architecture`."""
+  kind = str(config.autoencoder.get("architecture", "dc_ae"))
   fields = dict(config.model)
   fields["in_channels"] = int(config.dataset.get("channels", 3))
-  return dc_ae.Arch.from_diffusers(fields)
+  if kind == "dc_ae":
+    return dc_ae.Arch.from_diffusers(fields)
+  if kind == "cosmos":
+    names = {f.name for f in dataclasses.fields(cosmos.CosmosArch)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+      raise ValueError(f"config.model.{unknown[0]} is not a field of the "
+                       "Cosmos autoencoder (jaxgen.autoencoders.cosmos."
+                       "CosmosArch).")
+    fields = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+              for k, v in fields.items()}
+    return cosmos.CosmosArch(**fields).check()
+  raise ValueError(f"config.autoencoder.architecture={kind!r}; use one of "
+                   f"{ARCHITECTURES}.")
+
+
+def build_model(arch, variational: bool = False):
+  """The Flax module of an architecture (`DCAE` or `CosmosAE`)."""
+  if isinstance(arch, cosmos.CosmosArch):
+    return cosmos.CosmosAE(arch, variational=variational)
+  return dc_ae.DCAE(arch, variational=variational)
 
 
 def downsample(x: jax.Array, factor: int) -> jax.Array:
-  """Bilinear (antialiased) downsampling of NHWC maps by `factor`."""
-  b, h, w, c = x.shape
-  return jax.image.resize(x, (b, h // factor, w // factor, c), "bilinear",
-                          antialias=True)
+  """Bilinear (antialiased) downsampling of [..., H, W, C] maps (images or
+  the frames of clips) by `factor`."""
+  *lead, h, w, c = x.shape
+  return jax.image.resize(x, (*lead, h // factor, w // factor, c),
+                          "bilinear", antialias=True)
+
+
+def frames(x: jax.Array) -> jax.Array:
+  """Clips [B, T, H, W, C] as frames [B T, H, W, C]; images unchanged."""
+  return x.reshape((-1,) + x.shape[2:]) if x.ndim == 5 else x
 
 
 def se_loss(x: jax.Array, z: jax.Array, decode, distance,
@@ -88,22 +145,43 @@ def restore_run(workdir: str, config=None):
 
 @registry.OBJECTIVES.register("autoencoder")
 class Autoencoder(objective_lib.Objective):
-  """DC-AE trained on L1 (+ LPIPS) reconstruction (+ the SE regulariser)."""
+  """An autoencoder (DC-AE or Cosmos, `config.autoencoder.architecture`)
+  trained on L1 (+ LPIPS) reconstruction (+ SE, KL, GAN terms)."""
 
   def __init__(self, config, total_steps=None):
     super().__init__(config, total_steps)
     self.arch = arch_from_config(config)
-    self.model = dc_ae.DCAE(self.arch)
-    self.image_size = int(config.dataset.image_size)
     a = config.autoencoder
+    self.kl_weight = float(a.get("kl_weight", 0.0))
+    self.model = build_model(self.arch, self.kl_weight > 0)
+    self.image_size = int(config.dataset.image_size)
+    self.video = bool(getattr(self.arch, "video", False))
+    # Clips are batch["video"] [B, T, H, W, C]; images batch["image"].
+    self.key = "video" if self.video else "image"
+    self.num_frames = int(config.dataset.get("num_frames", 0) or 0)
     self.l1_weight = float(a.l1_weight)
     self.lpips_weight = float(a.lpips_weight)
     self.se_weight = float(a.se_weight)
     self.phase = str(a.get("phase", ""))
+    self.gan_weight = float(a.get("gan_weight", 0.0))
+    self.gan_loss = str(a.get("gan_loss", "hinge"))
+    self.gan_gamma = float(a.get("gan_gamma", 0.0))
+    self.gan_start_step = int(a.get("gan_start_step", 0))
+    self.adaptive = bool(a.get("adaptive_weight", True))
+    # (d_loss, g_loss, g_needs_real); an unknown name fails in `validate`.
+    self.gan_fns = (gan_losses.LOSSES.get(self.gan_loss)
+                    if self.gan_loss in gan_losses.LOSSES.names() else None)
+    self.batch_norm = "batch_norm" in getattr(self.arch,
+                                              "decoder_norm_types", ())
+    # Running statistics move only when every parameter trains.
+    self.update_stats = self.batch_norm and PHASES.get(self.phase) is None
     self.lpips_params = None
     if self.lpips_weight:
       self.lpips_params = perceptual.load_weights(a.lpips_weights)
-    self._tx = None
+    if self.gan_weight:
+      self.discriminator = adversarial.PatchDiscriminator(
+          tuple(int(w) for w in a.get("disc_widths", (64, 128, 256))))
+    self._tx = self._d_tx = None
 
   def validate(self, num_devices_data_parallel: int) -> None:
     del num_devices_data_parallel
@@ -115,6 +193,13 @@ class Autoencoder(objective_lib.Objective):
           f"{need} (compression {f}"
           + (f" x the SE factor {max(SE_FACTORS)}" if self.se_weight else "")
           + "); change the image size or the model's stages.")
+    if self.video:
+      tc = self.arch.temporal_compression
+      if self.num_frames < 1 or (self.num_frames - 1) % tc:
+        raise ValueError(
+            f"config.dataset.num_frames={self.num_frames}: the causal video "
+            f"autoencoder needs 1 + k * {tc} frames (temporal compression "
+            f"{tc}); e.g. --config.dataset.num_frames={1 + tc}.")
     if self.phase not in PHASES:
       raise ValueError(f"config.autoencoder.phase={self.phase!r}; use one of "
                        f"{sorted(p for p in PHASES if p)} or ''.")
@@ -123,10 +208,12 @@ class Autoencoder(objective_lib.Objective):
       raise ValueError(f"config.autoencoder.phase={self.phase} starts from "
                        "the previous phase: set config.init_from to that "
                        "run's workdir.")
-    if "batch_norm" in self.arch.decoder_norm_types:
-      raise ValueError("training batch-norm decoders (the in/mix DC-AEs) is "
-                       "not supported yet; set config.model."
-                       "decoder_norm_types='rms_norm' (SANA-style).")
+    if self.gan_weight and self.gan_loss not in gan_losses.LOSSES.names():
+      raise ValueError(f"config.autoencoder.gan_loss={self.gan_loss!r}; use "
+                       f"one of {sorted(gan_losses.LOSSES.names())}.")
+    for name in ("kl_weight", "gan_weight", "gan_gamma", "se_weight"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"config.autoencoder.{name} must be >= 0.")
 
   @property
   def tx(self) -> optax.GradientTransformation:
@@ -138,60 +225,179 @@ class Autoencoder(objective_lib.Objective):
                                           trainable=PHASES[self.phase])
     return self._tx
 
+  @property
+  def d_tx(self) -> optax.GradientTransformation:
+    """The discriminator's Adam (constant rate; taming's betas 0.5, 0.9)."""
+    if self._d_tx is None:
+      a = self.config.autoencoder
+      self._d_tx = state_lib.make_optimizer(
+          ml_collections.ConfigDict(dict(
+              name="adam", learning_rate=float(a.disc_learning_rate),
+              b1=float(a.disc_b1), b2=float(a.disc_b2),
+              schedule="constant")), self.total_steps or 1)
+    return self._d_tx
+
   def init(self, rng, batch):
-    params = self.model.init(rng, batch["image"][:1])["params"]
+    ae_rng, d_rng = jax.random.split(rng)
+    x = batch[self.key][:1]
+    variables = self.model.init(ae_rng, x)
+    params = {MODEL: variables["params"]}
+    if self.gan_weight:
+      params[DISC] = self.discriminator.init(d_rng, frames(x))["params"]
+    opt_state = {MODEL: self.tx.init(params[MODEL])}
+    if self.gan_weight:
+      opt_state[DISC] = self.d_tx.init(params[DISC])
+    model_state = ({"batch_stats": variables["batch_stats"]}
+                   if "batch_stats" in variables else {})
     return state_lib.TrainState(
-        step=jnp.zeros((), jnp.int32), params={"model": params},
-        opt_state={"model": self.tx.init(params)}, ema_params={})
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+        ema_params={}, model_state=model_state)
+
+  # -- the autoencoder --------------------------------------------------------
+
+  @staticmethod
+  def _variables(params, stats):
+    return {"params": params, **({"batch_stats": stats} if stats else {})}
+
+  def _encode(self, params, x, rng):
+    """(z, mean, log-variance or None); z is sampled if variational."""
+    mean, logvar = self.model.apply({"params": params}, x,
+                                    method=self.model.moments)
+    if logvar is None:
+      return mean, mean, None
+    eps = jax.random.normal(rng, mean.shape, mean.dtype)
+    return mean + jnp.exp(0.5 * logvar) * eps, mean, logvar
+
+  def _decode(self, params, stats, z, train: bool):
+    """(images, batch statistics after this pass)."""
+    variables = self._variables(params, stats)
+    if train and self.update_stats:
+      out, updates = self.model.apply(variables, z, True,
+                                      method=self.model.decode,
+                                      mutable=["batch_stats"])
+      return out, updates["batch_stats"]
+    return self.model.apply(variables, z, False,
+                            method=self.model.decode), stats
+
+  def encode(self, state, x: jax.Array) -> jax.Array:
+    """Latents (the posterior mean) of images in [-1, 1]."""
+    return self.model.apply({"params": state.params[MODEL]}, x,
+                            method=self.model.encode)
+
+  def decode(self, state, z: jax.Array) -> jax.Array:
+    """Images (unclipped) of latents, with the running statistics."""
+    return self._decode(state.params[MODEL],
+                        state.model_state.get("batch_stats"), z, False)[0]
 
   # -- losses -----------------------------------------------------------------
 
   def _distance(self, x, y) -> jax.Array:
+    x, y = frames(x), frames(y)
     d = self.l1_weight * jnp.mean(jnp.abs(x - y))
     if self.lpips_params is not None:
       d = d + self.lpips_weight * jnp.mean(perceptual.LPIPS().apply(
           {"params": self.lpips_params}, x, y))
     return d
 
-  def _losses(self, params, x, rng) -> Tuple[jax.Array, Dict[str, Any]]:
-    variables = {"params": params}
-    z = self.model.apply(variables, x, method=self.model.encode)
-    recon = self.model.apply(variables, z, method=self.model.decode)
+  def _losses(self, params, stats, x, rng, train: bool):
+    """(loss, (metrics, reconstruction, new batch statistics))."""
+    z_rng, se_rng = jax.random.split(rng)
+    z, mean, logvar = self._encode(params, x, z_rng)
+    recon, new_stats = self._decode(params, stats, z, train)
     rec = self._distance(x, recon)
     aux = {"l1": jnp.mean(jnp.abs(x - recon)), "reconstruction": rec}
     loss = rec
+    if logvar is not None:
+      kl = 0.5 * jnp.mean(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
+      aux["kl"] = kl
+      loss = loss + self.kl_weight * kl
     if self.se_weight:
-      decode = lambda zz: self.model.apply(variables, zz,
-                                           method=self.model.decode)
+      decode = lambda zz: self._decode(params, stats, zz, train)[0]
 
       def se_at(f):
         return lambda: se_loss(x, z, decode, self._distance, f)
       se = jax.lax.switch(
-          jax.random.randint(rng, (), 0, len(SE_FACTORS)),
+          jax.random.randint(se_rng, (), 0, len(SE_FACTORS)),
           [se_at(f) for f in SE_FACTORS])
       aux["se"] = se
       loss = loss + self.se_weight * se
-    return loss, aux
+    return loss, (aux, recon, new_stats)
+
+  def _d_fn(self, d_params):
+    # Clips are judged frame by frame.
+    return lambda im: self.discriminator.apply({"params": d_params},
+                                               frames(im))
+
+  def _generator_adv(self, params, stats, d_params, x, rng):
+    """The decoder's adversarial loss against a fixed discriminator."""
+    z, _, _ = self._encode(params, x, jax.random.split(rng)[0])
+    recon, _ = self._decode(params, stats, z, True)
+    d_fn = self._d_fn(d_params)
+    d_fake = d_fn(recon)
+    d_real = (jax.lax.stop_gradient(d_fn(x)) if self.gan_fns[2]
+              else jnp.zeros_like(d_fake))
+    return self.gan_fns[1](d_real, d_fake)
+
+  def _d_loss(self, d_params, x, recon):
+    d_fn = self._d_fn(d_params)
+    zero = jnp.zeros((), jnp.float32)
+    if self.gan_gamma:
+      d_real, r1 = gan_losses.logits_and_penalty(d_fn, x)
+      d_fake, r2 = gan_losses.logits_and_penalty(d_fn, recon)
+    else:
+      (d_real, r1), (d_fake, r2) = (d_fn(x), zero), (d_fn(recon), zero)
+    adv = self.gan_fns[0](d_real, d_fake)
+    return adv + 0.5 * self.gan_gamma * (r1 + r2), {"d_adv": adv, "r1": r1,
+                                                     "r2": r2}
+
+  # -- steps ------------------------------------------------------------------
 
   def train_step(self, state, batch, rng):
-    params = state.params["model"]
-    (loss, aux), grads = jax.value_and_grad(self._losses, has_aux=True)(
-        params, batch["image"], rng)
-    updates, opt_state = self.tx.update(grads, state.opt_state["model"],
-                                        params)
-    new_params = optax.apply_updates(params, updates)
-    metrics = dict(aux, loss=loss, grad_norm=state_lib.global_norm(grads))
-    return state.replace(step=state.step + 1, params={"model": new_params},
-                         opt_state={"model": opt_state}), metrics
+    x = batch[self.key]
+    params = state.params[MODEL]
+    stats = state.model_state.get("batch_stats")
+    (loss, (aux, recon, new_stats)), grads = jax.value_and_grad(
+        self._losses, has_aux=True)(params, stats, x, rng, True)
+    metrics = dict(aux)
+    new_params, new_opt = dict(state.params), dict(state.opt_state)
+    if self.gan_weight:
+      d_params = state.params[DISC]
+      on = (state.step >= self.gan_start_step).astype(jnp.float32)
+      g_adv, adv_grads = jax.value_and_grad(self._generator_adv)(
+          params, stats, d_params, x, rng)
+      weight = (adversarial.adaptive_weight(grads, adv_grads)
+                if self.adaptive else jnp.ones((), jnp.float32))
+      weight = self.gan_weight * on * weight
+      grads = jax.tree.map(lambda g, a: g + weight * a, grads, adv_grads)
+      loss = loss + weight * g_adv
+      (d_loss, d_aux), d_grads = jax.value_and_grad(
+          self._d_loss, has_aux=True)(d_params, x,
+                                      jax.lax.stop_gradient(recon))
+      d_grads = jax.tree.map(lambda g: on * g, d_grads)
+      d_updates, new_opt[DISC] = self.d_tx.update(
+          d_grads, state.opt_state[DISC], d_params)
+      new_params[DISC] = optax.apply_updates(d_params, d_updates)
+      metrics.update(d_aux, g_adv=g_adv, gan_weight=weight, d_loss=d_loss,
+                     d_grad_norm=state_lib.global_norm(d_grads))
+    updates, new_opt[MODEL] = self.tx.update(grads, state.opt_state[MODEL],
+                                             params)
+    new_params[MODEL] = optax.apply_updates(params, updates)
+    model_state = ({"batch_stats": new_stats} if stats is not None
+                   else state.model_state)
+    metrics.update(loss=loss, grad_norm=state_lib.global_norm(grads))
+    return state.replace(step=state.step + 1, params=new_params,
+                         opt_state=new_opt, model_state=model_state), metrics
 
   def eval_step(self, state, batch, rng):
-    loss, aux = self._losses(state.params["model"], batch["image"], rng)
+    loss, (aux, _, _) = self._losses(
+        state.params[MODEL], state.model_state.get("batch_stats"),
+        batch[self.key], rng, False)
     return dict(aux, loss=loss)
 
   def reconstruct(self, state, batch) -> jax.Array:
     """D(E(x)) clipped to [-1, 1] (for the reconstruction metrics)."""
-    out = self.model.apply({"params": state.params["model"]}, batch["image"])
-    return jnp.clip(out, -1.0, 1.0)
+    return jnp.clip(self.decode(state, self.encode(state, batch[self.key])),
+                    -1.0, 1.0)
 
   def sample(self, state, rng, num: int, labels=None) -> jax.Array:
     raise ValueError("an autoencoder does not sample; set "
@@ -199,20 +405,54 @@ class Autoencoder(objective_lib.Objective):
 
   # -- accounting -------------------------------------------------------------
 
+  def forward_flops(self, part: str, size: int) -> float:
+    """Forward FLOPs of one example through "encoder" (input `size` px) or
+    "decoder" (latent `size`): DC-AE's per-layer formulas, or for Cosmos
+    the matmuls and convolutions of the traced module
+    (`flops.matmul_flops`)."""
+    if isinstance(self.arch, dc_ae.Arch):
+      macs = (dc_ae.encoder_macs if part == "encoder"
+              else dc_ae.decoder_macs)(self.arch, size)
+      return 2.0 * macs
+    a = self.arch
+    full = size * (a.compression if part == "decoder" else 1)
+    shape = (1, full, full, a.in_channels)
+    if self.video:
+      shape = (1, self.num_frames) + shape[1:]
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    variables = jax.eval_shape(self.model.init, jax.random.key(0), x)
+    if part == "encoder":
+      return flops_lib.matmul_flops(
+          lambda v, x: self.model.apply(v, x, method=self.model.encode),
+          variables, x)
+    z = jax.eval_shape(
+        lambda v, x: self.model.apply(v, x, method=self.model.encode),
+        variables, x)
+    z = jax.ShapeDtypeStruct(z.shape[:-3] + (size, size, z.shape[-1]),
+                             jnp.float32)
+    return flops_lib.matmul_flops(
+        lambda v, z: self.model.apply(v, z, method=self.model.decode),
+        variables, z)
+
   def flops_per_example(self) -> float:
     """3 x (encoder + decoder) forward FLOPs (backward = 2 x forward).
 
     With the SE regulariser, 3 x the expected decoder FLOPs at the
-    downsampled latent sizes are added. LPIPS's VGG passes are not counted.
+    downsampled latent sizes are added. LPIPS's VGG passes and the GAN term
+    (discriminator, second autoencoder pass) are not counted.
     """
-    f = self.arch.compression
-    fwd = (dc_ae.encoder_macs(self.arch, self.image_size)
-           + dc_ae.decoder_macs(self.arch, self.image_size // f))
+    latent = self.image_size // self.arch.compression
+    fwd = (self.forward_flops("encoder", self.image_size)
+           + self.forward_flops("decoder", latent))
     if self.se_weight:
-      fwd += sum(dc_ae.decoder_macs(self.arch, self.image_size // f // s)
+      fwd += sum(self.forward_flops("decoder", latent // s)
                  for s in SE_FACTORS) / len(SE_FACTORS)
-    return 3.0 * 2.0 * fwd
+    return 3.0 * fwd
 
   def num_params(self, state) -> Dict[str, int]:
-    return {"params": int(sum(x.size for x in
-                              jax.tree.leaves(state.params["model"])))}
+    """The autoencoder's parameters (and the discriminator's separately)."""
+    count = lambda t: int(sum(x.size for x in jax.tree.leaves(t)))
+    out = {"params": count(state.params[MODEL])}
+    if DISC in state.params:
+      out["discriminator_params"] = count(state.params[DISC])
+    return out

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import threading
 import zlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 from absl import logging
 import ml_collections
@@ -403,6 +403,32 @@ class LatentSource:
     return {"image": latent * self._scale, "label": label}
 
 
+def latents_meta(directory: str, split: str) -> Dict[str, Any]:
+  """The latents.json of one split of an encoded dataset (see
+  `jaxgen.autoencoders.encode`): shape, shards, scaling factor, the
+  autoencoder run.
+
+  Args:
+    directory: the DIR of `latents:DIR`.
+    split: the split (its folder DIR/<split>).
+
+  Returns:
+    The metadata dict.
+
+  Raises:
+    ValueError: one line if the split was not (completely) written.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  root = os.path.join(os.path.expanduser(directory), split)
+  meta_path = os.path.join(root, LATENTS_META)
+  if not os.path.exists(meta_path):
+    raise ValueError(f"{root} holds no {LATENTS_META}; write split {split!r} "
+                     "with python -m jaxgen.autoencoders.encode --split="
+                     f"{split} (an interrupted run finishes when rerun).")
+  with open(meta_path, encoding="utf-8") as f:
+    return json.load(f)
+
+
 @SOURCES.register("latents")
 def _open_latents(spec, config, *, split, arrays=None) -> Source:
   """Latents of an autoencoder, scaled by their recorded scaling factor.
@@ -410,16 +436,9 @@ def _open_latents(spec, config, *, split, arrays=None) -> Source:
   DIR/<split>/ holds one split (`encode --split=...` writes it there).
   """
   del config, arrays
-  import json  # pylint: disable=g-import-not-at-top
   import grain  # pylint: disable=g-import-not-at-top
   root = os.path.join(os.path.expanduser(spec.name), split)
-  meta_path = os.path.join(root, LATENTS_META)
-  if not os.path.exists(meta_path):
-    raise ValueError(f"{root} holds no {LATENTS_META}; write split {split!r} "
-                     "with python -m jaxgen.autoencoders.encode --split="
-                     f"{split} (an interrupted run finishes when rerun).")
-  with open(meta_path, encoding="utf-8") as f:
-    meta = json.load(f)
+  meta = latents_meta(spec.name, split)
   shards = [os.path.join(root, s) for s in meta["shards"]]
   records = grain.sources.ArrayRecordDataSource(shards)
   h, w, c = meta["shape"]

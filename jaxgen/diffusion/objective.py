@@ -201,7 +201,8 @@ class SimpleDiffusion(objective_lib.Objective):
       labels: int32 [num] class labels (default: classes in turn).
 
     Returns:
-      f32 [num, H, W, C] in [-1, 1].
+      f32 [num, H, W, C] in [-1, 1]; latents of a `latents:DIR` dataset are
+      not clipped (they have unit variance, not a [-1, 1] range).
     """
     d = self.config.diffusion
     params = (state.ema_params or state.params)["model"]
@@ -220,7 +221,8 @@ class SimpleDiffusion(objective_lib.Objective):
         null_label=self.num_classes if self.num_classes else None,
         guidance_scale=float(d.guidance_scale) if self.num_classes else 1.0,
         guidance_interval=tuple(d.guidance_interval) if d.guidance_interval
-        else None)
+        else None,
+        clip_x=not str(self.config.dataset.name).startswith("latents:"))
 
   # -- accounting -------------------------------------------------------------
 

@@ -164,8 +164,10 @@ class SampleMetrics:
     recons, have, it = [], 0, self.eval_input()
     while have < self.num:
       batch = multihost.global_batch(self.mesh, next(it))
-      x = batch["image"]
+      x = batch["video"] if "video" in batch else batch["image"]
       y = self._reconstruct(state, batch)
+      if x.ndim == 5:  # Clips are scored frame by frame.
+        x, y = (a.reshape((-1,) + a.shape[2:]) for a in (x, y))
       take = min(len(x), self.num - have)
       for k, v in jax.device_get(self._pixel_metrics(x, y)).items():
         sums[k] = sums.get(k, 0.0) + float(np.sum(v[:take]))

@@ -13,12 +13,13 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.autoencoders import latent_decode
 from jaxgen.eval import grids
 from jaxgen.parallel import mesh as mesh_lib
 
 
 def make_batch_sampler(objective, mesh: jax.sharding.Mesh, batch: int,
-                       seed: int = 0
+                       seed: int = 0, decode=None
                        ) -> Callable[[object, int], np.ndarray]:
   """Returns draw(state, k) -> uint8 [batch, H, W, C] of the k-th batch.
 
@@ -31,12 +32,18 @@ def make_batch_sampler(objective, mesh: jax.sharding.Mesh, batch: int,
     mesh: the mesh; `batch` must be a multiple of its data-parallel size.
     batch: samples per call.
     seed: sampling seed.
+    decode: latents -> images for a latent-space run (default: built from
+      `objective.config.dataset` by `latent_decode.make_decoder`; None for
+      pixel-space runs).
 
   Returns:
     The draw function; its images are on the host (all processes), quantised
     to uint8 as saved PNGs would be.
   """
   num_classes = int(getattr(objective, "num_classes", 0) or 0)
+  config = getattr(objective, "config", None)
+  if decode is None and config is not None:
+    decode = latent_decode.make_decoder(config.dataset, mesh)
 
   def draw_fn(state, rng, labels):
     return objective.sample(state, rng, batch, labels=labels)
@@ -48,6 +55,8 @@ def make_batch_sampler(objective, mesh: jax.sharding.Mesh, batch: int,
               % num_classes if num_classes else None)
     images = jitted(state, jax.random.fold_in(jax.random.key(seed), k),
                     labels)
+    if decode is not None:
+      images = decode(images)
     if jax.process_count() > 1:
       images = multihost_utils.process_allgather(images, tiled=True)
     return grids.to_uint8(np.asarray(jax.device_get(images)))

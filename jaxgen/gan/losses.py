@@ -95,17 +95,47 @@ def gan_g_loss(d_real: jax.Array, d_fake: jax.Array) -> jax.Array:
   return jnp.mean(jax.nn.softplus(-_f32(d_fake)))
 
 
+def hinge_d_loss(d_real: jax.Array, d_fake: jax.Array) -> jax.Array:
+  """Hinge D loss (taming-transformers):
+  (mean relu(1 − D(real)) + mean relu(1 + D(fake))) / 2.
+
+  Args:
+    d_real: logits of the real images (any shape, e.g. per patch).
+    d_fake: logits of the fake images.
+
+  Returns:
+    Scalar float32 loss.
+  """
+  return 0.5 * (jnp.mean(jax.nn.relu(1.0 - _f32(d_real)))
+                + jnp.mean(jax.nn.relu(1.0 + _f32(d_fake))))
+
+
+def hinge_g_loss(d_real: jax.Array, d_fake: jax.Array) -> jax.Array:
+  """Hinge G loss: −mean D(fake).
+
+  Args:
+    d_real: unused.
+    d_fake: logits of the fake images.
+
+  Returns:
+    Scalar float32 loss.
+  """
+  del d_real
+  return -jnp.mean(_f32(d_fake))
+
+
 # Loss kinds by config name: (d_loss, g_loss, g_needs_real_logits).
 LOSSES = registry.Registry("config.gan.loss")
 LOSSES.register("rpgan")((rpgan_d_loss, rpgan_g_loss, True))
 LOSSES.register("gan")((gan_d_loss, gan_g_loss, False))
+LOSSES.register("hinge")((hinge_d_loss, hinge_g_loss, False))
 
 
 def get_losses(name: str):
   """Returns (d_loss_fn, g_loss_fn, g_needs_real) for a loss name.
 
   Args:
-    name: "rpgan" or "gan".
+    name: "rpgan", "gan" or "hinge".
 
   Returns:
     The two loss functions and whether the G loss reads D(real).

@@ -100,6 +100,8 @@ class Conv(nn.Module):
     kernel_init: kernel initialiser (default truncated-normal fan-in).
     dtype: compute dtype.
     param_dtype: parameter dtype.
+    padding: explicit ((top, bottom), (left, right)) padding instead
+      (e.g. SD-VAE's stride-2 ((0, 1), (0, 1))).
   """
   features: int
   kernel_size: int = 3
@@ -111,6 +113,7 @@ class Conv(nn.Module):
   kernel_init: pt.Initializer = pt.conv_init
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  padding: Optional[Any] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -130,17 +133,67 @@ class Conv(nn.Module):
                          self.out_axis)),
         (k, k, x.shape[-1] // self.groups, self.features), self.param_dtype)
     pad = ((k // 2, k // 2),) * 2 if k % 2 else "SAME"
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype),
-        (self.strides, self.strides), pad,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=self.groups)
+    if self.padding is not None:
+      pad = tuple(tuple(p) for p in self.padding)
+    c_in = x.shape[-1]
+    if (self.groups == c_in == self.features and self.strides == 1
+        and self.groups > 1):
+      y = depthwise_taps(x.astype(self.dtype), kernel.astype(self.dtype), pad)
+    elif k == 1 and self.strides == 1 and 1 < self.groups < c_in:
+      # A grouped (not depthwise) 1x1 conv as a per-group matmul: XLA's SPMD
+      # partitioner returns wrong values for grouped convolutions whose
+      # input channels are sharded (jax 0.10, seen on CPU), and the einsum
+      # is the same arithmetic.
+      g = self.groups
+      xg = x.astype(self.dtype).reshape(x.shape[:-1] + (g, c_in // g))
+      kg = kernel.astype(self.dtype).reshape(c_in // g, g,
+                                             self.features // g)
+      y = jnp.einsum("...gi,igo->...go", xg, kg).reshape(
+          x.shape[:-1] + (self.features,))
+    else:
+      y = jax.lax.conv_general_dilated(
+          x.astype(self.dtype), kernel.astype(self.dtype),
+          (self.strides, self.strides), pad,
+          dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          feature_group_count=self.groups)
     if self.use_bias:
       bias = self.param("bias", pt.logical_init(pt.zeros_init,
                                                 (self.out_axis,)),
                         (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
     return y
+
+
+def depthwise_taps(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
+  """A stride-1 depthwise convolution as a sum of shifted, scaled copies.
+
+  Exact, and partitioned correctly: the weight gradient of XLA's depthwise
+  convolution (a `batch_group_count` conv) is multiplied by the number of
+  devices the batch is *not* sharded over when a mesh axis replicates it
+  (jax 0.10: 4x on a (2, 2, 2) mesh with the batch over "data"), which the
+  elementwise form avoids. Every tap is computed, padding included.
+
+  Args:
+    x: f[B, H, W, C].
+    kernel: f[kh, kw, 1, C].
+    padding: "SAME" or ((top, bottom), (left, right)).
+
+  Returns:
+    f[B, H', W', C].
+  """
+  kh, kw = kernel.shape[:2]
+  if isinstance(padding, str):  # XLA's SAME: the extra pad goes last.
+    padding = tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in (kh, kw))
+  (top, bottom), (left, right) = padding
+  xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  h = xp.shape[1] - kh + 1
+  w = xp.shape[2] - kw + 1
+  y = None
+  for i in range(kh):
+    for j in range(kw):
+      term = xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0]
+      y = term if y is None else y + term
+  return y
 
 
 def conv_same_macs(height: int, width: int, kernel_size: int, c_in: int,

@@ -6,9 +6,11 @@ device's dense bf16 peak is known. Peaks (per JAX device) from
 `references/scaling_laws.md` (levanter's flop_utils and MaxText docs).
 """
 
-from typing import Any, Dict, Optional
+import math
+from typing import Any, Callable, Dict, Optional
 
 import jax
+from jax.extend import core as jax_core
 
 # Dense bf16 peak FLOP/s per JAX device, matched against `device.device_kind`
 # (lower-cased) by substring, first match wins: more specific names first.
@@ -95,3 +97,59 @@ def memory_summary(compiled: Any) -> Dict[str, int]:
   out["total_bytes"] = (out["argument_bytes"] + out["output_bytes"] +
                         out["temp_bytes"] - out["alias_bytes"])
   return out
+
+
+def _eqn_matmul_flops(eqn) -> float:
+  """2 x MACs of one dot_general / conv_general_dilated equation (else 0)."""
+  name = eqn.primitive.name
+  if name == "dot_general":
+    lhs, rhs = (v.aval.shape for v in eqn.invars)
+    (lc, rc), (lb, _) = eqn.params["dimension_numbers"]
+    contract = math.prod(lhs[i] for i in lc)
+    batch = math.prod(lhs[i] for i in lb)
+    free_l = math.prod(lhs) // (contract * batch)
+    free_r = math.prod(rhs) // (contract * batch)
+    return 2.0 * batch * contract * free_l * free_r
+  if name == "conv_general_dilated":
+    lhs, rhs = (v.aval.shape for v in eqn.invars)
+    out = eqn.outvars[0].aval.shape
+    dn = eqn.params["dimension_numbers"]
+    pairs = 1  # (output position, kernel tap) pairs, per spatial dim.
+    for d, (lo, _) in enumerate(eqn.params["padding"]):
+      n_in, n_out = lhs[dn.lhs_spec[2 + d]], out[dn.out_spec[2 + d]]
+      k, stride = rhs[dn.rhs_spec[2 + d]], eqn.params["window_strides"][d]
+      if stride == 1:  # Taps on padding are skipped (as XLA counts them).
+        pairs *= sum(min(n_out, n_in + lo - j) - max(0, lo - j)
+                     for j in range(k))
+      else:  # Strided: every tap counts (as XLA counts them).
+        pairs *= n_out * k
+    batch = out[dn.out_spec[0]] * out[dn.out_spec[1]]
+    return 2.0 * batch * pairs * rhs[dn.rhs_spec[1]]
+  return 0.0
+
+
+def matmul_flops(fn: Callable[..., Any], *args: Any) -> float:
+  """FLOPs of every matmul and convolution `fn(*args)` traces to.
+
+  An analytic count from the program itself (2 x MACs of each dot_general
+  and conv, recursing into nested jaxprs), independent of XLA's cost
+  analysis, for models whose per-layer formula would repeat their code.
+  Stride-1 convolutions count only taps inside the input (padding taps are
+  skipped, as XLA counts them); elementwise ops, norms and softmax are not
+  counted.
+
+  Args:
+    fn: the function (e.g. a model's forward pass).
+    *args: example arguments (arrays or ShapeDtypeStructs).
+
+  Returns:
+    FLOPs of one call.
+  """
+  def walk(jaxpr) -> float:
+    total = 0.0
+    for eqn in jaxpr.eqns:
+      total += _eqn_matmul_flops(eqn)
+      for sub in jax_core.jaxprs_in_params(eqn.params):
+        total += walk(sub)
+    return total
+  return walk(jax.make_jaxpr(fn)(*args).jaxpr)

@@ -28,11 +28,14 @@ class TrainState:
       {"generator": ..., "discriminator": ...}.
     opt_state: optax states by optimizer name.
     ema_params: EMA parameter trees by network name (may be empty).
+    model_state: non-trained variables by collection name, e.g.
+      {"batch_stats": ...} for BatchNorm's running statistics (may be empty).
   """
   step: jax.Array
   params: Dict[str, Any]
   opt_state: Dict[str, Any]
   ema_params: Dict[str, Any]
+  model_state: Dict[str, Any] = flax.struct.field(default_factory=dict)
 
 
 def learning_rate_schedule(opt_config: ml_collections.ConfigDict,

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from jaxgen import registry
+from jaxgen.autoencoders import latent_decode
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import grids
 from jaxgen.eval import sample_metrics
@@ -413,6 +414,11 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     sample_fn = jax.jit(
         functools.partial(s.objective.sample, num=int(config.num_samples)),
         out_shardings=mesh_lib.replicated(s.mesh))
+    # A latent-space run's grids show its samples decoded to images.
+    decode = (latent_decode.make_decoder(config.dataset, s.mesh)
+              if config.num_samples else None)
+    if decode is not None:
+      sample_fn = _then(sample_fn, decode)
     eval_fn = _make_eval(config, s, shardings)
     peak = flops_lib.peak_flops_per_device()
     # Per-step rows since the last log step travel with the checkpoint, so a
@@ -644,6 +650,11 @@ def _make_eval(config, s: Setup, shardings):
     return {f"eval_{k}": v for k, v in totals.items()}
 
   return run
+
+
+def _then(first, second):
+  """x -> second(first(x)), keeping each of them separately jitted."""
+  return lambda *args: second(first(*args))
 
 
 def _write_samples(sample_fn, state, base_rng, step, workdir, writer):

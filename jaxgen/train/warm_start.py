@@ -1,8 +1,10 @@
 """Starting a fresh run from the weights of another run (`config.init_from`).
 
 Used by staged recipes (DC-AE's phases start from the previous phase's
-checkpoint) and fine-tuning. Only parameters (and the EMA copy) are taken;
-the optimizer state and the step start fresh.
+checkpoint) and fine-tuning. Only parameters (the EMA copy, and non-trained
+variables such as BatchNorm statistics) are taken; the optimizer state and
+the step start fresh. Networks the other run does not have (the
+discriminator a GAN phase adds) keep their fresh initialisation.
 """
 
 from absl import logging
@@ -33,18 +35,41 @@ def warm_start(state, shardings, init_from: str):
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top  (it imports this module)
   _, step, src = trainer.restore(provenance.load_config(init_from),
                                  init_from)
+  shared = [k for k in state.params if k in src.params]
+  if not shared:
+    raise ValueError(f"config.init_from={init_from} has networks "
+                     f"{sorted(src.params)}, this run {sorted(state.params)};"
+                     " start from a run of the same family.")
+  _check_same("params", {k: state.params[k] for k in shared},
+              {k: src.params[k] for k in shared}, init_from)
+  _check_same("model_state", state.model_state, src.model_state, init_from)
+  params = dict(state.params)
+  for k in shared:
+    params[k] = jax.device_put(jax.device_get(src.params[k]),
+                               shardings.params[k])
+  ema = dict(state.ema_params)
+  for k in ema:
+    if k in shared:
+      ema[k] = jax.device_put(jax.device_get(src.params[k]),
+                              shardings.ema_params[k])
+  model_state = jax.device_put(jax.device_get(src.model_state),
+                               shardings.model_state)
+  fresh = sorted(set(state.params) - set(shared))
+  logging.info("Started from the weights of %s (step %d)%s.", init_from, step,
+               f"; {', '.join(fresh)} initialised fresh" if fresh else "")
+  return state.replace(params=params, ema_params=ema,
+                       model_state=model_state)
+
+
+def _check_same(what: str, mine, theirs, init_from: str) -> None:
+  """One-line error unless two trees have the same paths and shapes."""
   want = jax.tree_util.tree_flatten_with_path(
-      jax.tree.map(lambda x: x.shape, state.params))[0]
+      jax.tree.map(lambda x: x.shape, mine))[0]
   have = dict(jax.tree_util.tree_flatten_with_path(
-      jax.tree.map(lambda x: x.shape, src.params))[0])
+      jax.tree.map(lambda x: x.shape, theirs))[0])
   bad = [p for p, shape in want if have.get(p) != shape]
   if bad or len(have) != len(want):
     name = "/".join(state_lib.key_name(k) for k in bad[0]) if bad else "?"
     raise ValueError(f"config.init_from={init_from} holds another model "
-                     f"(e.g. {name} differs); start from a run of the same "
-                     "architecture.")
-  params = jax.device_put(jax.device_get(src.params), shardings.params)
-  ema = (jax.device_put(jax.device_get(src.params), shardings.ema_params)
-         if state.ema_params else state.ema_params)
-  logging.info("Started from the weights of %s (step %d).", init_from, step)
-  return state.replace(params=params, ema_params=ema)
+                     f"({what}: e.g. {name} differs); start from a run of "
+                     "the same architecture.")

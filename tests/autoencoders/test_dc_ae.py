@@ -116,3 +116,48 @@ def test_load_dc_ae_reads_a_saved_diffusers_folder(tmp_path):
                              rtol=0)
   with pytest.raises(ValueError, match="not a diffusers AutoencoderDC"):
     diffusers_compat.load_dc_ae(str(tmp_path))
+
+
+def test_convert_writes_a_run_that_phases_start_from(tmp_path):
+  """diffusers folder -> run dir: the restored objective reproduces
+  diffusers (batch-norm statistics included) and phase 2 starts from it."""
+  torch = parity.need("torch")
+  dc = parity.need("diffusers.models.autoencoders.autoencoder_dc")
+  from configs import autoencoder as ae_config  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import convert  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  from tests.train import common  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(2)
+  ref = dc.AutoencoderDC(in_channels=3, **SMALL["in"])
+  with torch.no_grad():  # Statistics that matter, not the (0, 1) defaults.
+    for m in ref.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.uniform_(-0.5, 0.5)
+        m.running_var.uniform_(0.5, 2.0)
+  ref.eval().save_pretrained(str(tmp_path / "ae"))
+  config = ae_config.get_config("tiny")
+  config.dataset.data_dir = common.DATA_DIR
+  config.batch_size = 8
+  run = str(tmp_path / "run")
+  meta = convert.convert(str(tmp_path / "ae"), run, config)
+  assert meta["params"] == sum(p.numel() for p in ref.parameters())
+  _, s, step, state = ae_objective.restore_run(run)
+  assert step == 0
+  x = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(
+      np.float32)
+  with torch.no_grad():
+    want = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).sample.numpy()
+  want = want.transpose(0, 2, 3, 1)
+  got = np.asarray(s.objective.decode(state, s.objective.encode(state, x)))
+  np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(),
+                             rtol=0)
+  with pytest.raises(ValueError, match="already holds checkpoints"):
+    convert.convert(str(tmp_path / "ae"), run, config)
+  two = ae_config.get_config("tiny")
+  two.dataset.data_dir = common.DATA_DIR
+  two.batch_size, two.total_steps, two.eval_batches = 8, 1, 0
+  two.model = provenance.load_config(run).model
+  two.autoencoder.phase, two.init_from = "phase2", run
+  trainer.train_and_evaluate(two, str(tmp_path / "two"))

@@ -2,10 +2,14 @@
 
 import os
 
+import jax
 import numpy as np
+import PIL.Image
 import pytest
 
 from jaxgen.autoencoders import encode as encode_lib
+from jaxgen.autoencoders import latent_decode
+from jaxgen.autoencoders import objective as ae_objective
 from jaxgen.data import pipeline
 from jaxgen.train import trainer
 from tests.train import common
@@ -43,9 +47,22 @@ def test_encode_then_train_simple_diffusion_on_the_latents(tmp_path,
       "dataset.name": f"latents:{out}", "dataset.split": "test",
       "dataset.image_size": 8, "dataset.channels": 8,
       "dataset.random_flip": False, "model.patch_size": 1,
-      "total_steps": 2})
+      "total_steps": 2, "num_samples": 4, "sample_every_steps": 2})
   last = trainer.train_and_evaluate(sd, str(tmp_path / "sd"))
   assert np.isfinite(last["loss"])
+  # Its sample grid is decoded: RGB images, not 8-channel latents.
+  grid = np.asarray(PIL.Image.open(
+      os.path.join(tmp_path, "sd", "samples", "step_0000002.png")))
+  assert grid.ndim == 3 and grid.shape[-1] == 3
+  # The decoder is the autoencoder's decode of z / scaling_factor.
+  decode = latent_decode.make_decoder(sd.dataset, jax.make_mesh(
+      (1,), ("data",), devices=jax.devices()[:1]))
+  z = np.random.default_rng(0).normal(size=(2, 8, 8, 8)).astype(np.float32)
+  _, s, _, state = ae_objective.restore_run(ae_dir)
+  want = np.clip(s.objective.decode(state, z / meta["scaling_factor"]), -1, 1)
+  np.testing.assert_allclose(decode(z), want, atol=1e-5)
+  assert latent_decode.make_decoder(common.tiny_config().dataset,
+                                    None) is None
   # Latents of another size or channel count than the model: one line.
   for key, value, match in (("dataset.image_size", 16, "has 8 px examples"),
                             ("dataset.channels", 3, "has 8 channels")):

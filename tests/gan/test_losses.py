@@ -41,7 +41,7 @@ def test_non_relativistic_gan_losses():
   np.testing.assert_allclose(losses.gan_g_loss(d_real, d_fake), want_g,
                              rtol=1e-6)
   with pytest.raises(ValueError, match="Unknown config.gan.loss"):
-    losses.get_losses("hinge")
+    losses.get_losses("wgan")
 
 
 def test_penalties_of_a_linear_discriminator_are_the_weight_norm():

@@ -75,7 +75,7 @@ def test_burn_in_schedule_is_the_references_cosine():
     ({"dataset.image_size": 32}, "make 16px images"),
     ({"model.group_width": 48}, "not multiples of config.model.group_width"),
     ({"dataset.num_classes": 0}, "class_conditional needs"),
-    ({"gan.loss": "hinge"}, "Unknown config.gan.loss"),
+    ({"gan.loss": "wgan"}, "Unknown config.gan.loss"),
     ({"model.conv_impl": "fft"}, "Unknown config.model.conv_impl"),
 ])
 def test_bad_configs_are_one_line_errors(overrides, match):

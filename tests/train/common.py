@@ -4,12 +4,16 @@ import json
 import os
 import tempfile
 
+import flax.linen as nn
+import jax
 import numpy as np
 import pytest
 
 from jaxgen import config_lib
 from configs import simple_diffusion
+from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.parallel import multihost
+from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import trainer
 
 # One prepared copy of the embedded dataset for all test processes (the
@@ -122,3 +126,27 @@ def random_batches(config, n, batch_size=None):
   return [{"image": rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
            "label": rng.integers(0, 8, (b,)).astype(np.int32)}
           for _ in range(n)]
+
+
+def losses_on(config, devices, batches):
+  """Losses of len(batches) steps run with the trainer's compiled step.
+
+  Args:
+    config: the run config (its mesh is used).
+    devices: devices of the mesh (None: all).
+    batches: global batches (host numpy).
+
+  Returns:
+    (losses as a numpy array, the final state, the setup).
+  """
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset),
+                    devices=devices)
+  init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    init_fn, _, shardings, step, _ = trainer.compile_step(s, base_rng)
+    state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
+    out = []
+    for b in batches:
+      state, metrics = step(state, multihost.global_batch(s.mesh, b))
+      out.append(float(metrics["loss"]))
+  return np.array(out), state, s

@@ -17,7 +17,6 @@ import pytest
 from jaxgen import registry
 from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.diffusion import objective as sd_objective
-from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import trainer
@@ -25,30 +24,15 @@ from configs import simple_diffusion
 from tests.train import common
 
 
-def _losses_on(config, devices, batches):
-  """Losses of len(batches) steps run with the trainer's compiled step."""
-  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset),
-                    devices=devices)
-  init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    init_fn, _, shardings, step, _ = trainer.compile_step(s, base_rng)
-    state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
-    out = []
-    for b in batches:
-      state, metrics = step(state, multihost.global_batch(s.mesh, b))
-      out.append(float(metrics["loss"]))
-  return np.array(out), state, s
-
-
 def test_sharded_losses_match_single_device():
   batches = common.random_batches(common.tiny_config(), 3)
   config1 = common.tiny_config(**{"mesh.data": 1})
-  ref, _, _ = _losses_on(config1, jax.devices()[:1], batches)
+  ref, _, _ = common.losses_on(config1, jax.devices()[:1], batches)
   assert np.all(np.isfinite(ref))
   for mesh in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:
     cfg = common.tiny_config(**dict(zip(("mesh.data", "mesh.fsdp",
                                          "mesh.tensor"), mesh)))
-    losses, _, _ = _losses_on(cfg, None, batches)
+    losses, _, _ = common.losses_on(cfg, None, batches)
     np.testing.assert_allclose(losses, ref, rtol=2e-4, err_msg=str(mesh))
 
 

@@ -1,0 +1,70 @@
+"""Decoding the samples of a latent-space run through its autoencoder.
+
+A run on `config.dataset.name="latents:DIR"` (written by
+`jaxgen.autoencoders.encode`) samples latents scaled by the dataset's
+scaling factor. `make_decoder` restores the autoencoder run recorded in
+DIR/<split>/latents.json and returns a jitted function latents -> images in
+[-1, 1], which the trainer applies to sample grids and sample metrics and
+`jaxgen.sample` to the images it writes. The autoencoder's weights are
+replicated on the latent run's mesh and passed as arguments (not baked into
+the compiled function).
+"""
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxgen.data import config as data_config
+from jaxgen.data import sources
+from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.train import state as state_lib
+
+
+def latent_dir(dataset: ml_collections.ConfigDict) -> Optional[str]:
+  """DIR of a `latents:DIR` dataset, else None."""
+  spec = data_config.parse_spec(str(dataset.name))
+  return spec.name if spec.scheme == "latents" else None
+
+
+def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+                 ) -> Optional[Callable[[jax.Array], jax.Array]]:
+  """The latents -> images function of a latent-space run (None otherwise).
+
+  Args:
+    dataset: the run's `config.dataset`.
+    mesh: the run's mesh (the decoder's weights are replicated on it).
+
+  Returns:
+    decode(z): f32[B, h, w, c] scaled latents -> f32[B, H, W, C] images
+    clipped to [-1, 1]; or None for a pixel-space run.
+
+  Raises:
+    ValueError: one line if the latents or their autoencoder run are gone.
+  """
+  directory = latent_dir(dataset)
+  if directory is None:
+    return None
+  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
+  meta = sources.latents_meta(directory, str(dataset.get("split") or
+                                             "train"))
+  workdir = meta.get("autoencoder")
+  if not workdir:
+    raise ValueError(f"{directory} does not name its autoencoder run; "
+                     "re-encode it with python -m jaxgen.autoencoders.encode.")
+  _, s, _, state = ae_objective.restore_run(workdir)
+  ae = s.objective
+  host = jax.device_get({"params": state.params, "model_state":
+                         state.model_state})
+  weights = jax.device_put(host, mesh_lib.replicated(mesh))
+  scale = float(meta["scaling_factor"])
+
+  @jax.jit
+  def decode_fn(w, z):
+    ae_state = state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=w["params"], opt_state={},
+        ema_params={}, model_state=w["model_state"])
+    return jnp.clip(ae.decode(ae_state, z / scale), -1.0, 1.0)
+
+  return lambda z: decode_fn(weights, z)

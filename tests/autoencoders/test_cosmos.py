@@ -1,0 +1,112 @@
+"""Cosmos-style autoencoders: wavelet placement, causality, FLOPs, training."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import autoencoder as ae_config
+from jaxgen import config_lib
+from jaxgen.autoencoders import cosmos
+from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.train import flops as flops_lib
+from jaxgen.train import trainer
+from tests.train import common
+
+
+def _config(preset, **overrides):
+  c = ae_config.get_config(preset)
+  c.dataset.data_dir = common.DATA_DIR
+  c.batch_size = 8
+  c.total_steps = 2
+  c.log_every_steps = 1
+  c.eval_batches = 0
+  config_lib.apply_overrides(c, overrides)
+  return c
+
+
+def test_matmul_flops_counts_real_taps_of_a_same_conv():
+  x = jnp.zeros((2, 4, 4, 3))
+  w = jnp.zeros((3, 3, 3, 5))
+  conv = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
+      x, w, (1, 1), ((1, 1), (1, 1)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  # Per axis, taps inside the 4-wide input: 3 + 4 + 3 = 10 (output, tap)
+  # pairs; 10 x 10 in 2-D, x 3 input channels x 5 outputs x batch 2.
+  assert flops_lib.matmul_flops(conv, x, w) == 2 * 2 * 100 * 3 * 5
+  a, b = jnp.zeros((2, 7, 3)), jnp.zeros((2, 3, 4))
+  assert flops_lib.matmul_flops(jnp.matmul, a, b) == 2 * 2 * 7 * 3 * 4
+
+
+@pytest.mark.parametrize("preset", ["tiny_cosmos", "tiny_video"])
+def test_patcher_first_unpatcher_last_and_flops_match_xla(preset):
+  obj = ae_objective.Autoencoder(_config(preset), total_steps=2)
+  a = obj.arch
+  shape = ((1, 5, 32, 32, 3) if a.video else (1, 32, 32, 3))
+  x = jnp.zeros(shape)
+  variables = nn.unbox(obj.model.init(jax.random.key(0), x))
+  p = a.patch_size
+  spatial = variables["params"]["encoder"]["conv_in"]["spatial"]["kernel"]
+  assert spatial.shape[2] == 3 * p ** (3 if a.video else 2)
+  out = variables["params"]["decoder"]["conv_out"]
+  assert out[("temporal" if a.video else "spatial")]["kernel"].shape[-1] == (
+      3 * p ** (3 if a.video else 2))
+  z = obj.model.apply(variables, x, method=obj.model.encode)
+  f = a.compression
+  want_z = ((1, 2, 32 // f, 32 // f, 8) if a.video
+            else (1, 32 // f, 32 // f, 8))
+  assert z.shape == want_z
+  assert obj.model.apply(variables, x).shape == x.shape
+  enc = jax.jit(lambda v, x: obj.model.apply(
+      v, x, method=obj.model.encode)).lower(variables, x).compile()
+  dec = jax.jit(lambda v, z: obj.model.apply(
+      v, z, method=obj.model.decode)).lower(variables, z).compile()
+  assert obj.forward_flops("encoder", 32) == pytest.approx(
+      flops_lib.compiled_flops(enc), rel=0.05)
+  assert obj.forward_flops("decoder", 32 // f) == pytest.approx(
+      flops_lib.compiled_flops(dec), rel=0.05)
+
+
+def test_video_autoencoder_is_causal():
+  a = cosmos.CosmosArch(latent_channels=4, channels=8, channels_mult=(1, 2),
+                        num_res_blocks=1, attn_resolutions=(4,),
+                        patch_size=2, spatial_compression=4,
+                        temporal_compression=4, video=True, num_groups=1)
+  model = cosmos.CosmosAE(a.check())
+  x = jax.random.normal(jax.random.key(1), (1, 9, 16, 16, 3))
+  v = model.init(jax.random.key(0), x)
+  later = x.at[:, 5:].add(1.0)  # frames 5..8 = latent frame 2
+  z, z2 = (model.apply(v, y, method=model.encode) for y in (x, later))
+  assert z.shape[1] == 3
+  np.testing.assert_array_equal(z[:, :2], z2[:, :2])
+  assert float(jnp.abs(z[:, 2] - z2[:, 2]).max()) > 1e-3
+  # Decoding: latent frame 2 changes only frames 5..8.
+  y = model.apply(v, z, method=model.decode)
+  changed = z.at[:, 2].add(1.0)
+  y2 = model.apply(v, changed, method=model.decode)
+  np.testing.assert_array_equal(y[:, :5], y2[:, :5])
+  assert float(jnp.abs(y[:, 5:] - y2[:, 5:]).max()) > 1e-3
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"dataset.num_frames": 6}, "needs 1 \\+ k \\* 4 frames"),
+    ({"model.temporal_compression": 16}, "temporal downsamples"),
+    ({"model.spatial_compression": 6}, "must be a power of two"),
+    ({"model.depth": 3}, "config.model.depth is not a field"),
+])
+def test_bad_video_configs_fail_before_compiling(overrides, match):
+  with pytest.raises(ValueError, match=match) as e:
+    config = _config("tiny_video")
+    if "model.depth" in overrides:
+      config.model.depth = 3
+    else:
+      config_lib.apply_overrides(config, overrides)
+    trainer.check_config(config)
+  assert "\n" not in str(e.value)
+
+
+def test_tiny_video_trains_on_embedded_clips(tmp_path):
+  last = trainer.train_and_evaluate(_config("tiny_video"),
+                                    str(tmp_path / "run"))
+  assert np.isfinite(last["loss"]) and last["step"] == 2
