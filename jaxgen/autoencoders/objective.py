@@ -34,7 +34,7 @@ logs eval_psnr / eval_ssim / eval_lpips / eval_rfid for it, and
 """
 
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Dict
 
 import jax
 import jax.numpy as jnp

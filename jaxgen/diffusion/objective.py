@@ -15,6 +15,7 @@ import ml_collections
 import optax
 
 from jaxgen import registry
+from jaxgen.autoencoders import latent_decode
 from jaxgen.diffusion import losses
 from jaxgen.diffusion import samplers
 from jaxgen.diffusion import schedules
@@ -222,7 +223,7 @@ class SimpleDiffusion(objective_lib.Objective):
         guidance_scale=float(d.guidance_scale) if self.num_classes else 1.0,
         guidance_interval=tuple(d.guidance_interval) if d.guidance_interval
         else None,
-        clip_x=not str(self.config.dataset.name).startswith("latents:"))
+        clip_x=latent_decode.latent_dir(self.config.dataset) is None)
 
   # -- accounting -------------------------------------------------------------
 
