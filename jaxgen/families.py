@@ -8,3 +8,4 @@ module is what fills that registry.
 from jaxgen.autoencoders import objective as _autoencoder
 from jaxgen.diffusion import objective as _simple_diffusion
 from jaxgen.gan import objective as _r3gan
+from jaxgen.flow import objective as _flow

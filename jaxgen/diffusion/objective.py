@@ -46,7 +46,7 @@ def model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
 
 
 @registry.OBJECTIVES.register("simple_diffusion")
-class SimpleDiffusion(objective_lib.Objective):
+class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
   """Pixel-space diffusion (Hoogeboom et al. 2023; SiD2 options)."""
 
   def __init__(self, config, total_steps=None):
@@ -60,10 +60,8 @@ class SimpleDiffusion(objective_lib.Objective):
         d.schedule, self.image_size,
         **dict(d.schedules.get(d.schedule, None) or {}))
     self.sampler = samplers.get_sampler(d.sampler)
-    self._tx = None
     # Built once; an unknown weighting fails here, before compilation.
     self.loss_options = losses.LossOptions.from_config(d)
-    self._lr = None
 
   # -- configuration checks ---------------------------------------------------
 
@@ -80,28 +78,6 @@ class SimpleDiffusion(objective_lib.Objective):
       raise ValueError(
           f"config.dataset.image_size={self.image_size} / config.model do "
           f"not fit the U-ViT: {e}") from None
-
-  def _run_length(self) -> int:
-    if self.total_steps is None:
-      raise ValueError("the run length is not set: construct the objective "
-                       "with total_steps or call set_total_steps first.")
-    return self.total_steps
-
-  @property
-  def tx(self) -> optax.GradientTransformation:
-    """The optimizer, built once from the run length."""
-    if self._tx is None:
-      self._tx = state_lib.make_optimizer(self.config.optimizer,
-                                          self._run_length())
-    return self._tx
-
-  @property
-  def lr_schedule(self):
-    """step -> learning rate (the one inside `tx`), built once."""
-    if self._lr is None:
-      self._lr = state_lib.learning_rate_schedule(self.config.optimizer,
-                                                  self._run_length())
-    return self._lr
 
   # -- state ------------------------------------------------------------------
 

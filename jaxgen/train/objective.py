@@ -11,6 +11,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import jax
 import ml_collections
+import optax
+
+from jaxgen.train import state as state_lib
 
 State = Any  # A pytree, usually a `jaxgen.train.state.TrainState`.
 Batch = Dict[str, jax.Array]  # e.g. {"image": f32[B,H,W,C] in [-1,1], "label": i32[B]}
@@ -137,3 +140,37 @@ class Objective(abc.ABC):
     """Parameter counts to report, by name; default counts `state.params`."""
     leaves = jax.tree.leaves(state.params)
     return {"params": int(sum(x.size for x in leaves))}
+
+
+class SingleOptimizer:
+  """Mixin for objectives with one AdamW over `config.optimizer`.
+
+  Builds the optimizer and its learning-rate schedule once, lazily, from
+  the run length (which a FLOP budget only fixes after the objective has
+  reported its FLOPs).
+  """
+
+  _tx = None
+  _lr = None
+
+  def _run_length(self) -> int:
+    if self.total_steps is None:
+      raise ValueError("the run length is not set: construct the objective "
+                       "with total_steps or call set_total_steps first.")
+    return self.total_steps
+
+  @property
+  def tx(self) -> optax.GradientTransformation:
+    """The optimizer, built once from the run length."""
+    if self._tx is None:
+      self._tx = state_lib.make_optimizer(self.config.optimizer,
+                                          self._run_length())
+    return self._tx
+
+  @property
+  def lr_schedule(self):
+    """step -> learning rate (the one inside `tx`), built once."""
+    if self._lr is None:
+      self._lr = state_lib.learning_rate_schedule(self.config.optimizer,
+                                                  self._run_length())
+    return self._lr

@@ -1,0 +1,1 @@
+"""Flow matching and Pyramidal Flow Matching (Jin et al. 2024)."""

@@ -1,0 +1,194 @@
+"""The flow_matching and pyramidal_flow families on the trainer."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import pyramidal_flow as pf_config
+from jaxgen import config_lib
+from jaxgen import registry
+from jaxgen.data.pipeline import DatasetInfo
+from jaxgen.flow import layout as layout_lib
+from jaxgen.flow import objective as flow_objective
+from jaxgen.train import flops as flops_lib
+from jaxgen.train import trainer
+from tests.train import common
+
+# A small DiT; 32 examples = 8 packed rows of 4, one per device.
+SMALL_MODEL = {"model.width": 32, "model.depth": 1, "model.num_heads": 2,
+               "model.freq_dim": 16}
+
+
+def _config(arg="tiny", **overrides):
+  c = pf_config.get_config(arg)
+  c.dataset.data_dir = common.DATA_DIR
+  c.dataset.image_size = 16
+  c.batch_size = 32
+  c.total_steps = 3
+  c.log_every_steps = 1
+  c.eval_batches = 0
+  c.num_samples = 0
+  c.checkpoint_every_steps = 1000
+  c.flow.sample_steps = (2,) if "baseline" in arg else (2, 2, 2)
+  config_lib.apply_overrides(c, dict(SMALL_MODEL, **overrides))
+  return c
+
+
+def _video_config(arg="shapes_video", **overrides):
+  return _config(arg, **dict({"dataset.num_frames": 4, "model.patch_size": 2},
+                             **overrides))
+
+
+def _batches(config, n):
+  rng = np.random.default_rng(0)
+  b, s = config.batch_size, config.dataset.image_size
+  t = config.dataset.num_frames
+  shape = (b, t, s, s, 3) if t else (b, s, s, 3)
+  key = "video" if t else "image"
+  return [{key: rng.uniform(-1, 1, shape).astype(np.float32),
+           "label": rng.integers(0, 8, (b,)).astype(np.int32)}
+          for _ in range(n)]
+
+
+@pytest.mark.parametrize("make,overrides,match", [
+    (_config, {"dataset.image_size": 20}, "not divisible by 2\\^\\(K-1\\)"),
+    (_config, {"model.patch_size": 8}, "2\\^\\(K-1\\) x patch = 4 x 8 = 32"),
+    (_config, {"batch_size": 16}, "stage-ratio sum 4 .* x 8 data-parallel"),
+    (_config, {"pyramid.stage_ratios": "1,1"}, "3 positive ints"),
+    (_config, {"flow.sample_steps": (4, 4)}, "one per stage"),
+    (_video_config, {"pyramid.history_frames": 4}, "clip has 4 frames"),
+    (_config, {"model.positions": "alibi"}, "rope, sincos, learned"),
+])
+def test_bad_configs_fail_before_compiling(make, overrides, match):
+  with pytest.raises(ValueError, match=match) as e:
+    trainer.check_config(make(**overrides))
+  assert "\n" not in str(e.value)
+
+
+class _ScaledTokens:
+  """A stand-in DiT: output = input tokens × a per-token weight."""
+
+  def __init__(self, length):
+    self.length = length
+
+  def apply(self, variables, tokens, lay, timesteps, labels, valid):
+    del lay, timesteps, labels, valid
+    return tokens * variables["params"]["w"][None, :, None]
+
+
+def test_history_tokens_are_not_in_the_loss():
+  config = _video_config()
+  obj = flow_objective.PyramidalFlow(config, total_steps=3)
+  lay = obj.train_layout
+  obj.model = _ScaledTokens(lay.length)
+  batch = jax.tree.map(jnp.asarray, _batches(config, 1)[0])
+  draws, rng = obj._draws(batch, jax.random.key(0), train=True)  # pylint: disable=protected-access
+  w = {"w": jnp.ones((lay.length,))}
+  grads = jax.grad(lambda p: obj._loss_at(p, draws, rng, True)[0])(w)["w"]  # pylint: disable=protected-access
+  grads = np.asarray(grads)
+  assert np.all(grads[lay.lags > 0] == 0)
+  assert np.all(np.abs(grads[lay.lags == 0]) > 0)
+  # And the loss is the mean over segments of each generated frame's MSE.
+  tokens, targets, _ = obj._inputs(draws)  # pylint: disable=protected-access
+  want = np.mean([np.mean((np.asarray(layout_lib.take(tokens, c, 2))
+                           - np.asarray(t)) ** 2)
+                  for c, t in zip(lay.targets(), targets)])
+  got = float(obj._loss_at(w, draws, rng, True)[0])  # pylint: disable=protected-access
+  assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_history_is_the_compressed_corrupted_past():
+  config = _video_config(**{"pyramid.history_corruption": 0.0})
+  obj = flow_objective.PyramidalFlow(config, total_steps=3)
+  lay = obj.train_layout
+  batch = jax.tree.map(jnp.asarray, _batches(config, 1)[0])
+  draws, _ = obj._draws(batch, jax.random.key(1), train=True)  # pylint: disable=protected-access
+  tokens, _, valid = obj._inputs(draws)  # pylint: disable=protected-access
+  x = np.asarray(draws["x"])
+  pos = np.asarray(draws["position"])
+  for c in lay.chunks:
+    if not c.lag:
+      continue
+    got = np.asarray(layout_lib.take(tokens, c, 2))
+    for r in range(x.shape[0]):
+      if pos[r, c.segment] < c.lag:
+        continue
+      frame = x[r, c.segment, pos[r, c.segment] - c.lag]
+      f = 2 ** c.level
+      want = frame.reshape(16 // f, f, 16 // f, f, 3).mean(axis=(1, 3))
+      np.testing.assert_allclose(got[r], want, atol=1e-5)
+  np.testing.assert_array_equal(
+      np.asarray(valid), np.asarray(lay.lags)[None] <= np.take(
+          pos, lay.segment_ids, axis=1))
+
+
+@pytest.mark.parametrize("family", ["pyramidal_flow", "flow_matching"])
+def test_train_step_flops_match_xla(family):
+  arg = "tiny" if family == "pyramidal_flow" else "tiny,baseline"
+  config = _config(arg, **{"mesh.data": 1, "model.width": 128,
+                           "model.num_heads": 4, "model.depth": 2,
+                           "dataset.image_size": 32})
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset),
+                    devices=jax.devices()[:1])
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    step = trainer.compile_step(s, jax.random.key(0)).step
+  per_example = flops_lib.compiled_flops(step) / config.batch_size
+  assert s.flops_per_example == pytest.approx(per_example, rel=0.05)
+
+
+def test_pyramid_costs_less_than_full_resolution():
+  pf = flow_objective.PyramidalFlow(_config(**{"dataset.image_size": 32}))
+  fm = flow_objective.FlowMatching(_config("tiny,baseline",
+                                           **{"dataset.image_size": 32}))
+  # Official ratios [1, 2, 1]: (16 + 2·64 + 256)/4 = 100 tokens vs 256.
+  assert pf.tokens_per_example()["train"] == 100
+  assert fm.tokens_per_example()["train"] == 256
+  assert pf.flops_per_example() < 0.45 * fm.flops_per_example()
+
+
+def test_sharded_steps_match_single_device():
+  batches = _batches(_config(), 2)
+  ref, _, _ = common.losses_on(_config(**{"mesh.data": 1}),
+                               jax.devices()[:1], batches)
+  assert np.all(np.isfinite(ref))
+  for mesh in [(2, 4, 1), (2, 2, 2)]:
+    cfg = _config(**dict(zip(("mesh.data", "mesh.fsdp", "mesh.tensor"),
+                             mesh)))
+    losses, _, _ = common.losses_on(cfg, None, batches)
+    np.testing.assert_allclose(losses, ref, rtol=2e-4, err_msg=str(mesh))
+
+
+def test_video_sharded_steps_match_single_device():
+  config = _video_config(**{"mesh.data": 1})
+  batches = _batches(config, 2)
+  ref, _, _ = common.losses_on(config, jax.devices()[:1], batches)
+  losses, _, _ = common.losses_on(
+      _video_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}),
+      None, batches)
+  np.testing.assert_allclose(losses, ref, rtol=2e-4)
+
+
+def test_resume_gives_identical_losses(tmp_path, monkeypatch):
+  config = _video_config(**{"total_steps": 4, "checkpoint_every_steps": 2})
+  straight = tmp_path / "straight"
+  trainer.train_and_evaluate(config, str(straight))
+  resumed = tmp_path / "resumed"
+  kept = common.preempted_then_resumed(config, resumed, monkeypatch)
+  assert kept == ["2"]
+  assert common.read_losses(str(resumed))[-2:] == common.read_losses(
+      str(straight))[-2:]
+
+
+@pytest.mark.parametrize("arg", ["tiny", "tiny,baseline", "shapes_video"])
+def test_samples_have_the_data_shape(arg):
+  config = (_video_config(arg) if "video" in arg else _config(arg))
+  obj = registry.OBJECTIVES.get(config.family)(config, total_steps=3)
+  batch = jax.tree.map(jnp.asarray, _batches(config, 1)[0])
+  state = jax.jit(obj.init)(jax.random.key(0), batch)
+  out = jax.jit(lambda s, r: obj.sample(s, r, 3))(state, jax.random.key(1))
+  want = batch[obj.key].shape[1:]
+  assert out.shape == (3,) + want
+  assert np.isfinite(np.asarray(out)).all()
+  assert float(jnp.abs(out).max()) <= 1.0
