@@ -7,8 +7,9 @@ The run's config comes from DIR/config.json; `--config.x=y` overrides any
 field (sampler settings such as `diffusion.sample_steps`,
 `diffusion.guidance_scale`). Samples use the EMA weights where the family
 keeps them, are sharded over all devices along the batch, and are written as
-OUT/000000.png, ... and, once all are there, OUT/samples.npz ("images" uint8
-[N, H, W, C], "labels"). Batch k draws its images with
+OUT/000000.png, ... (a clip as one strip of its frames, left to right) and,
+once all are there, OUT/samples.npz ("images" uint8 [N, H, W, C], or
+[N, T, H, W, C] for clips, "labels"). Batch k draws its images with
 `fold_in(key(seed), k)` and class labels `index % num_classes`, so a rerun
 skips the complete batches and produces the same set as an uninterrupted run.
 """
@@ -28,10 +29,22 @@ FLAGS = flags.FLAGS
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
+  if image.ndim == 4:
+    # A clip [T, H, W, C] is stored as one strip of its frames, left to
+    # right ([H, T*W, C]); `_from_png` undoes it (frames are square).
+    image = np.concatenate(list(image), axis=1)
   buf = io.BytesIO()
   Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image
                   ).save(buf, format="PNG")
   return buf.getvalue()
+
+
+def _from_png(image: np.ndarray) -> np.ndarray:
+  """A PNG's array: an image, or a clip [T, H, W, C] from a frame strip."""
+  if image.ndim == 3 and image.shape[1] > image.shape[0]:
+    h = image.shape[0]
+    image = image.reshape(h, image.shape[1] // h, h, -1).transpose(1, 0, 2, 3)
+  return image
 
 
 def _write_png(path: epath.Path, image: np.ndarray) -> None:
@@ -99,10 +112,9 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     images = []
     for p in paths:
       with p.open("rb") as f:
-        images.append(np.asarray(Image.open(f)))
+        image = np.asarray(Image.open(f))
+      images.append(_from_png(image if image.ndim == 3 else image[..., None]))
     images = np.stack(images)
-    if images.ndim == 3:
-      images = images[..., None]
     labels = sampling.labels_of(num, s.objective)
     labels = np.zeros(num, np.int64) if labels is None else labels
     buf = io.BytesIO()

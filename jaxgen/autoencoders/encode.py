@@ -2,12 +2,16 @@ r"""Encodes a dataset into an autoencoder's latents (array_record shards).
 
   python -m jaxgen.autoencoders.encode --workdir=AE_RUN --data=jaxgen_shapes \
       --split=train --out=DIR [--image_size=64] [--batch_size=64]
+  python -m jaxgen.autoencoders.encode --workdir=VIDEO_AE_RUN \
+      --data=jaxgen_shapes_video --num_frames=9 --split=train --out=DIR
 
 Reads the split in order (no augmentation), encodes it with the newest
 checkpoint of the autoencoder run, sharded over all devices, and writes
 DIR/<split>/latents-00000.array_record, ... (records: float32 latent, int32
 label) and DIR/<split>/latents.json (latent shape, count, classes, and the
-scaling factor 1 / std of the latents, applied when they are read). Shards
+scaling factor 1 / std of the latents, applied when they are read). A video
+autoencoder encodes clips of `num_frames` frames into latent clips
+[T', h, w, c], read back as a video dataset. Shards
 are written whole (temporary name, then rename) with their statistics, so a
 rerun skips the finished ones. Train on them with
 `--config.dataset.name=latents:DIR` (plus dataset.image_size and
@@ -31,7 +35,8 @@ def _shard_name(k: int) -> str:
 
 def encode_split(config, workdir: str, *, data: str, split: str, out: str,
                  image_size: int, data_dir=None, batch_size: int = 64,
-                 shard_size: int = 1024, log=print) -> dict:
+                 shard_size: int = 1024, num_frames: int = 0,
+                 log=print) -> dict:
   """Writes the latents of one split; returns its latents.json content.
 
   Args:
@@ -44,6 +49,8 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     data_dir: TFDS data dir.
     batch_size: images per encoding step.
     shard_size: examples per shard (a multiple of batch_size).
+    num_frames: frames per clip of a video dataset (0: images, or the
+      clips' stored length).
     log: result line.
 
   Returns:
@@ -67,6 +74,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   _, s, step, state = ae_objective.restore_run(workdir, config)
   c = data_config.default_dataset_config()
   c.name, c.image_size, c.data_dir = data, int(image_size), data_dir
+  c.num_frames = int(num_frames)
   c.random_flip = False
   it, info = pipeline.build_input(c, global_batch_size=batch_size, seed=0,
                                   process_index=0, process_count=1,
@@ -76,10 +84,12 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   root = os.path.join(out, split)
   os.makedirs(root, exist_ok=True)
   model = s.objective.model
+  key = "video" if info.kind == "video" else "image"
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     encode = jax.jit(
         lambda p, x: model.apply({"params": p}, x, method=model.encode),
-        in_shardings=(None, mesh_lib.batch_sharding(s.mesh, 4)))
+        in_shardings=(None, mesh_lib.batch_sharding(
+            s.mesh, 5 if key == "video" else 4)))
     todo = [k for k in range(num_shards)
             if not os.path.exists(os.path.join(root, _shard_name(k)))]
     bar = features.Progress(len(todo) * shard_size, "encoding") if todo \
@@ -90,7 +100,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
         break
       if k in todo:
         z = np.asarray(jax.device_get(encode(state.params["model"],
-                                             batch["image"])))
+                                             batch[key])))
         pending.append(z)
         labels.append(np.asarray(batch["label"]))
       else:
@@ -122,11 +132,14 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=1)
   os.replace(tmp, os.path.join(root, sources.LATENTS_META))
-  h, w, ch = meta["shape"]
-  log(f"wrote {n} latents of {h}x{w}x{ch} (scaling factor "
+  h, w, ch = meta["shape"][-3:]
+  frames = (f"{meta['shape'][0]}x" if len(meta["shape"]) == 4 else "")
+  frames_flag = (f" --config.dataset.num_frames={meta['shape'][0]}"
+                 if frames else "")
+  log(f"wrote {n} latents of {frames}{h}x{w}x{ch} (scaling factor "
       f"{meta['scaling_factor']:.4g}) to {root}; train with "
       f"--config.dataset.name=latents:{out} --config.dataset.image_size={h} "
-      f"--config.dataset.channels={ch}")
+      f"--config.dataset.channels={ch}{frames_flag}")
   return meta
 
 
@@ -158,6 +171,8 @@ def _define_flags():
   flags.DEFINE_string("data_dir", None, "TFDS data dir.")
   flags.DEFINE_integer("batch_size", 64, "Images per encoding step.")
   flags.DEFINE_integer("shard_size", 1024, "Examples per shard.")
+  flags.DEFINE_integer("num_frames", 0, "Frames per clip of a video dataset "
+                       "(0: images, or the stored clip length).")
 
 
 def main(argv):
@@ -177,7 +192,8 @@ def main(argv):
                  image_size=flags_.image_size or config.dataset.image_size,
                  data_dir=flags_.data_dir or config.dataset.data_dir,
                  batch_size=flags_.batch_size,
-                 shard_size=flags_.shard_size)
+                 shard_size=flags_.shard_size,
+                 num_frames=flags_.num_frames)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -386,10 +386,12 @@ def encode_latent_record(latent: np.ndarray, label: int) -> bytes:
 
 
 class LatentSource:
-  """Decoded latent records: {"image": f32[h, w, c] * scale, "label"}."""
+  """Decoded latent records: {"image": f32[h, w, c] * scale, "label"}
+  ({"video": f32[T, h, w, c] * scale, ...} for a video autoencoder's)."""
 
   def __init__(self, records, shape, scale: float):
     self._records, self._shape = records, tuple(shape)
+    self.key = "video" if len(self._shape) == 4 else "image"
     self._scale = np.float32(scale)
     self._size = int(np.prod(self._shape)) * 4
 
@@ -400,7 +402,7 @@ class LatentSource:
     raw = self._records[index]
     latent = np.frombuffer(raw[:self._size], np.float32).reshape(self._shape)
     label = np.frombuffer(raw[self._size:], np.int32)[0]
-    return {"image": latent * self._scale, "label": label}
+    return {self.key: latent * self._scale, "label": label}
 
 
 def latents_meta(directory: str, split: str) -> Dict[str, Any]:
@@ -441,9 +443,10 @@ def _open_latents(spec, config, *, split, arrays=None) -> Source:
   meta = latents_meta(spec.name, split)
   shards = [os.path.join(root, s) for s in meta["shards"]]
   records = grain.sources.ArrayRecordDataSource(shards)
-  h, w, c = meta["shape"]
-  return Source(data=LatentSource(records, meta["shape"],
-                                  meta["scaling_factor"]),
-                pixel_key="image", label_key="label",
+  h, w, c = meta["shape"][-3:]
+  data = LatentSource(records, meta["shape"], meta["scaling_factor"])
+  return Source(data=data, pixel_key=data.key, label_key="label",
                 num_classes=int(meta.get("num_classes", 0)), channels=c,
+                num_frames=(meta["shape"][0] if data.key == "video"
+                            else None),
                 image_size=h if h == w else None, float_pixels=True)

@@ -38,6 +38,12 @@ from jaxgen.train import state as state_lib
 _NOT_DIT = ("patch_size",)
 
 
+def _frame_at(clips: jax.Array, index: jax.Array) -> jax.Array:
+  """Frame `index[b]` of every clip b: f[B, T, H, W, C] -> f[B, H, W, C]."""
+  return jnp.take_along_axis(clips, index[:, None, None, None, None],
+                             axis=1)[:, 0]
+
+
 @registry.OBJECTIVES.register("pyramidal_flow")
 class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
   """Pyramidal Flow Matching over images, latents or video clips."""
@@ -217,9 +223,7 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
       x1 = draws["x"][:, j]
       if self.temporal:
         pos = draws["position"][:, j]
-        take = lambda clip, i: jnp.take_along_axis(  # pylint: disable=g-long-lambda
-            clip, i[:, None, None, None, None], axis=1)[:, 0]
-        x1_frame = take(x1, pos)
+        x1_frame = _frame_at(x1, pos)
       else:
         x1_frame = x1
       noise = self._segment_noise(draws["noise"][:, j], level)
@@ -229,7 +233,7 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
       v = paths.velocity(start, end)
       for chunk in [c for c in lay.chunks if c.segment == j]:
         if chunk.lag:
-          h = pyramid.down(take(x1, jnp.maximum(pos - chunk.lag, 0)),
+          h = pyramid.down(_frame_at(x1, jnp.maximum(pos - chunk.lag, 0)),
                            chunk.level)
           eps = pyramid.down(draws["history_noise"][:, hist_i], chunk.level)
           eps = eps * (2.0 ** chunk.level)
@@ -391,8 +395,12 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
     else:
       shape = ((num, self.frames) + frame[1:]) if self.frames else frame
       vel = lambda i, x, t: self.stage_velocity(params, i, x, t, labels)
-      out = samplers.pyramid_sample(vel, rng, shape, self.windows, steps,
-                                    renoise)
+      if self.single_stage:
+        out = samplers.flow_sample(lambda x, t: vel(0, x, t), rng, shape,
+                                   steps[0])
+      else:
+        out = samplers.pyramid_sample(vel, rng, shape, self.windows, steps,
+                                      renoise)
     if latent_decode.latent_dir(self.config.dataset) is None:
       out = jnp.clip(out, -1.0, 1.0)
     return out

@@ -4,11 +4,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL.Image
 import pytest
 
 from configs import pyramidal_flow as pf_config
 from jaxgen import config_lib
 from jaxgen import registry
+from jaxgen import sample as sample_lib
 from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.flow import layout as layout_lib
 from jaxgen.flow import objective as flow_objective
@@ -179,6 +181,16 @@ def test_resume_gives_identical_losses(tmp_path, monkeypatch):
   assert kept == ["2"]
   assert common.read_losses(str(resumed))[-2:] == common.read_losses(
       str(straight))[-2:]
+  # jaxgen.sample writes clips as frame strips and clips in samples.npz.
+  out = tmp_path / "samples"
+  sample_lib.sample_run(config, str(resumed), num=3, out=str(out),
+                        batch_size=8, log=lambda _: None)
+  strip = np.asarray(PIL.Image.open(out / "000000.png"))
+  assert strip.shape == (16, 4 * 16, 3)
+  with np.load(out / "samples.npz") as f:
+    clips = f["images"]
+  assert clips.shape == (3, 4, 16, 16, 3)
+  np.testing.assert_array_equal(clips[0, 1], strip[:, 16:32])
 
 
 @pytest.mark.parametrize("arg", ["tiny", "tiny,baseline", "shapes_video"])
