@@ -12,7 +12,6 @@ from typing import Any, Dict, Tuple
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from jaxgen import registry
 from jaxgen.autoencoders import latent_decode
@@ -20,7 +19,6 @@ from jaxgen.diffusion import losses
 from jaxgen.diffusion import samplers
 from jaxgen.diffusion import schedules
 from jaxgen.diffusion import uvit
-from jaxgen.train import accumulate
 from jaxgen.train import objective as objective_lib
 from jaxgen.train import state as state_lib
 
@@ -134,31 +132,10 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
     return loss, {"eps_mse": jnp.mean(aux["eps_mse"])}
 
   def train_step(self, state, batch, rng) -> Tuple[Any, Dict[str, jax.Array]]:
-    params = state.params["model"]
     draws, drop_rng = self._draws(batch, rng, train=True)
-    grad_fn = jax.value_and_grad(
-        lambda p, dr, r: self._loss_at(p, dr, r, train=True), has_aux=True)
-    (loss, aux), grads = accumulate.accumulated(
-        grad_fn, params, draws, drop_rng,
-        int(self.config.get("grad_accum_steps", 1)))
-    updates, opt_state = self.tx.update(grads, state.opt_state["model"],
-                                        params)
-    new_params = optax.apply_updates(params, updates)
-    ema = state.ema_params
-    if ema:
-      ema = {"model": state_lib.ema_update(ema["model"], new_params,
-                                           self.config.ema_decay)}
-    metrics = {
-        "loss": loss,
-        "eps_mse": aux["eps_mse"],
-        "grad_norm": state_lib.global_norm(grads),
-        "param_norm": state_lib.global_norm(new_params),
-        "learning_rate": self.lr_schedule(state.step),
-    }
-    new_state = state.replace(step=state.step + 1,
-                              params={"model": new_params},
-                              opt_state={"model": opt_state}, ema_params=ema)
-    return new_state, metrics
+    return self.model_step(
+        state, lambda p, dr, r: self._loss_at(p, dr, r, train=True), draws,
+        drop_rng)
 
   def eval_step(self, state, batch, rng) -> Dict[str, jax.Array]:
     draws, drop_rng = self._draws(batch, rng, train=False)

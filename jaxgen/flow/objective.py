@@ -20,8 +20,6 @@ from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import optax
 
 from jaxgen import registry
 from jaxgen.autoencoders import latent_decode
@@ -30,7 +28,6 @@ from jaxgen.flow import layout as layout_lib
 from jaxgen.flow import paths
 from jaxgen.flow import pyramid
 from jaxgen.flow import samplers
-from jaxgen.train import accumulate
 from jaxgen.train import objective as objective_lib
 from jaxgen.train import state as state_lib
 
@@ -280,26 +277,10 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
     return jnp.mean(seg_mse), metrics
 
   def train_step(self, state, batch, rng) -> Tuple[Any, Dict[str, jax.Array]]:
-    params = state.params["model"]
     draws, drop_rng = self._draws(batch, rng, train=True)
-    grad_fn = jax.value_and_grad(
-        lambda p, dr, r: self._loss_at(p, dr, r, train=True), has_aux=True)
-    (loss, aux), grads = accumulate.accumulated(
-        grad_fn, params, draws, drop_rng,
-        int(self.config.get("grad_accum_steps", 1)))
-    updates, opt_state = self.tx.update(grads, state.opt_state["model"],
-                                        params)
-    new_params = optax.apply_updates(params, updates)
-    ema = state.ema_params
-    if ema:
-      ema = {"model": state_lib.ema_update(ema["model"], new_params,
-                                           self.config.ema_decay)}
-    metrics = dict(aux, loss=loss, grad_norm=state_lib.global_norm(grads),
-                   param_norm=state_lib.global_norm(new_params),
-                   learning_rate=self.lr_schedule(state.step))
-    return state.replace(step=state.step + 1, params={"model": new_params},
-                         opt_state={"model": opt_state},
-                         ema_params=ema), metrics
+    return self.model_step(
+        state, lambda p, dr, r: self._loss_at(p, dr, r, train=True), draws,
+        drop_rng)
 
   def eval_step(self, state, batch, rng) -> Dict[str, jax.Array]:
     draws, drop_rng = self._draws(batch, rng, train=False)

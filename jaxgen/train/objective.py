@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import optax
 
+from jaxgen.train import accumulate
 from jaxgen.train import state as state_lib
 
 State = Any  # A pytree, usually a `jaxgen.train.state.TrainState`.
@@ -174,3 +175,36 @@ class SingleOptimizer:
       self._lr = state_lib.learning_rate_schedule(self.config.optimizer,
                                                   self._run_length())
     return self._lr
+
+  def model_step(self, state, loss_fn, draws, rng):
+    """One update of `state.params["model"]` (and its EMA) on a batch.
+
+    Args:
+      state: the train state.
+      loss_fn: (params, draws, rng) -> (mean loss, scalar metrics).
+      draws: per-example arrays with all randomness of the step drawn
+        (split into `config.grad_accum_steps` micro-batches).
+      rng: key for what remains (dropout).
+
+    Returns:
+      (new state, metrics): loss_fn's metrics plus loss, grad_norm,
+      param_norm and learning_rate.
+    """
+    params = state.params["model"]
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, aux), grads = accumulate.accumulated(
+        grad_fn, params, draws, rng,
+        int(self.config.get("grad_accum_steps", 1)))
+    updates, opt_state = self.tx.update(grads, state.opt_state["model"],
+                                        params)
+    new_params = optax.apply_updates(params, updates)
+    ema = state.ema_params
+    if ema:
+      ema = {"model": state_lib.ema_update(ema["model"], new_params,
+                                           self.config.ema_decay)}
+    metrics = dict(aux, loss=loss, grad_norm=state_lib.global_norm(grads),
+                   param_norm=state_lib.global_norm(new_params),
+                   learning_rate=self.lr_schedule(state.step))
+    return state.replace(step=state.step + 1, params={"model": new_params},
+                         opt_state={"model": opt_state},
+                         ema_params=ema), metrics
