@@ -59,6 +59,9 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.model.freq_dim = 128
   # RMS-normalise queries and keys (QK-norm).
   c.model.qk_norm = True
+  # Attention: "auto" (jax.nn.dot_product_attention picks; XLA today),
+  # "xla", "cudnn" (the fused GPU kernel; bf16) or "einsum" (reference).
+  c.model.attention_impl = "auto"
   # Attend segment by segment (the official per-stage loop; no wasted
   # cross-segment scores) or in one masked call over the packed row.
   c.model.segment_attention = True

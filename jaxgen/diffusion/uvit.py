@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_dict
 
+from jaxgen.nn import attention
 from jaxgen.nn import embeddings
 from jaxgen.nn import linear
 from jaxgen.nn import norms
@@ -133,6 +134,8 @@ class UViT(nn.Module):
     dropout_max_res: largest feature-map side that gets dropout.
     zero_init: zero-init residual outputs, learned positions and the head.
     qk_norm: RMS-normalise queries and keys.
+    attention_impl: "auto" | "xla" | "cudnn" | "einsum" (see
+      jaxgen.nn.attention.IMPLEMENTATIONS).
     num_groups: GroupNorm groups.
     out_channels: output channels (default: input channels).
     dtype: compute dtype (parameters are float32).
@@ -154,6 +157,7 @@ class UViT(nn.Module):
   dropout_max_res: int = 16
   zero_init: bool = True
   qk_norm: bool = True
+  attention_impl: str = "auto"
   num_groups: int = 32
   out_channels: Optional[int] = None
   dtype: Dtype = jnp.float32
@@ -167,6 +171,7 @@ class UViT(nn.Module):
       width: image width.
     """
     remat_policy(self.remat)
+    attention.check_impl(self.attention_impl)
     if self.skip_style not in _SKIP_STYLES:
       raise ValueError(f"skip_style {self.skip_style!r} not in {_SKIP_STYLES}")
     if self.downsample not in _DOWNSAMPLES:
@@ -307,7 +312,8 @@ class UViT(nn.Module):
     for i in range(self.transformer_depth):
       tokens = self._block(transformer.TransformerBlock)(
           self.num_heads, self.mlp_ratio * d, qk_norm=self.qk_norm,
-          dropout_rate=rate, zero_init=self.zero_init, dtype=self.dtype,
+          dropout_rate=rate, zero_init=self.zero_init,
+          attention_impl=self.attention_impl, dtype=self.dtype,
           name=f"transformer{i}")(tokens, cond, train)
     self.sow("intermediates", "transformer_out", tokens)
     return tokens.reshape(b, rh, rw, d)

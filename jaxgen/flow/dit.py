@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxgen.diffusion import uvit
 from jaxgen.flow import layout as layout_lib
+from jaxgen.nn import attention
 from jaxgen.nn import embeddings
 from jaxgen.nn import linear
 from jaxgen.nn import norms
@@ -49,11 +50,13 @@ class DiTBlock(nn.Module):
     num_heads: attention heads.
     mlp_dim: MLP hidden width.
     qk_norm: RMS-normalise queries and keys.
+    attention_impl: see jaxgen.nn.attention.IMPLEMENTATIONS.
     dtype: compute dtype.
   """
   num_heads: int
   mlp_dim: int
   qk_norm: bool = True
+  attention_impl: str = "auto"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -95,8 +98,8 @@ class DiTBlock(nn.Module):
     if angles is not None:
       q, k = rope.apply_rope(q, angles), rope.apply_rope(k, angles)
     a = jnp.concatenate(
-        [jax.nn.dot_product_attention(q[:, i:j], k[:, i:j], v[:, i:j],
-                                      mask=m)
+        [attention.attend(q[:, i:j], k[:, i:j], v[:, i:j], m,
+                          self.attention_impl)
          for (i, j), m in zip(spans, masks)], axis=1)
     a = linear.Dense(width, (pt.HEADS, pt.KV, pt.EMBED), num_in_axes=2,
                      dtype=self.dtype, name="out")(a)
@@ -129,6 +132,8 @@ class DiT(nn.Module):
     rope_theta: RoPE base wavelength.
     freq_dim: sinusoidal timestep embedding size.
     qk_norm: QK-norm in every block.
+    attention_impl: "auto" | "xla" | "cudnn" | "einsum" (see
+      jaxgen.nn.attention.IMPLEMENTATIONS).
     segment_attention: attend segment by segment (segments never attend to
       each other, so this is the same function as one masked call over the
       packed row, without the cross-segment scores: the official per-stage
@@ -148,6 +153,7 @@ class DiT(nn.Module):
   rope_theta: float = 10_000.0
   freq_dim: int = 256
   qk_norm: bool = True
+  attention_impl: str = "auto"
   segment_attention: bool = True
   remat: str = "none"
   dtype: Dtype = jnp.float32
@@ -167,6 +173,7 @@ class DiT(nn.Module):
     if self.positions == "rope" and (self.width // self.num_heads) % 2:
       raise ValueError("RoPE needs an even head_dim; change model.width or "
                        "model.num_heads.")
+    attention.check_impl(self.attention_impl)
     if self.positions == "sincos" and self.width % 2:
       raise ValueError("sincos positions need an even model.width.")
 
@@ -212,7 +219,8 @@ class DiT(nn.Module):
                  else DiTBlock)
     for i in range(self.depth):
       x = block_cls(self.num_heads, self.mlp_dim, qk_norm=self.qk_norm,
-                    dtype=self.dtype, name=f"block_{i}")(
+                    attention_impl=self.attention_impl, dtype=self.dtype,
+                    name=f"block_{i}")(
                         x, cond, layout.segment_ids, masks, spans, angles)
 
     mod = linear.Dense((2, self.width), (pt.COND, None, pt.EMBED),

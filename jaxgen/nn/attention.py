@@ -42,6 +42,47 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
+# `model.attention_impl`: "auto" lets `jax.nn.dot_product_attention` pick
+# (XLA today), "xla" / "cudnn" force one (cuDNN's fused kernel needs a GPU
+# and bf16/fp16 inputs), "einsum" is the explicit reference above.
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "einsum")
+
+
+def check_impl(impl: str) -> None:
+  """Raises a one-line ValueError if this backend cannot run `impl`.
+
+  Args:
+    impl: one of IMPLEMENTATIONS.
+  """
+  if impl not in IMPLEMENTATIONS:
+    raise ValueError(f"model.attention_impl={impl!r}: choose one of "
+                     f"{', '.join(IMPLEMENTATIONS)}.")
+  backend = jax.default_backend()
+  if impl == "cudnn" and backend != "gpu":
+    raise ValueError("model.attention_impl='cudnn' needs a GPU backend (this "
+                     f"one is {backend!r}); use 'auto' or 'xla'.")
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array,
+           mask: Optional[jax.Array] = None, impl: str = "auto") -> jax.Array:
+  """Scaled dot-product attention by the chosen implementation.
+
+  Args:
+    q: f[B, Lq, H, D].
+    k: f[B, Lk, H, D].
+    v: f[B, Lk, H, Dv].
+    mask: optional bool, broadcastable to [B, H, Lq, Lk]; True = attend.
+    impl: one of IMPLEMENTATIONS.
+
+  Returns:
+    f[B, Lq, H, Dv] in q's dtype.
+  """
+  if impl == "einsum":
+    return dot_product_attention(q, k, v, mask)
+  return jax.nn.dot_product_attention(
+      q, k, v, mask=mask, implementation=None if impl == "auto" else impl)
+
+
 class MultiHeadAttention(nn.Module):
   """Multi-head (self- or cross-) attention.
 
@@ -50,12 +91,14 @@ class MultiHeadAttention(nn.Module):
     head_dim: per-head width (default: input width // num_heads).
     qk_norm: RMS-normalise q and k with learned scales.
     zero_init_out: zero the output projection (residual branch starts at 0).
+    impl: attention implementation (see IMPLEMENTATIONS).
     dtype: compute dtype.
   """
   num_heads: int
   head_dim: Optional[int] = None
   qk_norm: bool = True
   zero_init_out: bool = False
+  impl: str = "auto"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -83,7 +126,7 @@ class MultiHeadAttention(nn.Module):
     if self.qk_norm:
       q = norms.RMSNorm(axis_name=pt.KV, dtype=self.dtype, name="q_norm")(q)
       k = norms.RMSNorm(axis_name=pt.KV, dtype=self.dtype, name="k_norm")(k)
-    out = dot_product_attention(q, k, v, mask)
+    out = attend(q, k, v, mask, self.impl)
     init = pt.zeros_init if self.zero_init_out else pt.dense_init
     y = linear.Dense(width, (pt.HEADS, pt.KV, pt.EMBED), num_in_axes=2,
                      kernel_init=init, dtype=self.dtype, name="out")(out)

@@ -31,6 +31,7 @@ class TransformerBlock(nn.Module):
     qk_norm: RMS-normalise queries and keys.
     dropout_rate: dropout on the attention output and the MLP hidden layer.
     zero_init: zero both residual output projections.
+    attention_impl: attention implementation (attention.IMPLEMENTATIONS).
     dtype: compute dtype.
   """
   num_heads: int
@@ -39,6 +40,7 @@ class TransformerBlock(nn.Module):
   qk_norm: bool = True
   dropout_rate: float = 0.0
   zero_init: bool = True
+  attention_impl: str = "auto"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -59,7 +61,8 @@ class TransformerBlock(nn.Module):
     h = norms.LayerNorm(dtype=self.dtype, name="norm_attn")(x)
     h = attention.MultiHeadAttention(
         self.num_heads, self.head_dim, qk_norm=self.qk_norm,
-        zero_init_out=self.zero_init, dtype=self.dtype, name="attn")(
+        zero_init_out=self.zero_init, impl=self.attention_impl,
+        dtype=self.dtype, name="attn")(
             h, mask=mask)
     if self.dropout_rate > 0:
       h = nn.Dropout(self.dropout_rate)(h, deterministic=not train)

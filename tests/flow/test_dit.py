@@ -133,17 +133,20 @@ def test_causality_later_frames_and_other_segments_change_nothing(positions):
                 - base[0, cur.offset:cur.offset + cur.size]).max() > 1e-3
 
 
-def test_segment_attention_equals_one_masked_call():
+def test_segment_attention_equals_one_masked_call_and_the_reference():
   lay = _video_layout()
   model = _model()
   params = _perturbed_params(model, lay)
   ts, labels = jnp.array([[1.0, 2.0, 3.0]]), jnp.array([[0, 1, 2]])
   valid = layout_lib.validity(lay, jnp.array([[1, 2, 3]]))
   tokens = jax.random.normal(jax.random.key(3), (1, lay.length, 12))
-  out = [np.asarray(_model(segment_attention=flag).apply(
+  out = [np.asarray(_model(segment_attention=flag, attention_impl=impl).apply(
       {"params": params}, tokens, lay, ts, labels, valid))
-         for flag in (True, False)]
+         for flag, impl in ((True, "auto"), (False, "auto"),
+                            (False, "einsum"))]
   np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-5)
+  # jax.nn.dot_product_attention with the packed mask = the einsum reference.
+  np.testing.assert_allclose(out[1], out[2], rtol=1e-5, atol=1e-5)
 
 
 def test_empty_history_slots_are_invisible():

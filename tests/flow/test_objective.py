@@ -62,6 +62,7 @@ def _batches(config, n):
     (_config, {"flow.sample_steps": (4, 4)}, "one per stage"),
     (_video_config, {"pyramid.history_frames": 4}, "clip has 4 frames"),
     (_config, {"model.positions": "alibi"}, "rope, sincos, learned"),
+    (_config, {"model.attention_impl": "cudnn"}, "needs a GPU backend"),
 ])
 def test_bad_configs_fail_before_compiling(make, overrides, match):
   with pytest.raises(ValueError, match=match) as e:
