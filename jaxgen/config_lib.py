@@ -5,12 +5,40 @@ the colon in `--config=configs/x.py:arg` picks a preset and options, as in
 big_vision: `configs/simple_diffusion.py:tiny` or `...:imagenet256,runlocal`.
 """
 
+import importlib.util
+import os
 import re
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from absl import flags
 import ml_collections
+
+
+# The repository root (config paths may be given relative to it).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path.py[:arg]` the way `--config=` does (path from the repo root).
+
+  Args:
+    spec: config file path (absolute, or relative to the cwd or the repo
+      root) with an optional `:arg` for its `get_config(arg)`.
+
+  Returns:
+    The ConfigDict `get_config(arg)` returns.
+  """
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
+    path = os.path.join(REPO_ROOT, path)
+  if not os.path.exists(path):
+    raise ValueError(f"config file {path!r} does not exist")
+  name = "_jaxgen_cfg_" + re.sub(r"\W", "_", os.path.abspath(path))
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def parse_arg(arg: Optional[str], presets: Sequence[str],

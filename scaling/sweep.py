@@ -24,10 +24,8 @@ table and the learned position embeddings).
 
 import ast
 import dataclasses
-import importlib.util
 import json
 import math
-import os
 import re
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -41,9 +39,6 @@ from jaxgen import config_lib
 DERIVED = ("total_steps", "total_examples", "total_epochs", "total_flops",
            "optimizer.warmup_steps", "optimizer.warmup_fraction",
            "optimizer.schedule", "eval_every_steps")
-
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 class SweepWarning(UserWarning):
   """A sweep that will run but may not give a usable fit."""
@@ -87,26 +82,8 @@ class Point:
 # -- spec and config files ----------------------------------------------------
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path.py[:arg]` the way `--config=` does (path from the repo root).
-
-  Args:
-    spec: config file path (absolute, or relative to the cwd or the repo
-      root) with an optional `:arg` for its `get_config(arg)`.
-
-  Returns:
-    The ConfigDict `get_config(arg)` returns.
-  """
-  path, _, arg = spec.partition(":")
-  if not os.path.exists(path) and os.path.exists(os.path.join(_REPO, path)):
-    path = os.path.join(_REPO, path)
-  if not os.path.exists(path):
-    raise ValueError(f"config file {path!r} does not exist")
-  name = "_sweep_cfg_" + re.sub(r"\W", "_", os.path.abspath(path))
-  module_spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+# Loads `path.py[:arg]` as `--config=` does (kept here for existing callers).
+load_config_file = config_lib.load_config_file
 
 
 def budget_tag(budget: float) -> str:

@@ -1,0 +1,176 @@
+r"""A benchmark table of the paper-size presets, for the first lent GPU.
+
+  python -m jaxgen.bench_suite                      # the GPU suite
+  python -m jaxgen.bench_suite --suite=cpu --steps=2 # the same code on tiny presets
+
+Runs `jaxgen.bench.run` (the trainer's compiled, sharded step on synthetic
+batches) for every entry of the suite, one after another in this process,
+and prints a markdown table: batch, parameters, compile time, step time,
+examples/s, TFLOP/s per device, MFU and compiled memory. An entry that does
+not fit is retried at half the batch (down to `--min_batch`); one that fails
+otherwise gets its one-line error in the table. Entries that would start
+after `--budget_s` seconds are skipped (listed as such), so the whole
+suite stays inside a short device lease. `--out=FILE` also writes the table
+(and FILE.json with every measurement).
+"""
+
+import json
+import sys
+import time
+from typing import Any, Dict, List, Sequence, Tuple
+
+from absl import app
+from absl import flags
+
+from jaxgen import config_lib
+
+# (name, config file:arg, overrides, first batch to try). The GPU batches
+# are guesses for one 141 GB H200 (halved until they fit).
+SUITES: Dict[str, Sequence[Tuple[str, str, Dict[str, Any], int]]] = {
+    "gpu": (
+        ("simple_diffusion imagenet256", "configs/simple_diffusion.py:"
+         "imagenet256", {"remat": "full"}, 32),
+        ("r3gan cifar10", "configs/r3gan.py:cifar10", {}, 512),
+        ("r3gan imagenet64", "configs/r3gan.py:imagenet64", {}, 256),
+        ("dc_ae f32c32_in", "configs/autoencoder.py:dc_ae_f32c32_in", {}, 32),
+        ("pyramidal_flow sd3_medium", "configs/pyramidal_flow.py:sd3_medium",
+         {"model.attention_impl": "cudnn"}, 32),
+        ("flow_matching sd3_medium (full sequence)",
+         "configs/pyramidal_flow.py:sd3_medium,baseline",
+         {"model.attention_impl": "cudnn", "remat": "full"}, 8),
+    ),
+    "cpu": (
+        ("simple_diffusion tiny", "configs/simple_diffusion.py:tiny", {}, 8),
+        ("pyramidal_flow tiny", "configs/pyramidal_flow.py:tiny", {}, 32),
+    ),
+}
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Command-line flags (defined only when run as a program: jaxgen.bench,
+  which the suite imports, has a --steps of its own)."""
+  flags.DEFINE_enum("suite", "gpu", list(SUITES), "Which presets to run.")
+  flags.DEFINE_integer("steps", 5, "Timed steps per entry.")
+  flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.")
+  flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
+  flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
+
+
+def load_config(spec: str, overrides: Dict[str, Any], batch: int):
+  """The config `file:arg` with dotted overrides and a global batch."""
+  config = config_lib.load_config_file(spec)
+  config_lib.apply_overrides(config, dict(overrides, batch_size=batch))
+  return config
+
+
+def _fits_error(error: BaseException) -> bool:
+  text = str(error)
+  return any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory",
+                                 "out of memory", "OOM"))
+
+
+def run_entry(name: str, spec: str, overrides: Dict[str, Any], batch: int,
+              steps: int, min_batch: int = 1, log=print) -> Dict[str, Any]:
+  """Benchmarks one entry, halving the batch while it does not fit.
+
+  Args:
+    name: the row's name.
+    spec: "configs/x.py:arg".
+    overrides: dotted config overrides.
+    batch: first global batch to try.
+    steps: timed steps.
+    min_batch: stop halving below this.
+    log: progress lines.
+
+  Returns:
+    bench.run's measurements plus "name", or {"name", "error"}.
+  """
+  from jaxgen import bench  # pylint: disable=g-import-not-at-top
+  while True:
+    t = time.time()
+    try:
+      out = bench.run(load_config(spec, overrides, batch), steps)
+      out["name"] = name
+      log(f"{name}: batch {batch}, {out['step_time_s'] * 1e3:.1f} ms/step "
+          f"({time.time() - t:.0f} s)")
+      return out
+    except Exception as e:  # pylint: disable=broad-except
+      if _fits_error(e) and batch // 2 >= min_batch:
+        log(f"{name}: batch {batch} does not fit; trying {batch // 2}")
+        batch //= 2
+        continue
+      line = str(e).strip().splitlines()[0][:200] if str(e).strip() else (
+          type(e).__name__)
+      log(f"{name}: failed: {line}")
+      return {"name": name, "batch_size": batch, "error": line}
+
+
+def table(rows: List[Dict[str, Any]]) -> str:
+  """A markdown table of the measurements (errors and skips in place)."""
+  head = ("| preset | batch | params | compile s | step ms | examples/s | "
+          "TFLOP/s/device | MFU | memory GiB |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  lines = [head]
+  for r in rows:
+    if "error" in r or "skipped" in r:
+      lines.append(f"| {r['name']} | {r.get('batch_size', '')} | "
+                   f"{r.get('error') or r['skipped']} | | | | | | |")
+      continue
+    params = sum(v for k, v in r.items() if k.startswith("params")
+                 and isinstance(v, int)) or r.get("params", 0)
+    mfu = r["mfu"]
+    mfu = f"{mfu:.1%}" if isinstance(mfu, float) else mfu
+    lines.append(
+        f"| {r['name']} | {r['batch_size']} | {params / 1e6:,.1f}M | "
+        f"{r['compile_s']:.0f} | {r['step_time_s'] * 1e3:.1f} | "
+        f"{r['examples_per_sec']:.1f} | {r['tflops_per_device']:.1f} | "
+        f"{mfu} | {r.get('memory_total_bytes', 0) / 2**30:.1f} |")
+  return "\n".join(lines)
+
+
+def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
+              log=print) -> List[Dict[str, Any]]:
+  """Runs the entries in order within a time budget.
+
+  Args:
+    entries: (name, spec, overrides, batch) tuples.
+    steps: timed steps per entry.
+    budget_s: entries that would start later than this are skipped.
+    min_batch: smallest batch to retry at.
+    log: progress lines.
+
+  Returns:
+    One dict per entry (measurements, {"error"} or {"skipped"}).
+  """
+  start, rows = time.time(), []
+  for name, spec, overrides, batch in entries:
+    if time.time() - start > budget_s:
+      rows.append({"name": name, "skipped": "skipped: over the time budget"})
+      continue
+    rows.append(run_entry(name, spec, overrides, batch, steps, min_batch,
+                          log))
+  return rows
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
+  log = lambda line: print(line, file=sys.stderr, flush=True)  # pylint: disable=g-long-lambda
+  log(f"{jax.device_count()} x {jax.devices()[0].device_kind}")
+  rows = run_suite(SUITES[FLAGS.suite], steps=FLAGS.steps,
+                   budget_s=FLAGS.budget_s, min_batch=FLAGS.min_batch, log=log)
+  text = table(rows)
+  print(text)
+  if FLAGS.out:
+    with open(FLAGS.out, "w", encoding="utf-8") as f:
+      f.write(text + "\n")
+    with open(FLAGS.out + ".json", "w", encoding="utf-8") as f:
+      json.dump(rows, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
