@@ -48,8 +48,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from configs import pyramidal_flow as pf_config
+from jaxgen import config_lib
 from jaxgen import families  # pylint: disable=unused-import  (registers them)
 from jaxgen import jsonl
+from jaxgen import registry
 from jaxgen.data import pipeline
 from jaxgen.eval import classifier
 from jaxgen.eval import distances
@@ -78,16 +80,10 @@ def _config(arg, budget, **overrides):
   c.num_samples, c.eval_batches = 0, 4
   c.keep_checkpoints = POINTS + 1
   c.log_every_steps = 25
-  for k, v in overrides.items():
-    node = c
-    *path, leaf = k.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = v
+  config_lib.apply_overrides(c, overrides)
   # Checkpoints (and held-out losses) at POINTS even fractions of the run.
-  s = trainer.setup(c, data_info=pipeline.DatasetInfo.synthetic(c.dataset),
-                    devices=jax.devices()[:1])
-  steps = int(budget // (s.flops_per_example * c.batch_size))
+  flops = registry.OBJECTIVES.get(c.family)(c).flops_per_example()
+  steps = int(budget // (flops * c.batch_size))
   c.checkpoint_every_steps = c.eval_every_steps = max(steps // POINTS, 1)
   return c
 

@@ -20,7 +20,6 @@ from jaxgen.diffusion import samplers
 from jaxgen.diffusion import schedules
 from jaxgen.diffusion import uvit
 from jaxgen.train import objective as objective_lib
-from jaxgen.train import state as state_lib
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
@@ -83,17 +82,8 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
     x = batch["image"][:1]
     # An unconditional U-ViT takes no labels (it refuses them).
     labels = jnp.zeros((1,), jnp.int32) if self.num_classes else None
-    params = self.model.init({"params": rng}, x, jnp.zeros((1,)), labels,
-                             train=False)["params"]
-    ema = {"model": jax.tree.map(jnp.copy, params)} if (
-        self.config.ema_decay) else {}
-    return state_lib.TrainState(
-        step=jnp.zeros((), jnp.int32), params={"model": params},
-        opt_state={"model": self.tx.init(params)}, ema_params=ema)
-
-  def num_params(self, state) -> Dict[str, int]:
-    leaves = jax.tree.leaves(state.params["model"])
-    return {"params": int(sum(x.size for x in leaves))}
+    return self.new_state(self.model.init(
+        {"params": rng}, x, jnp.zeros((1,)), labels, train=False)["params"])
 
   # -- training ---------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from jaxgen.nn import embeddings
 from jaxgen.nn import linear
 from jaxgen.nn import norms
 from jaxgen.nn import partitioning as pt
+from jaxgen.nn import remat as remat_lib
 from jaxgen.nn import resample
 from jaxgen.nn import resblock
 from jaxgen.nn import transformer
@@ -170,7 +171,7 @@ class UViT(nn.Module):
       height: image height.
       width: image width.
     """
-    remat_policy(self.remat)
+    remat_lib.remat_policy(self.remat)
     attention.check_impl(self.attention_impl)
     if self.skip_style not in _SKIP_STYLES:
       raise ValueError(f"skip_style {self.skip_style!r} not in {_SKIP_STYLES}")
@@ -193,7 +194,7 @@ class UViT(nn.Module):
 
   def _block(self, cls):
     """`cls`, rematerialised in the backward pass as `self.remat` says."""
-    policy = remat_policy(self.remat)
+    policy = remat_lib.remat_policy(self.remat)
     if policy is False:
       return cls
     # (self, x, cond, train): `train` is a Python bool.
@@ -346,32 +347,6 @@ def uvit_kwargs(spec: ModelSpec, **overrides) -> Dict[str, Any]:
                        f"{sorted(UVIT_PRESETS)}.")
     spec = UVIT_PRESETS[spec]
   return {**dict(spec), **overrides}
-
-
-def remat_policy(name: str):
-  """The `jax.checkpoint` policy for `UViT.remat`.
-
-  Args:
-    name: "none" (keep activations), "full" (recompute everything in the
-      backward pass) or the name of a `jax.checkpoint_policies` policy, e.g.
-      "dots_with_no_batch_dims_saveable".
-
-  Returns:
-    False for "none", None (save nothing) for "full", else the policy.
-
-  Raises:
-    ValueError: an unknown name (one line, with the choices).
-  """
-  if name == "none":
-    return False
-  if name == "full":
-    return None
-  policy = getattr(jax.checkpoint_policies, name, None)
-  if policy is None or name.startswith("_"):
-    names = [n for n in dir(jax.checkpoint_policies) if not n.startswith("_")]
-    raise ValueError(f"remat={name!r} is not 'none', 'full' or a "
-                     f"jax.checkpoint_policies name ({', '.join(names)}).")
-  return policy
 
 
 def preset_fields(name: str) -> Dict[str, Any]:

@@ -24,13 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen.diffusion import uvit
 from jaxgen.flow import layout as layout_lib
 from jaxgen.nn import attention
 from jaxgen.nn import embeddings
 from jaxgen.nn import linear
 from jaxgen.nn import norms
 from jaxgen.nn import partitioning as pt
+from jaxgen.nn import remat as remat_lib
 from jaxgen.nn import rope
 
 Dtype = Any
@@ -139,7 +139,7 @@ class DiT(nn.Module):
       packed row, without the cross-segment scores: the official per-stage
       varlen loop); False makes one `dot_product_attention` call with the
       full (same segment) ∧ (slot_q >= slot_k) mask.
-    remat: rematerialisation policy name (see uvit.remat_policy).
+    remat: rematerialisation policy name (see jaxgen.nn.remat).
     dtype: compute dtype.
   """
   token_dim: int
@@ -160,6 +160,7 @@ class DiT(nn.Module):
 
   @property
   def mlp_dim(self) -> int:
+    """MLP hidden width: width × mlp_ratio."""
     return int(self.width * self.mlp_ratio)
 
   def validate(self) -> None:
@@ -174,6 +175,7 @@ class DiT(nn.Module):
       raise ValueError("RoPE needs an even head_dim; change model.width or "
                        "model.num_heads.")
     attention.check_impl(self.attention_impl)
+    remat_lib.remat_policy(self.remat)
     if self.positions == "sincos" and self.width % 2:
       raise ValueError("sincos positions need an even model.width.")
 
@@ -214,7 +216,7 @@ class DiT(nn.Module):
              else ((0, layout.length),))
     masks = [layout_lib.attention_mask(layout, valid, span) for span in spans]
 
-    policy = uvit.remat_policy(self.remat)
+    policy = remat_lib.remat_policy(self.remat)
     block_cls = (nn.remat(DiTBlock, policy=policy) if policy is not False
                  else DiTBlock)
     for i in range(self.depth):
@@ -253,8 +255,7 @@ class DiT(nn.Module):
 
 def _sincos(coords: np.ndarray, width: int) -> np.ndarray:
   """Fixed sin-cos over (slot, row, col) coords: 1/4 time, 3/8 per space."""
-  d_hw = 2 * ((3 * width // 8) // 2)
-  d_t = width - 2 * d_hw
+  d_t, d_hw, _ = rope.axes_dims(width)
   parts = [embeddings.sincos_1d(coords[:, 1], d_hw),
            embeddings.sincos_1d(coords[:, 2], d_hw)]
   if d_t:

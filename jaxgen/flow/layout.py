@@ -51,6 +51,7 @@ class Chunk:
 
   @property
   def size(self) -> int:
+    """Tokens in the chunk."""
     return self.grid[0] * self.grid[1]
 
 
@@ -78,6 +79,7 @@ class Layout:
 
   @property
   def length(self) -> int:
+    """Tokens in the packed row."""
     return int(self.segment_ids.shape[0])
 
   @property

@@ -29,7 +29,6 @@ from jaxgen.flow import paths
 from jaxgen.flow import pyramid
 from jaxgen.flow import samplers
 from jaxgen.train import objective as objective_lib
-from jaxgen.train import state as state_lib
 
 # config.model fields that are not DiT attributes.
 _NOT_DIT = ("patch_size",)
@@ -71,14 +70,11 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
     hist = int(p.get("history_frames", -1))
     self.history = ((self.frames - 1 if hist < 0 else hist)
                     if self.temporal else 0)
-    clip_frames = self.frames if (self.frames and not self.temporal) else 1
+    # Frames generated together per segment (full-sequence video), else 1.
+    self.clip_frames = (self.frames if (self.frames and not self.temporal)
+                        else 1)
     self.segment_stages = tuple(
         i for i, r in enumerate(self.ratios) for _ in range(r))
-    build = lambda stages: layout_lib.build(  # pylint: disable=g-long-lambda
-        stages, num_stages=self.num_stages, height=self.size,
-        width=self.size, patch=self.patch, history=self.history,
-        frames=clip_frames, causal=self.temporal)
-    self._build = build
     self.num_classes = (int(ds.get("num_classes", 0))
                         if f.class_conditional else 0)
     self.kwargs = {k: (tuple(v) if isinstance(v, list) else v)
@@ -86,7 +82,7 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
     self.kwargs.update(
         token_dim=self.patch * self.patch * self.channels,
         num_classes=self.num_classes, remat=str(config.get("remat", "none")),
-        max_positions=(max(self.history, clip_frames - 1) + 1,
+        max_positions=(max(self.history, self.clip_frames - 1) + 1,
                        self.size // self.patch, self.size // self.patch),
         dtype=jnp.dtype(config.model.dtype))
     self.model = dit.DiT(**self.kwargs)
@@ -105,7 +101,10 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
 
   def _layout(self, stages):
     if stages not in self._layouts:
-      self._layouts[stages] = self._build(stages)
+      self._layouts[stages] = layout_lib.build(
+          stages, num_stages=self.num_stages, height=self.size,
+          width=self.size, patch=self.patch, history=self.history,
+          frames=self.clip_frames, causal=self.temporal)
     return self._layouts[stages]
 
   # -- configuration checks ---------------------------------------------------
@@ -139,9 +138,7 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
       raise ValueError(f"flow.sample_steps={steps} must hold "
                        f"{self.num_stages} positive step counts, one per "
                        "stage.")
-    if c.flow.time_sampling not in ("uniform", "logit_normal"):
-      raise ValueError(f"flow.time_sampling={c.flow.time_sampling!r}: use "
-                       "'uniform' or 'logit_normal'.")
+    paths.check_time_sampling(c.flow.time_sampling)
     if (not self.single_stage and c.pyramid.timestep_embedding
         not in ("global", "official")):
       raise ValueError(
@@ -156,17 +153,8 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
     s = len(lay.stages)
     tokens = jnp.zeros((1, lay.length, self.kwargs["token_dim"]))
     labels = jnp.zeros((1, s), jnp.int32) if self.num_classes else None
-    params = self.model.init({"params": rng}, tokens, lay,
-                             jnp.zeros((1, s)), labels)["params"]
-    ema = {"model": jax.tree.map(jnp.copy, params)} if (
-        self.config.ema_decay) else {}
-    return state_lib.TrainState(
-        step=jnp.zeros((), jnp.int32), params={"model": params},
-        opt_state={"model": self.tx.init(params)}, ema_params=ema)
-
-  def num_params(self, state) -> Dict[str, int]:
-    leaves = jax.tree.leaves(state.params["model"])
-    return {"params": int(sum(x.size for x in leaves))}
+    return self.new_state(self.model.init(
+        {"params": rng}, tokens, lay, jnp.zeros((1, s)), labels)["params"])
 
   # -- training ---------------------------------------------------------------
 
@@ -206,10 +194,6 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
       draws["history_noise"] = eps
     return draws, keys[6]
 
-  def _segment_noise(self, noise, level):
-    # Level k of the nested pyramid: 2^k × the 2^k x 2^k block mean.
-    return pyramid.down(noise, level) * (2.0 ** level)
-
   def _inputs(self, draws):
     """Packed tokens, velocity targets per target chunk, and validity."""
     lay = self.train_layout
@@ -223,7 +207,7 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
         x1_frame = _frame_at(x1, pos)
       else:
         x1_frame = x1
-      noise = self._segment_noise(draws["noise"][:, j], level)
+      noise = pyramid.noise_at_level(draws["noise"][:, j], level)
       start, end = pyramid.stage_endpoints(x1_frame, noise, level,
                                            self.windows[stage])
       xt = paths.interpolate(start, end, draws["t"][:, j])
@@ -232,8 +216,8 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
         if chunk.lag:
           h = pyramid.down(_frame_at(x1, jnp.maximum(pos - chunk.lag, 0)),
                            chunk.level)
-          eps = pyramid.down(draws["history_noise"][:, hist_i], chunk.level)
-          eps = eps * (2.0 ** chunk.level)
+          eps = pyramid.noise_at_level(draws["history_noise"][:, hist_i],
+                                       chunk.level)
           hist_i += 1
           sc = draws["corrupt"][:, j, None, None, None]
           frames.append(sc * eps + (1.0 - sc) * h)
@@ -247,13 +231,16 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
              else None)
     return layout_lib.pack(frames, self.patch), targets, valid
 
+  def _timestep(self, stage, t):
+    """The scalar the DiT embeds for local time(s) t of a stage."""
+    return pyramid.model_timestep(
+        t, self.windows[stage],
+        self.ts_windows[stage] if self.ts_windows else None)
+
   def _timesteps(self, t, stages):
     """f32[B, S] embedded scalars of segments at local times t[B, S]."""
-    cols = [pyramid.model_timestep(
-        t[:, j], self.windows[i],
-        self.ts_windows[i] if self.ts_windows else None)
-            for j, i in enumerate(stages)]
-    return jnp.stack(cols, axis=1)
+    return jnp.stack([self._timestep(i, t[:, j])
+                      for j, i in enumerate(stages)], axis=1)
 
   def _loss_at(self, params, draws, drop_rng, train: bool):
     """Mean velocity MSE (segments weighted equally) and per-stage MSEs."""
@@ -337,8 +324,7 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
       got = [layout_lib.take(out, c, self.patch) for c in lay.targets()]
       return got[0] if len(got) == 1 else jnp.stack(got, axis=1)
 
-    ts = jnp.full((num,), 1.0) * self._timesteps(
-        jnp.full((1, 1), t), (stage,))[0, 0]
+    ts = jnp.broadcast_to(self._timestep(stage, t), (num,))
     return paths.guided_velocity(
         v_fn, x, ts, labels, self.num_classes if self.num_classes else None,
         float(self.config.flow.guidance_scale))

@@ -32,6 +32,16 @@ def velocity(start: jax.Array, end: jax.Array) -> jax.Array:
   return end - start
 
 
+TIME_SAMPLING = ("uniform", "logit_normal")
+
+
+def check_time_sampling(kind: str) -> None:
+  """Raises a one-line ValueError for an unknown `flow.time_sampling`."""
+  if kind not in TIME_SAMPLING:
+    raise ValueError(f"flow.time_sampling={kind!r}: use "
+                     f"{' or '.join(repr(k) for k in TIME_SAMPLING)}.")
+
+
 def sample_time(rng: jax.Array, shape, kind: str = "uniform",
                 logit_mean: float = 0.0, logit_std: float = 1.0) -> jax.Array:
   """Training times in [0, 1).
@@ -48,13 +58,11 @@ def sample_time(rng: jax.Array, shape, kind: str = "uniform",
   Returns:
     f32[shape].
   """
+  check_time_sampling(kind)
   if kind == "uniform":
     return jax.random.uniform(rng, shape, jnp.float32)
-  if kind == "logit_normal":
-    return jax.nn.sigmoid(
-        logit_mean + logit_std * jax.random.normal(rng, shape, jnp.float32))
-  raise ValueError(f"flow.time_sampling={kind!r}: use 'uniform' or "
-                   "'logit_normal'.")
+  return jax.nn.sigmoid(
+      logit_mean + logit_std * jax.random.normal(rng, shape, jnp.float32))
 
 
 def model_timestep(t: jax.Array) -> jax.Array:

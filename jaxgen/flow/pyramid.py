@@ -137,14 +137,29 @@ def model_timestep(local_t: jax.Array, window: Window,
   return 1000.0 * (1.0 - (s + local_t * (e - s)))
 
 
+def noise_at_level(z: jax.Array, level: int) -> jax.Array:
+  """Unit noise at `level` nested in full-resolution unit noise z.
+
+  2^k × Down(z, 2^k): the mean of 4^k i.i.d. units has variance 4^-k, the
+  factor 2^k restores 1 (the official code's bilinear halving × 2, k times).
+
+  Args:
+    z: f[..., H, W, C] i.i.d. N(0, 1).
+    level: k.
+
+  Returns:
+    f[..., H/2^k, W/2^k, C], i.i.d. N(0, 1) per element.
+  """
+  return down(z, level) * (2.0 ** level)
+
+
 def noise_pyramid(rng: jax.Array, shape: Sequence[int],
                   num_stages: int) -> List[jax.Array]:
   """Nested unit-variance noise at every level, full resolution first.
 
-  Full-resolution noise z is drawn once; each lower level is 2 × the 2x2
-  mean of the level above (the mean of 4 i.i.d. units has variance 1/4, the
-  factor 2 restores 1), so the levels stay i.i.d. N(0, 1) per element but
-  are nested, as in the official code.
+  Full-resolution noise z is drawn once; level k is `noise_at_level(z, k)`
+  (2 × the 2x2 mean of the level above), so the levels stay i.i.d. N(0, 1)
+  per element but are nested, as in the official code.
 
   Args:
     rng: PRNG key.
@@ -155,10 +170,7 @@ def noise_pyramid(rng: jax.Array, shape: Sequence[int],
     [z at level 0, level 1, ..., level K-1].
   """
   z = jax.random.normal(rng, tuple(shape), jnp.float32)
-  levels = [z]
-  for _ in range(num_stages - 1):
-    levels.append(2.0 * down2(levels[-1]))
-  return levels
+  return [noise_at_level(z, k) for k in range(num_stages)]
 
 
 def block_noise(rng: jax.Array, shape: Sequence[int],

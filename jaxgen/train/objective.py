@@ -10,6 +10,7 @@ import abc
 from typing import Any, Dict, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -175,6 +176,22 @@ class SingleOptimizer:
       self._lr = state_lib.learning_rate_schedule(self.config.optimizer,
                                                   self._run_length())
     return self._lr
+
+  def new_state(self, params):
+    """The train state of fresh `params` (step 0, optimizer, EMA copy).
+
+    Args:
+      params: the network's parameter tree (boxed with logical names).
+
+    Returns:
+      TrainState with params / opt_state / ema_params under "model" (no EMA
+      when `config.ema_decay` is 0).
+    """
+    ema = ({"model": jax.tree.map(jnp.copy, params)}
+           if self.config.ema_decay else {})
+    return state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params={"model": params},
+        opt_state={"model": self.tx.init(params)}, ema_params=ema)
 
   def model_step(self, state, loss_fn, draws, rng):
     """One update of `state.params["model"]` (and its EMA) on a batch.

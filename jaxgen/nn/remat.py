@@ -1,0 +1,33 @@
+"""Rematerialisation policies by name (the `remat` config field).
+
+Transformer and ResBlock stacks are wrapped in `nn.remat` with the policy a
+config names, trading backward-pass recomputation for activation memory.
+"""
+
+import jax
+
+
+def remat_policy(name: str):
+  """The `jax.checkpoint` policy for a network's `remat` field.
+
+  Args:
+    name: "none" (keep activations), "full" (recompute everything in the
+      backward pass) or the name of a `jax.checkpoint_policies` policy, e.g.
+      "dots_with_no_batch_dims_saveable".
+
+  Returns:
+    False for "none", None (save nothing) for "full", else the policy.
+
+  Raises:
+    ValueError: an unknown name (one line, with the choices).
+  """
+  if name == "none":
+    return False
+  if name == "full":
+    return None
+  policy = getattr(jax.checkpoint_policies, name, None)
+  if policy is None or name.startswith("_"):
+    names = [n for n in dir(jax.checkpoint_policies) if not n.startswith("_")]
+    raise ValueError(f"remat={name!r} is not 'none', 'full' or a "
+                     f"jax.checkpoint_policies name ({', '.join(names)}).")
+  return policy
