@@ -56,6 +56,9 @@ def _define_flags():
   flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.")
   flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
   flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
+  flags.DEFINE_string("compilation_cache", None,
+                      "Persistent XLA compilation cache directory (default "
+                      "~/.cache/jaxgen/xla; 'none' = off).")
 
 
 def load_config(spec: str, overrides: Dict[str, Any], batch: int):
@@ -157,6 +160,8 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
+  from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top
+  compile_cache.enable(FLAGS.compilation_cache)
   log = lambda line: print(line, file=sys.stderr, flush=True)  # pylint: disable=g-long-lambda
   log(f"{jax.device_count()} x {jax.devices()[0].device_kind}")
   rows = run_suite(SUITES[FLAGS.suite], steps=FLAGS.steps,

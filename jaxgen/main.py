@@ -19,6 +19,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
 flags.DEFINE_bool("multihost", False,
                   "Call jax.distributed.initialize() before touching devices.")
+flags.DEFINE_string(
+    "compilation_cache", None,
+    "Persistent XLA compilation cache directory, shared by runs (default: "
+    "$JAXGEN_COMPILATION_CACHE_DIR or ~/.cache/jaxgen/xla; 'none' = off).")
 config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/simple_diffusion.py:tiny.",
     lock_config=True)
@@ -33,25 +37,31 @@ def main(argv):
   except Exception as e:  # pylint: disable=broad-except
     print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
     sys.exit(2)
-  # TensorFlow (used by clu's writers and TFDS) must not take accelerators.
-  os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
+  # TensorFlow is imported only by the TensorBoard writer
+  # (config.tensorboard), which keeps it off the accelerators.
   import jax  # pylint: disable=g-import-not-at-top
   # Registers every model family under its config.family name.
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
   from jaxgen.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top
   from jaxgen.train import preemption  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(FLAGS.verbosity)
+  # Before anything compiles: JAX decides once whether the cache is used.
+  cache_dir = compile_cache.enable(FLAGS.compilation_cache)
   if multihost.want_distributed(FLAGS.multihost):
     multihost.initialize()
   logging.info("JAX process %d / %d, devices: %s", jax.process_index(),
                jax.process_count(), jax.devices())
   try:
     result = trainer.train_and_evaluate(config, FLAGS.workdir)
+    if cache_dir:
+      c = compile_cache.counts()
+      logging.info("Compilation cache %s: %d of %d programs read, %d "
+                   "compiled.", cache_dir, c["hits"], c["requests"],
+                   c["misses"])
     if jax.process_index() == 0:
       print(trainer.summary_line(result, FLAGS.workdir,
                                  samples=bool(config.num_samples)))

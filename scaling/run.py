@@ -15,9 +15,13 @@ DIR layout:
 
 DIR may be an object store (--workdir=gs://bucket/sweep): rows, run
 directories and result.json files go through etils.epath. What must be local
--- the runner's and workers' locks, the workers' log.txt and the compilation
-cache -- then lives in --local_dir (default ~/.cache/jaxgen/sweeps/<DIR>);
-for a local DIR it is DIR itself, the layout above.
+-- the runner's and workers' locks and the workers' log.txt -- then lives in
+--local_dir (default ~/.cache/jaxgen/sweeps/<DIR>); for a local DIR it is DIR
+itself, the layout above. All points (of every sweep) share one persistent
+compilation cache, --compilation_cache (default ~/.cache/jaxgen/xla): the
+points of a size compile one train step whatever their budget, and a rerun
+compiles nothing. With --parallel=K, each worker is pinned to its own 1/K of
+the cores (--nopin_cores turns that off).
 
 Every point runs as its own process, `python -m scaling.run ... --point=<id>`
 (a worker: it trains that point with jaxgen.train.trainer in-process and
@@ -37,6 +41,7 @@ with the predicted and measured losses and their relative errors.
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -56,6 +61,7 @@ from ml_collections import config_flags
 
 from jaxgen import config_lib
 from jaxgen import jsonl
+from jaxgen.train import compile_cache
 from jaxgen.train import workdir as workdir_lib
 from scaling import sweep as sweep_lib
 
@@ -311,6 +317,34 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
 # -- the sweep -----------------------------------------------------------------
 
 
+def core_slots(parallel: int) -> Optional[List[frozenset]]:
+  """Disjoint core sets for `parallel` workers, or None if there are fewer
+  cores than workers (or a single worker: it gets them all anyway).
+
+  Args:
+    parallel: workers running at once.
+
+  Returns:
+    `parallel` frozensets of this process's allowed cores, as equal as they
+    can be, or None.
+  """
+  cores = sorted(os.sched_getaffinity(0))
+  if parallel < 2 or len(cores) < parallel:
+    return None
+  per, extra = divmod(len(cores), parallel)
+  slots, i = [], 0
+  for k in range(parallel):
+    n = per + (k < extra)
+    slots.append(frozenset(cores[i:i + n]))
+    i += n
+  return slots
+
+
+def _fmt_cores(cores) -> str:
+  c = sorted(cores)
+  return f"{c[0]}-{c[-1]}" if len(c) > 1 else str(c[0])
+
+
 def worker_command(sweep_arg: str, workdir: str, point_id: str,
                    sets: Sequence[str] = (),
                    sweep_flags: Sequence[str] = (),
@@ -425,7 +459,9 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
               dry_run: bool = False, budgets: Optional[Sequence[float]] = None,
               sizes: Optional[Sequence[str]] = None, sets: Sequence[str] = (),
               sweep_flags: Sequence[str] = (), in_process: bool = False,
-              local: Optional[str] = None, out=print) -> Dict[str, Any]:
+              local: Optional[str] = None,
+              compilation_cache: Optional[str] = None, pin_cores: bool = True,
+              out=print) -> Dict[str, Any]:
   """Runs (or prints) every point of a sweep that has no row yet.
 
   Args:
@@ -439,8 +475,11 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     sets: "key=value" run-config overrides for every point.
     sweep_flags: `--sweep.x=y` flags, passed on to the workers.
     in_process: run points one by one in this process (debugging, tests).
-    local: the local directory for locks, logs and the compilation cache
-      (`local_dir(workdir)` if None).
+    local: the local directory for locks and logs (`local_dir(workdir)` if
+      None).
+    compilation_cache: the workers' persistent compilation cache directory
+      (None: `compile_cache.default_dir()`; "none" turns it off).
+    pin_cores: pin each of the `parallel` workers to its own cores.
     out: where progress lines go.
 
   Returns:
@@ -450,12 +489,12 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
   points = sweep_lib.plan(spec, budgets=budgets, sizes=sizes, sets=parsed)
   env = {k: str(v) for k, v in spec.env.items()}
   local = local_dir(workdir, local)
-  # One persistent compilation cache per sweep: the init and eval programs
-  # of a size are the same at every budget (only the train step's schedule
-  # differs), and a resumed point recompiles nothing.
-  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    env.setdefault("JAX_COMPILATION_CACHE_DIR",
-                   os.path.join(local, "jax_cache"))
+  # One persistent compilation cache for every point: the programs of a size
+  # are the same at every budget (the run length is a runtime value), and a
+  # rerun or a resumed point recompiles nothing.
+  env.setdefault(compile_cache.ENV_VAR, compile_cache.default_dir()
+                 if compilation_cache is None else compilation_cache)
+  slots = core_slots(parallel) if pin_cores and not in_process else None
   commands = {p.id: worker_command(sweep_arg, workdir, p.id, sets,
                                    sweep_flags, local) for p in points}
   printable = {i: " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()]
@@ -546,23 +585,33 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
             # A worker of an earlier runner is still at it: wait for it
             # instead of starting a second one on the same directory.
             running[p.id] = (p, _Adopted(os.path.join(rundir, "lock")), log,
-                             time.time())
+                             time.time(), None)
             out(f"adopt {p.id}: still running as pid {orphan} from an "
                 "earlier runner")
             continue
           log.write(f"$ {printable[p.id]}\n")
           log.flush()
+          cores = None
+          if slots:
+            busy = [r[4] for r in running.values()]
+            cores = next(c for c in slots if c not in busy)
           proc = subprocess.Popen(commands[p.id], cwd=_REPO, stdout=log,
                                   stderr=subprocess.STDOUT,
                                   env=dict(os.environ, **env,
                                            JAXGEN_RUNNER_PID=str(os.getpid())),
                                   # Own process group: a terminal's Ctrl-C
                                   # reaches workers only through the runner.
-                                  start_new_session=True)
-          running[p.id] = (p, proc, log, time.time())
-          out(f"start {p.id}: N={p.params:,}, {p.steps} steps")
+                                  start_new_session=True,
+                                  # Set in the child before exec, so every
+                                  # thread it starts inherits it.
+                                  preexec_fn=(functools.partial(
+                                      os.sched_setaffinity, 0, cores)
+                                              if cores else None))
+          running[p.id] = (p, proc, log, time.time(), cores)
+          out(f"start {p.id}: N={p.params:,}, {p.steps} steps"
+              + (f", cores {_fmt_cores(cores)}" if cores else ""))
         time.sleep(0.2)
-        for pid, (p, proc, log, start) in list(running.items()):
+        for pid, (p, proc, log, start, _) in list(running.items()):
           if proc.poll() is None:
             continue
           log.close()
@@ -576,10 +625,10 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       # Ctrl-C or a runner error: interrupt the workers (SIGINT lets the trainer
       # flush its metrics and finish writing its checkpoint), then wait; kill
       # only those that do not stop within a minute.
-      for p, proc, log, _ in running.values():
+      for p, proc, log, *_ in running.values():
         if proc.poll() is None:
           proc.send_signal(signal.SIGINT)
-      for p, proc, log, _ in running.values():
+      for p, proc, log, *_ in running.values():
         try:
           proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -658,8 +707,8 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Sweep directory (results.jsonl, runs/);"
                     " local or e.g. gs://bucket/sweep.")
-flags.DEFINE_string("local_dir", None, "Local directory for locks, logs and "
-                    "the compilation cache (default: --workdir if local, else "
+flags.DEFINE_string("local_dir", None, "Local directory for locks and logs "
+                    "(default: --workdir if local, else "
                     "~/.cache/jaxgen/sweeps/<workdir>).")
 flags.DEFINE_integer("parallel", 1, "Points run at once.")
 flags.DEFINE_bool("dry_run", False, "Print one worker command per point.")
@@ -676,6 +725,12 @@ flags.DEFINE_multi_string("set", [], "key=value run-config override for every"
 flags.DEFINE_string("point", None, "Worker mode: train this point id only.")
 flags.DEFINE_bool("in_process", False, "Run points in this process, one by "
                   "one (debugging).")
+flags.DEFINE_string("compilation_cache", None, "Persistent XLA compilation "
+                    "cache shared by all points (default: "
+                    "$JAXGEN_COMPILATION_CACHE_DIR or ~/.cache/jaxgen/xla; "
+                    "'none' = off).")
+flags.DEFINE_bool("pin_cores", True, "Pin each of the --parallel workers to "
+                  "its own share of the cores.")
 
 
 def _sweep_arg() -> str:
@@ -696,9 +751,8 @@ def main(argv):
   try:
     if FLAGS.point:
       _die_with_runner()
-      os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      tf.config.set_visible_devices([], "GPU")
+      # The runner passes the shared directory in the environment.
+      compile_cache.enable(FLAGS.compilation_cache)
       budget, size = sweep_lib.parse_point_id(FLAGS.point)
       sets = sweep_lib.parse_sets(FLAGS.set)
       point = sweep_lib.make_point(spec, budget, size, sets)
@@ -730,6 +784,8 @@ def main(argv):
                                        param_key)
       print(f"size nearest N={FLAGS.nearest_params:.4g}: {name} (N={n:,})")
       sizes = [name]
+    if FLAGS.in_process and not FLAGS.dry_run:
+      compile_cache.enable(FLAGS.compilation_cache)
     with warnings.catch_warnings():
       warnings.simplefilter("always", sweep_lib.SweepWarning)
       warnings.formatwarning = lambda msg, *_, **__: f"warning: {msg}\n"
@@ -737,7 +793,9 @@ def main(argv):
           spec, sweep_arg=_sweep_arg(), workdir=FLAGS.workdir,
           parallel=FLAGS.parallel, dry_run=FLAGS.dry_run, budgets=budgets,
           sizes=sizes, sets=FLAGS.set, sweep_flags=sweep_flags,
-          in_process=FLAGS.in_process, local=FLAGS.local_dir)
+          in_process=FLAGS.in_process, local=FLAGS.local_dir,
+          compilation_cache=FLAGS.compilation_cache,
+          pin_cores=FLAGS.pin_cores)
     if fit is not None and not FLAGS.dry_run and result["rows"]:
       row = result["rows"][result["points"][0].id]
       report = check_report(fit, row)

@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices, forced before JAX initialises its backend."""
 
 import os
+import tempfile
 
 # Must run before jax is imported anywhere in the test process.
 os.environ["XLA_FLAGS"] = (
@@ -13,6 +14,10 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # Keep TensorFlow (imported by clu and tfds) off any accelerator and quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Commands the tests start (jaxgen.main, scaling.run workers) share one
+# persistent compilation cache, outside the user's ~/.cache.
+os.environ.setdefault("JAXGEN_COMPILATION_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), "jaxgen_test_jax_cache"))
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -218,10 +218,8 @@ class Autoencoder(objective_lib.Objective):
   @property
   def tx(self) -> optax.GradientTransformation:
     if self._tx is None:
-      if self.total_steps is None:
-        raise ValueError("the run length is not set.")
       self._tx = state_lib.make_optimizer(self.config.optimizer,
-                                          self.total_steps,
+                                          self.run_length,
                                           trainable=PHASES[self.phase])
     return self._tx
 

@@ -24,6 +24,7 @@ from ml_collections import config_dict
 from jaxgen.data import shapes
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
+IN_MEMORY_MODES = ("auto", "always", "never")
 
 
 def default_dataset_config() -> ml_collections.ConfigDict:
@@ -75,6 +76,13 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   c.num_threads = 2
   c.prefetch_buffer_size = 16
   c.worker_count = 0
+  # Batch a small split from memory (jaxgen.data.memory: decoded once, each
+  # batch one numpy gather; same order and iterator state as grain, flips
+  # drawn differently): "auto" when the preprocessed split is at most
+  # in_memory_max_mb and needs no per-example work (no random_crop, no
+  # workers, not a folder), "always" (an error if it cannot), "never".
+  c.in_memory = "auto"
+  c.in_memory_max_mb = 256
   return c
 
 
@@ -169,6 +177,15 @@ def validate_dataset_config(config: ml_collections.ConfigDict, *,
   if config.num_threads < 0 or config.worker_count < 0:
     raise ValueError("dataset.num_threads and dataset.worker_count must be "
                      ">= 0.")
+  mode = config.get("in_memory", "auto")
+  if mode not in IN_MEMORY_MODES:
+    raise ValueError(f"dataset.in_memory={mode!r}; use one of "
+                     f"{', '.join(IN_MEMORY_MODES)}.")
+  if mode == "always" and (config.random_crop or config.worker_count
+                           or spec.scheme == "folder"):
+    raise ValueError("dataset.in_memory='always' needs random_crop=False, "
+                     "worker_count=0 and a source other than folder:; set "
+                     "in_memory='auto'.")
   if process_count < 1:
     raise ValueError(f"process_count={process_count} must be >= 1.")
   if global_batch_size is not None and (

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from jaxgen.data import config as config_lib
+from jaxgen.data import memory
 from jaxgen.data import preprocess
 from jaxgen.data import sources
 
@@ -133,7 +134,8 @@ def build_input(
       {"image": uint8 [N, H, W, C], "label": int [N]}.
 
   Returns:
-    (iterator, info): a grain `DatasetIterator` of numpy batches
+    (iterator, info): a grain `DatasetIterator` (or, for a small split,
+    `memory.InMemoryIterator`, see `dataset.in_memory`) of numpy batches
     {"image" (or "video"): float32 [b, (T,) H, W, C], "label": int32 [b]} with
     b = global_batch_size // process_count, and a `DatasetInfo`.
 
@@ -186,12 +188,30 @@ def build_input(
         f"Split {split!r} of {dataset_config.name!r} has {num_examples} "
         f"examples, fewer than one global batch of {global_batch_size}.")
 
-  dataset = grain.MapDataset.source(source.data)
   transform = preprocess.Preprocess(
       pixel_key=source.pixel_key, label_key=source.label_key, size=size,
       num_frames=num_frames, random_crop=dataset_config.random_crop,
       crop_scale=dataset_config.random_crop_scale,
       random_flip=dataset_config.random_flip)
+  info = DatasetInfo(
+      kind="video" if source.pixel_key == "video" else "image",
+      num_examples=num_examples, image_size=size, channels=source.channels,
+      num_classes=source.num_classes, num_frames=num_frames,
+      batches_per_epoch=num_examples // global_batch_size,
+      skipped_files=source.skipped_files)
+  if _in_memory(dataset_config, spec, source, info, train):
+    # User arrays are not kept: another call may pass others.
+    key = None if spec.scheme == "arrays" else (
+        spec.name, str(dataset_config.data_dir), split, size, num_frames)
+    arrays = memory.load(source, transform, key=key)
+    memory.log_loaded(spec.name, split, arrays)
+    return memory.InMemoryIterator(
+        arrays, pixel_key=source.pixel_key, seed=seed, shuffle=train,
+        repeat=repeat, random_flip=train and dataset_config.random_flip,
+        process_index=process_index, process_count=process_count,
+        batch_size=batch_size), info
+
+  dataset = grain.MapDataset.source(source.data)
   if train:
     # One global order for all processes (the seed is not mixed with the
     # process). Shuffle before repeat: each epoch is a fresh permutation
@@ -217,10 +237,20 @@ def build_input(
     iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=dataset_config.worker_count))
 
-  info = DatasetInfo(
-      kind="video" if source.pixel_key == "video" else "image",
-      num_examples=num_examples, image_size=size, channels=source.channels,
-      num_classes=source.num_classes, num_frames=num_frames,
-      batches_per_epoch=num_examples // global_batch_size,
-      skipped_files=source.skipped_files)
   return iter(iter_dataset), info
+
+
+def _in_memory(dataset_config, spec, source, info: DatasetInfo,
+               train: bool) -> bool:
+  """Whether `build_input` batches this split from memory."""
+  mode = dataset_config.get("in_memory", "auto")
+  if mode == "never":
+    return False
+  if mode == "always":  # Checked possible by validate_dataset_config.
+    return True
+  if (train and dataset_config.random_crop) or dataset_config.worker_count \
+      or spec.scheme == "folder":
+    return False
+  size = memory.nbytes(info.num_examples, info.image_size, info.channels,
+                       info.num_frames, source.float_pixels)
+  return size <= float(dataset_config.get("in_memory_max_mb", 256)) * 2**20

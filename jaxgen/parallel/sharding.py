@@ -73,8 +73,17 @@ def abstract_state_and_shardings(
   return abstract, shardings
 
 
+# XLA options for programs that run once (state init): on CPU, backend
+# optimisation level 0 halves their compile time (3.1 -> 1.5 s for the tiny
+# U-ViT's init) and changes no value.
+ONE_OFF_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
+
+
 def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args) -> Any:
   """Runs `init_fn` under jit so its output is created already sharded.
+
+  The program runs once, so it is compiled for compile speed
+  (`ONE_OFF_COMPILER_OPTIONS` of the backend).
 
   Args:
     init_fn: returns a boxed state pytree.
@@ -84,8 +93,10 @@ def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args) -> Any:
   Returns:
     The unboxed state, laid out as `shardings` says.
   """
-  return jax.jit(lambda *a: nn.unbox(init_fn(*a)),
-                 out_shardings=shardings)(*args)
+  lowered = jax.jit(lambda *a: nn.unbox(init_fn(*a)),
+                    out_shardings=shardings).lower(*args)
+  options = ONE_OFF_COMPILER_OPTIONS.get(jax.default_backend())
+  return lowered.compile(compiler_options=options)(*args)
 
 
 def per_device_bytes(tree: Any) -> int:

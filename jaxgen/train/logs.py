@@ -9,6 +9,7 @@ them.
 """
 
 import logging as pylogging
+import time
 import warnings
 
 from absl import logging
@@ -45,3 +46,38 @@ def one_line_warnings() -> None:
   addressed to the person running them, not to a developer.
   """
   warnings.formatwarning = lambda msg, *_, **__: f"warning: {msg}\n"
+
+
+def format_duration(seconds: float) -> str:
+  """"1h02m", "3m04s" or "12s"."""
+  seconds = int(round(max(seconds, 0.0)))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  if hours:
+    return f"{hours}h{minutes:02d}m"
+  return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class Progress:
+  """Logs "step s/N (p%), r steps/s, ETA t" every `every_steps` steps.
+
+  The rate is measured over the steps since the previous line, so the ETA
+  follows the run's current speed (the first line includes compilation
+  only if the caller starts it before compiling; the trainer does not).
+  """
+
+  def __init__(self, total_steps: int, every_steps: int, start_step: int = 0,
+               clock=time.monotonic):
+    self.total, self.every, self.clock = total_steps, every_steps, clock
+    self.last_step, self.last_time = start_step, clock()
+
+  def __call__(self, step: int) -> None:
+    if step % self.every and step != self.total:
+      return
+    now = self.clock()
+    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    self.last_step, self.last_time = step, now
+    eta = (self.total - step) / rate if rate > 0 else 0.0
+    logging.info("step %d/%d (%.0f%%), %.3g steps/s, ETA %s", step,
+                 self.total, 100.0 * step / max(self.total, 1), rate,
+                 format_duration(eta))

@@ -6,14 +6,20 @@ step (written by a run that died before its next checkpoint, and recomputed
 identically now) are dropped so the file describes one consistent run. A run
 that starts from scratch in a workdir with rows never deletes them: they are
 rotated to `metrics.jsonl.1` (older rotations move up to `.2`, ...).
+
+The writers follow clu's `MetricWriter` interface. TensorBoard events
+(`config.tensorboard`) need TensorFlow, whose import costs seconds of every
+run's start-up; without them nothing here imports it (nor clu's
+`metric_writers`, which does).
 """
 
 import json
 import math
 import os
+import threading
 from typing import Any, Mapping, Optional
 
-from clu import metric_writers
+from absl import logging
 import etils.epath as epath
 import jax
 import numpy as np
@@ -22,8 +28,9 @@ from jaxgen import jsonl
 from jaxgen.train import workdir as workdir_lib
 
 
-class JsonlWriter(metric_writers.MetricWriter):
-  """A clu writer appending `{"step": s, **scalars}` lines to a file.
+class JsonlWriter:
+  """A clu-style writer (`clu.metric_writers.MetricWriter`'s methods)
+  appending `{"step": s, **scalars}` lines to a file.
 
   Local files are appended to. Object stores (gs://...) cannot append: the
   writer keeps the file's text and rewrites the whole object on `flush`
@@ -157,14 +164,119 @@ def rotate_jsonl(path: str) -> Optional[str]:
   return str(copy(1))
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard + logging + JSONL on process 0, logging only elsewhere."""
+class LogWriter(JsonlWriter):
+  """Logs scalars as one INFO line per step (clu's `LoggingWriter` format);
+  everything else is dropped."""
+
+  def __init__(self):  # pylint: disable=super-init-not-called
+    pass
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    values = ", ".join(f"{k}={_to_json(v)}" for k, v in sorted(
+        scalars.items()))
+    logging.info("[%d] %s", step, values)
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class MultiWriter:
+  """Forwards every call to each writer (clu's `MultiWriter`, without
+  importing clu's writers)."""
+
+  def __init__(self, writers):
+    self.writers = list(writers)
+
+  def __getattr__(self, name):
+    if name.startswith("_"):
+      raise AttributeError(name)
+
+    def call(*args, **kwargs):
+      for w in self.writers:
+        getattr(w, name)(*args, **kwargs)
+    return call
+
+
+def tensorboard_writer(workdir: str):
+  """clu's TensorBoard + logging writer, with TensorFlow kept off the GPUs.
+
+  Imports TensorFlow (seconds): only runs that write TensorBoard events
+  call this.
+  """
+  os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # TensorFlow must not take accelerator memory from JAX.
+  tf.config.set_visible_devices([], "GPU")
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  return metric_writers.create_default_writer(workdir, asynchronous=False)
+
+
+class BackgroundWriter:
+  """A writer built in a thread; calls before it is ready are queued.
+
+  TensorFlow's import (seconds) then overlaps the run's first steps instead
+  of delaying them. `flush` and `close` wait for the writer and replay the
+  queue, so nothing is lost or reordered; an error building it surfaces at
+  the first call after it happened.
+  """
+
+  def __init__(self, factory):
+    self._writer, self._error, self._queue = None, None, []
+    self._thread = threading.Thread(target=self._build, args=(factory,),
+                                    name="tensorboard-writer", daemon=True)
+    self._thread.start()
+
+  def _build(self, factory):
+    try:
+      self._writer = factory()
+    except BaseException as e:  # pylint: disable=broad-except
+      self._error = e
+
+  def _ready(self, wait: bool):
+    if wait:
+      self._thread.join()
+    elif self._thread.is_alive():
+      return None
+    if self._error is not None:
+      raise self._error
+    queue, self._queue = self._queue, []
+    for name, args, kwargs in queue:
+      getattr(self._writer, name)(*args, **kwargs)
+    return self._writer
+
+  def __getattr__(self, name):
+    if name.startswith("_"):
+      raise AttributeError(name)
+
+    def call(*args, **kwargs):
+      writer = self._ready(wait=name in ("flush", "close"))
+      if writer is None:
+        self._queue.append((name, args, kwargs))
+      else:
+        getattr(writer, name)(*args, **kwargs)
+    return call
+
+
+def create_writer(workdir: str, tensorboard: bool = True):
+  """The run's writer: logging everywhere; on process 0 also metrics.jsonl
+  and, if `tensorboard`, TensorBoard events (built in the background).
+
+  Args:
+    workdir: the run directory.
+    tensorboard: write TensorBoard events (imports TensorFlow).
+
+  Returns:
+    A writer with clu's `MetricWriter` methods.
+  """
   if jax.process_index() > 0:
-    return metric_writers.create_default_writer(workdir, just_logging=True)
-  return metric_writers.MultiWriter([
-      metric_writers.create_default_writer(workdir, asynchronous=False),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
-  ])
+    return LogWriter()
+  first = (BackgroundWriter(lambda: tensorboard_writer(workdir))
+           if tensorboard else LogWriter())
+  return MultiWriter([first,
+                      JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
 
 
 def first_non_finite(metrics: Mapping[str, Any]) -> Optional[str]:

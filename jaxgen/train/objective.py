@@ -7,6 +7,7 @@ parameters that `init` creates.
 """
 
 import abc
+import contextlib
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -64,6 +65,38 @@ class Objective(abc.ABC):
       total_steps: the number of training steps.
     """
     self.total_steps = int(total_steps)
+
+  _traced_run_length = None
+
+  @contextlib.contextmanager
+  def runtime_run_length(self, total_steps: jax.Array):
+    """Schedules read the run length from `total_steps` inside this block.
+
+    The trainer traces its step in here with `total_steps` a traced int32
+    argument, so the compiled step does not depend on the run length: every
+    budget of a size shares one program (and one compilation cache entry).
+
+    Args:
+      total_steps: int32 scalar (usually a tracer).
+
+    Yields:
+      Nothing.
+    """
+    previous, self._traced_run_length = self._traced_run_length, total_steps
+    try:
+      yield
+    finally:
+      self._traced_run_length = previous
+
+  def run_length(self):
+    """The run length schedules use: the runtime value while tracing the
+    trainer's step, else `total_steps` (which must be set)."""
+    if self._traced_run_length is not None:
+      return self._traced_run_length
+    if self.total_steps is None:
+      raise ValueError("the run length is not set: construct the objective "
+                       "with total_steps or call set_total_steps first.")
+    return self.total_steps
 
   def validate(self, num_devices_data_parallel: int) -> None:
     """Raises ValueError (one line, says what to change) on a bad config.
@@ -147,26 +180,23 @@ class Objective(abc.ABC):
 class SingleOptimizer:
   """Mixin for objectives with one AdamW over `config.optimizer`.
 
-  Builds the optimizer and its learning-rate schedule once, lazily, from
-  the run length (which a FLOP budget only fixes after the objective has
-  reported its FLOPs).
+  Builds the optimizer and its learning-rate schedule once; the schedule
+  reads the run length (`Objective.run_length`) each time it is evaluated,
+  since a FLOP budget fixes it only after the objective has reported its
+  FLOPs, and the trainer's step takes it as a runtime value.
   """
 
   _tx = None
   _lr = None
 
-  def _run_length(self) -> int:
-    if self.total_steps is None:
-      raise ValueError("the run length is not set: construct the objective "
-                       "with total_steps or call set_total_steps first.")
-    return self.total_steps
-
   @property
   def tx(self) -> optax.GradientTransformation:
     """The optimizer, built once from the run length."""
     if self._tx is None:
+      # The run length is read when the schedule is evaluated: at trace
+      # time, a runtime value inside the trainer's step.
       self._tx = state_lib.make_optimizer(self.config.optimizer,
-                                          self._run_length())
+                                          self.run_length)
     return self._tx
 
   @property
@@ -174,7 +204,7 @@ class SingleOptimizer:
     """step -> learning rate (the one inside `tx`), built once."""
     if self._lr is None:
       self._lr = state_lib.learning_rate_schedule(self.config.optimizer,
-                                                  self._run_length())
+                                                  self.run_length)
     return self._lr
 
   def new_state(self, params):

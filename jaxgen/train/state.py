@@ -7,7 +7,7 @@ branch is `set_to_zero`, so frozen weights keep no optimizer moments.
 """
 
 import re
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import flax
 import jax
@@ -39,39 +39,53 @@ class TrainState:
 
 
 def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
-                           total_steps: int) -> optax.Schedule:
+                           total_steps: Union[int, Callable[[], Any]]
+                           ) -> optax.Schedule:
   """Warmup then `constant` or `cosine` decay to the end of the run.
 
   The cosine horizon is the run's own length: Chinchilla (App. B) shows that a
   cycle much longer than the run under-trains, which matters for sweeps.
 
+  The run length may be a runtime value (a traced int32 inside the trainer's
+  step), so one compiled step serves every run length of a size; the values
+  equal optax's `join_schedules([linear_schedule, cosine_decay_schedule])`.
+
   Args:
     opt_config: fields `learning_rate`, `schedule` ("constant" | "cosine"),
       `warmup_steps` or `warmup_fraction`, `end_lr_fraction`.
-    total_steps: number of training steps.
+    total_steps: number of training steps, or a function returning it (an
+      int or an int32 array), called each time the schedule is evaluated.
 
   Returns:
     An optax schedule, step -> learning rate.
   """
   peak = float(opt_config.learning_rate)
-  warmup = int(opt_config.get("warmup_steps", 0) or 0)
-  if opt_config.get("warmup_fraction"):
-    warmup = int(round(float(opt_config.warmup_fraction) * total_steps))
-  warmup = min(warmup, max(total_steps - 1, 0))
   kind = opt_config.get("schedule", "cosine")
-  if kind == "constant":
-    decay = optax.constant_schedule(peak)
-  elif kind == "cosine":
-    decay = optax.cosine_decay_schedule(
-        peak, max(total_steps - warmup, 1),
-        alpha=float(opt_config.get("end_lr_fraction", 0.0)))
-  else:
+  if kind not in ("constant", "cosine"):
     raise ValueError(f"Unknown config.optimizer.schedule {kind!r}; use "
                      "'constant' or 'cosine'.")
-  if warmup == 0:
-    return decay
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+  warmup_steps = int(opt_config.get("warmup_steps", 0) or 0)
+  fraction = float(opt_config.get("warmup_fraction") or 0.0)
+  alpha = float(opt_config.get("end_lr_fraction", 0.0))
+  length = total_steps if callable(total_steps) else lambda: total_steps
+
+  def schedule(step):
+    total = jnp.asarray(length(), jnp.float32)
+    warmup = (jnp.round(fraction * total) if fraction
+              else jnp.float32(warmup_steps))
+    warmup = jnp.minimum(warmup, jnp.maximum(total - 1.0, 0.0))
+    step = jnp.asarray(step, jnp.float32)
+    ramp = peak * jnp.minimum(step, warmup) / jnp.maximum(warmup, 1.0)
+    if kind == "constant":
+      decay = jnp.float32(peak)
+    else:
+      span = jnp.maximum(total - warmup, 1.0)
+      t = jnp.minimum(step - warmup, span) / span
+      decay = peak * ((1.0 - alpha) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+                      + alpha)
+    return jnp.where(step < warmup, ramp, decay)
+
+  return schedule
 
 
 # Optimizers by config name (config.optimizer.name), each
@@ -84,7 +98,8 @@ OPTIMIZERS.register("adam")(lambda schedule, o, kw: optax.adam(schedule,
                                                                **kw))
 
 
-def make_optimizer(opt_config: ml_collections.ConfigDict, total_steps: int,
+def make_optimizer(opt_config: ml_collections.ConfigDict,
+                   total_steps: Union[int, Callable[[], Any]],
                    trainable: Optional[Sequence[str]] = None
                    ) -> optax.GradientTransformation:
   """Builds an Adam(W) optimizer with clipping and an optional frozen subset.
@@ -93,7 +108,8 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, total_steps: int,
     opt_config: fields `name` ("adamw" | "adam"), `learning_rate`, `b1`, `b2`,
       `eps`, `weight_decay`, `grad_clip` (global norm, 0 = off) and the
       schedule fields of `learning_rate_schedule`.
-    total_steps: run length for the schedule.
+    total_steps: run length for the schedule (or a function returning it,
+      see `learning_rate_schedule`).
     trainable: regexes over "/"-joined parameter paths; only matching
       parameters are updated (None = all).
 

@@ -16,7 +16,6 @@ from typing import (Any, Callable, Dict, NamedTuple, Optional, Sequence,
                     Tuple)
 
 from absl import logging
-from clu import periodic_actions
 import etils.epath as epath
 import flax.linen as nn
 import jax
@@ -35,6 +34,7 @@ from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import durations
 from jaxgen.train import flops as flops_lib
+from jaxgen.train import logs
 from jaxgen.train import metrics as metrics_lib
 from jaxgen.train import preemption
 from jaxgen.train import profiling
@@ -205,10 +205,35 @@ class CompiledStep(NamedTuple):
   batch_shardings: Dict[str, Any]
 
 
+class BoundStep:
+  """`step(state, batch)`: a compiled step with its run length bound.
+
+  The compiled program takes the run length as an argument (schedules read
+  it at run time); this binds the run's own value. `memory_analysis` and
+  `cost_analysis` are the compiled program's.
+  """
+
+  def __init__(self, compiled: Any, total_steps: jax.Array):
+    self.compiled = compiled
+    self.total_steps = total_steps
+
+  def __call__(self, state, batch):
+    return self.compiled(state, batch, self.total_steps)
+
+  def memory_analysis(self):
+    return self.compiled.memory_analysis()
+
+  def cost_analysis(self):
+    return self.compiled.cost_analysis()
+
+
 def compile_step(s: Setup, base_rng: jax.Array) -> CompiledStep:
   """Derives shardings and compiles the train step.
 
   Must be called under `jax.set_mesh(s.mesh)` and the logical axis rules.
+  The run length is an argument of the compiled program, not a constant:
+  runs of a size that differ only in length (a sweep's budgets) compile
+  the same program, which the persistent compilation cache then serves.
 
   Args:
     s: the resolved setup.
@@ -216,20 +241,23 @@ def compile_step(s: Setup, base_rng: jax.Array) -> CompiledStep:
 
   Returns:
     A `CompiledStep`: the state's init function, abstract state and
-    shardings, the compiled `step(state, batch) -> (state, metrics)` and the
-    batch shardings.
+    shardings, the compiled `step(state, batch) -> (state, metrics)` (a
+    `BoundStep` of `s.total_steps`) and the batch shardings.
   """
   init_fn, abstract, shardings = abstract_state(s, base_rng)
   batch_shardings = {k: mesh_lib.batch_sharding(s.mesh, len(v.shape))
                      for k, v in s.batch_spec.items()}
+  replicated = mesh_lib.replicated(s.mesh)
 
-  def step_fn(state, batch):
+  def step_fn(state, batch, total_steps):
     # The step's rng is derived, never carried: resumes reproduce it exactly.
     rng = jax.random.fold_in(base_rng, state.step)
-    return s.objective.train_step(state, batch, rng)
+    with s.objective.runtime_run_length(total_steps):
+      return s.objective.train_step(state, batch, rng)
 
-  jitted = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
-                   out_shardings=(shardings, mesh_lib.replicated(s.mesh)),
+  jitted = jax.jit(step_fn,
+                   in_shardings=(shardings, batch_shardings, replicated),
+                   out_shardings=(shardings, replicated),
                    donate_argnums=(0,))
   abstract_sharded = jax.tree.map(
       lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
@@ -237,8 +265,14 @@ def compile_step(s: Setup, base_rng: jax.Array) -> CompiledStep:
   batch_abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype,
                                             sharding=batch_shardings[k])
                     for k, v in s.batch_spec.items()}
-  compiled = jitted.lower(abstract_sharded, batch_abstract).compile()
-  return CompiledStep(init_fn, abstract, shardings, compiled, batch_shardings)
+  length_abstract = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+  compiled = jitted.lower(abstract_sharded, batch_abstract,
+                          length_abstract).compile()
+  # From a callback: valid when the mesh spans several processes.
+  total = jax.make_array_from_callback(
+      (), replicated, lambda _: np.asarray(s.total_steps, np.int32))
+  return CompiledStep(init_fn, abstract, shardings,
+                      BoundStep(compiled, total), batch_shardings)
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str, *,
@@ -398,12 +432,12 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     if pidx == 0:
       # Before the writer opens the file (it appends).
       _reconcile_metrics(os.path.join(workdir, "metrics.jsonl"), start)
-    writer = metrics_lib.create_writer(workdir)
+    writer = metrics_lib.create_writer(
+        workdir, tensorboard=bool(config.get("tensorboard", True)))
     if pidx == 0:
       writer.write_hparams({k: str(v) for k, v in config.items()})
     # Steps/s and ETA go to the log; metrics.jsonl keeps one row per log step.
-    hooks = [periodic_actions.ReportProgress(
-        num_train_steps=s.total_steps, every_steps=log_every)]
+    hooks = [logs.Progress(s.total_steps, log_every, start)]
     profiler = None
     if config.get("profile_steps") and pidx == 0:
       # A few steps after the start, past compilation and warm-up.

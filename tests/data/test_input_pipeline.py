@@ -35,6 +35,10 @@ def _build(config, *, batch=8, seed=0, index=0, count=1, **kwargs):
                               **kwargs)
 
 
+# Both batch paths: grain, and numpy over a split held in memory.
+MODES = pytest.mark.parametrize("mode", ["never", "always"])
+
+
 def _take(iterator, n):
   return [next(iterator) for _ in range(n)]
 
@@ -83,9 +87,10 @@ def test_seed_determines_sequence(data_dir):
   assert not np.array_equal(first[0]["image"], other[0]["image"])
 
 
-def test_processes_read_disjoint_shards():
+@MODES
+def test_processes_read_disjoint_shards(mode):
   arrays = _indexed_arrays(72)
-  config = _config(name="arrays")
+  config = _config(name="arrays", in_memory=mode)
 
   def epoch(index, count):
     iterator, info = _build(config, batch=12, index=index, count=count,
@@ -102,8 +107,9 @@ def test_processes_read_disjoint_shards():
   assert set(first) | set(second) == set(whole)
 
 
-def test_epochs_are_reshuffled():
-  iterator, info = _build(_config(name="arrays"), batch=8,
+@MODES
+def test_epochs_are_reshuffled(mode):
+  iterator, info = _build(_config(name="arrays", in_memory=mode), batch=8,
                           arrays=_indexed_arrays(16))
   labels = [b["label"] for b in _take(iterator, 3 * info.batches_per_epoch)]
   epochs = np.concatenate(labels).reshape(3, 16)
@@ -123,8 +129,9 @@ def test_state_round_trip(data_dir):
   _assert_batches_equal(expected, _take(restored, 2))
 
 
-def test_orbax_checkpoint_round_trip(data_dir, tmp_path):
-  config = _config(data_dir, random_flip=True)
+@MODES
+def test_orbax_checkpoint_round_trip(data_dir, tmp_path, mode):
+  config = _config(data_dir, random_flip=True, in_memory=mode)
   iterator, _ = _build(config, seed=2)
   _take(iterator, 4)
   manager = ocp.CheckpointManager(
@@ -148,12 +155,13 @@ def _by_label(batches):
   return images, labels
 
 
-@pytest.mark.parametrize("flip,crop", [(False, False), (True, False),
-                                       (False, True)])
-def test_augmentation_only_when_enabled(flip, crop):
+@pytest.mark.parametrize("flip,crop,mode", [
+    (False, False, "never"), (True, False, "never"), (False, True, "never"),
+    (False, False, "always"), (True, False, "always")])
+def test_augmentation_only_when_enabled(flip, crop, mode):
   arrays = _indexed_arrays(32)
   config = _config(name="arrays", random_flip=flip, random_crop=crop,
-                   image_size=8)
+                   image_size=8, in_memory=mode)
   images, labels = _by_label(_take(_build(config, arrays=arrays)[0], 4))
   original = _scaled(arrays["image"][labels])
   same = np.all(images == original, axis=(1, 2, 3))
@@ -170,9 +178,10 @@ def test_augmentation_only_when_enabled(flip, crop):
   np.testing.assert_array_equal(images, _scaled(arrays["image"][labels]))
 
 
-def test_eval_is_one_ordered_pass():
+@MODES
+def test_eval_is_one_ordered_pass(mode):
   arrays = _indexed_arrays(30)
-  config = _config(name="arrays", random_flip=True)
+  config = _config(name="arrays", random_flip=True, in_memory=mode)
   iterator, info = _build(config, batch=8, arrays=arrays, train=False)
   batches = list(iterator)
   assert info.batches_per_epoch == len(batches) == 3
@@ -212,9 +221,11 @@ def test_tfds_scheme_reads_prepared_shapes(data_dir):
   assert "\n" not in str(e.value)
 
 
-def test_global_batches_do_not_depend_on_the_process_count():
+@MODES
+def test_global_batches_do_not_depend_on_the_process_count(mode):
   """Training batches of 2 processes, stacked, equal the 1-process batches."""
-  config = _config(name="arrays", random_flip=True, random_crop=True)
+  config = _config(name="arrays", random_flip=True, in_memory=mode,
+                   random_crop=mode == "never")
   arrays = _indexed_arrays(40)
   one = _take(_build(config, batch=8, arrays=arrays)[0], 12)
   parts = [_take(_build(config, batch=8, index=p, count=2,

@@ -52,6 +52,34 @@ def test_schedule_warmup_then_cosine_to_end_of_run():
   np.testing.assert_allclose(sched(100), 0.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("warmup,total,alpha", [
+    (dict(warmup_fraction=0.1), 100, 0.0), (dict(warmup_steps=7), 50, 0.1),
+    (dict(warmup_steps=0), 20, 0.0), (dict(warmup_steps=30), 5, 0.0),
+    (dict(warmup_fraction=0.05), 1245, 0.0)])
+def test_schedule_matches_optax_and_takes_a_traced_run_length(
+    warmup, total, alpha):
+  opt = config_lib.optimizer_config(learning_rate=3e-4, end_lr_fraction=alpha,
+                                    **warmup)
+  # optax's composition, with the warmup resolved as the docs say.
+  n = warmup.get("warmup_steps", round(warmup.get("warmup_fraction", 0)
+                                         * total))
+  n = min(n, max(total - 1, 0))
+  decay = optax.cosine_decay_schedule(3e-4, max(total - n, 1), alpha=alpha)
+  ref = (optax.join_schedules([optax.linear_schedule(0.0, 3e-4, n), decay],
+                              [n]) if n else decay)
+  steps = np.arange(0, total + 3)
+  ours = state_lib.learning_rate_schedule(opt, total)
+  np.testing.assert_allclose([ours(i) for i in steps],
+                             [ref(i) for i in steps], rtol=2e-5, atol=1e-10)
+  # The run length as a runtime argument: one compiled function, any length.
+  traced = jax.jit(lambda i, t: state_lib.learning_rate_schedule(
+      opt, lambda: t)(i))
+  np.testing.assert_allclose(
+      [traced(i, np.int32(total)) for i in steps[::7]],
+      [ref(i) for i in steps[::7]], rtol=2e-5, atol=1e-10)
+  assert traced._cache_size() == 1
+
+
 def test_trainable_subset_leaves_frozen_params_unchanged():
   opt = config_lib.optimizer_config(learning_rate=0.1, grad_clip=0.0)
   tx = state_lib.make_optimizer(opt, 10, trainable=[r"^decoder/"])

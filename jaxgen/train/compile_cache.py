@@ -1,0 +1,116 @@
+"""The persistent XLA compilation cache, on by default for every entry point.
+
+A scaling sweep starts hundreds of short runs whose programs repeat: the same
+size at another budget compiles the same train step (the run length is a
+runtime value), and a rerun or a resumed point compiles everything again.
+With the cache, those compiles become reads from disk.
+
+  compile_cache.enable()          # ~/.cache/jaxgen/xla, see default_dir()
+  compile_cache.enable("/tmp/c")  # a directory of one's own
+  compile_cache.enable("none")    # off
+
+`enable` must run before the first compilation of the process (JAX decides
+once whether the cache is used). An unwritable directory is a one-line
+warning and no cache, never an error: the cache only saves time.
+"""
+
+import os
+import sys
+import tempfile
+import threading
+from typing import Dict, Optional
+
+import jax
+
+# Overrides the default directory (and is what the sweep passes to points).
+ENV_VAR = "JAXGEN_COMPILATION_CACHE_DIR"
+# Values of the directory that turn the cache off.
+OFF = ("", "none", "off", "false", "0")
+
+_counts = {"requests": 0, "hits": 0}
+_lock = threading.Lock()
+_listening = False
+
+
+# Least recently used entries are evicted beyond this size.
+MAX_BYTES = 4 * 2**30
+
+
+def default_dir() -> str:
+  """$JAXGEN_COMPILATION_CACHE_DIR, else JAX's own $JAX_COMPILATION_CACHE_DIR,
+  else the user cache's jaxgen/xla (~/.cache/jaxgen/xla)."""
+  for var in (ENV_VAR, "JAX_COMPILATION_CACHE_DIR"):
+    if os.environ.get(var) is not None:
+      return os.environ[var]
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "jaxgen", "xla")
+
+
+def _writable(directory: str) -> Optional[str]:
+  """None if files can be created in `directory` (made if missing), else
+  the reason they cannot."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe"):
+      pass
+  except OSError as e:
+    return e.strerror or str(e)
+  return None
+
+
+def _on_event(event: str, **kwargs) -> None:
+  del kwargs
+  key = {"/jax/compilation_cache/compile_requests_use_cache": "requests",
+         "/jax/compilation_cache/cache_hits": "hits"}.get(event)
+  if key:
+    with _lock:
+      _counts[key] += 1
+
+
+def enable(directory: Optional[str] = None) -> Optional[str]:
+  """Turns on the persistent compilation cache for this process.
+
+  Every program is cached, however quick to compile: on CPU the small ones
+  are most of a short run's start-up.
+
+  Args:
+    directory: the cache directory; None means `default_dir()`; one of
+      `OFF` ("none", "off", ...) turns the cache off.
+
+  Returns:
+    The directory in use, or None when the cache is off (asked, or the
+    directory is not writable: then one warning line goes to stderr).
+  """
+  global _listening
+  directory = default_dir() if directory is None else directory
+  if directory.strip().lower() in OFF:
+    return None
+  directory = os.path.abspath(os.path.expanduser(directory))
+  problem = _writable(directory)
+  if problem:
+    print(f"warning: compilation cache off: {directory} is not writable "
+          f"({problem}); pass --compilation_cache=DIR (or set {ENV_VAR}) to "
+          "use another directory.", file=sys.stderr)
+    return None
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+  if not _listening:
+    jax.monitoring.register_event_listener(_on_event)
+    _listening = True
+  return directory
+
+
+def counts() -> Dict[str, int]:
+  """Compilations of this process through the cache so far.
+
+  Returns:
+    {"requests": programs looked up, "hits": found in the cache,
+    "misses": compiled (and written)}; all 0 while the cache is off.
+  """
+  with _lock:
+    out = dict(_counts)
+  out["misses"] = out["requests"] - out["hits"]
+  return out

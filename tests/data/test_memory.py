@@ -1,0 +1,101 @@
+"""The in-memory batch path against the grain pipeline it stands in for."""
+
+import numpy as np
+import pytest
+
+from jaxgen.data import config as config_lib
+from jaxgen.data import memory
+from jaxgen.data import pipeline
+from jaxgen.data import shapes
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.getbasetemp() / "tensorflow_datasets")
+  shapes.prepare("image_16", path)
+  return path
+
+
+def _config(data_dir, **overrides):
+  config = config_lib.default_dataset_config()
+  config.data_dir = data_dir
+  config.image_size = 16
+  config.update(overrides)
+  return config
+
+
+def _build(config, *, batch=64, seed=3, index=0, count=1, **kwargs):
+  return pipeline.build_input(config, global_batch_size=batch, seed=seed,
+                              process_index=index, process_count=count,
+                              **kwargs)
+
+
+def _take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def test_same_examples_in_the_same_order_as_grain(data_dir):
+  # 300 batches of 64: more than two epochs of the 8192 training examples.
+  grain_it, info = _build(_config(data_dir, in_memory="never"))
+  memory_it, _ = _build(_config(data_dir, in_memory="always"))
+  assert isinstance(memory_it, memory.InMemoryIterator)
+  assert not isinstance(grain_it, memory.InMemoryIterator)
+  assert 300 * 64 > 2 * info.num_examples
+  for g, m in zip(_take(grain_it, 300), _take(memory_it, 300)):
+    np.testing.assert_array_equal(g["label"], m["label"])
+    same = np.all(g["image"] == m["image"], axis=(1, 2, 3))
+    mirrored = np.all(g["image"] == m["image"][:, :, ::-1], axis=(1, 2, 3))
+    assert (same | mirrored).all()
+  assert grain_it.get_state() == memory_it.get_state()
+
+
+def test_flips_are_half_and_reproducible(data_dir):
+  config = _config(data_dir, in_memory="always", random_flip=True)
+  plain = _take(_build(_config(data_dir, in_memory="always",
+                               random_flip=False))[0], 20)
+  first = _take(_build(config)[0], 20)
+  np.testing.assert_array_equal(first[-1]["image"],
+                                _take(_build(config)[0], 20)[-1]["image"])
+  flips = np.concatenate([
+      np.all(a["image"] == b["image"][:, :, ::-1], axis=(1, 2, 3))
+      & ~np.all(a["image"] == b["image"], axis=(1, 2, 3))
+      for a, b in zip(first, plain)])
+  # 1280 fair coin flips (symmetric images excluded): 0.5 +- 4.5 sigma.
+  assert 0.44 < flips.mean() < 0.56
+
+
+def test_state_moves_between_paths(data_dir):
+  """A grain checkpoint's iterator state resumes on the in-memory path."""
+  grain_it, _ = _build(_config(data_dir, in_memory="never"), seed=7)
+  _take(grain_it, 130)  # Past the first epoch (128 batches).
+  state = grain_it.get_state()
+  expected = _take(grain_it, 3)
+  memory_it, _ = _build(_config(data_dir, in_memory="always"), seed=7)
+  memory_it.set_state(state)
+  for e, m in zip(expected, _take(memory_it, 3)):
+    np.testing.assert_array_equal(e["label"], m["label"])
+
+
+def test_auto_picks_memory_only_when_small_and_vectorisable(data_dir):
+  small, info = _build(_config(data_dir))
+  assert isinstance(small, memory.InMemoryIterator)
+  mib = memory.nbytes(info.num_examples, 16, 3, None, False) / 2**20
+  assert mib == pytest.approx(6.0)
+  too_big, _ = _build(_config(data_dir, in_memory_max_mb=int(mib) // 2))
+  cropped, _ = _build(_config(data_dir, random_crop=True))
+  for it in (too_big, cropped):
+    assert not isinstance(it, memory.InMemoryIterator)
+  # Evaluation never crops, so it can use memory even then.
+  evaluated, _ = _build(_config(data_dir, random_crop=True), train=False)
+  assert isinstance(evaluated, memory.InMemoryIterator)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (dict(in_memory="sometimes"), "dataset.in_memory='sometimes'"),
+    (dict(in_memory="always", random_crop=True), "in_memory='always' needs"),
+])
+def test_bad_in_memory_settings_are_one_line_errors(data_dir, overrides,
+                                                    match):
+  with pytest.raises(ValueError, match=match) as e:
+    _build(_config(data_dir, **overrides))
+  assert "\n" not in str(e.value)

@@ -1,0 +1,59 @@
+"""The persistent compilation cache: a warm cache compiles nothing new."""
+
+import os
+import re
+import subprocess
+import sys
+
+from jaxgen.train import compile_cache
+from tests.train import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+LINE = re.compile(r"Compilation cache (\S+): (\d+) of (\d+) programs read, "
+                  r"(\d+) compiled\.")
+
+
+def _run(workdir, cache, **overrides):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  flags = common.cli_flags(eval_batches=1, tensorboard=False, **overrides)
+  out = subprocess.run(
+      [sys.executable, "-m", "jaxgen.main", f"--workdir={workdir}",
+       f"--compilation_cache={cache}"] + flags, cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  match = LINE.search(out.stderr)
+  assert match, out.stderr[-2000:]
+  assert match.group(1) == str(cache)
+  return {"hits": int(match.group(2)), "requests": int(match.group(3)),
+          "misses": int(match.group(4))}
+
+
+def test_second_run_of_another_length_compiles_nothing(tmp_path):
+  cache = tmp_path / "cache"
+  first = _run(tmp_path / "a", cache, total_steps=3)
+  assert first["misses"] > 0 and os.listdir(cache)
+  # Another run length (as a sweep's next budget): the run length is an
+  # argument of the train step, so every program comes from the cache.
+  second = _run(tmp_path / "b", cache, total_steps=5)
+  assert second["misses"] == 0
+  assert second["hits"] == second["requests"] >= first["requests"] - 1
+
+
+def test_unwritable_directory_is_one_warning_and_no_cache(tmp_path, capsys):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  assert compile_cache.enable(str(blocker / "cache")) is None
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("warning: compilation cache off: ")
+  assert "--compilation_cache=DIR" in err and "\n" not in err
+
+
+def test_off_and_default_directories(monkeypatch, tmp_path):
+  assert compile_cache.enable("none") is None
+  monkeypatch.setenv(compile_cache.ENV_VAR, str(tmp_path / "x"))
+  assert compile_cache.default_dir() == str(tmp_path / "x")
+  monkeypatch.delenv(compile_cache.ENV_VAR)
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+  assert compile_cache.default_dir() == str(tmp_path / "c" / "jaxgen" / "xla")
