@@ -65,8 +65,10 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # Attend segment by segment (the official per-stage loop; no wasted
   # cross-segment scores) or in one masked call over the packed row.
   c.model.segment_attention = True
-  # Compute dtype ("float32" | "bfloat16"); parameters stay float32.
-  c.model.dtype = "float32"
+  # The blocks as one nn.scan over layers: compile time flat in depth (the
+  # paper-size presets); parameters are stacked, so checkpoints of the two
+  # layouts differ.
+  c.model.scan_layers = False
 
   c.flow = ml_collections.ConfigDict()
   # Training times: "uniform" (the official pyramid code) | "logit_normal".
@@ -145,13 +147,14 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.num_samples = 8
     c.flow.sample_steps = (24,) if arg.baseline else (8, 8, 8)
   elif arg.preset in ("sd3_medium", "miniflux"):
+    c.model.scan_layers = True
     # 16-channel video latents of an 8x8x8 causal VAE (encode them with
     # jaxgen.autoencoders.encode and point dataset.name at latents:DIR).
     c.dataset.name = "latents:/path/to/video_latents"
     c.dataset.channels = 16
     c.dataset.image_size = 48
     c.dataset.num_frames = 16
-    c.model.dtype = "bfloat16"
+    c.dtype = "bfloat16"
     c.model.freq_dim = 256
     if arg.preset == "sd3_medium":
       c.model.width, c.model.depth, c.model.num_heads = 1536, 24, 24

@@ -65,10 +65,9 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.model.noise_dim = 64
   # Width of G's class embedding, concatenated to z (64 in the paper).
   c.model.cond_dim = 64
-  # Compute dtype of the highest-resolution stages (params stay float32).
-  c.model.dtype = "float32"
-  # How many of the highest-resolution stages run in `dtype`
-  # (-1: the reference's choice, 3 for <= 32 px and 4 above).
+  # How many of the highest-resolution stages run in the compute dtype
+  # config.dtype, the others in float32 (-1: the reference's choice, 3 for
+  # <= 32 px and 4 above).
   c.model.low_precision_stages = -1
   # Grouped 3x3 conv implementation: "lax" (one grouped convolution),
   # "taps" (im2col + one matmul; XLA:CPU runs its double backprop >10x
@@ -146,7 +145,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   elif arg.preset == "cifar10":
     c.dataset.name = "tfds:cifar10"
     c.dataset.num_classes = 10
-    c.model.dtype = "bfloat16"
+    c.dtype = "bfloat16"
     # Already set above: γ 0.05 -> 0.005, batch 512, 250 Mimg, burn-in
     # 20 Mimg, EMA half-life 0 -> 5 Mimg (issue #19: --kimg=250000).
   elif arg.preset in ("ffhq64", "ffhq256"):
@@ -159,7 +158,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.batch_size = 256
     c.gan.ema_half_life_examples = M // 2
     c.gan.augment_p = 0.3
-    c.model.dtype = "bfloat16"
+    c.dtype = "bfloat16"
     if arg.preset == "ffhq64":
       c.dataset.image_size = 64
       c.model.widths = (768, 768, 768, 768, 384)
@@ -179,7 +178,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.model.widths = (1536,) * (4 if size == 32 else 5)
     # 96 groups at hidden width 3072: group width 32.
     c.model.group_width = 32
-    c.model.dtype = "bfloat16"
+    c.dtype = "bfloat16"
     c.batch_size = 4096
     c.total_examples = 1000 * M
     c.gan.burn_in_examples = 200 * M

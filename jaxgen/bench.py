@@ -19,6 +19,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from jaxgen.train import compile_cache
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
 flags.DEFINE_bool("params_only", False,
@@ -28,10 +30,7 @@ flags.DEFINE_bool("compile_only", False,
 flags.DEFINE_float("fit_memory", None, "GiB per device: find the largest "
                    "per-device batch whose compiled step fits (compiles only).")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
-flags.DEFINE_string(
-    "compilation_cache", None,
-    "Persistent XLA compilation cache directory (default: "
-    "$JAXGEN_COMPILATION_CACHE_DIR or ~/.cache/jaxgen/xla; 'none' = off).")
+compile_cache.define_flag()
 config_flags.DEFINE_config_file("config", None, "Config file:preset.",
                                 lock_config=True)
 
@@ -54,7 +53,6 @@ def run(config, steps: int = 10, params_only: bool = False,
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.data import pipeline as data_pipeline  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top
   from jaxgen.train import flops as flops_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
@@ -155,7 +153,6 @@ def largest_batch(config, limit_bytes: float, log=print):
 
 def main(argv):
   del argv
-  from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top
   compile_cache.enable(FLAGS.compilation_cache)
   try:
     if FLAGS.fit_memory:

@@ -56,9 +56,8 @@ def _define_flags():
   flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.")
   flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
   flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
-  flags.DEFINE_string("compilation_cache", None,
-                      "Persistent XLA compilation cache directory (default "
-                      "~/.cache/jaxgen/xla; 'none' = off).")
+  from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top
+  compile_cache.define_flag()
 
 
 def load_config(spec: str, overrides: Dict[str, Any], batch: int):

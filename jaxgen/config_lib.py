@@ -114,9 +114,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample_every_steps = 1000
   # Steps of profiler trace to capture early in the run (0 = off).
   c.profile_steps = 0
-  # Write TensorBoard events (and sample grids) to the workdir. Importing
-  # TensorFlow for them adds ~3 s to start-up; metrics.jsonl and the PNG
-  # grids are written either way (sweep points turn this off).
+  # Compute dtype of the networks: "auto" (bfloat16 on GPU / TPU, float32
+  # on CPU), "float32", "bfloat16" or "float16". Losses, penalties, norms'
+  # statistics and the model outputs stay float32.
+  c.dtype = "auto"
+  # Storage dtype of the trained parameters (and with it of the updates and
+  # EMA): "float32" (the default; bf16 compute still keeps f32 master
+  # weights) or "bfloat16" (half the memory; updates round). The Adam first
+  # moment's dtype is config.optimizer.mu_dtype.
+  c.param_dtype = "float32"
+  # Write TensorBoard events (scalars, sample grids, the config) to the
+  # workdir; metrics.jsonl and the PNG grids are written either way.
   c.tensorboard = True
   # Memory levers. remat: recompute activations of the transformer and
   # ResBlock stacks in the backward pass: "none" | "full" | the name of a
@@ -285,3 +293,43 @@ def parse_flags(argv: List[str]) -> List[str]:
   except Exception as e:  # pylint: disable=broad-except
     print(f"error: {error_line(e)}", file=sys.stderr)
     sys.exit(2)
+
+
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+PARAM_DTYPES = ("float32", "bfloat16")
+
+
+def check_dtypes(config: ml_collections.ConfigDict) -> None:
+  """One-line ValueErrors for `config.dtype` / `config.param_dtype`."""
+  for key, allowed in (("dtype", COMPUTE_DTYPES),
+                       ("param_dtype", PARAM_DTYPES)):
+    value = config.get(key, allowed[0])
+    if value not in allowed:
+      raise ValueError(f"config.{key}={value!r}; use one of "
+                       f"{', '.join(allowed)}.")
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+  """The networks' compute dtype: `config.dtype`, with "auto" resolved to
+  bfloat16 on accelerators and float32 on CPU.
+
+  Args:
+    config: the run config.
+
+  Returns:
+    A numpy dtype.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  check_dtypes(config)
+  name = config.get("dtype", "auto")
+  if name == "auto":
+    name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return jnp.dtype(name)
+
+
+def param_dtype(config: ml_collections.ConfigDict):
+  """`config.param_dtype` as a numpy dtype."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  check_dtypes(config)
+  return jnp.dtype(config.get("param_dtype", "float32"))

@@ -14,15 +14,13 @@ from absl import logging
 from ml_collections import config_flags
 
 from jaxgen import config_lib
+from jaxgen.train import compile_cache
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
 flags.DEFINE_bool("multihost", False,
                   "Call jax.distributed.initialize() before touching devices.")
-flags.DEFINE_string(
-    "compilation_cache", None,
-    "Persistent XLA compilation cache directory, shared by runs (default: "
-    "$JAXGEN_COMPILATION_CACHE_DIR or ~/.cache/jaxgen/xla; 'none' = off).")
+compile_cache.define_flag()
 config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/simple_diffusion.py:tiny.",
     lock_config=True)
@@ -37,14 +35,11 @@ def main(argv):
   except Exception as e:  # pylint: disable=broad-except
     print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
     sys.exit(2)
-  # TensorFlow is imported only by the TensorBoard writer
-  # (config.tensorboard), which keeps it off the accelerators.
   import jax  # pylint: disable=g-import-not-at-top
   # Registers every model family under its config.family name.
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
   from jaxgen.train import checkpoint  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top
   from jaxgen.train import preemption  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top

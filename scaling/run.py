@@ -725,10 +725,7 @@ flags.DEFINE_multi_string("set", [], "key=value run-config override for every"
 flags.DEFINE_string("point", None, "Worker mode: train this point id only.")
 flags.DEFINE_bool("in_process", False, "Run points in this process, one by "
                   "one (debugging).")
-flags.DEFINE_string("compilation_cache", None, "Persistent XLA compilation "
-                    "cache shared by all points (default: "
-                    "$JAXGEN_COMPILATION_CACHE_DIR or ~/.cache/jaxgen/xla; "
-                    "'none' = off).")
+compile_cache.define_flag()
 flags.DEFINE_bool("pin_cores", True, "Pin each of the --parallel workers to "
                   "its own share of the cores.")
 

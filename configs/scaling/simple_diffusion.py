@@ -78,8 +78,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.run.ema_decay = 0.0
   # Logged loss is the mean over this many steps.
   c.run.log_every_steps = 10
-  # Rows go to metrics.jsonl; TensorBoard events would import TensorFlow
-  # (~3 s of every point's start-up) for nothing the fits read.
+  # Rows go to metrics.jsonl; no TensorBoard events (nothing reads them).
   c.run.tensorboard = False
   # Checkpoints let an interrupted point resume; keep one.
   c.run.checkpoint_every_steps = 500

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxgen import config_lib
 from jaxgen import registry
 from jaxgen.autoencoders import adversarial
 from jaxgen.autoencoders import cosmos
@@ -239,7 +240,8 @@ class Autoencoder(objective_lib.Objective):
     ae_rng, d_rng = jax.random.split(rng)
     x = batch[self.key][:1]
     variables = self.model.init(ae_rng, x)
-    params = {MODEL: variables["params"]}
+    params = {MODEL: state_lib.cast_floating(
+        variables["params"], config_lib.param_dtype(self.config))}
     if self.gan_weight:
       params[DISC] = self.discriminator.init(d_rng, frames(x))["params"]
     opt_state = {MODEL: self.tx.init(params[MODEL])}

@@ -1,9 +1,10 @@
 """The in-memory batch path: small datasets batched with numpy, not grain.
 
-At the smallest rungs of a sweep (16 px, ~10k parameters) a step takes ~10
-ms, and grain's per-example Python (map, random_map, batch) costs as much
-again. A split that fits in memory is decoded and preprocessed once
-(`load`); every batch is then one gather, one vectorised flip and one scale.
+At the smallest rungs of a sweep (16 px, ~10k parameters) a step takes ~15
+ms, and grain's per-example Python (map, random_map, batch, threads) costs
+half as much again. A split that fits in memory is decoded and preprocessed
+once, as batches first need its examples (`Examples`); every batch is then
+one gather, one vectorised flip and one scale.
 
 Same semantics as the grain path (`jaxgen.data.pipeline`): the same
 examples in the same order (grain's own index shuffle, per epoch, from the
@@ -19,19 +20,16 @@ import collections
 import threading
 from typing import Any, Dict, Optional, Tuple
 
-from absl import logging
 import grain
 import numpy as np
 
 from jaxgen.data import preprocess
 
 # Decoded splits kept by key: evaluation reopens its split every time.
-_CACHE: "collections.OrderedDict[Tuple, Dict[str, np.ndarray]]" = (
+_CACHE: "collections.OrderedDict[Tuple, Examples]" = (
     collections.OrderedDict())
 _CACHE_SIZE = 4
 _LOCK = threading.Lock()
-# Examples read from the source per call when loading.
-_CHUNK = 1024
 
 
 def nbytes(num_examples: int, size: int, channels: int,
@@ -42,45 +40,78 @@ def nbytes(num_examples: int, size: int, channels: int,
   return num_examples * per
 
 
-def load(source: Any, transform: preprocess.Preprocess,
-         key: Optional[Tuple] = None) -> Dict[str, np.ndarray]:
-  """Reads and preprocesses (deterministically) every example of a source.
+class Examples:
+  """A split's preprocessed examples, decoded on first use.
+
+  The arrays are allocated for the whole split up front; an example is read
+  from the source and preprocessed (deterministically: centre crop and
+  resize, no flip) the first time a batch needs it, a batch's missing
+  examples in one `__getitems__` call. The first epoch thus costs what a
+  grain pass costs, spread over its batches, and nothing delays the first
+  step; later epochs are pure numpy.
+  """
+
+  def __init__(self, source: Any, transform: preprocess.Preprocess):
+    self.source, self.transform = source, transform
+    self.key = transform.pixel_key
+    self.size = len(source.data)
+    self.pixels: Optional[np.ndarray] = None
+    self.labels = np.zeros((self.size,), np.int32)
+    self.filled = np.zeros((self.size,), bool)
+    self._lock = threading.Lock()
+
+  def take(self, index: np.ndarray) -> Dict[str, np.ndarray]:
+    """{pixel_key: pixels[index], "label": labels[index]}.
+
+    Args:
+      index: int array of example indices.
+
+    Returns:
+      The examples, preprocessed (uint8 or float pixels, int32 labels).
+    """
+    with self._lock:
+      missing = np.unique(index[~self.filled[index]])
+      if missing.size:
+        self._fill(missing)
+    return {self.key: self.pixels[index], "label": self.labels[index]}
+
+  def _fill(self, indices: np.ndarray) -> None:
+    data = self.source.data
+    getitems = getattr(data, "__getitems__", None)
+    indices = [int(i) for i in indices]
+    examples = getitems(indices) if getitems else [data[i] for i in indices]
+    for i, example in zip(indices, examples):
+      out = self.transform(example)
+      value = out[self.key]
+      if self.pixels is None:
+        self.pixels = np.empty((self.size,) + value.shape, value.dtype)
+      self.pixels[i] = value
+      self.labels[i] = out["label"]
+    self.filled[indices] = True
+
+
+def examples(source: Any, transform: preprocess.Preprocess,
+             key: Optional[Tuple] = None) -> Examples:
+  """The split's `Examples`, shared by every iterator of the same `key`.
 
   Args:
     source: `jaxgen.data.sources.Source`.
-    transform: the pipeline's `Preprocess` (called without a generator: the
-      centre crop and resize; no flip).
-    key: if given, the result is kept and returned again for the same key.
+    transform: the pipeline's `Preprocess`.
+    key: identifies the split and its preprocessing; None: not shared.
 
   Returns:
-    {pixel_key: [N, (T,) H, W, C] (uint8, or float32 for float pixels),
-    "label": int32 [N]}.
+    `Examples` (decoded so far by earlier iterators of the same key).
   """
   with _LOCK:
     if key is not None and key in _CACHE:
       _CACHE.move_to_end(key)
       return _CACHE[key]
-  data = source.data
-  n = len(data)
-  pixels, labels = None, np.zeros((n,), np.int32)
-  for start in range(0, n, _CHUNK):
-    indices = list(range(start, min(start + _CHUNK, n)))
-    getitems = getattr(data, "__getitems__", None)
-    examples = getitems(indices) if getitems else [data[i] for i in indices]
-    for i, example in zip(indices, examples):
-      out = transform(example)
-      value = out[transform.pixel_key]
-      if pixels is None:
-        pixels = np.empty((n,) + value.shape, value.dtype)
-      pixels[i] = value
-      labels[i] = out["label"]
-  arrays = {transform.pixel_key: pixels, "label": labels}
-  if key is not None:
-    with _LOCK:
-      _CACHE[key] = arrays
+    found = Examples(source, transform)
+    if key is not None:
+      _CACHE[key] = found
       while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
-  return arrays
+  return found
 
 
 class InMemoryIterator(grain.DatasetIterator):
@@ -90,13 +121,13 @@ class InMemoryIterator(grain.DatasetIterator):
   and restores its state like the grain pipeline's.
   """
 
-  def __init__(self, arrays: Dict[str, np.ndarray], *, pixel_key: str,
+  def __init__(self, data: Examples, *, pixel_key: str,
                seed: int, shuffle: bool, repeat: bool, random_flip: bool,
                process_index: int, process_count: int, batch_size: int):
     """Creates the iterator, positioned at the first batch.
 
     Args:
-      arrays: `load`'s output.
+      data: the split's `Examples`.
       pixel_key: "image" or "video".
       seed: the shuffle and flip seed (the pipeline's).
       shuffle: a fresh permutation per epoch (training).
@@ -107,8 +138,8 @@ class InMemoryIterator(grain.DatasetIterator):
       batch_size: this process's rows per batch.
     """
     super().__init__()
-    self._arrays, self._key = arrays, pixel_key
-    self._n = len(arrays["label"])
+    self._data, self._key = data, pixel_key
+    self._n = data.size
     self._seed, self._shuffle, self._repeat = seed, shuffle, repeat
     self._flip = random_flip
     self._p, self._procs, self._b = process_index, process_count, batch_size
@@ -152,7 +183,8 @@ class InMemoryIterator(grain.DatasetIterator):
     for epoch in np.unique(epochs):
       rows = epochs == epoch
       index[rows] = self._epoch_order(int(epoch))[within[rows]]
-    pixels = self._arrays[self._key][index]
+    batch = self._data.take(index)
+    pixels = batch[self._key]
     if self._flip:
       # One draw per global batch, sliced per process: the flips do not
       # depend on the process count.
@@ -163,11 +195,4 @@ class InMemoryIterator(grain.DatasetIterator):
                         pixels[..., ::-1, :], pixels)
     self._next += self._b
     return preprocess.to_model_input({self._key: pixels,
-                                      "label": self._arrays["label"][index]})
-
-
-
-def log_loaded(name: str, split: str, arrays: Dict[str, np.ndarray]) -> None:
-  total = sum(a.nbytes for a in arrays.values())
-  logging.info("Batching %s[%s] in memory: %d examples, %.1f MiB.", name,
-               split, len(arrays["label"]), total / 2**20)
+                                      "label": batch["label"]})

@@ -203,10 +203,8 @@ def build_input(
     # User arrays are not kept: another call may pass others.
     key = None if spec.scheme == "arrays" else (
         spec.name, str(dataset_config.data_dir), split, size, num_frames)
-    arrays = memory.load(source, transform, key=key)
-    memory.log_loaded(spec.name, split, arrays)
     return memory.InMemoryIterator(
-        arrays, pixel_key=source.pixel_key, seed=seed, shuffle=train,
+        memory.examples(source, transform, key=key), pixel_key=source.pixel_key, seed=seed, shuffle=train,
         repeat=repeat, random_flip=train and dataset_config.random_flip,
         process_index=process_index, process_count=process_count,
         batch_size=batch_size), info

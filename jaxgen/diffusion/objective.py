@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxgen import config_lib
 from jaxgen import registry
 from jaxgen.autoencoders import latent_decode
 from jaxgen.diffusion import losses
@@ -34,7 +35,7 @@ def model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   """
   kwargs = {k: tuple(v) if isinstance(v, list) else v
             for k, v in config.model.items()}
-  kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+  kwargs["dtype"] = config_lib.compute_dtype(config)
   # A memory lever of the trainer config, not a model field.
   kwargs["remat"] = str(config.get("remat", "none"))
   kwargs["num_classes"] = int(config.dataset.get("num_classes", 0)) if (

@@ -46,6 +46,7 @@ from jaxgen.nn import linear
 from jaxgen.nn import norms
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn import remat as remat_lib
+from jaxgen.nn import stack
 from jaxgen.nn import resample
 from jaxgen.nn import resblock
 from jaxgen.nn import transformer
@@ -89,6 +90,8 @@ _IMAGENET_UVIT = dict(
     position_embedding="learned",
     dropout_rate=0.1,
     dropout_max_res=16,
+    # 36 blocks: one scanned block compiles in a fraction of the time.
+    scan_layers=True,
 )
 
 UVIT_PRESETS: Dict[str, Dict[str, Any]] = {
@@ -140,6 +143,10 @@ class UViT(nn.Module):
     num_groups: GroupNorm groups.
     out_channels: output channels (default: input channels).
     dtype: compute dtype (parameters are float32).
+    remat: rematerialisation policy name (see jaxgen.nn.remat).
+    scan_layers: the transformer blocks as one `nn.scan` (compile time flat
+      in depth; parameters stacked under "transformer", see jaxgen.nn.stack)
+      instead of a loop ("transformer0", ...).
   """
   channels: Sequence[int] = (32, 64)
   num_res_blocks: Sequence[int] = (1, 1)
@@ -163,6 +170,7 @@ class UViT(nn.Module):
   out_channels: Optional[int] = None
   dtype: Dtype = jnp.float32
   remat: str = "none"
+  scan_layers: bool = False
 
   def validate(self, height: int, width: int) -> None:
     """Raises ValueError on inconsistent fields or an unusable image size.
@@ -309,13 +317,14 @@ class UViT(nn.Module):
     elif self.position_embedding == "sincos":
       pos = embeddings.sincos_2d_positions(rh, rw, d)
       tokens = tokens + jnp.asarray(pos, tokens.dtype)
-    rate = self._dropout(rh)
-    for i in range(self.transformer_depth):
-      tokens = self._block(transformer.TransformerBlock)(
-          self.num_heads, self.mlp_ratio * d, qk_norm=self.qk_norm,
-          dropout_rate=rate, zero_init=self.zero_init,
-          attention_impl=self.attention_impl, dtype=self.dtype,
-          name=f"transformer{i}")(tokens, cond, train)
+    block = dict(num_heads=self.num_heads, mlp_dim=self.mlp_ratio * d,
+                 qk_norm=self.qk_norm, dropout_rate=self._dropout(rh),
+                 zero_init=self.zero_init,
+                 attention_impl=self.attention_impl, dtype=self.dtype)
+    tokens = stack.apply(self, transformer.TransformerBlock, block, tokens,
+                         (cond,), depth=self.transformer_depth,
+                         scan=self.scan_layers, remat=self.remat,
+                         name="transformer", static=(train,))
     self.sow("intermediates", "transformer_out", tokens)
     return tokens.reshape(b, rh, rw, d)
 
@@ -353,7 +362,8 @@ def preset_fields(name: str) -> Dict[str, Any]:
   """Every UViT field for preset `name`: dataclass defaults, then the row.
 
   Configs store this full set so that any field can be overridden from the
-  command line (`--config.model.transformer_depth=4`). `dtype` is a string.
+  command line (`--config.model.transformer_depth=4`). The compute dtype is
+  not among them: it is the run's `config.dtype`.
 
   Args:
     name: a key of `UVIT_PRESETS`.
@@ -362,9 +372,9 @@ def preset_fields(name: str) -> Dict[str, Any]:
     Dict of field name -> value (num_classes excluded: it comes from data).
   """
   fields = {f.name: f.default for f in dataclasses.fields(UViT)
-            if f.name not in ("parent", "name", "num_classes", "remat")}
-  fields.update(uvit_kwargs(name))
-  fields["dtype"] = jnp.dtype(fields["dtype"]).name
+            if f.name not in ("parent", "name", "num_classes", "remat",
+                              "dtype")}
+  fields.update({k: v for k, v in uvit_kwargs(name).items() if k != "dtype"})
   # Typed placeholders keep None-valued fields overridable from the CLI.
   if fields.get("out_channels") is None:
     fields["out_channels"] = config_dict.placeholder(int)

@@ -31,6 +31,7 @@ from jaxgen.nn import linear
 from jaxgen.nn import norms
 from jaxgen.nn import partitioning as pt
 from jaxgen.nn import remat as remat_lib
+from jaxgen.nn import stack
 from jaxgen.nn import rope
 
 Dtype = Any
@@ -60,17 +61,17 @@ class DiTBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, cond, segment_ids, masks, spans, angles):
+  def __call__(self, x, cond, masks, angles, segment_ids, spans):
     """Applies the block.
 
     Args:
       x: f[B, L, D] tokens.
       cond: f[B, S, Dc] per-segment conditioning.
-      segment_ids: i32[L].
       masks: one bool[B or 1, 1, n, n] mask per span.
-      spans: token ranges attended separately: ((0, L),) for one masked
-        call over the packed row, or each segment's range.
       angles: f32[1, L, head_dim/2] RoPE angles, or None.
+      segment_ids: the segment of each token (L ints, static).
+      spans: token ranges attended separately: ((0, L),) for one masked
+        call over the packed row, or each segment's range (static).
 
     Returns:
       f[B, L, D].
@@ -140,6 +141,9 @@ class DiT(nn.Module):
       varlen loop); False makes one `dot_product_attention` call with the
       full (same segment) ∧ (slot_q >= slot_k) mask.
     remat: rematerialisation policy name (see jaxgen.nn.remat).
+    scan_layers: the blocks as one `nn.scan` (compile time flat in depth;
+      parameters stacked under "block_", see jaxgen.nn.stack) instead of a
+      loop ("block_0", ...).
     dtype: compute dtype.
   """
   token_dim: int
@@ -156,6 +160,7 @@ class DiT(nn.Module):
   attention_impl: str = "auto"
   segment_attention: bool = True
   remat: str = "none"
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
 
   @property
@@ -216,14 +221,15 @@ class DiT(nn.Module):
              else ((0, layout.length),))
     masks = [layout_lib.attention_mask(layout, valid, span) for span in spans]
 
-    policy = remat_lib.remat_policy(self.remat)
-    block_cls = (nn.remat(DiTBlock, policy=policy) if policy is not False
-                 else DiTBlock)
-    for i in range(self.depth):
-      x = block_cls(self.num_heads, self.mlp_dim, qk_norm=self.qk_norm,
-                    attention_impl=self.attention_impl, dtype=self.dtype,
-                    name=f"block_{i}")(
-                        x, cond, layout.segment_ids, masks, spans, angles)
+    block = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                 qk_norm=self.qk_norm, attention_impl=self.attention_impl,
+                 dtype=self.dtype)
+    # Segment ids and spans are static (they select slices and rows).
+    segment_ids = tuple(int(i) for i in layout.segment_ids)
+    x = stack.apply(self, DiTBlock, block, x, (cond, masks, angles),
+                    depth=self.depth, scan=self.scan_layers,
+                    remat=self.remat, name="block_",
+                    static=(segment_ids, tuple(spans)))
 
     mod = linear.Dense((2, self.width), (pt.COND, None, pt.EMBED),
                        kernel_init=pt.zeros_init, dtype=self.dtype,

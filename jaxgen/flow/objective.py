@@ -21,6 +21,7 @@ from typing import Any, Dict, Tuple
 import jax
 import jax.numpy as jnp
 
+from jaxgen import config_lib
 from jaxgen import registry
 from jaxgen.autoencoders import latent_decode
 from jaxgen.flow import dit
@@ -84,7 +85,7 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
         num_classes=self.num_classes, remat=str(config.get("remat", "none")),
         max_positions=(max(self.history, self.clip_frames - 1) + 1,
                        self.size // self.patch, self.size // self.patch),
-        dtype=jnp.dtype(config.model.dtype))
+        dtype=config_lib.compute_dtype(config))
     self.model = dit.DiT(**self.kwargs)
     self._layouts = {}
 

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxgen import config_lib
 from jaxgen import registry
 from jaxgen.gan import augment
 from jaxgen.gan import losses
@@ -103,7 +104,7 @@ def network_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
               num_classes=(int(config.dataset.get("num_classes", 0) or 0)
                            if config.gan.class_conditional else 0),
               low_precision_stages=lps, conv_impl=impl,
-              dtype=jnp.dtype(m.dtype))
+              dtype=config_lib.compute_dtype(config))
 
 
 @registry.OBJECTIVES.register("r3gan")
@@ -197,7 +198,9 @@ class R3GAN(objective_lib.Objective):
     g_params = self.generator.init({"params": g_rng}, z, labels)["params"]
     d_params = self.discriminator.init({"params": d_rng}, x,
                                        labels)["params"]
-    params = {GEN: g_params, DISC: d_params}
+    params = state_lib.cast_floating({GEN: g_params, DISC: d_params},
+                                     config_lib.param_dtype(self.config))
+    g_params = params[GEN]
     return state_lib.TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         opt_state={k: self.tx.init(v) for k, v in params.items()},

@@ -11,7 +11,9 @@ With the cache, those compiles become reads from disk.
 
 `enable` must run before the first compilation of the process (JAX decides
 once whether the cache is used). An unwritable directory is a one-line
-warning and no cache, never an error: the cache only saves time.
+warning and no cache, never an error: the cache only saves time. Entries
+are never evicted (JAX's size-bounded mode cannot read a directory written
+without it); deleting the directory at any time is safe.
 """
 
 import os
@@ -19,8 +21,6 @@ import sys
 import tempfile
 import threading
 from typing import Dict, Optional
-
-import jax
 
 # Overrides the default directory (and is what the sweep passes to points).
 ENV_VAR = "JAXGEN_COMPILATION_CACHE_DIR"
@@ -32,8 +32,17 @@ _lock = threading.Lock()
 _listening = False
 
 
-# Least recently used entries are evicted beyond this size.
-MAX_BYTES = 4 * 2**30
+
+
+def define_flag() -> None:
+  """Defines --compilation_cache (once per process: several command-line
+  modules use it and may be imported together)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if "compilation_cache" not in flags.FLAGS:
+    flags.DEFINE_string(
+        "compilation_cache", None,
+        "Persistent XLA compilation cache directory, shared by runs "
+        f"(default: ${ENV_VAR} or ~/.cache/jaxgen/xla; 'none' = off).")
 
 
 def default_dir() -> str:
@@ -83,6 +92,8 @@ def enable(directory: Optional[str] = None) -> Optional[str]:
     directory is not writable: then one warning line goes to stderr).
   """
   global _listening
+  import jax  # pylint: disable=g-import-not-at-top  (command lines import
+  # this module before parsing flags; JAX loads only when the cache is set)
   directory = default_dir() if directory is None else directory
   if directory.strip().lower() in OFF:
     return None
@@ -96,7 +107,6 @@ def enable(directory: Optional[str] = None) -> Optional[str]:
   jax.config.update("jax_compilation_cache_dir", directory)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
   if not _listening:
     jax.monitoring.register_event_listener(_on_event)
     _listening = True

@@ -7,16 +7,14 @@ identically now) are dropped so the file describes one consistent run. A run
 that starts from scratch in a workdir with rows never deletes them: they are
 rotated to `metrics.jsonl.1` (older rotations move up to `.2`, ...).
 
-The writers follow clu's `MetricWriter` interface. TensorBoard events
-(`config.tensorboard`) need TensorFlow, whose import costs seconds of every
-run's start-up; without them nothing here imports it (nor clu's
-`metric_writers`, which does).
+The writers follow clu's `MetricWriter` interface without importing clu's
+writers, which import TensorFlow (seconds of every run's start-up):
+TensorBoard events are written by `jaxgen.train.tensorboard`.
 """
 
 import json
 import math
 import os
-import threading
 from typing import Any, Mapping, Optional
 
 from absl import logging
@@ -28,7 +26,46 @@ from jaxgen import jsonl
 from jaxgen.train import workdir as workdir_lib
 
 
-class JsonlWriter:
+class WriterBase:
+  """clu's `MetricWriter` methods, each doing nothing: writers override what
+  they record (jaxgen logs scalars, images and hyperparameters)."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_pointcloud(self, step, point_clouds, *, point_colors=None,
+                       configs=None):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class JsonlWriter(WriterBase):
   """A clu-style writer (`clu.metric_writers.MetricWriter`'s methods)
   appending `{"step": s, **scalars}` lines to a file.
 
@@ -63,31 +100,6 @@ class JsonlWriter:
       self._file.write(line)
     else:
       self._pending.append(line)
-
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_pointcloud(self, step, point_clouds, *, point_colors=None,
-                       configs=None):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
 
   def flush(self):
     if self._file is not None:
@@ -164,23 +176,14 @@ def rotate_jsonl(path: str) -> Optional[str]:
   return str(copy(1))
 
 
-class LogWriter(JsonlWriter):
+class LogWriter(WriterBase):
   """Logs scalars as one INFO line per step (clu's `LoggingWriter` format);
   everything else is dropped."""
-
-  def __init__(self):  # pylint: disable=super-init-not-called
-    pass
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     values = ", ".join(f"{k}={_to_json(v)}" for k, v in sorted(
         scalars.items()))
     logging.info("[%d] %s", step, values)
-
-  def flush(self):
-    pass
-
-  def close(self):
-    pass
 
 
 class MultiWriter:
@@ -200,83 +203,24 @@ class MultiWriter:
     return call
 
 
-def tensorboard_writer(workdir: str):
-  """clu's TensorBoard + logging writer, with TensorFlow kept off the GPUs.
-
-  Imports TensorFlow (seconds): only runs that write TensorBoard events
-  call this.
-  """
-  os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  # TensorFlow must not take accelerator memory from JAX.
-  tf.config.set_visible_devices([], "GPU")
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  return metric_writers.create_default_writer(workdir, asynchronous=False)
-
-
-class BackgroundWriter:
-  """A writer built in a thread; calls before it is ready are queued.
-
-  TensorFlow's import (seconds) then overlaps the run's first steps instead
-  of delaying them. `flush` and `close` wait for the writer and replay the
-  queue, so nothing is lost or reordered; an error building it surfaces at
-  the first call after it happened.
-  """
-
-  def __init__(self, factory):
-    self._writer, self._error, self._queue = None, None, []
-    self._thread = threading.Thread(target=self._build, args=(factory,),
-                                    name="tensorboard-writer", daemon=True)
-    self._thread.start()
-
-  def _build(self, factory):
-    try:
-      self._writer = factory()
-    except BaseException as e:  # pylint: disable=broad-except
-      self._error = e
-
-  def _ready(self, wait: bool):
-    if wait:
-      self._thread.join()
-    elif self._thread.is_alive():
-      return None
-    if self._error is not None:
-      raise self._error
-    queue, self._queue = self._queue, []
-    for name, args, kwargs in queue:
-      getattr(self._writer, name)(*args, **kwargs)
-    return self._writer
-
-  def __getattr__(self, name):
-    if name.startswith("_"):
-      raise AttributeError(name)
-
-    def call(*args, **kwargs):
-      writer = self._ready(wait=name in ("flush", "close"))
-      if writer is None:
-        self._queue.append((name, args, kwargs))
-      else:
-        getattr(writer, name)(*args, **kwargs)
-    return call
-
-
 def create_writer(workdir: str, tensorboard: bool = True):
   """The run's writer: logging everywhere; on process 0 also metrics.jsonl
-  and, if `tensorboard`, TensorBoard events (built in the background).
+  and, if `tensorboard`, TensorBoard events (`jaxgen.train.tensorboard`).
 
   Args:
     workdir: the run directory.
-    tensorboard: write TensorBoard events (imports TensorFlow).
+    tensorboard: write TensorBoard events to `workdir`.
 
   Returns:
     A writer with clu's `MetricWriter` methods.
   """
   if jax.process_index() > 0:
     return LogWriter()
-  first = (BackgroundWriter(lambda: tensorboard_writer(workdir))
-           if tensorboard else LogWriter())
-  return MultiWriter([first,
-                      JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
+  writers = [LogWriter(), JsonlWriter(os.path.join(workdir, "metrics.jsonl"))]
+  if tensorboard:
+    from jaxgen.train import tensorboard as tensorboard_lib  # pylint: disable=g-import-not-at-top  (it subclasses WriterBase)
+    writers.append(tensorboard_lib.TensorBoardWriter(workdir))
+  return MultiWriter(writers)
 
 
 def first_non_finite(metrics: Mapping[str, Any]) -> Optional[str]:

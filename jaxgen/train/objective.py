@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxgen import config_lib
 from jaxgen.train import accumulate
 from jaxgen.train import state as state_lib
 
@@ -217,6 +218,8 @@ class SingleOptimizer:
       TrainState with params / opt_state / ema_params under "model" (no EMA
       when `config.ema_decay` is 0).
     """
+    params = state_lib.cast_floating(params,
+                                     config_lib.param_dtype(self.config))
     ema = ({"model": jax.tree.map(jnp.copy, params)}
            if self.config.ema_decay else {})
     return state_lib.TrainState(

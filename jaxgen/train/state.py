@@ -158,3 +158,20 @@ def global_norm(tree: Any) -> jax.Array:
   """L2 norm over all leaves (float32)."""
   return optax.global_norm(jax.tree.map(
       lambda x: x.astype(jnp.float32), tree))
+
+
+def cast_floating(tree: Any, dtype) -> Any:
+  """`tree` with its floating leaves cast to `dtype` (others unchanged).
+
+  Args:
+    tree: a parameter pytree (boxed leaves keep their names).
+    dtype: the parameter storage dtype (`config.param_dtype`).
+
+  Returns:
+    The cast tree.
+  """
+  def cast(x):
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype:
+      return x.astype(dtype)
+    return x
+  return jax.tree.map(cast, tree)

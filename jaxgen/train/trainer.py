@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxgen import config_lib
 from jaxgen import registry
 from jaxgen.autoencoders import latent_decode
 from jaxgen.data import pipeline as data_pipeline
@@ -493,10 +494,6 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         if info.batches_per_epoch and step % info.batches_per_epoch == 0:
           _report_skipped(info, f"epoch {step // info.batches_per_epoch}")
         stop = watcher.should_stop(step)
-        if config.num_samples and not stop and (
-            step % int(config.sample_every_steps) == 0 or is_last):
-          _write_samples(sample_fn, state, base_rng, step, workdir,
-                         writer)
         if is_last or stop or ckpt.is_save_step(step):
           buf.flush()  # Never save a state whose metrics were not checked.
           # Rows up to this step reach the disk before the checkpoint does:
@@ -504,6 +501,11 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           _guarded(ckpt, workdir, writer.flush)
           ckpt.save(step, state, data_iter, force=is_last or stop,
                     extra={"pending_rows": buf.rows_for_json()})
+        # After the save: its writes (in the background) overlap sampling.
+        if config.num_samples and not stop and (
+            step % int(config.sample_every_steps) == 0 or is_last):
+          _write_samples(sample_fn, state, base_rng, step, workdir,
+                         writer)
         if stop and not is_last:
           ckpt.wait()
           raise preemption.Preempted(
@@ -609,6 +611,7 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{key}={value} must be >= 0 (0 turns it "
                        "off).")
   sample_metrics.check(config)
+  config_lib.check_dtypes(config)
 
 
 def _report_skipped(info, when: str) -> None:

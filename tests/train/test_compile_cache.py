@@ -14,14 +14,29 @@ LINE = re.compile(r"Compilation cache (\S+): (\d+) of (\d+) programs read, "
                   r"(\d+) compiled\.")
 
 
+# jaxgen.main, reporting at exit whether TensorFlow was imported.
+_MAIN = """
+import runpy, sys
+sys.argv = ["jaxgen.main"] + sys.argv[1:]
+try:
+  runpy.run_module("jaxgen.main", run_name="__main__")
+finally:
+  print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+
 def _run(workdir, cache, **overrides):
   env = dict(os.environ, PYTHONPATH=ROOT)
-  flags = common.cli_flags(eval_batches=1, tensorboard=False, **overrides)
+  flags = common.cli_flags(eval_batches=1, **overrides)
   out = subprocess.run(
-      [sys.executable, "-m", "jaxgen.main", f"--workdir={workdir}",
+      [sys.executable, "-c", _MAIN, f"--workdir={workdir}",
        f"--compilation_cache={cache}"] + flags, cwd=ROOT, env=env,
       capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
+  # TensorBoard events are written without TensorFlow.
+  assert "tensorflow imported: False" in out.stdout
+  assert any(f.startswith("events.out.tfevents")
+             for f in os.listdir(workdir))
   match = LINE.search(out.stderr)
   assert match, out.stderr[-2000:]
   assert match.group(1) == str(cache)

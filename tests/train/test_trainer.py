@@ -128,3 +128,38 @@ def test_short_run_loss_falls_and_writes_outputs(tmp_path):
   assert os.listdir(tmp_path / "samples") == ["step_0000060.png"]
   assert "60" in os.listdir(tmp_path / "checkpoints")
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+
+def test_bf16_compute_keeps_float32_params_and_losses(tmp_path):
+  """config.dtype=bfloat16 runs the networks in bf16; the stored
+  parameters, optimizer moments and logged losses stay float32."""
+  config = common.tiny_config(dtype="bfloat16", total_steps=2)
+  result = trainer.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(result["loss"])
+  s, step, state = trainer.restore(config, str(tmp_path))
+  assert step == 2
+  dtypes = {x.dtype for x in jax.tree.leaves(state.params)}
+  assert dtypes == {jnp.dtype(jnp.float32)}
+  assert s.objective.model.dtype == jnp.bfloat16
+  # And it computes in bf16: its output differs from the f32 model's.
+  model32 = s.objective.model.clone(dtype=jnp.float32)
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  args = (x, jnp.array([0.0, 1.0]), jnp.array([0, 1]))
+  variables = {"params": state.params["model"]}
+  out16 = s.objective.model.apply(variables, *args, train=False)
+  out32 = model32.apply(variables, *args, train=False)
+  assert out16.dtype == jnp.float32
+  assert 0 < float(jnp.abs(out16 - out32).max()) < 0.1
+
+
+def test_bf16_params_and_bad_dtype_names():
+  config = common.tiny_config(param_dtype="bfloat16")
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset))
+  abstract = jax.eval_shape(lambda k: s.objective.init(
+      k, trainer.example_batch(s.batch_spec)), jax.random.key(0))
+  params = jax.tree.leaves(nn.unbox(abstract.params))
+  assert {x.dtype for x in params} == {jnp.dtype(jnp.bfloat16)}
+  for key, value in (("dtype", "bf16"), ("param_dtype", "float16")):
+    with pytest.raises(ValueError, match=f"config.{key}='{value}'") as e:
+      trainer.check_config(common.tiny_config(**{key: value}))
+    assert "\n" not in str(e.value)
