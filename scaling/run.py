@@ -41,12 +41,12 @@ with the predicted and measured losses and their relative errors.
 
 import contextlib
 import fcntl
-import functools
 import json
 import math
 import os
 import resource
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -329,7 +329,7 @@ def core_slots(parallel: int) -> Optional[List[frozenset]]:
     can be, or None.
   """
   cores = sorted(os.sched_getaffinity(0))
-  if parallel < 2 or len(cores) < parallel:
+  if parallel < 2 or len(cores) < parallel or not shutil.which("taskset"):
     return None
   per, extra = divmod(len(cores), parallel)
   slots, i = [], 0
@@ -595,18 +595,17 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           if slots:
             busy = [r[4] for r in running.values()]
             cores = next(c for c in slots if c not in busy)
-          proc = subprocess.Popen(commands[p.id], cwd=_REPO, stdout=log,
+          # taskset rather than a preexec_fn: the runner has JAX loaded,
+          # and a Python callback between fork and exec is unsafe there.
+          pin = (["taskset", "-c", ",".join(map(str, sorted(cores)))]
+                 if cores else [])
+          proc = subprocess.Popen(pin + commands[p.id], cwd=_REPO, stdout=log,
                                   stderr=subprocess.STDOUT,
                                   env=dict(os.environ, **env,
                                            JAXGEN_RUNNER_PID=str(os.getpid())),
                                   # Own process group: a terminal's Ctrl-C
                                   # reaches workers only through the runner.
-                                  start_new_session=True,
-                                  # Set in the child before exec, so every
-                                  # thread it starts inherits it.
-                                  preexec_fn=(functools.partial(
-                                      os.sched_setaffinity, 0, cores)
-                                              if cores else None))
+                                  start_new_session=True)
           running[p.id] = (p, proc, log, time.time(), cores)
           out(f"start {p.id}: N={p.params:,}, {p.steps} steps"
               + (f", cores {_fmt_cores(cores)}" if cores else ""))

@@ -112,9 +112,14 @@ def test_tiny_sweep_in_parallel_writes_rows_and_skips_finished(
   lines = []
   out = _sweep(workdir, lines, parallel=2)
   assert out["failed"] == [], "\n".join(lines)
-  # Two points were started before the first one finished.
+  # Two points were started before the first one finished, each pinned to
+  # its own cores (where there are two).
   first_done = next(i for i, ln in enumerate(lines) if ln.startswith("["))
-  assert sum(ln.startswith("start ") for ln in lines[:first_done]) == 2
+  starts = [ln for ln in lines[:first_done] if ln.startswith("start ")]
+  assert len(starts) == 2
+  if len(os.sched_getaffinity(0)) >= 2:
+    cores = [ln.rsplit(", cores ", 1)[1] for ln in starts]
+    assert len(set(cores)) == 2, starts
   assert any("ETA" in ln for ln in lines)
   rows = _rows(workdir)
   assert sorted(r["point"] for r in rows) == sorted(p.id for p in
@@ -395,3 +400,10 @@ def test_an_object_store_workdir_keeps_locks_and_logs_local(tmp_path,
          local=str(local))
   assert not any(ln.startswith("start ") for ln in lines)
   assert len(_rows(bucket)) == 1
+
+
+def test_core_slots_split_the_cores(monkeypatch):
+  monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3, 4})
+  assert run_lib.core_slots(2) == [frozenset({0, 1, 2}), frozenset({3, 4})]
+  assert run_lib.core_slots(1) is None  # One worker: all cores anyway.
+  assert run_lib.core_slots(6) is None  # More workers than cores.
