@@ -103,10 +103,14 @@ def _wait_for_rows(proc, workdir, n, timeout=240):
   path = os.path.join(workdir, "metrics.jsonl")
   deadline = time.time() + timeout
   while time.time() < deadline and proc.poll() is None:
-    if os.path.exists(path):
+    try:
       with open(path) as f:
         if sum(1 for _ in f) >= n:
           return True
+    except FileNotFoundError:
+      # Not written yet, or moved aside for a moment: a restart without a
+      # checkpoint rotates the rows to metrics.jsonl.1 (kept, not lost).
+      pass
     time.sleep(0.01)
   return False
 
