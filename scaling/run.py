@@ -62,6 +62,7 @@ from ml_collections import config_flags
 from jaxgen import config_lib
 from jaxgen import jsonl
 from jaxgen.train import compile_cache
+from jaxgen.train import logs
 from jaxgen.train import workdir as workdir_lib
 from scaling import sweep as sweep_lib
 
@@ -361,12 +362,6 @@ def worker_command(sweep_arg: str, workdir: str, point_id: str,
            f"--point={point_id}"] + [f"--set={s}" for s in sets])
 
 
-def _fmt_time(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return (f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600
-          else f"{seconds // 60}m{seconds % 60:02d}s")
-
-
 def _normalise(obj):
   return json.loads(json.dumps(obj))
 
@@ -444,14 +439,15 @@ class _Progress:
     self.done += 1
     self.flops_done += point.budget
     elapsed = time.time() - self.start
-    eta = (_fmt_time(elapsed * remaining_flops / self.flops_done)
+    fmt = logs.format_duration
+    eta = (fmt(elapsed * remaining_flops / self.flops_done)
            if remaining_flops else "0m00s")
     status = row["status"] if row else "FAILED"
     loss = (f" eval_loss {row['eval_loss']:.4f} train "
             f"{row['final_train_loss']:.4f}"
             if row and row["status"] == OK else "")
     self.out(f"[{self.done:>3}/{self.total}] {point.id} {status}{loss} "
-             f"({_fmt_time(seconds)}) | elapsed {_fmt_time(elapsed)}, "
+             f"({fmt(seconds)}) | elapsed {fmt(elapsed)}, "
              f"ETA {eta}, {running} running")
 
 

@@ -27,6 +27,15 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 IN_MEMORY_MODES = ("auto", "always", "never")
 
 
+def per_example_work(config: ml_collections.ConfigDict, spec: "Spec",
+                     train: bool) -> bool:
+  """Whether batches need per-example work the in-memory path cannot do:
+  random crops (training only), grain worker processes, or a folder's
+  files (decoded, and possibly skipped, one by one)."""
+  return bool((train and config.random_crop) or config.worker_count
+              or spec.scheme == "folder")
+
+
 def default_dataset_config() -> ml_collections.ConfigDict:
   """Returns the default dataset config: 32px embedded shapes.
 
@@ -181,8 +190,7 @@ def validate_dataset_config(config: ml_collections.ConfigDict, *,
   if mode not in IN_MEMORY_MODES:
     raise ValueError(f"dataset.in_memory={mode!r}; use one of "
                      f"{', '.join(IN_MEMORY_MODES)}.")
-  if mode == "always" and (config.random_crop or config.worker_count
-                           or spec.scheme == "folder"):
+  if mode == "always" and per_example_work(config, spec, train=True):
     raise ValueError("dataset.in_memory='always' needs random_crop=False, "
                      "worker_count=0 and a source other than folder:; set "
                      "in_memory='auto'.")

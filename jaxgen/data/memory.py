@@ -142,7 +142,7 @@ class InMemoryIterator(grain.DatasetIterator):
     self._n = data.size
     self._seed, self._shuffle, self._repeat = seed, shuffle, repeat
     self._flip = random_flip
-    self._p, self._procs, self._b = process_index, process_count, batch_size
+    self._p, self._b = process_index, batch_size
     self._global = batch_size * process_count
     # Whole global batches per pass, as grain's _ProcessRows reads them.
     self._batches = self._n // self._global

@@ -204,8 +204,9 @@ def build_input(
     key = None if spec.scheme == "arrays" else (
         spec.name, str(dataset_config.data_dir), split, size, num_frames)
     return memory.InMemoryIterator(
-        memory.examples(source, transform, key=key), pixel_key=source.pixel_key, seed=seed, shuffle=train,
-        repeat=repeat, random_flip=train and dataset_config.random_flip,
+        memory.examples(source, transform, key=key),
+        pixel_key=source.pixel_key, seed=seed, shuffle=train, repeat=repeat,
+        random_flip=train and dataset_config.random_flip,
         process_index=process_index, process_count=process_count,
         batch_size=batch_size), info
 
@@ -246,8 +247,7 @@ def _in_memory(dataset_config, spec, source, info: DatasetInfo,
     return False
   if mode == "always":  # Checked possible by validate_dataset_config.
     return True
-  if (train and dataset_config.random_crop) or dataset_config.worker_count \
-      or spec.scheme == "folder":
+  if config_lib.per_example_work(dataset_config, spec, train):
     return False
   size = memory.nbytes(info.num_examples, info.image_size, info.channels,
                        info.num_frames, source.float_pixels)

@@ -321,7 +321,7 @@ class UViT(nn.Module):
                  qk_norm=self.qk_norm, dropout_rate=self._dropout(rh),
                  zero_init=self.zero_init,
                  attention_impl=self.attention_impl, dtype=self.dtype)
-    tokens = stack.apply(self, transformer.TransformerBlock, block, tokens,
+    tokens = stack.apply(transformer.TransformerBlock, block, tokens,
                          (cond,), depth=self.transformer_depth,
                          scan=self.scan_layers, remat=self.remat,
                          name="transformer", static=(train,))

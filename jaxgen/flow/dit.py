@@ -226,7 +226,7 @@ class DiT(nn.Module):
                  dtype=self.dtype)
     # Segment ids and spans are static (they select slices and rows).
     segment_ids = tuple(int(i) for i in layout.segment_ids)
-    x = stack.apply(self, DiTBlock, block, x, (cond, masks, angles),
+    x = stack.apply(DiTBlock, block, x, (cond, masks, angles),
                     depth=self.depth, scan=self.scan_layers,
                     remat=self.remat, name="block_",
                     static=(segment_ids, tuple(spans)))

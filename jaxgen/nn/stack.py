@@ -6,9 +6,9 @@ in depth (MaxText's `scan_layers`). The scanned stack's parameters carry a
 leading "layers" axis (logical name `LAYERS`, replicated by the default
 rules), so a checkpoint of one layout does not restore into the other.
 
-  x = stack.apply(self, TransformerBlock, dict(num_heads=8, ...), x,
-                  (cond,), depth=36, scan=True, remat="full",
-                  name="transformer", static=(train,))
+  x = stack.apply(TransformerBlock, dict(num_heads=8, ...), x, (cond,),
+                  depth=36, scan=True, remat="full", name="transformer",
+                  static=(train,))
 """
 
 from typing import Any, Dict, Sequence, Tuple, Type
@@ -35,16 +35,16 @@ class _Body(nn.Module):
     return block(x, *args, *self.static), None
 
 
-def apply(parent: nn.Module, block_cls: Type[nn.Module],
+def apply(block_cls: Type[nn.Module],
           block_kwargs: Dict[str, Any], x: jax.Array, args: Sequence[Any], *,
           depth: int, scan: bool, remat: str, name: str,
           static: Sequence[Any] = ()) -> jax.Array:
   """Applies `depth` blocks in sequence: x = block(x, *args, *static).
 
-  Must be called inside `parent`'s compact method.
+  Must be called inside a compact method: the blocks become children of
+  the module whose method runs.
 
   Args:
-    parent: the calling module (the blocks become its children).
     block_cls: the block module class.
     block_kwargs: its constructor arguments (the same for every layer).
     x: the carried activations.
@@ -61,7 +61,6 @@ def apply(parent: nn.Module, block_cls: Type[nn.Module],
   Returns:
     The stack's output, shaped like `x`.
   """
-  del parent  # Children attach to the module whose compact method runs.
   policy = remat_lib.remat_policy(remat)
   static = tuple(static)
   if not scan:

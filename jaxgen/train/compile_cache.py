@@ -32,8 +32,6 @@ _lock = threading.Lock()
 _listening = False
 
 
-
-
 def define_flag() -> None:
   """Defines --compilation_cache (once per process: several command-line
   modules use it and may be imported together)."""

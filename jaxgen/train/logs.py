@@ -9,7 +9,6 @@ them.
 """
 
 import logging as pylogging
-import time
 import warnings
 
 from absl import logging
@@ -49,35 +48,22 @@ def one_line_warnings() -> None:
 
 
 def format_duration(seconds: float) -> str:
-  """"1h02m", "3m04s" or "12s"."""
+  """"1h02m" from an hour on, else "3m04s" (also "0m12s")."""
   seconds = int(round(max(seconds, 0.0)))
-  hours, rest = divmod(seconds, 3600)
-  minutes, secs = divmod(rest, 60)
-  if hours:
-    return f"{hours}h{minutes:02d}m"
-  return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+  if seconds >= 3600:
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+  return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-class Progress:
-  """Logs "step s/N (p%), r steps/s, ETA t" every `every_steps` steps.
+def log_progress(step: int, total_steps: int, steps_per_sec: float) -> None:
+  """Logs "step s/N (p%), r steps/s, ETA t" at the rate the caller measured.
 
-  The rate is measured over the steps since the previous line, so the ETA
-  follows the run's current speed (the first line includes compilation
-  only if the caller starts it before compiling; the trainer does not).
+  Args:
+    step: the step just finished.
+    total_steps: the run's last step.
+    steps_per_sec: the current training rate.
   """
-
-  def __init__(self, total_steps: int, every_steps: int, start_step: int = 0,
-               clock=time.monotonic):
-    self.total, self.every, self.clock = total_steps, every_steps, clock
-    self.last_step, self.last_time = start_step, clock()
-
-  def __call__(self, step: int) -> None:
-    if step % self.every and step != self.total:
-      return
-    now = self.clock()
-    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-    self.last_step, self.last_time = step, now
-    eta = (self.total - step) / rate if rate > 0 else 0.0
-    logging.info("step %d/%d (%.0f%%), %.3g steps/s, ETA %s", step,
-                 self.total, 100.0 * step / max(self.total, 1), rate,
-                 format_duration(eta))
+  eta = (total_steps - step) / steps_per_sec if steps_per_sec > 0 else 0.0
+  logging.info("step %d/%d (%.0f%%), %.3g steps/s, ETA %s", step,
+               total_steps, 100.0 * step / max(total_steps, 1),
+               steps_per_sec, format_duration(eta))

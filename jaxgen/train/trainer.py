@@ -437,8 +437,6 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         workdir, tensorboard=bool(config.get("tensorboard", True)))
     if pidx == 0:
       writer.write_hparams({k: str(v) for k, v in config.items()})
-    # Steps/s and ETA go to the log; metrics.jsonl keeps one row per log step.
-    hooks = [logs.Progress(s.total_steps, log_every, start)]
     profiler = None
     if config.get("profile_steps") and pidx == 0:
       # A few steps after the start, past compilation and warm-up.
@@ -474,14 +472,14 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         # A background save that failed surfaces here, one step later.
         ckpt.poll()
         steps_since += 1
-        for hook in hooks:
-          hook(step)
         is_last = step == s.total_steps
         if step % log_every == 0 or is_last:
           buf.flush()
           dt = time.time() - t0
           row = buf.mean_and_reset()
           sps = steps_since / max(dt, 1e-9)
+          # Steps/s and ETA go to the log; metrics.jsonl keeps the row.
+          logs.log_progress(step, s.total_steps, sps)
           row.update(_progress(config, s, step, sps, peak))
           if eval_fn and (step % int(config.eval_every_steps) == 0
                           or is_last):
