@@ -154,7 +154,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.dataset.channels = 16
     c.dataset.image_size = 48
     c.dataset.num_frames = 16
-    c.dtype = "bfloat16"
+    # config.dtype stays "auto": bf16 on accelerators, f32 on CPU.
     c.model.freq_dim = 256
     if arg.preset == "sd3_medium":
       c.model.width, c.model.depth, c.model.num_heads = 1536, 24, 24

@@ -145,7 +145,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   elif arg.preset == "cifar10":
     c.dataset.name = "tfds:cifar10"
     c.dataset.num_classes = 10
-    c.dtype = "bfloat16"
+    # config.dtype stays "auto": bf16 on accelerators, f32 on CPU.
     # Already set above: γ 0.05 -> 0.005, batch 512, 250 Mimg, burn-in
     # 20 Mimg, EMA half-life 0 -> 5 Mimg (issue #19: --kimg=250000).
   elif arg.preset in ("ffhq64", "ffhq256"):
@@ -158,7 +158,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.batch_size = 256
     c.gan.ema_half_life_examples = M // 2
     c.gan.augment_p = 0.3
-    c.dtype = "bfloat16"
+    # config.dtype stays "auto": bf16 on accelerators, f32 on CPU.
     if arg.preset == "ffhq64":
       c.dataset.image_size = 64
       c.model.widths = (768, 768, 768, 768, 384)
@@ -178,7 +178,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.model.widths = (1536,) * (4 if size == 32 else 5)
     # 96 groups at hidden width 3072: group width 32.
     c.model.group_width = 32
-    c.dtype = "bfloat16"
+    # config.dtype stays "auto": bf16 on accelerators, f32 on CPU.
     c.batch_size = 4096
     c.total_examples = 1000 * M
     c.gan.burn_in_examples = 200 * M

@@ -132,7 +132,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.dataset.num_classes = 1000
     c.dataset.image_size = size
     c.dataset.eval_split = "validation"
-    c.dtype = "bfloat16"
+    # config.dtype stays "auto": bf16 on accelerators, f32 on CPU.
     c.diffusion.sample_steps = 512
     c.diffusion.guidance_scale = 2.0
     c.mesh.fsdp = -1

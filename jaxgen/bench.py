@@ -87,14 +87,7 @@ def run(config, steps: int = 10, params_only: bool = False,
       return out
     state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
     out.update(s.objective.num_params(state))
-    rng = np.random.default_rng(0)
-    batch = {}
-    for k, spec in s.batch_spec.items():
-      if k == "label":
-        value = rng.integers(0, max(s.data_info.num_classes, 1), spec.shape)
-      else:
-        value = rng.uniform(-1, 1, spec.shape)
-      batch[k] = jax.device_put(value.astype(spec.dtype), batch_sh[k])
+    batch = synthetic_batch(s, batch_sh)
     times = []
     for i in range(steps + 2):
       t = time.perf_counter()
@@ -109,6 +102,31 @@ def run(config, steps: int = 10, params_only: bool = False,
   out.update(step_time_s=step_time, examples_per_sec=eps,
              loss=float(metrics["loss"]), **tput)
   return out
+
+
+def synthetic_batch(s, shardings, seed: int = 0):
+  """A device batch of the train step's shapes: pixels uniform in [-1, 1].
+
+  Args:
+    s: the trainer's setup (`trainer.setup`).
+    shardings: the batch shardings `trainer.compile_step` returned.
+    seed: numpy seed.
+
+  Returns:
+    {name: sharded jax.Array} matching `s.batch_spec`; labels (if any) are
+    drawn from the dataset's classes.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  batch = {}
+  for k, spec in s.batch_spec.items():
+    if k == "label":
+      value = rng.integers(0, max(s.data_info.num_classes, 1), spec.shape)
+    else:
+      value = rng.uniform(-1, 1, spec.shape)
+    batch[k] = jax.device_put(value.astype(spec.dtype), shardings[k])
+  return batch
 
 
 def largest_batch(config, limit_bytes: float, log=print):

@@ -19,7 +19,6 @@ Every measurement runs in a fresh process; (b) and (c) pinned to one core
 
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess

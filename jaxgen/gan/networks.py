@@ -95,8 +95,15 @@ def _shift(x: jax.Array, axis: int, offset: int) -> jax.Array:
 
 
 def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x[..., c] @ w[c, d] as one dot_general."""
-  return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+  """x[..., c] @ w[c, d] as one [pixels, c] x [c, d] matmul.
+
+  Flattened to 2-D because the transpose of an N-d dot_general (the weight
+  gradient, at every order of R1/R2's double backprop) contracts several
+  dims at once, which XLA:CPU runs off its fast matmul path.
+  """
+  y = jax.lax.dot_general(x.reshape(-1, x.shape[-1]), w,
+                          (((1,), (0,)), ((), ())))
+  return y.reshape(x.shape[:-1] + w.shape[1:])
 
 
 def _leaky_relu(x: jax.Array) -> jax.Array:
@@ -221,12 +228,13 @@ def _conv_taps(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
   xp = xp.reshape(b, h + 2 * p, w + 2 * p, groups, gi)
   cols = jnp.stack([xp[:, i:i + h, j:j + w] for i in range(k)
                     for j in range(k)], axis=4)
-  cols = cols.reshape(b, h, w, groups, k * k * gi)
+  cols = cols.reshape(b * h * w, groups, k * k * gi)
   kernel = kernel.reshape(k, k, gi, groups, o // groups)
   kernel = kernel.transpose(3, 0, 1, 2, 4).reshape(groups, k * k * gi, -1)
-  # Batch over groups: [g, b, h, w, i] x [g, i, o] -> [g, b, h, w, o].
-  out = jax.lax.dot_general(cols, kernel, (((4,), (1,)), ((3,), (0,))))
-  return jnp.moveaxis(out, 0, 3).reshape(b, h, w, o)
+  # Batch over groups: [n, g, i] x [g, i, o] -> [g, n, o] (pixels flattened,
+  # as in `_matmul`).
+  out = jax.lax.dot_general(cols, kernel, (((2,), (1,)), ((1,), (0,))))
+  return jnp.moveaxis(out, 0, 1).reshape(b, h, w, o)
 
 
 class BiasedActivation(nn.Module):

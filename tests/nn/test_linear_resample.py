@@ -29,6 +29,27 @@ def test_dense_multi_axis_matches_matmul_and_names():
   np.testing.assert_allclose(y, x.reshape(2, 5, 12) @ k, atol=1e-5)
 
 
+def test_dense_tuple_features_values_and_gradients_match_numpy():
+  # Dense contracts a flattened [tokens, fan_in] matrix (the layout XLA:CPU
+  # runs fastest); values and both gradients must still be the plain
+  # tensordot's, for a tuple of output features over a 3-D input.
+  x = jax.random.normal(jax.random.key(2), (2, 5, 4))
+  layer = linear.Dense((3, 6), (pt.EMBED, pt.HEADS, pt.KV))
+  _, v = _init(layer, x)
+  g = np.asarray(jax.random.normal(jax.random.key(3), (2, 5, 3, 6)))
+  loss = lambda p, x: jnp.sum(layer.apply(p, x) * g)
+  y = jax.jit(layer.apply)(v, x)
+  dp, dx = jax.jit(jax.grad(loss, argnums=(0, 1)))(v, x)
+  k = np.asarray(v["params"]["kernel"])
+  b = np.asarray(v["params"]["bias"])
+  xn = np.asarray(x)
+  np.testing.assert_allclose(y, np.tensordot(xn, k, axes=1) + b, atol=1e-5)
+  np.testing.assert_allclose(dp["params"]["kernel"],
+                             np.einsum("bld,blhk->dhk", xn, g), atol=1e-4)
+  np.testing.assert_allclose(dp["params"]["bias"], g.sum((0, 1)), atol=1e-4)
+  np.testing.assert_allclose(dx, np.einsum("blhk,dhk->bld", g, k), atol=1e-4)
+
+
 def test_dense_rejects_wrong_number_of_names():
   with pytest.raises(ValueError):
     linear.Dense(4, (pt.EMBED,)).init(jax.random.key(0), jnp.ones((1, 3)))
