@@ -37,6 +37,7 @@ from jaxgen import jsonl
 from scaling import approach2 as approach2_lib
 from scaling import approach3 as approach3_lib
 from scaling import bootstrap as bootstrap_lib
+from scaling import metrics as metrics_lib
 from scaling import plots
 from scaling import report as report_lib
 from scaling import results as results_lib
@@ -55,6 +56,7 @@ class Fits:
   targets: List[float]
   level: float
   summary: Dict[str, object]
+  metric: metrics_lib.Metric = metrics_lib.resolve(None)
 
 
 def default_target(runs: results_lib.Runs) -> float:
@@ -80,7 +82,8 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
              level: float = bootstrap_lib.DEFAULT_LEVEL, seed: int = 0,
              top_k: Optional[int] = approach3_lib.DEFAULT_TOP_K,
              compare: Optional[str] = None,
-             check_full_grid: bool = False) -> Fits:
+             check_full_grid: bool = False,
+             metric: Optional[metrics_lib.Metric] = None) -> Fits:
   """Runs approaches 2 and/or 3 (with bootstrap) on one family's runs.
 
   Args:
@@ -100,6 +103,8 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
       scored on this data.
     check_full_grid: also fit approach 3 from all grid starts and record
       how far that optimum is from the top-k one.
+    metric: the metric the runs' losses were mapped from (`metrics.resolve`;
+      default: a plain loss); extrapolations also give its values.
 
   Returns:
     Fits with a JSON-ready `summary`.
@@ -132,7 +137,11 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
                    "level": level, "seed": seed, "top_k": top_k,
                    "target_flops": targets},
   }
-  fits = Fits(runs, None, None, None, None, None, targets, level, summary)
+  metric = metric or metrics_lib.resolve(None)
+  summary["settings"].update(metric=metric.name, fitted=metric.fitted,
+                             higher_is_better=metric.higher_is_better)
+  fits = Fits(runs, None, None, None, None, None, targets, level, summary,
+              metric)
   if 2 in approaches:
     _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_budget_runs,
                    n_bootstrap, seed)
@@ -190,6 +199,7 @@ def _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid):
                                            top_k=top_k, k=k)
   out = fits.fit3.to_dict()
   out["fit_seconds"] = time.perf_counter() - start
+  _warn_bounds(fits.fit3.params, runs)
   if check_full_grid:
     start = time.perf_counter()
     full = approach3_lib.fit_parametric(runs.n, runs.d, runs.loss,
@@ -213,6 +223,40 @@ def _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid):
   fits.summary["approach3"] = out
 
 
+# Approach-3 parameters this close to a bound say the data do not pin them:
+# E below this fraction of the smallest loss has collapsed to its bound 0 (no
+# floor in the data), and exponents outside these limits are at the edges of
+# the start grid (0..2) the fit explores.
+E_COLLAPSED = 1e-3
+EXPONENT_LIMITS = (0.02, 2.5)
+
+
+def _warn_bounds(p, runs):
+  """One FitWarning per approach-3 parameter that ran to a bound."""
+  if p.E < E_COLLAPSED * float(runs.loss.min()):
+    warnings.warn(f"approach 3: E = {p.E:.3g} collapsed to its bound 0 (no "
+                  "loss floor in these runs): the extrapolation follows pure "
+                  "power laws", results_lib.FitWarning, stacklevel=3)
+  for name in ("alpha", "beta"):
+    value = getattr(p, name)
+    if not EXPONENT_LIMITS[0] <= value <= EXPONENT_LIMITS[1]:
+      warnings.warn(f"approach 3: {name} = {value:.3g} ran to the edge of "
+                    f"its range {EXPONENT_LIMITS}: the runs do not pin it",
+                    results_lib.FitWarning, stacklevel=3)
+
+
+def _metric_values(metric, pred):
+  """Adds the metric's own value (and interval) to a loss prediction."""
+  if not metric.higher_is_better:
+    return pred
+  loss = pred["loss"]
+  out = {"value": float(metric.from_loss(loss["value"]))}
+  if "lo" in loss:
+    out["lo"], out["hi"] = metric.interval_from_loss(loss["lo"], loss["hi"])
+    out["median"] = float(metric.from_loss(loss["median"]))
+  return dict(pred, **{metric.name: out})
+
+
 def _extrapolate(fits):
   rows = []
   for c in fits.targets:
@@ -223,15 +267,15 @@ def _extrapolate(fits):
           {"G": f.n_opt.coef, "a": f.n_opt.exponent, "H": f.d_opt.coef,
            "b": f.d_opt.exponent, "loss_coef": f.loss_opt.coef,
            "loss_exponent": f.loss_opt.exponent}, c)
-      row["approach2"] = {
+      row["approach2"] = _metric_values(fits.metric, {
           key: _point_with_interval(v, fits.boot2, f"{key}@{c:.4g}",
-                                    fits.level) for key, v in pred.items()}
+                                    fits.level) for key, v in pred.items()})
     if fits.fit3 is not None:
       pred = bootstrap_lib.approach3_predict(fits.fit3.params.to_dict(), c,
                                              fits.fit3.k)
-      row["approach3"] = {
+      row["approach3"] = _metric_values(fits.metric, {
           key: _point_with_interval(v, fits.boot3, f"{key}@{c:.4g}",
-                                    fits.level) for key, v in pred.items()}
+                                    fits.level) for key, v in pred.items()})
     rows.append(row)
   return rows
 
@@ -307,8 +351,8 @@ def write_outputs(fits: Fits, out_dir: str, command: str = "",
 
 def run(results: str, out: str, *, family: Optional[str] = None,
         drop_highest_loss: int = 0, param_key: str = "params",
-        metric: Optional[str] = None, command: str = "",
-        **fit_kwargs) -> Fits:
+        metric: Optional[str] = None, direction: str = "auto",
+        command: str = "", **fit_kwargs) -> Fits:
   """Loads, fits and writes outputs: the body of the CLI.
 
   Args:
@@ -319,6 +363,8 @@ def run(results: str, out: str, *, family: Optional[str] = None,
     param_key: JSONL field for N ("params" or "params_non_embedding").
     metric: field fitted as the loss, e.g. "eval_fid" (default: eval_loss,
       else the final train loss).
+    direction: whether the metric improves downwards or upwards ("auto":
+      known names, see scaling/metrics.py).
     command: command line recorded in the report.
     **fit_kwargs: passed to `fit_runs`.
 
@@ -329,12 +375,13 @@ def run(results: str, out: str, *, family: Optional[str] = None,
   try:
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always", results_lib.FitWarning)
+      metric_info = metrics_lib.resolve(metric, direction)
       runs = results_lib.load_runs(results, param_key=param_key,
-                                   metric=metric)
+                                   metric=metric, direction=direction)
       runs = results_lib.select_family(runs, family)
       n_before = len(runs)
       runs = results_lib.drop_highest_loss(runs, drop_highest_loss)
-      fits = fit_runs(runs, **fit_kwargs)
+      fits = fit_runs(runs, metric=metric_info, **fit_kwargs)
   finally:
     # Re-issue the captured warnings (also when the fit failed) so callers
     # and the CLI still see them.
@@ -345,9 +392,38 @@ def run(results: str, out: str, *, family: Optional[str] = None,
   fits.summary["data"]["dropped_highest_loss"] = n_before - len(runs)
   # Which parameter count N means (scaling.run --optimal_from reads it).
   fits.summary["settings"]["param_key"] = param_key
-  fits.summary["settings"]["metric"] = metric or "loss"
+  fits.summary["warnings"] = messages
   write_outputs(fits, out, command=command, caught=messages)
   return fits
+
+
+def extrapolation_lines(fits: Fits) -> List[str]:
+  """One stdout line per target budget: N_opt, D_opt and the metric.
+
+  Args:
+    fits: a finished fit.
+
+  Returns:
+    Lines like "at 1e+15 FLOPs: approach 2 N_opt 2.1e+06, D_opt 8e+07,
+    loss 0.31 [0.29, 0.33]; approach 3 ...".
+  """
+  name = fits.metric.name
+  lines = []
+  for row in fits.summary.get("extrapolation", []):
+    parts = []
+    for approach in ("approach2", "approach3"):
+      if approach not in row:
+        continue
+      pred = row[approach]
+      value = pred.get(name, pred["loss"])
+      text = (f"{approach.replace('approach', 'approach ')} N_opt "
+              f"{pred['N_opt']['value']:.3g}, D_opt "
+              f"{pred['D_opt']['value']:.3g}, {name} {value['value']:.4g}")
+      if "lo" in value:
+        text += f" [{value['lo']:.4g}, {value['hi']:.4g}]"
+      parts.append(text)
+    lines.append(f"at {row['flops']:.3g} FLOPs: " + "; ".join(parts))
+  return lines
 
 
 FLAGS = flags.FLAGS
@@ -378,7 +454,11 @@ flags.DEFINE_integer("top_k", approach3_lib.DEFAULT_TOP_K,
 flags.DEFINE_bool("check_full_grid", False, "Also fit approach 3 from all "
                   "grid starts and report the difference to --top_k.")
 flags.DEFINE_string("metric", None, "Field fitted as the loss, e.g. eval_fid "
-                    "(default: eval_loss, else the final train loss).")
+                    "or eval_psnr (default: eval_loss, else the final train "
+                    "loss).")
+flags.DEFINE_enum("metric_direction", "auto", list(metrics_lib.DIRECTIONS),
+                  "Whether --metric improves downwards or upwards (auto: "
+                  "PSNR, SSIM, precision, recall, accuracy and IS upwards).")
 flags.DEFINE_string("compare", None, "'chinchilla': score published "
                     "Chinchilla/Epoch parameters on the data.")
 
@@ -393,11 +473,13 @@ def main(argv):
     budgets = [float(b) for b in FLAGS.budgets] or None
   command = "python -m scaling.fit " + " ".join(
       shlex.quote(a) for a in sys.argv[1:])
+  # The fit's warnings are printed below as one line each.
+  warnings.simplefilter("ignore", results_lib.FitWarning)
   try:
     fits = run(FLAGS.results, FLAGS.out, family=FLAGS.family,
                drop_highest_loss=FLAGS.drop_highest_loss,
                param_key=FLAGS.param_key, metric=FLAGS.metric,
-               command=command,
+               direction=FLAGS.metric_direction, command=command,
                approaches=[int(a) for a in FLAGS.approaches],
                budgets=budgets, budget_tol=FLAGS.budget_tol,
                detect_tol=FLAGS.detect_tol,
@@ -411,6 +493,10 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   s = fits.summary
+  for message in s.get("warnings", []):
+    print(f"warning: {message}", file=sys.stderr)
+  for line in extrapolation_lines(fits):
+    print(line)
   for name in ("approach2", "approach3"):
     if name in s:
       keys = ("a", "b", "G") if name == "approach2" else (

@@ -88,6 +88,11 @@ def _data_section(summary) -> List[str]:
            f"loss {_f(d['loss_range'][0])} to {_f(d['loss_range'][1])}",
            f"- k in C = k N D: {_f(d['k'])} (median C/(N D))",
            f"- {_level_text(summary)}", ""]
+  settings = summary.get("settings", {})
+  if settings.get("higher_is_better"):
+    lines[-1:-1] = [f"- metric `{settings['metric']}` (higher is better) is "
+                    f"fitted as the falling loss `{settings['fitted']}`; "
+                    "\"loss\" below is that quantity"]
   if summary.get("warnings"):
     lines += ["Warnings:", ""] + [f"- {w}" for w in summary["warnings"]]
     lines.append("")
@@ -165,9 +170,12 @@ def _approach3_section(a3) -> List[str]:
   return lines
 
 
-def _extrapolation_section(rows) -> List[str]:
+def _extrapolation_section(rows, metric=None) -> List[str]:
   lines = ["## Extrapolation to target budgets", ""]
   table = []
+  extra = [metric] if rows and metric and any(
+      metric in row.get(n, {}) for row in rows
+      for n in ("approach2", "approach3")) else []
   for row in rows:
     for name in ("approach2", "approach3"):
       if name not in row:
@@ -178,9 +186,10 @@ def _extrapolation_section(rows) -> List[str]:
                     _with_interval(p["N_opt"]["value"], p["N_opt"], 3),
                     _with_interval(p["D_opt"]["value"], p["D_opt"], 3),
                     _f(ratio, 3),
-                    _with_interval(p["loss"]["value"], p["loss"], 4)])
+                    _with_interval(p["loss"]["value"], p["loss"], 4)]
+                   + [_with_interval(p[m]["value"], p[m], 4) for m in extra])
   lines += _table(["C (FLOPs)", "approach", "N_opt", "D_opt", "D/N",
-                   "loss"], table)
+                   "loss"] + extra, table)
   return lines + ["", "Approach 2's loss is the power law L0 C^gamma "
                   "through the isoFLOP minima: it has no irreducible term, "
                   "so far beyond the data it is optimistic. Approach 3's is "
@@ -269,7 +278,8 @@ def render(summary: Dict, plots: Dict[str, str]) -> str:
     lines += _approach2_section(summary["approach2"])
   if "approach3" in summary:
     lines += _approach3_section(summary["approach3"])
-  lines += _extrapolation_section(summary["extrapolation"])
+  lines += _extrapolation_section(summary["extrapolation"],
+                                  summary.get("settings", {}).get("metric"))
   if "reference" in summary:
     lines += _reference_section(summary)
   if plots:

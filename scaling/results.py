@@ -50,6 +50,7 @@ import etils.epath as epath
 import numpy as np
 
 from jaxgen import jsonl
+from scaling import metrics as metrics_lib
 
 
 class FitWarning(UserWarning):
@@ -156,7 +157,8 @@ def _to_float(value) -> float:
 def runs_from_records(records: Sequence[Dict[str, Any]],
                       param_key: str = "params",
                       source: str = "records",
-                      metric: Optional[str] = None) -> Runs:
+                      metric: Optional[str] = None,
+                      direction: str = "auto") -> Runs:
   """Builds cleaned Runs from dict rows (JSONL objects or CSV rows).
 
   Args:
@@ -164,7 +166,10 @@ def runs_from_records(records: Sequence[Dict[str, Any]],
     param_key: the field used for N first (e.g. "params_non_embedding").
     source: a label for reports.
     metric: the field fitted as the loss (e.g. "eval_fid"); default: the
-      first of eval_loss, final_train_loss, loss, final_loss.
+      first of eval_loss, final_train_loss, loss, final_loss. A
+      higher-is-better metric (e.g. "eval_psnr") is stored through its map
+      onto a falling loss (scaling/metrics.py).
+    direction: "auto", "lower" or "higher" (see `metrics.resolve`).
 
   Returns:
     Cleaned Runs (see `clean`).
@@ -173,6 +178,7 @@ def runs_from_records(records: Sequence[Dict[str, Any]],
     ValueError: no usable N or loss in any "ok" row, or an "ok" row with
       neither D nor C.
   """
+  to_loss = metrics_lib.resolve(metric, direction).to_loss
   n_keys = (param_key,) + tuple(k for k in _N_KEYS if k != param_key)
   loss_fields = (metric,) if metric else _LOSS_KEYS
   cols = {k: [] for k in ("n", "loss", "d", "c", "budget")}
@@ -186,7 +192,7 @@ def runs_from_records(records: Sequence[Dict[str, Any]],
     if key_l is not None:
       loss_keys.add(key_l)
     cols["n"].append(_to_float(n))
-    cols["loss"].append(_to_float(loss))
+    cols["loss"].append(float(to_loss(_to_float(loss))))
     cols["d"].append(_to_float(_first(rec, _D_KEYS)[1]))
     cols["c"].append(_to_float(_first(rec, _C_KEYS)[1]))
     cols["budget"].append(_to_float(_first(rec, _BUDGET_KEYS)[1]))
@@ -251,13 +257,14 @@ def clean(runs: Runs, status: Optional[np.ndarray] = None) -> Runs:
 
 
 def load_runs(path: str, param_key: str = "params",
-              metric: Optional[str] = None) -> Runs:
+              metric: Optional[str] = None, direction: str = "auto") -> Runs:
   """Loads a results.jsonl or CSV file into cleaned Runs.
 
   Args:
     path: `.jsonl` (or `.json` lines) or `.csv` file.
     param_key: field used for N in JSONL rows (e.g. "params_non_embedding").
     metric: field fitted as the loss (default: eval_loss or the train loss).
+    direction: "auto", "lower" or "higher" (see `metrics.resolve`).
 
   Returns:
     Cleaned Runs.
@@ -272,7 +279,8 @@ def load_runs(path: str, param_key: str = "params",
   else:
     records = jsonl.read(path)
   return runs_from_records(records, param_key=param_key,
-                           source=os.path.basename(str(path)), metric=metric)
+                           source=os.path.basename(str(path)), metric=metric,
+                           direction=direction)
 
 
 def select_family(runs: Runs, family: Optional[str]) -> Runs:
