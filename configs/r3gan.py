@@ -91,6 +91,9 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # Burn-in length T in images: lr, γ, β2 and EMA half-life follow a cosine
   # from their start to their end values over T, then stay.
   c.gan.burn_in_examples = 20 * M
+  # Burn-in as this fraction of the run instead (0: burn_in_examples). The
+  # scaling sweeps set it, so a budget sets the ramp's length like the run's.
+  c.gan.burn_in_fraction = 0.0
   # EMA half-life of G (in images) after the burn-in; it ramps from 0.
   c.gan.ema_half_life_examples = 5 * M
   # ADA-style augmentation of D's inputs (jaxgen/gan/augment.py): the

@@ -12,7 +12,9 @@ here, in one place:
   warmup = warmup_fraction * steps; cosine decay ends at `steps`
 
 so every point's learning-rate schedule spans exactly its own run, as
-Chinchilla's approach 2 requires. Points are named `C<budget>_<size>`, e.g.
+Chinchilla's approach 2 requires. A family with schedules of its own must
+make them span the run too (`Objective.follows_run_length`; R3GAN's burn-in
+with `gan.burn_in_fraction` in the spec's `run`), else the point is refused. Points are named `C<budget>_<size>`, e.g.
 `C2e12_w96d2`; the id alone (with the spec) rebuilds the point, so it also
 names the point's directory `WORKDIR/runs/<id>/`.
 
@@ -213,22 +215,25 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
   if config.family != spec.family:
     raise ValueError(f"spec family {spec.family!r} but {spec.base} is "
                      f"family {config.family!r}")
-  if not _objective_class(config).supports_run_length_schedule:
-    raise ValueError(
-        f"{spec.base} (family {config.family!r}) does not support a "
-        "run-length schedule: sweeps set a warmup + cosine spanning each "
-        "run, and this family's schedules are its own")
   overrides = config_lib.flatten(spec.run)
-  overrides.update({
-      "batch_size": int(spec.batch_size),
-      "optimizer.learning_rate": float(spec.learning_rate),
-      "optimizer.end_lr_fraction": float(spec.end_lr_fraction)})
+  overrides["batch_size"] = int(spec.batch_size)
+  # Families with schedules of their own (R3GAN's burn-in) have no cosine
+  # fields; the spec's `run` sets their end values.
+  overrides.update({k: v for k, v in (
+      ("optimizer.learning_rate", float(spec.learning_rate)),
+      ("optimizer.end_lr_fraction", float(spec.end_lr_fraction)))
+                    if _get(config, k) is not None})
   overrides.update({f"model.{k}": v
                     for k, v in config_lib.flatten(spec.sizes[size]).items()})
   config_lib.apply_overrides(config, overrides, spec.open_sections)
   sets = {k: _cast(v, _get(config, k)) for k, v in (sets or {}).items()}
   config_lib.apply_overrides(config, sets, spec.open_sections)
   overrides.update({k: _get(config, k) for k in sets})
+  if not _objective_class(config).follows_run_length(config):
+    raise ValueError(
+        f"{spec.base} (family {config.family!r}) has schedules that do not "
+        "span the run, and a sweep needs each point's schedule to end with "
+        "it (R3GAN: set gan.burn_in_fraction in the spec's run)")
 
   for unit in durations.UNITS:
     config[unit] = type(config[unit])(0)
@@ -246,6 +251,8 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
       # step when eval_batches > 0).
       "eval_every_steps": steps,
   }
+  derived = {k: v for k, v in derived.items()
+             if not k.startswith("optimizer.") or _get(config, k) is not None}
   config_lib.apply_overrides(config, derived)
   overrides.update(derived)
   return config, {k: (list(v) if isinstance(v, tuple) else v)

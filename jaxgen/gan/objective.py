@@ -34,7 +34,7 @@ both networks' gradients.
 """
 
 import math
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -52,25 +52,31 @@ from jaxgen.train import state as state_lib
 GEN, DISC = "generator", "discriminator"
 
 
-def burn_in_schedule(start: float, end: float, burn_in_examples: float,
+def burn_in_schedule(start: float, end: float,
+                     burn_in_examples: Union[float, Callable[[], Any]],
                      batch_size: int) -> Callable[[jax.Array], jax.Array]:
   """The reference's `cosine_decay_with_warmup` as a function of the step.
 
   Args:
     start: value at step 0.
     end: value from `burn_in_examples` images on.
-    burn_in_examples: length T of the ramp in images (0: `end` throughout).
+    burn_in_examples: length T of the ramp in images (0: `end` throughout),
+      or a function returning it when the schedule is evaluated (a fraction
+      of the run, whose length is a runtime value of the compiled step).
     batch_size: images per step.
 
   Returns:
     step -> float32 value.
   """
   start, end = float(start), float(end)
-  burn_in = float(burn_in_examples)
+  length = (burn_in_examples if callable(burn_in_examples)
+            else (lambda: float(burn_in_examples)))
 
   def schedule(step):
-    if burn_in <= 0 or start == end:
+    burn_in = length()
+    if start == end or (isinstance(burn_in, float) and burn_in <= 0):
       return jnp.asarray(end, jnp.float32)
+    burn_in = jnp.maximum(jnp.asarray(burn_in, jnp.float32), 1.0)
     t = jnp.minimum(jnp.asarray(step, jnp.float32) * batch_size / burn_in,
                     1.0)
     return start + (end - start) * 0.5 * (1.0 - jnp.cos(math.pi * t))
@@ -111,8 +117,14 @@ def network_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
 class R3GAN(objective_lib.Objective):
   """R3GAN (Huang et al. 2024): RpGAN + R1 + R2, ResNeXt G and D."""
 
-  # lr, γ, β2 and EMA follow the burn-in in images, not the run length.
+  # lr, γ, β2 and EMA follow the burn-in (in images, or a fraction of the
+  # run with gan.burn_in_fraction), not optimizer.schedule.
   supports_run_length_schedule = False
+
+  @classmethod
+  def follows_run_length(cls, config) -> bool:
+    """With gan.burn_in_fraction > 0 the burn-in spans a share of the run."""
+    return float(config.gan.get("burn_in_fraction", 0.0)) > 0
 
   def __init__(self, config, total_steps=None, *, generator=None,
                discriminator=None):
@@ -120,7 +132,8 @@ class R3GAN(objective_lib.Objective):
 
     Args:
       config: the run config.
-      total_steps: run length (unused: the schedules follow the burn-in).
+      total_steps: run length (read by the schedules only with
+        gan.burn_in_fraction > 0).
       generator: a Flax module `(z, labels) -> images` to use instead of the
         configured ResNeXt G (e.g. an MLP in experiments).
       discriminator: a Flax module `(images, labels) -> logits` instead of
@@ -145,6 +158,12 @@ class R3GAN(objective_lib.Objective):
     self.discriminator = discriminator or networks.Discriminator(
         **self.kwargs)
     burn_in, batch = float(g.burn_in_examples), self.batch_size
+    self.burn_in_fraction = float(g.get("burn_in_fraction", 0.0))
+    if self.burn_in_fraction > 0:
+      # A share of the run (images seen = steps x D's batch), read when the
+      # schedules are evaluated: budgets of a sweep ramp alike.
+      burn_in = lambda: (self.burn_in_fraction * batch *  # pylint: disable=g-long-lambda
+                         jnp.asarray(self.run_length(), jnp.float32))
     o = config.optimizer
     self.lr_fn = burn_in_schedule(o.learning_rate, o.end_learning_rate,
                                   burn_in, batch)
@@ -164,6 +183,9 @@ class R3GAN(objective_lib.Objective):
 
   def validate(self, num_devices_data_parallel: int) -> None:
     del num_devices_data_parallel
+    if not 0.0 <= self.burn_in_fraction <= 1.0:
+      raise ValueError(f"config.gan.burn_in_fraction={self.burn_in_fraction}"
+                       " must be in [0, 1] (0: use gan.burn_in_examples).")
     widths = self.kwargs["widths"]
     expected = 4 * 2 ** (len(widths) - 1)
     if self.image_size != expected:

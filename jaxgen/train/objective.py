@@ -38,6 +38,20 @@ class Objective(abc.ABC):
   # burn-in in images).
   supports_run_length_schedule: bool = True
 
+  @classmethod
+  def follows_run_length(cls, config: ml_collections.ConfigDict) -> bool:
+    """Whether `config`'s schedules span the run (what sweeps need).
+
+    Args:
+      config: a run config of this family.
+
+    Returns:
+      `supports_run_length_schedule` unless the family says otherwise for
+      this config (R3GAN: when its burn-in is a fraction of the run).
+    """
+    del config
+    return cls.supports_run_length_schedule
+
   # How many batches of `config.batch_size` real examples one train step
   # reads. The trainer's train pipeline yields batches of
   # `batches_per_step * batch_size` examples (eval batches stay

@@ -71,12 +71,30 @@ def test_burn_in_schedule_is_the_references_cosine():
       gan_objective.burn_in_schedule(1.0, 0.1, 0, 10)(0), 0.1, rtol=1e-6)
 
 
+def test_burn_in_fraction_follows_the_runtime_run_length():
+  # A quarter of the run: with 100 steps of batch 8 the ramp is 200 images
+  # (25 steps); the compiled step's runtime length of 400 makes it 100.
+  obj = gan_objective.R3GAN(_config(**{"gan.burn_in_fraction": 0.25}),
+                            total_steps=100)
+  o = obj.config.optimizer
+  mid = (o.learning_rate + o.end_learning_rate) / 2
+  np.testing.assert_allclose(obj.lr_fn(0), o.learning_rate, rtol=1e-6)
+  np.testing.assert_allclose(obj.lr_fn(12.5), mid, rtol=1e-5)
+  np.testing.assert_allclose(obj.lr_fn(25), o.end_learning_rate, rtol=1e-6)
+  with obj.runtime_run_length(jnp.int32(400)):
+    lr = jax.jit(obj.lr_fn)(50)
+    gamma = jax.jit(obj.gamma_fn)(100)
+  np.testing.assert_allclose(lr, mid, rtol=1e-5)
+  np.testing.assert_allclose(gamma, obj.config.gan.end_gamma, rtol=1e-6)
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"dataset.image_size": 32}, "make 16px images"),
     ({"model.group_width": 48}, "not multiples of config.model.group_width"),
     ({"dataset.num_classes": 0}, "class_conditional needs"),
     ({"gan.loss": "wgan"}, "Unknown config.gan.loss"),
     ({"model.conv_impl": "fft"}, "Unknown config.model.conv_impl"),
+    ({"gan.burn_in_fraction": 1.5}, "must be in \\[0, 1\\]"),
 ])
 def test_bad_configs_are_one_line_errors(overrides, match):
   with pytest.raises(ValueError, match=match) as e:

@@ -12,6 +12,7 @@ import sys
 import time
 
 import jax.numpy as jnp
+import ml_collections
 import pytest
 
 from jaxgen.diffusion import objective as sd_objective
@@ -255,14 +256,24 @@ def test_check_report_compares_predictions_with_the_measured_loss():
     run_lib.check_report(fit, dict(row, status="diverged", eval_loss=None))
 
 
-def test_families_without_the_run_length_schedule_are_refused():
-  # R3GAN's lr, γ and β2 follow a burn-in in images, so a sweep cannot set a
-  # cosine spanning each run: a one-line error before anything runs.
+def test_schedules_must_span_the_run_r3gan_via_burn_in_fraction():
+  # R3GAN's lr, γ and β2 follow a burn-in in images unless it is a fraction
+  # of the run: without one, a one-line error before anything runs.
   spec = _spec()
   spec.base, spec.family = "configs/r3gan.py:tiny", "r3gan"
-  with pytest.raises(ValueError, match="does not support a run-length "
-                     "schedule"):
-    sweep_lib.point_config(spec, 3e8, "w16d1")
+  spec.run = ml_collections.ConfigDict({"num_samples": 0})
+  spec.sizes = ml_collections.ConfigDict(
+      {"w16": {"widths": (16, 16, 16)}, "w32": {"widths": (32, 32, 32)}})
+  with pytest.raises(ValueError, match="gan.burn_in_fraction") as e:
+    sweep_lib.point_config(spec, 3e8, "w16")
+  assert "\n" not in str(e.value)
+  spec.run.gan = ml_collections.ConfigDict({"burn_in_fraction": 0.5})
+  small, _ = sweep_lib.point_config(spec, 3e11, "w16")
+  big, overrides = sweep_lib.point_config(spec, 3e11, "w32")
+  assert overrides["gan.burn_in_fraction"] == 0.5
+  assert small.gan.burn_in_fraction == big.gan.burn_in_fraction == 0.5
+  # Same budget: the larger rung gets fewer steps (and so a shorter ramp).
+  assert 0 < big.total_steps < small.total_steps
 
 
 def test_a_second_runner_on_the_same_workdir_is_refused(tmp_path):
