@@ -14,8 +14,8 @@ here, in one place:
 so every point's learning-rate schedule spans exactly its own run, as
 Chinchilla's approach 2 requires. A family with schedules of its own must
 make them span the run too (`Objective.follows_run_length`; R3GAN's burn-in
-with `gan.burn_in_fraction` in the spec's `run`), else the point is refused. Points are named `C<budget>_<size>`, e.g.
-`C2e12_w96d2`; the id alone (with the spec) rebuilds the point, so it also
+with `gan.burn_in_fraction` in the spec's `run`), else the point is refused.
+Points are named `C<budget>_<size>`, e.g. `C2e12_w96d2`; the id alone (with the spec) rebuilds the point, so it also
 names the point's directory `WORKDIR/runs/<id>/`.
 
 Parameters are counted from `jax.eval_shape` of the objective's init
@@ -219,10 +219,9 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
   overrides["batch_size"] = int(spec.batch_size)
   # Families with schedules of their own (R3GAN's burn-in) have no cosine
   # fields; the spec's `run` sets their end values.
-  overrides.update({k: v for k, v in (
-      ("optimizer.learning_rate", float(spec.learning_rate)),
-      ("optimizer.end_lr_fraction", float(spec.end_lr_fraction)))
-                    if _get(config, k) is not None})
+  overrides.update(_fields_it_has(config, {
+      "optimizer.learning_rate": float(spec.learning_rate),
+      "optimizer.end_lr_fraction": float(spec.end_lr_fraction)}))
   overrides.update({f"model.{k}": v
                     for k, v in config_lib.flatten(spec.sizes[size]).items()})
   config_lib.apply_overrides(config, overrides, spec.open_sections)
@@ -244,19 +243,23 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
       num_examples=None, flops_per_example=flops)
   derived = {
       "total_steps": steps,
-      "optimizer.schedule": "cosine",
-      "optimizer.warmup_steps": 0,
-      "optimizer.warmup_fraction": float(spec.warmup_fraction),
+      **_fields_it_has(config, {
+          "optimizer.schedule": "cosine",
+          "optimizer.warmup_steps": 0,
+          "optimizer.warmup_fraction": float(spec.warmup_fraction)}),
       # One evaluation, at the end (the trainer always evaluates the last
       # step when eval_batches > 0).
       "eval_every_steps": steps,
   }
-  derived = {k: v for k, v in derived.items()
-             if not k.startswith("optimizer.") or _get(config, k) is not None}
   config_lib.apply_overrides(config, derived)
   overrides.update(derived)
   return config, {k: (list(v) if isinstance(v, tuple) else v)
                   for k, v in overrides.items()}
+
+
+def _fields_it_has(config, values: Dict[str, Any]) -> Dict[str, Any]:
+  """The entries of `values` whose dotted key exists in `config`."""
+  return {k: v for k, v in values.items() if _get(config, k) is not None}
 
 
 def _get(config, key):

@@ -69,14 +69,16 @@ def burn_in_schedule(start: float, end: float,
     step -> float32 value.
   """
   start, end = float(start), float(end)
-  length = (burn_in_examples if callable(burn_in_examples)
-            else (lambda: float(burn_in_examples)))
 
   def schedule(step):
-    burn_in = length()
-    if start == end or (isinstance(burn_in, float) and burn_in <= 0):
+    if callable(burn_in_examples):
+      burn_in = burn_in_examples()
+    else:
+      burn_in = float(burn_in_examples)
+      if burn_in <= 0:
+        return jnp.asarray(end, jnp.float32)
+    if start == end:
       return jnp.asarray(end, jnp.float32)
-    burn_in = jnp.maximum(jnp.asarray(burn_in, jnp.float32), 1.0)
     t = jnp.minimum(jnp.asarray(step, jnp.float32) * batch_size / burn_in,
                     1.0)
     return start + (end - start) * 0.5 * (1.0 - jnp.cos(math.pi * t))
@@ -117,13 +119,10 @@ def network_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
 class R3GAN(objective_lib.Objective):
   """R3GAN (Huang et al. 2024): RpGAN + R1 + R2, ResNeXt G and D."""
 
-  # lr, γ, β2 and EMA follow the burn-in (in images, or a fraction of the
-  # run with gan.burn_in_fraction), not optimizer.schedule.
-  supports_run_length_schedule = False
-
   @classmethod
   def follows_run_length(cls, config) -> bool:
-    """With gan.burn_in_fraction > 0 the burn-in spans a share of the run."""
+    """lr, γ, β2 and EMA follow the burn-in, not optimizer.schedule: it
+    scales with the run only as a fraction of it (gan.burn_in_fraction)."""
     return float(config.gan.get("burn_in_fraction", 0.0)) > 0
 
   def __init__(self, config, total_steps=None, *, generator=None,

@@ -32,25 +32,23 @@ class Objective(abc.ABC):
   `validate` must be pure and traceable: the trainer calls them under `jax.jit`.
   """
 
-  # Whether the learning rate follows `config.optimizer`'s run-length
-  # schedule (warmup + cosine to the end of the run), which scaling sweeps
-  # set per point. False for families with schedules of their own (R3GAN's
-  # burn-in in images).
-  supports_run_length_schedule: bool = True
-
   @classmethod
   def follows_run_length(cls, config: ml_collections.ConfigDict) -> bool:
-    """Whether `config`'s schedules span the run (what sweeps need).
+    """Whether `config`'s schedules span the run, as scaling sweeps need.
+
+    True when the learning rate follows `config.optimizer`'s run-length
+    schedule (warmup + cosine to the end of the run, set per sweep point).
+    Families with schedules of their own override it (R3GAN: only when its
+    burn-in is a fraction of the run).
 
     Args:
       config: a run config of this family.
 
     Returns:
-      `supports_run_length_schedule` unless the family says otherwise for
-      this config (R3GAN: when its burn-in is a fraction of the run).
+      Whether each run's schedules end with the run.
     """
     del config
-    return cls.supports_run_length_schedule
+    return True
 
   # How many batches of `config.batch_size` real examples one train step
   # reads. The trainer's train pipeline yields batches of
