@@ -35,7 +35,10 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     # scikit-image: the independent PSNR / SSIM reference of the tests.
-    "test": ["pytest", "pytest-xdist", "scikit-image"],
+    # submitit: the tests run sweeps through its local executor.
+    "test": ["pytest", "pytest-xdist", "scikit-image", "submitit"],
+    # `python -m scaling.run --executor=slurm` submits points through it.
+    "cluster": ["submitit"],
     # Weight conversion (jaxgen.eval.convert) and the parity tests against
     # the reference PyTorch implementations (pytorch-fid, lpips, diffusers).
     "parity": ["torch==2.13.0", "pytorch-fid", "lpips", "diffusers"],

@@ -64,6 +64,7 @@ from jaxgen import jsonl
 from jaxgen.train import compile_cache
 from jaxgen.train import logs
 from jaxgen.train import workdir as workdir_lib
+from scaling import executors
 from scaling import sweep as sweep_lib
 
 OK, DIVERGED = "ok", "diverged"
@@ -311,7 +312,9 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   row = make_row(spec, point, metrics,
                  error=error, wall_time_s=time.time() - start,
                  resumed_from=resumed_from, command=command)
-  jsonl.write_atomic(epath.Path(rundir) / "result.json", json.dumps(row))
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:  # One writer for a point of several hosts.
+    jsonl.write_atomic(epath.Path(rundir) / "result.json", json.dumps(row))
   return row
 
 
@@ -411,12 +414,18 @@ def _load_finished(workdir: str, spec, points,
   return done
 
 
+# Fields that change what a run writes, not what it computes: rows that
+# differ only in these are the same point.
+_NO_EFFECT = ("tensorboard", "checkpoint_every_steps", "keep_checkpoints")
+
+
 def _check_same_config(point, row, where: str) -> None:
   """Raises if a finished row ran with other overrides than `point`."""
   old = row.get("config", {}).get("overrides") or {}
   new = _normalise(point.overrides)
-  if old != new:
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  diff = sorted(k for k in set(old) | set(new)
+                if old.get(k) != new.get(k) and k not in _NO_EFFECT)
+  if diff:
     raise ValueError(f"point {point.id} in {where} ran with a different "
                      f"config ({', '.join(diff)}); use another --workdir or "
                      "delete its row and runs/ directory")
@@ -457,8 +466,10 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
               sweep_flags: Sequence[str] = (), in_process: bool = False,
               local: Optional[str] = None,
               compilation_cache: Optional[str] = None, pin_cores: bool = True,
+              executor: str = "local", collect: bool = False,
+              slurm_cluster: str = "slurm", resubmit: bool = False,
               out=print) -> Dict[str, Any]:
-  """Runs (or prints) every point of a sweep that has no row yet.
+  """Runs, submits or prints every point of a sweep that has no row yet.
 
   Args:
     spec: the sweep spec.
@@ -476,6 +487,13 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     compilation_cache: the workers' persistent compilation cache directory
       (None: `compile_cache.default_dir()`; "none" turns it off).
     pin_cores: pin each of the `parallel` workers to its own cores.
+    executor: "local" (run the workers here), "slurm" (submit one job per
+      point and return) or "print" (print their command lines).
+    collect: only collect finished points' result.json files into
+      results.jsonl and say which points are still missing.
+    slurm_cluster: submitit's cluster for executor "slurm" ("local" runs
+      the jobs as local processes).
+    resubmit: submit points that were submitted before and have no result.
     out: where progress lines go.
 
   Returns:
@@ -493,15 +511,33 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
   slots = core_slots(parallel) if pin_cores and not in_process else None
   commands = {p.id: worker_command(sweep_arg, workdir, p.id, sets,
                                    sweep_flags, local) for p in points}
-  printable = {i: " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()]
-                           + [shlex.quote(a) for a in c])
+  printable = {i: executors.command_line(env, c)
                for i, c in commands.items()}
+  if executor not in executors.EXECUTORS:
+    raise ValueError(f"--executor={executor!r}: use one of "
+                     + ", ".join(executors.EXECUTORS))
+  multihost = int(spec.get("cluster", {}).get("hosts_per_point", 1)) > 1
+  if executor == "local" and multihost and not dry_run and not collect:
+    raise ValueError(f"spec.cluster.hosts_per_point="
+                     f"{spec.cluster.hosts_per_point}: points of several "
+                     "hosts run with --executor=slurm or print")
   if dry_run:
     out(f"# {len(points)} points of {spec.name}; run from {_REPO}")
+    total_hours = 0.0
     for p in points:
+      hours = sweep_lib.device_hours(spec, p)
+      cost = ""
+      if hours:
+        total_hours += hours[0]
+        cost = (f", {hours[0]:,.1f} device-hours ({hours[1]:,.2f} h on "
+                f"{spec.cluster.devices_per_point} devices)")
       out(f"# {p.id}: N={p.params:,} ({p.params_non_embedding:,} "
           f"non-embedding), {p.steps} steps x {p.batch_size}, "
-          f"{p.planned_flops:.3g} FLOPs")
+          f"{p.planned_flops:.3g} FLOPs{cost}")
+    if total_hours:
+      out(f"# total {sum(p.planned_flops for p in points):.3g} FLOPs, "
+          f"{total_hours:,.0f} {spec.cluster.device_kind} device-hours at "
+          f"MFU {spec.cluster.mfu:g} (--sweep.cluster.mfu to change)")
     for p in points:
       out(printable[p.id])
     return {"points": points, "rows": {}, "failed": []}
@@ -532,6 +568,11 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     # points instead of one long point running alone.
     todo = sorted((p for p in points if p.id not in rows),
                   key=lambda p: -p.budget)
+    if collect or executor != "local":
+      return _hand_off(spec, points, rows, todo, commands, printable, env,
+                       local, executor=executor, collect=collect,
+                       slurm_cluster=slurm_cluster, resubmit=resubmit,
+                       multihost=multihost, out=out)
     out(f"{spec.name}: {len(points)} points, {len(points) - len(todo)} "
         f"finished, {len(todo)} to run ({sum(p.budget for p in todo):.3g} "
         f"FLOPs), {parallel} at a time; results in {results_path}")
@@ -639,6 +680,30 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     return {"points": points, "rows": rows, "failed": failed}
 
 
+def _hand_off(spec, points, rows, todo, commands, printable, env, local, *,
+              executor, collect, slurm_cluster, resubmit, multihost, out):
+  """--collect, --executor=print and --executor=slurm: nothing runs here."""
+  result = {"points": points, "rows": rows, "failed": [], "jobs": {}}
+  if collect:
+    waiting = [f"{p.id} (job {j['job_id']})" if (j := executors.submitted(
+        local, p.id)) else p.id for p in todo]
+    out(f"collected: {len(rows)} of {len(points)} points finished"
+        + (f"; {len(todo)} without a result: {', '.join(waiting)}"
+           if todo else ""))
+    result["missing"] = [p.id for p in todo]
+  elif executor == "print":
+    for p in todo:
+      line = printable[p.id] + (" --multihost" if multihost else "")
+      out(f"{line}  # {p.id}")
+  else:
+    ex = executors.slurm_executor(
+        spec, os.path.join(local, "submitit"), cluster=slurm_cluster)
+    result["jobs"] = executors.submit(
+        ex, todo, commands, env, local, _REPO, resubmit=resubmit,
+        multihost=multihost, out=out)
+  return result
+
+
 # -- extrapolation check -------------------------------------------------------
 
 
@@ -723,6 +788,18 @@ flags.DEFINE_bool("in_process", False, "Run points in this process, one by "
 compile_cache.define_flag()
 flags.DEFINE_bool("pin_cores", True, "Pin each of the --parallel workers to "
                   "its own share of the cores.")
+flags.DEFINE_enum("executor", "local", executors.EXECUTORS, "local: run the "
+                  "points here; slurm: submit one job per point (submitit); "
+                  "print: print one command line per point.")
+flags.DEFINE_bool("collect", False, "Only collect finished points' "
+                  "result.json into results.jsonl and list the missing ones.")
+flags.DEFINE_bool("resubmit", False, "--executor=slurm: submit points "
+                  "submitted before that have no result yet again.")
+flags.DEFINE_enum("slurm_cluster", "slurm", ("slurm", "local"), "submitit "
+                  "cluster of --executor=slurm (local: the same jobs as local "
+                  "processes, for trying a sweep out).")
+flags.DEFINE_bool("multihost", False, "Worker mode: initialise "
+                  "jax.distributed first (points of several hosts).")
 
 
 def _sweep_arg() -> str:
@@ -745,6 +822,9 @@ def main(argv):
       _die_with_runner()
       # The runner passes the shared directory in the environment.
       compile_cache.enable(FLAGS.compilation_cache)
+      if FLAGS.multihost:
+        from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
+        multihost.initialize()
       budget, size = sweep_lib.parse_point_id(FLAGS.point)
       sets = sweep_lib.parse_sets(FLAGS.set)
       point = sweep_lib.make_point(spec, budget, size, sets)
@@ -787,7 +867,9 @@ def main(argv):
           sizes=sizes, sets=FLAGS.set, sweep_flags=sweep_flags,
           in_process=FLAGS.in_process, local=FLAGS.local_dir,
           compilation_cache=FLAGS.compilation_cache,
-          pin_cores=FLAGS.pin_cores)
+          pin_cores=FLAGS.pin_cores, executor=FLAGS.executor,
+          collect=FLAGS.collect, slurm_cluster=FLAGS.slurm_cluster,
+          resubmit=FLAGS.resubmit)
     if fit is not None and not FLAGS.dry_run and result["rows"]:
       row = result["rows"][result["points"][0].id]
       report = check_report(fit, row)

@@ -397,3 +397,39 @@ def nearest_size(spec: ml_collections.ConfigDict, params: float,
   """
   return min(ladder(spec, sets, param_key),
              key=lambda x: abs(math.log(x[1]) - math.log(params)))
+
+
+def device_hours(spec: ml_collections.ConfigDict,
+                 point: Point) -> Optional[Tuple[float, float]]:
+  """Estimated (device-hours, wall-clock hours) of one point.
+
+  FLOPs / (peak x MFU) with the dense bf16 peak of `spec.cluster.device_kind`
+  and the spec's assumed `spec.cluster.mfu`; the wall-clock hours divide by
+  the point's `devices_per_point`.
+
+  Args:
+    spec: a sweep spec.
+    point: one of its points.
+
+  Returns:
+    The two estimates, or None for a CPU spec (no device kind).
+
+  Raises:
+    ValueError: an unknown device kind or an MFU outside (0, 1].
+  """
+  from jaxgen.train import flops  # pylint: disable=g-import-not-at-top
+  cluster = spec.get("cluster") or {}
+  kind = cluster.get("device_kind", "")
+  if not kind:
+    return None
+  peak = flops.peak_flops_for_kind(kind)
+  if peak is None:
+    raise ValueError(
+        f"spec.cluster.device_kind={kind!r} has no known peak; use one of "
+        + ", ".join(sorted({p for p, _ in flops.PEAK_BF16_FLOPS})))
+  mfu = float(cluster.mfu)
+  if not 0 < mfu <= 1:
+    raise ValueError(f"spec.cluster.mfu={mfu}: use a fraction in (0, 1], "
+                     "e.g. --sweep.cluster.mfu=0.4")
+  hours = point.planned_flops / (peak * mfu) / 3600
+  return hours, hours / max(1, int(cluster.devices_per_point))

@@ -1,10 +1,13 @@
 r"""IsoFLOP sweep specs for the simple-diffusion family (Chinchilla approach 2).
 
 Presets (the word after the colon):
-  cpu   the committed CPU sweep (experiments/scaling_simple_diffusion): 16px
-        embedded shapes, U-ViTs of 13k-599k parameters, 3 budgets x 4 sizes,
-        about 35 min of CPU time (see the experiment's report.md).
-  tiny  a seconds-long sweep for tests: 2 budgets x 2 very small U-ViTs.
+  cpu    the committed CPU sweep (experiments/scaling_simple_diffusion): 16px
+         embedded shapes, U-ViTs of 13k-599k parameters, 3 budgets x 4 sizes,
+         about 35 min of CPU time (see the experiment's report.md).
+  tiny   a seconds-long sweep for tests: 2 budgets x 2 very small U-ViTs.
+  paper  ImageNet 128px (the SiD U-ViT at patch 1), transformer widths
+         512-2048, budgets 1e19-1e21 on TPU v5p slices of 64 chips; plan it
+         with --dry-run (device-hours at the spec's assumed MFU).
 
   python -m scaling.run --sweep=configs/scaling/simple_diffusion.py:cpu \
       --workdir=workdirs/scaling_sd --parallel=2
@@ -14,13 +17,15 @@ point into one, starting from `base` (a family config file) and applying, in
 order, `run`, the spec's optimizer fields, the size's `model` fields and the
 runner's --set overrides; then it derives the steps from the budget and the
 objective's FLOPs per example and sets the cosine horizon to that length.
+The fields and their meaning: `scaling.specs.base_spec`.
 """
 
 import ml_collections
 
 from jaxgen import config_lib
+from scaling import specs
 
-PRESETS = ("cpu", "tiny")
+PRESETS = ("cpu", "tiny", "paper")
 
 
 def uvit_rung(width: int, depth: int) -> ml_collections.ConfigDict:
@@ -56,70 +61,23 @@ def uvit_rung(width: int, depth: int) -> ml_collections.ConfigDict:
 def get_config(arg: str = None) -> ml_collections.ConfigDict:
   """Returns the sweep spec for `arg` = "preset"."""
   arg = config_lib.parse_arg(arg, PRESETS)
-  c = ml_collections.ConfigDict()
-  # Sweep name, recorded in every results row.
-  c.name = f"simple_diffusion_{arg.preset}"
-  # Model family (config.family of every run); one sweep, one family.
-  c.family = "simple_diffusion"
-  # The family config file and preset every point starts from.
-  c.base = "configs/simple_diffusion.py:tiny"
-  # Sections of the base config whose new keys are allowed: the U-ViT's
-  # `config.model` only holds a preset name, other fields override its row.
-  c.open_sections = ("model",)
-
-  # Run-config fields shared by every point (a partial config tree).
-  c.run = ml_collections.ConfigDict()
-  c.run.dataset = ml_collections.ConfigDict()
-  # 16px: the smallest embedded shapes, 8192 train / 512 test images.
-  c.run.dataset.image_size = 16
-  # No sample grids: sampling is not part of the measured loss or FLOPs.
-  c.run.num_samples = 0
-  # No EMA: the eval loss uses the raw parameters; EMA only costs time.
-  c.run.ema_decay = 0.0
-  # Logged loss is the mean over this many steps.
-  c.run.log_every_steps = 10
-  # Rows go to metrics.jsonl; no TensorBoard events (nothing reads them).
-  c.run.tensorboard = False
-  # Checkpoints let an interrupted point resume; keep one.
-  c.run.checkpoint_every_steps = 500
-  c.run.keep_checkpoints = 1
+  base = ("configs/simple_diffusion.py:imagenet128" if arg.preset == "paper"
+          else "configs/simple_diffusion.py:tiny")
+  c = specs.base_spec(f"simple_diffusion_{arg.preset}", "simple_diffusion",
+                      base, open_sections=("model",))
   # Held-out batches for eval_loss (test split, 4 passes over its 512
   # images with different noise: the isoFLOP differences are a few percent
   # of the loss, so the eval noise must be smaller than that).
   c.run.eval_batches = 64
-
-  # Global batch size of every point (steps = ceil(C / (F * batch))).
-  c.batch_size = 32
-  # Peak learning rate, linear warmup over this fraction of the run, then
-  # cosine decay to end_lr_fraction x peak at the run's last step.
-  c.learning_rate = 2e-3
-  c.warmup_fraction = 0.05
-  c.end_lr_fraction = 0.0
-  # Final train loss = mean of the last k logged losses.
-  c.final_loss_window = 5
-  # A run whose final train loss is above this multiple of its first logged
-  # loss has not trained (it blew up and stayed there); it is recorded as
-  # "diverged" like a non-finite one. 0 turns the check off.
-  c.diverged_loss_ratio = 1.0
-  # Warn about points shorter than this many steps (too short to mean much).
-  c.min_steps = 50
-  # Parameter-path regexes counted as embeddings (params_non_embedding
-  # excludes them): the class-embedding table of the conditioning and the
-  # transformer's learned position embeddings. The logSNR sinusoid has no
-  # parameters; its MLP is counted as a normal layer.
+  # The class-embedding table of the conditioning and the transformer's
+  # learned position embeddings. The logSNR sinusoid has no parameters; its
+  # MLP is counted as a normal layer.
   c.embedding_params = ("class_embedding", "pos_embedding")
-  # Environment variables for every point's process.
-  c.env = ml_collections.ConfigDict()
 
-  # The size ladder: name -> `config.model` fields, ordered by parameters.
-  c.sizes = ml_collections.ConfigDict()
-  # Budgets C in FLOPs (training FLOPs = 3 x forward, from the objective).
-  c.budgets = ()
-  # Sizes per budget: a window of this many consecutive rungs ...
-  c.points_per_budget = 4
-  # ... that moves up this many rungs per budget (0: the same window).
-  c.window_shift = 0.0
-
+  if arg.preset in ("cpu", "tiny"):
+    c.run.dataset = ml_collections.ConfigDict()
+    # 16px: the smallest embedded shapes, 8192 train / 512 test images.
+    c.run.dataset.image_size = 16
   if arg.preset == "cpu":
     # Seven rungs, N = 15k .. 1.4M (printed by --dry-run). A 1e12 pilot of
     # the 269k-2.2M rungs found loss rising with N (the optimum below 269k),
@@ -131,21 +89,11 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
       c.sizes[f"w{width}d{depth}"] = uvit_rung(width, depth)
     # Each doubling of the budget moves the 4-size window one rung up:
     # 2.5e11 -> w16..w48, 5e11 -> w24..w64, 1e12 -> w32..w96.
-    c.budgets = (2.5e11, 5e11, 1e12)
-    c.window_shift = 1.0
-    # One compute thread per point: with --parallel=2 on 2 cores this is
-    # faster than two multi-threaded processes fighting for the cores.
-    c.env.XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false "
-                       "intra_op_parallelism_threads=1")
-  else:
-    c.run.dataset.image_size = 16
-    c.run.log_every_steps = 1
-    c.run.checkpoint_every_steps = 1000
-    c.run.eval_batches = 1
-    c.batch_size = 8
-    c.final_loss_window = 2
-    c.diverged_loss_ratio = 0.0
-    c.min_steps = 1
+    specs.cpu_preset(c, budgets=(2.5e11, 5e11, 1e12))
+    # Four sizes per budget (the committed sweep's).
+    c.points_per_budget = 4
+  elif arg.preset == "tiny":
+    specs.tiny_preset(c)
     for width in (16, 32):
       rung = uvit_rung(width, 1)
       # One conv level: the smallest graph, so compiling is quick.
@@ -154,7 +102,19 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
       c.sizes[f"w{width}d1"] = rung
     # 4-11 steps per point at batch 8.
     c.budgets = (3e8, 6e8)
-    c.points_per_budget = 2
-    # Compiling dominates these runs; XLA's optimisations do not pay off.
-    c.env.JAX_DISABLE_MOST_OPTIMIZATIONS = "1"
+  else:
+    # The SiD ImageNet U-ViT (128/256/512 conv channels at 128, 64, 32 px,
+    # transformer at 16 x 16) with the transformer scaled: it holds most of
+    # the parameters (2048 x 36 is the paper's 2B model).
+    for width, depth in ((512, 8), (768, 12), (1024, 16), (1280, 20),
+                         (1536, 24), (2048, 36)):
+      c.sizes[f"t{width}d{depth}"] = ml_collections.ConfigDict(dict(
+          transformer_width=width, transformer_depth=depth,
+          num_heads=width // 128, cond_dim=width // 2))
+    c.batch_size = 2048
+    c.learning_rate = 1e-4
+    c.warmup_fraction = 0.01
+    c.budgets = (1e19, 3e19, 1e20, 3e20, 1e21)
+    c.window_shift = 0.5
+    specs.accelerator_preset(c, device_kind="TPU v5p", devices_per_point=64)
   return c

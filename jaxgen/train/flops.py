@@ -33,7 +33,19 @@ def peak_flops_per_device(device: Optional[jax.Device] = None
                           ) -> Optional[float]:
   """Dense bf16 peak FLOP/s of `device`, or None if unknown (e.g. CPU)."""
   device = device or jax.devices()[0]
-  kind = device.device_kind.lower()
+  return peak_flops_for_kind(device.device_kind)
+
+
+def peak_flops_for_kind(kind: str) -> Optional[float]:
+  """Dense bf16 peak FLOP/s of a device kind ("TPU v5p", "H100"), or None.
+
+  Args:
+    kind: a `device.device_kind` string (any case).
+
+  Returns:
+    The first `PEAK_BF16_FLOPS` entry whose pattern `kind` contains.
+  """
+  kind = kind.lower()
   for pattern, peak in PEAK_BF16_FLOPS:
     if pattern in kind:
       return peak

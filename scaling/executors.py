@@ -1,0 +1,151 @@
+"""Where a sweep's points run: local processes, slurm jobs, or printed commands.
+
+`python -m scaling.run --executor=...`:
+
+  local  (default) the runner starts the worker processes itself, K at a
+         time, and waits for them (scaling/run.py).
+  slurm  each point that has no row yet becomes one job, submitted through
+         submitit (partition, account, time limit, hosts and GPUs per point
+         from the spec's `cluster` section or --sweep.cluster.* flags); the
+         runner returns at once. Points of more than one host run their
+         worker on every host with --multihost (jax.distributed finds the
+         slurm job's coordinator). The job ids go to
+         <local_dir>/runs/<id>/job.json.
+  print  prints one shell line per point that has no row yet, to run on any
+         scheduler.
+
+Workers write WORKDIR/runs/<id>/result.json; `--collect` (or any later run of
+the same sweep) appends those to results.jsonl without running anything.
+"""
+
+import json
+import os
+import shlex
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import ml_collections
+
+EXECUTORS = ("local", "slurm", "print")
+
+
+def command_line(env: Dict[str, str], argv: Sequence[str]) -> str:
+  """One shell line: `K=V ... argv`, quoted."""
+  return " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()]
+                  + [shlex.quote(a) for a in argv])
+
+
+def _submitit():
+  try:
+    import submitit  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ValueError("--executor=slurm needs submitit: pip install "
+                     "'jaxgen[cluster]' (or pip install submitit)") from None
+  return submitit
+
+
+def slurm_executor(spec: ml_collections.ConfigDict, folder: str,
+                   cluster: str = "slurm"):
+  """A submitit executor for the spec's points.
+
+  Args:
+    spec: a sweep spec (its `cluster` section and name).
+    folder: submitit's folder (job scripts, pickles, logs).
+    cluster: "slurm", or "local" (submitit's local executor: the same jobs
+      as local processes; for tests and trying a sweep out).
+
+  Returns:
+    The executor, parameters set.
+
+  Raises:
+    ValueError: submitit is missing, or slurm without a partition.
+  """
+  submitit = _submitit()
+  c = spec.cluster
+  if cluster == "slurm" and not c.partition:
+    raise ValueError("--executor=slurm needs a partition: set "
+                     "--sweep.cluster.partition=NAME (or cluster.partition "
+                     "in the spec)")
+  executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+  hosts = max(1, int(c.hosts_per_point))
+  params = dict(name=spec.name, timeout_min=int(c.time_limit_min),
+                nodes=hosts, tasks_per_node=1)
+  kind = str(c.device_kind).lower()
+  if kind and "tpu" not in kind:
+    params["gpus_per_node"] = max(1, int(c.devices_per_point) // hosts)
+  if cluster == "slurm":
+    params["slurm_partition"] = c.partition
+    if c.account:
+      params["slurm_account"] = c.account
+  executor.update_parameters(**params)
+  return executor
+
+
+def job_file(local: str, point_id: str) -> str:
+  """Where the job id of a submitted point is recorded."""
+  return os.path.join(local, "runs", point_id, "job.json")
+
+
+def submitted(local: str, point_id: str) -> Optional[Dict[str, Any]]:
+  """The job.json record of a point, or None if it was never submitted."""
+  path = job_file(local, point_id)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def submit(executor, points: Sequence[Any], commands: Dict[str, List[str]],
+           env: Dict[str, str], local: str, cwd: str, *,
+           resubmit: bool = False, multihost: bool = False,
+           out: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Submits one job per point and records its id.
+
+  A point submitted earlier (it has a job.json) is skipped unless
+  `resubmit`: its job may still be queued, and two jobs would train the
+  same run directory.
+
+  Args:
+    executor: from `slurm_executor`.
+    points: the points to submit (those without a row).
+    commands: point id -> worker argv.
+    env: environment variables of every worker.
+    local: the sweep's local directory.
+    cwd: directory the workers run from (the repository root).
+    resubmit: submit points that have a job.json again.
+    multihost: add --multihost to the workers (more than one host).
+    out: printer.
+
+  Returns:
+    point id -> submitit job, for the points submitted now.
+  """
+  submitit = _submitit()
+  todo, skipped = [], []
+  for p in points:
+    old = submitted(local, p.id)
+    (skipped if old and not resubmit else todo).append((p, old))
+  for p, old in skipped:
+    out(f"{p.id}: submitted earlier as job {old['job_id']} (no result yet); "
+        "skipped (--resubmit submits it again)")
+  if not todo:
+    return {}
+  functions = []
+  for p, _ in todo:
+    argv = list(commands[p.id]) + (["--multihost"] if multihost else [])
+    # `env K=V ...` keeps the node's own environment (PATH, CUDA devices)
+    # and adds the sweep's.
+    functions.append(submitit.helpers.CommandFunction(
+        ["env"] + [f"{k}={v}" for k, v in env.items()] + argv, cwd=cwd,
+        verbose=False))
+  with executor.batch():
+    jobs = [executor.submit(f) for f in functions]
+  out_jobs = {}
+  for (p, _), job in zip(todo, jobs):
+    os.makedirs(os.path.dirname(job_file(local, p.id)), exist_ok=True)
+    with open(job_file(local, p.id), "w", encoding="utf-8") as f:
+      json.dump({"job_id": str(job.job_id), "submitted": time.time(),
+                 "folder": str(executor.folder)}, f)
+    out_jobs[p.id] = job
+  out(f"submitted {len(jobs)} jobs ({jobs[0].job_id} ...); collect the "
+      "finished points later with the same command and --collect")
+  return out_jobs

@@ -1,0 +1,218 @@
+"""Sweep specs of every family (dry runs, device-hours) and the executors:
+printed commands and submitit jobs whose rows `--collect` gathers.
+"""
+
+import glob
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from jaxgen.train import flops as flops_lib
+from scaling import executors
+from scaling import run as run_lib
+from scaling import sweep as sweep_lib
+from tests.train import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+SPEC = "configs/scaling/simple_diffusion.py:tiny"
+SETS = [f"dataset.data_dir={common.DATA_DIR}"]
+SPEC_FILES = sorted(glob.glob(os.path.join(ROOT, "configs/scaling/*.py")))
+
+
+def _spec_args():
+  """Every preset of every spec file, as `configs/scaling/x.py:preset`."""
+  out = []
+  for path in SPEC_FILES:
+    if path.endswith("__init__.py"):
+      continue
+    mod_spec = importlib.util.spec_from_file_location("spec", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    out += [f"{os.path.relpath(path, ROOT)}:{p}" for p in module.PRESETS]
+  return out
+
+
+def test_every_family_has_a_spec_with_cpu_tiny_and_paper_presets():
+  args = _spec_args()
+  families = {a.split("/")[-1].split(".")[0] for a in args}
+  assert families >= {"simple_diffusion", "r3gan", "autoencoder",
+                      "flow_matching", "pyramidal_flow"}
+  for family in families:
+    for preset in ("cpu", "tiny", "paper"):
+      assert f"configs/scaling/{family}.py:{preset}" in args
+
+
+@pytest.mark.parametrize("arg", _spec_args())
+def test_every_spec_plans(arg):
+  spec = sweep_lib.load_config_file(arg)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    points = sweep_lib.plan(spec)
+  preset = arg.rsplit(":", 1)[1]
+  budgets = {p.budget for p in points}
+  sizes = {p.size for p in points}
+  if preset != "tiny":
+    # >= 3 budgets x >= 3 sizes, and no point shorter than min_steps.
+    assert len(budgets) >= 3 and len(points) >= 3 * len(budgets)
+    assert not [w for w in caught
+                if issubclass(w.category, sweep_lib.SweepWarning)], [
+                    str(w.message) for w in caught]
+  assert len(sizes) >= 2
+  for p in points:
+    assert p.params > 0 and p.steps >= 1
+    # Every point spends its budget to within one step.
+    assert p.budget <= p.planned_flops < p.budget + (
+        p.flops_per_example * p.batch_size)
+  hours = [sweep_lib.device_hours(spec, p) for p in points]
+  if preset == "paper":
+    assert spec.cluster.device_kind and all(hours)
+  else:
+    assert not any(hours)  # CPU sweeps have no device-hour estimate.
+
+
+def test_device_hours_are_flops_over_peak_times_mfu():
+  spec = sweep_lib.load_config_file("configs/scaling/r3gan.py:paper")
+  point = sweep_lib.plan(spec)[0]
+  device, wall = sweep_lib.device_hours(spec, point)
+  peak = 459e12  # TPU v5p dense bf16, by hand.
+  assert flops_lib.peak_flops_for_kind(spec.cluster.device_kind) == peak
+  assert device == pytest.approx(
+      point.planned_flops / (peak * spec.cluster.mfu) / 3600)
+  assert wall == pytest.approx(device / spec.cluster.devices_per_point)
+  spec.cluster.device_kind = "abacus"
+  with pytest.raises(ValueError, match="device_kind='abacus'"):
+    sweep_lib.device_hours(spec, point)
+  spec.cluster.device_kind = "H100"
+  spec.cluster.mfu = 1.5
+  with pytest.raises(ValueError, match="cluster.mfu"):
+    sweep_lib.device_hours(spec, point)
+
+
+def test_dry_run_prints_the_device_hour_total(tmp_path):
+  spec = sweep_lib.load_config_file("configs/scaling/autoencoder.py:paper")
+  lines = []
+  out = run_lib.run_sweep(spec, sweep_arg="configs/scaling/autoencoder.py:"
+                          "paper", workdir=str(tmp_path / "s"), dry_run=True,
+                          out=lines.append)
+  total = sum(sweep_lib.device_hours(spec, p)[0] for p in out["points"])
+  last = [ln for ln in lines if ln.startswith("# total")]
+  assert last and f"{total:,.0f} H100 device-hours" in last[0]
+
+
+def _sweep(workdir, lines, **kwargs):
+  return run_lib.run_sweep(sweep_lib.load_config_file(SPEC), sweep_arg=SPEC,
+                           workdir=str(workdir), sets=SETS, out=lines.append,
+                           **kwargs)
+
+
+def test_print_executor_then_collect(tmp_path, monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "")
+  workdir = tmp_path / "sweep"
+  lines = []
+  out = _sweep(workdir, lines, executor="print")
+  commands = [ln for ln in lines if "--point=" in ln]
+  assert len(commands) == 4 and not (workdir / "results.jsonl").exists()
+  # Run one printed line elsewhere (here: a shell), then collect.
+  first = next(c for c in commands if c.endswith(out["points"][0].id))
+  subprocess.run(["bash", "-c", first.rsplit("  #", 1)[0]], cwd=ROOT,
+                 check=True, capture_output=True)
+  lines = []
+  got = _sweep(workdir, lines, collect=True)
+  assert list(got["rows"]) == [out["points"][0].id]
+  assert sorted(got["missing"]) == sorted(p.id for p in out["points"][1:])
+  assert "1 of 4 points finished" in lines[-1]
+  row = json.loads((workdir / "results.jsonl").read_text())
+  # Provenance: code version, library versions and the device kind.
+  prov = row["provenance"]
+  assert {"jax", "jaxlib", "flax", "git_commit"} <= set(prov)
+  assert prov["device_kind"]
+
+
+def test_slurm_executor_through_submitit_local_collects_rows(
+    tmp_path, monkeypatch):
+  pytest.importorskip("submitit")
+  monkeypatch.setenv("XLA_FLAGS", "")
+  workdir = tmp_path / "sweep"
+  lines = []
+  out = _sweep(workdir, lines, executor="slurm", slurm_cluster="local")
+  jobs = out["jobs"]
+  assert sorted(jobs) == sorted(p.id for p in out["points"])
+  assert any(ln.startswith("submitted 4 jobs") for ln in lines)
+  for job in jobs.values():
+    job.result()  # Raises if the worker failed.
+  # Submitting again skips the submitted points (their jobs may be queued).
+  lines = []
+  again = _sweep(workdir, lines, executor="slurm", slurm_cluster="local",
+                 budgets=[3e8], sizes=["w16d1"], resubmit=False)
+  assert again["rows"]  # Collected first: nothing left to submit.
+  assert not again["jobs"]
+  lines = []
+  got = _sweep(workdir, lines, collect=True)
+  assert sorted(got["rows"]) == sorted(jobs) and got["missing"] == []
+  rows = [json.loads(ln) for ln in
+          (workdir / "results.jsonl").read_text().splitlines()]
+  assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+  for pid, job in jobs.items():
+    record = executors.submitted(str(workdir), pid)
+    assert record["job_id"] == str(job.job_id)
+
+
+def test_submitted_points_are_not_submitted_twice(tmp_path):
+  lines = []
+
+  class FakeExecutor:
+    folder = str(tmp_path / "submitit")
+
+    def batch(self):
+      import contextlib  # pylint: disable=g-import-not-at-top
+      return contextlib.nullcontext()
+
+    def submit(self, fn):
+      lines.append(("submit", fn.command))
+      return type("Job", (), {"job_id": "123"})()
+
+  pytest.importorskip("submitit")
+  points = sweep_lib.plan(sweep_lib.load_config_file(SPEC))
+  commands = {p.id: ["python", "-m", "scaling.run", f"--point={p.id}"]
+              for p in points}
+  local = str(tmp_path)
+  jobs = executors.submit(FakeExecutor(), points[:2], commands, {"A": "1"},
+                          local, ROOT, multihost=True, out=lines.append)
+  assert sorted(jobs) == sorted(p.id for p in points[:2])
+  submitted = [c for kind, c in (x for x in lines if isinstance(x, tuple))]
+  # `env K=V` keeps the node's environment; several hosts add --multihost.
+  assert submitted[0][:2] == ["env", "A=1"]
+  assert submitted[0][-1] == "--multihost"
+  lines.clear()
+  jobs = executors.submit(FakeExecutor(), points, commands, {}, local, ROOT,
+                          out=lines.append)
+  assert sorted(jobs) == sorted(p.id for p in points[2:])
+  assert sum("skipped" in str(x) for x in lines) == 2
+
+
+def test_bad_slurm_setups_fail_in_one_line(tmp_path, monkeypatch):
+  spec = sweep_lib.load_config_file(SPEC)
+  pytest.importorskip("submitit")
+  with pytest.raises(ValueError, match="needs a partition: set "
+                     "--sweep.cluster.partition"):
+    executors.slurm_executor(spec, str(tmp_path))
+  monkeypatch.setitem(sys.modules, "submitit", None)
+  with pytest.raises(ValueError, match="needs submitit: pip install"):
+    executors.slurm_executor(spec, str(tmp_path), cluster="local")
+  # Points of several hosts do not run as local processes.
+  spec.cluster.hosts_per_point = 2
+  with pytest.raises(ValueError, match="hosts_per_point=2"):
+    run_lib.run_sweep(spec, sweep_arg=SPEC, workdir=str(tmp_path / "w"),
+                      sets=SETS, out=lambda _: None)
+  # The printed commands then carry --multihost.
+  lines = []
+  run_lib.run_sweep(spec, sweep_arg=SPEC, workdir=str(tmp_path / "w"),
+                    sets=SETS, executor="print", out=lines.append)
+  assert all(shlex.split(ln.rsplit("  #", 1)[0])[-1] == "--multihost"
+             for ln in lines if "--point=" in ln)
