@@ -244,3 +244,73 @@ def plot_contours(runs: results_lib.Runs,
   _save(fig, path)
   plt.close(fig)
   return path
+
+
+def plot_families(frontiers, metric, path: str, *, target_flops: float,
+                  level: float = bootstrap_lib.DEFAULT_LEVEL) -> str:
+  """Families side by side (`scaling.compare`).
+
+  Left: the metric against training compute, every run faint, each budget's
+  isoFLOP minimum, the fitted frontier with its bootstrap band (dashed past
+  the data, up to `target_flops`). Right: sampling FLOPs per image against
+  the metric, one marker per run that reports them.
+
+  Args:
+    frontiers: `scaling.compare.Frontier`s.
+    metric: the compared `metrics.Metric` (values are drawn in its units).
+    path: PNG file to write.
+    target_flops: how far the frontiers are extended.
+    level: band level.
+
+  Returns:
+    `path`.
+  """
+  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+  colors = plt.cm.tab10(np.arange(len(frontiers)) % 10)
+  for f, color in zip(frontiers, colors):
+    shown = metric.from_loss(f.runs.loss)
+    ax.scatter(f.runs.c, shown, color=color, alpha=0.25, s=12)
+    used = f.fit.used
+    cb = np.array([cv.budget for cv in used])
+    ax.scatter(cb, metric.from_loss([cv.loss_opt for cv in used]),
+               color=color, s=40, zorder=3, edgecolor="k", lw=0.5)
+    c_hi = float(f.runs.c.max())
+    for lo_c, hi_c, style in ((float(f.runs.c.min()), c_hi, "-"),
+                              (c_hi, max(target_flops, c_hi), "--")):
+      c = np.geomspace(lo_c, hi_c, 100)
+      label = (f"{f.family} (exponent {f.exponent:.3f})" if style == "-"
+               else None)
+      ax.plot(c, metric.from_loss(f.fit.loss_opt(c)), style, color=color,
+              label=label)
+    if f.boot is not None and len(f.boot.samples.get("loss_coef", ())):
+      c = np.geomspace(float(f.runs.c.min()), max(target_flops, c_hi), 100)
+      lo, up = _band(f.boot, bootstrap_lib.approach2_predict, c, "loss",
+                     level)
+      ax.fill_between(c, metric.from_loss(lo), metric.from_loss(up),
+                      color=color, alpha=0.15, lw=0)
+    if len(f.sampling):
+      by_n = {n: s for n, s in f.sampling}
+      n_runs = f.runs.n
+      keep = np.array([n in by_n for n in n_runs])
+      ax2.scatter([by_n[n] for n in n_runs[keep]], shown[keep], color=color,
+                  s=18, label=f.family)
+  ax.axvline(target_flops, color="0.5", ls=":", lw=1)
+  for a in (ax, ax2):
+    a.set_xscale("log")
+    if not metric.higher_is_better:
+      a.set_yscale("log")
+    a.set_ylabel(metric.name + (" (higher is better)"
+                                if metric.higher_is_better else ""))
+    a.grid(alpha=0.3, which="both")
+  ax.set_xlabel("training compute C (FLOPs)")
+  ax.set_title(f"Compute-optimal frontiers ({100 * level:.0f}% bands; "
+               "dashed: extrapolated)", fontsize=10)
+  ax.legend(fontsize=8)
+  ax2.set_xlabel("sampling FLOPs per image")
+  ax2.set_title("Sampling cost of every run", fontsize=10)
+  if ax2.collections:
+    ax2.legend(fontsize=8)
+  fig.tight_layout()
+  _save(fig, path)
+  plt.close(fig)
+  return path

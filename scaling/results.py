@@ -199,6 +199,14 @@ def runs_from_records(records: Sequence[Dict[str, Any]],
     families.append(str(rec.get("family") or ""))
     statuses.append(str(rec.get("status") or "ok"))
   ok = np.array(statuses) == "ok"
+  missing = [str(rec.get("point") or f"row {i + 1}")
+             for i, rec in enumerate(records) if ok[i] and metric
+             and _first(rec, loss_fields)[0] is None]
+  if missing and len(missing) < ok.sum():
+    # Some rows have it: a point ran without the metric turned on (or with
+    # another config); it is dropped, by name.
+    warnings.warn(f"{source}: {metric} missing from {len(missing)} ok rows, "
+                  f"dropped: {', '.join(missing)}", FitWarning, stacklevel=2)
   for name, keys, values in (("N", n_keys, cols["n"]),
                               ("loss", loss_fields, cols["loss"])):
     # Judged on "ok" runs only: diverged runs often have no loss.

@@ -60,6 +60,8 @@ class Point:
     params: all parameters N.
     params_embedding: parameters matching the spec's `embedding_params`.
     overrides: dotted config keys -> values, relative to the spec's `base`.
+    sampling_flops_per_example: FLOPs to sample one image with the point's
+      sampler settings (None for families that do not sample).
   """
   id: str
   budget: float
@@ -70,6 +72,7 @@ class Point:
   params: int
   params_embedding: int
   overrides: Dict[str, Any]
+  sampling_flops_per_example: Optional[float] = None
 
   @property
   def params_non_embedding(self) -> int:
@@ -287,11 +290,14 @@ def make_point(spec: ml_collections.ConfigDict, budget: float, size: str,
   """
   config, overrides = point_config(spec, budget, size, sets)
   params, emb = count_params(config, tuple(spec.embedding_params))
+  objective = _objective(config)
   return Point(id=point_id(budget, size), budget=float(budget), size=size,
                steps=int(config.total_steps),
                batch_size=int(config.batch_size),
-               flops_per_example=float(_objective(config).flops_per_example()),
-               params=params, params_embedding=emb, overrides=overrides)
+               flops_per_example=float(objective.flops_per_example()),
+               params=params, params_embedding=emb, overrides=overrides,
+               sampling_flops_per_example=(
+                   objective.sampling_flops_per_example()))
 
 
 def ladder(spec: ml_collections.ConfigDict,

@@ -174,3 +174,12 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
   def flops_per_example(self) -> float:
     """3 × the U-ViT forward FLOPs (backward ≈ 2 × forward)."""
     return 3.0 * uvit.uvit_flops_per_example(self.kwargs, self.image_size)
+
+  def sampling_flops_per_example(self) -> float:
+    """U-ViT forward FLOPs x sampler steps, x2 with guidance (both branches
+    at every step; with a guidance interval, an upper bound: steps outside
+    it evaluate one branch)."""
+    d = self.config.diffusion
+    guided = self.num_classes and float(d.guidance_scale) != 1.0
+    return (float(d.sample_steps) * (2 if guided else 1)
+            * uvit.uvit_flops_per_example(self.kwargs, self.image_size))

@@ -413,6 +413,10 @@ class R3GAN(objective_lib.Objective):
         channels=self.channels, **kw)
     return 2.0 * g, 2.0 * d
 
+  def sampling_flops_per_example(self) -> float:
+    """One generator forward pass per image."""
+    return self.forward_flops()[0]
+
   def flops_per_example(self) -> float:
     """Analytic training FLOPs per example, in units of G/D forward passes.
 

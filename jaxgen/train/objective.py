@@ -184,6 +184,11 @@ class Objective(abc.ABC):
   def flops_per_example(self) -> float:
     """Analytic training FLOPs per example (forward + backward + extras)."""
 
+  def sampling_flops_per_example(self) -> Optional[float]:
+    """Analytic FLOPs to sample one image or clip with the configured
+    sampler (None: the family does not sample, e.g. autoencoders)."""
+    return None
+
   def num_params(self, state: State) -> Dict[str, int]:
     """Parameter counts to report, by name; default counts `state.params`."""
     leaves = jax.tree.leaves(state.params)

@@ -216,3 +216,21 @@ def test_bad_slurm_setups_fail_in_one_line(tmp_path, monkeypatch):
                     sets=SETS, executor="print", out=lines.append)
   assert all(shlex.split(ln.rsplit("  #", 1)[0])[-1] == "--multihost"
              for ln in lines if "--point=" in ln)
+
+
+def test_points_carry_sampling_flops_per_image():
+  # Simple diffusion: sample_steps U-ViT forwards (training is 3 forwards).
+  spec = sweep_lib.load_config_file(SPEC)
+  point = sweep_lib.plan(spec)[0]
+  config, _ = sweep_lib.point_config(spec, point.budget, point.size)
+  steps = config.diffusion.sample_steps
+  assert point.sampling_flops_per_example == pytest.approx(
+      steps * point.flops_per_example / 3, rel=1e-9)
+  # R3GAN: one generator forward; autoencoders do not sample.
+  spec = sweep_lib.load_config_file("configs/scaling/r3gan.py:tiny")
+  point = sweep_lib.plan(spec)[0]
+  config, _ = sweep_lib.point_config(spec, point.budget, point.size)
+  g_flops, _ = sweep_lib._objective(config).forward_flops()
+  assert point.sampling_flops_per_example == g_flops > 0
+  spec = sweep_lib.load_config_file("configs/scaling/autoencoder.py:tiny")
+  assert sweep_lib.plan(spec)[0].sampling_flops_per_example is None

@@ -1,0 +1,423 @@
+r"""Families side by side: compute-optimal frontiers of one metric.
+
+  python -m scaling.compare --results=sd.jsonl,r3gan.jsonl,pf.jsonl \
+      --metric=eval_fid --out=DIR [--targets=20,10] [--target_flops=1e14]
+
+Each family's runs (rows grouped by `family`; one file may hold several)
+are fitted with approach 2 on the chosen metric (mapped onto a falling loss
+for higher-is-better metrics, scaling/metrics.py): per budget the isoFLOP
+parabola's minimum L*(C), then the frontier L*(C) = L0 C^gamma, with a
+stratified bootstrap of both. From the frontiers:
+
+  * the compute to reach each target metric value, C = (v / L0)^(1/gamma),
+    per family with its bootstrap interval, and which families' intervals
+    overlap (then the data do not say which is cheaper);
+  * the metric each frontier predicts at --target_flops (default 100x the
+    largest budget);
+  * where two frontiers cross, C* = (L0_b / L0_a)^(1/(gamma_a - gamma_b));
+  * sampling FLOPs per image of the compute-optimal size at the largest
+    budget (from the rows' `sampling_flops_per_example`, a power law in N
+    over the family's ladder).
+
+Writes DIR/compare.png (metric against training FLOPs with bands; sampling
+FLOPs per image against the metric), DIR/compare.json and DIR/compare.md,
+and prints the table and one line per target naming the cheapest family.
+"""
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import sys
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+import etils.epath as epath
+import numpy as np
+
+from jaxgen import jsonl
+from scaling import approach2 as approach2_lib
+from scaling import bootstrap as bootstrap_lib
+from scaling import metrics as metrics_lib
+from scaling import results as results_lib
+
+
+@dataclasses.dataclass
+class Frontier:
+  """One family's compute-optimal frontier.
+
+  Attributes:
+    family: the family name.
+    runs: its cleaned runs (losses in the metric's fitted space).
+    fit: the approach-2 fit (`fit.loss_opt` is the frontier).
+    boot: bootstrap of the fit, or None.
+    sampling: (N, sampling FLOPs per image) of its runs that report them.
+  """
+  family: str
+  runs: results_lib.Runs
+  fit: approach2_lib.IsoflopFit
+  boot: Optional[bootstrap_lib.Bootstrap]
+  sampling: np.ndarray
+
+  @property
+  def coef(self) -> float:
+    return self.fit.loss_opt.coef
+
+  @property
+  def exponent(self) -> float:
+    return self.fit.loss_opt.exponent
+
+  def samples(self, name: str) -> np.ndarray:
+    """Bootstrap samples of a fit parameter (the point value if none)."""
+    if self.boot is None or not len(self.boot.samples.get(name, ())):
+      return np.array([{"loss_coef": self.coef,
+                        "loss_exponent": self.exponent}[name]])
+    return self.boot.samples[name]
+
+
+def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
+                   param_key: str = "params", n_bootstrap: int = 200,
+                   seed: int = 0) -> List[Frontier]:
+  """Reads results files and fits one frontier per family.
+
+  Args:
+    paths: results.jsonl (or CSV) files.
+    metric: the field compared (e.g. "eval_fid").
+    direction: "auto", "lower" or "higher" (`metrics.resolve`).
+    param_key: the field used for N.
+    n_bootstrap: resamples per family (0: no bands or intervals).
+    seed: bootstrap seed.
+
+  Returns:
+    The frontiers, in the order families first appear.
+
+  Raises:
+    ValueError: a file without the metric, a family in two files, or a
+      family whose runs give no frontier (named).
+  """
+  by_family: Dict[str, List[Dict[str, Any]]] = {}
+  where: Dict[str, str] = {}
+  for path in paths:
+    records = jsonl.read(path) if not str(path).endswith(".csv") else None
+    if records is None:
+      raise ValueError(f"{path}: scaling.compare reads results.jsonl files")
+    if not any(r.get(metric) is not None for r in records):
+      raise ValueError(f"{path} has no {metric!r} in any row; pick a metric "
+                       "every family logged (--metric)")
+    for family in dict.fromkeys(str(r.get("family") or "") for r in records):
+      if family in where:
+        raise ValueError(f"family {family!r} is in both {where[family]} and "
+                         f"{path}; give each family's runs once")
+      where[family] = path
+    for r in records:
+      by_family.setdefault(str(r.get("family") or ""), []).append(r)
+  out = []
+  for family, records in by_family.items():
+    runs = results_lib.runs_from_records(
+        records, param_key=param_key, metric=metric, direction=direction,
+        source=f"{os.path.basename(where[family])} ({family})")
+    budget = approach2_lib.run_budgets(runs)
+    try:
+      fit = approach2_lib.fit_isoflops(runs.n, runs.loss, budget)
+    except ValueError as e:
+      raise ValueError(f"family {family!r}: {e}") from None
+    boot = None
+    if n_bootstrap:
+      boot = bootstrap_lib.bootstrap_approach2(
+          runs.n, runs.loss, budget, k=fit.k, n_resamples=n_bootstrap,
+          seed=seed)
+    sampling = np.array(
+        [(float(r[param_key]), float(r["sampling_flops_per_example"]))
+         for r in records if r.get("status", "ok") == "ok"
+         and r.get("sampling_flops_per_example") and r.get(param_key)],
+        float).reshape(-1, 2)
+    out.append(Frontier(family, runs, fit, boot, sampling))
+  return out
+
+
+def compute_to_reach(coef, exponent, loss):
+  """C with coef * C^exponent = loss (NaN where the frontier does not fall).
+
+  Args:
+    coef: L0 (scalar or samples).
+    exponent: gamma (scalar or samples).
+    loss: the target in the fitted space.
+
+  Returns:
+    The compute, same shape as the broadcast inputs.
+  """
+  coef, exponent = np.asarray(coef, float), np.asarray(exponent, float)
+  with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    c = np.exp(np.log(loss / coef) / exponent)
+  return np.where(exponent < 0, c, np.nan)
+
+
+def crossing(a: Frontier, b: Frontier) -> Optional[float]:
+  """Compute where two frontiers cross (None if parallel)."""
+  if math.isclose(a.exponent, b.exponent, rel_tol=1e-12, abs_tol=1e-15):
+    return None
+  return float(math.exp(math.log(b.coef / a.coef)
+                        / (a.exponent - b.exponent)))
+
+
+def _interval(samples: np.ndarray, level: float):
+  samples = samples[np.isfinite(samples)]
+  if not len(samples):
+    return None
+  lo, hi = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)])
+  return float(lo), float(hi)
+
+
+def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
+              targets: Sequence[float], target_flops: float,
+              level: float = bootstrap_lib.DEFAULT_LEVEL) -> Dict[str, Any]:
+  """The comparison table as a JSON-ready dict.
+
+  Args:
+    frontiers: from `load_frontiers`.
+    metric: the compared metric.
+    targets: metric values to reach.
+    target_flops: compute to extrapolate each frontier to.
+    level: central interval level.
+
+  Returns:
+    {"metric", "targets", "target_flops", "families": [...],
+     "reach": [...], "crossings": [...]}.
+  """
+  fams = []
+  for f in frontiers:
+    c_max = max(cv.budget for cv in f.fit.used)
+    n_opt = float(f.fit.n_opt(c_max))
+    sampling = None
+    if len(f.sampling) >= 2 and np.ptp(np.log(f.sampling[:, 0])) > 0:
+      sampling = float(approach2_lib.PowerLaw.fit(
+          f.sampling[:, 0], f.sampling[:, 1])(n_opt))
+    elif len(f.sampling):
+      sampling = float(np.median(f.sampling[:, 1]))
+    at = f.samples("loss_coef") * target_flops ** f.samples("loss_exponent")
+    fams.append({
+        "family": f.family, "runs": len(f.runs),
+        "budgets_used": [cv.budget for cv in f.fit.used],
+        "loss_coef": f.coef, "loss_exponent": f.exponent,
+        "n_opt_exponent": f.fit.n_opt.exponent,
+        "c_range": [float(f.runs.c.min()), float(f.runs.c.max())],
+        "metric_at_target_flops": float(metric.from_loss(
+            f.coef * target_flops ** f.exponent)),
+        "metric_at_target_flops_interval": (
+            metric.interval_from_loss(*_interval(at, level))
+            if f.boot is not None and _interval(at, level) else None),
+        "n_opt_at_largest_budget": n_opt,
+        "sampling_flops_per_image": sampling,
+    })
+  reach = []
+  for v in targets:
+    loss = float(metric.to_loss(v))
+    row = {"target": float(v), "families": {}}
+    for f in frontiers:
+      c = float(compute_to_reach(f.coef, f.exponent, loss))
+      samples = compute_to_reach(f.samples("loss_coef"),
+                                 f.samples("loss_exponent"), loss)
+      row["families"][f.family] = {
+          "compute": c if math.isfinite(c) else None,
+          "interval": _interval(samples, level) if f.boot else None}
+    finite = {k: x for k, x in row["families"].items() if x["compute"]}
+    if finite:
+      best = min(finite, key=lambda k: finite[k]["compute"])
+      row["cheapest"] = best
+      lo_hi = finite[best]["interval"]
+      row["overlaps"] = sorted(
+          k for k, x in finite.items() if k != best and lo_hi
+          and x["interval"] and x["interval"][0] <= lo_hi[1])
+    reach.append(row)
+  crossings = []
+  for a, b in itertools.combinations(frontiers, 2):
+    c = crossing(a, b)
+    if c is None:
+      continue
+    lo = min(a.runs.c.min(), b.runs.c.min())
+    hi = max(a.runs.c.max(), b.runs.c.max())
+    crossings.append({
+        "families": [a.family, b.family], "compute": c,
+        "metric": float(metric.from_loss(a.coef * c ** a.exponent)),
+        "inside_data": bool(lo <= c <= hi)})
+  return {"metric": metric.name, "fitted": metric.fitted,
+          "higher_is_better": metric.higher_is_better,
+          "targets": [float(t) for t in targets],
+          "target_flops": float(target_flops), "level": level,
+          "families": fams, "reach": reach, "crossings": crossings}
+
+
+def default_targets(frontiers: Sequence[Frontier],
+                    metric: metrics_lib.Metric) -> List[float]:
+  """Each family's frontier value at its own largest budget (3 digits)."""
+  out = []
+  for f in frontiers:
+    c_max = max(cv.budget for cv in f.fit.used)
+    v = float(metric.from_loss(f.fit.loss_opt(c_max)))
+    out.append(float(f"{v:.3g}"))
+  return sorted(set(out), reverse=not metric.higher_is_better)
+
+
+def _fmt(x, unit: str = "") -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "n/a"
+  return f"{x:.3g}{unit}"
+
+
+def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
+  """compare.md: the tables and what they say."""
+  m = summary["metric"]
+  pct = f"{100 * summary['level']:.0f}%"
+  lines = [f"# Families compared on {m}", ""]
+  if summary["higher_is_better"]:
+    lines += [f"{m} is higher-is-better; fitted as {summary['fitted']}.", ""]
+  if plot:
+    lines += [f"![frontiers]({plot})", ""]
+  head = ["family", "runs", "budgets", "frontier exponent", "N_opt exponent",
+          f"{m} at {summary['target_flops']:.3g} FLOPs ({pct})",
+          "sampling FLOPs / image"]
+  lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for f in summary["families"]:
+    iv = f["metric_at_target_flops_interval"]
+    lines.append("| " + " | ".join([
+        f["family"], str(f["runs"]), str(len(f["budgets_used"])),
+        f"{f['loss_exponent']:.3f}", f"{f['n_opt_exponent']:.3f}",
+        _fmt(f["metric_at_target_flops"])
+        + (f" ({_fmt(iv[0])} to {_fmt(iv[1])})" if iv else ""),
+        _fmt(f["sampling_flops_per_image"])]) + " |")
+  lines += ["", f"Training compute (FLOPs) to reach {m} ({pct} intervals):",
+            ""]
+  fam_names = [f["family"] for f in summary["families"]]
+  lines += ["| target | " + " | ".join(fam_names) + " | cheapest |",
+            "|" + "---|" * (len(fam_names) + 2)]
+  for r in summary["reach"]:
+    cells = []
+    for name in fam_names:
+      x = r["families"][name]
+      iv = x["interval"]
+      cells.append(_fmt(x["compute"]) + (
+          f" ({_fmt(iv[0])} to {_fmt(iv[1])})" if iv else ""))
+    best = r.get("cheapest", "none")
+    if r.get("overlaps"):
+      best += f" (overlaps {', '.join(r['overlaps'])}: not resolved)"
+    lines.append(f"| {_fmt(r['target'])} | " + " | ".join(cells)
+                 + f" | {best} |")
+  if summary["crossings"]:
+    lines += ["", "Frontier crossings:", ""]
+    for x in summary["crossings"]:
+      where = "inside the data" if x["inside_data"] else "extrapolated"
+      lines.append(f"- {x['families'][0]} / {x['families'][1]}: "
+                   f"{x['compute']:.3g} FLOPs at {m} {x['metric']:.4g} "
+                   f"({where})")
+  return "\n".join(lines) + "\n"
+
+
+def result_lines(summary: Dict[str, Any]) -> List[str]:
+  """One line per target: the cheapest family and any overlap."""
+  out = []
+  for r in summary["reach"]:
+    if "cheapest" not in r:
+      out.append(f"{summary['metric']}={r['target']:.4g}: no family's "
+                 "frontier reaches it")
+      continue
+    best = r["families"][r["cheapest"]]
+    text = (f"{summary['metric']}={r['target']:.4g}: cheapest "
+            f"{r['cheapest']} at {best['compute']:.3g} FLOPs")
+    if r.get("overlaps"):
+      text += f" (interval overlaps {', '.join(r['overlaps'])})"
+    out.append(text)
+  return out
+
+
+def run(paths: Sequence[str], out: str, metric: str, *,
+        direction: str = "auto", targets: Sequence[float] = (),
+        target_flops: Optional[float] = None, n_bootstrap: int = 200,
+        level: float = bootstrap_lib.DEFAULT_LEVEL, seed: int = 0,
+        param_key: str = "params") -> Dict[str, Any]:
+  """Fits, tabulates and plots; writes compare.{json,md,png} under `out`.
+
+  Args:
+    paths: results files.
+    out: output directory.
+    metric: the compared field.
+    direction: metric direction.
+    targets: metric values to reach (default: `default_targets`).
+    target_flops: extrapolation budget (default: 100x the largest run).
+    n_bootstrap: resamples per family.
+    level: interval level.
+    seed: bootstrap seed.
+    param_key: field used for N.
+
+  Returns:
+    The summary (`summarize`).
+  """
+  from scaling import plots  # pylint: disable=g-import-not-at-top
+  m = metrics_lib.resolve(metric, direction)
+  frontiers = load_frontiers(paths, metric, direction, param_key,
+                             n_bootstrap, seed)
+  if not target_flops:
+    target_flops = 100 * max(float(f.runs.c.max()) for f in frontiers)
+  targets = list(targets) or default_targets(frontiers, m)
+  summary = summarize(frontiers, m, targets, target_flops, level)
+  epath.Path(out).mkdir(parents=True, exist_ok=True)
+  plot = plots.plot_families(frontiers, m, os.path.join(out, "compare.png"),
+                             target_flops=target_flops, level=level)
+  jsonl.write_atomic(os.path.join(out, "compare.json"),
+                     json.dumps(summary, indent=1))
+  jsonl.write_atomic(os.path.join(out, "compare.md"),
+                     render(summary, os.path.basename(plot)))
+  return summary
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """The command line (defined when run as a program: scaling.fit, imported
+  beside this module, has flags of the same names)."""
+  flags.DEFINE_list("results", [], "results.jsonl files (comma-separated).")
+  flags.DEFINE_string("metric", "eval_loss", "The field compared, e.g. "
+                      "eval_fid; every family must log it.")
+  flags.DEFINE_enum("metric_direction", "auto", list(metrics_lib.DIRECTIONS),
+                    "Whether higher or lower is better (auto: by name).")
+  flags.DEFINE_string("out", None, "Output directory.")
+  flags.DEFINE_list("targets", [], "Metric values to reach (default: each "
+                    "family's frontier at its largest budget).")
+  flags.DEFINE_float("target_flops", None, "Compute to extrapolate to "
+                     "(default: 100x the largest run).")
+  flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamples per family.")
+  flags.DEFINE_float("level", bootstrap_lib.DEFAULT_LEVEL, "Interval level.")
+  flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
+  flags.DEFINE_string("param_key", "params", "Field used for N.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS.results or not FLAGS.out:
+    raise app.UsageError("--results and --out are required")
+  with warnings.catch_warnings():
+    warnings.simplefilter("always", results_lib.FitWarning)
+    warnings.formatwarning = lambda msg, *_, **__: f"warning: {msg}\n"
+    try:
+      summary = run(FLAGS.results, FLAGS.out, FLAGS.metric,
+                    direction=FLAGS.metric_direction,
+                    targets=[float(t) for t in FLAGS.targets],
+                    target_flops=FLAGS.target_flops,
+                    n_bootstrap=FLAGS.bootstrap, level=FLAGS.level,
+                    seed=FLAGS.seed, param_key=FLAGS.param_key)
+    except (ValueError, OSError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+  print(render(summary))
+  for line in result_lines(summary):
+    print(line)
+  print(f"wrote {FLAGS.out}/compare.md, compare.json and compare.png")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,181 @@
+"""scaling.compare on synthetic families with known frontiers and crossings."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from scaling import compare
+from scaling import metrics as metrics_lib
+from scaling import results as results_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+BUDGETS = (1e8, 1e9, 1e10, 1e11)
+
+
+def _family_rows(family, coef, exponent, metric="eval_fid",
+                 to_metric=lambda loss: loss, sampling_per_param=None,
+                 noise=0.0, seed=0):
+  """Rows whose isoFLOP minima lie exactly on coef * C^exponent.
+
+  Per budget, five sizes around N_opt = 0.1 C^0.5 with loss
+  L*(C) (1 + 0.05 ln(N / N_opt)^2): a parabola in ln N whose vertex is
+  (N_opt, L*(C)).
+  """
+  rng = np.random.default_rng(seed)
+  rows = []
+  for c in BUDGETS:
+    n_opt = 0.1 * c**0.5
+    for f in (0.25, 0.5, 1.0, 2.0, 4.0):
+      n = n_opt * f
+      loss = coef * c**exponent * (1 + 0.05 * math.log(f)**2)
+      loss *= 1 + noise * rng.standard_normal()
+      row = {"family": family, "point": f"C{c:g}_x{f:g}", "params": n,
+             "budget_flops": c, "flops": c, "examples_seen": c / (6 * n),
+             "status": "ok", metric: float(to_metric(loss))}
+      if sampling_per_param:
+        row["sampling_flops_per_example"] = sampling_per_param * n
+      rows.append(row)
+  return rows
+
+
+def _write(path, rows):
+  with open(path, "w") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+  return str(path)
+
+
+def test_frontiers_reach_and_crossing_match_the_closed_forms(tmp_path):
+  # A: 10 C^-0.1, B: 30 C^-0.15 -> they cross where C^0.05 = 3, C = 3^20.
+  a = _write(tmp_path / "a.jsonl", _family_rows("A", 10.0, -0.1,
+                                                  sampling_per_param=2.0))
+  b = _write(tmp_path / "b.jsonl", _family_rows("B", 30.0, -0.15,
+                                                  sampling_per_param=100.0))
+  targets = [1.0, 0.5]
+  summary = compare.run([a, b], str(tmp_path / "out"), "eval_fid",
+                        targets=targets, target_flops=1e13, n_bootstrap=20)
+  fams = {f["family"]: f for f in summary["families"]}
+  assert fams["A"]["loss_exponent"] == pytest.approx(-0.1, rel=1e-6)
+  assert fams["B"]["loss_coef"] == pytest.approx(30.0, rel=1e-6)
+  assert fams["A"]["metric_at_target_flops"] == pytest.approx(
+      10 * 1e13**-0.1, rel=1e-6)
+  # The compute-optimal N at the largest budget is 0.1 sqrt(1e11); the
+  # sampling FLOPs are 2 N (A) and 100 N (B).
+  n_opt = 0.1 * 1e11**0.5
+  assert fams["A"]["n_opt_at_largest_budget"] == pytest.approx(n_opt, 1e-6)
+  assert fams["B"]["sampling_flops_per_image"] == pytest.approx(
+      100 * n_opt, rel=1e-6)
+  # Compute to reach v: C = (v / L0)^(1 / gamma).
+  for row, v in zip(summary["reach"], targets):
+    for name, coef, gamma in (("A", 10.0, -0.1), ("B", 30.0, -0.15)):
+      assert row["families"][name]["compute"] == pytest.approx(
+          (v / coef)**(1 / gamma), rel=1e-5)
+  # Below the crossing loss (10 * 3^-2 = 1.11) B is cheaper: it improves
+  # faster. Exact data: bootstrap intervals are points, no overlap.
+  assert [r["cheapest"] for r in summary["reach"]] == ["B", "B"]
+  assert all(r["overlaps"] == [] for r in summary["reach"])
+  [cross] = summary["crossings"]
+  assert cross["compute"] == pytest.approx(3.0**20, rel=1e-6)
+  assert cross["metric"] == pytest.approx(10 * 3.0**-2, rel=1e-6)
+  assert cross["inside_data"] is True
+  out = tmp_path / "out"
+  assert (out / "compare.png").stat().st_size > 10_000
+  text = (out / "compare.md").read_text()
+  assert "Frontier crossings" in text
+  reach_rows = [ln for ln in text.splitlines() if ln.startswith("| 1 |")
+                or ln.startswith("| 0.5 |")]
+  assert len(reach_rows) == 2 and all(ln.endswith("| B |")
+                                      for ln in reach_rows)
+  assert json.loads((out / "compare.json").read_text())["metric"] == (
+      "eval_fid")
+
+
+def test_a_target_above_the_crossing_is_cheapest_for_the_other_family(
+    tmp_path):
+  a = _write(tmp_path / "a.jsonl", _family_rows("A", 10.0, -0.1))
+  b = _write(tmp_path / "b.jsonl", _family_rows("B", 30.0, -0.15))
+  # 1.5 > 1.11: reached first by A (A is better at small compute).
+  summary = compare.run([a, b], str(tmp_path / "o"), "eval_fid",
+                        targets=[1.5], n_bootstrap=0)
+  assert summary["reach"][0]["cheapest"] == "A"
+  # No bootstrap: no intervals, no overlap claims.
+  assert summary["reach"][0]["families"]["A"]["interval"] is None
+
+
+def test_noisy_families_with_close_frontiers_report_overlap(tmp_path):
+  rows = (_family_rows("A", 10.0, -0.1, noise=0.03, seed=1)
+          + _family_rows("B", 10.2, -0.1, noise=0.03, seed=2))
+  path = _write(tmp_path / "ab.jsonl", rows)  # Two families, one file.
+  summary = compare.run([path], str(tmp_path / "o"), "eval_fid",
+                        targets=[1.0], n_bootstrap=100)
+  row = summary["reach"][0]
+  assert row["overlaps"], row
+  lines = compare.result_lines(summary)
+  assert "interval overlaps" in lines[0]
+
+
+def test_higher_is_better_metric_compares_through_its_map(tmp_path):
+  # PSNR = -10 log10(loss): the frontiers are power laws in 10^(-PSNR/10).
+  psnr = lambda loss: -10 * np.log10(loss)
+  a = _write(tmp_path / "a.jsonl", _family_rows(
+      "A", 0.5, -0.2, metric="eval_psnr", to_metric=psnr))
+  b = _write(tmp_path / "b.jsonl", _family_rows(
+      "B", 2.0, -0.25, metric="eval_psnr", to_metric=psnr))
+  summary = compare.run([a, b], str(tmp_path / "o"), "eval_psnr",
+                        targets=[30.0], n_bootstrap=0)
+  assert summary["higher_is_better"]
+  loss = 10**(-30 / 10)
+  for name, coef, gamma in (("A", 0.5, -0.2), ("B", 2.0, -0.25)):
+    assert summary["reach"][0]["families"][name]["compute"] == pytest.approx(
+        (loss / coef)**(1 / gamma), rel=1e-5)
+  # Default targets: each family's frontier at its largest budget, in dB.
+  m = metrics_lib.resolve("eval_psnr")
+  frontiers = compare.load_frontiers([a, b], "eval_psnr", n_bootstrap=0)
+  assert compare.default_targets(frontiers, m) == sorted(
+      [float(f"{psnr(0.5 * 1e11**-0.2):.3g}"),
+       float(f"{psnr(2.0 * 1e11**-0.25):.3g}")])
+
+
+def test_bad_inputs_fail_or_warn_in_one_line(tmp_path):
+  a_rows = _family_rows("A", 10.0, -0.1)
+  a = _write(tmp_path / "a.jsonl", a_rows)
+  with pytest.raises(ValueError, match="no 'eval_kid' in any row"):
+    compare.load_frontiers([a], "eval_kid")
+  with pytest.raises(ValueError, match="family 'A' is in both"):
+    compare.load_frontiers([a, a], "eval_fid")
+  # A metric missing from some rows: a warning naming those points.
+  del a_rows[3]["eval_fid"]
+  del a_rows[7]["eval_fid"]
+  partial = _write(tmp_path / "p.jsonl", a_rows)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    compare.load_frontiers([partial], "eval_fid", n_bootstrap=0)
+  text = " ".join(str(w.message) for w in caught
+                  if issubclass(w.category, results_lib.FitWarning))
+  assert f"eval_fid missing from 2 ok rows, dropped: {a_rows[3]['point']}, "\
+      f"{a_rows[7]['point']}" in text
+  # A family with one budget has no frontier: named.
+  one = _write(tmp_path / "one.jsonl",
+               [r for r in _family_rows("C", 1.0, -0.1)
+                if r["budget_flops"] == 1e8])
+  with pytest.raises(ValueError, match="family 'C': approach 2 needs"):
+    compare.load_frontiers([one], "eval_fid", n_bootstrap=0)
+
+
+def test_command_line_prints_the_table_and_one_line_per_target(tmp_path):
+  a = _write(tmp_path / "a.jsonl", _family_rows("A", 10.0, -0.1))
+  b = _write(tmp_path / "b.jsonl", _family_rows("B", 30.0, -0.15))
+  out = subprocess.run(
+      [sys.executable, "-m", "scaling.compare", f"--results={a},{b}",
+       "--metric=eval_fid", f"--out={tmp_path / 'o'}", "--bootstrap=10",
+       "--targets=0.5"], cwd=ROOT, capture_output=True, text=True,
+      check=True).stdout
+  assert "| family | runs |" in out
+  assert "eval_fid=0.5: cheapest B at" in out
+  assert out.strip().endswith("compare.md, compare.json and compare.png")
