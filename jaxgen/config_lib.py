@@ -199,10 +199,12 @@ def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
       b1=0.9, b2=0.99, eps=1e-8,
       weight_decay=0.0,
       grad_clip=1.0,         # global-norm clip (0 = off)
-      schedule="cosine",     # "cosine" (to end of run) | "constant"
+      schedule="cosine",     # "cosine" (to end of run) | "constant" |
+                             # "wsd" (warmup-stable-decay)
       warmup_steps=0,        # linear warmup steps ...
       warmup_fraction=0.0,   # ... or a fraction of the run (wins if set)
-      end_lr_fraction=0.0,   # cosine ends at this fraction of the peak
+      end_lr_fraction=0.0,   # cosine / wsd end at this fraction of the peak
+      decay_fraction=0.2,    # wsd: linear decay over the run's last 20%
       mu_dtype="float32",    # Adam's first moment: "float32" | "bfloat16"
   )
   c.update(overrides)

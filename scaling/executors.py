@@ -107,7 +107,8 @@ def submit(executor, points: Sequence[Any], commands: Dict[str, List[str]],
 
   Args:
     executor: from `slurm_executor`.
-    points: the points to submit (those without a row).
+    points: what to submit, one job each: points without a row, or wsd
+      chains (`scaling.run.Unit`); anything with an `id`.
     commands: point id -> worker argv.
     env: environment variables of every worker.
     local: the sweep's local directory.

@@ -5,6 +5,7 @@ Usage:
       --workdir=DIR [--parallel=K] [--dry-run] [--only_budgets=C1,C2]
       [--only_sizes=NAME,...] [--nearest_params=N | --optimal_from=FIT_JSON]
       [--set=dataset.data_dir=/data ...] [--sweep.batch_size=64 ...]
+      [--executor=local|slurm|print] [--collect] [--sweep.schedule=wsd]
 
 DIR layout:
   results.jsonl   one row per finished point (schema: scaling/results.py),
@@ -34,19 +35,22 @@ above `diverged_loss_ratio` x the first logged one is recorded as
 "diverged"; other failures (bad config, crash) write no row, are listed at
 the end and make the exit status 1.
 
+`--executor=slurm` submits the points as jobs and `--executor=print` prints
+their command lines (scaling/executors.py); `--collect` gathers what they
+finished. A spec with `schedule = "wsd"` runs each size as one chain: a
+stable constant-rate run and a cooldown branch per budget (scaling/wsd.py).
+Rows, locks and the extrapolation check live in scaling/rows.py,
+scaling/workers.py and scaling/check.py.
+
 `--optimal_from=fit.json --only_budgets=C` runs the ladder size nearest the
 fitted compute-optimal N at C (approach 2, else 3) and writes check.json
 with the predicted and measured losses and their relative errors.
 """
 
 import contextlib
-import fcntl
 import json
-import math
 import os
-import resource
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -64,11 +68,13 @@ from jaxgen import jsonl
 from jaxgen.train import compile_cache
 from jaxgen.train import logs
 from jaxgen.train import workdir as workdir_lib
+from scaling import check
 from scaling import executors
+from scaling import rows as rows_lib
 from scaling import sweep as sweep_lib
+from scaling import workers
+from scaling import wsd
 
-OK, DIVERGED = "ok", "diverged"
-FINISHED = (OK, DIVERGED)
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -76,206 +82,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextlib.contextmanager
-def _exclusive(path: str, busy: str):
-  """Holds an exclusive flock on `path`; ValueError(`busy`) if taken.
-
-  The lock goes with the process (also when it is killed), so a stale lock
-  file never blocks a restart. The holder's pid is written into the file (a
-  restarted runner names the worker it adopts).
-  """
-  with open(path, "a+", encoding="utf-8") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise ValueError(f"{busy}; wait for it or use another --workdir"
-                       ) from None
-    try:
-      f.truncate(0)
-      f.write(str(os.getpid()))
-      f.flush()
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _holder(path: str) -> Optional[int]:
-  """The pid holding the flock on `path`, or None if nobody holds it."""
-  if not os.path.exists(path):
-    return None
-  with open(path, "a+", encoding="utf-8") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      f.seek(0)
-      text = f.read().strip()
-      return int(text) if text.isdigit() else -1
-    fcntl.flock(f, fcntl.LOCK_UN)
-  return None
-
-
-class _Adopted:
-  """A worker left running by an earlier runner, watched through its lock.
-
-  It has the two members of `subprocess.Popen` that the runner uses.
-  """
-
-  def __init__(self, lock: str):
-    self.lock = lock
-    self.returncode: Optional[int] = None
-
-  def poll(self) -> Optional[int]:
-    if self.returncode is None and _holder(self.lock) is None:
-      self.returncode = 0  # Its result.json (if any) says how it ended.
-    return self.returncode
-
-  def send_signal(self, sig) -> None:
-    pid = _holder(self.lock)
-    if pid and pid > 0:
-      os.kill(pid, sig)
-
-  def wait(self, timeout=None):
-    deadline = time.time() + (timeout or 1e9)
-    while self.poll() is None:
-      if time.time() > deadline:
-        raise subprocess.TimeoutExpired("adopted worker", timeout)
-      time.sleep(0.2)
-    return self.returncode
-
-  def kill(self) -> None:
-    self.send_signal(signal.SIGKILL)
-
-
-def _die_with_runner() -> None:
-  """In a worker: SIGTERM when the runner that started it dies (Linux).
-
-  So neither kill -9 nor a crash of the runner leaves orphans; the trainer
-  turns the SIGTERM into a saved checkpoint. The runner passes its pid in
-  $JAXGEN_RUNNER_PID; if it is already gone, the worker stops at once.
-  """
-  runner = os.environ.get("JAXGEN_RUNNER_PID")
-  if not runner:
-    return
-  try:
-    import ctypes  # pylint: disable=g-import-not-at-top
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
-  except (OSError, AttributeError):
-    return
-  if os.getppid() != int(runner):
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def local_dir(workdir: str, given: Optional[str] = None) -> str:
-  """Where a sweep keeps what must be local: locks, logs, compilation cache.
-
-  Args:
-    workdir: the sweep directory, local or e.g. gs://bucket/sweep.
-    given: --local_dir, if passed.
-
-  Returns:
-    `given`, else `workdir` itself when it is local, else a directory under
-    ~/.cache/jaxgen/sweeps named after `workdir`.
-  """
-  if given:
-    return os.path.abspath(given)
-  if workdir_lib.is_local(workdir):
-    return os.path.abspath(workdir)
-  name = "".join(c if c.isalnum() or c in "-_." else "_"
-                 for c in str(workdir).replace("://", "_"))
-  return os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "sweeps",
-                      name)
-
-
-def _latest_checkpoint(rundir: str) -> int:
-  ckpt = epath.Path(rundir) / "checkpoints"
-  steps = ([int(d.name) for d in ckpt.iterdir() if d.name.isdigit()]
-           if ckpt.is_dir() else [])
-  return max(steps, default=0)
-
-
-def _cpu_seconds() -> float:
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
-
-
-def _finite(x) -> bool:
-  return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
-             error: Optional[str], wall_time_s: float, resumed_from: int,
-             command: str) -> Dict[str, Any]:
-  """The results.jsonl row of a finished point.
-
-  Args:
-    spec: the sweep spec.
-    point: the point.
-    metrics: its metrics.jsonl rows.
-    error: the FloatingPointError message if the trainer stopped on a
-      non-finite value, else None.
-    wall_time_s: wall time of the attempt that finished it (with compile).
-    resumed_from: checkpoint step that attempt started from (0 = scratch).
-    command: the worker command line.
-
-  Returns:
-    A dict with the fields of scaling/results.py (and a few more).
-  """
-  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
-  losses = [r["loss"] for r in metrics if _finite(r.get("loss"))]
-  evals = [r["eval_loss"] for r in metrics if "eval_loss" in r]
-  last = metrics[-1] if metrics else {}
-  k = int(spec.final_loss_window)
-  final = sum(losses[-k:]) / len(losses[-k:]) if losses else None
-  eval_loss = evals[-1] if evals else None
-  status = OK
-  if error is not None:
-    status = DIVERGED
-  elif not _finite(final) or (eval_loss is not None and
-                              not _finite(eval_loss)):
-    # Eval is optional (eval_batches = 0); the fit then uses the train loss.
-    status, error = DIVERGED, "no finite final train or eval loss logged"
-  elif spec.diverged_loss_ratio and final > spec.diverged_loss_ratio * (
-      losses[0]):
-    status = DIVERGED
-    error = (f"final train loss {final:.4g} > {spec.diverged_loss_ratio} x "
-             f"the first logged loss {losses[0]:.4g}: the run did not train")
-  ok = status == OK
-  # Sample metrics (config.eval.sample_metrics: eval_fid, eval_psnr, ...):
-  # the last logged value of each; `scaling.fit --metric=eval_fid` fits them.
-  sample = {}
-  for r in metrics:
-    sample.update({k: v for k, v in r.items()
-                   if k.startswith("eval_") and k != "eval_loss"})
-  return dict({
-      "family": spec.family, "sweep": spec.name, "point": point.id,
-      "size": point.size, "budget_flops": point.budget,
-      "params": point.params,
-      "params_non_embedding": point.params_non_embedding,
-      "params_embedding": point.params_embedding,
-      "flops_per_example": point.flops_per_example,
-      "sampling_flops_per_example": point.sampling_flops_per_example,
-      "batch_size": point.batch_size, "steps": point.steps,
-      "steps_done": last.get("step", 0),
-      "examples_seen": last.get("examples_seen"),
-      "flops": last.get("flops_seen"),
-      "final_train_loss": final if ok else None,
-      "final_train_loss_window": k,
-      "eval_loss": eval_loss if ok else None,
-      "status": status, "error": error,
-      "wall_time_s": wall_time_s, "resumed_from_step": resumed_from,
-      # CPU seconds of the worker process (imports and compiles included):
-      # unlike wall time, this does not grow when other jobs share the cores.
-      "cpu_time_s": _cpu_seconds(),
-      "config": {"base": spec.base, "overrides": point.overrides},
-      "command": command,
-      # Code version, library versions and devices of the worker.
-      "provenance": provenance.provenance(),
-  }, **(sample if ok else {}))
-
-
 def run_point(spec, point: sweep_lib.Point, workdir: str,
               sets: Optional[Dict[str, str]] = None,
-              command: str = "", local: Optional[str] = None
-              ) -> Dict[str, Any]:
+              command: str = "", local: Optional[str] = None,
+              extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """Trains one point here and writes runs/<id>/result.json.
 
   Args:
@@ -284,7 +94,8 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
     workdir: the sweep directory.
     sets: --set overrides, as for the plan.
     command: the command line, recorded in the row.
-    local: the sweep's local directory (`local_dir(workdir)` if None).
+    local: the sweep's local directory (`workers.local_dir(workdir)` if None).
+    extra: fields added to the row (a wsd branch's).
 
   Returns:
     The row.
@@ -297,11 +108,11 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   config, _ = sweep_lib.point_config(spec, point.budget, point.size, sets)
   rundir = str(epath.Path(workdir) / "runs" / point.id)
   epath.Path(rundir).mkdir(parents=True, exist_ok=True)
-  lockdir = os.path.join(local or local_dir(workdir), "runs", point.id)
+  lockdir = os.path.join(local or workers.local_dir(workdir), "runs", point.id)
   os.makedirs(lockdir, exist_ok=True)
-  resumed_from = _latest_checkpoint(rundir)
+  resumed_from = rows_lib.latest_checkpoint(rundir)
   start, error = time.time(), None
-  with _exclusive(os.path.join(lockdir, "lock"),
+  with workers.exclusive(os.path.join(lockdir, "lock"),
                   f"point {point.id} is already running in {rundir}"):
     try:
       trainer.train_and_evaluate(config, rundir)
@@ -310,9 +121,10 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
     # preemption.Preempted propagates: an unfinished point has no row.
   metrics = jsonl.read(epath.Path(rundir) / "metrics.jsonl",
                        missing_ok=True)
-  row = make_row(spec, point, metrics,
+  row = rows_lib.make_row(spec, point, metrics,
                  error=error, wall_time_s=time.time() - start,
                  resumed_from=resumed_from, command=command)
+  row.update(extra or {})
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:  # One writer for a point of several hosts.
     jsonl.write_atomic(epath.Path(rundir) / "result.json", json.dumps(row))
@@ -322,114 +134,52 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
 # -- the sweep -----------------------------------------------------------------
 
 
-def core_slots(parallel: int) -> Optional[List[frozenset]]:
-  """Disjoint core sets for `parallel` workers, or None if there are fewer
-  cores than workers (or a single worker: it gets them all anyway).
-
-  Args:
-    parallel: workers running at once.
-
-  Returns:
-    `parallel` frozensets of this process's allowed cores, as equal as they
-    can be, or None.
-  """
-  cores = sorted(os.sched_getaffinity(0))
-  if parallel < 2 or len(cores) < parallel or not shutil.which("taskset"):
-    return None
-  per, extra = divmod(len(cores), parallel)
-  slots, i = [], 0
-  for k in range(parallel):
-    n = per + (k < extra)
-    slots.append(frozenset(cores[i:i + n]))
-    i += n
-  return slots
-
-
-def _fmt_cores(cores) -> str:
-  c = sorted(cores)
-  return f"{c[0]}-{c[-1]}" if len(c) > 1 else str(c[0])
-
-
 def worker_command(sweep_arg: str, workdir: str, point_id: str,
                    sets: Sequence[str] = (),
                    sweep_flags: Sequence[str] = (),
-                   local: Optional[str] = None) -> List[str]:
-  """argv of the worker process of one point."""
+                   local: Optional[str] = None,
+                   chain: Optional[Sequence[sweep_lib.Point]] = None
+                   ) -> List[str]:
+  """argv of the worker process of one point, or of one wsd chain (the
+  points of a size: `--chain=<size> --chain_budgets=...`)."""
   # Workers run from the repository root: pass absolute local paths.
   path, colon, arg = sweep_arg.partition(":")
   sweep_arg = os.path.abspath(path) + colon + arg
   remote = not workdir_lib.is_local(workdir)
   workdir = workdir if remote else os.path.abspath(workdir)
   extra = [f"--local_dir={local}"] if remote and local else []
+  what = [f"--point={point_id}"]
+  if chain:
+    what = [f"--chain={chain[0].size}", "--chain_budgets=" + ",".join(
+        sweep_lib.budget_tag(p.budget) for p in chain)]
   return ([sys.executable, "-m", "scaling.run", f"--sweep={sweep_arg}",
-           *sweep_flags, f"--workdir={workdir}", *extra,
-           f"--point={point_id}"] + [f"--set={s}" for s in sets])
+           *sweep_flags, f"--workdir={workdir}", *extra, *what]
+          + [f"--set={s}" for s in sets])
 
 
-def _normalise(obj):
-  return json.loads(json.dumps(obj))
+class Unit:
+  """What one worker process (or job) runs: a point, or a wsd chain."""
+
+  def __init__(self, uid: str, points: Sequence[sweep_lib.Point],
+               chain: bool):
+    self.id, self.points, self.chain = uid, list(points), chain
+    self.budget = sum(p.budget for p in points)
+
+  def describe(self) -> str:
+    p = self.points[0]
+    if not self.chain:
+      return f"N={p.params:,}, {p.steps} steps"
+    return (f"N={p.params:,}, stable run + {len(self.points)} branches "
+            f"({', '.join(q.id for q in self.points)})")
 
 
-def _repair_torn_tail(path: str, out) -> None:
-  """Drops a torn last line (a runner killed mid-append) from results.jsonl.
-
-  The row is not lost: the point's runs/<id>/result.json holds it and is
-  collected again.
-  """
-  path = epath.Path(path)
-  if not path.exists():
-    return
-  data = path.read_bytes()
-  head, _, last = data.rstrip(b"\n").rpartition(b"\n")
-  if not last.strip():
-    return
-  try:
-    json.loads(last)
-    if not data.endswith(b"\n"):  # A whole row whose newline was cut.
-      jsonl.write_atomic(path, data.decode("utf-8") + "\n")
-    return
-  except ValueError:
-    pass
-  jsonl.write_atomic(path, (head + b"\n").decode("utf-8") if head else "")
-  out(f"warning: {path}: removed a torn last line ({len(last)} bytes); its "
-      "point is restored from its result.json")
-
-
-def _load_finished(workdir: str, spec, points,
-                   out=print) -> Dict[str, Dict[str, Any]]:
-  """Finished rows by point id; checks family and config of the old rows."""
-  _repair_torn_tail(str(epath.Path(workdir) / "results.jsonl"), out)
-  rows = jsonl.read(epath.Path(workdir) / "results.jsonl", missing_ok=True)
-  families = sorted({r.get("family") for r in rows} - {spec.family})
-  if families:
-    raise ValueError(f"{workdir}/results.jsonl holds runs of family "
-                     f"{', '.join(map(repr, families))}, this sweep is "
-                     f"{spec.family!r}; use another --workdir")
-  by_id = {p.id: p for p in points}
-  done = {}
-  for r in rows:
-    p = by_id.get(r.get("point"))
-    if p is not None and r.get("status") in FINISHED:
-      _check_same_config(p, r, f"{workdir}/results.jsonl")
-      done[p.id] = r
-  return done
-
-
-# Fields that change what a run writes, not what it computes: rows that
-# differ only in these are the same point.
-_NO_EFFECT = ("tensorboard", "checkpoint_every_steps", "keep_checkpoints")
-
-
-def _check_same_config(point, row, where: str) -> None:
-  """Raises if a finished row ran with other overrides than `point`."""
-  old = row.get("config", {}).get("overrides") or {}
-  new = _normalise(point.overrides)
-  diff = sorted(k for k in set(old) | set(new)
-                if old.get(k) != new.get(k) and k not in _NO_EFFECT)
-  if diff:
-    raise ValueError(f"point {point.id} in {where} ran with a different "
-                     f"config ({', '.join(diff)}); use another --workdir or "
-                     "delete its row and runs/ directory")
+def make_units(spec, points: Sequence[sweep_lib.Point]) -> List[Unit]:
+  """One unit per point, or per size for a wsd spec (largest first)."""
+  if not wsd.enabled(spec):
+    return [Unit(p.id, [p], False) for p in points]
+  return sorted((Unit(f"{wsd.STABLE_PREFIX}{size}", chain, True)
+                 for size, chain in wsd.chains(points).items()),
+                key=lambda u: -u.budget)
 
 
 class _Progress:
@@ -455,7 +205,7 @@ class _Progress:
     status = row["status"] if row else "FAILED"
     loss = (f" eval_loss {row['eval_loss']:.4f} train "
             f"{row['final_train_loss']:.4f}"
-            if row and row["status"] == OK else "")
+            if row and row["status"] == rows_lib.OK else "")
     self.out(f"[{self.done:>3}/{self.total}] {point.id} {status}{loss} "
              f"({fmt(seconds)}) | elapsed {fmt(elapsed)}, "
              f"ETA {eta}, {running} running")
@@ -483,7 +233,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     sets: "key=value" run-config overrides for every point.
     sweep_flags: `--sweep.x=y` flags, passed on to the workers.
     in_process: run points one by one in this process (debugging, tests).
-    local: the local directory for locks and logs (`local_dir(workdir)` if
+    local: the local directory for locks and logs (`workers.local_dir(workdir)` if
       None).
     compilation_cache: the workers' persistent compilation cache directory
       (None: `compile_cache.default_dir()`; "none" turns it off).
@@ -503,17 +253,21 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
   parsed = sweep_lib.parse_sets(sets)
   points = sweep_lib.plan(spec, budgets=budgets, sizes=sizes, sets=parsed)
   env = {k: str(v) for k, v in spec.env.items()}
-  local = local_dir(workdir, local)
+  local = workers.local_dir(workdir, local)
   # One persistent compilation cache for every point: the programs of a size
   # are the same at every budget (the run length is a runtime value), and a
   # rerun or a resumed point recompiles nothing.
   env.setdefault(compile_cache.ENV_VAR, compile_cache.default_dir()
                  if compilation_cache is None else compilation_cache)
-  slots = core_slots(parallel) if pin_cores and not in_process else None
-  commands = {p.id: worker_command(sweep_arg, workdir, p.id, sets,
-                                   sweep_flags, local) for p in points}
-  printable = {i: executors.command_line(env, c)
-               for i, c in commands.items()}
+  slots = workers.core_slots(parallel) if pin_cores and not in_process else None
+
+  def commands_of(units):
+    argv = {u.id: worker_command(sweep_arg, workdir, u.id, sets, sweep_flags,
+                                 local, u.points if u.chain else None)
+            for u in units}
+    return argv, {i: executors.command_line(env, c) for i, c in argv.items()}
+
+  commands, printable = commands_of(make_units(spec, points))
   if executor not in executors.EXECUTORS:
     raise ValueError(f"--executor={executor!r}: use one of "
                      + ", ".join(executors.EXECUTORS))
@@ -539,8 +293,10 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       out(f"# total {sum(p.planned_flops for p in points):.3g} FLOPs, "
           f"{total_hours:,.0f} {spec.cluster.device_kind} device-hours at "
           f"MFU {spec.cluster.mfu:g} (--sweep.cluster.mfu to change)")
-    for p in points:
-      out(printable[p.id])
+    if wsd.enabled(spec):
+      out("# " + _wsd_line(spec, points))
+    for line in printable.values():
+      out(line)
     return {"points": points, "rows": {}, "failed": []}
 
   runs = epath.Path(workdir) / "runs"
@@ -548,10 +304,10 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
   os.makedirs(os.path.join(local, "runs"), exist_ok=True)
   # One runner per sweep directory: two would run the same points in the
   # same run directories and append duplicate rows.
-  with _exclusive(os.path.join(local, "lock"),
+  with workers.exclusive(os.path.join(local, "lock"),
                   f"another scaling.run is running the sweep in {workdir}"):
     results_path = str(epath.Path(workdir) / "results.jsonl")
-    rows = _load_finished(workdir, spec, points, out)
+    rows = rows_lib.load_finished(workdir, spec, points, out)
 
     def append(row):
       jsonl.append(results_path, [row])
@@ -562,32 +318,36 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       result = runs / p.id / "result.json"
       if p.id not in rows and result.exists():
         row = json.loads(result.read_text())
-        if row.get("status") in FINISHED:
-          _check_same_config(p, row, result)
+        if row.get("status") in rows_lib.FINISHED:
+          rows_lib.check_same_config(p, row, result)
           append(row)
     # Largest budgets first: with K at a time, the sweep then ends on short
     # points instead of one long point running alone.
     todo = sorted((p for p in points if p.id not in rows),
                   key=lambda p: -p.budget)
+    units = make_units(spec, todo)
+    commands, printable = commands_of(units)
     if collect or executor != "local":
-      return _hand_off(spec, points, rows, todo, commands, printable, env,
-                       local, executor=executor, collect=collect,
+      return _hand_off(spec, points, rows, todo, units, commands, printable,
+                       env, local, executor=executor, collect=collect,
                        slurm_cluster=slurm_cluster, resubmit=resubmit,
                        multihost=multihost, out=out)
     out(f"{spec.name}: {len(points)} points, {len(points) - len(todo)} "
         f"finished, {len(todo)} to run ({sum(p.budget for p in todo):.3g} "
         f"FLOPs), {parallel} at a time; results in {results_path}")
+    if wsd.enabled(spec) and todo:
+      out(_wsd_line(spec, todo))
     progress = _Progress(len(points), len(points) - len(todo), out)
     failed: List[str] = []
-    queue = list(todo)
+    queue = list(units)
     running: Dict[str, Any] = {}
 
-    def finish(p, row, seconds):
-      if row is not None and row.get("status") in FINISHED:
+    def finish(p, row, seconds, uid):
+      if row is not None and row.get("status") in rows_lib.FINISHED:
         append(row)
       else:
         failed.append(p.id)
-        log = os.path.join(local, "runs", p.id, "log.txt")
+        log = os.path.join(local, "runs", uid, "log.txt")
         tail = ""
         if os.path.exists(log):
           with open(log, encoding="utf-8", errors="replace") as f:
@@ -596,38 +356,48 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
                       lines[-1] if lines else "")
         out(f"{p.id} failed: {tail or 'no output'} (see {log})")
         row = None
-      remaining = sum(q.budget for q in queue) + sum(
+      remaining = sum(u.budget for u in queue) + sum(
           r[0].budget for r in running.values())
       progress.finished(p, row, seconds, remaining, len(running))
+
+    def finish_unit(u, seconds):
+      for p in u.points:
+        result = runs / p.id / "result.json"
+        row = json.loads(result.read_text()) if result.exists() else None
+        finish(p, row, seconds / len(u.points), u.id)
 
     try:
       if in_process:
         while queue:
-          p = queue.pop(0)
+          u = queue.pop(0)
           start = time.time()
           try:
-            row = run_point(spec, p, workdir, parsed, printable[p.id],
-                            local)
+            if u.chain:
+              wsd.run_chain(spec, u.points, workdir, parsed, printable[u.id],
+                            local, run_point, rows_lib.latest_checkpoint,
+                            workers.exclusive)
+            else:
+              run_point(spec, u.points[0], workdir, parsed, printable[u.id],
+                        local)
           except ValueError as e:
             out(f"error: {e}")
-            row = None
-          finish(p, row, time.time() - start)
+          finish_unit(u, time.time() - start)
       while queue or running:
         while queue and len(running) < max(1, parallel):
-          p = queue.pop(0)
-          rundir = os.path.join(local, "runs", p.id)
+          u = queue.pop(0)
+          rundir = os.path.join(local, "runs", u.id)
           os.makedirs(rundir, exist_ok=True)
           log = open(os.path.join(rundir, "log.txt"), "a", encoding="utf-8")
-          orphan = _holder(os.path.join(rundir, "lock"))
+          orphan = workers.holder(os.path.join(rundir, "lock"))
           if orphan is not None:
             # A worker of an earlier runner is still at it: wait for it
             # instead of starting a second one on the same directory.
-            running[p.id] = (p, _Adopted(os.path.join(rundir, "lock")), log,
+            running[u.id] = (u, workers.Adopted(os.path.join(rundir, "lock")), log,
                              time.time(), None)
-            out(f"adopt {p.id}: still running as pid {orphan} from an "
+            out(f"adopt {u.id}: still running as pid {orphan} from an "
                 "earlier runner")
             continue
-          log.write(f"$ {printable[p.id]}\n")
+          log.write(f"$ {printable[u.id]}\n")
           log.flush()
           cores = None
           if slots:
@@ -637,27 +407,23 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           # and a Python callback between fork and exec is unsafe there.
           pin = (["taskset", "-c", ",".join(map(str, sorted(cores)))]
                  if cores else [])
-          proc = subprocess.Popen(pin + commands[p.id], cwd=_REPO, stdout=log,
+          proc = subprocess.Popen(pin + commands[u.id], cwd=_REPO, stdout=log,
                                   stderr=subprocess.STDOUT,
                                   env=dict(os.environ, **env,
                                            JAXGEN_RUNNER_PID=str(os.getpid())),
                                   # Own process group: a terminal's Ctrl-C
                                   # reaches workers only through the runner.
                                   start_new_session=True)
-          running[p.id] = (p, proc, log, time.time(), cores)
-          out(f"start {p.id}: N={p.params:,}, {p.steps} steps"
-              + (f", cores {_fmt_cores(cores)}" if cores else ""))
+          running[u.id] = (u, proc, log, time.time(), cores)
+          out(f"start {u.id}: {u.describe()}"
+              + (f", cores {workers.fmt_cores(cores)}" if cores else ""))
         time.sleep(0.2)
-        for pid, (p, proc, log, start, _) in list(running.items()):
+        for uid, (u, proc, log, start, _) in list(running.items()):
           if proc.poll() is None:
             continue
           log.close()
-          del running[pid]
-          result = runs / pid / "result.json"
-          row = None
-          if proc.returncode == 0 and result.exists():
-            row = json.loads(result.read_text())
-          finish(p, row, time.time() - start)
+          del running[uid]
+          finish_unit(u, time.time() - start)
     except BaseException:
       # Ctrl-C or a runner error: interrupt the workers (SIGINT lets the trainer
       # flush its metrics and finish writing its checkpoint), then wait; kill
@@ -681,83 +447,40 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     return {"points": points, "rows": rows, "failed": failed}
 
 
-def _hand_off(spec, points, rows, todo, commands, printable, env, local, *,
-              executor, collect, slurm_cluster, resubmit, multihost, out):
+def _wsd_line(spec, points) -> str:
+  """What branching saves, in one line."""
+  s = wsd.savings(spec, points)
+  return (f"wsd: one stable run per size + cooldowns of "
+          f"{spec.decay_fraction:g} x each run: {s['wsd_steps']:.0f} "
+          f"training steps instead of {s['full_steps']:.0f}, "
+          f"{s['wsd_flops']:.3g} FLOPs instead of {s['full_flops']:.3g} "
+          f"({s['saved_fraction']:.0%} saved)")
+
+
+def _hand_off(spec, points, rows, todo, units, commands, printable, env,
+              local, *, executor, collect, slurm_cluster, resubmit,
+              multihost, out):
   """--collect, --executor=print and --executor=slurm: nothing runs here."""
   result = {"points": points, "rows": rows, "failed": [], "jobs": {}}
   if collect:
+    unit_of = {p.id: u.id for u in units for p in u.points}
     waiting = [f"{p.id} (job {j['job_id']})" if (j := executors.submitted(
-        local, p.id)) else p.id for p in todo]
+        local, unit_of[p.id])) else p.id for p in todo]
     out(f"collected: {len(rows)} of {len(points)} points finished"
         + (f"; {len(todo)} without a result: {', '.join(waiting)}"
            if todo else ""))
     result["missing"] = [p.id for p in todo]
   elif executor == "print":
-    for p in todo:
-      line = printable[p.id] + (" --multihost" if multihost else "")
-      out(f"{line}  # {p.id}")
+    for u in units:
+      line = printable[u.id] + (" --multihost" if multihost else "")
+      out(f"{line}  # {u.id}")
   else:
     ex = executors.slurm_executor(
         spec, os.path.join(local, "submitit"), cluster=slurm_cluster)
     result["jobs"] = executors.submit(
-        ex, todo, commands, env, local, _REPO, resubmit=resubmit,
+        ex, units, commands, env, local, _REPO, resubmit=resubmit,
         multihost=multihost, out=out)
   return result
-
-
-# -- extrapolation check -------------------------------------------------------
-
-
-def predicted_optimum(fit: Dict[str, Any], budget: float) -> Dict[str, Any]:
-  """N_opt and loss at `budget` from a fit.json (approaches 2 and 3)."""
-  from scaling import bootstrap  # pylint: disable=g-import-not-at-top
-  out = {}
-  if fit.get("approach2"):
-    out["approach2"] = {k: float(v) for k, v in bootstrap.approach2_predict(
-        fit["approach2"], budget).items()}
-  if fit.get("approach3"):
-    out["approach3"] = {k: float(v) for k, v in bootstrap.approach3_predict(
-        fit["approach3"], budget, fit["approach3"]["k"]).items()}
-  if not out:
-    raise ValueError("fit.json has neither an approach2 nor approach3 fit")
-  return out
-
-
-def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
-  """Predicted vs measured loss for a run at an extrapolated budget.
-
-  Args:
-    fit: a fit.json written by `python -m scaling.fit`.
-    row: the results row of the check run.
-
-  Returns:
-    A JSON-ready dict: the run, the predictions and relative errors
-    (predicted / measured - 1) of the loss the fit used (eval, else train).
-  """
-  if row["status"] != OK:
-    raise ValueError(f"the check run {row['point']} is {row['status']} "
-                     f"({row.get('error')}); nothing to compare the fit with")
-  measured = row.get("eval_loss")
-  if measured is None:
-    measured = row.get("final_train_loss")
-  pred = predicted_optimum(fit, row["budget_flops"])
-  out = {"point": row["point"], "budget_flops": row["budget_flops"],
-         "params": row["params"], "examples_seen": row["examples_seen"],
-         "status": row["status"], "measured_loss": measured,
-         "predictions": pred, "errors": {}}
-  if "approach2" in pred:
-    out["errors"]["approach2_loss_at_optimum"] = pred["approach2"]["loss"]
-  if "approach3" in pred:
-    p = fit["approach3"]
-    n = row[fit.get("settings", {}).get("param_key", "params")]
-    at_run = p["E"] + p["A"] / n**p["alpha"] + (
-        p["B"] / row["examples_seen"]**p["beta"])
-    pred["approach3"]["loss_at_run"] = at_run
-    out["errors"]["approach3_loss_at_optimum"] = pred["approach3"]["loss"]
-    out["errors"]["approach3_loss_at_run"] = at_run
-  out["errors"] = {k: (v / measured - 1 if measured else None)
-                   for k, v in out["errors"].items()}
-  return out
 
 
 # -- command line --------------------------------------------------------------
@@ -784,6 +507,9 @@ flags.DEFINE_string("optimal_from", None, "fit.json: run the size nearest the "
 flags.DEFINE_multi_string("set", [], "key=value run-config override for every"
                           " point, e.g. dataset.data_dir=/data.")
 flags.DEFINE_string("point", None, "Worker mode: train this point id only.")
+flags.DEFINE_string("chain", None, "Worker mode (wsd sweeps): train this "
+                    "size's stable run and its branches at --chain_budgets.")
+flags.DEFINE_list("chain_budgets", [], "Worker mode: the chain's budgets.")
 flags.DEFINE_bool("in_process", False, "Run points in this process, one by "
                   "one (debugging).")
 compile_cache.define_flag()
@@ -819,22 +545,30 @@ def main(argv):
   # interrupted, save their checkpoints and a rerun resumes them.
   signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
-    if FLAGS.point:
-      _die_with_runner()
+    if FLAGS.point or FLAGS.chain:
+      workers.die_with_runner()
       # The runner passes the shared directory in the environment.
       compile_cache.enable(FLAGS.compilation_cache)
       if FLAGS.multihost:
         from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
         multihost.initialize()
-      budget, size = sweep_lib.parse_point_id(FLAGS.point)
       sets = sweep_lib.parse_sets(FLAGS.set)
-      point = sweep_lib.make_point(spec, budget, size, sets)
+      command = " ".join(shlex.quote(a) for a in [sys.executable, "-m",
+                                                  "scaling.run"]
+                         + sys.argv[1:])
       from jaxgen.train import preemption  # pylint: disable=g-import-not-at-top
       try:
-        run_point(spec, point, FLAGS.workdir, sets,
-                  " ".join(shlex.quote(a) for a in [sys.executable, "-m",
-                                                    "scaling.run"]
-                           + sys.argv[1:]), FLAGS.local_dir)
+        if FLAGS.chain:
+          chain = [sweep_lib.make_point(spec, float(b), FLAGS.chain, sets)
+                   for b in FLAGS.chain_budgets]
+          wsd.run_chain(spec, chain, FLAGS.workdir, sets, command,
+                        workers.local_dir(FLAGS.workdir, FLAGS.local_dir), run_point,
+                        rows_lib.latest_checkpoint, workers.exclusive)
+        else:
+          budget, size = sweep_lib.parse_point_id(FLAGS.point)
+          point = sweep_lib.make_point(spec, budget, size, sets)
+          run_point(spec, point, FLAGS.workdir, sets, command,
+                    FLAGS.local_dir)
       except preemption.Preempted as e:
         print(str(e), file=sys.stderr)
         sys.exit(0)
@@ -847,7 +581,7 @@ def main(argv):
         raise ValueError(
             "--optimal_from needs exactly one --only_budgets value")
       fit = json.loads(epath.Path(FLAGS.optimal_from).read_text())
-      pred = predicted_optimum(fit, budgets[0])
+      pred = check.predicted_optimum(fit, budgets[0])
       n_opt = (pred.get("approach2") or pred["approach3"])["N_opt"]
       FLAGS.nearest_params = n_opt
       param_key = fit.get("settings", {}).get("param_key", "params")
@@ -873,7 +607,7 @@ def main(argv):
           resubmit=FLAGS.resubmit)
     if fit is not None and not FLAGS.dry_run and result["rows"]:
       row = result["rows"][result["points"][0].id]
-      report = check_report(fit, row)
+      report = check.check_report(fit, row)
       path = str(epath.Path(FLAGS.workdir) / "check.json")
       jsonl.write_atomic(path, json.dumps(report, indent=1))
       print(f"measured loss {report['measured_loss']:.4f}; relative errors "

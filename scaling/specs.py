@@ -106,6 +106,14 @@ def base_spec(name: str, family: str, base: str,
   c.learning_rate = 2e-3
   c.warmup_fraction = 0.05
   c.end_lr_fraction = 0.0
+  # Learning-rate schedule of the points: "cosine" (one full run per point,
+  # the cosine ending at its last step) or "wsd" (warmup-stable-decay: one
+  # constant-rate run per size and, per budget, a cooldown branched from it;
+  # scaling/wsd.py). Families with schedules of their own (R3GAN) only
+  # run "cosine" sweeps.
+  c.schedule = "cosine"
+  # wsd: each point's linear cooldown, as a fraction of its run.
+  c.decay_fraction = 0.2
   # Final train loss = mean of the last k logged losses.
   c.final_loss_window = 5
   # A run whose final train loss is above this multiple of its first logged

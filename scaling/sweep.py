@@ -40,7 +40,8 @@ from jaxgen import config_lib
 # steps = C / (F * batch) or the cosine horizon.
 DERIVED = ("total_steps", "total_examples", "total_epochs", "total_flops",
            "optimizer.warmup_steps", "optimizer.warmup_fraction",
-           "optimizer.schedule", "eval_every_steps")
+           "optimizer.schedule", "optimizer.decay_fraction",
+           "eval_every_steps")
 
 class SweepWarning(UserWarning):
   """A sweep that will run but may not give a usable fit."""
@@ -240,16 +241,35 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
   for unit in durations.UNITS:
     config[unit] = type(config[unit])(0)
   flops = float(_objective(config).flops_per_example())
-  steps = durations.total_steps(
-      ml_collections.ConfigDict(dict(batch_size=config.batch_size,
-                                     total_flops=float(budget))),
-      num_examples=None, flops_per_example=flops)
+
+  def steps_at(c):
+    return durations.total_steps(
+        ml_collections.ConfigDict(dict(batch_size=config.batch_size,
+                                       total_flops=float(c))),
+        num_examples=None, flops_per_example=flops)
+
+  steps = steps_at(budget)
+  schedule = {"optimizer.schedule": "cosine", "optimizer.warmup_steps": 0,
+              "optimizer.warmup_fraction": float(spec.warmup_fraction)}
+  if spec.get("schedule", "cosine") == "wsd":
+    if _get(config, "optimizer.schedule") is None:
+      raise ValueError(f"spec.schedule='wsd': family {config.family!r} has "
+                       "no optimizer.schedule (its schedules follow the "
+                       "run); sweep it with schedule 'cosine'")
+    # The same warmup for every budget of a size (a fraction of its run at
+    # the spec's smallest budget), so all of them share the stable run.
+    smallest = float(budget_tag(min(spec.budgets or (budget,))))
+    schedule = {"optimizer.schedule": "wsd",
+                "optimizer.warmup_steps": round(float(spec.warmup_fraction)
+                                                * steps_at(smallest)),
+                "optimizer.warmup_fraction": 0.0,
+                "optimizer.decay_fraction": float(spec.decay_fraction)}
+  elif spec.get("schedule", "cosine") != "cosine":
+    raise ValueError(f"spec.schedule={spec.schedule!r}: use 'cosine' or "
+                     "'wsd'")
   derived = {
       "total_steps": steps,
-      **_fields_it_has(config, {
-          "optimizer.schedule": "cosine",
-          "optimizer.warmup_steps": 0,
-          "optimizer.warmup_fraction": float(spec.warmup_fraction)}),
+      **_fields_it_has(config, schedule),
       # One evaluation, at the end (the trainer always evaluates the last
       # step when eval_batches > 0).
       "eval_every_steps": steps,

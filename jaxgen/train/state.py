@@ -41,7 +41,7 @@ class TrainState:
 def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
                            total_steps: Union[int, Callable[[], Any]]
                            ) -> optax.Schedule:
-  """Warmup then `constant` or `cosine` decay to the end of the run.
+  """Warmup then `constant`, `cosine` or `wsd` decay to the end of the run.
 
   The cosine horizon is the run's own length: Chinchilla (App. B) shows that a
   cycle much longer than the run under-trains, which matters for sweeps.
@@ -50,9 +50,16 @@ def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
   step), so one compiled step serves every run length of a size; the values
   equal optax's `join_schedules([linear_schedule, cosine_decay_schedule])`.
 
+  "wsd" (warmup-stable-decay, Hägele et al. 2024) holds the peak after the
+  warmup and decays linearly to `end_lr_fraction` x peak over the last
+  round(decay_fraction x run length) steps. A run of length T then equals,
+  step for step, a constant-rate run up to T - round(decay_fraction x T):
+  the scaling sweeps branch each budget's cooldown from one such run.
+
   Args:
-    opt_config: fields `learning_rate`, `schedule` ("constant" | "cosine"),
-      `warmup_steps` or `warmup_fraction`, `end_lr_fraction`.
+    opt_config: fields `learning_rate`, `schedule` ("constant" | "cosine" |
+      "wsd"), `warmup_steps` or `warmup_fraction`, `end_lr_fraction`,
+      `decay_fraction` (wsd).
     total_steps: number of training steps, or a function returning it (an
       int or an int32 array), called each time the schedule is evaluated.
 
@@ -61,9 +68,13 @@ def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
   """
   peak = float(opt_config.learning_rate)
   kind = opt_config.get("schedule", "cosine")
-  if kind not in ("constant", "cosine"):
+  if kind not in ("constant", "cosine", "wsd"):
     raise ValueError(f"Unknown config.optimizer.schedule {kind!r}; use "
-                     "'constant' or 'cosine'.")
+                     "'constant', 'cosine' or 'wsd'.")
+  decay_fraction = float(opt_config.get("decay_fraction", 0.2))
+  if kind == "wsd" and not 0 <= decay_fraction <= 1:
+    raise ValueError(f"config.optimizer.decay_fraction={decay_fraction}: "
+                     "use a fraction of the run in [0, 1].")
   warmup_steps = int(opt_config.get("warmup_steps", 0) or 0)
   fraction = float(opt_config.get("warmup_fraction") or 0.0)
   alpha = float(opt_config.get("end_lr_fraction", 0.0))
@@ -78,6 +89,11 @@ def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
     ramp = peak * jnp.minimum(step, warmup) / jnp.maximum(warmup, 1.0)
     if kind == "constant":
       decay = jnp.float32(peak)
+    elif kind == "wsd":
+      span = jnp.round(decay_fraction * total)
+      start = total - span
+      t = jnp.clip(step - start, 0.0, span) / jnp.maximum(span, 1.0)
+      decay = peak * (1.0 - (1.0 - alpha) * t)
     else:
       span = jnp.maximum(total - warmup, 1.0)
       t = jnp.minimum(step - warmup, span) / span

@@ -20,8 +20,11 @@ from jaxgen.train import durations
 from jaxgen.train import state as state_lib
 from jaxgen.train import workdir as workdir_lib
 from scaling import results as results_lib
+from scaling import check as check_lib
+from scaling import rows as rows_lib
 from scaling import run as run_lib
 from scaling import sweep as sweep_lib
+from scaling import workers
 from tests.train import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -186,7 +189,7 @@ def test_a_run_that_did_not_train_is_diverged():
     metrics = [{"step": i + 1, "loss": x, "examples_seen": 8 * (i + 1),
                 "flops_seen": 1.0} for i, x in enumerate(losses)]
     metrics[-1]["eval_loss"] = losses[-1]
-    return run_lib.make_row(spec, point, metrics, error=None,
+    return rows_lib.make_row(spec, point, metrics, error=None,
                             wall_time_s=1.0, resumed_from=0, command="")
 
   assert row([0.9, 0.5, 0.4])["status"] == "ok"
@@ -201,7 +204,7 @@ def test_rows_carry_the_last_sample_metrics_and_fit_reads_them():
               "eval_fid": 90.0, "eval_kid": 0.1},
              {"step": 2, "loss": 0.4, "examples_seen": 16, "flops_seen": 2.0,
               "eval_loss": 0.4, "eval_fid": 70.0}]
-  row = run_lib.make_row(spec, point, metrics, error=None, wall_time_s=1.0,
+  row = rows_lib.make_row(spec, point, metrics, error=None, wall_time_s=1.0,
                          resumed_from=0, command="")
   assert row["eval_fid"] == 70.0 and row["eval_kid"] == 0.1
   assert row["eval_loss"] == 0.4
@@ -236,7 +239,7 @@ def test_check_report_compares_predictions_with_the_measured_loss():
                        "beta": 0.3, "k": 100.0}}
   row = {"point": "C1e12_w64d2", "budget_flops": 1e12, "params": 2e5,
          "examples_seen": 5e4, "status": "ok", "eval_loss": 0.5}
-  report = run_lib.check_report(fit, row)
+  report = check_lib.check_report(fit, row)
   loss2 = 2.0 * 1e12**-0.05
   assert report["predictions"]["approach2"]["N_opt"] == pytest.approx(1e3)
   assert report["errors"]["approach2_loss_at_optimum"] == pytest.approx(
@@ -247,13 +250,13 @@ def test_check_report_compares_predictions_with_the_measured_loss():
   # A fit on non-embedding counts is evaluated at the run's non-embedding N.
   fit["settings"] = {"param_key": "params_non_embedding"}
   row["params_non_embedding"] = 1e5
-  report = run_lib.check_report(fit, row)
+  report = check_lib.check_report(fit, row)
   at_run = 0.1 + 10 / 1e5**0.3 + 10 / 5e4**0.3
   assert report["errors"]["approach3_loss_at_run"] == pytest.approx(
       at_run / 0.5 - 1)
   # A check run that diverged is an error, not a comparison.
   with pytest.raises(ValueError, match="diverged"):
-    run_lib.check_report(fit, dict(row, status="diverged", eval_loss=None))
+    check_lib.check_report(fit, dict(row, status="diverged", eval_loss=None))
 
 
 def test_schedules_must_span_the_run_r3gan_via_burn_in_fraction():
@@ -281,7 +284,7 @@ def test_a_second_runner_on_the_same_workdir_is_refused(tmp_path):
   # append duplicate rows; the second one stops before running anything.
   workdir = tmp_path / "sweep"
   (workdir / "runs").mkdir(parents=True)
-  with run_lib._exclusive(str(workdir / "lock"), "held"):  # pylint: disable=protected-access
+  with workers.exclusive(str(workdir / "lock"), "held"):
     with pytest.raises(ValueError, match="another scaling.run is running"):
       _sweep(workdir, in_process=True)
   assert not (workdir / "results.jsonl").exists()
@@ -320,8 +323,8 @@ def test_a_live_worker_of_an_earlier_runner_is_adopted(tmp_path):
   # The orphan: holds the point's lock, then writes its result and exits.
   orphan = subprocess.Popen(
       [sys.executable, "-c",
-       "import sys, time; from scaling import run\n"
-       f"with run._exclusive({str(rundir / 'lock')!r}, 'busy'):\n"
+       "import sys, time; from scaling import workers\n"
+       f"with workers.exclusive({str(rundir / 'lock')!r}, 'busy'):\n"
        "  print('locked', flush=True); time.sleep(1.5)\n"
        f"  open({str(rundir / 'result.json')!r}, 'w').write(sys.argv[1])",
        json.dumps(_finished_row(point))],
@@ -391,7 +394,7 @@ def test_an_object_store_workdir_keeps_locks_and_logs_local(tmp_path,
   real = workdir_lib.is_local
   monkeypatch.setattr(workdir_lib, "is_local",
                       lambda p: real(p) and not str(p).startswith(str(bucket)))
-  assert run_lib.local_dir("gs://b/sweep 1").endswith(
+  assert workers.local_dir("gs://b/sweep 1").endswith(
       os.path.join(".cache", "jaxgen", "sweeps", "gs_b_sweep_1"))
   cmd = run_lib.worker_command(SPEC, "gs://b/s", "p", local=str(local))
   assert "--workdir=gs://b/s" in cmd and f"--local_dir={local}" in cmd
@@ -415,6 +418,6 @@ def test_an_object_store_workdir_keeps_locks_and_logs_local(tmp_path,
 
 def test_core_slots_split_the_cores(monkeypatch):
   monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3, 4})
-  assert run_lib.core_slots(2) == [frozenset({0, 1, 2}), frozenset({3, 4})]
-  assert run_lib.core_slots(1) is None  # One worker: all cores anyway.
-  assert run_lib.core_slots(6) is None  # More workers than cores.
+  assert workers.core_slots(2) == [frozenset({0, 1, 2}), frozenset({3, 4})]
+  assert workers.core_slots(1) is None  # One worker: all cores anyway.
+  assert workers.core_slots(6) is None  # More workers than cores.

@@ -80,6 +80,39 @@ def test_schedule_matches_optax_and_takes_a_traced_run_length(
   assert traced._cache_size() == 1
 
 
+@pytest.mark.parametrize("total,warmup,frac,alpha", [
+    (100, 10, 0.2, 0.0), (57, 5, 0.3, 0.1), (40, 0, 1.0, 0.0),
+    (30, 3, 0.0, 0.0)])
+def test_wsd_schedule_is_warmup_constant_then_linear_cooldown(
+    total, warmup, frac, alpha):
+  opt = config_lib.optimizer_config(
+      learning_rate=2.0, schedule="wsd", warmup_steps=warmup,
+      decay_fraction=frac, end_lr_fraction=alpha)
+  ours = state_lib.learning_rate_schedule(opt, total)
+  # Hand-written reference, step by step.
+  span = round(frac * total)
+  start = total - span
+  for i in range(total + 2):
+    if i < warmup:
+      want = 2.0 * i / warmup
+    elif i <= start or span == 0:
+      want = 2.0
+    else:
+      want = 2.0 * (1 - (1 - alpha) * min(i - start, span) / span)
+    np.testing.assert_allclose(float(ours(i)), want, rtol=1e-6, atol=1e-7)
+  # Up to its cooldown a wsd run is the constant-rate run of any length:
+  # what the scaling sweeps' branches rely on.
+  longer = state_lib.learning_rate_schedule(
+      config_lib.optimizer_config(learning_rate=2.0, schedule="wsd",
+                                  warmup_steps=warmup, decay_fraction=0.0),
+      10 * total)
+  for i in range(start + 1):
+    assert float(ours(i)) == float(longer(i))
+  with pytest.raises(ValueError, match="decay_fraction=1.5"):
+    state_lib.learning_rate_schedule(
+        config_lib.optimizer_config(schedule="wsd", decay_fraction=1.5), 10)
+
+
 def test_trainable_subset_leaves_frozen_params_unchanged():
   opt = config_lib.optimizer_config(learning_rate=0.1, grad_clip=0.0)
   tx = state_lib.make_optimizer(opt, 10, trainable=[r"^decoder/"])

@@ -1,0 +1,59 @@
+"""The extrapolation check: a run at a larger budget against a fit's
+prediction (`scaling.run --optimal_from=fit.json`).
+"""
+
+from typing import Any, Dict
+
+from scaling import rows
+
+
+def predicted_optimum(fit: Dict[str, Any], budget: float) -> Dict[str, Any]:
+  """N_opt and loss at `budget` from a fit.json (approaches 2 and 3)."""
+  from scaling import bootstrap  # pylint: disable=g-import-not-at-top
+  out = {}
+  if fit.get("approach2"):
+    out["approach2"] = {k: float(v) for k, v in bootstrap.approach2_predict(
+        fit["approach2"], budget).items()}
+  if fit.get("approach3"):
+    out["approach3"] = {k: float(v) for k, v in bootstrap.approach3_predict(
+        fit["approach3"], budget, fit["approach3"]["k"]).items()}
+  if not out:
+    raise ValueError("fit.json has neither an approach2 nor approach3 fit")
+  return out
+
+
+def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
+  """Predicted vs measured loss for a run at an extrapolated budget.
+
+  Args:
+    fit: a fit.json written by `python -m scaling.fit`.
+    row: the results row of the check run.
+
+  Returns:
+    A JSON-ready dict: the run, the predictions and relative errors
+    (predicted / measured - 1) of the loss the fit used (eval, else train).
+  """
+  if row["status"] != rows.OK:
+    raise ValueError(f"the check run {row['point']} is {row['status']} "
+                     f"({row.get('error')}); nothing to compare the fit with")
+  measured = row.get("eval_loss")
+  if measured is None:
+    measured = row.get("final_train_loss")
+  pred = predicted_optimum(fit, row["budget_flops"])
+  out = {"point": row["point"], "budget_flops": row["budget_flops"],
+         "params": row["params"], "examples_seen": row["examples_seen"],
+         "status": row["status"], "measured_loss": measured,
+         "predictions": pred, "errors": {}}
+  if "approach2" in pred:
+    out["errors"]["approach2_loss_at_optimum"] = pred["approach2"]["loss"]
+  if "approach3" in pred:
+    p = fit["approach3"]
+    n = row[fit.get("settings", {}).get("param_key", "params")]
+    at_run = p["E"] + p["A"] / n**p["alpha"] + (
+        p["B"] / row["examples_seen"]**p["beta"])
+    pred["approach3"]["loss_at_run"] = at_run
+    out["errors"]["approach3_loss_at_optimum"] = pred["approach3"]["loss"]
+    out["errors"]["approach3_loss_at_run"] = at_run
+  out["errors"] = {k: (v / measured - 1 if measured else None)
+                   for k, v in out["errors"].items()}
+  return out

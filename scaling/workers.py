@@ -1,0 +1,156 @@
+"""The sweep runner's processes: locks, adoption, core pinning, lifetimes.
+
+Each point (or wsd chain) runs in its own worker process; these keep two
+runners or two workers off the same directory (flock locks that die with
+their process), let a restarted runner wait for workers an earlier one left
+running, pin workers to disjoint cores, and stop workers whose runner died.
+"""
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+from typing import List, Optional
+
+from jaxgen.train import workdir as workdir_lib
+
+
+@contextlib.contextmanager
+def exclusive(path: str, busy: str):
+  """Holds an exclusive flock on `path`; ValueError(`busy`) if taken.
+
+  The lock goes with the process (also when it is killed), so a stale lock
+  file never blocks a restart. The holder's pid is written into the file (a
+  restarted runner names the worker it adopts).
+  """
+  with open(path, "a+", encoding="utf-8") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise ValueError(f"{busy}; wait for it or use another --workdir"
+                       ) from None
+    try:
+      f.truncate(0)
+      f.write(str(os.getpid()))
+      f.flush()
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def holder(path: str) -> Optional[int]:
+  """The pid holding the flock on `path`, or None if nobody holds it."""
+  if not os.path.exists(path):
+    return None
+  with open(path, "a+", encoding="utf-8") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      text = f.read().strip()
+      return int(text) if text.isdigit() else -1
+    fcntl.flock(f, fcntl.LOCK_UN)
+  return None
+
+
+class Adopted:
+  """A worker left running by an earlier runner, watched through its lock.
+
+  It has the two members of `subprocess.Popen` that the runner uses.
+  """
+
+  def __init__(self, lock: str):
+    self.lock = lock
+    self.returncode: Optional[int] = None
+
+  def poll(self) -> Optional[int]:
+    if self.returncode is None and holder(self.lock) is None:
+      self.returncode = 0  # Its result.json (if any) says how it ended.
+    return self.returncode
+
+  def send_signal(self, sig) -> None:
+    pid = holder(self.lock)
+    if pid and pid > 0:
+      os.kill(pid, sig)
+
+  def wait(self, timeout=None):
+    deadline = time.time() + (timeout or 1e9)
+    while self.poll() is None:
+      if time.time() > deadline:
+        raise subprocess.TimeoutExpired("adopted worker", timeout)
+      time.sleep(0.2)
+    return self.returncode
+
+  def kill(self) -> None:
+    self.send_signal(signal.SIGKILL)
+
+
+def die_with_runner() -> None:
+  """In a worker: SIGTERM when the runner that started it dies (Linux).
+
+  So neither kill -9 nor a crash of the runner leaves orphans; the trainer
+  turns the SIGTERM into a saved checkpoint. The runner passes its pid in
+  $JAXGEN_RUNNER_PID; if it is already gone, the worker stops at once.
+  """
+  runner = os.environ.get("JAXGEN_RUNNER_PID")
+  if not runner:
+    return
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
+  except (OSError, AttributeError):
+    return
+  if os.getppid() != int(runner):
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def local_dir(workdir: str, given: Optional[str] = None) -> str:
+  """Where a sweep keeps what must be local: locks, logs, compilation cache.
+
+  Args:
+    workdir: the sweep directory, local or e.g. gs://bucket/sweep.
+    given: --local_dir, if passed.
+
+  Returns:
+    `given`, else `workdir` itself when it is local, else a directory under
+    ~/.cache/jaxgen/sweeps named after `workdir`.
+  """
+  if given:
+    return os.path.abspath(given)
+  if workdir_lib.is_local(workdir):
+    return os.path.abspath(workdir)
+  name = "".join(c if c.isalnum() or c in "-_." else "_"
+                 for c in str(workdir).replace("://", "_"))
+  return os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "sweeps",
+                      name)
+
+
+def core_slots(parallel: int) -> Optional[List[frozenset]]:
+  """Disjoint core sets for `parallel` workers, or None if there are fewer
+  cores than workers (or a single worker: it gets them all anyway).
+
+  Args:
+    parallel: workers running at once.
+
+  Returns:
+    `parallel` frozensets of this process's allowed cores, as equal as they
+    can be, or None.
+  """
+  cores = sorted(os.sched_getaffinity(0))
+  if parallel < 2 or len(cores) < parallel or not shutil.which("taskset"):
+    return None
+  per, extra = divmod(len(cores), parallel)
+  slots, i = [], 0
+  for k in range(parallel):
+    n = per + (k < extra)
+    slots.append(frozenset(cores[i:i + n]))
+    i += n
+  return slots
+
+
+def fmt_cores(cores) -> str:
+  c = sorted(cores)
+  return f"{c[0]}-{c[-1]}" if len(c) > 1 else str(c[0])

@@ -1,0 +1,172 @@
+"""Warmup-stable-decay sweeps: one constant-rate run per size, and a short
+cooldown branch from it for each budget (Hägele et al. 2024).
+
+With `spec.schedule = "wsd"` every point's learning rate is warmup (a fixed
+number of steps per size), then the peak, then a linear decay over the last
+`decay_fraction` of its own run (`jaxgen.train.state`, schedule "wsd"). Up
+to the start of its decay, S = T - round(decay_fraction x T), a point of T
+steps is step for step the size's constant-rate run, data order included.
+So a size's points run as one *chain* (one worker process, one job):
+
+  runs/stable_<size>/   the constant-rate run, trained up to each S in turn
+  runs/<point id>/      starts from a copy of the stable run's checkpoint S
+                        and trains only its cooldown, steps S+1 .. T
+
+The stable run costs max S steps and the branches sum(T - S), instead of
+sum(T) for one full run per point; `savings` says how much that is.
+"""
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import etils.epath as epath
+
+from scaling import sweep as sweep_lib
+
+STABLE_PREFIX = "stable_"
+
+
+def enabled(spec) -> bool:
+  """Whether the spec's points use warmup-stable-decay schedules."""
+  return spec.get("schedule", "cosine") == "wsd"
+
+
+def decay_start(spec, point: sweep_lib.Point) -> int:
+  """The step where `point`'s cooldown starts (its branch point S)."""
+  return point.steps - round(float(spec.decay_fraction) * point.steps)
+
+
+def chains(points: Sequence[sweep_lib.Point]
+           ) -> Dict[str, List[sweep_lib.Point]]:
+  """Points by size, each chain in order of steps (its branch order)."""
+  out: Dict[str, List[sweep_lib.Point]] = {}
+  for p in sorted(points, key=lambda p: p.steps):
+    out.setdefault(p.size, []).append(p)
+  return out
+
+
+def savings(spec, points: Sequence[sweep_lib.Point]) -> Dict[str, float]:
+  """Training steps and FLOPs of the plan with and without branching.
+
+  Args:
+    spec: a wsd sweep spec.
+    points: its points (all of them, or those still to run).
+
+  Returns:
+    {"full_flops", "wsd_flops", "saved_fraction", "full_steps",
+     "wsd_steps"}: one full run per point against one stable run per size
+    (its longest branch point) plus every cooldown.
+  """
+  full = wsd = full_steps = wsd_steps = 0.0
+  for chain in chains(points).values():
+    step_flops = chain[0].flops_per_example * chain[0].batch_size
+    stable = max(decay_start(spec, p) for p in chain)
+    branches = sum(p.steps - decay_start(spec, p) for p in chain)
+    full_steps += sum(p.steps for p in chain)
+    wsd_steps += stable + branches
+    full += sum(p.steps for p in chain) * step_flops
+    wsd += (stable + branches) * step_flops
+  return {"full_flops": full, "wsd_flops": wsd,
+          "saved_fraction": 1 - wsd / full if full else 0.0,
+          "full_steps": full_steps, "wsd_steps": wsd_steps}
+
+
+def stable_config(spec, point: sweep_lib.Point, steps: int,
+                  sets: Optional[Dict[str, str]] = None):
+  """The run config of a size's stable run, trained up to `steps`.
+
+  The point's config with no cooldown (decay_fraction 0: the peak rate to
+  the end) and no evaluation; everything else, warmup and seed included, is
+  the branches'.
+  """
+  config, _ = sweep_lib.point_config(spec, point.budget, point.size, sets)
+  config.total_steps = int(steps)
+  config.optimizer.decay_fraction = 0.0
+  config.eval_batches = 0
+  config.eval_every_steps = int(steps)
+  return config
+
+
+def _copy_tree(src: epath.Path, dst: epath.Path) -> None:
+  """Copies a directory tree (local or object store; iterdir, not rglob,
+  which object stores refuse)."""
+  dst.mkdir(parents=True, exist_ok=True)
+  for path in src.iterdir():
+    if path.is_dir():
+      _copy_tree(path, dst / path.name)
+    else:
+      (dst / path.name).write_bytes(path.read_bytes())
+
+
+def branch_from(stable_dir: str, step: int, rundir: str) -> None:
+  """Puts the stable run's checkpoint `step` into a branch's run directory.
+
+  Copied into checkpoints.partial/ and then renamed: a branch directory
+  has either the whole checkpoint or none.
+  """
+  src = epath.Path(stable_dir) / "checkpoints" / str(step)
+  if not src.exists():
+    raise ValueError(f"{stable_dir} has no checkpoint {step} to branch from")
+  partial = epath.Path(rundir) / "checkpoints.partial"
+  if partial.exists():
+    partial.rmtree()
+  _copy_tree(src, partial / str(step))
+  partial.rename(epath.Path(rundir) / "checkpoints")
+
+
+def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
+              sets: Optional[Dict[str, str]], command: str, local: str,
+              run_point: Callable[..., Dict[str, Any]],
+              latest_checkpoint: Callable[[str], int],
+              exclusive: Callable[..., Any]) -> List[Dict[str, Any]]:
+  """Trains one size's stable run and its branches, shortest first.
+
+  Restartable at any point: finished branches (result.json) are skipped,
+  a branch with checkpoints of its own resumes from them, the stable run
+  resumes from its newest checkpoint. A stable run already past a branch's
+  start (budgets added after it ran on) is an error naming the fix.
+
+  Args:
+    spec: the sweep spec (schedule "wsd").
+    chain: the points of one size.
+    workdir: the sweep directory.
+    sets: --set overrides.
+    command: the worker command line, recorded in the rows.
+    local: the sweep's local directory (locks).
+    run_point, latest_checkpoint, exclusive: scaling.run's (one point's
+      training, the newest checkpoint step of a run directory, its lock).
+
+  Returns:
+    The rows of the branches trained now.
+  """
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  chain = sorted(chain, key=lambda p: p.steps)
+  size = chain[0].size
+  runs = epath.Path(workdir) / "runs"
+  stable_dir = str(runs / f"{STABLE_PREFIX}{size}")
+  lock = os.path.join(local, "runs", f"{STABLE_PREFIX}{size}")
+  os.makedirs(lock, exist_ok=True)
+  rows = []
+  with exclusive(os.path.join(lock, "stable.lock"),
+                 f"the stable run of {size} is already running"):
+    for p in chain:
+      rundir = str(runs / p.id)
+      if (epath.Path(rundir) / "result.json").exists():
+        continue
+      start = decay_start(spec, p)
+      if start and not latest_checkpoint(rundir):
+        at = latest_checkpoint(stable_dir)
+        if at > start and not (epath.Path(stable_dir) / "checkpoints"
+                               / str(start)).exists():
+          raise ValueError(
+              f"{stable_dir} is at step {at}, past the cooldown start "
+              f"{start} of {p.id}; delete it to retrain the stable run")
+        if at < start:
+          trainer.train_and_evaluate(stable_config(spec, p, start, sets),
+                                     stable_dir)
+        epath.Path(rundir).mkdir(parents=True, exist_ok=True)
+        branch_from(stable_dir, start, rundir)
+      rows.append(run_point(spec, p, workdir, sets, command, local, extra={
+          "wsd": {"stable_run": stable_dir, "branched_at_step": start,
+                  "steps_run": p.steps - start}}))
+  return rows

@@ -1,0 +1,135 @@
+"""Warmup-stable-decay sweeps: one stable run per size, cooldown branches.
+
+A branch must be the same run as a from-scratch run of its point with the
+same wsd schedule (same data order, same step rngs), while training only its
+cooldown; the steps actually run are counted from the metrics files.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxgen import jsonl
+from scaling import run as run_lib
+from scaling import sweep as sweep_lib
+from scaling import wsd
+from tests.train import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+SPEC = "configs/scaling/simple_diffusion.py:tiny"
+SETS = [f"dataset.data_dir={common.DATA_DIR}"]
+
+
+def _spec():
+  spec = sweep_lib.load_config_file(SPEC)
+  spec.schedule = "wsd"
+  spec.decay_fraction = 0.5
+  return spec
+
+
+def _steps_logged(rundir):
+  rows = jsonl.read(os.path.join(rundir, "metrics.jsonl"), missing_ok=True)
+  return [r["step"] for r in rows if "loss" in r]
+
+
+def test_point_configs_share_warmup_and_differ_only_in_length():
+  spec = _spec()
+  small, _ = sweep_lib.point_config(spec, 3e8, "w32d1")
+  large, over = sweep_lib.point_config(spec, 6e8, "w32d1")
+  assert large.optimizer.schedule == over["optimizer.schedule"] == "wsd"
+  assert small.optimizer.warmup_steps == large.optimizer.warmup_steps == (
+      round(spec.warmup_fraction * small.total_steps))
+  assert large.optimizer.decay_fraction == 0.5
+  assert large.total_steps > small.total_steps
+
+
+def test_savings_count_one_stable_run_and_the_cooldowns():
+  spec = _spec()
+  points = sweep_lib.plan(spec)
+  s = wsd.savings(spec, points)
+  want_full = sum(p.steps for p in points)
+  want_wsd = 0
+  for size in {p.size for p in points}:
+    chain = [p for p in points if p.size == size]
+    want_wsd += max(p.steps - round(0.5 * p.steps) for p in chain)
+    want_wsd += sum(round(0.5 * p.steps) for p in chain)
+  assert s["full_steps"] == want_full and s["wsd_steps"] == want_wsd
+  assert 0 < s["saved_fraction"] < 1
+
+
+def test_families_without_a_schedule_refuse_wsd():
+  spec = sweep_lib.load_config_file("configs/scaling/r3gan.py:tiny")
+  spec.schedule = "wsd"
+  with pytest.raises(ValueError, match="sweep it with schedule 'cosine'"):
+    sweep_lib.plan(spec)
+
+
+def test_wsd_sweep_branches_from_stable_runs_and_matches_full_runs(
+    tmp_path, monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "")
+  spec = _spec()
+  workdir = tmp_path / "sweep"
+  lines = []
+  out = run_lib.run_sweep(spec, sweep_arg=SPEC, workdir=str(workdir),
+                          sets=SETS, sweep_flags=["--sweep.schedule=wsd",
+                                                  "--sweep.decay_fraction=0.5"],
+                          parallel=2, out=lines.append)
+  assert out["failed"] == [], "\n".join(lines)
+  assert any(ln.startswith("wsd: one stable run per size") for ln in lines)
+  starts = [ln for ln in lines if ln.startswith("start ")]
+  assert len(starts) == 2 and all("stable_" in ln for ln in starts)
+  points = out["points"]
+  rows = {r["point"]: r for r in map(
+      json.loads, (workdir / "results.jsonl").read_text().splitlines())}
+  assert sorted(rows) == sorted(p.id for p in points)
+  run_steps = 0
+  for size in {p.size for p in points}:
+    chain = sorted((p for p in points if p.size == size),
+                   key=lambda p: p.steps)
+    stable = _steps_logged(workdir / "runs" / f"stable_{size}")
+    # The stable run went up to the last branch point, once.
+    assert stable == list(range(1, wsd.decay_start(spec, chain[-1]) + 1))
+    run_steps += len(stable)
+    for p in chain:
+      row = rows[p.id]
+      start = wsd.decay_start(spec, p)
+      assert row["status"] == "ok"
+      assert row["wsd"]["branched_at_step"] == start
+      assert row["resumed_from_step"] == start
+      assert row["steps_done"] == p.steps
+      assert row["examples_seen"] == p.steps * p.batch_size
+      branch = _steps_logged(workdir / "runs" / p.id)
+      assert branch == list(range(start + 1, p.steps + 1))
+      run_steps += len(branch)
+  # Training steps actually run: what the plan says, fewer than full runs.
+  s = wsd.savings(spec, points)
+  assert run_steps == s["wsd_steps"] < s["full_steps"]
+
+  # The longest branch equals a from-scratch run of its point's config
+  # (on one device, as the sweep's workers).
+  p = max(points, key=lambda p: p.steps)
+  script = (
+      "import sys; from jaxgen import families; "
+      "from jaxgen.train import trainer; from scaling import sweep; "
+      f"spec = sweep.load_config_file({SPEC!r}); spec.schedule = 'wsd'; "
+      "spec.decay_fraction = 0.5; "
+      f"config, _ = sweep.point_config(spec, {p.budget!r}, {p.size!r}, "
+      f"sweep.parse_sets({SETS!r})); "
+      "trainer.train_and_evaluate(config, sys.argv[1])")
+  subprocess.run([sys.executable, "-c", script, str(tmp_path / "full")],
+                 cwd=ROOT, check=True, capture_output=True,
+                 env=dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu"))
+  full = [r for r in jsonl.read(tmp_path / "full" / "metrics.jsonl")
+          if "eval_loss" in r][-1]
+  assert full["step"] == p.steps
+  assert full["eval_loss"] == pytest.approx(rows[p.id]["eval_loss"],
+                                            rel=1e-5)
+
+  # A rerun runs nothing.
+  lines = []
+  run_lib.run_sweep(spec, sweep_arg=SPEC, workdir=str(workdir), sets=SETS,
+                    out=lines.append)
+  assert not any(ln.startswith("start ") for ln in lines)
