@@ -148,6 +148,15 @@ def sample_metrics_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # Off by default: it needs the Inception weights and reference statistics.
   c.enabled = False
+  # Feature network: "inception" (FID / KID / IS / precision / recall) or
+  # "shape_classifier" (eval_fd_shapes and eval_accuracy_shapes: the
+  # Fréchet distance in the embedded shapes' classifier features and its
+  # accuracy on class-conditional samples; CPU-scale experiments).
+  c.features = "inception"
+  # The shape classifier's file (`python -m jaxgen.eval.classifier`); its
+  # reference statistics come from `reference_stats` if given, else from
+  # num_samples images of the run's train split.
+  c.classifier_weights = ""
   # inception_fid.npz written by `python -m jaxgen.eval.convert`.
   c.inception_weights = ""
   # Statistics of the training data (`python -m jaxgen.eval.stats`).

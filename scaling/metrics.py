@@ -43,6 +43,8 @@ _HIGHER_IS_BETTER = {
     "precision": ("1 - {}", _one_minus, _one_minus),
     "recall": ("1 - {}", _one_minus, _one_minus),
     "accuracy": ("1 - {}", _one_minus, _one_minus),
+    # The shape classifier's accuracy on class-conditional samples.
+    "accuracy_shapes": ("1 - {}", _one_minus, _one_minus),
     "is": ("1 / {}", _reciprocal, _reciprocal),
     "inception_score": ("1 / {}", _reciprocal, _reciprocal),
 }

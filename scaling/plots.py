@@ -94,9 +94,10 @@ def plot_isoflops(runs: results_lib.Runs, budget: np.ndarray,
       if boot is not None and key in boot.samples:
         lo, _, hi = boot.interval(key, level)
         if np.isfinite(lo):
-          ax.errorbar([curve.n_opt], [curve.loss_opt],
-                      xerr=[[curve.n_opt - lo], [hi - curve.n_opt]],
-                      color="k", lw=1, capsize=3, zorder=5)
+          # The interval as a segment: a percentile interval need not hold
+          # the point estimate (error bars would then be negative).
+          ax.plot([lo, hi], [curve.loss_opt] * 2, color="k", lw=1,
+                  marker="|", markersize=7, zorder=5)
   ax.set_xscale("log")
   ax.set_xlabel("parameters N")
   ax.set_ylabel("loss")

@@ -35,7 +35,8 @@ def _finite(x) -> bool:
 
 def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
              error: Optional[str], wall_time_s: float, resumed_from: int,
-             command: str) -> Dict[str, Any]:
+             command: str, first_loss: Optional[float] = None
+             ) -> Dict[str, Any]:
   """The results.jsonl row of a finished point.
 
   Args:
@@ -47,6 +48,9 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
     wall_time_s: wall time of the attempt that finished it (with compile).
     resumed_from: checkpoint step that attempt started from (0 = scratch).
     command: the worker command line.
+    first_loss: the loss the run started from, for the divergence test
+      (default: its first logged loss; a wsd branch passes its stable
+      run's, since its own first logged loss is already trained).
 
   Returns:
     A dict with the fields of scaling/results.py (and a few more).
@@ -66,10 +70,11 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
     # Eval is optional (eval_batches = 0); the fit then uses the train loss.
     status, error = DIVERGED, "no finite final train or eval loss logged"
   elif spec.diverged_loss_ratio and final > spec.diverged_loss_ratio * (
-      losses[0]):
+      first_loss or losses[0]):
     status = DIVERGED
     error = (f"final train loss {final:.4g} > {spec.diverged_loss_ratio} x "
-             f"the first logged loss {losses[0]:.4g}: the run did not train")
+             f"the first logged loss {first_loss or losses[0]:.4g}: the run "
+             "did not train")
   ok = status == OK
   # Sample metrics (config.eval.sample_metrics: eval_fid, eval_psnr, ...):
   # the last logged value of each; `scaling.fit --metric=eval_fid` fits them.

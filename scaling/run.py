@@ -85,7 +85,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_point(spec, point: sweep_lib.Point, workdir: str,
               sets: Optional[Dict[str, str]] = None,
               command: str = "", local: Optional[str] = None,
-              extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+              extra: Optional[Dict[str, Any]] = None,
+              first_loss: Optional[float] = None) -> Dict[str, Any]:
   """Trains one point here and writes runs/<id>/result.json.
 
   Args:
@@ -96,6 +97,7 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
     command: the command line, recorded in the row.
     local: the sweep's local directory (`workers.local_dir(workdir)` if None).
     extra: fields added to the row (a wsd branch's).
+    first_loss: the loss the run started from (see `rows.make_row`).
 
   Returns:
     The row.
@@ -123,7 +125,8 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
                        missing_ok=True)
   row = rows_lib.make_row(spec, point, metrics,
                  error=error, wall_time_s=time.time() - start,
-                 resumed_from=resumed_from, command=command)
+                 resumed_from=resumed_from, command=command,
+                 first_loss=first_loss)
   row.update(extra or {})
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:  # One writer for a point of several hosts.
@@ -360,9 +363,16 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           r[0].budget for r in running.values())
       progress.finished(p, row, seconds, remaining, len(running))
 
-    def finish_unit(u, seconds):
+    reported = set()
+
+    def finish_unit(u, seconds, only_done=False):
+      # A chain's branches are reported as they finish (only_done), the
+      # rest when its worker exits.
       for p in u.points:
         result = runs / p.id / "result.json"
+        if p.id in reported or (only_done and not result.exists()):
+          continue
+        reported.add(p.id)
         row = json.loads(result.read_text()) if result.exists() else None
         finish(p, row, seconds / len(u.points), u.id)
 
@@ -420,6 +430,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
         time.sleep(0.2)
         for uid, (u, proc, log, start, _) in list(running.items()):
           if proc.poll() is None:
+            if u.chain:
+              finish_unit(u, time.time() - start, only_done=True)
             continue
           log.close()
           del running[uid]

@@ -166,7 +166,18 @@ def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
                                      stable_dir)
         epath.Path(rundir).mkdir(parents=True, exist_ok=True)
         branch_from(stable_dir, start, rundir)
-      rows.append(run_point(spec, p, workdir, sets, command, local, extra={
-          "wsd": {"stable_run": stable_dir, "branched_at_step": start,
-                  "steps_run": p.steps - start}}))
+      rows.append(run_point(
+          spec, p, workdir, sets, command, local,
+          extra={"wsd": {"stable_run": stable_dir, "branched_at_step": start,
+                         "steps_run": p.steps - start}},
+          first_loss=_first_loss(stable_dir) if start else None))
   return rows
+
+
+def _first_loss(rundir: str) -> Optional[float]:
+  """The first logged train loss of a run (what a branch started from)."""
+  from jaxgen import jsonl  # pylint: disable=g-import-not-at-top
+  for r in jsonl.read(epath.Path(rundir) / "metrics.jsonl", missing_ok=True):
+    if "loss" in r:
+      return float(r["loss"])
+  return None

@@ -4,7 +4,7 @@ plain flow matching: `configs/scaling/flow_matching.py`).
 Presets (the word after the colon):
   cpu    16px embedded shapes, class-conditional (the resolution of the
          simple-diffusion and R3GAN cpu sweeps), 3-stage pyramid at patch 2
-         (2x2, 4x4, 8x8 tokens); DiTs of 43k-1.2M parameters; 3 budgets x 3
+         (2x2, 4x4, 8x8 tokens); DiTs of 7k-240k parameters; 3 budgets x 5
          sizes, run with --parallel=2 in under 30 min on 2 cores.
   tiny   a seconds-long sweep for tests: 2 budgets x 2 very small DiTs.
   paper  16-frame 384px video latents (the sd3_medium preset's data and
@@ -66,11 +66,22 @@ def build(arg: str, family: str) -> ml_collections.ConfigDict:
     # The test split's 512 images, 2 passes (batches of 32).
     c.run.eval_batches = 32
   if arg.preset == "cpu":
-    for width, depth in ((32, 2), (48, 2), (64, 3), (96, 3), (128, 4)):
+    for width, depth in ((16, 1), (24, 1), (32, 2), (48, 2), (64, 3)):
       c.sizes[f"w{width}d{depth}"] = dit_rung(width, depth)
-    # The shared CPU budgets; flow matching's examples cost 2.6x more
-    # (every example at full resolution): >= 76 steps a point for both.
-    specs.cpu_preset(c)
+    # A first sweep with a moving window of 43k-1.2M at 2e11-8e11 found
+    # every budget's minimum at its smallest size: all five rungs (7k-240k)
+    # at every budget, half the budgets, and batch 64 (tiny DiTs cost a
+    # fixed ~25 ms a step on CPU, so fewer, larger steps). Flow matching's
+    # examples cost 2.6x more (every example at full resolution).
+    specs.cpu_preset(c, budgets=(1e11, 2e11, 4e11))
+    c.batch_size = 64
+    c.points_per_budget = 5
+    c.window_shift = 0.0
+    if family == "flow_matching":
+      # Twice the budgets and no 240k rung: >= 116 steps a point.
+      del c.sizes["w64d3"]
+      c.budgets = (2e11, 4e11, 8e11)
+      c.points_per_budget = 4
   elif arg.preset == "tiny":
     specs.tiny_preset(c)
     for width in (16, 32):

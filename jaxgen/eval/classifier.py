@@ -333,3 +333,117 @@ def load_params(path: str, cfg: ClassifierConfig = ClassifierConfig()
       jax.random.key(0), jnp.zeros((1, cfg.input_size, cfg.input_size, 3)))
   with open(path, "rb") as f:
     return flax.serialization.from_bytes(target["params"], f.read())
+
+
+# -- as a feature network of the in-training sample metrics -------------------
+
+
+def save_classifier(path: str, params: Params, cfg: ClassifierConfig) -> None:
+  """Writes parameters and config in one file (`load_classifier` reads it).
+
+  Args:
+    path: output file (msgpack).
+    params: classifier parameters.
+    cfg: its config (the architecture and the input size travel with it).
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  blob = {"config": json.dumps(dataclasses.asdict(cfg)), "params": params}
+  with open(path, "wb") as f:
+    f.write(flax.serialization.msgpack_serialize(
+        flax.serialization.to_state_dict(blob)))
+
+
+def load_classifier(path: str) -> Tuple[Params, ClassifierConfig]:
+  """Reads a file of `save_classifier` (one-line ValueError if bad)."""
+  import json  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path, "rb") as f:
+      blob = flax.serialization.msgpack_restore(f.read())
+    fields = json.loads(blob["config"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path} is not a shape-classifier file ({e}); write "
+                     "one with python -m jaxgen.eval.classifier") from None
+  fields["channels"] = tuple(fields["channels"])
+  cfg = ClassifierConfig(**fields)
+  target = _model(cfg).init(
+      jax.random.key(0), jnp.zeros((1, cfg.input_size, cfg.input_size, 3)))
+  return flax.serialization.from_state_dict(target["params"],
+                                            blob["params"]), cfg
+
+
+class Extractor:
+  """Features and logits of image batches, like `features.FeatureExtractor`
+  (the same `of_batches` / call interface) with the shape classifier."""
+
+  def __init__(self, params: Params, cfg: ClassifierConfig,
+               batch_size: int = 256):
+    self.params, self.cfg, self.batch_size = params, cfg, int(batch_size)
+
+  @classmethod
+  def from_file(cls, path: str, batch_size: int = 256) -> "Extractor":
+    return cls(*load_classifier(path), batch_size=batch_size)
+
+  def of_batches(self, batches, num: int, what: str = "images",
+                 progress: bool = False, transform=None
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """Features and logits of the first `num` images of a stream.
+
+    Args:
+      batches: iterable of uint8 or [-1, 1] float image batches (or items
+        `transform` turns into such batches).
+      num: images to embed; fewer is an error.
+      what: name for errors.
+      progress: unused (the classifier is fast).
+      transform: applied to each item first.
+
+    Returns:
+      (f64 [num, feature_dim], f64 [num, num_classes]).
+    """
+    del progress
+    from jaxgen.eval import features as features_lib  # pylint: disable=g-import-not-at-top
+    feats, logits, have = [], [], 0
+    for item in batches:
+      images = features_lib.check_images(
+          transform(item) if transform else item, what)
+      f, l = embed(self.params, images[:num - have], self.cfg,
+                   self.batch_size)
+      feats.append(f)
+      logits.append(l)
+      have += len(f)
+      if have >= num:
+        break
+    if have < num:
+      raise ValueError(f"{what}: only {have} of the {num} images asked for")
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_integer("image_size", 16, "jaxgen_shapes resolution the "
+                       "classifier sees (the generated images' size).")
+  flags.DEFINE_string("out", None, "Output file (msgpack).")
+  flags.DEFINE_integer("steps", ClassifierConfig.steps, "Training steps.")
+  flags.DEFINE_string("data_dir", None, "TFDS data dir of jaxgen_shapes.")
+  return flags.FLAGS
+
+
+def main(argv):
+  """Trains the classifier at one resolution and saves it with its config."""
+  del argv
+  cfg = ClassifierConfig(input_size=FLAGS.image_size, steps=FLAGS.steps)
+  images, labels = load_split(FLAGS.image_size, "train", FLAGS.image_size,
+                              data_dir=FLAGS.data_dir)
+  params, info = train_classifier(cfg, images=images, labels=labels)
+  test_x, test_y = load_split(FLAGS.image_size, "test", FLAGS.image_size,
+                              data_dir=FLAGS.data_dir)
+  _, logits = embed(params, test_x.astype(np.float32), cfg)
+  accuracy = float(np.mean(np.argmax(logits, -1) == test_y))
+  save_classifier(FLAGS.out, params, cfg)
+  print(f"test accuracy {accuracy:.3f} on {len(test_y)} images, train loss "
+        f"{info['train_loss']:.3f}; wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  FLAGS = _define_flags()
+  app.run(main)

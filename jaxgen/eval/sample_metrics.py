@@ -29,6 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxgen.eval import classifier
 from jaxgen.eval import distances
 from jaxgen.eval import features as features_lib
 from jaxgen.eval import grids
@@ -52,6 +53,31 @@ def _stats(path: str, weights_hash: str) -> Dict[str, np.ndarray]:
   return ref.stats
 
 
+def _classifier_stats(path: str) -> Dict[str, np.ndarray]:
+  """mu / sigma of real images from an .npz (keys mu, sigma)."""
+  if not epath.Path(path).exists():
+    raise ValueError(f"config.eval.sample_metrics.reference_stats={path!r} "
+                     "not found; leave it empty to compute the shape "
+                     "classifier's statistics from the train split.")
+  with epath.Path(path).open("rb") as f:
+    data = np.load(f)
+    return {"mu": data["mu"], "sigma": data["sigma"]}
+
+
+def _real_stats(config, extractor, num: int) -> Dict[str, np.ndarray]:
+  """Classifier feature statistics of `num` images of the train split."""
+  from jaxgen.data import pipeline as data_pipeline  # pylint: disable=g-import-not-at-top
+  it, _ = data_pipeline.build_input(
+      config.dataset, global_batch_size=min(num, 256), seed=0,
+      process_index=0, process_count=1,
+      split=config.dataset.get("split") or "train", train=False,
+      repeat=True)
+  feats, _ = extractor.of_batches(it, num, "training images",
+                                  transform=lambda b: np.asarray(b["image"]))
+  mu, sigma = distances.gaussian_stats(feats)
+  return {"mu": mu, "sigma": sigma}
+
+
 def enabled(config: ml_collections.ConfigDict) -> bool:
   """Whether the run computes sample metrics (a config without the section
   does not)."""
@@ -68,7 +94,16 @@ def check(config: ml_collections.ConfigDict) -> None:
   if not enabled(config):
     return
   cfg = config.eval.sample_metrics
-  if not cfg.inception_weights or not cfg.reference_stats:
+  features = cfg.get("features", "inception")
+  if features not in ("inception", "shape_classifier"):
+    raise ValueError(f"config.eval.sample_metrics.features={features!r}: use "
+                     "'inception' or 'shape_classifier'.")
+  if features == "shape_classifier":
+    if not cfg.classifier_weights:
+      raise ValueError("config.eval.sample_metrics.features="
+                       "'shape_classifier' needs classifier_weights (write "
+                       "them with python -m jaxgen.eval.classifier).")
+  elif not cfg.inception_weights or not cfg.reference_stats:
     raise ValueError("config.eval.sample_metrics needs inception_weights and "
                      "reference_stats (see README: Evaluation).")
   if int(cfg.num_samples) < 10:
@@ -103,10 +138,22 @@ class SampleMetrics:
     cfg = config.eval.sample_metrics
     self.every = int(cfg.every_steps)
     self.num = int(cfg.num_samples)
-    self.extractor = features_lib.FeatureExtractor.from_file(
-        cfg.inception_weights, mesh=setup.mesh, batch_size=cfg.batch_size)
-    self.ref = _stats(cfg.reference_stats, self.extractor.weights_hash)
+    self.shapes = cfg.get("features", "inception") == "shape_classifier"
     self.objective = setup.objective
+    if self.shapes:
+      if callable(getattr(setup.objective, "reconstruct", None)):
+        raise ValueError("config.eval.sample_metrics.features="
+                         "'shape_classifier' scores generated samples; "
+                         "reconstruction families use 'inception'.")
+      self.extractor = classifier.Extractor.from_file(
+          cfg.classifier_weights, batch_size=cfg.batch_size)
+      self.ref = (_classifier_stats(cfg.reference_stats)
+                  if cfg.reference_stats else
+                  _real_stats(config, self.extractor, self.num))
+    else:
+      self.extractor = features_lib.FeatureExtractor.from_file(
+          cfg.inception_weights, mesh=setup.mesh, batch_size=cfg.batch_size)
+      self.ref = _stats(cfg.reference_stats, self.extractor.weights_hash)
     self.eval_input = eval_input
     self.mesh = setup.mesh
     self.reconstructs = callable(getattr(setup.objective, "reconstruct",
@@ -148,6 +195,15 @@ class SampleMetrics:
     images = (self._draw(state, k) for k in range(num_batches))
     feats, logits = self.extractor.of_batches(images, self.num, "samples",
                                               progress=False)
+    if self.shapes:
+      out = {"eval_fd_shapes": float(distances.frechet_distance(
+          self.ref["mu"], self.ref["sigma"],
+          *distances.gaussian_stats(feats)))}
+      labels = sampling.labels_of(self.num, self.objective)
+      if labels is not None:
+        out["eval_accuracy_shapes"] = float(
+            np.mean(np.argmax(logits, -1) == labels))
+      return out
     return self._fid(feats, logits)
 
   def _fid(self, feats, logits, prefix="") -> Dict[str, float]:

@@ -89,3 +89,22 @@ def test_approach2_intervals_contain_point_estimate(data):
   assert wide["lo"] <= intervals["a"]["lo"] and wide["hi"] >= (
       intervals["a"]["hi"])
   assert wide["median"] == intervals["a"]["median"]
+
+
+def test_isoflop_plot_takes_an_interval_that_misses_the_point(tmp_path):
+  # A percentile interval need not hold the point estimate (it happened on
+  # a real sweep: matplotlib refused negative error-bar lengths).
+  from scaling import plots  # pylint: disable=g-import-not-at-top
+  from scaling import results  # pylint: disable=g-import-not-at-top
+  budgets = np.repeat([1e10, 1e11], 5)
+  n = np.concatenate([np.geomspace(1e3, 1e5, 5), np.geomspace(3e3, 3e5, 5)])
+  n_opt = np.where(budgets == 1e10, 1e4, 3e4)
+  loss = 1 + 0.1 * np.log(n / n_opt)**2 + 0.05 * (budgets == 1e10)
+  runs = results.make_runs(n, loss, c=budgets, budget=budgets)
+  fit = approach2.fit_isoflops(runs.n, runs.loss, budgets)
+  key = bootstrap.budget_key(1e10, "N_opt")
+  # All resamples above the point estimate.
+  boot = bootstrap.Bootstrap({key: np.full(20, 5e4)}, 20, 0, 0)
+  path = plots.plot_isoflops(runs, budgets, fit, str(tmp_path / "p.png"),
+                             boot=boot)
+  assert (tmp_path / "p.png").stat().st_size > 1000 and path

@@ -133,3 +133,21 @@ def test_wsd_sweep_branches_from_stable_runs_and_matches_full_runs(
   run_lib.run_sweep(spec, sweep_arg=SPEC, workdir=str(workdir), sets=SETS,
                     out=lines.append)
   assert not any(ln.startswith("start ") for ln in lines)
+
+
+def test_a_branch_is_judged_against_its_stable_runs_first_loss():
+  from scaling import rows as rows_lib  # pylint: disable=g-import-not-at-top
+  spec = _spec()
+  spec.diverged_loss_ratio = 1.0
+  point = sweep_lib.plan(spec)[0]
+  # A cooldown whose loss wobbles up from its (already trained) first row.
+  metrics = [{"step": 5, "loss": 0.19}, {"step": 6, "loss": 0.2},
+             {"step": 7, "loss": 0.2, "eval_loss": 0.21}]
+  kw = dict(error=None, wall_time_s=1.0, resumed_from=4, command="")
+  assert rows_lib.make_row(spec, point, metrics, **kw)["status"] == (
+      "diverged")
+  row = rows_lib.make_row(spec, point, metrics, first_loss=1.0, **kw)
+  assert row["status"] == "ok"
+  # Above the stable run's first loss it is still diverged.
+  assert rows_lib.make_row(spec, point, metrics, first_loss=0.15,
+                           **kw)["status"] == "diverged"
