@@ -164,11 +164,19 @@ def crossing(a: Frontier, b: Frontier) -> Optional[float]:
 
 
 def _interval(samples: np.ndarray, level: float):
-  samples = samples[np.isfinite(samples)]
+  """(lo, hi) percentiles; NaN samples count as never (+inf): a resample
+  whose frontier does not fall never reaches the target."""
+  samples = np.where(np.isnan(samples), np.inf, samples)
   if not len(samples):
     return None
   lo, hi = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)])
   return float(lo), float(hi)
+
+
+def _json_interval(iv):
+  """An interval for compare.json: +inf (never) as None."""
+  return None if iv is None else [x if math.isfinite(x) else None
+                                  for x in iv]
 
 
 def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
@@ -231,6 +239,8 @@ def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
       row["overlaps"] = sorted(
           k for k, x in finite.items() if k != best and lo_hi
           and x["interval"] and x["interval"][0] <= lo_hi[1])
+    for x in row["families"].values():
+      x["interval"] = _json_interval(x["interval"])
     reach.append(row)
   crossings = []
   for a, b in itertools.combinations(frontiers, 2):
@@ -267,6 +277,13 @@ def _fmt(x, unit: str = "") -> str:
   return f"{x:.3g}{unit}"
 
 
+def _fmt_interval(iv) -> str:
+  """' (lo to hi)', hi None meaning some resamples never reach it."""
+  if not iv:
+    return ""
+  return f" ({_fmt(iv[0])} to {'never' if iv[1] is None else _fmt(iv[1])})"
+
+
 def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
   """compare.md: the tables and what they say."""
   m = summary["metric"]
@@ -298,8 +315,7 @@ def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
     for name in fam_names:
       x = r["families"][name]
       iv = x["interval"]
-      cells.append(_fmt(x["compute"]) + (
-          f" ({_fmt(iv[0])} to {_fmt(iv[1])})" if iv else ""))
+      cells.append(_fmt(x["compute"]) + _fmt_interval(iv))
     best = r.get("cheapest", "none")
     if r.get("overlaps"):
       best += f" (overlaps {', '.join(r['overlaps'])}: not resolved)"

@@ -81,6 +81,11 @@ def slurm_executor(spec: ml_collections.ConfigDict, folder: str,
   return executor
 
 
+def _point_ids(unit) -> List[str]:
+  """The points a unit trains (a point: itself; a wsd chain: its own)."""
+  return [q.id for q in getattr(unit, "points", None) or [unit]]
+
+
 def job_file(local: str, point_id: str) -> str:
   """Where the job id of a submitted point is recorded."""
   return os.path.join(local, "runs", point_id, "job.json")
@@ -124,7 +129,10 @@ def submit(executor, points: Sequence[Any], commands: Dict[str, List[str]],
   todo, skipped = [], []
   for p in points:
     old = submitted(local, p.id)
-    (skipped if old and not resubmit else todo).append((p, old))
+    # A wsd chain submitted for fewer budgets than it has now is submitted
+    # again (its job would not train the new branches).
+    covered = old and set(_point_ids(p)) <= set(old.get("points", [p.id]))
+    (skipped if covered and not resubmit else todo).append((p, old))
   for p, old in skipped:
     out(f"{p.id}: submitted earlier as job {old['job_id']} (no result yet); "
         "skipped (--resubmit submits it again)")
@@ -145,7 +153,8 @@ def submit(executor, points: Sequence[Any], commands: Dict[str, List[str]],
     os.makedirs(os.path.dirname(job_file(local, p.id)), exist_ok=True)
     with open(job_file(local, p.id), "w", encoding="utf-8") as f:
       json.dump({"job_id": str(job.job_id), "submitted": time.time(),
-                 "folder": str(executor.folder)}, f)
+                 "folder": str(executor.folder),
+                 "points": _point_ids(p)}, f)
     out_jobs[p.id] = job
   out(f"submitted {len(jobs)} jobs ({jobs[0].job_id} ...); collect the "
       "finished points later with the same command and --collect")

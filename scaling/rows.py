@@ -18,13 +18,15 @@ FINISHED = (OK, DIVERGED)
 
 
 def latest_checkpoint(rundir: str) -> int:
+  """The newest checkpoint step in `rundir`/checkpoints (0: none)."""
   ckpt = epath.Path(rundir) / "checkpoints"
   steps = ([int(d.name) for d in ckpt.iterdir() if d.name.isdigit()]
            if ckpt.is_dir() else [])
   return max(steps, default=0)
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
+  """CPU seconds (user + system) this process has used so far."""
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime
 
@@ -35,8 +37,8 @@ def _finite(x) -> bool:
 
 def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
              error: Optional[str], wall_time_s: float, resumed_from: int,
-             command: str, first_loss: Optional[float] = None
-             ) -> Dict[str, Any]:
+             command: str, first_loss: Optional[float] = None,
+             cpu_start: float = 0.0) -> Dict[str, Any]:
   """The results.jsonl row of a finished point.
 
   Args:
@@ -51,6 +53,8 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
     first_loss: the loss the run started from, for the divergence test
       (default: its first logged loss; a wsd branch passes its stable
       run's, since its own first logged loss is already trained).
+    cpu_start: process CPU seconds not counted in the row's cpu_time_s
+      (a wsd chain's worker trains several points; each counts its own).
 
   Returns:
     A dict with the fields of scaling/results.py (and a few more).
@@ -99,9 +103,10 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
       "eval_loss": eval_loss if ok else None,
       "status": status, "error": error,
       "wall_time_s": wall_time_s, "resumed_from_step": resumed_from,
-      # CPU seconds of the worker process (imports and compiles included):
-      # unlike wall time, this does not grow when other jobs share the cores.
-      "cpu_time_s": _cpu_seconds(),
+      # CPU seconds of the worker process (imports and compiles included;
+      # a wsd branch: since its chain got to it): unlike wall time, this
+      # does not grow when other jobs share the cores.
+      "cpu_time_s": cpu_seconds() - cpu_start,
       "config": {"base": spec.base, "overrides": point.overrides},
       "command": command,
       # Code version, library versions and devices of the worker.

@@ -47,7 +47,6 @@ fitted compute-optimal N at C (approach 2, else 3) and writes check.json
 with the predicted and measured losses and their relative errors.
 """
 
-import contextlib
 import json
 import os
 import shlex
@@ -81,12 +80,12 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # -- worker: one point, in this process ----------------------------------------
 
 
-@contextlib.contextmanager
 def run_point(spec, point: sweep_lib.Point, workdir: str,
               sets: Optional[Dict[str, str]] = None,
               command: str = "", local: Optional[str] = None,
               extra: Optional[Dict[str, Any]] = None,
-              first_loss: Optional[float] = None) -> Dict[str, Any]:
+              first_loss: Optional[float] = None,
+              cpu_start: float = 0.0) -> Dict[str, Any]:
   """Trains one point here and writes runs/<id>/result.json.
 
   Args:
@@ -98,6 +97,7 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
     local: the sweep's local directory (`workers.local_dir(workdir)` if None).
     extra: fields added to the row (a wsd branch's).
     first_loss: the loss the run started from (see `rows.make_row`).
+    cpu_start: process CPU seconds not to count (see `rows.make_row`).
 
   Returns:
     The row.
@@ -126,7 +126,7 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   row = rows_lib.make_row(spec, point, metrics,
                  error=error, wall_time_s=time.time() - start,
                  resumed_from=resumed_from, command=command,
-                 first_loss=first_loss)
+                 first_loss=first_loss, cpu_start=cpu_start)
   row.update(extra or {})
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:  # One writer for a point of several hosts.
@@ -169,6 +169,7 @@ class Unit:
     self.budget = sum(p.budget for p in points)
 
   def describe(self) -> str:
+    """What the runner prints when it starts the unit."""
     p = self.points[0]
     if not self.chain:
       return f"N={p.params:,}, {p.steps} steps"
@@ -364,6 +365,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       progress.finished(p, row, seconds, remaining, len(running))
 
     reported = set()
+    scan_at = 0.0
 
     def finish_unit(u, seconds, only_done=False):
       # A chain's branches are reported as they finish (only_done), the
@@ -428,9 +430,14 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           out(f"start {u.id}: {u.describe()}"
               + (f", cores {workers.fmt_cores(cores)}" if cores else ""))
         time.sleep(0.2)
+        scan = time.time() > scan_at
+        if scan:
+          scan_at = time.time() + 5.0
         for uid, (u, proc, log, start, _) in list(running.items()):
           if proc.poll() is None:
-            if u.chain:
+            if u.chain and scan:
+              # Branches report as they finish (a few file checks every
+              # 5 s, not every poll: the workdir may be an object store).
               finish_unit(u, time.time() - start, only_done=True)
             continue
           log.close()
@@ -507,7 +514,8 @@ flags.DEFINE_string("local_dir", None, "Local directory for locks and logs "
                     "(default: --workdir if local, else "
                     "~/.cache/jaxgen/sweeps/<workdir>).")
 flags.DEFINE_integer("parallel", 1, "Points run at once.")
-flags.DEFINE_bool("dry_run", False, "Print one worker command per point.")
+flags.DEFINE_bool("dry_run", False, "Print the plan and one worker command "
+                  "per point (per size for wsd sweeps).")
 flags.DEFINE_alias("dry-run", "dry_run")
 flags.DEFINE_list("only_budgets", [], "Budgets (FLOPs) instead of the spec's.")
 flags.DEFINE_list("only_sizes", [], "Sizes (at every budget) instead of the "

@@ -99,6 +99,7 @@ def budget_tag(budget: float) -> str:
 
 
 def point_id(budget: float, size: str) -> str:
+  """The point's name, `C<budget>_<size>` (also its run directory)."""
   return f"C{budget_tag(budget)}_{size}"
 
 
@@ -258,10 +259,19 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
                        "run); sweep it with schedule 'cosine'")
     # The same warmup for every budget of a size (a fraction of its run at
     # the spec's smallest budget), so all of them share the stable run.
-    smallest = float(budget_tag(min(spec.budgets or (budget,))))
+    if not spec.budgets:
+      raise ValueError("spec.schedule='wsd' derives each size's warmup from "
+                       "the spec's smallest budget; set spec.budgets")
+    warmup = round(float(spec.warmup_fraction)
+                   * steps_at(float(budget_tag(min(spec.budgets)))))
+    cooldown = round(float(spec.decay_fraction) * steps)
+    if warmup >= steps - cooldown:
+      raise ValueError(
+          f"point {point_id(budget, size)}: the warmup ({warmup} steps) "
+          f"reaches its cooldown (from step {steps - cooldown} of {steps}); "
+          "lower --sweep.warmup_fraction or --sweep.decay_fraction")
     schedule = {"optimizer.schedule": "wsd",
-                "optimizer.warmup_steps": round(float(spec.warmup_fraction)
-                                                * steps_at(smallest)),
+                "optimizer.warmup_steps": warmup,
                 "optimizer.warmup_fraction": 0.0,
                 "optimizer.decay_fraction": float(spec.decay_fraction)}
   elif spec.get("schedule", "cosine") != "cosine":

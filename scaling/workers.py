@@ -152,5 +152,6 @@ def core_slots(parallel: int) -> Optional[List[frozenset]]:
 
 
 def fmt_cores(cores) -> str:
+  """A core set as text: "0-3" or "2"."""
   c = sorted(cores)
   return f"{c[0]}-{c[-1]}" if len(c) > 1 else str(c[0])

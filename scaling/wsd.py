@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import etils.epath as epath
 
+from scaling import rows as rows_lib
 from scaling import sweep as sweep_lib
 
 STABLE_PREFIX = "stable_"
@@ -82,8 +83,12 @@ def stable_config(spec, point: sweep_lib.Point, steps: int,
   config, _ = sweep_lib.point_config(spec, point.budget, point.size, sets)
   config.total_steps = int(steps)
   config.optimizer.decay_fraction = 0.0
+  # Nothing is measured on the stable run itself: no eval, no samples.
   config.eval_batches = 0
   config.eval_every_steps = int(steps)
+  config.num_samples = 0
+  if "eval" in config and "sample_metrics" in config.eval:
+    config.eval.sample_metrics.enabled = False
   return config
 
 
@@ -98,20 +103,34 @@ def _copy_tree(src: epath.Path, dst: epath.Path) -> None:
       (dst / path.name).write_bytes(path.read_bytes())
 
 
+BRANCHED = "branched.json"
+
+
 def branch_from(stable_dir: str, step: int, rundir: str) -> None:
   """Puts the stable run's checkpoint `step` into a branch's run directory.
 
-  Copied into checkpoints.partial/ and then renamed: a branch directory
-  has either the whole checkpoint or none.
+  Copied into checkpoints.partial/, renamed to checkpoints/, and then
+  `branched.json` is written. A branch without that file never started
+  training (the chain trains it only after), so whatever copy it has is
+  redone: on an object store a rename is a copy that can be cut short.
+
+  Args:
+    stable_dir: the stable run's directory.
+    step: the checkpoint to branch from.
+    rundir: the branch's run directory.
   """
+  import json  # pylint: disable=g-import-not-at-top
   src = epath.Path(stable_dir) / "checkpoints" / str(step)
   if not src.exists():
     raise ValueError(f"{stable_dir} has no checkpoint {step} to branch from")
-  partial = epath.Path(rundir) / "checkpoints.partial"
-  if partial.exists():
-    partial.rmtree()
-  _copy_tree(src, partial / str(step))
-  partial.rename(epath.Path(rundir) / "checkpoints")
+  root = epath.Path(rundir)
+  for stale in (root / "checkpoints.partial", root / "checkpoints"):
+    if stale.exists():
+      stale.rmtree()
+  _copy_tree(src, root / "checkpoints.partial" / str(step))
+  (root / "checkpoints.partial").rename(root / "checkpoints")
+  (root / BRANCHED).write_text(json.dumps({"stable_run": stable_dir,
+                                           "step": step}))
 
 
 def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
@@ -144,17 +163,20 @@ def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
   size = chain[0].size
   runs = epath.Path(workdir) / "runs"
   stable_dir = str(runs / f"{STABLE_PREFIX}{size}")
+  # The runner watches this lock to adopt a chain left running (the same
+  # name as a point's).
   lock = os.path.join(local, "runs", f"{STABLE_PREFIX}{size}")
   os.makedirs(lock, exist_ok=True)
   rows = []
-  with exclusive(os.path.join(lock, "stable.lock"),
+  with exclusive(os.path.join(lock, "lock"),
                  f"the stable run of {size} is already running"):
-    for p in chain:
+    for i, p in enumerate(chain):
       rundir = str(runs / p.id)
       if (epath.Path(rundir) / "result.json").exists():
         continue
       start = decay_start(spec, p)
-      if start and not latest_checkpoint(rundir):
+      cpu_start = rows_lib.cpu_seconds()
+      if start and not (epath.Path(rundir) / BRANCHED).exists():
         at = latest_checkpoint(stable_dir)
         if at > start and not (epath.Path(stable_dir) / "checkpoints"
                                / str(start)).exists():
@@ -162,16 +184,46 @@ def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
               f"{stable_dir} is at step {at}, past the cooldown start "
               f"{start} of {p.id}; delete it to retrain the stable run")
         if at < start:
-          trainer.train_and_evaluate(stable_config(spec, p, start, sets),
-                                     stable_dir)
-        epath.Path(rundir).mkdir(parents=True, exist_ok=True)
-        branch_from(stable_dir, start, rundir)
+          try:
+            trainer.train_and_evaluate(stable_config(spec, p, start, sets),
+                                       stable_dir)
+          except FloatingPointError as e:
+            # Every branch still to come starts past this point: all of
+            # them are diverged, with the stable run's message.
+            return rows + [_diverged(spec, q, str(runs / q.id), str(e),
+                                     command) for q in chain[i:]]
+        _on_process_zero(lambda: branch_from(stable_dir, start, rundir),
+                         f"branch {p.id}")
       rows.append(run_point(
-          spec, p, workdir, sets, command, local,
+          spec, p, workdir, sets, command, local, cpu_start=cpu_start,
           extra={"wsd": {"stable_run": stable_dir, "branched_at_step": start,
                          "steps_run": p.steps - start}},
           first_loss=_first_loss(stable_dir) if start else None))
   return rows
+
+
+def _on_process_zero(fn: Callable[[], None], name: str) -> None:
+  """Runs `fn` on process 0 only; with several hosts the others wait."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    fn()
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def _diverged(spec, point: sweep_lib.Point, rundir: str, error: str,
+              command: str) -> Dict[str, Any]:
+  """The row of a branch whose stable run diverged before its start."""
+  import json  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxgen import jsonl  # pylint: disable=g-import-not-at-top
+  row = rows_lib.make_row(spec, point, [], error=f"stable run: {error}",
+                          wall_time_s=0.0, resumed_from=0, command=command)
+  if jax.process_index() == 0:
+    epath.Path(rundir).mkdir(parents=True, exist_ok=True)
+    jsonl.write_atomic(epath.Path(rundir) / "result.json", json.dumps(row))
+  return row
 
 
 def _first_loss(rundir: str) -> Optional[float]:

@@ -12,14 +12,19 @@ Presets (the word after the colon):
 
 The burn-in (lr, gamma, beta2 and EMA half-life ramps) is a fraction of each
 point's run (`gan.burn_in_fraction`), so a budget sets its length like any
-other family's. The fitted metric is a sample metric (`eval_fid` with
-config.eval.sample_metrics; pass the weights and statistics with --set):
+other family's. The fitted metric is a sample metric: on CPU the shape
+classifier's Fréchet distance (`eval_fd_shapes`; experiments/
+scaling_families/run.sh), at scale `eval_fid` with the Inception weights
+and statistics:
 
+  python -m jaxgen.eval.classifier --image_size=16 --steps=4000 \
+      --out=shapes16.msgpack
   python -m scaling.run --sweep=configs/scaling/r3gan.py:cpu \
       --workdir=workdirs/scaling_r3gan --parallel=2 \
       --set=eval.sample_metrics.enabled=True \
-      --set=eval.sample_metrics.inception_weights=inception_fid.npz \
-      --set=eval.sample_metrics.reference_stats=shapes16_stats.npz
+      --set=eval.sample_metrics.features=shape_classifier \
+      --set=eval.sample_metrics.classifier_weights=$PWD/shapes16.msgpack \
+      --set=eval.sample_metrics.num_samples=512
 
 The spec's fields: `scaling.specs.base_spec`.
 """
@@ -67,6 +72,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.learning_rate = 1e-3
   c.metric = "eval_fid"
   if arg.preset in ("cpu", "tiny"):
+    c.metric = "eval_fd_shapes"
     # D's losses on the 512 test images.
     c.run.eval_batches = 16
   if arg.preset == "cpu":

@@ -347,18 +347,18 @@ def save_classifier(path: str, params: Params, cfg: ClassifierConfig) -> None:
     cfg: its config (the architecture and the input size travel with it).
   """
   import json  # pylint: disable=g-import-not-at-top
+  import etils.epath as epath  # pylint: disable=g-import-not-at-top
   blob = {"config": json.dumps(dataclasses.asdict(cfg)), "params": params}
-  with open(path, "wb") as f:
-    f.write(flax.serialization.msgpack_serialize(
-        flax.serialization.to_state_dict(blob)))
+  epath.Path(path).write_bytes(flax.serialization.msgpack_serialize(
+      flax.serialization.to_state_dict(blob)))
 
 
 def load_classifier(path: str) -> Tuple[Params, ClassifierConfig]:
   """Reads a file of `save_classifier` (one-line ValueError if bad)."""
   import json  # pylint: disable=g-import-not-at-top
+  import etils.epath as epath  # pylint: disable=g-import-not-at-top
   try:
-    with open(path, "rb") as f:
-      blob = flax.serialization.msgpack_restore(f.read())
+    blob = flax.serialization.msgpack_restore(epath.Path(path).read_bytes())
     fields = json.loads(blob["config"])
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ValueError(f"{path} is not a shape-classifier file ({e}); write "
@@ -381,6 +381,7 @@ class Extractor:
 
   @classmethod
   def from_file(cls, path: str, batch_size: int = 256) -> "Extractor":
+    """The extractor of a `save_classifier` file."""
     return cls(*load_classifier(path), batch_size=batch_size)
 
   def of_batches(self, batches, num: int, what: str = "images",
@@ -445,5 +446,7 @@ def main(argv):
 
 if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   FLAGS = _define_flags()
+  absl_flags.mark_flag_as_required("out")
   app.run(main)

@@ -179,3 +179,15 @@ def test_command_line_prints_the_table_and_one_line_per_target(tmp_path):
   assert "| family | runs |" in out
   assert "eval_fid=0.5: cheapest B at" in out
   assert out.strip().endswith("compare.md, compare.json and compare.png")
+
+
+def test_resamples_that_never_reach_a_target_widen_the_interval(tmp_path):
+  # A nearly flat, noisy frontier: many resamples do not fall with compute.
+  flat = _write(tmp_path / "f.jsonl", _family_rows("F", 1.0, -0.003,
+                                                   noise=0.05, seed=4))
+  summary = compare.run([flat], str(tmp_path / "o"), "eval_fid",
+                        targets=[0.97], n_bootstrap=100)
+  iv = summary["reach"][0]["families"]["F"]["interval"]
+  assert iv is not None and iv[1] is None  # Some resamples: never.
+  assert "to never)" in (tmp_path / "o" / "compare.md").read_text()
+  json.loads((tmp_path / "o" / "compare.json").read_text())  # Valid JSON.

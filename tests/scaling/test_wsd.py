@@ -151,3 +151,60 @@ def test_a_branch_is_judged_against_its_stable_runs_first_loss():
   # Above the stable run's first loss it is still diverged.
   assert rows_lib.make_row(spec, point, metrics, first_loss=0.15,
                            **kw)["status"] == "diverged"
+
+
+def test_bad_wsd_plans_fail_in_one_line():
+  spec = _spec()
+  spec.warmup_fraction = 0.9
+  with pytest.raises(ValueError, match="warmup .* reaches its cooldown"):
+    sweep_lib.plan(spec)
+  spec = _spec()
+  spec.budgets = ()
+  with pytest.raises(ValueError, match="set spec.budgets"):
+    sweep_lib.point_config(spec, 3e8, "w16d1")
+
+
+def test_a_diverged_stable_run_marks_its_branches_diverged(tmp_path,
+                                                           monkeypatch):
+  import contextlib  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+
+  def blow_up(config, workdir):
+    raise FloatingPointError("non-finite loss at step 3")
+
+  monkeypatch.setattr(trainer, "train_and_evaluate", blow_up)
+  spec = _spec()
+  chain = [p for p in sweep_lib.plan(spec) if p.size == "w16d1"]
+  trained = []
+  rows = wsd.run_chain(
+      spec, chain, str(tmp_path), {}, "cmd", str(tmp_path / "local"),
+      run_point=lambda *a, **k: trained.append(a) or {},
+      latest_checkpoint=lambda _: 0,
+      exclusive=lambda *a: contextlib.nullcontext())
+  assert not trained
+  assert [r["status"] for r in rows] == ["diverged"] * len(chain)
+  assert all("stable run: non-finite" in r["error"] for r in rows)
+  for p in chain:
+    saved = json.loads((tmp_path / "runs" / p.id / "result.json").read_text())
+    assert saved["status"] == "diverged"
+
+
+def test_run_point_returns_its_row(tmp_path, monkeypatch):
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+
+  def fake_train(config, workdir):
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+      for step in range(1, config.total_steps + 1):
+        f.write(json.dumps({"step": step, "loss": 1.0 / step,
+                            "examples_seen": step * config.batch_size,
+                            "flops_seen": 1.0}) + "\n")
+
+  monkeypatch.setattr(trainer, "train_and_evaluate", fake_train)
+  spec = sweep_lib.load_config_file(SPEC)
+  point = sweep_lib.plan(spec)[0]
+  row = run_lib.run_point(spec, point, str(tmp_path), {}, "cmd",
+                          str(tmp_path / "local"), extra={"x": 1})
+  assert isinstance(row, dict) and row["status"] == "ok" and row["x"] == 1
+  assert row["steps_done"] == point.steps
+  assert json.loads((tmp_path / "runs" / point.id / "result.json")
+                    .read_text()) == row
