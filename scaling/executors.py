@@ -21,10 +21,15 @@ the same sweep) appends those to results.jsonl without running anything.
 import json
 import os
 import shlex
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import ml_collections
+
+from jaxgen.train import workdir as workdir_lib
+from scaling import sweep as sweep_lib
+from scaling import wsd
 
 EXECUTORS = ("local", "slurm", "print")
 
@@ -159,3 +164,52 @@ def submit(executor, points: Sequence[Any], commands: Dict[str, List[str]],
   out(f"submitted {len(jobs)} jobs ({jobs[0].job_id} ...); collect the "
       "finished points later with the same command and --collect")
   return out_jobs
+
+
+def worker_command(sweep_arg: str, workdir: str, point_id: str,
+                   sets: Sequence[str] = (),
+                   sweep_flags: Sequence[str] = (),
+                   local: Optional[str] = None,
+                   chain: Optional[Sequence[sweep_lib.Point]] = None
+                   ) -> List[str]:
+  """argv of the worker process of one point, or of one wsd chain (the
+  points of a size: `--chain=<size> --chain_budgets=...`)."""
+  # Workers run from the repository root: pass absolute local paths.
+  path, colon, arg = sweep_arg.partition(":")
+  sweep_arg = os.path.abspath(path) + colon + arg
+  remote = not workdir_lib.is_local(workdir)
+  workdir = workdir if remote else os.path.abspath(workdir)
+  extra = [f"--local_dir={local}"] if remote and local else []
+  what = [f"--point={point_id}"]
+  if chain:
+    what = [f"--chain={chain[0].size}", "--chain_budgets=" + ",".join(
+        sweep_lib.budget_tag(p.budget) for p in chain)]
+  return ([sys.executable, "-m", "scaling.run", f"--sweep={sweep_arg}",
+           *sweep_flags, f"--workdir={workdir}", *extra, *what]
+          + [f"--set={s}" for s in sets])
+
+
+class Unit:
+  """What one worker process (or job) runs: a point, or a wsd chain."""
+
+  def __init__(self, uid: str, points: Sequence[sweep_lib.Point],
+               chain: bool):
+    self.id, self.points, self.chain = uid, list(points), chain
+    self.budget = sum(p.budget for p in points)
+
+  def describe(self) -> str:
+    """What the runner prints when it starts the unit."""
+    p = self.points[0]
+    if not self.chain:
+      return f"N={p.params:,}, {p.steps} steps"
+    return (f"N={p.params:,}, stable run + {len(self.points)} branches "
+            f"({', '.join(q.id for q in self.points)})")
+
+
+def make_units(spec, points: Sequence[sweep_lib.Point]) -> List[Unit]:
+  """One unit per point, or per size for a wsd spec (largest first)."""
+  if not wsd.enabled(spec):
+    return [Unit(p.id, [p], False) for p in points]
+  return sorted((Unit(f"{wsd.STABLE_PREFIX}{size}", chain, True)
+                 for size, chain in wsd.chains(points).items()),
+                key=lambda u: -u.budget)

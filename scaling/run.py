@@ -66,7 +66,6 @@ from jaxgen import config_lib
 from jaxgen import jsonl
 from jaxgen.train import compile_cache
 from jaxgen.train import logs
-from jaxgen.train import workdir as workdir_lib
 from scaling import check
 from scaling import executors
 from scaling import rows as rows_lib
@@ -135,55 +134,6 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
 
 
 # -- the sweep -----------------------------------------------------------------
-
-
-def worker_command(sweep_arg: str, workdir: str, point_id: str,
-                   sets: Sequence[str] = (),
-                   sweep_flags: Sequence[str] = (),
-                   local: Optional[str] = None,
-                   chain: Optional[Sequence[sweep_lib.Point]] = None
-                   ) -> List[str]:
-  """argv of the worker process of one point, or of one wsd chain (the
-  points of a size: `--chain=<size> --chain_budgets=...`)."""
-  # Workers run from the repository root: pass absolute local paths.
-  path, colon, arg = sweep_arg.partition(":")
-  sweep_arg = os.path.abspath(path) + colon + arg
-  remote = not workdir_lib.is_local(workdir)
-  workdir = workdir if remote else os.path.abspath(workdir)
-  extra = [f"--local_dir={local}"] if remote and local else []
-  what = [f"--point={point_id}"]
-  if chain:
-    what = [f"--chain={chain[0].size}", "--chain_budgets=" + ",".join(
-        sweep_lib.budget_tag(p.budget) for p in chain)]
-  return ([sys.executable, "-m", "scaling.run", f"--sweep={sweep_arg}",
-           *sweep_flags, f"--workdir={workdir}", *extra, *what]
-          + [f"--set={s}" for s in sets])
-
-
-class Unit:
-  """What one worker process (or job) runs: a point, or a wsd chain."""
-
-  def __init__(self, uid: str, points: Sequence[sweep_lib.Point],
-               chain: bool):
-    self.id, self.points, self.chain = uid, list(points), chain
-    self.budget = sum(p.budget for p in points)
-
-  def describe(self) -> str:
-    """What the runner prints when it starts the unit."""
-    p = self.points[0]
-    if not self.chain:
-      return f"N={p.params:,}, {p.steps} steps"
-    return (f"N={p.params:,}, stable run + {len(self.points)} branches "
-            f"({', '.join(q.id for q in self.points)})")
-
-
-def make_units(spec, points: Sequence[sweep_lib.Point]) -> List[Unit]:
-  """One unit per point, or per size for a wsd spec (largest first)."""
-  if not wsd.enabled(spec):
-    return [Unit(p.id, [p], False) for p in points]
-  return sorted((Unit(f"{wsd.STABLE_PREFIX}{size}", chain, True)
-                 for size, chain in wsd.chains(points).items()),
-                key=lambda u: -u.budget)
 
 
 class _Progress:
@@ -266,12 +216,12 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
   slots = workers.core_slots(parallel) if pin_cores and not in_process else None
 
   def commands_of(units):
-    argv = {u.id: worker_command(sweep_arg, workdir, u.id, sets, sweep_flags,
+    argv = {u.id: executors.worker_command(sweep_arg, workdir, u.id, sets, sweep_flags,
                                  local, u.points if u.chain else None)
             for u in units}
     return argv, {i: executors.command_line(env, c) for i, c in argv.items()}
 
-  commands, printable = commands_of(make_units(spec, points))
+  commands, printable = commands_of(executors.make_units(spec, points))
   if executor not in executors.EXECUTORS:
     raise ValueError(f"--executor={executor!r}: use one of "
                      + ", ".join(executors.EXECUTORS))
@@ -329,7 +279,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     # points instead of one long point running alone.
     todo = sorted((p for p in points if p.id not in rows),
                   key=lambda p: -p.budget)
-    units = make_units(spec, todo)
+    units = executors.make_units(spec, todo)
     commands, printable = commands_of(units)
     if collect or executor != "local":
       return _hand_off(spec, points, rows, todo, units, commands, printable,

@@ -195,13 +195,13 @@ def test_submitted_points_are_not_submitted_twice(tmp_path):
   assert sorted(jobs) == sorted(p.id for p in points[2:])
   assert sum("skipped" in str(x) for x in lines) == 2
   # A wsd chain submitted with fewer branches than it now has goes again.
-  chain = run_lib.Unit("stable_w16d1", points[:1], True)
+  chain = executors.Unit("stable_w16d1", points[:1], True)
   commands["stable_w16d1"] = ["python"]
   assert executors.submit(FakeExecutor(), [chain], commands, {}, local, ROOT,
                           out=lines.append)
   assert not executors.submit(FakeExecutor(), [chain], commands, {}, local,
                               ROOT, out=lines.append)
-  chain = run_lib.Unit("stable_w16d1", points[:2], True)
+  chain = executors.Unit("stable_w16d1", points[:2], True)
   assert executors.submit(FakeExecutor(), [chain], commands, {}, local, ROOT,
                           out=lines.append)
 

@@ -19,8 +19,9 @@ from jaxgen.diffusion import objective as sd_objective
 from jaxgen.train import durations
 from jaxgen.train import state as state_lib
 from jaxgen.train import workdir as workdir_lib
-from scaling import results as results_lib
 from scaling import check as check_lib
+from scaling import executors
+from scaling import results as results_lib
 from scaling import rows as rows_lib
 from scaling import run as run_lib
 from scaling import sweep as sweep_lib
@@ -396,7 +397,7 @@ def test_an_object_store_workdir_keeps_locks_and_logs_local(tmp_path,
                       lambda p: real(p) and not str(p).startswith(str(bucket)))
   assert workers.local_dir("gs://b/sweep 1").endswith(
       os.path.join(".cache", "jaxgen", "sweeps", "gs_b_sweep_1"))
-  cmd = run_lib.worker_command(SPEC, "gs://b/s", "p", local=str(local))
+  cmd = executors.worker_command(SPEC, "gs://b/s", "p", local=str(local))
   assert "--workdir=gs://b/s" in cmd and f"--local_dir={local}" in cmd
   out = _sweep(bucket, budgets=[3e8], sizes=["w16d1"], in_process=True,
                local=str(local))
