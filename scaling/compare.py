@@ -80,7 +80,8 @@ class Frontier:
 
 def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
                    param_key: str = "params", n_bootstrap: int = 200,
-                   seed: int = 0) -> List[Frontier]:
+                   seed: int = 0,
+                   left_out: Optional[List[str]] = None) -> List[Frontier]:
   """Reads results files and fits one frontier per family.
 
   Args:
@@ -90,13 +91,16 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
     param_key: the field used for N.
     n_bootstrap: resamples per family (0: no bands or intervals).
     seed: bootstrap seed.
+    left_out: if given, gets one line per family left out (and why).
 
   Returns:
     The frontiers, in the order families first appear.
 
   Raises:
-    ValueError: a file without the metric, a family in two files, or a
-      family whose runs give no frontier (named).
+    ValueError: a file without the metric, a family in two files, or no
+      family with a frontier. A family whose runs give no frontier (e.g.
+      no budget with an interior minimum) is left out with a FitWarning
+      that names it and says why.
   """
   by_family: Dict[str, List[Dict[str, Any]]] = {}
   where: Dict[str, str] = {}
@@ -114,7 +118,7 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
       where[family] = path
     for r in records:
       by_family.setdefault(str(r.get("family") or ""), []).append(r)
-  out = []
+  out, skipped = [], []
   for family, records in by_family.items():
     runs = results_lib.runs_from_records(
         records, param_key=param_key, metric=metric, direction=direction,
@@ -123,7 +127,10 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
     try:
       fit = approach2_lib.fit_isoflops(runs.n, runs.loss, budget)
     except ValueError as e:
-      raise ValueError(f"family {family!r}: {e}") from None
+      skipped.append(f"family {family!r}: {e}")
+      warnings.warn(f"{skipped[-1]}; left out of the comparison",
+                    results_lib.FitWarning, stacklevel=2)
+      continue
     boot = None
     if n_bootstrap:
       boot = bootstrap_lib.bootstrap_approach2(
@@ -135,6 +142,10 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
          and r.get("sampling_flops_per_example") and r.get(param_key)],
         float).reshape(-1, 2)
     out.append(Frontier(family, runs, fit, boot, sampling))
+  if not out:
+    raise ValueError("no family has a frontier: " + "; ".join(skipped))
+  if left_out is not None:
+    left_out.extend(skipped)
   return out
 
 
@@ -321,6 +332,9 @@ def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
       best += f" (overlaps {', '.join(r['overlaps'])}: not resolved)"
     lines.append(f"| {_fmt(r['target'])} | " + " | ".join(cells)
                  + f" | {best} |")
+  if summary.get("left_out"):
+    lines += ["", "Left out (no frontier):", ""]
+    lines += [f"- {x}" for x in summary["left_out"]]
   if summary["crossings"]:
     lines += ["", "Frontier crossings:", ""]
     for x in summary["crossings"]:
@@ -372,12 +386,14 @@ def run(paths: Sequence[str], out: str, metric: str, *,
   """
   from scaling import plots  # pylint: disable=g-import-not-at-top
   m = metrics_lib.resolve(metric, direction)
+  left_out: List[str] = []
   frontiers = load_frontiers(paths, metric, direction, param_key,
-                             n_bootstrap, seed)
+                             n_bootstrap, seed, left_out)
   if not target_flops:
     target_flops = 100 * max(float(f.runs.c.max()) for f in frontiers)
   targets = list(targets) or default_targets(frontiers, m)
   summary = summarize(frontiers, m, targets, target_flops, level)
+  summary["left_out"] = left_out
   epath.Path(out).mkdir(parents=True, exist_ok=True)
   plot = plots.plot_families(frontiers, m, os.path.join(out, "compare.png"),
                              target_flops=target_flops, level=level)

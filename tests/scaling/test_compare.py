@@ -160,11 +160,22 @@ def test_bad_inputs_fail_or_warn_in_one_line(tmp_path):
                   if issubclass(w.category, results_lib.FitWarning))
   assert f"eval_fid missing from 2 ok rows, dropped: {a_rows[3]['point']}, "\
       f"{a_rows[7]['point']}" in text
-  # A family with one budget has no frontier: named.
+  # A family with one budget has no frontier: left out by name, and with
+  # no family left, an error.
   one = _write(tmp_path / "one.jsonl",
                [r for r in _family_rows("C", 1.0, -0.1)
                 if r["budget_flops"] == 1e8])
-  with pytest.raises(ValueError, match="family 'C': approach 2 needs"):
+  with pytest.warns(results_lib.FitWarning,
+                    match="family 'C': approach 2 needs .* left out"):
+    got = compare.load_frontiers([a, one], "eval_fid", n_bootstrap=0)
+  assert [f.family for f in got] == ["A"]
+  summary = compare.run([a, one], str(tmp_path / "o"), "eval_fid",
+                        n_bootstrap=0)
+  assert summary["left_out"][0].startswith("family 'C': approach 2 needs")
+  assert "Left out (no frontier):" in (tmp_path / "o" / "compare.md"
+                                       ).read_text()
+  with pytest.raises(ValueError, match="no family has a frontier: family "
+                     "'C': approach 2 needs"):
     compare.load_frontiers([one], "eval_fid", n_bootstrap=0)
 
 
