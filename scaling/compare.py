@@ -52,13 +52,14 @@ class Frontier:
   Attributes:
     family: the family name.
     runs: its cleaned runs (losses in the metric's fitted space).
-    fit: the approach-2 fit (`fit.loss_opt` is the frontier).
+    fit: the approach-2 fit (`fit.loss_opt` is the frontier); None for a
+      family left out (its runs are still drawn).
     boot: bootstrap of the fit, or None.
     sampling: (N, sampling FLOPs per image) of its runs that report them.
   """
   family: str
   runs: results_lib.Runs
-  fit: approach2_lib.IsoflopFit
+  fit: Optional[approach2_lib.IsoflopFit]
   boot: Optional[bootstrap_lib.Bootstrap]
   sampling: np.ndarray
 
@@ -81,7 +82,9 @@ class Frontier:
 def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
                    param_key: str = "params", n_bootstrap: int = 200,
                    seed: int = 0,
-                   left_out: Optional[List[str]] = None) -> List[Frontier]:
+                   left_out: Optional[List[str]] = None,
+                   no_frontier: Optional[List[Frontier]] = None
+                   ) -> List[Frontier]:
   """Reads results files and fits one frontier per family.
 
   Args:
@@ -92,6 +95,8 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
     n_bootstrap: resamples per family (0: no bands or intervals).
     seed: bootstrap seed.
     left_out: if given, gets one line per family left out (and why).
+    no_frontier: if given, gets those families' runs (as Frontiers whose
+      `fit` is None), for the plot.
 
   Returns:
     The frontiers, in the order families first appear.
@@ -124,23 +129,25 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
         records, param_key=param_key, metric=metric, direction=direction,
         source=f"{os.path.basename(where[family])} ({family})")
     budget = approach2_lib.run_budgets(runs)
+    sampling = np.array(
+        [(float(r[param_key]), float(r["sampling_flops_per_example"]))
+         for r in records if r.get("status", "ok") == "ok"
+         and r.get("sampling_flops_per_example") and r.get(param_key)],
+        float).reshape(-1, 2)
     try:
       fit = approach2_lib.fit_isoflops(runs.n, runs.loss, budget)
     except ValueError as e:
       skipped.append(f"family {family!r}: {e}")
       warnings.warn(f"{skipped[-1]}; left out of the comparison",
                     results_lib.FitWarning, stacklevel=2)
+      if no_frontier is not None:
+        no_frontier.append(Frontier(family, runs, None, None, sampling))
       continue
     boot = None
     if n_bootstrap:
       boot = bootstrap_lib.bootstrap_approach2(
           runs.n, runs.loss, budget, k=fit.k, n_resamples=n_bootstrap,
           seed=seed)
-    sampling = np.array(
-        [(float(r[param_key]), float(r["sampling_flops_per_example"]))
-         for r in records if r.get("status", "ok") == "ok"
-         and r.get("sampling_flops_per_example") and r.get(param_key)],
-        float).reshape(-1, 2)
     out.append(Frontier(family, runs, fit, boot, sampling))
   if not out:
     raise ValueError("no family has a frontier: " + "; ".join(skipped))
@@ -180,7 +187,9 @@ def _interval(samples: np.ndarray, level: float):
   samples = np.where(np.isnan(samples), np.inf, samples)
   if not len(samples):
     return None
-  lo, hi = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)])
+  # No interpolation between order statistics: inf - inf would be NaN.
+  lo, hi = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)],
+                         method="inverted_cdf")
   return float(lo), float(hi)
 
 
@@ -289,10 +298,11 @@ def _fmt(x, unit: str = "") -> str:
 
 
 def _fmt_interval(iv) -> str:
-  """' (lo to hi)', hi None meaning some resamples never reach it."""
+  """' (lo to hi)'; None ends mean resamples that never reach it."""
   if not iv:
     return ""
-  return f" ({_fmt(iv[0])} to {'never' if iv[1] is None else _fmt(iv[1])})"
+  lo, hi = ("never" if x is None else _fmt(x) for x in iv)
+  return " (never)" if lo == hi == "never" else f" ({lo} to {hi})"
 
 
 def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
@@ -316,6 +326,11 @@ def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
         _fmt(f["metric_at_target_flops"])
         + (f" ({_fmt(iv[0])} to {_fmt(iv[1])})" if iv else ""),
         _fmt(f["sampling_flops_per_image"])]) + " |")
+  for f in summary["families"]:
+    if f["loss_exponent"] >= 0:
+      lines += ["", f"{f['family']}: its frontier does not improve with "
+                f"compute (exponent {f['loss_exponent']:+.3f}); it reaches "
+                "no target below its current value."]
   lines += ["", f"Training compute (FLOPs) to reach {m} ({pct} intervals):",
             ""]
   fam_names = [f["family"] for f in summary["families"]]
@@ -326,7 +341,8 @@ def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
     for name in fam_names:
       x = r["families"][name]
       iv = x["interval"]
-      cells.append(_fmt(x["compute"]) + _fmt_interval(iv))
+      cells.append(("never" if x["compute"] is None else _fmt(x["compute"]))
+                   + _fmt_interval(iv))
     best = r.get("cheapest", "none")
     if r.get("overlaps"):
       best += f" (overlaps {', '.join(r['overlaps'])}: not resolved)"
@@ -387,8 +403,9 @@ def run(paths: Sequence[str], out: str, metric: str, *,
   from scaling import plots  # pylint: disable=g-import-not-at-top
   m = metrics_lib.resolve(metric, direction)
   left_out: List[str] = []
+  others: List[Frontier] = []
   frontiers = load_frontiers(paths, metric, direction, param_key,
-                             n_bootstrap, seed, left_out)
+                             n_bootstrap, seed, left_out, others)
   if not target_flops:
     target_flops = 100 * max(float(f.runs.c.max()) for f in frontiers)
   targets = list(targets) or default_targets(frontiers, m)
@@ -396,7 +413,8 @@ def run(paths: Sequence[str], out: str, metric: str, *,
   summary["left_out"] = left_out
   epath.Path(out).mkdir(parents=True, exist_ok=True)
   plot = plots.plot_families(frontiers, m, os.path.join(out, "compare.png"),
-                             target_flops=target_flops, level=level)
+                             target_flops=target_flops, level=level,
+                             others=others)
   jsonl.write_atomic(os.path.join(out, "compare.json"),
                      json.dumps(summary, indent=1))
   jsonl.write_atomic(os.path.join(out, "compare.md"),

@@ -248,7 +248,8 @@ def plot_contours(runs: results_lib.Runs,
 
 
 def plot_families(frontiers, metric, path: str, *, target_flops: float,
-                  level: float = bootstrap_lib.DEFAULT_LEVEL) -> str:
+                  level: float = bootstrap_lib.DEFAULT_LEVEL,
+                  others=()) -> str:
   """Families side by side (`scaling.compare`).
 
   Left: the metric against training compute, every run faint, each budget's
@@ -262,12 +263,23 @@ def plot_families(frontiers, metric, path: str, *, target_flops: float,
     path: PNG file to write.
     target_flops: how far the frontiers are extended.
     level: band level.
+    others: families without a frontier (`fit` None): their runs only,
+      drawn as crosses.
 
   Returns:
     `path`.
   """
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
-  colors = plt.cm.tab10(np.arange(len(frontiers)) % 10)
+  colors = plt.cm.tab10(np.arange(len(frontiers) + len(others)) % 10)
+  for f, color in zip(others, colors[len(frontiers):]):
+    shown = metric.from_loss(f.runs.loss)
+    ax.scatter(f.runs.c, shown, color=color, marker="x", s=22,
+               label=f"{f.family} (runs; no frontier)")
+    by_n = {n: s for n, s in f.sampling}
+    keep = np.array([n in by_n for n in f.runs.n], bool)
+    if keep.any():
+      ax2.scatter([by_n[n] for n in f.runs.n[keep]], shown[keep],
+                  color=color, marker="x", s=22, label=f.family)
   for f, color in zip(frontiers, colors):
     shown = metric.from_loss(f.runs.loss)
     ax.scatter(f.runs.c, shown, color=color, alpha=0.25, s=12)
