@@ -23,5 +23,12 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posit
 
 jax.config.update("jax_threefry_partitionable", True)
 
+# The test processes use that cache too: many tests train the same tiny
+# configs, and a program compiled once is read back in every other test
+# (and xdist worker) that builds it.
+from jaxgen.train import compile_cache  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+compile_cache.enable(os.environ["JAXGEN_COMPILATION_CACHE_DIR"])
+
 # The families register by import, as jaxgen.main does it.
 from jaxgen import families  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
