@@ -180,15 +180,20 @@ def tiny_preset(spec: ml_collections.ConfigDict,
   spec.env.JAX_DISABLE_MOST_OPTIMIZATIONS = "1"
 
 
-def accelerator_preset(spec: ml_collections.ConfigDict, *, device_kind: str,
+def accelerator_preset(spec: ml_collections.ConfigDict, *, budgets,
+                       device_kind: str,
                        devices_per_point: int, hosts_per_point: int = 1,
                        mfu: float = 0.4, partition: str = "",
                        time_limit_min: int = 24 * 60,
                        eval_batches: Optional[int] = 16) -> None:
-  """Paper-scale sweeps: where they run and coarser logging.
+  """Paper-scale sweeps: budgets, where they run and coarser logging.
+
+  Each budget gets a window of 3 sizes that moves up one rung every second
+  budget (every decade of compute).
 
   Args:
     spec: the spec to change.
+    budgets: the budgets in FLOPs.
     device_kind: accelerator kind (see `cluster_config`).
     devices_per_point: accelerators per point.
     hosts_per_point: hosts per point.
@@ -197,6 +202,9 @@ def accelerator_preset(spec: ml_collections.ConfigDict, *, device_kind: str,
     time_limit_min: slurm time limit per job.
     eval_batches: held-out batches of each point's final evaluation.
   """
+  spec.budgets = tuple(budgets)
+  spec.points_per_budget = 3
+  spec.window_shift = 0.5
   spec.cluster = cluster_config(
       device_kind=device_kind, devices_per_point=devices_per_point,
       hosts_per_point=hosts_per_point, mfu=mfu, partition=partition,

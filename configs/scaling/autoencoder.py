@@ -76,8 +76,6 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
       c.sizes[f"x{scale:g}".replace(".", "p")] = dc_ae_rung(widths, 32)
     c.batch_size = 256
     c.learning_rate = 6.4e-5
-    c.budgets = (1e19, 3e19, 1e20, 3e20, 1e21)
-    c.points_per_budget = 3
-    c.window_shift = 0.5
-    specs.accelerator_preset(c, device_kind="H100", devices_per_point=8)
+    specs.accelerator_preset(c, budgets=(1e19, 3e19, 1e20, 3e20, 1e21),
+                             device_kind="H100", devices_per_point=8)
   return c

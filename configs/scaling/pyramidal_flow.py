@@ -97,10 +97,8 @@ def build(arg: str, family: str) -> ml_collections.ConfigDict:
     c.batch_size = 1024
     c.learning_rate = 5e-5
     c.warmup_fraction = 0.01
-    c.budgets = (1e20, 3e20, 1e21, 3e21, 1e22)
-    c.points_per_budget = 3
-    c.window_shift = 0.5
-    specs.accelerator_preset(c, device_kind="H100", devices_per_point=64,
+    specs.accelerator_preset(c, budgets=(1e20, 3e20, 1e21, 3e21, 1e22),
+                             device_kind="H100", devices_per_point=64,
                              hosts_per_point=8)
   return c
 

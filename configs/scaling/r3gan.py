@@ -92,9 +92,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.run.gan.burn_in_fraction = 0.2
     c.batch_size = 4096
     c.learning_rate = 2e-4
-    c.budgets = (1e19, 3e19, 1e20, 3e20, 1e21)
-    c.points_per_budget = 3
-    c.window_shift = 0.5
-    specs.accelerator_preset(c, device_kind="TPU v5p", devices_per_point=32,
+    specs.accelerator_preset(c, budgets=(1e19, 3e19, 1e20, 3e20, 1e21),
+                             device_kind="TPU v5p", devices_per_point=32,
                              eval_batches=0)
   return c

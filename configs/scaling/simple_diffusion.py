@@ -114,7 +114,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.batch_size = 2048
     c.learning_rate = 1e-4
     c.warmup_fraction = 0.01
-    c.budgets = (1e19, 3e19, 1e20, 3e20, 1e21)
-    c.window_shift = 0.5
-    specs.accelerator_preset(c, device_kind="TPU v5p", devices_per_point=64)
+    specs.accelerator_preset(c, budgets=(1e19, 3e19, 1e20, 3e20, 1e21),
+                             device_kind="TPU v5p", devices_per_point=64)
+    # Four sizes per budget (the transformer ladder is finer).
+    c.points_per_budget = 4
   return c
