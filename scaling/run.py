@@ -187,8 +187,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     sets: "key=value" run-config overrides for every point.
     sweep_flags: `--sweep.x=y` flags, passed on to the workers.
     in_process: run points one by one in this process (debugging, tests).
-    local: the local directory for locks and logs (`workers.local_dir(workdir)` if
-      None).
+    local: the local directory for locks and logs
+      (`workers.local_dir(workdir)` if None).
     compilation_cache: the workers' persistent compilation cache directory
       (None: `compile_cache.default_dir()`; "none" turns it off).
     pin_cores: pin each of the `parallel` workers to its own cores.
@@ -216,9 +216,9 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
   slots = workers.core_slots(parallel) if pin_cores and not in_process else None
 
   def commands_of(units):
-    argv = {u.id: executors.worker_command(sweep_arg, workdir, u.id, sets, sweep_flags,
-                                 local, u.points if u.chain else None)
-            for u in units}
+    argv = {u.id: executors.worker_command(
+        sweep_arg, workdir, u.id, sets, sweep_flags, local,
+        u.points if u.chain else None) for u in units}
     return argv, {i: executors.command_line(env, c) for i, c in argv.items()}
 
   commands, printable = commands_of(executors.make_units(spec, points))
@@ -336,8 +336,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           try:
             if u.chain:
               wsd.run_chain(spec, u.points, workdir, parsed, printable[u.id],
-                            local, run_point, rows_lib.latest_checkpoint,
-                            workers.exclusive)
+                            local, run_point)
             else:
               run_point(spec, u.points[0], workdir, parsed, printable[u.id],
                         local)
@@ -354,8 +353,9 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           if orphan is not None:
             # A worker of an earlier runner is still at it: wait for it
             # instead of starting a second one on the same directory.
-            running[u.id] = (u, workers.Adopted(os.path.join(rundir, "lock")), log,
-                             time.time(), None)
+            running[u.id] = (u, workers.Adopted(os.path.join(rundir,
+                                                             "lock")),
+                             log, time.time(), None)
             out(f"adopt {u.id}: still running as pid {orphan} from an "
                 "earlier runner")
             continue
@@ -532,8 +532,8 @@ def main(argv):
           chain = [sweep_lib.make_point(spec, float(b), FLAGS.chain, sets)
                    for b in FLAGS.chain_budgets]
           wsd.run_chain(spec, chain, FLAGS.workdir, sets, command,
-                        workers.local_dir(FLAGS.workdir, FLAGS.local_dir), run_point,
-                        rows_lib.latest_checkpoint, workers.exclusive)
+                        workers.local_dir(FLAGS.workdir, FLAGS.local_dir),
+                        run_point)
         else:
           budget, size = sweep_lib.parse_point_id(FLAGS.point)
           point = sweep_lib.make_point(spec, budget, size, sets)

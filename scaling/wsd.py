@@ -23,6 +23,7 @@ import etils.epath as epath
 
 from scaling import rows as rows_lib
 from scaling import sweep as sweep_lib
+from scaling import workers
 
 STABLE_PREFIX = "stable_"
 
@@ -135,9 +136,8 @@ def branch_from(stable_dir: str, step: int, rundir: str) -> None:
 
 def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
               sets: Optional[Dict[str, str]], command: str, local: str,
-              run_point: Callable[..., Dict[str, Any]],
-              latest_checkpoint: Callable[[str], int],
-              exclusive: Callable[..., Any]) -> List[Dict[str, Any]]:
+              run_point: Callable[..., Dict[str, Any]]
+              ) -> List[Dict[str, Any]]:
   """Trains one size's stable run and its branches, shortest first.
 
   Restartable at any point: finished branches (result.json) are skipped,
@@ -152,8 +152,8 @@ def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
     sets: --set overrides.
     command: the worker command line, recorded in the rows.
     local: the sweep's local directory (locks).
-    run_point, latest_checkpoint, exclusive: scaling.run's (one point's
-      training, the newest checkpoint step of a run directory, its lock).
+    run_point: `scaling.run.run_point` (passed in: scaling.run imports this
+      module).
 
   Returns:
     The rows of the branches trained now.
@@ -168,7 +168,7 @@ def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
   lock = os.path.join(local, "runs", f"{STABLE_PREFIX}{size}")
   os.makedirs(lock, exist_ok=True)
   rows = []
-  with exclusive(os.path.join(lock, "lock"),
+  with workers.exclusive(os.path.join(lock, "lock"),
                  f"the stable run of {size} is already running"):
     for i, p in enumerate(chain):
       rundir = str(runs / p.id)
@@ -177,7 +177,7 @@ def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
       start = decay_start(spec, p)
       cpu_start = rows_lib.cpu_seconds()
       if start and not (epath.Path(rundir) / BRANCHED).exists():
-        at = latest_checkpoint(stable_dir)
+        at = rows_lib.latest_checkpoint(stable_dir)
         if at > start and not (epath.Path(stable_dir) / "checkpoints"
                                / str(start)).exists():
           raise ValueError(

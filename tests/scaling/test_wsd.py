@@ -166,7 +166,6 @@ def test_bad_wsd_plans_fail_in_one_line():
 
 def test_a_diverged_stable_run_marks_its_branches_diverged(tmp_path,
                                                            monkeypatch):
-  import contextlib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
 
   def blow_up(config, workdir):
@@ -178,9 +177,7 @@ def test_a_diverged_stable_run_marks_its_branches_diverged(tmp_path,
   trained = []
   rows = wsd.run_chain(
       spec, chain, str(tmp_path), {}, "cmd", str(tmp_path / "local"),
-      run_point=lambda *a, **k: trained.append(a) or {},
-      latest_checkpoint=lambda _: 0,
-      exclusive=lambda *a: contextlib.nullcontext())
+      run_point=lambda *a, **k: trained.append(a) or {})
   assert not trained
   assert [r["status"] for r in rows] == ["diverged"] * len(chain)
   assert all("stable run: non-finite" in r["error"] for r in rows)
