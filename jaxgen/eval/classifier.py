@@ -35,6 +35,7 @@ import optax
 from jaxgen.data import config as data_config
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import distances
+from jaxgen.eval import features as features_lib
 from jaxgen.nn import norms
 from jaxgen.nn import resample
 
@@ -371,9 +372,9 @@ def load_classifier(path: str) -> Tuple[Params, ClassifierConfig]:
                                             blob["params"]), cfg
 
 
-class Extractor:
-  """Features and logits of image batches, like `features.FeatureExtractor`
-  (the same `of_batches` / call interface) with the shape classifier."""
+class Extractor(features_lib.StreamExtractor):
+  """Features and logits of image batches with the shape classifier (the
+  `of_batches` / call interface of `features.FeatureExtractor`)."""
 
   def __init__(self, params: Params, cfg: ClassifierConfig,
                batch_size: int = 256):
@@ -384,38 +385,8 @@ class Extractor:
     """The extractor of a `save_classifier` file."""
     return cls(*load_classifier(path), batch_size=batch_size)
 
-  def of_batches(self, batches, num: int, what: str = "images",
-                 progress: bool = False, transform=None
-                 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Features and logits of the first `num` images of a stream.
-
-    Args:
-      batches: iterable of uint8 or [-1, 1] float image batches (or items
-        `transform` turns into such batches).
-      num: images to embed; fewer is an error.
-      what: name for errors.
-      progress: unused (the classifier is fast).
-      transform: applied to each item first.
-
-    Returns:
-      (f64 [num, feature_dim], f64 [num, num_classes]).
-    """
-    del progress
-    from jaxgen.eval import features as features_lib  # pylint: disable=g-import-not-at-top
-    feats, logits, have = [], [], 0
-    for item in batches:
-      images = features_lib.check_images(
-          transform(item) if transform else item, what)
-      f, l = embed(self.params, images[:num - have], self.cfg,
-                   self.batch_size)
-      feats.append(f)
-      logits.append(l)
-      have += len(f)
-      if have >= num:
-        break
-    if have < num:
-      raise ValueError(f"{what}: only {have} of the {num} images asked for")
-    return np.concatenate(feats), np.concatenate(logits)
+  def _batch(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    return embed(self.params, images, self.cfg, self.batch_size)
 
 
 def _define_flags():

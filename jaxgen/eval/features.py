@@ -75,7 +75,84 @@ class Progress:
     self.stream.flush()
 
 
-class FeatureExtractor:
+class StreamExtractor:
+  """Features and logits of images in batches of `batch_size`, in memory or
+  from a stream; subclasses give `batch_size` and `_batch(images)` (one
+  forward pass on float32 [B, H, W, 3] in [-1, 1])."""
+
+  batch_size: int
+
+  def _batch(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    raise NotImplementedError
+
+  def __call__(self, images, what: str = "images"
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """Features and logits of an in-memory set of images.
+
+    Args:
+      images: [N, H, W, 3] uint8 or floats in [-1, 1].
+      what: how to name the images in errors.
+
+    Returns:
+      (features [N, D], logits [N, K]); Inception: D = 2048, K = 1008.
+    """
+    images = check_images(images, what)
+    return self.of_batches(
+        (images[i:i + self.batch_size]
+         for i in range(0, len(images), self.batch_size)), len(images), what,
+        progress=False)
+
+  def of_batches(self, batches: Iterable[np.ndarray], num: int,
+                 what: str = "images", progress: bool = True,
+                 transform: Optional[Callable[[Any], np.ndarray]] = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """Features of the first `num` images of a stream of batches.
+
+    Args:
+      batches: iterable of image batches (or of items `transform` turns
+        into batches, e.g. pipeline dicts).
+      num: images to embed; fewer is an error.
+      what: name for errors and the progress bar.
+      progress: print a progress bar with ETA on stderr.
+      transform: applied to each item to get [B, H, W, 3] images.
+
+    Returns:
+      (features [num, D], logits [num, K]); Inception: float32, D = 2048,
+      K = 1008.
+
+    Raises:
+      ValueError: the stream ends before `num` images.
+    """
+    feats, logits, have = [], [], 0
+    bar = Progress(num, what) if progress else None
+    pending = np.zeros((0,), np.float32)
+    for item in batches:
+      images = check_images(transform(item) if transform else item, what)
+      pending = images if not len(pending) else np.concatenate(
+          [pending, images])
+      while len(pending) >= self.batch_size or (
+          len(pending) and have + len(pending) >= num):
+        take = min(self.batch_size, num - have, len(pending))
+        f, l = self._batch(pending[:take])
+        pending = pending[take:]
+        feats.append(f)
+        logits.append(l)
+        have += take
+        if bar:
+          bar.update(take)
+        if have >= num:
+          break
+      if have >= num:
+        break
+    if bar:
+      bar.close()
+    if have < num:
+      raise ValueError(f"{what}: only {have} images, {num} requested; pass "
+                       f"--num={have} or a larger set.")
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+class FeatureExtractor(StreamExtractor):
   """FID Inception features of image batches on all (or the given) devices."""
 
   def __init__(self, params: Any, weights_hash: str = "",
@@ -119,69 +196,3 @@ class FeatureExtractor:
       images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
     feats, logits = self._apply(self.params, images)
     return np.asarray(feats)[:n], np.asarray(logits)[:n]
-
-  def __call__(self, images, what: str = "images"
-               ) -> Tuple[np.ndarray, np.ndarray]:
-    """Features and logits of an in-memory set of images.
-
-    Args:
-      images: [N, H, W, 3] uint8 or floats in [-1, 1].
-      what: how to name the images in errors.
-
-    Returns:
-      (float32 [N, 2048], float32 [N, 1008]).
-    """
-    images = check_images(images, what)
-    return self.of_batches(
-        (images[i:i + self.batch_size]
-         for i in range(0, len(images), self.batch_size)), len(images), what,
-        progress=False)
-
-  def of_batches(self, batches: Iterable[np.ndarray], num: int,
-                 what: str = "images", progress: bool = True,
-                 transform: Optional[Callable[[Any], np.ndarray]] = None
-                 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Features of the first `num` images of a stream of batches.
-
-    Args:
-      batches: iterable of image batches (or of items `transform` turns
-        into batches, e.g. pipeline dicts).
-      num: images to embed; fewer is an error.
-      what: name for errors and the progress bar.
-      progress: print a progress bar with ETA on stderr.
-      transform: applied to each item to get [B, H, W, 3] images.
-
-    Returns:
-      (float32 [num, 2048], float32 [num, 1008]).
-
-    Raises:
-      ValueError: the stream ends before `num` images.
-    """
-    feats, logits, have = [], [], 0
-    bar = Progress(num, what) if progress else None
-    pending = np.zeros((0,), np.float32)
-    for item in batches:
-      images = check_images(transform(item) if transform else item, what)
-      pending = images if not len(pending) else np.concatenate(
-          [pending, images])
-      while len(pending) >= self.batch_size or (
-          len(pending) and have + len(pending) >= num):
-        take = min(self.batch_size, num - have, len(pending))
-        f, l = self._batch(pending[:take])
-        pending = pending[take:]
-        feats.append(f)
-        logits.append(l)
-        have += take
-        if bar:
-          bar.update(take)
-        if have >= num:
-          break
-      if have >= num:
-        break
-    if bar:
-      bar.close()
-    if have < num:
-      raise ValueError(f"{what}: only {have} images, {num} requested; pass "
-                       f"--num={have} or a larger set.")
-    return np.concatenate(feats), np.concatenate(logits)
-

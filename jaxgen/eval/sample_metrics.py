@@ -73,6 +73,7 @@ def _real_stats(config, extractor, num: int) -> Dict[str, np.ndarray]:
       split=config.dataset.get("split") or "train", train=False,
       repeat=True)
   feats, _ = extractor.of_batches(it, num, "training images",
+                                  progress=False,
                                   transform=lambda b: np.asarray(b["image"]))
   mu, sigma = distances.gaussian_stats(feats)
   return {"mu": mu, "sigma": sigma}
