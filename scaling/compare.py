@@ -110,9 +110,9 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
   by_family: Dict[str, List[Dict[str, Any]]] = {}
   where: Dict[str, str] = {}
   for path in paths:
-    records = jsonl.read(path) if not str(path).endswith(".csv") else None
-    if records is None:
+    if str(path).endswith(".csv"):
       raise ValueError(f"{path}: scaling.compare reads results.jsonl files")
+    records = jsonl.read(path)
     if not any(r.get(metric) is not None for r in records):
       raise ValueError(f"{path} has no {metric!r} in any row; pick a metric "
                        "every family logged (--metric)")
