@@ -18,6 +18,15 @@ import ml_collections
 # cores that is faster than two multi-threaded processes fighting for them.
 CPU_ONE_THREAD = ("--xla_cpu_multi_thread_eigen=false "
                   "intra_op_parallelism_threads=1")
+# XLA:CPU settings for programs that compile more than they run (the test
+# suite, `tiny` sweeps): ~40% less compile time (the tiny autoencoder's GAN
+# + SE step: 12-15 s -> 7-9 s) for the same results. The older loop
+# emitters instead of the fusion emitters, no XNNPACK for dots and
+# convolutions, and one LLVM module per program (parallel codegen only adds
+# work when every core is already compiling or running something).
+CPU_FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false "
+                    "--xla_cpu_use_xnnpack=false "
+                    "--xla_cpu_parallel_codegen_split_count=1")
 
 
 def cluster_config(device_kind: str = "", devices_per_point: int = 1,
@@ -178,6 +187,8 @@ def tiny_preset(spec: ml_collections.ConfigDict,
   spec.points_per_budget = 2
   # Compiling dominates these runs; XLA's optimisations do not pay off.
   spec.env.JAX_DISABLE_MOST_OPTIMIZATIONS = "1"
+  spec.env.XLA_FLAGS = " ".join((spec.env.get("XLA_FLAGS", ""),
+                                 CPU_FAST_COMPILE)).strip()
 
 
 def accelerator_preset(spec: ml_collections.ConfigDict, *, budgets,

@@ -3,10 +3,14 @@
 import os
 import tempfile
 
-# Must run before jax is imported anywhere in the test process.
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") +
-    " --xla_force_host_platform_device_count=8").strip()
+from scaling import specs  # Imports no JAX.
+
+# Must run before jax is imported anywhere in the test process. The
+# compile-time settings of test sweeps apply to every test (see
+# scaling.specs.CPU_FAST_COMPILE): these programs compile more than they run.
+os.environ["XLA_FLAGS"] = " ".join(
+    (os.environ.get("XLA_FLAGS", ""), specs.CPU_FAST_COMPILE,
+     "--xla_force_host_platform_device_count=8")).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Compile time dominates these small CPU tests; XLA's optimisations roughly
 # double it and change no result the tests check (also for subprocesses).

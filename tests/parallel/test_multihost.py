@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from jaxgen.train import trainer
+from scaling import specs
 from tests.train import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -24,7 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 def _env(devices, **extra):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             XLA_FLAGS=(f"{specs.CPU_FAST_COMPILE} "
+                        f"--xla_force_host_platform_device_count={devices}"),
              PYTHONPATH=ROOT)
   env.update({k: str(v) for k, v in extra.items()})
   return env
