@@ -19,11 +19,12 @@ import ml_collections
 CPU_ONE_THREAD = ("--xla_cpu_multi_thread_eigen=false "
                   "intra_op_parallelism_threads=1")
 # XLA:CPU settings for programs that compile more than they run (the test
-# suite, `tiny` sweeps): ~40% less compile time (the tiny autoencoder's GAN
-# + SE step: 12-15 s -> 7-9 s) for the same results. The older loop
-# emitters instead of the fusion emitters, no XNNPACK for dots and
-# convolutions, and one LLVM module per program (parallel codegen only adds
-# work when every core is already compiling or running something).
+# suite, `tiny` sweeps), with JAX_DISABLE_MOST_OPTIMIZATIONS=1: ~40% less
+# compile time (the tiny autoencoder's GAN + SE step: 12-15 s -> 7-9 s) for
+# the same results. The older loop emitters instead of the fusion emitters,
+# no XNNPACK for dots and convolutions, and one LLVM module per program
+# (parallel codegen only adds work when every core is busy). Not for
+# optimised builds: there they made the `tiny` run compile 27 s, not 17.
 CPU_FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false "
                     "--xla_cpu_use_xnnpack=false "
                     "--xla_cpu_parallel_codegen_split_count=1")

@@ -74,28 +74,36 @@ def _words(x: jax.Array) -> jax.Array:
   return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
 
 
-def _leaf_fingerprint(x: jax.Array) -> jax.Array:
-  """sum_i words[i] * w(i) mod 2^32 with odd weights w(i) = 2·i·K + 1.
+def _position_weights(shape: Tuple[int, ...]) -> jax.Array:
+  """Odd weights w(i) = 2·i·K + 1 of the row-major index i of each word.
 
   Each weight is odd, hence invertible mod 2^32: any change of a single word
-  changes the sum. The linear index is built from per-axis iotas (no
+  changes the weighted sum. The index is built from per-axis iotas (no
   reshape), so a sharded array is reduced where it lives.
   """
-  w = _words(x)
-  idx = jnp.zeros(w.shape, jnp.uint32)
+  idx = jnp.zeros(shape, jnp.uint32)
   stride = 1
-  for axis in reversed(range(w.ndim)):
-    iota = jax.lax.broadcasted_iota(jnp.uint32, w.shape, axis)
+  for axis in reversed(range(len(shape))):
+    iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
     idx = idx + iota * jnp.uint32(stride % 2**32)
-    stride *= w.shape[axis]
-  weight = idx * jnp.uint32(2654435761) * jnp.uint32(2) + jnp.uint32(1)
-  return jnp.sum(w * weight, dtype=jnp.uint32)
+    stride *= shape[axis]
+  return idx * jnp.uint32(2654435761) * jnp.uint32(2) + jnp.uint32(1)
 
 
 @jax.jit
 def _summarise(state: Any) -> Tuple[List[jax.Array], jax.Array]:
+  """(sum_i words[i] * w(i) mod 2^32 per leaf, all floating leaves finite)."""
   leaves = jax.tree.leaves(state)
-  prints = [_leaf_fingerprint(x) for x in leaves]
+  # One weight array per distinct shape: a state repeats its shapes (the
+  # optimizer moments and the EMA mirror the parameters), and building the
+  # weights per leaf made this program 4x longer to trace and compile.
+  weights = {}
+  prints = []
+  for x in leaves:
+    w = _words(x)
+    if w.shape not in weights:
+      weights[w.shape] = _position_weights(w.shape)
+    prints.append(jnp.sum(w * weights[w.shape], dtype=jnp.uint32))
   finite = jnp.array(True)
   for x in leaves:
     if jnp.issubdtype(x.dtype, jnp.floating):

@@ -113,13 +113,23 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(
   assert moved.startswith("2-") and sorted(os.listdir(directory)) == ["1"]
 
 
-def test_fingerprint_matches_a_numpy_computation():
-  x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+def _numpy_fingerprint(x):
   words = x.view(np.uint32).astype(np.uint64).ravel()
   weights = (np.arange(words.size, dtype=np.uint64) * 2654435761 * 2 + 1)
-  expected = int(np.sum((words * weights) % 2**32) % 2**32)
+  return int(np.sum((words * weights) % 2**32) % 2**32)
+
+
+def test_fingerprint_matches_a_numpy_computation():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 5)).astype(np.float32)
+  expected = _numpy_fingerprint(x)
   (got,), finite = checkpoint_lib.fingerprint([jnp.asarray(x)])
   assert got == expected and finite
+  # Leaves of one shape share their weights, each with its own sum.
+  leaves = [x, rng.normal(size=(3, 5)).astype(np.float32),
+            rng.normal(size=(5, 3)).astype(np.float32), x[0]]
+  got, finite = checkpoint_lib.fingerprint([jnp.asarray(a) for a in leaves])
+  assert got == [_numpy_fingerprint(a) for a in leaves] and finite
   # Any single changed word changes it; NaN is reported.
   y = x.copy()
   y[2, 4] = np.nextafter(y[2, 4], np.float32(np.inf))
