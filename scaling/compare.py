@@ -56,12 +56,14 @@ class Frontier:
       family left out (its runs are still drawn).
     boot: bootstrap of the fit, or None.
     sampling: (N, sampling FLOPs per image) of its runs that report them.
+    left_out: for a family without a frontier, the line that says why.
   """
   family: str
   runs: results_lib.Runs
   fit: Optional[approach2_lib.IsoflopFit]
   boot: Optional[bootstrap_lib.Bootstrap]
   sampling: np.ndarray
+  left_out: str = ""
 
   @property
   def coef(self) -> float:
@@ -82,7 +84,6 @@ class Frontier:
 def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
                    param_key: str = "params", n_bootstrap: int = 200,
                    seed: int = 0,
-                   left_out: Optional[List[str]] = None,
                    no_frontier: Optional[List[Frontier]] = None
                    ) -> List[Frontier]:
   """Reads results files and fits one frontier per family.
@@ -94,9 +95,8 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
     param_key: the field used for N.
     n_bootstrap: resamples per family (0: no bands or intervals).
     seed: bootstrap seed.
-    left_out: if given, gets one line per family left out (and why).
-    no_frontier: if given, gets those families' runs (as Frontiers whose
-      `fit` is None), for the plot.
+    no_frontier: if given, gets the families left out, as Frontiers whose
+      `fit` is None and whose `left_out` says why (their runs are plotted).
 
   Returns:
     The frontiers, in the order families first appear.
@@ -137,11 +137,10 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
     try:
       fit = approach2_lib.fit_isoflops(runs.n, runs.loss, budget)
     except ValueError as e:
-      skipped.append(f"family {family!r}: {e}")
-      warnings.warn(f"{skipped[-1]}; left out of the comparison",
+      skipped.append(Frontier(family, runs, None, None, sampling,
+                              left_out=f"family {family!r}: {e}"))
+      warnings.warn(f"{skipped[-1].left_out}; left out of the comparison",
                     results_lib.FitWarning, stacklevel=2)
-      if no_frontier is not None:
-        no_frontier.append(Frontier(family, runs, None, None, sampling))
       continue
     boot = None
     if n_bootstrap:
@@ -150,9 +149,10 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
           seed=seed)
     out.append(Frontier(family, runs, fit, boot, sampling))
   if not out:
-    raise ValueError("no family has a frontier: " + "; ".join(skipped))
-  if left_out is not None:
-    left_out.extend(skipped)
+    raise ValueError("no family has a frontier: "
+                     + "; ".join(f.left_out for f in skipped))
+  if no_frontier is not None:
+    no_frontier.extend(skipped)
   return out
 
 
@@ -402,15 +402,14 @@ def run(paths: Sequence[str], out: str, metric: str, *,
   """
   from scaling import plots  # pylint: disable=g-import-not-at-top
   m = metrics_lib.resolve(metric, direction)
-  left_out: List[str] = []
   others: List[Frontier] = []
   frontiers = load_frontiers(paths, metric, direction, param_key,
-                             n_bootstrap, seed, left_out, others)
+                             n_bootstrap, seed, others)
   if not target_flops:
     target_flops = 100 * max(float(f.runs.c.max()) for f in frontiers)
   targets = list(targets) or default_targets(frontiers, m)
   summary = summarize(frontiers, m, targets, target_flops, level)
-  summary["left_out"] = left_out
+  summary["left_out"] = [f.left_out for f in others]
   epath.Path(out).mkdir(parents=True, exist_ok=True)
   plot = plots.plot_families(frontiers, m, os.path.join(out, "compare.png"),
                              target_flops=target_flops, level=level,
