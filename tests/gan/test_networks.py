@@ -157,9 +157,15 @@ def test_resampling_is_upfirdn_with_the_1331_filter():
   np.testing.assert_allclose(up[0, 1:-1, 1:-1, 0], 1.0, rtol=1e-6)
 
 
-def test_taps_and_lax_grouped_convs_agree_to_second_order():
-  x = jax.random.normal(jax.random.key(8), (2, 5, 5, 32))
-  conv = {impl: networks.Conv(32, 3, groups=2, impl=impl)
+@pytest.mark.parametrize("shape,kernel,groups", [
+    ((2, 5, 5, 32), 3, 2), ((1, 4, 6, 32), 3, 4), ((2, 6, 3, 16), 5, 8),
+    ((1, 3, 4, 16), 1, 4)])
+def test_taps_and_lax_grouped_convs_agree_to_second_order(shape, kernel,
+                                                          groups):
+  # Non-square images and several kernel sizes: a row / column mix-up in the
+  # shifted views would show.
+  x = jax.random.normal(jax.random.key(8), shape)
+  conv = {impl: networks.Conv(32, kernel, groups=groups, impl=impl)
           for impl in ("lax", "taps")}
   v = jax.jit(conv["lax"].init)(jax.random.key(9), x)
   np.testing.assert_allclose(jax.jit(conv["taps"].apply)(v, x),
