@@ -15,6 +15,7 @@ import subprocess
 import time
 from typing import List, Optional
 
+from jaxgen import paths
 from jaxgen.train import workdir as workdir_lib
 
 
@@ -124,8 +125,7 @@ def local_dir(workdir: str, given: Optional[str] = None) -> str:
     return os.path.abspath(workdir)
   name = "".join(c if c.isalnum() or c in "-_." else "_"
                  for c in str(workdir).replace("://", "_"))
-  return os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "sweeps",
-                      name)
+  return paths.user_cache_dir("sweeps", name)
 
 
 def core_slots(parallel: int) -> Optional[List[frozenset]]:

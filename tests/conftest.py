@@ -22,6 +22,9 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # persistent compilation cache, outside the user's ~/.cache.
 os.environ.setdefault("JAXGEN_COMPILATION_CACHE_DIR", os.path.join(
     tempfile.gettempdir(), "jaxgen_test_jax_cache"))
+# And one decoded-split cache (dataset.in_memory_cache_dir="auto").
+os.environ.setdefault("JAXGEN_DECODED_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), "jaxgen_test_decoded"))
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -9,7 +9,8 @@ r"""Start-up and host overhead of short runs, measured side by side (CPU).
       (`jaxgen.bench`), for the in-memory and the grain batch paths.
   (c) A sweep point's fixed cost: a worker's wall time minus its steps at
       the loop's steady-state step time (so the first epoch's decoding
-      counts as fixed), cold and warm cache.
+      counts as fixed), cold and warm cache; with the step time of (b), and
+      with the point's own (from its metrics, after the first epoch).
 
   python -m experiments.performance.overhead --data_dir=/tmp/jaxgen_test_tfds
 
@@ -152,9 +153,21 @@ def point(tmp, loop_ms):
       row = json.load(f)
     steps = row["examples_seen"] / row["config"]["overrides"]["batch_size"]
     fixed = wall - steps * loop_ms / 1e3
-    out[label] = {"wall_s": wall, "steps": steps, "fixed_s": fixed}
+    # The same with the point's own steady-state step time (its logged rows
+    # after the first epoch): no second process's speed enters, so a busy
+    # moment of the machine during (b) does not move this figure.
+    with open(os.path.join(workdir, "runs", "C2.5e11_w16d1",
+                           "metrics.jsonl")) as f:
+      logged = [json.loads(line) for line in f]
+    own_ms = 1e3 / statistics.median(
+        r["steps_per_sec"] for r in logged
+        if r["step"] > 300 and "steps_per_sec" in r)
+    fixed_own = wall - steps * own_ms / 1e3
+    out[label] = {"wall_s": wall, "steps": steps, "fixed_s": fixed,
+                  "own_step_ms": own_ms, "fixed_s_own_step": fixed_own}
     print(f"sweep point ({label} cache): {wall:.1f} s for {steps:.0f} steps, "
-          f"fixed cost {fixed:.1f} s")
+          f"fixed cost {fixed:.1f} s ({fixed_own:.1f} s at its own "
+          f"{own_ms:.2f} ms/step)")
   return out
 
 

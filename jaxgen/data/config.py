@@ -92,6 +92,12 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # workers, not a folder), "always" (an error if it cannot), "never".
   c.in_memory = "auto"
   c.in_memory_max_mb = 256
+  # Where a split batched from memory is kept once decoded in full, so the
+  # next run (a sweep's next point) reads it instead of decoding it again
+  # (TFDS sources; keyed by their files, sizes and times and by the
+  # preprocessing): "auto" = $JAXGEN_DECODED_CACHE_DIR, else
+  # ~/.cache/jaxgen/decoded; "" = no disk cache.
+  c.in_memory_cache_dir = "auto"
   return c
 
 

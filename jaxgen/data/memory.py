@@ -14,15 +14,28 @@ checkpointed on one path resumes on the other at the same batch. Only the
 flips are drawn differently: per global batch with numpy rather than per
 example with grain's generator pool (still independent of the process
 count and reproducible on resume).
+
+A split decoded in full is also written to a disk cache
+(`dataset.in_memory_cache_dir`), so that the next process (the next point
+of a sweep, a rerun) reads it back instead of decoding it again. Its key
+covers the stored files (names, sizes, modification times), the
+preprocessing settings and code, and numpy's version; sources that cannot
+name their files (arrays, folders) are not cached.
 """
 
 import collections
+import hashlib
+import inspect
+import os
+import tempfile
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+from absl import logging
 import grain
 import numpy as np
 
+from jaxgen import paths
 from jaxgen.data import preprocess
 
 # Decoded splits kept by key: evaluation reopens its split every time.
@@ -51,7 +64,16 @@ class Examples:
   step; later epochs are pure numpy.
   """
 
-  def __init__(self, source: Any, transform: preprocess.Preprocess):
+  def __init__(self, source: Any, transform: preprocess.Preprocess,
+               disk_path: Optional[str] = None):
+    """Creates the (empty, or read from `disk_path`) split.
+
+    Args:
+      source: `jaxgen.data.sources.Source`.
+      transform: the pipeline's `Preprocess`.
+      disk_path: the split's file in the disk cache (read if present,
+        written once every example is decoded); None: no disk cache.
+    """
     self.source, self.transform = source, transform
     self.key = transform.pixel_key
     self.size = len(source.data)
@@ -59,6 +81,8 @@ class Examples:
     self.labels = np.zeros((self.size,), np.int32)
     self.filled = np.zeros((self.size,), bool)
     self._lock = threading.Lock()
+    self.disk_path = disk_path
+    self.from_disk = bool(disk_path) and self._read(disk_path)
 
   def take(self, index: np.ndarray) -> Dict[str, np.ndarray]:
     """{pixel_key: pixels[index], "label": labels[index]}.
@@ -88,25 +112,106 @@ class Examples:
       self.pixels[i] = value
       self.labels[i] = out["label"]
     self.filled[indices] = True
+    if self.disk_path and not self.from_disk and self.filled.all():
+      self._write(self.disk_path)
+
+  def _read(self, path: str) -> bool:
+    """Takes every example from a cache file; False if there is none."""
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        pixels, labels = f["pixels"], f["labels"]
+    except (FileNotFoundError, NotADirectoryError):  # Not written yet.
+      return False
+    except (OSError, ValueError, KeyError) as e:  # Unreadable: decode again.
+      logging.warning("Decoded-split cache %s is unreadable (%s); decoding "
+                      "the split again.", path, e)
+      return False
+    if len(pixels) != self.size or len(labels) != self.size:
+      return False
+    self.pixels, self.labels = pixels, labels.astype(np.int32)
+    self.filled[:] = True
+    return True
+
+  def _write(self, path: str) -> None:
+    """Writes the decoded split atomically (a temporary file, then a rename:
+    a reader never sees a partial file); a failure is one warning."""
+    directory = os.path.dirname(path)
+    try:
+      os.makedirs(directory, exist_ok=True)
+      fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+      try:
+        with os.fdopen(fd, "wb") as f:
+          np.savez(f, pixels=self.pixels, labels=self.labels)
+        os.replace(tmp, path)
+      finally:
+        if os.path.exists(tmp):
+          os.remove(tmp)
+    except OSError as e:
+      logging.warning("Cannot write the decoded-split cache in %s (%s); the "
+                      "next run decodes the split again.", directory,
+                      e.strerror or e)
+    self.disk_path = None  # One attempt.
+
+
+ENV_VAR = "JAXGEN_DECODED_CACHE_DIR"
+
+
+def cache_dir(dataset_config: Any) -> str:
+  """The decoded-split cache directory `dataset.in_memory_cache_dir` names
+  ("auto": $JAXGEN_DECODED_CACHE_DIR, else ~/.cache/jaxgen/decoded; "":
+  none)."""
+  value = dataset_config.get("in_memory_cache_dir", "auto")
+  if value != "auto":
+    return value
+  if os.environ.get(ENV_VAR) is not None:
+    return os.environ[ENV_VAR]
+  return paths.user_cache_dir("decoded")
+
+
+def disk_path(cache_dir: str, source: Any,
+              transform: preprocess.Preprocess) -> Optional[str]:
+  """The split's file in the decoded-split cache, or None if not cached.
+
+  Args:
+    cache_dir: the cache directory ("" or None: no disk cache).
+    source: the split's `Source`; its `identity` names the stored files
+      (None: the source cannot be cached).
+    transform: the preprocessing applied to every example.
+
+  Returns:
+    `<cache_dir>/<sha256 of what the decoded values depend on>.npz`.
+  """
+  identity = getattr(source, "identity", None)
+  if not cache_dir or not identity:
+    return None
+  settings = {k: v for k, v in sorted(vars(transform).items())}
+  digest = hashlib.sha256("\n".join([
+      identity, repr(settings), inspect.getsource(preprocess),
+      np.__version__]).encode()).hexdigest()
+  return os.path.join(cache_dir, digest[:32] + ".npz")
 
 
 def examples(source: Any, transform: preprocess.Preprocess,
-             key: Optional[Tuple] = None) -> Examples:
+             key: Optional[Tuple] = None,
+             cache_dir: Optional[str] = None) -> Examples:
   """The split's `Examples`, shared by every iterator of the same `key`.
 
   Args:
     source: `jaxgen.data.sources.Source`.
     transform: the pipeline's `Preprocess`.
     key: identifies the split and its preprocessing; None: not shared.
+    cache_dir: the decoded-split disk cache ("" or None: none).
 
   Returns:
-    `Examples` (decoded so far by earlier iterators of the same key).
+    `Examples` (decoded so far by earlier iterators of the same key, or
+    read from the disk cache).
   """
   with _LOCK:
     if key is not None and key in _CACHE:
       _CACHE.move_to_end(key)
       return _CACHE[key]
-    found = Examples(source, transform)
+    found = Examples(source, transform,
+                     disk_path(cache_dir, source, transform))
     if key is not None:
       _CACHE[key] = found
       while len(_CACHE) > _CACHE_SIZE:

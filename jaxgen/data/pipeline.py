@@ -204,7 +204,8 @@ def build_input(
     key = None if spec.scheme == "arrays" else (
         spec.name, str(dataset_config.data_dir), split, size, num_frames)
     return memory.InMemoryIterator(
-        memory.examples(source, transform, key=key),
+        memory.examples(source, transform, key=key,
+                        cache_dir=memory.cache_dir(dataset_config)),
         pixel_key=source.pixel_key, seed=seed, shuffle=train, repeat=repeat,
         random_flip=train and dataset_config.random_flip,
         process_index=process_index, process_count=process_count,

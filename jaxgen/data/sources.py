@@ -44,6 +44,9 @@ class Source:
       and scale).
     skipped_files: returns {path: reason} of the unreadable files skipped
       so far (sources that never skip return {}).
+    identity: names the stored bytes of this split (files, sizes,
+      modification times) for the decoded-split disk cache
+      (`jaxgen.data.memory`); None: not cacheable.
   """
   data: Any
   pixel_key: str
@@ -54,6 +57,7 @@ class Source:
   image_size: int | None = None
   float_pixels: bool = False
   skipped_files: Callable[[], Mapping[str, str]] = dict
+  identity: str | None = None
 
 
 Opener = Callable[..., Source]
@@ -113,7 +117,22 @@ def _tfds_source(name: str, split: str, data_dir: str | None) -> Source:
   except ValueError as e:  # Unknown split or bad slice syntax.
     raise ValueError(f"TFDS dataset {name!r}, split {split!r}: "
                      f"{_first_line(e)}") from None
-  return _describe_tfds(name, builder.info.features, data)
+  return dataclasses.replace(_describe_tfds(name, builder.info.features, data),
+                             identity=_files_identity(builder.data_dir, split))
+
+
+def _files_identity(directory: str, split: str) -> str | None:
+  """The files of a local prepared dataset with their sizes and modification
+  times, and the split read from them; None for remote storage (listing a
+  bucket per run is not worth what the disk cache saves)."""
+  if not os.path.isdir(directory):
+    return None
+  entries = []
+  for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+    if entry.is_file():
+      st = entry.stat()
+      entries.append(f"{entry.name}:{st.st_size}:{st.st_mtime_ns}")
+  return "\n".join([os.path.abspath(directory), split] + entries)
 
 
 def _describe_tfds(name: str, features, data) -> Source:

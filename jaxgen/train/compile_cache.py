@@ -22,6 +22,8 @@ import tempfile
 import threading
 from typing import Dict, Optional
 
+from jaxgen import paths
+
 # Overrides the default directory (and is what the sweep passes to points).
 ENV_VAR = "JAXGEN_COMPILATION_CACHE_DIR"
 # Values of the directory that turn the cache off.
@@ -49,9 +51,7 @@ def default_dir() -> str:
   for var in (ENV_VAR, "JAX_COMPILATION_CACHE_DIR"):
     if os.environ.get(var) is not None:
       return os.environ[var]
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-      os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "jaxgen", "xla")
+  return paths.user_cache_dir("xla")
 
 
 def _writable(directory: str) -> Optional[str]:

@@ -1,5 +1,7 @@
 """The in-memory batch path against the grain pipeline it stands in for."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 
@@ -99,3 +101,69 @@ def test_bad_in_memory_settings_are_one_line_errors(data_dir, overrides,
   with pytest.raises(ValueError, match=match) as e:
     _build(_config(data_dir, **overrides))
   assert "\n" not in str(e.value)
+
+
+def _epoch(config, batches):
+  memory._CACHE.clear()  # A new process: nothing decoded in memory.
+  iterator, _ = _build(config)
+  assert isinstance(iterator, memory.InMemoryIterator)
+  return _take(iterator, batches)
+
+
+def test_a_split_decoded_in_full_is_read_back_from_the_disk_cache(
+    data_dir, tmp_path, monkeypatch):
+  cache = str(tmp_path / "decoded")
+  config = _config(data_dir, in_memory="always", in_memory_cache_dir=cache)
+  per_epoch = 8192 // 64
+  first = _epoch(config, per_epoch + 5)
+  (written,) = [f for f in tmp_path.joinpath("decoded").iterdir()]
+  assert written.suffix == ".npz"  # No temporary file is left.
+
+  def no_decoding(*args):
+    raise AssertionError("decoded although the split is in the cache")
+  monkeypatch.setattr(memory.Examples, "_fill", no_decoding)
+  again = _epoch(config, per_epoch + 5)
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+  # Another size is another decoding: a different file.
+  monkeypatch.undo()
+  _epoch(_config(data_dir, in_memory="always", in_memory_cache_dir=cache,
+                 image_size=32), per_epoch)
+  assert len(list(tmp_path.joinpath("decoded").iterdir())) == 2
+
+
+def test_no_cache_file_before_the_split_is_complete_or_when_disabled(
+    data_dir, tmp_path):
+  cache = tmp_path / "decoded"
+  _epoch(_config(data_dir, in_memory="always", in_memory_cache_dir=str(cache)),
+         10)
+  assert not cache.exists() or not list(cache.iterdir())
+  _epoch(_config(data_dir, in_memory="always", in_memory_cache_dir=""),
+         8192 // 64)
+  assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_changed_dataset_files_change_the_cache_key(tmp_path):
+  from jaxgen.data import sources  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  shard = tmp_path / "x-train.array_record-00000-of-00001"
+  shard.write_bytes(b"abc")
+  before = sources._files_identity(str(tmp_path), "train")
+  assert sources._files_identity(str(tmp_path), "test") != before
+  os.utime(shard, ns=(1, 1))
+  assert sources._files_identity(str(tmp_path), "train") != before
+  assert sources._files_identity(str(tmp_path / "gone"), "train") is None
+
+
+def test_an_unwritable_cache_is_a_warning_and_batches_still_come(
+    data_dir, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  config = _config(data_dir, in_memory="always",
+                   in_memory_cache_dir=str(blocker / "decoded"))
+  with mock.patch.object(memory.logging, "warning") as warning:
+    batches = _epoch(config, 8192 // 64 + 1)
+  assert len(batches) == 8192 // 64 + 1
+  (call,) = warning.call_args_list
+  assert "Cannot write the decoded-split cache" in call.args[0]
