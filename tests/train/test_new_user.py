@@ -173,9 +173,19 @@ def test_folder_eval_needs_a_held_out_split(tmp_path, monkeypatch):
 
 
 def test_a_short_profiled_run_keeps_its_trace(tmp_path):
-  trainer.train_and_evaluate(common.tiny_config(total_steps=3,
-                                                profile_steps=10),
-                             str(tmp_path))
+  # In its own process, as a user runs it: JAX's profiler once crashed
+  # (segfault in stop_trace) inside a pytest worker that had run many other
+  # tests' threads before; alone it never did.
+  overrides = dict(common.TINY_OVERRIDES, total_steps=3, profile_steps=10)
+  flags = [f"--config.{k}={v!r}" if isinstance(v, tuple)
+           else f"--config.{k}={v}" for k, v in overrides.items()]
+  out = subprocess.run(
+      [sys.executable, "-m", "jaxgen.main", f"--workdir={tmp_path}",
+       "--config=configs/simple_diffusion.py:tiny"] + flags,
+      cwd=ROOT, capture_output=True, text=True,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "Profiler trace of steps" in out.stderr
   traces = [f for _, _, files in os.walk(tmp_path / "plugins") for f in files]
   assert any(f.endswith((".xplane.pb", ".trace.json.gz")) for f in traces)
 
