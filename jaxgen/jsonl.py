@@ -10,7 +10,8 @@ with it.
 
 import json
 import os
-from typing import Any, Dict, Iterable, List
+import tempfile
+from typing import Any, Dict, Iterable, List, Union
 
 import etils.epath as epath
 
@@ -76,21 +77,29 @@ def append(path, rows: Iterable[Dict[str, Any]]) -> None:
   path.write_text(old + text, encoding="utf-8")
 
 
-def write_atomic(path, text: str) -> None:
+def write_atomic(path, content: Union[str, bytes]) -> None:
   """Writes a whole file so a reader never sees half of it.
 
-  Locally through a temporary file and a rename; an object-store write is
-  already all-or-nothing.
+  Locally through a temporary file of this writer's own (concurrent writers
+  of one path each rename a complete file) and a rename; an object-store
+  write is already all-or-nothing.
 
   Args:
     path: the file, local or remote.
-    text: its new content.
+    content: its new content (text is written as UTF-8).
   """
   path = epath.Path(path)
+  data = content.encode("utf-8") if isinstance(content, str) else content
   path.parent.mkdir(parents=True, exist_ok=True)
   if not workdir_lib.is_local(path):
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(data)
     return
-  tmp = path.parent / (path.name + ".tmp")
-  tmp.write_text(text, encoding="utf-8")
-  tmp.replace(path)
+  fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".",
+                             suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, str(path))
+  finally:
+    if os.path.exists(tmp):  # The write or the rename failed.
+      os.remove(tmp)

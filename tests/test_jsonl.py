@@ -44,3 +44,6 @@ def test_write_atomic_leaves_no_temporary_file(tmp_path):
   jsonl.write_atomic(str(path), "two")
   assert path.read_text() == "two"
   assert [p.name for p in path.parent.iterdir()] == ["result.json"]
+  jsonl.write_atomic(str(path), b"\x00bytes")
+  assert path.read_bytes() == b"\x00bytes"
+  assert [p.name for p in path.parent.iterdir()] == ["result.json"]

@@ -26,8 +26,8 @@ name their files (arrays, folders) are not cached.
 import collections
 import hashlib
 import inspect
+import io
 import os
-import tempfile
 import threading
 from typing import Any, Dict, Optional, Tuple
 
@@ -35,6 +35,7 @@ from absl import logging
 import grain
 import numpy as np
 
+from jaxgen import jsonl
 from jaxgen import paths
 from jaxgen.data import preprocess
 
@@ -133,23 +134,16 @@ class Examples:
     return True
 
   def _write(self, path: str) -> None:
-    """Writes the decoded split atomically (a temporary file, then a rename:
-    a reader never sees a partial file); a failure is one warning."""
-    directory = os.path.dirname(path)
+    """Writes the decoded split atomically (`jsonl.write_atomic`: a reader
+    never sees a partial file); a failure is one warning."""
+    buffer = io.BytesIO()
+    np.savez(buffer, pixels=self.pixels, labels=self.labels)
     try:
-      os.makedirs(directory, exist_ok=True)
-      fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-      try:
-        with os.fdopen(fd, "wb") as f:
-          np.savez(f, pixels=self.pixels, labels=self.labels)
-        os.replace(tmp, path)
-      finally:
-        if os.path.exists(tmp):
-          os.remove(tmp)
+      jsonl.write_atomic(path, buffer.getvalue())
     except OSError as e:
       logging.warning("Cannot write the decoded-split cache in %s (%s); the "
-                      "next run decodes the split again.", directory,
-                      e.strerror or e)
+                      "next run decodes the split again.",
+                      os.path.dirname(path), e.strerror or e)
     self.disk_path = None  # One attempt.
 
 
@@ -174,17 +168,19 @@ def disk_path(cache_dir: str, source: Any,
 
   Args:
     cache_dir: the cache directory ("" or None: no disk cache).
-    source: the split's `Source`; its `identity` names the stored files
+    source: the split's `Source`; its `identity()` names the stored files
       (None: the source cannot be cached).
     transform: the preprocessing applied to every example.
 
   Returns:
     `<cache_dir>/<sha256 of what the decoded values depend on>.npz`.
   """
-  identity = getattr(source, "identity", None)
-  if not cache_dir or not identity:
+  if not cache_dir:
     return None
-  settings = {k: v for k, v in sorted(vars(transform).items())}
+  identity = source.identity()
+  if not identity:
+    return None
+  settings = dict(sorted(vars(transform).items()))
   digest = hashlib.sha256("\n".join([
       identity, repr(settings), inspect.getsource(preprocess),
       np.__version__]).encode()).hexdigest()

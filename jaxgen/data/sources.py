@@ -10,6 +10,7 @@ format, except the embedded `jaxgen_shapes`, which is generated on first use.
 """
 
 import dataclasses
+import functools
 import os
 import threading
 import zlib
@@ -44,9 +45,10 @@ class Source:
       and scale).
     skipped_files: returns {path: reason} of the unreadable files skipped
       so far (sources that never skip return {}).
-    identity: names the stored bytes of this split (files, sizes,
-      modification times) for the decoded-split disk cache
-      (`jaxgen.data.memory`); None: not cacheable.
+    identity: returns what names the stored bytes of this split (files,
+      sizes, modification times) for the decoded-split disk cache
+      (`jaxgen.data.memory`), or None: not cacheable. Called only when a
+      split is batched from memory, so other runs list no files.
   """
   data: Any
   pixel_key: str
@@ -57,7 +59,7 @@ class Source:
   image_size: int | None = None
   float_pixels: bool = False
   skipped_files: Callable[[], Mapping[str, str]] = dict
-  identity: str | None = None
+  identity: Callable[[], str | None] = lambda: None
 
 
 Opener = Callable[..., Source]
@@ -117,8 +119,9 @@ def _tfds_source(name: str, split: str, data_dir: str | None) -> Source:
   except ValueError as e:  # Unknown split or bad slice syntax.
     raise ValueError(f"TFDS dataset {name!r}, split {split!r}: "
                      f"{_first_line(e)}") from None
-  return dataclasses.replace(_describe_tfds(name, builder.info.features, data),
-                             identity=_files_identity(builder.data_dir, split))
+  return dataclasses.replace(
+      _describe_tfds(name, builder.info.features, data),
+      identity=functools.partial(_files_identity, builder.data_dir, split))
 
 
 def _files_identity(directory: str, split: str) -> str | None:

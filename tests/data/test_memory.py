@@ -1,5 +1,6 @@
 """The in-memory batch path against the grain pipeline it stands in for."""
 
+import os
 from unittest import mock
 
 import numpy as np
@@ -9,6 +10,7 @@ from jaxgen.data import config as config_lib
 from jaxgen.data import memory
 from jaxgen.data import pipeline
 from jaxgen.data import shapes
+from jaxgen.data import sources
 
 
 @pytest.fixture(scope="session")
@@ -145,8 +147,6 @@ def test_no_cache_file_before_the_split_is_complete_or_when_disabled(
 
 
 def test_changed_dataset_files_change_the_cache_key(tmp_path):
-  from jaxgen.data import sources  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   shard = tmp_path / "x-train.array_record-00000-of-00001"
   shard.write_bytes(b"abc")
   before = sources._files_identity(str(tmp_path), "train")
