@@ -22,6 +22,39 @@ def test_group_norm_matches_numpy():
   np.testing.assert_allclose(y, ref.reshape(x.shape), atol=1e-4)
 
 
+@pytest.mark.parametrize("shape,groups", [
+    ((2, 6, 5, 64), 32),      # 2 channels per group (the U-ViT's 64-wide maps)
+    ((2, 4, 4, 32), 32),      # one channel per group
+    ((3, 2, 4, 4, 12), 1),    # video [B, T, H, W, C], one group (Cosmos)
+    ((2, 4, 4, 12), 4),
+])
+def test_group_norm_and_its_gradients_match_flax(shape, groups):
+  # flax.linen.GroupNorm is an independent implementation (grouped view of
+  # the map); jaxgen's reduces per channel first and folds the affine.
+  ks = jax.random.split(jax.random.key(3), 4)
+  x = jax.random.normal(ks[0], shape) * 3 + 1
+  c = shape[-1]
+  scale = 1 + 0.3 * jax.random.normal(ks[1], (c,))
+  bias = 0.3 * jax.random.normal(ks[2], (c,))
+  upstream = jax.random.normal(ks[3], shape)
+  ours = norms.GroupNorm(num_groups=groups, epsilon=1e-6)
+  ref = nn.GroupNorm(num_groups=groups, epsilon=1e-6,
+                     reduction_axes=tuple(range(1, len(shape))))
+
+  def loss(layer, x, scale, bias):
+    y = layer.apply({"params": {"scale": scale, "bias": bias}}, x)
+    return jnp.sum(y * upstream), y
+
+  (_, y), grads = jax.value_and_grad(loss, argnums=(1, 2, 3), has_aux=True)(
+      ours, x, scale, bias)
+  (_, y_ref), grads_ref = jax.value_and_grad(
+      loss, argnums=(1, 2, 3), has_aux=True)(ref, x, scale, bias)
+  np.testing.assert_allclose(y, y_ref, atol=2e-5)
+  for g, g_ref in zip(grads, grads_ref):
+    np.testing.assert_allclose(g, g_ref, atol=2e-4 * float(
+        jnp.abs(g_ref).max()))
+
+
 def test_group_count_divides_channels():
   assert norms.num_groups_for(96, 32) == 32
   assert norms.num_groups_for(24, 32) == 24
