@@ -16,8 +16,9 @@ import ml_collections
 
 # Pins every point's XLA:CPU to one compute thread: with --parallel=2 on 2
 # cores that is faster than two multi-threaded processes fighting for them.
-CPU_ONE_THREAD = ("--xla_cpu_multi_thread_eigen=false "
-                  "intra_op_parallelism_threads=1")
+# (No bare `intra_op_parallelism_threads=1`: XLA's flag parser ignores
+# every flag after a token without "--", and fails on one that comes first.)
+CPU_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 # XLA:CPU settings for programs that compile more than they run (the test
 # suite, `tiny` sweeps), with JAX_DISABLE_MOST_OPTIMIZATIONS=1: ~40% less
 # compile time (the tiny autoencoder's GAN + SE step: 12-15 s -> 7-9 s) for

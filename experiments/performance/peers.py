@@ -39,10 +39,13 @@ for `uvit`, `denoising_diffusion_pytorch` (loaded without its package
 import os
 import sys
 
-# One core and one thread per side, fixed before JAX or torch start.
+# One core and one thread per side, fixed before JAX or torch start;
+# $EXTRA_XLA_FLAGS adds XLA flags to jaxgen's side (e.g. the YNN fusion
+# experiment in report.md).
 os.environ["JAX_PLATFORMS"] = "cpu"
-os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
-                           "intra_op_parallelism_threads=1")
+os.environ["XLA_FLAGS"] = " ".join(
+    ["--xla_cpu_multi_thread_eigen=false"]
+    + os.environ.get("EXTRA_XLA_FLAGS", "").split())
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -10,5 +10,5 @@ PYTHON="${PYTHON:-python}"
 export TF_CPP_MIN_LOG_LEVEL=2
 # One XLA thread: on an oversubscribed machine Eigen's two-thread pool spent
 # more CPU per step and ran ~25% slower in wall time than one thread.
-export XLA_FLAGS="${XLA_FLAGS:---xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1}"
+export XLA_FLAGS="${XLA_FLAGS:---xla_cpu_multi_thread_eigen=false}"
 exec "$PYTHON" -m experiments.simple_diffusion.run --fresh "$@"
