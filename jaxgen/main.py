@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from jaxgen import config_lib
 from jaxgen.train import compile_cache
+from jaxgen.train import host_malloc
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
@@ -35,6 +36,9 @@ def main(argv):
   except Exception as e:  # pylint: disable=broad-except
     print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
     sys.exit(2)
+  # Before JAX starts its backend (and threads): XLA:CPU's per-step
+  # temporary buffers are then reused instead of page-faulted in again.
+  host_malloc.configure()
   import jax  # pylint: disable=g-import-not-at-top
   # Registers every model family under its config.family name.
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import

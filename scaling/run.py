@@ -65,6 +65,7 @@ from ml_collections import config_flags
 from jaxgen import config_lib
 from jaxgen import jsonl
 from jaxgen.train import compile_cache
+from jaxgen.train import host_malloc
 from jaxgen.train import logs
 from scaling import check
 from scaling import executors
@@ -514,6 +515,9 @@ def main(argv):
   # SIGTERM (scancel, kill) stops the runner like Ctrl-C: its workers are
   # interrupted, save their checkpoints and a rerun resumes them.
   signal.signal(signal.SIGTERM, signal.default_int_handler)
+  if FLAGS.point or FLAGS.chain:
+    # A worker trains: as jaxgen.main, before JAX starts its backend.
+    host_malloc.configure()
   try:
     if FLAGS.point or FLAGS.chain:
       workers.die_with_runner()

@@ -30,6 +30,12 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posit
 
 jax.config.update("jax_threefry_partitionable", True)
 
+# As jaxgen.main does, before the backend starts: XLA:CPU reuses its
+# temporary buffers instead of page-faulting them in every execution.
+from jaxgen.train import host_malloc  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+host_malloc.configure()
+
 # The test processes use that cache too: many tests train the same tiny
 # configs, and a program compiled once is read back in every other test
 # (and xdist worker) that builds it.

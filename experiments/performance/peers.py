@@ -351,6 +351,11 @@ def main(argv):
     raise app.UsageError(f"unknown part(s) {sorted(unknown)}; choose from "
                          f"{sorted(PARTS)}")
   os.sched_setaffinity(0, {FLAGS.core})
+  # jaxgen's entry points set these malloc options on CPU; in this one
+  # process they apply to torch's side too.
+  from jaxgen.train import host_malloc  # pylint: disable=g-import-not-at-top
+  print("malloc settings (jaxgen.train.host_malloc):",
+        "on" if host_malloc.configure() else "off", flush=True)
   results = {}
   if os.path.exists(FLAGS.out):
     with open(FLAGS.out) as f:
