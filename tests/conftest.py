@@ -17,6 +17,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # Keep TensorFlow (imported by clu and tfds) off any accelerator and quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No host_malloc settings in the tests or the commands they start: they
+# compile far more than they run, and one malloc arena makes XLA's compiles
+# slower (tests/train/test_host_malloc.py turns them on where it tests them).
+os.environ.setdefault("JAXGEN_MALLOC", "0")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # Commands the tests start (jaxgen.main, scaling.run workers) share one
 # persistent compilation cache, outside the user's ~/.cache.
@@ -29,12 +33,6 @@ os.environ.setdefault("JAXGEN_DECODED_CACHE_DIR", os.path.join(
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update("jax_threefry_partitionable", True)
-
-# As jaxgen.main does, before the backend starts: XLA:CPU reuses its
-# temporary buffers instead of page-faulting them in every execution.
-from jaxgen.train import host_malloc  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-
-host_malloc.configure()
 
 # The test processes use that cache too: many tests train the same tiny
 # configs, and a program compiled once is read back in every other test
