@@ -515,11 +515,10 @@ def main(argv):
   # SIGTERM (scancel, kill) stops the runner like Ctrl-C: its workers are
   # interrupted, save their checkpoints and a rerun resumes them.
   signal.signal(signal.SIGTERM, signal.default_int_handler)
-  if FLAGS.point or FLAGS.chain:
-    # A worker trains: as jaxgen.main, before JAX starts its backend.
-    host_malloc.configure()
   try:
     if FLAGS.point or FLAGS.chain:
+      # A worker trains: as jaxgen.main, before JAX starts its backend.
+      host_malloc.configure()
       workers.die_with_runner()
       # The runner passes the shared directory in the environment.
       compile_cache.enable(FLAGS.compilation_cache)

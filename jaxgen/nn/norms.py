@@ -16,16 +16,27 @@ from jaxgen.nn import partitioning as pt
 Dtype = Any
 
 
-def _affine(module: nn.Module, y: jax.Array, features: int, use_scale: bool,
-            use_bias: bool, axis_name: Optional[str]) -> jax.Array:
-  """Applies the optional learned per-feature scale and bias."""
+def _scale_and_bias(module: nn.Module, features: int, use_scale: bool,
+                    use_bias: bool, axis_name: Optional[str]):
+  """The optional learned per-feature scale and bias (None when unused)."""
+  scale = bias = None
   if use_scale:
     scale = module.param("scale", pt.logical_init(pt.ones_init, (axis_name,)),
                          (features,), jnp.float32)
-    y = y * scale
   if use_bias:
     bias = module.param("bias", pt.logical_init(pt.zeros_init, (axis_name,)),
                         (features,), jnp.float32)
+  return scale, bias
+
+
+def _affine(module: nn.Module, y: jax.Array, features: int, use_scale: bool,
+            use_bias: bool, axis_name: Optional[str]) -> jax.Array:
+  """Applies the optional learned per-feature scale and bias."""
+  scale, bias = _scale_and_bias(module, features, use_scale, use_bias,
+                                axis_name)
+  if scale is not None:
+    y = y * scale
+  if bias is not None:
     y = y + bias
   return y
 
@@ -72,14 +83,14 @@ class GroupNorm(nn.Module):
     # Two-pass variance (of the centred values): no cancellation.
     var = group_mean(jnp.sum(jnp.square(centred), axis=spatial))
     gain = jax.lax.rsqrt(var + self.epsilon)
-    if self.use_scale:
-      gain = gain * self.param(
-          "scale", pt.logical_init(pt.ones_init, (pt.NORM,)), (c,),
-          jnp.float32)
+    # The scale folds into the [B, C] gain: one multiply of the map, not two.
+    scale, bias = _scale_and_bias(self, c, self.use_scale, self.use_bias,
+                                  pt.NORM)
+    if scale is not None:
+      gain = gain * scale
     y = centred * channels(gain)
-    if self.use_bias:
-      y = y + self.param("bias", pt.logical_init(pt.zeros_init, (pt.NORM,)),
-                         (c,), jnp.float32)
+    if bias is not None:
+      y = y + bias
     return y.astype(self.dtype)
 
 

@@ -75,6 +75,10 @@ def _words(x: jax.Array) -> jax.Array:
   return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
 
 
+# Odd multiplier of the position weights (Knuth's multiplicative hash).
+_WEIGHT_MULTIPLIER = 2654435761
+
+
 def _position_weights(shape: Tuple[int, ...]) -> jax.Array:
   """Odd weights w(i) = 2·i·K + 1 of the row-major index i of each word.
 
@@ -88,7 +92,7 @@ def _position_weights(shape: Tuple[int, ...]) -> jax.Array:
     iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
     idx = idx + iota * jnp.uint32(stride % 2**32)
     stride *= shape[axis]
-  return idx * jnp.uint32(2654435761) * jnp.uint32(2) + jnp.uint32(1)
+  return idx * jnp.uint32(_WEIGHT_MULTIPLIER) * jnp.uint32(2) + jnp.uint32(1)
 
 
 @jax.jit
@@ -140,7 +144,7 @@ def _host_summary(leaves: List[np.ndarray]) -> Tuple[List[int], bool]:
     w = _host_words(x)
     if w.size not in weights:
       idx = np.arange(w.size, dtype=np.uint32)
-      weights[w.size] = idx * np.uint32(2654435761) * np.uint32(2) + 1
+      weights[w.size] = idx * np.uint32(_WEIGHT_MULTIPLIER) * np.uint32(2) + 1
     prints.append(int(np.sum(w.ravel() * weights[w.size], dtype=np.uint32)))
     if jnp.issubdtype(x.dtype, jnp.floating):
       finite = finite and bool(np.all(np.isfinite(x)))

@@ -54,14 +54,11 @@ def cpu_backend() -> bool:
   return not any(importlib.util.find_spec(m) for m in _ACCELERATOR_PLUGINS)
 
 
-def configure(force: bool = False) -> bool:
+def configure() -> bool:
   """Applies the malloc settings when the run is on the CPU backend.
 
   Call it first thing in a process, before JAX starts its backend: threads
   that already allocated keep the arena they have.
-
-  Args:
-    force: apply them whatever the backend (tests, CPU-only tools).
 
   Returns:
     Whether the settings were applied (False: turned off by
@@ -70,7 +67,7 @@ def configure(force: bool = False) -> bool:
   """
   if os.environ.get(ENV_VAR, "1").strip() in ("0", "false", "off"):
     return False
-  if not (force or cpu_backend()):
+  if not cpu_backend():
     return False
   if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
     return False
