@@ -36,8 +36,20 @@ config_flags.DEFINE_config_file("config", None, "Config file:preset.",
                                 lock_config=True)
 
 
+class DoesNotFit(RuntimeError):
+  """The compiled step needs more device memory than the limit given.
+
+  Attributes:
+    memory: bench.run's measurements so far (compile time, memory_* bytes).
+  """
+
+  def __init__(self, message: str, memory):
+    super().__init__(message)
+    self.memory = memory
+
+
 def run(config, steps: int = 10, params_only: bool = False,
-        compile_only: bool = False):
+        compile_only: bool = False, memory_limit_bytes=None):
   """Benchmarks `config`'s train step.
 
   Args:
@@ -45,6 +57,10 @@ def run(config, steps: int = 10, params_only: bool = False,
     steps: number of timed steps.
     params_only: skip compilation and timing.
     compile_only: compile and report memory, but allocate and run nothing.
+    memory_limit_bytes: if given, a compiled step whose memory analysis
+      needs more per device raises `DoesNotFit` before anything is
+      allocated (an out-of-memory at run time would cost the same compile
+      and leave the allocator fragmented).
 
   Returns:
     Dict of measurements (see module docstring).
@@ -84,6 +100,12 @@ def run(config, steps: int = 10, params_only: bool = False,
     out.update({f"memory_{k}": v for k, v in
                 flops_lib.memory_summary(step).items()})
     out["xla_flops_per_step"] = flops_lib.compiled_flops(step)
+    need = out.get("memory_total_bytes", 0)
+    if memory_limit_bytes and need > memory_limit_bytes:
+      raise DoesNotFit(
+          f"RESOURCE_EXHAUSTED: the compiled step needs {need / 2**30:.1f} "
+          f"GiB per device, over the {memory_limit_bytes / 2**30:.1f} GiB "
+          "limit", out)
     if compile_only:
       return out
     state = sharding_lib.create_sharded(init_fn, shardings, init_rng)

@@ -6,30 +6,36 @@ r"""A benchmark table of the paper-size presets, for the first lent GPU.
 Runs `jaxgen.bench.run` (the trainer's compiled, sharded step on synthetic
 batches) for every entry of the suite, one after another in this process,
 and prints a markdown table: batch, parameters, compile time, step time,
-examples/s, TFLOP/s per device, MFU and compiled memory. An entry that does
-not fit is retried at half the batch (down to `--min_batch`); one that fails
-otherwise gets its one-line error in the table. Entries that would start
+examples/s, TFLOP/s per device, MFU and compiled memory. An entry whose
+compiled step needs more than the device's memory is not run: it is
+compiled again at the power-of-two batch its memory analysis predicts
+fits (an out-of-memory at run time halves the batch); both stop at
+`--min_batch`. One that fails otherwise gets its one-line error in the
+table. Entries that would start
 after `--budget_s` seconds are skipped (listed as such), so the whole
 suite stays inside a short device lease. `--out=FILE` also writes the table
 (and FILE.json with every measurement).
 """
 
 import json
+import math
 import sys
 import time
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
 
+from jaxgen import bench
 from jaxgen import config_lib
 
 # (name, config file:arg, overrides, first batch to try). The GPU batches
-# are guesses for one 141 GB H200 (halved until they fit).
+# are guesses for one 141 GB H200 (shrunk until they fit); imagenet256's 64
+# needs ~98 GiB on the CPU backend in float32 (`jaxgen.bench --compile_only`).
 SUITES: Dict[str, Sequence[Tuple[str, str, Dict[str, Any], int]]] = {
     "gpu": (
         ("simple_diffusion imagenet256", "configs/simple_diffusion.py:"
-         "imagenet256", {"remat": "full"}, 32),
+         "imagenet256", {"remat": "full"}, 64),
         ("r3gan cifar10", "configs/r3gan.py:cifar10", {}, 512),
         ("r3gan imagenet64", "configs/r3gan.py:imagenet64", {}, 256),
         ("dc_ae f32c32_in", "configs/autoencoder.py:dc_ae_f32c32_in", {}, 32),
@@ -45,19 +51,14 @@ SUITES: Dict[str, Sequence[Tuple[str, str, Dict[str, Any], int]]] = {
     ),
 }
 
+# jaxgen.bench (imported above) defines --steps (timed steps per entry) and
+# --compilation_cache; the suite reuses them rather than defining twins, which
+# absl refuses.
 FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Command-line flags (defined only when run as a program: jaxgen.bench,
-  which the suite imports, has a --steps of its own)."""
-  flags.DEFINE_enum("suite", "gpu", list(SUITES), "Which presets to run.")
-  flags.DEFINE_integer("steps", 5, "Timed steps per entry.")
-  flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.")
-  flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
-  flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
-  from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top
-  compile_cache.define_flag()
+flags.DEFINE_enum("suite", "gpu", list(SUITES), "Which presets to run.")
+flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.")
+flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
+flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
 
 
 def load_config(spec: str, overrides: Dict[str, Any], batch: int):
@@ -73,9 +74,36 @@ def _fits_error(error: BaseException) -> bool:
                                  "out of memory", "OOM"))
 
 
+def predicted_batch(batch: int, memory: Dict[str, Any],
+                    limit_bytes: float) -> int:
+  """The power-of-two batch that a compiled step's memory predicts fits.
+
+  Everything but the temporaries (parameters, optimizer state, the batch
+  itself) is taken as fixed and the temporaries as proportional to the
+  batch, which over-counts (gradients are temporaries too) and so errs
+  towards a batch that fits.
+
+  Args:
+    batch: the global batch that was compiled.
+    memory: its `memory_*` measurements (bench.run's keys).
+    limit_bytes: device memory.
+
+  Returns:
+    A power of two below `batch` (at least 1).
+  """
+  temp = memory.get("memory_temp_bytes", 0)
+  fixed = memory.get("memory_total_bytes", 0) - temp
+  room = limit_bytes - fixed
+  if temp <= 0 or room <= 0:
+    return max(batch // 2, 1)
+  fits = min(batch * room / temp, batch - 1)
+  return max(2**int(math.floor(math.log2(max(fits, 1)))), 1)
+
+
 def run_entry(name: str, spec: str, overrides: Dict[str, Any], batch: int,
-              steps: int, min_batch: int = 1, log=print) -> Dict[str, Any]:
-  """Benchmarks one entry, halving the batch while it does not fit.
+              steps: int, min_batch: int = 1, log=print,
+              memory_limit_bytes: Optional[float] = None) -> Dict[str, Any]:
+  """Benchmarks one entry, shrinking the batch while it does not fit.
 
   Args:
     name: the row's name.
@@ -83,25 +111,31 @@ def run_entry(name: str, spec: str, overrides: Dict[str, Any], batch: int,
     overrides: dotted config overrides.
     batch: first global batch to try.
     steps: timed steps.
-    min_batch: stop halving below this.
+    min_batch: stop shrinking below this.
     log: progress lines.
+    memory_limit_bytes: device memory; a compiled step over it is not run
+      and the batch goes straight to the one its memory predicts.
 
   Returns:
     bench.run's measurements plus "name", or {"name", "error"}.
   """
-  from jaxgen import bench  # pylint: disable=g-import-not-at-top
   while True:
     t = time.time()
     try:
-      out = bench.run(load_config(spec, overrides, batch), steps)
+      out = bench.run(load_config(spec, overrides, batch), steps,
+                      memory_limit_bytes=memory_limit_bytes)
       out["name"] = name
       log(f"{name}: batch {batch}, {out['step_time_s'] * 1e3:.1f} ms/step "
           f"({time.time() - t:.0f} s)")
       return out
     except Exception as e:  # pylint: disable=broad-except
-      if _fits_error(e) and batch // 2 >= min_batch:
-        log(f"{name}: batch {batch} does not fit; trying {batch // 2}")
-        batch //= 2
+      if isinstance(e, bench.DoesNotFit):
+        smaller = predicted_batch(batch, e.memory, memory_limit_bytes)
+      else:
+        smaller = batch // 2
+      if _fits_error(e) and smaller >= min_batch:
+        log(f"{name}: batch {batch} does not fit; trying {smaller}")
+        batch = smaller
         continue
       line = str(e).strip().splitlines()[0][:200] if str(e).strip() else (
           type(e).__name__)
@@ -132,7 +166,8 @@ def table(rows: List[Dict[str, Any]]) -> str:
 
 
 def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
-              log=print) -> List[Dict[str, Any]]:
+              log=print, memory_limit_bytes: Optional[float] = None
+              ) -> List[Dict[str, Any]]:
   """Runs the entries in order within a time budget.
 
   Args:
@@ -141,6 +176,7 @@ def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
     budget_s: entries that would start later than this are skipped.
     min_batch: smallest batch to retry at.
     log: progress lines.
+    memory_limit_bytes: device memory (see `run_entry`).
 
   Returns:
     One dict per entry (measurements, {"error"} or {"skipped"}).
@@ -151,7 +187,7 @@ def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
       rows.append({"name": name, "skipped": "skipped: over the time budget"})
       continue
     rows.append(run_entry(name, spec, overrides, batch, steps, min_batch,
-                          log))
+                          log, memory_limit_bytes))
   return rows
 
 
@@ -162,9 +198,15 @@ def main(argv):
   from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top
   compile_cache.enable(FLAGS.compilation_cache)
   log = lambda line: print(line, file=sys.stderr, flush=True)  # pylint: disable=g-long-lambda
-  log(f"{jax.device_count()} x {jax.devices()[0].device_kind}")
+  device = jax.devices()[0]
+  # The allocator's limit (XLA_PYTHON_CLIENT_MEM_FRACTION of the device);
+  # backends without memory stats (CPU) run every batch as given.
+  limit = (device.memory_stats() or {}).get("bytes_limit")
+  log(f"{jax.device_count()} x {device.device_kind}" +
+      (f", {limit / 2**30:.1f} GiB for XLA" if limit else ""))
   rows = run_suite(SUITES[FLAGS.suite], steps=FLAGS.steps,
-                   budget_s=FLAGS.budget_s, min_batch=FLAGS.min_batch, log=log)
+                   budget_s=FLAGS.budget_s, min_batch=FLAGS.min_batch, log=log,
+                   memory_limit_bytes=limit)
   text = table(rows)
   print(text)
   if FLAGS.out:
@@ -175,5 +217,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
   app.run(main)

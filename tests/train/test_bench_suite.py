@@ -1,5 +1,10 @@
 """The benchmark suite for a lent GPU, run here on CPU presets."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from jaxgen import bench
@@ -25,8 +30,8 @@ def test_cpu_suite_entry_measures_a_real_step():
 def test_batches_halve_until_they_fit_and_errors_stay_one_line(monkeypatch):
   tried = []
 
-  def fake_run(config, steps):
-    del steps
+  def fake_run(config, steps, memory_limit_bytes=None):
+    del steps, memory_limit_bytes
     tried.append(config.batch_size)
     if config.batch_size > 8:
       raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying "
@@ -51,6 +56,71 @@ def test_batches_halve_until_they_fit_and_errors_stay_one_line(monkeypatch):
       [("sd", "configs/simple_diffusion.py:tiny", {}, 8)], steps=1,
       budget_s=-1, log=lambda _: None)
   assert "over the time budget" in bench_suite.table(skipped)
+
+
+def test_predicted_batch_is_the_power_of_two_the_memory_allows():
+  gib = 2**30
+  # 10 GiB fixed + 64 GiB of temporaries at batch 64 (1 GiB per example).
+  # A 100 GiB limit has room for 90 examples, but the prediction is always
+  # below the batch that did not fit (63 -> 32).
+  memory = {"memory_total_bytes": 74 * gib, "memory_temp_bytes": 64 * gib}
+  assert bench_suite.predicted_batch(64, memory, 40 * gib) == 16  # 30 -> 16
+  assert bench_suite.predicted_batch(64, memory, 100 * gib) == 32  # 63 -> 32
+  assert bench_suite.predicted_batch(64, memory, 10.5 * gib) == 1  # 0.5
+  # No temporaries reported, or no room even for the fixed part: halve.
+  assert bench_suite.predicted_batch(64, {}, 40 * gib) == 32
+  assert bench_suite.predicted_batch(
+      64, {"memory_total_bytes": 50 * gib, "memory_temp_bytes": gib},
+      40 * gib) == 32
+
+
+def test_a_step_over_the_memory_limit_is_not_run(monkeypatch):
+  tried = []
+
+  def fake_run(config, steps, memory_limit_bytes=None):
+    del steps
+    tried.append(config.batch_size)
+    memory = {"memory_total_bytes": 2 + config.batch_size,
+              "memory_temp_bytes": config.batch_size}
+    if memory["memory_total_bytes"] > memory_limit_bytes:
+      raise bench.DoesNotFit("RESOURCE_EXHAUSTED: too big", memory)
+    return {"batch_size": config.batch_size, "step_time_s": 0.5}
+
+  monkeypatch.setattr(bench, "run", fake_run)
+  row = bench_suite.run_entry("sd", "configs/simple_diffusion.py:tiny", {},
+                              64, steps=1, log=lambda _: None,
+                              memory_limit_bytes=14)
+  # 64 needs 66 > 14: 12 bytes of room at 1 per example -> 8, which fits.
+  assert tried == [64, 8] and row["batch_size"] == 8
+
+
+def test_bench_raises_before_allocating_a_step_over_the_limit():
+  config = bench_suite.load_config(
+      "configs/pyramidal_flow.py:tiny",
+      {"model.depth": 1, "model.width": 32, "model.num_heads": 2}, 32)
+  with pytest.raises(bench.DoesNotFit, match="RESOURCE_EXHAUSTED") as info:
+    bench.run(config, steps=1, memory_limit_bytes=1024)
+  assert info.value.memory["memory_total_bytes"] > 1024
+  assert "step_time_s" not in info.value.memory
+
+
+def test_the_suite_runs_as_a_program(tmp_path):
+  # jaxgen.bench and the suite share one absl flag namespace (a flag both
+  # defined stopped `python -m jaxgen.bench_suite` at its first entry). A
+  # negative budget skips every entry, so this runs main() end to end
+  # without compiling.
+  out_file = tmp_path / "table.md"
+  out = subprocess.run(
+      [sys.executable, "-m", "jaxgen.bench_suite", "--suite=cpu",
+       "--budget_s=-1", "--steps=1", f"--out={out_file}"],
+      capture_output=True, text=True, timeout=120, check=False,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "| simple_diffusion tiny |" in out.stdout
+  assert out_file.read_text().count("over the time budget") == len(
+      bench_suite.SUITES["cpu"])
+  rows = json.loads((tmp_path / "table.md.json").read_text())
+  assert [r["name"] for r in rows] == [e[0] for e in bench_suite.SUITES["cpu"]]
 
 
 @pytest.mark.parametrize("suite", list(bench_suite.SUITES))
