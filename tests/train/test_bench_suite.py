@@ -22,6 +22,7 @@ def test_cpu_suite_entry_measures_a_real_step():
   assert "error" not in row, row
   assert row["batch_size"] == 32 and row["step_time_s"] > 0
   assert row["train_flops_per_example"] > 0
+  assert row["init_s"] > 0 and row["first_step_s"] > 0
   text = bench_suite.table(rows)
   assert text.count("\n") == 2 and "| pyramidal_flow tiny | 32 |" in text
   assert "unknown" in text  # no peak FLOP/s is known for a CPU
@@ -51,7 +52,7 @@ def test_batches_halve_until_they_fit_and_errors_stay_one_line(monkeypatch):
   assert tried == [32, 16, 8, 4]
   assert rows[0]["batch_size"] == 8 and rows[1]["error"] == "a bad config"
   text = bench_suite.table(rows)
-  assert "| sd | 8 | 0.0M | 1 | 500.0 | 16.0 | 1.0 | 25.0% | 1.0 |" in text
+  assert "| sd | 8 | 0.0M | 1 | 0 | 500.0 | 16.0 | 1.0 | 25.0% | 1.0 |" in text
   skipped = bench_suite.run_suite(
       [("sd", "configs/simple_diffusion.py:tiny", {}, 8)], steps=1,
       budget_s=-1, log=lambda _: None)
