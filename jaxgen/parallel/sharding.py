@@ -8,7 +8,7 @@ the state directly sharded, so no full copy ever lands on one device.
 """
 
 import math
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -74,16 +74,20 @@ def abstract_state_and_shardings(
 
 
 # XLA options for programs that run once (state init): on CPU, backend
-# optimisation level 0 halves their compile time (3.1 -> 1.5 s for the tiny
-# U-ViT's init) and changes no value.
+# optimisation level 0 halves their compile time (3.2 -> 1.8 s for the tiny
+# U-ViT's init) and changes no value; but its unoptimised threefry code runs
+# ~3.5x slower, which loses from about R3GAN cifar10's size on (42M params:
+# 3.1 vs 3.3 s) and costs DC-AE f32c32_in (323M) 30.8 s instead of 18.7 s.
+# So the options apply to states of at most ONE_OFF_MAX_ELEMENTS elements.
 ONE_OFF_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
+ONE_OFF_MAX_ELEMENTS = 2**27
 
 
 def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args) -> Any:
   """Runs `init_fn` under jit so its output is created already sharded.
 
-  The program runs once, so it is compiled for compile speed
-  (`ONE_OFF_COMPILER_OPTIONS` of the backend).
+  The program runs once, so a small state's program is compiled for compile
+  speed (`ONE_OFF_COMPILER_OPTIONS` of the backend).
 
   Args:
     init_fn: returns a boxed state pytree.
@@ -95,8 +99,24 @@ def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args) -> Any:
   """
   lowered = jax.jit(lambda *a: nn.unbox(init_fn(*a)),
                     out_shardings=shardings).lower(*args)
-  options = ONE_OFF_COMPILER_OPTIONS.get(jax.default_backend())
-  return lowered.compile(compiler_options=options)(*args)
+  return lowered.compile(
+      compiler_options=one_off_options(lowered.out_info))(*args)
+
+
+def one_off_options(out_info: Any) -> Optional[Dict[str, Any]]:
+  """Compiler options for a run-once program producing `out_info`.
+
+  Args:
+    out_info: a pytree of shaped values (e.g. `jax.stages.Lowered.out_info`).
+
+  Returns:
+    The backend's `ONE_OFF_COMPILER_OPTIONS` if the outputs hold at most
+    `ONE_OFF_MAX_ELEMENTS` elements, else None (XLA's defaults).
+  """
+  elements = sum(math.prod(x.shape) for x in jax.tree.leaves(out_info))
+  if elements > ONE_OFF_MAX_ELEMENTS:
+    return None
+  return ONE_OFF_COMPILER_OPTIONS.get(jax.default_backend())
 
 
 def per_device_bytes(tree: Any) -> int:

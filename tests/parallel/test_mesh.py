@@ -43,3 +43,33 @@ def test_rules_from_config_turns_lists_into_tuples():
   rules = sharding_lib.rules_from_config([["a", ["data", "fsdp"]],
                                           ["b", "tensor"], ["c", None]])
   assert rules == (("a", ("data", "fsdp")), ("b", "tensor"), ("c", None))
+
+
+def test_one_off_options_only_for_small_states(monkeypatch):
+  small = {"w": jax.ShapeDtypeStruct((1024, 1024), np.float32)}
+  # 2**28 elements: never allocated, only counted.
+  large = {"w": jax.ShapeDtypeStruct((2**14, 2**14), np.float32)}
+  assert sharding_lib.one_off_options(small) == (
+      sharding_lib.ONE_OFF_COMPILER_OPTIONS.get(jax.default_backend()))
+  assert sharding_lib.one_off_options(large) is None
+  monkeypatch.setattr(sharding_lib, "ONE_OFF_MAX_ELEMENTS", 1024 * 1024 - 1)
+  assert sharding_lib.one_off_options(small) is None
+
+
+def test_create_sharded_values_do_not_depend_on_the_one_off_options(
+    monkeypatch):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  def init_fn(rng):
+    return nn.Dense(64).init(rng, np.zeros((1, 32), np.float32))
+
+  mesh = mesh_lib.make_mesh(_cfg(-1, 1, 1))
+  shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh),
+                           jax.eval_shape(init_fn, jax.random.key(0)))
+  fast_compile = sharding_lib.create_sharded(init_fn, shardings,
+                                             jax.random.key(3))
+  monkeypatch.setattr(sharding_lib, "ONE_OFF_MAX_ELEMENTS", 0)
+  assert sharding_lib.one_off_options(fast_compile) is None
+  default = sharding_lib.create_sharded(init_fn, shardings, jax.random.key(3))
+  for a, b in zip(jax.tree.leaves(fast_compile), jax.tree.leaves(default)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
