@@ -11,12 +11,15 @@ compiled step needs more than the device's memory is not run: it is
 compiled again at the power-of-two batch its memory analysis predicts
 fits (an out-of-memory at run time halves the batch); both stop at
 `--min_batch`. One that fails otherwise gets its one-line error in the
-table. Entries that would start
-after `--budget_s` seconds are skipped (listed as such), so the whole
-suite stays inside a short device lease. `--out=FILE` also writes the table
+table. With the persistent compilation cache on, every entry is first
+compiled `--compile_workers` at a time (the batch search included) and the
+timed runs then read their programs back. Entries that would start after
+`--budget_s` seconds are skipped (listed as such), so the whole suite
+stays inside a short device lease. `--out=FILE` also writes the table
 (and FILE.json with every measurement).
 """
 
+from concurrent import futures
 import json
 import math
 import sys
@@ -61,6 +64,8 @@ flags.DEFINE_enum("suite", "gpu", list(SUITES), "Which presets to run.")
 flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.")
 flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
 flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
+flags.DEFINE_integer("compile_workers", 3, "Entries compiled at once before "
+                     "the timed runs (needs the compilation cache; 1: none).")
 
 
 def load_config(spec: str, overrides: Dict[str, Any], batch: int):
@@ -105,6 +110,31 @@ def predicted_batch(batch: int, memory: Dict[str, Any],
   return max(2**int(math.floor(math.log2(max(fits, 1)))), 1)
 
 
+def _shrinking(name: str, spec: str, overrides: Dict[str, Any], batch: int,
+               attempt, min_batch: int, log,
+               memory_limit_bytes: Optional[float]) -> Dict[str, Any]:
+  """`attempt(config)` at `batch`, then at smaller batches while it does not
+  fit; its dict plus "name", or {"name", "batch_size", "error"}."""
+  while True:
+    try:
+      out = attempt(load_config(spec, overrides, batch))
+      out["name"] = name
+      return out
+    except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, bench.DoesNotFit):
+        smaller = predicted_batch(batch, e.memory, memory_limit_bytes)
+      else:
+        smaller = batch // 2
+      if _fits_error(e) and smaller >= min_batch:
+        log(f"{name}: batch {batch} does not fit; trying {smaller}")
+        batch = smaller
+        continue
+      line = str(e).strip().splitlines()[0][:200] if str(e).strip() else (
+          type(e).__name__)
+      log(f"{name}: failed: {line}")
+      return {"name": name, "batch_size": batch, "error": line}
+
+
 def run_entry(name: str, spec: str, overrides: Dict[str, Any], batch: int,
               steps: int, min_batch: int = 1, log=print,
               memory_limit_bytes: Optional[float] = None) -> Dict[str, Any]:
@@ -124,28 +154,55 @@ def run_entry(name: str, spec: str, overrides: Dict[str, Any], batch: int,
   Returns:
     bench.run's measurements plus "name", or {"name", "error"}.
   """
-  while True:
+  t = time.time()
+  out = _shrinking(
+      name, spec, overrides, batch,
+      lambda c: bench.run(c, steps, memory_limit_bytes=memory_limit_bytes),
+      min_batch, log, memory_limit_bytes)
+  if "error" not in out:
+    log(f"{name}: batch {out['batch_size']}, "
+        f"{out['step_time_s'] * 1e3:.1f} ms/step ({time.time() - t:.0f} s)")
+  return out
+
+
+def precompile(entries, *, workers: int, min_batch: int = 1, log=print,
+               memory_limit_bytes: Optional[float] = None
+               ) -> List[Dict[str, Any]]:
+  """Compiles every entry's step, `workers` at a time, without running it.
+
+  Compiling is most of a cold entry's time and runs on the host (XLA
+  releases the GIL), so several compile at once while the device idles.
+  With the persistent compilation cache on, the timed run that follows
+  reads each program back instead of compiling it; the batch search
+  (`predicted_batch`) also happens here, so entries that do not fit at
+  their first batch cost no device time later.
+
+  Args:
+    entries: (name, spec, overrides, batch) tuples.
+    workers: compiles at once.
+    min_batch: smallest batch to try.
+    log: progress lines.
+    memory_limit_bytes: device memory (see `run_entry`).
+
+  Returns:
+    Per entry, bench.run's compile-only dict (its "batch_size" fits) or
+    {"name", "batch_size", "error"}.
+  """
+  def one(entry):
+    name, spec, overrides, batch = entry
     t = time.time()
-    try:
-      out = bench.run(load_config(spec, overrides, batch), steps,
-                      memory_limit_bytes=memory_limit_bytes)
-      out["name"] = name
-      log(f"{name}: batch {batch}, {out['step_time_s'] * 1e3:.1f} ms/step "
+    out = _shrinking(
+        name, spec, overrides, batch,
+        lambda c: bench.run(c, compile_only=True,
+                            memory_limit_bytes=memory_limit_bytes),
+        min_batch, log, memory_limit_bytes)
+    if "error" not in out:
+      log(f"{name}: compiled at batch {out['batch_size']} "
           f"({time.time() - t:.0f} s)")
-      return out
-    except Exception as e:  # pylint: disable=broad-except
-      if isinstance(e, bench.DoesNotFit):
-        smaller = predicted_batch(batch, e.memory, memory_limit_bytes)
-      else:
-        smaller = batch // 2
-      if _fits_error(e) and smaller >= min_batch:
-        log(f"{name}: batch {batch} does not fit; trying {smaller}")
-        batch = smaller
-        continue
-      line = str(e).strip().splitlines()[0][:200] if str(e).strip() else (
-          type(e).__name__)
-      log(f"{name}: failed: {line}")
-      return {"name": name, "batch_size": batch, "error": line}
+    return out
+
+  with futures.ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+    return list(pool.map(one, entries))
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
@@ -172,29 +229,51 @@ def table(rows: List[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+
 def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
-              log=print, memory_limit_bytes: Optional[float] = None
-              ) -> List[Dict[str, Any]]:
+              log=print, memory_limit_bytes: Optional[float] = None,
+              compile_workers: int = 1) -> List[Dict[str, Any]]:
   """Runs the entries in order within a time budget.
 
   Args:
     entries: (name, spec, overrides, batch) tuples.
     steps: timed steps per entry.
-    budget_s: entries that would start later than this are skipped.
+    budget_s: entries that would start later than this (counted from the
+      start, pre-compiling included) are skipped.
     min_batch: smallest batch to retry at.
     log: progress lines.
     memory_limit_bytes: device memory (see `run_entry`).
+    compile_workers: above 1, every entry is first compiled (`precompile`,
+      this many at once) and then run at the batch found there; only
+      worth it with the persistent compilation cache on.
 
   Returns:
     One dict per entry (measurements, {"error"} or {"skipped"}).
   """
   start, rows = time.time(), []
-  for name, spec, overrides, batch in entries:
-    if time.time() - start > budget_s:
+  entries = list(entries)
+  if compile_workers > 1:
+    compiled = precompile(entries, workers=compile_workers,
+                          min_batch=min_batch, log=log,
+                          memory_limit_bytes=memory_limit_bytes)
+    log(f"compiled {len(entries)} entries in {time.time() - start:.0f} s")
+    entries = [e if "error" in c else (e[0], e[1], e[2], c["batch_size"])
+               for e, c in zip(entries, compiled)]
+  else:
+    compiled = [{}] * len(entries)
+  for (name, spec, overrides, batch), done in zip(entries, compiled):
+    if "error" in done:
+      rows.append(done)
+    elif time.time() - start > budget_s:
       rows.append({"name": name, "skipped": "skipped: over the time budget"})
-      continue
-    rows.append(run_entry(name, spec, overrides, batch, steps, min_batch,
-                          log, memory_limit_bytes))
+    else:
+      row = run_entry(name, spec, overrides, batch, steps, min_batch, log,
+                      memory_limit_bytes)
+      if "compile_s" in done and row.get("batch_size") == batch:
+        # The table's compile time is the real compile, not the cache read.
+        row["cache_read_s"], row["compile_s"] = (row.get("compile_s"),
+                                                 done["compile_s"])
+      rows.append(row)
   return rows
 
 
@@ -203,7 +282,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top
-  compile_cache.enable(FLAGS.compilation_cache)
+  cache = compile_cache.enable(FLAGS.compilation_cache)
   log = lambda line: print(line, file=sys.stderr, flush=True)  # pylint: disable=g-long-lambda
   device = jax.devices()[0]
   # The allocator's limit (XLA_PYTHON_CLIENT_MEM_FRACTION of the device);
@@ -211,9 +290,11 @@ def main(argv):
   limit = (device.memory_stats() or {}).get("bytes_limit")
   log(f"{jax.device_count()} x {device.device_kind}" +
       (f", {limit / 2**30:.1f} GiB for XLA" if limit else ""))
+  # Pre-compiling pays only if the timed runs can read the programs back.
+  workers = FLAGS.compile_workers if cache else 1
   rows = run_suite(SUITES[FLAGS.suite], steps=FLAGS.steps,
                    budget_s=FLAGS.budget_s, min_batch=FLAGS.min_batch, log=log,
-                   memory_limit_bytes=limit)
+                   memory_limit_bytes=limit, compile_workers=workers)
   text = table(rows)
   print(text)
   if FLAGS.out:

@@ -95,6 +95,54 @@ def test_a_step_over_the_memory_limit_is_not_run(monkeypatch):
   assert tried == [64, 8] and row["batch_size"] == 8
 
 
+def test_precompiling_finds_the_batch_and_the_timed_run_reads_it_back(
+    monkeypatch):
+  calls = []
+
+  def fake_run(config, steps=10, compile_only=False, memory_limit_bytes=None):
+    del steps
+    calls.append((config.family, config.batch_size, compile_only))
+    memory = {"memory_total_bytes": 2 + config.batch_size,
+              "memory_temp_bytes": config.batch_size}
+    if memory["memory_total_bytes"] > memory_limit_bytes:
+      raise bench.DoesNotFit("RESOURCE_EXHAUSTED: too big", memory)
+    if config.family == "r3gan":
+      raise ValueError("a bad config")
+    out = dict(memory, batch_size=config.batch_size,
+               compile_s=0.1 if not compile_only else 30.0)
+    if not compile_only:
+      out["step_time_s"] = 0.5
+    return out
+
+  monkeypatch.setattr(bench, "run", fake_run)
+  rows = bench_suite.run_suite(
+      [("sd", "configs/simple_diffusion.py:tiny", {}, 64),
+       ("gan", "configs/r3gan.py:tiny", {}, 4)],
+      steps=1, budget_s=600, log=lambda _: None, memory_limit_bytes=14,
+      compile_workers=2)
+  # Compile-only: sd 64 (over), sd 8 (fits), gan 4 (a config error). Timed:
+  # only sd at 8; the failed entry is not tried again.
+  assert sorted(c for c in calls if c[2]) == [
+      ("r3gan", 4, True), ("simple_diffusion", 8, True),
+      ("simple_diffusion", 64, True)]
+  assert [c for c in calls if not c[2]] == [("simple_diffusion", 8, False)]
+  assert rows[0]["batch_size"] == 8 and rows[0]["compile_s"] == 30.0
+  assert rows[0]["cache_read_s"] == 0.1
+  assert rows[1]["error"] == "a bad config"
+
+
+def test_precompiled_entry_is_read_back_from_the_cache():
+  entry = ("pyramidal_flow tiny", "configs/pyramidal_flow.py:tiny",
+           {"model.depth": 1, "model.width": 24, "model.num_heads": 2}, 32)
+  rows = bench_suite.run_suite([entry], steps=1, budget_s=600,
+                               log=lambda _: None, compile_workers=2)
+  assert "error" not in rows[0], rows[0]
+  # The tests run with the persistent cache on (conftest): the timed run's
+  # compile is a read of what the pre-compile wrote.
+  assert rows[0]["compile_cached"], rows[0]
+  assert rows[0]["step_time_s"] > 0 and rows[0]["cache_read_s"] >= 0
+
+
 def test_bench_raises_before_allocating_a_step_over_the_limit():
   config = bench_suite.load_config(
       "configs/pyramidal_flow.py:tiny",
