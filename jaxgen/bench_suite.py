@@ -56,16 +56,21 @@ SUITES: Dict[str, Sequence[Tuple[str, str, Dict[str, Any], int]]] = {
     ),
 }
 
-# jaxgen.bench (imported above) defines --steps (timed steps per entry) and
-# --compilation_cache; the suite reuses them rather than defining twins, which
-# absl refuses.
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("suite", "gpu", list(SUITES), "Which presets to run.")
-flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.")
-flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
-flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
-flags.DEFINE_integer("compile_workers", 3, "Entries compiled at once before "
-                     "the timed runs (needs the compilation cache; 1: none).")
+
+
+def _define_flags():
+  """The suite's own flags, defined only when it runs as a program: at
+  import they would clash with other modules' (`scaling.fit` has an
+  --out) in one process such as the tests'. --steps (timed steps per
+  entry) and --compilation_cache come from jaxgen.bench, imported above."""
+  flags.DEFINE_enum("suite", "gpu", list(SUITES), "Which presets to run.")
+  flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.")
+  flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
+  flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
+  flags.DEFINE_integer("compile_workers", 3, "Entries compiled at once "
+                       "before the timed runs (needs the compilation cache; "
+                       "1: none).")
 
 
 def load_config(spec: str, overrides: Dict[str, Any], batch: int):
@@ -305,4 +310,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -153,6 +153,17 @@ def test_bench_raises_before_allocating_a_step_over_the_limit():
   assert "step_time_s" not in info.value.memory
 
 
+def test_the_suite_imports_beside_the_scaling_programs():
+  # As in one pytest process: the suite defines its flags only as a program
+  # (scaling.fit has an --out too), and shares jaxgen.bench's --steps.
+  code = ("import scaling.fit, scaling.compare, scaling.run, "
+          "jaxgen.bench_suite, jaxgen.bench")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=120, check=False,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_the_suite_runs_as_a_program(tmp_path):
   # jaxgen.bench and the suite share one absl flag namespace (a flag both
   # defined stopped `python -m jaxgen.bench_suite` at its first entry). A
