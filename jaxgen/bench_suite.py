@@ -35,8 +35,8 @@ from jaxgen import config_lib
 # (name, config file:arg, overrides, first batch to try). The GPU batches
 # are for one 141 GB H200 (XLA gets 132.8 GiB at a 0.95 memory fraction),
 # from its first run (README "GPU suite"): measured to fit, except
-# imagenet256's 256 (64 needed 53.8 GiB, 39.5 of them state: 256 is
-# predicted at ~110 GiB) and the two sd3_medium entries (32 did not fit).
+# imagenet256's 256 (64 needed 53.8 GiB, 36.8 of them state: 256 is
+# predicted at ~105 GiB) and the two sd3_medium entries (32 did not fit).
 SUITES: Dict[str, Sequence[Tuple[str, str, Dict[str, Any], int]]] = {
     "gpu": (
         ("simple_diffusion imagenet256", "configs/simple_diffusion.py:"
