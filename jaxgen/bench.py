@@ -92,11 +92,15 @@ def run(config, steps: int = 10, params_only: bool = False,
       out["state_bytes_per_device"] = sharding_lib.abstract_bytes_per_device(
           abstract, shardings)
       return out
-    t, before = time.time(), compile_cache.counts()["hits"]
+    t, before = time.time(), compile_cache.counts(this_thread=True)
     init_fn, _, shardings, step, batch_sh = trainer.compile_step(s, base_rng)
     out["compile_s"] = time.time() - t
-    # A warm persistent cache makes compile_s a read from disk.
-    out["compile_cached"] = compile_cache.counts()["hits"] > before
+    # A warm persistent cache makes compile_s a read from disk: the step was
+    # looked up and nothing was compiled (this thread's counts, so other
+    # threads compiling at the same time do not enter).
+    after = compile_cache.counts(this_thread=True)
+    out["compile_cached"] = (after["requests"] > before["requests"] and
+                             after["misses"] == before["misses"])
     out.update({f"memory_{k}": v for k, v in
                 flops_lib.memory_summary(step).items()})
     out["xla_flops_per_step"] = flops_lib.compiled_flops(step)

@@ -104,23 +104,31 @@ def predicted_batch(batch: int, memory: Dict[str, Any],
     limit_bytes: device memory.
 
   Returns:
-    A power of two below `batch` (at least 1).
+    A power of two below `batch`; 1 if even that is predicted not to fit
+    (the prediction over-counts), 0 if the fixed part alone is over the
+    limit (no batch fits) or `batch` is 1 already.
   """
   temp = memory.get("memory_temp_bytes", 0)
   fixed = memory.get("memory_total_bytes", 0) - temp
   room = limit_bytes - fixed
-  if temp <= 0 or room <= 0:
-    return max(batch // 2, 1)
+  if batch <= 1 or room <= 0:
+    return 0
+  if temp <= 0:
+    return batch // 2
   fits = min(batch * room / temp, batch - 1)
-  return max(2**int(math.floor(math.log2(max(fits, 1)))), 1)
+  return 2**int(math.floor(math.log2(max(fits, 1))))
 
 
 def _shrinking(name: str, spec: str, overrides: Dict[str, Any], batch: int,
                attempt, min_batch: int, log,
-               memory_limit_bytes: Optional[float]) -> Dict[str, Any]:
+               memory_limit_bytes: Optional[float],
+               deadline: Optional[float] = None) -> Dict[str, Any]:
   """`attempt(config)` at `batch`, then at smaller batches while it does not
-  fit; its dict plus "name", or {"name", "batch_size", "error"}."""
+  fit; its dict plus "name", {"name", "batch_size", "error"}, or
+  {"name", "skipped"} once `deadline` (a time.time()) has passed."""
   while True:
+    if deadline is not None and time.time() > deadline:
+      return {"name": name, "skipped": "skipped: over the time budget"}
     try:
       out = attempt(load_config(spec, overrides, batch))
       out["name"] = name
@@ -130,7 +138,7 @@ def _shrinking(name: str, spec: str, overrides: Dict[str, Any], batch: int,
         smaller = predicted_batch(batch, e.memory, memory_limit_bytes)
       else:
         smaller = batch // 2
-      if _fits_error(e) and smaller >= min_batch:
+      if _fits_error(e) and min_batch <= smaller < batch:
         log(f"{name}: batch {batch} does not fit; trying {smaller}")
         batch = smaller
         continue
@@ -171,8 +179,8 @@ def run_entry(name: str, spec: str, overrides: Dict[str, Any], batch: int,
 
 
 def precompile(entries, *, workers: int, min_batch: int = 1, log=print,
-               memory_limit_bytes: Optional[float] = None
-               ) -> List[Dict[str, Any]]:
+               memory_limit_bytes: Optional[float] = None,
+               deadline: Optional[float] = None) -> List[Dict[str, Any]]:
   """Compiles every entry's step, `workers` at a time, without running it.
 
   Compiling is most of a cold entry's time and runs on the host (XLA
@@ -188,10 +196,11 @@ def precompile(entries, *, workers: int, min_batch: int = 1, log=print,
     min_batch: smallest batch to try.
     log: progress lines.
     memory_limit_bytes: device memory (see `run_entry`).
+    deadline: a time.time() after which no compile starts.
 
   Returns:
-    Per entry, bench.run's compile-only dict (its "batch_size" fits) or
-    {"name", "batch_size", "error"}.
+    Per entry, bench.run's compile-only dict (its "batch_size" fits),
+    {"name", "batch_size", "error"} or {"name", "skipped"}.
   """
   def one(entry):
     name, spec, overrides, batch = entry
@@ -200,8 +209,8 @@ def precompile(entries, *, workers: int, min_batch: int = 1, log=print,
         name, spec, overrides, batch,
         lambda c: bench.run(c, compile_only=True,
                             memory_limit_bytes=memory_limit_bytes),
-        min_batch, log, memory_limit_bytes)
-    if "error" not in out:
+        min_batch, log, memory_limit_bytes, deadline)
+    if "compile_s" in out:
       log(f"{name}: compiled at batch {out['batch_size']} "
           f"({time.time() - t:.0f} s)")
     return out
@@ -260,24 +269,29 @@ def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
   if compile_workers > 1:
     compiled = precompile(entries, workers=compile_workers,
                           min_batch=min_batch, log=log,
-                          memory_limit_bytes=memory_limit_bytes)
+                          memory_limit_bytes=memory_limit_bytes,
+                          deadline=start + budget_s)
     log(f"compiled {len(entries)} entries in {time.time() - start:.0f} s")
-    entries = [e if "error" in c else (e[0], e[1], e[2], c["batch_size"])
-               for e, c in zip(entries, compiled)]
+    entries = [(e[0], e[1], e[2], c["batch_size"]) if "compile_s" in c
+               else e for e, c in zip(entries, compiled)]
   else:
     compiled = [{}] * len(entries)
   for (name, spec, overrides, batch), done in zip(entries, compiled):
-    if "error" in done:
+    if "error" in done or "skipped" in done:
       rows.append(done)
     elif time.time() - start > budget_s:
       rows.append({"name": name, "skipped": "skipped: over the time budget"})
     else:
       row = run_entry(name, spec, overrides, batch, steps, min_batch, log,
                       memory_limit_bytes)
-      if "compile_s" in done and row.get("batch_size") == batch:
-        # The table's compile time is the real compile, not the cache read.
-        row["cache_read_s"], row["compile_s"] = (row.get("compile_s"),
+      if ("compile_s" in done and "error" not in row and
+          row.get("compile_cached") and not done.get("compile_cached")):
+        # The timed run read back what the pre-compile compiled: the table
+        # shows that compile (timed beside up to compile_workers - 1
+        # others), the JSON keeps the read as well.
+        row["cache_read_s"], row["compile_s"] = (row["compile_s"],
                                                  done["compile_s"])
+        row["compiled_beside"] = compile_workers - 1
       rows.append(row)
   return rows
 

@@ -31,6 +31,10 @@ OFF = ("", "none", "off", "false", "0")
 
 _counts = {"requests": 0, "hits": 0}
 _lock = threading.Lock()
+# The same counts per thread: JAX reports a compilation's events on the
+# thread that compiles, so concurrent compiles (jaxgen.bench_suite's
+# pre-compiling) can each tell their own hits from the others'.
+_thread_counts = threading.local()
 _listening = False
 
 
@@ -73,6 +77,10 @@ def _on_event(event: str, **kwargs) -> None:
   if key:
     with _lock:
       _counts[key] += 1
+    mine = getattr(_thread_counts, "counts", None)
+    if mine is None:
+      mine = _thread_counts.counts = {"requests": 0, "hits": 0}
+    mine[key] += 1
 
 
 def enable(directory: Optional[str] = None) -> Optional[str]:
@@ -111,14 +119,21 @@ def enable(directory: Optional[str] = None) -> Optional[str]:
   return directory
 
 
-def counts() -> Dict[str, int]:
+def counts(this_thread: bool = False) -> Dict[str, int]:
   """Compilations of this process through the cache so far.
+
+  Args:
+    this_thread: count only the compilations of the calling thread.
 
   Returns:
     {"requests": programs looked up, "hits": found in the cache,
     "misses": compiled (and written)}; all 0 while the cache is off.
   """
-  with _lock:
-    out = dict(_counts)
+  if this_thread:
+    out = dict(getattr(_thread_counts, "counts", None) or
+               {"requests": 0, "hits": 0})
+  else:
+    with _lock:
+      out = dict(_counts)
   out["misses"] = out["requests"] - out["hits"]
   return out

@@ -72,3 +72,28 @@ def test_off_and_default_directories(monkeypatch, tmp_path):
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
   assert compile_cache.default_dir() == str(tmp_path / "c" / "jaxgen" / "xla")
+
+
+def test_counts_of_this_thread_leave_out_other_threads():
+  import threading  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  # conftest turned the cache on; a fresh constant makes a fresh program.
+  scale = float(int.from_bytes(os.urandom(3), "little") + 1)
+  mine_before = compile_cache.counts(this_thread=True)
+  total_before = compile_cache.counts()
+  seen = {}
+
+  def compile_elsewhere():
+    before = compile_cache.counts(this_thread=True)
+    jax.jit(lambda x: x * scale).lower(jnp.ones(3)).compile()
+    seen["delta"] = compile_cache.counts(this_thread=True)["requests"] - (
+        before["requests"])
+
+  thread = threading.Thread(target=compile_elsewhere)
+  thread.start()
+  thread.join()
+  assert seen["delta"] >= 1
+  assert compile_cache.counts()["requests"] - total_before["requests"] >= 1
+  assert compile_cache.counts(this_thread=True) == mine_before
