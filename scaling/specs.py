@@ -10,7 +10,9 @@ ladder, budgets and presets on top; `cluster_config` is the section the
   spec.budgets = (1e11, 2e11, 4e11)
 """
 
-from typing import Optional
+import importlib.metadata
+import re
+from typing import Optional, Tuple
 
 import ml_collections
 
@@ -26,9 +28,31 @@ CPU_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 # no XNNPACK for dots and convolutions, and one LLVM module per program
 # (parallel codegen only adds work when every core is busy). Not for
 # optimised builds: there they made the `tiny` run compile 27 s, not 17.
-CPU_FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false "
-                    "--xla_cpu_use_xnnpack=false "
-                    "--xla_cpu_parallel_codegen_split_count=1")
+# XLA dropped the first flag in jaxlib 0.11 (the loop emitters went with
+# it), and an unknown flag in XLA_FLAGS aborts the process, so it is passed
+# only to the jaxlib that knows it; decided from the installed package's
+# version, without importing JAX (these flags must be set before it starts).
+
+
+def jaxlib_version() -> Tuple[int, ...]:
+  """The installed jaxlib's (major, minor, patch); (0,) if none is."""
+  try:
+    version = importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    return (0,)
+  return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def cpu_fast_compile_flags(version: Tuple[int, ...]) -> str:
+  """CPU_FAST_COMPILE for a jaxlib version: only flags its XLA knows."""
+  flags = ["--xla_cpu_use_xnnpack=false",
+           "--xla_cpu_parallel_codegen_split_count=1"]
+  if version < (0, 11):
+    flags.insert(0, "--xla_cpu_use_fusion_emitters=false")
+  return " ".join(flags)
+
+
+CPU_FAST_COMPILE = cpu_fast_compile_flags(jaxlib_version())
 
 
 def cluster_config(device_kind: str = "", devices_per_point: int = 1,
