@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from jaxgen import config_lib
 from jaxgen.train import compile_cache
 from jaxgen.train import host_malloc
 
@@ -235,4 +236,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  # A config that does not load is one `error:` line, as in jaxgen.main.
+  app.run(main, flags_parser=config_lib.parse_flags)

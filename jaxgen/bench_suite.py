@@ -80,6 +80,11 @@ def load_config(spec: str, overrides: Dict[str, Any], batch: int):
   return config
 
 
+def _over_budget(name: str) -> Dict[str, str]:
+  """The row of an entry that would start after the time budget."""
+  return {"name": name, "skipped": "skipped: over the time budget"}
+
+
 def _fits_error(error: BaseException) -> bool:
   text = str(error)
   return any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory",
@@ -128,7 +133,7 @@ def _shrinking(name: str, spec: str, overrides: Dict[str, Any], batch: int,
   {"name", "skipped"} once `deadline` (a time.time()) has passed."""
   while True:
     if deadline is not None and time.time() > deadline:
-      return {"name": name, "skipped": "skipped: over the time budget"}
+      return _over_budget(name)
     try:
       out = attempt(load_config(spec, overrides, batch))
       out["name"] = name
@@ -243,7 +248,6 @@ def table(rows: List[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-
 def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
               log=print, memory_limit_bytes: Optional[float] = None,
               compile_workers: int = 1) -> List[Dict[str, Any]]:
@@ -280,7 +284,7 @@ def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
     if "error" in done or "skipped" in done:
       rows.append(done)
     elif time.time() - start > budget_s:
-      rows.append({"name": name, "skipped": "skipped: over the time budget"})
+      rows.append(_over_budget(name))
     else:
       row = run_entry(name, spec, overrides, batch, steps, min_batch, log,
                       memory_limit_bytes)
@@ -325,4 +329,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -29,7 +29,8 @@ ENV_VAR = "JAXGEN_COMPILATION_CACHE_DIR"
 # Values of the directory that turn the cache off.
 OFF = ("", "none", "off", "false", "0")
 
-_counts = {"requests": 0, "hits": 0}
+_ZERO = {"requests": 0, "hits": 0}
+_counts = dict(_ZERO)
 _lock = threading.Lock()
 # The same counts per thread: JAX reports a compilation's events on the
 # thread that compiles, so concurrent compiles (jaxgen.bench_suite's
@@ -79,7 +80,7 @@ def _on_event(event: str, **kwargs) -> None:
       _counts[key] += 1
     mine = getattr(_thread_counts, "counts", None)
     if mine is None:
-      mine = _thread_counts.counts = {"requests": 0, "hits": 0}
+      mine = _thread_counts.counts = dict(_ZERO)
     mine[key] += 1
 
 
@@ -130,8 +131,7 @@ def counts(this_thread: bool = False) -> Dict[str, int]:
     "misses": compiled (and written)}; all 0 while the cache is off.
   """
   if this_thread:
-    out = dict(getattr(_thread_counts, "counts", None) or
-               {"requests": 0, "hits": 0})
+    out = dict(getattr(_thread_counts, "counts", None) or _ZERO)
   else:
     with _lock:
       out = dict(_counts)

@@ -219,6 +219,18 @@ def test_the_suite_runs_as_a_program(tmp_path):
   assert [r["name"] for r in rows] == [e[0] for e in bench_suite.SUITES["cpu"]]
 
 
+@pytest.mark.parametrize("args", [
+    ["jaxgen.bench", "--config=configs/r3gan.py:nope", "--params_only"],
+    ["jaxgen.bench_suite", "--suite=nope"]])
+def test_bad_command_lines_are_one_error_line(args):
+  out = subprocess.run([sys.executable, "-m"] + args, capture_output=True,
+                       text=True, timeout=120, check=False,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  lines = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
+  assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr and "nope" in lines[0]
+
+
 @pytest.mark.parametrize("suite", list(bench_suite.SUITES))
 def test_every_suite_entry_loads(suite):
   for _, spec, overrides, batch in bench_suite.SUITES[suite]:
