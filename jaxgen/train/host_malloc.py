@@ -11,7 +11,9 @@ larger than a thread arena (64 MiB) with a fresh `mmap` and returns it with
 
 `configure()` keeps such memory in malloc's heap instead: one arena (so the
 buffer is not stranded in a worker thread's size-limited arena), no
-mmap-backed chunks, no trimming of the heap top. The costs: XLA's compiles
+mmap-backed chunks, no trimming of the heap top (-1: never. The largest
+positive threshold, 2^31 - 1, still trimmed R3GAN `cifar10`'s 6.4 GB step
+buffer after every step, which then faulted in again). The costs: XLA's compiles
 are slower with one arena (the `tiny` train step 7.7 -> 9.5 s), and memory
 the process frees is kept for reuse rather than given back to the OS, so
 the resident size stays at its peak. Long runs gain, compile-bound ones
@@ -31,7 +33,7 @@ _M_TOP_PAD = -2
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0),
-             (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 256 << 20))
+             (_M_TRIM_THRESHOLD, -1), (_M_TOP_PAD, 256 << 20))
 # Packages through which JAX reaches an accelerator; with none of them
 # installed (and no platform forced) the backend can only be the CPU.
 _ACCELERATOR_PLUGINS = ("jax_plugins", "jax_cuda12_plugin",
