@@ -11,14 +11,15 @@ larger than a thread arena (64 MiB) with a fresh `mmap` and returns it with
 
 `configure()` keeps such memory in malloc's heap instead: one arena (so the
 buffer is not stranded in a worker thread's size-limited arena), no
-mmap-backed chunks, no trimming of the heap top (-1: never. The largest
-positive threshold, 2^31 - 1, still trimmed R3GAN `cifar10`'s 6.4 GB step
-buffer after every step, which then faulted in again). The costs: XLA's compiles
-are slower with one arena (the `tiny` train step 7.7 -> 9.5 s), and memory
-the process frees is kept for reuse rather than given back to the OS, so
-the resident size stays at its peak. Long runs gain, compile-bound ones
-(the test suite) do not. It is applied only where XLA's buffers live
-in host memory (the CPU backend), and `JAXGEN_MALLOC=0` turns it off.
+mmap-backed chunks, and a trim threshold of -1, so the heap top is never
+trimmed (the largest positive threshold, 2^31 - 1, still gave R3GAN
+`cifar10`'s 6.4 GB step buffer back after every step, and the next step
+faulted it in again). The costs: XLA's compiles are slower with one arena
+(the `tiny` train step 7.7 -> 9.5 s), and memory the process frees is kept
+for reuse rather than given back to the OS, so the resident size stays at
+its peak. Long runs gain, compile-bound ones (the test suite) do not. It
+is applied only where XLA's buffers live in host memory (the CPU backend),
+and `JAXGEN_MALLOC=0` turns it off.
 """
 
 import ctypes
