@@ -171,6 +171,8 @@ class Conv(nn.Module):
     impl: k x k conv implementation: "lax" (one grouped convolution) or
       "taps" (the k·k shifted views side by side, then one group-batched
       matmul; much faster double backprop on CPU).
+    channels_first: x and the output are [C, B, H, W] (1x1 convs and the
+      "taps" form only; see `ResidualBlock`).
     dtype: compute dtype.
   """
   features: int
@@ -179,12 +181,14 @@ class Conv(nn.Module):
   gain: float = 1.0
   axes: Tuple[Optional[str], Optional[str]] = (pt.CONV_IN, pt.CONV_OUT)
   impl: str = "lax"
+  channels_first: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps f[B, H, W, C] to f[B, H, W, features]."""
-    c_in = x.shape[-1]
+    """Maps f[B, H, W, C] to f[B, H, W, features] (channels first: f[C, B,
+    H, W] to f[features, B, H, W])."""
+    c_in = x.shape[0] if self.channels_first else x.shape[-1]
     if self.kernel_size == 1 and self.groups == 1:
       shape, names = (c_in, self.features), tuple(self.axes)
     else:
@@ -195,9 +199,13 @@ class Conv(nn.Module):
                         shape, jnp.float32).astype(self.dtype)
     x = x.astype(self.dtype)
     if len(shape) == 2:
-      return _matmul(x, kernel)
+      mm = _matmul_cf if self.channels_first else _matmul
+      return mm(x, kernel)
     if self.impl == "taps":
-      return _conv_taps(x, kernel, self.groups)
+      taps = _conv_taps_cf if self.channels_first else _conv_taps
+      return taps(x, kernel, self.groups)
+    if self.channels_first:
+      raise ValueError("A channels-first k x k conv needs impl='taps'.")
     return jax.lax.conv_general_dilated(
         x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=self.groups)
@@ -240,13 +248,69 @@ def _conv_taps(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
   rows = kernel.reshape(k, k, gi, groups, go).transpose(3, 1, 2, 0, 4)
   rows = rows.reshape(groups, k * gi, k * go)
   y = jax.lax.dot_general(cols, rows, (((2,), (1,)), ((0,), (0,))))
-  y = y.reshape(groups, b, h, w, k, go)
+  out = _sum_row_shifts(y.reshape(groups, b, h, w, k, go), 4, 2)
+  return jnp.moveaxis(out, 0, 3).reshape(b, h, w, o)
+
+
+def _matmul_cf(x: jax.Array, w: jax.Array) -> jax.Array:
+  """w[c, d]ᵀ x[c, ...] as one [d, c] x [c, pixels] matmul (channels first)."""
+  y = jax.lax.dot_general(w, x.reshape(x.shape[0], -1),
+                          (((0,), (0,)), ((), ())))
+  return y.reshape(w.shape[1:] + x.shape[1:])
+
+
+def _conv_taps_cf(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+  """`_conv_taps` on channels-first activations.
+
+  With channels leading, each group's input is [C/g, pixels] without a
+  transpose, the column shifts are along contiguous memory, and the matmul
+  [g, k·O/g, k·C/g] x [g, k·C/g, pixels] has its batch dim first already,
+  so no layout copies are needed around it (in NHWC they are fused into the
+  elementwise ops of the double backprop, at ~1-2 GB/s on one core).
+
+  Args:
+    x: f[C, B, H, W].
+    kernel: f[k, k, C/groups, O] (HWIO, as `_conv_taps`).
+    groups: number of feature groups.
+
+  Returns:
+    f[O, B, H, W].
+  """
+  c, b, h, w = x.shape
+  k, gi, o = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  go, p = o // groups, k // 2
+  xg = _pad(x.reshape(groups, gi, b, h, w), ((0, 0),) * 4 + ((p, p),))
+  cols = jnp.stack([xg[..., j:j + w] for j in range(k)], axis=1)
+  cols = cols.reshape(groups, k * gi, b * h * w)  # [g, (column j, gi), px]
+  # [g, (row i, go), (column j, gi)]
+  rows = kernel.reshape(k, k, gi, groups, go).transpose(3, 0, 4, 1, 2)
+  rows = rows.reshape(groups, k * go, k * gi)
+  y = jax.lax.dot_general(rows, cols, (((2,), (1,)), ((0,), (0,))))
+  out = _sum_row_shifts(y.reshape(groups, k, go, b, h, w), 1, 3)
+  return out.reshape(o, b, h, w)
+
+
+def _sum_row_shifts(y: jax.Array, row_axis: int, h_axis: int) -> jax.Array:
+  """Sums the per-kernel-row outputs of the taps forms, each shifted in H.
+
+  Row i of a k x k kernel reads input row r + i - k//2, so its output is
+  shifted by that offset before the rows are summed.
+
+  Args:
+    y: outputs with the k kernel rows along `row_axis`.
+    row_axis: the kernel-row dim of y.
+    h_axis: the H dim once `row_axis` is taken out.
+
+  Returns:
+    y summed over its kernel rows.
+  """
+  k = y.shape[row_axis]
   out = None
   for i in range(k):
-    # Row i of the kernel reads input row r + i - p: shift its output.
-    yi = _shift(y[:, :, :, :, i], 2, i - p)
+    yi = _shift(jax.lax.index_in_dim(y, i, row_axis, keepdims=False), h_axis,
+                i - k // 2)
     out = yi if out is None else out + yi
-  return jnp.moveaxis(out, 0, 3).reshape(b, h, w, o)
+  return out
 
 
 class BiasedActivation(nn.Module):
@@ -254,14 +318,18 @@ class BiasedActivation(nn.Module):
 
   Attributes:
     axis: logical name of the channel dim of the bias.
+    channel_axis: the channel dim of x (0 for channels-first activations).
   """
   axis: Optional[str] = pt.MLP
+  channel_axis: int = -1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     bias = self.param("bias", pt.logical_init(pt.zeros_init, (self.axis,)),
-                      (x.shape[-1],), jnp.float32)
-    return _leaky_relu(x + bias.astype(x.dtype))
+                      (x.shape[self.channel_axis],), jnp.float32)
+    shape = [1] * x.ndim
+    shape[self.channel_axis] = -1
+    return _leaky_relu(x + bias.astype(x.dtype).reshape(shape))
 
 
 class ResidualBlock(nn.Module):
@@ -291,15 +359,24 @@ class ResidualBlock(nn.Module):
                        f"width {self.group_width}.")
     gain = LRELU_GAIN * self.num_blocks ** (-0.25)
     x = x.astype(self.dtype)
-    h = Conv(hidden, gain=gain, axes=(pt.EMBED, pt.MLP), dtype=self.dtype,
-             name="conv_expand")(x)
-    h = BiasedActivation(name="act_expand")(h)
+    # The CPU form runs the block channels first ([C, B, H, W]): its 1x1
+    # convs and grouped conv then need no layout copies inside the block,
+    # which made R1's double backprop through a 32 px block pair ~15%
+    # faster on one core (experiments/performance/report.md). Same
+    # parameters, same values.
+    cf = self.conv_impl == "taps"
+    ca = 0 if cf else -1
+    h = jnp.moveaxis(x, -1, 0) if cf else x
+    h = Conv(hidden, gain=gain, axes=(pt.EMBED, pt.MLP), channels_first=cf,
+             dtype=self.dtype, name="conv_expand")(h)
+    h = BiasedActivation(channel_axis=ca, name="act_expand")(h)
     h = Conv(hidden, 3, groups=hidden // self.group_width, gain=gain,
-             axes=(pt.CONV_IN, pt.MLP), impl=self.conv_impl, dtype=self.dtype,
-             name="conv_group")(h)
-    h = BiasedActivation(name="act_group")(h)
-    h = Conv(c, gain=0.0, axes=(pt.MLP, pt.EMBED), dtype=self.dtype,
-             name="conv_project")(h)
+             axes=(pt.CONV_IN, pt.MLP), impl=self.conv_impl,
+             channels_first=cf, dtype=self.dtype, name="conv_group")(h)
+    h = BiasedActivation(channel_axis=ca, name="act_group")(h)
+    h = Conv(c, gain=0.0, axes=(pt.MLP, pt.EMBED), channels_first=cf,
+             dtype=self.dtype, name="conv_project")(h)
+    h = jnp.moveaxis(h, 0, -1) if cf else h
     return pt.constrain(x + h, pt.CONV_ACT)
 
 

@@ -157,6 +157,15 @@ def test_resampling_is_upfirdn_with_the_1331_filter():
   np.testing.assert_allclose(up[0, 1:-1, 1:-1, 0], 1.0, rtol=1e-6)
 
 
+def _r1_grads(apply, params, x):
+  """Gradients of an R1-style penalty |d/dx sum(tanh(f(x)))|^2 (second
+  order in f) with respect to f's parameters."""
+  def r1(p):
+    gx = jax.grad(lambda y: jnp.sum(jnp.tanh(apply(p, y))))(x)
+    return jnp.sum(gx ** 2)
+  return jax.jit(jax.grad(r1))(params)
+
+
 @pytest.mark.parametrize("shape,kernel,groups", [
     ((2, 5, 5, 32), 3, 2), ((1, 4, 6, 32), 3, 4), ((2, 6, 3, 16), 5, 8),
     ((1, 3, 4, 16), 1, 4)])
@@ -171,14 +180,38 @@ def test_taps_and_lax_grouped_convs_agree_to_second_order(shape, kernel,
   np.testing.assert_allclose(jax.jit(conv["taps"].apply)(v, x),
                              jax.jit(conv["lax"].apply)(v, x), atol=1e-5)
 
-  def penalty_grad(impl):
-    def r1(p):
-      gx = jax.grad(lambda y: jnp.sum(jnp.tanh(conv[impl].apply(p, y))))(x)
-      return jnp.sum(gx ** 2)
-    return jax.jit(jax.grad(r1))(nn.unbox(v))
-  a, b = penalty_grad("lax"), penalty_grad("taps")
+  a, b = (_r1_grads(conv[impl].apply, nn.unbox(v), x)
+          for impl in ("lax", "taps"))
   jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-4,
                                                        atol=1e-5), a, b)
+  # The channels-first form of the same conv: [C, B, H, W] in and out.
+  cf = networks.Conv(32, kernel, groups=groups, impl="taps",
+                     channels_first=True)
+  got = jax.jit(cf.apply)(v, jnp.moveaxis(x, -1, 0))
+  np.testing.assert_allclose(jnp.moveaxis(got, 0, -1),
+                             jax.jit(conv["lax"].apply)(v, x), atol=1e-5)
+
+
+def test_channels_first_block_matches_the_lax_block_to_second_order():
+  """The CPU block runs channels first; same parameters, same values and
+  R1-style second-order gradients as the NHWC lax block."""
+  x = jax.random.normal(jax.random.key(10), (2, 6, 4, 32))
+  blocks = {impl: networks.ResidualBlock(group_width=8, conv_impl=impl)
+            for impl in ("lax", "taps")}
+  v = nn.unbox(jax.jit(blocks["lax"].init)(jax.random.key(11), x))
+  # Away from init (the projection is zero there, the biases too).
+  leaves, tree = jax.tree.flatten(v)
+  keys = jax.random.split(jax.random.key(12), len(leaves))
+  v = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape)
+                                for p, k in zip(leaves, keys)])
+  np.testing.assert_allclose(jax.jit(blocks["taps"].apply)(v, x),
+                             jax.jit(blocks["lax"].apply)(v, x), atol=1e-5)
+
+  a, b = (_r1_grads(blocks[impl].apply, v, x) for impl in ("lax", "taps"))
+  # Float32 summation order: entries near zero of a leaf whose others are
+  # O(100) differ by ~1e-3, so the tolerance scales with the leaf.
+  jax.tree.map(lambda p, q: np.testing.assert_allclose(
+      p, q, rtol=1e-4, atol=1e-5 * float(np.abs(q).max())), a, b)
 
 
 @pytest.mark.parametrize("preset,g_m,d_m", [
