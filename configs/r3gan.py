@@ -70,9 +70,9 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # <= 32 px and 4 above).
   c.model.low_precision_stages = -1
   # Grouped 3x3 conv implementation: "lax" (one grouped convolution),
-  # "taps" (im2col + one matmul; XLA:CPU runs its double backprop >10x
-  # faster) or "auto" (taps on CPU, lax on accelerators). Same function,
-  # same parameters.
+  # "taps" (shifted views + one group-batched matmul, residual blocks run
+  # channels first; XLA:CPU runs its double backprop >10x faster) or "auto"
+  # (taps on CPU, lax on accelerators). Same function, same parameters.
   c.model.conv_impl = "auto"
 
   c.gan = ml_collections.ConfigDict()
