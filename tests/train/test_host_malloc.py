@@ -39,9 +39,10 @@ print(json.dumps({"applied": applied, "backend": host_malloc.cpu_backend(),
 """
 
 
-def _run(**env):
+def _run(script=_SCRIPT, **env):
+  """Runs `script` in a fresh process; returns its last line's JSON."""
   out = subprocess.run(
-      [sys.executable, "-c", _SCRIPT], cwd=ROOT, capture_output=True,
+      [sys.executable, "-c", script], cwd=ROOT, capture_output=True,
       text=True, check=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=ROOT, **env))
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -81,12 +82,7 @@ print(json.dumps({"applied": applied, "grown": grown - start,
 def test_heap_top_is_never_trimmed_even_past_2_gib():
   # mallopt's largest positive trim threshold (2^31 - 1) still gave a
   # R3GAN `cifar10` step's 6.4 GB buffer back to the OS after every step.
-  out = subprocess.run(
-      [sys.executable, "-c", _TRIM_SCRIPT], cwd=ROOT, capture_output=True,
-      text=True, check=True, timeout=120,
-      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-               JAXGEN_MALLOC="1"))
-  got = json.loads(out.stdout.strip().splitlines()[-1])
+  got = _run(_TRIM_SCRIPT, JAX_PLATFORMS="cpu", JAXGEN_MALLOC="1")
   assert got["applied"]
   assert got["grown"] >= 3 << 30  # Served from the heap, not an mmap.
   assert got["trimmed"] == 0
