@@ -294,6 +294,7 @@ def dcae(rounds):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import dc_ae  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import diffusers_compat  # pylint: disable=g-import-not-at-top
+  from jaxgen.nn import linear  # pylint: disable=g-import-not-at-top
   torch = _torch()
   from diffusers.models.autoencoders.autoencoder_dc import AutoencoderDC  # pylint: disable=g-import-not-at-top
 
@@ -319,7 +320,8 @@ def dcae(rounds):
     peer = AutoencoderDC(**kwargs).eval()
     variables = diffusers_compat.convert_state_dict(
         {k: v.numpy() for k, v in peer.state_dict().items()}, arch)
-    model = dc_ae.DCAE(arch)
+    # As the trainer and `load_dc_ae` build it: Winograd 3x3 convs on CPU.
+    model = dc_ae.DCAE(arch, conv_impl=linear.resolve_conv_impl("auto"))
     x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(
         np.float32)
     encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))

@@ -169,12 +169,13 @@ class Conv(nn.Module):
   dtype: Dtype = jnp.float32
   in_axis: Any = pt.CONV_IN
   out_axis: Any = pt.CONV_OUT
+  conv_impl: str = "lax"  # The spatial conv's `linear.Conv.impl`.
 
   @nn.compact
   def __call__(self, x):
     conv = linear.Conv(self.features, self.kernel_size, in_axis=self.in_axis,
                        out_axis=self.out_axis, dtype=self.dtype,
-                       name="spatial")
+                       impl=self.conv_impl, name="spatial")
     if not self.video:
       return conv(x)
     y = _frames(conv, x)
@@ -201,14 +202,17 @@ class ResnetBlock(nn.Module):
   features: int
   arch: CosmosArch
   dtype: Dtype = jnp.float32
+  conv_impl: str = "lax"
 
   @nn.compact
   def __call__(self, x):
     a = self.arch
     h = nn.swish(Norm(a.num_groups, a.video, name="norm1")(x))
-    h = Conv(self.features, 3, a.video, self.dtype, name="conv1")(h)
+    h = Conv(self.features, 3, a.video, self.dtype,
+             conv_impl=self.conv_impl, name="conv1")(h)
     h = nn.swish(Norm(a.num_groups, a.video, name="norm2")(h))
-    h = Conv(self.features, 3, a.video, self.dtype, name="conv2")(h)
+    h = Conv(self.features, 3, a.video, self.dtype,
+             conv_impl=self.conv_impl, name="conv2")(h)
     if x.shape[-1] != self.features:
       x = Conv(self.features, 1, a.video, self.dtype, name="skip")(x)
     return x + h
@@ -292,6 +296,7 @@ class Upsample(nn.Module):
   arch: CosmosArch
   time: bool = False
   dtype: Dtype = jnp.float32
+  conv_impl: str = "lax"
 
   @nn.compact
   def __call__(self, x):
@@ -302,7 +307,8 @@ class Upsample(nn.Module):
       x = x + TemporalConv(c, 3, dtype=self.dtype, name="time_conv")(x)
     up = lambda y: jnp.repeat(jnp.repeat(y, 2, axis=-3), 2, axis=-2)  # noqa: E731
     x = up(x)
-    conv = linear.Conv(c, 3, dtype=self.dtype, name="conv")
+    conv = linear.Conv(c, 3, dtype=self.dtype, impl=self.conv_impl,
+                       name="conv")
     if not self.arch.video:
       return conv(x)
     x = x + _frames(conv, x)
@@ -336,28 +342,30 @@ class Encoder(nn.Module):
   arch: CosmosArch
   dtype: Dtype = jnp.float32
   variational: bool = False
+  conv_impl: str = "lax"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    a = self.arch
+    a, impl = self.arch, self.conv_impl
     x = patch(x, a)
     h = Conv(a.channels, 3, a.video, self.dtype, in_axis=None,
-             name="conv_in")(x)
+             conv_impl=impl, name="conv_in")(x)
     for i, mult in enumerate(a.channels_mult):
       for j in range(a.num_res_blocks):
-        h = ResnetBlock(a.channels * mult, a, self.dtype,
+        h = ResnetBlock(a.channels * mult, a, self.dtype, impl,
                         name=f"down_{i}_block_{j}")(h)
         if h.shape[-2] in a.attn_resolutions:
           h = AttnBlock(a, self.dtype, name=f"down_{i}_attn_{j}")(h)
       if i < a.num_down:
         h = Downsample(a, i < a.num_time_down, self.dtype,
                        name=f"down_{i}_downsample")(h)
-    h = ResnetBlock(h.shape[-1], a, self.dtype, name="mid_block_1")(h)
+    h = ResnetBlock(h.shape[-1], a, self.dtype, impl, name="mid_block_1")(h)
     h = AttnBlock(a, self.dtype, name="mid_attn_1")(h)
-    h = ResnetBlock(h.shape[-1], a, self.dtype, name="mid_block_2")(h)
+    h = ResnetBlock(h.shape[-1], a, self.dtype, impl, name="mid_block_2")(h)
     h = nn.swish(Norm(a.num_groups, a.video, name="norm_out")(h))
-    h = Conv(a.latent_channels, 3, a.video, self.dtype, name="conv_out")(h)
+    h = Conv(a.latent_channels, 3, a.video, self.dtype, conv_impl=impl,
+             name="conv_out")(h)
     out = a.latent_channels * (2 if self.variational else 1)
     z = Conv(out, 1, a.video, self.dtype, out_axis=None,
              name="quant_conv")(h)
@@ -368,32 +376,34 @@ class Decoder(nn.Module):
   """Latents -> images / clips (unclipped)."""
   arch: CosmosArch
   dtype: Dtype = jnp.float32
+  conv_impl: str = "lax"
 
   @nn.compact
   def __call__(self, z, train: bool = False):
     del train
-    a = self.arch
+    a, impl = self.arch, self.conv_impl
     h = Conv(a.latent_channels, 1, a.video, self.dtype, in_axis=None,
              name="post_quant_conv")(z)
     h = Conv(a.channels * a.channels_mult[-1], 3, a.video, self.dtype,
-             name="conv_in")(h)
-    h = ResnetBlock(h.shape[-1], a, self.dtype, name="mid_block_1")(h)
+             conv_impl=impl, name="conv_in")(h)
+    h = ResnetBlock(h.shape[-1], a, self.dtype, impl, name="mid_block_1")(h)
     h = AttnBlock(a, self.dtype, name="mid_attn_1")(h)
-    h = ResnetBlock(h.shape[-1], a, self.dtype, name="mid_block_2")(h)
+    h = ResnetBlock(h.shape[-1], a, self.dtype, impl, name="mid_block_2")(h)
     for i in reversed(range(len(a.channels_mult))):
       for j in range(a.num_res_blocks + 1):
-        h = ResnetBlock(a.channels * a.channels_mult[i], a, self.dtype,
+        h = ResnetBlock(a.channels * a.channels_mult[i], a, self.dtype, impl,
                         name=f"up_{i}_block_{j}")(h)
         if h.shape[-2] in a.attn_resolutions:
           h = AttnBlock(a, self.dtype, name=f"up_{i}_attn_{j}")(h)
       # Mirrors the encoder: level i - 1 was followed by a downsample.
       if 1 <= i <= a.num_down:
-        h = Upsample(a, i - 1 < a.num_time_down, self.dtype,
+        h = Upsample(a, i - 1 < a.num_time_down, self.dtype, impl,
                      name=f"up_{i}_upsample")(h)
     h = nn.swish(Norm(a.num_groups, a.video, name="norm_out")(h))
     p = a.patch_size
     out = a.in_channels * p ** (3 if a.video else 2)
-    h = Conv(out, 3, a.video, self.dtype, out_axis=None, name="conv_out")(h)
+    h = Conv(out, 3, a.video, self.dtype, out_axis=None, conv_impl=impl,
+             name="conv_out")(h)
     h = h.astype(jnp.float32)
     return unpatch(h, a)
 
@@ -403,5 +413,5 @@ class CosmosAE(dc_ae.EncoderDecoder):
   `dc_ae.EncoderDecoder` interface."""
 
   def parts(self):
-    return (Encoder(self.arch, self.dtype, self.variational),
-            Decoder(self.arch, self.dtype))
+    return (Encoder(self.arch, self.dtype, self.variational, self.conv_impl),
+            Decoder(self.arch, self.dtype, self.conv_impl))

@@ -164,9 +164,10 @@ def released(name: str) -> Arch:
       decoder_act_fns=("relu",) * 3 + ("silu",) * evit).normalized()
 
 
-def _block(kind, heads_dim, scales, norm, act, dtype, name):
+def _block(kind, heads_dim, scales, norm, act, dtype, conv_impl, name):
   if kind == "ResBlock":
-    return ops.ResBlock(act=act, norm=norm, dtype=dtype, name=name)
+    return ops.ResBlock(act=act, norm=norm, dtype=dtype, conv_impl=conv_impl,
+                        name=name)
   return ops.EfficientViTBlock(heads_dim, scales, dtype, name=name)
 
 
@@ -176,12 +177,13 @@ class DownBlock(nn.Module):
   unshuffle: bool
   shortcut: bool
   dtype: Dtype = jnp.float32
+  conv_impl: str = "lax"
 
   @nn.compact
   def __call__(self, x):
     if self.unshuffle:
       y = linear.Conv(self.features // 4, 3, dtype=self.dtype,
-                      name="conv")(x)
+                      impl=self.conv_impl, name="conv")(x)
       y = ops.pixel_unshuffle(y, 2)
     else:
       y = linear.Conv(self.features, 3, strides=2, dtype=self.dtype,
@@ -197,15 +199,17 @@ class UpBlock(nn.Module):
   interpolate: bool
   shortcut: bool
   dtype: Dtype = jnp.float32
+  conv_impl: str = "lax"
 
   @nn.compact
   def __call__(self, x):
     if self.interpolate:
       up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest 2x
-      y = linear.Conv(self.features, 3, dtype=self.dtype, name="conv")(up)
+      y = linear.Conv(self.features, 3, dtype=self.dtype,
+                      impl=self.conv_impl, name="conv")(up)
     else:
       y = linear.Conv(self.features * 4, 3, dtype=self.dtype,
-                      name="conv")(x)
+                      impl=self.conv_impl, name="conv")(x)
       y = ops.pixel_shuffle(y, 2)
     if self.shortcut:
       y = y + ops.channel_duplicate_up(x, self.features, 2)
@@ -218,28 +222,30 @@ class Encoder(nn.Module):
   arch: Arch
   dtype: Dtype = jnp.float32
   variational: bool = False
+  conv_impl: str = "lax"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     a = self.arch
+    impl = self.conv_impl
     widths, depths = a.encoder_block_out_channels, a.encoder_layers_per_block
     unshuffle = a.downsample_block_type == "pixel_unshuffle"
     if depths[0] > 0:
       h = linear.Conv(widths[0], 3, in_axis=None, dtype=self.dtype,
                       name="conv_in")(x)
     else:
-      h = DownBlock(widths[1], unshuffle, False, self.dtype,
+      h = DownBlock(widths[1], unshuffle, False, self.dtype, impl,
                     name="conv_in")(x)
     for i, (width, depth) in enumerate(zip(widths, depths)):
       for j in range(depth):
         h = _block(a.encoder_block_types[i], a.attention_head_dim,
                    a.encoder_qkv_multiscales[i], "rms_norm", "silu",
-                   self.dtype, f"down_blocks_{i}_{j}")(h, train)
+                   self.dtype, impl, f"down_blocks_{i}_{j}")(h, train)
       if i < len(widths) - 1 and depth > 0:
         h = DownBlock(widths[i + 1], unshuffle, a.stage_shortcuts, self.dtype,
-                      name=f"down_blocks_{i}_{depth}")(h)
+                      impl, name=f"down_blocks_{i}_{depth}")(h)
     out = a.latent_channels * (2 if self.variational else 1)
-    z = linear.Conv(out, 3, out_axis=None, dtype=self.dtype,
+    z = linear.Conv(out, 3, out_axis=None, dtype=self.dtype, impl=impl,
                     name="conv_out")(h)
     if a.encoder_out_shortcut:
       z = z + ops.channel_average_down(h, out, 1)
@@ -250,13 +256,15 @@ class Decoder(nn.Module):
   """Latents -> images (NHWC, unclipped)."""
   arch: Arch
   dtype: Dtype = jnp.float32
+  conv_impl: str = "lax"
 
   @nn.compact
   def __call__(self, z, train: bool = False):
     a = self.arch
+    impl = self.conv_impl
     widths, depths = a.decoder_block_out_channels, a.decoder_layers_per_block
     interpolate = a.upsample_block_type == "interpolate"
-    h = linear.Conv(widths[-1], 3, in_axis=None, dtype=self.dtype,
+    h = linear.Conv(widths[-1], 3, in_axis=None, dtype=self.dtype, impl=impl,
                     name="conv_in")(z)
     if a.decoder_in_shortcut:
       h = h + ops.channel_duplicate_up(z.astype(h.dtype), widths[-1], 1)
@@ -264,21 +272,21 @@ class Decoder(nn.Module):
       j = 0
       if i < len(widths) - 1 and depths[i] > 0:
         h = UpBlock(widths[i], interpolate, a.stage_shortcuts, self.dtype,
-                    name=f"up_blocks_{i}_0")(h)
+                    impl, name=f"up_blocks_{i}_0")(h)
         j = 1
       for k in range(depths[i]):
         h = _block(a.decoder_block_types[i], a.attention_head_dim,
                    a.decoder_qkv_multiscales[i], a.decoder_norm_types[i],
-                   a.decoder_act_fns[i], self.dtype,
+                   a.decoder_act_fns[i], self.dtype, impl,
                    f"up_blocks_{i}_{j + k}")(h, train)
     h = ops.rms_norm("norm_out")(h).astype(self.dtype)
     h = {"silu": nn.silu, "relu": nn.relu,
          "relu6": nn.relu6}[a.decoder_conv_act_fn](h)
     if depths[0] > 0:
       out = linear.Conv(a.in_channels, 3, out_axis=None, dtype=self.dtype,
-                        name="conv_out")(h)
+                        impl=impl, name="conv_out")(h)
     else:
-      out = UpBlock(a.in_channels, interpolate, False, self.dtype,
+      out = UpBlock(a.in_channels, interpolate, False, self.dtype, impl,
                     name="conv_out")(h)
     return out.astype(jnp.float32)
 
@@ -299,10 +307,13 @@ class EncoderDecoder(nn.Module):
     dtype: compute dtype.
     variational: the encoder emits a diagonal Gaussian (mean, log-variance;
       for the optional KL term); `encode` returns its mean.
+    conv_impl: `linear.Conv.impl` of the 3x3 convs ("lax" or "winograd";
+      `linear.resolve_conv_impl` turns a config's "auto" into one).
   """
   arch: Any
   dtype: Dtype = jnp.float32
   variational: bool = False
+  conv_impl: str = "lax"
 
   def parts(self):
     """(encoder, decoder) modules; called in `setup`."""
@@ -330,8 +341,8 @@ class DCAE(EncoderDecoder):
   """DC-AE's encoder + decoder (`arch` is an `Arch`)."""
 
   def parts(self):
-    return (Encoder(self.arch, self.dtype, self.variational),
-            Decoder(self.arch, self.dtype))
+    return (Encoder(self.arch, self.dtype, self.variational, self.conv_impl),
+            Decoder(self.arch, self.dtype, self.conv_impl))
 
 
 def num_params(arch: Arch) -> int:

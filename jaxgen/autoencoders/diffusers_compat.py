@@ -162,15 +162,18 @@ class LoadedDCAE:
 
   Images are NHWC float32 in [-1, 1]; latents NHWC, unscaled (multiply by
   `scaling_factor` before a diffusion model, divide before decoding, as
-  diffusers does outside the model).
+  diffusers does outside the model). `conv_impl` ("auto": Winograd on CPU)
+  is the 3x3 convs' `jaxgen.nn.linear.Conv.impl`.
   """
 
-  def __init__(self, arch, variables, scaling_factor: float = 1.0):
+  def __init__(self, arch, variables, scaling_factor: float = 1.0,
+               conv_impl: str = "auto"):
     import jax  # pylint: disable=g-import-not-at-top
     from jaxgen.autoencoders import dc_ae  # pylint: disable=g-import-not-at-top
+    from jaxgen.nn import linear  # pylint: disable=g-import-not-at-top
     self.arch, self.variables = arch, variables
     self.scaling_factor = float(scaling_factor)
-    model = dc_ae.DCAE(arch)
+    model = dc_ae.DCAE(arch, conv_impl=linear.resolve_conv_impl(conv_impl))
     self.encode = jax.jit(lambda x: model.apply(self.variables, x,
                                                 method=model.encode))
     self.decode = jax.jit(lambda z: model.apply(self.variables, z,

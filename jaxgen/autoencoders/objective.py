@@ -48,6 +48,7 @@ from jaxgen.autoencoders import cosmos
 from jaxgen.autoencoders import dc_ae
 from jaxgen.eval import perceptual
 from jaxgen.gan import losses as gan_losses
+from jaxgen.nn import linear
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import objective as objective_lib
 from jaxgen.train import state as state_lib
@@ -91,11 +92,13 @@ def arch_from_config(config):
                    f"{ARCHITECTURES}.")
 
 
-def build_model(arch, variational: bool = False):
-  """The Flax module of an architecture (`DCAE` or `CosmosAE`)."""
+def build_model(arch, variational: bool = False, conv_impl: str = "lax"):
+  """The Flax module of an architecture (`DCAE` or `CosmosAE`); conv_impl
+  is its 3x3 convs' `linear.Conv.impl`."""
   if isinstance(arch, cosmos.CosmosArch):
-    return cosmos.CosmosAE(arch, variational=variational)
-  return dc_ae.DCAE(arch, variational=variational)
+    return cosmos.CosmosAE(arch, variational=variational,
+                           conv_impl=conv_impl)
+  return dc_ae.DCAE(arch, variational=variational, conv_impl=conv_impl)
 
 
 def downsample(x: jax.Array, factor: int) -> jax.Array:
@@ -154,7 +157,9 @@ class Autoencoder(objective_lib.Objective):
     self.arch = arch_from_config(config)
     a = config.autoencoder
     self.kl_weight = float(a.get("kl_weight", 0.0))
-    self.model = build_model(self.arch, self.kl_weight > 0)
+    self.conv_impl = linear.resolve_conv_impl(
+        str(a.get("conv_impl", "auto")), "config.autoencoder.conv_impl")
+    self.model = build_model(self.arch, self.kl_weight > 0, self.conv_impl)
     self.image_size = int(config.dataset.image_size)
     self.video = bool(getattr(self.arch, "video", False))
     # Clips are batch["video"] [B, T, H, W, C]; images batch["image"].

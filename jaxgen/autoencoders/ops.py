@@ -117,17 +117,21 @@ class ResBlock(nn.Module):
     act: "silu", "relu" or "relu6".
     norm: "rms_norm" or "batch_norm".
     dtype: compute dtype.
+    conv_impl: the 3x3 convs' `linear.Conv.impl`.
   """
   act: str = "silu"
   norm: str = "rms_norm"
   dtype: Dtype = jnp.float32
+  conv_impl: str = "lax"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     c = x.shape[-1]
-    h = linear.Conv(c, 3, dtype=self.dtype, name="conv1")(x)
+    h = linear.Conv(c, 3, dtype=self.dtype, impl=self.conv_impl,
+                    name="conv1")(x)
     h = _act(self.act)(h)
-    h = linear.Conv(c, 3, use_bias=False, dtype=self.dtype, name="conv2")(h)
+    h = linear.Conv(c, 3, use_bias=False, dtype=self.dtype,
+                    impl=self.conv_impl, name="conv2")(h)
     norm = (batch_norm(train, "norm") if self.norm == "batch_norm"
             else rms_norm("norm"))
     return x + norm(h).astype(x.dtype)

@@ -111,6 +111,11 @@ class Conv(nn.Module):
     param_dtype: parameter dtype.
     padding: explicit ((top, bottom), (left, right)) padding instead
       (e.g. SD-VAE's stride-2 ((0, 1), (0, 1))).
+    impl: "lax" (XLA's convolution) or "winograd": a dense 3x3, stride-1,
+      pad-1 float32 conv with at least `WINOGRAD_MIN_CHANNELS` channels on
+      both sides then runs as `winograd_conv3x3` (2.25x fewer multiplies;
+      the fast form on CPU, see `resolve_conv_impl`); any other conv runs
+      through lax either way.
   """
   features: int
   kernel_size: int = 3
@@ -123,6 +128,7 @@ class Conv(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   padding: Optional[Any] = None
+  impl: str = "lax"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -145,8 +151,15 @@ class Conv(nn.Module):
     if self.padding is not None:
       pad = tuple(tuple(p) for p in self.padding)
     c_in = x.shape[-1]
-    if (self.groups == c_in == self.features and self.strides == 1
-        and self.groups > 1):
+    if self.impl not in CONV_IMPLS:
+      raise ValueError(f"Conv impl={self.impl!r}; use one of {CONV_IMPLS}.")
+    if (self.impl == "winograd" and k == 3 and self.strides == 1
+        and self.groups == 1 and pad == ((1, 1), (1, 1))
+        and min(c_in, self.features) >= WINOGRAD_MIN_CHANNELS
+        and jnp.dtype(self.dtype) == jnp.float32):
+      y = winograd_conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
+    elif (self.groups == c_in == self.features and self.strides == 1
+          and self.groups > 1):
       y = depthwise_taps(x.astype(self.dtype), kernel.astype(self.dtype), pad)
     elif k == 1 and self.strides == 1 and 1 < self.groups < c_in:
       # A grouped (not depthwise) 1x1 conv as a per-group matmul: XLA's SPMD
@@ -171,6 +184,97 @@ class Conv(nn.Module):
                         (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
     return y
+
+
+CONV_IMPLS = ("lax", "winograd")
+# Below this many input or output channels the Winograd transforms cost more
+# than the multiplies they save (one CPU core: 64 channels at 32x32, batch 4
+# is 0.7x lax forward and 1.0x forward + backward; 32 channels is slower).
+WINOGRAD_MIN_CHANNELS = 64
+
+
+def resolve_conv_impl(name: str, field: str = "conv_impl") -> str:
+  """A config's conv implementation: "auto" is "winograd" on CPU, where
+  XLA's direct convolution runs at the same multiply rate as oneDNN's and
+  Winograd's 2.25x fewer multiplies make 3x3 convs 1.6-2x faster, and
+  "lax" on GPU / TPU, whose convolution libraries pick their own
+  algorithms.
+
+  Args:
+    name: "auto", "lax" or "winograd".
+    field: the config field named in the error.
+
+  Returns:
+    "lax" or "winograd".
+
+  Raises:
+    ValueError: one line, for any other name.
+  """
+  if name == "auto":
+    return "winograd" if jax.default_backend() == "cpu" else "lax"
+  if name not in CONV_IMPLS:
+    raise ValueError(f"{field}={name!r}; use 'auto', 'lax' or 'winograd'.")
+  return name
+
+
+def _winograd_data(d):
+  """B^T d over 4 views of an axis: F(2, 3)'s input transform."""
+  return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+
+
+def _winograd_kernel(g):
+  """G g over the 3 taps of an axis: F(2, 3)'s kernel transform."""
+  return [g[0], (g[0] + g[1] + g[2]) * 0.5, (g[0] - g[1] + g[2]) * 0.5, g[2]]
+
+
+def _winograd_output(m):
+  """A^T m over 4 transformed positions: F(2, 3)'s 2 outputs."""
+  return [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+
+
+def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """A 3x3 convolution (stride 1, one zero pixel of padding) by Winograd's
+  minimal filtering F(2x2, 3x3) (Lavin & Gray 2016).
+
+  Each 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A of the 4x4 input
+  tile d around it, summed over input channels, so the channel contraction
+  is 16 matmuls [tiles, C_in] x [C_in, C_out] (one per transformed
+  position): 16 multiplies per 4 outputs instead of 36. The transforms are
+  additions and halvings applied to strided views, axis by axis. Values
+  equal a direct convolution's up to float32 rounding (the transforms'
+  coefficients are 0, +-1 and 1/2); gradients follow by autodiff and are
+  the same kind of batched matmul. Odd sizes get one more zero row /
+  column, cropped from the output.
+
+  Args:
+    x: f[B, H, W, C].
+    kernel: f[3, 3, C, O] (HWIO).
+
+  Returns:
+    f[B, H, W, O].
+  """
+  b, h, w, c = x.shape
+  o = kernel.shape[-1]
+  h2, w2 = -(-h // 2), -(-w // 2)
+  xp = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
+  # V[a, b'] = (B^T d B)[a, b'] for every tile: rows, then columns.
+  rows = _winograd_data([xp[:, i:i + 2 * h2:2] for i in range(4)])
+  v = jnp.stack([jnp.stack(_winograd_data([r[:, :, j:j + 2 * w2:2]
+                                           for j in range(4)]))
+                 for r in rows])                         # [4, 4, B, h2, w2, C]
+  # U = G g G^T written out with adds (an einsum against G makes XLA:CPU
+  # pass over the [4, 4, C, O] result several times: 2x the whole conv's
+  # time at 1024 channels).
+  u = jnp.stack([jnp.stack(_winograd_kernel([r[j] for j in range(3)]))
+                 for r in _winograd_kernel([kernel[i] for i in range(3)])])
+  # The matmuls over flattened tiles: a 2-D contraction per position keeps
+  # XLA:CPU on its fast matmul path (see `Dense`).
+  m = jnp.einsum("pnc,pco->pno", v.reshape(16, b * h2 * w2, c),
+                 u.reshape(16, c, o)).reshape(4, 4, b * h2 * w2, o)
+  y = jnp.stack([jnp.stack(_winograd_output(t))
+                 for t in _winograd_output(m)])           # [2, 2, tiles, O]
+  y = jnp.transpose(y.reshape(2, 2, b, h2, w2, o), (2, 3, 0, 4, 1, 5))
+  return y.reshape(b, 2 * h2, 2 * w2, o)[:, :h, :w]
 
 
 def depthwise_taps(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:

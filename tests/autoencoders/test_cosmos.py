@@ -10,6 +10,7 @@ from configs import autoencoder as ae_config
 from jaxgen import config_lib
 from jaxgen.autoencoders import cosmos
 from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.nn import linear
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import trainer
 from tests.train import common
@@ -41,7 +42,9 @@ def test_matmul_flops_counts_real_taps_of_a_same_conv():
 
 @pytest.mark.parametrize("preset", ["tiny_cosmos", "tiny_video"])
 def test_patcher_first_unpatcher_last_and_flops_match_xla(preset):
-  obj = ae_objective.Autoencoder(_config(preset), total_steps=2)
+  # lax convs: the analytic count is the direct convolution's.
+  obj = ae_objective.Autoencoder(
+      _config(preset, **{"autoencoder.conv_impl": "lax"}), total_steps=2)
   a = obj.arch
   shape = ((1, 5, 32, 32, 3) if a.video else (1, 32, 32, 3))
   x = jnp.zeros(shape)
@@ -87,6 +90,38 @@ def test_video_autoencoder_is_causal():
   y2 = model.apply(v, changed, method=model.decode)
   np.testing.assert_array_equal(y[:, :5], y2[:, :5])
   assert float(jnp.abs(y[:, 5:] - y2[:, 5:]).max()) > 1e-3
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_winograd_convs_give_the_lax_outputs(video, monkeypatch):
+  """Every 3x3 spatial conv (channel threshold lowered to 1) as Winograd:
+  encode and decode as with lax convs, for images and clips."""
+  monkeypatch.setattr(linear, "WINOGRAD_MIN_CHANNELS", 1)
+  a = cosmos.CosmosArch(latent_channels=4, channels=8, channels_mult=(1, 2),
+                        num_res_blocks=1, attn_resolutions=(4,),
+                        patch_size=2, spatial_compression=4,
+                        temporal_compression=4 if video else 1, video=video,
+                        num_groups=1).check()
+  x = jax.random.normal(jax.random.key(2), (1, 5, 16, 16, 3) if video
+                        else (2, 16, 16, 3))
+  lax_model = cosmos.CosmosAE(a)
+  v = lax_model.init(jax.random.key(0), x)
+  wino = cosmos.CosmosAE(a, conv_impl="winograd")
+  encode = lambda m: jax.jit(  # noqa: E731
+      lambda v, x: m.apply(v, x, method=m.encode))
+  if not video:  # The convs left to lax are the 1x1 and strided ones.
+    convs = [e for e in jax.make_jaxpr(
+        lambda v: wino.apply(v, x, method=wino.encode))(v).jaxpr.eqns
+             if str(e.primitive) == "conv_general_dilated"]
+    assert convs and all(
+        e.invars[1].aval.shape[:2] == (1, 1)
+        or e.params["window_strides"] == (2, 2) for e in convs)
+  z = encode(lax_model)(v, x)
+  np.testing.assert_allclose(encode(wino)(v, x), z, atol=1e-4)
+  np.testing.assert_allclose(
+      jax.jit(lambda v, z: wino.apply(v, z, method=wino.decode))(v, z),
+      jax.jit(lambda v, z: lax_model.apply(v, z, method=lax_model.decode))(
+          v, z), atol=1e-4)
 
 
 @pytest.mark.parametrize("overrides,match", [

@@ -7,6 +7,7 @@ import pytest
 
 from jaxgen.autoencoders import dc_ae
 from jaxgen.autoencoders import diffusers_compat
+from jaxgen.nn import linear
 from tests import parity
 
 # Two small configs covering every option: the in/mix wiring (no first-stage
@@ -54,8 +55,12 @@ def test_released_parameter_counts_equal_diffusers():
   assert round(dc_ae.num_params(dc_ae.released("f32c32_sana")) / 1e5) == 3123
 
 
+@pytest.mark.parametrize("impl", ["lax", "winograd"])
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_encode_and_decode_match_diffusers(name):
+def test_encode_and_decode_match_diffusers(name, impl, monkeypatch):
+  """With impl="winograd" every dense 3x3 stride-1 conv runs as Winograd
+  (the channel threshold is lowered to 1 so the small configs use it)."""
+  monkeypatch.setattr(linear, "WINOGRAD_MIN_CHANNELS", 1)
   torch = parity.need("torch")
   dc = parity.need("diffusers.models.autoencoders.autoencoder_dc")
   ref = dc.AutoencoderDC(in_channels=3, **SMALL[name]).eval()
@@ -69,7 +74,7 @@ def test_encode_and_decode_match_diffusers(name):
   arch = dc_ae.Arch.from_diffusers(dict(ref.config))
   variables = diffusers_compat.convert_state_dict(
       {k: v.numpy() for k, v in ref.state_dict().items()}, arch)
-  model = dc_ae.DCAE(arch)
+  model = dc_ae.DCAE(arch, conv_impl=impl)
   x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(
       np.float32)
   with torch.no_grad():

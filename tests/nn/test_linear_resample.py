@@ -87,6 +87,102 @@ def test_grouped_1x1_conv_matches_lax_and_shards_correctly():
   np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
+def _direct_conv3x3(x, k):
+  """float64 numpy reference: a sum of 9 shifted matmuls."""
+  b, h, w, _ = x.shape
+  xp = np.pad(np.float64(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  out = np.zeros((b, h, w, k.shape[-1]))
+  for i in range(3):
+    for j in range(3):
+      out += xp[:, i:i + h, j:j + w] @ np.float64(k[i, j])
+  return out
+
+
+@pytest.mark.parametrize("b,h,w,c,o", [(2, 8, 8, 5, 7), (1, 7, 9, 4, 3),
+                                       (3, 1, 1, 2, 2), (1, 2, 3, 1, 6)])
+def test_winograd_conv_equals_direct_conv(b, h, w, c, o):
+  """Values against a float64 direct conv (even and odd sizes, 1x1 maps);
+  gradients against XLA's convolution's."""
+  rng = np.random.default_rng(b * h + w)
+  x = rng.standard_normal((b, h, w, c)).astype(np.float32)
+  k = rng.standard_normal((3, 3, c, o)).astype(np.float32)
+  y = linear.winograd_conv3x3(x, k)
+  assert y.shape == (b, h, w, o)
+  np.testing.assert_allclose(y, _direct_conv3x3(x, k), atol=2e-5, rtol=0)
+  lax_conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+      x, k, (1, 1), ((1, 1), (1, 1)), precision="highest",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  cot = rng.standard_normal((b, h, w, o)).astype(np.float32)
+  loss = lambda f: lambda x, k: jnp.sum(f(x, k) * cot)  # noqa: E731
+  got = jax.grad(loss(linear.winograd_conv3x3), (0, 1))(x, k)
+  want = jax.grad(loss(lax_conv), (0, 1))(x, k)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(g, r, atol=1e-4 * np.abs(r).max(), rtol=0)
+
+
+def _ops(fn, *args):
+  return {str(e.primitive) for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns}
+
+
+def test_conv_winograd_impl_runs_only_where_it_applies(monkeypatch):
+  """Eligible convs (dense 3x3, stride 1, pad 1, float32, >= 64 channels
+  each way) lose the lax convolution and keep its values; all others keep
+  it."""
+  x = jax.random.normal(jax.random.key(4), (2, 6, 6, 64))
+  cases = [  # (layer, runs as Winograd)
+      (linear.Conv(64, 3, impl="winograd"), True),
+      (linear.Conv(64, 3, impl="lax"), False),
+      (linear.Conv(32, 3, impl="winograd"), False),        # too few outputs
+      (linear.Conv(64, 3, strides=2, impl="winograd"), False),
+      (linear.Conv(64, 3, groups=2, impl="winograd"), False),
+      (linear.Conv(64, 1, impl="winograd"), False),
+      (linear.Conv(64, 3, padding=((0, 2), (1, 1)), impl="winograd"), False),
+      (linear.Conv(64, 3, dtype=jnp.bfloat16, impl="winograd"), False),
+  ]
+  for layer, winograd in cases:
+    _, v = _init(layer, x)
+    ops = _ops(layer.apply, v, x)
+    assert ("conv_general_dilated" not in ops) == winograd, layer
+    if winograd:
+      ref = linear.Conv(64, 3, impl="lax").apply(v, x)
+      np.testing.assert_allclose(layer.apply(v, x), ref, atol=1e-4)
+  monkeypatch.setattr(linear, "WINOGRAD_MIN_CHANNELS", 16)
+  layer = linear.Conv(32, 3, impl="winograd")
+  _, v = _init(layer, x)
+  assert "conv_general_dilated" not in _ops(layer.apply, v, x)
+  with pytest.raises(ValueError, match="impl='fft'"):
+    _init(linear.Conv(8, 3, impl="fft"), x)
+
+
+def test_winograd_conv_shards_like_the_input():
+  """On a (2, 2, 2) mesh with the batch over data x fsdp and the kernel's
+  outputs over tensor, the Winograd conv gives the unsharded values."""
+  x = jax.random.normal(jax.random.key(5), (4, 8, 6, 64))
+  layer = linear.Conv(128, 3, impl="winograd")
+  _, v = _init(layer, x)
+  ref = linear.Conv(128, 3, impl="lax").apply(v, x)
+  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  spec = jax.sharding.PartitionSpec
+  xs = jax.device_put(x, jax.sharding.NamedSharding(
+      mesh, spec(("data", "fsdp"))))
+  vs = jax.device_put(v, {"params": {
+      "kernel": jax.sharding.NamedSharding(mesh, spec(None, None, None,
+                                                      "tensor")),
+      "bias": jax.sharding.NamedSharding(mesh, spec("tensor"))}})
+  with jax.set_mesh(mesh):
+    got = jax.jit(layer.apply)(vs, xs)
+  np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_resolve_conv_impl():
+  assert linear.resolve_conv_impl("auto") == (
+      "winograd" if jax.default_backend() == "cpu" else "lax")
+  assert linear.resolve_conv_impl("lax") == "lax"
+  with pytest.raises(ValueError, match=r"^model.conv='fft'; use 'auto', "):
+    linear.resolve_conv_impl("fft", "model.conv")
+
+
 @pytest.mark.parametrize("h,w,k", [(8, 8, 3), (5, 7, 3), (4, 4, 1), (6, 3, 5)])
 def test_conv_same_macs_counts_non_padding_taps(h, w, k):
   half = k // 2
