@@ -88,7 +88,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # fields of jaxgen.autoencoders.cosmos.CosmosArch.
   c.autoencoder.architecture = "cosmos" if arg.preset in COSMOS else "dc_ae"
   # How the dense 3x3 convs run: "auto" = "winograd" on CPU (Winograd's
-  # F(2x2, 3x3), 1.6-2x faster there, float32 only), "lax" on GPU / TPU;
+  # F(2x2, 3x3), 1.5-2x faster there, float32 only), "lax" on GPU / TPU;
   # the same parameters either way (jaxgen.nn.linear.Conv.impl).
   c.autoencoder.conv_impl = "auto"
   if arg.preset in COSMOS:
