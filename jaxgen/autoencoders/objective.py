@@ -414,7 +414,9 @@ class Autoencoder(objective_lib.Objective):
     """Forward FLOPs of one example through "encoder" (input `size` px) or
     "decoder" (latent `size`): DC-AE's per-layer formulas, or for Cosmos
     the matmuls and convolutions of the traced module
-    (`flops.matmul_flops`)."""
+    (`flops.matmul_flops`) with direct (lax) convs, so that Winograd's fewer
+    multiplies on CPU do not change the model FLOPs a budget is counted in.
+    """
     if isinstance(self.arch, dc_ae.Arch):
       macs = (dc_ae.encoder_macs if part == "encoder"
               else dc_ae.decoder_macs)(self.arch, size)
@@ -425,19 +427,17 @@ class Autoencoder(objective_lib.Objective):
     if self.video:
       shape = (1, self.num_frames) + shape[1:]
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    variables = jax.eval_shape(self.model.init, jax.random.key(0), x)
+    model = self.model.clone(conv_impl="lax")
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
     if part == "encoder":
       return flops_lib.matmul_flops(
-          lambda v, x: self.model.apply(v, x, method=self.model.encode),
-          variables, x)
-    z = jax.eval_shape(
-        lambda v, x: self.model.apply(v, x, method=self.model.encode),
-        variables, x)
+          lambda v, x: model.apply(v, x, method=model.encode), variables, x)
+    z = jax.eval_shape(lambda v, x: model.apply(v, x, method=model.encode),
+                       variables, x)
     z = jax.ShapeDtypeStruct(z.shape[:-3] + (size, size, z.shape[-1]),
                              jnp.float32)
     return flops_lib.matmul_flops(
-        lambda v, z: self.model.apply(v, z, method=self.model.decode),
-        variables, z)
+        lambda v, z: model.apply(v, z, method=model.decode), variables, z)
 
   def flops_per_example(self) -> float:
     """3 x (encoder + decoder) forward FLOPs (backward = 2 x forward).

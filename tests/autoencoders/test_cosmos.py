@@ -41,7 +41,8 @@ def test_matmul_flops_counts_real_taps_of_a_same_conv():
 
 
 @pytest.mark.parametrize("preset", ["tiny_cosmos", "tiny_video"])
-def test_patcher_first_unpatcher_last_and_flops_match_xla(preset):
+def test_patcher_first_unpatcher_last_and_flops_match_xla(preset,
+                                                           monkeypatch):
   # lax convs: the analytic count is the direct convolution's.
   obj = ae_objective.Autoencoder(
       _config(preset, **{"autoencoder.conv_impl": "lax"}), total_steps=2)
@@ -69,6 +70,13 @@ def test_patcher_first_unpatcher_last_and_flops_match_xla(preset):
       flops_lib.compiled_flops(enc), rel=0.05)
   assert obj.forward_flops("decoder", 32 // f) == pytest.approx(
       flops_lib.compiled_flops(dec), rel=0.05)
+  # Model FLOPs do not depend on how the convs run (every 3x3 conv as
+  # Winograd, the channel threshold lowered to 1).
+  monkeypatch.setattr(linear, "WINOGRAD_MIN_CHANNELS", 1)
+  wino = ae_objective.Autoencoder(
+      _config(preset, **{"autoencoder.conv_impl": "winograd"}), total_steps=2)
+  for part, size in (("encoder", 32), ("decoder", 32 // f)):
+    assert wino.forward_flops(part, size) == obj.forward_flops(part, size)
 
 
 def test_video_autoencoder_is_causal():
