@@ -232,7 +232,7 @@ class Encoder(nn.Module):
     unshuffle = a.downsample_block_type == "pixel_unshuffle"
     if depths[0] > 0:
       h = linear.Conv(widths[0], 3, in_axis=None, dtype=self.dtype,
-                      name="conv_in")(x)
+                      impl=impl, name="conv_in")(x)
     else:
       h = DownBlock(widths[1], unshuffle, False, self.dtype, impl,
                     name="conv_in")(x)

@@ -114,8 +114,9 @@ class Conv(nn.Module):
     impl: "lax" (XLA's convolution) or "winograd": a dense 3x3, stride-1,
       pad-1 float32 conv with at least `WINOGRAD_MIN_CHANNELS` channels on
       both sides then runs as `winograd_conv3x3` (2.25x fewer multiplies;
-      the fast form on CPU, see `resolve_conv_impl`); any other conv runs
-      through lax either way.
+      the fast form on CPU, see `resolve_conv_impl`; its backward pass
+      keeps the transformed input, 4x the conv's input); any other conv
+      runs through lax either way.
   """
   features: int
   kernel_size: int = 3

@@ -13,6 +13,7 @@ from jaxgen.autoencoders import objective as ae_objective
 from jaxgen.nn import linear
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import trainer
+from tests.autoencoders import convs
 from tests.train import common
 
 
@@ -75,8 +76,14 @@ def test_patcher_first_unpatcher_last_and_flops_match_xla(preset,
   monkeypatch.setattr(linear, "WINOGRAD_MIN_CHANNELS", 1)
   wino = ae_objective.Autoencoder(
       _config(preset, **{"autoencoder.conv_impl": "winograd"}), total_steps=2)
+  assert wino.model.conv_impl == "winograd"
   for part, size in (("encoder", 32), ("decoder", 32 // f)):
     assert wino.forward_flops(part, size) == obj.forward_flops(part, size)
+  # ... although the Winograd model itself does fewer multiplies.
+  executed = flops_lib.matmul_flops(
+      lambda v, x: wino.model.apply(v, x, method=wino.model.encode),
+      variables, x)
+  assert executed < 0.8 * obj.forward_flops("encoder", 32)
 
 
 def test_video_autoencoder_is_causal():
@@ -117,13 +124,10 @@ def test_winograd_convs_give_the_lax_outputs(video, monkeypatch):
   wino = cosmos.CosmosAE(a, conv_impl="winograd")
   encode = lambda m: jax.jit(  # noqa: E731
       lambda v, x: m.apply(v, x, method=m.encode))
-  if not video:  # The convs left to lax are the 1x1 and strided ones.
-    convs = [e for e in jax.make_jaxpr(
-        lambda v: wino.apply(v, x, method=wino.encode))(v).jaxpr.eqns
-             if str(e.primitive) == "conv_general_dilated"]
-    assert convs and all(
-        e.invars[1].aval.shape[:2] == (1, 1)
-        or e.params["window_strides"] == (2, 2) for e in convs)
+  left = convs.lax_convs(lambda v: wino.apply(v, x, method=wino.encode), v)
+  assert convs.only_1x1_strided_or_temporal(left), left
+  assert not convs.only_1x1_strided_or_temporal(convs.lax_convs(
+      lambda v: lax_model.apply(v, x, method=lax_model.encode), v))
   z = encode(lax_model)(v, x)
   np.testing.assert_allclose(encode(wino)(v, x), z, atol=1e-4)
   np.testing.assert_allclose(

@@ -9,6 +9,7 @@ from jaxgen.autoencoders import dc_ae
 from jaxgen.autoencoders import diffusers_compat
 from jaxgen.nn import linear
 from tests import parity
+from tests.autoencoders import convs
 
 # Two small configs covering every option: the in/mix wiring (no first-stage
 # blocks, pixel (un)shuffle, batch-norm ResBlock decoder stages) and SANA's
@@ -81,6 +82,12 @@ def test_encode_and_decode_match_diffusers(name, impl, monkeypatch):
     z_ref = ref.encode(torch.from_numpy(x.transpose(0, 3, 1, 2))).latent
     y_ref = ref.decode(z_ref).sample.numpy().transpose(0, 2, 3, 1)
     z_ref = z_ref.numpy().transpose(0, 2, 3, 1)
+  if impl == "winograd":  # No dense stride-1 3x3 conv is left to lax.
+    for method, arg in ((model.encode, x), (model.decode, np.zeros(
+        (2, 4, 4, 8), np.float32))):
+      left = convs.lax_convs(
+          lambda v, a, m=method: model.apply(v, a, method=m), variables, arg)
+      assert convs.only_1x1_strided_or_temporal(left), left
   z = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))(
       variables, x)
   assert z.shape == (2, 4, 4, 8)

@@ -81,6 +81,17 @@ def test_se_loss_is_zero_for_a_scale_equivariant_decoder():
   assert float(ae_objective.se_loss(x, z, pattern, l1, 2)) > 0.01
 
 
+def test_conv_impl_reaches_the_model():
+  """config.autoencoder.conv_impl picks the model's convs; "auto" is
+  Winograd on this CPU backend."""
+  assert jax.default_backend() == "cpu"
+  for impl, want in (("auto", "winograd"), ("lax", "lax"),
+                     ("winograd", "winograd")):
+    obj = ae_objective.Autoencoder(
+        _config(**{"autoencoder.conv_impl": impl}), total_steps=2)
+    assert obj.model.conv_impl == want
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"dataset.image_size": 36}, "not divisible by 8"),
     ({"autoencoder.se_weight": 0.25, "dataset.image_size": 48},

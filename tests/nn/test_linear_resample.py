@@ -129,23 +129,28 @@ def test_conv_winograd_impl_runs_only_where_it_applies(monkeypatch):
   each way) lose the lax convolution and keep its values; all others keep
   it."""
   x = jax.random.normal(jax.random.key(4), (2, 6, 6, 64))
-  cases = [  # (layer, runs as Winograd)
-      (linear.Conv(64, 3, impl="winograd"), True),
-      (linear.Conv(64, 3, impl="lax"), False),
-      (linear.Conv(32, 3, impl="winograd"), False),        # too few outputs
-      (linear.Conv(64, 3, strides=2, impl="winograd"), False),
-      (linear.Conv(64, 3, groups=2, impl="winograd"), False),
-      (linear.Conv(64, 1, impl="winograd"), False),
-      (linear.Conv(64, 3, padding=((0, 2), (1, 1)), impl="winograd"), False),
-      (linear.Conv(64, 3, dtype=jnp.bfloat16, impl="winograd"), False),
+  cases = [  # (layer, input channels, runs as Winograd)
+      (linear.Conv(64, 3, impl="winograd"), 64, True),
+      (linear.Conv(64, 3, padding=((1, 1), (1, 1)), impl="winograd"), 64,
+       True),
+      (linear.Conv(64, 3, impl="lax"), 64, False),
+      (linear.Conv(32, 3, impl="winograd"), 64, False),    # too few outputs
+      (linear.Conv(64, 3, impl="winograd"), 32, False),    # too few inputs
+      (linear.Conv(64, 3, strides=2, impl="winograd"), 64, False),
+      (linear.Conv(64, 3, groups=2, impl="winograd"), 64, False),
+      (linear.Conv(64, 1, impl="winograd"), 64, False),
+      (linear.Conv(64, 3, padding=((0, 2), (1, 1)), impl="winograd"), 64,
+       False),
+      (linear.Conv(64, 3, dtype=jnp.bfloat16, impl="winograd"), 64, False),
   ]
-  for layer, winograd in cases:
-    _, v = _init(layer, x)
-    ops = _ops(layer.apply, v, x)
+  for layer, c_in, winograd in cases:
+    xc = x[..., :c_in]
+    _, v = _init(layer, xc)
+    ops = _ops(layer.apply, v, xc)
     assert ("conv_general_dilated" not in ops) == winograd, layer
     if winograd:
-      ref = linear.Conv(64, 3, impl="lax").apply(v, x)
-      np.testing.assert_allclose(layer.apply(v, x), ref, atol=1e-4)
+      ref = linear.Conv(64, 3, impl="lax").apply(v, xc)
+      np.testing.assert_allclose(layer.apply(v, xc), ref, atol=1e-4)
   monkeypatch.setattr(linear, "WINOGRAD_MIN_CHANNELS", 16)
   layer = linear.Conv(32, 3, impl="winograd")
   _, v = _init(layer, x)
