@@ -157,9 +157,9 @@ class Autoencoder(objective_lib.Objective):
     self.arch = arch_from_config(config)
     a = config.autoencoder
     self.kl_weight = float(a.get("kl_weight", 0.0))
-    self.conv_impl = linear.resolve_conv_impl(
+    conv_impl = linear.resolve_conv_impl(
         str(a.get("conv_impl", "auto")), "config.autoencoder.conv_impl")
-    self.model = build_model(self.arch, self.kl_weight > 0, self.conv_impl)
+    self.model = build_model(self.arch, self.kl_weight > 0, conv_impl)
     self.image_size = int(config.dataset.image_size)
     self.video = bool(getattr(self.arch, "video", False))
     # Clips are batch["video"] [B, T, H, W, C]; images batch["image"].

@@ -13,7 +13,7 @@ from jaxgen.autoencoders import objective as ae_objective
 from jaxgen.nn import linear
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import trainer
-from tests.autoencoders import convs
+from tests import convs
 from tests.train import common
 
 

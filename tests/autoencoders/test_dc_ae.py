@@ -8,8 +8,8 @@ import pytest
 from jaxgen.autoencoders import dc_ae
 from jaxgen.autoencoders import diffusers_compat
 from jaxgen.nn import linear
+from tests import convs
 from tests import parity
-from tests.autoencoders import convs
 
 # Two small configs covering every option: the in/mix wiring (no first-stage
 # blocks, pixel (un)shuffle, batch-norm ResBlock decoder stages) and SANA's

@@ -1,4 +1,4 @@
-"""Which convolutions a traced autoencoder leaves to XLA (`lax`)."""
+"""Which convolutions a traced function leaves to XLA (`lax`)."""
 
 import jax
 
