@@ -7,7 +7,8 @@ of 16, batch 8), random weights, loss = D + |grad_x D|^2 with D = sum(out *
 r), gradients with respect to every weight. Three layouts of the same
 function: NHWC with `_conv_taps`, channels first through the whole stack,
 and channels first inside each block with NHWC between blocks (what
-`ResidualBlock` does with `conv_impl="taps"`). One process pinned to one
+`ResidualBlock` does with `conv_impl="taps"` on an NHWC input; the networks
+keep the stream channels first throughout, the second layout). One process pinned to one
 core, XLA single-threaded, the malloc settings on; medians of --rounds
 interleaved calls. Prints the times and the largest relative gradient
 difference from the NHWC stack (float32 summation order only).

@@ -22,6 +22,12 @@ of residual blocks in the network (a block has m = 3 layers, so the exponent
 is −1/(2m−2)); the last 1x1 conv is zero, so every block is the identity at
 init and the network is a shallow linear map of its stem. Biases are zero.
 
+Layout: NHWC in and out. With `conv_impl="taps"` (the CPU default) the
+stream inside both networks is channels first, [C, B, H, W]: its 1x1 convs
+are [C_out, C_in] x [C_in, pixels] matmuls and the grouped conv needs no
+layout copies (about 2% faster per R3GAN step on one core than NHWC between
+blocks; experiments/performance/report.md). Parameters are the same in both.
+
 Resampling is the separable [1,3,3,1] filter (2x bilinear interpolation) with
 zero borders, written as shifted adds rather than depthwise convolutions: it
 is exact, cheap on every backend, and trivially twice differentiable.
@@ -132,28 +138,32 @@ def _downsample_1d(x: jax.Array, axis: int) -> jax.Array:
   return (_shift(b, axis, -1) + 3.0 * (a + b) + _shift(a, axis, 1)) * 0.125
 
 
-def upsample_2x(x: jax.Array) -> jax.Array:
+def upsample_2x(x: jax.Array, channels_first: bool = False) -> jax.Array:
   """2x bilinear upsampling of NHWC `x` ([1,3,3,1] filter, gain 4).
 
   Args:
-    x: f[B, H, W, C].
+    x: f[B, H, W, C] (channels first: f[C, B, H, W]).
+    channels_first: the layout of x and the output.
 
   Returns:
-    f[B, 2H, 2W, C].
+    f[B, 2H, 2W, C] (channels first: f[C, B, 2H, 2W]).
   """
-  return _upsample_1d(_upsample_1d(x, 1), 2)
+  h = 2 if channels_first else 1
+  return _upsample_1d(_upsample_1d(x, h), h + 1)
 
 
-def downsample_2x(x: jax.Array) -> jax.Array:
+def downsample_2x(x: jax.Array, channels_first: bool = False) -> jax.Array:
   """2x filtered downsampling of NHWC `x` ([1,3,3,1] filter, unit gain).
 
   Args:
-    x: f[B, H, W, C] with even H and W.
+    x: f[B, H, W, C] with even H and W (channels first: f[C, B, H, W]).
+    channels_first: the layout of x and the output.
 
   Returns:
-    f[B, H/2, W/2, C].
+    f[B, H/2, W/2, C] (channels first: f[C, B, H/2, W/2]).
   """
-  return _downsample_1d(_downsample_1d(x, 1), 2)
+  h = 2 if channels_first else 1
+  return _downsample_1d(_downsample_1d(x, h), h + 1)
 
 
 # -- layers ------------------------------------------------------------------
@@ -341,18 +351,21 @@ class ResidualBlock(nn.Module):
     expansion: hidden width / stream width (2: inverted bottleneck).
     num_blocks: L, residual blocks in the whole network (init scale).
     conv_impl: implementation of the grouped conv (see `Conv.impl`).
+    channels_first: x and the output are f[C, B, H, W] (needs "taps").
     dtype: compute dtype.
   """
   group_width: int = 16
   expansion: int = 2
   num_blocks: int = 1
   conv_impl: str = "lax"
+  channels_first: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps f[B, H, W, C] to f[B, H, W, C] (identity at init)."""
-    c = x.shape[-1]
+    """Maps f[B, H, W, C] to f[B, H, W, C] (identity at init; channels
+    first: f[C, B, H, W] to f[C, B, H, W])."""
+    c = x.shape[0] if self.channels_first else x.shape[-1]
     hidden = c * self.expansion
     if hidden % self.group_width:
       raise ValueError(f"Hidden width {hidden} is not a multiple of the group "
@@ -363,10 +376,14 @@ class ResidualBlock(nn.Module):
     # convs and grouped conv then need no layout copies inside the block,
     # which made R1's double backprop through a 32 px block pair ~15%
     # faster on one core (experiments/performance/report.md). Same
-    # parameters, same values.
+    # parameters, same values. The networks keep the whole stream channels
+    # first on that path; an NHWC input is moved in and out here.
     cf = self.conv_impl == "taps"
+    if self.channels_first and not cf:
+      raise ValueError("A channels-first ResidualBlock needs conv_impl='taps'.")
+    move = cf and not self.channels_first
     ca = 0 if cf else -1
-    h = jnp.moveaxis(x, -1, 0) if cf else x
+    h = jnp.moveaxis(x, -1, 0) if move else x
     h = Conv(hidden, gain=gain, axes=(pt.EMBED, pt.MLP), channels_first=cf,
              dtype=self.dtype, name="conv_expand")(h)
     h = BiasedActivation(channel_axis=ca, name="act_expand")(h)
@@ -376,8 +393,22 @@ class ResidualBlock(nn.Module):
     h = BiasedActivation(channel_axis=ca, name="act_group")(h)
     h = Conv(c, gain=0.0, axes=(pt.MLP, pt.EMBED), channels_first=cf,
              dtype=self.dtype, name="conv_project")(h)
-    h = jnp.moveaxis(h, 0, -1) if cf else h
-    return pt.constrain(x + h, pt.CONV_ACT)
+    h = jnp.moveaxis(h, 0, -1) if move else h
+    return pt.constrain(x + h, CF_ACT if self.channels_first else pt.CONV_ACT)
+
+
+# Logical names of a channels-first activation f[C, B, H, W].
+CF_ACT = (pt.ACT_CHANNELS, pt.ACT_BATCH, pt.ACT_HEIGHT, pt.ACT_WIDTH)
+
+
+def _to_cf(x: jax.Array) -> jax.Array:
+  """NHWC -> [C, B, H, W]."""
+  return jnp.moveaxis(x, -1, 0)
+
+
+def _from_cf(x: jax.Array) -> jax.Array:
+  """[C, B, H, W] -> NHWC."""
+  return jnp.moveaxis(x, 0, -1)
 
 
 def _embed(table: jax.Array, labels: jax.Array) -> jax.Array:
@@ -457,19 +488,25 @@ class Generator(nn.Module):
                      jnp.float32)
     x = (basis[None].astype(dt) *
          _matmul(z.astype(dt), mod.astype(dt))[:, None, None, :])
+    # The CPU form ("taps") keeps the stream channels first end to end: no
+    # layout copies at the blocks' borders (see `ResidualBlock`).
+    cf = self.conv_impl == "taps"
+    x = _to_cf(x) if cf else x
     for i, width in enumerate(self.widths):
       dt = _stage_dtype(n - 1 - i, self.low_precision_stages, self.dtype)
       if i > 0:
         # Channels change at the low resolution, then the image is upsampled.
-        if x.shape[-1] != width:
-          x = Conv(width, dtype=dt, name=f"stage{i}_transition")(x)
-        x = upsample_2x(x.astype(dt))
+        if x.shape[0 if cf else -1] != width:
+          x = Conv(width, channels_first=cf, dtype=dt,
+                   name=f"stage{i}_transition")(x)
+        x = upsample_2x(x.astype(dt), cf)
       for j in range(self.blocks_per_stage):
         x = ResidualBlock(self.group_width, self.expansion, num_blocks,
-                          self.conv_impl, dtype=dt,
+                          self.conv_impl, channels_first=cf, dtype=dt,
                           name=f"stage{i}_block{j}")(x)
-    x = Conv(self.channels, axes=(pt.EMBED, None), dtype=dt,
-             name="to_rgb")(x)
+    x = Conv(self.channels, axes=(pt.EMBED, None), channels_first=cf,
+             dtype=dt, name="to_rgb")(x)
+    x = _from_cf(x) if cf else x
     return x.astype(jnp.float32)
 
 
@@ -512,18 +549,24 @@ class Discriminator(nn.Module):
     n = len(widths)
     num_blocks = n * self.blocks_per_stage
     dt = _stage_dtype(0, self.low_precision_stages, self.dtype)
-    x = Conv(widths[0], axes=(None, pt.EMBED), dtype=dt, name="from_rgb")(x)
+    # Channels first end to end on the CPU form, as in the generator.
+    cf = self.conv_impl == "taps"
+    x = _to_cf(x) if cf else x
+    x = Conv(widths[0], axes=(None, pt.EMBED), channels_first=cf, dtype=dt,
+             name="from_rgb")(x)
     for i, width in enumerate(widths):
       dt = _stage_dtype(i, self.low_precision_stages, self.dtype)
       for j in range(self.blocks_per_stage):
         x = ResidualBlock(self.group_width, self.expansion, num_blocks,
-                          self.conv_impl, dtype=dt,
+                          self.conv_impl, channels_first=cf, dtype=dt,
                           name=f"stage{i}_block{j}")(x)
       if i < n - 1:
         # The image is downsampled first, then the channels change.
-        x = downsample_2x(x.astype(dt))
+        x = downsample_2x(x.astype(dt), cf)
         if widths[i + 1] != width:
-          x = Conv(widths[i + 1], dtype=dt, name=f"stage{i}_transition")(x)
+          x = Conv(widths[i + 1], channels_first=cf, dtype=dt,
+                   name=f"stage{i}_transition")(x)
+    x = _from_cf(x) if cf else x
     x = x.astype(jnp.float32)
     c = x.shape[-1]
     # Depthwise 4x4 "valid" conv: 4x4 -> 1x1 with one filter per channel.

@@ -152,6 +152,11 @@ def test_resampling_is_upfirdn_with_the_1331_filter():
   np.testing.assert_allclose(up(x), _upfirdn_reference(x, True), atol=1e-5)
   np.testing.assert_allclose(down(x), _upfirdn_reference(x, False),
                              atol=1e-5)
+  # Channels first: the same filters along that layout's H and W.
+  for f in (networks.upsample_2x, networks.downsample_2x):
+    np.testing.assert_allclose(
+        jnp.moveaxis(f(jnp.moveaxis(x, -1, 0), True), 0, -1), f(x),
+        atol=1e-6)
   # Bilinear: a constant image stays constant away from the zero border.
   up = up(jnp.ones((1, 4, 4, 1)))
   np.testing.assert_allclose(up[0, 1:-1, 1:-1, 0], 1.0, rtol=1e-6)
@@ -212,6 +217,37 @@ def test_channels_first_block_matches_the_lax_block_to_second_order():
   # O(100) differ by ~1e-3, so the tolerance scales with the leaf.
   jax.tree.map(lambda p, q: np.testing.assert_allclose(
       p, q, rtol=1e-4, atol=1e-5 * float(np.abs(q).max())), a, b)
+
+
+def _perturbed(variables, seed, scale=0.3):
+  """Unboxed variables moved away from init (zero projections, biases)."""
+  leaves, tree = jax.tree.flatten(nn.unbox(variables))
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape)
+                                   for p, k in zip(leaves, keys)])
+
+
+def test_channels_first_networks_match_the_lax_networks():
+  """On the CPU form the whole stream is channels first (G and D); same
+  parameters, same images, logits and R1 gradients as the NHWC lax form."""
+  z, x, labels = _inputs(b=2)
+  x = jax.random.normal(jax.random.key(13), x.shape)
+  for make in (networks.Generator, networks.Discriminator):
+    kw = dict(widths=(32, 16, 16), blocks_per_stage=1, num_classes=5,
+              group_width=8)
+    kw.update({"cond_dim": 8} if make is networks.Generator else {})
+    nets = {impl: make(conv_impl=impl, **kw) for impl in ("lax", "taps")}
+    inputs = (z if make is networks.Generator else x, labels)
+    v = _perturbed(jax.jit(nets["lax"].init)(jax.random.key(14), *inputs),
+                   15, scale=0.1)
+    outs = {i: jax.jit(nets[i].apply)(v, *inputs) for i in nets}
+    np.testing.assert_allclose(outs["taps"], outs["lax"], rtol=1e-4,
+                               atol=1e-4 * float(np.abs(outs["lax"]).max()))
+  # R1 through the discriminator (second order in every layer's weights).
+  apply = {i: (lambda p, y, i=i: nets[i].apply(p, y, labels)) for i in nets}
+  a, b = (_r1_grads(apply[i], v, x) for i in ("lax", "taps"))
+  jax.tree.map(lambda p, q: np.testing.assert_allclose(
+      p, q, rtol=1e-4, atol=1e-4 * float(np.abs(q).max())), a, b)
 
 
 @pytest.mark.parametrize("preset,g_m,d_m", [
