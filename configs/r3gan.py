@@ -12,10 +12,10 @@ Options: `gan` switches to the non-relativistic GAN loss (baseline); `r1only`
 drops R2.
 
 Paper numbers (Table 9 and the official train.py presets) are used for widths,
-γ, batch, duration, burn-in, EMA half-life, lr and β2. Not reproduced here:
-the ADA-style augmentation (the reference ramps p 0 -> 0.3 .. 0.55 for all
-but StackedMNIST; only x-flips are done here) and the data sets themselves
-(FFHQ is read from an image folder you provide; ImageNet at 32/64 px is
+γ, batch, duration, burn-in, EMA half-life, lr, β2 and the ADA-style
+augmentation probability of D's inputs (`gan.augment_p`, ramped from 0 with
+the burn-in's cosine; jaxgen/gan/augment.py). Not reproduced here: the data
+sets themselves (FFHQ is read from an image folder you provide; ImageNet at 32/64 px is
 resized from `imagenet2012` by the pipeline, whereas the paper uses the
 standard downsampled ImageNet, whose box-filter resize differs slightly).
 
@@ -47,8 +47,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.dataset.num_classes = 8
   # Pixels per side; must be 4·2^(len(model.widths) − 1).
   c.dataset.image_size = 32
-  # x-flips are the only augmentation here (the paper adds ADA-style
-  # augmentation with a cosine-ramped probability; not implemented).
+  # Random x-flips of the data (D's ADA-style augmentation is
+  # gan.augment_p below).
   c.dataset.random_flip = True
 
   c.model = ml_collections.ConfigDict()

@@ -22,6 +22,7 @@ from ml_collections import config_flags
 from jaxgen import config_lib
 from jaxgen.train import compile_cache
 from jaxgen.train import host_malloc
+from jaxgen.train import logs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
@@ -206,6 +207,7 @@ def largest_batch(config, limit_bytes: float, log=print):
 
 def main(argv):
   del argv
+  logs.quiet_libraries(FLAGS.verbosity)
   host_malloc.configure()  # As jaxgen.main does: the same step speed on CPU.
   compile_cache.enable(FLAGS.compilation_cache)
   try:

@@ -31,6 +31,7 @@ from absl import flags
 
 from jaxgen import bench
 from jaxgen import config_lib
+from jaxgen.train import logs
 
 # (name, config file:arg, overrides, first batch to try). The GPU batches
 # are for one 141 GB H200 (XLA gets 132.8 GiB at a 0.95 memory fraction),
@@ -302,6 +303,7 @@ def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
 
 def main(argv):
   del argv
+  logs.quiet_libraries(FLAGS.verbosity)
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top

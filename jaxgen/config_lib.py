@@ -311,10 +311,14 @@ PARAM_DTYPES = ("float32", "bfloat16")
 
 
 def check_dtypes(config: ml_collections.ConfigDict) -> None:
-  """One-line ValueErrors for `config.dtype` / `config.param_dtype`."""
-  for key, allowed in (("dtype", COMPUTE_DTYPES),
-                       ("param_dtype", PARAM_DTYPES)):
-    value = config.get(key, allowed[0])
+  """One-line ValueErrors for `config.dtype`, `config.param_dtype` and
+  `config.optimizer.mu_dtype`."""
+  optimizer = config.get("optimizer") or {}
+  for key, value, allowed in (
+      ("dtype", config.get("dtype", "auto"), COMPUTE_DTYPES),
+      ("param_dtype", config.get("param_dtype", "float32"), PARAM_DTYPES),
+      ("optimizer.mu_dtype", optimizer.get("mu_dtype", "float32"),
+       PARAM_DTYPES)):
     if value not in allowed:
       raise ValueError(f"config.{key}={value!r}; use one of "
                        f"{', '.join(allowed)}.")

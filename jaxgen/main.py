@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from jaxgen import config_lib
 from jaxgen.train import compile_cache
+from jaxgen.train import durations
 from jaxgen.train import host_malloc
 
 FLAGS = flags.FLAGS
@@ -33,6 +34,9 @@ def main(argv):
   try:
     config = FLAGS.config  # Loaded (and overridden) on first access.
     config.keys()  # A config that failed to load raises only when used.
+    # `--config.total_flops=...` on a preset with `total_steps` replaces it.
+    durations.command_line_length(
+        config, config_flags.get_override_values(FLAGS["config"]))
   except Exception as e:  # pylint: disable=broad-except
     print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
     sys.exit(2)
@@ -52,8 +56,11 @@ def main(argv):
   cache_dir = compile_cache.enable(FLAGS.compilation_cache)
   if multihost.want_distributed(FLAGS.multihost):
     multihost.initialize()
-  logging.info("JAX process %d / %d, devices: %s", jax.process_index(),
-               jax.process_count(), jax.devices())
+  # Only multi-host jobs need it in the log: a one-process run's stderr then
+  # holds just the error line when a check fails.
+  logging.log(logging.INFO if jax.process_count() > 1 else logging.DEBUG,
+              "JAX process %d / %d, devices: %s", jax.process_index(),
+              jax.process_count(), jax.devices())
   try:
     result = trainer.train_and_evaluate(config, FLAGS.workdir)
     if cache_dir:

@@ -21,6 +21,7 @@ import sys
 from absl import app
 from absl import flags
 import etils.epath as epath
+import ml_collections
 from ml_collections import config_flags
 import numpy as np
 from PIL import Image
@@ -169,11 +170,16 @@ if __name__ == "__main__":
   from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   workdir = _workdir_from_argv(sys.argv[1:])
-  if not workdir:
+  wants_help = any(a in ("-h", "--help", "--helpshort", "--helpfull")
+                   for a in sys.argv[1:])
+  if not workdir and not wants_help:
     print("error: pass --workdir, the run to sample from.", file=sys.stderr)
     sys.exit(2)
   try:
-    run_config = provenance.load_config(workdir)
+    # --help without a run lists the flags; the --config.x fields are the
+    # run's, so they are listed only with --workdir.
+    run_config = (provenance.load_config(workdir) if workdir
+                  else ml_collections.ConfigDict())
   except ValueError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)

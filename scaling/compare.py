@@ -57,6 +57,8 @@ class Frontier:
     boot: bootstrap of the fit, or None.
     sampling: (N, sampling FLOPs per image) of its runs that report them.
     left_out: for a family without a frontier, the line that says why.
+    no_interval: why a bootstrapped family has no interval ("" if it has
+      one or none was asked for).
   """
   family: str
   runs: results_lib.Runs
@@ -64,6 +66,7 @@ class Frontier:
   boot: Optional[bootstrap_lib.Bootstrap]
   sampling: np.ndarray
   left_out: str = ""
+  no_interval: str = ""
 
   @property
   def coef(self) -> float:
@@ -142,12 +145,24 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
       warnings.warn(f"{skipped[-1].left_out}; left out of the comparison",
                     results_lib.FitWarning, stacklevel=2)
       continue
-    boot = None
+    boot, no_interval = None, ""
     if n_bootstrap:
       boot = bootstrap_lib.bootstrap_approach2(
           runs.n, runs.loss, budget, k=fit.k, n_resamples=n_bootstrap,
           seed=seed)
-    out.append(Frontier(family, runs, fit, boot, sampling))
+      exps = boot.samples["loss_exponent"]
+      exps = exps[np.isfinite(exps)]
+      if not len(exps) or np.ptp(exps) <= 1e-9 * np.abs(exps).max():
+        # E.g. 3 sizes per budget: a resample that fits a parabola must
+        # draw all 3, i.e. reproduce the fit, so the spread is 0, not a
+        # measured certainty.
+        boot, no_interval = None, "every resample that fits is the fit itself"
+        warnings.warn(
+            f"family {family!r}: no bootstrap interval ({no_interval}: too "
+            "few runs per budget to resample)", results_lib.FitWarning,
+            stacklevel=2)
+    out.append(Frontier(family, runs, fit, boot, sampling,
+                        no_interval=no_interval))
   if not out:
     raise ValueError("no family has a frontier: "
                      + "; ".join(f.left_out for f in skipped))
@@ -239,6 +254,7 @@ def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
             if f.boot is not None and _interval(at, level) else None),
         "n_opt_at_largest_budget": n_opt,
         "sampling_flops_per_image": sampling,
+        "no_interval": f.no_interval,
     })
   reach = []
   for v in targets:
@@ -324,7 +340,9 @@ def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
         f["family"], str(f["runs"]), str(len(f["budgets_used"])),
         f"{f['loss_exponent']:.3f}", f"{f['n_opt_exponent']:.3f}",
         _fmt(f["metric_at_target_flops"])
-        + (f" ({_fmt(iv[0])} to {_fmt(iv[1])})" if iv else ""),
+        + (f" ({_fmt(iv[0])} to {_fmt(iv[1])})" if iv else "")
+        + (" (no interval: too few runs per budget)"
+           if f.get("no_interval") else ""),
         _fmt(f["sampling_flops_per_image"])]) + " |")
   for f in summary["families"]:
     if f["loss_exponent"] >= 0:

@@ -509,6 +509,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
+  logs.quiet_libraries(FLAGS.verbosity)
   spec = FLAGS.sweep
   # `--sweep.x=y` overrides travel to the workers unchanged.
   sweep_flags = [a for a in sys.argv[1:] if a.startswith("--sweep.")]
@@ -587,7 +588,9 @@ def main(argv):
             + ", ".join(f"{k} {v:+.2%}" for k, v in report["errors"].items()
                         if v is not None) + f"; wrote {path}")
   except (ValueError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    # One line (a missing sweep file is a multi-line message from
+    # ml_collections).
+    print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
     sys.exit(130)

@@ -79,12 +79,23 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   it, info = pipeline.build_input(c, global_batch_size=batch_size, seed=0,
                                   process_index=0, process_count=1,
                                   split=split, train=False, repeat=False)
-  total = info.num_examples // batch_size * batch_size
+  # Every example, in order: whole batches from the pipeline, then the rows
+  # they leave over (padded to a batch for the compiled encoder).
+  total = info.num_examples
+  full = total // batch_size
   num_shards = -(-total // shard_size)
   root = os.path.join(out, split)
   os.makedirs(root, exist_ok=True)
   model = s.objective.model
   key = "video" if info.kind == "video" else "image"
+
+  def batches():
+    for i, batch in zip(range(full), it):
+      yield i * batch_size, batch
+    if total % batch_size:
+      yield full * batch_size, pipeline.read_examples(
+          c, split=split, start=full * batch_size, stop=total)
+
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     encode = jax.jit(
         lambda p, x: model.apply({"params": p}, x, method=model.encode),
@@ -92,26 +103,29 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
             s.mesh, 5 if key == "video" else 4)))
     todo = [k for k in range(num_shards)
             if not os.path.exists(os.path.join(root, _shard_name(k)))]
-    bar = features.Progress(len(todo) * shard_size, "encoding") if todo \
-        else None
-    k, pending, labels = 0, [], []
-    for batch in it:
-      if k >= num_shards:
-        break
+    bar = features.Progress(
+        sum(min(shard_size, total - k * shard_size) for k in todo),
+        "encoding") if todo else None
+    pending, labels = [], []
+    # A shard is a whole number of batches (shard_size % batch_size == 0),
+    # so no batch straddles two shards.
+    for start, batch in batches():
+      k, n = start // shard_size, len(batch["label"])
       if k in todo:
-        z = np.asarray(jax.device_get(encode(state.params["model"],
-                                             batch[key])))
-        pending.append(z)
+        x = batch[key]
+        if n < batch_size:
+          x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:],
+                                          x.dtype)])
+        z = np.asarray(jax.device_get(encode(state.params["model"], x)))
+        pending.append(z[:n])
         labels.append(np.asarray(batch["label"]))
-      else:
-        pending.append(None)
-      if len(pending) * batch_size >= shard_size or (
-          (k * shard_size + len(pending) * batch_size) >= total):
+      end = start + n
+      if end % shard_size == 0 or end == total:
         if k in todo:
           _write_shard(array_record_module, root, k, np.concatenate(pending),
                        np.concatenate(labels))
-          bar.update(len(pending) * batch_size)
-        k, pending, labels = k + 1, [], []
+          bar.update(end - k * shard_size)
+        pending, labels = [], []
     if bar:
       bar.close()
   stats = []

@@ -191,6 +191,11 @@ class Autoencoder(objective_lib.Objective):
 
   def validate(self, num_devices_data_parallel: int) -> None:
     del num_devices_data_parallel
+    if self.config.get("num_samples"):
+      raise ValueError(
+          f"config.num_samples={self.config.num_samples}: an autoencoder does "
+          "not sample; set it to 0 (reconstruction metrics: "
+          "--config.eval.sample_metrics.enabled=true).")
     f = self.arch.compression
     need = f * (max(SE_FACTORS) if self.se_weight else 1)
     if self.image_size % need:
@@ -405,8 +410,9 @@ class Autoencoder(objective_lib.Objective):
                     -1.0, 1.0)
 
   def sample(self, state, rng, num: int, labels=None) -> jax.Array:
-    raise ValueError("an autoencoder does not sample; set "
-                     "config.num_samples=0 and use eval.sample_metrics.")
+    raise ValueError("an autoencoder run has nothing to sample (it "
+                     "reconstructs); its metrics: config.eval.sample_metrics "
+                     "(PSNR, SSIM, LPIPS, rFID).")
 
   # -- accounting -------------------------------------------------------------
 

@@ -157,30 +157,8 @@ def build_input(
                      f"0..{process_count - 1}.")
   repeat = train if repeat is None else repeat
   split = _split_name(dataset_config, spec, split, train)
-  source = sources.open_source(spec, dataset_config, split=split,
-                               arrays=arrays)
-  is_float = source.float_pixels
-  if is_float and dataset_config.random_crop and train:
-    raise ValueError("dataset.random_crop needs uint8 pixels; float arrays "
-                     "are used as they are.")
-  # Float arrays (e.g. latents) keep their own size; everything else is
-  # resized to the configured one.
-  size = source.image_size if is_float else dataset_config.image_size
-  if size is None:
-    raise ValueError("Float arrays must be square (H == W).")
-  num_frames = None
-  if source.pixel_key == "video":
-    num_frames = dataset_config.num_frames or source.num_frames
-    if not num_frames:
-      raise ValueError(f"Clips of {dataset_config.name!r} vary in length; set "
-                       "dataset.num_frames.")
-    if source.num_frames and num_frames > source.num_frames:
-      raise ValueError(f"dataset.num_frames={num_frames} exceeds the "
-                       f"{source.num_frames} frames stored per clip.")
-  elif dataset_config.num_frames:
-    raise ValueError(f"dataset.num_frames={dataset_config.num_frames} but "
-                     f"{dataset_config.name!r} holds images; set it to 0.")
-
+  source, transform, size, num_frames = _open(dataset_config, spec, split,
+                                              arrays, train)
   batch_size = global_batch_size // process_count
   num_examples = len(source.data)
   if num_examples < global_batch_size:
@@ -188,11 +166,6 @@ def build_input(
         f"Split {split!r} of {dataset_config.name!r} has {num_examples} "
         f"examples, fewer than one global batch of {global_batch_size}.")
 
-  transform = preprocess.Preprocess(
-      pixel_key=source.pixel_key, label_key=source.label_key, size=size,
-      num_frames=num_frames, random_crop=dataset_config.random_crop,
-      crop_scale=dataset_config.random_crop_scale,
-      random_flip=dataset_config.random_flip)
   info = DatasetInfo(
       kind="video" if source.pixel_key == "video" else "image",
       num_examples=num_examples, image_size=size, channels=source.channels,
@@ -238,6 +211,68 @@ def build_input(
         num_workers=dataset_config.worker_count))
 
   return iter(iter_dataset), info
+
+
+def _open(dataset_config, spec, split: str, arrays, train: bool):
+  """A split's source and per-example transform.
+
+  Returns:
+    (source, transform, image size, frames per clip or None).
+  """
+  source = sources.open_source(spec, dataset_config, split=split,
+                               arrays=arrays)
+  is_float = source.float_pixels
+  if is_float and dataset_config.random_crop and train:
+    raise ValueError("dataset.random_crop needs uint8 pixels; float arrays "
+                     "are used as they are.")
+  # Float arrays (e.g. latents) keep their own size; everything else is
+  # resized to the configured one.
+  size = source.image_size if is_float else dataset_config.image_size
+  if size is None:
+    raise ValueError("Float arrays must be square (H == W).")
+  num_frames = None
+  if source.pixel_key == "video":
+    num_frames = dataset_config.num_frames or source.num_frames
+    if not num_frames:
+      raise ValueError(f"Clips of {dataset_config.name!r} vary in length; set "
+                       "dataset.num_frames.")
+    if source.num_frames and num_frames > source.num_frames:
+      raise ValueError(f"dataset.num_frames={num_frames} exceeds the "
+                       f"{source.num_frames} frames stored per clip.")
+  elif dataset_config.num_frames:
+    raise ValueError(f"dataset.num_frames={dataset_config.num_frames} but "
+                     f"{dataset_config.name!r} holds images; set it to 0.")
+  transform = preprocess.Preprocess(
+      pixel_key=source.pixel_key, label_key=source.label_key, size=size,
+      num_frames=num_frames, random_crop=dataset_config.random_crop,
+      crop_scale=dataset_config.random_crop_scale,
+      random_flip=dataset_config.random_flip)
+  return source, transform, size, num_frames
+
+
+def read_examples(dataset_config: ml_collections.ConfigDict, *, split: str,
+                  start: int, stop: int) -> dict[str, np.ndarray]:
+  """Examples [start, stop) of a split, in order, as one evaluation batch.
+
+  For the rows that whole batches of `build_input` leave over at the end of
+  a split (its batches have a fixed size), e.g. when encoding all of it.
+
+  Args:
+    dataset_config: a config shaped like `default_dataset_config()`.
+    split: the split to read.
+    start: first example.
+    stop: one past the last example.
+
+  Returns:
+    {"image" (or "video"): float32 [stop - start, (T,) H, W, C], "label":
+    int32 [stop - start]}, preprocessed as `build_input(train=False)` does.
+  """
+  spec = config_lib.validate_dataset_config(
+      dataset_config, global_batch_size=1, process_count=1)
+  source, transform, _, _ = _open(dataset_config, spec, split, None, False)
+  rows = [transform(source.data[i]) for i in range(start, stop)]
+  return preprocess.to_model_input(
+      {k: np.stack([r[k] for r in rows]) for k in rows[0]})
 
 
 def _in_memory(dataset_config, spec, source, info: DatasetInfo,

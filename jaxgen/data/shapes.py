@@ -20,6 +20,8 @@ processes sharing a data dir prepare it once.
 import contextlib
 import dataclasses
 import fcntl
+import io
+import logging as pylogging
 import os
 import time
 from typing import Iterator
@@ -395,6 +397,31 @@ class JaxgenShapes(tfds.core.GeneratorBasedBuilder):
       yield index, example
 
 
+class _NoFolderWarnings(pylogging.Filter):
+  """Drops TFDS' "Variant folder ... has no dataset_info.json": the folder
+  is the one being prepared."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Variant folder")
+
+
+@contextlib.contextmanager
+def _quiet_preparation():
+  """TFDS' preparation without its prints (stdout), progress bars and
+  warnings about the folder it is writing: a run's stdout keeps only its
+  result line, and `prepare` logs one line of its own."""
+  quiet = _NoFolderWarnings()
+  handler = logging.get_absl_handler()
+  handler.addFilter(quiet)
+  tfds.disable_progress_bar()
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    tfds.enable_progress_bar()
+    handler.removeFilter(quiet)
+
+
 @contextlib.contextmanager
 def _file_lock(path: str):
   """Holds an exclusive advisory lock on `path` (created if missing)."""
@@ -439,13 +466,15 @@ def prepare(config: str | ShapesConfig,
   Returns:
     The prepared builder.
   """
-  shapes_builder = builder(config, data_dir)
-  if shapes_builder.is_prepared():
+  with _quiet_preparation():
+    shapes_builder = builder(config, data_dir)
+    prepared = shapes_builder.is_prepared()
+  if prepared:
     return shapes_builder
   os.makedirs(shapes_builder.data_dir_root, exist_ok=True)
   lock = os.path.join(shapes_builder.data_dir_root,
                       f".{NAME}.{shapes_builder.builder_config.name}.lock")
-  with _file_lock(lock):
+  with _file_lock(lock), _quiet_preparation():
     # Re-create the builder: another process may have finished meanwhile, and
     # a builder caches what it found on disk when it was constructed.
     shapes_builder = builder(config, data_dir)

@@ -70,6 +70,7 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
           f"config.batch_size={self.config.batch_size} is not divisible by "
           f"grad_accum_steps={k} x {num_devices_data_parallel} data-parallel "
           "devices; change one of them.")
+    self.model.check_fields()  # Its errors name their own fields.
     try:
       self.model.validate(self.image_size, self.image_size)
     except ValueError as e:

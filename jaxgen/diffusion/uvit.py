@@ -172,6 +172,29 @@ class UViT(nn.Module):
   remat: str = "none"
   scan_layers: bool = False
 
+  def check_fields(self) -> None:
+    """Raises a one-line ValueError naming the config field that is wrong."""
+    remat_lib.remat_policy(self.remat)
+    attention.check_impl(self.attention_impl)
+    for name, value, allowed in (
+        ("skip_style", self.skip_style, _SKIP_STYLES),
+        ("downsample", self.downsample, _DOWNSAMPLES),
+        ("position_embedding", self.position_embedding,
+         _POSITION_EMBEDDINGS)):
+      if value not in allowed:
+        raise ValueError(f"config.model.{name}={value!r}; use one of "
+                         f"{', '.join(allowed)}.")
+    if len(self.channels) != len(self.num_res_blocks):
+      raise ValueError("config.model.channels and num_res_blocks differ in "
+                       "length.")
+    if self.downsample == "haar" and not _is_pow2(self.patch_size):
+      raise ValueError("config.model.downsample='haar' needs a power-of-2 "
+                       f"patch_size (got {self.patch_size}).")
+    if self.transformer_width % self.num_heads:
+      raise ValueError(
+          f"config.model.transformer_width={self.transformer_width} is not "
+          f"divisible by num_heads={self.num_heads}.")
+
   def validate(self, height: int, width: int) -> None:
     """Raises ValueError on inconsistent fields or an unusable image size.
 
@@ -179,22 +202,7 @@ class UViT(nn.Module):
       height: image height.
       width: image width.
     """
-    remat_lib.remat_policy(self.remat)
-    attention.check_impl(self.attention_impl)
-    if self.skip_style not in _SKIP_STYLES:
-      raise ValueError(f"skip_style {self.skip_style!r} not in {_SKIP_STYLES}")
-    if self.downsample not in _DOWNSAMPLES:
-      raise ValueError(f"downsample {self.downsample!r} not in {_DOWNSAMPLES}")
-    if self.position_embedding not in _POSITION_EMBEDDINGS:
-      raise ValueError(f"position_embedding {self.position_embedding!r} not "
-                       f"in {_POSITION_EMBEDDINGS}")
-    if len(self.channels) != len(self.num_res_blocks):
-      raise ValueError("channels and num_res_blocks differ in length.")
-    if self.downsample == "haar" and not _is_pow2(self.patch_size):
-      raise ValueError("haar downsampling needs a power-of-2 patch_size.")
-    if self.transformer_width % self.num_heads:
-      raise ValueError(f"transformer_width={self.transformer_width} is not "
-                       f"divisible by num_heads={self.num_heads}.")
+    self.check_fields()
     total = self.patch_size * 2 ** len(self.channels)
     if height % total or width % total:
       raise ValueError(f"Image {height}x{width} is not divisible by "

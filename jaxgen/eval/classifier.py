@@ -38,6 +38,7 @@ from jaxgen.eval import distances
 from jaxgen.eval import features as features_lib
 from jaxgen.nn import norms
 from jaxgen.nn import resample
+from jaxgen.train import logs
 
 Params = Any
 
@@ -402,6 +403,7 @@ def _define_flags():
 def main(argv):
   """Trains the classifier at one resolution and saves it with its config."""
   del argv
+  logs.quiet_libraries(FLAGS.verbosity)
   cfg = ClassifierConfig(input_size=FLAGS.image_size, steps=FLAGS.steps)
   images, labels = load_split(FLAGS.image_size, "train", FLAGS.image_size,
                               data_dir=FLAGS.data_dir)

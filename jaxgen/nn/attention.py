@@ -55,11 +55,11 @@ def check_impl(impl: str) -> None:
     impl: one of IMPLEMENTATIONS.
   """
   if impl not in IMPLEMENTATIONS:
-    raise ValueError(f"model.attention_impl={impl!r}: choose one of "
+    raise ValueError(f"config.model.attention_impl={impl!r}: choose one of "
                      f"{', '.join(IMPLEMENTATIONS)}.")
   backend = jax.default_backend()
   if impl == "cudnn" and backend != "gpu":
-    raise ValueError("model.attention_impl='cudnn' needs a GPU backend (this "
+    raise ValueError("config.model.attention_impl='cudnn' needs a GPU backend (this "
                      f"one is {backend!r}); use 'auto' or 'xla'.")
 
 

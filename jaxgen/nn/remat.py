@@ -28,6 +28,6 @@ def remat_policy(name: str):
   policy = getattr(jax.checkpoint_policies, name, None)
   if policy is None or name.startswith("_"):
     names = [n for n in dir(jax.checkpoint_policies) if not n.startswith("_")]
-    raise ValueError(f"remat={name!r} is not 'none', 'full' or a "
+    raise ValueError(f"config.remat={name!r} is not 'none', 'full' or a "
                      f"jax.checkpoint_policies name ({', '.join(names)}).")
   return policy

@@ -446,7 +446,8 @@ class Checkpointer:
         return None, None, {}
       problem, state, meta = self._try_restore(step, target, data_iterator)
       if problem is None:
-        logging.info("Restored checkpoint at step %d (verified).", step)
+        logging.info("Restored checkpoint at step %d of %s (verified).", step,
+                     self.directory)
         self.last_good_step = step
         return step, state, meta.get("extra", {})
       moved = self._move_aside(step)

@@ -12,6 +12,56 @@ import ml_collections
 UNITS = ("total_steps", "total_examples", "total_epochs", "total_flops")
 
 
+def check_length(config: ml_collections.ConfigDict) -> str:
+  """The one run-length field the config sets, checked without the data.
+
+  Args:
+    config: run config (0 or None leaves a length unset).
+
+  Returns:
+    Its name, one of `UNITS`.
+
+  Raises:
+    ValueError: none or several lengths set, or a non-positive one.
+  """
+  given = {u: config.get(u) for u in UNITS if config.get(u)}
+  if not given:
+    raise ValueError(
+        f"Set one of config.{{{', '.join(UNITS)}}} (0 = unset), e.g. "
+        f"--config.total_steps=1000.")
+  if len(given) > 1:
+    names = list(given)
+    got = ", ".join(f"{u}={v}" for u, v in given.items())
+    raise ValueError(
+        f"Set exactly one of config.{{{', '.join(UNITS)}}}; got {got}. Set "
+        f"the others to 0, e.g. --config.{names[0]}=0.")
+  (unit, value), = given.items()
+  if not float(value) > 0:
+    raise ValueError(f"config.{unit}={value} must be positive.")
+  return unit
+
+
+def command_line_length(config: ml_collections.ConfigDict,
+                        overrides) -> None:
+  """Lets a run length given on the command line replace the preset's.
+
+  `--config.total_flops=1e15` on a preset that sets `total_steps` means
+  "this many FLOPs instead": the preset's other lengths are set to 0 (the
+  ones also given on the command line are kept, so two given there are
+  still an error).
+
+  Args:
+    config: the loaded config (changed in place).
+    overrides: the dotted names the command line set.
+  """
+  given = [u for u in UNITS if u in overrides and config.get(u)]
+  if not given:
+    return
+  for unit in UNITS:
+    if unit not in overrides and config.get(unit):
+      config[unit] = type(config[unit])(0)
+
+
 def total_steps(config: ml_collections.ConfigDict, *,
                 num_examples: Optional[int],
                 flops_per_example: Optional[float]) -> int:
@@ -31,14 +81,8 @@ def total_steps(config: ml_collections.ConfigDict, *,
   Raises:
     ValueError: none or several lengths set, or a missing conversion factor.
   """
-  given = {u: config.get(u) for u in UNITS if config.get(u)}
-  if len(given) != 1:
-    raise ValueError(
-        f"Set exactly one of config.{{{', '.join(UNITS)}}}; got "
-        f"{given or 'none'}.")
-  (unit, value), = given.items()
-  if not float(value) > 0:
-    raise ValueError(f"config.{unit}={value} must be positive.")
+  unit = check_length(config)
+  value = config.get(unit)
   batch = int(config.batch_size)
   if unit == "total_steps":
     examples = float(value) * batch

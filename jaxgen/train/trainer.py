@@ -29,6 +29,7 @@ from jaxgen.autoencoders import latent_decode
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import grids
 from jaxgen.eval import sample_metrics
+from jaxgen.nn import remat as remat_lib
 from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
@@ -153,6 +154,7 @@ def check_config(config: ml_collections.ConfigDict,
     ValueError: one line saying what to change.
   """
   check_trainer_fields(config)
+  durations.check_length(config)
   if not registry.OBJECTIVES.names():
     raise ValueError("no model family is registered; import jaxgen.families "
                      "(jaxgen.main does) before training.")
@@ -610,6 +612,8 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
                        "off).")
   sample_metrics.check(config)
   config_lib.check_dtypes(config)
+  # Every family, also those whose networks have no remat-able stack.
+  remat_lib.remat_policy(config.get("remat", "none"))
 
 
 def _report_skipped(info, when: str) -> None:

@@ -42,6 +42,21 @@ def test_encode_then_train_simple_diffusion_on_the_latents(tmp_path,
                                   data_dir=common.DATA_DIR, batch_size=64,
                                   shard_size=128, log=lambda _: None)
   assert again["scaling_factor"] == pytest.approx(meta["scaling_factor"])
+  # A batch that does not divide the split: 512 = 10 x 48 + 32; the last
+  # 32 rows are encoded too (padded to a batch), in order, the same latents.
+  odd = str(tmp_path / "latents_odd")
+  meta_odd = encode_lib.encode_split(
+      config, ae_dir, data="jaxgen_shapes", split="test", out=odd,
+      image_size=64, data_dir=common.DATA_DIR, batch_size=48, shard_size=96,
+      log=lambda _: None)
+  assert meta_odd["num_examples"] == 512 and len(meta_odd["shards"]) == 6
+  c_odd = c.copy_and_resolve_references()
+  c_odd.name = f"latents:{odd}"
+  batch_odd = next(pipeline.build_input(
+      c_odd, global_batch_size=512, seed=0, process_index=0,
+      process_count=1, split="test", train=False, repeat=False)[0])
+  np.testing.assert_array_equal(batch_odd["label"], batch["label"])
+  np.testing.assert_allclose(batch_odd["image"], batch["image"], atol=1e-4)
   # Simple diffusion on the 8x8x8 latents.
   sd = common.tiny_config(**{
       "dataset.name": f"latents:{out}", "dataset.split": "test",

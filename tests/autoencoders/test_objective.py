@@ -102,6 +102,7 @@ def test_conv_impl_reaches_the_model():
     ({"model.decoder_norm_types": "group_norm"}, "decoder_norm_types="),
     ({"autoencoder.conv_impl": "fft"},
      "config.autoencoder.conv_impl='fft'; use 'auto'"),
+    ({"num_samples": 4}, "num_samples=4: an autoencoder does not sample"),
 ])
 def test_bad_configs_fail_before_compiling(overrides, match):
   with pytest.raises(ValueError, match=match) as e:

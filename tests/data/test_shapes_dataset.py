@@ -121,3 +121,14 @@ def test_concurrent_prepare_is_serialised(tmp_path):
   assert shapes.builder(_tiny(), str(tmp_path)).is_prepared()
   # Exactly one prepared version, no leftover temporary directories.
   assert os.listdir(tmp_path / shapes.NAME / "tiny") == ["1.0.0"]
+
+
+def test_preparing_prints_nothing_to_stdout_and_no_tfds_noise(tmp_path, capfd):
+  # A run's stdout is its result line: TFDS' "Downloading and preparing"
+  # prints, its progress bars and its warnings about the folder being
+  # written stay out of it (and out of stderr).
+  shapes.prepare(_tiny("quiet"), str(tmp_path))
+  out, err = capfd.readouterr()
+  assert out == ""
+  assert "Variant folder" not in err and "examples/s" not in err, err
+  assert shapes.builder(_tiny("quiet"), str(tmp_path)).is_prepared()

@@ -146,3 +146,18 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
     sample_lib.sample_run(loaded, str(tmp_path / "untrained"), num=4,
                           out=out, log=lambda _: None)
 
+
+
+def test_sample_help_lists_its_flags_without_a_run():
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-m", "jaxgen.sample", "--help"],
+                       capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=300)
+  # absl's --help exits with 1, as every absl program's does.
+  assert "error" not in out.stderr, out.stderr[-2000:]
+  assert "--workdir" in out.stdout and "--num" in out.stdout
+  out = subprocess.run([sys.executable, "-m", "jaxgen.sample"],
+                       capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=300)
+  assert out.returncode == 2 and out.stderr.strip() == (
+      "error: pass --workdir, the run to sample from.")

@@ -202,3 +202,27 @@ def test_resamples_that_never_reach_a_target_widen_the_interval(tmp_path):
   assert iv is not None and iv[1] is None  # Some resamples: never.
   assert "to never)" in (tmp_path / "o" / "compare.md").read_text()
   json.loads((tmp_path / "o" / "compare.json").read_text())  # Valid JSON.
+
+
+def test_three_sizes_per_budget_give_no_interval_rather_than_a_zero_width_one(
+    tmp_path):
+  # With 3 sizes per budget, a within-budget resample fits a parabola only
+  # if it draws all 3, i.e. the original runs: every fit equals the fit.
+  rows = [r for r in _family_rows("A", 10.0, -0.1, noise=0.02, seed=3)
+          if r["point"].endswith(("x0.5", "x1", "x2"))]
+  path = _write(tmp_path / "a.jsonl", rows)
+  with pytest.warns(results_lib.FitWarning, match="no bootstrap interval"):
+    summary = compare.run([path], str(tmp_path / "o"), "eval_fid",
+                          targets=[1.0], n_bootstrap=50)
+  fam = summary["families"][0]
+  assert fam["metric_at_target_flops_interval"] is None and fam["no_interval"]
+  assert summary["reach"][0]["families"]["A"]["interval"] is None
+  with open(os.path.join(tmp_path, "o", "compare.md")) as f:
+    assert "no interval: too few runs per budget" in f.read()
+  # Five sizes per budget resample into a real spread.
+  path5 = _write(tmp_path / "a5.jsonl",
+                 _family_rows("A", 10.0, -0.1, noise=0.02, seed=3))
+  summary5 = compare.run([path5], str(tmp_path / "o5"), "eval_fid",
+                         targets=[1.0], n_bootstrap=50)
+  lo, hi = summary5["families"][0]["metric_at_target_flops_interval"]
+  assert lo < hi and not summary5["families"][0]["no_interval"]

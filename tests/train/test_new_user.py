@@ -24,6 +24,7 @@ from jaxgen.diffusion import losses
 from jaxgen.diffusion import schedules
 from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
+from jaxgen.train import durations
 from jaxgen.train import logs
 from jaxgen.train import trainer
 from tests.train import common
@@ -231,13 +232,48 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
 
 @pytest.mark.parametrize("overrides,match", [
     ({"grad_accum_steps": 3}, "not divisible by grad_accum_steps=3"),
-    ({"remat": "sometimes"}, "remat='sometimes' is not 'none', 'full'"),
+    ({"remat": "sometimes"},
+     "^config.remat='sometimes' is not 'none', 'full'"),
+    # Errors name the field to change, not the image size.
+    ({"model.attention_impl": "flash3"},
+     "^config.model.attention_impl='flash3': choose"),
+    ({"model.skip_style": "dense"}, "^config.model.skip_style='dense'; use"),
+    ({"model.num_heads": 5}, "^config.model.transformer_width=.* num_heads=5"),
+    ({"dataset.image_size": 34}, "^config.dataset.image_size=34 / "),
+    ({"optimizer.mu_dtype": "bf16"},
+     r"^config.optimizer.mu_dtype='bf16'; use one of float32, bfloat16"),
+    # Run lengths: checked before the dataset is prepared.
+    ({"total_steps": 0}, "^Set one of config.{total_steps.* e.g. "
+                         "--config.total_steps=1000"),
+    ({"total_flops": 1e12}, r"got total_steps=3, total_flops=1000000000000\.0"
+                            r"\. Set the others to 0, e\.g\. "
+                            r"--config\.total_steps=0\.$"),
+    ({"total_steps": -5}, "^config.total_steps=-5 must be positive"),
 ])
-def test_bad_memory_levers_are_one_line(overrides, match):
+def test_bad_fields_are_one_line_naming_the_field(overrides, match):
   config = common.tiny_config(**overrides)
   with pytest.raises(ValueError, match=match) as e:
     trainer.check_config(config)
   assert "\n" not in str(e.value)
+
+
+def test_a_command_line_run_length_replaces_the_presets():
+  # As absl leaves it: the override applied, the preset's length still set.
+  config = common.tiny_config(total_steps=20, total_flops=1e12)
+  durations.command_line_length(config, {"total_flops": 1e12,
+                                         "batch_size": 8})
+  assert config.total_steps == 0 and config.total_flops == 1e12
+  assert durations.check_length(config) == "total_flops"
+  # Nothing replaced without a length on the command line; two given there
+  # stay an error.
+  config = common.tiny_config(total_steps=20)
+  durations.command_line_length(config, {"batch_size": 8})
+  assert config.total_steps == 20
+  config = common.tiny_config(total_steps=20, total_examples=100)
+  durations.command_line_length(config, {"total_steps": 20,
+                                         "total_examples": 100})
+  with pytest.raises(ValueError, match="Set exactly one"):
+    durations.check_length(config)
 
 
 def test_bench_reports_state_bytes_per_device():
