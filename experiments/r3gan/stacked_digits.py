@@ -305,6 +305,11 @@ flags.DEFINE_float("lr", 5e-4, "Learning rate.")
 flags.DEFINE_integer("seeds", 2, "Seeds per setting.")
 
 
+def _flag_values():
+  """This script's flags as plain values (for the results JSON)."""
+  return {name: FLAGS[name].value for name in ("out", "size", "arch", "mlp_width", "widths", "batch",
+                         "steps", "lr", "seeds")}
+
 def main(argv):
   del argv
   args = FLAGS
@@ -325,7 +330,7 @@ def main(argv):
   print(f"real stacked data: {real_modes} modes, KL {real_kl:.4f}")
   results = {"classifier_accuracy": acc,
              "real": {"modes": real_modes, "kl": real_kl},
-             "args": vars(args), "num_eval": NUM_EVAL,
+             "args": _flag_values(), "num_eval": NUM_EVAL,
              "runs": {name: [] for _, name in LOSSES}}
   grids.save_grid(real[:64], os.path.join(fig_dir, "stacked_real.png"),
                   ncols=8, scale=scale)

@@ -301,6 +301,11 @@ flags.DEFINE_integer("seeds", 2, "Seeds per setting.")
 flags.DEFINE_float("gamma", 0.1, "R1 / R2 weight.")
 
 
+def _flag_values():
+  """This script's flags as plain values (for the results JSON)."""
+  return {name: FLAGS[name].value
+          for name in ("out", "mixture", "steps", "seeds", "gamma")}
+
 def main(argv):
   del argv
   args = FLAGS
@@ -321,7 +326,7 @@ def main(argv):
       for name, runs in mixture.items()}
   with open(os.path.join(res_dir, "toy.json"), "w") as f:
     json.dump({"dirac": dirac, "mixture_final": summary,
-               "mixture": mixture, "args": vars(args),
+               "mixture": mixture, "args": _flag_values(),
                "seconds": time.time() - t0}, f, indent=1)
   print(json.dumps(summary, indent=1))
   print(f"toy experiments: {time.time() - t0:.0f}s")

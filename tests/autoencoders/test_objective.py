@@ -103,6 +103,8 @@ def test_conv_impl_reaches_the_model():
     ({"autoencoder.conv_impl": "fft"},
      "config.autoencoder.conv_impl='fft'; use 'auto'"),
     ({"num_samples": 4}, "num_samples=4: an autoencoder does not sample"),
+    ({"grad_accum_steps": 2}, "grad_accum_steps=2: the autoencoder step "
+                              "does not accumulate"),
 ])
 def test_bad_configs_fail_before_compiling(overrides, match):
   with pytest.raises(ValueError, match=match) as e:

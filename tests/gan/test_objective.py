@@ -95,6 +95,7 @@ def test_burn_in_fraction_follows_the_runtime_run_length():
     ({"gan.loss": "wgan"}, "Unknown config.gan.loss"),
     ({"model.conv_impl": "fft"}, "Unknown config.model.conv_impl"),
     ({"gan.burn_in_fraction": 1.5}, "must be in \\[0, 1\\]"),
+    ({"grad_accum_steps": 2}, "R3GAN's step does not accumulate"),
 ])
 def test_bad_configs_are_one_line_errors(overrides, match):
   with pytest.raises(ValueError, match=match) as e:
