@@ -307,8 +307,10 @@ flags.DEFINE_integer("seeds", 2, "Seeds per setting.")
 
 def _flag_values():
   """This script's flags as plain values (for the results JSON)."""
-  return {name: FLAGS[name].value for name in ("out", "size", "arch", "mlp_width", "widths", "batch",
-                         "steps", "lr", "seeds")}
+  return {name: FLAGS[name].value
+          for name in ("out", "size", "arch", "mlp_width", "widths", "batch",
+                       "steps", "lr", "seeds")}
+
 
 def main(argv):
   del argv

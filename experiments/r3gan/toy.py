@@ -306,6 +306,7 @@ def _flag_values():
   return {name: FLAGS[name].value
           for name in ("out", "mixture", "steps", "seeds", "gamma")}
 
+
 def main(argv):
   del argv
   args = FLAGS

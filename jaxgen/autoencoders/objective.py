@@ -191,12 +191,6 @@ class Autoencoder(objective_lib.Objective):
 
   def validate(self, num_devices_data_parallel: int) -> None:
     del num_devices_data_parallel
-    k = int(self.config.get("grad_accum_steps", 1))
-    if k != 1:
-      # Its step (with the optional GAN phase) has no micro-batch loop:
-      # refuse rather than silently run the whole batch.
-      raise ValueError(f"config.grad_accum_steps={k}: the autoencoder step "
-                       "does not accumulate micro-batches; set it to 1.")
     if self.config.get("num_samples"):
       raise ValueError(
           f"config.num_samples={self.config.num_samples}: an autoencoder does "

@@ -23,6 +23,7 @@ import fcntl
 import io
 import logging as pylogging
 import os
+import threading
 import time
 from typing import Iterator
 
@@ -405,6 +406,12 @@ class _NoFolderWarnings(pylogging.Filter):
     return not str(record.msg).startswith("Variant folder")
 
 
+# sys.stdout, the handler's filters and TFDS' progress-bar switch are
+# process-wide: threads preparing at once take turns (the file lock in
+# `prepare` serialises processes only).
+_QUIET_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _quiet_preparation():
   """TFDS' preparation without its prints (stdout), progress bars and
@@ -412,14 +419,15 @@ def _quiet_preparation():
   result line, and `prepare` logs one line of its own."""
   quiet = _NoFolderWarnings()
   handler = logging.get_absl_handler()
-  handler.addFilter(quiet)
-  tfds.disable_progress_bar()
-  try:
-    with contextlib.redirect_stdout(io.StringIO()):
-      yield
-  finally:
-    tfds.enable_progress_bar()
-    handler.removeFilter(quiet)
+  with _QUIET_LOCK:
+    handler.addFilter(quiet)
+    tfds.disable_progress_bar()
+    try:
+      with contextlib.redirect_stdout(io.StringIO()):
+        yield
+    finally:
+      tfds.enable_progress_bar()
+      handler.removeFilter(quiet)
 
 
 @contextlib.contextmanager
@@ -467,14 +475,18 @@ def prepare(config: str | ShapesConfig,
     The prepared builder.
   """
   with _quiet_preparation():
-    shapes_builder = builder(config, data_dir)
-    prepared = shapes_builder.is_prepared()
-  if prepared:
+    return _prepare(config, data_dir)
+
+
+def _prepare(config, data_dir) -> JaxgenShapes:
+  """`prepare` under `_quiet_preparation`."""
+  shapes_builder = builder(config, data_dir)
+  if shapes_builder.is_prepared():
     return shapes_builder
   os.makedirs(shapes_builder.data_dir_root, exist_ok=True)
   lock = os.path.join(shapes_builder.data_dir_root,
                       f".{NAME}.{shapes_builder.builder_config.name}.lock")
-  with _file_lock(lock), _quiet_preparation():
+  with _file_lock(lock):
     # Re-create the builder: another process may have finished meanwhile, and
     # a builder caches what it found on disk when it was constructed.
     shapes_builder = builder(config, data_dir)

@@ -383,7 +383,7 @@ class ResidualBlock(nn.Module):
       raise ValueError("A channels-first ResidualBlock needs conv_impl='taps'.")
     move = cf and not self.channels_first
     ca = 0 if cf else -1
-    h = jnp.moveaxis(x, -1, 0) if move else x
+    h = _to_cf(x) if move else x
     h = Conv(hidden, gain=gain, axes=(pt.EMBED, pt.MLP), channels_first=cf,
              dtype=self.dtype, name="conv_expand")(h)
     h = BiasedActivation(channel_axis=ca, name="act_expand")(h)
@@ -393,7 +393,7 @@ class ResidualBlock(nn.Module):
     h = BiasedActivation(channel_axis=ca, name="act_group")(h)
     h = Conv(c, gain=0.0, axes=(pt.MLP, pt.EMBED), channels_first=cf,
              dtype=self.dtype, name="conv_project")(h)
-    h = jnp.moveaxis(h, 0, -1) if move else h
+    h = _from_cf(h) if move else h
     return pt.constrain(x + h, CF_ACT if self.channels_first else pt.CONV_ACT)
 
 

@@ -182,12 +182,6 @@ class R3GAN(objective_lib.Objective):
 
   def validate(self, num_devices_data_parallel: int) -> None:
     del num_devices_data_parallel
-    k = int(self.config.get("grad_accum_steps", 1))
-    if k != 1:
-      # The two-phase step has no micro-batch loop (train/accumulate.py):
-      # refuse rather than silently run the whole batch.
-      raise ValueError(f"config.grad_accum_steps={k}: R3GAN's step does not "
-                       "accumulate micro-batches; set it to 1.")
     if not 0.0 <= self.burn_in_fraction <= 1.0:
       raise ValueError(f"config.gan.burn_in_fraction={self.burn_in_fraction}"
                        " must be in [0, 1] (0: use gan.burn_in_examples).")

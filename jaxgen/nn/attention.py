@@ -59,8 +59,8 @@ def check_impl(impl: str) -> None:
                      f"{', '.join(IMPLEMENTATIONS)}.")
   backend = jax.default_backend()
   if impl == "cudnn" and backend != "gpu":
-    raise ValueError("config.model.attention_impl='cudnn' needs a GPU backend (this "
-                     f"one is {backend!r}); use 'auto' or 'xla'.")
+    raise ValueError("config.model.attention_impl='cudnn' needs a GPU backend "
+                     f"(this one is {backend!r}); use 'auto' or 'xla'.")
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array,

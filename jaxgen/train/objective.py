@@ -32,6 +32,11 @@ class Objective(abc.ABC):
   `validate` must be pure and traceable: the trainer calls them under `jax.jit`.
   """
 
+  # Whether the train step splits a batch into `config.grad_accum_steps`
+  # micro-batches (`SingleOptimizer.model_step` does); the trainer refuses
+  # grad_accum_steps > 1 for a family whose step would ignore it.
+  accumulates_micro_batches = False
+
   @classmethod
   def follows_run_length(cls, config: ml_collections.ConfigDict) -> bool:
     """Whether `config`'s schedules span the run, as scaling sweeps need.
@@ -203,6 +208,8 @@ class SingleOptimizer:
   since a FLOP budget fixes it only after the objective has reported its
   FLOPs, and the trainer's step takes it as a runtime value.
   """
+
+  accumulates_micro_batches = True
 
   _tx = None
   _lr = None

@@ -171,6 +171,10 @@ def check_config(config: ml_collections.ConfigDict,
         f"config.batch_size={config.batch_size} is not divisible by the "
         f"{jax.process_count()} processes.")
   objective = objective_cls(config)
+  k = int(config.get("grad_accum_steps", 1))
+  if k != 1 and not objective.accumulates_micro_batches:
+    raise ValueError(f"config.grad_accum_steps={k}: the {config.family} step "
+                     "does not accumulate micro-batches; set it to 1.")
   objective.validate(dp)
   return mesh, dp, objective
 

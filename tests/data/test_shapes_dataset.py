@@ -2,6 +2,7 @@
 
 import glob
 import os
+import sys
 import threading
 
 import numpy as np
@@ -112,12 +113,15 @@ def test_concurrent_prepare_is_serialised(tmp_path):
     except Exception as e:  # pylint: disable=broad-except
       errors.append(e)
 
+  stdout = sys.stdout
   threads = [threading.Thread(target=run) for _ in range(2)]
   for thread in threads:
     thread.start()
   for thread in threads:
     thread.join()
   assert not errors
+  # Each thread silenced stdout while preparing; it is back as it was.
+  assert sys.stdout is stdout
   assert shapes.builder(_tiny(), str(tmp_path)).is_prepared()
   # Exactly one prepared version, no leftover temporary directories.
   assert os.listdir(tmp_path / shapes.NAME / "tiny") == ["1.0.0"]
