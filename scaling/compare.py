@@ -146,21 +146,20 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
                     results_lib.FitWarning, stacklevel=2)
       continue
     boot, no_interval = None, ""
-    if n_bootstrap:
+    if n_bootstrap and all(cv.n_runs <= approach2_lib.MIN_SIZES_PER_BUDGET
+                           for cv in fit.curves):
+      # With 3 runs per budget, a within-budget resample fits a parabola
+      # only if it draws all 3, i.e. reproduces the fit: the bootstrap's
+      # spread would be 0 by construction, not a measured certainty.
+      no_interval = "every resample that fits is the fit itself"
+      warnings.warn(
+          f"family {family!r}: no bootstrap interval ({no_interval}: too "
+          "few runs per budget to resample)", results_lib.FitWarning,
+          stacklevel=2)
+    elif n_bootstrap:
       boot = bootstrap_lib.bootstrap_approach2(
           runs.n, runs.loss, budget, k=fit.k, n_resamples=n_bootstrap,
           seed=seed)
-      exps = boot.samples["loss_exponent"]
-      exps = exps[np.isfinite(exps)]
-      if not len(exps) or np.ptp(exps) <= 1e-9 * np.abs(exps).max():
-        # E.g. 3 sizes per budget: a resample that fits a parabola must
-        # draw all 3, i.e. reproduce the fit, so the spread is 0, not a
-        # measured certainty.
-        boot, no_interval = None, "every resample that fits is the fit itself"
-        warnings.warn(
-            f"family {family!r}: no bootstrap interval ({no_interval}: too "
-            "few runs per budget to resample)", results_lib.FitWarning,
-            stacklevel=2)
     out.append(Frontier(family, runs, fit, boot, sampling,
                         no_interval=no_interval))
   if not out:
