@@ -287,9 +287,17 @@ def error_line(error: BaseException) -> str:
   missing = re.search(r"No such file or directory: '([^']+)'", text)
   if missing:
     return f"config file {missing.group(1)} not found"
+  no_fn = re.search(r"module '(\w+)_config' has no attribute 'get_config'",
+                    text)
+  if no_fn:
+    # config_flags names the module after the flag (--sweep: sweep_config).
+    return (f"--{no_fn.group(1)} names a file without get_config(arg); "
+            "give a file that defines it (see configs/).")
   lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
   last = lines[-1] if lines else type(error).__name__
-  last = re.sub(r"^[\w.]*(Error|Exception): ", "", last).strip(" '\"")
+  last = re.sub(r"^[\w.]*(Error|Exception): ", "", last).strip()
+  if len(last) > 1 and last[0] == last[-1] and last[0] in "'\"":
+    last = last[1:-1]  # A KeyError's repr; inner quotes stay.
   if isinstance(error, (KeyError, AttributeError)) and re.fullmatch(
       r"[\w.]+", last):
     return f"unknown config field {last!r}"

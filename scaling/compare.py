@@ -38,6 +38,7 @@ from absl import flags
 import etils.epath as epath
 import numpy as np
 
+from jaxgen import config_lib
 from jaxgen import jsonl
 from scaling import approach2 as approach2_lib
 from scaling import bootstrap as bootstrap_lib
@@ -452,6 +453,8 @@ def _define_flags():
   flags.DEFINE_string("out", None, "Output directory.")
   flags.DEFINE_list("targets", [], "Metric values to reach (default: each "
                     "family's frontier at its largest budget).")
+  flags.register_validator("targets", results_lib.are_numbers,
+                           "must be metric values, e.g. 20,10.")
   flags.DEFINE_float("target_flops", None, "Compute to extrapolate to "
                      "(default: 100x the largest run).")
   flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamples per family.")
@@ -486,4 +489,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -32,6 +32,7 @@ from absl import flags
 import etils.epath as epath
 import numpy as np
 
+from jaxgen import config_lib
 from jaxgen import jsonl
 
 from scaling import approach2 as approach2_lib
@@ -112,6 +113,8 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
   Raises:
     ValueError: several families, too few runs, or no usable budgets.
   """
+  if not approaches or not set(approaches) <= {2, 3}:
+    raise ValueError(f"approaches={list(approaches)}: use 2, 3 or both.")
   if compare not in (None, "", "chinchilla"):
     raise ValueError(f"unknown compare={compare!r}; known: chinchilla")
   if compare and 3 not in approaches:
@@ -462,6 +465,15 @@ flags.DEFINE_enum("metric_direction", "auto", list(metrics_lib.DIRECTIONS),
 flags.DEFINE_string("compare", None, "'chinchilla': score published "
                     "Chinchilla/Epoch parameters on the data.")
 
+flags.register_validator(
+    "approaches", lambda v: bool(v) and set(v) <= {"2", "3"},
+    "must be 2, 3 or 2,3.")
+flags.register_validator("target_flops", results_lib.are_numbers,
+                         "must be FLOP counts, e.g. 1e21,1e22.")
+flags.register_validator(
+    "budgets", lambda v: v == ["chinchilla"] or results_lib.are_numbers(v),
+    "must be FLOP counts (e.g. 1e18,3e18) or 'chinchilla'.")
+
 
 def main(argv):
   del argv  # Unused.
@@ -506,4 +518,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -28,8 +28,8 @@ from scaling import results as results_lib
 
 
 def _save(fig, path: str) -> None:
-  """Writes `fig` as a PNG; log axes spanning 0.7-2.5 decades get labels at
-  1x and 3x each power of 10.
+  """Lays `fig` out and writes it as a PNG; log axes spanning 0.7-2.5
+  decades get labels at 1x and 3x each power of 10.
 
   On such axes matplotlib labels every minor tick (2x, 3x, ... 10^k), and the
   labels overlap; shorter and longer axes keep the default labels.
@@ -39,9 +39,13 @@ def _save(fig, path: str) -> None:
       lo, hi = sorted(axis.get_view_interval())
       if axis.get_scale() == "log" and lo > 0 and 5 <= hi / lo <= 300:
         axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 3.0)))
-        axis.set_major_formatter(
-            ticker.LogFormatterSciNotation(labelOnlyBase=False))
+        if not isinstance(axis.get_major_formatter(), ticker.FuncFormatter):
+          # A plot's own formatter (plain numbers for losses) stays.
+          axis.set_major_formatter(
+              ticker.LogFormatterSciNotation(labelOnlyBase=False))
         axis.set_minor_formatter(ticker.NullFormatter())
+  # The labels changed: lay out again so none overlaps a neighbour.
+  fig.tight_layout()
   # Through epath, so `path` may be on an object store.
   with epath.Path(path).open("wb") as f:
     fig.savefig(f, format="png", dpi=120)
@@ -106,7 +110,6 @@ def plot_isoflops(runs: results_lib.Runs, budget: np.ndarray,
   ax.legend(title="budget C (FLOPs)", fontsize=7, title_fontsize=8,
             ncol=2, loc="upper right")
   ax.grid(alpha=0.3, which="both")
-  fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
   return path
@@ -183,15 +186,13 @@ def plot_frontier(fit2: Optional[approach2_lib.IsoflopFit],
     ax.set_yscale("log")
     if key == "loss":
       # Losses span less than a decade: plain numbers read better than 10^x.
-      plain = ticker.FuncFormatter(lambda y, _: f"{y:.3g}")
-      ax.yaxis.set_major_formatter(plain)
-      ax.yaxis.set_minor_formatter(plain)
+      ax.yaxis.set_major_formatter(
+          ticker.FuncFormatter(lambda y, _: f"{y:.3g}"))
     ax.set_xlabel("compute C (FLOPs)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, which="both")
   axes[0].legend(fontsize=7)
   fig.suptitle("Compute-optimal allocation (dotted: target budgets)")
-  fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
   return path
@@ -241,7 +242,6 @@ def plot_contours(runs: results_lib.Runs,
   ax.set_title(f"Approach 3: L = {p.E:.3f} + {p.A:.4g}/N^{p.alpha:.3f} + "
                f"{p.B:.4g}/D^{p.beta:.3f}", fontsize=9)
   ax.legend(fontsize=8, loc="lower right")
-  fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
   return path
@@ -323,7 +323,6 @@ def plot_families(frontiers, metric, path: str, *, target_flops: float,
   ax2.set_title("Sampling cost of every run", fontsize=10)
   if ax2.collections:
     ax2.legend(fontsize=8)
-  fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
   return path

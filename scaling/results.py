@@ -154,6 +154,22 @@ def _to_float(value) -> float:
     return float("nan")
 
 
+def are_numbers(values: Sequence[str]) -> bool:
+  """Whether every string parses as a number (list flags' validators).
+
+  Args:
+    values: strings, e.g. a list flag's items.
+
+  Returns:
+    True if `float` accepts each of them.
+  """
+  try:
+    [float(v) for v in values]  # pylint: disable=expression-not-assigned
+  except ValueError:
+    return False
+  return True
+
+
 def runs_from_records(records: Sequence[Dict[str, Any]],
                       param_key: str = "params",
                       source: str = "records",

@@ -69,6 +69,7 @@ from jaxgen.train import host_malloc
 from jaxgen.train import logs
 from scaling import check
 from scaling import executors
+from scaling import results as results_lib
 from scaling import rows as rows_lib
 from scaling import sweep as sweep_lib
 from scaling import workers
@@ -284,7 +285,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     commands, printable = commands_of(units)
     if collect or executor != "local":
       return _hand_off(spec, points, rows, todo, units, commands, printable,
-                       env, local, executor=executor, collect=collect,
+                       env, local, results_path=results_path,
+                       executor=executor, collect=collect,
                        slurm_cluster=slurm_cluster, resubmit=resubmit,
                        multihost=multihost, out=out)
     out(f"{spec.name}: {len(points)} points, {len(points) - len(todo)} "
@@ -401,13 +403,26 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       for p, proc, log, *_ in running.values():
         if proc.poll() is None:
           proc.send_signal(signal.SIGINT)
-      for p, proc, log, *_ in running.values():
-        try:
-          proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-          proc.kill()
-          proc.wait()
-        log.close()
+      try:
+        for p, proc, log, *_ in running.values():
+          try:
+            proc.wait(timeout=60)
+          except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+      except KeyboardInterrupt:
+        # A second Ctrl-C: stop waiting. Killed workers keep their last
+        # committed checkpoint (saves are atomic).
+        for p, proc, log, *_ in running.values():
+          if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out("interrupted again: workers killed; run the same command again "
+            "to resume from their last checkpoints")
+        raise
+      finally:
+        for p, proc, log, *_ in running.values():
+          log.close()
       out("interrupted; run the same command again to resume")
       raise
     if failed:
@@ -428,11 +443,15 @@ def _wsd_line(spec, points) -> str:
 
 
 def _hand_off(spec, points, rows, todo, units, commands, printable, env,
-              local, *, executor, collect, slurm_cluster, resubmit,
-              multihost, out):
+              local, *, results_path, executor, collect, slurm_cluster,
+              resubmit, multihost, out):
   """--collect, --executor=print and --executor=slurm: nothing runs here."""
   result = {"points": points, "rows": rows, "failed": [], "jobs": {}}
-  if collect:
+  if not collect and not todo:
+    verb = "print" if executor == "print" else "submit"
+    out(f"{spec.name}: {len(points)} of {len(points)} points finished, "
+        f"nothing to {verb}; results in {results_path}")
+  elif collect:
     unit_of = {p.id: u.id for u in units for p in u.points}
     waiting = [f"{p.id} (job {j['job_id']})" if (j := executors.submitted(
         local, unit_of[p.id])) else p.id for p in todo]
@@ -481,6 +500,9 @@ flags.DEFINE_string("point", None, "Worker mode: train this point id only.")
 flags.DEFINE_string("chain", None, "Worker mode (wsd sweeps): train this "
                     "size's stable run and its branches at --chain_budgets.")
 flags.DEFINE_list("chain_budgets", [], "Worker mode: the chain's budgets.")
+for _name in ("only_budgets", "chain_budgets"):
+  flags.register_validator(_name, results_lib.are_numbers,
+                           "must be FLOP counts, e.g. 1e15,3e15.")
 flags.DEFINE_bool("in_process", False, "Run points in this process, one by "
                   "one (debugging).")
 compile_cache.define_flag()

@@ -68,6 +68,8 @@ flags.DEFINE_integer("ft_steps", 300, "Fine-tuning steps in (b).")
 flags.DEFINE_integer("sd_steps", 800, "Latent diffusion steps in (b).")
 flags.DEFINE_integer("num_eval", 512, "Held-out images scored.")
 flags.DEFINE_integer("num_samples", 512, "Decoded samples scored in (b).")
+for _name in ("steps", "ft_steps", "sd_steps", "num_eval", "num_samples"):
+  flags.register_validator(_name, lambda v: v > 0, "must be positive.")
 
 SIZE = 64
 FACTORS = (8, 16, 32)
@@ -246,8 +248,10 @@ def diffusability(images, results):
     row["sd_train_flops"] = s.flops_per_example * sd.batch_size * FLAGS.sd_steps
     with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
       draw = sampling.make_batch_sampler(s.objective, s.mesh, 64, seed=1)
+      # Whole batches of 64, then the first num_samples of them.
       samples = np.concatenate([draw(state, k) for k in
-                                range(FLAGS.num_samples // 64)])
+                                range(-(-FLAGS.num_samples // 64))])
+      samples = samples[:FLAGS.num_samples]
     x = samples.astype(np.float32) / 127.5 - 1.0
     feats, logits = classifier.embed(cls, x)
     labels = sampling.labels_of(len(x), s.objective)

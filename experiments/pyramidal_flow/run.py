@@ -79,12 +79,15 @@ def _config(arg, budget, **overrides):
   c.total_steps, c.total_flops = 0, float(budget)
   c.num_samples, c.eval_batches = 0, 4
   c.keep_checkpoints = POINTS + 1
-  c.log_every_steps = 25
   config_lib.apply_overrides(c, overrides)
   # Checkpoints (and held-out losses) at POINTS even fractions of the run.
   flops = registry.OBJECTIVES.get(c.family)(c).flops_per_example()
   steps = int(budget // (flops * c.batch_size))
-  c.checkpoint_every_steps = c.eval_every_steps = max(steps // POINTS, 1)
+  every = max(steps // POINTS, 1)
+  c.checkpoint_every_steps = c.eval_every_steps = every
+  # Evaluations run at log steps: log at the largest divisor of the
+  # interval up to 25.
+  c.log_every_steps = max(d for d in range(1, 26) if every % d == 0)
   return c
 
 

@@ -125,6 +125,8 @@ MIXTURES = {
 }
 GRID, SIGMA = MIXTURES["ring8"]
 Z_DIM = 16
+# Training steps per scanned chunk (one metrics row per chunk).
+CHUNK = 250
 
 
 def set_mixture(name: str):
@@ -168,7 +170,7 @@ def mixture_metrics(samples: np.ndarray):
 
 
 def mixture_run(loss: str, r1: bool, r2: bool, gamma: float, seed: int,
-                steps: int, chunk: int = 250, lr: float = 2e-3,
+                steps: int, chunk: int = CHUNK, lr: float = 2e-3,
                 batch: int = 256):
   """Trains the MLP GAN; returns metric curves and final samples."""
   d_loss_fn, g_loss_fn, g_needs_real = losses.get_losses(loss)
@@ -299,6 +301,12 @@ flags.DEFINE_enum("mixture", "ring8", sorted(MIXTURES), "2-D mixture.")
 flags.DEFINE_integer("steps", 3000, "Training steps per run.")
 flags.DEFINE_integer("seeds", 2, "Seeds per setting.")
 flags.DEFINE_float("gamma", 0.1, "R1 / R2 weight.")
+# Metrics are taken once per scanned chunk of steps.
+flags.register_validator(
+    "steps", lambda v: v > 0 and v % CHUNK == 0,
+    f"must be a positive multiple of {CHUNK} (metrics are taken every "
+    f"{CHUNK} steps).")
+flags.register_validator("seeds", lambda v: v > 0, "must be at least 1.")
 
 
 def _flag_values():

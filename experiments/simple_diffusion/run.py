@@ -185,7 +185,9 @@ def arm_config(name: str):
   # first, untrained fifth of these short runs.
   c.ema_decay = 0.98
   c.log_every_steps = max(1, min(10, FLAGS.steps // 5))
-  c.eval_every_steps = max(1, min(50, FLAGS.steps // 2))
+  # A multiple of the log interval: evaluations run at log steps.
+  c.eval_every_steps = c.log_every_steps * max(
+      1, min(50, FLAGS.steps // 2) // c.log_every_steps)
   c.eval_batches = 2
   c.checkpoint_every_steps = FLAGS.steps
   c.keep_checkpoints = 1

@@ -32,6 +32,7 @@ from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
 NAME = "jaxgen_shapes"
 SHAPE_NAMES = ("circle", "square", "triangle", "ring", "cross", "star",
@@ -420,13 +421,16 @@ def _quiet_preparation():
   quiet = _NoFolderWarnings()
   handler = logging.get_absl_handler()
   with _QUIET_LOCK:
+    # TFDS has no public getter; a caller that turned the bars off keeps
+    # them off.
+    was_shown = getattr(tqdm_utils, "_active", True)
     handler.addFilter(quiet)
-    tfds.disable_progress_bar()
+    tfds.display_progress_bar(False)
     try:
       with contextlib.redirect_stdout(io.StringIO()):
         yield
     finally:
-      tfds.enable_progress_bar()
+      tfds.display_progress_bar(was_shown)
       handler.removeFilter(quiet)
 
 

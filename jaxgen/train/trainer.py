@@ -129,6 +129,7 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
   steps = durations.total_steps(config, num_examples=data_info.num_examples,
                                 flops_per_example=flops)
   objective.set_total_steps(steps)
+  _check_eval_interval(config, steps)
   return Setup(mesh=mesh,
                rules=sharding_lib.rules_from_config(config.logical_axis_rules),
                objective=objective,
@@ -347,7 +348,11 @@ class _MetricBuffer:
 
   def mean_and_reset(self) -> Dict[str, float]:
     keys = self.rows[0].keys() if self.rows else []
-    out = {k: float(np.mean([r[k] for r in self.rows])) for k in keys}
+    # In float64: rows restored from a checkpoint's JSON are float64, fresh
+    # ones float32 (exactly representable in float64), so a run resumed off
+    # the logging grid logs the very same means.
+    out = {k: float(np.mean(np.asarray([r[k] for r in self.rows],
+                                       np.float64))) for k in keys}
     self.rows = []
     return out
 
@@ -618,6 +623,25 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
   config_lib.check_dtypes(config)
   # Every family, also those whose networks have no remat-able stack.
   remat_lib.remat_policy(config.get("remat", "none"))
+
+
+def _check_eval_interval(config: ml_collections.ConfigDict,
+                         steps: int) -> None:
+  """Evaluations run at log steps: an interval off that grid would never run.
+
+  Args:
+    config: the run config.
+    steps: the run's resolved length.
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  every, log_every = int(config.eval_every_steps), int(config.log_every_steps)
+  if int(config.get("eval_batches", 0)) and every < steps and every % log_every:
+    raise ValueError(
+        f"config.eval_every_steps={every} must be a multiple of "
+        f"log_every_steps={log_every} (evaluations run at log steps), or at "
+        f"least the run's {steps} steps (one evaluation, at the end).")
 
 
 def _report_skipped(info, when: str) -> None:

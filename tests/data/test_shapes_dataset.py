@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
 from jaxgen.data import shapes
 
@@ -136,3 +137,25 @@ def test_preparing_prints_nothing_to_stdout_and_no_tfds_noise(tmp_path, capfd):
   assert out == ""
   assert "Variant folder" not in err and "examples/s" not in err, err
   assert shapes.builder(_tiny("quiet"), str(tmp_path)).is_prepared()
+
+
+@pytest.mark.parametrize("shown", [False, True])
+def test_preparing_keeps_the_callers_progress_bar_setting(tmp_path, shown):
+  # Bars off for the preparation, then as the caller had them (a caller
+  # that turned them off must not get them back).
+  seen = []
+  real = shapes.JaxgenShapes.download_and_prepare
+
+  def spy(self, *args, **kwargs):
+    seen.append(tqdm_utils._active)  # pylint: disable=protected-access
+    return real(self, *args, **kwargs)
+
+  tfds.display_progress_bar(shown)
+  try:
+    with pytest.MonkeyPatch.context() as mp:
+      mp.setattr(shapes.JaxgenShapes, "download_and_prepare", spy)
+      shapes.prepare(_tiny(f"bars{int(shown)}"), str(tmp_path))
+    assert seen == [False]
+    assert tqdm_utils._active is shown  # pylint: disable=protected-access
+  finally:
+    tfds.enable_progress_bar()

@@ -108,3 +108,31 @@ def test_isoflop_plot_takes_an_interval_that_misses_the_point(tmp_path):
   path = plots.plot_isoflops(runs, budgets, fit, str(tmp_path / "p.png"),
                              boot=boot)
   assert (tmp_path / "p.png").stat().st_size > 1000 and path
+
+
+def test_saved_panels_keep_plain_loss_labels_and_do_not_overlap(tmp_path):
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  from scaling import plots  # pylint: disable=g-import-not-at-top
+  c = np.geomspace(1e11, 3e13, 20)
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+  for ax, y, label in zip(axes, (1e4 * c ** 0.2, 1e2 * c ** 0.3,
+                                 3e2 * c ** -0.3),
+                          ("N_opt", "D_opt", "loss at the optimum")):
+    ax.plot(c, y)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel(label)
+  # The loss panel (under a decade) asks for plain numbers.
+  axes[2].yaxis.set_major_formatter(
+      ticker.FuncFormatter(lambda y, _: f"{y:.3g}"))
+  plots._save(fig, str(tmp_path / "f.png"))  # pylint: disable=protected-access
+  labels = [t.get_text() for t in axes[2].get_yticklabels() if t.get_text()]
+  assert labels and all("10^" not in t and "$" not in t for t in labels)
+  # D_opt spans under a decade too: labels at 1x and 3x powers of ten.
+  assert any("3" in t.get_text() for t in axes[1].get_yticklabels())
+  renderer = fig.canvas.get_renderer()
+  for left, right in zip(axes[:-1], axes[1:]):
+    label = right.yaxis.label.get_window_extent(renderer)
+    assert label.x0 > left.get_window_extent(renderer).x1
+  plt.close(fig)

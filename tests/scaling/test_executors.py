@@ -152,6 +152,8 @@ def test_slurm_executor_through_submitit_local_collects_rows(
                  budgets=[3e8], sizes=["w16d1"], resubmit=False)
   assert again["rows"]  # Collected first: nothing left to submit.
   assert not again["jobs"]
+  assert lines[-1].startswith("simple_diffusion_tiny: 1 of 1 points "
+                              "finished, nothing to submit; results in ")
   lines = []
   got = _sweep(workdir, lines, collect=True)
   assert sorted(got["rows"]) == sorted(jobs) and got["missing"] == []
@@ -244,3 +246,35 @@ def test_points_carry_sampling_flops_per_image():
   assert point.sampling_flops_per_example == g_flops > 0
   spec = sweep_lib.load_config_file("configs/scaling/autoencoder.py:tiny")
   assert sweep_lib.plan(spec)[0].sampling_flops_per_example is None
+
+
+def test_a_second_ctrl_c_kills_the_workers_without_waiting(
+    tmp_path, monkeypatch):
+  # Workers that ignore SIGINT: the first Ctrl-C waits for them (up to a
+  # minute each), a second one kills them at once.
+  stubborn = [sys.executable, "-c", "import signal, time; "
+              "signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(120)"]
+  monkeypatch.setattr(executors, "worker_command",
+                      lambda *args, **kwargs: list(stubborn))
+  started = []
+  real_popen, real_sleep = subprocess.Popen, run_lib.time.sleep
+
+  def popen(*args, **kwargs):
+    started.append(real_popen(*args, **kwargs))
+    return started[-1]
+
+  def sleep(seconds):
+    # Ctrl-C once workers run: in the runner's poll loop, then again in
+    # Popen.wait's (both sleep through the time module).
+    if started:
+      raise KeyboardInterrupt
+    real_sleep(seconds)
+
+  monkeypatch.setattr(subprocess, "Popen", popen)
+  monkeypatch.setattr(run_lib.time, "sleep", sleep)
+  lines = []
+  with pytest.raises(KeyboardInterrupt):
+    _sweep(tmp_path / "sweep", lines, parallel=2, pin_cores=False)
+  assert len(started) == 2
+  assert all(p.poll() is not None for p in started)  # Killed, not orphaned.
+  assert lines[-1].startswith("interrupted again: workers killed")

@@ -116,6 +116,11 @@ def test_too_few_runs_is_one_line_error(tmp_path):
     fit.run(str(path), str(tmp_path / "out"), approaches=[3])
   with pytest.raises(ValueError, match="approach 2 found no isoFLOP budget"):
     fit.run(str(path), str(tmp_path / "out"), approaches=[2])
+  # An approach that does not exist fits nothing: an error, not an empty
+  # fit.json.
+  for approaches in ([], [4], [2, 4]):
+    with pytest.raises(ValueError, match="use 2, 3 or both"):
+      fit.run(str(path), str(tmp_path / "out"), approaches=approaches)
 
 
 def test_fit_runs_rejects_mixed_families():

@@ -221,7 +221,12 @@ def test_the_suite_runs_as_a_program(tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["jaxgen.bench", "--config=configs/r3gan.py:nope", "--params_only"],
-    ["jaxgen.bench_suite", "--suite=nope"]])
+    ["jaxgen.bench_suite", "--suite=nope"],
+    ["scaling.fit", "--results=r.jsonl", "--out=o", "--approaches=nope"],
+    ["scaling.fit", "--results=r.jsonl", "--out=o", "--budgets=1e18,nope"],
+    ["scaling.compare", "--targets=nope"],
+    ["scaling.run", "--sweep=configs/scaling/simple_diffusion.py:tiny",
+     "--workdir=w", "--only_budgets=nope"]])
 def test_bad_command_lines_are_one_error_line(args):
   out = subprocess.run([sys.executable, "-m"] + args, capture_output=True,
                        text=True, timeout=120, check=False,

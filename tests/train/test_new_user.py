@@ -102,6 +102,10 @@ def test_loss_options_reach_the_loss(monkeypatch):
      "error: unknown config field 'batch_sise'; did you mean 'batch_size'?"),
     (["--config=configs/nope.py:tiny"],
      "error: config file configs/nope.py not found"),
+    # A Python file without get_config(): the flag is named, quotes intact.
+    (["--config=scaling/specs.py:tiny"],
+     "error: --config names a file without get_config(arg); give a file "
+     "that defines it (see configs/)."),
 ])
 def test_cli_config_errors_are_one_line(tmp_path, args, expected):
   out = subprocess.run(
