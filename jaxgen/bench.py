@@ -25,13 +25,15 @@ from jaxgen.train import host_malloc
 from jaxgen.train import logs
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).",
+                     lower_bound=1)
 flags.DEFINE_bool("params_only", False,
                   "Only count parameters and analytic FLOPs (no compile).")
 flags.DEFINE_bool("compile_only", False,
                   "Compile and report memory, without running.")
 flags.DEFINE_float("fit_memory", None, "GiB per device: find the largest "
-                   "per-device batch whose compiled step fits (compiles only).")
+                   "per-device batch whose compiled step fits (compiles only).",
+                   lower_bound=0.0)
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 compile_cache.define_flag()
 config_flags.DEFINE_config_file("config", None, "Config file:preset.",

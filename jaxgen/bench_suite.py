@@ -66,12 +66,13 @@ def _define_flags():
   --out) in one process such as the tests'. --steps (timed steps per
   entry) and --compilation_cache come from jaxgen.bench, imported above."""
   flags.DEFINE_enum("suite", "gpu", list(SUITES), "Which presets to run.")
-  flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.")
+  flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.",
+                       lower_bound=1)
   flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
   flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
   flags.DEFINE_integer("compile_workers", 3, "Entries compiled at once "
                        "before the timed runs (needs the compilation cache; "
-                       "1: none).")
+                       "1: none).", lower_bound=1)
 
 
 def load_config(spec: str, overrides: Dict[str, Any], batch: int):

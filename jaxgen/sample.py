@@ -140,10 +140,11 @@ def _workdir_from_argv(argv) -> str:
 def _define_flags():
   """Command-line flags (defined only when run as a program)."""
   flags.DEFINE_string("workdir", None, "The run directory.")
-  flags.DEFINE_integer("num", None, "Number of samples.")
+  flags.DEFINE_integer("num", None, "Number of samples.", lower_bound=1)
   flags.DEFINE_string("out", None, "Output folder (default WORKDIR/sampled).")
   flags.DEFINE_integer("batch_size", 256,
-                       "Samples per step (rounded up to the device count).")
+                       "Samples per step (rounded up to the device count).",
+                       lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_bool("npz", True, "Also write OUT/samples.npz at the end.")
 

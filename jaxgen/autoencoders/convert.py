@@ -130,4 +130,6 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
+  # Flag errors are one `error:` line.
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from jaxgen import config_lib
 from jaxgen.data import sources
 
 
@@ -181,12 +182,16 @@ def _define_flags():
   flags.DEFINE_string("split", "train", "Split to encode.")
   flags.DEFINE_string("out", None, "Output root (the split goes to OUT/SPLIT).")
   flags.DEFINE_integer("image_size", 0,
-                       "Resolution (default: the autoencoder's).")
+                       "Resolution (default: the autoencoder's).",
+                       lower_bound=0)
   flags.DEFINE_string("data_dir", None, "TFDS data dir.")
-  flags.DEFINE_integer("batch_size", 64, "Images per encoding step.")
-  flags.DEFINE_integer("shard_size", 1024, "Examples per shard.")
+  flags.DEFINE_integer("batch_size", 64, "Images per encoding step.",
+                       lower_bound=1)
+  flags.DEFINE_integer("shard_size", 1024, "Examples per shard.",
+                       lower_bound=1)
   flags.DEFINE_integer("num_frames", 0, "Frames per clip of a video dataset "
-                       "(0: images, or the stored clip length).")
+                       "(0: images, or the stored clip length).",
+                       lower_bound=0)
 
 
 def main(argv):
@@ -215,4 +220,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -92,8 +92,9 @@ def _define_flags():
   """Command-line flags (defined only when run as a program)."""
   flags.DEFINE_string("workdir", None, "The autoencoder run.")
   flags.DEFINE_string("data", None, "Dataset spec, PNG folder or images .npz.")
-  flags.DEFINE_integer("num", 256, "Images.")
-  flags.DEFINE_integer("image_size", 64, "Resolution datasets are read at.")
+  flags.DEFINE_integer("num", 256, "Images.", lower_bound=1)
+  flags.DEFINE_integer("image_size", 64, "Resolution datasets are read at.",
+                       lower_bound=1)
   flags.DEFINE_string("data_dir", None, "TFDS data dir.")
   flags.DEFINE_string("out", None, "Output folder.")
 
@@ -147,4 +148,6 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
+  # Flag errors are one `error:` line.
+  app.run(main, flags_parser=config_lib.parse_flags)

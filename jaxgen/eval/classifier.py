@@ -393,9 +393,11 @@ class Extractor(features_lib.StreamExtractor):
 def _define_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_integer("image_size", 16, "jaxgen_shapes resolution the "
-                       "classifier sees (the generated images' size).")
+                       "classifier sees (the generated images' size).",
+                       lower_bound=1)
   flags.DEFINE_string("out", None, "Output file (msgpack).")
-  flags.DEFINE_integer("steps", ClassifierConfig.steps, "Training steps.")
+  flags.DEFINE_integer("steps", ClassifierConfig.steps, "Training steps.",
+                       lower_bound=1)
   flags.DEFINE_string("data_dir", None, "TFDS data dir of jaxgen_shapes.")
   return flags.FLAGS
 
@@ -422,4 +424,6 @@ if __name__ == "__main__":
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   FLAGS = _define_flags()
   absl_flags.mark_flag_as_required("out")
-  app.run(main)
+  from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
+  # Flag errors are one `error:` line.
+  app.run(main, flags_parser=config_lib.parse_flags)

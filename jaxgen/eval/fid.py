@@ -81,10 +81,13 @@ def _define_flags():
                       "inception_fid.npz (jaxgen.eval.convert).")
   flags.DEFINE_string("a", None, "Reference set.")
   flags.DEFINE_string("b", None, "Evaluated set.")
-  flags.DEFINE_integer("num", 0, "Images per image set (0: all).")
-  flags.DEFINE_integer("image_size", 32, "Resolution datasets are read at.")
+  flags.DEFINE_integer("num", 0, "Images per image set (0: all).",
+                       lower_bound=0)
+  flags.DEFINE_integer("image_size", 32, "Resolution datasets are read at.",
+                       lower_bound=1)
   flags.DEFINE_string("data_dir", None, "TFDS data dir for dataset specs.")
-  flags.DEFINE_integer("batch_size", 200, "Images per feature batch.")
+  flags.DEFINE_integer("batch_size", 200, "Images per feature batch.",
+                       lower_bound=1)
 
 
 def main(argv):
@@ -110,4 +113,6 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
+  # Flag errors are one `error:` line.
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -74,14 +74,18 @@ def _define_flags():
                       "inception_fid.npz (jaxgen.eval.convert).")
   flags.DEFINE_string("data", None,
                       "Dataset spec, folder of PNGs or images .npz.")
-  flags.DEFINE_integer("num", 50_000, "Images to use (0: all).")
+  flags.DEFINE_integer("num", 50_000, "Images to use (0: all).",
+                       lower_bound=0)
   flags.DEFINE_string("out", None, "Output stats .npz.")
-  flags.DEFINE_integer("image_size", 32, "Resolution datasets are read at.")
+  flags.DEFINE_integer("image_size", 32, "Resolution datasets are read at.",
+                       lower_bound=1)
   flags.DEFINE_string("data_dir", None, "TFDS data dir.")
   flags.DEFINE_string("split", None, "Dataset split (default: train).")
-  flags.DEFINE_integer("batch_size", 200, "Images per feature batch.")
+  flags.DEFINE_integer("batch_size", 200, "Images per feature batch.",
+                       lower_bound=1)
   flags.DEFINE_integer("keep_features", 10_000,
-                       "Features stored for KID / precision-recall.")
+                       "Features stored for KID / precision-recall.",
+                       lower_bound=0)
 
 
 def main(argv):
@@ -108,4 +112,6 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
+  # Flag errors are one `error:` line.
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -11,11 +11,13 @@ at equal steps per stage ((1 + 1/4 + 1/16)/3 = 0.4375 of the token-steps,
 0.355 of the attention FLOPs for K = 3).
 """
 
+import sys
 from typing import Dict
 
 from absl import app
 from absl import flags
 
+from jaxgen import config_lib
 from jaxgen.flow import pyramid
 
 
@@ -65,13 +67,17 @@ def token_counts(height: int, width: int, frames: int, *, vae_spatial: int = 8,
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("height", 768, "Video height in pixels.")
-flags.DEFINE_integer("width", 1280, "Video width in pixels.")
-flags.DEFINE_integer("frames", 241, "Video frames (1 + k x vae_temporal).")
-flags.DEFINE_integer("vae_spatial", 8, "Autoencoder spatial factor.")
-flags.DEFINE_integer("vae_temporal", 8, "Autoencoder temporal factor.")
-flags.DEFINE_integer("patch", 2, "DiT patch side (latent cells).")
-flags.DEFINE_integer("stages", 3, "Pyramid stages K.")
+flags.DEFINE_integer("height", 768, "Video height in pixels.", lower_bound=1)
+flags.DEFINE_integer("width", 1280, "Video width in pixels.", lower_bound=1)
+flags.DEFINE_integer("frames", 241, "Video frames (1 + k x vae_temporal).",
+                     lower_bound=1)
+flags.DEFINE_integer("vae_spatial", 8, "Autoencoder spatial factor.",
+                     lower_bound=1)
+flags.DEFINE_integer("vae_temporal", 8, "Autoencoder temporal factor.",
+                     lower_bound=1)
+flags.DEFINE_integer("patch", 2, "DiT patch side (latent cells).",
+                     lower_bound=1)
+flags.DEFINE_integer("stages", 3, "Pyramid stages K.", lower_bound=1)
 
 
 def main(argv):
@@ -82,7 +88,8 @@ def main(argv):
                      vae_temporal=FLAGS.vae_temporal, patch=FLAGS.patch,
                      stages=FLAGS.stages)
   except ValueError as e:
-    raise app.UsageError(str(e)) from None
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   print(f"{FLAGS.width}x{FLAGS.height}, {FLAGS.frames} frames -> "
         f"{c['latent_frames']} latent frames of {c['tokens_per_frame']:,} "
         "tokens")
@@ -95,4 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

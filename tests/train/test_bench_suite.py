@@ -236,6 +236,26 @@ def test_bad_command_lines_are_one_error_line(args):
   assert "Traceback" not in out.stderr and "nope" in lines[0]
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["jaxgen.bench", "--config=configs/simple_diffusion.py:tiny",
+      "--steps=0"], "error: flag --steps=0: 0 is not a positive integer"),
+    (["jaxgen.eval.stats", "--batch_size=0"], "error: flag --batch_size=0: "),
+    (["jaxgen.autoencoders.encode", "--shard_size=0"],
+     "error: flag --shard_size=0: "),
+    (["jaxgen.flow.tokens", "--height=770"],
+     "error: 770x1280 is not divisible by"),
+])
+def test_out_of_range_values_are_one_error_line(args, expected):
+  # Counts and sizes have lower bounds (a zero batch used to reach the
+  # pipeline, zero timed steps printed a NaN throughput and exited 0).
+  out = subprocess.run([sys.executable, "-m"] + args, capture_output=True,
+                       text=True, timeout=120, check=False,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode != 0 and "Traceback" not in out.stderr
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(expected), out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("suite", list(bench_suite.SUITES))
 def test_every_suite_entry_loads(suite):
   for _, spec, overrides, batch in bench_suite.SUITES[suite]:
