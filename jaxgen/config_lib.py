@@ -9,7 +9,7 @@ import importlib.util
 import os
 import re
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 from absl import flags
 import ml_collections
@@ -302,6 +302,28 @@ def error_line(error: BaseException) -> str:
       r"[\w.]+", last):
     return f"unknown config field {last!r}"
   return last
+
+
+def usage_error(message: str) -> NoReturn:
+  """Exits with `error: message` on stderr (status 2), without the usage
+  text `app.UsageError` prints first.
+
+  Args:
+    message: what is wrong and what to pass instead.
+  """
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def check_no_arguments(argv: Sequence[str]) -> None:
+  """One error line for positional arguments (a flag missing its `--`).
+
+  Args:
+    argv: what `app.run` passes to main (the program name first).
+  """
+  if len(argv) > 1:
+    usage_error(f"unexpected arguments {' '.join(argv[1:])}; flags take the "
+                "form --name=value")
 
 
 def parse_flags(argv: List[str]) -> List[str]:

@@ -29,8 +29,7 @@ config_flags.DEFINE_config_file(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config_lib.check_no_arguments(argv)
   try:
     config = FLAGS.config  # Loaded (and overridden) on first access.
     config.keys()  # A config that failed to load raises only when used.

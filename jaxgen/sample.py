@@ -150,8 +150,7 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config_lib.check_no_arguments(argv)
   os.environ.setdefault("CUDA_VISIBLE_DEVICES_FOR_TF", "")
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top

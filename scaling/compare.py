@@ -464,10 +464,10 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config_lib.check_no_arguments(argv)
   if not FLAGS.results or not FLAGS.out:
-    raise app.UsageError("--results and --out are required")
+    config_lib.usage_error("pass --results (results.jsonl files, "
+                           "comma-separated) and --out (a directory)")
   with warnings.catch_warnings():
     warnings.simplefilter("always", results_lib.FitWarning)
     warnings.formatwarning = lambda msg, *_, **__: f"warning: {msg}\n"

@@ -476,9 +476,10 @@ flags.register_validator(
 
 
 def main(argv):
-  del argv  # Unused.
+  config_lib.check_no_arguments(argv)
   if not FLAGS.results or not FLAGS.out:
-    raise app.UsageError("--results and --out are required")
+    config_lib.usage_error("pass --results (a results.jsonl or CSV) and "
+                           "--out (a directory)")
   if FLAGS.budgets == ["chinchilla"]:
     budgets = approach2_lib.CHINCHILLA_BUDGETS
   else:

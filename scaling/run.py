@@ -527,10 +527,9 @@ def _sweep_arg() -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config_lib.check_no_arguments(argv)
   if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required")
+    config_lib.usage_error("pass --workdir, the sweep directory")
   logs.quiet_libraries(FLAGS.verbosity)
   spec = FLAGS.sweep
   # `--sweep.x=y` overrides travel to the workers unchanged.

@@ -244,8 +244,14 @@ def test_bad_command_lines_are_one_error_line(args):
      "error: flag --shard_size=0: "),
     (["jaxgen.flow.tokens", "--height=770"],
      "error: 770x1280 is not divisible by"),
+    # Missing flags and a flag without its "--": no usage text first.
+    (["scaling.fit", "--results=r.jsonl"], "error: pass --results (a "
+     "results.jsonl or CSV) and --out"),
+    (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
+      "--workdir=w", "config.total_steps=3"],
+     "error: unexpected arguments config.total_steps=3; flags take the form"),
 ])
-def test_out_of_range_values_are_one_error_line(args, expected):
+def test_bad_values_and_missing_flags_are_one_error_line(args, expected):
   # Counts and sizes have lower bounds (a zero batch used to reach the
   # pipeline, zero timed steps printed a NaN throughput and exited 0).
   out = subprocess.run([sys.executable, "-m"] + args, capture_output=True,
