@@ -284,6 +284,9 @@ def error_line(error: BaseException) -> str:
   if typo:
     return (f"unknown config field {typo.group(2)!r}; did you mean "
             f"{typo.group(1)!r}?")
+  if isinstance(error, FileNotFoundError) and error.filename:
+    # A file a command was given (results, weights), not a config file.
+    return f"{error.filename} not found"
   missing = re.search(r"No such file or directory: '([^']+)'", text)
   if missing:
     return f"config file {missing.group(1)} not found"

@@ -479,7 +479,7 @@ def main(argv):
                     n_bootstrap=FLAGS.bootstrap, level=FLAGS.level,
                     seed=FLAGS.seed, param_key=FLAGS.param_key)
     except (ValueError, OSError) as e:
-      print(f"error: {e}", file=sys.stderr)
+      print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
       sys.exit(1)
   print(render(summary))
   for line in result_lines(summary):

@@ -503,7 +503,7 @@ def main(argv):
                compare=FLAGS.compare,
                check_full_grid=FLAGS.check_full_grid)
   except (ValueError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
     sys.exit(1)
   s = fits.summary
   for message in s.get("warnings", []):

@@ -244,6 +244,8 @@ def test_bad_command_lines_are_one_error_line(args):
      "error: flag --shard_size=0: "),
     (["jaxgen.flow.tokens", "--height=770"],
      "error: 770x1280 is not divisible by"),
+    (["scaling.fit", "--results=nope.jsonl", "--out=o"],
+     "error: nope.jsonl not found"),
     # Missing flags and a flag without its "--": no usage text first.
     (["scaling.fit", "--results=r.jsonl"], "error: pass --results (a "
      "results.jsonl or CSV) and --out"),
