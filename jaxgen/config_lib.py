@@ -66,10 +66,7 @@ def parse_arg(arg: Optional[str], presets: Sequence[str],
       if key not in defaults:
         raise ValueError(f"Unknown config option {key!r}; known: "
                          f"{', '.join(sorted(defaults)) or 'none'}.")
-      default = defaults[key]
-      out[key] = (value.lower() in ("1", "true", "yes")
-                  if isinstance(default, bool) else type(default)(value)
-                  if default is not None else value)
+      out[key] = _option_value(key, value, defaults[key])
     elif item in defaults and isinstance(defaults[item], bool):
       out[item] = True
     elif i == 0:
@@ -77,9 +74,33 @@ def parse_arg(arg: Optional[str], presets: Sequence[str],
         raise ValueError(f"Unknown preset {item!r}; choose one of: "
                          f"{', '.join(presets)}.")
       out["preset"] = item
+    elif item in presets:
+      raise ValueError(f"One preset per config: {item!r} follows "
+                       f"{out['preset']!r}; options go after the preset.")
     else:
-      raise ValueError(f"Unknown config option {item!r}.")
+      raise ValueError(f"Unknown config option {item!r}; known: "
+                       f"{', '.join(sorted(defaults)) or 'none'}.")
   return ml_collections.ConfigDict(out)
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _option_value(key: str, value: str, default: Any) -> Any:
+  """`value` cast to the type of the option's default (one-line errors)."""
+  if isinstance(default, bool):
+    if value.lower() not in _TRUE + _FALSE:
+      raise ValueError(f"Config option {key}={value!r}: use true or false.")
+    return value.lower() in _TRUE
+  if default is None:
+    return value
+  try:
+    return type(default)(value)
+  except ValueError:
+    kind = {int: "an integer", float: "a number"}.get(type(default),
+                                                      type(default).__name__)
+    raise ValueError(f"Config option {key}={value!r}: expected "
+                     f"{kind}.") from None
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -299,8 +320,8 @@ def error_line(error: BaseException) -> str:
   lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
   last = lines[-1] if lines else type(error).__name__
   last = re.sub(r"^[\w.]*(Error|Exception): ", "", last).strip()
-  if len(last) > 1 and last[0] == last[-1] and last[0] in "'\"":
-    last = last[1:-1]  # A KeyError's repr; inner quotes stay.
+  while len(last) > 1 and last[0] == last[-1] and last[0] in "'\"":
+    last = last[1:-1]  # A KeyError's repr (of a repr); inner quotes stay.
   if isinstance(error, (KeyError, AttributeError)) and re.fullmatch(
       r"[\w.]+", last):
     return f"unknown config field {last!r}"
@@ -335,8 +356,16 @@ def parse_flags(argv: List[str]) -> List[str]:
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
-    print(f"error: {error_line(e)}", file=sys.stderr)
-    sys.exit(2)
+    override = re.search(r"Unknown command line flag '(\w+)\.", str(e))
+    name = override.group(1) if override else ""
+    if name and name in flags.FLAGS and not any(
+        a.startswith((f"--{name}=", f"-{name}=")) for a in argv):
+      # Overrides of a config flag that was not given at all.
+      example = ("configs/scaling/simple_diffusion.py:cpu" if name == "sweep"
+                 else "configs/simple_diffusion.py:tiny")
+      usage_error(f"--{name}.* overrides need --{name}=FILE:ARG first "
+                  f"(e.g. --{name}={example}).")
+    usage_error(error_line(e))
 
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")

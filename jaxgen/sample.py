@@ -64,7 +64,8 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     workdir: the run directory (its newest verified checkpoint is used).
     num: number of samples.
     out: output folder.
-    batch_size: samples per step (rounded up to a multiple of the devices).
+    batch_size: samples per step, at most `num` (rounded up to a multiple of
+      the devices).
     seed: sampling seed.
     npz: write out/samples.npz once all PNGs exist.
     log: progress and result lines.
@@ -89,7 +90,8 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     raise ValueError(f"{workdir} has no checkpoint to sample from; train "
                      "first or pass the --workdir of a trained run.")
   dp = mesh_lib.data_parallel_size(s.mesh)
-  batch = -(-int(batch_size) // dp) * dp
+  # No larger than `num` needs (16 samples do not draw a batch of 256).
+  batch = -(-min(int(batch_size), num) // dp) * dp
   out_dir = epath.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = [out_dir / f"{i:06d}.png" for i in range(num)]
@@ -183,6 +185,10 @@ if __name__ == "__main__":
   except ValueError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
-  # The run's config, overridable as --config.x=y.
-  config_flags.DEFINE_config_dict("config", run_config)
+  # The run's config, overridable as --config.x=y (ml_collections applies
+  # the overrides here, from sys.argv).
+  try:
+    config_flags.DEFINE_config_dict("config", run_config)
+  except (KeyError, AttributeError, ValueError, TypeError) as err:
+    config_lib.usage_error(config_lib.error_line(err))
   app.run(main, flags_parser=config_lib.parse_flags)

@@ -68,7 +68,7 @@ def convert(diffusers_dir: str, out: str,
       process_count=1, train=True)
   s = trainer.setup(config, data_info=info, checked=checked)
   os.makedirs(out, exist_ok=True)
-  provenance.check_and_write(out, config, resuming=False)
+  provenance.write(out, config)
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     init_fn, _, shardings = trainer.abstract_state(s, jax.random.key(0))
     state = sharding_lib.create_sharded(init_fn, shardings,

@@ -152,6 +152,8 @@ class Autoencoder(objective_lib.Objective):
   """An autoencoder (DC-AE or Cosmos, `config.autoencoder.architecture`)
   trained on L1 (+ LPIPS) reconstruction (+ SE, KL, GAN terms)."""
 
+  models_video = True  # With config.dataset.num_frames > 0.
+
   def __init__(self, config, total_steps=None):
     super().__init__(config, total_steps)
     self.arch = arch_from_config(config)

@@ -45,6 +45,8 @@ def _frame_at(clips: jax.Array, index: jax.Array) -> jax.Array:
 class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
   """Pyramidal Flow Matching over images, latents or video clips."""
 
+  models_video = True  # With config.dataset.num_frames > 0.
+
   single_stage = False
 
   def __init__(self, config, total_steps=None):

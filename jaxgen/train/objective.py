@@ -36,6 +36,9 @@ class Objective(abc.ABC):
   # micro-batches (`SingleOptimizer.model_step` does); the trainer refuses
   # grad_accum_steps > 1 for a family whose step would ignore it.
   accumulates_micro_batches = False
+  # Whether the family also models clips ("video" batches), when
+  # `config.dataset.num_frames` > 0; image-only families refuse video data.
+  models_video = False
 
   @classmethod
   def follows_run_length(cls, config: ml_collections.ConfigDict) -> bool:

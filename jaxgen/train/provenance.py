@@ -15,7 +15,6 @@ import subprocess
 import time
 from typing import Any, Dict, List, Tuple
 
-from absl import logging
 import etils.epath as epath
 import jax
 import ml_collections
@@ -118,36 +117,46 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       _tuples(json.loads(path.read_text())["config"]))
 
 
-def check_and_write(workdir: str, config: ml_collections.ConfigDict,
-                    resuming: bool) -> None:
-  """Compares with the previous config.json (when resuming) and writes the
-  new one.
+def check(workdir: str, config: ml_collections.ConfigDict,
+          resuming: bool) -> List[str]:
+  """Compares with the previous config.json when resuming.
 
   Args:
     workdir: the run directory.
     config: the resolved run config.
     resuming: the workdir has checkpoints this run will continue from.
 
+  Returns:
+    The changed fields that do not change the model ("key: old -> new").
+
   Raises:
     ValueError: (one line) a model or shape field changed since the
       checkpointed run.
   """
   path = epath.Path(workdir) / CONFIG_FILE
-  new = _to_json(config)
-  if resuming and path.exists():
-    old = json.loads(path.read_text()).get("config", {})
-    shape, other = compare(old, new)
-    if shape:
-      raise ValueError(
-          f"the checkpoints in {workdir} are of another model: "
-          f"{'; '.join(shape[:4])}{'; ...' if len(shape) > 4 else ''}; "
-          "rerun with the config in its config.json or pass another "
-          "--workdir.")
-    if other:
-      logging.warning("Resuming with changed config fields: %s.",
-                      "; ".join(other))
+  if not (resuming and path.exists()):
+    return []
+  old = json.loads(path.read_text()).get("config", {})
+  shape, other = compare(old, _to_json(config))
+  if shape:
+    raise ValueError(
+        f"the checkpoints in {workdir} are of another model: "
+        f"{'; '.join(shape[:4])}{'; ...' if len(shape) > 4 else ''}; "
+        "rerun with the config in its config.json or pass another "
+        "--workdir.")
+  return other
+
+
+def write(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes config.json (config and provenance) atomically, on process 0.
+
+  Args:
+    workdir: the run directory.
+    config: the resolved run config.
+  """
   if jax.process_index() == 0:
+    path = epath.Path(workdir) / CONFIG_FILE
     tmp = path.parent / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps({"config": new, "provenance": provenance()},
-                              indent=1))
+    tmp.write_text(json.dumps({"config": _to_json(config),
+                               "provenance": provenance()}, indent=1))
     tmp.replace(path)

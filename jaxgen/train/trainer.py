@@ -115,6 +115,7 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
         f"dataset {config.dataset.name!r} has {data_info.channels} channels "
         f"but the model is built for {channels}; set "
         f"--config.dataset.channels={data_info.channels}.")
+  _check_video(config, data_info, objective)
   size = int(config.dataset.image_size)
   if data_info.image_size != size:
     # Float sources (latents) keep their own size; models are built for
@@ -397,7 +398,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   checked = check_config(config, devices)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   committed = _committed_steps(ckpt_dir)
-  provenance.check_and_write(workdir, config, resuming=bool(committed))
+  changed = provenance.check(workdir, config, resuming=bool(committed))
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=pidx, process_count=pcount, train=True)
@@ -412,6 +413,12 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
                  "Raise the run length to train further.", workdir,
                  max(committed), s.total_steps)
     return last
+  # Only a run that trains records its config: a finished run's config.json
+  # keeps describing its checkpoints.
+  if changed:
+    logging.warning("Resuming with changed config fields: %s.",
+                    "; ".join(changed))
+  provenance.write(workdir, config)
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   log_every = int(config.log_every_steps)
   init_from = config.get("init_from") or ""
@@ -623,6 +630,31 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
   config_lib.check_dtypes(config)
   # Every family, also those whose networks have no remat-able stack.
   remat_lib.remat_policy(config.get("remat", "none"))
+
+
+def _check_video(config: ml_collections.ConfigDict, data_info: Any,
+                 objective: Any) -> None:
+  """Clips need a family that models them, built for clips.
+
+  Args:
+    config: the run config.
+    data_info: the input pipeline's info.
+    objective: the family's objective.
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  frames = data_info.num_frames
+  if not frames:
+    return  # Images: the pipeline refuses dataset.num_frames > 0 for them.
+  name = config.dataset.name
+  if not objective.models_video:
+    raise ValueError(f"dataset {name!r} holds clips but {config.family} "
+                     "models images; use an image dataset.")
+  if not int(config.dataset.get("num_frames", 0) or 0):
+    raise ValueError(f"dataset {name!r} holds clips of {frames} frames but "
+                     "config.dataset.num_frames=0 builds an image model; set "
+                     "--config.dataset.num_frames or use a video preset.")
 
 
 def _check_eval_interval(config: ml_collections.ConfigDict,

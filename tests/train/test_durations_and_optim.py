@@ -138,3 +138,15 @@ def test_parse_arg_presets_and_options():
     config_lib.parse_arg("big", ["tiny", "small"])
   with pytest.raises(ValueError, match="Unknown config option 'lr'"):
     config_lib.parse_arg("tiny,lr=3", ["tiny"], steps=1)
+  # A typo'd bare option lists the known ones; a second preset is named.
+  with pytest.raises(ValueError, match="'runlocl'; known: runlocal, steps"):
+    config_lib.parse_arg("tiny,runlocl", ["tiny"], steps=1, runlocal=False)
+  with pytest.raises(ValueError, match="One preset per config: 'small'"):
+    config_lib.parse_arg("tiny,small", ["tiny", "small"])
+  # Values are checked against the option's type, not silently coerced.
+  assert not config_lib.parse_arg("tiny,runlocal=no", ["tiny"],
+                                  runlocal=True).runlocal
+  with pytest.raises(ValueError, match="runlocal='ture': use true or false"):
+    config_lib.parse_arg("tiny,runlocal=ture", ["tiny"], runlocal=False)
+  with pytest.raises(ValueError, match="steps='five': expected an integer"):
+    config_lib.parse_arg("tiny,steps=five", ["tiny"], steps=1)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from configs import pyramidal_flow
 from configs import r3gan
 from jaxgen import registry
 from jaxgen.data.pipeline import DatasetInfo
@@ -102,6 +103,10 @@ def test_loss_options_reach_the_loss(monkeypatch):
      "error: unknown config field 'batch_sise'; did you mean 'batch_size'?"),
     (["--config=configs/nope.py:tiny"],
      "error: config file configs/nope.py not found"),
+    # Overrides without the config they override.
+    (["--config.total_steps=3"], "error: --config.* overrides need "
+     "--config=FILE:ARG first (e.g. --config=configs/simple_diffusion.py:"
+     "tiny)."),
     # A Python file without get_config(): the flag is named, quotes intact.
     (["--config=scaling/specs.py:tiny"],
      "error: --config names a file without get_config(arg); give a file "
@@ -144,10 +149,13 @@ def test_config_json_provenance_and_resume_checks(tmp_path, monkeypatch):
     trainer.train_and_evaluate(common.tiny_config(
         total_steps=4, **{"model.channels": (16, 16)}), str(tmp_path))
   assert "\n" not in str(e.value)
-  # A finished run says so before compiling.
-  last = trainer.train_and_evaluate(common.tiny_config(total_steps=2),
-                                    str(tmp_path))
+  # A finished run says so before compiling, and its config.json keeps
+  # describing its checkpoints (a changed field trains nothing).
+  before = (tmp_path / "config.json").read_text()
+  last = trainer.train_and_evaluate(common.tiny_config(
+      total_steps=2, **{"optimizer.learning_rate": 0.5}), str(tmp_path))
   assert last["step"] == 2
+  assert (tmp_path / "config.json").read_text() == before
   line = trainer.summary_line(last, str(tmp_path))
   assert line.startswith("done: step 2, loss ") and "samples in" in line
   assert "samples in" not in trainer.summary_line(last, str(tmp_path),
@@ -300,3 +308,26 @@ def test_public_restore_returns_the_trained_state(tmp_path):
   assert jax.tree.structure(abstract) == jax.tree.structure(state)
   s, step, state = trainer.restore(config, str(tmp_path / "empty"))
   assert step is None and state is None
+
+
+@pytest.mark.parametrize("family,match", [
+    # An image-only family.
+    ("simple_diffusion", "holds clips but simple_diffusion models images; "
+     "use an image dataset"),
+    # A family that models clips, built for images.
+    ("pyramidal_flow", "holds clips of 8 frames but config.dataset."
+     "num_frames=0 builds an image model"),
+])
+def test_clips_for_an_image_model_are_one_line(tmp_path, monkeypatch,
+                                               family, match):
+  # Was a KeyError: 'image' traceback from inside the traced init.
+  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  if family == "simple_diffusion":
+    config = common.tiny_config()
+  else:
+    config = pyramidal_flow.get_config("tiny")
+    config.dataset.data_dir = common.DATA_DIR
+  config.dataset.name, config.dataset.image_size = "jaxgen_shapes_video", 16
+  with pytest.raises(ValueError, match=match) as e:
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert "\n" not in str(e.value)
