@@ -3,7 +3,8 @@
 A run on `config.dataset.name="latents:DIR"` (written by
 `jaxgen.autoencoders.encode`) samples latents scaled by the dataset's
 scaling factor. `make_decoder` restores the autoencoder run recorded in
-DIR/<split>/latents.json and returns a jitted function latents -> images in
+DIR/<split>/latents.json, at the checkpoint that encoded them (the newest,
+with a warning, once that one is gone), and returns a jitted function latents -> images in
 [-1, 1], which the trainer applies to sample grids and sample metrics and
 `jaxgen.sample` to the images it writes. The autoencoder's weights are
 replicated on the latent run's mesh and passed as arguments (not baked into
@@ -12,6 +13,7 @@ the compiled function).
 
 from typing import Callable, Optional
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -53,7 +55,18 @@ def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   if not workdir:
     raise ValueError(f"{directory} does not name its autoencoder run; "
                      "re-encode it with python -m jaxgen.autoencoders.encode.")
-  _, s, _, state = ae_objective.restore_run(workdir)
+  # The checkpoint that encoded the latents: a newer one (the autoencoder
+  # trained on) decodes them into other images.
+  encoded_at = meta.get("autoencoder_step")
+  try:
+    _, s, step, state = ae_objective.restore_run(workdir, step=encoded_at)
+  except ValueError:
+    if encoded_at is None:
+      raise
+    _, s, step, state = ae_objective.restore_run(workdir)
+    logging.warning("Decoding %s with step %d of %s: step %d, which encoded "
+                    "them, is no longer kept or does not load.", directory, step, workdir,
+                    encoded_at)
   ae = s.objective
   host = jax.device_get({"params": state.params, "model_state":
                          state.model_state})

@@ -121,19 +121,20 @@ def se_loss(x: jax.Array, z: jax.Array, decode, distance,
   return distance(downsample(x, factor), decode(downsample(z, factor)))
 
 
-def restore_run(workdir: str, config=None):
-  """The newest checkpoint of an autoencoder run, for the tools.
+def restore_run(workdir: str, config=None, step=None):
+  """The newest (or a given) checkpoint of an autoencoder run, for the tools.
 
   Args:
     workdir: the run directory.
     config: its config (default: WORKDIR/config.json).
+    step: this checkpoint instead of the newest.
 
   Returns:
     (config, trainer setup, step, state).
 
   Raises:
     ValueError: one line if it is not an autoencoder run or has no
-      checkpoint.
+      checkpoint (at `step`).
   """
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
@@ -141,10 +142,12 @@ def restore_run(workdir: str, config=None):
   if config.family != "autoencoder":
     raise ValueError(f"{workdir} is a {config.family!r} run, not an "
                      "autoencoder.")
-  s, step, state = trainer.restore(config, workdir)
+  s, restored, state = trainer.restore(config, workdir, step=step)
   if state is None:
-    raise ValueError(f"{workdir} has no checkpoint; train it first.")
-  return config, s, step, state
+    raise ValueError(f"{workdir} has no checkpoint; train it first."
+                     if step is None else
+                     f"{workdir} no longer keeps checkpoint {step}.")
+  return config, s, restored, state
 
 
 @registry.OBJECTIVES.register("autoencoder")

@@ -416,7 +416,8 @@ class Checkpointer:
 
   # -- restoring ------------------------------------------------------------
 
-  def restore(self, abstract_state: Any, shardings: Any, data_iterator: Any
+  def restore(self, abstract_state: Any, shardings: Any, data_iterator: Any,
+              step: Optional[int] = None
               ) -> Tuple[Optional[int], Any, Dict[str, Any]]:
     """Restores the newest checkpoint that loads and verifies.
 
@@ -429,15 +430,30 @@ class Checkpointer:
       abstract_state: pytree of ShapeDtypeStructs of the state.
       shardings: matching pytree of NamedShardings.
       data_iterator: grain iterator whose position is restored in place.
+      step: restore this step only (for tools that need a given one; it is
+        not moved aside when unusable).
 
     Returns:
       (step, state, extra), or (None, None, {}) when no checkpoint restores
-      (the iterator is then back at its start).
+      (the iterator is then back at its start) or `step` is not kept.
+
+    Raises:
+      ValueError: `step` is kept but unusable.
     """
     target = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract_state, shardings)
     start = data_iterator.get_state()
+    if step is not None:
+      if step not in self.manager.all_steps():
+        return None, None, {}
+      problem, state, meta = self._try_restore(step, target, data_iterator)
+      if problem is not None:
+        raise ValueError(f"checkpoint {step} in {self.directory} is unusable:"
+                         f" {problem}.")
+      logging.info("Restored checkpoint at step %d of %s (verified).", step,
+                   self.directory)
+      return step, state, meta.get("extra", {})
     self._collect_stale_tmp()
     while True:
       step = self.manager.latest_step()

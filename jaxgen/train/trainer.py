@@ -285,7 +285,8 @@ def compile_step(s: Setup, base_rng: jax.Array) -> CompiledStep:
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str, *,
-            devices: Optional[Sequence[jax.Device]] = None):
+            devices: Optional[Sequence[jax.Device]] = None,
+            step: Optional[int] = None):
   """The newest verified checkpoint of a run, laid out on this mesh.
 
   For sampling, evaluation and experiments; nothing is compiled. Use the
@@ -295,9 +296,11 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
     config: the run's config.
     workdir: the run directory.
     devices: devices of the mesh (default: all).
+    step: this checkpoint instead of the newest.
 
   Returns:
-    (setup, step, state); step and state are None without a checkpoint.
+    (setup, step, state); step and state are None without a checkpoint (or
+    when `step` is not kept).
   """
   checked = check_config(config, devices)
   it, info = data_pipeline.build_input(
@@ -309,7 +312,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
     _, abstract, shardings = abstract_state(s, jax.random.key(0))
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
-      step, state, _ = ckpt.restore(abstract, shardings, it)
+      step, state, _ = ckpt.restore(abstract, shardings, it, step=step)
     finally:
       ckpt.close()
   return s, step, state
