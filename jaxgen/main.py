@@ -74,6 +74,13 @@ def main(argv):
     # A clean stop that a rerun continues: not a failure.
     print(str(e), file=sys.stderr)
     sys.exit(0)
+  except KeyboardInterrupt as e:
+    # A second Ctrl-C: one line, and no interpreter shutdown (background
+    # checkpoint writes would print pages); committed checkpoints are whole.
+    print(f"{e or 'interrupted'}; the last committed checkpoint in "
+          f"{os.path.join(FLAGS.workdir, 'checkpoints')} is kept: rerun the "
+          "same command to continue from it.", file=sys.stderr, flush=True)
+    os._exit(130)  # pylint: disable=protected-access
   except (ValueError, FloatingPointError) as e:
     # Configuration and numerics errors are one readable line, not a trace.
     print(f"error: {e}", file=sys.stderr)

@@ -165,6 +165,10 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    print("interrupted; rerun the same command to finish (the batches "
+          "written are kept).", file=sys.stderr, flush=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ label) and DIR/<split>/latents.json (latent shape, count, classes, and the
 scaling factor 1 / std of the latents, applied when they are read). A video
 autoencoder encodes clips of `num_frames` frames into latent clips
 [T', h, w, c], read back as a video dataset. Shards
-are written whole (temporary name, then rename) with their statistics, so a
-rerun skips the finished ones. Train on them with
+are written whole (temporary name, then rename) with their statistics and
+what produced them (autoencoder run and step, data, split, image size,
+frames, shard size), so a rerun of the same encode skips the finished ones;
+a DIR/<split> holding another encode's latents is refused. Train on them with
 `--config.dataset.name=latents:DIR` (plus dataset.image_size and
 dataset.channels of the latents, printed at the end).
 """
@@ -34,11 +36,120 @@ def _shard_name(k: int) -> str:
   return f"latents-{k:05d}.array_record"
 
 
+def _round_up(n: int, multiple: int) -> int:
+  """The smallest positive multiple of `multiple` that is at least n."""
+  return max(multiple, -(-n // multiple) * multiple)
+
+
+def autoencoder_arch(config):
+  """The run's architecture, as the trainer builds it (`compression`, and
+  `video` / `temporal_compression` for the Cosmos video model)."""
+  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
+  return ae_objective.arch_from_config(config)
+
+
+def check_image_size(arch, image_size: int, multiple: int = 0) -> None:
+  """Refuses a resolution the encoder cannot take, before anything compiles.
+
+  Args:
+    arch: the autoencoder's architecture (`autoencoder_arch`).
+    image_size: the --image_size flag's value.
+    multiple: the size suggested is a multiple of this (default: the
+      spatial compression).
+
+  Raises:
+    ValueError: one line naming --image_size and the compression.
+  """
+  f = arch.compression
+  if image_size % f:
+    raise ValueError(
+        f"--image_size={image_size} is not divisible by the autoencoder's "
+        f"spatial compression {f}; use e.g. "
+        f"{_round_up(image_size, multiple or f)}.")
+
+
+def check_frames(arch, workdir: str, frames: int, *, given: bool,
+                 data: str) -> None:
+  """Refuses clip lengths the causal video encoder cannot take.
+
+  The rule is the trainer's (`Autoencoder.validate`): 1 + k x the temporal
+  compression of the run's architecture, not the patcher's time factor.
+
+  Args:
+    arch: the video autoencoder's architecture.
+    workdir: the run (named in the error).
+    frames: frames per clip that would be encoded.
+    given: whether they came from --num_frames (else the stored length).
+    data: dataset spec (named in the error).
+
+  Raises:
+    ValueError: one line naming --num_frames and the rule.
+  """
+  tc = arch.temporal_compression
+  if frames >= 1 and (frames - 1) % tc == 0:
+    return
+  fits = 1 + (frames - 1) // tc * tc if frames > tc else 1 + tc
+  what = (f"--num_frames={frames}:" if given
+          else f"{data} clips have {frames} frames;")
+  raise ValueError(
+      f"{what} the video autoencoder {workdir} needs 1 + k * {tc} frames "
+      f"(temporal compression {tc}); pass e.g. --num_frames={fits}.")
+
+
+def _video_data_error(workdir: str) -> ValueError:
+  return ValueError(
+      f"{workdir} is a video autoencoder; pass a video dataset (e.g. "
+      "jaxgen_shapes_video) and --num_frames.")
+
+
+def _check_existing(root: str, producer: dict) -> None:
+  """Refuses an output split written by another encode.
+
+  Finished shards (and latents.json) record what produced them; the ones
+  of this very encode are kept (a rerun resumes), anything else would end
+  up mixed with the new latents under a latents.json describing only them.
+
+  Args:
+    root: OUT/<split>.
+    producer: what this encode records (`encode_split`).
+
+  Raises:
+    ValueError: one line naming what differs.
+  """
+  if not os.path.isdir(root):
+    return
+  for name in sorted(os.listdir(root)):
+    if name == sources.LATENTS_META:
+      meta_path = os.path.join(root, name)
+    elif name.startswith("latents-") and name.endswith(".array_record"):
+      meta_path = os.path.join(root, name + ".json")
+    else:
+      continue
+    try:
+      with open(meta_path, encoding="utf-8") as f:
+        theirs = json.load(f).get("producer")
+    except (OSError, ValueError, AttributeError):
+      theirs = None
+    if theirs == producer:
+      continue
+    if isinstance(theirs, dict):
+      why = ", ".join(f"{k} {theirs.get(k)!r}, not {v!r}"
+                      for k, v in producer.items() if theirs.get(k) != v)
+    else:
+      why = f"{name} does not record its autoencoder"
+    raise ValueError(
+        f"{root} holds latents of another autoencoder run/step/size ({why}); "
+        "pass another --out or delete it.")
+
+
 def encode_split(config, workdir: str, *, data: str, split: str, out: str,
                  image_size: int, data_dir=None, batch_size: int = 64,
                  shard_size: int = 1024, num_frames: int = 0,
                  log=print) -> dict:
   """Writes the latents of one split; returns its latents.json content.
+
+  Every input is checked before the checkpoint is restored, anything is
+  compiled or OUT/<split> is created.
 
   Args:
     config: the autoencoder run's config.
@@ -58,8 +169,11 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     The metadata dict.
 
   Raises:
-    ValueError: one line for a non-autoencoder run, a missing checkpoint or
-      a shard size that is not a multiple of the batch.
+    ValueError: one line for a non-autoencoder run, a missing checkpoint,
+      a shard size that is not a multiple of the batch, a batch the devices
+      do not split, an image size or clip length the encoder cannot take,
+      data of the wrong kind, or an output split holding another encode's
+      latents.
   """
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -69,24 +183,70 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
+  # The batch is split over the mesh restore_run builds from config.mesh;
+  # both size problems are reported at once.
+  dp = mesh_lib.data_parallel_size(mesh_lib.make_mesh(config.mesh))
+  problems = []
   if shard_size % batch_size:
-    raise ValueError(f"--shard_size={shard_size} is not a multiple of "
-                     f"--batch_size={batch_size}.")
-  _, s, step, state = ae_objective.restore_run(workdir, config)
+    problems.append((f"--shard_size={shard_size} is not a multiple of "
+                     f"--batch_size={batch_size}",
+                     f"use e.g. --shard_size="
+                     f"{_round_up(shard_size, batch_size)}"))
+  if batch_size % dp:
+    devices = ("devices" if dp == jax.device_count()
+               else "data-parallel devices")
+    problems.append((f"--batch_size={batch_size} is not divisible by the "
+                     f"{dp} {devices}", f"use a multiple of {dp}"))
+  if len(problems) == 1:
+    raise ValueError(f"{problems[0][0]}; {problems[0][1]}.")
+  if problems:
+    raise ValueError("; ".join(f"{what} ({fix})" for what, fix in problems)
+                     + ".")
+  arch = autoencoder_arch(config)
+  video = bool(getattr(arch, "video", False))
+  check_image_size(arch, int(image_size))
+  if num_frames and not video:
+    raise ValueError(f"--num_frames={num_frames}: {workdir} is an image "
+                     "autoencoder; drop --num_frames.")
+  if num_frames:
+    check_frames(arch, workdir, int(num_frames), given=True, data=data)
   c = data_config.default_dataset_config()
   c.name, c.image_size, c.data_dir = data, int(image_size), data_dir
   c.num_frames = int(num_frames)
   c.random_flip = False
-  it, info = pipeline.build_input(c, global_batch_size=batch_size, seed=0,
-                                  process_index=0, process_count=1,
-                                  split=split, train=False, repeat=False)
+  try:
+    it, info = pipeline.build_input(c, global_batch_size=batch_size, seed=0,
+                                    process_index=0, process_count=1,
+                                    split=split, train=False, repeat=False)
+  except ValueError as e:
+    # --num_frames on an image dataset: the pipeline names the config field.
+    if video and "holds images" in str(e):
+      raise _video_data_error(workdir) from e
+    raise
+  if video and info.kind != "video":
+    raise _video_data_error(workdir)
+  if not video and info.kind == "video":
+    raise ValueError(f"{data} holds video but {workdir} is an image "
+                     "autoencoder; pass an image dataset (e.g. "
+                     "jaxgen_shapes).")
+  if video:
+    check_frames(arch, workdir, int(info.num_frames), given=bool(num_frames),
+                 data=data)
+  _, s, step, state = ae_objective.restore_run(workdir, config)
   # Every example, in order: whole batches from the pipeline, then the rows
   # they leave over (padded to a batch for the compiled encoder).
   total = info.num_examples
   full = total // batch_size
   num_shards = -(-total // shard_size)
   root = os.path.join(out, split)
-  os.makedirs(root, exist_ok=True)
+  # What makes a shard's latents: a rerun with all of it the same resumes.
+  # JSON types only, so that it compares equal once read back.
+  producer = {"autoencoder": os.path.realpath(workdir),
+              "autoencoder_step": int(step), "data": data, "split": split,
+              "image_size": int(image_size),
+              "num_frames": int(info.num_frames or 0),
+              "shard_size": int(shard_size), "num_examples": int(total)}
+  _check_existing(root, producer)
   model = s.objective.model
   key = "video" if info.kind == "video" else "image"
 
@@ -124,7 +284,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
       if end % shard_size == 0 or end == total:
         if k in todo:
           _write_shard(array_record_module, root, k, np.concatenate(pending),
-                       np.concatenate(labels))
+                       np.concatenate(labels), producer)
           bar.update(end - k * shard_size)
         pending, labels = [], []
     if bar:
@@ -142,7 +302,8 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
           "num_classes": info.num_classes, "scaling_factor": 1.0 / std,
           "shards": [_shard_name(i) for i in range(num_shards)],
           "source": data, "split": split, "image_size": int(image_size),
-          "autoencoder": workdir, "autoencoder_step": step}
+          "autoencoder": workdir, "autoencoder_step": step,
+          "producer": producer}
   tmp = os.path.join(root, sources.LATENTS_META + ".tmp")
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=1)
@@ -159,7 +320,10 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
 
 
 def _write_shard(module, root: str, k: int, latents: np.ndarray,
-                 labels: np.ndarray) -> None:
+                 labels: np.ndarray, producer: dict) -> None:
+  # Created with the first shard: an encode that stops earlier leaves no
+  # empty OUT/<split>.
+  os.makedirs(root, exist_ok=True)
   path = os.path.join(root, _shard_name(k))
   tmp = path + ".tmp"
   writer = module.ArrayRecordWriter(tmp, "group_size:1")
@@ -169,7 +333,7 @@ def _write_shard(module, root: str, k: int, latents: np.ndarray,
   stats = {"count": int(len(latents)), "size": int(latents.size),
            "sum": float(latents.astype(np.float64).sum()),
            "sumsq": float((latents.astype(np.float64) ** 2).sum()),
-           "shape": list(latents.shape[1:])}
+           "shape": list(latents.shape[1:]), "producer": producer}
   with open(path + ".json", "w", encoding="utf-8") as f:
     json.dump(stats, f)
   os.replace(tmp, path)  # Last: a shard file means a finished shard.

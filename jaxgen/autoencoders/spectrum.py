@@ -52,9 +52,9 @@ def block_dct_spectrum(maps: np.ndarray, block: int = BLOCK
   maps = np.asarray(maps, np.float64)
   n, h, w, c = maps.shape
   if h % block or w % block:
+    # No flag to name here: `measure` checks its inputs before encoding.
     raise ValueError(f"{h}x{w} maps do not split into {block}x{block} "
-                     "blocks; use an image size whose latents are a multiple "
-                     f"of {block} (e.g. --image_size={block * 8}).")
+                     f"blocks; their sides must be multiples of {block}.")
   blocks = maps.reshape(n, h // block, block, w // block, block, c)
   blocks = blocks.transpose(0, 1, 3, 5, 2, 4).reshape(-1, block, block)
   coeffs = fft.dctn(blocks, type=2, norm="ortho", axes=(1, 2))
@@ -88,6 +88,108 @@ def plot(spectra: Dict[str, Dict[str, object]], path: str) -> None:
   plt.close(fig)
 
 
+def _is_file_set(data: str) -> bool:
+  """Whether `data` names files (.npz, PNG folder) kept at their own size
+  rather than a dataset read at --image_size (`imagesets.open_set`)."""
+  is_spec = data == "jaxgen_shapes" or data.startswith(("tfds:", "folder:"))
+  return data.endswith(".npz") or not is_spec
+
+
+def _check_image_sides(h: int, w: int, compression: int, data: str) -> None:
+  """Refuses images of a file set whose latents do not split into blocks.
+
+  Args:
+    h: image height.
+    w: image width.
+    compression: the autoencoder's spatial compression.
+    data: the set (named in the error).
+
+  Raises:
+    ValueError: one line with the sizes that work.
+  """
+  need = BLOCK * compression
+  if h % need or w % need:
+    side = max(need, min(h, w) // need * need)
+    raise ValueError(
+        f"{data} holds {h}x{w} images; their sides must be multiples of "
+        f"{need} px (the autoencoder's compression {compression} x "
+        f"{BLOCK}x{BLOCK} latent blocks); resize or crop them (e.g. to "
+        f"{side}x{side}).")
+
+
+def measure(workdir: str, *, data: str, num: int = 256,
+            image_size: int = 64, data_dir=None, config=None):
+  """Spectra of `num` images of a set and of their latents.
+
+  The inputs are checked before the checkpoint is restored or anything is
+  compiled (file sets: each batch, before it is encoded).
+
+  Args:
+    workdir: the autoencoder run.
+    data: dataset spec, PNG folder or images .npz (`imagesets.open_set`).
+    num: images.
+    image_size: resolution datasets are read at (files keep their own).
+    data_dir: TFDS data dir.
+    config: the run's config (default: WORKDIR/config.json).
+
+  Returns:
+    ({"images": spectrum, "latents": spectrum}, checkpoint step).
+
+  Raises:
+    ValueError: one line for a video autoencoder, a size whose latents do
+      not split into blocks, or an unusable run or set.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import encode as encode_lib  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
+  from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
+  from jaxgen.eval import imagesets  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
+  config = config or provenance.load_config(workdir)
+  if config.family != "autoencoder":
+    raise ValueError(f"{workdir} is a {config.family!r} run, not an "
+                     "autoencoder.")
+  arch = encode_lib.autoencoder_arch(config)
+  if getattr(arch, "video", False):
+    raise ValueError(
+        f"{workdir} is a video autoencoder (temporal compression "
+        f"{arch.temporal_compression}); the spectrum measures image "
+        "autoencoders only, pass one of those.")
+  f = arch.compression
+  files = _is_file_set(data)
+  if not files:
+    # The latents' sides must split into blocks too: suggest such a size.
+    encode_lib.check_image_size(arch, image_size, multiple=BLOCK * f)
+    side, need = image_size // f, BLOCK * f
+    if side % BLOCK:
+      raise ValueError(
+          f"--image_size={image_size} gives {side}x{side} latents "
+          f"(compression {f}), which do not split into {BLOCK}x{BLOCK} "
+          f"blocks; use a multiple of {need}, e.g. --image_size="
+          f"{max(need, image_size // need * need)}.")
+  images_set = imagesets.open_set(data, image_size=image_size,
+                                  data_dir=data_dir, batch_size=32)
+  if images_set.batches is None:
+    raise ValueError(f"{data} holds statistics, not images; pass images.")
+  _, s, step, state = ae_objective.restore_run(workdir, config)
+  model = s.objective.model
+  encode = jax.jit(lambda p, x: model.apply({"params": p}, x,
+                                            method=model.encode))
+  images, latents, have = [], [], 0
+  for batch in images_set.batches:
+    batch = features.check_images(batch, data)
+    if files:
+      _check_image_sides(*batch.shape[1:3], f, data)
+    with jax.set_mesh(s.mesh):
+      latents.append(np.asarray(encode(state.params["model"], batch)))
+    images.append(batch)
+    have += len(batch)
+    if have >= num:
+      break
+  return {"images": block_dct_spectrum(np.concatenate(images)[:num]),
+          "latents": block_dct_spectrum(np.concatenate(latents)[:num])}, step
+
+
 def _define_flags():
   """Command-line flags (defined only when run as a program)."""
   flags.DEFINE_string("workdir", None, "The autoencoder run.")
@@ -103,36 +205,15 @@ def main(argv):
   del argv
   flags_ = flags.FLAGS
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
-  from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
-  from jaxgen.eval import imagesets  # pylint: disable=g-import-not-at-top
-  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(flags_.verbosity)
   try:
     for name in ("workdir", "data", "out"):
       if not flags_[name].value:
         raise ValueError(f"pass --{name}.")
-    _, s, step, state = ae_objective.restore_run(flags_.workdir)
-    images_set = imagesets.open_set(flags_.data,
-                                    image_size=flags_.image_size,
-                                    data_dir=flags_.data_dir, batch_size=32)
-    model = s.objective.model
-    encode = jax.jit(lambda p, x: model.apply({"params": p}, x,
-                                              method=model.encode))
-    images, latents, have = [], [], 0
-    for batch in images_set.batches:
-      batch = features.check_images(batch, flags_.data)
-      with jax.set_mesh(s.mesh):
-        latents.append(np.asarray(encode(state.params["model"], batch)))
-      images.append(batch)
-      have += len(batch)
-      if have >= flags_.num:
-        break
-    spectra = {"images": block_dct_spectrum(
-                   np.concatenate(images)[:flags_.num]),
-               "latents": block_dct_spectrum(
-                   np.concatenate(latents)[:flags_.num])}
+    spectra, step = measure(flags_.workdir, data=flags_.data, num=flags_.num,
+                            image_size=flags_.image_size,
+                            data_dir=flags_.data_dir)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -6,7 +6,10 @@ import subprocess
 import sys
 
 import numpy as np
+import PIL.Image
+import pytest
 
+from configs import autoencoder as ae_config
 from jaxgen.autoencoders import spectrum
 from tests.train import common
 
@@ -59,3 +62,57 @@ def test_command_writes_spectra_of_images_and_latents(tmp_path,
   assert len(result["images"]["amplitude"]) == 64
   assert result["latents"]["blocks"] == 16 * 8  # 8x8 latents, 8 channels
   assert (out / "spectrum.png").exists()
+
+
+def test_sizes_whose_latents_do_not_split_are_one_line(tmp_path,
+                                                        trained_ae_64):
+  _, workdir = trained_ae_64
+  for image_size, want in (
+      (60, "--image_size=60 is not divisible by the autoencoder's spatial "
+           "compression 8; use e.g. 64."),
+      (32, "--image_size=32 gives 4x4 latents (compression 8), which do not "
+           "split into 8x8 blocks; use a multiple of 64, e.g. "
+           "--image_size=64.")):
+    with pytest.raises(ValueError) as e:
+      spectrum.measure(workdir, data="jaxgen_shapes", image_size=image_size,
+                       num=8, data_dir=common.DATA_DIR)
+    assert str(e.value) == want
+  # Files keep their own size: the error names it, not --image_size.
+  pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3),
+                                             np.uint8)
+  np.savez(tmp_path / "small.npz", images=pixels)
+  folder = tmp_path / "pngs"
+  folder.mkdir()
+  for i, image in enumerate(pixels):
+    PIL.Image.fromarray(image).save(folder / f"{i:06d}.png")
+  for data in (str(tmp_path / "small.npz"), str(folder)):
+    with pytest.raises(ValueError) as e:
+      spectrum.measure(workdir, data=data, image_size=64, num=4)
+    assert str(e.value) == (
+        f"{data} holds 32x32 images; their sides must be multiples of 64 px "
+        "(the autoencoder's compression 8 x 8x8 latent blocks); resize or "
+        "crop them (e.g. to 64x64).")
+  # The command: one error line, no traceback, no output folder.
+  out = tmp_path / "spec"
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxgen.autoencoders.spectrum",
+       f"--workdir={workdir}", "--data=jaxgen_shapes", "--image_size=60",
+       "--num=16", f"--data_dir={common.DATA_DIR}", f"--out={out}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300,
+      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert errors == ["error: --image_size=60 is not divisible by the "
+                    "autoencoder's spatial compression 8; use e.g. 64."]
+  assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_video_autoencoder_is_refused_before_restoring(tmp_path):
+  config = ae_config.get_config("tiny_video")
+  workdir = str(tmp_path / "video_ae")  # Never read: the config says it.
+  with pytest.raises(ValueError) as e:
+    spectrum.measure(workdir, data="jaxgen_shapes", image_size=32,
+                     data_dir=common.DATA_DIR, config=config)
+  assert str(e.value) == (
+      f"{workdir} is a video autoencoder (temporal compression 4); the "
+      "spectrum measures image autoencoders only, pass one of those.")

@@ -141,6 +141,44 @@ def test_sigterm_to_the_process_during_saves_exits_cleanly(
                              rtol=1e-6)
 
 
+# jaxgen.main with every batch 0.3 s late: a signal lands mid-step.
+_SLOW_MAIN = """
+import sys, time
+from absl import app
+from jaxgen import config_lib, main
+from jaxgen.parallel import multihost
+real = multihost.global_batch
+def slow(*args, **kwargs):
+  time.sleep(0.3)
+  return real(*args, **kwargs)
+multihost.global_batch = slow
+app.run(main.main, flags_parser=config_lib.parse_flags)
+"""
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
+  cfg = dict(total_steps=200, checkpoint_every_steps=2)
+  proc = subprocess.Popen(
+      [sys.executable, "-c", _SLOW_MAIN, f"--workdir={tmp_path}"]
+      + common.cli_flags(**cfg), cwd=ROOT, env=_env(),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  assert _wait_for_rows(proc, tmp_path, 3), proc.communicate()
+  proc.send_signal(signal.SIGINT)
+  time.sleep(0.1)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  assert "Traceback" not in err, err[-2000:]
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("second SIGINT: stopping without saving; the last "
+                         f"committed checkpoint in {tmp_path}"), last
+  # What was committed restores: the rerun continues from it.
+  committed = max(int(d) for d in os.listdir(tmp_path / "checkpoints")
+                  if d.isdigit())
+  assert committed >= 2
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_steps_loses_nothing(tmp_path, tmp_path_factory):
   # JAXGEN_FAULT_TRIALS=10 for the figures in the README; 2 in CI.

@@ -1,0 +1,181 @@
+"""encode: resuming its own shards, refusing another encode's, and the
+one-line input errors raised before anything compiles or is written."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from configs import autoencoder as ae_config
+from jaxgen import config_lib
+from jaxgen.autoencoders import encode as encode_lib
+from jaxgen.autoencoders import objective as ae_objective
+from tests.train import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _encode(config, workdir, out, **kwargs):
+  args = dict(data="jaxgen_shapes", split="test", out=out, image_size=64,
+              data_dir=common.DATA_DIR, batch_size=64, shard_size=128,
+              log=lambda _: None)
+  args.update(kwargs)
+  return encode_lib.encode_split(config, workdir, **args)
+
+
+def _snapshot(root):
+  """{file name: (bytes, mtime)} of a folder."""
+  snap = {}
+  for name in sorted(os.listdir(root)):
+    path = os.path.join(root, name)
+    with open(path, "rb") as f:
+      snap[name] = (f.read(), os.stat(path).st_mtime_ns)
+  return snap
+
+
+def _video_config():
+  c = ae_config.get_config("tiny_video")
+  config_lib.apply_overrides(c, {"dataset.data_dir": common.DATA_DIR})
+  return c
+
+
+def test_rerun_resumes_its_shards_and_refuses_another_encodes(
+    tmp_path, trained_ae_64, monkeypatch):
+  config, ae_dir = trained_ae_64
+  out = str(tmp_path / "latents")
+  root = os.path.join(out, "test")
+  meta = _encode(config, ae_dir, out)
+  assert meta["producer"]["image_size"] == 64 and len(meta["shards"]) == 4
+  # An interrupted encode: shards 2 and 3 (and latents.json) never written.
+  for name in ("latents-00002.array_record", "latents-00003.array_record",
+               "latents.json"):
+    os.remove(os.path.join(root, name))
+  finished = [f"latents-0000{k}.array_record{ext}" for k in (0, 1)
+              for ext in ("", ".json")]
+  kept = {n: v for n, v in _snapshot(root).items() if n in finished}
+  assert sorted(kept) == sorted(finished)
+  written = []
+  write = encode_lib._write_shard  # pylint: disable=protected-access
+
+  def spy(module, root_, k, *args):
+    written.append(k)
+    write(module, root_, k, *args)
+
+  monkeypatch.setattr(encode_lib, "_write_shard", spy)
+  again = _encode(config, ae_dir, out)
+  assert written == [2, 3]
+  assert {n: v for n, v in _snapshot(root).items() if n in kept} == kept
+  assert again["scaling_factor"] == pytest.approx(meta["scaling_factor"])
+  # Another size, another run (a copy elsewhere), another step: refused
+  # before encoding, and the split is left exactly as it was.
+  before = _snapshot(root)
+  other_run = str(tmp_path / "other_run")
+  shutil.copytree(ae_dir, other_run)
+  restore = ae_objective.restore_run
+
+  def later_step(*args):
+    c, s, step, state = restore(*args)
+    return c, s, step + 1, state
+
+  for workdir, kwargs, why in (
+      (ae_dir, {"image_size": 32}, "image_size 64, not 32"),
+      (other_run, {}, "autoencoder '"),
+      (ae_dir, {"shard_size": 256}, "shard_size 128, not 256"),
+      (ae_dir, {"step": True}, "autoencoder_step 2, not 3")):
+    written.clear()
+    with monkeypatch.context() as m:
+      if kwargs.pop("step", False):
+        m.setattr(ae_objective, "restore_run", later_step)
+      with pytest.raises(ValueError) as e:
+        _encode(config, workdir, out, **kwargs)
+    msg = str(e.value)
+    assert msg.startswith(f"{root} holds latents of another autoencoder "
+                          "run/step/size (") and why in msg, msg
+    assert msg.endswith("; pass another --out or delete it.")
+    assert "\n" not in msg and not written
+    assert _snapshot(root) == before
+
+
+def test_image_size_not_divisible_by_the_compression(tmp_path,
+                                                     trained_ae_64):
+  config, ae_dir = trained_ae_64
+  out = str(tmp_path / "latents")
+  with pytest.raises(ValueError) as e:
+    _encode(config, ae_dir, out, image_size=60)
+  assert str(e.value) == ("--image_size=60 is not divisible by the "
+                          "autoencoder's spatial compression 8; use e.g. 64.")
+  assert not os.path.exists(out)
+  # The command: one error line, no traceback, no OUT.
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxgen.autoencoders.encode",
+       f"--workdir={ae_dir}", "--data=jaxgen_shapes", "--split=test",
+       "--image_size=60", f"--data_dir={common.DATA_DIR}", f"--out={out}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300,
+      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert errors == ["error: --image_size=60 is not divisible by the "
+                    "autoencoder's spatial compression 8; use e.g. 64."]
+  assert "Traceback" not in proc.stderr and not os.path.exists(out)
+
+
+@pytest.mark.parametrize("data,num_frames,match", [
+    ("jaxgen_shapes_video", 8,
+     r"^--num_frames=8: the video autoencoder \S+ needs 1 \+ k \* 4 frames "
+     r"\(temporal compression 4\); pass e\.g\. --num_frames=5\.$"),
+    ("jaxgen_shapes_video", 7, r"^--num_frames=7: .* needs 1 \+ k \* 4 "),
+    # The stored clip length (8) when --num_frames is not given.
+    ("jaxgen_shapes_video", 0,
+     r"^jaxgen_shapes_video clips have 8 frames; the video autoencoder \S+ "
+     r"needs 1 \+ k \* 4 frames .* pass e\.g\. --num_frames=5\.$"),
+    ("jaxgen_shapes", 0, r"^\S+ is a video autoencoder; pass a video "
+     r"dataset \(e\.g\. jaxgen_shapes_video\) and --num_frames\.$"),
+    ("jaxgen_shapes", 5, r"is a video autoencoder; pass a video dataset"),
+])
+def test_video_autoencoder_frame_counts(tmp_path, data, num_frames, match):
+  # The run is never restored: every check comes first.
+  out = str(tmp_path / "latents")
+  with pytest.raises(ValueError, match=match) as e:
+    _encode(_video_config(), str(tmp_path / "video_ae"), out, data=data,
+            image_size=32, num_frames=num_frames, batch_size=8,
+            shard_size=64)
+  assert "\n" not in str(e.value) and not os.path.exists(out)
+
+
+@pytest.mark.parametrize("data,num_frames,match", [
+    ("jaxgen_shapes_video", 0,
+     r"^jaxgen_shapes_video holds video but \S+ is an image autoencoder; "
+     r"pass an image dataset"),
+    ("jaxgen_shapes", 5,
+     r"^--num_frames=5: \S+ is an image autoencoder; drop --num_frames\.$"),
+])
+def test_image_autoencoder_refuses_clips(tmp_path, trained_ae_64, data,
+                                         num_frames, match):
+  config, _ = trained_ae_64
+  out = str(tmp_path / "latents")
+  with pytest.raises(ValueError, match=match):
+    _encode(config, str(tmp_path / "no_run"), out, data=data, image_size=32,
+            num_frames=num_frames)
+  assert not os.path.exists(out)
+
+
+def test_batch_size_not_divisible_by_the_devices(tmp_path, trained_ae_64):
+  assert jax.device_count() == 8  # tests/conftest.py
+  config, _ = trained_ae_64
+  out = str(tmp_path / "latents")
+  with pytest.raises(ValueError) as e:
+    _encode(config, str(tmp_path / "no_run"), out, batch_size=4)
+  assert str(e.value) == ("--batch_size=4 is not divisible by the 8 devices; "
+                          "use a multiple of 8.")
+  # Both size problems in one line.
+  with pytest.raises(ValueError) as e:
+    _encode(config, str(tmp_path / "no_run"), out, batch_size=4,
+            shard_size=10)
+  assert str(e.value) == (
+      "--shard_size=10 is not a multiple of --batch_size=4 (use e.g. "
+      "--shard_size=12); --batch_size=4 is not divisible by the 8 devices "
+      "(use a multiple of 8).")
+  assert not os.path.exists(out)
