@@ -62,8 +62,8 @@ def main(argv):
               jax.process_count(), jax.devices())
   try:
     result = trainer.train_and_evaluate(config, FLAGS.workdir)
-    if cache_dir:
-      c = compile_cache.counts()
+    c = compile_cache.counts() if cache_dir else {}
+    if c.get("requests"):  # A finished run's rerun compiles nothing.
       logging.info("Compilation cache %s: %d of %d programs read, %d "
                    "compiled.", cache_dir, c["hits"], c["requests"],
                    c["misses"])

@@ -138,9 +138,11 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
           "lower it or raise dataset.num_frames.")
     steps = tuple(c.flow.sample_steps)
     if len(steps) != self.num_stages or min(steps) < 1:
+      each = max(1, steps[0] if steps else 20)
+      example = ",".join([str(each)] * self.num_stages)
       raise ValueError(f"flow.sample_steps={steps} must hold "
                        f"{self.num_stages} positive step counts, one per "
-                       "stage.")
+                       f"stage; e.g. --config.flow.sample_steps=({example}).")
     paths.check_time_sampling(c.flow.time_sampling)
     if (not self.single_stage and c.pyramid.timestep_embedding
         not in ("global", "official")):

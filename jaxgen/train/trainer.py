@@ -416,6 +416,9 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
                  "Raise the run length to train further.", workdir,
                  max(committed), s.total_steps)
     return last
+  init_from = config.get("init_from") or ""
+  if init_from and not committed:
+    _check_init_from(config, init_from)
   # Only a run that trains records its config: a finished run's config.json
   # keeps describing its checkpoints.
   if changed:
@@ -424,11 +427,6 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   provenance.write(workdir, config)
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   log_every = int(config.log_every_steps)
-  init_from = config.get("init_from") or ""
-  if init_from and not committed and not _committed_steps(
-      os.path.join(init_from, "checkpoints")):
-    raise ValueError(f"config.init_from={init_from} has no checkpoint to "
-                     "start from; train that run first.")
 
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     # Weights and statistics are loaded (and checked) before compiling.
@@ -633,6 +631,27 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
   config_lib.check_dtypes(config)
   # Every family, also those whose networks have no remat-able stack.
   remat_lib.remat_policy(config.get("remat", "none"))
+
+
+def _check_init_from(config: ml_collections.ConfigDict,
+                     init_from: str) -> None:
+  """A warm start needs a trained run of the same family.
+
+  Args:
+    config: the run config.
+    init_from: the run to start from.
+
+  Raises:
+    ValueError: one line saying what to change (before compiling).
+  """
+  if not _committed_steps(os.path.join(init_from, "checkpoints")):
+    raise ValueError(f"config.init_from={init_from} has no checkpoint to "
+                     "start from; train that run first.")
+  family = provenance.load_config(init_from).get("family")
+  if family != config.family:
+    raise ValueError(f"config.init_from={init_from} is a {family!r} run; a "
+                     f"{config.family} run starts from one of its own "
+                     "family.")
 
 
 def _check_video(config: ml_collections.ConfigDict, data_info: Any,

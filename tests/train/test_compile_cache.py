@@ -25,7 +25,7 @@ finally:
 """
 
 
-def _run(workdir, cache, **overrides):
+def _run(workdir, cache, expect_line=True, **overrides):
   env = dict(os.environ, PYTHONPATH=ROOT)
   flags = common.cli_flags(eval_batches=1, **overrides)
   out = subprocess.run(
@@ -38,6 +38,9 @@ def _run(workdir, cache, **overrides):
   assert any(f.startswith("events.out.tfevents")
              for f in os.listdir(workdir))
   match = LINE.search(out.stderr)
+  if not expect_line:
+    assert match is None, out.stderr[-2000:]
+    return None
   assert match, out.stderr[-2000:]
   assert match.group(1) == str(cache)
   return {"hits": int(match.group(2)), "requests": int(match.group(3)),
@@ -53,6 +56,8 @@ def test_second_run_of_another_length_compiles_nothing(tmp_path):
   second = _run(tmp_path / "b", cache, total_steps=5)
   assert second["misses"] == 0
   assert second["hits"] == second["requests"] >= first["requests"] - 1
+  # Rerunning a finished run compiles nothing and says nothing about it.
+  _run(tmp_path / "b", cache, expect_line=False, total_steps=5)
 
 
 def test_unwritable_directory_is_one_warning_and_no_cache(tmp_path, capsys):

@@ -331,3 +331,18 @@ def test_clips_for_an_image_model_are_one_line(tmp_path, monkeypatch,
   with pytest.raises(ValueError, match=match) as e:
     trainer.train_and_evaluate(config, str(tmp_path))
   assert "\n" not in str(e.value)
+
+
+def test_init_from_another_family_is_refused_before_compiling(
+    tmp_path, monkeypatch):
+  source = str(tmp_path / "sd")
+  trainer.train_and_evaluate(common.tiny_config(total_steps=1), source)
+  config = pyramidal_flow.get_config("tiny")
+  config.dataset.data_dir = common.DATA_DIR
+  config.init_from = source
+  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  with pytest.raises(ValueError, match="is a 'simple_diffusion' run; a "
+                     "pyramidal_flow run starts from one of its own family"):
+    trainer.train_and_evaluate(config, str(tmp_path / "pf"))
+  # Bad input: nothing recorded for the run that did not start.
+  assert not (tmp_path / "pf" / "config.json").exists()
