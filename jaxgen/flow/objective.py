@@ -126,7 +126,7 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
     if self.size % factor:
       what = (f"the latent size {self.size} (pixels / the autoencoder's "
               "factor)" if latent_decode.latent_dir(c.dataset)
-              else f"dataset.image_size={self.size}")
+              else f"config.dataset.image_size={self.size}")
       raise ValueError(
           f"{what} is not divisible by 2^(K-1) x patch = "
           f"{2 ** (self.num_stages - 1)} x {self.patch} = {factor}; change "
