@@ -42,6 +42,10 @@ class Watcher:
     self._multi = jax.process_count() > 1
     self._reached = reached_preemption or ocp_multihost.reached_preemption
     self.signal_name: Optional[str] = None
+    # Set by a second SIGINT. Its KeyboardInterrupt can be raised where
+    # Python ignores exceptions (a GC callback, a __del__); should_stop
+    # raises it again from the loop then.
+    self.aborted: Optional[str] = None
     self._previous = {}
 
   def __enter__(self) -> "Watcher":
@@ -64,7 +68,8 @@ class Watcher:
     del frame
     name = signal.Signals(signum).name
     if self.signal_name is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt(f"second {name}: stopping without saving")
+      self.aborted = f"second {name}: stopping without saving"
+      raise KeyboardInterrupt(self.aborted)
     self.signal_name = self.signal_name or name
     logging.warning("%s received: saving at the end of this step, then "
                     "stopping (send SIGINT again to stop at once).", name)
@@ -72,7 +77,14 @@ class Watcher:
       os.kill(os.getpid(), signal.SIGTERM)
 
   def should_stop(self, step: int) -> bool:
-    """Whether to save `step` and stop (the same answer on every host)."""
+    """Whether to save `step` and stop (the same answer on every host).
+
+    Raises:
+      KeyboardInterrupt: a second SIGINT came (its own raise may have been
+        swallowed): stop without saving.
+    """
+    if self.aborted:
+      raise KeyboardInterrupt(self.aborted)
     if self._multi:
       if self._reached(step):
         self.signal_name = self.signal_name or "SIGTERM"

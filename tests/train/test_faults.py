@@ -141,6 +141,19 @@ def test_sigterm_to_the_process_during_saves_exits_cleanly(
                              rtol=1e-6)
 
 
+def test_a_swallowed_second_sigint_still_stops_the_loop():
+  # The second SIGINT's KeyboardInterrupt can land in a GC callback, which
+  # Python ignores (seen in CI): the loop's next check raises it again.
+  with preemption.Watcher() as watcher:
+    watcher._on_signal(signal.SIGINT, None)  # pylint: disable=protected-access
+    assert watcher.should_stop(1)
+    with pytest.raises(KeyboardInterrupt):
+      watcher._on_signal(signal.SIGINT, None)  # pylint: disable=protected-access
+    with pytest.raises(KeyboardInterrupt, match="second SIGINT: stopping "
+                       "without saving"):
+      watcher.should_stop(2)
+
+
 # jaxgen.main with every batch 0.3 s late: a signal lands mid-step.
 _SLOW_MAIN = """
 import sys, time
