@@ -291,6 +291,8 @@ class Checkpointer:
     self.directory = epath.Path(directory).absolute()
     self.save_every_steps = save_every_steps
     self.max_to_keep = max_to_keep
+    # Steps whose save failed (their partial directories are removed).
+    self._failed_steps = set()
     # Step of the save in flight, and the newest committed or verified step.
     self._pending: Optional[int] = None
     self.last_good_step: Optional[int] = None
@@ -392,8 +394,10 @@ class Checkpointer:
               error_reason(RuntimeError(self._filter.first or
                                          "the save did not complete")))
     # The partial directory only takes space (often the space that ran out).
-    for tmp in self.directory.glob(f"{step}{_TMP}*"):
-      _remove(tmp)
+    # Writer threads still in flight can recreate it: close() removes it
+    # again once the manager has stopped them.
+    self._failed_steps.add(step)
+    self._remove_tmp(step)
     self._pending = None
     self.manager.reload()
     good = (f"the last good checkpoint is step {self.last_good_step}"
@@ -401,6 +405,10 @@ class Checkpointer:
     raise CheckpointWriteError(
         f"checkpoint {step} could not be written: {reason}; {good} in "
         f"{self.directory}. Fix the cause and rerun to resume.")
+
+  def _remove_tmp(self, step: int) -> None:
+    for tmp in self.directory.glob(f"{step}{_TMP}*"):
+      _remove(tmp)
 
   def _collect(self, newest: int) -> None:
     """Deletes steps beyond `max_to_keep` and leftover temporary dirs."""
@@ -555,4 +563,6 @@ class Checkpointer:
         self.manager.close()
       except Exception:  # pylint: disable=broad-except
         logging.warning("Closing the checkpoint manager failed.")
+      for step in sorted(self._failed_steps):
+        self._remove_tmp(step)
       logging.get_absl_logger().removeFilter(self._filter)

@@ -12,6 +12,7 @@ same step everywhere); a SIGINT is re-sent to this process as SIGTERM so that
 it takes the same path. A second SIGINT raises KeyboardInterrupt at once.
 """
 
+import gc
 import os
 import signal
 import threading
@@ -28,6 +29,17 @@ class Preempted(Exception):
   def __init__(self, message: str, step: int):
     super().__init__(message)
     self.step = step
+
+
+def _ignores_exceptions(frame) -> bool:
+  """Whether an exception raised in `frame` would be printed and dropped:
+  inside a garbage-collector callback (JAX registers one) or a __del__."""
+  gc_codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+  while frame is not None:
+    if frame.f_code in gc_codes or frame.f_code.co_name == "__del__":
+      return True
+    frame = frame.f_back
+  return False
 
 
 class Watcher:
@@ -65,11 +77,12 @@ class Watcher:
     self._previous = {}
 
   def _on_signal(self, signum, frame) -> None:
-    del frame
     name = signal.Signals(signum).name
     if self.signal_name is not None and signum == signal.SIGINT:
       self.aborted = f"second {name}: stopping without saving"
-      raise KeyboardInterrupt(self.aborted)
+      if not _ignores_exceptions(frame):
+        raise KeyboardInterrupt(self.aborted)
+      return  # should_stop raises it at the end of this step.
     self.signal_name = self.signal_name or name
     logging.warning("%s received: saving at the end of this step, then "
                     "stopping (send SIGINT again to stop at once).", name)

@@ -6,6 +6,7 @@ file, a second process, a full tmpfs) and checks the one-line outcome, the
 checkpoints left behind and, where the run goes on, identical losses.
 """
 
+import gc
 import json
 import os
 import signal
@@ -141,17 +142,32 @@ def test_sigterm_to_the_process_during_saves_exits_cleanly(
                              rtol=1e-6)
 
 
-def test_a_swallowed_second_sigint_still_stops_the_loop():
-  # The second SIGINT's KeyboardInterrupt can land in a GC callback, which
-  # Python ignores (seen in CI): the loop's next check raises it again.
-  with preemption.Watcher() as watcher:
-    watcher._on_signal(signal.SIGINT, None)  # pylint: disable=protected-access
-    assert watcher.should_stop(1)
-    with pytest.raises(KeyboardInterrupt):
+def test_a_second_sigint_in_a_gc_callback_stops_at_the_step_end():
+  # A KeyboardInterrupt raised in a GC callback (JAX registers one) is
+  # printed as "Exception ignored" and dropped (seen in CI): there the
+  # handler only records it, and the loop raises it before the step's save.
+  frames = []
+
+  def callback(phase, info):
+    del phase, info
+    if not frames:
+      frames.append(sys._getframe())  # pylint: disable=protected-access
+
+  gc.callbacks.append(callback)
+  try:
+    gc.collect()
+    with preemption.Watcher() as watcher:
       watcher._on_signal(signal.SIGINT, None)  # pylint: disable=protected-access
-    with pytest.raises(KeyboardInterrupt, match="second SIGINT: stopping "
-                       "without saving"):
-      watcher.should_stop(2)
+      assert watcher.should_stop(1)
+      watcher._on_signal(signal.SIGINT, frames[0])  # pylint: disable=protected-access
+      with pytest.raises(KeyboardInterrupt, match="second SIGINT: stopping "
+                         "without saving"):
+        watcher.should_stop(2)
+      # Anywhere else it raises at once.
+      with pytest.raises(KeyboardInterrupt):
+        watcher._on_signal(signal.SIGINT, sys._getframe())  # pylint: disable=protected-access
+  finally:
+    gc.callbacks.remove(callback)
 
 
 # jaxgen.main with every batch 0.3 s late: a signal lands mid-step.
