@@ -41,18 +41,11 @@ def _round_up(n: int, multiple: int) -> int:
   return max(multiple, -(-n // multiple) * multiple)
 
 
-def autoencoder_arch(config):
-  """The run's architecture, as the trainer builds it (`compression`, and
-  `video` / `temporal_compression` for the Cosmos video model)."""
-  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
-  return ae_objective.arch_from_config(config)
-
-
 def check_image_size(arch, image_size: int, multiple: int = 0) -> None:
   """Refuses a resolution the encoder cannot take, before anything compiles.
 
   Args:
-    arch: the autoencoder's architecture (`autoencoder_arch`).
+    arch: the autoencoder's architecture (`objective.arch_from_config`).
     image_size: the --image_size flag's value.
     multiple: the size suggested is a multiple of this (default: the
       spatial compression).
@@ -72,8 +65,9 @@ def check_frames(arch, workdir: str, frames: int, *, given: bool,
                  data: str) -> None:
   """Refuses clip lengths the causal video encoder cannot take.
 
-  The rule is the trainer's (`Autoencoder.validate`): 1 + k x the temporal
-  compression of the run's architecture, not the patcher's time factor.
+  The rule is the trainer's (`objective.takes_frames`): 1 + k x the
+  temporal compression of the run's architecture, not the patcher's time
+  factor.
 
   Args:
     arch: the video autoencoder's architecture.
@@ -85,8 +79,9 @@ def check_frames(arch, workdir: str, frames: int, *, given: bool,
   Raises:
     ValueError: one line naming --num_frames and the rule.
   """
+  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
   tc = arch.temporal_compression
-  if frames >= 1 and (frames - 1) % tc == 0:
+  if ae_objective.takes_frames(frames, tc):
     return
   fits = 1 + (frames - 1) // tc * tc if frames > tc else 1 + tc
   what = (f"--num_frames={frames}:" if given
@@ -202,7 +197,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   if problems:
     raise ValueError("; ".join(f"{what} ({fix})" for what, fix in problems)
                      + ".")
-  arch = autoencoder_arch(config)
+  arch = ae_objective.arch_from_config(config)
   video = bool(getattr(arch, "video", False))
   check_image_size(arch, int(image_size))
   if num_frames and not video:

@@ -121,6 +121,20 @@ def se_loss(x: jax.Array, z: jax.Array, decode, distance,
   return distance(downsample(x, factor), decode(downsample(z, factor)))
 
 
+def takes_frames(num_frames: int, temporal_compression: int) -> bool:
+  """Whether the causal video autoencoder takes clips of `num_frames`:
+  1 + k x its temporal compression (the first frame is encoded alone).
+
+  Args:
+    num_frames: frames per clip.
+    temporal_compression: the architecture's `temporal_compression`.
+
+  Returns:
+    True for 1, 1 + tc, 1 + 2 tc, ...
+  """
+  return num_frames >= 1 and (num_frames - 1) % temporal_compression == 0
+
+
 def restore_run(workdir: str, config=None, step=None):
   """The newest (or a given) checkpoint of an autoencoder run, for the tools.
 
@@ -211,7 +225,7 @@ class Autoencoder(objective_lib.Objective):
           + "); change the image size or the model's stages.")
     if self.video:
       tc = self.arch.temporal_compression
-      if self.num_frames < 1 or (self.num_frames - 1) % tc:
+      if not takes_frames(self.num_frames, tc):
         raise ValueError(
             f"config.dataset.num_frames={self.num_frames}: the causal video "
             f"autoencoder needs 1 + k * {tc} frames (temporal compression "

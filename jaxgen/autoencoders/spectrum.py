@@ -149,7 +149,7 @@ def measure(workdir: str, *, data: str, num: int = 256,
   if config.family != "autoencoder":
     raise ValueError(f"{workdir} is a {config.family!r} run, not an "
                      "autoencoder.")
-  arch = encode_lib.autoencoder_arch(config)
+  arch = ae_objective.arch_from_config(config)
   if getattr(arch, "video", False):
     raise ValueError(
         f"{workdir} is a video autoencoder (temporal compression "

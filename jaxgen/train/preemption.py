@@ -9,7 +9,9 @@ One process: Python handlers set a flag. Several processes: the hosts must
 agree on the step, so the decision is orbax's `reached_preemption(step)`
 (JAX's preemption sync service, which catches SIGTERM itself and picks the
 same step everywhere); a SIGINT is re-sent to this process as SIGTERM so that
-it takes the same path. A second SIGINT raises KeyboardInterrupt at once.
+it takes the same path. A second SIGINT raises KeyboardInterrupt at once,
+or, when it lands where Python drops exceptions (a GC callback), at the
+end of the step, before its save.
 """
 
 import gc

@@ -3,8 +3,6 @@ one-line input errors raised before anything compiles or is written."""
 
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import pytest
@@ -14,8 +12,6 @@ from jaxgen import config_lib
 from jaxgen.autoencoders import encode as encode_lib
 from jaxgen.autoencoders import objective as ae_objective
 from tests.train import common
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def _encode(config, workdir, out, **kwargs):
@@ -109,12 +105,10 @@ def test_image_size_not_divisible_by_the_compression(tmp_path,
                           "autoencoder's spatial compression 8; use e.g. 64.")
   assert not os.path.exists(out)
   # The command: one error line, no traceback, no OUT.
-  proc = subprocess.run(
-      [sys.executable, "-m", "jaxgen.autoencoders.encode",
-       f"--workdir={ae_dir}", "--data=jaxgen_shapes", "--split=test",
-       "--image_size=60", f"--data_dir={common.DATA_DIR}", f"--out={out}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300,
-      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+  proc = common.run_module(
+      "jaxgen.autoencoders.encode", f"--workdir={ae_dir}",
+      "--data=jaxgen_shapes", "--split=test", "--image_size=60",
+      f"--data_dir={common.DATA_DIR}", f"--out={out}")
   assert proc.returncode == 1, proc.stderr[-2000:]
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert errors == ["error: --image_size=60 is not divisible by the "

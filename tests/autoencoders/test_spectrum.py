@@ -1,9 +1,6 @@
 """Blockwise DCT spectra: zig-zag order, known spectra, the command."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import PIL.Image
@@ -12,8 +9,6 @@ import pytest
 from configs import autoencoder as ae_config
 from jaxgen.autoencoders import spectrum
 from tests.train import common
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def test_zigzag_is_jpeg_order():
@@ -50,12 +45,10 @@ def test_command_writes_spectra_of_images_and_latents(tmp_path,
                                                        trained_ae_64):
   _, workdir = trained_ae_64
   out = tmp_path / "spec"
-  proc = subprocess.run(
-      [sys.executable, "-m", "jaxgen.autoencoders.spectrum",
-       f"--workdir={workdir}", "--data=jaxgen_shapes", "--image_size=64",
-       "--num=16", f"--data_dir={common.DATA_DIR}", f"--out={out}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300,
-      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+  proc = common.run_module(
+      "jaxgen.autoencoders.spectrum", f"--workdir={workdir}",
+      "--data=jaxgen_shapes", "--image_size=64", "--num=16",
+      f"--data_dir={common.DATA_DIR}", f"--out={out}")
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.startswith("high-frequency energy: images ")
   result = json.loads((out / "spectrum.json").read_text())
@@ -94,12 +87,10 @@ def test_sizes_whose_latents_do_not_split_are_one_line(tmp_path,
         "crop them (e.g. to 64x64).")
   # The command: one error line, no traceback, no output folder.
   out = tmp_path / "spec"
-  proc = subprocess.run(
-      [sys.executable, "-m", "jaxgen.autoencoders.spectrum",
-       f"--workdir={workdir}", "--data=jaxgen_shapes", "--image_size=60",
-       "--num=16", f"--data_dir={common.DATA_DIR}", f"--out={out}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300,
-      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+  proc = common.run_module(
+      "jaxgen.autoencoders.spectrum", f"--workdir={workdir}",
+      "--data=jaxgen_shapes", "--image_size=60", "--num=16",
+      f"--data_dir={common.DATA_DIR}", f"--out={out}")
   assert proc.returncode == 1, proc.stderr[-2000:]
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert errors == ["error: --image_size=60 is not divisible by the "

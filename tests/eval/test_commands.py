@@ -151,15 +151,12 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
                               out=str(tmp_path / "few"), log=lambda _: None)
   assert few["drawn"] == 8
   # Overrides of the run's config: a typo, another family's section.
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   for flag, expected in (
       ("--config.diffusion.sample_step=3", "error: unknown config field "
        "'sample_step'; did you mean 'sample_steps'?"),
       ("--config.flow.sample_steps=3", "error: unknown config field 'flow'")):
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxgen.sample", f"--workdir={workdir}",
-         "--num=4", flag], capture_output=True, text=True, env=env, cwd=ROOT,
-        timeout=300)
+    proc = common.run_module("jaxgen.sample", f"--workdir={workdir}",
+                             "--num=4", flag)
     assert proc.returncode == 2 and proc.stderr.strip() == expected, (
         proc.stderr[-2000:])
 

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 import flax.linen as nn
@@ -15,6 +17,27 @@ from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def run_module(module, *args, timeout=300):
+  """`python -m module args...` from the repository root, on the CPU.
+
+  Args:
+    module: e.g. "jaxgen.sample".
+    *args: its command-line arguments.
+    timeout: seconds.
+
+  Returns:
+    The finished `subprocess.CompletedProcess` (text stdout / stderr).
+  """
+  return subprocess.run(
+      [sys.executable, "-m", module, *args], capture_output=True, text=True,
+      cwd=ROOT, timeout=timeout, check=False,
+      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+
 
 # One prepared copy of the embedded dataset for all test processes (the
 # builder guards concurrent preparation with a lock).

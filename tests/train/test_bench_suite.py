@@ -9,6 +9,7 @@ import pytest
 
 from jaxgen import bench
 from jaxgen import bench_suite
+from tests.train import common
 
 
 def test_cpu_suite_entry_measures_a_real_step():
@@ -228,9 +229,7 @@ def test_the_suite_runs_as_a_program(tmp_path):
     ["scaling.run", "--sweep=configs/scaling/simple_diffusion.py:tiny",
      "--workdir=w", "--only_budgets=nope"]])
 def test_bad_command_lines_are_one_error_line(args):
-  out = subprocess.run([sys.executable, "-m"] + args, capture_output=True,
-                       text=True, timeout=120, check=False,
-                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  out = common.run_module(*args, timeout=120)
   lines = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
   assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
   assert "Traceback" not in out.stderr and "nope" in lines[0]
@@ -256,9 +255,7 @@ def test_bad_command_lines_are_one_error_line(args):
 def test_bad_values_and_missing_flags_are_one_error_line(args, expected):
   # Counts and sizes have lower bounds (a zero batch used to reach the
   # pipeline, zero timed steps printed a NaN throughput and exited 0).
-  out = subprocess.run([sys.executable, "-m"] + args, capture_output=True,
-                       text=True, timeout=120, check=False,
-                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  out = common.run_module(*args, timeout=120)
   assert out.returncode != 0 and "Traceback" not in out.stderr
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(expected), out.stderr[-2000:]
