@@ -46,6 +46,7 @@ def convert(diffusers_dir: str, out: str,
   from jaxgen.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
 
   if os.path.isdir(os.path.join(out, "checkpoints")) and os.listdir(
@@ -61,7 +62,7 @@ def convert(diffusers_dir: str, out: str,
   config.model = ml_collections.ConfigDict(fields)
   # The released DC-AEs are deterministic.
   config.autoencoder.kl_weight = 0.0
-  checked = trainer.check_config(config)
+  checked = checks.check_config(config)
   it, info = pipeline.build_input(
       config.dataset, global_batch_size=trainer.train_batch_size(
           config, checked[2]), seed=config.seed, process_index=0,

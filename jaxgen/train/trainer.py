@@ -16,24 +16,21 @@ from typing import (Any, Callable, Dict, NamedTuple, Optional, Sequence,
                     Tuple)
 
 from absl import logging
-import etils.epath as epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxgen import config_lib
-from jaxgen import registry
 from jaxgen.autoencoders import latent_decode
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import grids
 from jaxgen.eval import sample_metrics
-from jaxgen.nn import remat as remat_lib
 from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import checkpoint as checkpoint_lib
+from jaxgen.train import checks
 from jaxgen.train import durations
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import logs
@@ -95,13 +92,13 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
     config: the run config.
     data_info: info of the input pipeline (`jaxgen.data.pipeline`).
     devices: devices of the mesh (default: all).
-    checked: the result of `check_config(config, devices)` if already
+    checked: the result of `checks.check_config(config, devices)` if already
       computed (it is not repeated).
 
   Returns:
     A `Setup`.
   """
-  mesh, _, objective = checked or check_config(config, devices)
+  mesh, _, objective = checked or checks.check_config(config, devices)
   declared = config.dataset.get("num_classes")
   if declared and data_info.num_classes and declared != data_info.num_classes:
     raise ValueError(
@@ -115,7 +112,7 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
         f"dataset {config.dataset.name!r} has {data_info.channels} channels "
         f"but the model is built for {channels}; set "
         f"--config.dataset.channels={data_info.channels}.")
-  _check_video(config, data_info, objective)
+  checks.check_video(config, data_info, objective)
   size = int(config.dataset.image_size)
   if data_info.image_size != size:
     # Float sources (latents) keep their own size; models are built for
@@ -130,7 +127,7 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
   steps = durations.total_steps(config, num_examples=data_info.num_examples,
                                 flops_per_example=flops)
   objective.set_total_steps(steps)
-  _check_eval_interval(config, steps)
+  checks.check_eval_interval(config, steps)
   return Setup(mesh=mesh,
                rules=sharding_lib.rules_from_config(config.logical_axis_rules),
                objective=objective,
@@ -138,47 +135,6 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
                data_info=data_info,
                batch_spec=batch_spec(data_info,
                                      train_batch_size(config, objective)))
-
-
-def check_config(config: ml_collections.ConfigDict,
-                 devices: Optional[Sequence[jax.Device]] = None):
-  """The checks that need no data: run before the dataset is prepared.
-
-  Args:
-    config: the run config.
-    devices: devices of the mesh (default: all).
-
-  Returns:
-    (mesh, data-parallel size, the family's objective built without a run
-    length).
-
-  Raises:
-    ValueError: one line saying what to change.
-  """
-  check_trainer_fields(config)
-  durations.check_length(config)
-  if not registry.OBJECTIVES.names():
-    raise ValueError("no model family is registered; import jaxgen.families "
-                     "(jaxgen.main does) before training.")
-  objective_cls = registry.OBJECTIVES.get(config.family)
-  mesh = mesh_lib.make_mesh(config.mesh, devices)
-  dp = mesh_lib.data_parallel_size(mesh)
-  if config.batch_size % dp:
-    raise ValueError(
-        f"config.batch_size={config.batch_size} is not divisible by the "
-        f"{dp} data-parallel devices (mesh data×fsdp = "
-        f"{mesh.shape['data']}×{mesh.shape['fsdp']}); use a multiple of {dp}.")
-  if config.batch_size % jax.process_count():
-    raise ValueError(
-        f"config.batch_size={config.batch_size} is not divisible by the "
-        f"{jax.process_count()} processes.")
-  objective = objective_cls(config)
-  k = int(config.get("grad_accum_steps", 1))
-  if k != 1 and not objective.accumulates_micro_batches:
-    raise ValueError(f"config.grad_accum_steps={k}: the {config.family} step "
-                     "does not accumulate micro-batches; set it to 1.")
-  objective.validate(dp)
-  return mesh, dp, objective
 
 
 def example_batch(spec: Dict[str, jax.ShapeDtypeStruct]) -> Dict[str, Any]:
@@ -302,7 +258,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
     (setup, step, state); step and state are None without a checkpoint (or
     when `step` is not kept).
   """
-  checked = check_config(config, devices)
+  checked = checks.check_config(config, devices)
   it, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=jax.process_index(),
@@ -398,9 +354,9 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   """`train_and_evaluate` once the workdir is checked and locked."""
   pidx, pcount = jax.process_index(), jax.process_count()
   # Before the dataset is prepared, which can take long.
-  checked = check_config(config, devices)
+  checked = checks.check_config(config, devices)
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  committed = _committed_steps(ckpt_dir)
+  committed = checks.committed_steps(ckpt_dir)
   changed = provenance.check(workdir, config, resuming=bool(committed))
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
@@ -418,7 +374,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     return last
   init_from = config.get("init_from") or ""
   if init_from and not committed:
-    _check_init_from(config, init_from)
+    checks.check_init_from(config, init_from)
   # Only a run that trains records its config: a finished run's config.json
   # keeps describing its checkpoints.
   if changed:
@@ -575,13 +531,6 @@ def _guarded(ckpt, workdir: str, fn, *args):
     ) from None
 
 
-def _committed_steps(ckpt_dir: str):
-  path = epath.Path(ckpt_dir)
-  if not path.is_dir():
-    return []
-  return [int(d.name) for d in path.iterdir() if d.name.isdigit()]
-
-
 def _last_row(path: str) -> Dict[str, Any]:
   rows = metrics_lib.read_rows(path)
   return rows[-1] if rows else {}
@@ -608,94 +557,6 @@ def summary_line(result: Dict[str, Any], workdir: str,
   where.append(f"metrics in {os.path.join(workdir, 'metrics.jsonl')}")
   return (f"done: step {result.get('step', '?')}"
           f"{', ' + metrics if metrics else ''}; " + ", ".join(where))
-
-
-def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
-  """One-line ValueErrors for trainer fields that cannot work.
-
-  Args:
-    config: the run config.
-  """
-  positive = ["batch_size", "log_every_steps", "checkpoint_every_steps",
-              "keep_checkpoints", "eval_every_steps", "sample_every_steps"]
-  for key in positive:
-    value = config.get(key)
-    if value is not None and int(value) < 1:
-      raise ValueError(f"config.{key}={value} must be a positive integer.")
-  for key in ("num_samples", "eval_batches", "profile_steps"):
-    value = config.get(key)
-    if value is not None and int(value) < 0:
-      raise ValueError(f"config.{key}={value} must be >= 0 (0 turns it "
-                       "off).")
-  sample_metrics.check(config)
-  config_lib.check_dtypes(config)
-  # Every family, also those whose networks have no remat-able stack.
-  remat_lib.remat_policy(config.get("remat", "none"))
-
-
-def _check_init_from(config: ml_collections.ConfigDict,
-                     init_from: str) -> None:
-  """A warm start needs a trained run of the same family.
-
-  Args:
-    config: the run config.
-    init_from: the run to start from.
-
-  Raises:
-    ValueError: one line saying what to change (before compiling).
-  """
-  if not _committed_steps(os.path.join(init_from, "checkpoints")):
-    raise ValueError(f"config.init_from={init_from} has no checkpoint to "
-                     "start from; train that run first.")
-  family = provenance.load_config(init_from).get("family")
-  if family != config.family:
-    raise ValueError(f"config.init_from={init_from} is a {family!r} run; a "
-                     f"{config.family} run starts from one of its own "
-                     "family.")
-
-
-def _check_video(config: ml_collections.ConfigDict, data_info: Any,
-                 objective: Any) -> None:
-  """Clips need a family that models them, built for clips.
-
-  Args:
-    config: the run config.
-    data_info: the input pipeline's info.
-    objective: the family's objective.
-
-  Raises:
-    ValueError: one line saying what to change.
-  """
-  frames = data_info.num_frames
-  if not frames:
-    return  # Images: the pipeline refuses dataset.num_frames > 0 for them.
-  name = config.dataset.name
-  if not objective.models_video:
-    raise ValueError(f"dataset {name!r} holds clips but {config.family} "
-                     "models images; use an image dataset.")
-  if not int(config.dataset.get("num_frames", 0) or 0):
-    raise ValueError(f"dataset {name!r} holds clips of {frames} frames but "
-                     "config.dataset.num_frames=0 builds an image model; set "
-                     "--config.dataset.num_frames or use a video preset.")
-
-
-def _check_eval_interval(config: ml_collections.ConfigDict,
-                         steps: int) -> None:
-  """Evaluations run at log steps: an interval off that grid would never run.
-
-  Args:
-    config: the run config.
-    steps: the run's resolved length.
-
-  Raises:
-    ValueError: one line saying what to change.
-  """
-  every, log_every = int(config.eval_every_steps), int(config.log_every_steps)
-  if int(config.get("eval_batches", 0)) and every < steps and every % log_every:
-    raise ValueError(
-        f"config.eval_every_steps={every} must be a multiple of "
-        f"log_every_steps={log_every} (evaluations run at log steps), or at "
-        f"least the run's {steps} steps (one evaluation, at the end).")
 
 
 def _report_skipped(info, when: str) -> None:

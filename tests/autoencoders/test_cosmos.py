@@ -12,6 +12,7 @@ from jaxgen.autoencoders import cosmos
 from jaxgen.autoencoders import objective as ae_objective
 from jaxgen.nn import linear
 from jaxgen.train import flops as flops_lib
+from jaxgen.train import checks
 from jaxgen.train import trainer
 from tests import convs
 from tests.train import common
@@ -149,7 +150,7 @@ def test_bad_video_configs_fail_before_compiling(overrides, match):
       config.model.depth = 3
     else:
       config_lib.apply_overrides(config, overrides)
-    trainer.check_config(config)
+    checks.check_config(config)
   assert "\n" not in str(e.value)
 
 

@@ -12,6 +12,7 @@ from jaxgen.autoencoders import dc_ae
 from jaxgen.autoencoders import objective as ae_objective
 from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.train import flops as flops_lib
+from jaxgen.train import checks
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -108,7 +109,7 @@ def test_conv_impl_reaches_the_model():
 ])
 def test_bad_configs_fail_before_compiling(overrides, match):
   with pytest.raises(ValueError, match=match) as e:
-    trainer.check_config(_config(**overrides))
+    checks.check_config(_config(**overrides))
   assert "\n" not in str(e.value)
 
 
@@ -133,7 +134,7 @@ def test_phase2_trains_only_the_layers_next_to_the_latent(tmp_path):
   assert moved and all(n.startswith(("encoder/conv_out", "decoder/conv_in"))
                        for n in moved), moved
   with pytest.raises(ValueError, match="set config.init_from"):
-    trainer.check_config(_config(**{"autoencoder.phase": "phase3"}))
+    checks.check_config(_config(**{"autoencoder.phase": "phase3"}))
   with pytest.raises(ValueError, match="has no checkpoint to start from"):
     trainer.train_and_evaluate(
         _config(**{"autoencoder.phase": "phase3",

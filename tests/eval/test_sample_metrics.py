@@ -19,6 +19,7 @@ from jaxgen.eval import fid as fid_lib
 from jaxgen.eval import imagesets
 from jaxgen.eval import inception
 from jaxgen.eval import stats as stats_lib
+from jaxgen.train import checks
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -114,7 +115,7 @@ def test_reconstruction_families_log_pixel_metrics(files, tmp_path,
 def test_bad_sections_fail_before_compiling(files, tmp_path, overrides,
                                             match):
   with pytest.raises(ValueError, match=match) as e:
-    trainer.check_config(_config(files, **overrides))
+    checks.check_config(_config(files, **overrides))
   assert "\n" not in str(e.value)
 
 

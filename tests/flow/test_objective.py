@@ -15,6 +15,7 @@ from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.flow import layout as layout_lib
 from jaxgen.flow import objective as flow_objective
 from jaxgen.train import flops as flops_lib
+from jaxgen.train import checks
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -67,7 +68,7 @@ def _batches(config, n):
 ])
 def test_bad_configs_fail_before_compiling(make, overrides, match):
   with pytest.raises(ValueError, match=match) as e:
-    trainer.check_config(make(**overrides))
+    checks.check_config(make(**overrides))
   assert "\n" not in str(e.value)
 
 

@@ -22,6 +22,7 @@ from jaxgen.gan import objective as gan_objective
 from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import flops as flops_lib
+from jaxgen.train import checks
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -106,7 +107,7 @@ def test_grad_accumulation_is_refused_in_one_line():
   # The trainer's check (the two-phase step has no micro-batch loop).
   with pytest.raises(ValueError, match="grad_accum_steps=2: the r3gan step "
                      "does not accumulate") as e:
-    trainer.check_config(_config(grad_accum_steps=2))
+    checks.check_config(_config(grad_accum_steps=2))
   assert "\n" not in str(e.value)
 
 

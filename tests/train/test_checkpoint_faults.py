@@ -8,9 +8,7 @@ only after a newer checkpoint committed.
 """
 
 import glob
-import json
 import os
-import shutil
 
 import grain
 import jax
@@ -19,8 +17,6 @@ import numpy as np
 import pytest
 
 from jaxgen.train import checkpoint as checkpoint_lib
-from jaxgen.train import trainer
-from tests.train import common
 
 
 def _state(seed):

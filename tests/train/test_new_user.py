@@ -27,6 +27,7 @@ from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import durations
 from jaxgen.train import logs
+from jaxgen.train import checks
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -265,7 +266,7 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
 def test_bad_fields_are_one_line_naming_the_field(overrides, match):
   config = common.tiny_config(**overrides)
   with pytest.raises(ValueError, match=match) as e:
-    trainer.check_config(config)
+    checks.check_config(config)
   assert "\n" not in str(e.value)
 
 

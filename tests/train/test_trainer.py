@@ -19,6 +19,7 @@ from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.diffusion import objective as sd_objective
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import flops as flops_lib
+from jaxgen.train import checks
 from jaxgen.train import trainer
 from configs import simple_diffusion
 from tests.train import common
@@ -161,5 +162,5 @@ def test_bf16_params_and_bad_dtype_names():
   assert {x.dtype for x in params} == {jnp.dtype(jnp.bfloat16)}
   for key, value in (("dtype", "bf16"), ("param_dtype", "float16")):
     with pytest.raises(ValueError, match=f"config.{key}='{value}'") as e:
-      trainer.check_config(common.tiny_config(**{key: value}))
+      checks.check_config(common.tiny_config(**{key: value}))
     assert "\n" not in str(e.value)

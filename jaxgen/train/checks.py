@@ -1,0 +1,162 @@
+"""Checks a run's config before anything is prepared or compiled.
+
+Each raises a one-line `ValueError` that says what to change. The trainer
+calls `check_config` before the dataset is prepared (it needs no data) and the
+data-dependent checks (`check_video`, `check_eval_interval`) once the
+pipeline's info and the run length are known; commands that build a state
+without training (`jaxgen.autoencoders.convert`) call `check_config` too.
+"""
+
+import os
+from typing import Any, Optional, Sequence
+
+import etils.epath as epath
+import jax
+import ml_collections
+
+from jaxgen import config_lib
+from jaxgen import registry
+from jaxgen.eval import sample_metrics
+from jaxgen.nn import remat as remat_lib
+from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.train import durations
+from jaxgen.train import provenance
+
+
+def check_config(config: ml_collections.ConfigDict,
+                 devices: Optional[Sequence[jax.Device]] = None):
+  """The checks that need no data: run before the dataset is prepared.
+
+  Args:
+    config: the run config.
+    devices: devices of the mesh (default: all).
+
+  Returns:
+    (mesh, data-parallel size, the family's objective built without a run
+    length).
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  check_trainer_fields(config)
+  durations.check_length(config)
+  if not registry.OBJECTIVES.names():
+    raise ValueError("no model family is registered; import jaxgen.families "
+                     "(jaxgen.main does) before training.")
+  objective_cls = registry.OBJECTIVES.get(config.family)
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
+  dp = mesh_lib.data_parallel_size(mesh)
+  if config.batch_size % dp:
+    raise ValueError(
+        f"config.batch_size={config.batch_size} is not divisible by the "
+        f"{dp} data-parallel devices (mesh data×fsdp = "
+        f"{mesh.shape['data']}×{mesh.shape['fsdp']}); use a multiple of {dp}.")
+  if config.batch_size % jax.process_count():
+    raise ValueError(
+        f"config.batch_size={config.batch_size} is not divisible by the "
+        f"{jax.process_count()} processes.")
+  objective = objective_cls(config)
+  k = int(config.get("grad_accum_steps", 1))
+  if k != 1 and not objective.accumulates_micro_batches:
+    raise ValueError(f"config.grad_accum_steps={k}: the {config.family} step "
+                     "does not accumulate micro-batches; set it to 1.")
+  objective.validate(dp)
+  return mesh, dp, objective
+
+
+def committed_steps(ckpt_dir: str) -> list:
+  """The steps with a committed checkpoint under `ckpt_dir` (none: [])."""
+  path = epath.Path(ckpt_dir)
+  if not path.is_dir():
+    return []
+  return [int(d.name) for d in path.iterdir() if d.name.isdigit()]
+
+
+def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
+  """One-line ValueErrors for trainer fields that cannot work.
+
+  Args:
+    config: the run config.
+  """
+  positive = ["batch_size", "log_every_steps", "checkpoint_every_steps",
+              "keep_checkpoints", "eval_every_steps", "sample_every_steps"]
+  for key in positive:
+    value = config.get(key)
+    if value is not None and int(value) < 1:
+      raise ValueError(f"config.{key}={value} must be a positive integer.")
+  for key in ("num_samples", "eval_batches", "profile_steps"):
+    value = config.get(key)
+    if value is not None and int(value) < 0:
+      raise ValueError(f"config.{key}={value} must be >= 0 (0 turns it "
+                       "off).")
+  sample_metrics.check(config)
+  config_lib.check_dtypes(config)
+  # Every family, also those whose networks have no remat-able stack.
+  remat_lib.remat_policy(config.get("remat", "none"))
+
+
+def check_init_from(config: ml_collections.ConfigDict,
+                     init_from: str) -> None:
+  """A warm start needs a trained run of the same family.
+
+  Args:
+    config: the run config.
+    init_from: the run to start from.
+
+  Raises:
+    ValueError: one line saying what to change (before compiling).
+  """
+  if not committed_steps(os.path.join(init_from, "checkpoints")):
+    raise ValueError(f"config.init_from={init_from} has no checkpoint to "
+                     "start from; train that run first.")
+  family = provenance.load_config(init_from).get("family")
+  if family != config.family:
+    raise ValueError(f"config.init_from={init_from} is a {family!r} run; a "
+                     f"{config.family} run starts from one of its own "
+                     "family.")
+
+
+def check_video(config: ml_collections.ConfigDict, data_info: Any,
+                 objective: Any) -> None:
+  """Clips need a family that models them, built for clips.
+
+  Args:
+    config: the run config.
+    data_info: the input pipeline's info.
+    objective: the family's objective.
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  frames = data_info.num_frames
+  if not frames:
+    return  # Images: the pipeline refuses dataset.num_frames > 0 for them.
+  name = config.dataset.name
+  if not objective.models_video:
+    raise ValueError(f"dataset {name!r} holds clips but {config.family} "
+                     "models images; use an image dataset.")
+  if not int(config.dataset.get("num_frames", 0) or 0):
+    raise ValueError(f"dataset {name!r} holds clips of {frames} frames but "
+                     "config.dataset.num_frames=0 builds an image model; set "
+                     "--config.dataset.num_frames or use a video preset.")
+
+
+def check_eval_interval(config: ml_collections.ConfigDict,
+                         steps: int) -> None:
+  """Evaluations run at log steps: an interval off that grid would never run.
+
+  Args:
+    config: the run config.
+    steps: the run's resolved length.
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  every, log_every = int(config.eval_every_steps), int(config.log_every_steps)
+  if int(config.get("eval_batches", 0)) and every < steps and every % log_every:
+    raise ValueError(
+        f"config.eval_every_steps={every} must be a multiple of "
+        f"log_every_steps={log_every} (evaluations run at log steps), or at "
+        f"least the run's {steps} steps (one evaluation, at the end).")
+
+
