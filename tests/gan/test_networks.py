@@ -10,6 +10,7 @@ import pytest
 
 from configs import r3gan as r3gan_config
 from jaxgen import config_lib
+from jaxgen.gan import layers
 from jaxgen.gan import networks
 from jaxgen.gan import objective as gan_objective
 from jaxgen.parallel import sharding as sharding_lib
@@ -148,12 +149,12 @@ def _upfirdn_reference(x, up):
 
 def test_resampling_is_upfirdn_with_the_1331_filter():
   x = jax.random.normal(jax.random.key(7), (2, 6, 8, 3))
-  up, down = jax.jit(networks.upsample_2x), jax.jit(networks.downsample_2x)
+  up, down = jax.jit(layers.upsample_2x), jax.jit(layers.downsample_2x)
   np.testing.assert_allclose(up(x), _upfirdn_reference(x, True), atol=1e-5)
   np.testing.assert_allclose(down(x), _upfirdn_reference(x, False),
                              atol=1e-5)
   # Channels first: the same filters along that layout's H and W.
-  for f in (networks.upsample_2x, networks.downsample_2x):
+  for f in (layers.upsample_2x, layers.downsample_2x):
     np.testing.assert_allclose(
         jnp.moveaxis(f(jnp.moveaxis(x, -1, 0), True), 0, -1), f(x),
         atol=1e-6)
@@ -179,7 +180,7 @@ def test_taps_and_lax_grouped_convs_agree_to_second_order(shape, kernel,
   # Non-square images and several kernel sizes: a row / column mix-up in the
   # shifted views would show.
   x = jax.random.normal(jax.random.key(8), shape)
-  conv = {impl: networks.Conv(32, kernel, groups=groups, impl=impl)
+  conv = {impl: layers.Conv(32, kernel, groups=groups, impl=impl)
           for impl in ("lax", "taps")}
   v = jax.jit(conv["lax"].init)(jax.random.key(9), x)
   np.testing.assert_allclose(jax.jit(conv["taps"].apply)(v, x),
@@ -190,7 +191,7 @@ def test_taps_and_lax_grouped_convs_agree_to_second_order(shape, kernel,
   jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-4,
                                                        atol=1e-5), a, b)
   # The channels-first form of the same conv: [C, B, H, W] in and out.
-  cf = networks.Conv(32, kernel, groups=groups, impl="taps",
+  cf = layers.Conv(32, kernel, groups=groups, impl="taps",
                      channels_first=True)
   got = jax.jit(cf.apply)(v, jnp.moveaxis(x, -1, 0))
   np.testing.assert_allclose(jnp.moveaxis(got, 0, -1),
