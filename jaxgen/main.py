@@ -51,6 +51,7 @@ def main(argv):
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(FLAGS.verbosity)
+  logs.one_line_warnings()
   # Before anything compiles: JAX decides once whether the cache is used.
   cache_dir = compile_cache.enable(FLAGS.compilation_cache)
   if multihost.want_distributed(FLAGS.multihost):

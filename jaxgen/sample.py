@@ -12,9 +12,13 @@ once all are there, OUT/samples.npz ("images" uint8 [N, H, W, C], or
 [N, T, H, W, C] for clips, "labels"). Batch k draws its images with
 `fold_in(key(seed), k)` and class labels `index % num_classes`, so a rerun
 skips the complete batches and produces the same set as an uninterrupted run.
+OUT/sampling.json records the checkpoint step, seed, batch size and config
+the PNGs were drawn with; a folder holding other samples (an older step, say)
+is refused rather than resumed or overwritten.
 """
 
 import io
+import json
 import os
 import sys
 
@@ -52,6 +56,65 @@ def _write_png(path: epath.Path, image: np.ndarray) -> None:
   tmp = path.parent / (path.name + ".tmp")
   tmp.write_bytes(_png_bytes(image))
   tmp.replace(path)
+
+
+_RECORD = "sampling.json"
+
+
+def _record(config, step: int, seed: int, batch: int) -> dict:
+  """What decides the pixels of OUT/NNNNNN.png (see `_check_record`)."""
+  return {"step": int(step), "seed": int(seed), "batch": int(batch),
+          "config": json.loads(config.to_json_best_effort())}
+
+
+def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
+                  write: bool) -> None:
+  """Refuses an output folder holding other samples; records this run's.
+
+  The skip-complete-batches resume is only right when the PNGs there were
+  drawn from the same checkpoint step, seed, batch size (batch k uses
+  `fold_in(key(seed), k)` for its rows) and sampler config.
+
+  Args:
+    out_dir: the output folder.
+    record: `_record` of this command.
+    num: samples requested (for the batch-size hint).
+    dp: data-parallel devices (the batch is a multiple of it).
+    write: this process writes the record (process 0).
+
+  Raises:
+    ValueError: one line naming what differs and what to pass.
+  """
+  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
+  path = out_dir / _RECORD
+  if path.exists():
+    old = json.loads(path.read_text())
+    where = f"{out_dir} holds samples of"
+    fix = f"another --out, or delete {out_dir}."
+    if old["step"] != record["step"]:
+      raise ValueError(f"{where} step {old['step']}, the newest checkpoint is "
+                       f"step {record['step']}; pass {fix}")
+    if old["seed"] != record["seed"]:
+      raise ValueError(f"{where} --seed={old['seed']}; pass it again, {fix}")
+    if old["batch"] != record["batch"]:
+      hint = (f"--batch_size={old['batch']}, "
+              if old["batch"] <= num and old["batch"] % dp == 0 else "")
+      raise ValueError(f"{where} batch size {old['batch']}, this command "
+                       f"draws batches of {record['batch']} (batch k's noise "
+                       f"depends on both); pass {hint}{fix}")
+    shape, other = provenance.compare(old["config"], record["config"])
+    if shape or other:
+      raise ValueError(f"{where} another config ({(shape + other)[0]}); "
+                       f"pass the same --config overrides, {fix}")
+    return
+  if any(p.suffix == ".png" for p in out_dir.iterdir()):
+    raise ValueError(f"{out_dir} holds PNGs without a {_RECORD} (not "
+                     "written by this command); pass another --out or delete "
+                     "them.")
+  if write:
+    tmp = out_dir / (_RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    tmp.replace(path)
 
 
 def sample_run(config, workdir: str, *, num: int, out: str,
@@ -94,6 +157,10 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   batch = -(-min(int(batch_size), num) // dp) * dp
   out_dir = epath.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
+  # Before anything is drawn: PNGs of another step, seed, batch layout or
+  # config must not be counted as this run's (nor be overwritten).
+  _check_record(out_dir, _record(config, step, seed, batch), num, dp,
+                write=jax.process_index() == 0)
   paths = [out_dir / f"{i:06d}.png" for i in range(num)]
   batches = -(-num // batch)
   todo = [k for k in range(batches)

@@ -164,7 +164,8 @@ def build_input(
   if num_examples < global_batch_size:
     raise ValueError(
         f"Split {split!r} of {dataset_config.name!r} has {num_examples} "
-        f"examples, fewer than one global batch of {global_batch_size}.")
+        f"examples, fewer than one global batch of {global_batch_size}; use a "
+        "smaller batch size.")
 
   info = DatasetInfo(
       kind="video" if source.pixel_key == "video" else "image",

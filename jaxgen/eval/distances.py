@@ -35,12 +35,18 @@ def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   Returns:
     (mu [D], sigma [D, D]).
 
+  Raises:
+    ValueError: fewer than 2 rows (no covariance).
+
   Warns:
     UserWarning: with N <= D the covariance is singular (FID is then
       unreliable; the standard protocol uses 50,000 samples).
   """
   f = np.asarray(features, np.float64)
   n, d = f.shape
+  if n < 2:
+    raise ValueError(f"{n} sample(s): a covariance needs at least 2 (FID "
+                     "needs thousands).")
   if n <= d:
     warnings.warn(f"{n} samples for {d}-d features: the covariance is "
                   f"singular and FID is biased; use more than {d} samples "
@@ -65,8 +71,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     The distance (a float).
 
   Raises:
-    ValueError: mismatched shapes, or a square root with a large imaginary
-      part (the statistics are not covariances).
+    ValueError: mismatched shapes, non-finite statistics, or a square root
+      with a large imaginary part (the statistics are not covariances).
   """
   mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(
       mu2).astype(np.float64)
@@ -75,6 +81,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
   if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
     raise ValueError(f"statistics of different dimensions: {mu1.shape} vs "
                      f"{mu2.shape}; compute both with the same network.")
+  if not all(np.isfinite(a).all() for a in (mu1, sigma1, mu2, sigma2)):
+    # scipy's sqrtm does not return on NaN input.
+    raise ValueError("statistics with NaN or inf entries; recompute them "
+                     "from at least 2 images.")
   diff = mu1 - mu2
   with warnings.catch_warnings():
     # A singular product is expected with few samples (gaussian_stats warns

@@ -147,6 +147,7 @@ class StreamExtractor:
     if bar:
       bar.close()
     if have < num:
+      have += len(pending)  # The stream ended inside a batch.
       raise ValueError(f"{what}: only {have} images, {num} requested; pass "
                        f"--num={have} or a larger set.")
     return np.concatenate(feats), np.concatenate(logits)

@@ -26,18 +26,24 @@ from jaxgen.train import logs
 def _side(extractor, image_set, num: int
           ) -> Tuple[Tuple[np.ndarray, np.ndarray], Optional[np.ndarray],
                      Optional[np.ndarray]]:
-  """((mu, sigma), features or None, logits or None) of one set."""
+  """((mu, sigma), features or None, logits or None) of one set; `num` is
+  the count `_count` resolved."""
   if image_set.stats is not None:
     s = image_set.stats
+    return (s["mu"], s["sigma"]), s.get("features"), None
+  feats, logits = extractor.of_batches(image_set.batches, num, image_set.name)
+  return distances.gaussian_stats(feats), feats, logits
+
+
+def _count(extractor, image_set, num: int) -> int:
+  """Checks a set before any features are computed; its image count (0 for
+  statistics)."""
+  if image_set.stats is not None:
     imagesets.check_weights(image_set, extractor.weights_hash,
                             " (--weights); recompute it with "
                             "jaxgen.eval.stats and these weights.")
-    return (s["mu"], s["sigma"]), s.get("features"), None
-  n = num or image_set.available
-  if not n:
-    raise ValueError(f"{image_set.name}: pass --num.")
-  feats, logits = extractor.of_batches(image_set.batches, n, image_set.name)
-  return distances.gaussian_stats(feats), feats, logits
+    return 0
+  return imagesets.count(image_set, num)
 
 
 def compare(extractor, set_a, set_b, num: int = 0) -> Dict[str, Any]:
@@ -53,8 +59,10 @@ def compare(extractor, set_a, set_b, num: int = 0) -> Dict[str, Any]:
     {"fid", and "kid", "kid_std", "precision", "recall", "is", "is_std"
     where the inputs allow}.
   """
-  stats_a, feats_a, _ = _side(extractor, set_a, num)
-  stats_b, feats_b, logits_b = _side(extractor, set_b, num)
+  # Both sides are checked before either's features are computed.
+  num_a, num_b = (_count(extractor, s, num) for s in (set_a, set_b))
+  stats_a, feats_a, _ = _side(extractor, set_a, num_a)
+  stats_b, feats_b, logits_b = _side(extractor, set_b, num_b)
   return distances.all_metrics(stats_a, stats_b, features_a=feats_a,
                                features_b=feats_b, logits_b=logits_b)
 

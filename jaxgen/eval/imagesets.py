@@ -17,6 +17,7 @@ number of images available.
 
 import dataclasses
 import os
+import zipfile
 from typing import Any, Dict, Iterator, Optional
 
 import etils.epath as epath
@@ -61,16 +62,52 @@ def check_weights(image_set: ImageSet, weights_hash: str, fix: str) -> None:
                      f"{made_with}, not {weights_hash}{fix}")
 
 
+def count(image_set: ImageSet, num: int) -> int:
+  """The number of images to use from a set, checked before any is read.
+
+  Args:
+    image_set: a set with batches (not statistics).
+    num: images requested (0: all the set has).
+
+  Returns:
+    The count.
+
+  Raises:
+    ValueError: the set's size is unknown and `num` is 0, the set has fewer
+      than `num` images, or the count is below 2 (no covariance).
+  """
+  have = image_set.available
+  n = int(num) or have
+  if not n:
+    raise ValueError(f"{image_set.name}: pass --num (the set's size is not "
+                     "known).")
+  if have is not None and n > have:
+    raise ValueError(f"{image_set.name}: only {have} images, {n} requested; "
+                     f"pass --num={have} or a larger set.")
+  if n < 2:
+    raise ValueError(f"{image_set.name}: {n} image; statistics need at least "
+                     "2 (FID thousands).")
+  return n
+
+
 def _npz(path: str) -> ImageSet:
-  with epath.Path(path).open("rb") as f:
-    data = dict(np.load(f, allow_pickle=False))
+  try:
+    with epath.Path(path).open("rb") as f:
+      data = dict(np.load(f, allow_pickle=False))
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path} is not a readable .npz ({str(e)[:80]}); pass "
+                     "a stats file (jaxgen.eval.stats) or an images .npz."
+                     ) from None
   if "mu" in data and "sigma" in data:
     return ImageSet(path, stats=data)
   key = next((k for k in ("images", "samples") if k in data), None)
   if key is None:
+    names = sorted(data)
+    shown = ", ".join(names[:5]) + (f", … ({len(names)} arrays)"
+                                    if len(names) > 5 else "")
     raise ValueError(f"{path} holds neither statistics (mu, sigma) nor an "
-                     f"'images' array (it has {sorted(data)}); pass a file "
-                     "written by jaxgen.eval.stats or jaxgen.sample.")
+                     f"'images' array (it has {shown}); pass a stats file "
+                     "(jaxgen.eval.stats) or an images .npz (jaxgen.sample).")
   images = data[key]
   return ImageSet(path, batches=iter([images]), available=len(images))
 
@@ -83,13 +120,23 @@ def _png_folder(path: str, batch_size: int) -> ImageSet:
                      "a .npz or a dataset spec.")
 
   def batches():
+    first = None
     for i in range(0, len(files), batch_size):
       imgs = []
       for f in files[i:i + batch_size]:
         with f.open("rb") as fh:
           imgs.append(np.asarray(Image.open(fh).convert("RGB")))
+        first = first or (f.name, imgs[-1].shape)
+        if imgs[-1].shape != first[1]:
+          raise ValueError(
+              f"{path}: {f.name} is {_size(imgs[-1].shape)}, {first[0]} "
+              f"{_size(first[1])}; a set's PNGs must have one size.")
       yield np.stack(imgs)
   return ImageSet(path, batches=batches(), available=len(files))
+
+
+def _size(shape) -> str:
+  return f"{shape[1]}x{shape[0]}"
 
 
 def _dataset(spec: str, *, image_size: int, data_dir: Optional[str],

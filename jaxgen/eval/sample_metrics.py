@@ -23,7 +23,9 @@ the reference statistics). Everything is checked before compilation.
 """
 
 from typing import Any, Callable, Dict, Optional
+import warnings
 
+from absl import logging
 import etils.epath as epath
 import jax
 import ml_collections
@@ -40,6 +42,10 @@ from jaxgen.eval import sampling
 from jaxgen.parallel import mesh as mesh_lib
 
 
+# `distances.gaussian_stats`'s warning for fewer samples than dimensions.
+_SINGULAR = ".*the covariance is singular"
+
+
 def _stats(path: str, weights_hash: str) -> Dict[str, np.ndarray]:
   if not epath.Path(path).exists():
     raise ValueError(f"config.eval.sample_metrics.reference_stats={path!r} "
@@ -53,15 +59,23 @@ def _stats(path: str, weights_hash: str) -> Dict[str, np.ndarray]:
   return ref.stats
 
 
-def _classifier_stats(path: str) -> Dict[str, np.ndarray]:
-  """mu / sigma of real images from an .npz (keys mu, sigma)."""
+def _classifier_stats(path: str, dim: int) -> Dict[str, np.ndarray]:
+  """mu / sigma of real images in the classifier's `dim`-d features."""
+  leave_empty = ("leave it empty to compute the shape classifier's "
+                 "statistics from the train split.")
   if not epath.Path(path).exists():
     raise ValueError(f"config.eval.sample_metrics.reference_stats={path!r} "
-                     "not found; leave it empty to compute the shape "
-                     "classifier's statistics from the train split.")
-  with epath.Path(path).open("rb") as f:
-    data = np.load(f)
-    return {"mu": data["mu"], "sigma": data["sigma"]}
+                     f"not found; {leave_empty}")
+  ref = imagesets.open_set(path)
+  if ref.stats is None:
+    raise ValueError(f"{path} is not a statistics file (no mu / sigma); "
+                     f"{leave_empty}")
+  have = np.shape(ref.stats["mu"])
+  if have != (dim,):
+    raise ValueError(f"{path} holds statistics of {have[-1] if have else 0}-d "
+                     f"features (Inception's are 2048-d), the shape "
+                     f"classifier's are {dim}-d; {leave_empty}")
+  return {"mu": ref.stats["mu"], "sigma": ref.stats["sigma"]}
 
 
 def _real_stats(config, extractor, num: int) -> Dict[str, np.ndarray]:
@@ -111,6 +125,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.eval.sample_metrics.num_samples="
                      f"{cfg.num_samples}: use at least 10 (thousands for a "
                      "meaningful FID).")
+  if int(cfg.batch_size) < 1:
+    raise ValueError(f"config.eval.sample_metrics.batch_size="
+                     f"{cfg.batch_size} must be >= 1.")
   every = int(cfg.every_steps)
   if every < 0 or (every and every % int(config.log_every_steps)):
     raise ValueError(f"config.eval.sample_metrics.every_steps={every} must "
@@ -148,7 +165,8 @@ class SampleMetrics:
                          "reconstruction families use 'inception'.")
       self.extractor = classifier.Extractor.from_file(
           cfg.classifier_weights, batch_size=cfg.batch_size)
-      self.ref = (_classifier_stats(cfg.reference_stats)
+      self.ref = (_classifier_stats(cfg.reference_stats,
+                                    self.extractor.cfg.feature_dim)
                   if cfg.reference_stats else
                   _real_stats(config, self.extractor, self.num))
     else:
@@ -175,6 +193,13 @@ class SampleMetrics:
     else:
       self._draw = sampling.make_batch_sampler(setup.objective, setup.mesh,
                                                self.batch, seed=config.seed)
+    dim = len(self.ref["mu"])
+    if self.num <= dim:
+      logging.warning(
+          "config.eval.sample_metrics.num_samples=%d is at most the %d "
+          "feature dimensions: the covariance is singular and the Fréchet "
+          "distance biased (published FIDs use 50,000 samples).", self.num,
+          dim)
 
   def due(self, step: int, is_last: bool) -> bool:
     """Whether this step evaluates."""
@@ -190,6 +215,12 @@ class SampleMetrics:
   def __call__(self, state, step: int) -> Dict[str, float]:
     """The metrics of `state`, as "eval_*" floats."""
     del step
+    with warnings.catch_warnings():
+      # Said once, when the run starts (see __init__), not every evaluation.
+      warnings.filterwarnings("ignore", message=_SINGULAR)
+      return self._metrics(state)
+
+  def _metrics(self, state) -> Dict[str, float]:
     if self.reconstructs:
       return self._reconstruction(state)
     num_batches = -(-self.num // self.batch)

@@ -42,10 +42,7 @@ def compute(extractor: features_lib.FeatureExtractor, image_set, num: int,
   """
   if image_set.stats is not None:
     raise ValueError(f"{image_set.name} already holds statistics.")
-  num = num or image_set.available
-  if not num:
-    raise ValueError(f"{image_set.name}: pass --num (the set's size is not "
-                     "known).")
+  num = imagesets.count(image_set, num)
   feats, _ = extractor.of_batches(image_set.batches, num, image_set.name)
   mu, sigma = distances.gaussian_stats(feats)
   return {"mu": mu, "sigma": sigma,

@@ -375,12 +375,9 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   init_from = config.get("init_from") or ""
   if init_from and not committed:
     checks.check_init_from(config, init_from)
-  # Only a run that trains records its config: a finished run's config.json
-  # keeps describing its checkpoints.
   if changed:
     logging.warning("Resuming with changed config fields: %s.",
                     "; ".join(changed))
-  provenance.write(workdir, config)
   init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
   log_every = int(config.log_every_steps)
 
@@ -389,6 +386,9 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     score = (sample_metrics.SampleMetrics(
         config, s, functools.partial(_eval_input, config))
              if sample_metrics.enabled(config) else None)
+    # Only a run that passed every check and trains records its config: a
+    # finished run's config.json keeps describing its checkpoints.
+    provenance.write(workdir, config)
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
     mem = flops_lib.memory_summary(p_step)
     logging.info("Compiled train step; per-device memory: %s", mem)

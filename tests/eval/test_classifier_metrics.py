@@ -99,3 +99,19 @@ def test_shape_classifier_without_weights_fails_before_compiling(tmp_path):
   config = _config("")
   with pytest.raises(ValueError, match="needs classifier_weights"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_inception_statistics_for_the_classifier_fail_before_compiling(
+    weights, tmp_path, monkeypatch):
+  # What jaxgen.eval.stats writes: 2048-d Inception statistics.
+  np.savez(tmp_path / "inception.npz", mu=np.zeros(2048),
+           sigma=np.eye(2048, dtype=np.float32))
+  compiled = []
+  monkeypatch.setattr(trainer, "compile_step",
+                      lambda *a, **k: compiled.append(1))
+  config = _config(weights[0], **{"eval.sample_metrics.reference_stats":
+                                  str(tmp_path / "inception.npz")})
+  with pytest.raises(ValueError, match="statistics of 2048-d features .* the "
+                     "shape classifier's are 16-d; leave it empty"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not compiled

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from jaxgen import sample as sample_lib
@@ -90,6 +91,48 @@ def test_bad_sets_are_one_line_errors(tmp_path):
     imagesets.open_set(str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="not a .npz file, a folder"):
     imagesets.open_set("cifar10")
+  # A weights file given as a set: its array names are summarised.
+  np.savez(tmp_path / "w.npz", **{f"layer{i}": np.zeros(1) for i in range(40)})
+  with pytest.raises(ValueError, match=r"it has layer0, layer1, layer10, "
+                     r"layer11, layer12, … \(40 arrays\)\); pass a stats"):
+    imagesets.open_set(str(tmp_path / "w.npz"))
+  (tmp_path / "text.npz").write_text("not an npz")
+  with pytest.raises(ValueError, match="text.npz is not a readable .npz"):
+    imagesets.open_set(str(tmp_path / "text.npz"))
+
+
+def test_image_counts_are_checked_before_any_features(tmp_path):
+  folder = tmp_path / "pngs"
+  folder.mkdir()
+  for i, size in enumerate((8, 8, 8, 12)):
+    Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(
+        folder / f"{i:06d}.png")
+  image_set = imagesets.open_set(str(folder), batch_size=2)
+  assert imagesets.count(image_set, 0) == 4
+  with pytest.raises(ValueError, match="only 4 images, 5 requested; pass "
+                     "--num=4"):
+    imagesets.count(image_set, 5)
+  with pytest.raises(ValueError, match="1 image; statistics need at least 2"):
+    imagesets.count(image_set, 1)
+  next(image_set.batches)
+  with pytest.raises(ValueError, match="000003.png is 12x12, 000000.png 8x8; "
+                     "a set's PNGs must have one size"):
+    next(image_set.batches)
+
+
+class _Ones(features_lib.StreamExtractor):
+  batch_size = 8
+
+  def _batch(self, images):
+    return np.ones((len(images), 2)), np.ones((len(images), 3))
+
+
+def test_a_short_stream_reports_the_images_it_had():
+  # 12 images, the last 4 short of a whole batch of 8: all are counted.
+  batches = (np.zeros((n, 4, 4, 3), np.uint8) for n in (6, 6))
+  with pytest.raises(ValueError, match="only 12 images, 30 requested; pass "
+                     "--num=12"):
+    _Ones().of_batches(batches, 30, progress=False)
 
 
 def test_fid_command_prints_fid_first_and_errors_in_one_line(tmp_path):
@@ -145,6 +188,37 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
   with pytest.raises(ValueError, match="no checkpoint"):
     sample_lib.sample_run(loaded, str(tmp_path / "untrained"), num=4,
                           out=out, log=lambda _: None)
+  # The folder's PNGs are only reused for the same step, seed, batch layout
+  # and config; anything else is refused before drawing, leaving them.
+  before = {n: open(os.path.join(out, n), "rb").read()
+            for n in os.listdir(out)}
+  changed = provenance.load_config(workdir)
+  changed.diffusion.sample_steps = 5
+  for kwargs, expected in (
+      (dict(seed=1), "holds samples of --seed=0; pass it again, another --out"),
+      (dict(batch_size=16), "batch size 8, this command draws batches of 16 "
+       r".*; pass --batch_size=8, another --out"),
+      (dict(config=changed), r"another config \(diffusion.sample_steps: 4 "
+       "-> 5\)")):
+    args = dict(config=loaded, num=20, batch_size=8)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=expected):
+      sample_lib.sample_run(args.pop("config"), workdir, out=out,
+                            log=lambda _: None, **args)
+  config.total_steps = 3
+  trainer.train_and_evaluate(config, workdir)
+  with pytest.raises(ValueError, match="holds samples of step 2, the newest "
+                     "checkpoint is step 3; pass another --out, or delete"):
+    sample_lib.sample_run(loaded, workdir, num=20, out=out, batch_size=8,
+                          log=lambda _: None)
+  assert {n: open(os.path.join(out, n), "rb").read()
+          for n in os.listdir(out)} == before
+  stray = tmp_path / "stray"
+  stray.mkdir()
+  (stray / "000000.png").write_bytes(before["000000.png"])
+  with pytest.raises(ValueError, match="PNGs without a sampling.json"):
+    sample_lib.sample_run(loaded, workdir, num=4, out=str(stray),
+                          log=lambda _: None)
   # A few samples draw one batch of (the device count rounded) `num`, not
   # the default 256.
   few = sample_lib.sample_run(loaded, workdir, num=3,

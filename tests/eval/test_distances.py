@@ -71,6 +71,15 @@ def test_mismatched_statistics_are_refused():
     distances.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
 
 
+def test_one_sample_and_nan_statistics_are_refused():
+  with pytest.raises(ValueError, match="1 sample.*at least 2"):
+    distances.gaussian_stats(np.ones((1, 4)))
+  # scipy's sqrtm never returns on NaN input: refused up front.
+  nan = np.full((3, 3), np.nan)
+  with pytest.raises(ValueError, match="NaN or inf"):
+    distances.frechet_distance(np.zeros(3), nan, np.zeros(3), np.eye(3))
+
+
 def test_kid_is_the_unbiased_polynomial_mmd():
   rng = np.random.default_rng(2)
   x, y = rng.normal(size=(6, 4)), rng.normal(0.5, 1.0, size=(6, 4))

@@ -111,6 +111,7 @@ def test_reconstruction_families_log_pixel_metrics(files, tmp_path,
     ({"eval.sample_metrics.every_steps": 3, "log_every_steps": 2},
      "multiple of log_every_steps"),
     ({"eval.sample_metrics.num_samples": 4}, "at least 10"),
+    ({"eval.sample_metrics.batch_size": 0}, "batch_size=0 must be >= 1"),
 ])
 def test_bad_sections_fail_before_compiling(files, tmp_path, overrides,
                                             match):
@@ -130,3 +131,5 @@ def test_statistics_of_other_weights_fail_before_compiling(files, tmp_path,
   with pytest.raises(ValueError, match="computed with Inception weights"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not compiled
+  # A run stopped by a bad file records no config.
+  assert not (tmp_path / "run" / "config.json").exists()
