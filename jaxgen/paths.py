@@ -1,6 +1,9 @@
-"""Where jaxgen keeps files of its own between runs (the user cache)."""
+"""Where jaxgen keeps files: its own between runs (the user cache), and the
+output files a command is about to write."""
 
 import os
+
+import etils.epath as epath
 
 
 def user_cache_dir(*parts: str) -> str:
@@ -15,3 +18,32 @@ def user_cache_dir(*parts: str) -> str:
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
       os.path.expanduser("~"), ".cache")
   return os.path.join(base, "jaxgen", *parts)
+
+
+def prepare_output(path: str, flag: str = "--out") -> None:
+  """Creates an output file's folder and checks it can be written there.
+
+  For commands that work long before they write (training a network,
+  converting weights): a bad path is reported before that work, not after.
+
+  Args:
+    path: the file to write (local or an object store).
+    flag: its flag, for the message.
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  try:
+    epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  except Exception as e:  # pylint: disable=broad-except
+    # OSError locally; object stores raise their own errors.
+    raise ValueError(f"cannot create the folder of {flag}={path}: "
+                     f"{getattr(e, 'strerror', None) or e}; pass a {flag} "
+                     "you can write to.") from None
+  if "://" in path:
+    return  # Object stores have no cheap local permission check.
+  if os.path.isdir(path):
+    raise ValueError(f"{flag}={path} is a folder; pass a file name.")
+  if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+    raise ValueError(f"{flag}={path} is not writable: permission denied; "
+                     f"pass a {flag} you can write to.")

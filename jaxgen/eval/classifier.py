@@ -21,6 +21,7 @@ samples of several resolutions.
 
 import dataclasses
 import functools
+import sys
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxgen import paths
 from jaxgen.data import config as data_config
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import distances
@@ -94,12 +96,13 @@ class ShapeClassifier(nn.Module):
     h = x
     for i, ch in enumerate(self.channels):
       h = nn.Conv(ch, (3, 3), strides=(2, 2), name=f"down{i}")(h)
-      h = nn.silu(nn.GroupNorm(num_groups=norms.num_groups_for(ch, 8), name=f"norm{i}")(h))
+      groups = norms.num_groups_for(ch, 8)
+      h = nn.silu(nn.GroupNorm(num_groups=groups, name=f"norm{i}")(h))
       if i:
         # No extra conv at the first (largest) stage: it would cost as much
         # as the rest of the network.
         h = nn.Conv(ch, (3, 3), name=f"conv{i}")(h)
-        h = nn.silu(nn.GroupNorm(num_groups=norms.num_groups_for(ch, 8), name=f"norm{i}b")(h))
+        h = nn.silu(nn.GroupNorm(num_groups=groups, name=f"norm{i}b")(h))
     h = nn.Conv(self.feature_dim, (3, 3), name="last")(h)
     h = nn.silu(h)
     features = h.mean(axis=(1, 2))
@@ -171,8 +174,15 @@ def train_classifier(cfg: ClassifierConfig = ClassifierConfig(), *,
   params = model.init(jax.random.key(cfg.seed),
                       jnp.zeros((1, cfg.input_size, cfg.input_size, 3)))
   params = params["params"]
-  sched = optax.warmup_cosine_decay_schedule(
-      0.0, cfg.learning_rate, min(20, cfg.steps // 10 + 1), cfg.steps)
+  if cfg.steps < 1:
+    raise ValueError(f"steps={cfg.steps}; train for at least 1 step.")
+  # optax needs the warmup shorter than the run: a 1-step run has none.
+  warmup = min(20, cfg.steps // 10 + 1, cfg.steps - 1)
+  if warmup:
+    sched = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, warmup, cfg.steps)
+  else:
+    sched = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps)
   tx = optax.adamw(sched, weight_decay=1e-4)
   opt_state = tx.init(params)
 
@@ -344,13 +354,14 @@ def save_classifier(path: str, params: Params, cfg: ClassifierConfig) -> None:
   """Writes parameters and config in one file (`load_classifier` reads it).
 
   Args:
-    path: output file (msgpack).
+    path: output file (msgpack); missing folders are created.
     params: classifier parameters.
     cfg: its config (the architecture and the input size travel with it).
   """
   import json  # pylint: disable=g-import-not-at-top
   import etils.epath as epath  # pylint: disable=g-import-not-at-top
   blob = {"config": json.dumps(dataclasses.asdict(cfg)), "params": params}
+  epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
   epath.Path(path).write_bytes(flax.serialization.msgpack_serialize(
       flax.serialization.to_state_dict(blob)))
 
@@ -392,10 +403,15 @@ class Extractor(features_lib.StreamExtractor):
 
 def _define_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
+  # jaxgen_shapes is generated (or resized) only within these sizes.
   flags.DEFINE_integer("image_size", 16, "jaxgen_shapes resolution the "
-                       "classifier sees (the generated images' size).",
-                       lower_bound=1)
-  flags.DEFINE_string("out", None, "Output file (msgpack).")
+                       "classifier sees (the generated images' size), "
+                       f"{data_config.MIN_IMAGE_SIZE}..."
+                       f"{data_config.MAX_IMAGE_SIZE}.",
+                       lower_bound=data_config.MIN_IMAGE_SIZE,
+                       upper_bound=data_config.MAX_IMAGE_SIZE)
+  flags.DEFINE_string("out", None, "Output file (msgpack); its folder is "
+                      "created if needed.")
   flags.DEFINE_integer("steps", ClassifierConfig.steps, "Training steps.",
                        lower_bound=1)
   flags.DEFINE_string("data_dir", None, "TFDS data dir of jaxgen_shapes.")
@@ -404,17 +420,24 @@ def _define_flags():
 
 def main(argv):
   """Trains the classifier at one resolution and saves it with its config."""
-  del argv
+  from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
+  config_lib.check_no_arguments(argv)
   logs.quiet_libraries(FLAGS.verbosity)
-  cfg = ClassifierConfig(input_size=FLAGS.image_size, steps=FLAGS.steps)
-  images, labels = load_split(FLAGS.image_size, "train", FLAGS.image_size,
-                              data_dir=FLAGS.data_dir)
-  params, info = train_classifier(cfg, images=images, labels=labels)
-  test_x, test_y = load_split(FLAGS.image_size, "test", FLAGS.image_size,
-                              data_dir=FLAGS.data_dir)
-  _, logits = embed(params, test_x.astype(np.float32), cfg)
-  accuracy = float(np.mean(np.argmax(logits, -1) == test_y))
-  save_classifier(FLAGS.out, params, cfg)
+  try:
+    # Before training: a bad --out would otherwise lose the trained network.
+    paths.prepare_output(FLAGS.out)
+    cfg = ClassifierConfig(input_size=FLAGS.image_size, steps=FLAGS.steps)
+    images, labels = load_split(FLAGS.image_size, "train", FLAGS.image_size,
+                                data_dir=FLAGS.data_dir)
+    params, info = train_classifier(cfg, images=images, labels=labels)
+    test_x, test_y = load_split(FLAGS.image_size, "test", FLAGS.image_size,
+                                data_dir=FLAGS.data_dir)
+    _, logits = embed(params, test_x.astype(np.float32), cfg)
+    accuracy = float(np.mean(np.argmax(logits, -1) == test_y))
+    save_classifier(FLAGS.out, params, cfg)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   print(f"test accuracy {accuracy:.3f} on {len(test_y)} images, train loss "
         f"{info['train_loss']:.3f}; wrote {FLAGS.out}")
 

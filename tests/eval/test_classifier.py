@@ -1,9 +1,12 @@
-"""Tests of jaxgen.eval.classifier: pooling, tiny training, sample metrics."""
+"""Tests of jaxgen.eval.classifier: pooling, tiny training, sample metrics,
+and the command's errors."""
 
+import jax
 import numpy as np
 import pytest
 
 from jaxgen.eval import classifier
+from tests.train import common
 
 
 def test_to_input_size_average_pools():
@@ -76,3 +79,60 @@ def test_tiny_training_separates_two_classes_and_round_trips(tmp_path):
   again = classifier.load_params(path, cfg)
   np.testing.assert_allclose(classifier.embed(again, images, cfg)[1], logits,
                              rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_runs_shorter_than_the_warmup_train(steps, tmp_path):
+  rng = np.random.default_rng(7)
+  images = rng.uniform(-1, 1, (8, 8, 8, 3)).astype(np.float32)
+  cfg = classifier.ClassifierConfig(input_size=8, channels=(8,),
+                                    feature_dim=8, num_classes=2,
+                                    batch_size=4, steps=steps)
+  params, info = classifier.train_classifier(cfg, images=images,
+                                             labels=np.arange(8) % 2)
+  assert np.isfinite(info["train_loss"])
+  init = classifier.ShapeClassifier(cfg.channels, cfg.feature_dim,
+                                    cfg.num_classes).init(
+                                        jax.random.key(cfg.seed),
+                                        images[:1])["params"]
+  # The last step has a nonzero learning rate, so the weights moved.
+  assert not np.allclose(params["head"]["kernel"], init["head"]["kernel"])
+  path = tmp_path / "new" / "dir" / "c.msgpack"
+  classifier.save_classifier(str(path), params, cfg)
+  assert classifier.load_classifier(str(path))[1] == cfg
+
+
+def _one_error(proc, status):
+  """The single `error:` line of a failed command (no traceback)."""
+  assert proc.returncode == status, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+  return lines[0]
+
+
+def test_command_errors_are_one_line_before_training(tmp_path):
+  out = f"--out={tmp_path}/c.msgpack"
+  for size in ("5", "2048"):
+    err = _one_error(common.run_module(
+        "jaxgen.eval.classifier", f"--image_size={size}", out), 2)
+    assert "--image_size" in err and "[16, 1024]" in err
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  # A data dir the command would fill with jaxgen_shapes before training.
+  data_dir = tmp_path / "data"
+  err = _one_error(common.run_module(
+      "jaxgen.eval.classifier", f"--out={blocker}/sub/c.msgpack",
+      f"--data_dir={data_dir}"), 1)
+  assert "cannot create the folder of --out=" in err
+  assert not data_dir.exists()
+
+
+def test_command_trains_one_step_into_new_folders(tmp_path):
+  path = tmp_path / "new" / "dir" / "c.msgpack"
+  proc = common.run_module("jaxgen.eval.classifier", "--image_size=16",
+                           "--steps=1", f"--out={path}",
+                           f"--data_dir={common.DATA_DIR}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"wrote {path}" in proc.stdout
+  _, cfg = classifier.load_classifier(str(path))
+  assert cfg.input_size == 16 and cfg.steps == 1
