@@ -410,3 +410,45 @@ def param_dtype(config: ml_collections.ConfigDict):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   check_dtypes(config)
   return jnp.dtype(config.get("param_dtype", "float32"))
+
+
+def check_range(name: str, value: Any, *, low: Optional[float] = None,
+                high: Optional[float] = None, low_open: bool = False,
+                high_open: bool = False, integer: bool = False) -> None:
+  """One-line ValueError unless `value` is a number in the given range.
+
+  For fields whose bad values would otherwise fail deep inside a model (a
+  division by zero in an initialiser) or train silently on nonsense (a
+  label-dropout rate above 1).
+
+  Args:
+    name: the field as the user writes it, e.g. "config.model.num_heads".
+    value: its value.
+    low: lower bound (None: none).
+    high: upper bound (None: none).
+    low_open: the lower bound itself is excluded.
+    high_open: the upper bound itself is excluded.
+    integer: the value must be an integer.
+
+  Raises:
+    ValueError: "config.x=v must be ..." with the allowed range.
+  """
+  is_number = (isinstance(value, (int, float)) and not isinstance(value, bool)
+               and (not integer or float(value).is_integer()))
+  ok = is_number and not (
+      (low is not None and (value <= low if low_open else value < low)) or
+      (high is not None and (value >= high if high_open else value > high)))
+  if ok:
+    return
+  what = "an integer" if integer else "a number"
+  if low is not None and high is not None:
+    bounds = (f"in {'(' if low_open else '['}{low:g}, {high:g}"
+              f"{')' if high_open else ']'}")
+  elif low is not None:
+    bounds = f"{'>' if low_open else '>='} {low:g}"
+  elif high is not None:
+    bounds = f"{'<' if high_open else '<='} {high:g}"
+  else:
+    bounds = ""
+  raise ValueError(f"{name}={value!r} must be {what}"
+                   f"{' ' + bounds if bounds else ''}.")

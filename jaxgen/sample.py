@@ -145,18 +145,27 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
   from jaxgen.eval import sampling  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   if not num or num < 1:
     raise ValueError("pass --num, the number of samples (>= 1).")
+  no_checkpoint = ValueError(f"{workdir} has no checkpoint to sample from; "
+                             "train first or pass the --workdir of a trained "
+                             "run.")
+  if not checks.committed_steps(os.path.join(workdir, "checkpoints")):
+    raise no_checkpoint  # Before restoring, which would create the folder.
+  out_dir = epath.Path(out)
+  try:
+    out_dir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"cannot create --out={out}: {e.strerror or e}; pass a "
+                     "folder you can write to.") from None
   s, step, state = trainer.restore(config, workdir)
   if state is None:
-    raise ValueError(f"{workdir} has no checkpoint to sample from; train "
-                     "first or pass the --workdir of a trained run.")
+    raise no_checkpoint
   dp = mesh_lib.data_parallel_size(s.mesh)
   # No larger than `num` needs (16 samples do not draw a batch of 256).
   batch = -(-min(int(batch_size), num) // dp) * dp
-  out_dir = epath.Path(out)
-  out_dir.mkdir(parents=True, exist_ok=True)
   # Before anything is drawn: PNGs of another step, seed, batch layout or
   # config must not be counted as this run's (nor be overwritten).
   _check_record(out_dir, _record(config, step, seed, batch), num, dp,
@@ -247,6 +256,11 @@ if __name__ == "__main__":
                    for a in sys.argv[1:])
   if not workdir and not wants_help:
     print("error: pass --workdir, the run to sample from.", file=sys.stderr)
+    sys.exit(2)
+  if any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
+    print("error: jaxgen.sample takes the run's config from "
+          "WORKDIR/config.json; change its fields with --config.x=y, not "
+          "--config=FILE.", file=sys.stderr)
     sys.exit(2)
   try:
     # --help without a run lists the flags; the --config.x fields are the

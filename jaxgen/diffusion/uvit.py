@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_dict
 
+from jaxgen import config_lib
 from jaxgen.nn import attention
 from jaxgen.nn import embeddings
 from jaxgen.nn import linear
@@ -174,6 +175,17 @@ class UViT(nn.Module):
 
   def check_fields(self) -> None:
     """Raises a one-line ValueError naming the config field that is wrong."""
+    check = config_lib.check_range
+    for name in ("transformer_width", "transformer_depth", "num_heads",
+                 "cond_dim", "freq_dim", "patch_size", "num_groups"):
+      check(f"config.model.{name}", getattr(self, name), low=1, integer=True)
+    for name, values, low in (("channels", self.channels, 1),
+                              ("num_res_blocks", self.num_res_blocks, 0)):
+      for v in values:
+        check(f"config.model.{name} entry", v, low=low, integer=True)
+    check("config.model.mlp_ratio", self.mlp_ratio, low=0, low_open=True)
+    check("config.model.dropout_rate", self.dropout_rate, low=0, high=1,
+          high_open=True)
     remat_lib.remat_policy(self.remat)
     attention.check_impl(self.attention_impl)
     for name, value, allowed in (

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import config_lib
 from jaxgen.flow import layout as layout_lib
 from jaxgen.nn import attention
 from jaxgen.nn import embeddings
@@ -170,6 +171,12 @@ class DiT(nn.Module):
 
   def validate(self) -> None:
     """Raises a one-line ValueError if the widths do not fit together."""
+    for name in ("width", "depth", "num_heads", "freq_dim"):
+      config_lib.check_range(f"config.model.{name}", getattr(self, name),
+                             low=1, integer=True)
+    for name in ("mlp_ratio", "rope_theta"):
+      config_lib.check_range(f"config.model.{name}", getattr(self, name),
+                             low=0, low_open=True)
     if self.width % self.num_heads:
       raise ValueError(f"model.width={self.width} is not divisible by "
                        f"model.num_heads={self.num_heads}.")

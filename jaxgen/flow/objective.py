@@ -35,6 +35,42 @@ from jaxgen.train import objective as objective_lib
 _NOT_DIT = ("patch_size",)
 
 
+def _check_fields(config, single_stage: bool) -> None:
+  """One-line ValueErrors for numbers that cannot work (or train nonsense).
+
+  Args:
+    config: the run config.
+    single_stage: the flow_matching baseline, which ignores config.pyramid.
+  """
+  check = config_lib.check_range
+  check("config.model.patch_size", config.model.patch_size, low=1,
+        integer=True)
+  check("config.flow.label_dropout", config.flow.label_dropout, low=0,
+        high=1, high_open=True)
+  if single_stage:
+    return
+  p = config.pyramid
+  check("config.pyramid.num_stages", p.num_stages, low=1, integer=True)
+  t = p.num_train_timesteps
+  if t:
+    # Fewer grid points than stages would give stages empty windows.
+    try:
+      check("config.pyramid.num_train_timesteps", t, low=p.num_stages,
+            integer=True)
+    except ValueError as e:
+      raise ValueError(f"{str(e)[:-1]}, or 0 (continuous time).") from None
+  check("config.pyramid.history_frames", p.get("history_frames", -1),
+        low=-1, integer=True)
+  check("config.pyramid.history_corruption", p.history_corruption, low=0,
+        high=1)
+  frames = int(config.dataset.get("num_frames", 0) or 0)
+  if p.get("history_frames", -1) != -1 and not (frames and p.temporal):
+    raise ValueError(
+        f"config.pyramid.history_frames={p.history_frames} applies to the "
+        "temporal pyramid of video runs (dataset.num_frames > 0, "
+        "pyramid.temporal=true); leave it at -1.")
+
+
 def _frame_at(clips: jax.Array, index: jax.Array) -> jax.Array:
   """Frame `index[b]` of every clip b: f[B, T, H, W, C] -> f[B, H, W, C]."""
   return jnp.take_along_axis(clips, index[:, None, None, None, None],
@@ -51,6 +87,8 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
 
   def __init__(self, config, total_steps=None):
     super().__init__(config, total_steps)
+    # Before any of them is used (a zero patch size divides below).
+    _check_fields(config, self.single_stage)
     ds, f, p = config.dataset, config.flow, config.pyramid
     self.size = int(ds.image_size)
     self.channels = int(ds.get("channels", 3))
@@ -136,13 +174,21 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
           f"pyramid.history_frames={self.history} but a clip has "
           f"{self.frames} frames (at most {self.frames - 1} of history); "
           "lower it or raise dataset.num_frames.")
-    steps = tuple(c.flow.sample_steps)
-    if len(steps) != self.num_stages or min(steps) < 1:
-      each = max(1, steps[0] if steps else 20)
-      example = ",".join([str(each)] * self.num_stages)
-      raise ValueError(f"flow.sample_steps={steps} must hold "
-                       f"{self.num_stages} positive step counts, one per "
-                       f"stage; e.g. --config.flow.sample_steps=({example}).")
+    steps = c.flow.sample_steps
+    steps = tuple(steps) if isinstance(steps, (tuple, list)) else (steps,)
+    good = [isinstance(s, int) and not isinstance(s, bool) and s >= 1
+            for s in steps]
+    if len(steps) != self.num_stages or not all(good):
+      # The example keeps the good counts (20 where there is none).
+      fill = next((s for s, g in zip(steps, good) if g), 20)
+      example = [s if g else fill for s, g in zip(steps, good)]
+      if len(example) != self.num_stages:
+        example = [fill] * self.num_stages
+      what = (f"{self.num_stages} positive step counts, one per stage"
+              if self.num_stages > 1 else "one positive step count")
+      raise ValueError(f"config.flow.sample_steps={steps} must hold {what}; "
+                       "e.g. --config.flow.sample_steps="
+                       f"({','.join(map(str, example))}).")
     paths.check_time_sampling(c.flow.time_sampling)
     if (not self.single_stage and c.pyramid.timestep_embedding
         not in ("global", "official")):

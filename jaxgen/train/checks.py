@@ -55,6 +55,7 @@ def check_config(config: ml_collections.ConfigDict,
     raise ValueError(
         f"config.batch_size={config.batch_size} is not divisible by the "
         f"{jax.process_count()} processes.")
+  _check_heads(config, mesh)
   objective = objective_cls(config)
   k = int(config.get("grad_accum_steps", 1))
   if k != 1 and not objective.accumulates_micro_batches:
@@ -62,6 +63,21 @@ def check_config(config: ml_collections.ConfigDict,
                      "does not accumulate micro-batches; set it to 1.")
   objective.validate(dp)
   return mesh, dp, objective
+
+
+def _check_heads(config: ml_collections.ConfigDict, mesh) -> None:
+  """Attention heads split over the tensor axis must divide evenly (else XLA
+  fails at compile time with a sharding error that names no config field)."""
+  heads = (config.get("model") or {}).get("num_heads")
+  tensor = mesh.shape["tensor"]
+  if not heads or tensor == 1 or int(heads) % tensor == 0:
+    return
+  axes = [a for name, a in config.logical_axis_rules if name == "act_heads"]
+  if any(a == "tensor" or (isinstance(a, (list, tuple)) and "tensor" in a)
+         for a in axes):
+    raise ValueError(f"config.model.num_heads={heads} is not divisible by "
+                     f"the mesh's tensor axis ({tensor}, config.mesh.tensor); "
+                     "use a tensor size that divides the heads.")
 
 
 def committed_steps(ckpt_dir: str) -> list:

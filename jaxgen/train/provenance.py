@@ -113,8 +113,21 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not path.exists():
     raise ValueError(f"{path} not found; pass the --workdir of a run "
                      "(every run writes its config.json at start).")
-  return ml_collections.ConfigDict(
-      _tuples(json.loads(path.read_text())["config"]))
+  return ml_collections.ConfigDict(_tuples(_read(path)))
+
+
+def _read(path: epath.Path) -> Dict[str, Any]:
+  """The "config" mapping of a config.json (one-line ValueError if bad)."""
+  try:
+    config = json.loads(path.read_text())["config"]
+    if not isinstance(config, dict):
+      raise TypeError("'config' is not a mapping")
+    return config
+  except (ValueError, KeyError, TypeError) as e:
+    # JSONDecodeError is a ValueError; a JSON file of something else has no
+    # "config" mapping.
+    raise ValueError(f"{path} is not a run config ({type(e).__name__}: "
+                     f"{e}); restore it from a copy.") from None
 
 
 def check(workdir: str, config: ml_collections.ConfigDict,
@@ -136,7 +149,7 @@ def check(workdir: str, config: ml_collections.ConfigDict,
   path = epath.Path(workdir) / CONFIG_FILE
   if not (resuming and path.exists()):
     return []
-  old = json.loads(path.read_text()).get("config", {})
+  old = _read(path)
   shape, other = compare(old, _to_json(config))
   if shape:
     raise ValueError(

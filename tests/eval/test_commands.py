@@ -188,6 +188,13 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
   with pytest.raises(ValueError, match="no checkpoint"):
     sample_lib.sample_run(loaded, str(tmp_path / "untrained"), num=4,
                           out=out, log=lambda _: None)
+  assert not (tmp_path / "untrained").exists()  # Nothing created there.
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(ValueError, match="cannot create --out=.*a_file/x: Not "
+                     "a directory; pass a folder you can write to"):
+    sample_lib.sample_run(loaded, workdir, num=4,
+                          out=str(tmp_path / "a_file" / "x"),
+                          log=lambda _: None)
   # The folder's PNGs are only reused for the same step, seed, batch layout
   # and config; anything else is refused before drawing, leaving them.
   before = {n: open(os.path.join(out, n), "rb").read()
@@ -234,6 +241,21 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == expected, (
         proc.stderr[-2000:])
 
+
+
+def test_sample_refuses_a_config_file_and_a_corrupt_run_config(tmp_path):
+  (tmp_path / "config.json").write_text("{\n")
+  for flags, expected in (
+      (["--config=configs/simple_diffusion.py:tiny"],
+       "error: jaxgen.sample takes the run's config from WORKDIR/config.json; "
+       "change its fields with --config.x=y, not --config=FILE."),
+      ([], f"error: {tmp_path}/config.json is not a run config "
+           "(JSONDecodeError: Expecting property name enclosed in double "
+           "quotes: line 2 column 1 (char 2)); restore it from a copy.")):
+    proc = common.run_module("jaxgen.sample", f"--workdir={tmp_path}",
+                             "--num=2", *flags)
+    assert proc.returncode in (1, 2) and proc.stderr.strip() == expected, (
+        proc.stderr[-2000:])
 
 
 def test_sample_help_lists_its_flags_without_a_run():

@@ -65,6 +65,28 @@ def _batches(config, n):
     (_video_config, {"pyramid.history_frames": 4}, "clip has 4 frames"),
     (_config, {"model.positions": "alibi"}, "rope, sincos, learned"),
     (_config, {"model.attention_impl": "cudnn"}, "needs a GPU backend"),
+    # Numbers that divided by zero deep in the model, or trained nonsense.
+    (_config, {"model.num_heads": 0}, "model.num_heads=0 must be an integer "
+     ">= 1"),
+    (_config, {"model.patch_size": 0}, "model.patch_size=0 must be"),
+    (_config, {"model.mlp_ratio": 0.0}, "mlp_ratio=0.0 must be a number > 0"),
+    (_config, {"model.depth": 0}, "model.depth=0 must be"),
+    (_config, {"flow.sample_steps": ("abc",)}, "sample_steps=\\('abc',\\) "
+     "must hold 3 positive step counts"),
+    (_config, {"flow.sample_steps": (0, 5, 5)},
+     "e.g. --config.flow.sample_steps=\\(5,5,5\\)"),
+    (_config, {"pyramid.num_train_timesteps": 2},
+     "num_train_timesteps=2 must be an integer >= 3, or 0"),
+    (_config, {"flow.label_dropout": 1.5}, "label_dropout=1.5 must be a "
+     "number in \\[0, 1\\)"),
+    (_config, {"pyramid.history_frames": 3}, "applies to the temporal "
+     "pyramid of video runs"),
+    (_video_config, {"pyramid.history_frames": -2}, "history_frames=-2 must "
+     "be an integer >= -1"),
+    (_video_config, {"pyramid.history_corruption": 2.0},
+     "history_corruption=2.0 must be a number in \\[0, 1\\]"),
+    (_config, {"mesh.data": 1, "mesh.tensor": 8}, "num_heads=2 is not "
+     "divisible by the mesh's tensor axis \\(8"),
 ])
 def test_bad_configs_fail_before_compiling(make, overrides, match):
   with pytest.raises(ValueError, match=match) as e:

@@ -252,6 +252,15 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
      "^config.model.attention_impl='flash3': choose"),
     ({"model.skip_style": "dense"}, "^config.model.skip_style='dense'; use"),
     ({"model.num_heads": 5}, "^config.model.transformer_width=.* num_heads=5"),
+    # Numbers that divided by zero inside the model.
+    ({"model.num_heads": 0}, "^config.model.num_heads=0 must be an integer "
+     ">= 1.$"),
+    ({"model.patch_size": 0}, "^config.model.patch_size=0 must be"),
+    ({"model.mlp_ratio": 0}, "^config.model.mlp_ratio=0 must be a number > "
+     "0"),
+    ({"model.channels": (16, 0)}, "^config.model.channels entry=0 must be"),
+    ({"model.dropout_rate": 1.0}, r"^config.model.dropout_rate=1.0 must be a "
+     r"number in \[0, 1\)"),
     ({"dataset.image_size": 34}, "^config.dataset.image_size=34 / "),
     ({"optimizer.mu_dtype": "bf16"},
      r"^config.optimizer.mu_dtype='bf16'; use one of float32, bfloat16"),
