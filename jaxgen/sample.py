@@ -88,7 +88,12 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   path = out_dir / _RECORD
   if path.exists():
-    old = json.loads(path.read_text())
+    try:
+      old = json.loads(path.read_text())
+      old = {k: old[k] for k in ("step", "seed", "batch", "config")}
+    except (ValueError, KeyError, TypeError):
+      raise ValueError(f"{path} is not readable; pass another --out or "
+                       f"delete {out_dir}.") from None
     where = f"{out_dir} holds samples of"
     fix = f"another --out, or delete {out_dir}."
     if old["step"] != record["step"]:

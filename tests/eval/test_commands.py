@@ -226,6 +226,11 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
   with pytest.raises(ValueError, match="PNGs without a sampling.json"):
     sample_lib.sample_run(loaded, workdir, num=4, out=str(stray),
                           log=lambda _: None)
+  (stray / "sampling.json").write_text("{")
+  with pytest.raises(ValueError, match="sampling.json is not readable; pass "
+                     "another --out"):
+    sample_lib.sample_run(loaded, workdir, num=4, out=str(stray),
+                          log=lambda _: None)
   # A few samples draw one batch of (the device count rounded) `num`, not
   # the default 256.
   few = sample_lib.sample_run(loaded, workdir, num=3,
