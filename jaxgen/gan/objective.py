@@ -182,6 +182,17 @@ class R3GAN(objective_lib.Objective):
 
   def validate(self, num_devices_data_parallel: int) -> None:
     del num_devices_data_parallel
+    check, m, g = config_lib.check_range, self.config.model, self.config.gan
+    # Sizes a zero of which divides by zero (group_width) or builds nothing.
+    for name in ("group_width", "blocks_per_stage", "expansion", "noise_dim",
+                 "cond_dim"):
+      check(f"config.model.{name}", m[name], low=1, integer=True)
+    for w in self.kwargs["widths"]:
+      check("config.model.widths entry", w, low=1, integer=True)
+    for name in ("gamma", "end_gamma", "burn_in_examples",
+                 "ema_half_life_examples"):
+      check(f"config.gan.{name}", g[name], low=0)
+    check("config.gan.augment_p", self.augment_p, low=0, high=1)
     if not 0.0 <= self.burn_in_fraction <= 1.0:
       raise ValueError(f"config.gan.burn_in_fraction={self.burn_in_fraction}"
                        " must be in [0, 1] (0: use gan.burn_in_examples).")

@@ -96,6 +96,10 @@ def test_burn_in_fraction_follows_the_runtime_run_length():
     ({"gan.loss": "wgan"}, "Unknown config.gan.loss"),
     ({"model.conv_impl": "fft"}, "Unknown config.model.conv_impl"),
     ({"gan.burn_in_fraction": 1.5}, "must be in \\[0, 1\\]"),
+    ({"model.group_width": 0}, "group_width=0 must be an integer >= 1"),
+    ({"model.widths": (32, 0, 16)}, "widths entry=0 must be an integer"),
+    ({"gan.gamma": -1.0}, "config.gan.gamma=-1.0 must be a number >= 0"),
+    ({"gan.augment_p": 1.5}, "augment_p=1.5 must be a number in \\[0, 1\\]"),
 ])
 def test_bad_configs_are_one_line_errors(overrides, match):
   with pytest.raises(ValueError, match=match) as e:
