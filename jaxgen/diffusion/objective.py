@@ -70,6 +70,13 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
           f"config.batch_size={self.config.batch_size} is not divisible by "
           f"grad_accum_steps={k} x {num_devices_data_parallel} data-parallel "
           "devices; change one of them.")
+    d, check = self.config.diffusion, config_lib.check_range
+    check("config.diffusion.sample_steps", d.sample_steps, low=1,
+          integer=True)
+    check("config.diffusion.label_dropout", d.label_dropout, low=0, high=1,
+          high_open=True)
+    check("config.diffusion.multiscale_min_size", d.multiscale_min_size,
+          low=1, integer=True)
     self.model.check_fields()  # Its errors name their own fields.
     try:
       self.model.validate(self.image_size, self.image_size)

@@ -259,6 +259,10 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
     ({"model.mlp_ratio": 0}, "^config.model.mlp_ratio=0 must be a number > "
      "0"),
     ({"model.channels": (16, 0)}, "^config.model.channels entry=0 must be"),
+    ({"diffusion.sample_steps": 0}, "^config.diffusion.sample_steps=0 must "
+     "be an integer >= 1.$"),
+    ({"diffusion.label_dropout": -0.1}, "^config.diffusion.label_dropout=-0.1 "
+     "must be"),
     ({"model.dropout_rate": 1.0}, r"^config.model.dropout_rate=1.0 must be a "
      r"number in \[0, 1\)"),
     ({"dataset.image_size": 34}, "^config.dataset.image_size=34 / "),
