@@ -208,12 +208,22 @@ def largest_batch(config, limit_bytes: float, log=print):
 
 
 def main(argv):
-  del argv
+  config_lib.check_no_arguments(argv)
+  try:
+    FLAGS.config.keys()  # A config that failed to load raises only when used.
+  except Exception as e:  # pylint: disable=broad-except
+    config_lib.usage_error(config_lib.error_line(e))
+  if FLAGS.params_only and (FLAGS.compile_only or FLAGS.fit_memory):
+    config_lib.usage_error("--params_only compiles nothing; drop it, or "
+                           "--compile_only / --fit_memory.")
+  if FLAGS.fit_memory is not None and FLAGS.fit_memory <= 0:
+    config_lib.usage_error(f"--fit_memory={FLAGS.fit_memory:g} must be a "
+                           "positive number of GiB per device.")
   logs.quiet_libraries(FLAGS.verbosity)
   host_malloc.configure()  # As jaxgen.main does: the same step speed on CPU.
   compile_cache.enable(FLAGS.compilation_cache)
   try:
-    if FLAGS.fit_memory:
+    if FLAGS.fit_memory is not None:
       fit = largest_batch(FLAGS.config, FLAGS.fit_memory * 2**30)
       print(json.dumps(fit) if FLAGS.json else
             f"largest per-device batch within {FLAGS.fit_memory:g} GiB: "

@@ -31,6 +31,7 @@ from absl import flags
 
 from jaxgen import bench
 from jaxgen import config_lib
+from jaxgen import paths
 from jaxgen.train import logs
 
 # (name, config file:arg, overrides, first batch to try). The GPU batches
@@ -68,7 +69,8 @@ def _define_flags():
   flags.DEFINE_enum("suite", "gpu", list(SUITES), "Which presets to run.")
   flags.DEFINE_integer("min_batch", 1, "Smallest batch to retry at.",
                        lower_bound=1)
-  flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s.")
+  flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s "
+                     "(0: list the entries, run none).", lower_bound=0.0)
   flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
   flags.DEFINE_integer("compile_workers", 3, "Entries compiled at once "
                        "before the timed runs (needs the compilation cache; "
@@ -245,7 +247,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
         f"{r['compile_s']:.0f} | "
         f"{r.get('init_s', 0) + r.get('first_step_s', 0):.0f} | "
         f"{r['step_time_s'] * 1e3:.1f} | "
-        f"{r['examples_per_sec']:.1f} | {r['tflops_per_device']:.1f} | "
+        f"{r['examples_per_sec']:.1f} | {r['tflops_per_device']:.3g} | "
         f"{mfu} | {r.get('memory_total_bytes', 0) / 2**30:.1f} |")
   return "\n".join(lines)
 
@@ -303,8 +305,17 @@ def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
 
 
 def main(argv):
-  del argv
+  config_lib.check_no_arguments(argv)
   logs.quiet_libraries(FLAGS.verbosity)
+  if FLAGS.out:
+    # Before the suite runs: a lent device's minutes are not spent on a
+    # table that cannot be written.
+    try:
+      paths.prepare_output(FLAGS.out)
+      paths.prepare_output(FLAGS.out + ".json")
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.train import compile_cache  # pylint: disable=g-import-not-at-top

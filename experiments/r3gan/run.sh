@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
-OUT=experiments/r3gan
+OUT=${OUT:-experiments/r3gan}
+mkdir -p "$OUT"
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 rm -rf "$OUT/figures" "$OUT/results"
 # (a) DiracRpGAN + 2-D mixture of 8 Gaussians.

@@ -5,10 +5,15 @@
 # samples), then one comparison on eval_fd_shapes.
 #
 #   bash experiments/scaling_families/run.sh [--set=dataset.data_dir=DIR]
+#
+# OUT=DIR writes the logs and results elsewhere (default: the committed ones
+# here), WORK=DIR the runs, PYTHON=... picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${WORK:-workdirs/scaling_families}
-OUT=experiments/scaling_families
+OUT=${OUT:-experiments/scaling_families}
+mkdir -p "$OUT"
+PY=${PYTHON:-python}
 FAMILIES=${FAMILIES:-"simple_diffusion r3gan pyramidal_flow flow_matching"}
 export JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=2
 mkdir -p "$WORK"
@@ -16,7 +21,7 @@ data_dir=""
 for a in "$@"; do [[ $a == --set=dataset.data_dir=* ]] && data_dir=${a#--set=dataset.data_dir=}; done
 CLF="$WORK/shapes16.msgpack"
 if [[ ! -f $CLF ]]; then
-  python -m jaxgen.eval.classifier --image_size=16 --out="$CLF" \
+  "$PY" -m jaxgen.eval.classifier --image_size=16 --out="$CLF" \
       --steps=4000 ${data_dir:+--data_dir="$data_dir"} | tee "$OUT/classifier.log"
 fi
 METRICS=(--set=eval.sample_metrics.enabled=True
@@ -27,11 +32,11 @@ METRICS=(--set=eval.sample_metrics.enabled=True
 results=()
 for f in $FAMILIES; do
   start=$(date +%s)
-  python -m scaling.run --sweep=configs/scaling/$f.py:cpu --workdir="$WORK/$f" \
+  "$PY" -m scaling.run --sweep=configs/scaling/$f.py:cpu --workdir="$WORK/$f" \
       --parallel=2 "${METRICS[@]}" "$@" | tee "$OUT/sweep_$f.log"
   echo "$f sweep wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt"
   cp "$WORK/$f/results.jsonl" "$OUT/results_$f.jsonl"
   results+=("$OUT/results_$f.jsonl")
 done
-python -m scaling.compare --results="$(IFS=,; echo "${results[*]}")" \
+"$PY" -m scaling.compare --results="$(IFS=,; echo "${results[*]}")" \
     --metric=eval_fd_shapes --out="$OUT/compare" | tee "$OUT/compare.log"

@@ -519,6 +519,12 @@ def plot_metrics(results, out: str):
 
 def main(argv):
   del argv
+  unknown = [a for a in FLAGS.arms if a not in ARMS]
+  if unknown:
+    # Before the classifier and reference statistics, which take minutes.
+    print(f"error: --arms={','.join(unknown)} unknown; choose from "
+          f"{', '.join(ARMS)}.", file=sys.stderr)
+    sys.exit(2)
   logging.set_verbosity(logging.INFO)
   if FLAGS.fresh and os.path.exists(FLAGS.workdir):
     shutil.rmtree(FLAGS.workdir)

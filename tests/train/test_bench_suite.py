@@ -204,19 +204,19 @@ def test_the_suite_imports_beside_the_scaling_programs():
 def test_the_suite_runs_as_a_program(tmp_path):
   # jaxgen.bench and the suite share one absl flag namespace (a flag both
   # defined stopped `python -m jaxgen.bench_suite` at its first entry). A
-  # negative budget skips every entry, so this runs main() end to end
-  # without compiling.
-  out_file = tmp_path / "table.md"
+  # zero budget skips every entry, so this runs main() end to end without
+  # compiling; --out's folder is created.
+  out_file = tmp_path / "new" / "table.md"
   out = subprocess.run(
       [sys.executable, "-m", "jaxgen.bench_suite", "--suite=cpu",
-       "--budget_s=-1", "--steps=1", f"--out={out_file}"],
+       "--budget_s=0", "--steps=1", f"--out={out_file}"],
       capture_output=True, text=True, timeout=120, check=False,
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.returncode == 0, out.stderr[-2000:]
   assert "| simple_diffusion tiny |" in out.stdout
   assert out_file.read_text().count("over the time budget") == len(
       bench_suite.SUITES["cpu"])
-  rows = json.loads((tmp_path / "table.md.json").read_text())
+  rows = json.loads((tmp_path / "new" / "table.md.json").read_text())
   assert [r["name"] for r in rows] == [e[0] for e in bench_suite.SUITES["cpu"]]
 
 
@@ -245,6 +245,17 @@ def test_bad_command_lines_are_one_error_line(args):
      "error: 770x1280 is not divisible by"),
     (["scaling.fit", "--results=nope.jsonl", "--out=o"],
      "error: nope.jsonl not found"),
+    (["jaxgen.bench", "--config=configs/simple_diffusoin.py:tiny",
+      "--params_only"], "error: config file configs/simple_diffusoin.py not "
+     "found"),
+    (["jaxgen.bench", "--config=configs/simple_diffusion.py:tiny",
+      "--params_only", "--compile_only"], "error: --params_only compiles "
+     "nothing"),
+    (["jaxgen.bench", "--config=configs/simple_diffusion.py:tiny",
+      "--fit_memory=0"], "error: --fit_memory=0 must be a positive number"),
+    # Before the suite runs, not after it (a lent GPU's minutes).
+    (["jaxgen.bench_suite", "--suite=cpu", "--out=README.md/table.md"],
+     "error: cannot create the folder of --out=README.md/table.md"),
     # Missing flags and a flag without its "--": no usage text first.
     (["scaling.fit", "--results=r.jsonl"], "error: pass --results (a "
      "results.jsonl or CSV) and --out"),
