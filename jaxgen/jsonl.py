@@ -77,6 +77,22 @@ def append(path, rows: Iterable[Dict[str, Any]]) -> None:
   path.write_text(old + text, encoding="utf-8")
 
 
+def _umask() -> int:
+  """The process umask, read without changing it where the OS allows."""
+  try:
+    # Linux: reading it from /proc leaves the umask alone (setting it to
+    # read it back would briefly apply 0 to files other threads create).
+    with open("/proc/self/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError):
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def write_atomic(path, content: Union[str, bytes]) -> None:
   """Writes a whole file so a reader never sees half of it.
 
@@ -97,6 +113,10 @@ def write_atomic(path, content: Union[str, bytes]) -> None:
   fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".",
                              suffix=".tmp")
   try:
+    # mkstemp creates the file 0600; give it the mode a plain open() would
+    # (0666 less the umask), so results are as readable as the PNGs beside
+    # them.
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "wb") as f:
       f.write(data)
     os.replace(tmp, str(path))

@@ -91,6 +91,18 @@ class LossParams:
     return self.E + self.A / n**self.alpha + self.B / d**self.beta
 
   @property
+  def has_frontier(self) -> bool:
+    """Whether L falls with both N and D (alpha, beta > 0 and A, B finite).
+
+    Only then does loss along C = k N D have a minimum, i.e. a
+    compute-optimal frontier; otherwise G would be a fractional power of
+    a negative number (or 0 / inf) and a, b meaningless.
+    """
+    return bool(np.all(np.isfinite([self.A, self.B, self.alpha, self.beta]))
+                and self.alpha > 0 and self.beta > 0 and self.A > 0
+                and self.B > 0)
+
+  @property
   def a(self) -> float:
     """Exponent of N_opt ~ C^a: beta / (alpha + beta)."""
     return self.beta / (self.alpha + self.beta)
@@ -102,7 +114,10 @@ class LossParams:
 
   @property
   def G(self) -> float:  # pylint: disable=invalid-name
-    """Frontier coefficient (alpha A / (beta B))^(1 / (alpha + beta))."""
+    """Frontier coefficient (alpha A / (beta B))^(1 / (alpha + beta)); NaN
+    without a frontier (see `has_frontier`)."""
+    if not self.has_frontier:
+      return float("nan")
     return float((self.alpha * self.A / (self.beta * self.B))**(
         1.0 / (self.alpha + self.beta)))
 
@@ -165,9 +180,11 @@ class ParametricFit:
   def to_dict(self) -> Dict[str, object]:
     """A JSON-ready summary: parameters, exponents, G and settings."""
     p = self.params
+    frontier = p.has_frontier
     return {
         **p.to_dict(),
-        "a": p.a, "b": p.b, "G": p.G, "k": self.k,
+        "a": p.a if frontier else None, "b": p.b if frontier else None,
+        "G": p.G if frontier else None, "frontier": frontier, "k": self.k,
         "objective": self.objective, "n_points": self.n_points,
         "huber_delta": self.delta, "n_starts": self.n_starts,
         "converged": self.converged,

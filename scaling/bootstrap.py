@@ -193,6 +193,10 @@ def _refit_resamples(n, d, loss, point, n_resamples, rng, top_k, grid):
       failed += 1
       continue
     p = fit.params
+    if not p.has_frontier:
+      # No N_opt, D_opt or G to sample: counted like an unfittable resample.
+      failed += 1
+      continue
     rows.append({**p.to_dict(), "a": p.a, "b": p.b, "G": p.G})
   return rows, failed
 

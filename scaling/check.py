@@ -14,11 +14,13 @@ def predicted_optimum(fit: Dict[str, Any], budget: float) -> Dict[str, Any]:
   if fit.get("approach2"):
     out["approach2"] = {k: float(v) for k, v in bootstrap.approach2_predict(
         fit["approach2"], budget).items()}
-  if fit.get("approach3"):
+  # An approach-3 fit without a compute-optimal frontier predicts nothing.
+  if fit.get("approach3") and fit["approach3"].get("frontier", True):
     out["approach3"] = {k: float(v) for k, v in bootstrap.approach3_predict(
         fit["approach3"], budget, fit["approach3"]["k"]).items()}
   if not out:
-    raise ValueError("fit.json has neither an approach2 nor approach3 fit")
+    raise ValueError("fit.json has neither an approach2 nor an approach3 "
+                     "fit with a compute-optimal frontier")
   return out
 
 

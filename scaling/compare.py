@@ -117,6 +117,9 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
     if str(path).endswith(".csv"):
       raise ValueError(f"{path}: scaling.compare reads results.jsonl files")
     records = jsonl.read(path)
+    if not records:
+      raise ValueError(f"{path} is empty (no rows); give a results.jsonl "
+                       "with the family's runs (--results)")
     if not any(r.get(metric) is not None for r in records):
       raise ValueError(f"{path} has no {metric!r} in any row; pick a metric "
                        "every family logged (--metric)")
@@ -138,11 +141,21 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
          for r in records if r.get("status", "ok") == "ok"
          and r.get("sampling_flops_per_example") and r.get(param_key)],
         float).reshape(-1, 2)
-    try:
-      fit = approach2_lib.fit_isoflops(runs.n, runs.loss, budget)
-    except ValueError as e:
+    fit = error = None
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always", results_lib.FitWarning)
+      try:
+        fit = approach2_lib.fit_isoflops(runs.n, runs.loss, budget)
+      except ValueError as e:
+        error = e
+    for w in caught:
+      # Several families' budgets are fitted here: say whose budget it is.
+      prefix = (f"family {family!r}: " if issubclass(
+          w.category, results_lib.FitWarning) else "")
+      warnings.warn(f"{prefix}{w.message}", w.category, stacklevel=2)
+    if error is not None:
       skipped.append(Frontier(family, runs, None, None, sampling,
-                              left_out=f"family {family!r}: {e}"))
+                              left_out=f"family {family!r}: {error}"))
       warnings.warn(f"{skipped[-1].left_out}; left out of the comparison",
                     results_lib.FitWarning, stacklevel=2)
       continue
@@ -420,6 +433,10 @@ def run(paths: Sequence[str], out: str, metric: str, *,
   """
   from scaling import plots  # pylint: disable=g-import-not-at-top
   m = metrics_lib.resolve(metric, direction)
+  if target_flops is not None and not results_lib.are_numbers(
+      [target_flops], positive=True):
+    raise ValueError(f"target_flops={target_flops}: --target_flops must be "
+                     "a positive finite FLOP count, e.g. 1e16")
   others: List[Frontier] = []
   frontiers = load_frontiers(paths, metric, direction, param_key,
                              n_bootstrap, seed, others)
@@ -453,12 +470,21 @@ def _define_flags():
   flags.DEFINE_string("out", None, "Output directory.")
   flags.DEFINE_list("targets", [], "Metric values to reach (default: each "
                     "family's frontier at its largest budget).")
-  flags.register_validator("targets", results_lib.are_numbers,
-                           "must be metric values, e.g. 20,10.")
+  flags.register_validator(
+      "targets", lambda v: results_lib.are_numbers(v) and all(
+          math.isfinite(float(x)) for x in v),
+      "must be finite metric values, e.g. 20,10.")
   flags.DEFINE_float("target_flops", None, "Compute to extrapolate to "
                      "(default: 100x the largest run).")
-  flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamples per family.")
+  flags.register_validator(
+      "target_flops",
+      lambda v: v is None or results_lib.are_numbers([v], positive=True),
+      "must be a positive finite FLOP count, e.g. 1e16.")
+  flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamples per family.",
+                       lower_bound=0)
   flags.DEFINE_float("level", bootstrap_lib.DEFAULT_LEVEL, "Interval level.")
+  flags.register_validator("level", lambda v: 0 < v < 1,
+                           "must be a fraction in (0, 1), e.g. 0.8.")
   flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
   flags.DEFINE_string("param_key", "params", "Field used for N.")
 

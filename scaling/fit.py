@@ -20,7 +20,6 @@ Library use:
 import dataclasses
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -111,7 +110,11 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
     Fits with a JSON-ready `summary`.
 
   Raises:
-    ValueError: several families, too few runs, or no usable budgets.
+    ValueError: several families, too few runs, no usable budgets, a
+      target that is not a positive finite FLOP count, or approach 3 alone
+      without a compute-optimal frontier (alpha or beta <= 0). With
+      approach 2 as well, such an approach-3 fit is only left out of the
+      extrapolation, with a FitWarning.
   """
   if not approaches or not set(approaches) <= {2, 3}:
     raise ValueError(f"approaches={list(approaches)}: use 2, 3 or both.")
@@ -126,6 +129,11 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
     raise ValueError("no usable runs to fit")
   runs = results_lib.select_family(runs, None)
   targets = [float(t) for t in (target_flops or [default_target(runs)])]
+  if not results_lib.are_numbers(targets, positive=True):
+    # Checked before fitting: a negative or zero target breaks only the
+    # extrapolation, after minutes of bootstrap.
+    raise ValueError(f"target_flops={targets}: --target_flops must be "
+                     "positive finite FLOP counts, e.g. 1e21,1e22")
   k = results_lib.flops_per_param_example(runs)
   summary = {
       "data": {
@@ -149,9 +157,14 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
     _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_budget_runs,
                    n_bootstrap, seed)
   if 3 in approaches:
-    _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid)
+    _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid,
+                   alone=2 not in approaches)
   summary["extrapolation"] = _extrapolate(fits)
-  if compare:
+  if compare and fits.fit3 is None:
+    warnings.warn("compare=chinchilla skipped: it compares approach 3's "
+                  "frontier, and this fit has none", results_lib.FitWarning,
+                  stacklevel=2)
+  elif compare:
     summary["reference"] = _chinchilla_reference(fits)
   return fits
 
@@ -195,14 +208,30 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
   fits.summary["approach2"] = out
 
 
-def _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid):
+def _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid,
+                   alone=False):
   runs = fits.runs
   start = time.perf_counter()
   fits.fit3 = approach3_lib.fit_parametric(runs.n, runs.d, runs.loss,
                                            top_k=top_k, k=k)
   out = fits.fit3.to_dict()
   out["fit_seconds"] = time.perf_counter() - start
-  _warn_bounds(fits.fit3.params, runs)
+  p = fits.fit3.params
+  if not p.has_frontier:
+    why = (f"approach 3: fitted alpha = {p.alpha:.3g}, beta = {p.beta:.3g}: "
+           "the loss does not fall with both N and D, so the fit has no "
+           "valid compute-optimal frontier")
+    if alone:
+      raise ValueError(f"{why}; nothing to extrapolate (add approach 2: "
+                       "--approaches=2,3)")
+    # Its parameters stay in fit.json and the report; nothing downstream
+    # (extrapolation, bootstrap, plots) uses the frontier it lacks.
+    warnings.warn(f"{why}; left out of the extrapolation and plots",
+                  results_lib.FitWarning, stacklevel=3)
+    fits.fit3 = None
+    fits.summary["approach3"] = out
+    return
+  _warn_bounds(p, runs)
   if check_full_grid:
     start = time.perf_counter()
     full = approach3_lib.fit_parametric(runs.n, runs.d, runs.loss,
@@ -324,6 +353,15 @@ def write_outputs(fits: Fits, out_dir: str, command: str = "",
   Returns:
     Mapping of output name to path.
   """
+  # Everything that can fail on the data is computed before the first file
+  # is written, so a failure leaves an earlier fit in `out_dir` whole.
+  summary = _jsonable(dict(fits.summary, warnings=list(caught),
+                           command=command))
+  text = json.dumps(summary, indent=1) + "\n"
+  pngs = {name: f"{name}.png" for name, shown in (
+      ("isoflops", fits.fit2 is not None), ("frontier", True),
+      ("contours", fits.fit3 is not None)) if shown}
+  report = report_lib.render(summary, pngs)
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   paths = {}
@@ -341,14 +379,10 @@ def write_outputs(fits: Fits, out_dir: str, command: str = "",
     used = [cv.budget for cv in fits.fit2.used] if fits.fit2 else []
     paths["contours"] = plots.plot_contours(
         runs, fits.fit3, str(out / "contours.png"), used)
-  summary = dict(fits.summary, warnings=list(caught), command=command)
   paths["fit.json"] = str(out / "fit.json")
-  jsonl.write_atomic(paths["fit.json"],
-                     json.dumps(_jsonable(summary), indent=1) + "\n")
+  jsonl.write_atomic(paths["fit.json"], text)
   paths["report"] = str(out / "report.md")
-  jsonl.write_atomic(paths["report"], report_lib.render(
-      _jsonable(summary), {k: os.path.basename(v) for k, v in paths.items()
-                           if v.endswith(".png")}))
+  jsonl.write_atomic(paths["report"], report)
   return paths
 
 
@@ -433,12 +467,14 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("results", None, "results.jsonl or CSV file.")
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_list("target_flops", [], "Budgets to extrapolate to (FLOPs).")
-flags.DEFINE_integer("bootstrap", 100, "Bootstrap resamples (0 = none).")
+flags.DEFINE_integer("bootstrap", 100, "Bootstrap resamples (0 = none).",
+                     lower_bound=0)
 flags.DEFINE_float("level", bootstrap_lib.DEFAULT_LEVEL,
                    "Central interval level (0.8 = 10/50/90 percentiles).")
 flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
 flags.DEFINE_integer("drop_highest_loss", 0,
-                     "Drop the K highest-loss runs (Epoch used 5).")
+                     "Drop the K highest-loss runs (Epoch used 5).",
+                     lower_bound=0)
 flags.DEFINE_string("family", None, "Family to fit when there are several.")
 flags.DEFINE_string("param_key", "params",
                     "JSONL field used for N (e.g. params_non_embedding).")
@@ -451,9 +487,10 @@ flags.DEFINE_float("budget_tol", approach2_lib.DEFAULT_TOL_DEX,
 flags.DEFINE_float("detect_tol", approach2_lib.DEFAULT_DETECT_TOL_DEX,
                    "Budget-detection window half-width (dex).")
 flags.DEFINE_integer("min_budget_runs", approach2_lib.DEFAULT_MIN_RUNS,
-                     "Fewest runs for a detected budget.")
+                     "Fewest runs for a detected budget.", lower_bound=1)
 flags.DEFINE_integer("top_k", approach3_lib.DEFAULT_TOP_K,
-                     "Approach-3 L-BFGS starts (0 = the whole 4500 grid).")
+                     "Approach-3 L-BFGS starts (0 = the whole 4500 grid).",
+                     lower_bound=0)
 flags.DEFINE_bool("check_full_grid", False, "Also fit approach 3 from all "
                   "grid starts and report the difference to --top_k.")
 flags.DEFINE_string("metric", None, "Field fitted as the loss, e.g. eval_fid "
@@ -468,11 +505,15 @@ flags.DEFINE_string("compare", None, "'chinchilla': score published "
 flags.register_validator(
     "approaches", lambda v: bool(v) and set(v) <= {"2", "3"},
     "must be 2, 3 or 2,3.")
-flags.register_validator("target_flops", results_lib.are_numbers,
-                         "must be FLOP counts, e.g. 1e21,1e22.")
 flags.register_validator(
-    "budgets", lambda v: v == ["chinchilla"] or results_lib.are_numbers(v),
-    "must be FLOP counts (e.g. 1e18,3e18) or 'chinchilla'.")
+    "target_flops", lambda v: results_lib.are_numbers(v, positive=True),
+    "must be positive finite FLOP counts, e.g. 1e21,1e22.")
+flags.register_validator(
+    "budgets", lambda v: v == ["chinchilla"] or results_lib.are_numbers(
+        v, positive=True),
+    "must be positive finite FLOP counts (e.g. 1e18,3e18) or 'chinchilla'.")
+flags.register_validator("level", lambda v: 0 < v < 1,
+                         "must be a fraction in (0, 1), e.g. 0.8.")
 
 
 def main(argv):
@@ -514,7 +555,9 @@ def main(argv):
     if name in s:
       keys = ("a", "b", "G") if name == "approach2" else (
           "E", "A", "B", "alpha", "beta", "a", "b")
-      print(name + ": " + ", ".join(f"{k}={s[name][k]:.4g}" for k in keys))
+      print(name + ": " + ", ".join(
+          f"{k}={s[name][k]:.4g}" if s[name][k] is not None else f"{k}=n/a"
+          for k in keys))
   print(f"wrote {FLAGS.out}/fit.json, report.md and plots")
 
 

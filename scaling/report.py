@@ -163,11 +163,17 @@ def _approach3_section(a3) -> List[str]:
             f"{a3['converged']}; fit time {a3['fit_seconds']:.2f} s"
             + (f"; bootstrap {a3['bootstrap_seconds']:.1f} s"
                if "bootstrap_seconds" in a3 else ""),
-            *_full_grid_lines(a3),
-            f"- frontier (C = {_f(a3['k'])} N D): N_opt = G (C/"
-            f"{_f(a3['k'])})^a, D_opt = (C/{_f(a3['k'])})^b / G, "
-            "a = beta/(alpha+beta), b = alpha/(alpha+beta)", ""]
-  return lines
+            *_full_grid_lines(a3)]
+  if a3.get("frontier", True):
+    lines.append(f"- frontier (C = {_f(a3['k'])} N D): N_opt = G (C/"
+                 f"{_f(a3['k'])})^a, D_opt = (C/{_f(a3['k'])})^b / G, "
+                 "a = beta/(alpha+beta), b = alpha/(alpha+beta)")
+  else:
+    # alpha or beta <= 0: loss does not fall along C = k N D to a minimum.
+    lines.append("- no compute-optimal frontier: the loss does not fall "
+                 "with both N and D (alpha and beta must be > 0), so "
+                 "approach 3 gives no N_opt, D_opt or extrapolation")
+  return lines + [""]
 
 
 def _extrapolation_section(rows, metric=None) -> List[str]:

@@ -42,6 +42,7 @@ counts them. Nothing else is silently changed.
 import csv
 import dataclasses
 import io
+import math
 import os
 import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -154,20 +155,23 @@ def _to_float(value) -> float:
     return float("nan")
 
 
-def are_numbers(values: Sequence[str]) -> bool:
+def are_numbers(values: Sequence[str], positive: bool = False) -> bool:
   """Whether every string parses as a number (list flags' validators).
 
   Args:
     values: strings, e.g. a list flag's items.
+    positive: also require each to be finite and > 0 (FLOP budgets,
+      parameter counts: nan, inf, 0 or a negative one fails later, deep in
+      a fit or a plan).
 
   Returns:
-    True if `float` accepts each of them.
+    True if `float` accepts each of them (and each is positive and finite).
   """
   try:
-    [float(v) for v in values]  # pylint: disable=expression-not-assigned
-  except ValueError:
+    numbers = [float(v) for v in values]
+  except (TypeError, ValueError):
     return False
-  return True
+  return not positive or all(math.isfinite(x) and x > 0 for x in numbers)
 
 
 def runs_from_records(records: Sequence[Dict[str, Any]],
@@ -227,8 +231,18 @@ def runs_from_records(records: Sequence[Dict[str, Any]],
                               ("loss", loss_fields, cols["loss"])):
     # Judged on "ok" runs only: diverged runs often have no loss.
     if ok.any() and not np.isfinite(np.array(values)[ok]).any():
+      there = ""
+      if name == "loss" and metric:
+        # A --metric typo or a metric the sweep did not log: say which
+        # ones it did.
+        fields = sorted({k for rec in records for k, v in rec.items()
+                         if (k.startswith("eval_") or k in _LOSS_KEYS)
+                         and isinstance(v, (int, float))
+                         and not isinstance(v, bool)})
+        there = ("; metrics in this file: " + ", ".join(fields)
+                 if fields else "; this file has no metric fields")
       raise ValueError(f"{source}: no run has a usable {name} (fields "
-                       f"{', '.join(keys)})")
+                       f"{', '.join(keys)}){there}")
   placed = np.isfinite(np.array([cols[k] for k in ("d", "c", "budget")]))
   unplaced = ok & ~placed.any(axis=0)
   if unplaced.any():

@@ -483,7 +483,7 @@ flags.DEFINE_string("workdir", None, "Sweep directory (results.jsonl, runs/);"
 flags.DEFINE_string("local_dir", None, "Local directory for locks and logs "
                     "(default: --workdir if local, else "
                     "~/.cache/jaxgen/sweeps/<workdir>).")
-flags.DEFINE_integer("parallel", 1, "Points run at once.")
+flags.DEFINE_integer("parallel", 1, "Points run at once.", lower_bound=1)
 flags.DEFINE_bool("dry_run", False, "Print the plan and one worker command "
                   "per point (per size for wsd sweeps).")
 flags.DEFINE_alias("dry-run", "dry_run")
@@ -501,8 +501,13 @@ flags.DEFINE_string("chain", None, "Worker mode (wsd sweeps): train this "
                     "size's stable run and its branches at --chain_budgets.")
 flags.DEFINE_list("chain_budgets", [], "Worker mode: the chain's budgets.")
 for _name in ("only_budgets", "chain_budgets"):
-  flags.register_validator(_name, results_lib.are_numbers,
-                           "must be FLOP counts, e.g. 1e15,3e15.")
+  flags.register_validator(
+      _name, lambda v: results_lib.are_numbers(v, positive=True),
+      "must be positive finite FLOP counts, e.g. 1e15,3e15.")
+flags.register_validator(
+    "nearest_params",
+    lambda v: v is None or results_lib.are_numbers([v], positive=True),
+    "must be a positive parameter count, e.g. 1e6.")
 flags.DEFINE_bool("in_process", False, "Run points in this process, one by "
                   "one (debugging).")
 compile_cache.define_flag()
@@ -568,23 +573,28 @@ def main(argv):
         print(str(e), file=sys.stderr)
         sys.exit(0)
       return
+    sweep_lib.check_spec(spec)
     budgets = [float(b) for b in FLAGS.only_budgets] or None
     sizes = FLAGS.only_sizes or None
     fit, param_key = None, "params"
+    nearest = FLAGS.nearest_params
     if FLAGS.optimal_from:
       if not budgets or len(budgets) != 1:
         raise ValueError(
             "--optimal_from needs exactly one --only_budgets value")
       fit = json.loads(epath.Path(FLAGS.optimal_from).read_text())
       pred = check.predicted_optimum(fit, budgets[0])
-      n_opt = (pred.get("approach2") or pred["approach3"])["N_opt"]
-      FLAGS.nearest_params = n_opt
+      nearest = (pred.get("approach2") or pred["approach3"])["N_opt"]
+      if not results_lib.are_numbers([nearest], positive=True):
+        raise ValueError(f"{FLAGS.optimal_from} predicts N_opt={nearest} at "
+                         f"{budgets[0]:.3g} FLOPs; refit, or pass "
+                         "--nearest_params instead of --optimal_from")
       param_key = fit.get("settings", {}).get("param_key", "params")
-    if FLAGS.nearest_params:
-      name, n = sweep_lib.nearest_size(spec, FLAGS.nearest_params,
+    if nearest:
+      name, n = sweep_lib.nearest_size(spec, nearest,
                                        sweep_lib.parse_sets(FLAGS.set),
                                        param_key)
-      print(f"size nearest N={FLAGS.nearest_params:.4g}: {name} (N={n:,})")
+      print(f"size nearest N={nearest:.4g}: {name} (N={n:,})")
       sizes = [name]
     if FLAGS.in_process and not FLAGS.dry_run:
       compile_cache.enable(FLAGS.compilation_cache)

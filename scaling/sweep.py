@@ -26,6 +26,7 @@ table and the learned position embeddings).
 
 import ast
 import dataclasses
+import difflib
 import json
 import math
 import re
@@ -35,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import ml_collections
 
 from jaxgen import config_lib
+from scaling import specs
 
 # Run-config fields the sweep derives itself; overriding them would break
 # steps = C / (F * batch) or the cosine horizon.
@@ -93,8 +95,30 @@ load_config_file = config_lib.load_config_file
 
 
 def budget_tag(budget: float) -> str:
-  """Short, stable text for a budget: 1e12 -> "1e12", 2.5e12 -> "2.5e12"."""
-  mantissa, _, exponent = f"{float(budget):.3g}".partition("e")
+  """Short, stable text for a budget: 1e12 -> "1e12", 2.5e12 -> "2.5e12".
+
+  Three significant digits, or as many more as the budget needs to be read
+  back exactly (6.0049e8 -> "6.0049e8"): a worker rebuilds its point's
+  budget from the id, and two budgets must not share one id.
+
+  Args:
+    budget: a positive finite FLOP count.
+
+  Returns:
+    The tag used in point ids.
+
+  Raises:
+    ValueError: a budget that is not a positive finite number.
+  """
+  budget = float(budget)
+  if not (math.isfinite(budget) and budget > 0):
+    raise ValueError(f"budget {budget!r}: budgets must be positive finite "
+                     "FLOP counts, e.g. 1e12")
+  for digits in range(3, 18):
+    text = f"{budget:.{digits}g}"
+    if float(text) == budget:
+      break
+  mantissa, _, exponent = text.partition("e")
   return f"{mantissa}e{int(exponent or 0)}"
 
 
@@ -115,6 +139,58 @@ def parse_point_id(pid: str) -> Tuple[float, str]:
 # -- building a point's config ------------------------------------------------
 
 
+# -- checking a spec -----------------------------------------------------------
+
+# Integer / number fields of a spec and their ranges (check_range keywords):
+# out-of-range values otherwise fail deep in a point (batch 0 divides by
+# zero in the run length) or plan nonsense (a negative batch, negative
+# FLOPs).
+_SPEC_RANGES = {
+    "batch_size": dict(low=1, integer=True),
+    "learning_rate": dict(low=0, low_open=True),
+    "warmup_fraction": dict(low=0, high=1, high_open=True),
+    "end_lr_fraction": dict(low=0, high=1),
+    "decay_fraction": dict(low=0, high=1, low_open=True),
+    "final_loss_window": dict(low=1, integer=True),
+    "diverged_loss_ratio": dict(low=0),
+    "min_steps": dict(low=0, integer=True),
+    "points_per_budget": dict(low=1, integer=True),
+    "window_shift": dict(low=0),
+}
+
+
+def _close(name: str, known) -> str:
+  """"; did you mean 'x'?" for the nearest of `known`, else ""."""
+  match = difflib.get_close_matches(name, list(known), n=1)
+  return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def check_spec(spec: ml_collections.ConfigDict) -> None:
+  """One-line ValueErrors for a sweep spec's unknown or out-of-range fields.
+
+  Args:
+    spec: a sweep spec (after any --sweep.x=y overrides).
+
+  Raises:
+    ValueError: a top-level field `specs.base_spec` does not define (a
+      typo such as `budget` would otherwise be silently ignored), a number
+      out of its range, or a budget that is not a positive finite count.
+  """
+  known = specs.base_spec("", "", "").keys()
+  for name in spec.keys():
+    if name not in known:
+      raise ValueError(f"unknown sweep field {name!r}{_close(name, known)} "
+                       "(the fields: scaling/specs.py base_spec)")
+  for name, bounds in _SPEC_RANGES.items():
+    if name in spec:
+      config_lib.check_range(f"sweep.{name}", spec[name], **bounds)
+  for budget in spec.get("budgets") or ():
+    if not (isinstance(budget, (int, float)) and not isinstance(budget, bool)
+            and math.isfinite(budget) and budget > 0):
+      raise ValueError(f"sweep.budgets holds {budget!r}: budgets must be "
+                       "positive finite FLOP counts, e.g. (1e12, 2e12)")
+
+
 def parse_sets(sets: Sequence[str]) -> Dict[str, str]:
   """["a.b=1", ...] -> {"a.b": "1"}; derived fields are refused."""
   out = {}
@@ -129,18 +205,100 @@ def parse_sets(sets: Sequence[str]) -> Dict[str, str]:
   return out
 
 
-def _cast(text: str, current: Any) -> Any:
-  """Parses a --set value like the field it replaces."""
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _cast(key: str, text: str, current: Any) -> Any:
+  """Parses a --set value like the field it replaces.
+
+  Args:
+    key: the dotted field, for the error message.
+    text: the value as given.
+    current: the field's value now (None for a new or unset field).
+
+  Returns:
+    The value, of the field's type where it has one.
+
+  Raises:
+    ValueError: text that is no value of a bool or number field.
+  """
   if isinstance(current, bool):
-    return text.lower() in ("1", "true", "yes")
+    if text.lower() not in _TRUE + _FALSE:
+      raise ValueError(f"--set {key}={text}: {key} is true or false")
+    return text.lower() in _TRUE
   if isinstance(current, str):
     return text
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
-    return text
+    value = text
+  is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(current, (int, float)) and not is_number:
+    raise ValueError(f"--set {key}={text}: {key} is a number (now "
+                     f"{current!r})")
   return float(value) if isinstance(current, float) and isinstance(
       value, int) else value
+
+
+def _exists(config, key: str) -> bool:
+  """Whether dotted `key` is a field of `config` (even one set to None)."""
+  *path, leaf = key.split(".")
+  node = config
+  for p in path:
+    if p not in node:
+      return False
+    node = node[p]
+  return leaf in node
+
+
+def _unknown_field(config, key: str) -> str:
+  """"unknown config field 'x'; did you mean 'y'?" for a dotted key."""
+  node = config
+  for p in key.split("."):
+    if not hasattr(node, "keys") or p not in node:
+      known = node.keys() if hasattr(node, "keys") else ()
+      return f"unknown config field {p!r}{_close(p, known)}"
+    node = node[p]
+  return f"unknown config field {key!r}"
+
+
+def _apply(config, overrides: Dict[str, Any], open_sections,
+           origin: Dict[str, str], added: Dict[str, str]) -> None:
+  """`config_lib.apply_overrides` with one-line errors naming each key's
+  origin (`origin[key]`, e.g. "--set model.width"); records keys new to
+  an open section in `added` (key -> origin)."""
+  for key, value in overrides.items():
+    where = origin.get(key, key)
+    is_new = not _exists(config, key)
+    try:
+      config_lib.apply_overrides(config, {key: value}, open_sections)
+    except ValueError:
+      raise ValueError(f"{where}: {_unknown_field(config, key)}") from None
+    except TypeError:
+      # ml_collections refuses a value of another type than the field's.
+      current = type(_get(config, key)).__name__
+      raise ValueError(f"{where}={value!r}: the field holds {current} "
+                       "values") from None
+    if is_new:
+      added[key] = where
+
+
+def _objective_flops(config, added: Dict[str, str]) -> float:
+  """FLOPs per example; a field new to an open section that the model does
+  not take is reported as the typo it usually is."""
+  try:
+    return float(_objective(config).flops_per_example())
+  except TypeError as e:
+    bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+    keys = [k for k in added if bad and k.split(".")[-1] == bad.group(1)]
+    if not keys:
+      raise
+    section = keys[0].rsplit(".", 1)[0]
+    known = [k for k in _get(config, section).keys()
+             if f"{section}.{k}" not in added]
+    raise ValueError(f"{added[keys[0]]}: unknown config field "
+                     f"{bad.group(1)!r}{_close(bad.group(1), known)}"
+                     ) from None
 
 
 def _objective_class(config):
@@ -211,6 +369,7 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
     (config, overrides); config.total_steps and the optimizer schedule are
     derived from the budget.
   """
+  check_spec(spec)
   if size not in spec.sizes:
     raise ValueError(f"unknown size {size!r}; the ladder has "
                      + ", ".join(spec.sizes.keys()))
@@ -221,17 +380,22 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
     raise ValueError(f"spec family {spec.family!r} but {spec.base} is "
                      f"family {config.family!r}")
   overrides = config_lib.flatten(spec.run)
+  origin = {k: f"sweep.run.{k}" for k in overrides}
   overrides["batch_size"] = int(spec.batch_size)
   # Families with schedules of their own (R3GAN's burn-in) have no cosine
   # fields; the spec's `run` sets their end values.
   overrides.update(_fields_it_has(config, {
       "optimizer.learning_rate": float(spec.learning_rate),
       "optimizer.end_lr_fraction": float(spec.end_lr_fraction)}))
-  overrides.update({f"model.{k}": v
-                    for k, v in config_lib.flatten(spec.sizes[size]).items()})
-  config_lib.apply_overrides(config, overrides, spec.open_sections)
-  sets = {k: _cast(v, _get(config, k)) for k, v in (sets or {}).items()}
-  config_lib.apply_overrides(config, sets, spec.open_sections)
+  size_fields = config_lib.flatten(spec.sizes[size])
+  overrides.update({f"model.{k}": v for k, v in size_fields.items()})
+  origin.update({f"model.{k}": f"sweep.sizes.{size}.{k}"
+                 for k in size_fields})
+  added = {}  # Keys new to an open section -> where they came from.
+  _apply(config, overrides, spec.open_sections, origin, added)
+  sets = {k: _cast(k, v, _get(config, k)) for k, v in (sets or {}).items()}
+  _apply(config, sets, spec.open_sections, {k: f"--set {k}" for k in sets},
+         added)
   overrides.update({k: _get(config, k) for k in sets})
   if not _objective_class(config).follows_run_length(config):
     raise ValueError(
@@ -241,7 +405,7 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
 
   for unit in durations.UNITS:
     config[unit] = type(config[unit])(0)
-  flops = float(_objective(config).flops_per_example())
+  flops = _objective_flops(config, added)
 
   def steps_at(c):
     return durations.total_steps(
@@ -389,11 +553,14 @@ def plan(spec: ml_collections.ConfigDict, *,
     The points. Warns (SweepWarning) about budgets with fewer than three
     sizes (no parabola vertex) and points shorter than `spec.min_steps`.
   """
-  # Rounded like the point ids, so a worker rebuilding a point from its id
-  # gets exactly the same budget.
-  budgets = sorted(float(budget_tag(b)) for b in (budgets or spec.budgets))
+  check_spec(spec)
+  # Read back from their point ids (exact: see budget_tag), so a worker
+  # rebuilding a point from its id gets the same budget; a budget given
+  # twice is one point.
+  budgets = sorted({float(budget_tag(b)) for b in (budgets or spec.budgets)})
   if not budgets:
-    raise ValueError("the sweep has no budgets")
+    raise ValueError("the sweep has no budgets (set sweep.budgets, or pass "
+                     "--only_budgets)")
   names = [n for n, _ in ladder(spec, sets)]
   for name in sizes or ():
     if name not in names:

@@ -1,5 +1,8 @@
 """jaxgen.jsonl: one reader and appender for local and object-store files."""
 
+import os
+import stat
+
 import pytest
 
 from jaxgen import jsonl
@@ -47,3 +50,17 @@ def test_write_atomic_leaves_no_temporary_file(tmp_path):
   jsonl.write_atomic(str(path), b"\x00bytes")
   assert path.read_bytes() == b"\x00bytes"
   assert [p.name for p in path.parent.iterdir()] == ["result.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_write_atomic_gives_the_mode_open_would(tmp_path, umask):
+  old = os.umask(umask)
+  try:
+    jsonl.write_atomic(str(tmp_path / "atomic.json"), "{}")
+    with open(tmp_path / "plain.json", "w") as f:
+      f.write("{}")
+  finally:
+    os.umask(old)
+  mode = stat.S_IMODE((tmp_path / "atomic.json").stat().st_mode)
+  assert mode == 0o666 & ~umask
+  assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)

@@ -133,3 +133,16 @@ def test_needs_distinct_sizes_and_data():
   n = np.full(8, 1e8)
   with pytest.raises(ValueError, match="2 distinct N"):
     approach3.fit_parametric(n, np.geomspace(1e9, 1e10, 8), np.full(8, 3.0))
+
+
+def test_a_fit_whose_loss_rises_with_d_has_no_frontier():
+  # beta < 0: alpha A / (beta B) is negative and its fractional power was
+  # a complex number; now there is no frontier and G is NaN.
+  p = approach3.LossParams(E=6.7, A=5620.0, B=53.8, alpha=0.386, beta=-0.064)
+  assert not p.has_frontier and np.isnan(p.G)
+  assert TRUE.has_frontier and TRUE.G > 0
+  fit = approach3.ParametricFit(p, 1e-3, 9, 6.0, 1e-3, np.zeros(5), 100, 1,
+                                True)
+  out = fit.to_dict()
+  assert out["frontier"] is False
+  assert out["a"] is None and out["b"] is None and out["G"] is None

@@ -226,3 +226,33 @@ def test_three_sizes_per_budget_give_no_interval_rather_than_a_zero_width_one(
                          targets=[1.0], n_bootstrap=50)
   lo, hi = summary5["families"][0]["metric_at_target_flops_interval"]
   assert lo < hi and not summary5["families"][0]["no_interval"]
+
+
+def test_bad_target_flops_empty_files_and_whose_budget_is_excluded(tmp_path):
+  a = _write(tmp_path / "a.jsonl", _family_rows("A", 10.0, -0.1))
+  for bad in (-5.0, 0.0, float("inf"), float("nan")):
+    with pytest.raises(ValueError, match="--target_flops must be a positive "
+                       "finite FLOP count"):
+      compare.run([a], str(tmp_path / "o"), "eval_fid", target_flops=bad,
+                  n_bootstrap=0)
+  assert not (tmp_path / "o").exists()
+  proc = subprocess.run(
+      [sys.executable, "-m", "scaling.compare", f"--results={a}",
+       "--metric=eval_fid", f"--out={tmp_path / 'o'}", "--target_flops=-5"],
+      cwd=ROOT, capture_output=True, text=True, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == (
+      "error: flag --target_flops=-5.0: must be a positive finite FLOP "
+      "count, e.g. 1e16.")
+  empty = _write(tmp_path / "empty.jsonl", [])
+  with pytest.raises(ValueError, match="empty.jsonl is empty"):
+    compare.load_frontiers([a, empty], "eval_fid", n_bootstrap=0)
+  # A budget whose parabola opens downwards: the warning names its family.
+  rows = _family_rows("B", 10.0, -0.1)
+  for r in rows:
+    if r["budget_flops"] == 1e9:
+      r["eval_fid"] = 2 * 10.0 * 1e9**-0.1 - r["eval_fid"]
+  b = _write(tmp_path / "b.jsonl", rows)
+  with pytest.warns(results_lib.FitWarning, match="family 'B': approach 2: "
+                    "budget 1e\\+09 FLOPs excluded"):
+    compare.load_frontiers([a, b], "eval_fid", n_bootstrap=0)

@@ -1,5 +1,6 @@
 """End to end: `python -m scaling.fit` and `fit.run` on synthetic sweeps."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -164,3 +165,79 @@ def test_single_approach_without_bootstrap(tmp_path, approaches):
   assert other not in summary
   assert "no bootstrap" in (out / "report.md").read_text()
   assert (out / "frontier.png").exists()
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--target_flops=-4e12", "--target_flops=['-4e12']: must be positive "
+     "finite FLOP counts"),
+    ("--target_flops=0", "must be positive finite FLOP counts"),
+    ("--target_flops=inf", "must be positive finite FLOP counts"),
+    ("--target_flops=nan", "must be positive finite FLOP counts"),
+    ("--bootstrap=-1", "--bootstrap=-1: -1 is not a non-negative integer"),
+    ("--drop_highest_loss=-2", "--drop_highest_loss=-2: -2 is not a "
+     "non-negative integer"),
+])
+def test_cli_refuses_bad_numbers_in_one_line_before_fitting(tmp_path, flag,
+                                                            message):
+  out = tmp_path / "out"
+  proc = _cli(f"--results={_write_jsonl(tmp_path / 'r.jsonl')}",
+              f"--out={out}", flag)
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip().count("\n") == 0, proc.stderr
+  assert proc.stderr.startswith("error: flag ") and message in proc.stderr
+  assert not out.exists()
+
+
+def test_a_bad_target_fails_before_touching_an_earlier_fit(tmp_path):
+  out = tmp_path / "out"
+  path = _write_jsonl(tmp_path / "r.jsonl")
+  fit.run(path, str(out), approaches=[2])
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  for bad in (-4e12, 0.0, float("inf"), float("nan")):
+    with pytest.raises(ValueError, match="--target_flops must be positive "
+                       "finite"):
+      fit.run(path, str(out), approaches=[2], target_flops=[bad])
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_missing_metric_lists_the_metrics_there(tmp_path):
+  with pytest.raises(ValueError, match=r"no run has a usable loss \(fields "
+                     r"eval_fid\); metrics in this file: eval_loss, "
+                     "final_train_loss$"):
+    fit.run(_write_jsonl(tmp_path / "r.jsonl"), str(tmp_path / "out"),
+            metric="eval_fid")
+  assert not (tmp_path / "out").exists()
+
+
+def test_approach3_without_a_frontier_is_left_out_with_a_warning(
+    tmp_path, monkeypatch):
+  real = approach3.fit_parametric
+
+  def loss_rising_with_d(*args, **kwargs):
+    got = real(*args, **kwargs)
+    p = got.params
+    return dataclasses.replace(got, params=dataclasses.replace(
+        p, beta=-p.beta))
+
+  monkeypatch.setattr(approach3, "fit_parametric", loss_rising_with_d)
+  path = _write_jsonl(tmp_path / "r.jsonl")
+  out = tmp_path / "out"
+  with pytest.warns(results.FitWarning, match="approach 3: fitted alpha = "
+                    ".*no valid compute-optimal frontier"):
+    fits = fit.run(path, str(out), n_bootstrap=5, top_k=10,
+                   target_flops=[1e23])
+  assert fits.fit3 is None and fits.fit2 is not None
+  summary = json.loads((out / "fit.json").read_text())
+  a3 = summary["approach3"]
+  assert a3["frontier"] is False and a3["G"] is None and a3["beta"] < 0
+  assert "approach2" in summary["extrapolation"][0]
+  assert "approach3" not in summary["extrapolation"][0]
+  assert any("no valid compute-optimal frontier" in w
+             for w in summary["warnings"])
+  assert "no compute-optimal frontier" in (out / "report.md").read_text()
+  assert not (out / "contours.png").exists()
+  # Approach 3 alone has nothing to extrapolate: an error, no output.
+  with pytest.raises(ValueError, match="no valid compute-optimal frontier; "
+                     "nothing to extrapolate"):
+    fit.run(path, str(tmp_path / "out3"), approaches=[3], top_k=10)
+  assert not (tmp_path / "out3").exists()

@@ -422,3 +422,97 @@ def test_core_slots_split_the_cores(monkeypatch):
   assert workers.core_slots(2) == [frozenset({0, 1, 2}), frozenset({3, 4})]
   assert workers.core_slots(1) is None  # One worker: all cores anyway.
   assert workers.core_slots(6) is None  # More workers than cores.
+
+
+def test_point_ids_keep_every_budget_exact_and_distinct():
+  # Three digits are enough for ordinary budgets (the committed ids) ...
+  assert sweep_lib.point_id(2.5e11, "w16d1") == "C2.5e11_w16d1"
+  assert sweep_lib.point_id(6e8, "w16d1") == "C6e8_w16d1"
+  # ... and a budget needing more keeps them: a worker rebuilds it from
+  # the id, and two budgets must not share a point.
+  for budget in (6.0049e8, 6.0051e8, 6.0011e8, 6.0012e8, 1 / 3 * 1e12):
+    pid = sweep_lib.point_id(budget, "w16d1")
+    assert sweep_lib.parse_point_id(pid) == (budget, "w16d1")
+  with pytest.warns(sweep_lib.SweepWarning, match="2 sizes per budget"):
+    points = sweep_lib.plan(_spec(), budgets=[6.0012e8, 6.0011e8, 6.0011e8])
+  assert sorted({p.budget for p in points}) == [6.0011e8, 6.0012e8]
+  assert len({p.id for p in points}) == len(points) == 4
+  for bad in (float("nan"), float("inf"), 0.0, -1e12):
+    with pytest.raises(ValueError, match="positive finite"):
+      sweep_lib.budget_tag(bad)
+
+
+@pytest.mark.parametrize("path", sorted(
+    os.path.relpath(os.path.join(d, f), ROOT)
+    for d, _, files in os.walk(os.path.join(ROOT, "experiments"))
+    for f in files if f.startswith("results") and f.endswith(".jsonl")))
+def test_committed_point_ids_still_name_their_budgets(path):
+  with open(os.path.join(ROOT, path)) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  assert rows
+  for row in rows:
+    assert sweep_lib.parse_point_id(row["point"]) == (row["budget_flops"],
+                                                      row["size"])
+    assert sweep_lib.point_id(row["budget_flops"], row["size"]) == row[
+        "point"]
+
+
+def test_bad_overrides_and_spec_fields_are_one_line_errors():
+  def error(spec, sets=None):
+    with pytest.raises(ValueError) as e:
+      sweep_lib.point_config(spec, 3e8, "w16d1", sets)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+  # `model` is an open section: a new key passes apply_overrides and is
+  # only refused by the model, which names the typo.
+  assert error(_spec(), {"model.transformer_widht": "3"}) == (
+      "--set model.transformer_widht: unknown config field "
+      "'transformer_widht'; did you mean 'transformer_width'?")
+  spec = _spec()
+  spec.sizes.w16d1.transformer_widht = 24
+  assert error(spec) == (
+      "sweep.sizes.w16d1.transformer_widht: unknown config field "
+      "'transformer_widht'; did you mean 'transformer_width'?")
+  assert error(_spec(), {"dataset.imag_size": "8"}) == (
+      "--set dataset.imag_size: unknown config field 'imag_size'; did you "
+      "mean 'image_size'?")
+  assert error(_spec(), {"model.transformer_width": "abc"}) == (
+      "--set model.transformer_width=abc: model.transformer_width is a "
+      "number (now 16)")
+  assert "is true or false" in error(_spec(), {"tensorboard": "maybe"})
+  for value in (0, -3):
+    spec = _spec()
+    spec.batch_size = value
+    assert error(spec) == (f"sweep.batch_size={value} must be an integer "
+                           ">= 1.")
+  spec = _spec()
+  spec.budget = (1e9,)  # A typo of `budgets`.
+  assert error(spec).startswith("unknown sweep field 'budget'; did you mean "
+                                "'budgets'?")
+  spec = _spec()
+  spec.budgets = (3e8, float("nan"))
+  assert "budgets must be positive finite" in error(spec)
+
+
+@pytest.mark.parametrize("flag,message,status", [
+    ("--only_budgets=nan", "--only_budgets=['nan']: must be positive finite "
+     "FLOP counts", 2),
+    ("--only_budgets=0", "--only_budgets=['0']: must be positive finite", 2),
+    ("--nearest_params=-5", "--nearest_params=-5.0: must be a positive "
+     "parameter count", 2),
+    ("--parallel=0", "--parallel=0: 0 is not a positive integer", 2),
+    ("--sweep.batch_size=0", "sweep.batch_size=0 must be an integer >= 1",
+     1),
+    ("--set=model.transformer_widht=3", "did you mean 'transformer_width'?",
+     1),
+])
+def test_command_line_refuses_bad_values_in_one_line(tmp_path, flag, message,
+                                                     status):
+  proc = common.run_module("scaling.run", f"--sweep={SPEC}",
+                           f"--workdir={tmp_path / 'w'}", "--dry-run", flag,
+                           timeout=120)
+  assert proc.returncode == status, proc.stderr
+  assert proc.stderr.strip().count("\n") == 0, proc.stderr
+  assert proc.stderr.startswith("error: ") and message in proc.stderr
+  assert not (tmp_path / "w").exists()
