@@ -113,8 +113,9 @@ def base_spec(name: str, family: str, base: str,
   c.family = family
   # The family config file and preset every point starts from.
   c.base = base
-  # Sections of the base config whose new keys are allowed (the U-ViT's
-  # `config.model` only holds a preset name; other fields override its row).
+  # Sections of the base config whose new keys are allowed (for a base whose
+  # section holds only some of a network's fields; every family's config
+  # holds all of them today, so a typo is an unknown-field error).
   c.open_sections = tuple(open_sections)
 
   # Run-config fields shared by every point (a partial config tree).

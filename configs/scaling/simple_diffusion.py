@@ -64,7 +64,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   base = ("configs/simple_diffusion.py:imagenet128" if arg.preset == "paper"
           else "configs/simple_diffusion.py:tiny")
   c = specs.base_spec(f"simple_diffusion_{arg.preset}", "simple_diffusion",
-                      base, open_sections=("model",))
+                      base)
   # Held-out batches for eval_loss (test split, 4 passes over its 512
   # images with different noise: the isoFLOP differences are a few percent
   # of the loss, so the eval noise must be smaller than that).
