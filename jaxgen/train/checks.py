@@ -127,9 +127,9 @@ def check_init_from(config: ml_collections.ConfigDict,
                      "start from; train that run first.")
   family = provenance.load_config(init_from).get("family")
   if family != config.family:
-    raise ValueError(f"config.init_from={init_from} is a {family!r} run; a "
-                     f"{config.family} run starts from one of its own "
-                     "family.")
+    raise ValueError(f"config.init_from={init_from} is a {family!r} run; "
+                     f"runs of {config.family!r} start from one of their "
+                     "own family.")
 
 
 def check_video(config: ml_collections.ConfigDict, data_info: Any,

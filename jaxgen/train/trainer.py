@@ -386,10 +386,11 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     score = (sample_metrics.SampleMetrics(
         config, s, functools.partial(_eval_input, config))
              if sample_metrics.enabled(config) else None)
-    # Only a run that passed every check and trains records its config: a
-    # finished run's config.json keeps describing its checkpoints.
-    provenance.write(workdir, config)
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
+    # Only a run that passed every check, compiled and trains records its
+    # config (a model that fails to trace writes none); a finished run's
+    # config.json keeps describing its checkpoints.
+    provenance.write(workdir, config)
     mem = flops_lib.memory_summary(p_step)
     logging.info("Compiled train step; per-device memory: %s", mem)
     ckpt = checkpoint_lib.Checkpointer(

@@ -355,8 +355,23 @@ def test_init_from_another_family_is_refused_before_compiling(
   config.dataset.data_dir = common.DATA_DIR
   config.init_from = source
   monkeypatch.setattr(trainer, "compile_step", _no_compile)
-  with pytest.raises(ValueError, match="is a 'simple_diffusion' run; a "
-                     "pyramidal_flow run starts from one of its own family"):
+  with pytest.raises(ValueError, match="is a 'simple_diffusion' run; runs "
+                     "of 'pyramidal_flow' start from one of their own "
+                     "family"):
     trainer.train_and_evaluate(config, str(tmp_path / "pf"))
   # Bad input: nothing recorded for the run that did not start.
   assert not (tmp_path / "pf" / "config.json").exists()
+
+
+def test_a_model_that_fails_to_trace_records_no_config(tmp_path,
+                                                       monkeypatch):
+  # Some field errors only show when the network is traced (an attention
+  # head size the kernels refuse): the run stops there, with no config.json.
+  def fail(*args, **kwargs):
+    del args, kwargs
+    raise ValueError("config.model.attention_head_dim=7 does not fit")
+  monkeypatch.setattr(trainer, "compile_step", fail)
+  with pytest.raises(ValueError, match="attention_head_dim=7"):
+    trainer.train_and_evaluate(common.tiny_config(total_steps=1),
+                               str(tmp_path))
+  assert not (tmp_path / "config.json").exists()
