@@ -13,8 +13,9 @@ once all are there, OUT/samples.npz ("images" uint8 [N, H, W, C], or
 `fold_in(key(seed), k)` and class labels `index % num_classes`, so a rerun
 skips the complete batches and produces the same set as an uninterrupted run.
 OUT/sampling.json records the checkpoint step, seed, batch size and config
-the PNGs were drawn with; a folder holding other samples (an older step, say)
-is refused rather than resumed or overwritten.
+the PNGs were drawn with (and a latent-space run's decoding autoencoder
+step); a folder holding other samples (an older step, say) is refused rather
+than resumed or overwritten.
 """
 
 import io
@@ -61,10 +62,14 @@ def _write_png(path: epath.Path, image: np.ndarray) -> None:
 _RECORD = "sampling.json"
 
 
-def _record(config, step: int, seed: int, batch: int) -> dict:
+def _record(config, step: int, seed: int, batch: int, decoder) -> dict:
   """What decides the pixels of OUT/NNNNNN.png (see `_check_record`)."""
-  return {"step": int(step), "seed": int(seed), "batch": int(batch),
-          "config": json.loads(config.to_json_best_effort())}
+  record = {"step": int(step), "seed": int(seed), "batch": int(batch),
+            "config": json.loads(config.to_json_best_effort())}
+  if decoder is not None:
+    # A latent-space run's images are its autoencoder's decodings.
+    record["decoder_step"] = decoder.step
+  return record
 
 
 def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
@@ -90,7 +95,8 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
   if path.exists():
     try:
       old = json.loads(path.read_text())
-      old = {k: old[k] for k in ("step", "seed", "batch", "config")}
+      old = dict({k: old[k] for k in ("step", "seed", "batch", "config")},
+                 decoder_step=old.get("decoder_step"))
     except (ValueError, KeyError, TypeError):
       raise ValueError(f"{path} is not readable; pass another --out or "
                        f"delete {out_dir}.") from None
@@ -107,6 +113,10 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
       raise ValueError(f"{where} batch size {old['batch']}, this command "
                        f"draws batches of {record['batch']} (batch k's noise "
                        f"depends on both); pass {hint}{fix}")
+    if old["decoder_step"] != record.get("decoder_step"):
+      raise ValueError(f"{where} latents decoded by autoencoder step "
+                       f"{old['decoder_step']}, this command decodes with "
+                       f"step {record.get('decoder_step')}; pass {fix}")
     shape, other = provenance.compare(old["config"], record["config"])
     if shape or other:
       raise ValueError(f"{where} another config ({(shape + other)[0]}); "
@@ -147,6 +157,7 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   """
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import latent_decode  # pylint: disable=g-import-not-at-top
   from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
   from jaxgen.eval import sampling  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
@@ -173,7 +184,9 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   batch = -(-min(int(batch_size), num) // dp) * dp
   # Before anything is drawn: PNGs of another step, seed, batch layout or
   # config must not be counted as this run's (nor be overwritten).
-  _check_record(out_dir, _record(config, step, seed, batch), num, dp,
+  with jax.set_mesh(s.mesh):
+    decoder = latent_decode.make_decoder(config.dataset, s.mesh)
+  _check_record(out_dir, _record(config, step, seed, batch, decoder), num, dp,
                 write=jax.process_index() == 0)
   paths = [out_dir / f"{i:06d}.png" for i in range(num)]
   batches = -(-num // batch)
@@ -182,7 +195,8 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   if len(todo) < batches:
     log(f"{out}: {batches - len(todo)} of {batches} batches already there")
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    draw = sampling.make_batch_sampler(s.objective, s.mesh, batch, seed)
+    draw = sampling.make_batch_sampler(s.objective, s.mesh, batch, seed,
+                                       decode=decoder)
     bar = features.Progress(len(todo) * batch, "sampling") if todo else None
     for k in todo:
       images = draw(state, k)

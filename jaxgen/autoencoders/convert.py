@@ -55,6 +55,14 @@ def convert(diffusers_dir: str, out: str,
   if config.get("family") != "autoencoder":
     raise ValueError("--config must be an autoencoder config "
                      "(configs/autoencoder.py:PRESET).")
+  kind = config.autoencoder.get("architecture", "dc_ae")
+  if kind != "dc_ae":
+    # Its model fields would be replaced by DC-AE's and then read as its.
+    raise ValueError(
+        f"--config is a {kind!r} autoencoder preset (config.autoencoder."
+        f"architecture={kind!r}); converting diffusers' AutoencoderDC needs "
+        "a dc_ae preset, e.g. --config=configs/autoencoder.py:"
+        "dc_ae_f32c32_in.")
   loaded = diffusers_compat.load_dc_ae(diffusers_dir)
   config = ml_collections.ConfigDict(config.to_dict())
   fields = dataclasses.asdict(loaded.arch)

@@ -4,7 +4,8 @@ Image (`video=False`, NHWC): the Haar wavelet patcher is the first op
 (`wavelet.haar_patch`, 3 -> 3 p^2 channels at 1/p resolution), then SD-VAE
 blocks: conv_in, per level `num_res_blocks` ResNet blocks (GroupNorm(32,
 eps 1e-6) + swish + 3x3 conv, twice, 1x1 skip when the width changes) with
-self-attention at the feature sizes in `attn_resolutions`, a learned 2x
+self-attention at the levels whose feature size, for `resolution` px
+inputs, is in `attn_resolutions`, a learned 2x
 downsample (pad right/bottom by one, 3x3 conv at stride 2) after each of the
 first log2(compression / p) levels; a middle ResNet-attention-ResNet; then
 GroupNorm, swish, conv_out to the latent and a 1x1 `quant_conv`. The decoder
@@ -12,6 +13,12 @@ mirrors it (`post_quant_conv`, conv_in, middle, levels of
 `num_res_blocks + 1` blocks with nearest-neighbour 2x + 3x3 conv upsamples)
 and ends with GroupNorm, swish, conv_out to 3 p^2 channels and the
 unpatcher as the last op.
+
+Attention placement is fixed per level when the model is configured, as in
+Cosmos (`curr_res = resolution // patch_size`, halved per downsample): the
+same blocks run at any input size, e.g. the SE regulariser's smaller
+latents or an encode at another --image_size (`CosmosAE.resolution`, the
+training image size).
 
 Video (`video=True`, NTHWC, 1 + k * temporal_compression frames): the
 factorized causal 3-D variant. The patcher is `haar_patch_3d` (p in time
@@ -42,6 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen import config_lib
 from jaxgen.autoencoders import dc_ae
 from jaxgen.autoencoders import wavelet
 from jaxgen.nn import linear
@@ -61,7 +69,8 @@ class CosmosArch:
     channels: base width; level i has channels * channels_mult[i].
     channels_mult: width multipliers per level.
     num_res_blocks: ResNet blocks per encoder level (decoder: one more).
-    attn_resolutions: feature-map sizes (after patching) with attention.
+    attn_resolutions: feature-map sizes (after patching) with attention, at
+      the model's `resolution` (`CosmosAE.resolution`).
     patch_size: patch size p (a power of two; 1 = none).
     patch_method: "haar" (the wavelet packet) or "rearrange" (plain
       space-to-depth, Cosmos's other patcher), for comparisons.
@@ -104,6 +113,18 @@ class CosmosArch:
 
   def check(self) -> "CosmosArch":
     """Raises one-line ValueErrors for inconsistent fields."""
+    def at_least(name, value, low=1):
+      config_lib.check_range(f"config.model.{name}", value, low=low,
+                             integer=True)
+    # Sizes a network would divide by or build nothing from.
+    at_least("latent_channels", self.latent_channels)
+    at_least("channels", self.channels)
+    for i, m in enumerate(self.channels_mult):
+      at_least(f"channels_mult[{i}]", m)
+    at_least("num_res_blocks", self.num_res_blocks, 0)
+    at_least("num_groups", self.num_groups)
+    for i, r in enumerate(self.attn_resolutions):
+      at_least(f"attn_resolutions[{i}]", r)
     if self.patch_method not in ("haar", "rearrange"):
       raise ValueError(f"config.model.patch_method={self.patch_method!r}; "
                        "use 'haar' or 'rearrange'.")
@@ -123,6 +144,22 @@ class CosmosArch:
           f"{self.patch_size}; use between {self.patch_size} and "
           f"{self.patch_size * 2 ** self.num_down}.")
     return self
+
+
+def attention_levels(a: CosmosArch, base: int) -> Tuple[int, ...]:
+  """The levels with attention blocks (the middle block always has one).
+
+  Args:
+    a: the architecture.
+    base: the feature size at level 0 (after the patcher) of the inputs
+      attention is placed for.
+
+  Returns:
+    Level indices i whose feature size base / 2^min(i, num_down) is in
+    `a.attn_resolutions`.
+  """
+  return tuple(i for i in range(len(a.channels_mult))
+               if base // 2 ** min(i, a.num_down) in a.attn_resolutions)
 
 
 # -- factorized (2-D or causal 3-D) layers -------------------------------------
@@ -338,24 +375,30 @@ def unpatch(y: jax.Array, a: CosmosArch) -> jax.Array:
 
 
 class Encoder(nn.Module):
-  """Images / clips in [-1, 1] -> latents (2x channels if `variational`)."""
+  """Images / clips in [-1, 1] -> latents (2x channels if `variational`).
+
+  `resolution`: the image size attention is placed for (0: each input's).
+  """
   arch: CosmosArch
   dtype: Dtype = jnp.float32
   variational: bool = False
   conv_impl: str = "lax"
+  resolution: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
     a, impl = self.arch, self.conv_impl
     x = patch(x, a)
+    attn = attention_levels(a, self.resolution // a.patch_size
+                            if self.resolution else x.shape[-2])
     h = Conv(a.channels, 3, a.video, self.dtype, in_axis=None,
              conv_impl=impl, name="conv_in")(x)
     for i, mult in enumerate(a.channels_mult):
       for j in range(a.num_res_blocks):
         h = ResnetBlock(a.channels * mult, a, self.dtype, impl,
                         name=f"down_{i}_block_{j}")(h)
-        if h.shape[-2] in a.attn_resolutions:
+        if i in attn:
           h = AttnBlock(a, self.dtype, name=f"down_{i}_attn_{j}")(h)
       if i < a.num_down:
         h = Downsample(a, i < a.num_time_down, self.dtype,
@@ -373,15 +416,23 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """Latents -> images / clips (unclipped)."""
+  """Latents -> images / clips (unclipped).
+
+  `resolution`: the image size attention is placed for (0: the one each
+  latent decodes to).
+  """
   arch: CosmosArch
   dtype: Dtype = jnp.float32
   conv_impl: str = "lax"
+  resolution: int = 0
 
   @nn.compact
   def __call__(self, z, train: bool = False):
     del train
     a, impl = self.arch, self.conv_impl
+    attn = attention_levels(a, self.resolution // a.patch_size
+                            if self.resolution
+                            else z.shape[-2] * 2 ** a.num_down)
     h = Conv(a.latent_channels, 1, a.video, self.dtype, in_axis=None,
              name="post_quant_conv")(z)
     h = Conv(a.channels * a.channels_mult[-1], 3, a.video, self.dtype,
@@ -393,7 +444,7 @@ class Decoder(nn.Module):
       for j in range(a.num_res_blocks + 1):
         h = ResnetBlock(a.channels * a.channels_mult[i], a, self.dtype, impl,
                         name=f"up_{i}_block_{j}")(h)
-        if h.shape[-2] in a.attn_resolutions:
+        if i in attn:
           h = AttnBlock(a, self.dtype, name=f"up_{i}_attn_{j}")(h)
       # Mirrors the encoder: level i - 1 was followed by a downsample.
       if 1 <= i <= a.num_down:
@@ -410,8 +461,16 @@ class Decoder(nn.Module):
 
 class CosmosAE(dc_ae.EncoderDecoder):
   """The Cosmos encoder + decoder (`arch` is a `CosmosArch`) with the
-  `dc_ae.EncoderDecoder` interface."""
+  `dc_ae.EncoderDecoder` interface.
+
+  `resolution` is the image size attention is placed for (the training
+  image size, Cosmos's `resolution`): a model that sees other sizes (the SE
+  regulariser, encoding at another size) keeps the same blocks. 0 places it
+  for each input's own size.
+  """
+  resolution: int = 0
 
   def parts(self):
-    return (Encoder(self.arch, self.dtype, self.variational, self.conv_impl),
-            Decoder(self.arch, self.dtype, self.conv_impl))
+    return (Encoder(self.arch, self.dtype, self.variational, self.conv_impl,
+                    self.resolution),
+            Decoder(self.arch, self.dtype, self.conv_impl, self.resolution))

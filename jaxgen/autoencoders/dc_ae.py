@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen import config_lib
 from jaxgen.autoencoders import ops
 from jaxgen.nn import linear
 
@@ -135,6 +136,54 @@ class Arch:
         raise ValueError(f"AutoencoderDC {name}={getattr(out, name)!r} is "
                          "not supported by jaxgen's DC-AE.")
     return out
+
+
+def check_sizes(arch: Arch, prefix: str = "config.model.") -> None:
+  """Refuses widths, depths and kernel sizes the networks would divide by or
+  build nothing from, and stage tuples of the wrong length.
+
+  Args:
+    arch: a normalized `Arch`.
+    prefix: how the fields are named in the message.
+
+  Raises:
+    ValueError: one line, "<prefix><field>=... must be ...".
+  """
+  def at_least(name, value, low=1):
+    config_lib.check_range(f"{prefix}{name}", value, low=low, integer=True)
+
+  def each(name, values, low=1):
+    if not values:
+      raise ValueError(f"{prefix}{name}=() needs at least one entry.")
+    for i, v in enumerate(values):
+      at_least(f"{name}[{i}]", v, low)
+
+  at_least("latent_channels", arch.latent_channels)
+  at_least("attention_head_dim", arch.attention_head_dim)
+  for part in ("encoder", "decoder"):
+    widths = getattr(arch, f"{part}_block_out_channels")
+    each(f"{part}_block_out_channels", widths)
+    for name in ("layers_per_block", "qkv_multiscales"):
+      values = getattr(arch, f"{part}_{name}")
+      if len(values) != len(widths):
+        raise ValueError(
+            f"{prefix}{part}_{name} has {len(values)} entries for the "
+            f"{len(widths)} stages of {part}_block_out_channels; give one "
+            "per stage.")
+    each(f"{part}_layers_per_block", getattr(arch, f"{part}_layers_per_block"),
+         0)
+    for i, scales in enumerate(getattr(arch, f"{part}_qkv_multiscales")):
+      for k, v in enumerate(scales):
+        at_least(f"{part}_qkv_multiscales[{i}][{k}]", v)
+    # LiteMLA splits a stage's width into heads of attention_head_dim.
+    for i, (kind, width) in enumerate(zip(
+        getattr(arch, f"{part}_block_types"), widths)):
+      if kind == "EfficientViTBlock" and width % arch.attention_head_dim:
+        raise ValueError(
+            f"{prefix}{part}_block_out_channels[{i}]={width} is not a "
+            f"multiple of {prefix}attention_head_dim="
+            f"{arch.attention_head_dim} (stage {i} has attention); change "
+            "one of them.")
 
 
 def released(name: str) -> Arch:

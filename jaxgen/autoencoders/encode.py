@@ -15,8 +15,11 @@ autoencoder encodes clips of `num_frames` frames into latent clips
 are written whole (temporary name, then rename) with their statistics and
 what produced them (autoencoder run and step, data, split, image size,
 frames, shard size), so a rerun of the same encode skips the finished ones;
-a DIR/<split> holding another encode's latents is refused. Train on them with
-`--config.dataset.name=latents:DIR` (plus dataset.image_size and
+a DIR/<split> holding another encode's latents is refused, and so is a
+split whose autoencoder run, step, image size or clip length differ from
+the other splits of DIR. A split other than train is scaled by the train
+split's factor when that one is there (`sources.latents_meta`). Train on
+them with `--config.dataset.name=latents:DIR` (plus dataset.image_size and
 dataset.channels of the latents, printed at the end).
 """
 
@@ -91,6 +94,47 @@ def check_frames(arch, workdir: str, frames: int, *, given: bool,
       f"(temporal compression {tc}); pass e.g. --num_frames={fits}.")
 
 
+def check_autoencoder_run(config, workdir: str) -> None:
+  """Refuses the config of a run of another family.
+
+  Args:
+    config: the run's config.json.
+    workdir: the run (named in the error).
+
+  Raises:
+    ValueError: one line naming --workdir.
+  """
+  family = config.get("family")
+  if family != "autoencoder":
+    raise ValueError(f"{workdir} is a {family!r} run, not an autoencoder; "
+                     "pass the --workdir of an autoencoder run.")
+
+
+def check_output_dir(path: str, flag: str = "--out") -> None:
+  """Refuses an output folder that could not be created or written, before
+  any work (nothing is created).
+
+  Args:
+    path: the folder (it and its parents may not exist yet).
+    flag: its flag, for the message.
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  probe = os.path.abspath(path)
+  while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    if probe == os.path.abspath(path):
+      raise ValueError(f"{flag}={path} is a file, not a folder; pass a "
+                       f"folder.")
+    raise ValueError(f"{flag}={path} cannot be created: {probe} is a file; "
+                     f"pass another {flag}.")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise ValueError(f"{flag}={path} is not writable ({probe}: permission "
+                     f"denied); pass a {flag} you can write to.")
+
+
 def _video_data_error(workdir: str) -> ValueError:
   return ValueError(
       f"{workdir} is a video autoencoder; pass a video dataset (e.g. "
@@ -137,6 +181,64 @@ def _check_existing(root: str, producer: dict) -> None:
         "pass another --out or delete it.")
 
 
+def _recorded_origin(root: str):
+  """The latents_origin of a split folder's latents.json, else of its first
+  finished shard; None when it records none."""
+  names = [sources.LATENTS_META] + sorted(
+      n + ".json" for n in os.listdir(root)
+      if n.startswith("latents-") and n.endswith(".array_record"))
+  for name in names:
+    try:
+      with open(os.path.join(root, name), encoding="utf-8") as f:
+        meta = json.load(f)
+    except (OSError, ValueError):
+      continue
+    if isinstance(meta, dict) and (meta.get("producer")
+                                   or meta.get("autoencoder")):
+      return sources.latents_origin(meta)
+  return None
+
+
+def _check_other_splits(out: str, split: str, producer: dict) -> None:
+  """Refuses a split unlike the other splits of OUT: one latents directory
+  is one dataset (one autoencoder run and step, one image size and clip
+  length), read with one scaling factor.
+
+  Args:
+    out: the output root.
+    split: the split this encode writes.
+    producer: what this encode records (`encode_split`).
+
+  Raises:
+    ValueError: one line naming the other split and what differs.
+  """
+  if not os.path.isdir(out):
+    return
+  ours = sources.latents_origin(producer)
+  for other in sorted(os.listdir(out)):
+    root = os.path.join(out, other)
+    if other == split or not os.path.isdir(root):
+      continue
+    theirs = _recorded_origin(root)
+    why = theirs and sources.origin_differences(theirs, ours, other, split)
+    if why:
+      raise ValueError(
+          f"{out} holds split {other!r} of other latents ({why}); every "
+          "split of a latents directory comes from one autoencoder run and "
+          "step at one --image_size (and --num_frames): encode with those, "
+          "or pass another --out.")
+
+
+def _reference_factor(out: str, split: str):
+  """The train split's scaling factor, which every other split uses (None
+  for the train split itself or when it is not written yet)."""
+  path = os.path.join(out, sources.REFERENCE_SPLIT, sources.LATENTS_META)
+  if split == sources.REFERENCE_SPLIT or not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return float(json.load(f)["scaling_factor"])
+
+
 def encode_split(config, workdir: str, *, data: str, split: str, out: str,
                  image_size: int, data_dir=None, batch_size: int = 64,
                  shard_size: int = 1024, num_frames: int = 0,
@@ -167,8 +269,9 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     ValueError: one line for a non-autoencoder run, a missing checkpoint,
       a shard size that is not a multiple of the batch, a batch the devices
       do not split, an image size or clip length the encoder cannot take,
-      data of the wrong kind, or an output split holding another encode's
-      latents.
+      data of the wrong kind or channel count, an output folder that cannot
+      be written, an output split holding another encode's latents, or one
+      unlike the other splits of `out`.
   """
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -178,8 +281,11 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
-  # The batch is split over the mesh restore_run builds from config.mesh;
-  # both size problems are reported at once.
+  check_autoencoder_run(config, workdir)
+  # The batch is split over the mesh restore_run builds (the run's, or all
+  # the devices here when the run's does not fit them); both size problems
+  # are reported at once.
+  config = ae_objective.on_these_devices(config)
   dp = mesh_lib.data_parallel_size(mesh_lib.make_mesh(config.mesh))
   problems = []
   if shard_size % batch_size:
@@ -197,6 +303,11 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   if problems:
     raise ValueError("; ".join(f"{what} ({fix})" for what, fix in problems)
                      + ".")
+  root = os.path.join(out, split)
+  check_output_dir(out)
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise ValueError(f"{root} is a file, not a split folder; move it or "
+                     "pass another --out.")
   arch = ae_objective.arch_from_config(config)
   video = bool(getattr(arch, "video", False))
   check_image_size(arch, int(image_size))
@@ -224,6 +335,16 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     raise ValueError(f"{data} holds video but {workdir} is an image "
                      "autoencoder; pass an image dataset (e.g. "
                      "jaxgen_shapes).")
+  if info.channels != arch.in_channels:
+    raise ValueError(
+        f"{data} has {info.channels}-channel examples but {workdir} encodes "
+        f"{arch.in_channels}-channel ones (config.dataset.channels); pass "
+        "data like the images it was trained on.")
+  if info.image_size != int(image_size):
+    # Float pixels (latents, arrays) keep their own size.
+    raise ValueError(f"{data} has {info.image_size} px examples, not "
+                     f"--image_size={image_size}; pass data like the images "
+                     f"{workdir} was trained on.")
   if video:
     check_frames(arch, workdir, int(info.num_frames), given=bool(num_frames),
                  data=data)
@@ -233,7 +354,6 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   total = info.num_examples
   full = total // batch_size
   num_shards = -(-total // shard_size)
-  root = os.path.join(out, split)
   # What makes a shard's latents: a rerun with all of it the same resumes.
   # JSON types only, so that it compares equal once read back.
   producer = {"autoencoder": os.path.realpath(workdir),
@@ -242,6 +362,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
               "num_frames": int(info.num_frames or 0),
               "shard_size": int(shard_size), "num_examples": int(total)}
   _check_existing(root, producer)
+  _check_other_splits(out, split, producer)
   model = s.objective.model
   key = "video" if info.kind == "video" else "image"
 
@@ -293,8 +414,12 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   mean = sum(st["sum"] for st in stats) / sum(st["size"] for st in stats)
   sq = sum(st["sumsq"] for st in stats) / sum(st["size"] for st in stats)
   std = float(np.sqrt(max(sq - mean ** 2, 1e-12)))
+  # One factor for the whole dataset: the train split's, once there.
+  reference = _reference_factor(out, split)
+  factor = 1.0 / std if reference is None else reference
   meta = {"shape": list(stats[0]["shape"]), "num_examples": n,
-          "num_classes": info.num_classes, "scaling_factor": 1.0 / std,
+          "num_classes": info.num_classes, "scaling_factor": factor,
+          "split_scaling_factor": 1.0 / std,
           "shards": [_shard_name(i) for i in range(num_shards)],
           "source": data, "split": split, "image_size": int(image_size),
           "autoencoder": workdir, "autoencoder_step": step,
@@ -307,8 +432,19 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   frames = (f"{meta['shape'][0]}x" if len(meta["shape"]) == 4 else "")
   frames_flag = (f" --config.dataset.num_frames={meta['shape'][0]}"
                  if frames else "")
-  log(f"wrote {n} latents of {frames}{h}x{w}x{ch} (scaling factor "
-      f"{meta['scaling_factor']:.4g}) to {root}; train with "
+  new = sum(min(shard_size, total - k * shard_size) for k in todo)
+  what = f"{frames}{h}x{w}x{ch}"
+  if not new:
+    done = f"all {n} latents of {what} were already in {root}"
+  elif new < n:
+    done = (f"wrote {new} latents of {what} to {root} ({n - new} were "
+            "already there)")
+  else:
+    done = f"wrote {n} latents of {what} to {root}"
+  scale = (f"scaling factor {factor:.4g}"
+           + ("" if reference is None
+              else f" of the {sources.REFERENCE_SPLIT} split"))
+  log(f"{done} ({scale}); train with "
       f"--config.dataset.name=latents:{out} --config.dataset.image_size={h} "
       f"--config.dataset.channels={ch}{frames_flag}")
   return meta
@@ -375,6 +511,10 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    print("interrupted; rerun the same command to finish (the shards "
+          "written are kept).", file=sys.stderr, flush=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

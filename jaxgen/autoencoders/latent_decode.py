@@ -11,9 +11,11 @@ replicated on the latent run's mesh and passed as arguments (not baked into
 the compiled function).
 """
 
+import dataclasses
 from typing import Callable, Optional
 
 from absl import logging
+import etils.epath as epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,8 +32,27 @@ def latent_dir(dataset: ml_collections.ConfigDict) -> Optional[str]:
   return spec.name if spec.scheme == "latents" else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Decoder:
+  """decode(z) of a latent-space run, and the checkpoint that decodes.
+
+  Attributes:
+    fn: f32[B, h, w, c] scaled latents -> f32[B, H, W, C] images clipped to
+      [-1, 1].
+    workdir: the autoencoder run.
+    step: its checkpoint used (`jaxgen.sample` records it: samples decoded
+      by another step are other images).
+  """
+  fn: Callable[[jax.Array], jax.Array]
+  workdir: str
+  step: int
+
+  def __call__(self, z: jax.Array) -> jax.Array:
+    return self.fn(z)
+
+
 def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
-                 ) -> Optional[Callable[[jax.Array], jax.Array]]:
+                 ) -> Optional[Decoder]:
   """The latents -> images function of a latent-space run (None otherwise).
 
   Args:
@@ -39,8 +60,7 @@ def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
     mesh: the run's mesh (the decoder's weights are replicated on it).
 
   Returns:
-    decode(z): f32[B, h, w, c] scaled latents -> f32[B, H, W, C] images
-    clipped to [-1, 1]; or None for a pixel-space run.
+    A `Decoder` (callable on scaled latents), or None for a pixel-space run.
 
   Raises:
     ValueError: one line if the latents or their autoencoder run are gone.
@@ -58,6 +78,10 @@ def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   # The checkpoint that encoded the latents: a newer one (the autoencoder
   # trained on) decodes them into other images.
   encoded_at = meta.get("autoencoder_step")
+  if not epath.Path(workdir).is_dir():
+    raise ValueError(f"{directory} was encoded by the autoencoder run "
+                     f"{workdir}, which is gone; restore that run or "
+                     "re-encode the latents with one you have.")
   try:
     _, s, step, state = ae_objective.restore_run(workdir, step=encoded_at)
   except ValueError:
@@ -80,4 +104,5 @@ def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
         ema_params={}, model_state=w["model_state"])
     return jnp.clip(ae.decode(ae_state, z / scale), -1.0, 1.0)
 
-  return lambda z: decode_fn(weights, z)
+  return Decoder(fn=lambda z: decode_fn(weights, z), workdir=workdir,
+                 step=int(step))

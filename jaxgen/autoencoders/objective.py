@@ -77,8 +77,8 @@ def arch_from_config(config):
   fields = dict(config.model)
   fields["in_channels"] = int(config.dataset.get("channels", 3))
   if kind == "dc_ae":
-    return dc_ae.Arch.from_diffusers(fields)
-  if kind == "cosmos":
+    arch = dc_ae.Arch.from_diffusers(fields)
+  elif kind == "cosmos":
     names = {f.name for f in dataclasses.fields(cosmos.CosmosArch)}
     unknown = sorted(set(fields) - names)
     if unknown:
@@ -87,18 +87,53 @@ def arch_from_config(config):
                        "CosmosArch).")
     fields = {k: tuple(v) if isinstance(v, (list, tuple)) else v
               for k, v in fields.items()}
-    return cosmos.CosmosArch(**fields).check()
-  raise ValueError(f"config.autoencoder.architecture={kind!r}; use one of "
-                   f"{ARCHITECTURES}.")
+    arch = cosmos.CosmosArch(**fields).check()
+  else:
+    raise ValueError(f"config.autoencoder.architecture={kind!r}; use one of "
+                     f"{ARCHITECTURES}.")
+  # Sizes a network would divide by or build nothing from.
+  config_lib.check_range("config.dataset.channels", arch.in_channels, low=1,
+                         integer=True)
+  if isinstance(arch, dc_ae.Arch):
+    dc_ae.check_sizes(arch)
+  return arch
 
 
-def build_model(arch, variational: bool = False, conv_impl: str = "lax"):
-  """The Flax module of an architecture (`DCAE` or `CosmosAE`); conv_impl
-  is its 3x3 convs' `linear.Conv.impl`."""
+def build_model(arch, variational: bool = False, conv_impl: str = "lax",
+                resolution: int = 0):
+  """The Flax module of an architecture (`DCAE` or `CosmosAE`).
+
+  Args:
+    arch: the architecture.
+    variational: the encoder emits mean and log-variance.
+    conv_impl: its 3x3 convs' `linear.Conv.impl`.
+    resolution: the training image size; a Cosmos model places its
+      attention blocks for it, whatever size it is later applied to (0: for
+      each input's own size).
+
+  Returns:
+    The module.
+  """
   if isinstance(arch, cosmos.CosmosArch):
     return cosmos.CosmosAE(arch, variational=variational,
-                           conv_impl=conv_impl)
+                           conv_impl=conv_impl, resolution=resolution)
   return dc_ae.DCAE(arch, variational=variational, conv_impl=conv_impl)
+
+
+def _load_lpips(path: str, weight: float):
+  """LPIPS-VGG weights for `lpips_weight` > 0 (one-line errors naming
+  config.autoencoder.lpips_weights)."""
+  if not path:
+    raise ValueError(
+        f"config.autoencoder.lpips_weight={weight:g} needs "
+        "config.autoencoder.lpips_weights, the .npz of `python -m "
+        "jaxgen.eval.convert --vgg16=PTH --lpips_out=lpips_vgg.npz`; set it, "
+        "or set lpips_weight=0.")
+  try:
+    return perceptual.load_weights(path)
+  except ValueError as e:
+    raise ValueError(f"config.autoencoder.lpips_weights={path!r}: {e}"
+                     ) from None
 
 
 def downsample(x: jax.Array, factor: int) -> jax.Array:
@@ -135,6 +170,30 @@ def takes_frames(num_frames: int, temporal_compression: int) -> bool:
   return num_frames >= 1 and (num_frames - 1) % temporal_compression == 0
 
 
+def on_these_devices(config):
+  """The run's config, on a mesh of the devices this process has.
+
+  The tools (encode, spectrum, the decoder of a latent-space run) run where
+  they are started, not on the training job's devices: its mesh is kept when
+  it fits them, else every device goes on the data axis (the checkpoint is
+  restored into that sharding).
+
+  Args:
+    config: an autoencoder run's config.
+
+  Returns:
+    The config, or a copy with `mesh` = data over all devices.
+  """
+  from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  try:
+    mesh_lib.make_mesh(config.mesh)
+    return config
+  except ValueError:
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    return config
+
+
 def restore_run(workdir: str, config=None, step=None):
   """The newest (or a given) checkpoint of an autoencoder run, for the tools.
 
@@ -156,6 +215,7 @@ def restore_run(workdir: str, config=None, step=None):
   if config.family != "autoencoder":
     raise ValueError(f"{workdir} is a {config.family!r} run, not an "
                      "autoencoder.")
+  config = on_these_devices(config)
   s, restored, state = trainer.restore(config, workdir, step=step)
   if state is None:
     raise ValueError(f"{workdir} has no checkpoint; train it first."
@@ -178,8 +238,11 @@ class Autoencoder(objective_lib.Objective):
     self.kl_weight = float(a.get("kl_weight", 0.0))
     conv_impl = linear.resolve_conv_impl(
         str(a.get("conv_impl", "auto")), "config.autoencoder.conv_impl")
-    self.model = build_model(self.arch, self.kl_weight > 0, conv_impl)
     self.image_size = int(config.dataset.image_size)
+    # The training size fixes where Cosmos's attention blocks are, so the
+    # SE term's smaller latents and the tools' other sizes use the same ones.
+    self.model = build_model(self.arch, self.kl_weight > 0, conv_impl,
+                             resolution=self.image_size)
     self.video = bool(getattr(self.arch, "video", False))
     # Clips are batch["video"] [B, T, H, W, C]; images batch["image"].
     self.key = "video" if self.video else "image"
@@ -202,7 +265,8 @@ class Autoencoder(objective_lib.Objective):
     self.update_stats = self.batch_norm and PHASES.get(self.phase) is None
     self.lpips_params = None
     if self.lpips_weight:
-      self.lpips_params = perceptual.load_weights(a.lpips_weights)
+      self.lpips_params = _load_lpips(str(a.get("lpips_weights") or ""),
+                                      self.lpips_weight)
     if self.gan_weight:
       self.discriminator = adversarial.PatchDiscriminator(
           tuple(int(w) for w in a.get("disc_widths", (64, 128, 256))))
@@ -241,9 +305,33 @@ class Autoencoder(objective_lib.Objective):
     if self.gan_weight and self.gan_loss not in gan_losses.LOSSES.names():
       raise ValueError(f"config.autoencoder.gan_loss={self.gan_loss!r}; use "
                        f"one of {sorted(gan_losses.LOSSES.names())}.")
-    for name in ("kl_weight", "gan_weight", "gan_gamma", "se_weight"):
-      if getattr(self, name) < 0:
-        raise ValueError(f"config.autoencoder.{name} must be >= 0.")
+    self._validate_loss_fields()
+
+  def _validate_loss_fields(self) -> None:
+    """Ranges of the loss and discriminator fields (one line each)."""
+    a = self.config.autoencoder
+    check = config_lib.check_range
+    for name in ("l1_weight", "lpips_weight", "se_weight", "kl_weight",
+                 "gan_weight", "gan_gamma"):
+      check(f"config.autoencoder.{name}", getattr(self, name), low=0)
+    if not self.l1_weight and not self.lpips_weight:
+      raise ValueError(
+          "config.autoencoder.l1_weight=0 and lpips_weight=0 leave no "
+          "reconstruction loss; set l1_weight (or lpips_weight) > 0.")
+    check("config.autoencoder.gan_start_step",
+          a.get("gan_start_step", 0), low=0, integer=True)
+    widths = tuple(a.get("disc_widths", (64, 128, 256)))
+    if not widths:
+      raise ValueError("config.autoencoder.disc_widths=() needs at least one "
+                       "width (one stride-2 discriminator stage each), e.g. "
+                       "(64, 128, 256).")
+    for i, w in enumerate(widths):
+      check(f"config.autoencoder.disc_widths[{i}]", w, low=1, integer=True)
+    check("config.autoencoder.disc_learning_rate",
+          a.get("disc_learning_rate", 5.4e-5), low=0, low_open=True)
+    for name in ("disc_b1", "disc_b2"):
+      check(f"config.autoencoder.{name}", a.get(name), low=0, high=1,
+            high_open=True)
 
   @property
   def tx(self) -> optax.GradientTransformation:

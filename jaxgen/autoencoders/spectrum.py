@@ -146,9 +146,7 @@ def measure(workdir: str, *, data: str, num: int = 256,
   from jaxgen.eval import imagesets  # pylint: disable=g-import-not-at-top
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   config = config or provenance.load_config(workdir)
-  if config.family != "autoencoder":
-    raise ValueError(f"{workdir} is a {config.family!r} run, not an "
-                     "autoencoder.")
+  encode_lib.check_autoencoder_run(config, workdir)
   arch = ae_objective.arch_from_config(config)
   if getattr(arch, "video", False):
     raise ValueError(
@@ -211,6 +209,9 @@ def main(argv):
     for name in ("workdir", "data", "out"):
       if not flags_[name].value:
         raise ValueError(f"pass --{name}.")
+    from jaxgen.autoencoders import encode as encode_lib  # pylint: disable=g-import-not-at-top
+    # Before anything is encoded: a file in the way fails now, not after.
+    encode_lib.check_output_dir(flags_.out)
     spectra, step = measure(flags_.workdir, data=flags_.data, num=flags_.num,
                             image_size=flags_.image_size,
                             data_dir=flags_.data_dir)

@@ -427,23 +427,51 @@ class LatentSource:
     return {self.key: latent * self._scale, "label": label}
 
 
-def latents_meta(directory: str, split: str) -> Dict[str, Any]:
-  """The latents.json of one split of an encoded dataset (see
-  `jaxgen.autoencoders.encode`): shape, shards, scaling factor, the
-  autoencoder run.
+# The split whose scaling factor every split of a latents directory uses
+# (one factor for the whole dataset, as latent diffusion computes it).
+REFERENCE_SPLIT = "train"
+# What latents of two splits must share to be one dataset.
+ORIGIN_KEYS = ("autoencoder", "autoencoder_step", "image_size", "num_frames")
+
+
+def latents_origin(meta: Dict[str, Any]) -> Dict[str, Any]:
+  """What produced a split's latents: the `ORIGIN_KEYS` of its metadata.
 
   Args:
-    directory: the DIR of `latents:DIR`.
-    split: the split (its folder DIR/<split>).
+    meta: a latents.json (or shard .json) dict; older ones without a
+      "producer" record give what their top level holds.
 
   Returns:
-    The metadata dict.
-
-  Raises:
-    ValueError: one line if the split was not (completely) written.
+    {key: value}; the autoencoder run as a resolved path.
   """
+  producer = meta.get("producer") or {}
+  origin = {k: producer.get(k, meta.get(k)) for k in ORIGIN_KEYS}
+  if origin["num_frames"] is None:
+    origin["num_frames"] = 0
+  if origin["autoencoder"]:
+    origin["autoencoder"] = os.path.realpath(str(origin["autoencoder"]))
+  return origin
+
+
+def origin_differences(a: Dict[str, Any], b: Dict[str, Any], a_name: str,
+                       b_name: str) -> str:
+  """The keys two `latents_origin`s differ in, for a message.
+
+  Args:
+    a: one origin.
+    b: the other.
+    a_name: what `a` belongs to (e.g. its split).
+    b_name: what `b` belongs to.
+
+  Returns:
+    "key: A (a_name) vs B (b_name), ..."; '' if they agree.
+  """
+  return ", ".join(f"{k}: {a.get(k)!r} ({a_name}) vs {b.get(k)!r} ({b_name})"
+                   for k in ORIGIN_KEYS if a.get(k) != b.get(k))
+
+
+def _read_meta(root: str, split: str) -> Dict[str, Any]:
   import json  # pylint: disable=g-import-not-at-top
-  root = os.path.join(os.path.expanduser(directory), split)
   meta_path = os.path.join(root, LATENTS_META)
   if not os.path.exists(meta_path):
     raise ValueError(f"{root} holds no {LATENTS_META}; write split {split!r} "
@@ -453,9 +481,54 @@ def latents_meta(directory: str, split: str) -> Dict[str, Any]:
     return json.load(f)
 
 
+def latents_meta(directory: str, split: str) -> Dict[str, Any]:
+  """The latents.json of one split of an encoded dataset (see
+  `jaxgen.autoencoders.encode`): shape, shards, scaling factor, the
+  autoencoder run.
+
+  Every split is scaled by one factor: the train split's when DIR/train has
+  a latents.json (its own otherwise). "scaling_factor" is that factor; the
+  split's own, if different, stays under "split_scaling_factor". A split
+  encoded by another autoencoder run, step, image size or clip length than
+  DIR/train is refused.
+
+  Args:
+    directory: the DIR of `latents:DIR`.
+    split: the split (its folder DIR/<split>).
+
+  Returns:
+    The metadata dict.
+
+  Raises:
+    ValueError: one line if the split was not (completely) written or does
+      not match the train split.
+  """
+  directory = os.path.expanduser(directory)
+  meta = _read_meta(os.path.join(directory, split), split)
+  ref_root = os.path.join(directory, REFERENCE_SPLIT)
+  if split == REFERENCE_SPLIT or not os.path.exists(
+      os.path.join(ref_root, LATENTS_META)):
+    return meta
+  ref = _read_meta(ref_root, REFERENCE_SPLIT)
+  why = origin_differences(latents_origin(ref), latents_origin(meta),
+                           REFERENCE_SPLIT, split)
+  if why:
+    raise ValueError(
+        f"{os.path.join(directory, split)} and {ref_root} hold latents of "
+        f"different autoencoder runs/steps/sizes ({why}); re-encode split "
+        f"{split!r} with the train split's run, step and --image_size, or "
+        "pass another latents:DIR.")
+  own = meta.get("split_scaling_factor", meta["scaling_factor"])
+  meta = dict(meta, scaling_factor=ref["scaling_factor"])
+  if own != ref["scaling_factor"]:
+    meta["split_scaling_factor"] = own
+  return meta
+
+
 @SOURCES.register("latents")
 def _open_latents(spec, config, *, split, arrays=None) -> Source:
-  """Latents of an autoencoder, scaled by their recorded scaling factor.
+  """Latents of an autoencoder, scaled by the train split's scaling factor
+  (`latents_meta`).
 
   DIR/<split>/ holds one split (`encode --split=...` writes it there).
   """

@@ -142,6 +142,9 @@ def test_winograd_convs_give_the_lax_outputs(video, monkeypatch):
     ({"model.temporal_compression": 16}, "temporal downsamples"),
     ({"model.spatial_compression": 6}, "must be a power of two"),
     ({"model.depth": 3}, "config.model.depth is not a field"),
+    ({"model.channels_mult": (1, 0)},
+     r"^config\.model\.channels_mult\[1\]=0 must be an integer >= 1\.$"),
+    ({"model.num_groups": 0}, r"config\.model\.num_groups=0 must be"),
 ])
 def test_bad_video_configs_fail_before_compiling(overrides, match):
   with pytest.raises(ValueError, match=match) as e:
@@ -154,7 +157,47 @@ def test_bad_video_configs_fail_before_compiling(overrides, match):
   assert "\n" not in str(e.value)
 
 
-def test_tiny_video_trains_on_embedded_clips(tmp_path):
-  last = trainer.train_and_evaluate(_config("tiny_video"),
-                                    str(tmp_path / "run"))
-  assert np.isfinite(last["loss"]) and last["step"] == 2
+@pytest.mark.parametrize("preset", ["tiny_cosmos,se", "tiny_video,se"])
+def test_se_runs_train(preset, tmp_path):
+  # The SE term decodes 2x / 4x smaller latents through the same blocks.
+  last = trainer.train_and_evaluate(_config(preset), str(tmp_path / "run"))
+  assert np.isfinite(last["loss"]) and np.isfinite(last["se"])
+  assert last["step"] == 2
+
+
+def _perturbed(variables, part, block):
+  """The variables with one attention block's output projection moved."""
+  params = jax.tree.map(lambda x: x, variables["params"])
+  proj = params[part][block]["spatial_proj"]
+  proj["kernel"] = proj["kernel"] + 0.5
+  return {"params": params}
+
+
+def test_attention_is_placed_for_the_training_size():
+  """A 32 px-trained tiny_cosmos has attention at level 2 (4 px features);
+  at 64 px, and on the SE term's smaller latents, the same blocks run."""
+  obj = ae_objective.Autoencoder(_config("tiny_cosmos"), total_steps=2)
+  model = obj.model
+  assert model.resolution == 32
+  x32, x64 = (jax.random.normal(jax.random.key(1), (1, s, s, 3))
+              for s in (32, 64))
+  v = nn.unbox(model.init(jax.random.key(0), x32))
+  attn = sorted(k for part in ("encoder", "decoder")
+                for k in v["params"][part] if "_attn_" in k)
+  assert attn == ["down_2_attn_0", "mid_attn_1", "mid_attn_1",
+                  "up_2_attn_0", "up_2_attn_1"]
+  same = nn.unbox(model.init(jax.random.key(0), x64))
+  assert jax.tree.structure(same) == jax.tree.structure(v)
+  encode = lambda v, x: model.apply(v, x, method=model.encode)  # noqa: E731
+  decode = lambda v, z: model.apply(v, z, method=model.decode)  # noqa: E731
+  z = encode(v, x64)
+  assert z.shape == (1, 8, 8, 8)
+  # The level-2 blocks are read at 64 px (8 px features there), ...
+  assert float(jnp.abs(encode(_perturbed(v, "encoder", "down_2_attn_0"),
+                              x64) - z).max()) > 1e-3
+  moved = _perturbed(v, "decoder", "up_2_attn_0")
+  assert float(jnp.abs(decode(moved, z) - decode(v, z)).max()) > 1e-3
+  # ... and decoding the SE term's 2x2 latents (16 px) needs no others.
+  small = z[:, ::4, ::4]
+  assert decode(v, small).shape == (1, 16, 16, 3)
+  assert float(jnp.abs(decode(moved, small) - decode(v, small)).max()) > 1e-3

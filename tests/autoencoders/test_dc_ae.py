@@ -173,3 +173,18 @@ def test_convert_writes_a_run_that_phases_start_from(tmp_path):
   two.model = provenance.load_config(run).model
   two.autoencoder.phase, two.init_from = "phase2", run
   trainer.train_and_evaluate(two, str(tmp_path / "two"))
+
+
+def test_convert_needs_a_dc_ae_preset(tmp_path):
+  """A Cosmos preset is refused before the folder is read."""
+  from configs import autoencoder as ae_config  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import convert  # pylint: disable=g-import-not-at-top
+  run = tmp_path / "run"
+  with pytest.raises(ValueError) as e:
+    convert.convert(str(tmp_path / "no_folder"), str(run),
+                    ae_config.get_config("tiny_cosmos"))
+  assert str(e.value) == (
+      "--config is a 'cosmos' autoencoder preset (config.autoencoder."
+      "architecture='cosmos'); converting diffusers' AutoencoderDC needs a "
+      "dc_ae preset, e.g. --config=configs/autoencoder.py:dc_ae_f32c32_in.")
+  assert not run.exists()

@@ -1,16 +1,22 @@
 """encode: resuming its own shards, refusing another encode's, and the
 one-line input errors raised before anything compiles or is written."""
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 
+from array_record.python import array_record_module
 import jax
+import numpy as np
 import pytest
 
 from configs import autoencoder as ae_config
 from jaxgen import config_lib
 from jaxgen.autoencoders import encode as encode_lib
 from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.data import sources
 from tests.train import common
 
 
@@ -173,3 +179,122 @@ def test_batch_size_not_divisible_by_the_devices(tmp_path, trained_ae_64):
       "--shard_size=12); --batch_size=4 is not divisible by the 8 devices "
       "(use a multiple of 8).")
   assert not os.path.exists(out)
+
+
+def _write_split(root, latents, producer, scaling_factor):
+  """A finished split as encode writes it (one shard, latents.json)."""
+  os.makedirs(root)
+  writer = array_record_module.ArrayRecordWriter(
+      os.path.join(root, "latents-00000.array_record"), "group_size:1")
+  for z in latents:
+    writer.write(sources.encode_latent_record(z, 0))
+  writer.close()
+  with open(os.path.join(root, sources.LATENTS_META), "w",
+            encoding="utf-8") as f:
+    json.dump({"shape": list(latents.shape[1:]),
+               "num_examples": len(latents), "num_classes": 1,
+               "scaling_factor": scaling_factor,
+               "shards": ["latents-00000.array_record"],
+               "producer": producer}, f)
+
+
+def test_a_split_unlike_the_others_is_refused_and_train_scales_all(
+    tmp_path, trained_ae_64):
+  config, ae_dir = trained_ae_64
+  out = str(tmp_path / "latents")
+  train = os.path.join(out, "train")
+  ours = {"autoencoder": os.path.realpath(ae_dir), "autoencoder_step": 2,
+          "image_size": 64, "num_frames": 0}
+  latents = np.zeros((8, 8, 8, 8), np.float32)
+  # The train split of another step, then of another size: refused before
+  # anything is encoded, nothing written.
+  for key, value, why in (
+      ("autoencoder_step", 1, "autoencoder_step: 1 (train) vs 2 (test)"),
+      ("image_size", 32, "image_size: 32 (train) vs 64 (test)")):
+    shutil.rmtree(out, ignore_errors=True)
+    _write_split(train, latents, dict(ours, **{key: value}), 0.5)
+    with pytest.raises(ValueError) as e:
+      _encode(config, ae_dir, out)
+    assert str(e.value) == (
+        f"{out} holds split 'train' of other latents ({why}); every split "
+        "of a latents directory comes from one autoencoder run and step at "
+        "one --image_size (and --num_frames): encode with those, or pass "
+        "another --out.")
+    assert sorted(os.listdir(out)) == ["train"]
+  # The same run, step and size: encoded, scaled by the train split's
+  # factor (its own kept for reference).
+  shutil.rmtree(out)
+  _write_split(train, latents, ours, 0.5)
+  lines = []
+  meta = _encode(config, ae_dir, out, log=lines.append)
+  assert meta["scaling_factor"] == 0.5
+  assert meta["split_scaling_factor"] != pytest.approx(0.5)
+  assert "(scaling factor 0.5 of the train split)" in lines[0]
+  assert lines[0].startswith(f"wrote 512 latents of 8x8x8 to {out}/test (")
+  # A rerun finds every shard there and says so.
+  again = _encode(config, ae_dir, out, log=lines.append)
+  assert again["scaling_factor"] == 0.5
+  assert lines[1].startswith(
+      f"all 512 latents of 8x8x8 were already in {out}/test (scaling factor")
+
+
+def test_run_data_and_output_errors_come_first(tmp_path, trained_ae_64):
+  config, ae_dir = trained_ae_64
+  out = str(tmp_path / "latents")
+  # Not an autoencoder run (the simple-diffusion tiny config).
+  with pytest.raises(ValueError) as e:
+    _encode(common.tiny_config(), str(tmp_path / "sd"), out)
+  assert str(e.value) == (f"{tmp_path}/sd is a 'simple_diffusion' run, not "
+                          "an autoencoder; pass the --workdir of an "
+                          "autoencoder run.")
+  # An output that is a file, or inside one: refused before any work.
+  afile = tmp_path / "afile"
+  afile.write_text("keep")
+  for bad, msg in (
+      (str(afile), f"--out={afile} is a file, not a folder; pass a folder."),
+      (str(afile / "sub"), f"--out={afile}/sub cannot be created: {afile} "
+                           "is a file; pass another --out.")):
+    with pytest.raises(ValueError) as e:
+      _encode(config, ae_dir, bad)
+    assert str(e.value) == msg
+  assert afile.read_text() == "keep"
+  # 8-channel latents into the 3-channel autoencoder: one line, before the
+  # checkpoint is restored.
+  lat = str(tmp_path / "lat")
+  _write_split(os.path.join(lat, "test"),
+               np.zeros((64, 8, 8, 8), np.float32),
+               {"autoencoder": ae_dir, "autoencoder_step": 2,
+                "image_size": 64, "num_frames": 0}, 1.0)
+  with pytest.raises(ValueError) as e:
+    _encode(config, str(tmp_path / "no_run"), out, data=f"latents:{lat}")
+  assert str(e.value) == (
+      f"latents:{lat} has 8-channel examples but {tmp_path}/no_run encodes "
+      "3-channel ones (config.dataset.channels); pass data like the images "
+      "it was trained on.")
+  assert not os.path.exists(out)
+
+
+def test_interrupted_encode_says_how_to_finish(tmp_path, trained_ae_64):
+  """Ctrl-C: one line and exit 130, no traceback."""
+  _, ae_dir = trained_ae_64
+  code = (
+      "import sys\n"
+      "from absl import app\n"
+      "from jaxgen import config_lib\n"
+      "from jaxgen.autoencoders import encode\n"
+      "def interrupted(*args, **kwargs):\n"
+      "  raise KeyboardInterrupt\n"
+      "encode.encode_split = interrupted\n"
+      "encode._define_flags()\n"
+      "app.run(encode.main, flags_parser=config_lib.parse_flags)\n")
+  proc = subprocess.run(
+      [sys.executable, "-c", code, f"--workdir={ae_dir}",
+       "--data=jaxgen_shapes", f"--out={tmp_path / 'latents'}"],
+      capture_output=True, text=True, cwd=common.ROOT, timeout=300,
+      check=False, env=dict(os.environ, PYTHONPATH=common.ROOT,
+                            JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 130, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "interrupted; rerun the same command to finish (the shards written "
+      "are kept).")
+  assert "Traceback" not in proc.stderr

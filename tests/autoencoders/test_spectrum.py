@@ -107,3 +107,25 @@ def test_video_autoencoder_is_refused_before_restoring(tmp_path):
   assert str(e.value) == (
       f"{workdir} is a video autoencoder (temporal compression 4); the "
       "spectrum measures image autoencoders only, pass one of those.")
+
+
+def test_out_file_and_other_families_are_one_line(tmp_path, trained_ae_64):
+  _, workdir = trained_ae_64
+  with pytest.raises(ValueError) as e:
+    spectrum.measure(str(tmp_path / "sd"), data="jaxgen_shapes",
+                     config=common.tiny_config())
+  assert str(e.value) == (f"{tmp_path}/sd is a 'simple_diffusion' run, not "
+                          "an autoencoder; pass the --workdir of an "
+                          "autoencoder run.")
+  # --out naming a file: refused before anything is encoded, file kept.
+  afile = tmp_path / "afile"
+  afile.write_text("keep")
+  proc = common.run_module(
+      "jaxgen.autoencoders.spectrum", f"--workdir={workdir}",
+      "--data=jaxgen_shapes", "--image_size=64", "--num=16",
+      f"--data_dir={common.DATA_DIR}", f"--out={afile}")
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert errors == [f"error: --out={afile} is a file, not a folder; pass a "
+                    "folder."]
+  assert "Traceback" not in proc.stderr and afile.read_text() == "keep"

@@ -1,11 +1,17 @@
-"""Tests for dataset specs, config validation, folder and arrays sources."""
+"""Tests for dataset specs, config validation, folder, arrays and latents
+sources."""
 
+import json
+import os
+
+from array_record.python import array_record_module
 import numpy as np
 from PIL import Image
 import pytest
 
 from jaxgen.data import config as config_lib
 from jaxgen.data import pipeline
+from jaxgen.data import sources
 
 
 def _config(**overrides):
@@ -214,3 +220,59 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, caplog):
   images = next(iterator)["image"]
   np.testing.assert_array_equal(images[3], images[4])
   np.testing.assert_array_equal(images[5], images[6])
+
+
+def _latent_split(root, latents, scaling_factor, **producer):
+  """A split written as `jaxgen.autoencoders.encode` writes one."""
+  os.makedirs(root)
+  writer = array_record_module.ArrayRecordWriter(
+      os.path.join(root, "latents-00000.array_record"), "group_size:1")
+  for z in latents:
+    writer.write(sources.encode_latent_record(z, 1))
+  writer.close()
+  producer = dict(dict(autoencoder="/runs/ae", autoencoder_step=2,
+                       image_size=64, num_frames=0), **producer)
+  with open(os.path.join(root, sources.LATENTS_META), "w",
+            encoding="utf-8") as f:
+    json.dump({"shape": list(latents.shape[1:]),
+               "num_examples": len(latents), "num_classes": 2,
+               "scaling_factor": scaling_factor,
+               "shards": ["latents-00000.array_record"],
+               "producer": producer}, f)
+
+
+def test_latent_splits_share_the_train_factor_and_must_agree(tmp_path):
+  rng = np.random.default_rng(0)
+  train, test = (rng.normal(size=(4, 2, 2, 3)).astype(np.float32)
+                 for _ in range(2))
+  _latent_split(str(tmp_path / "a" / "train"), train, 0.5)
+  _latent_split(str(tmp_path / "a" / "test"), test, 2.0)
+  config = _config(name=f"latents:{tmp_path / 'a'}", channels=3)
+  for split, raw in (("train", train), ("test", test)):
+    batch = next(_build(config, split=split, train=False)[0])
+    np.testing.assert_allclose(batch["image"], raw * 0.5, rtol=1e-6)
+  meta = sources.latents_meta(str(tmp_path / "a"), "test")
+  assert (meta["scaling_factor"], meta["split_scaling_factor"]) == (0.5, 2.0)
+  # Without a train split, a split keeps its own factor.
+  _latent_split(str(tmp_path / "b" / "test"), test, 2.0)
+  batch = next(_build(_config(name=f"latents:{tmp_path / 'b'}"),
+                      split="test", train=False)[0])
+  np.testing.assert_allclose(batch["image"], test * 2.0, rtol=1e-6)
+  # A split of another autoencoder step or image size than train: one line
+  # when it is opened (the trainer opens its eval split before compiling).
+  for name, change, why in (
+      ("c", {"autoencoder_step": 3},
+       "autoencoder_step: 2 (train) vs 3 (test)"),
+      ("d", {"image_size": 32}, "image_size: 64 (train) vs 32 (test)")):
+    _latent_split(str(tmp_path / name / "train"), train, 0.5)
+    _latent_split(str(tmp_path / name / "test"), test, 2.0, **change)
+    with pytest.raises(ValueError) as e:
+      _build(_config(name=f"latents:{tmp_path / name}"), split="test",
+             train=False)
+    assert str(e.value) == (
+        f"{tmp_path / name / 'test'} and {tmp_path / name / 'train'} hold "
+        f"latents of different autoencoder runs/steps/sizes ({why}); "
+        "re-encode split 'test' with the train split's run, step and "
+        f"--image_size, or pass another latents:DIR.")
+    _build(_config(name=f"latents:{tmp_path / name}"), split="train",
+           train=False)
