@@ -241,3 +241,22 @@ def test_approach3_without_a_frontier_is_left_out_with_a_warning(
                      "nothing to extrapolate"):
     fit.run(path, str(tmp_path / "out3"), approaches=[3], top_k=10)
   assert not (tmp_path / "out3").exists()
+
+
+def test_three_runs_per_budget_give_no_approach2_interval():
+  # A within-budget resample of 3 runs fits a parabola only by drawing all
+  # 3: every interval would be the fit itself (width 0 by construction).
+  n, d, c, loss = _synthetic()
+  keep = np.concatenate([np.flatnonzero(c == b)[np.argsort(
+      loss[c == b])[:3]] for b in np.unique(c)])
+  runs = results.make_runs(n[keep], loss[keep], d=d[keep], c=c[keep],
+                           budget=c[keep])
+  with pytest.warns(results.FitWarning, match="approach 2: no bootstrap "
+                    "interval \\(every resample that fits is the fit itself"):
+    fits = fit.fit_runs(runs, approaches=(2,), n_bootstrap=20)
+  assert fits.boot2 is None
+  assert "too few runs" in fits.summary["approach2"]["no_interval"]
+  # With more runs per budget the bootstrap runs.
+  fits = fit.fit_runs(results.make_runs(n, loss, d=d, c=c, budget=c),
+                      approaches=(2,), n_bootstrap=20)
+  assert fits.boot2 is not None
