@@ -135,6 +135,28 @@ def _add_targets(samples, predict, targets):
       samples[f"{name}@{c:.4g}"] = value
 
 
+# Why approach 2 gets no interval when every budget has only 3 runs.
+NO_APPROACH2_INTERVAL = ("every resample that fits is the fit itself: too "
+                         "few runs per budget")
+
+
+def approach2_interval_is_degenerate(fit) -> bool:
+  """Whether resampling runs within budgets can only reproduce `fit`.
+
+  With 3 runs per budget a resample fits a parabola only if it draws all 3,
+  i.e. the original runs: the bootstrap's spread would be 0 by
+  construction, not a measured certainty.
+
+  Args:
+    fit: an approach-2 fit (`approach2.fit_isoflops`).
+
+  Returns:
+    True when no budget has more runs than a parabola needs.
+  """
+  return all(cv.n_runs <= approach2_lib.MIN_SIZES_PER_BUDGET
+             for cv in fit.curves)
+
+
 def bootstrap_approach2(n, loss, budget, *, k: float, n_resamples: int,
                         seed: int = 0,
                         targets: Sequence[float] = ()) -> Bootstrap:

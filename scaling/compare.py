@@ -160,16 +160,10 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
                     results_lib.FitWarning, stacklevel=2)
       continue
     boot, no_interval = None, ""
-    if n_bootstrap and all(cv.n_runs <= approach2_lib.MIN_SIZES_PER_BUDGET
-                           for cv in fit.curves):
-      # With 3 runs per budget, a within-budget resample fits a parabola
-      # only if it draws all 3, i.e. reproduces the fit: the bootstrap's
-      # spread would be 0 by construction, not a measured certainty.
-      no_interval = "every resample that fits is the fit itself"
-      warnings.warn(
-          f"family {family!r}: no bootstrap interval ({no_interval}: too "
-          "few runs per budget to resample)", results_lib.FitWarning,
-          stacklevel=2)
+    if n_bootstrap and bootstrap_lib.approach2_interval_is_degenerate(fit):
+      no_interval = bootstrap_lib.NO_APPROACH2_INTERVAL
+      warnings.warn(f"family {family!r}: no bootstrap interval "
+                    f"({no_interval})", results_lib.FitWarning, stacklevel=2)
     elif n_bootstrap:
       boot = bootstrap_lib.bootstrap_approach2(
           runs.n, runs.loss, budget, k=fit.k, n_resamples=n_bootstrap,

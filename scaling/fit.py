@@ -199,13 +199,10 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
   fits.fit2 = approach2_lib.fit_isoflops(runs.n, runs.loss, budget, k=k)
   out = fits.fit2.to_dict()
   out["budget_rule"] = rule
-  if n_bootstrap and all(cv.n_runs <= approach2_lib.MIN_SIZES_PER_BUDGET
-                         for cv in fits.fit2.curves):
-    # As in scaling.compare: with 3 runs per budget a resample fits a
-    # parabola only by drawing all 3, so every interval would be the fit
-    # itself ([211.2, 211.2]), a width of 0 by construction.
-    out["no_interval"] = ("every resample that fits is the fit itself: too "
-                          "few runs per budget")
+  if n_bootstrap and bootstrap_lib.approach2_interval_is_degenerate(
+      fits.fit2):
+    # Not a zero-width interval ([211.2, 211.2] on the R3GAN results).
+    out["no_interval"] = bootstrap_lib.NO_APPROACH2_INTERVAL
     warnings.warn(f"approach 2: no bootstrap interval ({out['no_interval']})",
                   results_lib.FitWarning, stacklevel=3)
   elif n_bootstrap:
