@@ -1,5 +1,5 @@
 """Where jaxgen keeps files: its own between runs (the user cache), and the
-output files a command is about to write."""
+output files and folders a command is about to write."""
 
 import os
 
@@ -47,3 +47,28 @@ def prepare_output(path: str, flag: str = "--out") -> None:
   if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
     raise ValueError(f"{flag}={path} is not writable: permission denied; "
                      f"pass a {flag} you can write to.")
+
+
+def check_output_dir(path: str, flag: str = "--out") -> None:
+  """Refuses an output folder that could not be created or written, before
+  any work (nothing is created).
+
+  Args:
+    path: the folder (it and its parents may not exist yet).
+    flag: its flag, for the message.
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  probe = os.path.abspath(path)
+  while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    if probe == os.path.abspath(path):
+      raise ValueError(f"{flag}={path} is a file, not a folder; pass a "
+                       f"folder.")
+    raise ValueError(f"{flag}={path} cannot be created: {probe} is a file; "
+                     f"pass another {flag}.")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise ValueError(f"{flag}={path} is not writable ({probe}: permission "
+                     f"denied); pass a {flag} you can write to.")

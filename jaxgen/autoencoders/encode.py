@@ -32,6 +32,7 @@ from absl import flags
 import numpy as np
 
 from jaxgen import config_lib
+from jaxgen import paths
 from jaxgen.data import sources
 
 
@@ -108,31 +109,6 @@ def check_autoencoder_run(config, workdir: str) -> None:
   if family != "autoencoder":
     raise ValueError(f"{workdir} is a {family!r} run, not an autoencoder; "
                      "pass the --workdir of an autoencoder run.")
-
-
-def check_output_dir(path: str, flag: str = "--out") -> None:
-  """Refuses an output folder that could not be created or written, before
-  any work (nothing is created).
-
-  Args:
-    path: the folder (it and its parents may not exist yet).
-    flag: its flag, for the message.
-
-  Raises:
-    ValueError: one line saying what to change.
-  """
-  probe = os.path.abspath(path)
-  while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-    probe = os.path.dirname(probe)
-  if not os.path.isdir(probe):
-    if probe == os.path.abspath(path):
-      raise ValueError(f"{flag}={path} is a file, not a folder; pass a "
-                       f"folder.")
-    raise ValueError(f"{flag}={path} cannot be created: {probe} is a file; "
-                     f"pass another {flag}.")
-  if not os.access(probe, os.W_OK | os.X_OK):
-    raise ValueError(f"{flag}={path} is not writable ({probe}: permission "
-                     f"denied); pass a {flag} you can write to.")
 
 
 def _video_data_error(workdir: str) -> ValueError:
@@ -304,7 +280,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     raise ValueError("; ".join(f"{what} ({fix})" for what, fix in problems)
                      + ".")
   root = os.path.join(out, split)
-  check_output_dir(out)
+  paths.check_output_dir(out)
   if os.path.exists(root) and not os.path.isdir(root):
     raise ValueError(f"{root} is a file, not a split folder; move it or "
                      "pass another --out.")

@@ -23,6 +23,8 @@ from absl import flags
 import numpy as np
 from scipy import fft
 
+from jaxgen import paths
+
 BLOCK = 8
 
 
@@ -209,9 +211,8 @@ def main(argv):
     for name in ("workdir", "data", "out"):
       if not flags_[name].value:
         raise ValueError(f"pass --{name}.")
-    from jaxgen.autoencoders import encode as encode_lib  # pylint: disable=g-import-not-at-top
     # Before anything is encoded: a file in the way fails now, not after.
-    encode_lib.check_output_dir(flags_.out)
+    paths.check_output_dir(flags_.out)
     spectra, step = measure(flags_.workdir, data=flags_.data, num=flags_.num,
                             image_size=flags_.image_size,
                             data_dir=flags_.data_dir)

@@ -1,13 +1,11 @@
 """encode: resuming its own shards, refusing another encode's, and the
 one-line input errors raised before anything compiles or is written."""
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 
-from array_record.python import array_record_module
 import jax
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from configs import autoencoder as ae_config
 from jaxgen import config_lib
 from jaxgen.autoencoders import encode as encode_lib
 from jaxgen.autoencoders import objective as ae_objective
-from jaxgen.data import sources
+from tests.data import test_data_sources
 from tests.train import common
 
 
@@ -181,23 +179,6 @@ def test_batch_size_not_divisible_by_the_devices(tmp_path, trained_ae_64):
   assert not os.path.exists(out)
 
 
-def _write_split(root, latents, producer, scaling_factor):
-  """A finished split as encode writes it (one shard, latents.json)."""
-  os.makedirs(root)
-  writer = array_record_module.ArrayRecordWriter(
-      os.path.join(root, "latents-00000.array_record"), "group_size:1")
-  for z in latents:
-    writer.write(sources.encode_latent_record(z, 0))
-  writer.close()
-  with open(os.path.join(root, sources.LATENTS_META), "w",
-            encoding="utf-8") as f:
-    json.dump({"shape": list(latents.shape[1:]),
-               "num_examples": len(latents), "num_classes": 1,
-               "scaling_factor": scaling_factor,
-               "shards": ["latents-00000.array_record"],
-               "producer": producer}, f)
-
-
 def test_a_split_unlike_the_others_is_refused_and_train_scales_all(
     tmp_path, trained_ae_64):
   config, ae_dir = trained_ae_64
@@ -212,7 +193,8 @@ def test_a_split_unlike_the_others_is_refused_and_train_scales_all(
       ("autoencoder_step", 1, "autoencoder_step: 1 (train) vs 2 (test)"),
       ("image_size", 32, "image_size: 32 (train) vs 64 (test)")):
     shutil.rmtree(out, ignore_errors=True)
-    _write_split(train, latents, dict(ours, **{key: value}), 0.5)
+    test_data_sources.write_latent_split(train, latents, 0.5,
+                                         dict(ours, **{key: value}))
     with pytest.raises(ValueError) as e:
       _encode(config, ae_dir, out)
     assert str(e.value) == (
@@ -224,7 +206,7 @@ def test_a_split_unlike_the_others_is_refused_and_train_scales_all(
   # The same run, step and size: encoded, scaled by the train split's
   # factor (its own kept for reference).
   shutil.rmtree(out)
-  _write_split(train, latents, ours, 0.5)
+  test_data_sources.write_latent_split(train, latents, 0.5, ours)
   lines = []
   meta = _encode(config, ae_dir, out, log=lines.append)
   assert meta["scaling_factor"] == 0.5
@@ -261,10 +243,10 @@ def test_run_data_and_output_errors_come_first(tmp_path, trained_ae_64):
   # 8-channel latents into the 3-channel autoencoder: one line, before the
   # checkpoint is restored.
   lat = str(tmp_path / "lat")
-  _write_split(os.path.join(lat, "test"),
-               np.zeros((64, 8, 8, 8), np.float32),
-               {"autoencoder": ae_dir, "autoencoder_step": 2,
-                "image_size": 64, "num_frames": 0}, 1.0)
+  test_data_sources.write_latent_split(
+      os.path.join(lat, "test"), np.zeros((64, 8, 8, 8), np.float32), 1.0,
+      {"autoencoder": ae_dir, "autoencoder_step": 2, "image_size": 64,
+       "num_frames": 0})
   with pytest.raises(ValueError) as e:
     _encode(config, str(tmp_path / "no_run"), out, data=f"latents:{lat}")
   assert str(e.value) == (

@@ -222,16 +222,15 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, caplog):
   np.testing.assert_array_equal(images[5], images[6])
 
 
-def _latent_split(root, latents, scaling_factor, **producer):
-  """A split written as `jaxgen.autoencoders.encode` writes one."""
+def write_latent_split(root, latents, scaling_factor, producer):
+  """A finished split as `jaxgen.autoencoders.encode` writes one: one shard
+  (every example of class 1) and latents.json with `producer`."""
   os.makedirs(root)
   writer = array_record_module.ArrayRecordWriter(
       os.path.join(root, "latents-00000.array_record"), "group_size:1")
   for z in latents:
     writer.write(sources.encode_latent_record(z, 1))
   writer.close()
-  producer = dict(dict(autoencoder="/runs/ae", autoencoder_step=2,
-                       image_size=64, num_frames=0), **producer)
   with open(os.path.join(root, sources.LATENTS_META), "w",
             encoding="utf-8") as f:
     json.dump({"shape": list(latents.shape[1:]),
@@ -239,6 +238,12 @@ def _latent_split(root, latents, scaling_factor, **producer):
                "scaling_factor": scaling_factor,
                "shards": ["latents-00000.array_record"],
                "producer": producer}, f)
+
+
+def _latent_split(root, latents, scaling_factor, **producer):
+  write_latent_split(root, latents, scaling_factor, dict(
+      dict(autoencoder="/runs/ae", autoencoder_step=2, image_size=64,
+           num_frames=0), **producer))
 
 
 def test_latent_splits_share_the_train_factor_and_must_agree(tmp_path):
