@@ -48,6 +48,7 @@ def main(argv):
   from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
   from jaxgen.train import checkpoint  # pylint: disable=g-import-not-at-top
   from jaxgen.train import preemption  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import run_record  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(FLAGS.verbosity)
@@ -69,8 +70,8 @@ def main(argv):
                    "compiled.", cache_dir, c["hits"], c["requests"],
                    c["misses"])
     if jax.process_index() == 0:
-      print(trainer.summary_line(result, FLAGS.workdir,
-                                 samples=bool(config.num_samples)))
+      print(run_record.summary_line(result, FLAGS.workdir,
+                                    samples=bool(config.num_samples)))
   except preemption.Preempted as e:
     # A clean stop that a rerun continues: not a failure.
     print(str(e), file=sys.stderr)

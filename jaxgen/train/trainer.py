@@ -24,7 +24,6 @@ import numpy as np
 
 from jaxgen.autoencoders import latent_decode
 from jaxgen.data import pipeline as data_pipeline
-from jaxgen.eval import grids
 from jaxgen.eval import sample_metrics
 from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.parallel import multihost
@@ -38,6 +37,7 @@ from jaxgen.train import metrics as metrics_lib
 from jaxgen.train import preemption
 from jaxgen.train import profiling
 from jaxgen.train import provenance
+from jaxgen.train import run_record
 from jaxgen.train import warm_start as warm_start_lib
 from jaxgen.train import workdir as workdir_lib
 
@@ -258,12 +258,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
     (setup, step, state); step and state are None without a checkpoint (or
     when `step` is not kept).
   """
-  checked = checks.check_config(config, devices)
-  it, info = data_pipeline.build_input(
-      config.dataset, global_batch_size=train_batch_size(config, checked[2]),
-      seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count(), train=True)
-  s = setup(config, data_info=info, devices=devices, checked=checked)
+  s, it = _resolve(config, devices)
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, abstract, shardings = abstract_state(s, jax.random.key(0))
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -274,47 +269,33 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
   return s, step, state
 
 
-class _MetricBuffer:
-  """Host-side accumulation of per-step metrics with a one-step lag.
+def abstract_of(config: ml_collections.ConfigDict, *,
+                devices: Optional[Sequence[jax.Device]] = None):
+  """The abstract train state (shapes and dtypes) a run config describes.
 
-  The step's metrics are fetched only after the next step has been dispatched,
-  so checking every step for NaNs does not stall the device pipeline.
+  Traced, not compiled: cheap enough to compare two runs' architectures
+  before anything compiles (a warm start's check).
+
+  Args:
+    config: a run config.
+    devices: devices of the mesh (default: all).
+
+  Returns:
+    The abstract state, a pytree of `jax.ShapeDtypeStruct`.
   """
+  s, _ = _resolve(config, devices)
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    return abstract_state(s, jax.random.key(0))[1]
 
-  def __init__(self, rows=()):
-    self.pending = None
-    self.rows = [dict(r) for r in rows]
 
-  def push(self, step: int, metrics: Any):
-    self.flush()
-    self.pending = (step, metrics)
-
-  def flush(self):
-    """Fetches the pending step's metrics; raises on non-finite values."""
-    if self.pending is None:
-      return
-    step, metrics = self.pending
-    self.pending = None
-    values = jax.device_get(metrics)
-    bad = metrics_lib.first_non_finite(values)
-    if bad is not None:
-      raise FloatingPointError(
-          f"Non-finite {bad} ({values[bad]}) at step {step}; stopping.")
-    self.rows.append(values)
-
-  def rows_for_json(self):
-    """The fetched rows not yet logged, as JSON-ready floats."""
-    return [{k: float(v) for k, v in r.items()} for r in self.rows]
-
-  def mean_and_reset(self) -> Dict[str, float]:
-    keys = self.rows[0].keys() if self.rows else []
-    # In float64: rows restored from a checkpoint's JSON are float64, fresh
-    # ones float32 (exactly representable in float64), so a run resumed off
-    # the logging grid logs the very same means.
-    out = {k: float(np.mean(np.asarray([r[k] for r in self.rows],
-                                       np.float64))) for k in keys}
-    self.rows = []
-    return out
+def _resolve(config, devices):
+  """(setup, train iterator) of a run config, for restoring or tracing."""
+  checked = checks.check_config(config, devices)
+  it, info = data_pipeline.build_input(
+      config.dataset, global_batch_size=train_batch_size(config, checked[2]),
+      seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count(), train=True)
+  return setup(config, data_info=info, devices=devices, checked=checked), it
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -367,7 +348,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     _eval_input(config)
   s = setup(config, data_info=info, devices=devices, checked=checked)
   if committed and max(committed) >= s.total_steps:
-    last = _last_row(os.path.join(workdir, "metrics.jsonl"))
+    last = run_record.last_row(os.path.join(workdir, "metrics.jsonl"))
     logging.info("%s already finished at step %d (of %d); nothing to do. "
                  "Raise the run length to train further.", workdir,
                  max(committed), s.total_steps)
@@ -375,6 +356,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   init_from = config.get("init_from") or ""
   if init_from and not committed:
     checks.check_init_from(config, init_from)
+    with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+      mine = abstract_state(s, jax.random.key(0))[1]
+    # Another architecture is refused now, not after minutes of compiling.
+    warm_start_lib.check_compatible(mine, init_from)
   if changed:
     logging.warning("Resuming with changed config fields: %s.",
                     "; ".join(changed))
@@ -408,7 +393,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
 
     if pidx == 0:
       # Before the writer opens the file (it appends).
-      _reconcile_metrics(os.path.join(workdir, "metrics.jsonl"), start)
+      run_record.reconcile_metrics(os.path.join(workdir, "metrics.jsonl"),
+                                   start)
     writer = metrics_lib.create_writer(
         workdir, tensorboard=bool(config.get("tensorboard", True)))
     if pidx == 0:
@@ -432,7 +418,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     peak = flops_lib.peak_flops_per_device()
     # Per-step rows since the last log step travel with the checkpoint, so a
     # run resumed off the logging grid logs the same averages.
-    buf = _MetricBuffer(extra.get("pending_rows", []))
+    buf = run_record.MetricBuffer(extra.get("pending_rows", []))
     last: Dict[str, Any] = {}
     t0, steps_since = time.time(), 0
     failed = True
@@ -456,7 +442,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           sps = steps_since / max(dt, 1e-9)
           # Steps/s and ETA go to the log; metrics.jsonl keeps the row.
           logs.log_progress(step, s.total_steps, sps)
-          row.update(_progress(config, s, step, sps, peak))
+          row.update(run_record.progress(config, s, step, sps, peak))
           if eval_fn and (step % int(config.eval_every_steps) == 0
                           or is_last):
             row.update(eval_fn(state, step))
@@ -466,7 +452,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           last = dict(row, step=step)
           t0, steps_since = time.time(), 0
         if info.batches_per_epoch and step % info.batches_per_epoch == 0:
-          _report_skipped(info, f"epoch {step // info.batches_per_epoch}")
+          run_record.report_skipped(
+              info, f"epoch {step // info.batches_per_epoch}")
         stop = watcher.should_stop(step)
         if is_last or stop or ckpt.is_save_step(step):
           buf.flush()  # Never save a state whose metrics were not checked.
@@ -478,8 +465,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         # After the save: its writes (in the background) overlap sampling.
         if config.num_samples and not stop and (
             step % int(config.sample_every_steps) == 0 or is_last):
-          _write_samples(sample_fn, state, base_rng, step, workdir,
-                         writer)
+          run_record.write_samples(sample_fn, state, base_rng, step,
+                                   workdir, writer)
         if stop and not is_last:
           ckpt.wait()
           raise preemption.Preempted(
@@ -487,7 +474,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
               f"checkpoint {step} saved in {ckpt_dir}; rerun the same "
               "command to continue.", step)
       failed = False
-      _report_skipped(info, "run")
+      run_record.report_skipped(info, "run")
     except FloatingPointError as e:
       try:
         ckpt.wait()
@@ -532,74 +519,6 @@ def _guarded(ckpt, workdir: str, fn, *args):
     ) from None
 
 
-def _last_row(path: str) -> Dict[str, Any]:
-  rows = metrics_lib.read_rows(path)
-  return rows[-1] if rows else {}
-
-
-def summary_line(result: Dict[str, Any], workdir: str,
-                 samples: bool = True) -> str:
-  """The one-line result of a run: step, losses and where things are.
-
-  Args:
-    result: the last logged metrics (`train_and_evaluate`'s result).
-    workdir: the run directory.
-    samples: the run writes sample grids (config.num_samples > 0).
-
-  Returns:
-    "done: step N, loss ..., eval_...; checkpoints in ..., [samples in ...,]
-    metrics in ...".
-  """
-  metrics = ", ".join(f"{k} {result[k]:.4g}" for k in sorted(result)
-                      if k == "loss" or k.startswith("eval_"))
-  where = [f"checkpoints in {os.path.join(workdir, 'checkpoints')}"]
-  if samples:
-    where.append(f"samples in {os.path.join(workdir, 'samples')}")
-  where.append(f"metrics in {os.path.join(workdir, 'metrics.jsonl')}")
-  return (f"done: step {result.get('step', '?')}"
-          f"{', ' + metrics if metrics else ''}; " + ", ".join(where))
-
-
-def _report_skipped(info, when: str) -> None:
-  skipped = info.skipped_files()
-  if skipped:
-    first = sorted(skipped)[0]
-    logging.warning("%s: %d unreadable image files skipped so far (first: "
-                    "%s: %s).", when, len(skipped), first, skipped[first])
-
-
-def _reconcile_metrics(path: str, start: int) -> None:
-  """Makes metrics.jsonl describe the run that starts at `start`."""
-  if start:
-    # Rows past the checkpoint belong to a run that died; they are
-    # recomputed identically now.
-    dropped = metrics_lib.truncate_jsonl(path, start)
-    if dropped:
-      logging.info("Dropped %d metric rows past checkpoint %d (recomputed "
-                   "now).", dropped, start)
-    return
-  moved = metrics_lib.rotate_jsonl(path)
-  if moved:
-    logging.warning("No checkpoint to resume from, but %s has rows: kept "
-                    "them in %s; this run starts from step 0.", path, moved)
-
-
-def _progress(config, s: Setup, step: int, steps_per_sec: float,
-              peak: Optional[float]) -> Dict[str, Any]:
-  """Compute accounting logged with every row."""
-  examples = step * int(config.batch_size)
-  tput = flops_lib.throughput(s.flops_per_example,
-                              steps_per_sec * config.batch_size,
-                              jax.device_count(), peak)
-  row = {"examples_seen": examples,
-         "flops_seen": examples * s.flops_per_example,
-         "steps_per_sec": steps_per_sec,
-         "tflops_per_device": tput["tflops_per_device"]}
-  if tput["mfu"] != "unknown":
-    row["mfu"] = tput["mfu"]
-  return row
-
-
 def _eval_input(config):
   it, _ = data_pipeline.build_input(
       config.dataset, global_batch_size=config.batch_size, seed=config.seed,
@@ -639,16 +558,3 @@ def _then(first, second):
   """x -> second(first(x)), keeping each of them separately jitted."""
   return lambda *args: second(first(*args))
 
-
-def _write_samples(sample_fn, state, base_rng, step, workdir, writer):
-  """Draws samples (same noise every time); writes samples/step_N.png and
-  the grid to TensorBoard."""
-  samples = jax.device_get(
-      sample_fn(state, jax.random.fold_in(base_rng, 10**9)))
-  if jax.process_index() == 0:
-    scale = max(1, 128 // int(samples.shape[-2]))
-    grids.save_grid(np.asarray(samples),
-                    os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-                    scale=scale)
-    writer.write_images(step, {"samples": grids.make_grid(
-        np.asarray(samples))[None]})

@@ -7,6 +7,8 @@ the step start fresh. Networks the other run does not have (the
 discriminator a GAN phase adds) keep their fresh initialisation.
 """
 
+from typing import List
+
 from absl import logging
 import jax
 
@@ -35,14 +37,7 @@ def warm_start(state, shardings, init_from: str):
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top  (it imports this module)
   _, step, src = trainer.restore(provenance.load_config(init_from),
                                  init_from)
-  shared = [k for k in state.params if k in src.params]
-  if not shared:
-    raise ValueError(f"config.init_from={init_from} has networks "
-                     f"{sorted(src.params)}, this run {sorted(state.params)};"
-                     " start from a run of the same family.")
-  _check_same("params", {k: state.params[k] for k in shared},
-              {k: src.params[k] for k in shared}, init_from)
-  _check_same("model_state", state.model_state, src.model_state, init_from)
+  shared = _check_params(state, src, init_from)
   params = dict(state.params)
   for k in shared:
     params[k] = jax.device_put(jax.device_get(src.params[k]),
@@ -59,6 +54,38 @@ def warm_start(state, shardings, init_from: str):
                f"; {', '.join(fresh)} initialised fresh" if fresh else "")
   return state.replace(params=params, ema_params=ema,
                        model_state=model_state)
+
+
+def check_compatible(abstract, init_from: str) -> None:
+  """Refuses, before compiling, a run whose weights cannot be taken.
+
+  Compares this run's abstract state with the one `init_from`'s config
+  describes (both traced, nothing compiled or read from the checkpoint).
+
+  Args:
+    abstract: this run's abstract train state.
+    init_from: the other run's workdir.
+
+  Raises:
+    ValueError: one line if no network is shared or a shared one differs in
+      parameter names or shapes.
+  """
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top  (it imports this module)
+  _check_params(abstract, trainer.abstract_of(provenance.load_config(
+      init_from)), init_from)
+
+
+def _check_params(state, src, init_from: str) -> List[str]:
+  """The networks both states have; raises unless they match."""
+  shared = [k for k in state.params if k in src.params]
+  if not shared:
+    raise ValueError(f"config.init_from={init_from} has networks "
+                     f"{sorted(src.params)}, this run {sorted(state.params)};"
+                     " start from a run of the same family.")
+  _check_same("params", {k: state.params[k] for k in shared},
+              {k: src.params[k] for k in shared}, init_from)
+  _check_same("model_state", state.model_state, src.model_state, init_from)
+  return shared
 
 
 def _check_same(what: str, mine, theirs, init_from: str) -> None:

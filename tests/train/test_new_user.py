@@ -28,6 +28,7 @@ from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import durations
 from jaxgen.train import logs
 from jaxgen.train import checks
+from jaxgen.train import run_record
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -157,10 +158,10 @@ def test_config_json_provenance_and_resume_checks(tmp_path, monkeypatch):
       total_steps=2, **{"optimizer.learning_rate": 0.5}), str(tmp_path))
   assert last["step"] == 2
   assert (tmp_path / "config.json").read_text() == before
-  line = trainer.summary_line(last, str(tmp_path))
+  line = run_record.summary_line(last, str(tmp_path))
   assert line.startswith("done: step 2, loss ") and "samples in" in line
-  assert "samples in" not in trainer.summary_line(last, str(tmp_path),
-                                                  samples=False)
+  assert "samples in" not in run_record.summary_line(last, str(tmp_path),
+                                                     samples=False)
 
 
 def test_folder_eval_needs_a_held_out_split(tmp_path, monkeypatch):
@@ -361,6 +362,22 @@ def test_init_from_another_family_is_refused_before_compiling(
     trainer.train_and_evaluate(config, str(tmp_path / "pf"))
   # Bad input: nothing recorded for the run that did not start.
   assert not (tmp_path / "pf" / "config.json").exists()
+
+
+def test_init_from_another_architecture_is_refused_before_compiling(
+    tmp_path, monkeypatch):
+  # Was found only when the weights were restored, after compiling.
+  source = str(tmp_path / "narrow")
+  trainer.train_and_evaluate(common.tiny_config(total_steps=1), source)
+  config = common.tiny_config(**{"model.channels": (16, 48),
+                                 "init_from": source})
+  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  with pytest.raises(ValueError, match=r"config.init_from=.*narrow holds "
+                     r"another model \(params: e.g. .* differs\); start "
+                     "from a run of the same architecture") as e:
+    trainer.train_and_evaluate(config, str(tmp_path / "wide"))
+  assert "\n" not in str(e.value)
+  assert not (tmp_path / "wide" / "config.json").exists()
 
 
 def test_a_model_that_fails_to_trace_records_no_config(tmp_path,

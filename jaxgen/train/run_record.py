@@ -1,0 +1,168 @@
+"""What a training run records: metric rows, progress accounting, the
+one-line result and sample grids.
+
+The trainer's loop calls these; they touch only the host side (fetched
+metrics, files under the workdir, the writer), never the compiled step.
+"""
+
+import os
+from typing import Any, Dict, Optional
+
+from absl import logging
+import jax
+import numpy as np
+
+from jaxgen.eval import grids
+from jaxgen.train import flops as flops_lib
+from jaxgen.train import metrics as metrics_lib
+
+
+class MetricBuffer:
+  """Host-side accumulation of per-step metrics with a one-step lag.
+
+  The step's metrics are fetched only after the next step has been dispatched,
+  so checking every step for NaNs does not stall the device pipeline.
+  """
+
+  def __init__(self, rows=()):
+    self.pending = None
+    self.rows = [dict(r) for r in rows]
+
+  def push(self, step: int, metrics: Any):
+    self.flush()
+    self.pending = (step, metrics)
+
+  def flush(self):
+    """Fetches the pending step's metrics; raises on non-finite values."""
+    if self.pending is None:
+      return
+    step, metrics = self.pending
+    self.pending = None
+    values = jax.device_get(metrics)
+    bad = metrics_lib.first_non_finite(values)
+    if bad is not None:
+      raise FloatingPointError(
+          f"Non-finite {bad} ({values[bad]}) at step {step}; stopping.")
+    self.rows.append(values)
+
+  def rows_for_json(self):
+    """The fetched rows not yet logged, as JSON-ready floats."""
+    return [{k: float(v) for k, v in r.items()} for r in self.rows]
+
+  def mean_and_reset(self) -> Dict[str, float]:
+    keys = self.rows[0].keys() if self.rows else []
+    # In float64: rows restored from a checkpoint's JSON are float64, fresh
+    # ones float32 (exactly representable in float64), so a run resumed off
+    # the logging grid logs the very same means.
+    out = {k: float(np.mean(np.asarray([r[k] for r in self.rows],
+                                       np.float64))) for k in keys}
+    self.rows = []
+    return out
+
+
+def last_row(path: str) -> Dict[str, Any]:
+  """The last row of a metrics.jsonl ({} when it has none)."""
+  rows = metrics_lib.read_rows(path)
+  return rows[-1] if rows else {}
+
+
+def summary_line(result: Dict[str, Any], workdir: str,
+                 samples: bool = True) -> str:
+  """The one-line result of a run: step, losses and where things are.
+
+  Args:
+    result: the last logged metrics (`train_and_evaluate`'s result).
+    workdir: the run directory.
+    samples: the run writes sample grids (config.num_samples > 0).
+
+  Returns:
+    "done: step N, loss ..., eval_...; checkpoints in ..., [samples in ...,]
+    metrics in ...".
+  """
+  metrics = ", ".join(f"{k} {result[k]:.4g}" for k in sorted(result)
+                      if k == "loss" or k.startswith("eval_"))
+  where = [f"checkpoints in {os.path.join(workdir, 'checkpoints')}"]
+  if samples:
+    where.append(f"samples in {os.path.join(workdir, 'samples')}")
+  where.append(f"metrics in {os.path.join(workdir, 'metrics.jsonl')}")
+  return (f"done: step {result.get('step', '?')}"
+          f"{', ' + metrics if metrics else ''}; " + ", ".join(where))
+
+
+def report_skipped(info, when: str) -> None:
+  """Warns once per call if the input pipeline skipped unreadable files.
+
+  Args:
+    info: the pipeline's `DatasetInfo`.
+    when: what the count covers ("epoch 3", "run"), for the message.
+  """
+  skipped = info.skipped_files()
+  if skipped:
+    first = sorted(skipped)[0]
+    logging.warning("%s: %d unreadable image files skipped so far (first: "
+                    "%s: %s).", when, len(skipped), first, skipped[first])
+
+
+def reconcile_metrics(path: str, start: int) -> None:
+  """Makes metrics.jsonl describe the run that starts at `start`."""
+  if start:
+    # Rows past the checkpoint belong to a run that died; they are
+    # recomputed identically now.
+    dropped = metrics_lib.truncate_jsonl(path, start)
+    if dropped:
+      logging.info("Dropped %d metric rows past checkpoint %d (recomputed "
+                   "now).", dropped, start)
+    return
+  moved = metrics_lib.rotate_jsonl(path)
+  if moved:
+    logging.warning("No checkpoint to resume from, but %s has rows: kept "
+                    "them in %s; this run starts from step 0.", path, moved)
+
+
+def progress(config, s, step: int, steps_per_sec: float,
+             peak: Optional[float]) -> Dict[str, Any]:
+  """Compute accounting logged with every row.
+
+  Args:
+    config: the run config (its batch_size).
+    s: the trainer's `Setup` (its flops_per_example).
+    step: steps done so far.
+    steps_per_sec: the measured rate since the last row.
+    peak: the device's peak FLOP/s, or None where unknown (no MFU then).
+
+  Returns:
+    examples_seen, flops_seen, steps_per_sec, tflops_per_device (and mfu).
+  """
+  examples = step * int(config.batch_size)
+  tput = flops_lib.throughput(s.flops_per_example,
+                              steps_per_sec * config.batch_size,
+                              jax.device_count(), peak)
+  row = {"examples_seen": examples,
+         "flops_seen": examples * s.flops_per_example,
+         "steps_per_sec": steps_per_sec,
+         "tflops_per_device": tput["tflops_per_device"]}
+  if tput["mfu"] != "unknown":
+    row["mfu"] = tput["mfu"]
+  return row
+
+
+def write_samples(sample_fn, state, base_rng, step, workdir, writer):
+  """Draws samples (same noise every time) and writes them as a grid.
+
+  Args:
+    sample_fn: `(state, rng) -> images` (NHWC).
+    state: the train state.
+    base_rng: the run's key; the samples' key is folded from it.
+    step: the step, for the file name.
+    workdir: the run directory (grids go to samples/step_N.png).
+    writer: the metric writer (the grid also goes to TensorBoard).
+  """
+  samples = jax.device_get(
+      sample_fn(state, jax.random.fold_in(base_rng, 10**9)))
+  if jax.process_index() == 0:
+    scale = max(1, 128 // int(samples.shape[-2]))
+    grids.save_grid(np.asarray(samples),
+                    os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+                    scale=scale)
+    writer.write_images(step, {"samples": grids.make_grid(
+        np.asarray(samples))[None]})
