@@ -34,6 +34,10 @@ from scaling import wsd
 EXECUTORS = ("local", "slurm", "print")
 
 
+# The repository root: workers and jobs run from here.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def command_line(env: Dict[str, str], argv: Sequence[str]) -> str:
   """One shell line: `K=V ... argv`, quoted."""
   return " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()]
@@ -213,3 +217,33 @@ def make_units(spec, points: Sequence[sweep_lib.Point]) -> List[Unit]:
   return sorted((Unit(f"{wsd.STABLE_PREFIX}{size}", chain, True)
                  for size, chain in wsd.chains(points).items()),
                 key=lambda u: -u.budget)
+
+
+def hand_off(spec, points, rows, todo, units, commands, printable, env,
+              local, *, results_path, executor, collect, slurm_cluster,
+              resubmit, multihost, out):
+  """--collect, --executor=print and --executor=slurm: nothing runs here."""
+  result = {"points": points, "rows": rows, "failed": [], "jobs": {}}
+  if not collect and not todo:
+    verb = "print" if executor == "print" else "submit"
+    out(f"{spec.name}: {len(points)} of {len(points)} points finished, "
+        f"nothing to {verb}; results in {results_path}")
+  elif collect:
+    unit_of = {p.id: u.id for u in units for p in u.points}
+    waiting = [f"{p.id} (job {j['job_id']})" if (j := submitted(
+        local, unit_of[p.id])) else p.id for p in todo]
+    out(f"collected: {len(rows)} of {len(points)} points finished"
+        + (f"; {len(todo)} without a result: {', '.join(waiting)}"
+           if todo else ""))
+    result["missing"] = [p.id for p in todo]
+  elif executor == "print":
+    for u in units:
+      line = printable[u.id] + (" --multihost" if multihost else "")
+      out(f"{line}  # {u.id}")
+  else:
+    ex = slurm_executor(
+        spec, os.path.join(local, "submitit"), cluster=slurm_cluster)
+    result["jobs"] = submit(
+        ex, units, commands, env, local, REPO, resubmit=resubmit,
+        multihost=multihost, out=out)
+  return result

@@ -71,11 +71,11 @@ from scaling import check
 from scaling import executors
 from scaling import results as results_lib
 from scaling import rows as rows_lib
+from scaling import spec_check
 from scaling import sweep as sweep_lib
 from scaling import workers
 from scaling import wsd
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # -- worker: one point, in this process ----------------------------------------
@@ -206,7 +206,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
   Returns:
     {"points": [...], "rows": {id: row}, "failed": [ids]}.
   """
-  parsed = sweep_lib.parse_sets(sets)
+  parsed = spec_check.parse_sets(sets)
   points = sweep_lib.plan(spec, budgets=budgets, sizes=sizes, sets=parsed)
   env = {k: str(v) for k, v in spec.env.items()}
   local = workers.local_dir(workdir, local)
@@ -233,7 +233,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
                      f"{spec.cluster.hosts_per_point}: points of several "
                      "hosts run with --executor=slurm or print")
   if dry_run:
-    out(f"# {len(points)} points of {spec.name}; run from {_REPO}")
+    out(f"# {len(points)} points of {spec.name}; run from {executors.REPO}")
     total_hours = 0.0
     for p in points:
       hours = sweep_lib.device_hours(spec, p)
@@ -250,7 +250,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           f"{total_hours:,.0f} {spec.cluster.device_kind} device-hours at "
           f"MFU {spec.cluster.mfu:g} (--sweep.cluster.mfu to change)")
     if wsd.enabled(spec):
-      out("# " + _wsd_line(spec, points))
+      out("# " + wsd.savings_line(spec, points))
     for line in printable.values():
       out(line)
     return {"points": points, "rows": {}, "failed": []}
@@ -284,16 +284,16 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     units = executors.make_units(spec, todo)
     commands, printable = commands_of(units)
     if collect or executor != "local":
-      return _hand_off(spec, points, rows, todo, units, commands, printable,
-                       env, local, results_path=results_path,
-                       executor=executor, collect=collect,
-                       slurm_cluster=slurm_cluster, resubmit=resubmit,
-                       multihost=multihost, out=out)
+      return executors.hand_off(
+          spec, points, rows, todo, units, commands, printable, env, local,
+          results_path=results_path, executor=executor, collect=collect,
+          slurm_cluster=slurm_cluster, resubmit=resubmit,
+          multihost=multihost, out=out)
     out(f"{spec.name}: {len(points)} points, {len(points) - len(todo)} "
         f"finished, {len(todo)} to run ({sum(p.budget for p in todo):.3g} "
         f"FLOPs), {parallel} at a time; results in {results_path}")
     if wsd.enabled(spec) and todo:
-      out(_wsd_line(spec, todo))
+      out(wsd.savings_line(spec, todo))
     progress = _Progress(len(points), len(points) - len(todo), out)
     failed: List[str] = []
     queue = list(units)
@@ -372,8 +372,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           # and a Python callback between fork and exec is unsafe there.
           pin = (["taskset", "-c", ",".join(map(str, sorted(cores)))]
                  if cores else [])
-          proc = subprocess.Popen(pin + commands[u.id], cwd=_REPO, stdout=log,
-                                  stderr=subprocess.STDOUT,
+          proc = subprocess.Popen(pin + commands[u.id], cwd=executors.REPO,
+                                  stdout=log, stderr=subprocess.STDOUT,
                                   env=dict(os.environ, **env,
                                            JAXGEN_RUNNER_PID=str(os.getpid())),
                                   # Own process group: a terminal's Ctrl-C
@@ -430,46 +430,6 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     else:
       out(f"done: {len(rows)} rows in {results_path}")
     return {"points": points, "rows": rows, "failed": failed}
-
-
-def _wsd_line(spec, points) -> str:
-  """What branching saves, in one line."""
-  s = wsd.savings(spec, points)
-  return (f"wsd: one stable run per size + cooldowns of "
-          f"{spec.decay_fraction:g} x each run: {s['wsd_steps']:.0f} "
-          f"training steps instead of {s['full_steps']:.0f}, "
-          f"{s['wsd_flops']:.3g} FLOPs instead of {s['full_flops']:.3g} "
-          f"({s['saved_fraction']:.0%} saved)")
-
-
-def _hand_off(spec, points, rows, todo, units, commands, printable, env,
-              local, *, results_path, executor, collect, slurm_cluster,
-              resubmit, multihost, out):
-  """--collect, --executor=print and --executor=slurm: nothing runs here."""
-  result = {"points": points, "rows": rows, "failed": [], "jobs": {}}
-  if not collect and not todo:
-    verb = "print" if executor == "print" else "submit"
-    out(f"{spec.name}: {len(points)} of {len(points)} points finished, "
-        f"nothing to {verb}; results in {results_path}")
-  elif collect:
-    unit_of = {p.id: u.id for u in units for p in u.points}
-    waiting = [f"{p.id} (job {j['job_id']})" if (j := executors.submitted(
-        local, unit_of[p.id])) else p.id for p in todo]
-    out(f"collected: {len(rows)} of {len(points)} points finished"
-        + (f"; {len(todo)} without a result: {', '.join(waiting)}"
-           if todo else ""))
-    result["missing"] = [p.id for p in todo]
-  elif executor == "print":
-    for u in units:
-      line = printable[u.id] + (" --multihost" if multihost else "")
-      out(f"{line}  # {u.id}")
-  else:
-    ex = executors.slurm_executor(
-        spec, os.path.join(local, "submitit"), cluster=slurm_cluster)
-    result["jobs"] = executors.submit(
-        ex, units, commands, env, local, _REPO, resubmit=resubmit,
-        multihost=multihost, out=out)
-  return result
 
 
 # -- command line --------------------------------------------------------------
@@ -552,7 +512,7 @@ def main(argv):
       if FLAGS.multihost:
         from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
         multihost.initialize()
-      sets = sweep_lib.parse_sets(FLAGS.set)
+      sets = spec_check.parse_sets(FLAGS.set)
       command = " ".join(shlex.quote(a) for a in [sys.executable, "-m",
                                                   "scaling.run"]
                          + sys.argv[1:])
@@ -573,7 +533,7 @@ def main(argv):
         print(str(e), file=sys.stderr)
         sys.exit(0)
       return
-    sweep_lib.check_spec(spec)
+    spec_check.check_spec(spec)
     budgets = [float(b) for b in FLAGS.only_budgets] or None
     sizes = FLAGS.only_sizes or None
     fit, param_key = None, "params"
@@ -592,7 +552,7 @@ def main(argv):
       param_key = fit.get("settings", {}).get("param_key", "params")
     if nearest:
       name, n = sweep_lib.nearest_size(spec, nearest,
-                                       sweep_lib.parse_sets(FLAGS.set),
+                                       spec_check.parse_sets(FLAGS.set),
                                        param_key)
       print(f"size nearest N={nearest:.4g}: {name} (N={n:,})")
       sizes = [name]

@@ -15,8 +15,9 @@ so every point's learning-rate schedule spans exactly its own run, as
 Chinchilla's approach 2 requires. A family with schedules of its own must
 make them span the run too (`Objective.follows_run_length`; R3GAN's burn-in
 with `gan.burn_in_fraction` in the spec's `run`), else the point is refused.
-Points are named `C<budget>_<size>`, e.g. `C2e12_w96d2`; the id alone (with the spec) rebuilds the point, so it also
-names the point's directory `WORKDIR/runs/<id>/`.
+Points are named `C<budget>_<size>`, e.g. `C2e12_w96d2`; the id alone (with
+the spec) rebuilds the point, so it also names the point's directory
+`WORKDIR/runs/<id>/`.
 
 Parameters are counted from `jax.eval_shape` of the objective's init
 (nothing is allocated). "Embeddings" are the parameters whose path matches
@@ -24,9 +25,7 @@ the spec's `embedding_params` regexes (for the U-ViT: the class-embedding
 table and the learned position embeddings).
 """
 
-import ast
 import dataclasses
-import difflib
 import json
 import math
 import re
@@ -36,14 +35,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import ml_collections
 
 from jaxgen import config_lib
-from scaling import specs
+from scaling import spec_check
 
-# Run-config fields the sweep derives itself; overriding them would break
-# steps = C / (F * batch) or the cosine horizon.
-DERIVED = ("total_steps", "total_examples", "total_epochs", "total_flops",
-           "optimizer.warmup_steps", "optimizer.warmup_fraction",
-           "optimizer.schedule", "optimizer.decay_fraction",
-           "eval_every_steps")
 
 class SweepWarning(UserWarning):
   """A sweep that will run but may not give a usable fit."""
@@ -139,150 +132,6 @@ def parse_point_id(pid: str) -> Tuple[float, str]:
 # -- building a point's config ------------------------------------------------
 
 
-# -- checking a spec -----------------------------------------------------------
-
-# Integer / number fields of a spec and their ranges (check_range keywords):
-# out-of-range values otherwise fail deep in a point (batch 0 divides by
-# zero in the run length) or plan nonsense (a negative batch, negative
-# FLOPs).
-_SPEC_RANGES = {
-    "batch_size": dict(low=1, integer=True),
-    "learning_rate": dict(low=0, low_open=True),
-    "warmup_fraction": dict(low=0, high=1, high_open=True),
-    "end_lr_fraction": dict(low=0, high=1),
-    "decay_fraction": dict(low=0, high=1, low_open=True),
-    "final_loss_window": dict(low=1, integer=True),
-    "diverged_loss_ratio": dict(low=0),
-    "min_steps": dict(low=0, integer=True),
-    "points_per_budget": dict(low=1, integer=True),
-    "window_shift": dict(low=0),
-}
-
-
-def _close(name: str, known) -> str:
-  """"; did you mean 'x'?" for the nearest of `known`, else ""."""
-  match = difflib.get_close_matches(name, list(known), n=1)
-  return f"; did you mean {match[0]!r}?" if match else ""
-
-
-def check_spec(spec: ml_collections.ConfigDict) -> None:
-  """One-line ValueErrors for a sweep spec's unknown or out-of-range fields.
-
-  Args:
-    spec: a sweep spec (after any --sweep.x=y overrides).
-
-  Raises:
-    ValueError: a top-level field `specs.base_spec` does not define (a
-      typo such as `budget` would otherwise be silently ignored), a number
-      out of its range, or a budget that is not a positive finite count.
-  """
-  known = specs.base_spec("", "", "").keys()
-  for name in spec.keys():
-    if name not in known:
-      raise ValueError(f"unknown sweep field {name!r}{_close(name, known)} "
-                       "(the fields: scaling/specs.py base_spec)")
-  for name, bounds in _SPEC_RANGES.items():
-    if name in spec:
-      config_lib.check_range(f"sweep.{name}", spec[name], **bounds)
-  for budget in spec.get("budgets") or ():
-    if not (isinstance(budget, (int, float)) and not isinstance(budget, bool)
-            and math.isfinite(budget) and budget > 0):
-      raise ValueError(f"sweep.budgets holds {budget!r}: budgets must be "
-                       "positive finite FLOP counts, e.g. (1e12, 2e12)")
-
-
-def parse_sets(sets: Sequence[str]) -> Dict[str, str]:
-  """["a.b=1", ...] -> {"a.b": "1"}; derived fields are refused."""
-  out = {}
-  for item in sets:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-      raise ValueError(f"--set {item!r} is not key=value")
-    if key in DERIVED:
-      raise ValueError(f"--set {key} is derived by the sweep from the budget;"
-                       " change the spec's budgets or batch_size instead")
-    out[key] = value
-  return out
-
-
-_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
-
-
-def _cast(key: str, text: str, current: Any) -> Any:
-  """Parses a --set value like the field it replaces.
-
-  Args:
-    key: the dotted field, for the error message.
-    text: the value as given.
-    current: the field's value now (None for a new or unset field).
-
-  Returns:
-    The value, of the field's type where it has one.
-
-  Raises:
-    ValueError: text that is no value of a bool or number field.
-  """
-  if isinstance(current, bool):
-    if text.lower() not in _TRUE + _FALSE:
-      raise ValueError(f"--set {key}={text}: {key} is true or false")
-    return text.lower() in _TRUE
-  if isinstance(current, str):
-    return text
-  try:
-    value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    value = text
-  is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-  if isinstance(current, (int, float)) and not is_number:
-    raise ValueError(f"--set {key}={text}: {key} is a number (now "
-                     f"{current!r})")
-  return float(value) if isinstance(current, float) and isinstance(
-      value, int) else value
-
-
-def _exists(config, key: str) -> bool:
-  """Whether dotted `key` is a field of `config` (even one set to None)."""
-  *path, leaf = key.split(".")
-  node = config
-  for p in path:
-    if p not in node:
-      return False
-    node = node[p]
-  return leaf in node
-
-
-def _unknown_field(config, key: str) -> str:
-  """"unknown config field 'x'; did you mean 'y'?" for a dotted key."""
-  node = config
-  for p in key.split("."):
-    if not hasattr(node, "keys") or p not in node:
-      known = node.keys() if hasattr(node, "keys") else ()
-      return f"unknown config field {p!r}{_close(p, known)}"
-    node = node[p]
-  return f"unknown config field {key!r}"
-
-
-def _apply(config, overrides: Dict[str, Any], open_sections,
-           origin: Dict[str, str], added: Dict[str, str]) -> None:
-  """`config_lib.apply_overrides` with one-line errors naming each key's
-  origin (`origin[key]`, e.g. "--set model.width"); records keys new to
-  an open section in `added` (key -> origin)."""
-  for key, value in overrides.items():
-    where = origin.get(key, key)
-    is_new = not _exists(config, key)
-    try:
-      config_lib.apply_overrides(config, {key: value}, open_sections)
-    except ValueError:
-      raise ValueError(f"{where}: {_unknown_field(config, key)}") from None
-    except TypeError:
-      # ml_collections refuses a value of another type than the field's.
-      current = type(_get(config, key)).__name__
-      raise ValueError(f"{where}={value!r}: the field holds {current} "
-                       "values") from None
-    if is_new:
-      added[key] = where
-
-
 def _objective_flops(config, added: Dict[str, str]) -> float:
   """FLOPs per example; a field new to an open section that the model does
   not take is reported as the typo it usually is."""
@@ -294,10 +143,11 @@ def _objective_flops(config, added: Dict[str, str]) -> float:
     if not keys:
       raise
     section = keys[0].rsplit(".", 1)[0]
-    known = [k for k in _get(config, section).keys()
+    known = [k for k in spec_check.get(config, section).keys()
              if f"{section}.{k}" not in added]
     raise ValueError(f"{added[keys[0]]}: unknown config field "
-                     f"{bad.group(1)!r}{_close(bad.group(1), known)}"
+                     f"{bad.group(1)!r}"
+                     f"{spec_check.close(bad.group(1), known)}"
                      ) from None
 
 
@@ -324,7 +174,8 @@ def count_params(config: ml_collections.ConfigDict,
     (params, params_embedding), counted over `state.params`.
   """
   key = json.dumps({k: v for k, v in config_lib.flatten(config).items()
-                    if k not in DERIVED}, sort_keys=True, default=str)
+                    if k not in spec_check.DERIVED},
+                   sort_keys=True, default=str)
   key += json.dumps(list(embedding_patterns))
   if key not in _PARAM_CACHE:
     _PARAM_CACHE[key] = _count_params(config, embedding_patterns)
@@ -369,7 +220,7 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
     (config, overrides); config.total_steps and the optimizer schedule are
     derived from the budget.
   """
-  check_spec(spec)
+  spec_check.check_spec(spec)
   if size not in spec.sizes:
     raise ValueError(f"unknown size {size!r}; the ladder has "
                      + ", ".join(spec.sizes.keys()))
@@ -392,11 +243,12 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
   origin.update({f"model.{k}": f"sweep.sizes.{size}.{k}"
                  for k in size_fields})
   added = {}  # Keys new to an open section -> where they came from.
-  _apply(config, overrides, spec.open_sections, origin, added)
-  sets = {k: _cast(k, v, _get(config, k)) for k, v in (sets or {}).items()}
-  _apply(config, sets, spec.open_sections, {k: f"--set {k}" for k in sets},
-         added)
-  overrides.update({k: _get(config, k) for k in sets})
+  spec_check.apply(config, overrides, spec.open_sections, origin, added)
+  sets = {k: spec_check.cast(k, v, spec_check.get(config, k))
+          for k, v in (sets or {}).items()}
+  spec_check.apply(config, sets, spec.open_sections,
+                   {k: f"--set {k}" for k in sets}, added)
+  overrides.update({k: spec_check.get(config, k) for k in sets})
   if not _objective_class(config).follows_run_length(config):
     raise ValueError(
         f"{spec.base} (family {config.family!r}) has schedules that do not "
@@ -417,7 +269,7 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
   schedule = {"optimizer.schedule": "cosine", "optimizer.warmup_steps": 0,
               "optimizer.warmup_fraction": float(spec.warmup_fraction)}
   if spec.get("schedule", "cosine") == "wsd":
-    if _get(config, "optimizer.schedule") is None:
+    if spec_check.get(config, "optimizer.schedule") is None:
       raise ValueError(f"spec.schedule='wsd': family {config.family!r} has "
                        "no optimizer.schedule (its schedules follow the "
                        "run); sweep it with schedule 'cosine'")
@@ -456,17 +308,8 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
 
 def _fields_it_has(config, values: Dict[str, Any]) -> Dict[str, Any]:
   """The entries of `values` whose dotted key exists in `config`."""
-  return {k: v for k, v in values.items() if _get(config, k) is not None}
-
-
-def _get(config, key):
-  """The value at dotted `key`, or None where the key does not exist."""
-  node = config
-  for p in key.split("."):
-    if p not in node:
-      return None
-    node = node[p]
-  return node
+  return {k: v for k, v in values.items()
+          if spec_check.get(config, k) is not None}
 
 
 def make_point(spec: ml_collections.ConfigDict, budget: float, size: str,
@@ -553,7 +396,7 @@ def plan(spec: ml_collections.ConfigDict, *,
     The points. Warns (SweepWarning) about budgets with fewer than three
     sizes (no parabola vertex) and points shorter than `spec.min_steps`.
   """
-  check_spec(spec)
+  spec_check.check_spec(spec)
   # Read back from their point ids (exact: see budget_tag), so a worker
   # rebuilding a point from its id gets the same budget; a budget given
   # twice is one point.

@@ -233,3 +233,13 @@ def _first_loss(rundir: str) -> Optional[float]:
     if "loss" in r:
       return float(r["loss"])
   return None
+
+
+def savings_line(spec, points) -> str:
+  """What branching saves (`savings`), in one line for the runner's log."""
+  s = savings(spec, points)
+  return (f"wsd: one stable run per size + cooldowns of "
+          f"{spec.decay_fraction:g} x each run: {s['wsd_steps']:.0f} "
+          f"training steps instead of {s['full_steps']:.0f}, "
+          f"{s['wsd_flops']:.3g} FLOPs instead of {s['full_flops']:.3g} "
+          f"({s['saved_fraction']:.0%} saved)")

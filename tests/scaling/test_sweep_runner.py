@@ -24,6 +24,7 @@ from scaling import executors
 from scaling import results as results_lib
 from scaling import rows as rows_lib
 from scaling import run as run_lib
+from scaling import spec_check
 from scaling import sweep as sweep_lib
 from scaling import workers
 from tests.train import common
@@ -184,7 +185,7 @@ def test_non_finite_loss_is_recorded_as_diverged(tmp_path, monkeypatch):
 def test_a_run_that_did_not_train_is_diverged():
   spec = _spec()
   spec.diverged_loss_ratio = 1.0
-  point = sweep_lib.make_point(spec, 3e8, "w16d1", sweep_lib.parse_sets(SETS))
+  point = sweep_lib.make_point(spec, 3e8, "w16d1", spec_check.parse_sets(SETS))
 
   def row(losses):
     metrics = [{"step": i + 1, "loss": x, "examples_seen": 8 * (i + 1),
@@ -200,7 +201,7 @@ def test_a_run_that_did_not_train_is_diverged():
 
 def test_rows_carry_the_last_sample_metrics_and_fit_reads_them():
   spec = _spec()
-  point = sweep_lib.make_point(spec, 3e8, "w16d1", sweep_lib.parse_sets(SETS))
+  point = sweep_lib.make_point(spec, 3e8, "w16d1", spec_check.parse_sets(SETS))
   metrics = [{"step": 1, "loss": 0.5, "examples_seen": 8, "flops_seen": 1.0,
               "eval_fid": 90.0, "eval_kid": 0.1},
              {"step": 2, "loss": 0.4, "examples_seen": 16, "flops_seen": 2.0,

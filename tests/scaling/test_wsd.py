@@ -113,11 +113,12 @@ def test_wsd_sweep_branches_from_stable_runs_and_matches_full_runs(
   p = max(points, key=lambda p: p.steps)
   script = (
       "import sys; from jaxgen import families; "
-      "from jaxgen.train import trainer; from scaling import sweep; "
+      "from jaxgen.train import trainer; "
+      "from scaling import spec_check, sweep; "
       f"spec = sweep.load_config_file({SPEC!r}); spec.schedule = 'wsd'; "
       "spec.decay_fraction = 0.5; "
       f"config, _ = sweep.point_config(spec, {p.budget!r}, {p.size!r}, "
-      f"sweep.parse_sets({SETS!r})); "
+      f"spec_check.parse_sets({SETS!r})); "
       "trainer.train_and_evaluate(config, sys.argv[1])")
   subprocess.run([sys.executable, "-c", script, str(tmp_path / "full")],
                  cwd=ROOT, check=True, capture_output=True,
