@@ -44,12 +44,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from configs import simple_diffusion as sd_config
+from experiments.simple_diffusion import plots
 from jaxgen import families  # pylint: disable=unused-import  (registers them)
 from jaxgen import jsonl
 from jaxgen.data import pipeline as data_pipeline
@@ -449,74 +447,6 @@ def write_tables(results, out: str):
     f.write("\n".join(lines) + "\n")
 
 
-def plot_losses(exp: str, arms, workdirs, out: str):
-  """Train/eval loss (and eval ε-MSE) against examples seen."""
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-  for name in arms:
-    rows = jsonl.read(
-        os.path.join(workdirs[name], "metrics.jsonl"))
-    ex = [r["examples_seen"] for r in rows]
-    axes[0].plot(ex, [r["loss"] for r in rows], label=name)
-    ev = [(r["examples_seen"], r["eval_loss"], r["eval_eps_mse"])
-          for r in rows if "eval_loss" in r]
-    axes[1].plot([e[0] for e in ev], [e[1] for e in ev], "o-", label=name)
-    axes[2].plot([e[0] for e in ev], [e[2] for e in ev], "o-", label=name)
-  titles = ("train loss (per-arm definition)", "eval loss (held-out)",
-            "eval per-pixel ε-MSE (own schedule)")
-  for ax, title in zip(axes, titles):
-    ax.set_title(title)
-    ax.set_xlabel("examples seen")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-  fig.suptitle(f"{exp}: losses are NOT comparable across schedules/losses")
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, f"loss_{exp}.png"), dpi=80)
-  plt.close(fig)
-
-
-def plot_probe(results, out: str):
-  """ε-MSE vs logSNR of each arm (comparable across schedules)."""
-  fig, axes = plt.subplots(1, len(EXPERIMENTS), figsize=(15, 4))
-  for ax, (exp, arms) in zip(axes, EXPERIMENTS.items()):
-    for name in arms:
-      ax.plot(PROBE_LOGSNRS, results["arms"][name]["probe_eps_mse"], "o-",
-              label=name)
-    ax.set_title(exp)
-    ax.set_xlabel("logSNR")
-    ax.set_ylabel("held-out ε-MSE (EMA)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, "probe_eps_mse_vs_logsnr.png"), dpi=80)
-  plt.close(fig)
-
-
-def plot_metrics(results, out: str):
-  """FD and accuracy per arm, error bars ±1.96 bootstrap std."""
-  names = list(results["arms"])
-  fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-  for ax, key in zip(axes, ("fd", "accuracy")):
-    vals = [results["arms"][n]["metrics"][key] for n in names]
-    err = [1.96 * results["arms"][n]["metrics"][f"{key}_boot_std"]
-           for n in names]
-    ax.bar(range(len(names)), vals, yerr=err, capsize=4,
-           color=["C0", "C1", "C2", "C0", "C1"][:len(names)])
-    for size in (64, 128):
-      floor = results["real_floor"][str(size)][key]
-      ax.axhline(floor, ls="--", lw=1, color="k" if size == 128 else "grey",
-                 label=f"real test images {size}px")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=20, fontsize=8)
-    ax.set_title("classifier FD to real (lower is better)" if key == "fd"
-                 else "class accuracy of conditional samples")
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, "metrics.png"), dpi=80)
-  plt.close(fig)
-
-
 def main(argv):
   del argv
   unknown = [a for a in FLAGS.arms if a not in ARMS]
@@ -592,10 +522,10 @@ def main(argv):
       if a in full and b in full}
   for exp, (a, b) in EXPERIMENTS.items():
     if a in full and b in full:
-      plot_losses(exp, (a, b), workdirs, FLAGS.out)
+      plots.plot_losses(exp, (a, b), workdirs, FLAGS.out)
   if len(results["arms"]) == len(ARMS):
-    plot_probe(results, FLAGS.out)
-    plot_metrics(results, FLAGS.out)
+    plots.plot_probe(results, EXPERIMENTS, PROBE_LOGSNRS, FLAGS.out)
+    plots.plot_metrics(results, FLAGS.out)
   write_tables(results, FLAGS.out)
   results["total"] = total.done()
   results["command"] = " ".join(["python"] + sys.argv)
