@@ -34,7 +34,11 @@ for f in $FAMILIES; do
   start=$(date +%s)
   "$PY" -m scaling.run --sweep=configs/scaling/$f.py:cpu --workdir="$WORK/$f" \
       --parallel=2 "${METRICS[@]}" "$@" | tee "$OUT/sweep_$f.log"
-  echo "$f sweep wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt"
+  # One line per family: a rerun replaces its family's line.
+  { grep -v "^$f sweep wall time:" "$OUT/times.txt" 2>/dev/null || true
+    echo "$f sweep wall time: $(( $(date +%s) - start )) s"; } > "$OUT/times.txt.tmp"
+  mv "$OUT/times.txt.tmp" "$OUT/times.txt"
+  grep "^$f sweep wall time:" "$OUT/times.txt"
   cp "$WORK/$f/results.jsonl" "$OUT/results_$f.jsonl"
   results+=("$OUT/results_$f.jsonl")
 done

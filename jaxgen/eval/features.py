@@ -14,11 +14,16 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Optional, Tuple
 
+from absl import logging
 import jax
 import numpy as np
 
 from jaxgen.eval import inception
 from jaxgen.parallel import mesh as mesh_lib
+
+
+# Names already warned about (once per image set, not per batch).
+_WARNED_UNIT_RANGE = set()
 
 
 def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
@@ -47,6 +52,13 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
       raise ValueError(
           f"{what} range from {lo:.3g} to {hi:.3g}; expected floats in "
           "[-1, 1] (or uint8 0..255): scale with x / 127.5 - 1.")
+    if lo >= 0 and len(images) > 1 and what not in _WARNED_UNIT_RANGE:
+      # [0, 1] images pass the range check but are read as mid-grey to
+      # white: the metrics would be wrong without any error.
+      _WARNED_UNIT_RANGE.add(what)
+      logging.warning("%s have no value below 0 (%.3g to %.3g): if they are "
+                      "[0, 1] images, scale them with 2 * x - 1; the metrics "
+                      "read floats as [-1, 1].", what, lo, hi)
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
   return images

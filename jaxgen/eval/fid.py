@@ -25,14 +25,16 @@ from jaxgen.train import logs
 
 def _side(extractor, image_set, num: int
           ) -> Tuple[Tuple[np.ndarray, np.ndarray], Optional[np.ndarray],
-                     Optional[np.ndarray]]:
-  """((mu, sigma), features or None, logits or None) of one set; `num` is
-  the count `_count` resolved."""
+                     Optional[np.ndarray], Optional[Tuple[int, int]]]:
+  """((mu, sigma), features or None, logits or None, (height, width) or
+  None) of one set; `num` is the count `_count` resolved."""
   if image_set.stats is not None:
     s = image_set.stats
-    return (s["mu"], s["sigma"]), s.get("features"), None
-  feats, logits = extractor.of_batches(image_set.batches, num, image_set.name)
-  return distances.gaussian_stats(feats), feats, logits
+    return (s["mu"], s["sigma"]), s.get("features"), None, None
+  size = []
+  feats, logits = extractor.of_batches(
+      imagesets.noting_size(image_set.batches, size), num, image_set.name)
+  return distances.gaussian_stats(feats), feats, logits, size[0]
 
 
 def _count(extractor, image_set, num: int) -> int:
@@ -61,8 +63,12 @@ def compare(extractor, set_a, set_b, num: int = 0) -> Dict[str, Any]:
   """
   # Both sides are checked before either's features are computed.
   num_a, num_b = (_count(extractor, s, num) for s in (set_a, set_b))
-  stats_a, feats_a, _ = _side(extractor, set_a, num_a)
-  stats_b, feats_b, logits_b = _side(extractor, set_b, num_b)
+  stats_a, feats_a, _, size_a = _side(extractor, set_a, num_a)
+  stats_b, feats_b, logits_b, size_b = _side(extractor, set_b, num_b)
+  if set_a.stats is not None and size_b:
+    imagesets.check_size(set_a, size_b, set_b.name)
+  if set_b.stats is not None and size_a:
+    imagesets.check_size(set_b, size_a, set_a.name)
   return distances.all_metrics(stats_a, stats_b, features_a=feats_a,
                                features_b=feats_b, logits_b=logits_b)
 

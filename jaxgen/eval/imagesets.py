@@ -18,8 +18,9 @@ number of images available.
 import dataclasses
 import os
 import zipfile
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from absl import logging
 import etils.epath as epath
 import numpy as np
 from PIL import Image
@@ -35,7 +36,7 @@ class ImageSet:
   Attributes:
     name: the name as given.
     stats: for a statistics file, its arrays ("mu", "sigma", optionally
-      "features" and "weights_hash"); else None.
+      "features", "weights_hash" and "image_size"); else None.
     batches: for images, an iterator of [B, H, W, 3] batches.
     available: images the set holds (None when unknown).
   """
@@ -60,6 +61,38 @@ def check_weights(image_set: ImageSet, weights_hash: str, fix: str) -> None:
   if made_with and made_with != weights_hash:
     raise ValueError(f"{image_set.name} was computed with Inception weights "
                      f"{made_with}, not {weights_hash}{fix}")
+
+
+def noting_size(batches: Iterator[np.ndarray], seen: List[Tuple[int, int]]
+                ) -> Iterator[np.ndarray]:
+  """`batches`, appending the first batch's (height, width) to `seen`."""
+  for batch in batches:
+    if not seen:
+      seen.append(tuple(int(d) for d in np.shape(batch)[1:3]))
+    yield batch
+
+
+def check_size(image_set: ImageSet, size: Tuple[int, int], what: str) -> None:
+  """Warns when statistics were made at another resolution than `what`.
+
+  FID across resolutions is a valid number but not the published one, and
+  usually means the wrong statistics file. Files written before the size
+  was recorded are not checked.
+
+  Args:
+    image_set: a statistics set (`stats` not None).
+    size: (height, width) of the images compared with it.
+    what: how to name those images in the warning.
+  """
+  made_at = image_set.stats.get("image_size")
+  if made_at is None or tuple(int(d) for d in made_at) == tuple(size):
+    return
+  h, w = (int(d) for d in made_at)
+  logging.warning("%s holds statistics of %dx%d images but %s are %dx%d: "
+                  "the FID is not comparable with published ones; compute "
+                  "statistics at %dx%d (jaxgen.eval.stats --image_size).",
+                  image_set.name, h, w, what, size[0], size[1], size[0],
+                  size[1])
 
 
 def count(image_set: ImageSet, num: int) -> int:

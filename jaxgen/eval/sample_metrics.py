@@ -173,6 +173,10 @@ class SampleMetrics:
       self.extractor = features_lib.FeatureExtractor.from_file(
           cfg.inception_weights, mesh=setup.mesh, batch_size=cfg.batch_size)
       self.ref = _stats(cfg.reference_stats, self.extractor.weights_hash)
+    # For the resolution check at the first evaluation (Inception files).
+    self.ref_set = (None if self.shapes else imagesets.ImageSet(
+        cfg.reference_stats, stats=self.ref))
+    self.size_checked = False
     self.eval_input = eval_input
     self.mesh = setup.mesh
     self.reconstructs = callable(getattr(setup.objective, "reconstruct",
@@ -224,9 +228,12 @@ class SampleMetrics:
     if self.reconstructs:
       return self._reconstruction(state)
     num_batches = -(-self.num // self.batch)
-    images = (self._draw(state, k) for k in range(num_batches))
+    size = []
+    images = imagesets.noting_size(
+        (self._draw(state, k) for k in range(num_batches)), size)
     feats, logits = self.extractor.of_batches(images, self.num, "samples",
                                               progress=False)
+    self._check_size(size[0], "the samples")
     if self.shapes:
       out = {"eval_fd_shapes": float(distances.frechet_distance(
           self.ref["mu"], self.ref["sigma"],
@@ -237,6 +244,12 @@ class SampleMetrics:
             np.mean(np.argmax(logits, -1) == labels))
       return out
     return self._fid(feats, logits)
+
+  def _check_size(self, size, what: str) -> None:
+    """Warns (once per run) if the statistics are of another resolution."""
+    if self.ref_set is not None and not self.size_checked:
+      self.size_checked = True
+      imagesets.check_size(self.ref_set, size, what)
 
   def _fid(self, feats, logits, prefix="") -> Dict[str, float]:
     metrics = distances.all_metrics(
@@ -262,6 +275,7 @@ class SampleMetrics:
       recons.append(grids.to_uint8(np.asarray(jax.device_get(y)))[:take])
       have += take
     out = {f"eval_{k}": v / have for k, v in sums.items()}
+    self._check_size(recons[0].shape[1:3], "the reconstructions")
     feats, _ = self.extractor.of_batches(iter(recons), self.num,
                                          "reconstructions", progress=False)
     rfid = distances.frechet_distance(self.ref["mu"], self.ref["sigma"],

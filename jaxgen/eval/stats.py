@@ -5,8 +5,10 @@ r"""Reference statistics of an image set for FID / KID / precision-recall.
 
 Writes an .npz with `mu` (2048,), `sigma` (2048, 2048) (float64), the first
 `--keep_features` pool3 features (float32, for KID and precision / recall),
-`num`, `source` and `weights_hash` (FID refuses to compare statistics made
-with different weights). `--num=0` uses every image of the set.
+`num`, `source`, `weights_hash` (FID refuses to compare statistics made
+with different weights) and `image_size` (height, width; comparing with
+images of another size is warned about). `--num=0` uses every image of the
+set.
 """
 
 import io
@@ -43,12 +45,15 @@ def compute(extractor: features_lib.FeatureExtractor, image_set, num: int,
   if image_set.stats is not None:
     raise ValueError(f"{image_set.name} already holds statistics.")
   num = imagesets.count(image_set, num)
-  feats, _ = extractor.of_batches(image_set.batches, num, image_set.name)
+  size = []
+  feats, _ = extractor.of_batches(
+      imagesets.noting_size(image_set.batches, size), num, image_set.name)
   mu, sigma = distances.gaussian_stats(feats)
   return {"mu": mu, "sigma": sigma,
           "features": feats[:keep_features].astype(np.float32),
           "num": np.int64(num), "source": np.str_(image_set.name),
-          "weights_hash": np.str_(extractor.weights_hash)}
+          "weights_hash": np.str_(extractor.weights_hash),
+          "image_size": np.asarray(size[0], np.int64)}
 
 
 def save(path: str, stats: Dict[str, Any]) -> None:

@@ -42,13 +42,14 @@ def _shapes(n=32):
 
 
 def test_stats_then_fid_against_the_same_and_other_images(extractor,
-                                                          tmp_path):
+                                                          tmp_path, caplog):
   with pytest.warns(UserWarning, match="covariance is singular"):
     stats = stats_lib.compute(extractor, _shapes(), 32, keep_features=20)
   assert stats["mu"].shape == (2048,) and stats["sigma"].shape == (2048,
                                                                    2048)
   assert stats["features"].shape == (20, 2048)
   assert str(stats["weights_hash"]) == "w0" and int(stats["num"]) == 32
+  assert stats["image_size"].tolist() == [16, 16]
   path = str(tmp_path / "s.npz")
   stats_lib.save(path, stats)
   ref = imagesets.open_set(path)
@@ -68,6 +69,18 @@ def test_stats_then_fid_against_the_same_and_other_images(extractor,
       other)
   lines = fid_lib.format_lines(other).splitlines()
   assert lines[0].startswith("FID: ") and lines[1].startswith("KID: ")
+  # Same resolution so far: no warning. Images of another size (either
+  # side) are warned about once per comparison, naming both sizes.
+  size_warnings = lambda: [r.getMessage() for r in caplog.records  # noqa: E731
+                           if "holds statistics of" in r.getMessage()]
+  assert not size_warnings()
+  np.savez(tmp_path / "small.npz", images=noise[:, :8, :8])
+  with pytest.warns(UserWarning):
+    fid_lib.compare(extractor, imagesets.open_set(str(tmp_path / "small.npz")),
+                    imagesets.open_set(path))
+  (line,) = size_warnings()
+  assert f"{path} holds statistics of 16x16 images but" in line
+  assert "are 8x8" in line and "compute statistics at 8x8" in line
 
 
 def test_statistics_of_other_weights_are_refused(extractor, tmp_path):

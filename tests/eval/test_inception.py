@@ -143,3 +143,17 @@ def test_bad_images_are_one_line_errors():
     features_lib.check_images(np.zeros((2, 8, 8, 4)), "samples")
   out = features_lib.check_images(np.full((1, 2, 2, 1), 255, np.uint8))
   assert out.shape == (1, 2, 2, 3) and np.all(out == 1.0)
+
+
+def test_unit_range_floats_warn_once_per_set(caplog):
+  # [0, 1] floats pass the range check but would be read as grey-to-white.
+  rng = np.random.default_rng(0)
+  unit = rng.uniform(0, 1, (4, 8, 8, 3))
+  with caplog.at_level("WARNING"):
+    features_lib.check_images(unit, "unit-range set")
+    features_lib.check_images(unit, "unit-range set")
+    features_lib.check_images(2 * unit - 1, "signed set")
+  warned = [r.getMessage() for r in caplog.records
+            if "no value below 0" in r.getMessage()]
+  assert len(warned) == 1 and warned[0].startswith("unit-range set have")
+  assert "2 * x - 1" in warned[0]
