@@ -4,7 +4,8 @@ The official R3GAN training puts StyleGAN2-ADA's non-leaky augment pipe
 between the images and D, with a probability p that ramps from 0 over the
 burn-in (fixed, not adaptive; CIFAR-10 ends at 0.55). It is applied to the
 real and the fake batch separately (independent transforms), and R1 / R2 are
-taken on the images *before* augmentation (`docs/references/r3gan.md`).
+gradients w.r.t. the images *before* augmentation, through it: of D(Aug(x))
+by x, in the adversarial term's forward pass (`docs/references/r3gan.md`).
 
 Here, per sample and independently, each with probability p:
   geometric: x-flip, rotation by a multiple of 90°, integer translation

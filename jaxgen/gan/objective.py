@@ -115,6 +115,11 @@ def network_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
               dtype=config_lib.compute_dtype(config))
 
 
+def _after_augment(d_fn, key: jax.Array, p: Any):
+  """x -> D(Aug(x)): the augment pipe between the images and D."""
+  return lambda x: d_fn(augment.augment(key, x, p))
+
+
 @registry.OBJECTIVES.register("r3gan")
 class R3GAN(objective_lib.Objective):
   """R3GAN (Huang et al. 2024): RpGAN + R1 + R2, ResNeXt G and D."""
@@ -263,9 +268,10 @@ class R3GAN(objective_lib.Objective):
       x_fake: generated images (detached).
       labels: i32[B] or None.
       gamma: penalty weight γ (the loss adds γ/2 · (R1 + R2)).
-      aug: None, or (rng, p): the adversarial term sees independently
-        augmented reals and fakes; R1 / R2 stay on the images before
-        augmentation, as in the reference.
+      aug: None, or (rng, p): D sees independently augmented reals and
+        fakes; R1 / R2 are the gradients of D(Aug(x)) w.r.t. the images
+        before augmentation, from the same forward pass as the adversarial
+        logits (the reference's augment pipe sits between sample and D).
 
     Returns:
       (loss, aux dict of scalars).
@@ -273,18 +279,19 @@ class R3GAN(objective_lib.Objective):
     d_fn = self._d_fn(d_params, labels)
     x_fake = jax.lax.stop_gradient(x_fake)
     zero = jnp.zeros((), jnp.float32)
-    if self.use_r1:
-      d_real, r1 = losses.logits_and_penalty(d_fn, x_real)
-    else:
-      d_real, r1 = (None if aug else d_fn(x_real)), zero
-    if self.use_r2:
-      d_fake, r2 = losses.logits_and_penalty(d_fn, x_fake)
-    else:
-      d_fake, r2 = (None if aug else d_fn(x_fake)), zero
+    d_real_fn = d_fake_fn = d_fn
     if aug is not None:
       real_key, fake_key = jax.random.split(aug[0])
-      d_real = d_fn(augment.augment(real_key, x_real, aug[1]))
-      d_fake = d_fn(augment.augment(fake_key, x_fake, aug[1]))
+      d_real_fn = _after_augment(d_fn, real_key, aug[1])
+      d_fake_fn = _after_augment(d_fn, fake_key, aug[1])
+    if self.use_r1:
+      d_real, r1 = losses.logits_and_penalty(d_real_fn, x_real)
+    else:
+      d_real, r1 = d_real_fn(x_real), zero
+    if self.use_r2:
+      d_fake, r2 = losses.logits_and_penalty(d_fake_fn, x_fake)
+    else:
+      d_fake, r2 = d_fake_fn(x_fake), zero
     adv = self.d_loss_fn(d_real, d_fake)
     loss = adv + 0.5 * gamma * (r1 + r2)
     return loss, {"d_adv": adv, "r1": r1, "r2": r2,
@@ -441,22 +448,12 @@ class R3GAN(objective_lib.Objective):
       G update: G forward + backward 3·F_G; D on fakes forward + input
         gradient only 2·F_D; D on reals forward 1·F_D (RpGAN only).
     RpGAN + R1 + R2: 4·F_G + 15·F_D; GAN + R1 + R2: 4·F_G + 14·F_D.
-    With augmentation (`gan.augment_p` > 0) the D update is
-    F_G + 5·F_D per penalty + 2·2·F_D (see below): RpGAN + R1 + R2
-    4·F_G + 17·F_D. The augmentation's own arithmetic is not counted.
+    Augmentation (`gan.augment_p` > 0) sits in front of the same passes
+    (the penalties are taken through it), so the count is unchanged; its
+    own arithmetic is not counted.
     """
     f_g, f_d = self.forward_flops()
-    if self.augment_p:
-      # Penalty passes stay on the clean images but no longer carry the
-      # adversarial cotangent (5·F_D: the forward graph's weight gradient
-      # from the logits drops out); the adversarial passes on augmented
-      # images need forward + weight gradient only (2·F_D each; their
-      # inputs take no gradient). Checked against XLA in
-      # tests/gan/test_augment.py.
-      d_step = f_g + sum(5.0 * f_d for p in (self.use_r1, self.use_r2)
-                         if p) + 2 * 2.0 * f_d
-    else:
-      d_step = f_g + sum(6.0 * f_d if p else 3.0 * f_d
-                         for p in (self.use_r1, self.use_r2))
+    d_step = f_g + sum(6.0 * f_d if p else 3.0 * f_d
+                       for p in (self.use_r1, self.use_r2))
     g_step = 3.0 * f_g + 2.0 * f_d + (f_d if self.g_needs_real else 0.0)
     return d_step + g_step
