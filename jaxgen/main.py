@@ -47,6 +47,7 @@ def main(argv):
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.parallel import multihost  # pylint: disable=g-import-not-at-top
   from jaxgen.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
   from jaxgen.train import preemption  # pylint: disable=g-import-not-at-top
   from jaxgen.train import run_record  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
@@ -79,9 +80,13 @@ def main(argv):
   except KeyboardInterrupt as e:
     # A second Ctrl-C: one line, and no interpreter shutdown (background
     # checkpoint writes would print pages); committed checkpoints are whole.
-    print(f"{e or 'interrupted'}; the last committed checkpoint in "
-          f"{os.path.join(FLAGS.workdir, 'checkpoints')} is kept: rerun the "
-          "same command to continue from it.", file=sys.stderr, flush=True)
+    ckpt_dir = os.path.join(FLAGS.workdir, "checkpoints")
+    steps = checks.committed_steps(ckpt_dir)
+    kept = (f"checkpoint {max(steps)} in {ckpt_dir} is kept: rerun the same "
+            "command to continue from it." if steps else
+            f"no checkpoint was committed yet in {ckpt_dir}: a rerun starts "
+            "from step 0.")
+    print(f"{e or 'interrupted'}; {kept}", file=sys.stderr, flush=True)
     os._exit(130)  # pylint: disable=protected-access
   except (ValueError, FloatingPointError) as e:
     # Configuration and numerics errors are one readable line, not a trace.

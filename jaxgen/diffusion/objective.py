@@ -9,6 +9,7 @@ score for classifier-free guidance. Samples come from the EMA parameters.
 
 from typing import Any, Dict, Tuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -77,7 +78,25 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
           high_open=True)
     check("config.diffusion.multiscale_min_size", d.multiscale_min_size,
           low=1, integer=True)
+    if d.multiscale:
+      try:
+        scales = losses.multiscale_scales(self.image_size,
+                                          int(d.multiscale_min_size))
+      except ValueError as e:
+        raise ValueError(f"config.diffusion.multiscale: {e} Change "
+                         "config.diffusion.multiscale_min_size.") from None
+      if len(scales) == 1:
+        logging.warning(
+            "config.diffusion.multiscale=True at image side %d <= "
+            "multiscale_min_size=%d is the plain per-pixel MSE; lower "
+            "multiscale_min_size (e.g. %d) for coarser scales.",
+            self.image_size, int(d.multiscale_min_size),
+            max(1, self.image_size // 4))
     self.model.check_fields()  # Its errors name their own fields.
+    if self.model.downsample == "haar" and self.model.patch_size == 1:
+      logging.warning("config.model.downsample='haar' with patch_size=1 is "
+                      "the same 3x3 stem as 'patch'; Haar levels need "
+                      "patch_size >= 2.")
     try:
       self.model.validate(self.image_size, self.image_size)
     except ValueError as e:

@@ -10,6 +10,7 @@ without training (`jaxgen.autoencoders.convert`) call `check_config` too.
 import os
 from typing import Any, Optional, Sequence
 
+from absl import logging
 import etils.epath as epath
 import jax
 import ml_collections
@@ -176,3 +177,37 @@ def check_eval_interval(config: ml_collections.ConfigDict,
         f"least the run's {steps} steps (one evaluation, at the end).")
 
 
+
+
+def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
+                           saved_steps: Optional[int],
+                           total_steps: int) -> None:
+  """One warning when a resumed run's new length moves its learning rate.
+
+  Run-length fields may change on resume (a finished run trains further),
+  but the schedule spans the run: a cosine run of 40 steps extended to 60
+  goes from a rate near 0 at step 40 back up the new curve. That is
+  allowed; doing it unannounced is not.
+
+  Args:
+    config: the run config (its `optimizer` section).
+    start: the checkpoint step the run resumes from.
+    saved_steps: the run length that checkpoint was trained for (None for
+      checkpoints that do not record it).
+    total_steps: the run length now.
+  """
+  opt = config.get("optimizer")
+  if not (start and saved_steps and opt is not None
+          and int(saved_steps) != int(total_steps)):
+    return
+  from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  before, now = (float(state_lib.learning_rate_schedule(opt, n)(start))
+                 for n in (int(saved_steps), int(total_steps)))
+  if abs(now - before) <= 1e-3 * max(abs(before), abs(now), 1e-30):
+    return
+  logging.warning(
+      "Run length %d -> %d steps since checkpoint %d: the %s schedule now "
+      "spans %d steps, so the learning rate at step %d goes from %.3g to "
+      "%.3g (train at the full length from the start to anneal once).",
+      int(saved_steps), int(total_steps), start, opt.get("schedule", "?"),
+      int(total_steps), start, before, now)

@@ -181,9 +181,16 @@ class LogWriter(WriterBase):
   everything else is dropped."""
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-    values = ", ".join(f"{k}={_to_json(v)}" for k, v in sorted(
+    values = ", ".join(f"{k}={_short(_to_json(v))}" for k, v in sorted(
         scalars.items()))
     logging.info("[%d] %s", step, values)
+
+
+def _short(v: Any) -> str:
+  """4 significant digits for the log line (metrics.jsonl keeps all)."""
+  if isinstance(v, float):
+    return f"{v:.4g}"
+  return str(v)
 
 
 class MultiWriter:

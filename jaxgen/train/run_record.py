@@ -119,13 +119,49 @@ def reconcile_metrics(path: str, start: int) -> None:
                     "them in %s; this run starts from step 0.", path, moved)
 
 
-def progress(config, s, step: int, steps_per_sec: float,
+class Seen:
+  """Examples and FLOPs trained on so far, carried through checkpoints.
+
+  `step x batch_size` would rewrite the past of a run resumed with another
+  batch size; the counts at a checkpoint are saved with it and continue
+  from there.
+  """
+
+  def __init__(self, config, s, start: int,
+               saved: Optional[Dict[str, float]] = None):
+    """The counts at `start`.
+
+    Args:
+      config: the run config (its batch_size, from `start` on).
+      s: the trainer's `Setup` (its flops_per_example).
+      start: the step the run (re)starts from.
+      saved: `at(start)` as saved with that checkpoint; None for a fresh
+        run or a checkpoint written before the counts were saved (then
+        `start x batch_size`).
+    """
+    self.batch, self.per_example = int(config.batch_size), s.flops_per_example
+    self.start = start
+    if saved:
+      self.examples, self.flops = saved["examples"], saved["flops"]
+    else:
+      self.examples = start * self.batch
+      self.flops = self.examples * self.per_example
+
+  def at(self, step: int) -> Dict[str, float]:
+    """{"examples", "flops"} after `step` (>= the start step)."""
+    new = (step - self.start) * self.batch
+    return {"examples": self.examples + new,
+            "flops": self.flops + new * self.per_example}
+
+
+def progress(config, s, seen: Seen, step: int, steps_per_sec: float,
              peak: Optional[float]) -> Dict[str, Any]:
   """Compute accounting logged with every row.
 
   Args:
     config: the run config (its batch_size).
     s: the trainer's `Setup` (its flops_per_example).
+    seen: the run's `Seen` counts.
     step: steps done so far.
     steps_per_sec: the measured rate since the last row.
     peak: the device's peak FLOP/s, or None where unknown (no MFU then).
@@ -133,12 +169,12 @@ def progress(config, s, step: int, steps_per_sec: float,
   Returns:
     examples_seen, flops_seen, steps_per_sec, tflops_per_device (and mfu).
   """
-  examples = step * int(config.batch_size)
+  now = seen.at(step)
   tput = flops_lib.throughput(s.flops_per_example,
                               steps_per_sec * config.batch_size,
                               jax.device_count(), peak)
-  row = {"examples_seen": examples,
-         "flops_seen": examples * s.flops_per_example,
+  row = {"examples_seen": now["examples"],
+         "flops_seen": now["flops"],
          "steps_per_sec": steps_per_sec,
          "tflops_per_device": tput["tflops_per_device"]}
   if tput["mfu"] != "unknown":

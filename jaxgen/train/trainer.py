@@ -419,6 +419,9 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     # Per-step rows since the last log step travel with the checkpoint, so a
     # run resumed off the logging grid logs the same averages.
     buf = run_record.MetricBuffer(extra.get("pending_rows", []))
+    seen = run_record.Seen(config, s, start, extra.get("seen"))
+    checks.warn_if_schedule_moves(config, start, extra.get("total_steps"),
+                                  s.total_steps)
     last: Dict[str, Any] = {}
     t0, steps_since = time.time(), 0
     failed = True
@@ -442,7 +445,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           sps = steps_since / max(dt, 1e-9)
           # Steps/s and ETA go to the log; metrics.jsonl keeps the row.
           logs.log_progress(step, s.total_steps, sps)
-          row.update(run_record.progress(config, s, step, sps, peak))
+          row.update(run_record.progress(config, s, seen, step, sps, peak))
           if eval_fn and (step % int(config.eval_every_steps) == 0
                           or is_last):
             row.update(eval_fn(state, step))
@@ -461,7 +464,9 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           # a resume from it must not miss any of them.
           _guarded(ckpt, workdir, writer.flush)
           ckpt.save(step, state, data_iter, force=is_last or stop,
-                    extra={"pending_rows": buf.rows_for_json()})
+                    extra={"pending_rows": buf.rows_for_json(),
+                           "seen": seen.at(step),
+                           "total_steps": s.total_steps})
         # After the save: its writes (in the background) overlap sampling.
         if config.num_samples and not stop and (
             step % int(config.sample_every_steps) == 0 or is_last):

@@ -90,13 +90,20 @@ def _check_params(state, src, init_from: str) -> List[str]:
 
 def _check_same(what: str, mine, theirs, init_from: str) -> None:
   """One-line error unless two trees have the same paths and shapes."""
-  want = jax.tree_util.tree_flatten_with_path(
-      jax.tree.map(lambda x: x.shape, mine))[0]
-  have = dict(jax.tree_util.tree_flatten_with_path(
-      jax.tree.map(lambda x: x.shape, theirs))[0])
-  bad = [p for p, shape in want if have.get(p) != shape]
-  if bad or len(have) != len(want):
-    name = "/".join(state_lib.key_name(k) for k in bad[0]) if bad else "?"
-    raise ValueError(f"config.init_from={init_from} holds another model "
-                     f"({what}: e.g. {name} differs); start from a run of "
-                     "the same architecture.")
+  def shapes(tree):
+    return {"/".join(state_lib.key_name(k) for k in path): tuple(x.shape)
+            for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  want, have = shapes(mine), shapes(theirs)
+  if want == have:
+    return
+  name = next((k for k in want if have.get(k) != want[k]), None)
+  if name is None:
+    extra = sorted(set(have) - set(want))
+    detail = f"{extra[0]} is not in this run's model"
+  elif name not in have:
+    detail = f"{name} is not in that run's model"
+  else:
+    detail = f"{name} is {have[name]} there, {want[name]} here"
+  raise ValueError(f"config.init_from={init_from} holds another model "
+                   f"({what}: {detail}); start from a run of the same "
+                   "architecture.")

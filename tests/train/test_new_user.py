@@ -27,6 +27,7 @@ from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import durations
 from jaxgen.train import logs
+from jaxgen.train import metrics as metrics_lib
 from jaxgen.train import checks
 from jaxgen.train import run_record
 from jaxgen.train import trainer
@@ -372,12 +373,19 @@ def test_init_from_another_architecture_is_refused_before_compiling(
   config = common.tiny_config(**{"model.channels": (16, 48),
                                  "init_from": source})
   monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  # The error names the array and both shapes (was a dimension index).
   with pytest.raises(ValueError, match=r"config.init_from=.*narrow holds "
-                     r"another model \(params: e.g. .* differs\); start "
-                     "from a run of the same architecture") as e:
+                     r"another model \(params: model/\S+ is \(.*32.*\) "
+                     r"there, \(.*48.*\) here\); start from a run of the "
+                     "same architecture") as e:
     trainer.train_and_evaluate(config, str(tmp_path / "wide"))
   assert "\n" not in str(e.value)
   assert not (tmp_path / "wide" / "config.json").exists()
+  deeper = common.tiny_config(**{"model.transformer_depth": 2,
+                                 "init_from": source})
+  with pytest.raises(ValueError, match=r"\(params: model/\S+ is not in "
+                     "that run's model\)"):
+    trainer.train_and_evaluate(deeper, str(tmp_path / "deep"))
 
 
 def test_a_model_that_fails_to_trace_records_no_config(tmp_path,
@@ -392,3 +400,57 @@ def test_a_model_that_fails_to_trace_records_no_config(tmp_path,
     trainer.train_and_evaluate(common.tiny_config(total_steps=1),
                                str(tmp_path))
   assert not (tmp_path / "config.json").exists()
+
+
+def test_resuming_at_another_batch_size_and_length(tmp_path, caplog):
+  # Was step x batch_size: a resume at another batch size rewrote the past
+  # (below, step 3 logged 48 examples seen, not 32).
+  opt = {"optimizer.warmup_steps": 0, "optimizer.learning_rate": 2e-3}
+  trainer.train_and_evaluate(common.tiny_config(total_steps=2, **opt),
+                             str(tmp_path))
+  with caplog.at_level(logging.WARNING):
+    trainer.train_and_evaluate(
+        common.tiny_config(total_steps=4, batch_size=16, **opt),
+        str(tmp_path))
+  # The lengthened cosine jumps back up, announced: at step 2 the 2-step
+  # schedule has ended (0), the 4-step one is half-way (cos(pi / 2): half
+  # the peak of 2e-3).
+  moved = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith("Run length")]
+  assert moved == ["Run length 2 -> 4 steps since checkpoint 2: the cosine "
+                   "schedule now spans 4 steps, so the learning rate at step "
+                   "2 goes from 0 to 0.001 (train at the full length from "
+                   "the start to anneal once)."]
+  rows = {r["step"]: r for r in metrics_lib.read_rows(
+      str(tmp_path / "metrics.jsonl"))}
+  assert [rows[k]["examples_seen"] for k in (1, 2, 3, 4)] == [8, 16, 32, 48]
+  per_example = rows[1]["flops_seen"] / 8
+  assert rows[4]["flops_seen"] == pytest.approx(48 * per_example)
+
+
+def test_options_without_effect_warn_and_bad_scales_fail_early(caplog):
+  # 16 px with min 8: scales 8, 16; nothing said.
+  checks.check_config(common.tiny_config(**{"diffusion.multiscale": True,
+                                            "diffusion.multiscale_min_size":
+                                                8}))
+  # Side <= min size: the plain MSE, which a tiny run would not show.
+  with caplog.at_level(logging.WARNING):
+    checks.check_config(common.tiny_config(**{"diffusion.multiscale": True}))
+  assert [r.getMessage() for r in caplog.records
+          if "multiscale" in r.getMessage()] == [
+              "config.diffusion.multiscale=True at image side 16 <= "
+              "multiscale_min_size=32 is the plain per-pixel MSE; lower "
+              "multiscale_min_size (e.g. 4) for coarser scales."]
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    checks.check_config(common.tiny_config(**{"model.downsample": "haar",
+                                              "model.patch_size": 1}))
+  assert any("downsample='haar' with patch_size=1 is the same 3x3 stem"
+             in r.getMessage() for r in caplog.records)
+  # 16 is not 6 x a power of two: one line now, not a trace at compile.
+  with pytest.raises(ValueError, match=r"^config.diffusion.multiscale: "
+                     r"multiscale loss needs image side 16 to be <= 6 or 6 "
+                     r"times a power of two. Change config.diffusion."
+                     r"multiscale_min_size.$"):
+    checks.check_config(common.tiny_config(**{
+        "diffusion.multiscale": True, "diffusion.multiscale_min_size": 6}))
