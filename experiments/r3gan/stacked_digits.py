@@ -298,7 +298,8 @@ flags.DEFINE_string("out", os.path.dirname(__file__), "Output directory.")
 flags.DEFINE_integer("size", 8, "Pixels: 8 (native), or 16/32 (upsampled).")
 flags.DEFINE_enum("arch", "mlp", ["mlp", "r3gan"], "G and D architecture.")
 flags.DEFINE_integer("mlp_width", 256, "Hidden width of the MLP G and D.")
-flags.DEFINE_string("widths", "32,32", "R3GAN stage widths (arch=r3gan).")
+flags.DEFINE_string("widths", "", "R3GAN stage widths (arch=r3gan); "
+                    "default 32 per stage, log2(size) - 1 stages.")
 flags.DEFINE_integer("batch", 128, "Batch size.")
 flags.DEFINE_integer("steps", 1500, "Training steps per run.")
 flags.DEFINE_float("lr", 5e-4, "Learning rate.")
@@ -319,7 +320,18 @@ def main(argv):
   res_dir = os.path.join(args.out, "results")
   os.makedirs(fig_dir, exist_ok=True)
   os.makedirs(res_dir, exist_ok=True)
-  widths = [int(w) for w in args.widths.split(",")]
+  widths = ([int(w) for w in args.widths.split(",")] if args.widths else
+            [32] * max(1, int(np.log2(args.size)) - 1))
+  if args.arch == "r3gan":
+    # Before the classifier trains: a width list that does not fit the size
+    # is one line, not a shape error inside D.
+    try:
+      gan_objective.R3GAN(gan_config(LOSSES[0][0], args.size, widths,
+                                     args.batch, args.steps, args.lr),
+                          total_steps=args.steps).validate(1)
+    except ValueError as e:
+      raise app.UsageError(f"--size={args.size} --widths="
+                           f"{','.join(map(str, widths))}: {e}") from None
   scale = max(1, 64 // args.size)
   t0 = time.time()
 

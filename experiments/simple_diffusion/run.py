@@ -66,7 +66,11 @@ flags.DEFINE_string("out", HERE, "Where results.json and the PNGs go.")
 flags.DEFINE_bool("fresh", False, "Delete --workdir first (rerun all).")
 flags.DEFINE_integer("steps", 1000, "Training steps of every arm.")
 flags.DEFINE_integer("batch_size", 32, "Training batch of every arm.")
-flags.DEFINE_integer("num_samples", 256, "Samples per arm for the metrics.")
+flags.DEFINE_integer("num_samples", 256, "Samples per arm for the metrics "
+                     "(a multiple of 64, the sampling batch).")
+flags.register_validator(
+    "num_samples", lambda v: v >= 64 and v % 64 == 0,
+    "must be a positive multiple of 64 (the sampling batch), e.g. 64 or 256.")
 flags.DEFINE_integer("sample_steps", 24, "DDPM steps of the metric samples.")
 flags.DEFINE_integer("classifier_steps", 0,
                      "Shape-classifier steps (0: ClassifierConfig's default).")
