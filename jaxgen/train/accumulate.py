@@ -3,7 +3,7 @@
 `config.grad_accum_steps = k` splits the global batch into k micro-batches
 and runs the forward and backward pass on one at a time under `lax.scan`, so
 activation memory is that of B/k examples while the update is that of the
-whole batch (on CPU the scan is unrolled, see `cpu_unrolls`). Micro-batch i takes rows i, i+k, i+2k, ...: each device keeps
+whole batch (on CPU the scan is unrolled by default, see `unrolls`). Micro-batch i takes rows i, i+k, i+2k, ...: each device keeps
 holding its own rows, so every micro-batch stays spread over all devices.
 """
 
@@ -21,16 +21,34 @@ def micro_batches(tree: Any, k: int) -> Any:
   return jax.tree.map(split, tree)
 
 
-def cpu_unrolls() -> bool:
-  """Whether the micro-batch loop is unrolled: on CPU only.
+LOOPS = ("auto", "scan", "unroll")
 
-  XLA:CPU runs convolutions inside a while-loop body several times slower
-  than outside one (the `tiny` U-ViT step with k = 2 took 15x the time of
-  k = 1; unrolled, 0.6x). Accelerators keep the loop: its point there is
-  that one micro-batch's activations are live at a time, which an unrolled
-  program leaves to the scheduler.
+
+def unrolls(loop: str = "auto") -> bool:
+  """Whether the micro-batch loop is unrolled (`config.grad_accum_loop`).
+
+  "auto" unrolls on CPU only: XLA:CPU runs convolutions inside a while-loop
+  body several times slower than outside one (the `tiny` U-ViT step with
+  k = 2 took 15x the time of k = 1; unrolled, 0.6x), and CPU runs are
+  small. Accelerators keep the loop, whose point is that one micro-batch's
+  activations are live at a time (unrolled, a k = 8 step needed 6x the
+  temporary memory of the loop on CPU).
+
+  Args:
+    loop: "auto", "scan" or "unroll".
+
+  Returns:
+    True to unroll.
+
+  Raises:
+    ValueError: one line for another value.
   """
-  return jax.default_backend() == "cpu"
+  if loop not in LOOPS:
+    raise ValueError(f"config.grad_accum_loop={loop!r}: use one of "
+                     f"{', '.join(map(repr, LOOPS))}.")
+  if loop == "auto":
+    return jax.default_backend() == "cpu"
+  return loop == "unroll"
 
 
 def accumulated(grad_fn: Callable[..., Tuple[Tuple[jax.Array, Any], Any]],
@@ -48,7 +66,7 @@ def accumulated(grad_fn: Callable[..., Tuple[Tuple[jax.Array, Any], Any]],
       all randomness of the step already drawn per example.
     rng: key for what remains (dropout); micro-batch i gets fold_in(rng, i).
     k: number of micro-batches.
-    unroll: unroll the loop over micro-batches (default: `cpu_unrolls()`).
+    unroll: unroll the loop over micro-batches (default: `unrolls()`).
 
   Returns:
     ((loss, metrics), grads), each the mean over micro-batches: for equal
@@ -68,7 +86,7 @@ def accumulated(grad_fn: Callable[..., Tuple[Tuple[jax.Array, Any], Any]],
                         out), None
 
   if unroll is None:
-    unroll = cpu_unrolls()
+    unroll = unrolls()
   total, _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro),
                           unroll=bool(unroll))
   # Back to the dtypes grad_fn returns (e.g. bf16 parameters' grads).

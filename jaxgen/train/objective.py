@@ -271,7 +271,8 @@ class SingleOptimizer:
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, aux), grads = accumulate.accumulated(
         grad_fn, params, draws, rng,
-        int(self.config.get("grad_accum_steps", 1)))
+        int(self.config.get("grad_accum_steps", 1)),
+        unroll=accumulate.unrolls(self.config.get("grad_accum_loop", "auto")))
     updates, opt_state = self.tx.update(grads, state.opt_state["model"],
                                         params)
     new_params = optax.apply_updates(params, updates)

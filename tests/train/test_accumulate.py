@@ -40,3 +40,11 @@ def test_micro_batches_give_the_whole_batch_gradient(unroll):
   hlo = fn.lower(params, data, jax.random.key(0)).as_text()
   assert ("while" in hlo) != unroll
 
+
+
+def test_loop_choice():
+  assert accumulate.unrolls("unroll") and not accumulate.unrolls("scan")
+  # "auto": unrolled where XLA:CPU would run the loop body slowly.
+  assert accumulate.unrolls("auto") == (jax.default_backend() == "cpu")
+  with pytest.raises(ValueError, match="grad_accum_loop='while'"):
+    accumulate.unrolls("while")
