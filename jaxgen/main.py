@@ -81,11 +81,19 @@ def main(argv):
     # A second Ctrl-C: one line, and no interpreter shutdown (background
     # checkpoint writes would print pages); committed checkpoints are whole.
     ckpt_dir = os.path.join(FLAGS.workdir, "checkpoints")
-    steps = checks.committed_steps(ckpt_dir)
-    kept = (f"checkpoint {max(steps)} in {ckpt_dir} is kept: rerun the same "
-            "command to continue from it." if steps else
-            f"no checkpoint was committed yet in {ckpt_dir}: a rerun starts "
-            "from step 0.")
+    try:
+      steps = checks.committed_steps(ckpt_dir)
+    except OSError:  # Unreadable storage: say what is known, still exit.
+      steps = None
+    if steps is None:
+      kept = (f"the last committed checkpoint in {ckpt_dir} is kept: rerun "
+              "the same command to continue from it.")
+    elif steps:
+      kept = (f"checkpoint {max(steps)} in {ckpt_dir} is kept: rerun the "
+              "same command to continue from it.")
+    else:
+      kept = (f"no checkpoint was committed yet in {ckpt_dir}: a rerun "
+              "starts from step 0.")
     print(f"{e or 'interrupted'}; {kept}", file=sys.stderr, flush=True)
     os._exit(130)  # pylint: disable=protected-access
   except (ValueError, FloatingPointError) as e:

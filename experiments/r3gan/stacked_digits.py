@@ -320,8 +320,12 @@ def main(argv):
   res_dir = os.path.join(args.out, "results")
   os.makedirs(fig_dir, exist_ok=True)
   os.makedirs(res_dir, exist_ok=True)
-  widths = ([int(w) for w in args.widths.split(",")] if args.widths else
-            [32] * max(1, int(np.log2(args.size)) - 1))
+  try:
+    widths = ([int(w) for w in args.widths.split(",")] if args.widths else
+              [32] * max(1, int(np.log2(args.size)) - 1))
+  except ValueError:
+    raise app.UsageError(f"--widths={args.widths}: give integers, e.g. "
+                         "32,32,32") from None
   if args.arch == "r3gan":
     # Before the classifier trains: a width list that does not fit the size
     # is one line, not a shape error inside D.

@@ -186,6 +186,10 @@ def validate_dataset_config(config: ml_collections.ConfigDict, *,
     raise ValueError(f"dataset.image_size={size} must be positive.")
   if config.num_frames < 0:
     raise ValueError(f"dataset.num_frames={config.num_frames} must be >= 0.")
+  fraction = float(config.get("holdout_fraction", 0.0) or 0.0)
+  if not 0.0 <= fraction < 1.0:
+    raise ValueError(f"dataset.holdout_fraction={fraction} must be in [0, 1) "
+                     "(the share of a folder's images held out).")
   if config.random_crop_scale < 1.0:
     raise ValueError(f"dataset.random_crop_scale={config.random_crop_scale} "
                      "must be >= 1 (the crop is taken from an enlargement).")

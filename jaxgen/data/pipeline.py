@@ -165,7 +165,10 @@ def build_input(
     raise ValueError(
         f"Split {split!r} of {dataset_config.name!r} has {num_examples} "
         f"examples, fewer than one global batch of {global_batch_size}; use a "
-        "smaller batch size.")
+        "smaller config.batch_size" + (
+            "" if train else ", hold out more (config.dataset."
+            "holdout_fraction, for folders) or set config.eval_batches=0")
+        + ".")
 
   info = DatasetInfo(
       kind="video" if source.pixel_key == "video" else "image",

@@ -12,21 +12,15 @@ format, except the embedded `jaxgen_shapes`, which is generated on first use.
 import dataclasses
 import functools
 import os
-import threading
-import zlib
 from typing import Any, Callable, Dict, Mapping, Sequence
 
-from absl import logging
 import ml_collections
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from jaxgen import registry
 from jaxgen.data import config as config_lib
 from jaxgen.data import shapes
-
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,137 +193,6 @@ def _open_shapes_video(spec, config, *, split, arrays=None) -> Source:
   variant = shapes.video_config_name(size, frames)
   shapes.prepare(variant, config.data_dir)
   return _tfds_source(f"{shapes.NAME}/{variant}", split, config.data_dir)
-
-
-# ----------------------------------------------------------------------------
-# Image folders.
-# ----------------------------------------------------------------------------
-
-
-class BadImageError(ValueError):
-  """An image file that cannot be decoded (and skipping is off)."""
-
-
-# What PIL raises for truncated, corrupt or unrecognised files.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-class FolderSource:
-  """Images in files, decoded to uint8 RGB on access.
-
-  A file that does not decode is either an error naming it
-  (`skip_bad_files=False`) or skipped: the next readable file (in index
-  order) takes its place, so batches keep their size and the order stays
-  deterministic. Skipped files are warned about once each and listed by
-  `skipped_files()`.
-  """
-
-  def __init__(self, files: Sequence[str], labels: Sequence[int],
-               skip_bad_files: bool = True):
-    self._files = list(files)
-    self._labels = np.asarray(labels, np.int64)
-    self._skip = skip_bad_files
-    self._bad: dict[str, str] = {}
-    self._lock = threading.Lock()
-
-  def __len__(self) -> int:
-    return len(self._files)
-
-  def __getitem__(self, index: int):
-    for offset in range(len(self._files)):
-      i = (index + offset) % len(self._files)
-      path = self._files[i]
-      try:
-        with Image.open(path) as image:
-          pixels = np.asarray(image.convert("RGB"))
-        return {"image": pixels, "label": self._labels[i]}
-      except _DECODE_ERRORS as e:
-        reason = str(e).strip().split("\n", 1)[0] or type(e).__name__
-        if not self._skip:
-          raise BadImageError(
-              f"cannot decode image {path}: {reason}; fix or remove it, or "
-              "set --config.dataset.skip_bad_files=true to skip such "
-              "files.") from None
-        self._record(path, reason)
-    raise BadImageError(f"none of the {len(self._files)} images can be "
-                        "decoded; check the folder.")
-
-  def _record(self, path: str, reason: str) -> None:
-    with self._lock:
-      if path in self._bad:
-        return
-      self._bad[path] = reason
-    logging.warning("Skipping unreadable image %s (%s); the next image takes "
-                    "its place.", path, reason)
-
-  def skipped_files(self) -> dict[str, str]:
-    """{path: reason} of the files skipped so far by this process."""
-    with self._lock:
-      return dict(self._bad)
-
-  def __repr__(self) -> str:
-    return f"FolderSource({len(self)} files)"
-
-
-def _image_files(folder: str) -> list[str]:
-  return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                if f.lower().endswith(_IMAGE_EXTENSIONS)
-                and os.path.isfile(os.path.join(folder, f)))
-
-
-def _folder_split(root, files, labels, split, config):
-  """The files of `split`: a folder has one split unless a fraction is held
-  out (`dataset.holdout_fraction`), chosen by a hash of each file's path so
-  that adding files never moves old ones between splits."""
-  fraction = float(config.get("holdout_fraction", 0.0) or 0.0)
-  train_split = config.get("split", "train")
-  if not fraction:
-    if split != train_split:
-      raise ValueError(
-          f"Image folder {root!r} has one split, so split {split!r} would "
-          "be the training images; set --config.dataset.holdout_fraction="
-          "0.05 (for example) to hold some out, or --config.eval_batches=0.")
-    return files, labels
-  held = [zlib.crc32(os.path.relpath(f, root).encode()) % 10_000
-          < fraction * 10_000 for f in files]
-  keep = [h != (split == train_split) for h in held]
-  files = [f for f, k in zip(files, keep) if k]
-  labels = [l for l, k in zip(labels, keep) if k]
-  if not files:
-    raise ValueError(f"Image folder {root!r}: split {split!r} is empty with "
-                     f"holdout_fraction={fraction}; change the fraction.")
-  return files, labels
-
-
-@SOURCES.register("folder")
-def _open_folder(spec, config, *, split, arrays=None) -> Source:
-  """Images directly in the folder (unlabeled) or in class sub-folders."""
-  del arrays
-  root = os.path.expanduser(spec.name)
-  if not os.path.isdir(root):
-    raise ValueError(f"Image folder {root!r} does not exist.")
-  classes = sorted(d for d in os.listdir(root)
-                   if os.path.isdir(os.path.join(root, d))
-                   and _image_files(os.path.join(root, d)))
-  loose = _image_files(root)
-  if classes and loose:
-    raise ValueError(f"Image folder {root!r} mixes images and class "
-                     "sub-folders; use one layout.")
-  files, labels = loose, [0] * len(loose)
-  for label, name in enumerate(classes):
-    class_files = _image_files(os.path.join(root, name))
-    files += class_files
-    labels += [label] * len(class_files)
-  if not files:
-    raise ValueError(f"Image folder {root!r} has no "
-                     f"{'/'.join(_IMAGE_EXTENSIONS)} files.")
-  files, labels = _folder_split(root, files, labels, split, config)
-  data = FolderSource(files, labels,
-                      skip_bad_files=bool(config.get("skip_bad_files", True)))
-  return Source(data=data, pixel_key="image",
-                label_key="label" if classes else None,
-                num_classes=len(classes), channels=3,
-                skipped_files=data.skipped_files)
 
 
 # ----------------------------------------------------------------------------
@@ -545,3 +408,7 @@ def _open_latents(spec, config, *, split, arrays=None) -> Source:
                 num_frames=(meta["shape"][0] if data.key == "video"
                             else None),
                 image_size=h if h == w else None, float_pixels=True)
+
+
+# Openers defined in their own modules register on import.
+from jaxgen.data import folders  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position  # noqa: E402,F401

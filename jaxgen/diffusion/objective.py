@@ -86,12 +86,15 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
         raise ValueError(f"config.diffusion.multiscale: {e} Change "
                          "config.diffusion.multiscale_min_size.") from None
       if len(scales) == 1:
+        # A valid smaller minimum: the side over a power of two.
+        smaller = next((self.image_size // f for f in (4, 2)
+                        if self.image_size % f == 0), None)
         logging.warning(
             "config.diffusion.multiscale=True at image side %d <= "
             "multiscale_min_size=%d is the plain per-pixel MSE; lower "
-            "multiscale_min_size (e.g. %d) for coarser scales.",
-            self.image_size, int(d.multiscale_min_size),
-            max(1, self.image_size // 4))
+            "multiscale_min_size%s for coarser scales.", self.image_size,
+            int(d.multiscale_min_size),
+            f" (e.g. {smaller})" if smaller else "")
     self.model.check_fields()  # Its errors name their own fields.
     if self.model.downsample == "haar" and self.model.patch_size == 1:
       logging.warning("config.model.downsample='haar' with patch_size=1 is "

@@ -47,7 +47,8 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
     images = images.astype(np.float32) / 127.5 - 1.0
   else:
     images = images.astype(np.float32)
-    lo, hi = float(images.min(initial=0)), float(images.max(initial=0))
+    lo, hi = ((float(images.min()), float(images.max())) if images.size
+              else (0.0, 0.0))
     if lo < -1.001 or hi > 1.001:
       raise ValueError(
           f"{what} range from {lo:.3g} to {hi:.3g}; expected floats in "

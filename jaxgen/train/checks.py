@@ -20,6 +20,7 @@ from jaxgen import registry
 from jaxgen.eval import sample_metrics
 from jaxgen.nn import remat as remat_lib
 from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.train import accumulate
 from jaxgen.train import durations
 from jaxgen.train import provenance
 
@@ -110,6 +111,7 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
   config_lib.check_dtypes(config)
   # Every family, also those whose networks have no remat-able stack.
   remat_lib.remat_policy(config.get("remat", "none"))
+  accumulate.unrolls(config.get("grad_accum_loop", "auto"))
 
 
 def check_init_from(config: ml_collections.ConfigDict,
@@ -197,8 +199,11 @@ def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
     total_steps: the run length now.
   """
   opt = config.get("optimizer")
-  if not (start and saved_steps and opt is not None
-          and int(saved_steps) != int(total_steps)):
+  # Families with schedules of their own (R3GAN's burn-in) have no
+  # optimizer.schedule: learning_rate_schedule would describe a cosine.
+  if not (start and saved_steps and opt is not None and "schedule" in opt
+          and int(saved_steps) != int(total_steps)
+          and jax.process_index() == 0):
     return
   from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
   before, now = (float(state_lib.learning_rate_schedule(opt, n)(start))
@@ -211,3 +216,28 @@ def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
       "%.3g (train at the full length from the start to anneal once).",
       int(saved_steps), int(total_steps), start, opt.get("schedule", "?"),
       int(total_steps), start, before, now)
+
+
+def check_resumed_batch(config: ml_collections.ConfigDict,
+                        changed: Sequence[str]) -> None:
+  """Refuses a batch-size change on resume of a run measured in examples.
+
+  A run length in examples, epochs or FLOPs becomes a step count at the
+  batch size: at another batch size the steps already taken stand for
+  another number of examples, and the budget would be over- or under-spent.
+  A run measured in steps may change its batch size (with a warning).
+
+  Args:
+    config: the run config.
+    changed: `provenance.check`'s changed fields ("key: old -> new").
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  batch = [c for c in changed if c.startswith("batch_size: ")]
+  unit = durations.check_length(config)
+  if batch and unit != "total_steps":
+    raise ValueError(
+        f"{batch[0]} on resume of a run whose length is config.{unit}: its "
+        "steps so far stand for the old batch, so the budget would no "
+        "longer hold; keep batch_size, or give the length as total_steps.")

@@ -189,7 +189,8 @@ class LogWriter(WriterBase):
 def _short(v: Any) -> str:
   """4 significant digits for the log line (metrics.jsonl keeps all)."""
   if isinstance(v, float):
-    return f"{v:.4g}"
+    # Counters (examples_seen, a step) stay whole numbers.
+    return str(int(v)) if v.is_integer() and abs(v) < 1e7 else f"{v:.4g}"
   return str(v)
 
 

@@ -89,15 +89,19 @@ def summary_line(result: Dict[str, Any], workdir: str,
           f"{', ' + metrics if metrics else ''}; " + ", ".join(where))
 
 
-def report_skipped(info, when: str) -> None:
-  """Warns once per call if the input pipeline skipped unreadable files.
+def report_skipped(info, when: str, reported: Optional[list] = None) -> None:
+  """Warns if the input pipeline skipped unreadable files.
 
   Args:
     info: the pipeline's `DatasetInfo`.
     when: what the count covers ("epoch 3", "run"), for the message.
+    reported: a one-element list holding the count last warned about; the
+      warning repeats only when the count grew (updated in place).
   """
   skipped = info.skipped_files()
-  if skipped:
+  if skipped and (reported is None or len(skipped) > reported[0]):
+    if reported is not None:
+      reported[0] = len(skipped)
     first = sorted(skipped)[0]
     logging.warning("%s: %d unreadable image files skipped so far (first: "
                     "%s: %s).", when, len(skipped), first, skipped[first])

@@ -100,6 +100,13 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
   """
   mesh, _, objective = checked or checks.check_config(config, devices)
   declared = config.dataset.get("num_classes")
+  if declared and data_info.num_classes == 0:
+    # Every label would be 0: the other classes' embeddings never train,
+    # and samples drawn for them show it.
+    raise ValueError(
+        f"config.dataset.num_classes={declared} but dataset "
+        f"{config.dataset.name!r} has no class labels; set "
+        "--config.dataset.num_classes=0 for an unconditional model.")
   if declared and data_info.num_classes and declared != data_info.num_classes:
     raise ValueError(
         f"config.dataset.num_classes={declared} but dataset "
@@ -339,6 +346,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   ckpt_dir = os.path.join(workdir, "checkpoints")
   committed = checks.committed_steps(ckpt_dir)
   changed = provenance.check(workdir, config, resuming=bool(committed))
+  checks.check_resumed_batch(config, changed)
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=pidx, process_count=pcount, train=True)
@@ -420,6 +428,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     # run resumed off the logging grid logs the same averages.
     buf = run_record.MetricBuffer(extra.get("pending_rows", []))
     seen = run_record.Seen(config, s, start, extra.get("seen"))
+    skipped_reported = [0]  # Unreadable files warned about (per epoch).
     checks.warn_if_schedule_moves(config, start, extra.get("total_steps"),
                                   s.total_steps)
     last: Dict[str, Any] = {}
@@ -456,7 +465,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           t0, steps_since = time.time(), 0
         if info.batches_per_epoch and step % info.batches_per_epoch == 0:
           run_record.report_skipped(
-              info, f"epoch {step // info.batches_per_epoch}")
+              info, f"epoch {step // info.batches_per_epoch}",
+              skipped_reported)
         stop = watcher.should_stop(step)
         if is_last or stop or ckpt.is_save_step(step):
           buf.flush()  # Never save a state whose metrics were not checked.

@@ -91,3 +91,20 @@ def test_jsonl_writer_without_append_rewrites_the_whole_file(tmp_path):
   w.close()
   assert [json.loads(l)["step"] for l in open(path)] == [1, 2, 3]
   assert metrics_lib.read_rows(path)[-1] == {"step": 3, "loss": 0.25}
+
+
+def test_log_lines_are_short_and_metrics_jsonl_keeps_every_digit(tmp_path,
+                                                                  caplog):
+  row = {"loss": np.float32(0.5016328), "examples_seen": 1280.0,
+         "flops_seen": 1.2345678e12, "eval_fid": float("nan")}
+  with caplog.at_level("INFO"):
+    metrics_lib.LogWriter().write_scalars(3, row)
+  assert caplog.records[-1].getMessage() == (
+      "[3] eval_fid=nan, examples_seen=1280, flops_seen=1.235e+12, "
+      "loss=0.5016")
+  writer = metrics_lib.JsonlWriter(str(tmp_path / "metrics.jsonl"))
+  writer.write_scalars(3, row)
+  writer.close()
+  (saved,) = metrics_lib.read_rows(str(tmp_path / "metrics.jsonl"))
+  assert saved["flops_seen"] == 1.2345678e12
+  assert saved["loss"] == float(np.float32(0.5016328))

@@ -236,7 +236,9 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
   base = {"model.dropout_rate": 0.0, "batch_size": 16}
   batch = common.random_batches(common.tiny_config(**base), 1)[0]
   ref_loss, ref = _one_step(common.tiny_config(**base), batch)
-  for extra in ({"grad_accum_steps": 2}, {"remat": "full"},
+  for extra in ({"grad_accum_steps": 2},
+                {"grad_accum_steps": 2, "grad_accum_loop": "scan"},
+                {"remat": "full"},
                 {"remat": "dots_with_no_batch_dims_saveable"}):
     loss, params = _one_step(common.tiny_config(**base, **extra), batch)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, err_msg=str(extra))
@@ -247,6 +249,8 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
 
 @pytest.mark.parametrize("overrides,match", [
     ({"grad_accum_steps": 3}, "not divisible by grad_accum_steps=3"),
+    ({"grad_accum_loop": "loop"}, "^config.grad_accum_loop='loop': use one "
+     "of 'auto', 'scan', 'unroll'.$"),
     ({"remat": "sometimes"},
      "^config.remat='sometimes' is not 'none', 'full'"),
     # Errors name the field to change, not the image size.
@@ -454,3 +458,26 @@ def test_options_without_effect_warn_and_bad_scales_fail_early(caplog):
                      r"multiscale_min_size.$"):
     checks.check_config(common.tiny_config(**{
         "diffusion.multiscale": True, "diffusion.multiscale_min_size": 6}))
+
+
+def test_schedule_warning_only_for_optimizer_schedules(caplog):
+  # R3GAN's rates follow its burn-in, not optimizer.schedule: extending a
+  # GAN run warned of a cosine that does not exist.
+  with caplog.at_level(logging.WARNING):
+    checks.warn_if_schedule_moves(r3gan.get_config("tiny"), 300, 600, 1200)
+    checks.warn_if_schedule_moves(common.tiny_config(), 3, 6, 6)
+  assert not caplog.records
+  with caplog.at_level(logging.WARNING):
+    checks.warn_if_schedule_moves(common.tiny_config(), 3, 6, 12)
+  assert caplog.records[-1].getMessage().startswith("Run length 6 -> 12")
+
+
+def test_batch_change_on_resume_of_an_examples_budget_is_refused(tmp_path):
+  config = common.tiny_config(total_steps=None, total_examples=16)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(ValueError, match=r"^batch_size: 8 -> 16 on resume of "
+                     r"a run whose length is config.total_examples: .* keep "
+                     r"batch_size, or give the length as total_steps.$"):
+    trainer.train_and_evaluate(
+        common.tiny_config(total_steps=None, total_examples=32,
+                           batch_size=16), str(tmp_path))

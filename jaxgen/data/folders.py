@@ -1,0 +1,207 @@
+"""Image folders as a data source (`folder:DIR`): decoding, splits, labels.
+
+Images lie directly in DIR (unlabeled) or in class sub-folders (labels in
+sorted folder order). A folder has one split unless
+`dataset.holdout_fraction` holds some images out, chosen by a hash of each
+path so adding files never moves old ones between splits. Files decode on
+access (`decode_image`); unreadable ones are skipped or refused.
+"""
+
+import os
+import threading
+import zlib
+from typing import Sequence
+
+from absl import logging
+import numpy as np
+from PIL import Image
+from PIL import ImageOps
+
+from jaxgen.data import sources
+
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+class BadImageError(ValueError):
+  """An image file that cannot be decoded (and skipping is off)."""
+
+
+# What PIL raises for truncated, corrupt or unrecognised files.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def decode_image(path: str, channels: int = 3) -> np.ndarray:
+  """An image file as uint8 [H, W, channels] (1: luma, 3: RGB).
+
+  What `Image.convert` alone gets wrong: the EXIF orientation is applied
+  (phone photos stand upright), 16-bit images are scaled to 8 bits (not
+  clipped to white) and transparency is composited over white (not the
+  hidden colour of transparent pixels).
+
+  Args:
+    path: the file.
+    channels: 1 or 3.
+
+  Returns:
+    The pixels.
+  """
+  with Image.open(path) as image:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+      # 16-bit greyscale PNGs load as "I" / "I;16": 0..65535.
+      wide = np.asarray(image, np.float64)
+      image = Image.fromarray(
+          np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info):
+      rgba = image.convert("RGBA")
+      white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+      image = Image.alpha_composite(white, rgba)
+    if channels == 1:
+      return np.asarray(image.convert("L"))[..., None]
+    return np.asarray(image.convert("RGB"))
+
+
+class FolderSource:
+  """Images in files, decoded to uint8 RGB (or luma) on access.
+
+  A file that does not decode is either an error naming it
+  (`skip_bad_files=False`) or skipped: the next readable file (in index
+  order) takes its place, so batches keep their size and the order stays
+  deterministic. Skipped files are warned about once each and listed by
+  `skipped_files()`.
+  """
+
+  def __init__(self, files: Sequence[str], labels: Sequence[int],
+               skip_bad_files: bool = True, channels: int = 3):
+    self._channels = channels
+    self._files = list(files)
+    self._labels = np.asarray(labels, np.int64)
+    self._skip = skip_bad_files
+    self._bad: dict[str, str] = {}
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    return len(self._files)
+
+  def __getitem__(self, index: int):
+    for offset in range(len(self._files)):
+      i = (index + offset) % len(self._files)
+      path = self._files[i]
+      try:
+        pixels = decode_image(path, self._channels)
+        return {"image": pixels, "label": self._labels[i]}
+      except _DECODE_ERRORS as e:
+        reason = str(e).strip().split("\n", 1)[0] or type(e).__name__
+        if not self._skip:
+          raise BadImageError(
+              f"cannot decode image {path}: {reason}; fix or remove it, or "
+              "set --config.dataset.skip_bad_files=true to skip such "
+              "files.") from None
+        self._record(path, reason)
+    raise BadImageError(f"none of the {len(self._files)} images can be "
+                        "decoded; check the folder.")
+
+  def _record(self, path: str, reason: str) -> None:
+    with self._lock:
+      if path in self._bad:
+        return
+      self._bad[path] = reason
+    logging.warning("Skipping unreadable image %s (%s); the next image takes "
+                    "its place.", path, reason)
+
+  def skipped_files(self) -> dict[str, str]:
+    """{path: reason} of the files skipped so far by this process."""
+    with self._lock:
+      return dict(self._bad)
+
+  def __repr__(self) -> str:
+    return f"FolderSource({len(self)} files)"
+
+
+def _image_files(folder: str) -> list[str]:
+  return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                if f.lower().endswith(_IMAGE_EXTENSIONS)
+                and os.path.isfile(os.path.join(folder, f)))
+
+
+def _folder_split(root, files, labels, split, config):
+  """The files of `split`: a folder has one split unless a fraction is held
+  out (`dataset.holdout_fraction`), chosen by a hash of each file's path so
+  that adding files never moves old ones between splits."""
+  fraction = float(config.get("holdout_fraction", 0.0) or 0.0)
+  train_split = config.get("split", "train")
+  if not fraction:
+    if split != train_split:
+      raise ValueError(
+          f"Image folder {root!r} has one split, so split {split!r} would "
+          "be the training images; set --config.dataset.holdout_fraction="
+          "0.05 (for example) to hold some out, or --config.eval_batches=0.")
+    return files, labels
+  held = [zlib.crc32(os.path.relpath(f, root).encode()) % 10_000
+          < fraction * 10_000 for f in files]
+  keep = [h != (split == train_split) for h in held]
+  files = [f for f, k in zip(files, keep) if k]
+  labels = [l for l, k in zip(labels, keep) if k]
+  if not files:
+    raise ValueError(f"Image folder {root!r}: split {split!r} is empty with "
+                     f"holdout_fraction={fraction}; change the fraction.")
+  return files, labels
+
+
+@sources.SOURCES.register("folder")
+def _open_folder(spec, config, *, split, arrays=None) -> sources.Source:
+  """Images directly in the folder (unlabeled) or in class sub-folders."""
+  del arrays
+  root = os.path.expanduser(spec.name)
+  if not os.path.isdir(root):
+    raise ValueError(f"Image folder {root!r} does not exist.")
+  classes = sorted(d for d in os.listdir(root)
+                   if os.path.isdir(os.path.join(root, d))
+                   and _image_files(os.path.join(root, d)))
+  loose = _image_files(root)
+  if classes and loose:
+    raise ValueError(f"Image folder {root!r} mixes images and class "
+                     "sub-folders; use one layout.")
+  files, labels = loose, [0] * len(loose)
+  for label, name in enumerate(classes):
+    class_files = _image_files(os.path.join(root, name))
+    files += class_files
+    labels += [label] * len(class_files)
+  if not files:
+    raise ValueError(f"Image folder {root!r} has no "
+                     f"{'/'.join(_IMAGE_EXTENSIONS)} files.")
+  files, labels = _folder_split(root, files, labels, split, config)
+  channels = 1 if int(config.get("channels", 3)) == 1 else 3
+  _probe_decodes(root, files)
+  data = FolderSource(files, labels,
+                      skip_bad_files=bool(config.get("skip_bad_files", True)),
+                      channels=channels)
+  return sources.Source(data=data, pixel_key="image",
+                label_key="label" if classes else None,
+                num_classes=len(classes), channels=channels,
+                skipped_files=data.skipped_files)
+
+
+# Files tried when a folder is opened: one must decode.
+_PROBE_FILES = 16
+
+
+def _probe_decodes(root: str, files: Sequence[str]) -> None:
+  """Refuses, before anything compiles, a folder whose first files all fail.
+
+  Decoding every file up front would cost as much as an epoch; a folder of
+  non-images (or of files another program is still writing) shows in its
+  first few.
+  """
+  reasons = {}
+  for path in files[:_PROBE_FILES]:
+    try:
+      decode_image(path)
+      return
+    except _DECODE_ERRORS as e:
+      reasons[path] = str(e).strip().split("\n", 1)[0] or type(e).__name__
+  first = next(iter(reasons))
+  raise ValueError(f"Image folder {root!r}: none of its first {len(reasons)} "
+                   f"files decode (e.g. {first}: {reasons[first]}); check "
+                   "the folder.")

@@ -1,0 +1,109 @@
+"""Image folders: decoding of real-world files, the open-time probe, and
+the folder checks of the pipeline and trainer."""
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from jaxgen.data import config as config_lib
+from jaxgen.data import folders
+from jaxgen.data import pipeline
+from jaxgen.train import trainer
+from tests.train import common
+
+
+def _build(config, *, batch=4, **kwargs):
+  return pipeline.build_input(config, global_batch_size=batch, seed=0,
+                              process_index=0, process_count=1, **kwargs)
+
+
+def _config(**overrides):
+  config = config_lib.default_dataset_config()
+  config.update(overrides)
+  return config
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
+  # Mid-grey 32768 of 65535: was 255 (white) through convert("RGB").
+  Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(tmp_path / "g.png")
+  rgb = folders.decode_image(str(tmp_path / "g.png"))
+  assert rgb.shape == (4, 4, 3) and np.all(rgb == 128)  # 32768 / 257
+  luma = folders.decode_image(str(tmp_path / "g.png"), channels=1)
+  assert luma.shape == (4, 4, 1) and np.all(luma == 128)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+  # Stored 2 high x 3 wide with orientation 6 ("rotate 90 clockwise to
+  # view"): seen upright it is 3 high x 2 wide, the red column on top.
+  pixels = np.zeros((2, 3, 3), np.uint8)
+  pixels[:, 0] = (255, 0, 0)
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(pixels).save(tmp_path / "phone.png", exif=exif)
+  upright = folders.decode_image(str(tmp_path / "phone.png"))
+  assert upright.shape == (3, 2, 3)
+  np.testing.assert_array_equal(upright[0], [[255, 0, 0], [255, 0, 0]])
+
+
+def test_transparency_is_composited_over_white(tmp_path):
+  rgba = np.zeros((2, 2, 4), np.uint8)  # Transparent black ...
+  rgba[0, 0] = (0, 0, 255, 255)  # ... and one opaque blue pixel.
+  Image.fromarray(rgba, "RGBA").save(tmp_path / "icon.png")
+  rgb = folders.decode_image(str(tmp_path / "icon.png"))
+  np.testing.assert_array_equal(rgb[0, 0], [0, 0, 255])
+  np.testing.assert_array_equal(rgb[1, 1], [255, 255, 255])
+
+
+def test_a_folder_of_non_images_is_refused_when_opened(tmp_path):
+  for i in range(3):
+    (tmp_path / f"{i}.png").write_bytes(b"not a png")
+  with pytest.raises(ValueError, match=r"none of its first 3 files decode "
+                     r"\(e.g. .*0.png: .*\); check the folder.$") as e:
+    _build(_config(name=f"folder:{tmp_path}", image_size=16), batch=2)
+  assert "\n" not in str(e.value)
+
+
+def test_greyscale_folder_trains_a_one_channel_model(tmp_path):
+  rng = np.random.default_rng(0)
+  for i in range(8):
+    Image.fromarray(rng.integers(0, 256, (20, 20), np.uint8)).save(
+        tmp_path / f"{i}.png")
+  it, info = _build(_config(name=f"folder:{tmp_path}", image_size=16,
+                            channels=1), batch=4)
+  assert info.channels == 1 and next(it)["image"].shape == (4, 16, 16, 1)
+
+
+def test_holdout_fraction_is_range_checked():
+  with pytest.raises(ValueError, match=r"holdout_fraction=-0.5 must be in "
+                     r"\[0, 1\)"):
+    config_lib.validate_dataset_config(_config(holdout_fraction=-0.5))
+
+
+def test_a_small_held_out_split_names_the_fixes(tmp_path):
+  rng = np.random.default_rng(0)
+  for i in range(20):
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(
+        tmp_path / f"{i}.png")
+  config = _config(name=f"folder:{tmp_path}", image_size=16,
+                   holdout_fraction=0.1, eval_split="test")
+  with pytest.raises(ValueError, match=r"fewer than one global batch of 8; "
+                     r"use a smaller config.batch_size, hold out more "
+                     r"\(config.dataset.holdout_fraction, for folders\) or "
+                     r"set config.eval_batches=0.$"):
+    _build(config, batch=8, train=False, split="test")
+
+
+def test_an_unlabeled_folder_refuses_a_class_conditional_model(tmp_path):
+  # Was: trained with every label 0 and 8 class embeddings, 7 never used.
+  rng = np.random.default_rng(0)
+  for i in range(8):
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(
+        tmp_path / f"{i}.png")
+  config = common.tiny_config(**{"dataset.name": f"folder:{tmp_path}"})
+  assert config.dataset.num_classes == 8
+  _, info = _build(config.dataset, batch=config.batch_size)
+  with pytest.raises(ValueError, match=r"^config.dataset.num_classes=8 but "
+                     r"dataset 'folder:.*' has no class labels; set "
+                     r"--config.dataset.num_classes=0 for an unconditional "
+                     r"model.$"):
+    trainer.setup(config, data_info=info)
