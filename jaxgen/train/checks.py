@@ -241,3 +241,29 @@ def check_resumed_batch(config: ml_collections.ConfigDict,
         f"{batch[0]} on resume of a run whose length is config.{unit}: its "
         "steps so far stand for the old batch, so the budget would no "
         "longer hold; keep batch_size, or give the length as total_steps.")
+
+
+def warn_if_data_changed(config: ml_collections.ConfigDict, start: int,
+                         saved_examples: Optional[int],
+                         num_examples: int) -> None:
+  """One warning when the training split's size changed since a checkpoint.
+
+  The iterator resumes at its saved position in the shuffled order of the
+  split it was saved with; with files added or removed (a `folder:` dataset
+  growing) that order is another one, so the batches from here differ from
+  an uninterrupted run's.
+
+  Args:
+    config: the run config (its dataset name, for the message).
+    start: the checkpoint step the run resumes from.
+    saved_examples: the split's size when that checkpoint was written (None
+      for checkpoints that do not record it).
+    num_examples: the split's size now.
+  """
+  if (start and saved_examples is not None
+      and int(saved_examples) != int(num_examples)
+      and jax.process_index() == 0):
+    logging.warning(
+        "The training split of %s has %d examples, %d when checkpoint %d was "
+        "written: the data order from here is not the uninterrupted run's.",
+        config.dataset.name, int(num_examples), int(saved_examples), start)

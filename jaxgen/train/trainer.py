@@ -431,6 +431,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     skipped_reported = [0]  # Unreadable files warned about (per epoch).
     checks.warn_if_schedule_moves(config, start, extra.get("total_steps"),
                                   s.total_steps)
+    checks.warn_if_data_changed(config, start, extra.get("num_examples"),
+                                info.num_examples)
     last: Dict[str, Any] = {}
     t0, steps_since = time.time(), 0
     failed = True
@@ -476,7 +478,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           ckpt.save(step, state, data_iter, force=is_last or stop,
                     extra={"pending_rows": buf.rows_for_json(),
                            "seen": seen.at(step),
-                           "total_steps": s.total_steps})
+                           "total_steps": s.total_steps,
+                           "num_examples": info.num_examples})
         # After the save: its writes (in the background) overlap sampling.
         if config.num_samples and not stop and (
             step % int(config.sample_every_steps) == 0 or is_last):

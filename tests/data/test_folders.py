@@ -107,3 +107,29 @@ def test_an_unlabeled_folder_refuses_a_class_conditional_model(tmp_path):
                      r"--config.dataset.num_classes=0 for an unconditional "
                      r"model.$"):
     trainer.setup(config, data_info=info)
+
+
+def test_resuming_after_the_folder_grew_is_warned_about(tmp_path, caplog):
+  folder = tmp_path / "images"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+
+  def add(first, count):
+    for i in range(first, first + count):
+      Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(
+          folder / f"{i:03d}.png")
+
+  add(0, 8)
+  fields = {"dataset.name": f"folder:{folder}", "dataset.num_classes": 0}
+  workdir = str(tmp_path / "run")
+  trainer.train_and_evaluate(common.tiny_config(total_steps=1, **fields),
+                             workdir)
+  add(8, 8)
+  with caplog.at_level("WARNING"):
+    trainer.train_and_evaluate(common.tiny_config(total_steps=2, **fields),
+                               workdir)
+  assert [r.getMessage() for r in caplog.records
+          if "training split" in r.getMessage()] == [
+              f"The training split of folder:{folder} has 16 examples, 8 "
+              "when checkpoint 1 was written: the data order from here is "
+              "not the uninterrupted run's."]

@@ -58,29 +58,28 @@ def test_stats_then_fid_against_the_same_and_other_images(extractor,
     same = fid_lib.compare(extractor, ref, _shapes(), num=32)
   # 0 up to sqrtm's round-off on a rank-31 covariance (32 samples).
   assert abs(same["fid"]) < 1e-4 * np.trace(stats["sigma"])
+  # Same resolution: no size warning.
+  size_warnings = lambda: [r.getMessage() for r in caplog.records  # noqa: E731
+                           if "holds statistics of" in r.getMessage()]
+  assert not size_warnings()
   noise = np.random.default_rng(0).integers(0, 256, (32, 16, 16, 3),
                                             dtype=np.uint8)
   np.savez(tmp_path / "noise.npz", images=noise)
+  # The same statistics, recorded as of 32 px images: compared with 16 px
+  # ones they are warned about once, naming both sizes.
+  path32 = str(tmp_path / "s32.npz")
+  stats_lib.save(path32, dict(stats, image_size=np.asarray([32, 32])))
   with pytest.warns(UserWarning):
-    other = fid_lib.compare(extractor, imagesets.open_set(path),
+    other = fid_lib.compare(extractor, imagesets.open_set(path32),
                             imagesets.open_set(str(tmp_path / "noise.npz")))
   assert other["fid"] > 1e3 * max(abs(same["fid"]), 1e-9)
   assert {"kid", "kid_std", "precision", "recall", "is", "is_std"} <= set(
       other)
   lines = fid_lib.format_lines(other).splitlines()
   assert lines[0].startswith("FID: ") and lines[1].startswith("KID: ")
-  # Same resolution so far: no warning. Images of another size (either
-  # side) are warned about once per comparison, naming both sizes.
-  size_warnings = lambda: [r.getMessage() for r in caplog.records  # noqa: E731
-                           if "holds statistics of" in r.getMessage()]
-  assert not size_warnings()
-  np.savez(tmp_path / "small.npz", images=noise[:, :8, :8])
-  with pytest.warns(UserWarning):
-    fid_lib.compare(extractor, imagesets.open_set(str(tmp_path / "small.npz")),
-                    imagesets.open_set(path))
   (line,) = size_warnings()
-  assert f"{path} holds statistics of 16x16 images but" in line
-  assert "are 8x8" in line and "compute statistics at 8x8" in line
+  assert f"{path32} holds statistics of 32x32 images but" in line
+  assert "are 16x16" in line and "compute statistics at 16x16" in line
 
 
 def test_statistics_of_other_weights_are_refused(extractor, tmp_path):
