@@ -198,12 +198,25 @@ def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
       checkpoints that do not record it).
     total_steps: the run length now.
   """
-  opt = config.get("optimizer")
-  # Families with schedules of their own (R3GAN's burn-in) have no
-  # optimizer.schedule: learning_rate_schedule would describe a cosine.
-  if not (start and saved_steps and opt is not None and "schedule" in opt
-          and int(saved_steps) != int(total_steps)
+  if not (start and saved_steps and int(saved_steps) != int(total_steps)
           and jax.process_index() == 0):
+    return
+  fraction = float((config.get("gan") or {}).get("burn_in_fraction", 0.0))
+  if fraction > 0:
+    # R3GAN's rates, gamma, beta2, EMA half-life and augmentation follow a
+    # burn-in that is a share of the run.
+    logging.warning(
+        "Run length %d -> %d steps since checkpoint %d: the burn-in "
+        "(gan.burn_in_fraction=%g) now spans %d steps instead of %d, so the "
+        "learning rate, gamma, beta2, EMA half-life and augmentation move "
+        "from step %d on.", int(saved_steps), int(total_steps), start,
+        fraction, round(fraction * int(total_steps)),
+        round(fraction * int(saved_steps)), start)
+    return
+  opt = config.get("optimizer")
+  # Families with schedules of their own (R3GAN's burn-in in images) have no
+  # optimizer.schedule: learning_rate_schedule would describe a cosine.
+  if opt is None or "schedule" not in opt:
     return
   from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
   before, now = (float(state_lib.learning_rate_schedule(opt, n)(start))

@@ -470,6 +470,16 @@ def test_schedule_warning_only_for_optimizer_schedules(caplog):
   with caplog.at_level(logging.WARNING):
     checks.warn_if_schedule_moves(common.tiny_config(), 3, 6, 12)
   assert caplog.records[-1].getMessage().startswith("Run length 6 -> 12")
+  # A burn-in that is a share of the run moves with its length.
+  gan = r3gan.get_config("tiny")
+  gan.gan.burn_in_fraction = 0.5
+  with caplog.at_level(logging.WARNING):
+    checks.warn_if_schedule_moves(gan, 300, 600, 1200)
+  assert caplog.records[-1].getMessage() == (
+      "Run length 600 -> 1200 steps since checkpoint 300: the burn-in "
+      "(gan.burn_in_fraction=0.5) now spans 600 steps instead of 300, so the "
+      "learning rate, gamma, beta2, EMA half-life and augmentation move from "
+      "step 300 on.")
 
 
 def test_batch_change_on_resume_of_an_examples_budget_is_refused(tmp_path):
