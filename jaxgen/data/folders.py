@@ -15,7 +15,6 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 from PIL import Image
-from PIL import ImageOps
 
 from jaxgen.data import sources
 
@@ -28,6 +27,30 @@ class BadImageError(ValueError):
 
 # What PIL raises for truncated, corrupt or unrecognised files.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+# EXIF orientation (tag 0x0112) -> the transposition that makes it upright.
+_ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT,
+                 3: Image.Transpose.ROTATE_180,
+                 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                 5: Image.Transpose.TRANSPOSE,
+                 6: Image.Transpose.ROTATE_270,
+                 7: Image.Transpose.TRANSVERSE,
+                 8: Image.Transpose.ROTATE_90}
+
+
+def _upright(image: Image.Image) -> Image.Image:
+  """`image` turned as its EXIF orientation says (unchanged without one).
+
+  Not `ImageOps.exif_transpose`: that also rewrites the EXIF block, which
+  raises on some malformed tags that decoding alone survives.
+  """
+  try:
+    orientation = image.getexif().get(0x0112, 1)
+  except Exception:  # pylint: disable=broad-except  (EXIF is optional)
+    return image
+  method = _ORIENTATIONS.get(orientation)
+  return image.transpose(method) if method is not None else image
 
 
 def decode_image(path: str, channels: int = 3) -> np.ndarray:
@@ -46,14 +69,13 @@ def decode_image(path: str, channels: int = 3) -> np.ndarray:
     The pixels.
   """
   with Image.open(path) as image:
-    image = ImageOps.exif_transpose(image)
+    image = _upright(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
       # 16-bit greyscale PNGs load as "I" / "I;16": 0..65535.
       wide = np.asarray(image, np.float64)
       image = Image.fromarray(
           np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
       rgba = image.convert("RGBA")
       white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
       image = Image.alpha_composite(white, rgba)
@@ -120,8 +142,11 @@ class FolderSource:
 
 
 def _image_files(folder: str) -> list[str]:
+  # Hidden files are no images of the set (macOS' "._x.jpg" AppleDouble
+  # metadata beside every copied image).
   return sorted(os.path.join(folder, f) for f in os.listdir(folder)
                 if f.lower().endswith(_IMAGE_EXTENSIONS)
+                and not f.startswith(".")
                 and os.path.isfile(os.path.join(folder, f)))
 
 
@@ -188,20 +213,21 @@ _PROBE_FILES = 16
 
 
 def _probe_decodes(root: str, files: Sequence[str]) -> None:
-  """Refuses, before anything compiles, a folder whose first files all fail.
+  """Refuses, before anything compiles, a folder where no probed file decodes.
 
-  Decoding every file up front would cost as much as an epoch; a folder of
-  non-images (or of files another program is still writing) shows in its
-  first few.
+  Decoding every file up front would cost as much as an epoch; up to 16
+  files spread evenly over the sorted list show a folder of non-images
+  (not one unlucky run of bad files at its start).
   """
+  step = max(1, len(files) // _PROBE_FILES)
   reasons = {}
-  for path in files[:_PROBE_FILES]:
+  for path in list(files)[::step][:_PROBE_FILES]:
     try:
       decode_image(path)
       return
     except _DECODE_ERRORS as e:
       reasons[path] = str(e).strip().split("\n", 1)[0] or type(e).__name__
   first = next(iter(reasons))
-  raise ValueError(f"Image folder {root!r}: none of its first {len(reasons)} "
-                   f"files decode (e.g. {first}: {reasons[first]}); check "
+  raise ValueError(f"Image folder {root!r}: none of {len(reasons)} files "
+                   f"tried decodes (e.g. {first}: {reasons[first]}); check "
                    "the folder.")

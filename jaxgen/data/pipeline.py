@@ -166,7 +166,8 @@ def build_input(
         f"Split {split!r} of {dataset_config.name!r} has {num_examples} "
         f"examples, fewer than one global batch of {global_batch_size}; use a "
         "smaller config.batch_size" + (
-            "" if train else ", hold out more (config.dataset."
+            " (a train batch is batch_size x the objective's batches per "
+            "step)" if train else ", hold out more (config.dataset."
             "holdout_fraction, for folders) or set config.eval_batches=0")
         + ".")
 
@@ -179,7 +180,9 @@ def build_input(
   if _in_memory(dataset_config, spec, source, info, train):
     # User arrays are not kept: another call may pass others.
     key = None if spec.scheme == "arrays" else (
-        spec.name, str(dataset_config.data_dir), split, size, num_frames)
+        spec.name, str(dataset_config.data_dir), split, size, num_frames,
+        source.channels,
+        float(dataset_config.get("holdout_fraction", 0.0) or 0.0))
     return memory.InMemoryIterator(
         memory.examples(source, transform, key=key,
                         cache_dir=memory.cache_dir(dataset_config)),

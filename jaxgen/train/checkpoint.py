@@ -563,6 +563,20 @@ class Checkpointer:
         self.manager.close()
       except Exception:  # pylint: disable=broad-except
         logging.warning("Closing the checkpoint manager failed.")
+      self._remove_failed_tmp()
+      logging.get_absl_logger().removeFilter(self._filter)
+
+  def _remove_failed_tmp(self, attempts: int = 20) -> None:
+    """Removes failed saves' partial directories, until they stay gone.
+
+    A writer thread of the failed save can still be finishing a file (and
+    recreating the directory) when the manager returns from close; on a
+    loaded machine that took tens of milliseconds.
+    """
+    for _ in range(attempts):
       for step in sorted(self._failed_steps):
         self._remove_tmp(step)
-      logging.get_absl_logger().removeFilter(self._filter)
+      if not any(next(iter(self.directory.glob(f"{step}{_TMP}*")), None)
+                 for step in self._failed_steps):
+        return
+      time.sleep(0.1)

@@ -203,6 +203,8 @@ def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
     return
   fraction = float((config.get("gan") or {}).get("burn_in_fraction", 0.0))
   if fraction > 0:
+    if start >= fraction * max(int(saved_steps), int(total_steps)):
+      return  # Past both burn-ins: nothing moves.
     # R3GAN's rates, gamma, beta2, EMA half-life and augmentation follow a
     # burn-in that is a share of the run.
     logging.warning(

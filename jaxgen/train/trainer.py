@@ -100,14 +100,18 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
   """
   mesh, _, objective = checked or checks.check_config(config, devices)
   declared = config.dataset.get("num_classes")
-  if declared and data_info.num_classes == 0:
+  # Only a model that conditions on classes (an unconditional one ignores
+  # the field).
+  conditional = getattr(objective, "num_classes", 0)
+  if declared and conditional and data_info.num_classes == 0:
     # Every label would be 0: the other classes' embeddings never train,
     # and samples drawn for them show it.
     raise ValueError(
         f"config.dataset.num_classes={declared} but dataset "
         f"{config.dataset.name!r} has no class labels; set "
         "--config.dataset.num_classes=0 for an unconditional model.")
-  if declared and data_info.num_classes and declared != data_info.num_classes:
+  if (declared and conditional and data_info.num_classes
+      and declared != data_info.num_classes):
     raise ValueError(
         f"config.dataset.num_classes={declared} but dataset "
         f"{config.dataset.name!r} has {data_info.num_classes} classes; set "

@@ -480,6 +480,12 @@ def test_schedule_warning_only_for_optimizer_schedules(caplog):
       "(gan.burn_in_fraction=0.5) now spans 600 steps instead of 300, so the "
       "learning rate, gamma, beta2, EMA half-life and augmentation move from "
       "step 300 on.")
+  # Resumed past both burn-ins (100 and 150 steps): nothing moves.
+  gan.gan.burn_in_fraction = 0.1
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    checks.warn_if_schedule_moves(gan, 1000, 1000, 1500)
+  assert not caplog.records
 
 
 def test_batch_change_on_resume_of_an_examples_budget_is_refused(tmp_path):
