@@ -84,6 +84,11 @@ def decode_image(path: str, channels: int = 3) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def _reason(error: Exception) -> str:
+  """A decode error's first line (its type where it has no text)."""
+  return str(error).strip().split("\n", 1)[0] or type(error).__name__
+
+
 class FolderSource:
   """Images in files, decoded to uint8 RGB (or luma) on access.
 
@@ -114,7 +119,7 @@ class FolderSource:
         pixels = decode_image(path, self._channels)
         return {"image": pixels, "label": self._labels[i]}
       except _DECODE_ERRORS as e:
-        reason = str(e).strip().split("\n", 1)[0] or type(e).__name__
+        reason = _reason(e)
         if not self._skip:
           raise BadImageError(
               f"cannot decode image {path}: {reason}; fix or remove it, or "
@@ -226,7 +231,7 @@ def _probe_decodes(root: str, files: Sequence[str]) -> None:
       decode_image(path)
       return
     except _DECODE_ERRORS as e:
-      reasons[path] = str(e).strip().split("\n", 1)[0] or type(e).__name__
+      reasons[path] = _reason(e)
   first = next(iter(reasons))
   raise ValueError(f"Image folder {root!r}: none of {len(reasons)} files "
                    f"tried decodes (e.g. {first}: {reasons[first]}); check "

@@ -89,22 +89,24 @@ def summary_line(result: Dict[str, Any], workdir: str,
           f"{', ' + metrics if metrics else ''}; " + ", ".join(where))
 
 
-def report_skipped(info, when: str, reported: Optional[list] = None) -> None:
-  """Warns if the input pipeline skipped unreadable files.
+def report_skipped(info, when: str, reported: int = 0) -> int:
+  """Warns if the input pipeline skipped more unreadable files than before.
 
   Args:
     info: the pipeline's `DatasetInfo`.
     when: what the count covers ("epoch 3", "run"), for the message.
-    reported: a one-element list holding the count last warned about; the
-      warning repeats only when the count grew (updated in place).
+    reported: the count an earlier call warned about (0: warn of any).
+
+  Returns:
+    The count warned about now (or `reported`, when nothing was new).
   """
   skipped = info.skipped_files()
-  if skipped and (reported is None or len(skipped) > reported[0]):
-    if reported is not None:
-      reported[0] = len(skipped)
-    first = sorted(skipped)[0]
-    logging.warning("%s: %d unreadable image files skipped so far (first: "
-                    "%s: %s).", when, len(skipped), first, skipped[first])
+  if len(skipped) <= reported:
+    return reported
+  first = sorted(skipped)[0]
+  logging.warning("%s: %d unreadable image files skipped so far (first: "
+                  "%s: %s).", when, len(skipped), first, skipped[first])
+  return len(skipped)
 
 
 def reconcile_metrics(path: str, start: int) -> None:

@@ -294,7 +294,11 @@ def abstract_of(config: ml_collections.ConfigDict, *,
   Returns:
     The abstract state, a pytree of `jax.ShapeDtypeStruct`.
   """
-  s, _ = _resolve(config, devices)
+  return _traced_state(_resolve(config, devices)[0])
+
+
+def _traced_state(s: Setup):
+  """The abstract train state of a resolved setup, traced on its mesh."""
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     return abstract_state(s, jax.random.key(0))[1]
 
@@ -368,10 +372,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   init_from = config.get("init_from") or ""
   if init_from and not committed:
     checks.check_init_from(config, init_from)
-    with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-      mine = abstract_state(s, jax.random.key(0))[1]
     # Another architecture is refused now, not after minutes of compiling.
-    warm_start_lib.check_compatible(mine, init_from)
+    warm_start_lib.check_compatible(_traced_state(s), init_from)
   if changed:
     logging.warning("Resuming with changed config fields: %s.",
                     "; ".join(changed))
@@ -432,7 +434,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     # run resumed off the logging grid logs the same averages.
     buf = run_record.MetricBuffer(extra.get("pending_rows", []))
     seen = run_record.Seen(config, s, start, extra.get("seen"))
-    skipped_reported = [0]  # Unreadable files warned about (per epoch).
+    skipped_reported = 0  # Unreadable files warned about (per epoch).
     checks.warn_if_schedule_moves(config, start, extra.get("total_steps"),
                                   s.total_steps)
     checks.warn_if_data_changed(config, start, extra.get("num_examples"),
@@ -470,7 +472,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           last = dict(row, step=step)
           t0, steps_since = time.time(), 0
         if info.batches_per_epoch and step % info.batches_per_epoch == 0:
-          run_record.report_skipped(
+          skipped_reported = run_record.report_skipped(
               info, f"epoch {step // info.batches_per_epoch}",
               skipped_reported)
         stop = watcher.should_stop(step)

@@ -39,6 +39,25 @@ def run_module(module, *args, timeout=300):
       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
 
 
+def error_lines(module, *args, timeout=300):
+  """Runs a command that must fail on bad input; its `error:` lines.
+
+  Asserts exit status 1 and no traceback (the bad-input convention).
+
+  Args:
+    module: e.g. "jaxgen.autoencoders.encode".
+    *args: its command-line arguments.
+    timeout: seconds.
+
+  Returns:
+    The stderr lines starting with "error:".
+  """
+  proc = run_module(module, *args, timeout=timeout)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  return [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+
+
 # One prepared copy of the embedded dataset for all test processes (the
 # builder guards concurrent preparation with a lock).
 DATA_DIR = os.environ.get(

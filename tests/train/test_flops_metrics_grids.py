@@ -11,6 +11,7 @@ from PIL import Image
 from jaxgen.eval import grids
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import metrics as metrics_lib
+from jaxgen.train import run_record
 
 
 def test_peak_table_matches_device_kinds():
@@ -108,3 +109,19 @@ def test_log_lines_are_short_and_metrics_jsonl_keeps_every_digit(tmp_path,
   (saved,) = metrics_lib.read_rows(str(tmp_path / "metrics.jsonl"))
   assert saved["flops_seen"] == 1.2345678e12
   assert saved["loss"] == float(np.float32(0.5016328))
+
+
+def test_skipped_files_are_reported_again_only_when_more(caplog):
+  skipped = {"a.png": "truncated", "b.png": "not an image"}
+  info = types.SimpleNamespace(skipped_files=lambda: dict(skipped))
+  with caplog.at_level("WARNING"):
+    reported = run_record.report_skipped(info, "epoch 1")
+    reported = run_record.report_skipped(info, "epoch 2", reported)
+    skipped["c.png"] = "empty"
+    reported = run_record.report_skipped(info, "epoch 3", reported)
+  assert reported == 3
+  assert [r.getMessage() for r in caplog.records] == [
+      "epoch 1: 2 unreadable image files skipped so far (first: a.png: "
+      "truncated).",
+      "epoch 3: 3 unreadable image files skipped so far (first: a.png: "
+      "truncated)."]
