@@ -11,9 +11,11 @@ compiled step needs more than the device's memory is not run: it is
 compiled again at the power-of-two batch its memory analysis predicts
 fits (an out-of-memory at run time halves the batch); both stop at
 `--min_batch`. One that fails otherwise gets its one-line error in the
-table. With the persistent compilation cache on, every entry is first
-compiled `--compile_workers` at a time (the batch search included) and the
-timed runs then read their programs back. Entries that would start after
+table. With `--compile_workers` above 1 and the persistent compilation
+cache on, every entry is first compiled that many at a time (the batch
+search included) and the timed runs then read their programs back (on
+the H200 six compiles at once took longer than one after another, so the
+default is 1: compile, time, next). Entries that would start after
 `--budget_s` seconds are skipped (listed as such), so the whole suite
 stays inside a short device lease. `--out=FILE` also writes the table
 (and FILE.json with every measurement).
@@ -31,14 +33,15 @@ from absl import flags
 
 from jaxgen import bench
 from jaxgen import config_lib
+from jaxgen import jsonl
 from jaxgen import paths
 from jaxgen.train import logs
 
 # (name, config file:arg, overrides, first batch to try). The GPU batches
 # are for one 141 GB H200 (XLA gets 132.8 GiB at a 0.95 memory fraction),
-# from its first run (README "GPU suite"): measured to fit, except
-# imagenet256's 256 (64 needed 53.8 GiB, 36.8 of them state: 256 is
-# predicted at ~105 GiB) and the two sd3_medium entries (32 did not fit).
+# all measured to fit there (README "GPU suite"): imagenet256 at 256 needs
+# 77.4 GiB (512 is predicted at ~118 GiB, not tried), R3GAN imagenet64 did
+# not fit at 128, the pyramidal DiT did not at 32 and needs 81.7 GiB at 16.
 SUITES: Dict[str, Sequence[Tuple[str, str, Dict[str, Any], int]]] = {
     "gpu": (
         ("simple_diffusion imagenet256", "configs/simple_diffusion.py:"
@@ -72,7 +75,10 @@ def _define_flags():
   flags.DEFINE_float("budget_s", 420.0, "Start no entry after this many s "
                      "(0: list the entries, run none).", lower_bound=0.0)
   flags.DEFINE_string("out", "", "Also write the table here (+ .json).")
-  flags.DEFINE_integer("compile_workers", 3, "Entries compiled at once "
+  # On the lent H200 (16 host cores) six entries compiled at once took
+  # 335 s where one at a time they take ~280 s: each XLA:GPU compile (and
+  # its autotuning) already keeps the host busy. Hence 1 (no pre-compile).
+  flags.DEFINE_integer("compile_workers", 1, "Entries compiled at once "
                        "before the timed runs (needs the compilation cache; "
                        "1: none).", lower_bound=1)
 
@@ -254,7 +260,8 @@ def table(rows: List[Dict[str, Any]]) -> str:
 
 def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
               log=print, memory_limit_bytes: Optional[float] = None,
-              compile_workers: int = 1) -> List[Dict[str, Any]]:
+              compile_workers: int = 1,
+              on_row=None) -> List[Dict[str, Any]]:
   """Runs the entries in order within a time budget.
 
   Args:
@@ -268,6 +275,8 @@ def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
     compile_workers: above 1, every entry is first compiled (`precompile`,
       this many at once) and then run at the batch found there; only
       worth it with the persistent compilation cache on.
+    on_row: called with the rows so far after each entry, so a lease that
+      ends mid-suite still leaves the finished rows written.
 
   Returns:
     One dict per entry (measurements, {"error"} or {"skipped"}).
@@ -301,6 +310,8 @@ def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
                                                  done["compile_s"])
         row["compiled_beside"] = compile_workers - 1
       rows.append(row)
+    if on_row is not None:
+      on_row(rows)
   return rows
 
 
@@ -329,16 +340,18 @@ def main(argv):
       (f", {limit / 2**30:.1f} GiB for XLA" if limit else ""))
   # Pre-compiling pays only if the timed runs can read the programs back.
   workers = FLAGS.compile_workers if cache else 1
+
+  def write(rows):
+    if FLAGS.out:
+      jsonl.write_atomic(FLAGS.out, table(rows) + "\n")
+      jsonl.write_atomic(FLAGS.out + ".json",
+                              json.dumps(rows, indent=1, default=str))
+
   rows = run_suite(SUITES[FLAGS.suite], steps=FLAGS.steps,
                    budget_s=FLAGS.budget_s, min_batch=FLAGS.min_batch, log=log,
-                   memory_limit_bytes=limit, compile_workers=workers)
-  text = table(rows)
-  print(text)
-  if FLAGS.out:
-    with open(FLAGS.out, "w", encoding="utf-8") as f:
-      f.write(text + "\n")
-    with open(FLAGS.out + ".json", "w", encoding="utf-8") as f:
-      json.dump(rows, f, indent=1, default=str)
+                   memory_limit_bytes=limit, compile_workers=workers,
+                   on_row=write)
+  print(table(rows))
 
 
 if __name__ == "__main__":

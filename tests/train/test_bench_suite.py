@@ -144,11 +144,16 @@ def test_precompiling_finds_the_batch_and_the_timed_run_reads_it_back(
     return out
 
   monkeypatch.setattr(bench, "run", fake_run)
+  written = []
   rows = bench_suite.run_suite(
       [("sd", "configs/simple_diffusion.py:tiny", {}, 64),
        ("gan", "configs/r3gan.py:tiny", {}, 4)],
       steps=1, budget_s=600, log=lambda _: None, memory_limit_bytes=14,
-      compile_workers=2)
+      compile_workers=2,
+      on_row=lambda rows: written.append([r["name"] for r in rows]))
+  # The rows so far are handed on after every entry (a lease that ends
+  # mid-suite keeps them).
+  assert written == [["sd"], ["sd", "gan"]]
   # Compile-only: sd 64 (over), sd 8 (fits), gan 4 (a config error). Timed:
   # only sd at 8; the failed entry is not tried again.
   assert sorted(c for c in calls if c[2]) == [
