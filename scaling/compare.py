@@ -178,13 +178,21 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
   return out
 
 
-def compute_to_reach(coef, exponent, loss):
-  """C with coef * C^exponent = loss (NaN where the frontier does not fall).
+def compute_to_reach(coef, exponent, loss, c_min=None):
+  """C with coef * C^exponent = loss (NaN where the frontier never gets there).
+
+  A falling frontier (exponent < 0) reaches `loss` at that C. One that does
+  not fall gets no better with compute: it has reached `loss` at its
+  smallest budget `c_min` if its value there is at most `loss`, and never
+  reaches it otherwise (solving the power law would answer with compute
+  below the data, where a rising fit heads to zero).
 
   Args:
     coef: L0 (scalar or samples).
     exponent: gamma (scalar or samples).
     loss: the target in the fitted space.
+    c_min: the family's smallest training compute (None: a non-falling
+      frontier never reaches any target).
 
   Returns:
     The compute, same shape as the broadcast inputs.
@@ -192,7 +200,9 @@ def compute_to_reach(coef, exponent, loss):
   coef, exponent = np.asarray(coef, float), np.asarray(exponent, float)
   with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
     c = np.exp(np.log(loss / coef) / exponent)
-  return np.where(exponent < 0, c, np.nan)
+    reached = (np.zeros(np.broadcast(coef, exponent).shape, bool)
+               if c_min is None else coef * c_min ** exponent <= loss)
+  return np.where(exponent < 0, c, np.where(reached, c_min or np.nan, np.nan))
 
 
 def crossing(a: Frontier, b: Frontier) -> Optional[float]:
@@ -268,20 +278,29 @@ def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
     loss = float(metric.to_loss(v))
     row = {"target": float(v), "families": {}}
     for f in frontiers:
-      c = float(compute_to_reach(f.coef, f.exponent, loss))
+      # The frontier's own range starts at its smallest fitted budget (a
+      # budget whose parabola was excluded is not on it).
+      c_min = float(min(cv.budget for cv in f.fit.used))
+      c = float(compute_to_reach(f.coef, f.exponent, loss, c_min))
       samples = compute_to_reach(f.samples("loss_coef"),
-                                 f.samples("loss_exponent"), loss)
+                                 f.samples("loss_exponent"), loss, c_min)
       row["families"][f.family] = {
           "compute": c if math.isfinite(c) else None,
+          # A frontier that does not fall reaches it, if at all, at its
+          # smallest budget: "already there", not an extrapolation.
+          "already": bool(f.exponent >= 0 and math.isfinite(c)),
           "interval": _interval(samples, level) if f.boot else None}
     finite = {k: x for k, x in row["families"].items() if x["compute"]}
     if finite:
       best = min(finite, key=lambda k: finite[k]["compute"])
       row["cheapest"] = best
       lo_hi = finite[best]["interval"]
+      # An "already" compute is an upper bound (it may have got there with
+      # less than its smallest fitted budget): it cannot be ruled out.
       row["overlaps"] = sorted(
-          k for k, x in finite.items() if k != best and lo_hi
-          and x["interval"] and x["interval"][0] <= lo_hi[1])
+          k for k, x in finite.items() if k != best and (
+              (lo_hi and x["interval"] and x["interval"][0] <= lo_hi[1])
+              or x["already"]))
     for x in row["families"].values():
       x["interval"] = _json_interval(x["interval"])
     reach.append(row)
@@ -354,8 +373,9 @@ def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
   for f in summary["families"]:
     if f["loss_exponent"] >= 0:
       lines += ["", f"{f['family']}: its frontier does not improve with "
-                f"compute (exponent {f['loss_exponent']:+.3f}); it reaches "
-                "no target below its current value."]
+                f"compute (exponent {f['loss_exponent']:+.3f}): a target "
+                "it meets at its smallest fitted budget counts as reached "
+                "there (or before), any other as never."]
   lines += ["", f"Training compute (FLOPs) to reach {m} ({pct} intervals):",
             ""]
   fam_names = [f["family"] for f in summary["families"]]
@@ -366,8 +386,10 @@ def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
     for name in fam_names:
       x = r["families"][name]
       iv = x["interval"]
-      cells.append(("never" if x["compute"] is None else _fmt(x["compute"]))
-                   + _fmt_interval(iv))
+      cells.append(("never" if x["compute"] is None else
+                    ("≤ " if x.get("already") else "") + _fmt(x["compute"]))
+                   + (" (already at its smallest fitted budget)"
+                      if x.get("already") else _fmt_interval(iv)))
     best = r.get("cheapest", "none")
     if r.get("overlaps"):
       best += f" (overlaps {', '.join(r['overlaps'])}: not resolved)"
@@ -396,7 +418,9 @@ def result_lines(summary: Dict[str, Any]) -> List[str]:
       continue
     best = r["families"][r["cheapest"]]
     text = (f"{summary['metric']}={r['target']:.4g}: cheapest "
-            f"{r['cheapest']} at {best['compute']:.3g} FLOPs")
+            f"{r['cheapest']} at {best['compute']:.3g} FLOPs"
+            + (" or less (already at its smallest fitted budget)"
+               if best.get("already") else ""))
     if r.get("overlaps"):
       text += f" (interval overlaps {', '.join(r['overlaps'])})"
     out.append(text)

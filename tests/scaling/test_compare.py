@@ -194,10 +194,13 @@ def test_command_line_prints_the_table_and_one_line_per_target(tmp_path):
 
 def test_resamples_that_never_reach_a_target_widen_the_interval(tmp_path):
   # A nearly flat, noisy frontier: many resamples do not fall with compute.
+  # The target is below its value at every budget (0.927 at 1e11), so those
+  # resamples never reach it (one above it at the smallest budget is reached
+  # there: test_a_rising_frontier_...).
   flat = _write(tmp_path / "f.jsonl", _family_rows("F", 1.0, -0.003,
                                                    noise=0.05, seed=4))
   summary = compare.run([flat], str(tmp_path / "o"), "eval_fid",
-                        targets=[0.97], n_bootstrap=100)
+                        targets=[0.9], n_bootstrap=100)
   iv = summary["reach"][0]["families"]["F"]["interval"]
   assert iv is not None and iv[1] is None  # Some resamples: never.
   assert "to never)" in (tmp_path / "o" / "compare.md").read_text()
@@ -256,3 +259,36 @@ def test_bad_target_flops_empty_files_and_whose_budget_is_excluded(tmp_path):
   with pytest.warns(results_lib.FitWarning, match="family 'B': approach 2: "
                     "budget 1e\\+09 FLOPs excluded"):
     compare.load_frontiers([a, b], "eval_fid", n_bootstrap=0)
+
+
+def test_a_rising_frontier_has_reached_targets_above_it_at_its_smallest_budget(
+    tmp_path):
+  # R: 2 C^+0.05 rises with compute; at its smallest budget (1e8, its
+  # smallest run spends that too) it is 2 * 1e8^0.05 = 5.02. F: 100 C^-0.1
+  # falls, reaching 6 at C = (100/6)^10 = 1.66e12.
+  rising = _write(tmp_path / "r.jsonl", _family_rows("R", 2.0, 0.05))
+  falling = _write(tmp_path / "f.jsonl", _family_rows("F", 100.0, -0.1))
+  summary = compare.run([rising, falling], str(tmp_path / "o"), "eval_fid",
+                        targets=[6.0, 4.0, 20.0], n_bootstrap=0)
+  above, below, easy = summary["reach"]
+  r = above["families"]["R"]
+  assert r["compute"] == pytest.approx(1e8) and r["already"]
+  assert above["families"]["F"]["compute"] == pytest.approx(
+      (100 / 6) ** 10, rel=1e-3)
+  assert above["cheapest"] == "R"
+  # Below its value at the smallest budget a rising frontier never gets.
+  assert below["families"]["R"]["compute"] is None
+  assert not below["families"]["R"]["already"]
+  # F gets to 20 at (100/20)^10 = 9.8e6, below R's smallest fitted budget:
+  # R's "already" is only a bound there, so the two are not resolved.
+  assert easy["families"]["F"]["compute"] == pytest.approx(5.0**10)
+  assert easy["cheapest"] == "F" and easy["overlaps"] == ["R"]
+  md = (tmp_path / "o" / "compare.md").read_text()
+  assert "≤ 1e+08 (already at its smallest fitted budget)" in md
+  assert "F (overlaps R: not resolved)" in md
+  # The closed form on arrays: falling, rising-reached, rising-not.
+  got = compare.compute_to_reach(np.array([100.0, 2.0, 2.0]),
+                                 np.array([-0.1, 0.05, 0.05]),
+                                 np.array([6.0, 6.0, 4.0]), c_min=1e8)
+  np.testing.assert_allclose(got[:2], [(100 / 6) ** 10, 1e8], rtol=1e-9)
+  assert np.isnan(got[2])
