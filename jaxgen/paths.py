@@ -2,6 +2,7 @@
 output files and folders a command is about to write."""
 
 import os
+import tempfile
 
 import etils.epath as epath
 
@@ -72,3 +73,30 @@ def check_output_dir(path: str, flag: str = "--out") -> None:
   if not os.access(probe, os.W_OK | os.X_OK):
     raise ValueError(f"{flag}={path} is not writable ({probe}: permission "
                      f"denied); pass a {flag} you can write to.")
+
+
+def probe_output_dir(path: str, flag: str = "--out") -> None:
+  """Creates an output folder and writes a probe file in it, before work.
+
+  For commands whose work comes before any file is written (a fit's
+  bootstrap): permission bits cannot tell everything (root ignores them,
+  immutable or read-only-mounted folders refuse anyway), a write can.
+
+  Args:
+    path: the folder (local; object stores are not probed).
+    flag: its flag, for the message.
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  check_output_dir(path, flag)
+  if "://" in path:
+    return
+  try:
+    os.makedirs(path, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".write_probe")
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"{flag}={path} is not writable ({e.strerror or e}); "
+                     f"pass a {flag} you can write to.") from None

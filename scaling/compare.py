@@ -40,6 +40,7 @@ import numpy as np
 
 from jaxgen import config_lib
 from jaxgen import jsonl
+from jaxgen import paths
 from scaling import approach2 as approach2_lib
 from scaling import bootstrap as bootstrap_lib
 from scaling import metrics as metrics_lib
@@ -516,6 +517,8 @@ def main(argv):
     warnings.simplefilter("always", results_lib.FitWarning)
     warnings.formatwarning = lambda msg, *_, **__: f"warning: {msg}\n"
     try:
+      # Before the fit and its bootstrap, not after them.
+      paths.probe_output_dir(FLAGS.out)
       summary = run(FLAGS.results, FLAGS.out, FLAGS.metric,
                     direction=FLAGS.metric_direction,
                     targets=[float(t) for t in FLAGS.targets],

@@ -21,6 +21,7 @@ the same sweep) appends those to results.jsonl without running anything.
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -75,6 +76,13 @@ def slurm_executor(spec: ml_collections.ConfigDict, folder: str,
     raise ValueError("--executor=slurm needs a partition: set "
                      "--sweep.cluster.partition=NAME (or cluster.partition "
                      "in the spec)")
+  if cluster == "slurm" and not (shutil.which("srun") and
+                                 shutil.which("sbatch")):
+    # submitit's own check is a RuntimeError deep in its constructor.
+    raise ValueError("--executor=slurm: no SLURM here (srun / sbatch not on "
+                     "PATH); submit from a login node of the cluster, or "
+                     "use --slurm_cluster=local to run the same jobs on "
+                     "this machine, or --executor=print for the commands")
   executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
   hosts = max(1, int(c.hosts_per_point))
   params = dict(name=spec.name, timeout_min=int(c.time_limit_min),

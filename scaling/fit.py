@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxgen import config_lib
 from jaxgen import jsonl
-
+from jaxgen import paths
 from scaling import approach2 as approach2_lib
 from scaling import approach3 as approach3_lib
 from scaling import bootstrap as bootstrap_lib
@@ -188,9 +188,14 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
     why = (f"none within +-{budget_tol} dex of the given budgets"
            if budgets is not None else f"no +-{detect_tol} dex window of "
            f"log10 C holds {min_runs} runs")
+    fix = ("give --budgets the runs' budget_flops, widen --budget_tol"
+           if budgets is not None else
+           "give --budgets, lower --min_budget_runs")
+    lo, hi = float(np.min(runs.c)), float(np.max(runs.c))
     raise ValueError(
-        f"approach 2 found no isoFLOP budget among {len(runs)} runs ({why});"
-        " give --budgets, lower --min_budget_runs or use --approaches=3")
+        f"approach 2 found no isoFLOP budget among {len(runs)} runs ({why}; "
+        f"their compute spans {lo:.3g} to {hi:.3g} FLOPs); {fix} or use "
+        "--approaches=3")
   if n_free:
     warnings.warn(f"approach 2: {n_free} of {len(runs)} runs are near no "
                   "budget and are not used by it", results_lib.FitWarning,
@@ -536,6 +541,8 @@ def main(argv):
   # The fit's warnings are printed below as one line each.
   warnings.simplefilter("ignore", results_lib.FitWarning)
   try:
+    # Before the fit and its bootstrap, not after them.
+    paths.probe_output_dir(FLAGS.out)
     fits = run(FLAGS.results, FLAGS.out, family=FLAGS.family,
                drop_highest_loss=FLAGS.drop_highest_loss,
                param_key=FLAGS.param_key, metric=FLAGS.metric,

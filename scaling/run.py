@@ -299,19 +299,13 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     queue = list(units)
     running: Dict[str, Any] = {}
 
-    def finish(p, row, seconds, uid):
+    def finish(p, row, seconds, uid, returncode=None):
       if row is not None and row.get("status") in rows_lib.FINISHED:
         append(row)
       else:
         failed.append(p.id)
         log = os.path.join(local, "runs", uid, "log.txt")
-        tail = ""
-        if os.path.exists(log):
-          with open(log, encoding="utf-8", errors="replace") as f:
-            lines = [ln.rstrip() for ln in f if ln.strip()]
-          tail = next((ln for ln in reversed(lines) if ln.startswith("error")),
-                      lines[-1] if lines else "")
-        out(f"{p.id} failed: {tail or 'no output'} (see {log})")
+        out(f"{p.id} failed: {workers.failure_reason(log, returncode)} (see {log})")
         row = None
       remaining = sum(u.budget for u in queue) + sum(
           r[0].budget for r in running.values())
@@ -320,7 +314,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     reported = set()
     scan_at = 0.0
 
-    def finish_unit(u, seconds, only_done=False):
+    def finish_unit(u, seconds, only_done=False, returncode=None):
       # A chain's branches are reported as they finish (only_done), the
       # rest when its worker exits.
       for p in u.points:
@@ -329,7 +323,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
           continue
         reported.add(p.id)
         row = json.loads(result.read_text()) if result.exists() else None
-        finish(p, row, seconds / len(u.points), u.id)
+        finish(p, row, seconds / len(u.points), u.id, returncode)
 
     try:
       if in_process:
@@ -395,7 +389,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
             continue
           log.close()
           del running[uid]
-          finish_unit(u, time.time() - start)
+          finish_unit(u, time.time() - start, returncode=proc.returncode)
     except BaseException:
       # Ctrl-C or a runner error: interrupt the workers (SIGINT lets the trainer
       # flush its metrics and finish writing its checkpoint), then wait; kill
@@ -502,6 +496,13 @@ def main(argv):
   # SIGTERM (scancel, kill) stops the runner like Ctrl-C: its workers are
   # interrupted, save their checkpoints and a rerun resumes them.
   signal.signal(signal.SIGTERM, signal.default_int_handler)
+  if FLAGS.dry_run and (FLAGS.point or FLAGS.chain):
+    # --point / --chain are the worker's mode: it trains, so a plan-only
+    # flag beside it would be silently ignored.
+    config_lib.usage_error(
+        "--dry-run plans a sweep; --point / --chain train one point (the "
+        "workers' mode): drop --point/--chain to see the plan (with "
+        "--only_budgets / --only_sizes to narrow it)")
   try:
     if FLAGS.point or FLAGS.chain:
       # A worker trains: as jaxgen.main, before JAX starts its backend.
@@ -556,6 +557,11 @@ def main(argv):
                                        param_key)
       print(f"size nearest N={nearest:.4g}: {name} (N={n:,})")
       sizes = [name]
+    if FLAGS.collect and not (epath.Path(FLAGS.workdir) / "runs").exists():
+      # Collecting from a typo'd path would create it and report 0 points.
+      raise ValueError(f"--collect: no sweep in --workdir={FLAGS.workdir} "
+                       "(it has no runs/ folder); pass the workdir the "
+                       "points were started in")
     if FLAGS.in_process and not FLAGS.dry_run:
       compile_cache.enable(FLAGS.compilation_cache)
     with warnings.catch_warnings():

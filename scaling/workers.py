@@ -155,3 +155,32 @@ def fmt_cores(cores) -> str:
   """A core set as text: "0-3" or "2"."""
   c = sorted(cores)
   return f"{c[0]}-{c[-1]}" if len(c) > 1 else str(c[0])
+
+
+def failure_reason(log: str, returncode: Optional[int] = None) -> str:
+  """Why a worker ended without a result, for the runner's one line.
+
+  Args:
+    log: the worker's log file.
+    returncode: its exit status (negative: the signal that killed it).
+
+  Returns:
+    "killed by SIGKILL ..." for a worker a signal ended (its last log line
+    is then only where it was), else the log's last `error` line, else its
+    last line, else "no output".
+  """
+  if returncode is not None and returncode < 0:
+    try:
+      name = signal.Signals(-returncode).name
+    except ValueError:
+      name = f"signal {-returncode}"
+    hint = (" (often the out-of-memory killer: see dmesg)"
+            if -returncode == signal.SIGKILL else "")
+    return f"killed by {name}{hint}"
+  tail = ""
+  if os.path.exists(log):
+    with open(log, encoding="utf-8", errors="replace") as f:
+      lines = [ln.rstrip() for ln in f if ln.strip()]
+    tail = next((ln for ln in reversed(lines) if ln.startswith("error")),
+                lines[-1] if lines else "")
+  return tail or "no output"

@@ -214,6 +214,14 @@ def test_bad_slurm_setups_fail_in_one_line(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="needs a partition: set "
                      "--sweep.cluster.partition"):
     executors.slurm_executor(spec, str(tmp_path))
+  # Off a cluster: one line naming the ways on (submitit's own check is a
+  # RuntimeError traceback from its constructor).
+  spec.cluster.partition = "gpu"
+  with monkeypatch.context() as m:
+    m.setenv("PATH", str(tmp_path))
+    with pytest.raises(ValueError, match=r"no SLURM here \(srun / sbatch "
+                       r"not on PATH\).*--slurm_cluster=local"):
+      executors.slurm_executor(spec, str(tmp_path))
   monkeypatch.setitem(sys.modules, "submitit", None)
   with pytest.raises(ValueError, match="needs submitit: pip install"):
     executors.slurm_executor(spec, str(tmp_path), cluster="local")

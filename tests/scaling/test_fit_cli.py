@@ -117,6 +117,14 @@ def test_too_few_runs_is_one_line_error(tmp_path):
     fit.run(str(path), str(tmp_path / "out"), approaches=[3])
   with pytest.raises(ValueError, match="approach 2 found no isoFLOP budget"):
     fit.run(str(path), str(tmp_path / "out"), approaches=[2])
+  # Given budgets that match no run: the runs' range, and not "give
+  # --budgets" (C = 6ND: 6e17 to 1.8e18).
+  with pytest.raises(ValueError, match=r"none within \+-0\.05 dex of the "
+                     r"given budgets; their compute spans 6e\+17 to "
+                     r"1\.8e\+18 FLOPs\); give --budgets the runs' "
+                     r"budget_flops, widen --budget_tol or use"):
+    fit.run(str(path), str(tmp_path / "out"), approaches=[2],
+            budgets=[1e20, 1e21])
   # An approach that does not exist fits nothing: an error, not an empty
   # fit.json.
   for approaches in ([], [4], [2, 4]):

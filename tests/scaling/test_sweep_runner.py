@@ -517,3 +517,19 @@ def test_command_line_refuses_bad_values_in_one_line(tmp_path, flag, message,
   assert proc.stderr.strip().count("\n") == 0, proc.stderr
   assert proc.stderr.startswith("error: ") and message in proc.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_a_worker_killed_by_a_signal_is_reported_as_killed(tmp_path):
+  # Its last log line is only where it was (a metrics line said "failed:
+  # [110] eps_mse=..." after a kill -9); an exit status names the error.
+  log = tmp_path / "log.txt"
+  log.write_text("$ python -m scaling.run ...\n[110] eps_mse=0.3841\n")
+  assert workers.failure_reason(str(log), -signal.SIGKILL) == (
+      "killed by SIGKILL (often the out-of-memory killer: see dmesg)")
+  assert workers.failure_reason(str(log), -signal.SIGSEGV) == (
+      "killed by SIGSEGV")
+  assert workers.failure_reason(str(log), 1) == "[110] eps_mse=0.3841"
+  log.write_text("[3] loss=1\nerror: config.x=0 must be >= 1\n[4] tail\n")
+  assert workers.failure_reason(str(log), 1) == (
+      "error: config.x=0 must be >= 1")
+  assert workers.failure_reason(str(tmp_path / "none.txt")) == "no output"

@@ -263,6 +263,21 @@ def test_bad_command_lines_are_one_error_line(args):
     # Before the suite runs, not after it (a lent GPU's minutes).
     (["jaxgen.bench_suite", "--suite=cpu", "--out=README.md/table.md"],
      "error: cannot create the folder of --out=README.md/table.md"),
+    # A plan-only flag beside the workers' mode trained a point anyway.
+    (["scaling.run", "--sweep=configs/scaling/simple_diffusion.py:tiny",
+      "--workdir=w", "--point=C9e9_w16d1", "--dry-run"],
+     "error: --dry-run plans a sweep; --point / --chain train one point"),
+    # Before the fit and its bootstrap (an unwritable --out was found after).
+    (["scaling.fit", "--results=experiments/scaling_families/"
+      "results_pyramidal_flow.jsonl", "--out=README.md/fit"],
+     "error: --out=README.md/fit cannot be created: "),
+    (["scaling.compare", "--results=experiments/scaling_families/"
+      "results_pyramidal_flow.jsonl", "--metric=eval_fd_shapes",
+      "--out=README.md/cmp"], "error: --out=README.md/cmp cannot be created: "),
+    # Collecting from a typo'd workdir created it and reported 0 points.
+    (["scaling.run", "--sweep=configs/scaling/simple_diffusion.py:tiny",
+      "--workdir=/tmp/jaxgen_no_such_sweep", "--collect"],
+     "error: --collect: no sweep in --workdir=/tmp/jaxgen_no_such_sweep"),
     # Missing flags and a flag without its "--": no usage text first.
     (["scaling.fit", "--results=r.jsonl"], "error: pass --results (a "
      "results.jsonl or CSV) and --out"),
