@@ -165,6 +165,12 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   if not num or num < 1:
     raise ValueError("pass --num, the number of samples (>= 1).")
+  if config.get("family") == "autoencoder":
+    # Before --out and its sampling.json exist (a record left there refused
+    # the next, valid command on the same folder).
+    raise ValueError("an autoencoder run has nothing to sample (it "
+                     "reconstructs); pass the --workdir of a generative run "
+                     "(for latents: the run trained on them).")
   no_checkpoint = ValueError(f"{workdir} has no checkpoint to sample from; "
                              "train first or pass the --workdir of a trained "
                              "run.")

@@ -215,6 +215,11 @@ def _reference_factor(out: str, split: str):
     return float(json.load(f)["scaling_factor"])
 
 
+def _weights(state) -> str:
+  from jaxgen.autoencoders import latent_decode  # pylint: disable=g-import-not-at-top
+  return latent_decode.weights_fingerprint(state)
+
+
 def encode_split(config, workdir: str, *, data: str, split: str, out: str,
                  image_size: int, data_dir=None, batch_size: int = 64,
                  shard_size: int = 1024, num_frames: int = 0,
@@ -398,7 +403,10 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
           "split_scaling_factor": 1.0 / std,
           "shards": [_shard_name(i) for i in range(num_shards)],
           "source": data, "split": split, "image_size": int(image_size),
-          "autoencoder": workdir, "autoencoder_step": step,
+          "autoencoder": producer["autoencoder"], "autoencoder_step": step,
+          # Checked before decoding: a run replaced at the same path and
+          # step would decode these latents into noise.
+          "autoencoder_weights": _weights(state),
           "producer": producer}
   tmp = os.path.join(root, sources.LATENTS_META + ".tmp")
   with open(tmp, "w", encoding="utf-8") as f:

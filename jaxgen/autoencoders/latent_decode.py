@@ -12,6 +12,8 @@ the compiled function).
 """
 
 import dataclasses
+import hashlib
+import json
 from typing import Callable, Optional
 
 from absl import logging
@@ -23,6 +25,7 @@ import ml_collections
 from jaxgen.data import config as data_config
 from jaxgen.data import sources
 from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.train import checkpoint
 from jaxgen.train import state as state_lib
 
 
@@ -51,6 +54,52 @@ class Decoder:
     return self.fn(z)
 
 
+def weights_fingerprint(state: state_lib.TrainState) -> str:
+  """A short digest of an autoencoder's weights (params and statistics),
+  recorded by the encoder and checked before decoding.
+
+  Args:
+    state: the autoencoder run's restored state.
+
+  Returns:
+    16 hex digits.
+  """
+  prints, _ = checkpoint.fingerprint({"params": state.params,
+                                      "model_state": state.model_state})
+  return hashlib.sha256(json.dumps(prints).encode()).hexdigest()[:16]
+
+
+def check_source(dataset: ml_collections.ConfigDict):
+  """The latents of a `latents:` dataset and the autoencoder run that can
+  decode them, checked without restoring it (cheap: before compiling).
+
+  Args:
+    dataset: a run's `config.dataset`.
+
+  Returns:
+    (latents directory, its split's latents.json, the autoencoder run as a
+    resolved path), or None for a pixel-space dataset.
+
+  Raises:
+    ValueError: one line if the latents do not name their run or it is
+      gone.
+  """
+  directory = latent_dir(dataset)
+  if directory is None:
+    return None
+  meta = sources.latents_meta(directory, str(dataset.get("split") or
+                                             "train"))
+  workdir = sources.latents_origin(meta)["autoencoder"]
+  if not workdir:
+    raise ValueError(f"{directory} does not name its autoencoder run; "
+                     "re-encode it with python -m jaxgen.autoencoders.encode.")
+  if not epath.Path(workdir).is_dir():
+    raise ValueError(f"{directory} was encoded by the autoencoder run "
+                     f"{workdir}, which is gone; restore that run or "
+                     "re-encode the latents with one you have.")
+  return directory, meta, workdir
+
+
 def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
                  ) -> Optional[Decoder]:
   """The latents -> images function of a latent-space run (None otherwise).
@@ -65,23 +114,14 @@ def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   Raises:
     ValueError: one line if the latents or their autoencoder run are gone.
   """
-  directory = latent_dir(dataset)
-  if directory is None:
+  source = check_source(dataset)
+  if source is None:
     return None
+  directory, meta, workdir = source
   from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
-  meta = sources.latents_meta(directory, str(dataset.get("split") or
-                                             "train"))
-  workdir = meta.get("autoencoder")
-  if not workdir:
-    raise ValueError(f"{directory} does not name its autoencoder run; "
-                     "re-encode it with python -m jaxgen.autoencoders.encode.")
   # The checkpoint that encoded the latents: a newer one (the autoencoder
   # trained on) decodes them into other images.
   encoded_at = meta.get("autoencoder_step")
-  if not epath.Path(workdir).is_dir():
-    raise ValueError(f"{directory} was encoded by the autoencoder run "
-                     f"{workdir}, which is gone; restore that run or "
-                     "re-encode the latents with one you have.")
   try:
     _, s, step, state = ae_objective.restore_run(workdir, step=encoded_at)
   except ValueError:
@@ -91,6 +131,14 @@ def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
     logging.warning("Decoding %s with step %d of %s: step %d, which encoded "
                     "them, is no longer kept or does not load.", directory, step, workdir,
                     encoded_at)
+  recorded = meta.get("autoencoder_weights")
+  if recorded and step == encoded_at and weights_fingerprint(state) != recorded:
+    # Same path and step, other weights: the run was replaced (retrained,
+    # or another autoencoder written there). Its decodes would be noise.
+    raise ValueError(
+        f"{workdir} step {step} is not the autoencoder that encoded "
+        f"{directory} (its weights differ: the run was replaced); restore "
+        "that run or re-encode the latents with this one.")
   ae = s.objective
   host = jax.device_get({"params": state.params, "model_state":
                          state.model_state})

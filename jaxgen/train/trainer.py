@@ -351,6 +351,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   pidx, pcount = jax.process_index(), jax.process_count()
   # Before the dataset is prepared, which can take long.
   checked = checks.check_config(config, devices)
+  if config.num_samples:
+    # The autoencoder that decodes the sample grids: a missing one is an
+    # error now, not after compiling.
+    latent_decode.check_source(config.dataset)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   committed = checks.committed_steps(ckpt_dir)
   changed = provenance.check(workdir, config, resuming=bool(committed))

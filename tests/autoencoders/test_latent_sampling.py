@@ -48,12 +48,37 @@ def test_samples_record_and_check_the_decoding_step(tmp_path, trained_ae_64):
   shutil.copytree(out, moved)
   meta_path = os.path.join(moved, "test", "latents.json")
   meta = json.load(open(meta_path))
-  meta["autoencoder"] = str(tmp_path / "gone")
+  # Resolved when written (a relative --workdir decoded from elsewhere was
+  # "gone"), and the weights' digest recorded.
+  assert meta["autoencoder"] == os.path.realpath(ae_dir)
+  assert len(meta["autoencoder_weights"]) == 16
+  meta["autoencoder"] = meta["producer"]["autoencoder"] = str(
+      tmp_path / "gone")
   json.dump(meta, open(meta_path, "w"))
   gone = sd.dataset.copy_and_resolve_references()
   gone.name = f"latents:{moved}"
   with pytest.raises(ValueError, match="was encoded by the autoencoder run "
                      ".*gone, which is gone; restore that run or re-encode"):
+    latent_decode.make_decoder(gone, None)
+  # Training with sample grids refuses it before compiling (no checkpoint).
+  with pytest.raises(ValueError, match="which is gone"):
+    trainer.train_and_evaluate(
+        common.tiny_config(**{"dataset.name": f"latents:{moved}",
+                              "dataset.split": "test",
+                              "dataset.image_size": 8, "dataset.channels": 8,
+                              "dataset.random_flip": False,
+                              "model.patch_size": 1, "total_steps": 1,
+                              "num_samples": 8, "eval_batches": 0}),
+        str(tmp_path / "sd_gone"))
+  assert not (tmp_path / "sd_gone" / "checkpoints").exists()
+  # The same path and step with other weights (the run replaced): refused,
+  # where it decoded noise.
+  meta["autoencoder"] = meta["producer"]["autoencoder"] = os.path.realpath(
+      ae_dir)
+  meta["autoencoder_weights"] = "0" * 16
+  json.dump(meta, open(meta_path, "w"))
+  with pytest.raises(ValueError, match="step 2 is not the autoencoder that "
+                     "encoded .* \\(its weights differ"):
     latent_decode.make_decoder(gone, None)
 
 
@@ -75,3 +100,15 @@ def test_tools_use_the_devices_they_have(tmp_path, trained_ae_64):
       out=str(tmp_path / "latents"), image_size=64, data_dir=common.DATA_DIR,
       batch_size=64, shard_size=512, log=lambda _: None)
   assert meta["num_examples"] == 512
+
+
+def test_sampling_an_autoencoder_run_is_refused_before_writing(
+    tmp_path, trained_ae_64):
+  config, ae_dir = trained_ae_64
+  out = tmp_path / "s"
+  with pytest.raises(ValueError, match="an autoencoder run has nothing to "
+                     "sample"):
+    sample_lib.sample_run(config, ae_dir, num=8, out=str(out), batch_size=8,
+                          log=lambda _: None)
+  # No sampling.json left to refuse the next, valid command on the folder.
+  assert not out.exists()
