@@ -179,7 +179,9 @@ def _approach3_section(a3) -> List[str]:
 def _extrapolation_section(rows, metric=None) -> List[str]:
   lines = ["## Extrapolation to target budgets", ""]
   table = []
-  extra = [metric] if rows and metric and any(
+  # A metric column beside "loss" unless it is the loss itself (the same
+  # numbers twice under one header).
+  extra = [metric] if rows and metric and metric != "loss" and any(
       metric in row.get(n, {}) for row in rows
       for n in ("approach2", "approach3")) else []
   for row in rows:

@@ -73,6 +73,11 @@ def test_run_on_csv_writes_everything(tmp_path):
   assert fits.fit3.params.alpha == a3["alpha"]
   report = (out / "report.md").read_text()
   assert "## Approach 2" in report and "![contours](contours.png)" in report
+  # The loss fitted is the metric: one "loss" column, not two alike.
+  assert summary["settings"]["metric"] == "loss"
+  head = next(ln for ln in report.splitlines() if ln.startswith(
+      "| C (FLOPs) |"))
+  assert head.rstrip(" |").split(" | ").count("loss") == 1, head
 
 
 def test_cli_on_jsonl_drops_bad_rows(tmp_path):
