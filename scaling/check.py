@@ -59,3 +59,27 @@ def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
   out["errors"] = {k: (v / measured - 1 if measured else None)
                    for k, v in out["errors"].items()}
   return out
+
+
+def check_fit_matches(fit: Dict[str, Any], spec: Any, path: str) -> None:
+  """Refuses a fit of another family or metric as this sweep's optimum.
+
+  Args:
+    fit: a fit.json (scaling.fit) dict.
+    spec: the sweep spec (its `family` and `metric`).
+    path: the fit's file, for the message.
+
+  Raises:
+    ValueError: one line saying what differs.
+  """
+  family = (fit.get("data") or {}).get("family")
+  if family and family != spec.family:
+    raise ValueError(f"--optimal_from={path} fits {family} runs and this "
+                     f"sweep trains {spec.family}; pass a fit of this "
+                     "sweep's results")
+  metric = (fit.get("settings") or {}).get("metric")
+  # "loss" is the default: the rows' loss fields (eval_loss first).
+  if metric and metric != "loss" and metric != spec.metric:
+    raise ValueError(f"--optimal_from={path} fits {metric} and this sweep's "
+                     f"metric is {spec.metric}; refit with --metric="
+                     f"{spec.metric} or set --sweep.metric={metric}")

@@ -543,7 +543,15 @@ def main(argv):
       if not budgets or len(budgets) != 1:
         raise ValueError(
             "--optimal_from needs exactly one --only_budgets value")
-      fit = json.loads(epath.Path(FLAGS.optimal_from).read_text())
+      if FLAGS.nearest_params:
+        raise ValueError("pass --nearest_params or --optimal_from, not both")
+      try:
+        fit = json.loads(epath.Path(FLAGS.optimal_from).read_text())
+      except json.JSONDecodeError as e:
+        raise ValueError(f"--optimal_from={FLAGS.optimal_from} is not JSON "
+                         f"({e.msg}); pass the fit.json scaling.fit "
+                         "wrote") from None
+      check.check_fit_matches(fit, spec, FLAGS.optimal_from)
       pred = check.predicted_optimum(fit, budgets[0])
       nearest = (pred.get("approach2") or pred["approach3"])["N_opt"]
       if not results_lib.are_numbers([nearest], positive=True):

@@ -380,6 +380,10 @@ def budget_sizes(spec: ml_collections.ConfigDict, names: Sequence[str],
   return list(names[start:start + k])
 
 
+# More steps than any run takes (a budget typed with the wrong exponent).
+MAX_STEPS = 10**9
+
+
 def plan(spec: ml_collections.ConfigDict, *,
          budgets: Optional[Sequence[float]] = None,
          sizes: Optional[Sequence[str]] = None,
@@ -415,6 +419,18 @@ def plan(spec: ml_collections.ConfigDict, *,
     chosen.sort(key=names.index)
     for size in chosen:
       points.append(make_point(spec, budget, size, sets))
+  for p in points:
+    # One step costing more than the budget (points of one budget would
+    # then spend different compute), or a count no run reaches.
+    if p.planned_flops > 2 * p.budget:
+      raise ValueError(
+          f"budget {p.budget:.3g} FLOPs is below one step of size {p.size} "
+          f"({p.batch_size * p.flops_per_example:.3g} FLOPs); pass budgets "
+          "of at least a few steps")
+    if p.steps > MAX_STEPS:
+      raise ValueError(f"budget {p.budget:.3g} FLOPs is {p.steps:.3g} steps "
+                       f"of size {p.size}; pass a budget this sweep can "
+                       "run")
   per_budget = len(points) // len(budgets)
   if per_budget < 3 and not sizes:
     warnings.warn(f"{per_budget} sizes per budget: approach 2 needs at least"

@@ -533,3 +533,48 @@ def test_a_worker_killed_by_a_signal_is_reported_as_killed(tmp_path):
   assert workers.failure_reason(str(log), 1) == (
       "error: config.x=0 must be >= 1")
   assert workers.failure_reason(str(tmp_path / "none.txt")) == "no output"
+
+
+def test_a_fit_of_another_family_or_metric_is_refused_as_the_optimum(
+    tmp_path):
+  spec = sweep_lib.load_config_file("configs/scaling/r3gan.py:cpu")
+  fit = {"data": {"family": "simple_diffusion"},
+         "settings": {"metric": "loss"}}
+  with pytest.raises(ValueError, match="fits simple_diffusion runs and this "
+                     "sweep trains r3gan"):
+    check_lib.check_fit_matches(fit, spec, "f.json")
+  fit["data"]["family"] = "r3gan"
+  check_lib.check_fit_matches(fit, spec, "f.json")  # The default loss.
+  fit["settings"]["metric"] = spec.metric
+  check_lib.check_fit_matches(fit, spec, "f.json")
+  fit["settings"]["metric"] = "eval_accuracy_shapes"
+  with pytest.raises(ValueError, match="fits eval_accuracy_shapes and this "
+                     f"sweep's metric is {spec.metric}"):
+    check_lib.check_fit_matches(fit, spec, "f.json")
+  # On the command line: before anything runs, one line each.
+  bad = tmp_path / "fit.json"
+  bad.write_text("not json")
+  for extra, expected in [
+      ([f"--optimal_from={bad}"], "is not JSON"),
+      ([f"--optimal_from={bad}", "--nearest_params=1e5"],
+       "pass --nearest_params or --optimal_from, not both")]:
+    out = common.run_module(
+        "scaling.run", "--sweep=configs/scaling/r3gan.py:cpu",
+        f"--workdir={tmp_path / 'w'}", "--dry-run", "--only_budgets=4e12",
+        *extra, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr[-2000:]
+    assert expected in lines[0], lines[0]
+
+
+def test_budgets_below_one_step_or_beyond_any_run_are_refused():
+  spec = sweep_lib.load_config_file("configs/scaling/simple_diffusion.py:tiny")
+  # 1e3 FLOPs: one step of the smallest size costs ~5.8e7.
+  with pytest.raises(ValueError, match=r"budget 1e\+03 FLOPs is below one "
+                     r"step of size w16d1 \(5\.\d+e\+07 FLOPs\)"):
+    sweep_lib.plan(spec, budgets=[1e3])
+  with pytest.raises(ValueError, match=r"budget 1e\+30 FLOPs is .* steps of "
+                     "size w16d1; pass a budget this sweep can run"):
+    sweep_lib.plan(spec, budgets=[1e30])
+  # The spec's own budgets plan as before.
+  assert sweep_lib.plan(spec)
