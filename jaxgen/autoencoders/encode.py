@@ -360,7 +360,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
         in_shardings=(None, mesh_lib.batch_sharding(
             s.mesh, 5 if key == "video" else 4)))
     todo = [k for k in range(num_shards)
-            if not os.path.exists(os.path.join(root, _shard_name(k)))]
+            if sources.shard_problem(root, _shard_name(k))]
     bar = features.Progress(
         sum(min(shard_size, total - k * shard_size) for k in todo),
         "encoding") if todo else None
@@ -446,6 +446,8 @@ def _write_shard(module, root: str, k: int, latents: np.ndarray,
     writer.write(sources.encode_latent_record(z, int(y)))
   writer.close()
   stats = {"count": int(len(latents)), "size": int(latents.size),
+           # The file's length: a truncated or damaged copy is found by it.
+           "bytes": os.path.getsize(tmp),
            "sum": float(latents.astype(np.float64).sum()),
            "sumsq": float((latents.astype(np.float64) ** 2).sum()),
            "shape": list(latents.shape[1:]), "producer": producer}

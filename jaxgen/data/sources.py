@@ -11,8 +11,9 @@ format, except the embedded `jaxgen_shapes`, which is generated on first use.
 
 import dataclasses
 import functools
+import json
 import os
-from typing import Any, Callable, Dict, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import ml_collections
 import numpy as np
@@ -334,7 +335,6 @@ def origin_differences(a: Dict[str, Any], b: Dict[str, Any], a_name: str,
 
 
 def _read_meta(root: str, split: str) -> Dict[str, Any]:
-  import json  # pylint: disable=g-import-not-at-top
   meta_path = os.path.join(root, LATENTS_META)
   if not os.path.exists(meta_path):
     raise ValueError(f"{root} holds no {LATENTS_META}; write split {split!r} "
@@ -388,6 +388,31 @@ def latents_meta(directory: str, split: str) -> Dict[str, Any]:
   return meta
 
 
+def shard_problem(root: str, name: str) -> Optional[str]:
+  """What is wrong with one written latent shard, or None.
+
+  Args:
+    root: the split's folder.
+    name: the shard's file name (its stats are NAME.json beside it).
+
+  Returns:
+    "is missing", "is N bytes, not the M it was written with" (shards
+    encoded before sizes were recorded are only checked to exist), or None.
+  """
+  path = os.path.join(root, name)
+  if not os.path.exists(path):
+    return "is missing"
+  try:
+    with open(path + ".json", encoding="utf-8") as f:
+      expected = json.load(f).get("bytes")
+  except (OSError, ValueError):
+    return None
+  size = os.path.getsize(path)
+  if expected is not None and size != expected:
+    return f"is {size} bytes, not the {expected} it was written with"
+  return None
+
+
 @SOURCES.register("latents")
 def _open_latents(spec, config, *, split, arrays=None) -> Source:
   """Latents of an autoencoder, scaled by the train split's scaling factor
@@ -399,6 +424,14 @@ def _open_latents(spec, config, *, split, arrays=None) -> Source:
   import grain  # pylint: disable=g-import-not-at-top
   root = os.path.join(os.path.expanduser(spec.name), split)
   meta = latents_meta(spec.name, split)
+  for name in meta["shards"]:
+    problem = shard_problem(root, name)
+    if problem:
+      # grain's own message is a traceback from the reader (open() failed,
+      # or a Riegeli chunk-hash mismatch at the first read).
+      raise ValueError(f"latent shard {os.path.join(root, name)} {problem}; "
+                       "rerun the encode command that wrote it (it rewrites "
+                       "that shard)")
   shards = [os.path.join(root, s) for s in meta["shards"]]
   records = grain.sources.ArrayRecordDataSource(shards)
   h, w, c = meta["shape"][-3:]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -14,6 +15,8 @@ from configs import autoencoder as ae_config
 from jaxgen import config_lib
 from jaxgen.autoencoders import encode as encode_lib
 from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.data import config as data_config
+from jaxgen.data import sources
 from tests.data import test_data_sources
 from tests.train import common
 
@@ -97,6 +100,28 @@ def test_rerun_resumes_its_shards_and_refuses_another_encodes(
     assert msg.endswith("; pass another --out or delete it.")
     assert "\n" not in msg and not written
     assert _snapshot(root) == before
+  # A truncated shard (a copy cut short) is named when the latents are
+  # opened, where grain's reader raised a Riegeli hash-mismatch traceback,
+  # and a rerun rewrites it (the resume used to trust any file there).
+  shard = os.path.join(root, "latents-00001.array_record")
+  full = os.path.getsize(shard)
+  with open(shard, "r+b") as f:
+    f.truncate(full // 2)
+  dataset = ml_collections.ConfigDict({"name": f"latents:{out}"})
+  with pytest.raises(ValueError, match=f"latent shard {shard} is "
+                     f"{full // 2} bytes, not the {full} it was written "
+                     "with; rerun the encode command"):
+    sources.open_source(data_config.parse_spec(dataset.name), dataset,
+                        split="test")
+  written.clear()
+  _encode(config, ae_dir, out)
+  assert written == [1] and os.path.getsize(shard) == full
+  sources.open_source(data_config.parse_spec(dataset.name), dataset,
+                      split="test")
+  os.remove(shard)
+  with pytest.raises(ValueError, match=f"latent shard {shard} is missing"):
+    sources.open_source(data_config.parse_spec(dataset.name), dataset,
+                        split="test")
 
 
 def test_image_size_not_divisible_by_the_compression(tmp_path,
