@@ -100,6 +100,29 @@ def check_source(dataset: ml_collections.ConfigDict):
   return directory, meta, workdir
 
 
+def origin(dataset: ml_collections.ConfigDict):
+  """What made a `latents:` dataset's training latents (checkpointed, so a
+  resume onto re-encoded latents is found), or None for pixel data.
+
+  Args:
+    dataset: a run's `config.dataset`.
+
+  Returns:
+    {"autoencoder", "autoencoder_step", "autoencoder_weights" (None for
+    latents encoded before digests were recorded), "scaling_factor"}.
+  """
+  directory = latent_dir(dataset)
+  if directory is None:
+    return None
+  meta = sources.latents_meta(directory, str(dataset.get("split") or
+                                             "train"))
+  found = sources.latents_origin(meta)
+  return {"autoencoder": found["autoencoder"],
+          "autoencoder_step": found["autoencoder_step"],
+          "autoencoder_weights": meta.get("autoencoder_weights"),
+          "scaling_factor": float(meta["scaling_factor"])}
+
+
 def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
                  ) -> Optional[Decoder]:
   """The latents -> images function of a latent-space run (None otherwise).

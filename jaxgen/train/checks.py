@@ -8,7 +8,7 @@ without training (`jaxgen.autoencoders.convert`) call `check_config` too.
 """
 
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from absl import logging
 import etils.epath as epath
@@ -282,3 +282,37 @@ def warn_if_data_changed(config: ml_collections.ConfigDict, start: int,
         "The training split of %s has %d examples, %d when checkpoint %d was "
         "written: the data order from here is not the uninterrupted run's.",
         config.dataset.name, int(num_examples), int(saved_examples), start)
+
+
+def check_latents_unchanged(config: ml_collections.ConfigDict, start: int,
+                            saved: Optional[Dict[str, Any]],
+                            now: Optional[Dict[str, Any]]) -> None:
+  """Refuses to resume onto latents another autoencoder encoded.
+
+  A `latents:` folder deleted and encoded again (another autoencoder, step
+  or weights) is another data space: the checkpoint's model learnt the old
+  one, and its sample grids would be decoded by the new autoencoder.
+
+  Args:
+    config: the run config (its dataset name, for the message).
+    start: the checkpoint step the run resumes from.
+    saved: `latent_decode.origin` when that checkpoint was written (None
+      for pixel data or checkpoints that do not record it).
+    now: the same for the latents there now.
+
+  Raises:
+    ValueError: one line naming what differs.
+  """
+  if not (start and saved and now):
+    return
+  differ = [k for k in ("autoencoder", "autoencoder_step",
+                        "autoencoder_weights", "scaling_factor")
+            if saved.get(k) is not None and now.get(k) is not None
+            and saved[k] != now[k]]
+  if differ:
+    raise ValueError(
+        f"{config.dataset.name} was encoded again since checkpoint {start} "
+        f"(" + ", ".join(f"{k} {saved[k]!r} then, {now[k]!r} now"
+                         for k in differ) + "); resume needs the latents it "
+        "trained on: restore them, or train the new ones in another "
+        "--workdir (config.init_from to start from this run)")

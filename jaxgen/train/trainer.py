@@ -443,6 +443,9 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
                                   s.total_steps)
     checks.warn_if_data_changed(config, start, extra.get("num_examples"),
                                 info.num_examples)
+    latents = latent_decode.origin(config.dataset)
+    checks.check_latents_unchanged(config, start, extra.get("latents"),
+                                   latents)
     last: Dict[str, Any] = {}
     t0, steps_since = time.time(), 0
     failed = True
@@ -489,7 +492,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
                     extra={"pending_rows": buf.rows_for_json(),
                            "seen": seen.at(step),
                            "total_steps": s.total_steps,
-                           "num_examples": info.num_examples})
+                           "num_examples": info.num_examples,
+                           "latents": latents})
         # After the save: its writes (in the background) overlap sampling.
         if config.num_samples and not stop and (
             step % int(config.sample_every_steps) == 0 or is_last):

@@ -12,6 +12,7 @@ from jaxgen import sample as sample_lib
 from jaxgen.autoencoders import encode as encode_lib
 from jaxgen.autoencoders import latent_decode
 from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.train import checks
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -112,3 +113,35 @@ def test_sampling_an_autoencoder_run_is_refused_before_writing(
                           log=lambda _: None)
   # No sampling.json left to refuse the next, valid command on the folder.
   assert not out.exists()
+
+
+def test_resuming_onto_re_encoded_latents_is_refused(tmp_path, trained_ae_64):
+  config, ae_dir = trained_ae_64
+  out = str(tmp_path / "latents")
+  encode_lib.encode_split(config, ae_dir, data="jaxgen_shapes", split="test",
+                          out=out, image_size=64, data_dir=common.DATA_DIR,
+                          batch_size=64, shard_size=512, log=lambda _: None)
+
+  def run_config(steps):
+    return common.tiny_config(**{
+        "dataset.name": f"latents:{out}", "dataset.split": "test",
+        "dataset.image_size": 8, "dataset.channels": 8,
+        "dataset.random_flip": False, "model.patch_size": 1,
+        "total_steps": steps, "num_samples": 0, "eval_batches": 0})
+
+  run = str(tmp_path / "sd")
+  trainer.train_and_evaluate(run_config(1), run)
+  # The same latents: the run extends.
+  assert trainer.train_and_evaluate(run_config(2), run)["step"] == 2
+  # Encoded again by other weights (the folder deleted and rewritten).
+  meta_path = os.path.join(out, "test", "latents.json")
+  meta = json.load(open(meta_path))
+  meta["autoencoder_weights"], meta["scaling_factor"] = "f" * 16, 0.5
+  json.dump(meta, open(meta_path, "w"))
+  with pytest.raises(ValueError, match=r"latents:.* was encoded again since "
+                     r"checkpoint 2 \(autoencoder_weights .* then, 'ffff.*' "
+                     r"now, scaling_factor .* then, 0\.5 now\); resume needs "
+                     "the latents it trained on"):
+    trainer.train_and_evaluate(run_config(3), run)
+  # Nothing trained or saved on the new latents.
+  assert max(checks.committed_steps(os.path.join(run, "checkpoints"))) == 2
