@@ -17,12 +17,18 @@ from jaxgen.train import trainer
 from tests.train import common
 
 
-def test_samples_record_and_check_the_decoding_step(tmp_path, trained_ae_64):
+def _encode_test_split(tmp_path, trained_ae_64):
+  """(the autoencoder run, latents root) of its 64 px test split."""
   config, ae_dir = trained_ae_64
   out = str(tmp_path / "latents")
   encode_lib.encode_split(config, ae_dir, data="jaxgen_shapes", split="test",
                           out=out, image_size=64, data_dir=common.DATA_DIR,
                           batch_size=64, shard_size=512, log=lambda _: None)
+  return ae_dir, out
+
+
+def test_samples_record_and_check_the_decoding_step(tmp_path, trained_ae_64):
+  ae_dir, out = _encode_test_split(tmp_path, trained_ae_64)
   sd = common.tiny_config(**{
       "dataset.name": f"latents:{out}", "dataset.split": "test",
       "dataset.image_size": 8, "dataset.channels": 8,
@@ -116,11 +122,7 @@ def test_sampling_an_autoencoder_run_is_refused_before_writing(
 
 
 def test_resuming_onto_re_encoded_latents_is_refused(tmp_path, trained_ae_64):
-  config, ae_dir = trained_ae_64
-  out = str(tmp_path / "latents")
-  encode_lib.encode_split(config, ae_dir, data="jaxgen_shapes", split="test",
-                          out=out, image_size=64, data_dir=common.DATA_DIR,
-                          batch_size=64, shard_size=512, log=lambda _: None)
+  ae_dir, out = _encode_test_split(tmp_path, trained_ae_64)
 
   def run_config(steps):
     return common.tiny_config(**{
