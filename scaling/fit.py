@@ -134,6 +134,16 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
     # extrapolation, after minutes of bootstrap.
     raise ValueError(f"target_flops={targets}: --target_flops must be "
                      "positive finite FLOP counts, e.g. 1e21,1e22")
+  c_lo, c_hi = float(runs.c.min()), float(runs.c.max())
+  far = [t for t in targets if t > 1e4 * c_hi or t < c_lo / 10]
+  if far:
+    # Power laws fitted over a narrow range say little that far out (and
+    # nothing meaningful below the data).
+    warnings.warn(f"target_flops {', '.join(f'{t:.3g}' for t in far)} "
+                  f"{'is' if len(far) == 1 else 'are'} far outside the "
+                  f"runs' {c_lo:.3g} to {c_hi:.3g} FLOPs (below a tenth or "
+                  "above 10^4 times): the extrapolation there is a guess",
+                  results_lib.FitWarning, stacklevel=2)
   k = results_lib.flops_per_param_example(runs)
   summary = {
       "data": {
@@ -216,7 +226,17 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
         targets=fits.targets)
     out["intervals"] = fits.boot2.intervals(fits.level)
     out["bootstrap_failed"] = fits.boot2.n_failed
+    _warn_if_few_resamples("approach 2", fits.boot2.n_failed, n_bootstrap)
   fits.summary["approach2"] = out
+
+
+def _warn_if_few_resamples(name: str, failed: int, total: int) -> None:
+  """Intervals resting on under half the resamples are said to."""
+  if total and failed > total / 2:
+    warnings.warn(f"{name}: only {total - failed} of {total} bootstrap "
+                  "resamples could be fitted (the others had too few usable "
+                  "budgets); its intervals rest on those and are too narrow "
+                  "if anything", results_lib.FitWarning, stacklevel=3)
 
 
 def _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid,
@@ -262,6 +282,7 @@ def _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid,
         seed=seed, targets=fits.targets)
     out["intervals"] = fits.boot3.intervals(fits.level)
     out["bootstrap_failed"] = fits.boot3.n_failed
+    _warn_if_few_resamples("approach 3", fits.boot3.n_failed, n_bootstrap)
     out["bootstrap_seconds"] = time.perf_counter() - start
   fits.summary["approach3"] = out
 

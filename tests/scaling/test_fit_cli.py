@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -273,3 +274,19 @@ def test_three_runs_per_budget_give_no_approach2_interval():
   fits = fit.fit_runs(results.make_runs(n, loss, d=d, c=c, budget=c),
                       approaches=(2,), n_bootstrap=20)
   assert fits.boot2 is not None
+
+
+def test_far_targets_and_thin_bootstraps_are_warned_about(tmp_path):
+  # Data at 1e18-1e21 FLOPs: 1e30 is 10^9 times beyond, 1e5 far below.
+  with pytest.warns(results.FitWarning, match=r"target_flops 1e\+30, 1e\+05 "
+                    r"are far outside the runs' .* FLOPs .*: the "
+                    "extrapolation there is a guess"):
+    fit.run(_write_csv(tmp_path / "runs.csv"), str(tmp_path / "out"),
+            approaches=[2], n_bootstrap=0, target_flops=[1e30, 1e5])
+  # Intervals backed by 28 of 100 resamples (a 2-budget sweep) say so.
+  with pytest.warns(results.FitWarning, match="approach 2: only 28 of 100 "
+                    "bootstrap resamples could be fitted"):
+    fit._warn_if_few_resamples("approach 2", 72, 100)  # pylint: disable=protected-access
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    fit._warn_if_few_resamples("approach 2", 28, 100)  # pylint: disable=protected-access
