@@ -144,9 +144,11 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
       schedule="constant", warmup_steps=0)
   c.batch_size = 32
   c.total_steps = 100_000
-  # Autoencoders do not sample: reconstructions are scored by
+  # Autoencoders do not sample: the grids (samples/step_N.png, TensorBoard)
+  # show this many held-out examples, each followed by its reconstruction
+  # (jaxgen.autoencoders.preview); reconstructions are scored by
   # eval.sample_metrics (PSNR / SSIM / LPIPS / rFID) and eval_loss.
-  c.num_samples = 0
+  c.num_samples = 8
   c.eval_batches = 4
   c.dataset.eval_split = "test"
 

@@ -274,11 +274,6 @@ class Autoencoder(objective_lib.Objective):
 
   def validate(self, num_devices_data_parallel: int) -> None:
     del num_devices_data_parallel
-    if self.config.get("num_samples"):
-      raise ValueError(
-          f"config.num_samples={self.config.num_samples}: an autoencoder does "
-          "not sample; set it to 0 (reconstruction metrics: "
-          "--config.eval.sample_metrics.enabled=true).")
     f = self.arch.compression
     need = f * (max(SE_FACTORS) if self.se_weight else 1)
     if self.image_size % need:
@@ -515,6 +510,11 @@ class Autoencoder(objective_lib.Objective):
     """D(E(x)) clipped to [-1, 1] (for the reconstruction metrics)."""
     return jnp.clip(self.decode(state, self.encode(state, batch[self.key])),
                     -1.0, 1.0)
+
+  def preview_fn(self, config, mesh):
+    """The trainer's grids for this run: reconstructions (`preview`)."""
+    from jaxgen.autoencoders import preview  # pylint: disable=g-import-not-at-top
+    return preview.reconstructions(self, config, mesh)
 
   def sample(self, state, rng, num: int, labels=None) -> jax.Array:
     raise ValueError("an autoencoder run has nothing to sample (it "

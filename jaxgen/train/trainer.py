@@ -424,9 +424,11 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           workdir, first_step=min(start + 5, s.total_steps),
           num_steps=int(config.profile_steps))
 
-    sample_fn = jax.jit(
-        functools.partial(s.objective.sample, num=int(config.num_samples)),
-        out_shardings=mesh_lib.replicated(s.mesh))
+    preview = getattr(s.objective, "preview_fn", None)  # Autoencoders.
+    sample_fn = (preview(config, s.mesh) if preview and config.num_samples
+                 else jax.jit(functools.partial(
+                     s.objective.sample, num=int(config.num_samples)),
+                              out_shardings=mesh_lib.replicated(s.mesh)))
     # A latent-space run's grids show its samples decoded to images.
     decode = (latent_decode.make_decoder(config.dataset, s.mesh)
               if config.num_samples else None)

@@ -10,6 +10,7 @@ from configs import autoencoder as ae_config
 from jaxgen import config_lib
 from jaxgen.autoencoders import dc_ae
 from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.autoencoders import preview
 from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
@@ -134,7 +135,6 @@ def test_conv_impl_reaches_the_model():
     ({"model.decoder_norm_types": "group_norm"}, "decoder_norm_types="),
     ({"autoencoder.conv_impl": "fft"},
      "config.autoencoder.conv_impl='fft'; use 'auto'"),
-    ({"num_samples": 4}, "num_samples=4: an autoencoder does not sample"),
     ({"grad_accum_steps": 2}, "grad_accum_steps=2: the autoencoder step "
                               "does not accumulate"),
 ])
@@ -202,3 +202,26 @@ def test_sharded_steps_match_single_device():
     for a, b in zip(jax.tree.leaves(ref_state.model_state),
                     jax.tree.leaves(state.model_state)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_autoencoder_runs_write_reconstruction_grids(tmp_path):
+  """Grids of original / reconstruction pairs take the samples' place."""
+  config = _config(total_steps=2, eval_batches=1, num_samples=3,
+                   sample_every_steps=1000)
+  obj = ae_objective.Autoencoder(config, total_steps=2)
+  x = preview.fixed_examples(config, "image", 3)
+  assert x.shape == (3, 32, 32, 3) and x.min() >= -1 and x.max() <= 1
+  # The first held-out examples, in order: the grid shows the same ones
+  # every time.
+  np.testing.assert_array_equal(x, preview.fixed_examples(config, "image", 3))
+  state = obj.init(jax.random.key(0), {"image": jnp.asarray(x)})
+  mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
+  grid = np.asarray(preview.reconstructions(obj, config, mesh)(state, None))
+  assert grid.shape == (6, 32, 32, 3)
+  np.testing.assert_array_equal(grid[0::2], x)
+  np.testing.assert_allclose(
+      grid[1::2], np.asarray(obj.reconstruct(state, {"image": x})),
+      rtol=1e-5, atol=1e-5)
+  # A run writes them (at its last step) as PNG and to TensorBoard.
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert (tmp_path / "run" / "samples" / "step_0000002.png").exists()

@@ -1,0 +1,68 @@
+"""Reconstruction grids for autoencoder runs.
+
+An autoencoder draws no samples; what a researcher looks at while it trains
+is its reconstructions. The trainer's sample grids (`samples/step_N.png` and
+TensorBoard's "samples" image, every `sample_every_steps` and at the end)
+show, for an autoencoder, the first `config.num_samples` held-out examples
+(the training split's when the run does not evaluate) each followed by its
+reconstruction: grids read as original / reconstruction pairs.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxgen.data import pipeline as data_pipeline
+from jaxgen.parallel import mesh as mesh_lib
+
+
+def fixed_examples(config: ml_collections.ConfigDict, key: str,
+                   num: int) -> np.ndarray:
+  """The first `num` examples of the run's preview split, the same on every
+  process (each reads them itself: the grid's input is replicated).
+
+  Args:
+    config: the run config.
+    key: the batch key ("image" or "video").
+    num: how many.
+
+  Returns:
+    [num, ...] float array in [-1, 1].
+  """
+  split = config.dataset.eval_split if config.get("eval_batches") else None
+  batch = max(int(num), 1)
+  it, _ = data_pipeline.build_input(
+      config.dataset, global_batch_size=batch, seed=config.seed,
+      process_index=0, process_count=1, split=split, train=False,
+      repeat=True)
+  return np.asarray(next(it)[key][:num], np.float32)
+
+
+def reconstructions(objective: Any, config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh) -> Callable[..., jax.Array]:
+  """`(state, rng) -> images` for the trainer's grids: originals and their
+  reconstructions interleaved.
+
+  Args:
+    objective: the run's `Autoencoder` objective (`key`, `reconstruct`).
+    config: the run config (`num_samples` examples are shown).
+    mesh: the run's mesh (the grid comes back replicated).
+
+  Returns:
+    The grid function; the rng is unused (the same examples every time).
+  """
+  x = jnp.asarray(fixed_examples(config, objective.key,
+                                 int(config.num_samples)))
+
+  @jax.jit
+  def pairs(state, x):
+    y = objective.reconstruct(state, {objective.key: x})
+    both = jnp.stack([x, y.astype(x.dtype)], axis=1)
+    return both.reshape((-1,) + x.shape[1:])
+
+  replicated = mesh_lib.replicated(mesh)
+  x = jax.device_put(x, replicated)
+  return lambda state, rng: jax.device_put(pairs(state, x), replicated)
