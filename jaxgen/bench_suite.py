@@ -40,8 +40,10 @@ from jaxgen.train import logs
 # (name, config file:arg, overrides, first batch to try). The GPU batches
 # are for one 141 GB H200 (XLA gets 132.8 GiB at a 0.95 memory fraction),
 # all measured to fit there (README "GPU suite"): imagenet256 at 256 needs
-# 77.4 GiB (512 is predicted at ~118 GiB, not tried), R3GAN imagenet64 did
-# not fit at 128, the pyramidal DiT did not at 32 and needs 81.7 GiB at 16.
+# 77.4 GiB (512 is predicted at ~118 GiB, not tried); R3GAN imagenet64 did
+# not fit at 128 with the old penalty passes (93.1 GiB at 64; now 63.5, so
+# 128 is predicted at ~124 GiB, not tried); the pyramidal DiT did not fit
+# at 32 and needs 81.7 GiB at 16.
 SUITES: Dict[str, Sequence[Tuple[str, str, Dict[str, Any], int]]] = {
     "gpu": (
         ("simple_diffusion imagenet256", "configs/simple_diffusion.py:"
@@ -345,7 +347,7 @@ def main(argv):
     if FLAGS.out:
       jsonl.write_atomic(FLAGS.out, table(rows) + "\n")
       jsonl.write_atomic(FLAGS.out + ".json",
-                              json.dumps(rows, indent=1, default=str))
+                         json.dumps(rows, indent=1, default=str))
 
   rows = run_suite(SUITES[FLAGS.suite], steps=FLAGS.steps,
                    budget_s=FLAGS.budget_s, min_batch=FLAGS.min_batch, log=log,

@@ -89,9 +89,9 @@ def probe_output_dir(path: str, flag: str = "--out") -> None:
   Raises:
     ValueError: one line saying what to change.
   """
-  check_output_dir(path, flag)
   if "://" in path:
-    return
+    return  # Object stores: created on write, no local check applies.
+  check_output_dir(path, flag)
   try:
     os.makedirs(path, exist_ok=True)
     fd, probe = tempfile.mkstemp(dir=path, prefix=".write_probe")

@@ -2,8 +2,12 @@
 prediction (`scaling.run --optimal_from=fit.json`).
 """
 
-from typing import Any, Dict
+import json
+from typing import Any, Dict, Optional, Sequence, Tuple
 
+import etils.epath as epath
+
+from scaling import results as results_lib
 from scaling import rows
 
 
@@ -78,8 +82,45 @@ def check_fit_matches(fit: Dict[str, Any], spec: Any, path: str) -> None:
                      f"sweep trains {spec.family}; pass a fit of this "
                      "sweep's results")
   metric = (fit.get("settings") or {}).get("metric")
-  # "loss" is the default: the rows' loss fields (eval_loss first).
-  if metric and metric != "loss" and metric != spec.metric:
+  # "loss" is the fit's default: the rows' loss fields (eval_loss first), so
+  # it stands for a spec fitting eval_loss, not one fitting a sample metric.
+  if metric == "loss":
+    metric = "eval_loss"
+  if metric and metric != spec.metric:
     raise ValueError(f"--optimal_from={path} fits {metric} and this sweep's "
                      f"metric is {spec.metric}; refit with --metric="
                      f"{spec.metric} or set --sweep.metric={metric}")
+
+
+def load_optimum(path: str, spec: Any, budgets: Optional[Sequence[float]]
+                 ) -> Tuple[Dict[str, Any], float, str]:
+  """Reads a fit.json for `scaling.run --optimal_from` and its N_opt.
+
+  Args:
+    path: the fit.json scaling.fit wrote.
+    spec: the sweep spec (checked against the fit).
+    budgets: --only_budgets (exactly one).
+
+  Returns:
+    (the fit, its predicted N_opt at that budget, the parameter count it
+    fitted: "params" or "params_non_embedding").
+
+  Raises:
+    ValueError: one line (not one budget, not JSON, another family or
+      metric, no usable prediction).
+  """
+  if not budgets or len(budgets) != 1:
+    raise ValueError("--optimal_from needs exactly one --only_budgets value")
+  try:
+    fit = json.loads(epath.Path(path).read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"--optimal_from={path} is not JSON ({e.msg}); pass "
+                     "the fit.json scaling.fit wrote") from None
+  check_fit_matches(fit, spec, path)
+  pred = predicted_optimum(fit, budgets[0])
+  nearest = (pred.get("approach2") or pred["approach3"])["N_opt"]
+  if not results_lib.are_numbers([nearest], positive=True):
+    raise ValueError(f"{path} predicts N_opt={nearest} at {budgets[0]:.3g} "
+                     "FLOPs; refit, or pass --nearest_params instead of "
+                     "--optimal_from")
+  return fit, nearest, fit.get("settings", {}).get("param_key", "params")

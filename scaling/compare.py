@@ -183,10 +183,11 @@ def compute_to_reach(coef, exponent, loss, c_min=None):
   """C with coef * C^exponent = loss (NaN where the frontier never gets there).
 
   A falling frontier (exponent < 0) reaches `loss` at that C. One that does
-  not fall gets no better with compute: it has reached `loss` at its
-  smallest budget `c_min` if its value there is at most `loss`, and never
-  reaches it otherwise (solving the power law would answer with compute
-  below the data, where a rising fit heads to zero).
+  not fall gets no better with compute and never reaches a `loss` below
+  its value at its smallest fitted budget `c_min`. Either kind already at
+  or below `loss` at `c_min` has reached it there: the answer is `c_min`
+  (a bound; the power law below the data is not evidence, and a rising
+  fit heads to zero there).
 
   Args:
     coef: L0 (scalar or samples).
@@ -203,7 +204,8 @@ def compute_to_reach(coef, exponent, loss, c_min=None):
     c = np.exp(np.log(loss / coef) / exponent)
     reached = (np.zeros(np.broadcast(coef, exponent).shape, bool)
                if c_min is None else coef * c_min ** exponent <= loss)
-  return np.where(exponent < 0, c, np.where(reached, c_min or np.nan, np.nan))
+  bound = c_min if c_min is not None else np.nan
+  return np.where(reached, bound, np.where(exponent < 0, c, np.nan))
 
 
 def crossing(a: Frontier, b: Frontier) -> Optional[float]:
@@ -287,9 +289,9 @@ def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
                                  f.samples("loss_exponent"), loss, c_min)
       row["families"][f.family] = {
           "compute": c if math.isfinite(c) else None,
-          # A frontier that does not fall reaches it, if at all, at its
-          # smallest budget: "already there", not an extrapolation.
-          "already": bool(f.exponent >= 0 and math.isfinite(c)),
+          # Met at its smallest fitted budget: "already there" (a bound),
+          # not an extrapolation below the data.
+          "already": bool(math.isfinite(c) and c <= c_min),
           "interval": _interval(samples, level) if f.boot else None}
     finite = {k: x for k, x in row["families"].items() if x["compute"]}
     if finite:

@@ -68,7 +68,8 @@ def slurm_executor(spec: ml_collections.ConfigDict, folder: str,
     The executor, parameters set.
 
   Raises:
-    ValueError: submitit is missing, or slurm without a partition.
+    ValueError: submitit is missing, slurm without a partition, or no
+      SLURM on this machine (srun / sbatch not on PATH).
   """
   submitit = _submitit()
   c = spec.cluster

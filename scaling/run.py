@@ -540,25 +540,10 @@ def main(argv):
     fit, param_key = None, "params"
     nearest = FLAGS.nearest_params
     if FLAGS.optimal_from:
-      if not budgets or len(budgets) != 1:
-        raise ValueError(
-            "--optimal_from needs exactly one --only_budgets value")
       if FLAGS.nearest_params:
         raise ValueError("pass --nearest_params or --optimal_from, not both")
-      try:
-        fit = json.loads(epath.Path(FLAGS.optimal_from).read_text())
-      except json.JSONDecodeError as e:
-        raise ValueError(f"--optimal_from={FLAGS.optimal_from} is not JSON "
-                         f"({e.msg}); pass the fit.json scaling.fit "
-                         "wrote") from None
-      check.check_fit_matches(fit, spec, FLAGS.optimal_from)
-      pred = check.predicted_optimum(fit, budgets[0])
-      nearest = (pred.get("approach2") or pred["approach3"])["N_opt"]
-      if not results_lib.are_numbers([nearest], positive=True):
-        raise ValueError(f"{FLAGS.optimal_from} predicts N_opt={nearest} at "
-                         f"{budgets[0]:.3g} FLOPs; refit, or pass "
-                         "--nearest_params instead of --optimal_from")
-      param_key = fit.get("settings", {}).get("param_key", "params")
+      fit, nearest, param_key = check.load_optimum(FLAGS.optimal_from, spec,
+                                                   budgets)
     if nearest:
       name, n = sweep_lib.nearest_size(spec, nearest,
                                        spec_check.parse_sets(FLAGS.set),

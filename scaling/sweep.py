@@ -422,7 +422,7 @@ def plan(spec: ml_collections.ConfigDict, *,
   for p in points:
     # One step costing more than the budget (points of one budget would
     # then spend different compute), or a count no run reaches.
-    if p.planned_flops > 2 * p.budget:
+    if p.budget < p.batch_size * p.flops_per_example:
       raise ValueError(
           f"budget {p.budget:.3g} FLOPs is below one step of size {p.size} "
           f"({p.batch_size * p.flops_per_example:.3g} FLOPs); pass budgets "

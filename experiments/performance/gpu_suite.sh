@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU suite on a lent device (README "GPU suite"), as one command:
-#   bash experiments/performance/gpu_suite.sh OUT_DIR
+#   bash experiments/performance/gpu_suite.sh OUT_DIR [bench_suite flags...]
 # Installs the wheels the device image lacks from .whl/ (no network there),
 # runs `python -m jaxgen.bench_suite` (one entry after another) and
 # writes OUT_DIR/suite.md, suite.md.json (rewritten after every entry, so a
@@ -21,7 +21,7 @@ python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__versi
 set +e
 timeout "${SUITE_TIMEOUT_S:-540}" python3 -m jaxgen.bench_suite --steps=5 \
   --budget_s="${SUITE_BUDGET_S:-400}" \
-  --out="$out/suite.md" 2>&1 \
+  --out="$out/suite.md" "${@:2}" 2>&1 \
   | grep --line-buffered -v -e slow_operation_alarm -e '^\*\+$' \
       -e 'Very slow compile' -e '^$' | tee "$out/log.txt"
 rc=${PIPESTATUS[0]}

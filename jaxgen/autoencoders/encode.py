@@ -216,6 +216,7 @@ def _reference_factor(out: str, split: str):
 
 
 def _weights(state) -> str:
+  """The autoencoder weights' digest recorded in latents.json."""
   from jaxgen.autoencoders import latent_decode  # pylint: disable=g-import-not-at-top
   return latent_decode.weights_fingerprint(state)
 
@@ -337,7 +338,8 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   num_shards = -(-total // shard_size)
   # What makes a shard's latents: a rerun with all of it the same resumes.
   # JSON types only, so that it compares equal once read back.
-  producer = {"autoencoder": os.path.realpath(workdir),
+  producer = {"autoencoder": (workdir if "://" in workdir
+                              else os.path.realpath(workdir)),
               "autoencoder_step": int(step), "data": data, "split": split,
               "image_size": int(image_size),
               "num_frames": int(info.num_frames or 0),

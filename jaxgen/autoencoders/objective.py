@@ -512,7 +512,15 @@ class Autoencoder(objective_lib.Objective):
                     -1.0, 1.0)
 
   def preview_fn(self, config, mesh):
-    """The trainer's grids for this run: reconstructions (`preview`)."""
+    """The trainer's grids for this run: reconstructions.
+
+    Args:
+      config: the run config (`num_samples` examples are shown).
+      mesh: the run's mesh.
+
+    Returns:
+      `(state, rng) -> images` (`preview.reconstructions`).
+    """
     from jaxgen.autoencoders import preview  # pylint: disable=g-import-not-at-top
     return preview.reconstructions(self, config, mesh)
 

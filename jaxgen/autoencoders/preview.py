@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxgen.data import config as data_config
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.parallel import mesh as mesh_lib
 
@@ -32,8 +33,13 @@ def fixed_examples(config: ml_collections.ConfigDict, key: str,
   Returns:
     [num, ...] float array in [-1, 1].
   """
-  split = config.dataset.eval_split if config.get("eval_batches") else None
   batch = max(int(num), 1)
+  split = None  # The held-out split (train=False reads it in order) ...
+  if not config.get("eval_batches"):
+    # ... unless the run does not evaluate: it may have none (a one-split
+    # folder), so its training split, also in order and unaugmented.
+    split = (data_config.parse_spec(str(config.dataset.name)).split
+             or config.dataset.split)
   it, _ = data_pipeline.build_input(
       config.dataset, global_batch_size=batch, seed=config.seed,
       process_index=0, process_count=1, split=split, train=False,
@@ -43,8 +49,9 @@ def fixed_examples(config: ml_collections.ConfigDict, key: str,
 
 def reconstructions(objective: Any, config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> Callable[..., jax.Array]:
-  """`(state, rng) -> images` for the trainer's grids: originals and their
-  reconstructions interleaved.
+  """`(state, rng) -> images` for the trainer's grids: each original beside
+  (images: [n, 2, H, W, C], one pair per grid row) or above (clips: rows of
+  frames) its reconstruction.
 
   Args:
     objective: the run's `Autoencoder` objective (`key`, `reconstruct`).
@@ -61,6 +68,11 @@ def reconstructions(objective: Any, config: ml_collections.ConfigDict,
   def pairs(state, x):
     y = objective.reconstruct(state, {objective.key: x})
     both = jnp.stack([x, y.astype(x.dtype)], axis=1)
+    if x.ndim == 4:
+      # [n, 2, H, W, C]: the grid lays a "clip" per row, so each original
+      # sits beside its reconstruction whatever n is.
+      return both
+    # Clips: rows of frames, the original's row above its reconstruction's.
     return both.reshape((-1,) + x.shape[1:])
 
   replicated = mesh_lib.replicated(mesh)

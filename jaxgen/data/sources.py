@@ -312,7 +312,9 @@ def latents_origin(meta: Dict[str, Any]) -> Dict[str, Any]:
   origin = {k: producer.get(k, meta.get(k)) for k in ORIGIN_KEYS}
   if origin["num_frames"] is None:
     origin["num_frames"] = 0
-  if origin["autoencoder"]:
+  if origin["autoencoder"] and "://" not in str(origin["autoencoder"]):
+    # Local runs resolved (two spellings of one run are one origin); an
+    # object-store path is already absolute.
     origin["autoencoder"] = os.path.realpath(str(origin["autoencoder"]))
   return origin
 

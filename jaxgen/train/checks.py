@@ -305,10 +305,15 @@ def check_latents_unchanged(config: ml_collections.ConfigDict, start: int,
   """
   if not (start and saved and now):
     return
-  differ = [k for k in ("autoencoder", "autoencoder_step",
-                        "autoencoder_weights", "scaling_factor")
-            if saved.get(k) is not None and now.get(k) is not None
-            and saved[k] != now[k]]
+  # The weights' digest says it all when both have one (a run moved to
+  # another path is the same autoencoder); else its path and step. The
+  # scaling factor is not compared: encoding the train split later gives
+  # the others its factor without re-encoding anything.
+  keys = (("autoencoder_weights",) if saved.get("autoencoder_weights")
+          and now.get("autoencoder_weights") else
+          ("autoencoder", "autoencoder_step"))
+  differ = [k for k in keys if saved.get(k) is not None
+            and now.get(k) is not None and saved[k] != now[k]]
   if differ:
     raise ValueError(
         f"{config.dataset.name} was encoded again since checkpoint {start} "

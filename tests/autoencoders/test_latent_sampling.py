@@ -138,12 +138,11 @@ def test_resuming_onto_re_encoded_latents_is_refused(tmp_path, trained_ae_64):
   # Encoded again by other weights (the folder deleted and rewritten).
   meta_path = os.path.join(out, "test", "latents.json")
   meta = json.load(open(meta_path))
-  meta["autoencoder_weights"], meta["scaling_factor"] = "f" * 16, 0.5
+  meta["autoencoder_weights"] = "f" * 16
   json.dump(meta, open(meta_path, "w"))
   with pytest.raises(ValueError, match=r"latents:.* was encoded again since "
                      r"checkpoint 2 \(autoencoder_weights .* then, 'ffff.*' "
-                     r"now, scaling_factor .* then, 0\.5 now\); resume needs "
-                     "the latents it trained on"):
+                     r"now\); resume needs the latents it trained on"):
     trainer.train_and_evaluate(run_config(3), run)
   # Nothing trained or saved on the new latents.
   assert max(checks.committed_steps(os.path.join(run, "checkpoints"))) == 2

@@ -217,11 +217,17 @@ def test_autoencoder_runs_write_reconstruction_grids(tmp_path):
   state = obj.init(jax.random.key(0), {"image": jnp.asarray(x)})
   mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
   grid = np.asarray(preview.reconstructions(obj, config, mesh)(state, None))
-  assert grid.shape == (6, 32, 32, 3)
-  np.testing.assert_array_equal(grid[0::2], x)
+  # One (original, reconstruction) pair per grid row, for any count.
+  assert grid.shape == (3, 2, 32, 32, 3)
+  np.testing.assert_array_equal(grid[:, 0], x)
   np.testing.assert_allclose(
-      grid[1::2], np.asarray(obj.reconstruct(state, {"image": x})),
+      grid[:, 1], np.asarray(obj.reconstruct(state, {"image": x})),
       rtol=1e-5, atol=1e-5)
+  # A run that does not evaluate may have no held-out split: the training
+  # split's first examples, in order.
+  train_x = preview.fixed_examples(
+      _config(eval_batches=0, **{"dataset.eval_split": "nope"}), "image", 3)
+  assert train_x.shape == x.shape and not np.array_equal(train_x, x)
   # A run writes them (at its last step) as PNG and to TensorBoard.
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert (tmp_path / "run" / "samples" / "step_0000002.png").exists()

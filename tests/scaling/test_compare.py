@@ -279,13 +279,15 @@ def test_a_rising_frontier_has_reached_targets_above_it_at_its_smallest_budget(
   # Below its value at the smallest budget a rising frontier never gets.
   assert below["families"]["R"]["compute"] is None
   assert not below["families"]["R"]["already"]
-  # F gets to 20 at (100/20)^10 = 9.8e6, below R's smallest fitted budget:
-  # R's "already" is only a bound there, so the two are not resolved.
-  assert easy["families"]["F"]["compute"] == pytest.approx(5.0**10)
-  assert easy["cheapest"] == "F" and easy["overlaps"] == ["R"]
+  # Both are below 20 at their smallest fitted budget (F: 15.8 at 1e8; its
+  # power law would answer 9.8e6, below its data): both "already" there,
+  # bounds that cannot be ranked.
+  f = easy["families"]["F"]
+  assert f["compute"] == pytest.approx(1e8) and f["already"]
+  assert {easy["cheapest"], *easy["overlaps"]} == {"R", "F"}
   md = (tmp_path / "o" / "compare.md").read_text()
   assert "≤ 1e+08 (already at its smallest fitted budget)" in md
-  assert "F (overlaps R: not resolved)" in md
+  assert "(overlaps F: not resolved)" in md
   # The closed form on arrays: falling, rising-reached, rising-not.
   got = compare.compute_to_reach(np.array([100.0, 2.0, 2.0]),
                                  np.array([-0.1, 0.05, 0.05]),

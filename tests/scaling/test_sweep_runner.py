@@ -544,7 +544,15 @@ def test_a_fit_of_another_family_or_metric_is_refused_as_the_optimum(
                      "sweep trains r3gan"):
     check_lib.check_fit_matches(fit, spec, "f.json")
   fit["data"]["family"] = "r3gan"
-  check_lib.check_fit_matches(fit, spec, "f.json")  # The default loss.
+  # The fit's default ("loss": eval_loss first) is not this spec's sample
+  # metric.
+  assert spec.metric != "eval_loss"
+  with pytest.raises(ValueError, match=f"fits eval_loss and this sweep's "
+                     f"metric is {spec.metric}"):
+    check_lib.check_fit_matches(fit, spec, "f.json")
+  sd = sweep_lib.load_config_file("configs/scaling/simple_diffusion.py:cpu")
+  check_lib.check_fit_matches({"data": {"family": "simple_diffusion"},
+                               "settings": {"metric": "loss"}}, sd, "f.json")
   fit["settings"]["metric"] = spec.metric
   check_lib.check_fit_matches(fit, spec, "f.json")
   fit["settings"]["metric"] = "eval_accuracy_shapes"
