@@ -305,7 +305,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       else:
         failed.append(p.id)
         log = os.path.join(local, "runs", uid, "log.txt")
-        out(f"{p.id} failed: {workers.failure_reason(log, returncode)} (see {log})")
+        reason = workers.failure_reason(log, returncode)
+        out(f"{p.id} failed: {reason} (see {log})")
         row = None
       remaining = sum(u.budget for u in queue) + sum(
           r[0].budget for r in running.values())

@@ -69,6 +69,16 @@ def weights_fingerprint(state: state_lib.TrainState) -> str:
   return hashlib.sha256(json.dumps(prints).encode()).hexdigest()[:16]
 
 
+def _split_meta(dataset: ml_collections.ConfigDict):
+  """(DIR, the run's split's latents.json) of a `latents:DIR` dataset, or
+  None for pixel data."""
+  directory = latent_dir(dataset)
+  if directory is None:
+    return None
+  return directory, sources.latents_meta(
+      directory, str(dataset.get("split") or "train"))
+
+
 def check_source(dataset: ml_collections.ConfigDict):
   """The latents of a `latents:` dataset and the autoencoder run that can
   decode them, checked without restoring it (cheap: before compiling).
@@ -84,11 +94,10 @@ def check_source(dataset: ml_collections.ConfigDict):
     ValueError: one line if the latents do not name their run or it is
       gone.
   """
-  directory = latent_dir(dataset)
-  if directory is None:
+  found = _split_meta(dataset)
+  if found is None:
     return None
-  meta = sources.latents_meta(directory, str(dataset.get("split") or
-                                             "train"))
+  directory, meta = found
   workdir = sources.latents_origin(meta)["autoencoder"]
   if not workdir:
     raise ValueError(f"{directory} does not name its autoencoder run; "
@@ -111,11 +120,10 @@ def origin(dataset: ml_collections.ConfigDict):
     {"autoencoder", "autoencoder_step", "autoencoder_weights" (None for
     latents encoded before digests were recorded), "scaling_factor"}.
   """
-  directory = latent_dir(dataset)
-  if directory is None:
+  split_meta = _split_meta(dataset)
+  if split_meta is None:
     return None
-  meta = sources.latents_meta(directory, str(dataset.get("split") or
-                                             "train"))
+  meta = split_meta[1]
   found = sources.latents_origin(meta)
   return {"autoencoder": found["autoencoder"],
           "autoencoder_step": found["autoencoder_step"],

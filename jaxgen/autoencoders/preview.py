@@ -8,6 +8,7 @@ show, for an autoencoder, the first `config.num_samples` held-out examples
 reconstruction: grids read as original / reconstruction pairs.
 """
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -61,10 +62,11 @@ def reconstructions(objective: Any, config: ml_collections.ConfigDict,
   Returns:
     The grid function; the rng is unused (the same examples every time).
   """
-  x = jnp.asarray(fixed_examples(config, objective.key,
-                                 int(config.num_samples)))
+  replicated = mesh_lib.replicated(mesh)
+  x = jax.device_put(fixed_examples(config, objective.key,
+                                    int(config.num_samples)), replicated)
 
-  @jax.jit
+  @functools.partial(jax.jit, out_shardings=replicated)
   def pairs(state, x):
     y = objective.reconstruct(state, {objective.key: x})
     both = jnp.stack([x, y.astype(x.dtype)], axis=1)
@@ -75,6 +77,4 @@ def reconstructions(objective: Any, config: ml_collections.ConfigDict,
     # Clips: rows of frames, the original's row above its reconstruction's.
     return both.reshape((-1,) + x.shape[1:])
 
-  replicated = mesh_lib.replicated(mesh)
-  x = jax.device_put(x, replicated)
-  return lambda state, rng: jax.device_put(pairs(state, x), replicated)
+  return lambda state, rng: pairs(state, x)
