@@ -145,6 +145,10 @@ def _check_existing(root: str, producer: dict) -> None:
         theirs = json.load(f).get("producer")
     except (OSError, ValueError, AttributeError):
       theirs = None
+    if isinstance(theirs, dict) and "autoencoder_weights" not in theirs:
+      # Written before digests were recorded: the rest must match.
+      theirs = dict(theirs, autoencoder_weights=producer.get(
+          "autoencoder_weights"))
     if theirs == producer:
       continue
     if isinstance(theirs, dict):
@@ -153,7 +157,8 @@ def _check_existing(root: str, producer: dict) -> None:
     else:
       why = f"{name} does not record its autoencoder"
     raise ValueError(
-        f"{root} holds latents of another autoencoder run/step/size ({why}); "
+        f"{root} holds latents of another autoencoder run/step/weights/size "
+        f"({why}); "
         "pass another --out or delete it.")
 
 
@@ -340,7 +345,11 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   # JSON types only, so that it compares equal once read back.
   producer = {"autoencoder": (workdir if "://" in workdir
                               else os.path.realpath(workdir)),
-              "autoencoder_step": int(step), "data": data, "split": split,
+              "autoencoder_step": int(step),
+              # The weights themselves: a run retrained or replaced at the
+              # same path and step must not resume onto the old shards.
+              "autoencoder_weights": _weights(state),
+              "data": data, "split": split,
               "image_size": int(image_size),
               "num_frames": int(info.num_frames or 0),
               "shard_size": int(shard_size), "num_examples": int(total)}
@@ -408,7 +417,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
           "autoencoder": producer["autoencoder"], "autoencoder_step": step,
           # Checked before decoding: a run replaced at the same path and
           # step would decode these latents into noise.
-          "autoencoder_weights": _weights(state),
+          "autoencoder_weights": producer["autoencoder_weights"],
           "producer": producer}
   tmp = os.path.join(root, sources.LATENTS_META + ".tmp")
   with open(tmp, "w", encoding="utf-8") as f:

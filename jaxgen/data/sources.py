@@ -295,7 +295,10 @@ class LatentSource:
 # (one factor for the whole dataset, as latent diffusion computes it).
 REFERENCE_SPLIT = "train"
 # What latents of two splits must share to be one dataset.
-ORIGIN_KEYS = ("autoencoder", "autoencoder_step", "image_size", "num_frames")
+ORIGIN_KEYS = ("autoencoder", "autoencoder_step", "autoencoder_weights",
+               "image_size", "num_frames")
+# Recorded only by newer encodes: compared when both sides have it.
+_OPTIONAL_ORIGIN_KEYS = ("autoencoder_weights",)
 
 
 def latents_origin(meta: Dict[str, Any]) -> Dict[str, Any]:
@@ -333,7 +336,9 @@ def origin_differences(a: Dict[str, Any], b: Dict[str, Any], a_name: str,
     "key: A (a_name) vs B (b_name), ..."; '' if they agree.
   """
   return ", ".join(f"{k}: {a.get(k)!r} ({a_name}) vs {b.get(k)!r} ({b_name})"
-                   for k in ORIGIN_KEYS if a.get(k) != b.get(k))
+                   for k in ORIGIN_KEYS if a.get(k) != b.get(k)
+                   and not (k in _OPTIONAL_ORIGIN_KEYS
+                            and None in (a.get(k), b.get(k))))
 
 
 def _read_meta(root: str, split: str) -> Dict[str, Any]:
@@ -380,7 +385,7 @@ def latents_meta(directory: str, split: str) -> Dict[str, Any]:
   if why:
     raise ValueError(
         f"{os.path.join(directory, split)} and {ref_root} hold latents of "
-        f"different autoencoder runs/steps/sizes ({why}); re-encode split "
+        f"different autoencoder runs/steps/weights/sizes ({why}); re-encode split "
         f"{split!r} with the train split's run, step and --image_size, or "
         "pass another latents:DIR.")
   own = meta.get("split_scaling_factor", meta["scaling_factor"])

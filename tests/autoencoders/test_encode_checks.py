@@ -83,20 +83,29 @@ def test_rerun_resumes_its_shards_and_refuses_another_encodes(
     c, s, step, state = restore(*args)
     return c, s, step + 1, state
 
+  def replaced(*args):
+    # The run retrained at the same path and step: other weights.
+    c, s, step, state = restore(*args)
+    params = jax.tree.map(lambda p: p + 1, state.params)
+    return c, s, step, state.replace(params=params)
+
   for workdir, kwargs, why in (
       (ae_dir, {"image_size": 32}, "image_size 64, not 32"),
       (other_run, {}, "autoencoder '"),
       (ae_dir, {"shard_size": 256}, "shard_size 128, not 256"),
-      (ae_dir, {"step": True}, "autoencoder_step 2, not 3")):
+      (ae_dir, {"step": True}, "autoencoder_step 2, not 3"),
+      (ae_dir, {"restore": replaced}, "autoencoder_weights '")):
     written.clear()
     with monkeypatch.context() as m:
       if kwargs.pop("step", False):
         m.setattr(ae_objective, "restore_run", later_step)
+      if "restore" in kwargs:
+        m.setattr(ae_objective, "restore_run", kwargs.pop("restore"))
       with pytest.raises(ValueError) as e:
         _encode(config, workdir, out, **kwargs)
     msg = str(e.value)
     assert msg.startswith(f"{root} holds latents of another autoencoder "
-                          "run/step/size (") and why in msg, msg
+                          "run/step/weights/size (") and why in msg, msg
     assert msg.endswith("; pass another --out or delete it.")
     assert "\n" not in msg and not written
     assert _snapshot(root) == before

@@ -265,19 +265,31 @@ def test_latent_splits_share_the_train_factor_and_must_agree(tmp_path):
   np.testing.assert_allclose(batch["image"], test * 2.0, rtol=1e-6)
   # A split of another autoencoder step or image size than train: one line
   # when it is opened (the trainer opens its eval split before compiling).
+  # Weights digests are compared when both splits record one (a run
+  # replaced at the same path and step between the two encodes).
   for name, change, why in (
       ("c", {"autoencoder_step": 3},
        "autoencoder_step: 2 (train) vs 3 (test)"),
-      ("d", {"image_size": 32}, "image_size: 64 (train) vs 32 (test)")):
-    _latent_split(str(tmp_path / name / "train"), train, 0.5)
+      ("d", {"image_size": 32}, "image_size: 64 (train) vs 32 (test)"),
+      ("e", {"autoencoder_weights": "bb"},
+       "autoencoder_weights: 'aa' (train) vs 'bb' (test)")):
+    _latent_split(str(tmp_path / name / "train"), train, 0.5,
+                  autoencoder_weights="aa")
     _latent_split(str(tmp_path / name / "test"), test, 2.0, **change)
     with pytest.raises(ValueError) as e:
       _build(_config(name=f"latents:{tmp_path / name}"), split="test",
              train=False)
     assert str(e.value) == (
         f"{tmp_path / name / 'test'} and {tmp_path / name / 'train'} hold "
-        f"latents of different autoencoder runs/steps/sizes ({why}); "
+        f"latents of different autoencoder runs/steps/weights/sizes ({why}); "
         "re-encode split 'test' with the train split's run, step and "
         f"--image_size, or pass another latents:DIR.")
     _build(_config(name=f"latents:{tmp_path / name}"), split="train",
            train=False)
+  # A split encoded before digests were recorded agrees on the rest.
+  _latent_split(str(tmp_path / "f" / "train"), train, 0.5,
+                autoencoder_weights="aa")
+  _latent_split(str(tmp_path / "f" / "test"), test, 2.0)
+  batch = next(_build(_config(name=f"latents:{tmp_path / 'f'}"),
+                      split="test", train=False)[0])
+  np.testing.assert_allclose(batch["image"], test * 0.5, rtol=1e-6)
