@@ -1,6 +1,7 @@
 """Where jaxgen keeps files: its own between runs (the user cache), and the
 output files and folders a command is about to write."""
 
+import contextlib
 import os
 import tempfile
 
@@ -100,3 +101,37 @@ def probe_output_dir(path: str, flag: str = "--out") -> None:
   except OSError as e:
     raise ValueError(f"{flag}={path} is not writable ({e.strerror or e}); "
                      f"pass a {flag} you can write to.") from None
+
+
+@contextlib.contextmanager
+def probed_output_dir(path: str, flag: str = "--out"):
+  """`probe_output_dir` around a command's work: the folders it created
+  are removed again (while still empty) when the work fails, so a failed
+  fit leaves no empty --out behind.
+
+  Args:
+    path: the folder.
+    flag: its flag, for the message.
+
+  Yields:
+    None, once the folder exists and is writable.
+
+  Raises:
+    ValueError: one line saying what to change (before the work).
+  """
+  created = []  # The folders makedirs will create, innermost first.
+  if "://" not in path:
+    folder = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+      created.append(folder)
+      folder = os.path.dirname(folder)
+  probe_output_dir(path, flag)
+  try:
+    yield
+  except BaseException:
+    for folder in created:
+      try:
+        os.rmdir(folder)  # Only if empty: written results stay.
+      except OSError:
+        break
+    raise

@@ -520,13 +520,13 @@ def main(argv):
     warnings.formatwarning = lambda msg, *_, **__: f"warning: {msg}\n"
     try:
       # Before the fit and its bootstrap, not after them.
-      paths.probe_output_dir(FLAGS.out)
-      summary = run(FLAGS.results, FLAGS.out, FLAGS.metric,
-                    direction=FLAGS.metric_direction,
-                    targets=[float(t) for t in FLAGS.targets],
-                    target_flops=FLAGS.target_flops,
-                    n_bootstrap=FLAGS.bootstrap, level=FLAGS.level,
-                    seed=FLAGS.seed, param_key=FLAGS.param_key)
+      with paths.probed_output_dir(FLAGS.out):
+        summary = run(FLAGS.results, FLAGS.out, FLAGS.metric,
+                      direction=FLAGS.metric_direction,
+                      targets=[float(t) for t in FLAGS.targets],
+                      target_flops=FLAGS.target_flops,
+                      n_bootstrap=FLAGS.bootstrap, level=FLAGS.level,
+                      seed=FLAGS.seed, param_key=FLAGS.param_key)
     except (ValueError, OSError) as e:
       print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
       sys.exit(1)

@@ -563,20 +563,20 @@ def main(argv):
   warnings.simplefilter("ignore", results_lib.FitWarning)
   try:
     # Before the fit and its bootstrap, not after them.
-    paths.probe_output_dir(FLAGS.out)
-    fits = run(FLAGS.results, FLAGS.out, family=FLAGS.family,
-               drop_highest_loss=FLAGS.drop_highest_loss,
-               param_key=FLAGS.param_key, metric=FLAGS.metric,
-               direction=FLAGS.metric_direction, command=command,
-               approaches=[int(a) for a in FLAGS.approaches],
-               budgets=budgets, budget_tol=FLAGS.budget_tol,
-               detect_tol=FLAGS.detect_tol,
-               min_budget_runs=FLAGS.min_budget_runs,
-               target_flops=[float(t) for t in FLAGS.target_flops] or None,
-               n_bootstrap=FLAGS.bootstrap, level=FLAGS.level,
-               seed=FLAGS.seed, top_k=FLAGS.top_k or None,
-               compare=FLAGS.compare,
-               check_full_grid=FLAGS.check_full_grid)
+    with paths.probed_output_dir(FLAGS.out):
+      fits = run(FLAGS.results, FLAGS.out, family=FLAGS.family,
+                 drop_highest_loss=FLAGS.drop_highest_loss,
+                 param_key=FLAGS.param_key, metric=FLAGS.metric,
+                 direction=FLAGS.metric_direction, command=command,
+                 approaches=[int(a) for a in FLAGS.approaches],
+                 budgets=budgets, budget_tol=FLAGS.budget_tol,
+                 detect_tol=FLAGS.detect_tol,
+                 min_budget_runs=FLAGS.min_budget_runs,
+                 target_flops=[float(t) for t in FLAGS.target_flops] or None,
+                 n_bootstrap=FLAGS.bootstrap, level=FLAGS.level,
+                 seed=FLAGS.seed, top_k=FLAGS.top_k or None,
+                 compare=FLAGS.compare,
+                 check_full_grid=FLAGS.check_full_grid)
   except (ValueError, OSError) as e:
     print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
     sys.exit(1)

@@ -250,6 +250,13 @@ def test_bad_target_flops_empty_files_and_whose_budget_is_excluded(tmp_path):
   empty = _write(tmp_path / "empty.jsonl", [])
   with pytest.raises(ValueError, match="empty.jsonl is empty"):
     compare.load_frontiers([a, empty], "eval_fid", n_bootstrap=0)
+  # A comparison that fails after --out was probed leaves no empty folder.
+  proc = subprocess.run(
+      [sys.executable, "-m", "scaling.compare", f"--results={a},{empty}",
+       "--metric=eval_fid", f"--out={tmp_path / 'o'}"],
+      cwd=ROOT, capture_output=True, text=True, check=False)
+  assert proc.returncode == 1 and "empty.jsonl is empty" in proc.stderr
+  assert not (tmp_path / "o").exists()
   # A budget whose parabola opens downwards: the warning names its family.
   rows = _family_rows("B", 10.0, -0.1)
   for r in rows:

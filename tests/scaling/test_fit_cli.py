@@ -113,7 +113,14 @@ def test_cli_rejects_mixed_families(tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: runs of 2 families in one fit: 'dit', 'uvit'; fit one family "
       "at a time (--family=NAME)")
-  assert not (tmp_path / "out" / "fit.json").exists()
+  # The failed fit leaves no empty --out (nor the parents it created);
+  # a folder that was there before stays.
+  assert not (tmp_path / "out").exists()
+  proc = _cli(f"--results={path}", f"--out={tmp_path / 'a' / 'b'}")
+  assert proc.returncode == 1 and not (tmp_path / "a").exists()
+  (tmp_path / "kept").mkdir()
+  proc = _cli(f"--results={path}", f"--out={tmp_path / 'kept'}")
+  assert proc.returncode == 1 and (tmp_path / "kept").is_dir()
 
 
 def test_too_few_runs_is_one_line_error(tmp_path):
