@@ -275,6 +275,26 @@ class _OrbaxTaskFilter:
 pylogging.getLogger("asyncio").addFilter(_OrbaxTaskFilter())
 
 
+def saved_extra(directory: str, step: int) -> Dict[str, Any]:
+  """The host extras saved with checkpoint `step`, read without restoring
+  its state (cheap: checks before compiling).
+
+  Args:
+    directory: the checkpoint directory.
+    step: a committed step.
+
+  Returns:
+    The extras ({} when the checkpoint has none or they do not load; the
+    restore that follows finds a damaged checkpoint).
+  """
+  path = epath.Path(directory) / str(step) / _META
+  try:
+    meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
+  except Exception:  # pylint: disable=broad-except
+    return {}
+  return (meta.get("extra") or {}) if isinstance(meta, dict) else {}
+
+
 class Checkpointer:
   """Wraps `ocp.CheckpointManager` with the items 'state', 'data' and 'meta'."""
 

@@ -17,10 +17,12 @@ import ml_collections
 
 from jaxgen import config_lib
 from jaxgen import registry
+from jaxgen.autoencoders import latent_decode
 from jaxgen.eval import sample_metrics
 from jaxgen.nn import remat as remat_lib
 from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.train import accumulate
+from jaxgen.train import checkpoint
 from jaxgen.train import durations
 from jaxgen.train import provenance
 
@@ -321,3 +323,24 @@ def check_latents_unchanged(config: ml_collections.ConfigDict, start: int,
                          for k in differ) + "); resume needs the latents it "
         "trained on: restore them, or train the new ones in another "
         "--workdir (config.init_from to start from this run)")
+
+
+def check_latents_at_resume(config: ml_collections.ConfigDict, ckpt_dir: str,
+                            committed: Sequence[int]) -> None:
+  """`check_latents_unchanged` against the newest committed checkpoint's
+  extras, before compiling (checked again on the one that restores).
+
+  Args:
+    config: the run config.
+    ckpt_dir: WORKDIR/checkpoints.
+    committed: its committed steps (`committed_steps`).
+
+  Raises:
+    ValueError: one line naming what differs.
+  """
+  now = latent_decode.origin(config.dataset) if committed else None
+  if now is None:
+    return
+  step = max(committed)
+  check_latents_unchanged(config, step, checkpoint.saved_extra(
+      ckpt_dir, step).get("latents"), now)

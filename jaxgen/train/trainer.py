@@ -358,6 +358,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   ckpt_dir = os.path.join(workdir, "checkpoints")
   committed = checks.committed_steps(ckpt_dir)
   changed = provenance.check(workdir, config, resuming=bool(committed))
+  # A resume onto re-encoded latents is refused now, not after compiling.
+  checks.check_latents_at_resume(config, ckpt_dir, committed)
   checks.check_resumed_batch(config, changed)
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),

@@ -121,7 +121,8 @@ def test_sampling_an_autoencoder_run_is_refused_before_writing(
   assert not out.exists()
 
 
-def test_resuming_onto_re_encoded_latents_is_refused(tmp_path, trained_ae_64):
+def test_resuming_onto_re_encoded_latents_is_refused(tmp_path, trained_ae_64,
+                                                     monkeypatch):
   ae_dir, out = _encode_test_split(tmp_path, trained_ae_64)
 
   def run_config(steps):
@@ -140,6 +141,12 @@ def test_resuming_onto_re_encoded_latents_is_refused(tmp_path, trained_ae_64):
   meta = json.load(open(meta_path))
   meta["autoencoder_weights"] = "f" * 16
   json.dump(meta, open(meta_path, "w"))
+
+  def no_compile(*args, **kwargs):
+    raise AssertionError("compiled before refusing the latents")
+
+  # Refused before compiling (from the newest checkpoint's extras).
+  monkeypatch.setattr(trainer, "compile_step", no_compile)
   with pytest.raises(ValueError, match=r"latents:.* was encoded again since "
                      r"checkpoint 2 \(autoencoder_weights .* then, 'ffff.*' "
                      r"now\); resume needs the latents it trained on"):
