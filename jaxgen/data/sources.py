@@ -374,6 +374,13 @@ def latents_meta(directory: str, split: str) -> Dict[str, Any]:
       not match the train split.
   """
   directory = os.path.expanduser(directory)
+  if not os.path.isdir(directory):
+    # Moved or deleted (e.g. a run sampled after its latents moved): the
+    # fix is the new path, not an encode into a folder that is gone.
+    raise ValueError(
+        f"latents:{directory} does not exist; pass where the latents are "
+        "now (--config.dataset.name=latents:DIR) or write them with python "
+        f"-m jaxgen.autoencoders.encode --out={directory}.")
   meta = _read_meta(os.path.join(directory, split), split)
   ref_root = os.path.join(directory, REFERENCE_SPLIT)
   if split == REFERENCE_SPLIT or not os.path.exists(

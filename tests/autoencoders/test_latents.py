@@ -88,4 +88,20 @@ def test_encode_then_train_simple_diffusion_on_the_latents(tmp_path,
   with pytest.raises(ValueError, match="holds no latents.json"):
     pipeline.build_input(c, global_batch_size=8, seed=0, process_index=0,
                          process_count=1, split="train", train=False)
+  # A latents folder that moved: its new place is asked for, in one line
+  # (sampling a run trained on it decodes nothing).
+  moved = sd.copy_and_resolve_references()
+  moved.dataset.name = f"latents:{tmp_path / 'moved'}"
+  for call in (lambda: latent_decode.make_decoder(moved.dataset, None),
+               lambda: pipeline.build_input(
+                   moved.dataset, global_batch_size=8, seed=0,
+                   process_index=0, process_count=1, split="train",
+                   train=False)):
+    with pytest.raises(ValueError) as e:
+      call()
+    assert str(e.value) == (
+        f"latents:{tmp_path / 'moved'} does not exist; pass where the "
+        "latents are now (--config.dataset.name=latents:DIR) or write them "
+        "with python -m jaxgen.autoencoders.encode "
+        f"--out={tmp_path / 'moved'}.")
 
