@@ -62,6 +62,24 @@ def test_analytic_forward_flops_match_xla():
   assert abs(s.flops_per_example / per_example - 1) < 0.05
 
 
+@pytest.mark.parametrize("arg", ["tiny,gan", "tiny_cosmos", "tiny_video,gan",
+                                 "dc_ae_f32c32_in", "cosmos_cv4x8x8"])
+def test_init_at_one_latent_pixel_gives_the_full_size_weights(arg):
+  """The state is initialised on an image of one latent pixel; its weights
+  are those the full-size image gives (shapes and names, abstractly)."""
+  config = ae_config.get_config(arg)
+  obj = ae_objective.Autoencoder(config, total_steps=10)
+  info = DatasetInfo.synthetic(config.dataset)
+  batch = trainer.batch_spec(info, 2)
+  state = jax.eval_shape(obj.init, jax.random.key(0), batch)
+  x = batch[obj.key]
+  full = jax.eval_shape(obj.model.init, jax.random.key(0),
+                        jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
+  shapes = lambda tree: jax.tree.map(lambda a: a.shape, nn.unbox(tree))  # noqa: E731
+  assert shapes(state.params["model"]) == shapes(full["params"])
+  assert x.shape[-2] > obj.arch.compression  # The crop did something.
+
+
 def test_tiny_training_reconstructs_better(tmp_path):
   config = _config()
   last = trainer.train_and_evaluate(config, str(tmp_path / "run"))
