@@ -158,6 +158,15 @@ class SampleMetrics:
     self.num = int(cfg.num_samples)
     self.shapes = cfg.get("features", "inception") == "shape_classifier"
     self.objective = setup.objective
+    info = getattr(setup, "data_info", None)
+    if (info is not None and info.kind == "video"
+        and not callable(getattr(setup.objective, "reconstruct", None))):
+      # Reconstructions are scored frame by frame; a generated clip has no
+      # image metric here (and reference statistics are of images).
+      raise ValueError(
+          f"config.eval.sample_metrics scores images and this run draws "
+          f"{info.num_frames}-frame clips (FID / KID / IS take no video); "
+          "turn it off with --config.eval.sample_metrics.enabled=false.")
     if self.shapes:
       if callable(getattr(setup.objective, "reconstruct", None)):
         raise ValueError("config.eval.sample_metrics.features="

@@ -55,6 +55,32 @@ def _batches(config, n):
           for _ in range(n)]
 
 
+@pytest.mark.parametrize("features", ["inception", "shape_classifier"])
+def test_sample_metrics_of_a_video_run_are_refused_before_compiling(
+    tmp_path, monkeypatch, features):
+  """Generated clips have no image metric: one line before compiling (the
+  run trained to its end and then failed, and the classifier's reference
+  statistics raised a KeyError)."""
+  compiled = []
+  monkeypatch.setattr(trainer, "compile_step",
+                      lambda *a, **k: compiled.append(1))
+  missing = str(tmp_path / "missing.npz")
+  config = _video_config(**{
+      "eval.sample_metrics.enabled": True,
+      "eval.sample_metrics.features": features,
+      "eval.sample_metrics.inception_weights": missing,
+      "eval.sample_metrics.reference_stats": missing,
+      "eval.sample_metrics.classifier_weights": missing,
+      "eval.sample_metrics.num_samples": 16})
+  with pytest.raises(ValueError) as e:
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert str(e.value) == (
+      "config.eval.sample_metrics scores images and this run draws 4-frame "
+      "clips (FID / KID / IS take no video); turn it off with "
+      "--config.eval.sample_metrics.enabled=false.")
+  assert not compiled
+
+
 @pytest.mark.parametrize("make,overrides,match", [
     (_config, {"dataset.image_size": 20}, "not divisible by 2\\^\\(K-1\\)"),
     (_config, {"model.patch_size": 8}, "2\\^\\(K-1\\) x patch = 4 x 8 = 32"),
