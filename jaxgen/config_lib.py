@@ -373,6 +373,24 @@ def parse_flags(argv: List[str]) -> List[str]:
     usage_error(error_line(e))
 
 
+def section_hint(line: str, config: ml_collections.ConfigDict) -> str:
+  """What to add to an `error_line` naming an unknown top-level section of
+  a run's config (e.g. --config.diffusion.x on an R3GAN run): its family.
+
+  Args:
+    line: the `error_line`.
+    config: the run's config.
+
+  Returns:
+    " (this FAMILY run's config has no 'NAME' section)", or "".
+  """
+  unknown = re.fullmatch(r"unknown config field '(\w+)'", line)
+  family = config.get("family")
+  if not unknown or not family or unknown.group(1) in config:
+    return ""
+  return f" (this {family} run's config has no {unknown.group(1)!r} section)"
+
+
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 PARAM_DTYPES = ("float32", "bfloat16")
 

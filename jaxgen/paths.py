@@ -4,6 +4,7 @@ output files and folders a command is about to write."""
 import contextlib
 import os
 import tempfile
+from typing import List, Tuple
 
 import etils.epath as epath
 
@@ -103,6 +104,38 @@ def probe_output_dir(path: str, flag: str = "--out") -> None:
                      f"pass a {flag} you can write to.") from None
 
 
+def missing_folders(path: str) -> List[str]:
+  """The folders creating `path` would create, innermost first ([] for an
+  object store or an existing folder): what `remove_empty` may undo."""
+  created = []
+  if "://" not in path:
+    folder = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+      created.append(folder)
+      folder = os.path.dirname(folder)
+  return created
+
+
+def remove_empty(created: List[str], ignore: Tuple[str, ...] = ()) -> None:
+  """Removes folders a failed command created, innermost first, while they
+  hold nothing (but files named in `ignore`, e.g. its own lock).
+
+  Args:
+    created: `missing_folders` of the path, taken before it was created.
+    ignore: file names removed with the folder that holds only them.
+  """
+  for folder in created:
+    try:
+      names = os.listdir(folder)
+      if any(n not in ignore for n in names):
+        return  # Written results stay.
+      for name in names:
+        os.remove(os.path.join(folder, name))
+      os.rmdir(folder)
+    except OSError:
+      return
+
+
 @contextlib.contextmanager
 def probed_output_dir(path: str, flag: str = "--out"):
   """`probe_output_dir` around a command's work: the folders it created
@@ -119,19 +152,10 @@ def probed_output_dir(path: str, flag: str = "--out"):
   Raises:
     ValueError: one line saying what to change (before the work).
   """
-  created = []  # The folders makedirs will create, innermost first.
-  if "://" not in path:
-    folder = os.path.abspath(os.path.expanduser(path))
-    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
-      created.append(folder)
-      folder = os.path.dirname(folder)
+  created = missing_folders(path)
   probe_output_dir(path, flag)
   try:
     yield
   except BaseException:
-    for folder in created:
-      try:
-        os.rmdir(folder)  # Only if empty: written results stay.
-      except OSError:
-        break
+    remove_empty(created)
     raise

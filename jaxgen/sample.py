@@ -31,6 +31,8 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
+from jaxgen import paths
+
 FLAGS = flags.FLAGS
 
 
@@ -259,11 +261,14 @@ def main(argv):
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(FLAGS.verbosity)
   logs.one_line_warnings()
+  out = FLAGS.out or os.path.join(FLAGS.workdir, "sampled")
+  created = paths.missing_folders(out)
   try:
-    sample_run(FLAGS.config, FLAGS.workdir, num=FLAGS.num,
-               out=FLAGS.out or os.path.join(FLAGS.workdir, "sampled"),
+    sample_run(FLAGS.config, FLAGS.workdir, num=FLAGS.num, out=out,
                batch_size=FLAGS.batch_size, seed=FLAGS.seed, npz=FLAGS.npz)
   except ValueError as e:
+    # A refused command leaves no empty --out behind.
+    paths.remove_empty(created)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
@@ -300,5 +305,6 @@ if __name__ == "__main__":
   try:
     config_flags.DEFINE_config_dict("config", run_config)
   except (KeyError, AttributeError, ValueError, TypeError) as err:
-    config_lib.usage_error(config_lib.error_line(err))
+    line = config_lib.error_line(err)
+    config_lib.usage_error(line + config_lib.section_hint(line, run_config))
   app.run(main, flags_parser=config_lib.parse_flags)

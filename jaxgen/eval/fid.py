@@ -1,12 +1,15 @@
 r"""FID (and KID, IS, precision / recall where the inputs allow) of two sets.
 
   python -m jaxgen.eval.fid --weights=inception_fid.npz \
-      --a=cifar10_train.npz --b=workdirs/run/samples
+      --a=cifar10_train.npz --b=workdirs/run/sampled
 
+--b is what `python -m jaxgen.sample` wrote (by default WORKDIR/sampled;
+WORKDIR/samples holds the training run's sample grids, not samples).
 Each of --a (the reference) and --b (the evaluated set) is a stats file, an
 images .npz, a folder of PNGs or a dataset spec (see `jaxgen.eval.imagesets`).
 Prints `FID: <value>` on stdout, then `KID:` (when both sides have features),
-`precision:` / `recall:` (likewise) and `IS:` (when --b is images). Statistics
+`precision:` / `recall:` (likewise) and `IS:` (when --b is at least 10
+images). Statistics
 made with other Inception weights than --weights are refused.
 """
 

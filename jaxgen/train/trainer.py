@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxgen import paths
 from jaxgen.autoencoders import latent_decode
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import sample_metrics
@@ -338,12 +339,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       earlier ones stay.
     preemption.Preempted: stopped on a signal after saving.
   """
+  created = paths.missing_folders(workdir) if jax.process_count() == 1 else []
   workdir_lib.prepare(workdir)
-  # Signals are watched from here on: one during set-up or compilation
-  # stops the run after its first step, with that step saved.
-  with workdir_lib.Lock(workdir, jax.process_index()), \
-      preemption.Watcher() as watcher:
-    return _train(config, workdir, devices, watcher)
+  try:
+    # Signals are watched from here on: one during set-up or compilation
+    # stops the run after its first step, with that step saved.
+    with workdir_lib.Lock(workdir, jax.process_index()), \
+        preemption.Watcher() as watcher:
+      return _train(config, workdir, devices, watcher)
+  except ValueError:
+    # A run refused before it wrote anything leaves no workdir behind.
+    paths.remove_empty(created, ignore=(".lock",))
+    raise
 
 
 def _train(config, workdir, devices, watcher) -> Dict[str, Any]:

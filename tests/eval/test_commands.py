@@ -252,11 +252,21 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
   for flag, expected in (
       ("--config.diffusion.sample_step=3", "error: unknown config field "
        "'sample_step'; did you mean 'sample_steps'?"),
-      ("--config.flow.sample_steps=3", "error: unknown config field 'flow'")):
+      ("--config.flow.sample_steps=3", "error: unknown config field 'flow' "
+       "(this simple_diffusion run's config has no 'flow' section)")):
     proc = common.run_module("jaxgen.sample", f"--workdir={workdir}",
                              "--num=4", flag)
     assert proc.returncode == 2 and proc.stderr.strip() == expected, (
         proc.stderr[-2000:])
+  # An override the family refuses: one line, and no empty --out (nor the
+  # folders above it that the command created).
+  proc = common.run_module("jaxgen.sample", f"--workdir={workdir}", "--num=4",
+                           f"--out={tmp_path / 'new' / 'out'}",
+                           "--config.diffusion.sample_steps=0")
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.stderr.strip().startswith("error: config.diffusion."), (
+      proc.stderr[-2000:])
+  assert not (tmp_path / "new").exists()
 
 
 

@@ -131,5 +131,11 @@ def test_statistics_of_other_weights_fail_before_compiling(files, tmp_path,
   with pytest.raises(ValueError, match="computed with Inception weights"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not compiled
-  # A run stopped by a bad file records no config.
-  assert not (tmp_path / "run" / "config.json").exists()
+  # A run stopped by a bad file records no config, and leaves no workdir
+  # it created (a folder holding only its lock); one that was there stays.
+  assert not (tmp_path / "run").exists()
+  (tmp_path / "kept").mkdir()
+  with pytest.raises(ValueError, match="computed with Inception weights"):
+    trainer.train_and_evaluate(config, str(tmp_path / "kept"))
+  assert os.listdir(tmp_path / "kept") == [".lock"]
+  assert not compiled
