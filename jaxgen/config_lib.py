@@ -64,21 +64,21 @@ def parse_arg(arg: Optional[str], presets: Sequence[str],
     if "=" in item:
       key, value = item.split("=", 1)
       if key not in defaults:
-        raise ValueError(f"Unknown config option {key!r}; known: "
+        raise ValueError(f"unknown config option {key!r}; known: "
                          f"{', '.join(sorted(defaults)) or 'none'}.")
       out[key] = _option_value(key, value, defaults[key])
     elif item in defaults and isinstance(defaults[item], bool):
       out[item] = True
     elif i == 0:
       if item not in presets:
-        raise ValueError(f"Unknown preset {item!r}; choose one of: "
+        raise ValueError(f"unknown preset {item!r}; choose one of: "
                          f"{', '.join(presets)}.")
       out["preset"] = item
     elif item in presets:
       raise ValueError(f"One preset per config: {item!r} follows "
                        f"{out['preset']!r}; options go after the preset.")
     else:
-      raise ValueError(f"Unknown config option {item!r}; known: "
+      raise ValueError(f"unknown config option {item!r}; known: "
                        f"{', '.join(sorted(defaults)) or 'none'}.")
   return ml_collections.ConfigDict(out)
 
@@ -279,11 +279,11 @@ def apply_overrides(config: ml_collections.ConfigDict,
     node = config
     for p in path:
       if p not in node:
-        raise ValueError(f"Unknown config field {key!r}.")
+        raise ValueError(f"unknown config field {key!r}.")
       node = node[p]
     exists = leaf in node
     if not exists and (not path or path[0] not in open_sections):
-      raise ValueError(f"Unknown config field {key!r}.")
+      raise ValueError(f"unknown config field {key!r}.")
     if isinstance(value, list):
       value = tuple(value)
     if exists and node[leaf] is None:

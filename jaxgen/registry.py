@@ -36,7 +36,7 @@ class Registry:
     if name not in self._entries:
       known = ", ".join(sorted(self._entries)) or "none"
       raise ValueError(
-          f"Unknown {self.kind} {name!r}; choose one of: {known}.")
+          f"unknown {self.kind} {name!r}; choose one of: {known}.")
     return self._entries[name]
 
   def names(self):

@@ -135,7 +135,7 @@ def parse_spec(spec: str) -> Spec:
   scheme, sep, rest = spec.partition(":")
   with_path = ("tfds", "folder", "latents")
   if scheme not in sources.SOURCES or bool(sep) != (scheme in with_path):
-    raise ValueError(f"Unknown dataset {spec!r}; {choices}.")
+    raise ValueError(f"unknown dataset {spec!r}; {choices}.")
   if scheme == "tfds":
     # Split slicing such as "train[:10%]" contains ':', so split only once.
     name, _, split = rest.partition(":")

@@ -126,7 +126,7 @@ def logsnr_interpolated(t, image_size: int, noise_size_low: int = 32,
     float32 logSNR with the shape of `t`.
   """
   if direction not in _INTERP_DIRECTIONS:
-    raise ValueError(f"Unknown interpolation direction {direction!r}; choose "
+    raise ValueError(f"unknown interpolation direction {direction!r}; choose "
                      f"one of: {', '.join(_INTERP_DIRECTIONS)}.")
   t = _as_f32(t)
   base = logsnr_cosine(t, logsnr_min, logsnr_max)

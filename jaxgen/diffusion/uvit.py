@@ -372,7 +372,7 @@ def uvit_kwargs(spec: ModelSpec, **overrides) -> Dict[str, Any]:
   """
   if isinstance(spec, str):
     if spec not in UVIT_PRESETS:
-      raise ValueError(f"Unknown U-ViT preset {spec!r}; choose one of "
+      raise ValueError(f"unknown U-ViT preset {spec!r}; choose one of "
                        f"{sorted(UVIT_PRESETS)}.")
     spec = UVIT_PRESETS[spec]
   return {**dict(spec), **overrides}

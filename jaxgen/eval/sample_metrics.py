@@ -174,10 +174,13 @@ class SampleMetrics:
                          "reconstruction families use 'inception'.")
       self.extractor = classifier.Extractor.from_file(
           cfg.classifier_weights, batch_size=cfg.batch_size)
-      self.ref = (_classifier_stats(cfg.reference_stats,
-                                    self.extractor.cfg.feature_dim)
-                  if cfg.reference_stats else
-                  _real_stats(config, self.extractor, self.num))
+      with warnings.catch_warnings():
+        # Said once below, for the samples and the references alike.
+        warnings.filterwarnings("ignore", message=_SINGULAR)
+        self.ref = (_classifier_stats(cfg.reference_stats,
+                                      self.extractor.cfg.feature_dim)
+                    if cfg.reference_stats else
+                    _real_stats(config, self.extractor, self.num))
     else:
       self.extractor = features_lib.FeatureExtractor.from_file(
           cfg.inception_weights, mesh=setup.mesh, batch_size=cfg.batch_size)
@@ -227,7 +230,10 @@ class SampleMetrics:
 
   def __call__(self, state, step: int) -> Dict[str, float]:
     """The metrics of `state`, as "eval_*" floats."""
-    del step
+    # Thousands of samples take minutes: said before, not only after.
+    logging.info("Sample metrics of step %d: %s %d %s...", step,
+                 "reconstructing" if self.reconstructs else "drawing",
+                 self.num, "images" if self.reconstructs else "samples")
     with warnings.catch_warnings():
       # Said once, when the run starts (see __init__), not every evaluation.
       warnings.filterwarnings("ignore", message=_SINGULAR)

@@ -103,7 +103,7 @@ def network_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   if impl == "auto":
     impl = "taps" if jax.default_backend() == "cpu" else "lax"
   if impl not in ("lax", "taps"):
-    raise ValueError(f"Unknown config.model.conv_impl {impl!r}; use 'auto', "
+    raise ValueError(f"unknown config.model.conv_impl {impl!r}; use 'auto', "
                      "'lax' or 'taps'.")
   return dict(widths=tuple(int(w) for w in m.widths),
               group_width=int(m.group_width),

@@ -6,6 +6,7 @@ metrics, files under the workdir, the writer), never the compiled step.
 """
 
 import os
+import time
 from typing import Any, Dict, Optional
 
 from absl import logging
@@ -199,12 +200,15 @@ def write_samples(sample_fn, state, base_rng, step, workdir, writer):
     workdir: the run directory (grids go to samples/step_N.png).
     writer: the metric writer (the grid also goes to TensorBoard).
   """
+  t0 = time.time()
   samples = jax.device_get(
       sample_fn(state, jax.random.fold_in(base_rng, 10**9)))
   if jax.process_index() == 0:
     scale = max(1, 128 // int(samples.shape[-2]))
-    grids.save_grid(np.asarray(samples),
-                    os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-                    scale=scale)
+    path = os.path.join(workdir, "samples", f"step_{step:07d}.png")
+    grids.save_grid(np.asarray(samples), path, scale=scale)
+    # The first grid compiles the sampler: a long silent gap otherwise.
+    logging.info("Sample grid of step %d in %.1f s: %s", step,
+                 time.time() - t0, path)
     writer.write_images(step, {"samples": grids.make_grid(
         np.asarray(samples))[None]})

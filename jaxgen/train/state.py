@@ -69,7 +69,7 @@ def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
   peak = float(opt_config.learning_rate)
   kind = opt_config.get("schedule", "cosine")
   if kind not in ("constant", "cosine", "wsd"):
-    raise ValueError(f"Unknown config.optimizer.schedule {kind!r}; use "
+    raise ValueError(f"unknown config.optimizer.schedule {kind!r}; use "
                      "'constant', 'cosine' or 'wsd'.")
   decay_fraction = float(opt_config.get("decay_fraction", 0.2))
   if kind == "wsd" and not 0 <= decay_fraction <= 1:

@@ -40,7 +40,7 @@ def test_non_relativistic_gan_losses():
                              rtol=1e-6)
   np.testing.assert_allclose(losses.gan_g_loss(d_real, d_fake), want_g,
                              rtol=1e-6)
-  with pytest.raises(ValueError, match="Unknown config.gan.loss"):
+  with pytest.raises(ValueError, match="unknown config.gan.loss"):
     losses.get_losses("wgan")
 
 

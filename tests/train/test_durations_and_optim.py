@@ -133,9 +133,9 @@ def test_parse_arg_presets_and_options():
                            steps=10, runlocal=False)
   assert (a.preset, a.steps, a.runlocal) == ("small", 5, True)
   assert config_lib.parse_arg(None, ["tiny"]).preset == "tiny"
-  with pytest.raises(ValueError, match="Unknown preset 'big'"):
+  with pytest.raises(ValueError, match="unknown preset 'big'"):
     config_lib.parse_arg("big", ["tiny", "small"])
-  with pytest.raises(ValueError, match="Unknown config option 'lr'"):
+  with pytest.raises(ValueError, match="unknown config option 'lr'"):
     config_lib.parse_arg("tiny,lr=3", ["tiny"], steps=1)
   # A typo'd bare option lists the known ones; a second preset is named.
   with pytest.raises(ValueError, match="'runlocl'; known: runlocal, steps"):

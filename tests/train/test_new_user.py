@@ -101,7 +101,7 @@ def test_loss_options_reach_the_loss(monkeypatch):
 
 @pytest.mark.parametrize("args,expected", [
     (["--config=configs/simple_diffusion.py:nope"],
-     "error: Unknown preset 'nope'; choose one of: tiny,"),
+     "error: unknown preset 'nope'; choose one of: tiny,"),
     (["--config=configs/simple_diffusion.py:tiny", "--config.batch_sise=3"],
      "error: unknown config field 'batch_sise'; did you mean 'batch_size'?"),
     (["--config=configs/nope.py:tiny"],

@@ -84,7 +84,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize("overrides,match", [
     ({"batch_size": 12}, "not divisible by the 8 data-parallel"),
     ({"mesh.data": 2, "mesh.fsdp": 2}, "has 4 devices but 8"),
-    ({"family": "nope"}, "Unknown family 'nope'"),
+    ({"family": "nope"}, "unknown family 'nope'"),
     ({"dataset.name": "nope:x"}, "nope"),
     ({"dataset.image_size": 18}, "18x18 is not divisible by patch_size"),
     ({"dataset.channels": 1}, "has 3 channels but the model is built for 1"),
