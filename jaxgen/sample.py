@@ -1,7 +1,8 @@
-r"""Draws samples from the newest checkpoint of a run.
+r"""Draws samples from a checkpoint of a run (the newest, or --step).
 
   python -m jaxgen.sample --workdir=DIR --num=50000 --out=DIR/fid_samples \
-      [--batch_size=256] [--seed=0] [--config.diffusion.sample_steps=256]
+      [--batch_size=256] [--seed=0] [--step=N] \
+      [--config.diffusion.sample_steps=256]
 
 The run's config comes from DIR/config.json; `--config.x=y` overrides any
 field (sampler settings such as `diffusion.sample_steps`,
@@ -15,13 +16,16 @@ skips the complete batches and produces the same set as an uninterrupted run.
 OUT/sampling.json records the checkpoint step, seed, batch size and config
 the PNGs were drawn with (and a latent-space run's decoding autoencoder
 step); a folder holding other samples (an older step, say) is refused rather
-than resumed or overwritten.
+than resumed or overwritten. Overrides of fields that only steer training
+(optimizer, run length, mesh, ...: `_TRAINING_ONLY`) keep the folder.
 """
 
 import io
 import json
 import os
+import re
 import sys
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -62,6 +66,15 @@ def _write_png(path: epath.Path, image: np.ndarray) -> None:
 
 
 _RECORD = "sampling.json"
+# Config fields that only steer training: a checkpoint's samples do not
+# depend on them (nor on the mesh), so overriding them keeps an --out.
+_TRAINING_ONLY = ("optimizer", "batch_size", "grad_accum_loop",
+                  "grad_accum_steps", "remat", "mesh", "logical_axis_rules",
+                  "total_steps", "total_epochs", "total_examples",
+                  "total_flops", "log_every_steps", "checkpoint_every_steps",
+                  "keep_checkpoints", "eval", "eval_batches",
+                  "eval_every_steps", "sample_every_steps", "num_samples",
+                  "profile_steps", "tensorboard", "init_from")
 
 
 def _record(config, step: int, seed: int, batch: int, decoder) -> dict:
@@ -105,8 +118,9 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
     where = f"{out_dir} holds samples of"
     fix = f"another --out, or delete {out_dir}."
     if old["step"] != record["step"]:
-      raise ValueError(f"{where} step {old['step']}, the newest checkpoint is "
-                       f"step {record['step']}; pass {fix}")
+      raise ValueError(f"{where} step {old['step']}, this command samples "
+                       f"step {record['step']}; pass --step={old['step']} "
+                       f"(if still kept), {fix}")
     if old["seed"] != record["seed"]:
       raise ValueError(f"{where} --seed={old['seed']}; pass it again, {fix}")
     if old["batch"] != record["batch"]:
@@ -120,6 +134,9 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
                        f"{old['decoder_step']}, this command decodes with "
                        f"step {record.get('decoder_step')}; pass {fix}")
     shape, other = provenance.compare(old["config"], record["config"])
+    shape, other = ([c for c in changes
+                     if re.split(r"[.:]", c, maxsplit=1)[0]
+                     not in _TRAINING_ONLY] for changes in (shape, other))
     if shape or other:
       raise ValueError(f"{where} another config ({(shape + other)[0]}); "
                        f"pass the same --config overrides, {fix}")
@@ -136,18 +153,19 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
 
 def sample_run(config, workdir: str, *, num: int, out: str,
                batch_size: int = 256, seed: int = 0, npz: bool = True,
-               log=print) -> dict:
+               step: Optional[int] = None, log=print) -> dict:
   """Draws `num` samples of the run in `workdir` into `out` (resumable).
 
   Args:
     config: the run's config (with any overrides).
-    workdir: the run directory (its newest verified checkpoint is used).
+    workdir: the run directory.
     num: number of samples.
     out: output folder.
     batch_size: samples per step, at most `num` (rounded up to a multiple of
       the devices).
     seed: sampling seed.
     npz: write out/samples.npz once all PNGs exist.
+    step: the checkpoint to sample (default: the newest verified one).
     log: progress and result lines.
 
   Returns:
@@ -176,15 +194,20 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   no_checkpoint = ValueError(f"{workdir} has no checkpoint to sample from; "
                              "train first or pass the --workdir of a trained "
                              "run.")
-  if not checks.committed_steps(os.path.join(workdir, "checkpoints")):
+  kept = sorted(checks.committed_steps(os.path.join(workdir, "checkpoints")))
+  if not kept:
     raise no_checkpoint  # Before restoring, which would create the folder.
+  if step is not None and step not in kept:
+    raise ValueError(f"{workdir} keeps no checkpoint {step}; pass --step="
+                     f"one of {', '.join(map(str, kept))}, or leave it out "
+                     "for the newest.")
   out_dir = epath.Path(out)
   try:
     out_dir.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise ValueError(f"cannot create --out={out}: {e.strerror or e}; pass a "
                      "folder you can write to.") from None
-  s, step, state = trainer.restore(config, workdir)
+  s, step, state = trainer.restore(config, workdir, step=step)
   if state is None:
     raise no_checkpoint
   dp = mesh_lib.data_parallel_size(s.mesh)
@@ -251,6 +274,8 @@ def _define_flags():
                        "Samples per step (rounded up to the device count).",
                        lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_integer("step", None, "Checkpoint step to sample (default: "
+                       "the newest verified one).", lower_bound=0)
   flags.DEFINE_bool("npz", True, "Also write OUT/samples.npz at the end.")
 
 
@@ -265,7 +290,8 @@ def main(argv):
   created = paths.missing_folders(out)
   try:
     sample_run(FLAGS.config, FLAGS.workdir, num=FLAGS.num, out=out,
-               batch_size=FLAGS.batch_size, seed=FLAGS.seed, npz=FLAGS.npz)
+               batch_size=FLAGS.batch_size, seed=FLAGS.seed, npz=FLAGS.npz,
+               step=FLAGS.step)
   except ValueError as e:
     # A refused command leaves no empty --out behind.
     paths.remove_empty(created)

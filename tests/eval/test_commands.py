@@ -224,14 +224,29 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
     with pytest.raises(ValueError, match=expected):
       sample_lib.sample_run(args.pop("config"), workdir, out=out,
                             log=lambda _: None, **args)
+  # Overrides that only steer training (the optimizer, the mesh) keep
+  # the folder: nothing is drawn again.
+  training_only = provenance.load_config(workdir)
+  training_only.optimizer.learning_rate = 0.5
+  training_only.mesh.data, training_only.mesh.fsdp = 4, 2
+  assert sample_lib.sample_run(training_only, workdir, num=20, out=out,
+                               batch_size=8, log=lambda _: None)["drawn"] == 0
   config.total_steps = 3
   trainer.train_and_evaluate(config, workdir)
-  with pytest.raises(ValueError, match="holds samples of step 2, the newest "
-                     "checkpoint is step 3; pass another --out, or delete"):
+  with pytest.raises(ValueError, match="holds samples of step 2, this command "
+                     "samples step 3; pass --step=2 \\(if still kept\\), "
+                     "another --out, or delete"):
     sample_lib.sample_run(loaded, workdir, num=20, out=out, batch_size=8,
                           log=lambda _: None)
   assert {n: open(os.path.join(out, n), "rb").read()
           for n in os.listdir(out)} == before
+  # --step samples an older kept checkpoint: the folder is complete.
+  assert sample_lib.sample_run(loaded, workdir, num=20, out=out, batch_size=8,
+                               step=2, log=lambda _: None)["drawn"] == 0
+  with pytest.raises(ValueError, match="keeps no checkpoint 7; pass --step="
+                     "one of 2, 3, or leave it out for the newest"):
+    sample_lib.sample_run(loaded, workdir, num=20, out=out, batch_size=8,
+                          step=7, log=lambda _: None)
   stray = tmp_path / "stray"
   stray.mkdir()
   (stray / "000000.png").write_bytes(before["000000.png"])
