@@ -205,7 +205,10 @@ def test_sharded_steps_match_single_device():
            "autoencoder.adaptive_weight": False,
            "autoencoder.kl_weight": 1e-3, "autoencoder.se_weight": 0.25,
            "optimizer.learning_rate": 1e-5,
-           "autoencoder.disc_learning_rate": 1e-5}
+           "autoencoder.disc_learning_rate": 1e-5,
+           # XLA's convolutions, which accelerators run (CPU's default
+           # tap-by-tap ones compile twice as long).
+           "autoencoder.conv_impl": "lax"}
   batches = common.random_batches(_config(), 2)
   ref, ref_state, _ = common.losses_on(_config(**terms, **{"mesh.data": 1}),
                                        jax.devices()[:1], batches)
