@@ -316,6 +316,10 @@ def error_line(error: BaseException) -> str:
   missing = re.search(r"No such file or directory: '([^']+)'", text)
   if missing:
     return f"config file {missing.group(1)} not found"
+  required = re.search(r"Flag --(\w+) must have a value other than None",
+                       text)
+  if required:
+    return f"pass --{required.group(1)} (it is required; --help lists flags)"
   no_fn = re.search(r"module '(\w+)_config' has no attribute 'get_config'",
                     text)
   if no_fn:
@@ -330,6 +334,18 @@ def error_line(error: BaseException) -> str:
   if isinstance(error, (KeyError, AttributeError)) and re.fullmatch(
       r"[\w.]+", last):
     return f"unknown config field {last!r}"
+  not_int = re.search(r"invalid literal for int\(\) with base 10: '([^']*)'",
+                      last)
+  if not_int:
+    # An integer field given 1e3 or 0.5: say what it takes.
+    value = not_int.group(1)
+    try:
+      whole = float(value).is_integer()
+    except ValueError:
+      whole = False
+    hint = (f"write {value} as {int(float(value))}" if whole
+            else f"not {value!r}")
+    last = last[:not_int.start()] + f"expects an integer ({hint})"
   return last
 
 

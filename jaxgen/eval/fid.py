@@ -111,6 +111,7 @@ def main(argv):
   del argv
   logs.quiet_libraries(FLAGS.verbosity)
   logs.one_line_warnings()
+  logs.tool_log_lines()
   try:
     for name in ("weights", "a", "b"):
       if not FLAGS[name].value:

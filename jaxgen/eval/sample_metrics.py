@@ -119,8 +119,12 @@ def check(config: ml_collections.ConfigDict) -> None:
                        "'shape_classifier' needs classifier_weights (write "
                        "them with python -m jaxgen.eval.classifier).")
   elif not cfg.inception_weights or not cfg.reference_stats:
-    raise ValueError("config.eval.sample_metrics needs inception_weights and "
-                     "reference_stats (see README: Evaluation).")
+    unset = " and ".join(f"config.eval.sample_metrics.{k}" for k in
+                         ("inception_weights", "reference_stats")
+                         if not cfg.get(k))
+    raise ValueError(f"set {unset}: Inception metrics need both (files "
+                     "from jaxgen.eval.convert and jaxgen.eval.stats; "
+                     "README: Evaluation).")
   if int(cfg.num_samples) < 10:
     raise ValueError(f"config.eval.sample_metrics.num_samples="
                      f"{cfg.num_samples}: use at least 10 (thousands for a "

@@ -94,6 +94,7 @@ def main(argv):
   del argv
   logs.quiet_libraries(FLAGS.verbosity)
   logs.one_line_warnings()
+  logs.tool_log_lines()
   try:
     for name in ("weights", "data", "out"):
       if not FLAGS[name].value:

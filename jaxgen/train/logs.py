@@ -23,8 +23,12 @@ class QuietLibraries(pylogging.Filter):
 
   def filter(self, record: pylogging.LogRecord) -> bool:
     if record.levelno >= pylogging.WARNING:
-      # TFDS' advice to install OpenCV for faster decoding, once per process.
-      return "OpenCV is not installed" not in str(record.msg)
+      # TFDS' advice to install OpenCV for faster decoding, once per
+      # process, and its note on a dataset folder that is not prepared
+      # (jaxgen's own one-line error says what to do).
+      message = record.getMessage()
+      return not any(text in message for text in (
+          "OpenCV is not installed", "has no dataset_info.json"))
     return not any(part in (record.pathname or "") for part in CHATTY)
 
 
@@ -36,6 +40,23 @@ def quiet_libraries(verbosity: int) -> None:
   """
   if verbosity < 1:
     logging.get_absl_handler().addFilter(QuietLibraries())
+
+
+class _ToolLines(pylogging.Formatter):
+  """`warning: <message>` for WARNING and above, the bare message below."""
+
+  def format(self, record: pylogging.LogRecord) -> str:
+    message = record.getMessage()
+    if record.levelno >= pylogging.WARNING:
+      return f"{record.levelname.lower()}: {message}"
+    return message
+
+
+def tool_log_lines() -> None:
+  """absl's log lines of a command-line tool read like its `warning:` and
+  `error:` lines (no timestamp, file and line), as `one_line_warnings` does
+  for Python warnings."""
+  logging.get_absl_handler().python_handler.setFormatter(_ToolLines())
 
 
 def one_line_warnings() -> None:

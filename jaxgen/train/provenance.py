@@ -152,6 +152,12 @@ def check(workdir: str, config: ml_collections.ConfigDict,
     return []
   old = _read(path)
   shape, other = compare(old, _to_json(config))
+  if old.get("family") != config.get("family"):
+    # Every other difference follows from the family: name that alone.
+    raise ValueError(
+        f"{workdir} holds a run of family {old.get('family')!r}, not "
+        f"{config.get('family')!r}; pass another --workdir (or its "
+        "config.json's config to resume it).")
   if shape:
     raise ValueError(
         f"the checkpoints in {workdir} are of another model: "

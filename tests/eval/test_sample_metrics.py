@@ -107,7 +107,11 @@ def test_reconstruction_families_log_pixel_metrics(files, tmp_path,
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"eval.sample_metrics.inception_weights": ""}, "needs inception_weights"),
+    ({"eval.sample_metrics.inception_weights": ""},
+     "^set config.eval.sample_metrics.inception_weights: Inception metrics "
+     "need both"),
+    ({"eval.sample_metrics.reference_stats": ""},
+     "^set config.eval.sample_metrics.reference_stats: "),
     ({"eval.sample_metrics.every_steps": 3, "log_every_steps": 2},
      "multiple of log_every_steps"),
     ({"eval.sample_metrics.num_samples": 4}, "at least 10"),

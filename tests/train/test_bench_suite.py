@@ -281,6 +281,12 @@ def test_bad_command_lines_are_one_error_line(args):
     # Missing flags and a flag without its "--": no usage text first.
     (["scaling.fit", "--results=r.jsonl"], "error: pass --results (a "
      "results.jsonl or CSV) and --out"),
+    (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny"],
+     "error: pass --workdir (it is required; --help lists flags)"),
+    (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
+      "--workdir=w", "--config.total_steps=1e3"],
+     "error: flag --config.total_steps=1e3: expects an integer (write 1e3 "
+     "as 1000)"),
     (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
       "--workdir=w", "config.total_steps=3"],
      "error: unexpected arguments config.total_steps=3; flags take the form"),

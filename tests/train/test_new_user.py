@@ -152,6 +152,15 @@ def test_config_json_provenance_and_resume_checks(tmp_path, monkeypatch):
     trainer.train_and_evaluate(common.tiny_config(
         total_steps=4, **{"model.channels": (16, 16)}), str(tmp_path))
   assert "\n" not in str(e.value)
+  # Another family's config: the family is named, not every field that
+  # follows from it.
+  gan = r3gan.get_config("tiny")
+  gan.dataset.data_dir = common.DATA_DIR
+  with pytest.raises(ValueError) as e:
+    trainer.train_and_evaluate(gan, str(tmp_path))
+  assert str(e.value) == (
+      f"{tmp_path} holds a run of family 'simple_diffusion', not 'r3gan'; "
+      "pass another --workdir (or its config.json's config to resume it).")
   # A finished run says so before compiling, and its config.json keeps
   # describing its checkpoints (a changed field trains nothing).
   before = (tmp_path / "config.json").read_text()
@@ -220,6 +229,20 @@ def test_library_info_chatter_is_filtered_but_warnings_pass():
   assert f.filter(record("/repo/jaxgen/train/trainer.py", logging.INFO))
   assert f.filter(record(f"{site}/clu/metric_writers/logging_writer.py",
                          logging.INFO))
+  # TFDS' note on an unprepared folder (with %-arguments) goes: the
+  # tool's own error says what to do.
+  note = logging.LogRecord("absl", logging.WARNING, f"{site}/tensorflow_"
+                           "datasets/core/utils/file_utils.py", 1,
+                           "Variant folder %s has no %s",
+                           ("/d/cifar10/3.0.2", "dataset_info.json"), None)
+  assert not f.filter(note)
+  # A tool's log lines read like its own `warning:` lines.
+  fmt = logs._ToolLines()  # pylint: disable=protected-access
+  assert fmt.format(note) == ("warning: Variant folder /d/cifar10/3.0.2 has "
+                              "no dataset_info.json")
+  info = logging.LogRecord("absl", logging.INFO, "x.py", 1, "%d done", (3,),
+                           None)
+  assert fmt.format(info) == "3 done"
 
 
 def _one_step(config, batch):
