@@ -336,11 +336,11 @@ def error_line(error: BaseException) -> str:
     return f"unknown config field {last!r}"
   not_int = re.search(r"invalid literal for int\(\) with base 10: '([^']*)'",
                       last)
-  if not_int:
-    # An integer field given 1e3 or 0.5: say what it takes.
+  if not_int and re.match(r"flag --[\w.]+=", last):
+    # An integer flag or field given 1e3 or 0.5: say what it takes.
     value = not_int.group(1)
     try:
-      whole = float(value).is_integer()
+      whole = float(value).is_integer() and abs(float(value)) < 2**53
     except ValueError:
       whole = False
     hint = (f"write {value} as {int(float(value))}" if whole
@@ -389,20 +389,23 @@ def parse_flags(argv: List[str]) -> List[str]:
     usage_error(error_line(e))
 
 
-def section_hint(line: str, config: ml_collections.ConfigDict) -> str:
+def section_hint(line: str, config: ml_collections.ConfigDict,
+                 argv: List[str]) -> str:
   """What to add to an `error_line` naming an unknown top-level section of
   a run's config (e.g. --config.diffusion.x on an R3GAN run): its family.
 
   Args:
     line: the `error_line`.
     config: the run's config.
+    argv: the command line (the hint is for `--config.NAME.x=...`).
 
   Returns:
     " (this FAMILY run's config has no 'NAME' section)", or "".
   """
   unknown = re.fullmatch(r"unknown config field '(\w+)'", line)
   family = config.get("family")
-  if not unknown or not family or unknown.group(1) in config:
+  if not unknown or not family or unknown.group(1) in config or not any(
+      a.startswith(f"--config.{unknown.group(1)}.") for a in argv):
     return ""
   return f" (this {family} run's config has no {unknown.group(1)!r} section)"
 

@@ -332,5 +332,6 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_dict("config", run_config)
   except (KeyError, AttributeError, ValueError, TypeError) as err:
     line = config_lib.error_line(err)
-    config_lib.usage_error(line + config_lib.section_hint(line, run_config))
+    config_lib.usage_error(
+        line + config_lib.section_hint(line, run_config, sys.argv[1:]))
   app.run(main, flags_parser=config_lib.parse_flags)

@@ -142,13 +142,16 @@ def _check_existing(root: str, producer: dict) -> None:
       continue
     try:
       with open(meta_path, encoding="utf-8") as f:
-        theirs = json.load(f).get("producer")
+        meta = json.load(f)
+      theirs = meta.get("producer")
     except (OSError, ValueError, AttributeError):
-      theirs = None
+      meta, theirs = {}, None
     if isinstance(theirs, dict) and "autoencoder_weights" not in theirs:
-      # Written before digests were recorded: the rest must match.
-      theirs = dict(theirs, autoencoder_weights=producer.get(
-          "autoencoder_weights"))
+      # Written before producers recorded the digest: a latents.json of
+      # then keeps it at its top level; shards had none (the rest must
+      # match).
+      theirs = dict(theirs, autoencoder_weights=meta.get(
+          "autoencoder_weights", producer.get("autoencoder_weights")))
     if theirs == producer:
       continue
     if isinstance(theirs, dict):

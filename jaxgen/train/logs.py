@@ -26,7 +26,10 @@ class QuietLibraries(pylogging.Filter):
       # TFDS' advice to install OpenCV for faster decoding, once per
       # process, and its note on a dataset folder that is not prepared
       # (jaxgen's own one-line error says what to do).
-      message = record.getMessage()
+      try:
+        message = record.getMessage()
+      except Exception:  # pylint: disable=broad-except
+        message = str(record.msg)  # A library's bad format arguments.
       return not any(text in message for text in (
           "OpenCV is not installed", "has no dataset_info.json"))
     return not any(part in (record.pathname or "") for part in CHATTY)
@@ -47,6 +50,8 @@ class _ToolLines(pylogging.Formatter):
 
   def format(self, record: pylogging.LogRecord) -> str:
     message = record.getMessage()
+    if record.exc_info:
+      message += "\n" + self.formatException(record.exc_info)
     if record.levelno >= pylogging.WARNING:
       return f"{record.levelname.lower()}: {message}"
     return message

@@ -341,16 +341,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   created = paths.missing_folders(workdir) if jax.process_count() == 1 else []
   workdir_lib.prepare(workdir)
-  try:
-    # Signals are watched from here on: one during set-up or compilation
-    # stops the run after its first step, with that step saved.
-    with workdir_lib.Lock(workdir, jax.process_index()), \
-        preemption.Watcher() as watcher:
-      return _train(config, workdir, devices, watcher)
-  except ValueError:
-    # A run refused before it wrote anything leaves no workdir behind.
-    paths.remove_empty(created, ignore=(".lock",))
-    raise
+  with workdir_lib.Lock(workdir, jax.process_index()):
+    try:
+      # Signals are watched from here on: one during set-up or compilation
+      # stops the run after its first step, with that step saved.
+      with preemption.Watcher() as watcher:
+        return _train(config, workdir, devices, watcher)
+    except ValueError:
+      # A run refused before it wrote anything leaves no workdir behind
+      # (done holding the lock: never another trainer's).
+      paths.remove_empty(created, ignore=(".lock",))
+      raise
 
 
 def _train(config, workdir, devices, watcher) -> Dict[str, Any]:

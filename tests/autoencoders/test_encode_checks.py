@@ -1,6 +1,7 @@
 """encode: resuming its own shards, refusing another encode's, and the
 one-line input errors raised before anything compiles or is written."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -109,6 +110,26 @@ def test_rerun_resumes_its_shards_and_refuses_another_encodes(
     assert msg.endswith("; pass another --out or delete it.")
     assert "\n" not in msg and not written
     assert _snapshot(root) == before
+  # latents.json files written before producers recorded the digest keep
+  # it at their top level: a retrained run is refused by it too, the same
+  # run resumes.
+  meta_path = os.path.join(root, "latents.json")
+  with open(meta_path) as f:
+    saved = f.read()
+  legacy = json.loads(saved)
+  digest = legacy["producer"].pop("autoencoder_weights")
+  for recorded, refused in (("f" * 16, True), (digest, False)):
+    with open(meta_path, "w") as f:
+      json.dump(dict(legacy, autoencoder_weights=recorded), f)
+    written.clear()
+    if refused:
+      with pytest.raises(ValueError, match="autoencoder_weights 'f{16}', not"):
+        _encode(config, ae_dir, out)
+    else:
+      _encode(config, ae_dir, out)
+    assert not written
+  with open(meta_path, "w") as f:
+    f.write(saved)
   # A truncated shard (a copy cut short) is named when the latents are
   # opened, where grain's reader raised a Riegeli hash-mismatch traceback,
   # and a rerun rewrites it (the resume used to trust any file there).

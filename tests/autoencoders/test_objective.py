@@ -62,11 +62,12 @@ def test_analytic_forward_flops_match_xla():
   assert abs(s.flops_per_example / per_example - 1) < 0.05
 
 
-@pytest.mark.parametrize("arg", ["tiny,gan", "tiny_cosmos", "tiny_video,gan",
-                                 "dc_ae_f32c32_in", "cosmos_cv4x8x8"])
+@pytest.mark.parametrize("arg", [p + (",gan" if p.startswith("tiny") else "")
+                                 for p in ae_config.PRESETS])
 def test_init_at_one_latent_pixel_gives_the_full_size_weights(arg):
   """The state is initialised on an image of one latent pixel; its weights
-  are those the full-size image gives (shapes and names, abstractly)."""
+  (and the discriminator's) are those the full-size image gives (shapes
+  and names, abstractly), for every preset."""
   config = ae_config.get_config(arg)
   obj = ae_objective.Autoencoder(config, total_steps=10)
   info = DatasetInfo.synthetic(config.dataset)
@@ -77,6 +78,11 @@ def test_init_at_one_latent_pixel_gives_the_full_size_weights(arg):
                         jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
   shapes = lambda tree: jax.tree.map(lambda a: a.shape, nn.unbox(tree))  # noqa: E731
   assert shapes(state.params["model"]) == shapes(full["params"])
+  if obj.gan_weight:
+    frames = x if x.ndim == 4 else jax.ShapeDtypeStruct(
+        (x.shape[1],) + x.shape[2:], x.dtype)
+    disc = jax.eval_shape(obj.discriminator.init, jax.random.key(0), frames)
+    assert shapes(state.params[ae_objective.DISC]) == shapes(disc["params"])
   assert x.shape[-2] > obj.arch.compression  # The crop did something.
 
 
