@@ -337,6 +337,14 @@ class Autoencoder(objective_lib.Objective):
     return self._tx
 
   @property
+  def lr_schedule(self):
+    """step -> the autoencoder's learning rate (the one inside `tx`)."""
+    if getattr(self, "_lr", None) is None:
+      self._lr = state_lib.learning_rate_schedule(self.config.optimizer,
+                                                  self.run_length)
+    return self._lr
+
+  @property
   def d_tx(self) -> optax.GradientTransformation:
     """The discriminator's Adam (constant rate; taming's betas 0.5, 0.9)."""
     if self._d_tx is None:
@@ -502,7 +510,9 @@ class Autoencoder(objective_lib.Objective):
     new_params[MODEL] = optax.apply_updates(params, updates)
     model_state = ({"batch_stats": new_stats} if stats is not None
                    else state.model_state)
-    metrics.update(loss=loss, grad_norm=state_lib.global_norm(grads))
+    metrics.update(loss=loss, grad_norm=state_lib.global_norm(grads),
+                   param_norm=state_lib.global_norm(new_params[MODEL]),
+                   learning_rate=self.lr_schedule(state.step))
     return state.replace(step=state.step + 1, params=new_params,
                          opt_state=new_opt, model_state=model_state), metrics
 

@@ -24,6 +24,7 @@ import functools
 import sys
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
+import warnings
 
 from absl import logging
 import flax
@@ -317,11 +318,16 @@ def sample_metrics(features: np.ndarray, logits: np.ndarray,
   groups = ([np.flatnonzero(labels == c) for c in np.unique(labels)]
             if stratify else [np.arange(n)])
   fds, accs = [], []
-  for _ in range(num_bootstrap):
-    idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
-    fds.append(distances.frechet_distance(
-        *distances.gaussian_stats(features[idx]), mu_r, cov_r))
-    accs.append(correct[idx].mean())
+  with warnings.catch_warnings():
+    # The full set's statistics above warned of a singular covariance
+    # already; every resample would again (thousands of lines).
+    warnings.filterwarnings("ignore", message=".*the covariance is singular")
+    for _ in range(num_bootstrap):
+      idx = np.concatenate([g[rng.integers(0, len(g), len(g))]
+                            for g in groups])
+      fds.append(distances.frechet_distance(
+          *distances.gaussian_stats(features[idx]), mu_r, cov_r))
+      accs.append(correct[idx].mean())
   per_class = {int(c): float(correct[labels == c].mean())
                for c in np.unique(labels)}
   return {"n": int(n), "fd": fd, "fd_boot_mean": float(np.mean(fds)),

@@ -1,5 +1,7 @@
 """The "autoencoder" family on the trainer: FLOPs, training, SE, errors."""
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,7 @@ from jaxgen.autoencoders import preview
 from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
+from jaxgen.train import state as state_lib
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -92,6 +95,18 @@ def test_tiny_training_reconstructs_better(tmp_path):
   rows = common.read_losses(str(tmp_path / "run"))
   assert rows[-1][1] < 0.8 * rows[0][1]
   assert np.isfinite(last["eval_loss"])
+  # The learning rate is logged like every family's (the schedule's value
+  # at the row's last step, averaged with the steps since the last row).
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    logged = [json.loads(line) for line in f]
+  schedule = state_lib.learning_rate_schedule(config.optimizer,
+                                              config.total_steps)
+  every = config.log_every_steps
+  for row in logged:
+    want = np.mean([schedule(s - 1) for s in
+                    range(row["step"] - every + 1, row["step"] + 1)])
+    np.testing.assert_allclose(row["learning_rate"], want, rtol=1e-5)
+    assert row["param_norm"] > 0
 
 
 def test_se_loss_is_zero_for_a_scale_equivariant_decoder():

@@ -1,6 +1,8 @@
 """Tests of jaxgen.eval.classifier: pooling, tiny training, sample metrics,
 and the command's errors."""
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
@@ -52,6 +54,12 @@ def test_stratified_bootstrap_keeps_class_counts():
   assert strat["fd_boot_std"] < 1e-9
   assert plain["fd_boot_std"] > 1e-3
   np.testing.assert_allclose(strat["fd_boot_mean"], strat["fd"], rtol=1e-9)
+  # Fewer samples than dimensions: warned once, not once per resample.
+  with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    classifier.sample_metrics(feats[:3], logits[:3], labels[:3], ref,
+                              num_bootstrap=20, stratify=False)
+  assert sum("covariance is singular" in str(w.message) for w in seen) == 1
 
 
 def test_tiny_training_separates_two_classes_and_round_trips(tmp_path):
