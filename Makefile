@@ -10,8 +10,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 
-install: $(PY)
+# Installed once (editable: code changes need no reinstall); again only when
+# setup.py changes, so `make run` / `make test` start at once the second time.
+STAMP := $(VENV)/.jaxgen-installed
+
+install: $(STAMP)
+
+$(STAMP): setup.py | $(PY)
 	$(PY) -m pip install -e '.[test,parity]'
+	touch $(STAMP)
 
 # The main job: a tiny simple-diffusion run on the embedded dataset (CPU, <5 min).
 run: install
