@@ -163,7 +163,7 @@ def build_input(
   num_examples = len(source.data)
   if num_examples < global_batch_size:
     raise ValueError(
-        f"Split {split!r} of {dataset_config.name!r} has {num_examples} "
+        f"split {split!r} of {dataset_config.name!r} has {num_examples} "
         f"examples, fewer than one global batch of {global_batch_size}; use a "
         "smaller config.batch_size" + (
             " (a train batch is batch_size x the objective's batches per "

@@ -27,7 +27,7 @@ def check_length(config: ml_collections.ConfigDict) -> str:
   given = {u: config.get(u) for u in UNITS if config.get(u)}
   if not given:
     raise ValueError(
-        f"Set one of config.{{{', '.join(UNITS)}}} (0 = unset), e.g. "
+        f"set one of config.{{{', '.join(UNITS)}}} (0 = unset), e.g. "
         f"--config.total_steps=1000.")
   if len(given) > 1:
     names = list(given)

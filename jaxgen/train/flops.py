@@ -111,6 +111,25 @@ def memory_summary(compiled: Any) -> Dict[str, int]:
   return out
 
 
+def memory_line(mem: Dict[str, int]) -> str:
+  """`memory_summary` for a log line: "236 MiB (arguments 8 MiB, outputs
+  8 MiB of which 8 MiB donated, temporaries 228 MiB)", or "not reported".
+
+  Args:
+    mem: a `memory_summary`.
+
+  Returns:
+    The text.
+  """
+  if not mem:
+    return "not reported"
+  mib = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
+  return (f"{mib(mem['total_bytes'])} (arguments {mib(mem['argument_bytes'])},"
+          f" outputs {mib(mem['output_bytes'])} of which "
+          f"{mib(mem['alias_bytes'])} donated, temporaries "
+          f"{mib(mem['temp_bytes'])})")
+
+
 def _eqn_matmul_flops(eqn) -> float:
   """2 x MACs of one dot_general / conv_general_dilated equation (else 0)."""
   name = eqn.primitive.name

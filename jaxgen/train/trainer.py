@@ -404,8 +404,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     # config (a model that fails to trace writes none); a finished run's
     # config.json keeps describing its checkpoints.
     provenance.write(workdir, config)
-    mem = flops_lib.memory_summary(p_step)
-    logging.info("Compiled train step; per-device memory: %s", mem)
+    logging.info("Compiled train step; per-device memory: %s",
+                 flops_lib.memory_line(flops_lib.memory_summary(p_step)))
     ckpt = checkpoint_lib.Checkpointer(
         ckpt_dir, max_to_keep=int(config.keep_checkpoints),
         save_every_steps=int(config.checkpoint_every_steps))

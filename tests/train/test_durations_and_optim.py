@@ -31,7 +31,7 @@ def test_total_steps_units(kw, expected):
 
 
 def test_total_steps_needs_exactly_one_unit():
-  with pytest.raises(ValueError, match="Set one of"):
+  with pytest.raises(ValueError, match="set one of"):
     durations.total_steps(_cfg(), num_examples=1, flops_per_example=1)
   with pytest.raises(ValueError, match="exactly one"):
     durations.total_steps(_cfg(total_steps=3, total_examples=5),

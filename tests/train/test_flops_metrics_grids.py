@@ -41,6 +41,17 @@ def test_compiled_flops_of_a_matmul():
                              2 * 64 * 32 * 16, rtol=0.01)
 
 
+def test_memory_of_a_compiled_step_reads_in_mib():
+  x = jnp.zeros((512, 1024), jnp.float32)  # 2 MiB
+  compiled = jax.jit(lambda a: a * 2, donate_argnums=0).lower(x).compile()
+  mem = flops_lib.memory_summary(compiled)
+  assert mem["argument_bytes"] == 2 * 2**20
+  line = flops_lib.memory_line(mem)
+  assert line.startswith(f"{mem['total_bytes'] / 2**20:.0f} MiB (arguments "
+                         "2 MiB, outputs 2 MiB of which ")
+  assert flops_lib.memory_line({}) == "not reported"
+
+
 def test_jsonl_writer_truncate_and_rotate(tmp_path):
   path = str(tmp_path / "metrics.jsonl")
   w = metrics_lib.JsonlWriter(path)

@@ -298,7 +298,7 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
     ({"optimizer.mu_dtype": "bf16"},
      r"^config.optimizer.mu_dtype='bf16'; use one of float32, bfloat16"),
     # Run lengths: checked before the dataset is prepared.
-    ({"total_steps": 0}, "^Set one of config.{total_steps.* e.g. "
+    ({"total_steps": 0}, "^set one of config.{total_steps.* e.g. "
                          "--config.total_steps=1000"),
     ({"total_flops": 1e12}, r"got total_steps=3, total_flops=1000000000000\.0"
                             r"\. Set the others to 0, e\.g\. "
