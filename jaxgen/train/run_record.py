@@ -122,8 +122,28 @@ def reconcile_metrics(path: str, start: int) -> None:
     return
   moved = metrics_lib.rotate_jsonl(path)
   if moved:
+    events = _set_events_aside(os.path.dirname(path))
     logging.warning("No checkpoint to resume from, but %s has rows: kept "
-                    "them in %s; this run starts from step 0.", path, moved)
+                    "them in %s%s; this run starts from step 0.", path, moved,
+                    f" (TensorBoard events in {events})" if events else "")
+
+
+def _set_events_aside(workdir: str) -> Optional[str]:
+  """Moves the TensorBoard event files of an abandoned run into
+  WORKDIR/earlier_events/<time>/ (TensorBoard shows it as a run of its own
+  instead of drawing both runs' steps as one curve); returns that folder or
+  None if there were none."""
+  if "://" in workdir:
+    return None  # Object stores: left where they are.
+  names = [n for n in os.listdir(workdir) if n.startswith("events.out.")]
+  if not names:
+    return None
+  dest = os.path.join(workdir, "earlier_events",
+                      time.strftime("%Y%m%d-%H%M%S"))
+  os.makedirs(dest, exist_ok=True)
+  for name in names:
+    os.replace(os.path.join(workdir, name), os.path.join(dest, name))
+  return dest
 
 
 class Seen:

@@ -266,9 +266,16 @@ def test_fresh_start_keeps_earlier_metrics(tmp_path):
   config = common.tiny_config(total_steps=2)
   trainer.train_and_evaluate(config, str(tmp_path))
   first = _rows(tmp_path)
+  events = sorted(n for n in os.listdir(tmp_path) if n.startswith("events"))
+  assert events
   os.system(f"rm -rf {tmp_path / 'checkpoints'}")
   trainer.train_and_evaluate(config, str(tmp_path))
   assert _rows(tmp_path, "metrics.jsonl.1") == first
+  # Its TensorBoard events went aside too (one curve per run, not both
+  # runs' steps drawn as one).
+  (aside,) = os.listdir(tmp_path / "earlier_events")
+  assert sorted(os.listdir(tmp_path / "earlier_events" / aside)) == events
+  assert not set(events) & set(os.listdir(tmp_path))
   assert [r["step"] for r in _rows(tmp_path)] == [1, 2]
 
 
