@@ -90,6 +90,25 @@ def compare(old: Dict[str, Any], new: Dict[str, Any]
   return shape, other
 
 
+def model_differences(workdir: str, config: ml_collections.ConfigDict
+                      ) -> List[str]:
+  """The `model.` fields of `config` that differ from the run in
+  `workdir` ("key: theirs -> ours"), to name them in an error.
+
+  Args:
+    workdir: another run's directory (with config.json).
+    config: this run's config.
+
+  Returns:
+    The changes; [] if that run has no readable config.json.
+  """
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return []
+  shape, _ = compare(_read(path), _to_json(config))
+  return [c for c in shape if c.startswith("model.")]
+
+
 def _tuples(value):
   if isinstance(value, dict):
     return {k: _tuples(v) for k, v in value.items()}

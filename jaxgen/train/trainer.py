@@ -387,7 +387,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   if init_from and not committed:
     checks.check_init_from(config, init_from)
     # Another architecture is refused now, not after minutes of compiling.
-    warm_start_lib.check_compatible(_traced_state(s), init_from)
+    warm_start_lib.check_compatible(_traced_state(s), init_from, config)
   if changed:
     logging.warning("Resuming with changed config fields: %s.",
                     "; ".join(changed))
@@ -399,6 +399,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     score = (sample_metrics.SampleMetrics(
         config, s, functools.partial(_eval_input, config))
              if sample_metrics.enabled(config) else None)
+    logging.info("Compiling the %s train step (batch %d on %d devices)...",
+                 config.family, config.batch_size, s.mesh.devices.size)
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
     # Only a run that passed every check, compiled and trains records its
     # config (a model that fails to trace writes none); a finished run's

@@ -7,10 +7,11 @@ the step start fresh. Networks the other run does not have (the
 discriminator a GAN phase adds) keep their fresh initialisation.
 """
 
-from typing import List
+from typing import List, Optional, Sequence
 
 from absl import logging
 import jax
+import ml_collections
 
 from jaxgen.train import provenance
 from jaxgen.train import state as state_lib
@@ -56,7 +57,9 @@ def warm_start(state, shardings, init_from: str):
                        model_state=model_state)
 
 
-def check_compatible(abstract, init_from: str) -> None:
+def check_compatible(abstract, init_from: str,
+                     config: Optional[ml_collections.ConfigDict] = None
+                     ) -> None:
   """Refuses, before compiling, a run whose weights cannot be taken.
 
   Compares this run's abstract state with the one `init_from`'s config
@@ -65,30 +68,38 @@ def check_compatible(abstract, init_from: str) -> None:
   Args:
     abstract: this run's abstract train state.
     init_from: the other run's workdir.
+    config: this run's config: the error then also names the model fields
+      that differ (as a resume's does), not only the first array.
 
   Raises:
     ValueError: one line if no network is shared or a shared one differs in
       parameter names or shapes.
   """
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top  (it imports this module)
+  fields = (provenance.model_differences(init_from, config)
+            if config is not None else [])
   _check_params(abstract, trainer.abstract_of(provenance.load_config(
-      init_from)), init_from)
+      init_from)), init_from, fields)
 
 
-def _check_params(state, src, init_from: str) -> List[str]:
-  """The networks both states have; raises unless they match."""
+def _check_params(state, src, init_from: str,
+                  fields: Sequence[str] = ()) -> List[str]:
+  """The networks both states have; raises unless they match (naming the
+  config `fields` that differ, if any, before the first array)."""
   shared = [k for k in state.params if k in src.params]
   if not shared:
     raise ValueError(f"config.init_from={init_from} has networks "
                      f"{sorted(src.params)}, this run {sorted(state.params)};"
                      " start from a run of the same family.")
   _check_same("params", {k: state.params[k] for k in shared},
-              {k: src.params[k] for k in shared}, init_from)
-  _check_same("model_state", state.model_state, src.model_state, init_from)
+              {k: src.params[k] for k in shared}, init_from, fields)
+  _check_same("model_state", state.model_state, src.model_state, init_from,
+              fields)
   return shared
 
 
-def _check_same(what: str, mine, theirs, init_from: str) -> None:
+def _check_same(what: str, mine, theirs, init_from: str,
+                fields: Sequence[str] = ()) -> None:
   """One-line error unless two trees have the same paths and shapes."""
   def shapes(tree):
     return {"/".join(state_lib.key_name(k) for k in path): tuple(x.shape)
@@ -104,6 +115,7 @@ def _check_same(what: str, mine, theirs, init_from: str) -> None:
     detail = f"{name} is not in that run's model"
   else:
     detail = f"{name} is {have[name]} there, {want[name]} here"
+  named = "; ".join(list(fields[:3]) + (["..."] if len(fields) > 3 else []))
   raise ValueError(f"config.init_from={init_from} holds another model "
-                   f"({what}: {detail}); start from a run of the same "
-                   "architecture.")
+                   f"({named + '; ' if named else ''}{what}: {detail}); "
+                   "start from a run of the same architecture.")

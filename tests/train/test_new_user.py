@@ -400,9 +400,11 @@ def test_init_from_another_architecture_is_refused_before_compiling(
   config = common.tiny_config(**{"model.channels": (16, 48),
                                  "init_from": source})
   monkeypatch.setattr(trainer, "compile_step", _no_compile)
-  # The error names the array and both shapes (was a dimension index).
+  # The error names the config field that differs (as a resume's does),
+  # then the array and both shapes (was a dimension index).
   with pytest.raises(ValueError, match=r"config.init_from=.*narrow holds "
-                     r"another model \(params: model/\S+ is \(.*32.*\) "
+                     r"another model \(model.channels: \[16, 32\] -> "
+                     r"\[16, 48\]; params: model/\S+ is \(.*32.*\) "
                      r"there, \(.*48.*\) here\); start from a run of the "
                      "same architecture") as e:
     trainer.train_and_evaluate(config, str(tmp_path / "wide"))
@@ -410,8 +412,8 @@ def test_init_from_another_architecture_is_refused_before_compiling(
   assert not (tmp_path / "wide" / "config.json").exists()
   deeper = common.tiny_config(**{"model.transformer_depth": 2,
                                  "init_from": source})
-  with pytest.raises(ValueError, match=r"\(params: model/\S+ is not in "
-                     "that run's model\)"):
+  with pytest.raises(ValueError, match=r"\(model.transformer_depth: 1 -> "
+                     r"2; params: model/\S+ is not in that run's model\)"):
     trainer.train_and_evaluate(deeper, str(tmp_path / "deep"))
 
 
