@@ -399,8 +399,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     score = (sample_metrics.SampleMetrics(
         config, s, functools.partial(_eval_input, config))
              if sample_metrics.enabled(config) else None)
-    logging.info("Compiling the %s train step (batch %d on %d devices)...",
-                 config.family, config.batch_size, s.mesh.devices.size)
+    logging.info("Compiling the %s train step (batch %d, mesh %s)...",
+                 config.family, config.batch_size, dict(s.mesh.shape))
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
     # Only a run that passed every check, compiled and trains records its
     # config (a model that fails to trace writes none); a finished run's
