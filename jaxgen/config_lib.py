@@ -60,7 +60,13 @@ def parse_arg(arg: Optional[str], presets: Sequence[str],
     ValueError: unknown preset or option, one line listing the choices.
   """
   out = dict(defaults, preset=presets[0])
+  given = set()
   for i, item in enumerate(p for p in (arg or "").split(",") if p):
+    key = item.split("=", 1)[0]
+    if key in given:
+      raise ValueError(f"config option {key!r} is given twice; give it "
+                       "once.")
+    given.add(key)
     if "=" in item:
       key, value = item.split("=", 1)
       if key not in defaults:
@@ -75,7 +81,7 @@ def parse_arg(arg: Optional[str], presets: Sequence[str],
                          f"{', '.join(presets)}.")
       out["preset"] = item
     elif item in presets:
-      raise ValueError(f"One preset per config: {item!r} follows "
+      raise ValueError(f"one preset per config: {item!r} follows "
                        f"{out['preset']!r}; options go after the preset.")
     else:
       raise ValueError(f"unknown config option {item!r}; known: "
@@ -90,7 +96,7 @@ def _option_value(key: str, value: str, default: Any) -> Any:
   """`value` cast to the type of the option's default (one-line errors)."""
   if isinstance(default, bool):
     if value.lower() not in _TRUE + _FALSE:
-      raise ValueError(f"Config option {key}={value!r}: use true or false.")
+      raise ValueError(f"config option {key}={value!r}: use true or false.")
     return value.lower() in _TRUE
   if default is None:
     return value
@@ -99,7 +105,7 @@ def _option_value(key: str, value: str, default: Any) -> Any:
   except ValueError:
     kind = {int: "an integer", float: "a number"}.get(type(default),
                                                       type(default).__name__)
-    raise ValueError(f"Config option {key}={value!r}: expected "
+    raise ValueError(f"config option {key}={value!r}: expected "
                      f"{kind}.") from None
 
 

@@ -140,8 +140,14 @@ def test_parse_arg_presets_and_options():
   # A typo'd bare option lists the known ones; a second preset is named.
   with pytest.raises(ValueError, match="'runlocl'; known: runlocal, steps"):
     config_lib.parse_arg("tiny,runlocl", ["tiny"], steps=1, runlocal=False)
-  with pytest.raises(ValueError, match="One preset per config: 'small'"):
+  with pytest.raises(ValueError, match="one preset per config: 'small'"):
     config_lib.parse_arg("tiny,small", ["tiny", "small"])
+  # An option given twice (which one counts?) is refused.
+  for arg, key in (("tiny,runlocal,runlocal", "runlocal"),
+                   ("tiny,steps=2,steps=3", "steps"), ("tiny,tiny", "tiny")):
+    with pytest.raises(ValueError, match=f"config option '{key}' is given "
+                       "twice; give it once"):
+      config_lib.parse_arg(arg, ["tiny", "small"], steps=1, runlocal=False)
   # Values are checked against the option's type, not silently coerced.
   assert not config_lib.parse_arg("tiny,runlocal=no", ["tiny"],
                                   runlocal=True).runlocal
