@@ -392,7 +392,21 @@ def parse_flags(argv: List[str]) -> List[str]:
                  else "configs/simple_diffusion.py:tiny")
       usage_error(f"--{name}.* overrides need --{name}=FILE:ARG first "
                   f"(e.g. --{name}={example}).")
-    usage_error(error_line(e))
+    line = error_line(e)
+    usage_error(line + _file_section_hint(line, argv))
+
+
+def _file_section_hint(line: str, argv: List[str]) -> str:
+  """`section_hint` for a `--config=FILE:ARG` command line (the config is
+  loaded again: the flag holds none after a failed override)."""
+  spec = next((a.split("=", 1)[1] for a in argv
+               if a.startswith("--config=")), None)
+  if not spec or not line.startswith("unknown config field"):
+    return ""
+  try:
+    return section_hint(line, load_config_file(spec), argv)
+  except Exception:  # pylint: disable=broad-except  (only a hint)
+    return ""
 
 
 def section_hint(line: str, config: ml_collections.ConfigDict,
@@ -406,14 +420,14 @@ def section_hint(line: str, config: ml_collections.ConfigDict,
     argv: the command line (the hint is for `--config.NAME.x=...`).
 
   Returns:
-    " (this FAMILY run's config has no 'NAME' section)", or "".
+    " (a 'FAMILY' config has no 'NAME' section)", or "".
   """
   unknown = re.fullmatch(r"unknown config field '(\w+)'", line)
   family = config.get("family")
   if not unknown or not family or unknown.group(1) in config or not any(
       a.startswith(f"--config.{unknown.group(1)}.") for a in argv):
     return ""
-  return f" (this {family} run's config has no {unknown.group(1)!r} section)"
+  return f" (a {family!r} config has no {unknown.group(1)!r} section)"
 
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")

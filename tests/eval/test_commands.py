@@ -268,7 +268,7 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
       ("--config.diffusion.sample_step=3", "error: unknown config field "
        "'sample_step'; did you mean 'sample_steps'?"),
       ("--config.flow.sample_steps=3", "error: unknown config field 'flow' "
-       "(this simple_diffusion run's config has no 'flow' section)")):
+       "(a 'simple_diffusion' config has no 'flow' section)")):
     proc = common.run_module("jaxgen.sample", f"--workdir={workdir}",
                              "--num=4", flag)
     assert proc.returncode == 2 and proc.stderr.strip() == expected, (

@@ -283,6 +283,10 @@ def test_bad_command_lines_are_one_error_line(args):
      "results.jsonl or CSV) and --out"),
     (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny"],
      "error: pass --workdir (it is required; --help lists flags)"),
+    # Another family's section is named as such (was a bare unknown field).
+    (["jaxgen.main", "--config=configs/r3gan.py:tiny", "--workdir=w",
+      "--config.diffusion.sample_steps=4"], "error: unknown config field "
+     "'diffusion' (a 'r3gan' config has no 'diffusion' section)"),
     (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
       "--workdir=w", "--config.total_steps=1e3"],
      "error: flag --config.total_steps=1e3: expects an integer (write 1e3 "
