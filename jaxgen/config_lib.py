@@ -62,13 +62,12 @@ def parse_arg(arg: Optional[str], presets: Sequence[str],
   out = dict(defaults, preset=presets[0])
   given = set()
   for i, item in enumerate(p for p in (arg or "").split(",") if p):
-    key = item.split("=", 1)[0]
+    key, is_pair, value = item.partition("=")
     if key in given:
       raise ValueError(f"config option {key!r} is given twice; give it "
                        "once.")
     given.add(key)
-    if "=" in item:
-      key, value = item.split("=", 1)
+    if is_pair:
       if key not in defaults:
         raise ValueError(f"unknown config option {key!r}; known: "
                          f"{', '.join(sorted(defaults)) or 'none'}.")

@@ -17,7 +17,7 @@ OUT/sampling.json records the checkpoint step, seed, batch size and config
 the PNGs were drawn with (and a latent-space run's decoding autoencoder
 step); a folder holding other samples (an older step, say) is refused rather
 than resumed or overwritten. Overrides of fields that only steer training
-(optimizer, run length, mesh, ...: `_TRAINING_ONLY`) keep the folder.
+(optimizer, run length, mesh, ...) keep the folder.
 """
 
 import io
@@ -66,15 +66,10 @@ def _write_png(path: epath.Path, image: np.ndarray) -> None:
 
 
 _RECORD = "sampling.json"
-# Config fields that only steer training: a checkpoint's samples do not
-# depend on them (nor on the mesh), so overriding them keeps an --out.
-_TRAINING_ONLY = ("optimizer", "batch_size", "grad_accum_loop",
-                  "grad_accum_steps", "remat", "mesh", "logical_axis_rules",
-                  "total_steps", "total_epochs", "total_examples",
-                  "total_flops", "log_every_steps", "checkpoint_every_steps",
-                  "keep_checkpoints", "eval", "eval_batches",
-                  "eval_every_steps", "sample_every_steps", "num_samples",
-                  "profile_steps", "tensorboard", "init_from")
+# Config fields that only steer training, beyond those `provenance.compare`
+# already ignores (run length, mesh, evaluation, ...): a checkpoint's
+# samples do not depend on them, so overriding them keeps an --out.
+_TRAINING_ONLY = ("optimizer", "batch_size", "tensorboard")
 
 
 def _record(config, step: int, seed: int, batch: int, decoder) -> dict:

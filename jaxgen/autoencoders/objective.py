@@ -336,13 +336,10 @@ class Autoencoder(objective_lib.Objective):
                                           trainable=PHASES[self.phase])
     return self._tx
 
-  @property
-  def lr_schedule(self):
-    """step -> the autoencoder's learning rate (the one inside `tx`)."""
-    if getattr(self, "_lr", None) is None:
-      self._lr = state_lib.learning_rate_schedule(self.config.optimizer,
-                                                  self.run_length)
-    return self._lr
+  # step -> the autoencoder's learning rate (the schedule inside `tx`),
+  # built once as the single-optimizer families build theirs.
+  _lr = None
+  lr_schedule = objective_lib.SingleOptimizer.lr_schedule
 
   @property
   def d_tx(self) -> optax.GradientTransformation:

@@ -321,7 +321,7 @@ def sample_metrics(features: np.ndarray, logits: np.ndarray,
   with warnings.catch_warnings():
     # The full set's statistics above warned of a singular covariance
     # already; every resample would again (thousands of lines).
-    warnings.filterwarnings("ignore", message=".*the covariance is singular")
+    warnings.filterwarnings("ignore", message=distances.SINGULAR_WARNING)
     for _ in range(num_bootstrap):
       idx = np.concatenate([g[rng.integers(0, len(g), len(g))]
                             for g in groups])

@@ -54,6 +54,11 @@ def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
+# A `warnings.filterwarnings` message pattern for `gaussian_stats`'s warning
+# (for callers that said it once already).
+SINGULAR_WARNING = ".*the covariance is singular"
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
   """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 

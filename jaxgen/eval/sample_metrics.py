@@ -42,10 +42,6 @@ from jaxgen.eval import sampling
 from jaxgen.parallel import mesh as mesh_lib
 
 
-# `distances.gaussian_stats`'s warning for fewer samples than dimensions.
-_SINGULAR = ".*the covariance is singular"
-
-
 def _stats(path: str, weights_hash: str) -> Dict[str, np.ndarray]:
   if not epath.Path(path).exists():
     raise ValueError(f"config.eval.sample_metrics.reference_stats={path!r} "
@@ -162,9 +158,10 @@ class SampleMetrics:
     self.num = int(cfg.num_samples)
     self.shapes = cfg.get("features", "inception") == "shape_classifier"
     self.objective = setup.objective
+    self.reconstructs = callable(getattr(setup.objective, "reconstruct",
+                                         None))
     info = getattr(setup, "data_info", None)
-    if (info is not None and info.kind == "video"
-        and not callable(getattr(setup.objective, "reconstruct", None))):
+    if info is not None and info.kind == "video" and not self.reconstructs:
       # Reconstructions are scored frame by frame; a generated clip has no
       # image metric here (and reference statistics are of images).
       raise ValueError(
@@ -172,7 +169,7 @@ class SampleMetrics:
           f"{info.num_frames}-frame clips (FID / KID / IS take no video); "
           "turn it off with --config.eval.sample_metrics.enabled=false.")
     if self.shapes:
-      if callable(getattr(setup.objective, "reconstruct", None)):
+      if self.reconstructs:
         raise ValueError("config.eval.sample_metrics.features="
                          "'shape_classifier' scores generated samples; "
                          "reconstruction families use 'inception'.")
@@ -180,7 +177,7 @@ class SampleMetrics:
           cfg.classifier_weights, batch_size=cfg.batch_size)
       with warnings.catch_warnings():
         # Said once below, for the samples and the references alike.
-        warnings.filterwarnings("ignore", message=_SINGULAR)
+        warnings.filterwarnings("ignore", message=distances.SINGULAR_WARNING)
         self.ref = (_classifier_stats(cfg.reference_stats,
                                       self.extractor.cfg.feature_dim)
                     if cfg.reference_stats else
@@ -195,8 +192,6 @@ class SampleMetrics:
     self.size_checked = False
     self.eval_input = eval_input
     self.mesh = setup.mesh
-    self.reconstructs = callable(getattr(setup.objective, "reconstruct",
-                                         None))
     dp = mesh_lib.data_parallel_size(setup.mesh)
     self.batch = -(-int(cfg.batch_size) // dp) * dp
     self.lpips_params = None
@@ -240,7 +235,7 @@ class SampleMetrics:
                  self.num, "images" if self.reconstructs else "samples")
     with warnings.catch_warnings():
       # Said once, when the run starts (see __init__), not every evaluation.
-      warnings.filterwarnings("ignore", message=_SINGULAR)
+      warnings.filterwarnings("ignore", message=distances.SINGULAR_WARNING)
       return self._metrics(state)
 
   def _metrics(self, state) -> Dict[str, float]:

@@ -326,7 +326,8 @@ def check_latents_unchanged(config: ml_collections.ConfigDict, start: int,
 
 
 def check_latents_at_resume(config: ml_collections.ConfigDict, ckpt_dir: str,
-                            committed: Sequence[int]) -> None:
+                            committed: Sequence[int]
+                            ) -> Optional[Dict[str, Any]]:
   """`check_latents_unchanged` against the newest committed checkpoint's
   extras, before compiling (checked again on the one that restores).
 
@@ -335,12 +336,17 @@ def check_latents_at_resume(config: ml_collections.ConfigDict, ckpt_dir: str,
     ckpt_dir: WORKDIR/checkpoints.
     committed: its committed steps (`committed_steps`).
 
+  Returns:
+    `latent_decode.origin` of the run's latents now (None for pixel data),
+    for the checkpoints to record and the restored one to be checked
+    against.
+
   Raises:
     ValueError: one line naming what differs.
   """
-  now = latent_decode.origin(config.dataset) if committed else None
-  if now is None:
-    return
-  step = max(committed)
-  check_latents_unchanged(config, step, checkpoint.saved_extra(
-      ckpt_dir, step).get("latents"), now)
+  now = latent_decode.origin(config.dataset)
+  if now is not None and committed:
+    step = max(committed)
+    check_latents_unchanged(config, step, checkpoint.saved_extra(
+        ckpt_dir, step).get("latents"), now)
+  return now

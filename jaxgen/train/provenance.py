@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import etils.epath as epath
 import jax
@@ -88,6 +88,21 @@ def compare(old: Dict[str, Any], new: Dict[str, Any]
     change = f"{key}: {a.get(key)!r} -> {b.get(key)!r}"
     (shape if key.startswith(_SHAPE_FIELDS) else other).append(change)
   return shape, other
+
+
+def first_changes(changes: Sequence[str], limit: int) -> str:
+  """The first `limit` of `compare`'s changes for a message, "; "-joined
+  ("; ..." when there are more).
+
+  Args:
+    changes: "key: old -> new" strings.
+    limit: how many to name.
+
+  Returns:
+    The text ('' for none).
+  """
+  return "; ".join(list(changes[:limit])
+                   + (["..."] if len(changes) > limit else []))
 
 
 def model_differences(workdir: str, config: ml_collections.ConfigDict
@@ -170,17 +185,17 @@ def check(workdir: str, config: ml_collections.ConfigDict,
   if not (resuming and path.exists()):
     return []
   old = _read(path)
-  shape, other = compare(old, _to_json(config))
   if old.get("family") != config.get("family"):
     # Every other difference follows from the family: name that alone.
     raise ValueError(
         f"{workdir} holds a run of family {old.get('family')!r}, not "
         f"{config.get('family')!r}; pass another --workdir (or its "
         "config.json's config to resume it).")
+  shape, other = compare(old, _to_json(config))
   if shape:
     raise ValueError(
         f"the checkpoints in {workdir} are of another model: "
-        f"{'; '.join(shape[:4])}{'; ...' if len(shape) > 4 else ''}; "
+        f"{first_changes(shape, 4)}; "
         "rerun with the config in its config.json or pass another "
         "--workdir.")
   return other

@@ -367,7 +367,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   committed = checks.committed_steps(ckpt_dir)
   changed = provenance.check(workdir, config, resuming=bool(committed))
   # A resume onto re-encoded latents is refused now, not after compiling.
-  checks.check_latents_at_resume(config, ckpt_dir, committed)
+  latents = checks.check_latents_at_resume(config, ckpt_dir, committed)
   checks.check_resumed_batch(config, changed)
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
@@ -457,7 +457,6 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
                                   s.total_steps)
     checks.warn_if_data_changed(config, start, extra.get("num_examples"),
                                 info.num_examples)
-    latents = latent_decode.origin(config.dataset)
     checks.check_latents_unchanged(config, start, extra.get("latents"),
                                    latents)
     last: Dict[str, Any] = {}

@@ -115,7 +115,7 @@ def _check_same(what: str, mine, theirs, init_from: str,
     detail = f"{name} is not in that run's model"
   else:
     detail = f"{name} is {have[name]} there, {want[name]} here"
-  named = "; ".join(list(fields[:3]) + (["..."] if len(fields) > 3 else []))
+  named = provenance.first_changes(fields, 3)
   raise ValueError(f"config.init_from={init_from} holds another model "
                    f"({named + '; ' if named else ''}{what}: {detail}); "
                    "start from a run of the same architecture.")
