@@ -11,6 +11,11 @@ from scaling import results as results_lib
 from scaling import rows
 
 
+def _param_key(fit: Dict[str, Any]) -> str:
+  """The run field a fit.json's N was read from ("params" by default)."""
+  return fit.get("settings", {}).get("param_key", "params")
+
+
 def predicted_optimum(fit: Dict[str, Any], budget: float) -> Dict[str, Any]:
   """N_opt and loss at `budget` from a fit.json (approaches 2 and 3)."""
   from scaling import bootstrap  # pylint: disable=g-import-not-at-top
@@ -54,7 +59,7 @@ def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
     out["errors"]["approach2_loss_at_optimum"] = pred["approach2"]["loss"]
   if "approach3" in pred:
     p = fit["approach3"]
-    n = row[fit.get("settings", {}).get("param_key", "params")]
+    n = row[_param_key(fit)]
     at_run = p["E"] + p["A"] / n**p["alpha"] + (
         p["B"] / row["examples_seen"]**p["beta"])
     pred["approach3"]["loss_at_run"] = at_run
@@ -123,4 +128,4 @@ def load_optimum(path: str, spec: Any, budgets: Optional[Sequence[float]]
     raise ValueError(f"{path} predicts N_opt={nearest} at {budgets[0]:.3g} "
                      "FLOPs; refit, or pass --nearest_params instead of "
                      "--optimal_from")
-  return fit, nearest, fit.get("settings", {}).get("param_key", "params")
+  return fit, nearest, _param_key(fit)

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxgen import config_lib
 from jaxgen import jsonl
-from jaxgen import paths
+from jaxgen import paths as paths_lib
 from scaling import approach2 as approach2_lib
 from scaling import bootstrap as bootstrap_lib
 from scaling import metrics as metrics_lib
@@ -77,6 +77,13 @@ class Frontier:
   @property
   def exponent(self) -> float:
     return self.fit.loss_opt.exponent
+
+  @property
+  def budget_range(self) -> Tuple[float, float]:
+    """(smallest, largest) fitted budget: the frontier's own range (a
+    budget whose parabola was excluded is not on it)."""
+    budgets = [cv.budget for cv in self.fit.used]
+    return float(min(budgets)), float(max(budgets))
 
   def samples(self, name: str) -> np.ndarray:
     """Bootstrap samples of a fit parameter (the point value if none)."""
@@ -179,7 +186,7 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
   return out
 
 
-def compute_to_reach(coef, exponent, loss, c_min=None):
+def compute_to_reach(coef, exponent, loss, c_min):
   """C with coef * C^exponent = loss (NaN where the frontier never gets there).
 
   A falling frontier (exponent < 0) reaches `loss` at that C. One that does
@@ -193,8 +200,7 @@ def compute_to_reach(coef, exponent, loss, c_min=None):
     coef: L0 (scalar or samples).
     exponent: gamma (scalar or samples).
     loss: the target in the fitted space.
-    c_min: the family's smallest training compute (None: a non-falling
-      frontier never reaches any target).
+    c_min: the family's smallest fitted budget.
 
   Returns:
     The compute, same shape as the broadcast inputs.
@@ -202,10 +208,8 @@ def compute_to_reach(coef, exponent, loss, c_min=None):
   coef, exponent = np.asarray(coef, float), np.asarray(exponent, float)
   with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
     c = np.exp(np.log(loss / coef) / exponent)
-    reached = (np.zeros(np.broadcast(coef, exponent).shape, bool)
-               if c_min is None else coef * c_min ** exponent <= loss)
-  bound = c_min if c_min is not None else np.nan
-  return np.where(reached, bound, np.where(exponent < 0, c, np.nan))
+    reached = coef * c_min ** exponent <= loss
+  return np.where(reached, c_min, np.where(exponent < 0, c, np.nan))
 
 
 def crossing(a: Frontier, b: Frontier) -> Optional[float]:
@@ -252,7 +256,7 @@ def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
   """
   fams = []
   for f in frontiers:
-    c_max = max(cv.budget for cv in f.fit.used)
+    c_max = f.budget_range[1]
     n_opt = float(f.fit.n_opt(c_max))
     sampling = None
     if len(f.sampling) >= 2 and np.ptp(np.log(f.sampling[:, 0])) > 0:
@@ -281,9 +285,7 @@ def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
     loss = float(metric.to_loss(v))
     row = {"target": float(v), "families": {}}
     for f in frontiers:
-      # The frontier's own range starts at its smallest fitted budget (a
-      # budget whose parabola was excluded is not on it).
-      c_min = float(min(cv.budget for cv in f.fit.used))
+      c_min = f.budget_range[0]
       c = float(compute_to_reach(f.coef, f.exponent, loss, c_min))
       samples = compute_to_reach(f.samples("loss_coef"),
                                  f.samples("loss_exponent"), loss, c_min)
@@ -330,7 +332,7 @@ def default_targets(frontiers: Sequence[Frontier],
   """Each family's frontier value at its own largest budget (3 digits)."""
   out = []
   for f in frontiers:
-    c_max = max(cv.budget for cv in f.fit.used)
+    c_max = f.budget_range[1]
     v = float(metric.from_loss(f.fit.loss_opt(c_max)))
     out.append(float(f"{v:.3g}"))
   return sorted(set(out), reverse=not metric.higher_is_better)
@@ -520,7 +522,7 @@ def main(argv):
     warnings.formatwarning = lambda msg, *_, **__: f"warning: {msg}\n"
     try:
       # Before the fit and its bootstrap, not after them.
-      with paths.probed_output_dir(FLAGS.out):
+      with paths_lib.probed_output_dir(FLAGS.out):
         summary = run(FLAGS.results, FLAGS.out, FLAGS.metric,
                       direction=FLAGS.metric_direction,
                       targets=[float(t) for t in FLAGS.targets],

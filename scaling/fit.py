@@ -151,7 +151,7 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
           "n_runs": len(runs), "k": k,
           "N_range": [float(runs.n.min()), float(runs.n.max())],
           "D_range": [float(runs.d.min()), float(runs.d.max())],
-          "C_range": [float(runs.c.min()), float(runs.c.max())],
+          "C_range": [c_lo, c_hi],
           "loss_range": [float(runs.loss.min()), float(runs.loss.max())],
       },
       "settings": {"approaches": list(approaches), "bootstrap": n_bootstrap,
@@ -201,7 +201,7 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
     fix = ("give --budgets the runs' budget_flops, widen --budget_tol"
            if budgets is not None else
            "give --budgets, lower --min_budget_runs")
-    lo, hi = float(np.min(runs.c)), float(np.max(runs.c))
+    lo, hi = fits.summary["data"]["C_range"]
     raise ValueError(
         f"approach 2 found no isoFLOP budget among {len(runs)} runs ({why}; "
         f"their compute spans {lo:.3g} to {hi:.3g} FLOPs); {fix} or use "

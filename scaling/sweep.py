@@ -422,10 +422,11 @@ def plan(spec: ml_collections.ConfigDict, *,
   for p in points:
     # One step costing more than the budget (points of one budget would
     # then spend different compute), or a count no run reaches.
-    if p.budget < p.batch_size * p.flops_per_example:
+    step_flops = p.batch_size * p.flops_per_example
+    if p.budget < step_flops:
       raise ValueError(
           f"budget {p.budget:.3g} FLOPs is below one step of size {p.size} "
-          f"({p.batch_size * p.flops_per_example:.3g} FLOPs); pass budgets "
+          f"({step_flops:.3g} FLOPs); pass budgets "
           "of at least a few steps")
     if p.steps > MAX_STEPS:
       raise ValueError(f"budget {p.budget:.3g} FLOPs is {p.steps:.3g} steps "
