@@ -32,6 +32,7 @@ from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import checks
 from jaxgen.train import durations
+from jaxgen.train import evaluation
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import logs
 from jaxgen.train import metrics as metrics_lib
@@ -375,7 +376,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   if config.eval_batches:
     # Opens the held-out split now: a missing one is an error before
     # compiling, not at the first evaluation.
-    _eval_input(config)
+    evaluation.held_out_input(config)
   s = setup(config, data_info=info, devices=devices, checked=checked)
   if committed and max(committed) >= s.total_steps:
     last = run_record.last_row(os.path.join(workdir, "metrics.jsonl"))
@@ -397,7 +398,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     # Weights and statistics are loaded (and checked) before compiling.
     score = (sample_metrics.SampleMetrics(
-        config, s, functools.partial(_eval_input, config))
+        config, s, functools.partial(evaluation.held_out_input, config))
              if sample_metrics.enabled(config) else None)
     logging.info("Compiling the %s train step (batch %d, mesh %s)...",
                  config.family, config.batch_size, dict(s.mesh.shape))
@@ -446,7 +447,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
               if config.num_samples else None)
     if decode is not None:
       sample_fn = _then(sample_fn, decode)
-    eval_fn = _make_eval(config, s, shardings)
+    eval_fn = evaluation.make_eval(config, s, shardings)
     peak = flops_lib.peak_flops_per_device()
     # Per-step rows since the last log step travel with the checkpoint, so a
     # run resumed off the logging grid logs the same averages.
@@ -460,6 +461,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     checks.check_latents_unchanged(config, start, extra.get("latents"),
                                    latents)
     last: Dict[str, Any] = {}
+    eval_error = None
     t0, steps_since = time.time(), 0
     failed = True
 
@@ -483,11 +485,16 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           # Steps/s and ETA go to the log; metrics.jsonl keeps the row.
           logs.log_progress(step, s.total_steps, sps)
           row.update(run_record.progress(config, s, seen, step, sps, peak))
-          if eval_fn and (step % int(config.eval_every_steps) == 0
-                          or is_last):
-            row.update(eval_fn(state, step))
-          if score and score.due(step, is_last):
-            row.update(score(state, step))
+          try:
+            if eval_fn and (step % int(config.eval_every_steps) == 0
+                            or is_last):
+              row.update(eval_fn(state, step))
+            if score and score.due(step, is_last):
+              row.update(score(state, step))
+          except Exception as e:  # pylint: disable=broad-except
+            # The trained state is sound: it is saved below before the
+            # error propagates, so a failing evaluation loses no steps.
+            eval_error = e
           _guarded(ckpt, workdir, writer.write_scalars, step, row)
           last = dict(row, step=step)
           t0, steps_since = time.time(), 0
@@ -496,17 +503,22 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
               info, f"epoch {step // info.batches_per_epoch}",
               skipped_reported)
         stop = watcher.should_stop(step)
-        if is_last or stop or ckpt.is_save_step(step):
+        if is_last or stop or eval_error or ckpt.is_save_step(step):
           buf.flush()  # Never save a state whose metrics were not checked.
           # Rows up to this step reach the disk before the checkpoint does:
           # a resume from it must not miss any of them.
           _guarded(ckpt, workdir, writer.flush)
-          ckpt.save(step, state, data_iter, force=is_last or stop,
+          ckpt.save(step, state, data_iter,
+                    force=is_last or stop or bool(eval_error),
                     extra={"pending_rows": buf.rows_for_json(),
                            "seen": seen.at(step),
                            "total_steps": s.total_steps,
                            "num_examples": info.num_examples,
                            "latents": latents})
+        if eval_error:
+          ckpt.wait()
+          raise evaluation.saved_after_failure(eval_error, step,
+                                               s.total_steps, ckpt_dir)
         # After the save: its writes (in the background) overlap sampling.
         if config.num_samples and not stop and (
             step % int(config.sample_every_steps) == 0 or is_last):
@@ -562,41 +574,6 @@ def _guarded(ckpt, workdir: str, fn, *args):
         f"metrics could not be written to {workdir}: {reason}; the last "
         f"good checkpoint is step {good}. Fix the cause and rerun to resume."
     ) from None
-
-
-def _eval_input(config):
-  it, _ = data_pipeline.build_input(
-      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      split=config.dataset.eval_split, train=False, repeat=True)
-  return it
-
-
-def _make_eval(config, s: Setup, shardings):
-  """Returns eval(state, step) -> {"eval_loss": ...}, or None if disabled."""
-  if not config.get("eval_batches"):
-    return None
-  eval_step = jax.jit(
-      lambda st, b, r: s.objective.eval_step(st, b, r),
-      in_shardings=(shardings, {k: mesh_lib.batch_sharding(s.mesh, len(v.shape))
-                                for k, v in s.batch_spec.items()}, None),
-      out_shardings=mesh_lib.replicated(s.mesh))
-  eval_rng = jax.random.key(config.seed + 1)
-
-  def run(state, step):
-    del step
-    # A fresh eval iterator each time: the same held-out batches and noise.
-    it = _eval_input(config)
-    totals = {}
-    for i in range(int(config.eval_batches)):
-      batch = multihost.global_batch(s.mesh, next(it))
-      out = jax.device_get(eval_step(state, batch,
-                                     jax.random.fold_in(eval_rng, i)))
-      for k, v in out.items():
-        totals[k] = totals.get(k, 0.0) + float(v) / int(config.eval_batches)
-    return {f"eval_{k}": v for k, v in totals.items()}
-
-  return run
 
 
 def _then(first, second):

@@ -21,6 +21,7 @@ import pytest
 
 from jaxgen.parallel import multihost
 from jaxgen.train import checkpoint as checkpoint_lib
+from jaxgen.train import evaluation
 from jaxgen.train import preemption
 from jaxgen.train import trainer
 from jaxgen.train import workdir as workdir_lib
@@ -373,6 +374,43 @@ def test_full_disk_is_one_line_at_the_next_step_and_keeps_the_last_good(
     assert [r["step"] for r in _rows(workdir)] == list(range(1, 17))
   finally:
     subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_failing_evaluation_saves_the_state_it_could_not_evaluate(
+    tmp_path, monkeypatch):
+  real = evaluation.make_eval
+
+  def failing_at_step_2(config, s, shardings):
+    run = real(config, s, shardings)
+
+    def evaluate(state, step):
+      if step == 2:  # Say, out of memory in the evaluation only.
+        raise RuntimeError("evaluation broke")
+      return run(state, step)
+    return evaluate
+
+  monkeypatch.setattr(evaluation, "make_eval", failing_at_step_2)
+  evals = {"eval_batches": 1, "eval_every_steps": 2}
+  for total, then in [(4, "a rerun continues from it"),
+                      (2, "training is complete")]:
+    workdir = tmp_path / str(total)
+    with pytest.raises(RuntimeError, match="evaluation broke") as e:
+      trainer.train_and_evaluate(
+          common.tiny_config(total_steps=total, **evals), str(workdir))
+    note, = e.value.__notes__
+    assert note.startswith(
+        f"The evaluation at step 2 failed; checkpoint 2 is saved in "
+        f"{workdir / 'checkpoints'}: {then}"), note
+    # Step 2 trained and logged; only its evaluation is missing.
+    assert os.listdir(workdir / "checkpoints") == ["2"]
+    assert [r["step"] for r in _rows(workdir)] == [1, 2]
+    assert "eval_loss" not in _rows(workdir)[-1]
+  # The rerun continues from the saved step and evaluates the next one.
+  trainer.train_and_evaluate(common.tiny_config(total_steps=4, **evals),
+                             str(tmp_path / "4"))
+  rows = _rows(tmp_path / "4")
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  assert "eval_loss" in rows[-1]
 
 
 @pytest.mark.parametrize("overrides,match", [
