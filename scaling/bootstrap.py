@@ -28,6 +28,7 @@ import numpy as np
 
 from scaling import approach2 as approach2_lib
 from scaling import approach3 as approach3_lib
+from scaling import results as results_lib
 
 DEFAULT_LEVEL = 0.8
 DEFAULT_BOOTSTRAP_TOP_K = 4
@@ -138,6 +139,30 @@ def _add_targets(samples, predict, targets):
 # Why approach 2 gets no interval when every budget has only 3 runs.
 NO_APPROACH2_INTERVAL = ("every resample that fits is the fit itself: too "
                          "few runs per budget")
+
+
+# Why a resample of each approach is left out.
+_RESAMPLE_FAILURE = {
+    "approach 2": "too few usable budgets",
+    "approach 3": "the fit failed or found no compute-optimal frontier"}
+
+
+def warn_if_few_resamples(approach: str, failed: int, total: int,
+                          who: Optional[str] = None) -> None:
+  """Warns (FitWarning) when intervals rest on under half the resamples.
+
+  Args:
+    approach: "approach 2" or "approach 3" (names the reason resamples fail).
+    failed: resamples that could not be fitted (`Bootstrap.n_failed`).
+    total: resamples drawn.
+    who: what the warning names (default `approach`; e.g. a family).
+  """
+  if total and failed > total / 2:
+    warnings.warn(f"{who or approach}: only {total - failed} of {total} "
+                  f"bootstrap resamples could be fitted (the others: "
+                  f"{_RESAMPLE_FAILURE[approach]}); its intervals rest on "
+                  "those and are too narrow if anything",
+                  results_lib.FitWarning, stacklevel=2)
 
 
 def approach2_interval_is_degenerate(fit) -> bool:

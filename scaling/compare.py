@@ -176,6 +176,8 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
       boot = bootstrap_lib.bootstrap_approach2(
           runs.n, runs.loss, budget, k=fit.k, n_resamples=n_bootstrap,
           seed=seed)
+      bootstrap_lib.warn_if_few_resamples("approach 2", boot.n_failed,
+                                          n_bootstrap, f"family {family!r}")
     out.append(Frontier(family, runs, fit, boot, sampling,
                         no_interval=no_interval))
   if not out:

@@ -226,24 +226,9 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
         targets=fits.targets)
     out["intervals"] = fits.boot2.intervals(fits.level)
     out["bootstrap_failed"] = fits.boot2.n_failed
-    _warn_if_few_resamples("approach 2", fits.boot2.n_failed, n_bootstrap)
+    bootstrap_lib.warn_if_few_resamples("approach 2", fits.boot2.n_failed,
+                                       n_bootstrap)
   fits.summary["approach2"] = out
-
-
-# Why a resample of each approach is left out (`bootstrap_lib`).
-_RESAMPLE_FAILURE = {
-    "approach 2": "too few usable budgets",
-    "approach 3": "the fit failed or found no compute-optimal frontier"}
-
-
-def _warn_if_few_resamples(name: str, failed: int, total: int) -> None:
-  """Intervals resting on under half the resamples are said to."""
-  if total and failed > total / 2:
-    warnings.warn(f"{name}: only {total - failed} of {total} bootstrap "
-                  f"resamples could be fitted (the others: "
-                  f"{_RESAMPLE_FAILURE[name]}); its intervals rest on those "
-                  "and are too narrow if anything", results_lib.FitWarning,
-                  stacklevel=3)
 
 
 def _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid,
@@ -289,7 +274,8 @@ def _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid,
         seed=seed, targets=fits.targets)
     out["intervals"] = fits.boot3.intervals(fits.level)
     out["bootstrap_failed"] = fits.boot3.n_failed
-    _warn_if_few_resamples("approach 3", fits.boot3.n_failed, n_bootstrap)
+    bootstrap_lib.warn_if_few_resamples("approach 3", fits.boot3.n_failed,
+                                       n_bootstrap)
     out["bootstrap_seconds"] = time.perf_counter() - start
   fits.summary["approach3"] = out
 

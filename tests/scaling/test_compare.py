@@ -231,6 +231,27 @@ def test_three_sizes_per_budget_give_no_interval_rather_than_a_zero_width_one(
   assert lo < hi and not summary5["families"][0]["no_interval"]
 
 
+def test_a_family_whose_resamples_mostly_fail_is_warned_about(tmp_path):
+  # Two budgets of four sizes: a within-budget resample needs 3 distinct
+  # sizes in both, so most resamples have too few usable budgets.
+  rows = [r for r in _family_rows("A", 10.0, -0.1, noise=0.01, seed=3)
+          if r["budget_flops"] in BUDGETS[:2]
+          and not r["point"].endswith("x0.25")]
+  path = _write(tmp_path / "a.jsonl", rows)
+  with pytest.warns(results_lib.FitWarning, match=r"family 'A': only \d+ "
+                    r"of 100 bootstrap resamples could be fitted \(the "
+                    r"others: too few usable budgets\)"):
+    compare.run([path], str(tmp_path / "o"), "eval_fid", targets=[1.0],
+                n_bootstrap=100)
+  # Four budgets of five sizes: nothing to warn about.
+  full = _write(tmp_path / "full.jsonl",
+                _family_rows("A", 10.0, -0.1, noise=0.01, seed=3))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", results_lib.FitWarning)
+    compare.run([full], str(tmp_path / "o2"), "eval_fid", targets=[1.0],
+                n_bootstrap=100)
+
+
 def test_bad_target_flops_empty_files_and_whose_budget_is_excluded(tmp_path):
   a = _write(tmp_path / "a.jsonl", _family_rows("A", 10.0, -0.1))
   for bad in (-5.0, 0.0, float("inf"), float("nan")):

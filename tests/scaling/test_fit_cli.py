@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from scaling import approach3
+from scaling import bootstrap
 from scaling import fit
 from scaling import results
 from tests.scaling import test_approach3 as t3
@@ -293,12 +294,12 @@ def test_far_targets_and_thin_bootstraps_are_warned_about(tmp_path):
   # Intervals backed by 28 of 100 resamples (a 2-budget sweep) say so.
   with pytest.warns(results.FitWarning, match="approach 2: only 28 of 100 "
                     "bootstrap resamples could be fitted"):
-    fit._warn_if_few_resamples("approach 2", 72, 100)  # pylint: disable=protected-access
+    bootstrap.warn_if_few_resamples("approach 2", 72, 100)
   # Each approach's resamples fail for their own reason.
   with pytest.warns(results.FitWarning, match=r"approach 3: only 40 of 100 "
                     r"bootstrap resamples could be fitted \(the others: the "
                     "fit failed or found no compute-optimal frontier\)"):
-    fit._warn_if_few_resamples("approach 3", 60, 100)  # pylint: disable=protected-access
+    bootstrap.warn_if_few_resamples("approach 3", 60, 100)
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    fit._warn_if_few_resamples("approach 2", 28, 100)  # pylint: disable=protected-access
+    bootstrap.warn_if_few_resamples("approach 2", 28, 100)
