@@ -418,20 +418,21 @@ def plan(spec: ml_collections.ConfigDict, *,
     chosen = list(sizes) if sizes else budget_sizes(spec, names, i)
     chosen.sort(key=names.index)
     for size in chosen:
-      points.append(make_point(spec, budget, size, sets))
-  for p in points:
-    # One step costing more than the budget (points of one budget would
-    # then spend different compute), or a count no run reaches.
-    step_flops = p.batch_size * p.flops_per_example
-    if p.budget < step_flops:
-      raise ValueError(
-          f"budget {p.budget:.3g} FLOPs is below one step of size {p.size} "
-          f"({step_flops:.3g} FLOPs); pass budgets "
-          "of at least a few steps")
-    if p.steps > MAX_STEPS:
-      raise ValueError(f"budget {p.budget:.3g} FLOPs is {p.steps:.3g} steps "
-                       f"of size {p.size}; pass a budget this sweep can "
-                       "run")
+      p = make_point(spec, budget, size, sets)
+      # One step costing more than the budget (points of one budget would
+      # then spend different compute), or a count no run reaches: said at
+      # the first such point, before the others are built.
+      step_flops = p.batch_size * p.flops_per_example
+      if p.budget < step_flops:
+        raise ValueError(
+            f"budget {p.budget:.3g} FLOPs is below one step of size "
+            f"{p.size} ({step_flops:.3g} FLOPs); pass budgets of at least a "
+            "few steps")
+      if p.steps > MAX_STEPS:
+        raise ValueError(f"budget {p.budget:.3g} FLOPs is {p.steps:.3g} "
+                         f"steps of size {p.size}; pass a budget this sweep "
+                         "can run")
+      points.append(p)
   per_budget = len(points) // len(budgets)
   if per_budget < 3 and not sizes:
     warnings.warn(f"{per_budget} sizes per budget: approach 2 needs at least"
