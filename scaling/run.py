@@ -205,7 +205,15 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
 
   Returns:
     {"points": [...], "rows": {id: row}, "failed": [ids]}.
+
+  Raises:
+    ValueError: bad sweep input, or `collect` in a workdir with no sweep.
   """
+  if collect and not (epath.Path(workdir) / "runs").exists():
+    # Collecting from a typo'd path would create it and report 0 points.
+    raise ValueError(f"--collect: no sweep in --workdir={workdir} (it has "
+                     "no runs/ folder); pass the workdir the points were "
+                     "started in")
   parsed = spec_check.parse_sets(sets)
   points = sweep_lib.plan(spec, budgets=budgets, sizes=sizes, sets=parsed)
   env = {k: str(v) for k, v in spec.env.items()}
@@ -551,11 +559,6 @@ def main(argv):
                                        param_key)
       print(f"size nearest N={nearest:.4g}: {name} (N={n:,})")
       sizes = [name]
-    if FLAGS.collect and not (epath.Path(FLAGS.workdir) / "runs").exists():
-      # Collecting from a typo'd path would create it and report 0 points.
-      raise ValueError(f"--collect: no sweep in --workdir={FLAGS.workdir} "
-                       "(it has no runs/ folder); pass the workdir the "
-                       "points were started in")
     if FLAGS.in_process and not FLAGS.dry_run:
       compile_cache.enable(FLAGS.compilation_cache)
     with warnings.catch_warnings():

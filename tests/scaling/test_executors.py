@@ -132,6 +132,11 @@ def test_print_executor_then_collect(tmp_path, monkeypatch):
   prov = row["provenance"]
   assert {"jax", "jaxlib", "flax", "git_commit"} <= set(prov)
   assert prov["device_kind"]
+  # Collecting from a typo'd workdir is refused and creates nothing.
+  typo = tmp_path / "swep"
+  with pytest.raises(ValueError, match="no sweep in --workdir=.*swep"):
+    _sweep(typo, [], collect=True)
+  assert not typo.exists()
 
 
 def test_slurm_executor_through_submitit_local_collects_rows(
