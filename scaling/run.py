@@ -512,6 +512,8 @@ def main(argv):
         "--dry-run plans a sweep; --point / --chain train one point (the "
         "workers' mode): drop --point/--chain to see the plan (with "
         "--only_budgets / --only_sizes to narrow it)")
+  if FLAGS.optimal_from and FLAGS.nearest_params:
+    config_lib.usage_error("pass --nearest_params or --optimal_from, not both")
   try:
     if FLAGS.point or FLAGS.chain:
       # A worker trains: as jaxgen.main, before JAX starts its backend.
@@ -549,8 +551,6 @@ def main(argv):
     fit, param_key = None, "params"
     nearest = FLAGS.nearest_params
     if FLAGS.optimal_from:
-      if FLAGS.nearest_params:
-        raise ValueError("pass --nearest_params or --optimal_from, not both")
       fit, nearest, param_key = check.load_optimum(FLAGS.optimal_from, spec,
                                                    budgets)
     if nearest:

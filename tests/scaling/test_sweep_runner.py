@@ -562,16 +562,18 @@ def test_a_fit_of_another_family_or_metric_is_refused_as_the_optimum(
   # On the command line: before anything runs, one line each.
   bad = tmp_path / "fit.json"
   bad.write_text("not json")
-  for extra, expected in [
-      ([f"--optimal_from={bad}"], "is not JSON"),
+  # A bad file exits 1; two flags that exclude each other are a usage
+  # error (2), as every other misuse of flags is.
+  for extra, expected, status in [
+      ([f"--optimal_from={bad}"], "is not JSON", 1),
       ([f"--optimal_from={bad}", "--nearest_params=1e5"],
-       "pass --nearest_params or --optimal_from, not both")]:
+       "pass --nearest_params or --optimal_from, not both", 2)]:
     out = common.run_module(
         "scaling.run", "--sweep=configs/scaling/r3gan.py:cpu",
         f"--workdir={tmp_path / 'w'}", "--dry-run", "--only_budgets=4e12",
         *extra, timeout=120)
     lines = out.stderr.strip().splitlines()
-    assert out.returncode == 1 and len(lines) == 1, out.stderr[-2000:]
+    assert out.returncode == status and len(lines) == 1, out.stderr[-2000:]
     assert expected in lines[0], lines[0]
 
 
