@@ -114,6 +114,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.optimizer.b2 = 0.9
   c.optimizer.end_b2 = 0.99
   c.optimizer.eps = 1e-8
+  # Adam's first moment's dtype: "float32" | "bfloat16" (half its memory).
+  c.optimizer.mu_dtype = "float32"
 
   c.batch_size = 512
   c.total_examples = 250 * M

@@ -3,7 +3,8 @@ r"""IsoFLOP sweep specs for the simple-diffusion family (Chinchilla approach 2).
 Presets (the word after the colon):
   cpu    the committed CPU sweep (experiments/scaling_simple_diffusion): 16px
          embedded shapes, U-ViTs of 13k-599k parameters, 3 budgets x 4 sizes,
-         about 35 min of CPU time (see the experiment's report.md).
+         12 min with --parallel=2 on 2 cores, 22 min of CPU time (see the
+         experiment's report.md).
   tiny   a seconds-long sweep for tests: 2 budgets x 2 very small U-ViTs.
   paper  ImageNet 128px (the SiD U-ViT at patch 1), transformer widths
          512-2048, budgets 1e19-1e21 on TPU v5p slices of 64 chips; plan it

@@ -63,8 +63,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "/tmp/jaxgen_ae_experiments", "Run cache.")
 flags.DEFINE_string("out", HERE, "Figures and results.json.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default: TFDS').")
-flags.DEFINE_integer("steps", 600, "Training steps of every autoencoder.")
-flags.DEFINE_integer("ft_steps", 300, "Fine-tuning steps in (b).")
+flags.DEFINE_integer("steps", 400, "Training steps of every autoencoder "
+                     "(the committed results' setting).")
+flags.DEFINE_integer("ft_steps", 200, "Fine-tuning steps in (b).")
 flags.DEFINE_integer("sd_steps", 800, "Latent diffusion steps in (b).")
 flags.DEFINE_integer("num_eval", 512, "Held-out images scored.")
 flags.DEFINE_integer("num_samples", 512, "Decoded samples scored in (b).")

@@ -8,8 +8,8 @@ WORKDIR/samples holds the training run's sample grids, not samples).
 Each of --a (the reference) and --b (the evaluated set) is a stats file, an
 images .npz, a folder of PNGs or a dataset spec (see `jaxgen.eval.imagesets`).
 Prints `FID: <value>` on stdout, then `KID:` (when both sides have features),
-`precision:` / `recall:` (likewise) and `IS:` (when --b is at least 10
-images). Statistics
+`IS:` (when --b is at least 10 images) and `precision:` / `recall:` (when
+both sides have features). Statistics
 made with other Inception weights than --weights are refused.
 """
 

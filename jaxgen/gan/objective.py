@@ -181,7 +181,8 @@ class R3GAN(objective_lib.Objective):
     # Same lr and β2 for G and D, as in the reference; no clipping, no decay.
     self.tx = optax.inject_hyperparams(optax.adam)(
         learning_rate=self.lr_fn, b1=float(o.b1), b2=self.b2_fn,
-        eps=float(o.eps))
+        eps=float(o.eps),
+        mu_dtype=jnp.dtype(o.get("mu_dtype", "float32")))
 
   # -- configuration checks ---------------------------------------------------
 

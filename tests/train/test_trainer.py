@@ -12,8 +12,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from jaxgen import config_lib
 from jaxgen import registry
 from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.diffusion import objective as sd_objective
@@ -21,6 +23,7 @@ from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
 from jaxgen.train import trainer
+from configs import r3gan
 from configs import simple_diffusion
 from tests.train import common
 
@@ -151,6 +154,33 @@ def test_bf16_compute_keeps_float32_params_and_losses(tmp_path):
   out32 = model32.apply(variables, *args, train=False)
   assert out16.dtype == jnp.float32
   assert 0 < float(jnp.abs(out16 - out32).max()) < 0.1
+
+
+@pytest.mark.parametrize("family", ["simple_diffusion", "r3gan"])
+def test_mu_dtype_stores_adams_first_moment_in_bf16(family):
+  """config.optimizer.mu_dtype=bfloat16 halves the first moment only."""
+  config = (common.tiny_config if family == "simple_diffusion" else
+            _r3gan_tiny)(**{"optimizer.mu_dtype": "bfloat16"})
+  s = trainer.setup(config, data_info=DatasetInfo.synthetic(config.dataset))
+  abstract = jax.eval_shape(lambda k: s.objective.init(
+      k, trainer.example_batch(s.batch_spec)), jax.random.key(0))
+  adam = [x for x in jax.tree.leaves(
+      abstract.opt_state, is_leaf=lambda x: isinstance(
+          x, optax.ScaleByAdamState))
+          if isinstance(x, optax.ScaleByAdamState)]
+  assert adam  # One per network for R3GAN (G and D).
+  for state in adam:
+    assert {x.dtype for x in jax.tree.leaves(state.mu)} == {
+        jnp.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in jax.tree.leaves(state.nu)} == {
+        jnp.dtype(jnp.float32)}
+
+
+def _r3gan_tiny(**overrides):
+  c = r3gan.get_config("tiny")
+  c.dataset.data_dir = common.DATA_DIR
+  config_lib.apply_overrides(c, overrides)
+  return c
 
 
 def test_bf16_params_and_bad_dtype_names():
