@@ -435,7 +435,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
       # A few steps after the start, past compilation and warm-up.
       profiler = profiling.StepProfiler(
           workdir, first_step=min(start + 5, s.total_steps),
-          num_steps=int(config.profile_steps))
+          num_steps=int(config.profile_steps), last_step=s.total_steps)
 
     preview = getattr(s.objective, "preview_fn", None)  # Autoencoders.
     sample_fn = (preview(config, s.mesh) if preview and config.num_samples
@@ -472,6 +472,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = multihost.global_batch(s.mesh, next(data_iter))
           state, metrics = p_step(state, batch)
+        if profiler:  # The trace holds steps, not evaluations or saves.
+          profiler.after(step, metrics)
         buf.push(step, metrics)
         # A background save that failed surfaces here, one step later.
         ckpt.poll()

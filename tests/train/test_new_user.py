@@ -28,6 +28,7 @@ from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import durations
 from jaxgen.train import logs
 from jaxgen.train import metrics as metrics_lib
+from jaxgen.train import profiling
 from jaxgen.train import checks
 from jaxgen.train import run_record
 from jaxgen.train import trainer
@@ -213,6 +214,30 @@ def test_a_short_profiled_run_keeps_its_trace(tmp_path):
   assert "Profiler trace of steps" in out.stderr
   traces = [f for _, _, files in os.walk(tmp_path / "plugins") for f in files]
   assert any(f.endswith((".xplane.pb", ".trace.json.gz")) for f in traces)
+
+
+@pytest.mark.parametrize("first,num,last,traced", [
+    (6, 3, 100, [6, 7, 8]),  # The window, then it ends.
+    (6, 10, 7, [6, 7]),      # Cut at the run's last step.
+])
+def test_the_trace_ends_before_its_last_steps_evaluation_and_save(
+    monkeypatch, first, num, last, traced):
+  events = []
+  monkeypatch.setattr(jax.profiler, "start_trace",
+                      lambda d: events.append("start"))
+  monkeypatch.setattr(jax.profiler, "stop_trace",
+                      lambda: events.append("stop"))
+  prof = profiling.StepProfiler("/tmp/x", first, num, last_step=last)
+  for step in range(first - 2, last + 1):
+    prof(step)
+    events.append(step)   # The step runs ...
+    prof.after(step, jnp.ones(()))
+    events.append("eval")  # ... then its evaluation, sampling, save.
+  prof.stop()  # The trainer's `finally`: nothing left to write.
+  start, stop = events.index("start"), events.index("stop")
+  assert events.count("stop") == 1
+  assert [e for e in events[start + 1:stop] if e != "eval"] == traced
+  assert events[stop - 1] == traced[-1]  # No evaluation after it.
 
 
 def test_library_info_chatter_is_filtered_but_warnings_pass():
