@@ -354,6 +354,25 @@ def error_line(error: BaseException) -> str:
   return last
 
 
+def with_notes(error: BaseException, text: Optional[str] = None) -> str:
+  """The error's line followed by its one-line notes, still one line.
+
+  A note says, for example, that a checkpoint of the state the error
+  interrupted was saved; libraries' longer notes (Grain's about the frames
+  it filtered from the traceback) are left out.
+
+  Args:
+    error: the exception.
+    text: its line, when not `str(error)`.
+
+  Returns:
+    The line.
+  """
+  return " ".join([str(error) if text is None else text,
+                   *(n for n in getattr(error, "__notes__", ())
+                     if "\n" not in n.strip())])
+
+
 def usage_error(message: str) -> NoReturn:
   """Exits with `error: message` on stderr (status 2), without the usage
   text `app.UsageError` prints first.

@@ -98,24 +98,17 @@ def main(argv):
     os._exit(130)  # pylint: disable=protected-access
   except (ValueError, FloatingPointError) as e:
     # Configuration and numerics errors are one readable line, not a trace.
-    print(f"error: {_with_notes(e)}", file=sys.stderr)
+    print(f"error: {config_lib.with_notes(e)}", file=sys.stderr)
     sys.exit(1)
   except (checkpoint.StorageError, OSError) as e:
     # Storage failures: everything that could be written is closed by now;
     # skip interpreter shutdown, where orbax's failed background writes would
     # print pages of "exception was never retrieved".
-    if isinstance(e, OSError):
-      e = _with_notes(e, f"{e.strerror or e}: {e.filename or ''}; the last "
-                      "committed checkpoint is kept.")
-    print(f"error: {e}", file=sys.stderr, flush=True)
+    text = (f"{e.strerror or e}: {e.filename or ''}; the last committed "
+            "checkpoint is kept." if isinstance(e, OSError) else None)
+    print(f"error: {config_lib.with_notes(e, text)}", file=sys.stderr,
+          flush=True)
     os._exit(1)  # pylint: disable=protected-access
-
-
-def _with_notes(error: BaseException, text=None) -> str:
-  """The error's line followed by its notes (say, that a checkpoint of the
-  state it interrupted was saved), still one line."""
-  return " ".join([str(error) if text is None else text,
-                   *getattr(error, "__notes__", ())])
 
 
 if __name__ == "__main__":

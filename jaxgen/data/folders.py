@@ -146,13 +146,33 @@ class FolderSource:
     return f"FolderSource({len(self)} files)"
 
 
-def _image_files(folder: str) -> list[str]:
-  # Hidden files are no images of the set (macOS' "._x.jpg" AppleDouble
-  # metadata beside every copied image).
-  return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                if f.lower().endswith(_IMAGE_EXTENSIONS)
-                and not f.startswith(".")
-                and os.path.isfile(os.path.join(folder, f)))
+def _listing(folder: str) -> tuple[list[str], list[str]]:
+  """(image files, sub-folders) directly in `folder`, sorted.
+
+  Hidden entries are not part of the set: macOS' "._x.jpg" AppleDouble
+  metadata beside every copied image, ".ipynb_checkpoints", ".thumbnails".
+  """
+  files, folders = [], []
+  with os.scandir(folder) as entries:
+    for e in entries:
+      if e.name.startswith("."):
+        continue
+      if e.is_dir():
+        folders.append(e.path)
+      elif e.name.lower().endswith(_IMAGE_EXTENSIONS) and e.is_file():
+        files.append(e.path)
+  return sorted(files), sorted(folders)
+
+
+def _deeper_image(folders: Sequence[str]) -> str:
+  """The first image file below `folders` (any depth), or ""."""
+  for folder in folders:
+    for path, dirs, names in os.walk(folder):
+      dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+      for name in sorted(names):
+        if name.lower().endswith(_IMAGE_EXTENSIONS) and name[0] != ".":
+          return os.path.join(path, name)
+  return ""
 
 
 def _folder_split(root, files, labels, split, config):
@@ -168,15 +188,18 @@ def _folder_split(root, files, labels, split, config):
           "be the training images; set --config.dataset.holdout_fraction="
           "0.05 (for example) to hold some out, or --config.eval_batches=0.")
     return files, labels
-  held = [zlib.crc32(os.path.relpath(f, root).encode()) % 10_000
-          < fraction * 10_000 for f in files]
+  hashes = [zlib.crc32(os.path.relpath(f, root).encode()) for f in files]
+  held = [h % 10_000 < fraction * 10_000 for h in hashes]
   keep = [h != (split == train_split) for h in held]
-  files = [f for f, k in zip(files, keep) if k]
-  labels = [l for l, k in zip(labels, keep) if k]
-  if not files:
+  chosen = [(h, f, l) for h, f, l, k in zip(hashes, files, labels, keep) if k]
+  if not chosen:
     raise ValueError(f"Image folder {root!r}: split {split!r} is empty with "
                      f"holdout_fraction={fraction}; change the fraction.")
-  return files, labels
+  if split != train_split:
+    # Read in order (no shuffle): by hash, not class by class, so the first
+    # eval batches hold every class.
+    chosen.sort()
+  return [f for _, f, _ in chosen], [l for _, _, l in chosen]
 
 
 @sources.SOURCES.register("folder")
@@ -185,22 +208,38 @@ def _open_folder(spec, config, *, split, arrays=None) -> sources.Source:
   del arrays
   root = os.path.expanduser(spec.name)
   if not os.path.isdir(root):
-    raise ValueError(f"Image folder {root!r} does not exist.")
-  classes = sorted(d for d in os.listdir(root)
-                   if os.path.isdir(os.path.join(root, d))
-                   and _image_files(os.path.join(root, d)))
-  loose = _image_files(root)
+    raise ValueError(f"Image folder {root!r} " + (
+        "is a file, not a folder." if os.path.exists(root)
+        else "does not exist."))
+  loose, sub_folders = _listing(root)
+  listed = {d: _listing(d) for d in sub_folders}
+  classes = [d for d in sub_folders if listed[d][0]]
   if classes and loose:
-    raise ValueError(f"Image folder {root!r} mixes images and class "
-                     "sub-folders; use one layout.")
+    raise ValueError(
+        f"Image folder {root!r} mixes images and class sub-folders (e.g. "
+        f"{os.path.basename(classes[0])}/); use one layout.")
   files, labels = loose, [0] * len(loose)
   for label, name in enumerate(classes):
-    class_files = _image_files(os.path.join(root, name))
-    files += class_files
-    labels += [label] * len(class_files)
+    files += listed[name][0]
+    labels += [label] * len(listed[name][0])
   if not files:
-    raise ValueError(f"Image folder {root!r} has no "
-                     f"{'/'.join(_IMAGE_EXTENSIONS)} files.")
+    deeper = _deeper_image(sub_folders)
+    raise ValueError(
+        f"Image folder {root!r} has no {'/'.join(_IMAGE_EXTENSIONS)} files"
+        + (f" directly in it or in a class sub-folder (e.g. {deeper} is "
+           "deeper); point folder: at the folder that holds them or their "
+           "class folders." if deeper else "."))
+  nested = [d for name in classes for d in listed[name][1]]
+  if nested:
+    # Only images directly in a class folder carry its label.
+    logging.warning("Image folder %s: sub-folders of class folders are not "
+                    "read (%d, e.g. %s).", root, len(nested), nested[0])
+  if split == config.get("split", "train"):
+    names = [os.path.basename(c) for c in classes]
+    logging.info("Image folder %s: %d images%s.", root, len(files), (
+        f" in {len(names)} classes (label: folder) "
+        + ", ".join(f"{i}: {n}" for i, n in enumerate(names[:8]))
+        + (", ..." if len(names) > 8 else "")) if names else ", unlabeled")
   files, labels = _folder_split(root, files, labels, split, config)
   channels = 1 if int(config.get("channels", 3)) == 1 else 3
   _probe_decodes(root, files)

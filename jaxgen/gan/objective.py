@@ -184,6 +184,13 @@ class R3GAN(objective_lib.Objective):
         eps=float(o.eps),
         mu_dtype=jnp.dtype(o.get("mu_dtype", "float32")))
 
+  @property
+  def unconditional_flags(self) -> tuple[str, ...]:
+    """Flags besides `dataset.num_classes=0` an unconditional run needs
+    (named by the trainer's error on a dataset without labels)."""
+    return (("--config.gan.class_conditional=false",)
+            if self.config.gan.class_conditional else ())
+
   # -- configuration checks ---------------------------------------------------
 
   def validate(self, num_devices_data_parallel: int) -> None:
@@ -218,7 +225,9 @@ class R3GAN(objective_lib.Objective):
           f"config.model.group_width={gw}.")
     if self.config.gan.class_conditional and not self.num_classes:
       raise ValueError("config.gan.class_conditional needs "
-                       "config.dataset.num_classes > 0.")
+                       "config.dataset.num_classes > 0; set "
+                       "--config.gan.class_conditional=false for an "
+                       "unconditional model.")
 
   # -- state ------------------------------------------------------------------
 

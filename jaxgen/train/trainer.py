@@ -108,10 +108,12 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
   if declared and conditional and data_info.num_classes == 0:
     # Every label would be 0: the other classes' embeddings never train,
     # and samples drawn for them show it.
+    also = "".join(f" {flag}" for flag in getattr(
+        objective, "unconditional_flags", ()))
     raise ValueError(
         f"config.dataset.num_classes={declared} but dataset "
         f"{config.dataset.name!r} has no class labels; set "
-        "--config.dataset.num_classes=0 for an unconditional model.")
+        f"--config.dataset.num_classes=0{also} for an unconditional model.")
   if (declared and conditional and data_info.num_classes
       and declared != data_info.num_classes):
     raise ValueError(

@@ -2,11 +2,13 @@
 the folder checks of the pipeline and trainer."""
 
 import struct
+import zlib
 
 import numpy as np
 from PIL import Image
 import pytest
 
+from configs import r3gan
 from jaxgen.data import config as config_lib
 from jaxgen.data import folders
 from jaxgen.data import pipeline
@@ -112,6 +114,13 @@ def test_an_unlabeled_folder_refuses_a_class_conditional_model(tmp_path):
   # An unconditional model ignores the field.
   config.diffusion.class_conditional = False
   assert trainer.setup(config, data_info=info).objective.num_classes == 0
+  # R3GAN names its own switch too (its next error was that switch's).
+  gan = r3gan.get_config("tiny")
+  gan.dataset.name = f"folder:{tmp_path}"
+  with pytest.raises(ValueError, match=r"set --config.dataset.num_classes=0 "
+                     r"--config.gan.class_conditional=false for an "
+                     r"unconditional model.$"):
+    trainer.setup(gan, data_info=info)
 
 
 def test_resuming_after_the_folder_grew_is_warned_about(tmp_path, caplog):
@@ -150,6 +159,76 @@ def test_hidden_files_are_not_images_of_the_set(tmp_path):
     (tmp_path / f"._{i:02d}.png").write_bytes(b"\x00\x05\x16\x07")
   _, info = _build(_config(name=f"folder:{tmp_path}", image_size=16))
   assert info.num_examples == 20
+
+
+def _images(folder, count, seed=0):
+  folder.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  for i in range(count):
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(
+        folder / f"{i:02d}.png")
+
+
+def test_hidden_folders_are_not_classes(tmp_path):
+  # Jupyter's checkpoints sorted first: they were class 0.
+  for name in ("cat", "dog", ".ipynb_checkpoints"):
+    _images(tmp_path / "classes" / name, 4)
+  _, info = _build(_config(name=f"folder:{tmp_path / 'classes'}",
+                           image_size=16))
+  assert (info.num_classes, info.num_examples) == (2, 8)
+  # Beside loose images they made it "a mix of images and class folders".
+  _images(tmp_path / "flat", 4)
+  _images(tmp_path / "flat" / ".thumbnails", 4)
+  _, info = _build(_config(name=f"folder:{tmp_path / 'flat'}",
+                           image_size=16))
+  assert (info.num_classes, info.num_examples) == (0, 4)
+
+
+def test_folder_layouts_it_cannot_read_are_named(tmp_path, caplog):
+  _images(tmp_path, 1)
+  with pytest.raises(ValueError, match=r"'.*00.png' is a file, not a "
+                     r"folder.$"):
+    _build(_config(name=f"folder:{tmp_path / '00.png'}", image_size=16))
+  # Images two levels down: neither unlabeled nor class folders.
+  _images(tmp_path / "deep" / "a" / "b", 4)
+  with pytest.raises(ValueError, match=r"has no .png/.jpg/.jpeg files "
+                     r"directly in it or in a class sub-folder \(e.g. "
+                     r".*deep/a/b/00.png is deeper\); point folder: at"):
+    _build(_config(name=f"folder:{tmp_path / 'deep'}", image_size=16))
+  # Class folders with sub-folders of their own: those are not read, said
+  # once; the log names the classes' labels.
+  _images(tmp_path / "c" / "cat", 2)
+  _images(tmp_path / "c" / "dog", 3)
+  _images(tmp_path / "c" / "dog" / "puppies", 2)
+  with caplog.at_level("INFO"):
+    _, info = _build(_config(name=f"folder:{tmp_path / 'c'}", image_size=16))
+  assert info.num_examples == 5
+  lines = [r.getMessage() for r in caplog.records]
+  assert any(l.endswith("sub-folders of class folders are not read (1, e.g. "
+                        f"{tmp_path / 'c' / 'dog' / 'puppies'}).")
+             for l in lines), lines
+  assert any(l.endswith("5 images in 2 classes (label: folder) 0: cat, "
+                        "1: dog.") for l in lines), lines
+
+
+def test_held_out_batches_mix_the_classes(tmp_path):
+  # Read in file order, the first eval batches were all of class 0.
+  for i, name in enumerate(("a", "b", "c", "d")):
+    _images(tmp_path / name, 30, seed=i)
+  config = _config(name=f"folder:{tmp_path}", image_size=16,
+                   holdout_fraction=0.3, eval_split="test")
+  it, info = _build(config, batch=8, train=False, split="test")
+  assert info.num_classes == 4
+  labels = np.concatenate([next(it)["label"] for _ in range(2)])
+  assert len(set(labels.tolist())) >= 3, labels
+  # The held-out files are the same ones as before (chosen by hash).
+  files, _ = folders._folder_split(  # pylint: disable=protected-access
+      str(tmp_path), sorted(str(p) for p in tmp_path.glob("*/*.png")),
+      [0] * 120, "test", config)
+  want = [str(p) for p in sorted(tmp_path.glob("*/*.png"))
+          if zlib.crc32(str(p.relative_to(tmp_path)).encode()) % 10_000
+          < 3_000]
+  assert sorted(files) == want
 
 
 def test_malformed_exif_does_not_stop_decoding(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from jaxgen import config_lib
 from jaxgen.parallel import multihost
 from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import evaluation
@@ -411,6 +412,18 @@ def test_a_failing_evaluation_saves_the_state_it_could_not_evaluate(
   rows = _rows(tmp_path / "4")
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
   assert "eval_loss" in rows[-1]
+
+
+def test_error_lines_carry_one_line_notes_only():
+  e = ValueError("cannot decode image x.png: truncated")
+  e.add_note("--------------------\nFor simplicity, Grain has removed its "
+             "internal frames from the traceback.")  # Grain's, two lines.
+  e.add_note("The evaluation at step 2 failed; checkpoint 2 is saved.")
+  assert config_lib.with_notes(e) == (
+      "cannot decode image x.png: truncated The evaluation at step 2 "
+      "failed; checkpoint 2 is saved.")
+  assert config_lib.with_notes(OSError(28, "full"), "disk full.") == (
+      "disk full.")
 
 
 @pytest.mark.parametrize("overrides,match", [
