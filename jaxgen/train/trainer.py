@@ -496,6 +496,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
             if score and score.due(step, is_last):
               row.update(score(state, step))
           except Exception as e:  # pylint: disable=broad-except
+            if pcount > 1:
+              # The save is collective: with one process failing alone it
+              # would wait forever for the others.
+              raise
             # The trained state is sound: it is saved below before the
             # error propagates, so a failing evaluation loses no steps.
             eval_error = e
