@@ -25,7 +25,7 @@ import ml_collections
 from jaxgen.data import config as data_config
 from jaxgen.data import sources
 from jaxgen.parallel import mesh as mesh_lib
-from jaxgen.train import checkpoint
+from jaxgen.train import fingerprint as fingerprint_lib
 from jaxgen.train import state as state_lib
 
 
@@ -64,7 +64,7 @@ def weights_fingerprint(state: state_lib.TrainState) -> str:
   Returns:
     16 hex digits.
   """
-  prints, _ = checkpoint.fingerprint({"params": state.params,
+  prints, _ = fingerprint_lib.fingerprint({"params": state.params,
                                       "model_state": state.model_state})
   return hashlib.sha256(json.dumps(prints).encode()).hexdigest()[:16]
 

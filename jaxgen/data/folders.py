@@ -229,12 +229,18 @@ def _open_folder(spec, config, *, split, arrays=None) -> sources.Source:
         + (f" directly in it or in a class sub-folder (e.g. {deeper} is "
            "deeper); point folder: at the folder that holds them or their "
            "class folders." if deeper else "."))
-  nested = [d for name in classes for d in listed[name][1]]
-  if nested:
+  if split == config.get("split", "train"):  # Once, not every evaluation.
     # Only images directly in a class folder carry its label.
-    logging.warning("Image folder %s: sub-folders of class folders are not "
-                    "read (%d, e.g. %s).", root, len(nested), nested[0])
-  if split == config.get("split", "train"):
+    nested = [d for name in classes for d in listed[name][1]]
+    if nested:
+      logging.warning("Image folder %s: sub-folders of class folders are not "
+                      "read (%d, e.g. %s).", root, len(nested), nested[0])
+    deeper = classes and _deeper_image(
+        [d for d in sub_folders if d not in classes])
+    if deeper:
+      logging.warning("Image folder %s: %s holds images only in sub-folders "
+                      "(e.g. %s): it is no class.", root,
+                      os.path.relpath(deeper, root).split(os.sep)[0], deeper)
     names = [os.path.basename(c) for c in classes]
     logging.info("Image folder %s: %d images%s.", root, len(files), (
         f" in {len(names)} classes (label: folder) "

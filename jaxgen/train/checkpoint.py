@@ -26,16 +26,16 @@ import logging as pylogging
 import os
 import re
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from absl import logging
 import etils.epath as epath
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxgen.train import fingerprint as fingerprint_lib
 from jaxgen.train import state as state_lib
 
 # The JSON item saved with each checkpoint: fingerprint and host-side extras.
@@ -59,133 +59,6 @@ def _remove(path: epath.Path) -> None:
     logging.warning("Could not remove %s.", path)
 
 
-# -- fingerprints ---------------------------------------------------------------
-
-
-def _words(x: jax.Array) -> jax.Array:
-  """The array's bits as uint32 words (one per element, two for 64-bit)."""
-  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-    x = jax.random.key_data(x)
-  if x.dtype == jnp.bool_:
-    return x.astype(jnp.uint32)
-  size = x.dtype.itemsize
-  if size == 8:
-    return jax.lax.bitcast_convert_type(x, jnp.uint32)  # [..., 2]
-  unsigned = {4: jnp.uint32, 2: jnp.uint16, 1: jnp.uint8}[size]
-  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
-
-
-# Odd multiplier of the position weights (Knuth's multiplicative hash).
-_WEIGHT_MULTIPLIER = 2654435761
-
-
-def _position_weights(shape: Tuple[int, ...]) -> jax.Array:
-  """Odd weights w(i) = 2·i·K + 1 of the row-major index i of each word.
-
-  Each weight is odd, hence invertible mod 2^32: any change of a single word
-  changes the weighted sum. The index is built from per-axis iotas (no
-  reshape), so a sharded array is reduced where it lives.
-  """
-  idx = jnp.zeros(shape, jnp.uint32)
-  stride = 1
-  for axis in reversed(range(len(shape))):
-    iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
-    idx = idx + iota * jnp.uint32(stride % 2**32)
-    stride *= shape[axis]
-  return idx * jnp.uint32(_WEIGHT_MULTIPLIER) * jnp.uint32(2) + jnp.uint32(1)
-
-
-@jax.jit
-def _summarise(state: Any) -> Tuple[List[jax.Array], jax.Array]:
-  """(sum_i words[i] * w(i) mod 2^32 per leaf, all floating leaves finite)."""
-  leaves = jax.tree.leaves(state)
-  # One weight array per distinct shape: a state repeats its shapes (the
-  # optimizer moments and the EMA mirror the parameters), and building the
-  # weights per leaf made this program 4x longer to trace and compile.
-  weights = {}
-  prints = []
-  for x in leaves:
-    w = _words(x)
-    if w.shape not in weights:
-      weights[w.shape] = _position_weights(w.shape)
-    prints.append(jnp.sum(w * weights[w.shape], dtype=jnp.uint32))
-  finite = jnp.array(True)
-  for x in leaves:
-    if jnp.issubdtype(x.dtype, jnp.floating):
-      finite = finite & jnp.all(jnp.isfinite(x))
-  return prints, finite
-
-
-# States up to this size held whole by this process are fingerprinted with
-# numpy: the device program (one reduction per leaf, hundreds of kernels)
-# takes 2.6 s to compile and 0.4 s to read back from the compilation cache
-# for the 0.5M-parameter `tiny` U-ViT's state; numpy takes milliseconds.
-# Both give the same numbers (tests/train/test_checkpoint_faults.py).
-HOST_FINGERPRINT_BYTES = 64 << 20
-
-
-def _host_words(x: np.ndarray) -> np.ndarray:
-  """`_words` in numpy: the same uint32 words, in the same order."""
-  if x.dtype == np.bool_:
-    return x.astype(np.uint32)
-  size = x.dtype.itemsize
-  if size == 8:  # Little-endian halves, as XLA's bitcast to u32[..., 2].
-    return np.ascontiguousarray(x).view(np.uint32).reshape(x.shape + (2,))
-  unsigned = {4: np.uint32, 2: np.uint16, 1: np.uint8}[size]
-  return np.ascontiguousarray(x).view(unsigned).astype(np.uint32)
-
-
-def _host_summary(leaves: List[np.ndarray]) -> Tuple[List[int], bool]:
-  """`_summarise` in numpy (uint32 arithmetic wraps mod 2^32 alike)."""
-  weights = {}
-  prints = []
-  finite = True
-  for x in leaves:
-    w = _host_words(x)
-    if w.size not in weights:
-      idx = np.arange(w.size, dtype=np.uint32)
-      weights[w.size] = idx * np.uint32(_WEIGHT_MULTIPLIER) * np.uint32(2) + 1
-    prints.append(int(np.sum(w.ravel() * weights[w.size], dtype=np.uint32)))
-    if jnp.issubdtype(x.dtype, jnp.floating):
-      finite = finite and bool(np.all(np.isfinite(x)))
-  return prints, finite
-
-
-def _held_whole(leaves: List[Any]) -> bool:
-  """Whether every leaf is a small enough array this process holds whole."""
-  total = 0
-  for x in leaves:
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return False
-    if not jnp.issubdtype(x.dtype, jax.dtypes.prng_key):  # Keys: 2 words.
-      total += x.size * x.dtype.itemsize
-  return total <= HOST_FINGERPRINT_BYTES
-
-
-def fingerprint(state: Any) -> Tuple[List[int], bool]:
-  """Per-leaf checksums of a (possibly sharded) pytree and whether it is
-  finite.
-
-  Small states held whole by this process are summed with numpy (no
-  program to compile); others on device, where each shard is reduced where
-  it lives. The two give identical checksums.
-
-  Args:
-    state: a pytree of jax arrays.
-
-  Returns:
-    ([uint32 checksum per leaf, in `jax.tree.leaves` order], all floating
-    leaves finite).
-  """
-  leaves = jax.tree.leaves(state)
-  if _held_whole(leaves):
-    leaves = [jax.random.key_data(x) if jnp.issubdtype(
-        x.dtype, jax.dtypes.prng_key) else x for x in leaves]
-    return _host_summary([np.asarray(x) for x in jax.device_get(leaves)])
-  prints, finite = jax.device_get(_summarise(state))
-  return [int(p) for p in prints], bool(finite)
-
-
 def structure_diff(saved: Any, target: Any) -> List[str]:
   """Differences in array names and shapes between a checkpoint and a state.
 
@@ -207,6 +80,36 @@ def structure_diff(saved: Any, target: Any) -> List[str]:
   out += [f"{k}: shape {a[k]} saved, {b[k]} now"
           for k in sorted(set(a) & set(b)) if a[k] != b[k]]
   return out
+
+
+def with_saved_dtypes(saved: Any, target: Any) -> Tuple[Any, List[str]]:
+  """`target` with each array's dtype as the checkpoint stores it.
+
+  A run resumed with another `param_dtype` or `optimizer.mu_dtype` restores
+  (and verifies) the arrays as they were written, then casts them.
+
+  Args:
+    saved: the checkpoint's state metadata (leaves with `.dtype`).
+    target: the abstract state to restore into (ShapeDtypeStructs with
+      shardings), of the same names and shapes (`structure_diff` is empty).
+
+  Returns:
+    (the restore target, "name: saved -> now" for each array cast).
+  """
+  flat = jax.tree_util.tree_flatten_with_path(saved)[0]
+  stored = {"/".join(state_lib.key_name(k) for k in path): x.dtype
+            for path, x in flat if hasattr(x, "dtype")}
+  changed = []
+
+  def leaf(path, t):
+    name = "/".join(state_lib.key_name(k) for k in path)
+    dtype = stored.get(name, t.dtype)
+    if np.dtype(dtype) == np.dtype(t.dtype):
+      return t
+    changed.append(f"{name}: {np.dtype(dtype).name} -> {np.dtype(t.dtype).name}")
+    return jax.ShapeDtypeStruct(t.shape, dtype, sharding=t.sharding)
+
+  return jax.tree_util.tree_map_with_path(leaf, target), changed
 
 
 # -- the checkpointer -------------------------------------------------------------
@@ -363,7 +266,7 @@ class Checkpointer:
     if step == self.manager.latest_step():
       return False
     self.poll(wait=True)
-    prints, finite = fingerprint(state)
+    prints, finite = fingerprint_lib.fingerprint(state)
     if not finite:
       # The trainer checks the metrics first; this guards other callers.
       raise FloatingPointError(f"the state at step {step} is not finite; not "
@@ -517,15 +420,16 @@ class Checkpointer:
           f"model ({'; '.join(diffs[:3])}"
           f"{f'; {len(diffs) - 3} more' if len(diffs) > 3 else ''}); rerun "
           "with the config it was trained with or pass another --workdir.")
+    as_saved, cast = with_saved_dtypes(saved, target)
     try:
       items = ocp.args.Composite(
-          state=ocp.args.StandardRestore(target),
+          state=ocp.args.StandardRestore(as_saved),
           data=grain.checkpoint.CheckpointRestore(data_iterator))
       state = self.manager.restore(step, args=items)["state"]
       if (self.directory / str(step) / _META).exists():
         meta = self.manager.restore(step, args=ocp.args.Composite(
             **{_META: ocp.args.JsonRestore()}))[_META]
-      prints, finite = fingerprint(state)
+      prints, finite = fingerprint_lib.fingerprint(state)
       problem = None
       if not finite:
         problem = "its state holds NaN or inf"
@@ -533,6 +437,15 @@ class Checkpointer:
           meta["fingerprint"] != prints):
         bad = sum(a != b for a, b in zip(meta["fingerprint"], prints))
         problem = f"{bad} arrays differ from the fingerprint saved with it"
+      if cast and problem is None:
+        # Verified as written; now in the dtypes the config asks for.
+        state = jax.tree.map(
+            lambda x, t: x if x.dtype == t.dtype else jax.device_put(
+                x.astype(t.dtype), t.sharding), state, target)
+        logging.warning(
+            "Checkpoint %d stores %d arrays in other dtypes than the config "
+            "asks for (%s%s): cast on restore.", step, len(cast),
+            "; ".join(cast[:2]), "; ..." if len(cast) > 2 else "")
     except Exception as e:  # pylint: disable=broad-except
       problem = f"it does not load: {error_reason(e)}"
     if jax.process_count() > 1:
@@ -561,6 +474,32 @@ class Checkpointer:
       self._collect(latest)
 
   # -- shutdown -------------------------------------------------------------
+
+  def guarded(self, workdir: str, fn: Callable[..., Any], *args) -> Any:
+    """Runs a metrics write; a storage failure becomes one StorageError line.
+
+    On a full disk the checkpoint in flight usually fails too: waiting for
+    it first reports that (with the last good step), which says more.
+
+    Args:
+      workdir: the run directory (named in the error).
+      fn: the write (e.g. `writer.write_scalars`).
+      *args: its arguments.
+
+    Returns:
+      What `fn` returns.
+    """
+    try:
+      return fn(*args)
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_storage_error(e):
+        raise
+      reason = error_reason(e)
+      self.poll(wait=True)
+      raise StorageError(
+          f"metrics could not be written to {workdir}: {reason}; the last "
+          f"good checkpoint is step {self.last_good_step}. Fix the cause and "
+          "rerun to resume.") from None
 
   def wait(self) -> None:
     """Blocks until the pending save is on disk (raises if it failed)."""

@@ -2,8 +2,10 @@
 
 `make_eval` compiles the family's `eval_step` over the mesh and averages it
 over `config.eval_batches` batches, the same batches and noise each time.
-An evaluation that fails leaves a sound trained state behind: the trainer
-saves it and `saved_after_failure` says so on the error.
+An evaluation that fails in a one-process run leaves a sound trained state
+behind: the trainer saves it and `saved_after_failure` says so on the
+error. When that was the last step, a rerun evaluates it (`missing_at_end`,
+`complete_row`) instead of reporting the run finished.
 """
 
 from typing import Any, Callable, Dict, Iterator, Optional
@@ -12,6 +14,7 @@ import jax
 import ml_collections
 
 from jaxgen.data import pipeline as data_pipeline
+from jaxgen.eval import sample_metrics
 from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.parallel import multihost
 
@@ -85,8 +88,51 @@ def saved_after_failure(error: Exception, step: int, total_steps: int,
   """
   then = ("a rerun continues from it (without evaluating this step again)"
           if step < total_steps else
-          "training is complete and a rerun does not evaluate again "
-          "(`jaxgen.sample` then `jaxgen.eval.fid` score it offline)")
+          "training is complete; a rerun evaluates it without training")
   error.add_note(f"The evaluation at step {step} failed; checkpoint {step} "
                  f"is saved in {ckpt_dir}: {then}.")
   return error
+
+
+def missing_at_end(config: ml_collections.ConfigDict, last_row: Dict[str, Any],
+                   step: int) -> bool:
+  """Whether a run trained to `step` lacks the evaluation logged there.
+
+  Args:
+    config: the run config (what it evaluates).
+    last_row: the last row of its metrics.jsonl.
+    step: its newest checkpoint's step.
+
+  Returns:
+    True when the row of `step` is logged without the held-out loss or the
+    sample metrics the config asks for (their evaluation failed).
+  """
+  if last_row.get("step") != step:
+    return False  # No row of that step to complete.
+  if config.get("eval_batches") and "eval_loss" not in last_row:
+    return True
+  return sample_metrics.enabled(config) and not any(
+      k.startswith("eval_") and k != "eval_loss" for k in last_row)
+
+
+def complete_row(row: Dict[str, Any], state: Any, step: int,
+                 eval_fn: Optional[Callable[[Any, int], Dict[str, float]]],
+                 score: Optional[Callable[[Any, int], Dict[str, float]]]
+                 ) -> Dict[str, Any]:
+  """The logged row of `step` with its evaluation, computed now.
+
+  Args:
+    row: the row as logged (without the evaluation).
+    state: the train state of `step`, restored.
+    eval_fn: the held-out evaluation (`make_eval`), or None.
+    score: the sample metrics, or None.
+
+  Returns:
+    The row with the evaluation's fields.
+  """
+  row = dict(row)
+  if eval_fn:
+    row.update(eval_fn(state, step))
+  if score:
+    row.update(score(state, step))
+  return row

@@ -380,12 +380,16 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     # compiling, not at the first evaluation.
     evaluation.held_out_input(config)
   s = setup(config, data_info=info, devices=devices, checked=checked)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
   if committed and max(committed) >= s.total_steps:
-    last = run_record.last_row(os.path.join(workdir, "metrics.jsonl"))
-    logging.info("%s already finished at step %d (of %d); nothing to do. "
-                 "Raise the run length to train further.", workdir,
-                 max(committed), s.total_steps)
-    return last
+    last = run_record.last_row(metrics_path)
+    if not evaluation.missing_at_end(config, last, max(committed)):
+      logging.info("%s already finished at step %d (of %d); nothing to do. "
+                   "Raise the run length to train further.", workdir,
+                   max(committed), s.total_steps)
+      return last
+    logging.info("%s trained to step %d, but its evaluation there is not "
+                 "logged: evaluating it now.", workdir, max(committed))
   init_from = config.get("init_from") or ""
   if init_from and not committed:
     checks.check_init_from(config, init_from)
@@ -424,10 +428,16 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     logging.info("Parameters: %s; steps %d -> %d; %.3g FLOPs/example.",
                  counts, start, s.total_steps, s.flops_per_example)
 
+    # Trained to the end already: only the last step's evaluation is due
+    # (it failed before); its row is rewritten with it.
+    unevaluated = (run_record.last_row(metrics_path)
+                   if start >= s.total_steps else None)
     if pidx == 0:
       # Before the writer opens the file (it appends).
-      run_record.reconcile_metrics(os.path.join(workdir, "metrics.jsonl"),
-                                   start)
+      if unevaluated:
+        metrics_lib.truncate_jsonl(metrics_path, start - 1)
+      else:
+        run_record.reconcile_metrics(metrics_path, start)
     writer = metrics_lib.create_writer(
         workdir, tensorboard=bool(config.get("tensorboard", True)))
     if pidx == 0:
@@ -468,6 +478,11 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     failed = True
 
     try:
+      if unevaluated is not None:
+        last = evaluation.complete_row(unevaluated, state, start, eval_fn,
+                                       score)
+        ckpt.guarded(workdir, writer.write_scalars, start,
+                     {k: v for k, v in last.items() if k != "step"})
       for step in range(start + 1, s.total_steps + 1):
         if profiler:
           profiler(step)
@@ -503,7 +518,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
             # The trained state is sound: it is saved below before the
             # error propagates, so a failing evaluation loses no steps.
             eval_error = e
-          _guarded(ckpt, workdir, writer.write_scalars, step, row)
+          ckpt.guarded(workdir, writer.write_scalars, step, row)
           last = dict(row, step=step)
           t0, steps_since = time.time(), 0
         if info.batches_per_epoch and step % info.batches_per_epoch == 0:
@@ -512,21 +527,31 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
               skipped_reported)
         stop = watcher.should_stop(step)
         if is_last or stop or eval_error or ckpt.is_save_step(step):
-          buf.flush()  # Never save a state whose metrics were not checked.
-          # Rows up to this step reach the disk before the checkpoint does:
-          # a resume from it must not miss any of them.
-          _guarded(ckpt, workdir, writer.flush)
-          ckpt.save(step, state, data_iter,
-                    force=is_last or stop or bool(eval_error),
-                    extra={"pending_rows": buf.rows_for_json(),
-                           "seen": seen.at(step),
-                           "total_steps": s.total_steps,
-                           "num_examples": info.num_examples,
-                           "latents": latents})
+          try:
+            buf.flush()  # Never save a state whose metrics were unchecked.
+            # Rows up to this step reach the disk before the checkpoint
+            # does: a resume from it must not miss any of them.
+            ckpt.guarded(workdir, writer.flush)
+            ckpt.save(step, state, data_iter,
+                      force=is_last or stop or bool(eval_error),
+                      extra={"pending_rows": buf.rows_for_json(),
+                             "seen": seen.at(step),
+                             "total_steps": s.total_steps,
+                             "num_examples": info.num_examples,
+                             "latents": latents})
+            if eval_error:
+              ckpt.wait()
+          except BaseException as e:
+            if eval_error:  # Said first: it is why this save was made.
+              e.add_note(f"(After the evaluation at step {step} failed: "
+                         f"{checkpoint_lib.error_reason(eval_error)})")
+            raise
         if eval_error:
-          ckpt.wait()
-          raise evaluation.saved_after_failure(eval_error, step,
-                                               s.total_steps, ckpt_dir)
+          evaluation.saved_after_failure(eval_error, step, s.total_steps,
+                                         ckpt_dir)
+          if not (stop and not is_last):
+            raise eval_error
+          logging.warning("%s", eval_error.__notes__[-1])  # Then preempted.
         # After the save: its writes (in the background) overlap sampling.
         if config.num_samples and not stop and (
             step % int(config.sample_every_steps) == 0 or is_last):
@@ -546,42 +571,24 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
       except checkpoint_lib.CheckpointWriteError:
         pass
       good = ckpt.last_good_step
-      raise FloatingPointError(
+      error = FloatingPointError(
           f"{e} The last good checkpoint is step {good} in {ckpt_dir}."
-          if good is not None else f"{e} No checkpoint was saved yet."
-      ) from None
+          if good is not None else f"{e} No checkpoint was saved yet.")
+      for note in getattr(e, "__notes__", ()):
+        error.add_note(note)
+      raise error from None
     finally:
       if profiler:
         profiler.stop()
       try:
         # Also releases the event file (e.g. for umount).
-        _guarded(ckpt, workdir, writer.close)
+        ckpt.guarded(workdir, writer.close)
       except checkpoint_lib.StorageError:
         if not failed:
           raise
       finally:
         ckpt.close(raise_errors=not failed)
   return last
-
-
-def _guarded(ckpt, workdir: str, fn, *args):
-  """Runs a metrics write; a storage failure becomes one StorageError line.
-
-  On a full disk the checkpoint in flight usually fails too: waiting for it
-  first reports that (with the last good step), which says more.
-  """
-  try:
-    return fn(*args)
-  except Exception as e:  # pylint: disable=broad-except
-    if not checkpoint_lib.is_storage_error(e):
-      raise
-    reason = checkpoint_lib.error_reason(e)
-    ckpt.poll(wait=True)
-    good = ckpt.last_good_step
-    raise checkpoint_lib.StorageError(
-        f"metrics could not be written to {workdir}: {reason}; the last "
-        f"good checkpoint is step {good}. Fix the cause and rerun to resume."
-    ) from None
 
 
 def _then(first, second):

@@ -200,6 +200,7 @@ def test_folder_layouts_it_cannot_read_are_named(tmp_path, caplog):
   _images(tmp_path / "c" / "cat", 2)
   _images(tmp_path / "c" / "dog", 3)
   _images(tmp_path / "c" / "dog" / "puppies", 2)
+  _images(tmp_path / "c" / "bird" / "chicks", 2)  # Nothing directly in it.
   with caplog.at_level("INFO"):
     _, info = _build(_config(name=f"folder:{tmp_path / 'c'}", image_size=16))
   assert info.num_examples == 5
@@ -209,6 +210,16 @@ def test_folder_layouts_it_cannot_read_are_named(tmp_path, caplog):
              for l in lines), lines
   assert any(l.endswith("5 images in 2 classes (label: folder) 0: cat, "
                         "1: dog.") for l in lines), lines
+  assert any(l.endswith("bird holds images only in sub-folders (e.g. "
+                        f"{tmp_path / 'c' / 'bird' / 'chicks' / '00.png'}): "
+                        "it is no class.") for l in lines), lines
+  # Said when the training split opens, not again at every evaluation.
+  caplog.clear()
+  with caplog.at_level("INFO"):
+    _build(_config(name=f"folder:{tmp_path / 'c'}", image_size=16,
+                   holdout_fraction=0.5, eval_split="test"), batch=1,
+           train=False, split="test")
+  assert not [r for r in caplog.records if "Image folder" in r.getMessage()]
 
 
 def test_held_out_batches_mix_the_classes(tmp_path):

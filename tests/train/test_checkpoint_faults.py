@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from jaxgen.train import checkpoint as checkpoint_lib
+from jaxgen.train import fingerprint as fingerprint_lib
 
 
 def _state(seed):
@@ -109,6 +110,26 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(
   assert moved.startswith("2-") and sorted(os.listdir(directory)) == ["1"]
 
 
+def test_a_resume_in_other_dtypes_verifies_then_casts(tmp_path, caplog):
+  # Another param_dtype or optimizer.mu_dtype on resume: the arrays were
+  # restored straight into the new dtype, failed the fingerprint, and every
+  # checkpoint was moved aside (the run restarted from step 0).
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, [1, 2])
+  abstract, shardings = _abstract(_state(0))
+  abstract["w"] = jax.ShapeDtypeStruct((64, 64), jnp.bfloat16)
+  ckpt = checkpoint_lib.Checkpointer(str(directory))
+  with caplog.at_level("WARNING"):
+    step, state, _ = ckpt.restore(abstract, shardings, _iterator())
+  ckpt.close()
+  assert step == 2 and not (tmp_path / "corrupt_checkpoints").exists()
+  assert state["w"].dtype == jnp.bfloat16 and state["b"].dtype == jnp.float32
+  np.testing.assert_array_equal(state["w"], _state(2)["w"].astype(jnp.bfloat16))
+  assert any("Checkpoint 2 stores 1 arrays in other dtypes than the config "
+             "asks for (w: float32 -> bfloat16): cast on restore." in
+             r.getMessage() for r in caplog.records)
+
+
 def _numpy_fingerprint(x):
   words = x.view(np.uint32).astype(np.uint64).ravel()
   weights = (np.arange(words.size, dtype=np.uint64) * 2654435761 * 2 + 1)
@@ -120,23 +141,23 @@ def test_fingerprint_matches_a_numpy_computation_on_both_paths(
     monkeypatch, on_device):
   # Small states are summed with numpy, others on device: same numbers.
   if on_device:
-    monkeypatch.setattr(checkpoint_lib, "HOST_FINGERPRINT_BYTES", -1)
+    monkeypatch.setattr(fingerprint_lib, "HOST_FINGERPRINT_BYTES", -1)
   rng = np.random.default_rng(0)
   x = rng.normal(size=(3, 5)).astype(np.float32)
   expected = _numpy_fingerprint(x)
-  (got,), finite = checkpoint_lib.fingerprint([jnp.asarray(x)])
+  (got,), finite = fingerprint_lib.fingerprint([jnp.asarray(x)])
   assert got == expected and finite
   # Leaves of one shape share their weights, each with its own sum.
   leaves = [x, rng.normal(size=(3, 5)).astype(np.float32),
             rng.normal(size=(5, 3)).astype(np.float32), x[0]]
-  got, finite = checkpoint_lib.fingerprint([jnp.asarray(a) for a in leaves])
+  got, finite = fingerprint_lib.fingerprint([jnp.asarray(a) for a in leaves])
   assert got == [_numpy_fingerprint(a) for a in leaves] and finite
   # Any single changed word changes it; NaN is reported.
   y = x.copy()
   y[2, 4] = np.nextafter(y[2, 4], np.float32(np.inf))
-  assert checkpoint_lib.fingerprint([jnp.asarray(y)])[0][0] != expected
+  assert fingerprint_lib.fingerprint([jnp.asarray(y)])[0][0] != expected
   y[0, 0] = np.nan
-  assert not checkpoint_lib.fingerprint([jnp.asarray(y)])[1]
+  assert not fingerprint_lib.fingerprint([jnp.asarray(y)])[1]
 
 
 def test_host_and_device_fingerprints_agree_for_every_dtype(monkeypatch):
@@ -152,9 +173,9 @@ def test_host_and_device_fingerprints_agree_for_every_dtype(monkeypatch):
            "bool": jnp.asarray(rng.integers(0, 2, (5,)), bool),
            "key": jax.random.key(3), "scalar": jnp.float32(2.5),
            "sharded": sharded}
-  host = checkpoint_lib.fingerprint(state)
-  monkeypatch.setattr(checkpoint_lib, "HOST_FINGERPRINT_BYTES", -1)
-  device = checkpoint_lib.fingerprint(state)
+  host = fingerprint_lib.fingerprint(state)
+  monkeypatch.setattr(fingerprint_lib, "HOST_FINGERPRINT_BYTES", -1)
+  device = fingerprint_lib.fingerprint(state)
   assert host == device and host[1]
   assert len(set(host[0])) == len(state)  # Nothing trivially zero or equal.
   # The float32 leaf also matches the independent numpy reference.

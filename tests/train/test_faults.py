@@ -381,11 +381,13 @@ def test_a_failing_evaluation_saves_the_state_it_could_not_evaluate(
     tmp_path, monkeypatch):
   real = evaluation.make_eval
 
+  failing = {"step": 2}
+
   def failing_at_step_2(config, s, shardings):
     run = real(config, s, shardings)
 
     def evaluate(state, step):
-      if step == 2:  # Say, out of memory in the evaluation only.
+      if step == failing["step"]:  # Say, out of memory in the evaluation.
         raise RuntimeError("evaluation broke")
       return run(state, step)
     return evaluate
@@ -412,6 +414,25 @@ def test_a_failing_evaluation_saves_the_state_it_could_not_evaluate(
   rows = _rows(tmp_path / "4")
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
   assert "eval_loss" in rows[-1]
+  # A run whose last step went unevaluated is not "finished": the rerun
+  # evaluates that step (trains nothing) and completes its row.
+  before = _rows(tmp_path / "2")[-1]
+  failing["step"] = None
+  last = trainer.train_and_evaluate(
+      common.tiny_config(total_steps=2, **evals), str(tmp_path / "2"))
+  rows = _rows(tmp_path / "2")
+  assert [r["step"] for r in rows] == [1, 2]
+  assert rows[-1] == last and "eval_loss" in last
+  assert {k: v for k, v in last.items() if not k.startswith("eval_")} == before
+  assert os.listdir(tmp_path / "2" / "checkpoints") == ["2"]
+  # A preemption at a step whose evaluation failed is still a preemption.
+  failing["step"] = 2
+  # Fetches: step 1's batch, its eval batch, step 2's batch.
+  _signal_at_batch(monkeypatch, 3, signal.SIGTERM)
+  with pytest.raises(preemption.Preempted, match="at step 2"):
+    trainer.train_and_evaluate(
+        common.tiny_config(total_steps=6, **dict(evals, eval_every_steps=1)),
+        str(tmp_path / "6"))
 
 
 def test_error_lines_carry_one_line_notes_only():
