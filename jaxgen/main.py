@@ -57,7 +57,11 @@ def main(argv):
   # Before anything compiles: JAX decides once whether the cache is used.
   cache_dir = compile_cache.enable(FLAGS.compilation_cache)
   if multihost.want_distributed(FLAGS.multihost):
-    multihost.initialize()
+    try:
+      multihost.initialize()
+    except ValueError as e:  # Launch settings: one line, not a trace.
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
   # Only multi-host jobs need it in the log: a one-process run's stderr then
   # holds just the error line when a check fails.
   logging.log(logging.INFO if jax.process_count() > 1 else logging.DEBUG,

@@ -6,8 +6,9 @@ reads its own shard of the data and the global batch is assembled with
 127.0.0.1) the collectives go through gloo.
 """
 
+import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from absl import logging
 import jax
@@ -21,9 +22,63 @@ _ENV_NUM_PROCESSES = "JAXGEN_NUM_PROCESSES"
 _ENV_PROCESS_ID = "JAXGEN_PROCESS_ID"
 
 
+_LAUNCH_HINT = (f"set {_ENV_COORDINATOR}=host:port (of process 0), "
+                f"{_ENV_NUM_PROCESSES}=N and {_ENV_PROCESS_ID}=0..N-1 on "
+                "every process")
+
+
 def want_distributed(flag: bool) -> bool:
   """Whether to call `jax.distributed.initialize` (flag or environment)."""
-  return flag or _ENV_COORDINATOR in os.environ
+  return flag or any(v in os.environ for v in (
+      _ENV_COORDINATOR, _ENV_NUM_PROCESSES, _ENV_PROCESS_ID))
+
+
+def launch_settings(coordinator: Optional[str] = None,
+                    num_processes: Optional[int] = None,
+                    process_id: Optional[int] = None) -> Dict[str, Any]:
+  """The arguments and environment of a launch, checked.
+
+  Args:
+    coordinator: "host:port" of process 0 (default: $JAXGEN_COORDINATOR).
+    num_processes: number of processes (default: $JAXGEN_NUM_PROCESSES).
+    process_id: this process's index (default: $JAXGEN_PROCESS_ID).
+
+  Returns:
+    `jax.distributed.initialize`'s keyword arguments ({}: JAX detects the
+    cluster, e.g. Cloud TPU or SLURM).
+
+  Raises:
+    ValueError: a one-line message for settings that cannot work (JAX
+      raises an IndexError or waits minutes for some of them).
+  """
+  coordinator = coordinator or os.environ.get(_ENV_COORDINATOR)
+  values = {}
+  for name, value, env in (("num_processes", num_processes,
+                            _ENV_NUM_PROCESSES),
+                           ("process_id", process_id, _ENV_PROCESS_ID)):
+    if value is None and env in os.environ:
+      try:
+        value = int(os.environ[env])
+      except ValueError:
+        raise ValueError(f"{env}={os.environ[env]!r} is not an integer; "
+                         f"{_LAUNCH_HINT}.") from None
+    values[name] = value
+  n, i = values["num_processes"], values["process_id"]
+  if not coordinator:
+    if n is not None or i is not None:
+      raise ValueError(f"{_ENV_NUM_PROCESSES} / {_ENV_PROCESS_ID} are set "
+                       f"but {_ENV_COORDINATOR} is not; {_LAUNCH_HINT}.")
+    return {}
+  host, _, port = coordinator.rpartition(":")
+  if not host or not port.isdigit():
+    raise ValueError(f"{_ENV_COORDINATOR}={coordinator!r} is not host:port "
+                     "(e.g. 10.0.0.1:1234, the address of process 0).")
+  if n is None or i is None or n < 1 or not 0 <= i < n:
+    raise ValueError(f"{_ENV_COORDINATOR} needs {_ENV_NUM_PROCESSES} >= 1 "
+                     f"and {_ENV_PROCESS_ID} in 0..{_ENV_NUM_PROCESSES}-1 "
+                     f"(got {n} and {i}); {_LAUNCH_HINT}.")
+  return dict(coordinator_address=coordinator, num_processes=n,
+              process_id=i)
 
 
 def initialize(coordinator: Optional[str] = None,
@@ -39,21 +94,28 @@ def initialize(coordinator: Optional[str] = None,
     coordinator: "host:port" of process 0 (default: $JAXGEN_COORDINATOR).
     num_processes: number of processes (default: $JAXGEN_NUM_PROCESSES).
     process_id: this process's index (default: $JAXGEN_PROCESS_ID).
+
+  Raises:
+    ValueError: settings that cannot work, or no cluster to detect.
   """
   if jax.distributed.is_initialized():
     return
-  coordinator = coordinator or os.environ.get(_ENV_COORDINATOR)
-  if num_processes is None and _ENV_NUM_PROCESSES in os.environ:
-    num_processes = int(os.environ[_ENV_NUM_PROCESSES])
-  if process_id is None and _ENV_PROCESS_ID in os.environ:
-    process_id = int(os.environ[_ENV_PROCESS_ID])
+  kwargs = launch_settings(coordinator, num_processes, process_id)
   if os.environ.get("JAX_PLATFORMS", "") == "cpu":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  kwargs = {}
-  if coordinator:
-    kwargs = dict(coordinator_address=coordinator,
-                  num_processes=num_processes, process_id=process_id)
-  jax.distributed.initialize(**kwargs)
+  if kwargs:
+    # JAX says nothing until every process has connected (or its timeout,
+    # minutes later, has passed).
+    logging.info("Process %d waiting for all %d processes at %s...",
+                 kwargs["process_id"], kwargs["num_processes"],
+                 kwargs["coordinator_address"])
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as e:
+    if kwargs:
+      raise
+    raise ValueError(f"--multihost found no cluster to join ({e}); "
+                     f"{_LAUNCH_HINT}.") from None
   logging.info("jax.distributed: process %d / %d, %d local / %d devices",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
@@ -76,3 +138,55 @@ def global_batch(mesh: jax.sharding.Mesh,
           mesh_lib.batch_sharding(mesh, np.ndim(v)), np.asarray(v))
       for k, v in local_batch.items()
   }
+
+
+# Fields each host may set for itself: local paths and input threads.
+_PER_HOST_FIELDS = ("dataset.data_dir", "dataset.num_threads",
+                    "dataset.prefetch_buffer_size", "dataset.worker_count")
+
+
+def check_same_config(config: Any) -> None:
+  """Refuses processes started with other configs than process 0's.
+
+  They would train with other batches, lengths or models and hang in, or
+  silently corrupt, the collectives. Process 0's config (as JSON) is
+  broadcast; a process that differs names the fields, process 0 names the
+  processes.
+
+  Args:
+    config: this process's run config (an ml_collections.ConfigDict).
+
+  Raises:
+    ValueError: on every process, when any of them differs.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
+  own = {k: v for k, v in config_lib.flatten(
+      json.loads(config.to_json_best_effort())).items()
+         if not k.startswith(_PER_HOST_FIELDS)}
+  text = json.dumps(own, sort_keys=True, default=str).encode()
+  sizes = np.asarray(multihost_utils.process_allgather(
+      np.array(len(text), np.int32))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:len(text)] = np.frombuffer(text, np.uint8)
+  first = bytes(np.asarray(multihost_utils.broadcast_one_to_all(
+      padded)).astype(np.uint8)[:int(sizes[0])])
+  differs = np.asarray(multihost_utils.process_allgather(
+      np.array(first != text))).reshape(-1)
+  if not differs.any():
+    return
+  if first != text:
+    ref = json.loads(first)
+    changes = [f"{k}: {ref.get(k)!r} on process 0, {own.get(k)!r} here"
+               for k in sorted(set(ref) | set(own)) if ref.get(k) != own.get(k)]
+    raise ValueError(
+        f"process {jax.process_index()} was started with another config than "
+        f"process 0 ({'; '.join(changes[:3])}"
+        f"{'; ...' if len(changes) > 3 else ''}); start every process with "
+        "the same flags.")
+  raise ValueError(
+      f"process(es) {', '.join(str(i) for i in np.flatnonzero(differs))} "
+      "were started with another config than this process 0 (their error "
+      "names the fields); start every process with the same flags.")

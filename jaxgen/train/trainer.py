@@ -360,6 +360,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   """`train_and_evaluate` once the workdir is checked and locked."""
   pidx, pcount = jax.process_index(), jax.process_count()
+  # Processes started with other flags would hang in, or silently corrupt,
+  # the collectives.
+  multihost.check_same_config(config)
   # Before the dataset is prepared, which can take long.
   checked = checks.check_config(config, devices)
   if config.num_samples:

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from jaxgen.parallel import multihost
 from jaxgen.train import trainer
 from scaling import specs
 from tests.train import common
@@ -95,3 +96,81 @@ def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(tmp_path):
   assert lasts[0].startswith("preempted by SIGTERM at step "), lasts
   step = int(lasts[0].split("at step ")[1].split(":")[0])
   assert step < 2000 and str(step) in os.listdir(workdir / "checkpoints")
+
+
+@pytest.mark.multihost
+def test_processes_started_with_other_flags_are_refused(tmp_path):
+  # Process 1 with another run length hung in the last save; with another
+  # batch size both trained wrong and exited 0.
+  cmd = [sys.executable, "-m", "jaxgen.main", f"--workdir={tmp_path}",
+         "--multihost"]
+  port = _free_port()
+  procs = [subprocess.Popen(
+      cmd + common.cli_flags(total_steps=3 + i, **{"mesh.data": 4,
+                                                   "mesh.fsdp": 2}),
+      env=_env(4, JAXGEN_COORDINATOR=f"127.0.0.1:{port}",
+               JAXGEN_NUM_PROCESSES=2, JAXGEN_PROCESS_ID=i),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  errors = [p.communicate(timeout=300)[1] for p in procs]
+  lines = [err.strip().splitlines()[-1] for err in errors]
+  assert [p.returncode for p in procs] == [1, 1], errors
+  assert lines == [
+      "error: process(es) 1 were started with another config than this "
+      "process 0 (their error names the fields); start every process with "
+      "the same flags.",
+      "error: process 1 was started with another config than process 0 "
+      "(total_steps: 3 on process 0, 4 here); start every process with the "
+      "same flags."], errors
+  assert not (tmp_path / "checkpoints").exists()  # Refused before training.
+
+
+@pytest.mark.parametrize("env,match", [
+    ({"JAXGEN_NUM_PROCESSES": "2", "JAXGEN_PROCESS_ID": "0"},
+     "JAXGEN_NUM_PROCESSES / JAXGEN_PROCESS_ID are set but "
+     "JAXGEN_COORDINATOR is not"),
+    ({"JAXGEN_COORDINATOR": "127.0.0.1", "JAXGEN_NUM_PROCESSES": "2",
+      "JAXGEN_PROCESS_ID": "0"}, "'127.0.0.1' is not host:port"),
+    ({"JAXGEN_COORDINATOR": "h:1", "JAXGEN_NUM_PROCESSES": "two",
+      "JAXGEN_PROCESS_ID": "0"}, "JAXGEN_NUM_PROCESSES='two' is not an "
+                                 "integer"),
+    ({"JAXGEN_COORDINATOR": "h:1", "JAXGEN_NUM_PROCESSES": "2",
+      "JAXGEN_PROCESS_ID": "2"}, r"JAXGEN_PROCESS_ID in 0..JAXGEN_NUM_"
+                                 r"PROCESSES-1 \(got 2 and 2\)"),
+    ({"JAXGEN_COORDINATOR": "h:1"}, r"\(got None and None\)"),
+])
+def test_launch_settings_that_cannot_work_are_one_line(monkeypatch, env,
+                                                       match):
+  for name in ("JAXGEN_COORDINATOR", "JAXGEN_NUM_PROCESSES",
+               "JAXGEN_PROCESS_ID"):
+    monkeypatch.delenv(name, raising=False)
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  assert multihost.want_distributed(False)
+  with pytest.raises(ValueError, match=match) as e:
+    multihost.launch_settings()
+  assert "\n" not in str(e.value)
+
+
+def test_launch_settings_of_a_good_launch_and_none(monkeypatch):
+  for name in ("JAXGEN_COORDINATOR", "JAXGEN_NUM_PROCESSES",
+               "JAXGEN_PROCESS_ID"):
+    monkeypatch.delenv(name, raising=False)
+  assert multihost.launch_settings("10.0.0.1:1234", 4, 3) == dict(
+      coordinator_address="10.0.0.1:1234", num_processes=4, process_id=3)
+  # Nothing set: JAX detects the cluster (Cloud TPU, SLURM).
+  assert multihost.launch_settings() == {}
+  assert not multihost.want_distributed(False)
+
+
+def test_multihost_without_a_cluster_is_one_line(tmp_path):
+  env = {k: v for k, v in _env(8).items() if not k.startswith("JAXGEN_")
+         or k in ("JAXGEN_COMPILATION_CACHE_DIR", "JAXGEN_MALLOC")}
+  out = subprocess.run(
+      [sys.executable, "-m", "jaxgen.main", f"--workdir={tmp_path}",
+       "--multihost"] + common.cli_flags(), env=env, cwd=ROOT,
+      capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      "error: --multihost found no cluster to join ("), out.stderr[-3000:]
