@@ -30,6 +30,7 @@ import ml_collections
 
 from jaxgen.train import workdir as workdir_lib
 from scaling import sweep as sweep_lib
+from scaling import workers
 from scaling import wsd
 
 EXECUTORS = ("local", "slurm", "print")
@@ -147,6 +148,14 @@ def submit(executor, points: Sequence[Any], commands: Dict[str, List[str]],
   todo, skipped = [], []
   for p in points:
     old = submitted(local, p.id)
+    pid = workers.holder(os.path.join(local, "runs", p.id, "lock"))
+    if pid is not None:
+      # Even with --resubmit: a second job would find the run locked and
+      # fail, and its id would replace the live one's in job.json.
+      job = f" as job {old['job_id']}" if old else ""
+      out(f"{p.id}: still running{job} (pid {pid} holds its lock); not "
+          "submitted again")
+      continue
     # A wsd chain submitted for fewer budgets than it has now is submitted
     # again (its job would not train the new branches).
     covered = old and set(_point_ids(p)) <= set(old.get("points", [p.id]))

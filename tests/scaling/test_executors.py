@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+import types
 import warnings
 
 import pytest
@@ -17,6 +18,7 @@ from jaxgen.train import flops as flops_lib
 from scaling import executors
 from scaling import run as run_lib
 from scaling import sweep as sweep_lib
+from scaling import workers
 from tests.train import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -291,3 +293,19 @@ def test_a_second_ctrl_c_kills_the_workers_without_waiting(
   assert len(started) == 2
   assert all(p.poll() is not None for p in started)  # Killed, not orphaned.
   assert lines[-1].startswith("interrupted again: workers killed")
+
+
+def test_a_point_still_running_is_not_submitted_again(tmp_path):
+  # --resubmit while its job still trained: the new job failed on the lock
+  # and its id replaced the live one's in job.json.
+  pytest.importorskip("submitit")
+  point = types.SimpleNamespace(id="C3e8_w16d1")
+  lock = tmp_path / "runs" / point.id
+  lock.mkdir(parents=True)
+  lines = []
+  with workers.exclusive(str(lock / "lock"), "busy"):
+    got = executors.submit(None, [point], {}, {}, str(tmp_path),
+                           str(tmp_path), resubmit=True, out=lines.append)
+  assert got == {}
+  assert lines == [f"{point.id}: still running (pid {os.getpid()} holds its "
+                   "lock); not submitted again"]
