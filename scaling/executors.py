@@ -255,6 +255,13 @@ def hand_off(spec, points, rows, todo, units, commands, printable, env,
            if todo else ""))
     result["missing"] = [p.id for p in todo]
   elif executor == "print":
+    if multihost:
+      # Off SLURM and Cloud TPU, JAX finds no cluster to join by itself.
+      out(f"# each line runs on all {spec.cluster.hosts_per_point} hosts of "
+          "its point; off SLURM / Cloud TPU prefix it with "
+          "JAXGEN_COORDINATOR=host:port JAXGEN_NUM_PROCESSES="
+          f"{spec.cluster.hosts_per_point} JAXGEN_PROCESS_ID=<0..."
+          f"{int(spec.cluster.hosts_per_point) - 1}>")
     for u in units:
       line = printable[u.id] + (" --multihost" if multihost else "")
       out(f"{line}  # {u.id}")

@@ -243,6 +243,11 @@ def test_bad_slurm_setups_fail_in_one_line(tmp_path, monkeypatch):
                     sets=SETS, executor="print", out=lines.append)
   assert all(shlex.split(ln.rsplit("  #", 1)[0])[-1] == "--multihost"
              for ln in lines if "--point=" in ln)
+  # ... after a line that says what to set off a cluster.
+  assert lines[0] == (
+      "# each line runs on all 2 hosts of its point; off SLURM / Cloud TPU "
+      "prefix it with JAXGEN_COORDINATOR=host:port JAXGEN_NUM_PROCESSES=2 "
+      "JAXGEN_PROCESS_ID=<0...1>"), lines[:2]
 
 
 def test_points_carry_sampling_flops_per_image():
