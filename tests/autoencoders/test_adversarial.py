@@ -101,7 +101,9 @@ def _bn_config(**kw):
 
 
 def test_batch_norm_decoder_trains_its_running_statistics(tmp_path):
-  config = _bn_config(total_steps=3, eval_batches=0)
+  # No reconstruction grids in its runs: not what it tests, and a compile
+  # each (tests/autoencoders/test_objective.py tests them).
+  config = _bn_config(total_steps=3, eval_batches=0, num_samples=0)
   obj = ae_objective.Autoencoder(config, total_steps=3)
   x = jax.random.uniform(jax.random.key(1), (8, 32, 32, 3), minval=-1,
                          maxval=1)
@@ -129,7 +131,7 @@ def test_batch_norm_decoder_trains_its_running_statistics(tmp_path):
   one = str(tmp_path / "one")
   trainer.train_and_evaluate(config, one)
   two = str(tmp_path / "two")
-  cfg2 = _bn_config(total_steps=2, eval_batches=0,
+  cfg2 = _bn_config(total_steps=2, eval_batches=0, num_samples=0,
                     **{"autoencoder.phase": "phase2", "init_from": one})
   trainer.train_and_evaluate(cfg2, two)
   a = trainer.restore(config, one)[2]
@@ -141,7 +143,7 @@ def test_batch_norm_decoder_trains_its_running_statistics(tmp_path):
   # Phase 3 with the GAN from phase 2: the discriminator starts fresh (the
   # warm start takes only the autoencoder) and only the head moves.
   three = str(tmp_path / "three")
-  cfg3 = _bn_config(total_steps=2, eval_batches=0,
+  cfg3 = _bn_config(total_steps=2, eval_batches=0, num_samples=0,
                     **{"autoencoder.phase": "phase3", "init_from": two,
                        "autoencoder.gan_weight": 0.5})
   trainer.train_and_evaluate(cfg3, three)
