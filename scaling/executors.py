@@ -74,10 +74,7 @@ def slurm_executor(spec: ml_collections.ConfigDict, folder: str,
   """
   submitit = _submitit()
   c = spec.cluster
-  if cluster == "slurm" and not c.partition:
-    raise ValueError("--executor=slurm needs a partition: set "
-                     "--sweep.cluster.partition=NAME (or cluster.partition "
-                     "in the spec)")
+  # No SLURM at all first: a partition would not help.
   if cluster == "slurm" and not (shutil.which("srun") and
                                  shutil.which("sbatch")):
     # submitit's own check is a RuntimeError deep in its constructor.
@@ -85,6 +82,10 @@ def slurm_executor(spec: ml_collections.ConfigDict, folder: str,
                      "PATH); submit from a login node of the cluster, or "
                      "use --slurm_cluster=local to run the same jobs on "
                      "this machine, or --executor=print for the commands")
+  if cluster == "slurm" and not c.partition:
+    raise ValueError("--executor=slurm needs a partition: set "
+                     "--sweep.cluster.partition=NAME (or cluster.partition "
+                     "in the spec)")
   executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
   hosts = max(1, int(c.hosts_per_point))
   params = dict(name=spec.name, timeout_min=int(c.time_limit_min),

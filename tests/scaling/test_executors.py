@@ -218,17 +218,27 @@ def test_submitted_points_are_not_submitted_twice(tmp_path):
 def test_bad_slurm_setups_fail_in_one_line(tmp_path, monkeypatch):
   spec = sweep_lib.load_config_file(SPEC)
   pytest.importorskip("submitit")
-  with pytest.raises(ValueError, match="needs a partition: set "
-                     "--sweep.cluster.partition"):
-    executors.slurm_executor(spec, str(tmp_path))
   # Off a cluster: one line naming the ways on (submitit's own check is a
-  # RuntimeError traceback from its constructor).
-  spec.cluster.partition = "gpu"
+  # RuntimeError traceback from its constructor), before the partition
+  # (which was asked for first, then this said).
+  assert not spec.cluster.partition
   with monkeypatch.context() as m:
     m.setenv("PATH", str(tmp_path))
     with pytest.raises(ValueError, match=r"no SLURM here \(srun / sbatch "
                        r"not on PATH\).*--slurm_cluster=local"):
       executors.slurm_executor(spec, str(tmp_path))
+  # On a cluster (stand-in srun / sbatch), without a partition.
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  for name in ("srun", "sbatch"):
+    (bin_dir / name).write_text("#!/bin/sh\n")
+    (bin_dir / name).chmod(0o755)
+  with monkeypatch.context() as m:
+    m.setenv("PATH", str(bin_dir))
+    with pytest.raises(ValueError, match="needs a partition: set "
+                       "--sweep.cluster.partition"):
+      executors.slurm_executor(spec, str(tmp_path))
+  spec.cluster.partition = "gpu"
   monkeypatch.setitem(sys.modules, "submitit", None)
   with pytest.raises(ValueError, match="needs submitit: pip install"):
     executors.slurm_executor(spec, str(tmp_path), cluster="local")
