@@ -164,6 +164,40 @@ def _listing(folder: str) -> tuple[list[str], list[str]]:
   return sorted(files), sorted(folders)
 
 
+# root -> (signature, loose images, sub-folders, their listings, scratch):
+# the held-out split is reopened at every evaluation, and listing an
+# ImageNet-sized folder tree (1.3M files) again each time costs seconds,
+# minutes on network storage.
+_SCANS: dict = {}
+
+
+def _signature(root: str, sub_folders: Sequence[str]) -> tuple:
+  # Adding or removing a file (or folder) changes its folder's mtime.
+  return (os.stat(root).st_mtime_ns,
+          tuple(os.stat(d).st_mtime_ns for d in sub_folders))
+
+
+def _scan(root: str) -> tuple[list[str], list[str], dict, dict]:
+  """`_listing` of `root` and of each sub-folder, reused while none of these
+  folders changed.
+
+  Returns:
+    (loose images, sub-folders, {sub-folder: its listing}, a scratch dict
+    kept with them, e.g. for the probe's verdict).
+  """
+  cached = _SCANS.get(root)
+  try:
+    if cached is not None and cached[0] == _signature(root, cached[2]):
+      return cached[1:]
+  except FileNotFoundError:  # A sub-folder went away: list again.
+    pass
+  loose, sub_folders = _listing(root)
+  cached = (_signature(root, sub_folders), loose, sub_folders,
+            {d: _listing(d) for d in sub_folders}, {})
+  _SCANS[root] = cached
+  return cached[1:]
+
+
 def _deeper_image(folders: Sequence[str]) -> str:
   """The first image file below `folders` (any depth), or ""."""
   for folder in folders:
@@ -211,14 +245,13 @@ def _open_folder(spec, config, *, split, arrays=None) -> sources.Source:
     raise ValueError(f"Image folder {root!r} " + (
         "is a file, not a folder." if os.path.exists(root)
         else "does not exist."))
-  loose, sub_folders = _listing(root)
-  listed = {d: _listing(d) for d in sub_folders}
+  loose, sub_folders, listed, scratch = _scan(root)
   classes = [d for d in sub_folders if listed[d][0]]
   if classes and loose:
     raise ValueError(
         f"Image folder {root!r} mixes images and class sub-folders (e.g. "
         f"{os.path.basename(classes[0])}/); use one layout.")
-  files, labels = loose, [0] * len(loose)
+  files, labels = list(loose), [0] * len(loose)  # The cache keeps its own.
   for label, name in enumerate(classes):
     files += listed[name][0]
     labels += [label] * len(listed[name][0])
@@ -248,7 +281,9 @@ def _open_folder(spec, config, *, split, arrays=None) -> sources.Source:
         + (", ..." if len(names) > 8 else "")) if names else ", unlabeled")
   files, labels = _folder_split(root, files, labels, split, config)
   channels = 1 if int(config.get("channels", 3)) == 1 else 3
-  _probe_decodes(root, files)
+  if not scratch.get(split):  # Once per split while the folder is as it was.
+    _probe_decodes(root, files)
+    scratch[split] = True
   data = FolderSource(files, labels,
                       skip_bad_files=bool(config.get("skip_bad_files", True)),
                       channels=channels)

@@ -259,3 +259,31 @@ def test_greyscale_with_a_transparent_value_is_composited(tmp_path):
   Image.fromarray(np.full((2, 2), 7, np.uint8)).save(tmp_path / "t.png",
                                                       transparency=7)
   assert np.all(folders.decode_image(str(tmp_path / "t.png")) == 255)
+
+
+def test_reopening_a_folder_lists_it_again_only_when_it_changed(
+    tmp_path, monkeypatch):
+  # The held-out split is reopened at every evaluation: an ImageNet-sized
+  # tree was listed (1.3M files) and probed again each time.
+  for name in ("a", "b"):
+    _images(tmp_path / name, 6)
+  config = _config(name=f"folder:{tmp_path}", image_size=16,
+                   holdout_fraction=0.5, eval_split="test")
+  listed, probed = [], []
+  real_listing, real_probe = folders._listing, folders._probe_decodes  # pylint: disable=protected-access
+  monkeypatch.setattr(folders, "_listing",
+                      lambda d: listed.append(d) or real_listing(d))
+  monkeypatch.setattr(folders, "_probe_decodes",
+                      lambda *a: probed.append(a) or real_probe(*a))
+  sizes = []
+  for _ in range(2):
+    _, info = _build(config, batch=1, train=False, split="test")
+    sizes.append(info.num_examples)
+  assert len(listed) == 3 and len(probed) == 1  # Root + 2 classes, once.
+  # A new image in a class folder changes that folder: listed again.
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "b" /
+                                                         "new.png")
+  _, info = _build(config, batch=1, train=False, split="test")
+  _, train_info = _build(config, batch=1)
+  assert len(listed) == 6
+  assert info.num_examples + train_info.num_examples == 13
