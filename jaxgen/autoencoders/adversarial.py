@@ -74,7 +74,7 @@ def subtree_norm(grads: Any, pattern: str) -> jax.Array:
   """
   regex = re.compile(pattern)
   leaves = [x for path, x in jax.tree_util.tree_flatten_with_path(grads)[0]
-            if regex.search("/".join(state_lib.key_name(k) for k in path))]
+            if regex.search(state_lib.path_name(path))]
   if not leaves:
     raise ValueError(f"no parameter matches {pattern!r}.")
   return state_lib.global_norm(leaves)

@@ -71,9 +71,8 @@ def structure_diff(saved: Any, target: Any) -> List[str]:
     empty when the two hold the same arrays.
   """
   def shapes(tree):
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(state_lib.key_name(k) for k in path): tuple(x.shape)
-            for path, x in flat if hasattr(x, "shape")}
+    return {k: tuple(x.shape) for k, x in state_lib.named_leaves(tree).items()
+            if hasattr(x, "shape")}
   a, b = shapes(saved), shapes(target)
   out = [f"{k}: only in the checkpoint" for k in sorted(set(a) - set(b))]
   out += [f"{k}: not in the checkpoint" for k in sorted(set(b) - set(a))]
@@ -96,13 +95,12 @@ def with_saved_dtypes(saved: Any, target: Any) -> Tuple[Any, List[str]]:
   Returns:
     (the restore target, "name: saved -> now" for each array cast).
   """
-  flat = jax.tree_util.tree_flatten_with_path(saved)[0]
-  stored = {"/".join(state_lib.key_name(k) for k in path): x.dtype
-            for path, x in flat if hasattr(x, "dtype")}
+  stored = {k: x.dtype for k, x in state_lib.named_leaves(saved).items()
+            if hasattr(x, "dtype")}
   changed = []
 
   def leaf(path, t):
-    name = "/".join(state_lib.key_name(k) for k in path)
+    name = state_lib.path_name(path)
     dtype = stored.get(name, t.dtype)
     if np.dtype(dtype) == np.dtype(t.dtype):
       return t
@@ -345,6 +343,32 @@ class Checkpointer:
       if old < newest:
         self.manager.delete(old)
 
+  def guarded(self, workdir: str, fn: Callable[..., Any], *args) -> Any:
+    """Runs a metrics write; a storage failure becomes one StorageError line.
+
+    On a full disk the checkpoint in flight usually fails too: waiting for
+    it first reports that (with the last good step), which says more.
+
+    Args:
+      workdir: the run directory (named in the error).
+      fn: the write (e.g. `writer.write_scalars`).
+      *args: its arguments.
+
+    Returns:
+      What `fn` returns.
+    """
+    try:
+      return fn(*args)
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_storage_error(e):
+        raise
+      reason = error_reason(e)
+      self.poll(wait=True)
+      raise StorageError(
+          f"metrics could not be written to {workdir}: {reason}; the last "
+          f"good checkpoint is step {self.last_good_step}. Fix the cause and "
+          "rerun to resume.") from None
+
   # -- restoring ------------------------------------------------------------
 
   def restore(self, abstract_state: Any, shardings: Any, data_iterator: Any,
@@ -474,32 +498,6 @@ class Checkpointer:
       self._collect(latest)
 
   # -- shutdown -------------------------------------------------------------
-
-  def guarded(self, workdir: str, fn: Callable[..., Any], *args) -> Any:
-    """Runs a metrics write; a storage failure becomes one StorageError line.
-
-    On a full disk the checkpoint in flight usually fails too: waiting for
-    it first reports that (with the last good step), which says more.
-
-    Args:
-      workdir: the run directory (named in the error).
-      fn: the write (e.g. `writer.write_scalars`).
-      *args: its arguments.
-
-    Returns:
-      What `fn` returns.
-    """
-    try:
-      return fn(*args)
-    except Exception as e:  # pylint: disable=broad-except
-      if not is_storage_error(e):
-        raise
-      reason = error_reason(e)
-      self.poll(wait=True)
-      raise StorageError(
-          f"metrics could not be written to {workdir}: {reason}; the last "
-          f"good checkpoint is step {self.last_good_step}. Fix the cause and "
-          "rerun to resume.") from None
 
   def wait(self) -> None:
     """Blocks until the pending save is on disk (raises if it failed)."""

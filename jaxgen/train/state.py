@@ -147,7 +147,7 @@ def make_optimizer(opt_config: ml_collections.ConfigDict,
 
     def label(params):
       def one(path, _):
-        name = "/".join(key_name(k) for k in path)
+        name = path_name(path)
         return "train" if any(p.search(name) for p in patterns) else "freeze"
       return jax.tree_util.tree_map_with_path(one, params)
 
@@ -163,6 +163,17 @@ def key_name(key) -> str:
     if hasattr(key, attr):
       return str(getattr(key, attr))
   return str(key)
+
+
+def path_name(path) -> str:
+  """A pytree path as messages and layer patterns name it ("a/b/kernel")."""
+  return "/".join(key_name(k) for k in path)
+
+
+def named_leaves(tree: Any) -> Dict[str, Any]:
+  """{path name: leaf} of a pytree, in flattening order."""
+  return {path_name(path): x
+          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def ema_update(ema: Any, params: Any, decay: jax.Array) -> Any:

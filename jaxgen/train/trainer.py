@@ -384,6 +384,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     evaluation.held_out_input(config)
   s = setup(config, data_info=info, devices=devices, checked=checked)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
+  unevaluated = None  # The last row, if trained to the end but unevaluated.
   if committed and max(committed) >= s.total_steps:
     last = run_record.last_row(metrics_path)
     if not evaluation.missing_at_end(config, last, max(committed)):
@@ -391,6 +392,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
                    "Raise the run length to train further.", workdir,
                    max(committed), s.total_steps)
       return last
+    unevaluated = last
     logging.info("%s trained to step %d, but its evaluation there is not "
                  "logged: evaluating it now.", workdir, max(committed))
   init_from = config.get("init_from") or ""
@@ -431,13 +433,12 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     logging.info("Parameters: %s; steps %d -> %d; %.3g FLOPs/example.",
                  counts, start, s.total_steps, s.flops_per_example)
 
-    # Trained to the end already: only the last step's evaluation is due
-    # (it failed before); its row is rewritten with it.
-    unevaluated = (run_record.last_row(metrics_path)
-                   if start >= s.total_steps else None)
+    if start < s.total_steps:
+      unevaluated = None  # The newest checkpoint did not restore: train.
     if pidx == 0:
-      # Before the writer opens the file (it appends).
-      if unevaluated:
+      # Before the writer opens the file (it appends); a row to complete
+      # is written again.
+      if unevaluated is not None:
         metrics_lib.truncate_jsonl(metrics_path, start - 1)
       else:
         run_record.reconcile_metrics(metrics_path, start)

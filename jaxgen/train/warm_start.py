@@ -102,8 +102,8 @@ def _check_same(what: str, mine, theirs, init_from: str,
                 fields: Sequence[str] = ()) -> None:
   """One-line error unless two trees have the same paths and shapes."""
   def shapes(tree):
-    return {"/".join(state_lib.key_name(k) for k in path): tuple(x.shape)
-            for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {k: tuple(x.shape)
+            for k, x in state_lib.named_leaves(tree).items()}
   want, have = shapes(mine), shapes(theirs)
   if want == have:
     return
