@@ -21,6 +21,18 @@ from jaxgen.train import trainer
 from tests.train import common
 
 
+# Two stages (one ResBlock, one EfficientViT block) instead of tiny's four,
+# for tests of properties that do not depend on depth (sharding, batch-norm
+# statistics, the GAN step): each compile takes half as long.
+TWO_STAGES = {
+    f"model.{side}_{field}": value
+    for side in ("encoder", "decoder")
+    for field, value in (("block_types", ("ResBlock", "EfficientViTBlock")),
+                         ("block_out_channels", (16, 32)),
+                         ("layers_per_block", (1, 1)),
+                         ("qkv_multiscales", ((), (5,))))}
+
+
 def _config(**overrides):
   c = ae_config.get_config("tiny")
   c.dataset.data_dir = common.DATA_DIR
@@ -229,7 +241,7 @@ def test_sharded_steps_match_single_device():
            "autoencoder.disc_learning_rate": 1e-5,
            # XLA's convolutions, which accelerators run (CPU's default
            # tap-by-tap ones compile twice as long).
-           "autoencoder.conv_impl": "lax"}
+           "autoencoder.conv_impl": "lax", **TWO_STAGES}
   batches = common.random_batches(_config(), 2)
   ref, ref_state, _ = common.losses_on(_config(**terms, **{"mesh.data": 1}),
                                        jax.devices()[:1], batches)
