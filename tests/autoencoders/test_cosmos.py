@@ -94,16 +94,19 @@ def test_video_autoencoder_is_causal():
                         temporal_compression=4, video=True, num_groups=1)
   model = cosmos.CosmosAE(a.check())
   x = jax.random.normal(jax.random.key(1), (1, 9, 16, 16, 3))
-  v = model.init(jax.random.key(0), x)
+  # Compiled: op by op, every op compiles a program of its own.
+  v = jax.jit(model.init)(jax.random.key(0), x)
+  encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))
+  decode = jax.jit(lambda v, z: model.apply(v, z, method=model.decode))
   later = x.at[:, 5:].add(1.0)  # frames 5..8 = latent frame 2
-  z, z2 = (model.apply(v, y, method=model.encode) for y in (x, later))
+  z, z2 = (encode(v, y) for y in (x, later))
   assert z.shape[1] == 3
   np.testing.assert_array_equal(z[:, :2], z2[:, :2])
   assert float(jnp.abs(z[:, 2] - z2[:, 2]).max()) > 1e-3
   # Decoding: latent frame 2 changes only frames 5..8.
-  y = model.apply(v, z, method=model.decode)
+  y = decode(v, z)
   changed = z.at[:, 2].add(1.0)
-  y2 = model.apply(v, changed, method=model.decode)
+  y2 = decode(v, changed)
   np.testing.assert_array_equal(y[:, :5], y2[:, :5])
   assert float(jnp.abs(y[:, 5:] - y2[:, 5:]).max()) > 1e-3
 
@@ -184,15 +187,16 @@ def test_attention_is_placed_for_the_training_size():
   assert model.resolution == 32
   x32, x64 = (jax.random.normal(jax.random.key(1), (1, s, s, 3))
               for s in (32, 64))
-  v = nn.unbox(model.init(jax.random.key(0), x32))
+  # Compiled: op by op, every op compiles a program of its own.
+  v = nn.unbox(jax.jit(model.init)(jax.random.key(0), x32))
   attn = sorted(k for part in ("encoder", "decoder")
                 for k in v["params"][part] if "_attn_" in k)
   assert attn == ["down_2_attn_0", "mid_attn_1", "mid_attn_1",
                   "up_2_attn_0", "up_2_attn_1"]
-  same = nn.unbox(model.init(jax.random.key(0), x64))
-  assert jax.tree.structure(same) == jax.tree.structure(v)
-  encode = lambda v, x: model.apply(v, x, method=model.encode)  # noqa: E731
-  decode = lambda v, z: model.apply(v, z, method=model.decode)  # noqa: E731
+  same = jax.eval_shape(model.init, jax.random.key(0), x64)
+  assert jax.tree.structure(nn.unbox(same)) == jax.tree.structure(v)
+  encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))
+  decode = jax.jit(lambda v, z: model.apply(v, z, method=model.decode))
   z = encode(v, x64)
   assert z.shape == (1, 8, 8, 8)
   # The level-2 blocks are read at 64 px (8 px features there), ...

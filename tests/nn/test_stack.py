@@ -22,20 +22,27 @@ def _stacked(params, prefix, depth, scanned_name):
   return out
 
 
-def _randomised(params, key):
+def _randomised(params, seed):
   """Every leaf random: zero-initialised residual branches would hide a
-  wrong layer order."""
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(key), len(leaves))
-  return jax.tree.unflatten(tree, [0.3 * jax.random.normal(k, x.shape)
-                                   for k, x in zip(keys, leaves)])
+  wrong layer order. (numpy: an eager jax.random call per shape compiles
+  one program each.)"""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda x: jnp.asarray(0.3 * rng.normal(size=x.shape), jnp.float32),
+      params)
+
+
+def _shapes(model, *args, **kwargs):
+  """The model's parameter shapes, without running its init."""
+  return nn.unbox(jax.eval_shape(lambda: model.init(
+      jax.random.key(1), *args, **kwargs))["params"])
 
 
 def _check_same(apply_loop, apply_scan, params, prefix, depth, name):
   loss = lambda f: lambda p: jnp.mean(f(p) ** 2)  # pylint: disable=g-long-lambda
-  v0, g0 = jax.value_and_grad(loss(apply_loop))(params)
+  v0, g0 = jax.jit(jax.value_and_grad(loss(apply_loop)))(params)
   stacked = _stacked(params, prefix, depth, name)
-  v1, g1 = jax.value_and_grad(loss(apply_scan))(stacked)
+  v1, g1 = jax.jit(jax.value_and_grad(loss(apply_scan)))(stacked)
   np.testing.assert_allclose(v1, v0, rtol=1e-5)
   want = _stacked(g0, prefix, depth, name)
   # float32 sums in another order: agreement to 1e-4 of each leaf's scale.
@@ -51,10 +58,8 @@ def test_uvit_scanned_transformer_equals_the_loop(remat):
   loop, scan = uvit.UViT(**kw), uvit.UViT(**kw, scan_layers=True)
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
   logsnr, labels = jnp.array([-1.0, 2.0]), jnp.array([0, 2])
-  params = _randomised(nn.unbox(loop.init(jax.random.key(1), x, logsnr,
-                                          labels, train=False)["params"]), 2)
-  scanned = nn.unbox(scan.init(jax.random.key(1), x, logsnr, labels,
-                               train=False)["params"])
+  params = _randomised(_shapes(loop, x, logsnr, labels, train=False), 2)
+  scanned = _shapes(scan, x, logsnr, labels, train=False)
   # Same parameters, stacked along a leading layer axis.
   assert jax.tree.structure(scanned) == jax.tree.structure(
       _stacked(params, "transformer", 3, "transformer"))
@@ -86,8 +91,7 @@ def test_dit_scanned_blocks_equal_the_loop():
   ts, labels = jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([[0, 1],
                                                                 [2, 3]])
   valid = layout_lib.validity(lay, jnp.array([[1, 1], [0, 1]]))
-  params = _randomised(nn.unbox(loop.init(jax.random.key(1), tokens, lay, ts,
-                                          labels, valid)["params"]), 3)
+  params = _randomised(_shapes(loop, tokens, lay, ts, labels, valid), 3)
   run = lambda m: lambda p: m.apply({"params": p}, tokens, lay, ts, labels,  # pylint: disable=g-long-lambda
                                     valid)
   _check_same(run(loop), run(scan), params, "block_", 3, "block_")

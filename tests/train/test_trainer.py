@@ -150,8 +150,11 @@ def test_bf16_compute_keeps_float32_params_and_losses(tmp_path):
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
   args = (x, jnp.array([0.0, 1.0]), jnp.array([0, 1]))
   variables = {"params": state.params["model"]}
-  out16 = s.objective.model.apply(variables, *args, train=False)
-  out32 = model32.apply(variables, *args, train=False)
+  # Compiled (run op by op, each op compiles a program of its own).
+  out16 = jax.jit(lambda v, *a: s.objective.model.apply(v, *a, train=False))(
+      variables, *args)
+  out32 = jax.jit(lambda v, *a: model32.apply(v, *a, train=False))(
+      variables, *args)
   assert out16.dtype == jnp.float32
   assert 0 < float(jnp.abs(out16 - out32).max()) < 0.1
 
