@@ -21,8 +21,7 @@ What this adds to `ocp.CheckpointManager`, so that nothing committed is lost:
 * Leftover `*.orbax-checkpoint-tmp*` directories of a dead run are removed
   once a newer checkpoint is committed.
 * Replicated arrays are split across their replicas for writing only when
-  each part is at least `MIN_REPLICA_SLICE_BYTES` (see
-  `gate_replica_parallel_saves`).
+  each part is at least 256 KiB (`jaxgen.train.array_handler`).
 """
 
 import logging as pylogging
@@ -38,18 +37,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxgen.train import array_handler
 from jaxgen.train import fingerprint as fingerprint_lib
 from jaxgen.train import state as state_lib
 
 # The JSON item saved with each checkpoint: fingerprint and host-side extras.
 _META = "meta"
 _TMP = ".orbax-checkpoint-tmp"
-# Orbax writes a replicated array as one slice per replica (each replica
-# copies and writes 1/n of it), which pays for large arrays; every slice is
-# an eager device op, compiled once per shape. A tiny run on 8 devices sliced
-# its 27 arrays into 216 programs: the first save took 3.4 s (0.75 s with
-# this gate). Smaller parts are written whole by one replica.
-MIN_REPLICA_SLICE_BYTES = 1 << 20
 
 
 class StorageError(RuntimeError):
@@ -205,45 +199,6 @@ def saved_extra(directory: str, step: int) -> Dict[str, Any]:
   return (meta.get("extra") or {}) if isinstance(meta, dict) else {}
 
 
-def gate_replica_parallel_saves(min_bytes: int = MIN_REPLICA_SLICE_BYTES
-                                ) -> bool:
-  """Registers orbax's jax.Array handler with a minimum replica-slice size.
-
-  Only orbax's own default handler is replaced (a handler the user
-  registered stays), with the same array-metadata store (it records typed
-  PRNG keys); the on-disk format does not change: checkpoints written with or
-  without the gate restore alike.
-
-  Args:
-    min_bytes: the smallest part of a replicated array written by each
-      replica; smaller arrays are written whole by replica 0.
-
-  Returns:
-    Whether the gated handler is registered.
-  """
-  current = ocp.type_handlers.get_type_handler(jax.Array)
-  if type(current) is not ocp.type_handlers.ArrayHandler:  # pylint: disable=unidiomatic-typecheck
-    return False
-  if getattr(current, "_min_slice_bytes_for_replica_parallel", None) == (
-      min_bytes):
-    return True
-  try:  # The store's module is not public; without it keep orbax's handler.
-    from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=g-import-not-at-top
-    handler = ocp.type_handlers.ArrayHandler(
-        array_metadata_store=array_metadata_store.Store(),
-        min_slice_bytes_for_replica_parallel=min_bytes)
-  except (ImportError, AttributeError, TypeError):
-    return False
-  absl_logger = logging.get_absl_logger()
-  level = absl_logger.level
-  absl_logger.setLevel(pylogging.ERROR)  # Orbax warns about the override.
-  try:
-    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
-  finally:
-    absl_logger.setLevel(level)
-  return True
-
-
 class Checkpointer:
   """Wraps `ocp.CheckpointManager` with the items 'state', 'data' and 'meta'."""
 
@@ -267,7 +222,7 @@ class Checkpointer:
     self.last_good_step: Optional[int] = None
     self._filter = _OrbaxErrorFilter()
     logging.get_absl_logger().addFilter(self._filter)
-    gate_replica_parallel_saves()
+    array_handler.gate_replica_parallel_saves()
     self.manager = ocp.CheckpointManager(
         self.directory,
         item_names=("state", "data", _META),

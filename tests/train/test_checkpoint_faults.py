@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint._src.metadata import array_metadata_store
 import pytest
 
+from jaxgen.train import array_handler
 from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import compile_cache
 from jaxgen.train import fingerprint as fingerprint_lib
@@ -224,28 +225,46 @@ def test_small_replicated_arrays_are_saved_without_slicing_programs(
   # Orbax's default splits every replicated array into one slice per
   # replica, each an eager program: 8 per array on 8 devices (along an axis
   # that 8 divides). Shapes no other test uses, so no program is already in
-  # memory.
+  # memory; the gated save has shapes of its own too.
   small = _replicated([(24, 3), (40,), (3, 5, 56)])
-  default = ocp.type_handlers.ArrayHandler(
-      array_metadata_store=array_metadata_store.Store())
-  ocp.type_handlers.register_type_handler(jax.Array, default, override=True)
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(
+          array_metadata_store=array_metadata_store.Store()), override=True)
   try:
     # (Checkpointer re-registers the gate; keep orbax's for this save.)
-    with mock.patch.object(checkpoint_lib, "gate_replica_parallel_saves"):
+    with mock.patch.object(array_handler, "gate_replica_parallel_saves"):
       assert _programs_while_saving(tmp_path / "default", small) >= 24
   finally:
-    assert checkpoint_lib.gate_replica_parallel_saves()
-  assert _programs_while_saving(tmp_path / "gated", small) == 0
+    gated = array_handler.gate_replica_parallel_saves()
+  assert gated
+  other = _replicated([(32, 3), (48,), (3, 5, 64)])
+  assert _programs_while_saving(tmp_path / "gated", other) == 0
   # An array whose slices reach the gate is still written in 8 parts.
-  big = _replicated([(8, 1 << 18)])  # 1 MiB slices.
+  big = _replicated([(8, 1 << 16)])  # 256 KiB slices.
   assert _programs_while_saving(tmp_path / "big", big) >= 8
   # Either way round, a checkpoint restores the same values.
-  for name in ("default", "gated"):
+  for name, state in (("default", small), ("gated", other)):
     ckpt = checkpoint_lib.Checkpointer(str(tmp_path / name))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                            small)
-    _, state, _ = ckpt.restore(
-        abstract, jax.tree.map(lambda x: x.sharding, small), _iterator())
+                            state)
+    _, restored, _ = ckpt.restore(
+        abstract, jax.tree.map(lambda x: x.sharding, state), _iterator())
     ckpt.close()
-    for k in small:
-      np.testing.assert_array_equal(state[k], small[k])
+    for k in state:
+      np.testing.assert_array_equal(restored[k], state[k])
+
+
+def test_a_handler_registered_with_other_options_is_kept():
+  mine = ocp.type_handlers.ArrayHandler(
+      array_metadata_store=array_metadata_store.Store(), primary_host=None,
+      replica_id=None, use_replica_parallel=False)
+  ocp.type_handlers.register_type_handler(jax.Array, mine, override=True)
+  try:
+    assert not array_handler.gate_replica_parallel_saves()
+    assert ocp.type_handlers.get_type_handler(jax.Array) is mine
+  finally:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            array_metadata_store=array_metadata_store.Store()), override=True)
+    gated = array_handler.gate_replica_parallel_saves()
+  assert gated
