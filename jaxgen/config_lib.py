@@ -6,6 +6,7 @@ big_vision: `configs/simple_diffusion.py:tiny` or `...:imagenet256,runlocal`.
 """
 
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -494,7 +495,8 @@ def param_dtype(config: ml_collections.ConfigDict):
 
 def check_range(name: str, value: Any, *, low: Optional[float] = None,
                 high: Optional[float] = None, low_open: bool = False,
-                high_open: bool = False, integer: bool = False) -> None:
+                high_open: bool = False, integer: bool = False,
+                finite: bool = False) -> None:
   """One-line ValueError unless `value` is a number in the given range.
 
   For fields whose bad values would otherwise fail deep inside a model (a
@@ -509,18 +511,22 @@ def check_range(name: str, value: Any, *, low: Optional[float] = None,
     low_open: the lower bound itself is excluded.
     high_open: the upper bound itself is excluded.
     integer: the value must be an integer.
+    finite: infinities are refused too (NaN always is).
 
   Raises:
     ValueError: "config.x=v must be ..." with the allowed range.
   """
   is_number = (isinstance(value, (int, float)) and not isinstance(value, bool)
+               and not math.isnan(value)
+               and (not finite or math.isfinite(value))
                and (not integer or float(value).is_integer()))
   ok = is_number and not (
       (low is not None and (value <= low if low_open else value < low)) or
       (high is not None and (value >= high if high_open else value > high)))
   if ok:
     return
-  what = "an integer" if integer else "a number"
+  what = "an integer" if integer else ("a finite number" if finite
+                                       else "a number")
   if low is not None and high is not None:
     bounds = (f"in {'(' if low_open else '['}{low:g}, {high:g}"
               f"{')' if high_open else ']'}")

@@ -177,6 +177,7 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   from jaxgen.eval import sampling  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   if not num or num < 1:
     raise ValueError("pass --num, the number of samples (>= 1).")
@@ -196,6 +197,13 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     raise ValueError(f"{workdir} keeps no checkpoint {step}; pass --step="
                      f"one of {', '.join(map(str, kept))}, or leave it out "
                      "for the newest.")
+  changed = provenance.shape_differences(workdir, config)
+  if changed:
+    # The checkpoint may even load (a DiT with RoPE runs at any size), but
+    # its samples would be of a model and data the run never trained on.
+    raise ValueError("sampling overrides may not change the model or data "
+                     "shape the run trained with: "
+                     f"{provenance.first_changes(changed, 4)}; drop them.")
   out_dir = epath.Path(out)
   try:
     out_dir.mkdir(parents=True, exist_ok=True)

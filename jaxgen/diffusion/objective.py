@@ -74,6 +74,7 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
     d, check = self.config.diffusion, config_lib.check_range
     check("config.diffusion.sample_steps", d.sample_steps, low=1,
           integer=True)
+    check("config.diffusion.guidance_scale", d.guidance_scale, finite=True)
     check("config.diffusion.label_dropout", d.label_dropout, low=0, high=1,
           high_open=True)
     check("config.diffusion.multiscale_min_size", d.multiscale_min_size,

@@ -96,6 +96,15 @@ def enabled(config: ml_collections.ConfigDict) -> bool:
   return bool(cfg and cfg.enabled)
 
 
+def _video_error(frames: int) -> ValueError:
+  # Reconstructions are scored frame by frame; a generated clip has no
+  # image metric here (and reference statistics are of images).
+  return ValueError(
+      f"config.eval.sample_metrics scores images and this run draws "
+      f"{frames}-frame clips (FID / KID / IS take no video); turn it off "
+      "with --config.eval.sample_metrics.enabled=false.")
+
+
 def check(config: ml_collections.ConfigDict) -> None:
   """One-line ValueErrors for the section's fields (no files are read).
 
@@ -104,6 +113,10 @@ def check(config: ml_collections.ConfigDict) -> None:
   """
   if not enabled(config):
     return
+  frames = int((config.get("dataset") or {}).get("num_frames") or 0)
+  if frames and config.get("family") != "autoencoder":
+    # Before the weight and statistics fields: no use converting them.
+    raise _video_error(frames)
   cfg = config.eval.sample_metrics
   features = cfg.get("features", "inception")
   if features not in ("inception", "shape_classifier"):
@@ -162,12 +175,7 @@ class SampleMetrics:
                                          None))
     info = getattr(setup, "data_info", None)
     if info is not None and info.kind == "video" and not self.reconstructs:
-      # Reconstructions are scored frame by frame; a generated clip has no
-      # image metric here (and reference statistics are of images).
-      raise ValueError(
-          f"config.eval.sample_metrics scores images and this run draws "
-          f"{info.num_frames}-frame clips (FID / KID / IS take no video); "
-          "turn it off with --config.eval.sample_metrics.enabled=false.")
+      raise _video_error(info.num_frames)
     if self.shapes:
       if self.reconstructs:
         raise ValueError("config.eval.sample_metrics.features="

@@ -190,6 +190,9 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
                        "e.g. --config.flow.sample_steps="
                        f"({','.join(map(str, example))}).")
     paths.check_time_sampling(c.flow.time_sampling)
+    # NaN / inf made every sample black (to_uint8 casts NaN to 0).
+    config_lib.check_range("config.flow.guidance_scale",
+                           c.flow.guidance_scale, finite=True)
     if (not self.single_stage and c.pyramid.timestep_embedding
         not in ("global", "official")):
       raise ValueError(

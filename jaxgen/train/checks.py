@@ -69,6 +69,40 @@ def check_config(config: ml_collections.ConfigDict,
   return mesh, dp, objective
 
 
+def restorable_config(config: ml_collections.ConfigDict,
+                      devices: Optional[Sequence[jax.Device]] = None
+                      ) -> ml_collections.ConfigDict:
+  """`config`, or a copy whose training batch this mesh can split.
+
+  Restoring a run (to sample, encode, or warm-start from it) builds its
+  training setup, whose checks ask the batch to divide over the
+  data-parallel devices (and, for pyramidal flow, over the stage-ratio sum):
+  a run trained on fewer devices than it is restored on would be refused
+  for a batch nothing draws. The batch times this mesh's data-parallel size
+  divides wherever the run's own batch did.
+
+  Args:
+    config: the run's config.
+    devices: devices of the mesh (default: all).
+
+  Returns:
+    `config` if it passes `check_config` here, else the widened copy.
+
+  Raises:
+    ValueError: one line, for a problem the batch is not part of.
+  """
+  try:
+    check_config(config, devices)
+    return config
+  except ValueError:
+    pass
+  dp = mesh_lib.data_parallel_size(mesh_lib.make_mesh(config.mesh, devices))
+  wider = config.copy_and_resolve_references()
+  wider.batch_size = int(config.batch_size) * dp
+  check_config(wider, devices)  # Any error left is not the batch's.
+  return wider
+
+
 def _check_heads(config: ml_collections.ConfigDict, mesh) -> None:
   """Attention heads split over the tensor axis must divide evenly (else XLA
   fails at compile time with a sharding error that names no config field)."""

@@ -36,7 +36,11 @@ _FREE_FIELDS = ("total_steps", "total_examples", "total_epochs", "total_flops",
                 "dataset.num_threads", "dataset.prefetch_buffer_size",
                 "dataset.worker_count", "remat", "grad_accum_steps", "grad_accum_loop",
                 "eval.",
-                "init_from")
+                "init_from",
+                # How kernels run, not what they compute: a run trained on
+                # CPU resumes or samples on GPU with cuDNN attention.
+                "model.attention_impl", "model.conv_impl",
+                "autoencoder.conv_impl")
 
 
 @functools.lru_cache(maxsize=None)
@@ -105,10 +109,10 @@ def first_changes(changes: Sequence[str], limit: int) -> str:
                    + (["..."] if len(changes) > limit else []))
 
 
-def model_differences(workdir: str, config: ml_collections.ConfigDict
+def shape_differences(workdir: str, config: ml_collections.ConfigDict
                       ) -> List[str]:
-  """The `model.` fields of `config` that differ from the run in
-  `workdir` ("key: theirs -> ours"), to name them in an error.
+  """The model and data-shape fields of `config` that differ from the run
+  in `workdir` ("key: theirs -> ours"), to name them in an error.
 
   Args:
     workdir: another run's directory (with config.json).
@@ -120,8 +124,14 @@ def model_differences(workdir: str, config: ml_collections.ConfigDict
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     return []
-  shape, _ = compare(_read(path), _to_json(config))
-  return [c for c in shape if c.startswith("model.")]
+  return compare(_read(path), _to_json(config))[0]
+
+
+def model_differences(workdir: str, config: ml_collections.ConfigDict
+                      ) -> List[str]:
+  """The `model.` fields among `shape_differences(workdir, config)`."""
+  return [c for c in shape_differences(workdir, config)
+          if c.startswith("model.")]
 
 
 def _tuples(value):

@@ -273,7 +273,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
     (setup, step, state); step and state are None without a checkpoint (or
     when `step` is not kept).
   """
-  s, it = _resolve(config, devices)
+  s, it = _resolve(checks.restorable_config(config, devices), devices)
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, abstract, shardings = abstract_state(s, jax.random.key(0))
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from jaxgen import config_lib
 from jaxgen import sample as sample_lib
 from jaxgen.eval import features as features_lib
 from jaxgen.eval import fid as fid_lib
@@ -247,6 +248,21 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
                      "one of 2, 3, or leave it out for the newest"):
     sample_lib.sample_run(loaded, workdir, num=20, out=out, batch_size=8,
                           step=7, log=lambda _: None)
+  # Overrides of the model or data shape are refused before drawing (a
+  # model with RoPE loads at any size and sampled what it never learned),
+  # those of how kernels run are not.
+  for field, value in (("dataset.image_size", 32), ("model.num_heads", 4)):
+    other = provenance.load_config(workdir)
+    config_lib.apply_overrides(other, {field: value})
+    with pytest.raises(ValueError, match="^sampling overrides may not change "
+                       f"the model or data shape the run trained with: "
+                       f"{field}: .*; drop them.$"):
+      sample_lib.sample_run(other, workdir, num=4, out=str(tmp_path / "x"),
+                            log=lambda _: None)
+  assert not (tmp_path / "x").exists()
+  impl = provenance.load_config(workdir)
+  impl.model.attention_impl = "cudnn"  # The run has "auto".
+  assert provenance.shape_differences(workdir, impl) == []
   stray = tmp_path / "stray"
   stray.mkdir()
   (stray / "000000.png").write_bytes(before["000000.png"])

@@ -79,6 +79,11 @@ def test_sample_metrics_of_a_video_run_are_refused_before_compiling(
       "clips (FID / KID / IS take no video); turn it off with "
       "--config.eval.sample_metrics.enabled=false.")
   assert not compiled
+  # Before the fields one would fill in first (weights, statistics).
+  bare = _video_config(**{"eval.sample_metrics.enabled": True,
+                          "eval.sample_metrics.features": features})
+  with pytest.raises(ValueError, match="take no video"):
+    checks.check_config(bare)
 
 
 @pytest.mark.parametrize("make,overrides,match", [
@@ -105,6 +110,12 @@ def test_sample_metrics_of_a_video_run_are_refused_before_compiling(
      "num_train_timesteps=2 must be an integer >= 3, or 0"),
     (_config, {"flow.label_dropout": 1.5}, "label_dropout=1.5 must be a "
      "number in \\[0, 1\\)"),
+    # NaN is in no range; guidance also refuses infinities (black samples).
+    (_config, {"flow.label_dropout": float("nan")}, "label_dropout=nan must "
+     "be a number in"),
+    (_config, {"flow.guidance_scale": float("inf")}, "^config.flow."
+     "guidance_scale=inf must be a finite number.$"),
+    (_config, {"flow.guidance_scale": float("nan")}, "guidance_scale=nan"),
     (_config, {"pyramid.history_frames": 3}, "applies to the temporal "
      "pyramid of video runs"),
     (_video_config, {"pyramid.history_frames": -2}, "history_frames=-2 must "
@@ -242,6 +253,27 @@ def test_resume_gives_identical_losses(tmp_path, monkeypatch):
     clips = f["images"]
   assert clips.shape == (3, 4, 16, 16, 3)
   np.testing.assert_array_equal(clips[0, 1], strip[:, 16:32])
+
+
+def test_a_run_restores_on_more_devices_than_it_trained_on(tmp_path):
+  # Batch 16 splits over the stage-ratio sum (1, 2, 1) on one device; on 8
+  # the training check wants a multiple of 4 x 8, and jaxgen.sample refused
+  # the run for a batch it never draws.
+  config = _video_config(**{"batch_size": 16, "total_steps": 1,
+                            "mesh.data": -1})
+  trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  with pytest.raises(ValueError, match="not divisible by the stage-ratio"):
+    checks.check_config(config)
+  _, step, one = trainer.restore(config, str(tmp_path),
+                                 devices=jax.devices()[:1])
+  s, step8, eight = trainer.restore(config, str(tmp_path))
+  assert step == step8 == 1 and len(s.mesh.devices.flat) == 8
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
+    np.testing.assert_array_equal(a, b)
+  # Other problems keep their own error.
+  bad = _video_config(**{"batch_size": 4, "model.num_heads": 0})
+  with pytest.raises(ValueError, match="^config.model.num_heads=0"):
+    checks.restorable_config(bad)
 
 
 @pytest.mark.parametrize("arg", ["tiny", "tiny,baseline", "shapes_video"])

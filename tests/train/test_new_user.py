@@ -317,6 +317,8 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
      "be an integer >= 1.$"),
     ({"diffusion.label_dropout": -0.1}, "^config.diffusion.label_dropout=-0.1 "
      "must be"),
+    ({"diffusion.guidance_scale": float("nan")},
+     "^config.diffusion.guidance_scale=nan must be a finite number.$"),
     ({"model.dropout_rate": 1.0}, r"^config.model.dropout_rate=1.0 must be a "
      r"number in \[0, 1\)"),
     ({"dataset.image_size": 34}, "^config.dataset.image_size=34 / "),
