@@ -66,10 +66,10 @@ def gate_replica_parallel_saves(min_bytes: int = MIN_REPLICA_SLICE_BYTES
         array_metadata_store=store(), min_slice_bytes_for_replica_parallel=(
             min_bytes))
     default = ocp.type_handlers.ArrayHandler(array_metadata_store=store())
-    ours = [getattr(current, a) for a in _DEFAULT_ARRAY_HANDLER]
-    if ours == [getattr(gated, a) for a in _DEFAULT_ARRAY_HANDLER]:
+    options = lambda h: [getattr(h, a) for a in _DEFAULT_ARRAY_HANDLER]  # noqa: E731
+    if options(current) == options(gated):
       return True
-    if (ours != [getattr(default, a) for a in _DEFAULT_ARRAY_HANDLER] or
+    if (options(current) != options(default) or
         type(getattr(current, "_array_metadata_store")) is not store):  # pylint: disable=unidiomatic-typecheck
       return False
   except (ImportError, AttributeError, TypeError):

@@ -69,38 +69,38 @@ def check_config(config: ml_collections.ConfigDict,
   return mesh, dp, objective
 
 
-def restorable_config(config: ml_collections.ConfigDict,
-                      devices: Optional[Sequence[jax.Device]] = None
-                      ) -> ml_collections.ConfigDict:
-  """`config`, or a copy whose training batch this mesh can split.
+def check_restorable(config: ml_collections.ConfigDict,
+                     devices: Optional[Sequence[jax.Device]] = None):
+  """`check_config` for a run restored or traced, not trained.
 
-  Restoring a run (to sample, encode, or warm-start from it) builds its
-  training setup, whose checks ask the batch to divide over the
-  data-parallel devices (and, for pyramidal flow, over the stage-ratio sum):
-  a run trained on fewer devices than it is restored on would be refused
-  for a batch nothing draws. The batch times this mesh's data-parallel size
-  divides wherever the run's own batch did.
+  Restoring a run (to sample, encode, or warm-start from it) or tracing its
+  state (a warm start's check) builds its training setup, whose checks ask
+  the batch to divide over the data-parallel devices (and, for pyramidal
+  flow, over the stage-ratio sum): a run trained on fewer devices than it
+  is restored on would be refused for a batch nothing draws. The batch
+  times this mesh's data-parallel size divides wherever the run's own batch
+  did.
 
   Args:
     config: the run's config.
     devices: devices of the mesh (default: all).
 
   Returns:
-    `config` if it passes `check_config` here, else the widened copy.
+    (`config`, or a copy with that wider batch when `config`'s own fails
+    here; `check_config`'s result for it).
 
   Raises:
     ValueError: one line, for a problem the batch is not part of.
   """
   try:
-    check_config(config, devices)
-    return config
+    return config, check_config(config, devices)
   except ValueError:
     pass
   dp = mesh_lib.data_parallel_size(mesh_lib.make_mesh(config.mesh, devices))
   wider = config.copy_and_resolve_references()
   wider.batch_size = int(config.batch_size) * dp
-  check_config(wider, devices)  # Any error left is not the batch's.
-  return wider
+  # Any error left is not the batch's.
+  return wider, check_config(wider, devices)
 
 
 def _check_heads(config: ml_collections.ConfigDict, mesh) -> None:

@@ -273,7 +273,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
     (setup, step, state); step and state are None without a checkpoint (or
     when `step` is not kept).
   """
-  s, it = _resolve(checks.restorable_config(config, devices), devices)
+  s, it = _resolve(config, devices)
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, abstract, shardings = abstract_state(s, jax.random.key(0))
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -309,7 +309,7 @@ def _traced_state(s: Setup):
 
 def _resolve(config, devices):
   """(setup, train iterator) of a run config, for restoring or tracing."""
-  checked = checks.check_config(config, devices)
+  config, checked = checks.check_restorable(config, devices)
   it, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=jax.process_index(),

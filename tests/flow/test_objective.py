@@ -270,10 +270,14 @@ def test_a_run_restores_on_more_devices_than_it_trained_on(tmp_path):
   assert step == step8 == 1 and len(s.mesh.devices.flat) == 8
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
     np.testing.assert_array_equal(a, b)
+  # A warm start's check traces it here too.
+  abstract = trainer.abstract_of(config)
+  assert jax.tree.structure(abstract.params) == jax.tree.structure(
+      eight.params)
   # Other problems keep their own error.
   bad = _video_config(**{"batch_size": 4, "model.num_heads": 0})
   with pytest.raises(ValueError, match="^config.model.num_heads=0"):
-    checks.restorable_config(bad)
+    checks.check_restorable(bad)
 
 
 @pytest.mark.parametrize("arg", ["tiny", "tiny,baseline", "shapes_video"])
