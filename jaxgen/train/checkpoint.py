@@ -18,6 +18,9 @@ What this adds to `ocp.CheckpointManager`, so that nothing committed is lost:
   recomputes it and checks the state is finite; a checkpoint that fails to
   load or to verify is moved to `WORKDIR/corrupt_checkpoints/` (never deleted)
   with a one-line warning and the next older one is tried.
+* A checkpoint written by another number of processes is not corrupt: the
+  state restores onto any mesh and the data position (one file per process)
+  is carried over (`jaxgen.train.data_position`).
 * Leftover `*.orbax-checkpoint-tmp*` directories of a dead run are removed
   once a newer checkpoint is committed.
 * Replicated arrays are split across their replicas for writing only when
@@ -38,6 +41,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxgen.train import array_handler
+from jaxgen.train import data_position
 from jaxgen.train import fingerprint as fingerprint_lib
 from jaxgen.train import state as state_lib
 
@@ -388,7 +392,8 @@ class Checkpointer:
     Args:
       abstract_state: pytree of ShapeDtypeStructs of the state.
       shardings: matching pytree of NamedShardings.
-      data_iterator: grain iterator whose position is restored in place.
+      data_iterator: grain iterator whose position is restored in place;
+        None restores the state only (sampling, evaluation, warm starts).
       step: restore this step only (for tools that need a given one; it is
         not moved aside when unusable).
 
@@ -402,7 +407,7 @@ class Checkpointer:
     target = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract_state, shardings)
-    start = data_iterator.get_state()
+    start = data_iterator.get_state() if data_iterator is not None else None
     if step is not None:
       if step not in self.manager.all_steps():
         return None, None, {}
@@ -417,7 +422,8 @@ class Checkpointer:
     while True:
       step = self.manager.latest_step()
       if step is None:
-        data_iterator.set_state(start)
+        if data_iterator is not None:
+          data_iterator.set_state(start)
         return None, None, {}
       problem, state, meta = self._try_restore(step, target, data_iterator)
       if problem is None:
@@ -449,11 +455,17 @@ class Checkpointer:
           f"{f'; {len(diffs) - 3} more' if len(diffs) > 3 else ''}); rerun "
           "with the config it was trained with or pass another --workdir.")
     as_saved, cast = with_saved_dtypes(saved, target)
+    position = (data_position.carried(self.directory, step)
+                if data_iterator is not None
+                else None)
     try:
-      items = ocp.args.Composite(
-          state=ocp.args.StandardRestore(as_saved),
-          data=grain.checkpoint.CheckpointRestore(data_iterator))
-      state = self.manager.restore(step, args=items)["state"]
+      items = {"state": ocp.args.StandardRestore(as_saved)}
+      if data_iterator is not None and position is None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+      state = self.manager.restore(step, args=ocp.args.Composite(**items))[
+          "state"]
+      if position is not None:
+        data_iterator.set_state(position)
       if (self.directory / str(step) / _META).exists():
         meta = self.manager.restore(step, args=ocp.args.Composite(
             **{_META: ocp.args.JsonRestore()}))[_META]

@@ -273,12 +273,12 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
     (setup, step, state); step and state are None without a checkpoint (or
     when `step` is not kept).
   """
-  s, it = _resolve(config, devices)
+  s = _resolve(config, devices)[0]
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, abstract, shardings = abstract_state(s, jax.random.key(0))
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
-      step, state, _ = ckpt.restore(abstract, shardings, it, step=step)
+      step, state, _ = ckpt.restore(abstract, shardings, None, step=step)
     finally:
       ckpt.close()
   return s, step, state

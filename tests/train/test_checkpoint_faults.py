@@ -9,6 +9,7 @@ without one slicing program per replica.
 """
 
 import glob
+import json
 import os
 from unittest import mock
 
@@ -134,6 +135,45 @@ def test_a_resume_in_other_dtypes_verifies_then_casts(tmp_path, caplog):
   assert any("Checkpoint 2 stores 1 arrays in other dtypes than the config "
              "asks for (w: float32 -> bfloat16): cast on restore." in
              r.getMessage() for r in caplog.records)
+
+
+def _as_saved_by_processes(step_dir, states):
+  """Rewrites a checkpoint's data item as if `len(states)` processes saved it."""
+  data = os.path.join(step_dir, "data")
+  os.remove(os.path.join(data, "process_0-of-1.json"))
+  for i, state in enumerate(states):
+    with open(os.path.join(data, f"process_{i}-of-{len(states)}.json"),
+              "w") as f:
+      json.dump(state, f)
+
+
+def test_a_checkpoint_of_another_process_count_restores_not_moved_aside(
+    tmp_path):
+  # A pod run resumed or sampled on one host: there is no file of this
+  # process count. Every checkpoint used to be moved to corrupt_checkpoints.
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, [1, 2])
+  # Two processes, 3 examples each: 6 examples of the global order read.
+  _as_saved_by_processes(str(directory / "2"), [{"next_index": 3}] * 2)
+  ckpt = checkpoint_lib.Checkpointer(str(directory))
+  it = _iterator()
+  step, state, _ = ckpt.restore(*_abstract(_state(0)), it)
+  assert step == 2 and next(it) == 6
+  np.testing.assert_array_equal(state["w"], _state(2)["w"])
+  # A position that is more than an example count (grain workers) is a
+  # one-line error, and the checkpoint stays where it is.
+  _as_saved_by_processes(str(directory / "1"), [
+      {"next_index_in_cycle": 0, "iterators_in_use_states": [{}]}] * 2)
+  with pytest.raises(ValueError, match=r"^checkpoint 1 in .* was saved by 2 "
+                     r"process\(es\) and its data position .* cannot be "
+                     r"carried to 1; resume it with 2 process\(es\)\.$"):
+    ckpt.restore(*_abstract(_state(0)), _iterator(), step=1)
+  # Without an iterator (sampling, evaluation) only the state is restored.
+  step, state, _ = ckpt.restore(*_abstract(_state(0)), None, step=1)
+  ckpt.close()
+  assert step == 1
+  np.testing.assert_array_equal(state["w"], _state(1)["w"])
+  assert not (tmp_path / "corrupt_checkpoints").exists()
 
 
 def _numpy_fingerprint(x):

@@ -1,0 +1,68 @@
+"""A checkpoint's data position, carried to another number of processes.
+
+grain's orbax handler saves one iterator state per process, as
+`STEP/data/process_I-of-N.json`, and restores only the file of the restoring
+process and count. A run saved by N processes and resumed (or sampled,
+evaluated, warm-started) by M has no file of its own; that is not corruption.
+Every process reads the same number of rows of each global batch
+(`jaxgen.data.pipeline`), so a position that only counts examples
+({"next_index": k}, the same on every process) carries over as k·N/M.
+"""
+
+import json
+import re
+from typing import Any, Dict, Optional
+
+from absl import logging
+import etils.epath as epath
+import jax
+
+_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
+
+
+def carried(directory: epath.Path, step: int) -> Optional[Dict[str, Any]]:
+  """This process's data position in checkpoint `step` of `directory`.
+
+  Args:
+    directory: the checkpoint directory (holding `<step>/data`).
+    step: the checkpoint.
+
+  Returns:
+    None when grain restores the position itself (this process's own file
+    exists, or the files are incomplete or unreadable, which grain's restore
+    then reports as a broken checkpoint); otherwise the carried-over
+    iterator state.
+
+  Raises:
+    ValueError: the position cannot be carried over (it is more than an
+      example count, e.g. of grain workers, or does not divide).
+  """
+  index, count = jax.process_index(), jax.process_count()
+  data = epath.Path(directory) / str(step) / "data"
+  if (data / f"process_{index}-of-{count}.json").exists():
+    return None
+  saved = {}
+  for path in data.glob("process_*-of-*.json"):
+    match = _FILE.fullmatch(path.name)
+    if match:
+      saved[int(match[1])] = (int(match[2]), path)
+  counts = {n for n, _ in saved.values()}
+  if len(counts) != 1 or set(saved) != set(range(next(iter(counts)))):
+    return None
+  n = counts.pop()
+  try:
+    states = [json.loads(saved[i][1].read_text()) for i in range(n)]
+  except (OSError, ValueError):
+    return None
+  first = states[0] if isinstance(states[0], dict) else {}
+  k = first.get("next_index")
+  if (not isinstance(k, int) or any(s != {"next_index": k} for s in states)
+      or k * n % count):
+    raise ValueError(
+        f"checkpoint {step} in {directory} was saved by {n} process(es) and "
+        f"its data position ({', '.join(sorted(map(str, first))) or 'not a dict'}; e.g. "
+        f"of dataset.worker_count>0) cannot be carried to {count}; resume it "
+        f"with {n} process(es).")
+  logging.info("Checkpoint %d was saved by %d process(es): data position "
+               "carried to %d.", step, n, count)
+  return {"next_index": k * n // count}
