@@ -129,3 +129,50 @@ def load_optimum(path: str, spec: Any, budgets: Optional[Sequence[float]]
                      "FLOPs; refit, or pass --nearest_params instead of "
                      "--optimal_from")
   return fit, nearest, _param_key(fit)
+
+
+# What the trainer logs besides sample metrics, and the sample metrics of
+# the shape classifier (the others are Inception's or pixel metrics).
+_LOSSES = ("eval_loss", "loss", "final_train_loss")
+_SHAPE_METRICS = ("eval_fd_shapes", "eval_accuracy_shapes")
+
+
+def check_metric_logged(spec: Any, config: Any) -> None:
+  """Refuses a sweep whose points would not log the metric it fits.
+
+  A spec fitting a sample metric (R3GAN's `eval_fd_shapes` / `eval_fid`)
+  needs `config.eval.sample_metrics` on, with weights only the user can
+  give: without it every row lacks the metric and the fit can only take an
+  adversarial loss.
+
+  Args:
+    spec: the sweep spec (its `metric`).
+    config: the run config of one of its points (after --set).
+
+  Raises:
+    ValueError: one line with the --set flags (or the other metric) to use.
+  """
+  from jaxgen.eval import sample_metrics  # pylint: disable=g-import-not-at-top
+  metric = str(spec.metric)
+  if metric in _LOSSES or not metric.startswith("eval_"):
+    return
+  features = ((config.get("eval") or {}).get("sample_metrics") or {}).get(
+      "features", "inception")
+  if not sample_metrics.enabled(config):
+    problem = "config.eval.sample_metrics is off"
+    fix = ("--set=eval.sample_metrics.enabled=True with its weights "
+           + ("(--set=eval.sample_metrics.features=shape_classifier "
+              "--set=eval.sample_metrics.classifier_weights=FILE"
+              if metric in _SHAPE_METRICS else
+              "(--set=eval.sample_metrics.inception_weights=FILE "
+              "--set=eval.sample_metrics.reference_stats=FILE")
+           + "; the spec file's docstring)")
+  elif (metric in _SHAPE_METRICS) != (features == "shape_classifier"):
+    problem = f"the points score {features} features"
+    fix = ("--set=eval.sample_metrics.features=" + (
+        "shape_classifier" if metric in _SHAPE_METRICS else "inception"))
+  else:
+    return
+  raise ValueError(f"sweep.metric={metric} (what scaling.fit fits) would be "
+                   f"in no row: {problem}; pass {fix}, or fit the loss with "
+                   "--sweep.metric=eval_loss")

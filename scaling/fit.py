@@ -20,6 +20,7 @@ Library use:
 import dataclasses
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -423,8 +424,9 @@ def run(results: str, out: str, *, family: Optional[str] = None,
     family: family to fit (required when the file holds several).
     drop_highest_loss: drop this many highest-loss runs first (Epoch: 5).
     param_key: JSONL field for N ("params" or "params_non_embedding").
-    metric: field fitted as the loss, e.g. "eval_fid" (default: eval_loss,
-      else the final train loss).
+    metric: field fitted as the loss, e.g. "eval_fid" (default: the rows'
+      `metric` (their sweep spec's), else eval_loss, else the final train
+      loss).
     direction: whether the metric improves downwards or upwards ("auto":
       known names, see scaling/metrics.py).
     command: command line recorded in the report.
@@ -437,9 +439,14 @@ def run(results: str, out: str, *, family: Optional[str] = None,
   try:
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always", results_lib.FitWarning)
+      records = results_lib.read_records(results)
+      # Rows of scaling.run name their spec's metric (R3GAN: a sample
+      # metric, not its adversarial eval_loss).
+      metric = metric or results_lib.sweep_metric(records)
       metric_info = metrics_lib.resolve(metric, direction)
-      runs = results_lib.load_runs(results, param_key=param_key,
-                                   metric=metric, direction=direction)
+      runs = results_lib.runs_from_records(
+          records, param_key=param_key, source=os.path.basename(results),
+          metric=metric, direction=direction)
       runs = results_lib.select_family(runs, family)
       n_before = len(runs)
       runs = results_lib.drop_highest_loss(runs, drop_highest_loss)
@@ -519,8 +526,8 @@ flags.DEFINE_integer("top_k", approach3_lib.DEFAULT_TOP_K,
 flags.DEFINE_bool("check_full_grid", False, "Also fit approach 3 from all "
                   "grid starts and report the difference to --top_k.")
 flags.DEFINE_string("metric", None, "Field fitted as the loss, e.g. eval_fid "
-                    "or eval_psnr (default: eval_loss, else the final train "
-                    "loss).")
+                    "or eval_psnr (default: the sweep spec's metric named in "
+                    "the rows, else eval_loss, else the final train loss).")
 flags.DEFINE_enum("metric_direction", "auto", list(metrics_lib.DIRECTIONS),
                   "Whether --metric improves downwards or upwards (auto: "
                   "PSNR, SSIM, precision, recall, accuracy and IS upwards).")

@@ -42,6 +42,7 @@ counts them. Nothing else is silently changed.
 import csv
 import dataclasses
 import io
+import json
 import math
 import os
 import warnings
@@ -174,6 +175,38 @@ def are_numbers(values: Sequence[str], positive: bool = False) -> bool:
   return not positive or all(math.isfinite(x) and x > 0 for x in numbers)
 
 
+def _drop_duplicates(records: Sequence[Dict[str, Any]], source: str
+                     ) -> List[Dict[str, Any]]:
+  """The records with one row per point, the last kept, with a warning.
+
+  Two rows of one point (the same family, sweep and point id: results
+  files concatenated twice) would count as two measurements and narrow the
+  intervals. Rows without ids (CSV) that are identical are only warned
+  about: nothing says they are not two runs.
+  """
+  last, identical = {}, {}
+  for i, rec in enumerate(records):
+    if rec.get("point"):
+      last[(rec.get("family"), rec.get("sweep"), rec["point"])] = i
+    else:
+      text = json.dumps(rec, sort_keys=True, default=str)
+      identical[text] = identical.get(text, 0) + 1
+  copies = sum(n - 1 for n in identical.values())
+  if copies:
+    warnings.warn(f"{source}: {copies} rows repeat another row exactly; if "
+                  "a run was given twice, remove its copies", FitWarning,
+                  stacklevel=3)
+  with_id = sum(1 for rec in records if rec.get("point"))
+  if len(last) == with_id:
+    return list(records)
+  warnings.warn(f"{source}: {with_id - len(last)} repeated rows of the same "
+                "point dropped; the last of each is fitted", FitWarning,
+                stacklevel=3)
+  keep = set(last.values())
+  return [rec for i, rec in enumerate(records)
+          if not rec.get("point") or i in keep]
+
+
 def runs_from_records(records: Sequence[Dict[str, Any]],
                       param_key: str = "params",
                       source: str = "records",
@@ -199,6 +232,14 @@ def runs_from_records(records: Sequence[Dict[str, Any]],
       neither D nor C.
   """
   to_loss = metrics_lib.resolve(metric, direction).to_loss
+  if param_key != "params" and records and not any(
+      param_key in rec for rec in records):
+    # A typo would silently fall back to the other N fields.
+    have = sorted({k for rec in records for k in rec
+                   if k in _N_KEYS or k.startswith("params")})
+    raise ValueError(f"{source}: no row has param_key {param_key!r}; N "
+                     f"fields in this file: {', '.join(have) or 'none'}")
+  records = _drop_duplicates(records, source)
   n_keys = (param_key,) + tuple(k for k in _N_KEYS if k != param_key)
   loss_fields = (metric,) if metric else _LOSS_KEYS
   cols = {k: [] for k in ("n", "loss", "d", "c", "budget")}
@@ -294,6 +335,51 @@ def clean(runs: Runs, status: Optional[np.ndarray] = None) -> Runs:
   return runs.take(~drop)
 
 
+def read_records(path: str) -> List[Dict[str, Any]]:
+  """The rows of a results.jsonl or CSV file, as dicts.
+
+  Args:
+    path: `.jsonl` (or `.json` lines) or `.csv` file.
+
+  Returns:
+    One dict per row (CSV values are stripped strings).
+
+  Raises:
+    ValueError: a CSV row with fewer fields than its header.
+  """
+  if not str(path).endswith(".csv"):
+    return jsonl.read(path)
+  text = epath.Path(path).read_text(encoding="utf-8")
+  reader = csv.DictReader(io.StringIO(text, newline=""))
+  records = []
+  for row in reader:
+    if None in row.values():
+      raise ValueError(f"{path} line {reader.line_num}: "
+                       f"{sum(v is not None for v in row.values())} fields "
+                       f"where the header has {len(reader.fieldnames)}; fix "
+                       "or remove that row")
+    records.append({k.strip(): v.strip() for k, v in row.items()
+                    if k and isinstance(v, str)})
+  return records
+
+
+def sweep_metric(records: Sequence[Dict[str, Any]]) -> Optional[str]:
+  """The metric the rows' sweep spec fits (their `metric` field), if one.
+
+  Args:
+    records: results rows (scaling.run writes `metric` in each).
+
+  Returns:
+    The field name, or None (rows of older runs or CSV files, rows of
+    several metrics, or the default loss).
+  """
+  names = {r.get("metric") for r in records}
+  if len(names) != 1:
+    return None
+  name = names.pop()
+  return None if name in (None, "", "eval_loss", "loss") else str(name)
+
+
 def load_runs(path: str, param_key: str = "params",
               metric: Optional[str] = None, direction: str = "auto") -> Runs:
   """Loads a results.jsonl or CSV file into cleaned Runs.
@@ -310,12 +396,7 @@ def load_runs(path: str, param_key: str = "params",
   Raises:
     ValueError: unreadable rows or missing columns.
   """
-  if str(path).endswith(".csv"):
-    text = epath.Path(path).read_text(encoding="utf-8")
-    records = [{k.strip(): v.strip() for k, v in row.items() if k}
-               for row in csv.DictReader(io.StringIO(text, newline=""))]
-  else:
-    records = jsonl.read(path)
+  records = read_records(path)
   return runs_from_records(records, param_key=param_key,
                            source=os.path.basename(str(path)), metric=metric,
                            direction=direction)

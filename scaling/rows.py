@@ -88,6 +88,8 @@ def make_row(spec, point: sweep_lib.Point, metrics: List[Dict[str, Any]], *,
                    if k.startswith("eval_") and k != "eval_loss"})
   return dict({
       "family": spec.family, "sweep": spec.name, "point": point.id,
+      # The field scaling.fit fits by default (the spec's metric).
+      "metric": spec.metric,
       "size": point.size, "budget_flops": point.budget,
       "params": point.params,
       "params_non_embedding": point.params_non_embedding,

@@ -141,9 +141,10 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
 class _Progress:
   """Prints one line per finished point with elapsed time and an ETA.
 
-  The ETA scales the elapsed time by remaining / finished budget FLOPs of
-  this session's points (small points cost more per FLOP on CPU, so early
-  estimates are rough).
+  The ETA scales the elapsed time by remaining / finished FLOPs of this
+  session's points (their budgets; for wsd chains, what each branch adds to
+  its chain). Small points cost more per FLOP on CPU, so early estimates
+  are rough.
   """
 
   def __init__(self, total: int, done: int, out):
@@ -151,17 +152,24 @@ class _Progress:
     self.start = time.time()
     self.flops_done = 0.0
 
-  def finished(self, point, row, seconds, remaining_flops, running):
+  def finished(self, point, row, seconds, remaining_flops, running,
+               flops=None):
     self.done += 1
-    self.flops_done += point.budget
+    self.flops_done += point.budget if flops is None else flops
     elapsed = time.time() - self.start
     fmt = logs.format_duration
     eta = (fmt(elapsed * remaining_flops / self.flops_done)
            if remaining_flops else "0m00s")
     status = row["status"] if row else "FAILED"
-    loss = (f" eval_loss {row['eval_loss']:.4f} train "
-            f"{row['final_train_loss']:.4f}"
-            if row and row["status"] == rows_lib.OK else "")
+    loss = ""
+    if row and row["status"] == rows_lib.OK:
+      # The spec's metric first (R3GAN's is a sample metric, its eval_loss
+      # an adversarial loss), then the losses; None when not logged.
+      names = dict.fromkeys([row.get("metric") or "eval_loss", "eval_loss",
+                             "final_train_loss"])
+      loss = "".join(f" {n.replace('final_train_loss', 'train')} "
+                     f"{row[n]:.4f}" for n in names
+                     if isinstance(row.get(n), (int, float)))
     self.out(f"[{self.done:>3}/{self.total}] {point.id} {status}{loss} "
              f"({fmt(seconds)}) | elapsed {fmt(elapsed)}, "
              f"ETA {eta}, {running} running")
@@ -216,6 +224,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
                      "started in")
   parsed = spec_check.parse_sets(sets)
   points = sweep_lib.plan(spec, budgets=budgets, sizes=sizes, sets=parsed)
+  check.check_metric_logged(spec, sweep_lib.point_config(
+      spec, points[0].budget, points[0].size, parsed)[0])
   env = {k: str(v) for k, v in spec.env.items()}
   local = workers.local_dir(workdir, local)
   # One persistent compilation cache for every point: the programs of a size
@@ -303,6 +313,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
     if wsd.enabled(spec) and todo:
       out(wsd.savings_line(spec, todo))
     progress = _Progress(len(points), len(points) - len(todo), out)
+    work = (wsd.work(spec, todo) if wsd.enabled(spec)
+            else {p.id: p.budget for p in todo})
     failed: List[str] = []
     queue = list(units)
     running: Dict[str, Any] = {}
@@ -316,9 +328,10 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
         reason = workers.failure_reason(log, returncode)
         out(f"{p.id} failed: {reason} (see {log})")
         row = None
-      remaining = sum(u.budget for u in queue) + sum(
-          r[0].budget for r in running.values())
-      progress.finished(p, row, seconds, remaining, len(running))
+      remaining = sum(work[q.id] for u in queue + [r[0] for r in
+                                                  running.values()]
+                      for q in u.points if q.id not in reported)
+      progress.finished(p, row, seconds, remaining, len(running), work[p.id])
 
     reported = set()
     scan_at = 0.0
@@ -426,6 +439,10 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       finally:
         for p, proc, log, *_ in running.values():
           log.close()
+      # A worker that finished its point while being stopped wrote its
+      # result: its row goes in now (a fit right after must not miss it).
+      for u, _, _, start, _ in list(running.values()):
+        finish_unit(u, time.time() - start, only_done=True)
       out("interrupted; run the same command again to resume")
       raise
     if failed:

@@ -326,6 +326,13 @@ def make_point(spec: ml_collections.ConfigDict, budget: float, size: str,
     The Point.
   """
   config, overrides = point_config(spec, budget, size, sets)
+  # The trainer's checks that need neither devices nor data: a bad --set
+  # (dataset name, learning rate, sample metrics) is one line here, not
+  # one failed worker per point.
+  from jaxgen.data import config as data_config  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
+  checks.check_trainer_fields(config)
+  data_config.validate_dataset_config(config.dataset)
   params, emb = count_params(config, tuple(spec.embedding_params))
   objective = _objective(config)
   return Point(id=point_id(budget, size), budget=float(budget), size=size,
@@ -409,6 +416,8 @@ def plan(spec: ml_collections.ConfigDict, *,
     raise ValueError("the sweep has no budgets (set sweep.budgets, or pass "
                      "--only_budgets)")
   names = [n for n, _ in ladder(spec, sets)]
+  # A size given twice is one point (it ran twice, counted once).
+  sizes = list(dict.fromkeys(sizes)) if sizes else sizes
   for name in sizes or ():
     if name not in names:
       raise ValueError(f"unknown size {name!r}; the ladder has "

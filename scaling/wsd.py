@@ -73,6 +73,30 @@ def savings(spec, points: Sequence[sweep_lib.Point]) -> Dict[str, float]:
           "full_steps": full_steps, "wsd_steps": wsd_steps}
 
 
+def work(spec, points: Sequence[sweep_lib.Point]) -> Dict[str, float]:
+  """The FLOPs each point adds to its chain (for the runner's ETA).
+
+  A branch costs its cooldown plus the stable steps from the previous
+  branch point to its own, not its whole budget.
+
+  Args:
+    spec: a wsd sweep spec.
+    points: the points to run.
+
+  Returns:
+    {point id: FLOPs}; they sum to `savings(...)["wsd_flops"]`.
+  """
+  out = {}
+  for chain in chains(points).values():
+    stable = 0
+    for p in chain:
+      start = decay_start(spec, p)
+      steps = max(start - stable, 0) + (p.steps - start)
+      stable = max(stable, start)
+      out[p.id] = steps * p.flops_per_example * p.batch_size
+  return out
+
+
 def stable_config(spec, point: sweep_lib.Point, steps: int,
                   sets: Optional[Dict[str, str]] = None):
   """The run config of a size's stable run, trained up to `steps`.

@@ -126,6 +126,19 @@ def committed_steps(ckpt_dir: str) -> list:
   return [int(d.name) for d in path.iterdir() if d.name.isdigit()]
 
 
+# The optimizer fields every family's config may carry, and their ranges.
+_OPTIMIZER_RANGES = {
+    "learning_rate": dict(low=0, low_open=True),
+    "end_learning_rate": dict(low=0),
+    "b1": dict(low=0, high=1, high_open=True),
+    "b2": dict(low=0, high=1, high_open=True),
+    "end_b2": dict(low=0, high=1, high_open=True),
+    "eps": dict(low=0),
+    "weight_decay": dict(low=0),
+    "warmup_steps": dict(low=0, integer=True),
+}
+
+
 def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
   """One-line ValueErrors for trainer fields that cannot work.
 
@@ -143,6 +156,13 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
     if value is not None and int(value) < 0:
       raise ValueError(f"config.{key}={value} must be >= 0 (0 turns it "
                        "off).")
+  # A negative or NaN learning rate trains (ascends) without an error when
+  # the divergence check is off (a sweep's tiny points).
+  for key, bounds in _OPTIMIZER_RANGES.items():
+    value = config.get("optimizer", {}).get(key)
+    if value is not None:
+      config_lib.check_range(f"config.optimizer.{key}", value, finite=True,
+                             **bounds)
   sample_metrics.check(config)
   config_lib.check_dtypes(config)
   # Every family, also those whose networks have no remat-able stack.

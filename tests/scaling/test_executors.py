@@ -310,6 +310,48 @@ def test_a_second_ctrl_c_kills_the_workers_without_waiting(
   assert lines[-1].startswith("interrupted again: workers killed")
 
 
+def test_a_point_finished_while_the_runner_stops_gets_its_row_now(
+    tmp_path, monkeypatch):
+  # A worker that completes its point as Ctrl-C arrives writes result.json;
+  # the runner said "interrupted" without appending its row, so a fit right
+  # after missed the point until the next scaling.run.
+  finishing = ("import json, os, signal, sys, time\n"
+               "def done(*_):\n"
+               "  json.dump({{'point': {uid!r}, 'status': 'ok', "
+               "'eval_loss': 0.5, 'final_train_loss': 0.6}}, "
+               "open(os.path.join({rundir!r}, 'result.json'), 'w'))\n"
+               "  sys.exit(0)\n"
+               "signal.signal(signal.SIGINT, done)\n"
+               "time.sleep(120)\n")
+
+  def worker(sweep_arg, workdir, uid, *args, **kwargs):
+    rundir = os.path.join(workdir, "runs", uid)
+    os.makedirs(rundir, exist_ok=True)
+    return [sys.executable, "-c", finishing.format(uid=uid, rundir=rundir)]
+
+  monkeypatch.setattr(executors, "worker_command", worker)
+  real_sleep, polls = run_lib.time.sleep, []
+
+  def sleep(seconds):
+    polls.append(seconds)
+    if len(polls) == 10:  # Workers started and sleeping: Ctrl-C.
+      raise KeyboardInterrupt
+    real_sleep(seconds)
+
+  monkeypatch.setattr(run_lib.time, "sleep", sleep)
+  lines = []
+  workdir = tmp_path / "sweep"
+  with pytest.raises(KeyboardInterrupt):
+    _sweep(workdir, lines, parallel=2, pin_cores=False)
+  rows = [json.loads(ln) for ln in
+          (workdir / "results.jsonl").read_text().splitlines()]
+  started = [ln.split()[1].rstrip(":") for ln in lines
+             if ln.startswith("start ")]
+  assert len(started) == 2 and sorted(r["point"] for r in rows) == sorted(
+      started), lines
+  assert lines[-1].startswith("interrupted; run the same command again")
+
+
 def test_a_point_still_running_is_not_submitted_again(tmp_path):
   # --resubmit while its job still trained: the new job failed on the lock
   # and its id replaced the live one's in job.json.

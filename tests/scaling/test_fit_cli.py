@@ -231,6 +231,25 @@ def test_a_missing_metric_lists_the_metrics_there(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_rows_naming_their_sweep_metric_are_fitted_on_it(tmp_path):
+  # R3GAN's rows hold its adversarial eval_loss beside the sample metric
+  # its spec fits; the fit took eval_loss unless --metric was given.
+  n, d, c, loss = _synthetic()
+  rows = [{"family": "gan", "metric": "eval_fd_shapes", "params": a,
+           "budget_flops": b, "flops": b, "examples_seen": dd,
+           "eval_loss": 0.7, "eval_fd_shapes": 100 * x, "status": "ok"}
+          for a, dd, b, x in zip(n, d, c, loss)]
+  path = tmp_path / "r.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  fits = fit.run(str(path), str(tmp_path / "out"), approaches=(3,),
+                 n_bootstrap=0, top_k=20)
+  assert fits.summary["settings"]["metric"] == "eval_fd_shapes"
+  assert fits.fit3.params.E == pytest.approx(100 * t3.TRUE.E, rel=0.1)
+  fits = fit.run(str(path), str(tmp_path / "out2"), approaches=(3,),
+                 n_bootstrap=0, top_k=20, metric="eval_loss")
+  assert fits.summary["settings"]["metric"] == "eval_loss"
+
+
 def test_approach3_without_a_frontier_is_left_out_with_a_warning(
     tmp_path, monkeypatch):
   real = approach3.fit_parametric

@@ -117,3 +117,52 @@ def test_several_families_is_one_line_error(tmp_path):
   assert len(results.select_family(runs, "dit")) == 2
   with pytest.raises(ValueError, match="'gan' not in the results"):
     results.select_family(runs, "gan")
+
+
+def test_a_short_csv_row_is_one_line_naming_it(tmp_path):
+  # DictReader fills missing fields with None: .strip() raised
+  # AttributeError.
+  path = tmp_path / "r.csv"
+  path.write_text("N,D,loss\n1e6,1e8,3.0\n2e6,5e7\n")
+  with pytest.raises(ValueError, match=r"r\.csv line 3: 2 fields where the "
+                     "header has 3; fix or remove that row$"):
+    results.load_runs(str(path))
+
+
+def test_a_param_key_in_no_row_is_an_error_not_a_fallback(tmp_path):
+  path = _write_jsonl(tmp_path / "r.jsonl", [_jaxgen_row()])
+  with pytest.raises(ValueError, match="no row has param_key 'params_nonemb'; "
+                     "N fields in this file: params, params_non_embedding$"):
+    results.load_runs(path, param_key="params_nonemb")
+
+
+def test_repeated_rows_count_once_and_the_last_is_kept(tmp_path):
+  # Concatenated results files fitted every run twice: tighter intervals
+  # from the same measurements.
+  rows = [_jaxgen_row(point="C1_a", params=1e8, eval_loss=0.5),
+          _jaxgen_row(point="C1_b", params=2e8, eval_loss=0.45)]
+  again = rows + [dict(rows[0], eval_loss=0.49), rows[1]]
+  with pytest.warns(results.FitWarning, match="2 repeated rows of the same "
+                    "point dropped; the last of each is fitted"):
+    runs = results.load_runs(_write_jsonl(tmp_path / "r.jsonl", again))
+  np.testing.assert_array_equal(runs.n, [1e8, 2e8])
+  np.testing.assert_array_equal(runs.loss, [0.49, 0.45])
+  # The same point id in another sweep is another run; CSV rows (no ids)
+  # that repeat exactly are warned about and kept.
+  other = [rows[0], dict(rows[0], sweep="other", eval_loss=0.4)]
+  assert len(results.load_runs(_write_jsonl(tmp_path / "o.jsonl",
+                                            other))) == 2
+  csv_path = tmp_path / "r.csv"
+  csv_path.write_text("N,D,loss\n1e6,1e8,3.0\n1e6,1e8,3.0\n2e6,5e7,2.9\n")
+  with pytest.warns(results.FitWarning, match="1 rows repeat another row "
+                    "exactly; if a run was given twice, remove its copies"):
+    assert len(results.load_runs(str(csv_path))) == 3
+
+
+def test_the_sweep_metric_of_the_rows():
+  assert results.sweep_metric([{"metric": "eval_fd_shapes"}] * 2) == (
+      "eval_fd_shapes")
+  # The default loss, older rows, or rows of two metrics: no default.
+  for rows in ([{"metric": "eval_loss"}], [{}], [{"metric": "eval_fid"},
+                                                  {"metric": "eval_kid"}]):
+    assert results.sweep_metric(rows) is None

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax.numpy as jnp
 import ml_collections
@@ -210,7 +211,7 @@ def test_rows_carry_the_last_sample_metrics_and_fit_reads_them():
                          resumed_from=0, command="")
   assert row["eval_fid"] == 70.0 and row["eval_kid"] == 0.1
   assert row["eval_loss"] == 0.4
-  records = [dict(row, params=n, eval_fid=f, flops=c)
+  records = [dict(row, params=n, eval_fid=f, flops=c, point=f"C1e12_{n:g}")
              for n, f, c in [(1e6, 70.0, 1e12), (2e6, 60.0, 1e12)]]
   runs = results_lib.runs_from_records(records, metric="eval_fid")
   assert list(runs.loss) == [70.0, 60.0]
@@ -588,3 +589,64 @@ def test_budgets_below_one_step_or_beyond_any_run_are_refused():
     sweep_lib.plan(spec, budgets=[1e30])
   # The spec's own budgets plan as before.
   assert sweep_lib.plan(spec)
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("dataset.name=nope", "unknown dataset 'nope'"),
+    # Trained (ascending) to an "ok" row when the divergence test is off.
+    ("optimizer.learning_rate=-1", "config.optimizer.learning_rate=-1.0 "
+                                   "must be a finite number > 0"),
+])
+def test_a_bad_set_is_refused_at_planning_not_in_every_worker(
+    tmp_path, setting, message):
+  # Each worker failed in turn with the same line ("4 points failed").
+  with pytest.raises(ValueError, match=message):
+    _sweep(tmp_path / "w", sets=SETS + [setting], dry_run=True)
+  assert not (tmp_path / "w").exists()
+
+
+def test_a_sweep_whose_points_would_not_log_its_metric_is_refused(tmp_path):
+  # R3GAN fits a sample metric; without sample metrics every row held only
+  # the adversarial eval_loss, and scaling.fit fitted that.
+  spec = sweep_lib.load_config_file("configs/scaling/r3gan.py:tiny")
+  kwargs = dict(sweep_arg="configs/scaling/r3gan.py:tiny",
+                workdir=str(tmp_path / "w"), dry_run=True, out=lambda _: None)
+  with pytest.raises(ValueError, match=(
+      r"^sweep.metric=eval_fd_shapes \(what scaling.fit fits\) would be in "
+      r"no row: config.eval.sample_metrics is off; pass --set=eval.sample_"
+      r"metrics.enabled=True .*classifier_weights=FILE.*, or fit the loss "
+      r"with --sweep.metric=eval_loss$")):
+    run_lib.run_sweep(spec, **kwargs)
+  on = ["eval.sample_metrics.enabled=True",
+        "eval.sample_metrics.classifier_weights=/w.msgpack"]
+  with pytest.raises(ValueError, match="the points score inception features;"
+                     " pass --set=eval.sample_metrics.features=shape_"
+                     "classifier"):
+    run_lib.run_sweep(spec, sets=on + [
+        "eval.sample_metrics.inception_weights=/i.npz",
+        "eval.sample_metrics.reference_stats=/s.npz"], **kwargs)
+  assert run_lib.run_sweep(spec, sets=on + [
+      "eval.sample_metrics.features=shape_classifier"], **kwargs)["points"]
+  spec.metric = "eval_loss"
+  assert run_lib.run_sweep(spec, **kwargs)["points"]
+
+
+def test_a_size_given_twice_is_one_point():
+  # --only_sizes=w16d1,w16d1 planned (and ran) the same point twice.
+  points = sweep_lib.plan(_spec(), budgets=[3e8], sizes=["w16d1", "w16d1"])
+  assert [p.id for p in points] == ["C3e8_w16d1"]
+
+
+def test_progress_names_the_sweep_metric_and_skips_what_was_not_logged():
+  lines = []
+  progress = run_lib._Progress(2, 0, lines.append)
+  point = types.SimpleNamespace(id="C1e9_w8", budget=1e9)
+  progress.finished(point, {"status": "ok", "metric": "eval_fd_shapes",
+                            "eval_fd_shapes": 12.5, "eval_loss": 0.69,
+                            "final_train_loss": 0.7}, 3.0, 1e9, 1)
+  # eval_batches=0: no eval_loss (formatting None raised TypeError).
+  progress.finished(point, {"status": "ok", "eval_loss": None,
+                            "final_train_loss": 0.25}, 3.0, 0, 0)
+  assert lines[0].startswith("[  1/2] C1e9_w8 ok eval_fd_shapes 12.5000 "
+                             "eval_loss 0.6900 train 0.7000 (")
+  assert lines[1].startswith("[  2/2] C1e9_w8 ok train 0.2500 (")

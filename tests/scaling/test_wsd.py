@@ -60,6 +60,21 @@ def test_savings_count_one_stable_run_and_the_cooldowns():
   assert 0 < s["saved_fraction"] < 1
 
 
+def test_each_branch_is_counted_for_what_it_adds_to_its_chain():
+  # The runner's ETA divided by whole budgets: 3m35s for a 48 s sweep.
+  spec = _spec()
+  points = sweep_lib.plan(spec)
+  work = wsd.work(spec, points)
+  assert sorted(work) == sorted(p.id for p in points)
+  assert sum(work.values()) == pytest.approx(
+      wsd.savings(spec, points)["wsd_flops"])
+  for chain in wsd.chains(points).values():
+    first, *rest = chain
+    # The first branch runs its whole schedule; later ones less than theirs.
+    assert work[first.id] == pytest.approx(first.planned_flops, rel=1e-9)
+    assert all(work[p.id] < p.planned_flops for p in rest) and rest
+
+
 def test_families_without_a_schedule_refuse_wsd():
   spec = sweep_lib.load_config_file("configs/scaling/r3gan.py:tiny")
   spec.schedule = "wsd"
