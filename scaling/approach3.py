@@ -75,8 +75,11 @@ class LossParams:
   def from_theta(cls, theta: Sequence[float]) -> "LossParams":
     """Builds parameters from the log-space vector (a, b, e, alpha, beta)."""
     a, b, e, alpha, beta = (float(v) for v in theta)
-    return cls(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)),
-               alpha=alpha, beta=beta)
+    # A fit the runs do not pin may overflow to inf (warned about by name
+    # in scaling.fit, not by numpy).
+    with np.errstate(over="ignore"):
+      return cls(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)),
+                 alpha=alpha, beta=beta)
 
   @property
   def theta(self) -> np.ndarray:
@@ -88,7 +91,8 @@ class LossParams:
     """Predicted loss at parameters `n` and data `d` (broadcasting)."""
     n = np.asarray(n, float)
     d = np.asarray(d, float)
-    return self.E + self.A / n**self.alpha + self.B / d**self.beta
+    with np.errstate(over="ignore", invalid="ignore"):
+      return self.E + self.A / n**self.alpha + self.B / d**self.beta
 
   @property
   def has_frontier(self) -> bool:

@@ -298,8 +298,9 @@ def _warn_bounds(p, runs):
   for name in ("alpha", "beta"):
     value = getattr(p, name)
     if not EXPONENT_LIMITS[0] <= value <= EXPONENT_LIMITS[1]:
-      warnings.warn(f"approach 3: {name} = {value:.3g} ran to the edge of "
-                    f"its range {EXPONENT_LIMITS}: the runs do not pin it",
+      warnings.warn(f"approach 3: {name} = {value:.3g} is outside the "
+                    f"plausible range {EXPONENT_LIMITS[0]}–"
+                    f"{EXPONENT_LIMITS[1]}: the runs do not pin it",
                     results_lib.FitWarning, stacklevel=3)
 
 

@@ -345,10 +345,21 @@ def read_records(path: str) -> List[Dict[str, Any]]:
     One dict per row (CSV values are stripped strings).
 
   Raises:
-    ValueError: a CSV row with fewer fields than its header.
+    ValueError: a directory, a line that is not JSON, or a CSV row with
+      fewer fields than its header.
   """
+  if epath.Path(path).is_dir():
+    inside = epath.Path(path) / "results.jsonl"
+    raise ValueError(f"{path} is a directory; pass "
+                     + (f"{inside}" if inside.exists() else
+                        "a results.jsonl or CSV file"))
   if not str(path).endswith(".csv"):
-    return jsonl.read(path)
+    try:
+      return jsonl.read(path)
+    except ValueError as e:
+      # A runner killed mid-append leaves a torn line; it repairs it.
+      raise ValueError(f"{e}; if scaling.run wrote it, rerun it (or with "
+                       "--collect) to repair the file") from None
   text = epath.Path(path).read_text(encoding="utf-8")
   reader = csv.DictReader(io.StringIO(text, newline=""))
   records = []

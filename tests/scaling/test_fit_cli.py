@@ -322,3 +322,18 @@ def test_far_targets_and_thin_bootstraps_are_warned_about(tmp_path):
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     bootstrap.warn_if_few_resamples("approach 2", 28, 100)
+
+
+def test_an_unpinned_exponent_is_named_without_numpy_overflow_noise():
+  # alpha = 65 was said to have "run to the edge of its range (0.02, 2.5)",
+  # next to raw numpy overflow warnings.
+  p = approach3.LossParams.from_theta([800.0, 3.0, 0.1, 65.0, 0.3])
+  runs = results.make_runs([1e3, 1e4], [1.0, 0.9], d=[1e6, 1e6])
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    loss = p.loss([1.0, 1e6], [1e6, 1e6])
+    fit._warn_bounds(p, runs)
+  assert np.isinf(p.A) and not np.isfinite(loss).any()
+  assert [str(w.message) for w in caught] == [
+      "approach 3: alpha = 65 is outside the plausible range 0.02–2.5: the "
+      "runs do not pin it"]

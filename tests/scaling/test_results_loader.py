@@ -166,3 +166,15 @@ def test_the_sweep_metric_of_the_rows():
   for rows in ([{"metric": "eval_loss"}], [{}], [{"metric": "eval_fid"},
                                                   {"metric": "eval_kid"}]):
     assert results.sweep_metric(rows) is None
+
+
+def test_a_sweep_directory_or_a_torn_line_says_what_to_pass(tmp_path):
+  (tmp_path / "results.jsonl").write_text(json.dumps(_jaxgen_row()) + "\n"
+                                          + '{"family": "di')
+  with pytest.raises(ValueError, match=f"^{tmp_path} is a directory; pass "
+                     f"{tmp_path}/results.jsonl$"):
+    results.load_runs(str(tmp_path))
+  with pytest.raises(ValueError, match=r"results.jsonl:2: not JSON .*; if "
+                     r"scaling.run wrote it, rerun it \(or with --collect\) "
+                     "to repair the file$"):
+    results.load_runs(str(tmp_path / "results.jsonl"))
