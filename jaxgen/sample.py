@@ -197,6 +197,14 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     raise ValueError(f"{workdir} keeps no checkpoint {step}; pass --step="
                      f"one of {', '.join(map(str, kept))}, or leave it out "
                      "for the newest.")
+  # Latents encoded again (or another latents: folder) would be decoded by
+  # another autoencoder than the one the checkpoint learnt the space of.
+  from jaxgen.train import checkpoint  # pylint: disable=g-import-not-at-top
+  chosen = max(kept) if step is None else step
+  checks.check_latents_unchanged(
+      config, chosen, checkpoint.saved_extra(
+          os.path.join(workdir, "checkpoints"), chosen).get("latents"),
+      latent_decode.origin(config.dataset), sampling=True)
   changed = provenance.shape_differences(workdir, config)
   if changed:
     # The checkpoint may even load (a DiT with RoPE runs at any size), but

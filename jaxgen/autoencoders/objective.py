@@ -282,6 +282,17 @@ class Autoencoder(objective_lib.Objective):
           f"{need} (compression {f}"
           + (f" x the SE factor {max(SE_FACTORS)}" if self.se_weight else "")
           + "); change the image size or the model's stages.")
+    if self.lpips_weight:
+      # The SE term compares images downsampled by its largest factor.
+      smallest = self.image_size // (max(SE_FACTORS) if self.se_weight else 1)
+      if smallest < perceptual.MIN_SIZE:
+        raise ValueError(
+            f"config.autoencoder.lpips_weight={self.lpips_weight:g}: LPIPS "
+            f"needs images of at least {perceptual.MIN_SIZE} px, and "
+            + (f"the SE factor {max(SE_FACTORS)} turns "
+               f"{self.image_size} px into {smallest}" if self.se_weight else
+               f"these are {self.image_size} px")
+            + "; raise config.dataset.image_size or set lpips_weight=0.")
     if self.video:
       tc = self.arch.temporal_compression
       if not takes_frames(self.num_frames, tc):

@@ -41,11 +41,18 @@ def fixed_examples(config: ml_collections.ConfigDict, key: str,
     # folder), so its training split, also in order and unaugmented.
     split = (data_config.parse_spec(str(config.dataset.name)).split
              or config.dataset.split)
-  it, _ = data_pipeline.build_input(
-      config.dataset, global_batch_size=batch, seed=config.seed,
+  read = lambda size: data_pipeline.build_input(
+      config.dataset, global_batch_size=size, seed=config.seed,
       process_index=0, process_count=1, split=split, train=False,
       repeat=True)
-  return np.asarray(next(it)[key][:num], np.float32)
+  have = read(1)[1].num_examples
+  if batch > have:
+    # The pipeline's own error would blame config.batch_size.
+    raise ValueError(
+        f"config.num_samples={num}: the reconstruction grid shows that many "
+        f"examples of the {'held-out' if split is None else repr(split)} "
+        f"split, which has {have}; use config.num_samples <= {have}.")
+  return np.asarray(next(read(batch)[0])[key][:num], np.float32)
 
 
 def reconstructions(objective: Any, config: ml_collections.ConfigDict,

@@ -17,6 +17,7 @@ orbax saves it with `grain.checkpoint.CheckpointSave(iterator)`.
 import dataclasses
 from typing import Callable, Mapping
 
+from absl import logging
 import grain
 import ml_collections
 import numpy as np
@@ -187,7 +188,7 @@ def build_input(
         memory.examples(source, transform, key=key,
                         cache_dir=memory.cache_dir(dataset_config)),
         pixel_key=source.pixel_key, seed=seed, shuffle=train, repeat=repeat,
-        random_flip=train and dataset_config.random_flip,
+        random_flip=train and _flips(dataset_config, spec),
         process_index=process_index, process_count=process_count,
         batch_size=batch_size), info
 
@@ -218,6 +219,18 @@ def build_input(
         num_workers=dataset_config.worker_count))
 
   return iter(iter_dataset), info
+
+
+def _flips(dataset_config, spec) -> bool:
+  """Whether examples are mirrored: never latents, whose mirror image is
+  not the latent of the mirrored image (flip the images before encoding)."""
+  if spec.scheme == "latents":
+    if dataset_config.random_flip:
+      logging.log_first_n(
+          logging.INFO, "dataset.random_flip is not applied to latents (a "
+          "mirrored latent is not the latent of the mirrored image).", 1)
+    return False
+  return bool(dataset_config.random_flip)
 
 
 def _open(dataset_config, spec, split: str, arrays, train: bool):
@@ -253,7 +266,7 @@ def _open(dataset_config, spec, split: str, arrays, train: bool):
       pixel_key=source.pixel_key, label_key=source.label_key, size=size,
       num_frames=num_frames, random_crop=dataset_config.random_crop,
       crop_scale=dataset_config.random_crop_scale,
-      random_flip=dataset_config.random_flip)
+      random_flip=_flips(dataset_config, spec))
   return source, transform, size, num_frames
 
 

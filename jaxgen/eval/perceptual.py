@@ -53,6 +53,11 @@ class VGG16Features(nn.Module):
     return taps
 
 
+# VGG16 pools four times before relu5_3: smaller images leave that tap
+# empty, and its mean is NaN.
+MIN_SIZE = 16
+
+
 def _unit_normalize(x, eps=1e-10):
   return x / (jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)) + eps)
 
@@ -70,7 +75,14 @@ class LPIPS(nn.Module):
 
     Returns:
       f32[B].
+
+    Raises:
+      ValueError: images under `MIN_SIZE` pixels a side (at trace time).
     """
+    if min(x0.shape[1:3]) < MIN_SIZE:
+      raise ValueError(f"LPIPS needs images of at least {MIN_SIZE}x{MIN_SIZE}"
+                       f" pixels (VGG16 pools them 4 times); got "
+                       f"{x0.shape[1]}x{x0.shape[2]}.")
     vgg = VGG16Features(name="vgg")
     scale = lambda x: (x.astype(jnp.float32) - _SHIFT) / _SCALE
     taps0, taps1 = vgg(scale(x0)), vgg(scale(x1))

@@ -36,6 +36,7 @@ from jaxgen.eval import distances
 from jaxgen.eval import features as features_lib
 from jaxgen.eval import grids
 from jaxgen.eval import imagesets
+from jaxgen.eval import inception
 from jaxgen.eval import perceptual
 from jaxgen.eval import pixels
 from jaxgen.eval import sampling
@@ -52,6 +53,14 @@ def _stats(path: str, weights_hash: str) -> Dict[str, np.ndarray]:
                      "compute it with python -m jaxgen.eval.stats.")
   imagesets.check_weights(ref, weights_hash, "; recompute it with "
                           "config.eval.sample_metrics.inception_weights.")
+  have = np.shape(ref.stats["mu"])
+  if have != (inception.FEATURE_DIM,) or np.shape(ref.stats["sigma"]) != (
+      inception.FEATURE_DIM,) * 2:
+    # Found now, not at the end of training.
+    raise ValueError(f"config.eval.sample_metrics.reference_stats={path!r} "
+                     f"holds statistics of shape {have}, not Inception's "
+                     f"{inception.FEATURE_DIM}-d features; recompute it "
+                     "with python -m jaxgen.eval.stats.")
   return ref.stats
 
 
@@ -87,6 +96,12 @@ def _real_stats(config, extractor, num: int) -> Dict[str, np.ndarray]:
                                   transform=lambda b: np.asarray(b["image"]))
   mu, sigma = distances.gaussian_stats(feats)
   return {"mu": mu, "sigma": sigma}
+
+
+# One of these is in every row the sample metrics scored (shape classifier,
+# Inception on samples, reconstructions); the held-out loss's parts
+# (eval_l1, eval_eps_mse, ...) are not sample metrics.
+ALWAYS_LOGGED = ("eval_fd_shapes", "eval_fid", "eval_rfid")
 
 
 def enabled(config: ml_collections.ConfigDict) -> bool:

@@ -342,7 +342,8 @@ def warn_if_data_changed(config: ml_collections.ConfigDict, start: int,
 
 def check_latents_unchanged(config: ml_collections.ConfigDict, start: int,
                             saved: Optional[Dict[str, Any]],
-                            now: Optional[Dict[str, Any]]) -> None:
+                            now: Optional[Dict[str, Any]],
+                            sampling: bool = False) -> None:
   """Refuses to resume onto latents another autoencoder encoded.
 
   A `latents:` folder deleted and encoded again (another autoencoder, step
@@ -355,6 +356,8 @@ def check_latents_unchanged(config: ml_collections.ConfigDict, start: int,
     saved: `latent_decode.origin` when that checkpoint was written (None
       for pixel data or checkpoints that do not record it).
     now: the same for the latents there now.
+    sampling: the check of `jaxgen.sample` (whose decoder would be the
+      new autoencoder), not of a resume.
 
   Raises:
     ValueError: one line naming what differs.
@@ -370,13 +373,20 @@ def check_latents_unchanged(config: ml_collections.ConfigDict, start: int,
           ("autoencoder", "autoencoder_step"))
   differ = [k for k in keys if saved.get(k) is not None
             and now.get(k) is not None and saved[k] != now[k]]
-  if differ:
+  if not differ:
+    return
+  what = ", ".join(f"{k} {saved[k]!r} then, {now[k]!r} now" for k in differ)
+  if sampling:
     raise ValueError(
-        f"{config.dataset.name} was encoded again since checkpoint {start} "
-        f"(" + ", ".join(f"{k} {saved[k]!r} then, {now[k]!r} now"
-                         for k in differ) + "); resume needs the latents it "
-        "trained on: restore them, or train the new ones in another "
-        "--workdir (config.init_from to start from this run)")
+        f"{config.dataset.name} is not what checkpoint {start} trained on "
+        f"(another autoencoder encoded it: {what}); its samples would be "
+        "decoded by the wrong autoencoder: pass the latents the run trained "
+        "on (--config.dataset.name=latents:DIR)")
+  raise ValueError(
+      f"{config.dataset.name} was encoded again since checkpoint {start} "
+      f"({what}); resume needs the latents it trained on: restore them, or "
+      "train the new ones in another --workdir (config.init_from to start "
+      "from this run)")
 
 
 def check_latents_at_resume(config: ml_collections.ConfigDict, ckpt_dir: str,

@@ -112,7 +112,7 @@ def missing_at_end(config: ml_collections.ConfigDict, last_row: Dict[str, Any],
   if config.get("eval_batches") and "eval_loss" not in last_row:
     return True
   return sample_metrics.enabled(config) and not any(
-      k.startswith("eval_") and k != "eval_loss" for k in last_row)
+      k in last_row for k in sample_metrics.ALWAYS_LOGGED)
 
 
 def complete_row(row: Dict[str, Any], state: Any, step: int,

@@ -10,6 +10,7 @@ import time
 from typing import Any, Dict, Optional
 
 from absl import logging
+import etils.epath as epath
 import jax
 import numpy as np
 
@@ -83,7 +84,8 @@ def summary_line(result: Dict[str, Any], workdir: str,
   metrics = ", ".join(f"{k} {result[k]:.4g}" for k in sorted(result)
                       if k == "loss" or k.startswith("eval_"))
   where = [f"checkpoints in {os.path.join(workdir, 'checkpoints')}"]
-  if samples:
+  if samples and epath.Path(workdir, "samples").exists():
+    # Not when the run failed before its first grid.
     where.append(f"samples in {os.path.join(workdir, 'samples')}")
   where.append(f"metrics in {os.path.join(workdir, 'metrics.jsonl')}")
   return (f"done: step {result.get('step', '?')}"

@@ -153,3 +153,12 @@ def test_resuming_onto_re_encoded_latents_is_refused(tmp_path, trained_ae_64,
     trainer.train_and_evaluate(run_config(3), run)
   # Nothing trained or saved on the new latents.
   assert max(checks.committed_steps(os.path.join(run, "checkpoints"))) == 2
+  # jaxgen.sample decoded them with the new autoencoder, silently.
+  with pytest.raises(ValueError, match=r"latents:.* is not what checkpoint 2 "
+                     r"trained on \(another autoencoder encoded it: "
+                     r"autoencoder_weights .*\); its samples would be decoded "
+                     "by the wrong autoencoder"):
+    sample_lib.sample_run(run_config(2), run, num=8,
+                          out=str(tmp_path / "s"), batch_size=8,
+                          log=lambda _: None)
+  assert not (tmp_path / "s").exists()

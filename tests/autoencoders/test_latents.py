@@ -57,6 +57,16 @@ def test_encode_then_train_simple_diffusion_on_the_latents(tmp_path,
       process_count=1, split="test", train=False, repeat=False)[0])
   np.testing.assert_array_equal(batch_odd["label"], batch["label"])
   np.testing.assert_allclose(batch_odd["image"], batch["image"], atol=1e-4)
+  # Latents are never mirrored (a mirrored latent is not the latent of the
+  # mirrored image), whatever dataset.random_flip says.
+  flipped = []
+  for flip in (True, False):
+    c_flip = c.copy_and_resolve_references()
+    c_flip.random_flip = flip
+    flipped.append(next(pipeline.build_input(
+        c_flip, global_batch_size=64, seed=0, process_index=0,
+        process_count=1, split="test", train=True)[0])["image"])
+  np.testing.assert_array_equal(*flipped)
   # Simple diffusion on the 8x8x8 latents.
   sd = common.tiny_config(**{
       "dataset.name": f"latents:{out}", "dataset.split": "test",

@@ -14,6 +14,7 @@ from jaxgen.autoencoders import dc_ae
 from jaxgen.autoencoders import objective as ae_objective
 from jaxgen.autoencoders import preview
 from jaxgen.data.pipeline import DatasetInfo
+from jaxgen.eval import perceptual
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
 from jaxgen.train import state as state_lib
@@ -195,6 +196,24 @@ def test_bad_configs_fail_before_compiling(overrides, match):
   assert "\n" not in str(e.value)
 
 
+def test_lpips_on_images_the_se_term_shrinks_below_16_px_is_refused(
+    tmp_path):
+  # tiny,se with LPIPS: 32 px images at SE factor 4 are 8 px, and the loss
+  # went NaN at step 3 after a 90 s compile.
+  weights = tmp_path / "lpips.npz"
+  np.savez(weights, **{k: np.zeros(v, np.float32)
+                       for k, v in perceptual.expected_shapes().items()})
+  lpips = {"autoencoder.lpips_weight": 0.1,
+           "autoencoder.lpips_weights": str(weights),
+           "dataset.image_size": 32}
+  with pytest.raises(ValueError, match=(
+      r"^config\.autoencoder\.lpips_weight=0\.1: LPIPS needs images of at "
+      r"least 16 px, and the SE factor 4 turns 32 px into 8; raise config\."
+      r"dataset\.image_size or set lpips_weight=0\.$")):
+    checks.check_config(_config(**lpips, **{"autoencoder.se_weight": 0.25}))
+  checks.check_config(_config(**lpips))  # 32 px without SE is fine.
+
+
 def test_phase2_trains_only_the_layers_next_to_the_latent(tmp_path):
   one = str(tmp_path / "phase1")
   first = _config(total_steps=2, eval_batches=0)
@@ -282,6 +301,12 @@ def test_autoencoder_runs_write_reconstruction_grids(tmp_path):
   train_x = preview.fixed_examples(
       _config(eval_batches=0, **{"dataset.eval_split": "nope"}), "image", 3)
   assert train_x.shape == x.shape and not np.array_equal(train_x, x)
+  # More than the split holds names num_samples (it blamed batch_size).
+  with pytest.raises(ValueError, match=r"^config\.num_samples=100000: the "
+                     "reconstruction grid shows that many examples of the "
+                     r"held-out split, which has \d+; use config\.num_"
+                     r"samples <= \d+\.$"):
+    preview.fixed_examples(config, "image", 100_000)
   # A run writes them (at its last step) as PNG and to TensorBoard.
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert (tmp_path / "run" / "samples" / "step_0000002.png").exists()

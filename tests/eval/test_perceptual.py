@@ -73,3 +73,15 @@ def test_weights_errors_are_one_line(tmp_path):
   np.savez(tmp_path / "bad.npz", lin0=np.ones(64))
   with pytest.raises(ValueError, match="not LPIPS-VGG weights"):
     perceptual.load_weights(str(tmp_path / "bad.npz"))
+
+
+def test_images_under_16_px_are_refused_not_nan():
+  # VGG's fifth tap is empty at 8 px: the distance was NaN.
+  x = jax.ShapeDtypeStruct((2, 8, 8, 3), np.float32)
+  with pytest.raises(ValueError, match="LPIPS needs images of at least "
+                     r"16x16 pixels \(VGG16 pools them 4 times\); got 8x8"):
+    jax.eval_shape(lambda a, b: perceptual.LPIPS().init_with_output(
+        jax.random.key(0), a, b), x, x)
+  assert jax.eval_shape(lambda a, b: perceptual.LPIPS().init_with_output(
+      jax.random.key(0), a, b), *[jax.ShapeDtypeStruct((2, 16, 16, 3),
+                                                       np.float32)] * 2)

@@ -143,3 +143,21 @@ def test_statistics_of_other_weights_fail_before_compiling(files, tmp_path,
     trainer.train_and_evaluate(config, str(tmp_path / "kept"))
   assert os.listdir(tmp_path / "kept") == [".lock"]
   assert not compiled
+
+
+def test_statistics_of_other_dimensions_fail_before_compiling(
+    files, tmp_path, monkeypatch):
+  # Only the final evaluation found "(100,) vs (2048,)", after training.
+  root, _ = files
+  with np.load(root / "stats.npz") as f:
+    stats = {k: f[k] for k in f.files}
+  stats["mu"], stats["sigma"] = stats["mu"][:100], stats["sigma"][:100, :100]
+  stats.pop("features", None)
+  stats_lib.save(str(tmp_path / "cut.npz"), stats)
+  monkeypatch.setattr(trainer, "compile_step",
+                      lambda *a, **k: pytest.fail("compiled"))
+  config = _config(files, **{"eval.sample_metrics.reference_stats":
+                             str(tmp_path / "cut.npz")})
+  with pytest.raises(ValueError, match=r"holds statistics of shape \(100,\),"
+                     " not Inception's 2048-d features; recompute it"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))

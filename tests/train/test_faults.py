@@ -435,6 +435,23 @@ def test_a_failing_evaluation_saves_the_state_it_could_not_evaluate(
         str(tmp_path / "6"))
 
 
+def test_the_held_out_loss_parts_are_not_taken_for_sample_metrics():
+  # An autoencoder's row of a failed end-of-run FID held eval_l1 and
+  # eval_reconstruction: the run counted as evaluated, and the rerun the
+  # error promised ("a rerun evaluates it") did nothing.
+  config = common.tiny_config(eval_batches=1, **{
+      "eval.sample_metrics.enabled": True})
+  row = {"step": 5, "loss": 0.1, "eval_loss": 0.2, "eval_l1": 0.1,
+         "eval_reconstruction": 0.2}
+  assert evaluation.missing_at_end(config, row, 5)
+  for logged in ("eval_fid", "eval_rfid", "eval_fd_shapes"):
+    assert not evaluation.missing_at_end(config, dict(row, **{logged: 1.0}),
+                                         5)
+  assert not evaluation.missing_at_end(config, row, 4)  # Not its row.
+  config.eval.sample_metrics.enabled = False
+  assert not evaluation.missing_at_end(config, row, 5)
+
+
 def test_error_lines_carry_one_line_notes_only():
   e = ValueError("cannot decode image x.png: truncated")
   e.add_note("--------------------\nFor simplicity, Grain has removed its "
