@@ -4,12 +4,16 @@
 over `config.eval_batches` batches, the same batches and noise each time.
 An evaluation that fails in a one-process run leaves a sound trained state
 behind: the trainer saves it and `saved_after_failure` says so on the
-error. When that was the last step, a rerun evaluates it (`missing_at_end`,
-`complete_row`) instead of reporting the run finished.
+error. When that was the last step (whose state the trainer saves before
+evaluating it), a rerun evaluates it (`at_end`, `complete_row`) instead of
+reporting the run finished.
 """
 
-from typing import Any, Callable, Dict, Iterator, Optional
+import os
+from typing import (Any, Callable, Dict, Iterator, Optional, Sequence,
+                    Tuple)
 
+from absl import logging
 import jax
 import ml_collections
 
@@ -17,6 +21,7 @@ from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import sample_metrics
 from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.parallel import multihost
+from jaxgen.train import run_record
 
 
 def held_out_input(config: ml_collections.ConfigDict) -> Iterator[Any]:
@@ -92,6 +97,34 @@ def saved_after_failure(error: Exception, step: int, total_steps: int,
   error.add_note(f"The evaluation at step {step} failed; checkpoint {step} "
                  f"is saved in {ckpt_dir}: {then}.")
   return error
+
+
+def at_end(config: ml_collections.ConfigDict, workdir: str,
+           committed: Sequence[int], total_steps: int
+           ) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+  """Whether a run is already trained to its end, evaluated or not.
+
+  Args:
+    config: the run config.
+    workdir: the run directory.
+    committed: its committed checkpoint steps.
+    total_steps: the run's length.
+
+  Returns:
+    (the last row of a finished run, or None; the last row of a run
+    trained to the end whose evaluation there is missing, or None).
+  """
+  if not committed or max(committed) < total_steps:
+    return None, None
+  last = run_record.last_row(os.path.join(workdir, "metrics.jsonl"))
+  if not missing_at_end(config, last, max(committed)):
+    logging.info("%s already finished at step %d (of %d); nothing to do. "
+                 "Raise the run length to train further.", workdir,
+                 max(committed), total_steps)
+    return last, None
+  logging.info("%s trained to step %d, but its evaluation there is not "
+               "logged: evaluating it now.", workdir, max(committed))
+  return None, last
 
 
 def missing_at_end(config: ml_collections.ConfigDict, last_row: Dict[str, Any],

@@ -58,6 +58,10 @@ class WriterBase:
                        configs=None):
     pass
 
+  def drop_rows_after(self, step: int):
+    """Forgets rows past `step` where the writer can (a row written again
+    with more fields replaces its first version); jaxgen's own method."""
+
   def flush(self):
     pass
 
@@ -113,6 +117,25 @@ class JsonlWriter(WriterBase):
     self.flush()
     if self._file is not None:
       self._file.close()
+
+  def drop_rows_after(self, step: int):
+    self.flush()
+    if self._file is not None:
+      self._file.close()
+      truncate_jsonl(str(self.path), step)
+      self._file = self.path.open("a")
+    else:
+      self._text = "".join(line for line in self._text.splitlines(
+          keepends=True) if _step_of(line) <= step)
+      self.path.write_text(self._text)
+
+
+def _step_of(line: str) -> float:
+  """A metrics.jsonl line's step (inf for a line that is not a row)."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return math.inf
 
 
 def _to_json(v: Any) -> Any:

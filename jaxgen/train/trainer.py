@@ -384,17 +384,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     evaluation.held_out_input(config)
   s = setup(config, data_info=info, devices=devices, checked=checked)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  unevaluated = None  # The last row, if trained to the end but unevaluated.
-  if committed and max(committed) >= s.total_steps:
-    last = run_record.last_row(metrics_path)
-    if not evaluation.missing_at_end(config, last, max(committed)):
-      logging.info("%s already finished at step %d (of %d); nothing to do. "
-                   "Raise the run length to train further.", workdir,
-                   max(committed), s.total_steps)
-      return last
-    unevaluated = last
-    logging.info("%s trained to step %d, but its evaluation there is not "
-                 "logged: evaluating it now.", workdir, max(committed))
+  finished, unevaluated = evaluation.at_end(config, workdir, committed,
+                                            s.total_steps)
+  if finished is not None:
+    return finished
   init_from = config.get("init_from") or ""
   if init_from and not committed:
     checks.check_init_from(config, init_from)
@@ -481,6 +474,15 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     t0, steps_since = time.time(), 0
     failed = True
 
+    def save(step, force):
+      buf.flush()  # Never save a state whose metrics were unchecked.
+      ckpt.guarded(workdir, writer.flush)  # Rows reach the disk first.
+      ckpt.save(step, state, data_iter, force=force,
+                extra={"pending_rows": buf.rows_for_json(),
+                       "seen": seen.at(step), "total_steps": s.total_steps,
+                       "num_examples": info.num_examples,
+                       "latents": latents})
+
     try:
       if unevaluated is not None:
         last = evaluation.complete_row(unevaluated, state, start, eval_fn,
@@ -508,6 +510,13 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           # Steps/s and ETA go to the log; metrics.jsonl keeps the row.
           logs.log_progress(step, s.total_steps, sps)
           row.update(run_record.progress(config, s, seen, step, sps, peak))
+          saved_first = is_last and bool(eval_fn or score)
+          if saved_first:
+            # A long final FID killed: state and row are safe, as after a
+            # failed evaluation; the full row replaces this one below.
+            ckpt.guarded(workdir, writer.write_scalars, step, row)
+            save(step, force=True)
+            ckpt.wait()
           try:
             if eval_fn and (step % int(config.eval_every_steps) == 0
                             or is_last):
@@ -522,6 +531,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
             # The trained state is sound: it is saved below before the
             # error propagates, so a failing evaluation loses no steps.
             eval_error = e
+          if saved_first:
+            ckpt.guarded(workdir, writer.drop_rows_after, step - 1)
           ckpt.guarded(workdir, writer.write_scalars, step, row)
           last = dict(row, step=step)
           t0, steps_since = time.time(), 0
@@ -532,17 +543,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         stop = watcher.should_stop(step)
         if is_last or stop or eval_error or ckpt.is_save_step(step):
           try:
-            buf.flush()  # Never save a state whose metrics were unchecked.
-            # Rows up to this step reach the disk before the checkpoint
-            # does: a resume from it must not miss any of them.
-            ckpt.guarded(workdir, writer.flush)
-            ckpt.save(step, state, data_iter,
-                      force=is_last or stop or bool(eval_error),
-                      extra={"pending_rows": buf.rows_for_json(),
-                             "seen": seen.at(step),
-                             "total_steps": s.total_steps,
-                             "num_examples": info.num_examples,
-                             "latents": latents})
+            save(step, force=is_last or stop or bool(eval_error))
             if eval_error:
               ckpt.wait()
           except BaseException as e:

@@ -435,6 +435,49 @@ def test_a_failing_evaluation_saves_the_state_it_could_not_evaluate(
         str(tmp_path / "6"))
 
 
+def test_a_kill_during_the_final_evaluation_keeps_the_trained_state(
+    tmp_path, monkeypatch):
+  # The last checkpoint was written after the end-of-run evaluation: a
+  # kill -9 (or the OOM killer) during a long final FID lost every step
+  # since the last periodic save.
+  class Killed(BaseException):
+    pass
+
+  real = evaluation.make_eval
+  kill = {"at": 3}
+
+  def killed_at_the_end(config, s, shardings):
+    run = real(config, s, shardings)
+
+    def evaluate(state, step):
+      if step == kill["at"]:
+        raise Killed()
+      return run(state, step)
+    return evaluate
+
+  monkeypatch.setattr(evaluation, "make_eval", killed_at_the_end)
+  config = common.tiny_config(total_steps=3, eval_batches=1,
+                              eval_every_steps=1)
+  with pytest.raises(Killed):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["3"]
+  rows = _rows(tmp_path)
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  assert "eval_loss" in rows[1] and "eval_loss" not in rows[2]
+  # The rerun evaluates step 3, trains nothing, and completes its row.
+  kill["at"] = None
+  last = trainer.train_and_evaluate(config, str(tmp_path))
+  rows = _rows(tmp_path)
+  assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1] == last
+  assert "eval_loss" in last
+  # An uninterrupted run logs its last row once, evaluated.
+  trainer.train_and_evaluate(config, str(tmp_path / "whole"))
+  rows = _rows(tmp_path / "whole")
+  assert [r["step"] for r in rows] == [1, 2, 3] and "eval_loss" in rows[-1]
+  np.testing.assert_allclose(rows[-1]["eval_loss"], last["eval_loss"],
+                             rtol=1e-6)
+
+
 def test_the_held_out_loss_parts_are_not_taken_for_sample_metrics():
   # An autoencoder's row of a failed end-of-run FID held eval_l1 and
   # eval_reconstruction: the run counted as evaluated, and the rerun the

@@ -170,7 +170,10 @@ def test_config_json_provenance_and_resume_checks(tmp_path, monkeypatch):
   assert last["step"] == 2
   assert (tmp_path / "config.json").read_text() == before
   line = run_record.summary_line(last, str(tmp_path))
-  assert line.startswith("done: step 2, loss ") and "samples in" in line
+  # No grid was written (num_samples=0 here): no samples/ to point at.
+  assert line.startswith("done: step 2, loss ") and "samples in" not in line
+  (tmp_path / "samples").mkdir()
+  assert "samples in" in run_record.summary_line(last, str(tmp_path))
   assert "samples in" not in run_record.summary_line(last, str(tmp_path),
                                                      samples=False)
 
