@@ -55,12 +55,13 @@ def carried(directory: epath.Path, step: int) -> Optional[Dict[str, Any]]:
   except (OSError, ValueError):
     return None
   first = states[0] if isinstance(states[0], dict) else {}
+  keys = ", ".join(sorted(map(str, first))) or "not a dict"
   k = first.get("next_index")
   if (not isinstance(k, int) or any(s != {"next_index": k} for s in states)
       or k * n % count):
     raise ValueError(
         f"checkpoint {step} in {directory} was saved by {n} process(es) and "
-        f"its data position ({', '.join(sorted(map(str, first))) or 'not a dict'}; e.g. "
+        f"its data position ({keys}; e.g. "
         f"of dataset.worker_count>0) cannot be carried to {count}; resume it "
         f"with {n} process(es).")
   logging.info("Checkpoint %d was saved by %d process(es): data position "

@@ -160,13 +160,10 @@ def truncate_jsonl(path: str, last_step: int) -> int:
     return 0
   keep, dropped = [], 0
   for line in path.read_text().splitlines(keepends=True):
-    try:
-      if json.loads(line)["step"] <= last_step:
-        keep.append(line)
-        continue
-    except (ValueError, KeyError):
-      pass
-    dropped += 1
+    if _step_of(line) <= last_step:
+      keep.append(line)
+    else:
+      dropped += 1
   if dropped:
     jsonl.write_atomic(path, "".join(keep))
   return dropped
