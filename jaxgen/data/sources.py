@@ -162,12 +162,15 @@ def _open_tfds(spec, config, *, split, arrays=None) -> Source:
     # The embedded dataset is generated rather than downloaded, so it can
     # be prepared here too.
     _, _, variant = spec.name.partition("/")
+    variant = variant or shapes.JaxgenShapes.DEFAULT_CONFIG_NAME
     try:
-      shapes.prepare(variant or shapes.JaxgenShapes.DEFAULT_CONFIG_NAME,
-                     config.data_dir)
+      shapes.prepare(variant, config.data_dir)
     except ValueError as e:  # Unknown config.
       raise ValueError(f"Cannot open TFDS dataset {spec.name!r}: "
                        f"{_first_line(e)}") from None
+    # Named in full: without a config, tfds reads the first one listed
+    # (image_16), not the default just prepared.
+    return _tfds_source(f"{shapes.NAME}/{variant}", split, config.data_dir)
   return _tfds_source(spec.name, split, config.data_dir)
 
 

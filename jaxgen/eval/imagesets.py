@@ -180,13 +180,24 @@ def _dataset(spec: str, *, image_size: int, data_dir: Optional[str],
   c.data_dir = data_dir
   c.random_flip = False
   c.num_threads = 4
+  # `build_input(split=...)` replaces the spec's split, so the spec's
+  # ("tfds:cifar10:test") is passed on explicitly unless --split names one.
+  split = split or data_config.parse_spec(spec).split or c.split
   it, info = data_pipeline.build_input(
       c, global_batch_size=batch_size, seed=0, process_index=0,
-      process_count=1, split=split or c.split, train=False, repeat=False)
+      process_count=1, split=split, train=False, repeat=False)
   if info.kind != "image":
     raise ValueError(f"{spec} holds video; the FID metrics take images.")
-  usable = info.num_examples // batch_size * batch_size
-  return ImageSet(spec, batches=(b["image"] for b in it), available=usable)
+
+  def batches():
+    # The pipeline's batches have one size; the rows they leave over at the
+    # end are read after them, so every image of the split counts.
+    yield from (b["image"] for b in it)
+    full = info.num_examples // batch_size * batch_size
+    if full < info.num_examples:
+      yield data_pipeline.read_examples(c, split=split, start=full,
+                                        stop=info.num_examples)["image"]
+  return ImageSet(spec, batches=batches(), available=info.num_examples)
 
 
 def open_set(name: str, *, image_size: int = 32,
@@ -198,7 +209,8 @@ def open_set(name: str, *, image_size: int = 32,
     name: the set.
     image_size: resolution datasets are read at (files keep their own).
     data_dir: TFDS data dir for dataset specs.
-    split: dataset split (default: the spec's, else "train").
+    split: dataset split; replaces the spec's (default: the spec's, else
+      "train").
     batch_size: images per batch from datasets and folders.
 
   Returns:

@@ -85,11 +85,15 @@ def _classifier_stats(path: str, dim: int) -> Dict[str, np.ndarray]:
 
 def _real_stats(config, extractor, num: int) -> Dict[str, np.ndarray]:
   """Classifier feature statistics of `num` images of the train split."""
+  from jaxgen.data import config as data_config  # pylint: disable=g-import-not-at-top
   from jaxgen.data import pipeline as data_pipeline  # pylint: disable=g-import-not-at-top
+  # The training split: the spec's ("tfds:...:train[:90%]"), else the
+  # config's (an explicit `split` would replace the spec's).
+  split = (data_config.parse_spec(config.dataset.name).split
+           or config.dataset.get("split") or "train")
   it, _ = data_pipeline.build_input(
       config.dataset, global_batch_size=min(num, 256), seed=0,
-      process_index=0, process_count=1,
-      split=config.dataset.get("split") or "train", train=False,
+      process_index=0, process_count=1, split=split, train=False,
       repeat=True)
   feats, _ = extractor.of_batches(it, num, "training images",
                                   progress=False,

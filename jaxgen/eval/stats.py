@@ -82,7 +82,8 @@ def _define_flags():
   flags.DEFINE_integer("image_size", 32, "Resolution datasets are read at.",
                        lower_bound=1)
   flags.DEFINE_string("data_dir", None, "TFDS data dir.")
-  flags.DEFINE_string("split", None, "Dataset split (default: train).")
+  flags.DEFINE_string("split", None, "Dataset split, replacing the spec's "
+                      "(default: the spec's, else train).")
   flags.DEFINE_integer("batch_size", 200, "Images per feature batch.",
                        lower_bound=1)
   flags.DEFINE_integer("keep_features", 10_000,

@@ -221,6 +221,18 @@ def test_tfds_scheme_reads_prepared_shapes(data_dir):
   assert "\n" not in str(e.value)
 
 
+def test_tfds_shapes_without_a_config_read_the_default_one():
+  # tfds alone would read the first config listed (image_16), or call the
+  # default one unprepared.
+  from tests.train import common  # pylint: disable=g-import-not-at-top
+  default = shapes.JaxgenShapes.DEFAULT_CONFIG_NAME
+  batches = [next(_build(_config(common.DATA_DIR, name=name), batch=8,
+                         train=False)[0])["image"]
+             for name in ("tfds:jaxgen_shapes:test",
+                          f"tfds:jaxgen_shapes/{default}:test")]
+  np.testing.assert_array_equal(*batches)
+
+
 @MODES
 def test_global_batches_do_not_depend_on_the_process_count(mode):
   """Training batches of 2 processes, stacked, equal the 1-process batches."""

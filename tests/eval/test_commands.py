@@ -15,6 +15,8 @@ import pytest
 
 from jaxgen import config_lib
 from jaxgen import sample as sample_lib
+from jaxgen.data import config as data_config
+from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import features as features_lib
 from jaxgen.eval import fid as fid_lib
 from jaxgen.eval import imagesets
@@ -131,6 +133,28 @@ def test_image_counts_are_checked_before_any_features(tmp_path):
   with pytest.raises(ValueError, match="000003.png is 12x12, 000000.png 8x8; "
                      "a set's PNGs must have one size"):
     next(image_set.batches)
+
+
+def test_a_dataset_spec_keeps_its_split_and_every_image():
+  # The spec's split is read, not "train" (--split replaced it), and the 37
+  # images, 2 whole batches of 16 and 5 left over, are all read, in order.
+  spec = "tfds:jaxgen_shapes/image_16:test[:37]"
+  image_set = imagesets.open_set(spec, image_size=16,
+                                 data_dir=common.DATA_DIR, batch_size=16)
+  images = np.concatenate(list(image_set.batches))
+  assert image_set.available == 37 and images.shape == (37, 16, 16, 3)
+  c = data_config.default_dataset_config()
+  c.name, c.image_size, c.data_dir = spec, 16, common.DATA_DIR
+  want = data_pipeline.read_examples(c, split="test[:37]", start=0, stop=37)
+  np.testing.assert_array_equal(images, want["image"])
+  train = data_pipeline.read_examples(c, split="train", start=0, stop=37)
+  assert not np.array_equal(images, train["image"])
+  # --split replaces the spec's.
+  other = imagesets.open_set(spec, image_size=16, data_dir=common.DATA_DIR,
+                             split="train[:20]", batch_size=16)
+  assert other.available == 20
+  np.testing.assert_array_equal(np.concatenate(list(other.batches)),
+                                train["image"][:20])
 
 
 class _Ones(features_lib.StreamExtractor):
