@@ -20,6 +20,24 @@ import ml_collections
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def check_config_file(spec: Optional[str]) -> None:
+  """Refuses a run's config.json given where a config file is expected.
+
+  Config files are Python (`get_config(arg)`); executed, a JSON file fails
+  with "name 'true' is not defined".
+
+  Args:
+    spec: the `--config` value, `path.py[:arg]` (None: not given).
+
+  Raises:
+    ValueError: one line naming `configs/run.py`, which reads it.
+  """
+  path = (spec or "").split(":", 1)[0]
+  if path.endswith(".json"):
+    raise ValueError(f"{path} is a run's record, not a config file; pass "
+                     f"--config=configs/run.py:{path} to use its config.")
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """Loads `path.py[:arg]` the way `--config=` does (path from the repo root).
 
@@ -30,6 +48,7 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   Returns:
     The ConfigDict `get_config(arg)` returns.
   """
+  check_config_file(spec)
   path, _, arg = spec.partition(":")
   if not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
     path = os.path.join(REPO_ROOT, path)
@@ -399,6 +418,18 @@ def check_no_arguments(argv: Sequence[str]) -> None:
 def parse_flags(argv: List[str]) -> List[str]:
   """absl flag parsing whose config errors are one line (`app.run`'s
   `flags_parser`)."""
+  for i, arg in enumerate(argv):
+    # Before parsing, which executes the file.
+    if arg.startswith("--config="):
+      spec = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      spec = argv[i + 1]
+    else:
+      continue
+    try:
+      check_config_file(spec)
+    except ValueError as e:
+      usage_error(str(e))
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except

@@ -146,7 +146,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run wrote to `WORKDIR/config.json`.
 
   Args:
-    workdir: the run directory.
+    workdir: the run directory, or the path of its config.json (or of a
+      copy).
 
   Returns:
     The config (JSON lists back as tuples, as config fields hold them).
@@ -154,9 +155,11 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   Raises:
     ValueError: one line if the run has no config.json.
   """
-  path = epath.Path(workdir) / CONFIG_FILE
+  path = epath.Path(workdir)
+  if not str(workdir).endswith(".json"):
+    path = path / CONFIG_FILE
   if not path.exists():
-    raise ValueError(f"{path} not found; pass the --workdir of a run "
+    raise ValueError(f"{path} not found; name the directory of a run "
                      "(every run writes its config.json at start).")
   return ml_collections.ConfigDict(_tuples(_read(path)))
 
@@ -199,14 +202,14 @@ def check(workdir: str, config: ml_collections.ConfigDict,
     # Every other difference follows from the family: name that alone.
     raise ValueError(
         f"{workdir} holds a run of family {old.get('family')!r}, not "
-        f"{config.get('family')!r}; pass another --workdir (or its "
-        "config.json's config to resume it).")
+        f"{config.get('family')!r}; pass another --workdir (or "
+        f"--config=configs/run.py:{workdir} to resume it).")
   shape, other = compare(old, _to_json(config))
   if shape:
     raise ValueError(
         f"the checkpoints in {workdir} are of another model: "
         f"{first_changes(shape, 4)}; "
-        "rerun with the config in its config.json or pass another "
+        f"resume with --config=configs/run.py:{workdir} or pass another "
         "--workdir.")
   return other
 

@@ -18,6 +18,7 @@ import pytest
 
 from configs import pyramidal_flow
 from configs import r3gan
+from jaxgen import config_lib
 from jaxgen import registry
 from jaxgen.data.pipeline import DatasetInfo
 from jaxgen.data import pipeline as data_pipeline
@@ -29,6 +30,7 @@ from jaxgen.train import durations
 from jaxgen.train import logs
 from jaxgen.train import metrics as metrics_lib
 from jaxgen.train import profiling
+from jaxgen.train import provenance
 from jaxgen.train import checks
 from jaxgen.train import run_record
 from jaxgen.train import trainer
@@ -107,6 +109,12 @@ def test_loss_options_reach_the_loss(monkeypatch):
      "error: unknown config field 'batch_sise'; did you mean 'batch_size'?"),
     (["--config=configs/nope.py:tiny"],
      "error: config file configs/nope.py not found"),
+    # A run's config.json is JSON, read by configs/run.py.
+    (["--config=runs/a/config.json"], "error: runs/a/config.json is a run's "
+     "record, not a config file; pass --config=configs/run.py:runs/a/"
+     "config.json to use its config."),
+    (["--config=configs/run.py"], "error: configs/run.py needs a run: "
+     "--config=configs/run.py:WORKDIR"),
     # Overrides without the config they override.
     (["--config.total_steps=3"], "error: --config.* overrides need "
      "--config=FILE:ARG first (e.g. --config=configs/simple_diffusion.py:"
@@ -161,7 +169,14 @@ def test_config_json_provenance_and_resume_checks(tmp_path, monkeypatch):
     trainer.train_and_evaluate(gan, str(tmp_path))
   assert str(e.value) == (
       f"{tmp_path} holds a run of family 'simple_diffusion', not 'r3gan'; "
-      "pass another --workdir (or its config.json's config to resume it).")
+      f"pass another --workdir (or --config=configs/run.py:{tmp_path} to "
+      "resume it).")
+  # configs/run.py reads the run's config back: the same config, which
+  # resumes the (finished) run.
+  again = config_lib.load_config_file(f"{ROOT}/configs/run.py:{tmp_path}")
+  assert provenance.compare(written["config"],
+                            provenance._to_json(again)) == ([], [])
+  assert trainer.train_and_evaluate(again, str(tmp_path))["step"] == 2
   # A finished run says so before compiling, and its config.json keeps
   # describing its checkpoints (a changed field trains nothing).
   before = (tmp_path / "config.json").read_text()
