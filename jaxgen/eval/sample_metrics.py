@@ -171,7 +171,8 @@ class SampleMetrics:
   """`metrics(state, step)` -> {"eval_fid": ...} for one run."""
 
   def __init__(self, config: ml_collections.ConfigDict, setup: Any,
-               eval_input: Optional[Callable[[], Any]] = None):
+               eval_input: Optional[Callable[[], Any]] = None,
+               held_out: Optional[Callable[[], int]] = None):
     """Loads weights and statistics; compiles nothing yet.
 
     Must be built under `jax.set_mesh(setup.mesh)` and the run's rules.
@@ -181,6 +182,8 @@ class SampleMetrics:
       setup: the trainer's `Setup` (mesh, objective).
       eval_input: returns a fresh held-out batch iterator (for
         reconstruction families).
+      held_out: returns the distinct images (frames, for clips) that
+        iterator yields before it repeats; None: not checked.
 
     Raises:
       ValueError: one line for a missing or mismatched file.
@@ -226,6 +229,15 @@ class SampleMetrics:
       if eval_input is None:
         raise ValueError("reconstruction metrics need held-out data; set "
                          "config.dataset.eval_split.")
+      held_out = held_out() if held_out else None
+      if held_out is not None and self.num > held_out:
+        # The held-out iterator repeats: more would score images twice.
+        raise ValueError(
+            f"config.eval.sample_metrics.num_samples={self.num} exceeds the "
+            f"{held_out} held-out images (whole batches of "
+            f"{config.batch_size} of split "
+            f"{config.dataset.eval_split!r}); lower it to {held_out} or "
+            "hold out more.")
       if cfg.lpips_weights:
         self.lpips_params = jax.device_put(
             perceptual.load_weights(cfg.lpips_weights),

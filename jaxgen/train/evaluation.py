@@ -41,6 +41,17 @@ def held_out_input(config: ml_collections.ConfigDict) -> Iterator[Any]:
   return it
 
 
+def held_out_images(config: ml_collections.ConfigDict) -> int:
+  """Distinct images `held_out_input` yields before it repeats: the eval
+  split's whole global batches (the rest of the split is never read)."""
+  _, info = data_pipeline.build_input(
+      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      split=config.dataset.eval_split, train=False, repeat=True)
+  frames = info.num_frames or 1  # Clips are scored frame by frame.
+  return info.batches_per_epoch * int(config.batch_size) * frames
+
+
 def make_eval(config: ml_collections.ConfigDict, s: Any, shardings: Any
               ) -> Optional[Callable[[Any, int], Dict[str, float]]]:
   """The held-out evaluation of a run.

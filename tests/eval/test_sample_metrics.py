@@ -106,6 +106,26 @@ def test_reconstruction_families_log_pixel_metrics(files, tmp_path,
                              np.mean(10 * np.log10(1 / mse)), rtol=1e-4)
 
 
+def test_reconstructions_beyond_the_held_out_images_fail_before_compiling(
+    files, tmp_path, monkeypatch):
+  # 20 held-out images make 2 whole batches of 8: 16 distinct images; the
+  # held-out iterator repeats, so 20 would score 4 of them twice.
+  monkeypatch.setattr(sd_objective.SimpleDiffusion, "reconstruct",
+                      lambda self, state, batch: batch["image"],
+                      raising=False)
+  monkeypatch.setattr(trainer, "compile_step",
+                      lambda *a, **k: pytest.fail("compiled"))
+  config = _config(files, **{"dataset.eval_split": "train[:20]",
+                             "eval.sample_metrics.num_samples": 20})
+  assert config.batch_size == 8
+  with pytest.raises(ValueError) as e:
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert str(e.value) == (
+      "config.eval.sample_metrics.num_samples=20 exceeds the 16 held-out "
+      "images (whole batches of 8 of split 'train[:20]'); lower it to 16 or "
+      "hold out more.")
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"eval.sample_metrics.inception_weights": ""},
      "^set config.eval.sample_metrics.inception_weights: Inception metrics "
