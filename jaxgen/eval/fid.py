@@ -78,7 +78,9 @@ def compare(extractor, set_a, set_b, num: int = 0) -> Dict[str, Any]:
 
 def format_lines(metrics: Dict[str, Any]) -> str:
   """`FID: x` then the other metrics, one per line."""
-  lines = [f"FID: {metrics['fid']:.4f}"]
+  # A set against its own statistics gives 0 up to sqrtm's round-off,
+  # which may be below 0: shown as 0.0000, not -0.0000.
+  lines = [f"FID: {round(float(metrics['fid']), 4) + 0.0:.4f}"]
   if "kid" in metrics:
     lines.append(f"KID: {metrics['kid']:.6f} ± {metrics['kid_std']:.6f}")
   if "is" in metrics:

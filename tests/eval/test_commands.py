@@ -79,7 +79,11 @@ def test_stats_then_fid_against_the_same_and_other_images(extractor,
   assert {"kid", "kid_std", "precision", "recall", "is", "is_std"} <= set(
       other)
   lines = fid_lib.format_lines(other).splitlines()
-  assert lines[0].startswith("FID: ") and lines[1].startswith("KID: ")
+  assert lines[0] == f"FID: {other['fid']:.4f}" and lines[1].startswith(
+      "KID: ")
+  # Round-off below 0 is shown as 0, a real value as it is.
+  assert fid_lib.format_lines({"fid": -3e-7}) == "FID: 0.0000"
+  assert fid_lib.format_lines({"fid": -0.25}) == "FID: -0.2500"
   (line,) = size_warnings()
   assert f"{path32} holds statistics of 32x32 images but" in line
   assert "are 16x16" in line and "compute statistics at 16x16" in line
