@@ -180,10 +180,10 @@ class SampleMetrics:
     Args:
       config: the run config.
       setup: the trainer's `Setup` (mesh, objective).
-      eval_input: returns a fresh held-out batch iterator (for
-        reconstruction families).
-      held_out: returns the distinct images (frames, for clips) that
-        iterator yields before it repeats; None: not checked.
+      eval_input: returns a fresh iterator over the held-out batches (for
+        reconstruction families; `evaluation.every_held_out_image`).
+      held_out: returns the images (frames, for clips) that iterator
+        holds; None: not checked.
 
     Raises:
       ValueError: one line for a missing or mismatched file.
@@ -231,12 +231,11 @@ class SampleMetrics:
                          "config.dataset.eval_split.")
       held_out = held_out() if held_out else None
       if held_out is not None and self.num > held_out:
-        # The held-out iterator repeats: more would score images twice.
+        # Each held-out image is reconstructed once.
         raise ValueError(
             f"config.eval.sample_metrics.num_samples={self.num} exceeds the "
-            f"{held_out} held-out images (whole batches of "
-            f"{config.batch_size} of split "
-            f"{config.dataset.eval_split!r}); lower it to {held_out} or "
+            f"{held_out} held-out images of split "
+            f"{config.dataset.eval_split!r}; lower it to {held_out} or "
             "hold out more.")
       if cfg.lpips_weights:
         self.lpips_params = jax.device_put(

@@ -16,6 +16,7 @@ from typing import (Any, Callable, Dict, Iterator, Optional, Sequence,
 from absl import logging
 import jax
 import ml_collections
+import numpy as np
 
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import sample_metrics
@@ -42,14 +43,47 @@ def held_out_input(config: ml_collections.ConfigDict) -> Iterator[Any]:
 
 
 def held_out_images(config: ml_collections.ConfigDict) -> int:
-  """Distinct images `held_out_input` yields before it repeats: the eval
-  split's whole global batches (the rest of the split is never read)."""
+  """The images (frames, for clips) `every_held_out_image` yields."""
   _, info = data_pipeline.build_input(
       config.dataset, global_batch_size=config.batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      split=config.dataset.eval_split, train=False, repeat=True)
-  frames = info.num_frames or 1  # Clips are scored frame by frame.
-  return info.batches_per_epoch * int(config.batch_size) * frames
+      split=config.dataset.eval_split, train=False, repeat=False)
+  return info.num_examples * (info.num_frames or 1)
+
+
+def every_held_out_image(config: ml_collections.ConfigDict
+                         ) -> Iterator[Any]:
+  """This process's share of every eval-split example, once, in order.
+
+  The pipeline's whole batches, then one batch of the rows they leave over,
+  padded at its end (global positions past the split repeat the last row):
+  a consumer that takes the first N rows of the global batches in order
+  reads examples 0..N-1 of the split, each once.
+
+  Args:
+    config: the run config (its dataset and batch size).
+
+  Yields:
+    Per-process batches, as `held_out_input`'s.
+  """
+  it, info = data_pipeline.build_input(
+      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      split=config.dataset.eval_split, train=False, repeat=False)
+  yield from it
+  n, full = info.num_examples, info.batches_per_epoch * config.batch_size
+  if full == n:
+    return
+  per_process = int(config.batch_size) // jax.process_count()
+  first = full + jax.process_index() * per_process
+  start = min(first, n - 1)
+  stop = max(min(first + per_process, n), start + 1)
+  rows = data_pipeline.read_examples(config.dataset,
+                                     split=config.dataset.eval_split,
+                                     start=start, stop=stop)
+  pad = per_process - (stop - start)
+  yield {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
+         for k, v in rows.items()}
 
 
 def make_eval(config: ml_collections.ConfigDict, s: Any, shardings: Any

@@ -402,7 +402,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     # Weights and statistics are loaded (and checked) before compiling.
     score = (sample_metrics.SampleMetrics(
-        config, s, functools.partial(evaluation.held_out_input, config),
+        config, s, functools.partial(evaluation.every_held_out_image,
+                                     config),
         functools.partial(evaluation.held_out_images, config))
              if sample_metrics.enabled(config) else None)
     logging.info("Compiling the %s train step (batch %d, mesh %s)...",

@@ -20,6 +20,7 @@ from jaxgen.eval import imagesets
 from jaxgen.eval import inception
 from jaxgen.eval import stats as stats_lib
 from jaxgen.train import checks
+from jaxgen.train import evaluation
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -92,38 +93,55 @@ def test_reconstruction_families_log_pixel_metrics(files, tmp_path,
                       lambda self, state, batch: batch["image"] * 0.5,
                       raising=False)
   workdir = str(tmp_path / "run")
-  config = _config(files, **{"dataset.eval_split": "train"})
+  # 20 held-out images: 2 whole batches of 8 and 4 left over, all scored.
+  config = _config(files, **{"dataset.eval_split": "train[:20]",
+                             "eval.sample_metrics.num_samples": 20})
   last = trainer.train_and_evaluate(config, workdir)
   assert {"eval_psnr", "eval_ssim", "eval_rfid"} <= set(last)
   assert "eval_fid" not in last and "eval_lpips" not in last
-  it, _ = data_pipeline.build_input(
-      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
-      process_index=0, process_count=1, split="train", train=False,
-      repeat=True)
-  x = np.concatenate([next(it)["image"] for _ in range(2)])[:16]
+  x = data_pipeline.read_examples(config.dataset, split="train[:20]",
+                                  start=0, stop=20)["image"]
   mse = np.mean(((x - 0.5 * x) / 2) ** 2, axis=(1, 2, 3))
   np.testing.assert_allclose(last["eval_psnr"],
                              np.mean(10 * np.log10(1 / mse)), rtol=1e-4)
 
 
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_every_held_out_image_once_in_order_for_any_process_count(
+    monkeypatch, count):
+  # The processes' batches, side by side, are the split's rows in order:
+  # 20 rows are 2 whole batches of 8 and 4 left over (of 12: 1 and 8).
+  config = common.tiny_config(**{"dataset.eval_split": "train[:20]",
+                                 "batch_size": 12 if count == 3 else 8})
+  want = data_pipeline.read_examples(config.dataset, split="train[:20]",
+                                     start=0, stop=20)["image"]
+  monkeypatch.setattr(evaluation.jax, "process_count", lambda: count)
+  parts = []
+  for p in range(count):
+    monkeypatch.setattr(evaluation.jax, "process_index", lambda p=p: p)
+    parts.append([b["image"] for b in evaluation.every_held_out_image(
+        config)])
+  rows = np.concatenate([np.concatenate(batches) for batches in zip(*parts)])
+  assert len(rows) == -(-20 // config.batch_size) * config.batch_size
+  np.testing.assert_array_equal(rows[:20], want)
+  assert evaluation.held_out_images(config) == 20
+
+
 def test_reconstructions_beyond_the_held_out_images_fail_before_compiling(
     files, tmp_path, monkeypatch):
-  # 20 held-out images make 2 whole batches of 8: 16 distinct images; the
-  # held-out iterator repeats, so 20 would score 4 of them twice.
+  # 21 of 20 held-out images would score one twice.
   monkeypatch.setattr(sd_objective.SimpleDiffusion, "reconstruct",
                       lambda self, state, batch: batch["image"],
                       raising=False)
   monkeypatch.setattr(trainer, "compile_step",
                       lambda *a, **k: pytest.fail("compiled"))
   config = _config(files, **{"dataset.eval_split": "train[:20]",
-                             "eval.sample_metrics.num_samples": 20})
-  assert config.batch_size == 8
+                             "eval.sample_metrics.num_samples": 21})
   with pytest.raises(ValueError) as e:
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert str(e.value) == (
-      "config.eval.sample_metrics.num_samples=20 exceeds the 16 held-out "
-      "images (whole batches of 8 of split 'train[:20]'); lower it to 16 or "
-      "hold out more.")
+      "config.eval.sample_metrics.num_samples=21 exceeds the 20 held-out "
+      "images of split 'train[:20]'; lower it to 20 or hold out more.")
 
 
 @pytest.mark.parametrize("overrides,match", [
