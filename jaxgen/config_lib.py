@@ -197,7 +197,8 @@ def base_config() -> ml_collections.ConfigDict:
 def sample_metrics_config() -> ml_collections.ConfigDict:
   """`config.eval.sample_metrics` (jaxgen.eval.sample_metrics), defaults."""
   c = ml_collections.ConfigDict()
-  # Off by default: it needs the Inception weights and reference statistics.
+  # Off by default: it needs the Inception weights and reference statistics
+  # (an autoencoder without them logs PSNR / SSIM alone).
   c.enabled = False
   # Feature network: "inception" (FID / KID / IS / precision / recall) or
   # "shape_classifier" (eval_fd_shapes and eval_accuracy_shapes: the
@@ -208,7 +209,8 @@ def sample_metrics_config() -> ml_collections.ConfigDict:
   # reference statistics come from `reference_stats` if given, else from
   # num_samples images of the run's train split.
   c.classifier_weights = ""
-  # inception_fid.npz written by `python -m jaxgen.eval.convert`.
+  # inception_fid.npz written by `python -m jaxgen.eval.convert` ("" with
+  # reference_stats "": no Inception metrics, for reconstruction families).
   c.inception_weights = ""
   # Statistics of the training data (`python -m jaxgen.eval.stats`).
   c.reference_stats = ""

@@ -135,6 +135,10 @@ def load_optimum(path: str, spec: Any, budgets: Optional[Sequence[float]]
 # the shape classifier (the others are Inception's or pixel metrics).
 _LOSSES = ("eval_loss", "loss", "final_train_loss")
 _SHAPE_METRICS = ("eval_fd_shapes", "eval_accuracy_shapes")
+# Logged only with Inception weights (a reconstruction family without them
+# logs PSNR / SSIM alone).
+_INCEPTION_METRICS = ("eval_fid", "eval_kid", "eval_is", "eval_precision",
+                      "eval_recall", "eval_rfid")
 
 
 def check_metric_logged(spec: Any, config: Any) -> None:
@@ -171,6 +175,11 @@ def check_metric_logged(spec: Any, config: Any) -> None:
     problem = f"the points score {features} features"
     fix = ("--set=eval.sample_metrics.features=" + (
         "shape_classifier" if metric in _SHAPE_METRICS else "inception"))
+  elif (metric in _INCEPTION_METRICS
+        and not config.eval.sample_metrics.get("inception_weights")):
+    problem = "no Inception weights are set (PSNR / SSIM alone)"
+    fix = ("--set=eval.sample_metrics.inception_weights=FILE "
+           "--set=eval.sample_metrics.reference_stats=FILE")
   else:
     return
   raise ValueError(f"sweep.metric={metric} (what scaling.fit fits) would be "

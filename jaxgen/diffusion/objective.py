@@ -75,6 +75,20 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
     check("config.diffusion.sample_steps", d.sample_steps, low=1,
           integer=True)
     check("config.diffusion.guidance_scale", d.guidance_scale, finite=True)
+    interval = tuple(d.get("guidance_interval") or ())
+    if interval:  # Else it fails deep in tracing the sampler.
+      if len(interval) != 2:
+        raise ValueError(
+            f"config.diffusion.guidance_interval={interval} must be () "
+            "(guide everywhere) or (lo, hi) in logSNR units, e.g. "
+            "(-5.0, 5.0).")
+      for v in interval:
+        check("config.diffusion.guidance_interval", v)
+      if interval[0] >= interval[1]:
+        raise ValueError(
+            f"config.diffusion.guidance_interval={interval} is empty (lo >= "
+            "hi: no step would be guided); write it as (lo, hi) with lo < "
+            "hi, or () to guide everywhere.")
     check("config.diffusion.label_dropout", d.label_dropout, low=0, high=1,
           high_open=True)
     check("config.diffusion.multiscale_min_size", d.multiscale_min_size,

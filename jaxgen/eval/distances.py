@@ -243,14 +243,19 @@ def all_metrics(stats_a: Tuple[np.ndarray, np.ndarray],
     kid_subset_size: KID subset size.
 
   Returns:
-    {"fid", and "kid", "kid_std", "precision", "recall" when both sides have
-    features, "is", "is_std" with at least 10 logits}.
+    {"fid", and "kid", "kid_std" when both sides have at least 2 features,
+    "precision", "recall" with more than 3 (k) each, "is", "is_std" with at
+    least 10 logits}.
   """
   out = {"fid": frechet_distance(*stats_a, *stats_b)}
-  if features_a is not None and features_b is not None:
+  # A stats file written with --keep_features=0 (or 1) holds too few rows
+  # for the set metrics: those are left out, FID still comes.
+  have = min(len(f) if f is not None else 0 for f in (features_a, features_b))
+  if have >= 2:
     out["kid"], out["kid_std"] = kernel_inception_distance(
         features_a, features_b, subset_size=kid_subset_size)
-    out.update(precision_recall(features_a, features_b))
+  if have > 3:
+    out.update(precision_recall(features_a, features_b, k=3))
   if logits_b is not None and len(logits_b) >= 10:
     out["is"], out["is_std"] = inception_score(logits_b)
   return out

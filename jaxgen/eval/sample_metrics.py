@@ -19,7 +19,8 @@ Generative families log `eval_fid`, `eval_kid`, `eval_is`,
 are, classes in turn). A family whose objective has `reconstruct(state,
 batch) -> images` logs `eval_psnr`, `eval_ssim`, `eval_lpips` (with
 lpips_weights) and `eval_rfid` (reconstructions of held-out images against
-the reference statistics). Everything is checked before compilation.
+the reference statistics; without Inception files, the pixel metrics
+alone). Everything is checked before compilation.
 """
 
 from typing import Any, Callable, Dict, Optional
@@ -102,10 +103,34 @@ def _real_stats(config, extractor, num: int) -> Dict[str, np.ndarray]:
   return {"mu": mu, "sigma": sigma}
 
 
-# One of these is in every row the sample metrics scored (shape classifier,
-# Inception on samples, reconstructions); the held-out loss's parts
-# (eval_l1, eval_eps_mse, ...) are not sample metrics.
-ALWAYS_LOGGED = ("eval_fd_shapes", "eval_fid", "eval_rfid")
+def scored(config: ml_collections.ConfigDict, row: Dict[str, Any]) -> bool:
+  """Whether a metrics row holds the sample metrics `config` asks for.
+
+  The held-out loss's parts (eval_l1, eval_eps_mse, ...) are not sample
+  metrics; a row scored without Inception files (PSNR / SSIM alone) is not
+  scored for a config that has them.
+
+  Args:
+    config: the run config.
+    row: a metrics.jsonl row.
+
+  Returns:
+    True if the section is off or the row has its metrics.
+  """
+  if not enabled(config):
+    return True
+  cfg = config.eval.sample_metrics
+  if cfg.get("features", "inception") == "shape_classifier":
+    keys = ("eval_fd_shapes",)
+  elif cfg.inception_weights:
+    keys = ("eval_fid", "eval_rfid")  # Samples; reconstructions.
+  else:
+    keys = ("eval_psnr",)
+  return any(k in row for k in keys)
+
+# Families whose objective has `reconstruct`: their PSNR / SSIM need no
+# weight files, so Inception's may be left unset (no rFID then).
+RECONSTRUCTION_FAMILIES = ("autoencoder",)
 
 
 def enabled(config: ml_collections.ConfigDict) -> bool:
@@ -146,13 +171,18 @@ def check(config: ml_collections.ConfigDict) -> None:
       raise ValueError("config.eval.sample_metrics.features="
                        "'shape_classifier' needs classifier_weights (write "
                        "them with python -m jaxgen.eval.classifier).")
-  elif not cfg.inception_weights or not cfg.reference_stats:
+  elif (bool(cfg.inception_weights) != bool(cfg.reference_stats)
+        or not (cfg.inception_weights
+                or config.get("family") in RECONSTRUCTION_FAMILIES)):
     unset = " and ".join(f"config.eval.sample_metrics.{k}" for k in
                          ("inception_weights", "reference_stats")
                          if not cfg.get(k))
     raise ValueError(f"set {unset}: Inception metrics need both (files "
                      "from jaxgen.eval.convert and jaxgen.eval.stats; "
-                     "README: Evaluation).")
+                     "README: Evaluation)" + (
+                         "; leave both unset for PSNR / SSIM alone"
+                         if config.get("family") in RECONSTRUCTION_FAMILIES
+                         else "") + ".")
   if int(cfg.num_samples) < 10:
     raise ValueError(f"config.eval.sample_metrics.num_samples="
                      f"{cfg.num_samples}: use at least 10 (thousands for a "
@@ -212,13 +242,15 @@ class SampleMetrics:
                                       self.extractor.cfg.feature_dim)
                     if cfg.reference_stats else
                     _real_stats(config, self.extractor, self.num))
-    else:
+    elif cfg.inception_weights or not self.reconstructs:
       self.extractor = features_lib.FeatureExtractor.from_file(
           cfg.inception_weights, mesh=setup.mesh, batch_size=cfg.batch_size)
       self.ref = _stats(cfg.reference_stats, self.extractor.weights_hash)
+    else:  # Pixel metrics (and LPIPS) only: no rFID.
+      self.extractor = self.ref = None
     # For the resolution check at the first evaluation (Inception files).
-    self.ref_set = (None if self.shapes else imagesets.ImageSet(
-        cfg.reference_stats, stats=self.ref))
+    self.ref_set = (None if self.shapes or self.ref is None else
+                    imagesets.ImageSet(cfg.reference_stats, stats=self.ref))
     self.size_checked = False
     self.eval_input = eval_input
     self.mesh = setup.mesh
@@ -246,7 +278,7 @@ class SampleMetrics:
     else:
       self._draw = sampling.make_batch_sampler(setup.objective, setup.mesh,
                                                self.batch, seed=config.seed)
-    dim = len(self.ref["mu"])
+    dim = len(self.ref["mu"]) if self.ref is not None else 0
     if self.num <= dim:
       logging.warning(
           "config.eval.sample_metrics.num_samples=%d is at most the %d "
@@ -324,9 +356,12 @@ class SampleMetrics:
       take = min(len(x), self.num - have)
       for k, v in jax.device_get(self._pixel_metrics(x, y)).items():
         sums[k] = sums.get(k, 0.0) + float(np.sum(v[:take]))
-      recons.append(grids.to_uint8(np.asarray(jax.device_get(y)))[:take])
+      if self.extractor is not None:
+        recons.append(grids.to_uint8(np.asarray(jax.device_get(y)))[:take])
       have += take
     out = {f"eval_{k}": v / have for k, v in sums.items()}
+    if self.extractor is None:
+      return out
     self._check_size(recons[0].shape[1:3], "the reconstructions")
     feats, _ = self.extractor.of_batches(iter(recons), self.num,
                                          "reconstructions", progress=False)

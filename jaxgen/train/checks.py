@@ -163,6 +163,11 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
     if value is not None:
       config_lib.check_range(f"config.optimizer.{key}", value, finite=True,
                              **bounds)
+  if config.get("ema_decay") is not None:
+    # Outside [0, 1) the EMA weights (sampled and scored) diverge or stay
+    # at their initial values, with no error.
+    config_lib.check_range("config.ema_decay", config.ema_decay, low=0,
+                           high=1, high_open=True)
   sample_metrics.check(config)
   config_lib.check_dtypes(config)
   # Every family, also those whose networks have no remat-able stack.

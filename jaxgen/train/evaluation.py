@@ -157,18 +157,26 @@ def at_end(config: ml_collections.ConfigDict, workdir: str,
 
   Returns:
     (the last row of a finished run, or None; the last row of a run
-    trained to the end whose evaluation there is missing, or None).
+    trained to the end whose evaluation or final sample grid there is
+    missing, or None).
   """
   if not committed or max(committed) < total_steps:
     return None, None
+  step = max(committed)
   last = run_record.last_row(os.path.join(workdir, "metrics.jsonl"))
-  if not missing_at_end(config, last, max(committed)):
+  unevaluated = missing_at_end(config, last, step)
+  # A kill while the final grid was drawn (after the row and the save).
+  no_grid = (last.get("step") == step and bool(config.get("num_samples"))
+             and not run_record.has_grid(workdir, step))
+  if not unevaluated and not no_grid:
     logging.info("%s already finished at step %d (of %d); nothing to do. "
                  "Raise the run length to train further.", workdir,
-                 max(committed), total_steps)
+                 step, total_steps)
     return last, None
-  logging.info("%s trained to step %d, but its evaluation there is not "
-               "logged: evaluating it now.", workdir, max(committed))
+  logging.info("%s trained to step %d, but its %s is missing: %s it now.",
+               workdir, step,
+               "evaluation there" if unevaluated else "final sample grid",
+               "evaluating" if unevaluated else "drawing")
   return None, last
 
 
@@ -189,8 +197,7 @@ def missing_at_end(config: ml_collections.ConfigDict, last_row: Dict[str, Any],
     return False  # No row of that step to complete.
   if config.get("eval_batches") and "eval_loss" not in last_row:
     return True
-  return sample_metrics.enabled(config) and not any(
-      k in last_row for k in sample_metrics.ALWAYS_LOGGED)
+  return not sample_metrics.scored(config, last_row)
 
 
 def complete_row(row: Dict[str, Any], state: Any, step: int,

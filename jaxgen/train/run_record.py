@@ -211,6 +211,16 @@ def progress(config, s, seen: Seen, step: int, steps_per_sec: float,
   return row
 
 
+def grid_path(workdir: str, step: int) -> str:
+  """Where the sample grid of `step` is written."""
+  return os.path.join(workdir, "samples", f"step_{step:07d}.png")
+
+
+def has_grid(workdir: str, step: int) -> bool:
+  """Whether the sample grid of `step` is written (local or gs://)."""
+  return epath.Path(grid_path(workdir, step)).exists()
+
+
 def write_samples(sample_fn, state, base_rng, step, workdir, writer):
   """Draws samples (same noise every time) and writes them as a grid.
 
@@ -227,7 +237,7 @@ def write_samples(sample_fn, state, base_rng, step, workdir, writer):
       sample_fn(state, jax.random.fold_in(base_rng, 10**9)))
   if jax.process_index() == 0:
     scale = max(1, 128 // int(samples.shape[-2]))
-    path = os.path.join(workdir, "samples", f"step_{step:07d}.png")
+    path = grid_path(workdir, step)
     grids.save_grid(np.asarray(samples), path, scale=scale)
     # The first grid compiles the sampler: a long silent gap otherwise.
     logging.info("Sample grid of step %d in %.1f s: %s", step,

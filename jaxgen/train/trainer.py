@@ -487,10 +487,16 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
 
     try:
       if unevaluated is not None:
-        last = evaluation.complete_row(unevaluated, state, start, eval_fn,
-                                       score)
+        last = (evaluation.complete_row(unevaluated, state, start, eval_fn,
+                                        score)
+                if evaluation.missing_at_end(config, unevaluated, start)
+                else unevaluated)
         ckpt.guarded(workdir, writer.write_scalars, start,
                      {k: v for k, v in last.items() if k != "step"})
+        if config.num_samples and not run_record.has_grid(
+            workdir, start):
+          run_record.write_samples(sample_fn, state, base_rng, start,
+                                   workdir, writer)
       for step in range(start + 1, s.total_steps + 1):
         if profiler:
           profiler(step)

@@ -98,6 +98,26 @@ def test_kid_is_the_unbiased_polynomial_mmd():
   assert abs(same) < 0.05
 
 
+def test_too_few_stored_features_leave_out_kid_and_precision_recall():
+  # A stats file written with --keep_features=0 or 1 still gives FID: the
+  # set metrics needing more rows are left out, not raised.
+  rng = np.random.default_rng(3)
+  stats = lambda f: distances.gaussian_stats(f)  # noqa: E731
+  a, b = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
+  for kept in (0, 1):
+    out = distances.all_metrics(stats(a), stats(b), features_a=a[:kept],
+                                features_b=b)
+    assert set(out) == {"fid"}
+  out = distances.all_metrics(stats(a), stats(b), features_a=a[:3],
+                              features_b=b)
+  assert set(out) == {"fid", "kid", "kid_std"}
+  out = distances.all_metrics(stats(a), stats(b), features_a=a,
+                              features_b=b)
+  assert {"kid", "precision", "recall"} <= set(out)
+  assert out["fid"] == pytest.approx(distances.frechet_distance(
+      *stats(a), *stats(b)))
+
+
 def test_inception_score_limits_and_formula():
   # Confident and uniform over K classes: IS = K; all the same class: 1.
   k = 5

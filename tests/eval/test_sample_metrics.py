@@ -22,6 +22,7 @@ from jaxgen.eval import stats as stats_lib
 from jaxgen.train import checks
 from jaxgen.train import evaluation
 from jaxgen.train import trainer
+from tests.autoencoders import test_objective
 from tests.train import common
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*covariance is singular")
@@ -106,6 +107,36 @@ def test_reconstruction_families_log_pixel_metrics(files, tmp_path,
                              np.mean(10 * np.log10(1 / mse)), rtol=1e-4)
 
 
+def test_an_autoencoder_scores_psnr_without_inception_then_rfid_on_rerun(
+    files, tmp_path):
+  # PSNR / SSIM need no weight files; Inception's, given later, make the
+  # rerun of the finished run add the rFID (training nothing).
+  root, _ = files
+  config = test_objective._config(  # pylint: disable=protected-access
+      total_steps=2, log_every_steps=1, eval_batches=0, num_samples=0,
+      **{"autoencoder.conv_impl": "lax", "dataset.eval_split": "test[:20]",
+         "eval.sample_metrics.enabled": True,
+         "eval.sample_metrics.num_samples": 20,
+         "eval.sample_metrics.batch_size": 8})
+  checks.check_config(config)
+  workdir = str(tmp_path / "ae")
+  last = trainer.train_and_evaluate(config, workdir)
+  assert np.isfinite(last["eval_psnr"]) and np.isfinite(last["eval_ssim"])
+  assert "eval_rfid" not in last
+  config.eval.sample_metrics.inception_weights = str(root / "w.npz")
+  config.eval.sample_metrics.reference_stats = str(root / "stats.npz")
+  rerun = trainer.train_and_evaluate(config, workdir)
+  assert rerun["step"] == 2 and np.isfinite(rerun["eval_rfid"])
+  assert rerun["eval_psnr"] == pytest.approx(last["eval_psnr"], rel=1e-5)
+  assert [r["step"] for r in _rows(workdir)] == [1, 2]
+  # One file alone is a one-line error naming the other.
+  config.eval.sample_metrics.reference_stats = ""
+  with pytest.raises(ValueError, match="^set config.eval.sample_metrics."
+                     "reference_stats: .*; leave both unset for PSNR / SSIM "
+                     "alone.$"):
+    checks.check_config(config)
+
+
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_every_held_out_image_once_in_order_for_any_process_count(
     monkeypatch, count):
@@ -150,6 +181,13 @@ def test_reconstructions_beyond_the_held_out_images_fail_before_compiling(
      "need both"),
     ({"eval.sample_metrics.reference_stats": ""},
      "^set config.eval.sample_metrics.reference_stats: "),
+    # Samples have no pixel metric to fall back on.
+    ({"eval.sample_metrics.reference_stats": "",
+      "eval.sample_metrics.inception_weights": ""},
+     r"^set config.eval.sample_metrics.inception_weights and config.eval."
+     r"sample_metrics.reference_stats: Inception metrics need both \(files "
+     r"from jaxgen.eval.convert and jaxgen.eval.stats; README: Evaluation\)"
+     r"\.$"),
     ({"eval.sample_metrics.every_steps": 3, "log_every_steps": 2},
      "multiple of log_every_steps"),
     ({"eval.sample_metrics.num_samples": 4}, "at least 10"),

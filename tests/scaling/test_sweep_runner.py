@@ -629,6 +629,18 @@ def test_a_sweep_whose_points_would_not_log_its_metric_is_refused(tmp_path):
       "eval.sample_metrics.features=shape_classifier"], **kwargs)["points"]
   spec.metric = "eval_loss"
   assert run_lib.run_sweep(spec, **kwargs)["points"]
+  # An autoencoder without Inception files logs PSNR / SSIM, no rFID.
+  ae = sweep_lib.load_config_file("configs/scaling/autoencoder.py:tiny")
+  kwargs["sweep_arg"] = "configs/scaling/autoencoder.py:tiny"
+  ae.metric = "eval_rfid"
+  with pytest.raises(ValueError, match=(
+      r"would be in no row: no Inception weights are set \(PSNR / SSIM "
+      r"alone\); pass --set=eval.sample_metrics.inception_weights=FILE")):
+    run_lib.run_sweep(ae, sets=["eval.sample_metrics.enabled=True"],
+                      **kwargs)
+  ae.metric = "eval_psnr"
+  assert run_lib.run_sweep(ae, sets=["eval.sample_metrics.enabled=True"],
+                           **kwargs)["points"]
 
 
 def test_a_size_given_twice_is_one_point():

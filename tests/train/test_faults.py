@@ -24,6 +24,7 @@ from jaxgen.parallel import multihost
 from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import evaluation
 from jaxgen.train import preemption
+from jaxgen.train import run_record
 from jaxgen.train import trainer
 from jaxgen.train import workdir as workdir_lib
 from tests.train import common
@@ -478,18 +479,64 @@ def test_a_kill_during_the_final_evaluation_keeps_the_trained_state(
                              rtol=1e-6)
 
 
+def test_a_kill_while_the_final_grid_is_drawn_draws_it_on_rerun(
+    tmp_path, monkeypatch):
+  # The final row and checkpoint are written before the grid: a kill while
+  # sampling left a run the rerun called finished, with no final samples.
+  class Killed(BaseException):
+    pass
+
+  real = run_record.write_samples
+  kill = {"at": 2}
+
+  def killed_at(sample_fn, state, base_rng, step, workdir, writer):
+    if step == kill["at"]:
+      raise Killed()
+    return real(sample_fn, state, base_rng, step, workdir, writer)
+
+  monkeypatch.setattr(run_record, "write_samples", killed_at)
+  config = common.tiny_config(total_steps=2, num_samples=4,
+                              sample_every_steps=1)
+  with pytest.raises(Killed):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["2"]
+  assert sorted(os.listdir(tmp_path / "samples")) == ["step_0000001.png"]
+  before = _rows(tmp_path)
+  kill["at"] = None
+  last = trainer.train_and_evaluate(config, str(tmp_path))
+  # Trains nothing, keeps the row, and draws the missing grid.
+  assert sorted(os.listdir(tmp_path / "samples")) == [
+      "step_0000001.png", "step_0000002.png"]
+  assert _rows(tmp_path) == before and last == before[-1]
+  # Now finished: a third run draws nothing.
+  kill["at"] = 2
+  assert trainer.train_and_evaluate(config, str(tmp_path)) == last
+
+
 def test_the_held_out_loss_parts_are_not_taken_for_sample_metrics():
   # An autoencoder's row of a failed end-of-run FID held eval_l1 and
   # eval_reconstruction: the run counted as evaluated, and the rerun the
   # error promised ("a rerun evaluates it") did nothing.
   config = common.tiny_config(eval_batches=1, **{
-      "eval.sample_metrics.enabled": True})
+      "eval.sample_metrics.enabled": True,
+      "eval.sample_metrics.inception_weights": "inception.npz"})
   row = {"step": 5, "loss": 0.1, "eval_loss": 0.2, "eval_l1": 0.1,
          "eval_reconstruction": 0.2}
   assert evaluation.missing_at_end(config, row, 5)
-  for logged in ("eval_fid", "eval_rfid", "eval_fd_shapes"):
+  for logged in ("eval_fid", "eval_rfid"):
     assert not evaluation.missing_at_end(config, dict(row, **{logged: 1.0}),
                                          5)
+  # A row scored without Inception files (PSNR / SSIM alone) is not the
+  # rFID a rerun with them asks for; without them it is complete.
+  psnr_row = dict(row, eval_psnr=20.0, eval_ssim=0.5)
+  assert evaluation.missing_at_end(config, psnr_row, 5)
+  config.eval.sample_metrics.inception_weights = ""
+  assert not evaluation.missing_at_end(config, psnr_row, 5)
+  assert evaluation.missing_at_end(config, row, 5)
+  config.eval.sample_metrics.features = "shape_classifier"
+  assert evaluation.missing_at_end(config, psnr_row, 5)
+  assert not evaluation.missing_at_end(
+      config, dict(row, eval_fd_shapes=1.0), 5)
   assert not evaluation.missing_at_end(config, row, 4)  # Not its row.
   config.eval.sample_metrics.enabled = False
   assert not evaluation.missing_at_end(config, row, 5)
@@ -519,6 +566,12 @@ def test_error_lines_carry_one_line_notes_only():
     ({"keep_checkpoints": 0}, "keep_checkpoints=0 must be"),
     ({"model.num_heads": 3}, "transformer_width=32 is not divisible by "
                              "num_heads=3"),
+    ({"diffusion.guidance_interval": (1.0,)},
+     r"guidance_interval=\(1.0,\) must be \(\) \(guide everywhere\) or "
+     r"\(lo, hi\)"),
+    ({"diffusion.guidance_interval": (5.0, -5.0)},
+     r"guidance_interval=\(5.0, -5.0\) is empty \(lo >= hi"),
+    ({"ema_decay": 1.5}, r"config.ema_decay=1.5 must be a number in \[0, 1\)"),
 ])
 def test_bad_values_are_one_line_errors_before_compilation(
     tmp_path, monkeypatch, overrides, match):
