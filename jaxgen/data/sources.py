@@ -10,6 +10,7 @@ format, except the embedded `jaxgen_shapes`, which is generated on first use.
 """
 
 import dataclasses
+import difflib
 import functools
 import json
 import os
@@ -91,13 +92,47 @@ def _first_line(error: Exception) -> str:
   return str(error).strip().split("\n", 1)[0]
 
 
+def _open_error(name: str, error: Exception) -> ValueError:
+  """One line for a TFDS name that does not open.
+
+  TFDS's message for an unknown config ends "Here are 10 BuilderConfigs
+  whose name closely match:" with the names on later lines (or none): the
+  configs are listed here instead.
+  """
+  line = _first_line(error)
+  base, _, config = name.partition("/")
+  config = config.split(":")[0].split("/")[0]
+  if "not found" in line and "BuilderConfig" not in line:
+    # An unknown dataset: TFDS lists every registered one on later lines.
+    close = difflib.get_close_matches(base.split(":")[0],
+                                      tfds.list_builders(with_community_datasets=False),
+                                      n=3)
+    if close:
+      line += f" Did you mean {' or '.join(map(repr, close))}?"
+  elif config and "BuilderConfig" in line:
+    try:
+      names = [c.name for c in tfds.builder_cls(base).BUILDER_CONFIGS]
+    except Exception:  # pylint: disable=broad-except  (no list to give)
+      names = None
+    if names == []:  # pylint: disable=g-explicit-bool-comparison
+      line = f"it has no configs; name it {base!r} alone."
+    elif names:
+      close = difflib.get_close_matches(config, names, n=3, cutoff=0.5)
+      line = (f"it has no config {config!r}"
+              + (f" (did you mean {' or '.join(map(repr, close))}?)"
+                 if close else "")
+              + f"; its configs: {', '.join(names[:20])}"
+              + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+              + ".")
+  return ValueError(f"Cannot open TFDS dataset {name!r}: {line}")
+
+
 def _tfds_source(name: str, split: str, data_dir: str | None) -> Source:
   """Opens a prepared TFDS dataset through `tfds.data_source`."""
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except ValueError as e:  # Includes tfds DatasetNotFoundError.
-    raise ValueError(f"Cannot open TFDS dataset {name!r}: "
-                     f"{_first_line(e)}") from None
+    raise _open_error(name, e) from None
   where = data_dir or tfds.core.constants.DATA_DIR
   how = (f"prepare it with `tfds build {name} --data_dir={where} "
          "--file_format=array_record` (jaxgen never downloads)")
@@ -166,8 +201,7 @@ def _open_tfds(spec, config, *, split, arrays=None) -> Source:
     try:
       shapes.prepare(variant, config.data_dir)
     except ValueError as e:  # Unknown config.
-      raise ValueError(f"Cannot open TFDS dataset {spec.name!r}: "
-                       f"{_first_line(e)}") from None
+      raise _open_error(spec.name, e) from None
     # Named in full: without a config, tfds reads the first one listed
     # (image_16), not the default just prepared.
     return _tfds_source(f"{shapes.NAME}/{variant}", split, config.data_dir)

@@ -231,6 +231,22 @@ class MultiWriter:
     return call
 
 
+def record_only(writer, step: int, scalars: Mapping[str, Any]) -> None:
+  """Writes a row to metrics.jsonl alone: not the log or TensorBoard.
+
+  For the last step's row saved before its (long) evaluation: the
+  evaluated row replaces it, and is the one logged.
+
+  Args:
+    writer: a `create_writer` writer.
+    step: the step.
+    scalars: the row.
+  """
+  for w in getattr(writer, "writers", ()):
+    if isinstance(w, JsonlWriter):
+      w.write_scalars(step, scalars)
+
+
 def create_writer(workdir: str, tensorboard: bool = True):
   """The run's writer: logging everywhere; on process 0 also metrics.jsonl
   and, if `tensorboard`, TensorBoard events (`jaxgen.train.tensorboard`).

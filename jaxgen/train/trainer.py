@@ -522,7 +522,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           if saved_first:
             # A long final FID killed: state and row are safe, as after a
             # failed evaluation; the full row replaces this one below.
-            ckpt.guarded(workdir, writer.write_scalars, step, row)
+            ckpt.guarded(workdir, metrics_lib.record_only, writer, step,
+                         row)
             save(step, force=True)
             ckpt.wait()
           try:

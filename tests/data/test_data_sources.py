@@ -81,11 +81,19 @@ def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
   with pytest.raises(ValueError, match="not prepared.*tfds build mnist") as e:
     _build(config)
   assert "\n" not in str(e.value)
-  for name, match in (("tfds:no_such_dataset", "no_such_dataset"),
-                      ("tfds:jaxgen_shapes/image_7", "image_7")):
+  # TFDS's own messages end "Here are 10 BuilderConfigs whose name closely
+  # match:" with the list on later lines (cut off) or none at all.
+  for name, match in (
+      ("tfds:no_such_dataset", "Dataset no_such_dataset not found"),
+      ("tfds:mnistt", "mnistt not found. Did you mean 'mnist'"),
+      ("tfds:jaxgen_shapes/image_7",
+       r"it has no config 'image_7'.*; its configs: image_16, image_32, "),
+      ("tfds:jaxgen_shapes/image_33:test",
+       r"no config 'image_33' \(did you mean 'image_32'"),
+      ("tfds:mnist/foo", "it has no configs; name it 'mnist' alone.")):
     with pytest.raises(ValueError, match=match) as e:
       _build(_config(name=name, data_dir=str(tmp_path)))
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "closely match" not in str(e.value)
 
 
 def test_folder_with_class_subfolders(tmp_path):

@@ -8,6 +8,7 @@ checkpoints left behind and, where the run goes on, identical losses.
 
 import gc
 import json
+import logging
 import os
 import re
 import signal
@@ -437,7 +438,7 @@ def test_a_failing_evaluation_saves_the_state_it_could_not_evaluate(
 
 
 def test_a_kill_during_the_final_evaluation_keeps_the_trained_state(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch, caplog):
   # The last checkpoint was written after the end-of-run evaluation: a
   # kill -9 (or the OOM killer) during a long final FID lost every step
   # since the last periodic save.
@@ -471,10 +472,17 @@ def test_a_kill_during_the_final_evaluation_keeps_the_trained_state(
   rows = _rows(tmp_path)
   assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1] == last
   assert "eval_loss" in last
-  # An uninterrupted run logs its last row once, evaluated.
-  trainer.train_and_evaluate(config, str(tmp_path / "whole"))
+  # An uninterrupted run logs its last row once, evaluated: in
+  # metrics.jsonl and in the log (the row saved before the evaluation is
+  # not printed).
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    trainer.train_and_evaluate(config, str(tmp_path / "whole"))
   rows = _rows(tmp_path / "whole")
   assert [r["step"] for r in rows] == [1, 2, 3] and "eval_loss" in rows[-1]
+  logged = [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith("[3] ")]
+  assert len(logged) == 1 and "eval_loss=" in logged[0], logged
   np.testing.assert_allclose(rows[-1]["eval_loss"], last["eval_loss"],
                              rtol=1e-6)
 
