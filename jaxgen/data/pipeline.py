@@ -270,6 +270,21 @@ def _open(dataset_config, spec, split: str, arrays, train: bool):
   return source, transform, size, num_frames
 
 
+def split_size(dataset_config: ml_collections.ConfigDict, split: str) -> int:
+  """The number of examples of a split (it is opened, not read).
+
+  Args:
+    dataset_config: a config shaped like `default_dataset_config()`.
+    split: the split.
+
+  Returns:
+    Its example count.
+  """
+  spec = config_lib.validate_dataset_config(
+      dataset_config, global_batch_size=1, process_count=1)
+  return len(sources.open_source(spec, dataset_config, split=split).data)
+
+
 def read_examples(dataset_config: ml_collections.ConfigDict, *, split: str,
                   start: int, stop: int) -> dict[str, np.ndarray]:
   """Examples [start, stop) of a split, in order, as one evaluation batch.

@@ -183,6 +183,8 @@ def _dataset(spec: str, *, image_size: int, data_dir: Optional[str],
   # `build_input(split=...)` replaces the spec's split, so the spec's
   # ("tfds:cifar10:test") is passed on explicitly unless --split names one.
   split = split or data_config.parse_spec(spec).split or c.split
+  # A split smaller than --batch_size is read as one batch.
+  batch_size = max(1, min(batch_size, data_pipeline.split_size(c, split)))
   it, info = data_pipeline.build_input(
       c, global_batch_size=batch_size, seed=0, process_index=0,
       process_count=1, split=split, train=False, repeat=False)

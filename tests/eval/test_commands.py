@@ -159,6 +159,13 @@ def test_a_dataset_spec_keeps_its_split_and_every_image():
   assert other.available == 20
   np.testing.assert_array_equal(np.concatenate(list(other.batches)),
                                 train["image"][:20])
+  # A split smaller than --batch_size is one batch, not an error about
+  # config.batch_size (a trainer field the command does not have).
+  whole = imagesets.open_set(spec, image_size=16, data_dir=common.DATA_DIR,
+                             batch_size=200)
+  batches = list(whole.batches)
+  assert [len(b) for b in batches] == [37]
+  np.testing.assert_array_equal(batches[0], want["image"])
 
 
 class _Ones(features_lib.StreamExtractor):
