@@ -36,6 +36,7 @@ logs eval_psnr / eval_ssim / eval_lpips / eval_rfid for it, and
 import dataclasses
 from typing import Dict
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -282,6 +283,14 @@ class Autoencoder(objective_lib.Objective):
           f"{need} (compression {f}"
           + (f" x the SE factor {max(SE_FACTORS)}" if self.se_weight else "")
           + "); change the image size or the model's stages.")
+    if not self.lpips_weight and self.config.autoencoder.get("lpips_weights"):
+      # The file alone adds nothing to the loss; the weight is what turns
+      # LPIPS on (a file set for eval_lpips belongs to the sample metrics).
+      logging.warning(
+          "config.autoencoder.lpips_weights is set but lpips_weight=0, so "
+          "LPIPS is not in the loss; set config.autoencoder.lpips_weight > 0 "
+          "(e.g. 1.0) to train with it, or config.eval.sample_metrics."
+          "lpips_weights to score eval_lpips.")
     if self.lpips_weight:
       # The SE term compares images downsampled by its largest factor.
       smallest = self.image_size // (max(SE_FACTORS) if self.se_weight else 1)

@@ -163,6 +163,11 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
     if value is not None:
       config_lib.check_range(f"config.optimizer.{key}", value, finite=True,
                              **bounds)
+  if config.get("optimizer") is not None:
+    # An unknown name or schedule, or a wsd decay_fraction outside [0, 1],
+    # fails here rather than after the data is read and the step traced.
+    from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
+    state_lib.make_optimizer(config.optimizer, 1)
   if config.get("ema_decay") is not None:
     # Outside [0, 1) the EMA weights (sampled and scored) diverge or stay
     # at their initial values, with no error.

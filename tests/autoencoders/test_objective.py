@@ -214,6 +214,18 @@ def test_lpips_on_images_the_se_term_shrinks_below_16_px_is_refused(
   checks.check_config(_config(**lpips))  # 32 px without SE is fine.
 
 
+def test_lpips_weights_without_a_weight_is_warned_about(caplog):
+  # The file alone adds nothing to the loss: the run would train on L1 alone.
+  checks.check_config(_config(**{"autoencoder.lpips_weights": "lpips.npz"}))
+  warned = [r.getMessage() for r in caplog.records
+            if "lpips_weights is set but lpips_weight=0" in r.getMessage()]
+  assert len(warned) == 1 and "config.autoencoder.lpips_weight > 0" in (
+      warned[0])
+  caplog.clear()
+  checks.check_config(_config())
+  assert not any("lpips_weights" in r.getMessage() for r in caplog.records)
+
+
 def test_phase2_trains_only_the_layers_next_to_the_latent(tmp_path):
   one = str(tmp_path / "phase1")
   first = _config(total_steps=2, eval_batches=0)

@@ -580,6 +580,10 @@ def test_error_lines_carry_one_line_notes_only():
     ({"diffusion.guidance_interval": (5.0, -5.0)},
      r"guidance_interval=\(5.0, -5.0\) is empty \(lo >= hi"),
     ({"ema_decay": 1.5}, r"config.ema_decay=1.5 must be a number in \[0, 1\)"),
+    ({"optimizer.schedule": "cosin"},
+     "unknown config.optimizer.schedule 'cosin'; use 'constant', 'cosine'"),
+    ({"optimizer.name": "adamm"},
+     "unknown config.optimizer.name 'adamm'; choose one of: adam, adamw"),
 ])
 def test_bad_values_are_one_line_errors_before_compilation(
     tmp_path, monkeypatch, overrides, match):
