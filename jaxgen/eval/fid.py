@@ -14,10 +14,11 @@ made with other Inception weights than --weights are refused.
 """
 
 import sys
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 
 from jaxgen.eval import distances
@@ -72,8 +73,51 @@ def compare(extractor, set_a, set_b, num: int = 0) -> Dict[str, Any]:
     imagesets.check_size(set_a, size_b, set_b.name)
   if set_b.stats is not None and size_a:
     imagesets.check_size(set_b, size_a, set_a.name)
+  if size_a and size_b and tuple(size_a) != tuple(size_b):
+    logging.warning(
+        "%s holds %dx%d images but %s %dx%d: Inception resizes both to "
+        "299x299, so the FID mixes resolution with quality; compare sets of "
+        "one size (--image_size sets a dataset's).", set_a.name, *size_a,
+        set_b.name, *size_b)
   return distances.all_metrics(stats_a, stats_b, features_a=feats_a,
                                features_b=feats_b, logits_b=logits_b)
+
+
+def open_sets(name_a: str, name_b: str, *, image_size: int,
+              size_given: bool, data_dir: Optional[str],
+              batch_size: int) -> List[imagesets.ImageSet]:
+  """Opens --a and --b; a dataset side takes the other side's size.
+
+  Without --image_size, a dataset compared with samples (or statistics) of
+  one square size is read at that size: reading it at the flag's default
+  would compare, say, 32 px CIFAR-10 with 64 px samples.
+
+  Args:
+    name_a: the reference set's name.
+    name_b: the evaluated set's name.
+    image_size: --image_size.
+    size_given: whether --image_size was passed.
+    data_dir: TFDS data dir for dataset specs.
+    batch_size: images per batch.
+
+  Returns:
+    [set_a, set_b].
+  """
+  names = [name_a, name_b]
+  sets = [None if imagesets.is_dataset_spec(n) else imagesets.open_set(
+      n, batch_size=batch_size) for n in names]
+  known = [s.size for s in sets if s is not None and s.size]
+  if not size_given and known and known[0][0] == known[0][1]:
+    image_size = known[0][0]
+  for i, name in enumerate(names):
+    if sets[i] is None:
+      if not size_given and known:
+        logging.info("Reading %s at %dx%d, the size of the other set "
+                     "(--image_size changes it).", name, image_size,
+                     image_size)
+      sets[i] = imagesets.open_set(name, image_size=image_size,
+                                   data_dir=data_dir, batch_size=batch_size)
+  return sets
 
 
 def format_lines(metrics: Dict[str, Any]) -> str:
@@ -102,7 +146,8 @@ def _define_flags():
   flags.DEFINE_string("b", None, "Evaluated set.")
   flags.DEFINE_integer("num", 0, "Images per image set (0: all).",
                        lower_bound=0)
-  flags.DEFINE_integer("image_size", 32, "Resolution datasets are read at.",
+  flags.DEFINE_integer("image_size", 32, "Resolution datasets are read at "
+                       "(default: the other set's, else 32).",
                        lower_bound=1)
   flags.DEFINE_string("data_dir", None, "TFDS data dir for dataset specs.")
   flags.DEFINE_integer("batch_size", 200, "Images per feature batch.",
@@ -120,10 +165,9 @@ def main(argv):
         raise ValueError(f"pass --{name}.")
     extractor = features_lib.FeatureExtractor.from_file(
         FLAGS.weights, batch_size=FLAGS.batch_size)
-    sets = [imagesets.open_set(n, image_size=FLAGS.image_size,
-                               data_dir=FLAGS.data_dir,
-                               batch_size=FLAGS.batch_size)
-            for n in (FLAGS.a, FLAGS.b)]
+    sets = open_sets(FLAGS.a, FLAGS.b, image_size=FLAGS.image_size,
+                     size_given=FLAGS["image_size"].present,
+                     data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size)
     metrics = compare(extractor, *sets, num=FLAGS.num)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

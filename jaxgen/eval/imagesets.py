@@ -39,11 +39,13 @@ class ImageSet:
       "features", "weights_hash" and "image_size"); else None.
     batches: for images, an iterator of [B, H, W, 3] batches.
     available: images the set holds (None when unknown).
+    size: (height, width) of its images, where known before any is read.
   """
   name: str
   stats: Optional[Dict[str, Any]] = None
   batches: Optional[Iterator[np.ndarray]] = None
   available: Optional[int] = None
+  size: Optional[Tuple[int, int]] = None
 
 
 def check_weights(image_set: ImageSet, weights_hash: str, fix: str) -> None:
@@ -132,7 +134,9 @@ def _npz(path: str) -> ImageSet:
                      "a stats file (jaxgen.eval.stats) or an images .npz."
                      ) from None
   if "mu" in data and "sigma" in data:
-    return ImageSet(path, stats=data)
+    made_at = data.get("image_size")
+    return ImageSet(path, stats=data, size=None if made_at is None else
+                    tuple(int(d) for d in made_at))
   key = next((k for k in ("images", "samples") if k in data), None)
   if key is None:
     names = sorted(data)
@@ -142,7 +146,8 @@ def _npz(path: str) -> ImageSet:
                      f"'images' array (it has {shown}); pass a stats file "
                      "(jaxgen.eval.stats) or an images .npz (jaxgen.sample).")
   images = data[key]
-  return ImageSet(path, batches=iter([images]), available=len(images))
+  return ImageSet(path, batches=iter([images]), available=len(images),
+                  size=tuple(int(d) for d in images.shape[1:3]))
 
 
 def _png_folder(path: str, batch_size: int) -> ImageSet:
@@ -165,7 +170,10 @@ def _png_folder(path: str, batch_size: int) -> ImageSet:
               f"{path}: {f.name} is {_size(imgs[-1].shape)}, {first[0]} "
               f"{_size(first[1])}; a set's PNGs must have one size.")
       yield np.stack(imgs)
-  return ImageSet(path, batches=batches(), available=len(files))
+  with files[0].open("rb") as fh:
+    width, height = Image.open(fh).size  # The header alone is read.
+  return ImageSet(path, batches=batches(), available=len(files),
+                  size=(height, width))
 
 
 def _size(shape) -> str:
@@ -199,7 +207,13 @@ def _dataset(spec: str, *, image_size: int, data_dir: Optional[str],
     if full < info.num_examples:
       yield data_pipeline.read_examples(c, split=split, start=full,
                                         stop=info.num_examples)["image"]
-  return ImageSet(spec, batches=batches(), available=info.num_examples)
+  return ImageSet(spec, batches=batches(), available=info.num_examples,
+                  size=(int(image_size), int(image_size)))
+
+
+def is_dataset_spec(name: str) -> bool:
+  """Whether a set name is a dataset, read at a chosen --image_size."""
+  return name == "jaxgen_shapes" or name.startswith(("tfds:", "folder:"))
 
 
 def open_set(name: str, *, image_size: int = 32,
@@ -225,8 +239,7 @@ def open_set(name: str, *, image_size: int = 32,
     if not epath.Path(name).exists():
       raise ValueError(f"{name} not found; pass a stats or images .npz.")
     return _npz(name)
-  is_spec = (name in ("jaxgen_shapes",) or name.startswith(("tfds:",
-                                                            "folder:")))
+  is_spec = is_dataset_spec(name)
   if not is_spec and (os.path.isdir(name) or "://" in name):
     return _png_folder(name, batch_size)
   if not is_spec:

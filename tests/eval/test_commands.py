@@ -168,6 +168,44 @@ def test_a_dataset_spec_keeps_its_split_and_every_image():
   np.testing.assert_array_equal(batches[0], want["image"])
 
 
+def test_a_dataset_side_takes_the_other_sides_size(tmp_path, caplog):
+  # 16 px samples against the dataset: without --image_size the dataset is
+  # read at 16 px, not the flag's default 32.
+  caplog.set_level("INFO")
+  spec = "tfds:jaxgen_shapes/image_16:test[:8]"
+  folder = tmp_path / "samples"
+  folder.mkdir()
+  for i in range(3):
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / f"{i}.png")
+  kw = dict(data_dir=common.DATA_DIR, batch_size=8)
+  ref, samples = fid_lib.open_sets(spec, str(folder), image_size=32,
+                                   size_given=False, **kw)
+  assert samples.size == (16, 16) and ref.size == (16, 16)
+  assert next(ref.batches).shape == (8, 16, 16, 3)
+  assert any("Reading tfds:jaxgen_shapes/image_16:test[:8] at 16x16" in
+             r.getMessage() for r in caplog.records)
+  # --image_size, when given, is what the dataset is read at; the two sizes
+  # are then warned about when compared.
+  ref, samples = fid_lib.open_sets(spec, str(folder), image_size=32,
+                                   size_given=True, **kw)
+  assert next(ref.batches).shape == (8, 32, 32, 3) and ref.size == (32, 32)
+  caplog.clear()
+  ref, samples = fid_lib.open_sets(spec, str(folder), image_size=32,
+                                   size_given=True, **kw)
+  fid_lib.compare(_Ones(), ref, samples)
+  assert any("holds 32x32 images but" in r.getMessage() and
+             "16x16" in r.getMessage() for r in caplog.records)
+  # A stats file's recorded size counts as the other side's too.
+  np.savez(tmp_path / "stats.npz", mu=np.zeros(2), sigma=np.eye(2),
+           image_size=np.asarray((24, 24)))
+  ref, _ = fid_lib.open_sets(str(tmp_path / "stats.npz"), spec,
+                             image_size=32, size_given=False, **kw)
+  assert ref.size == (24, 24)
+  _, data = fid_lib.open_sets(str(tmp_path / "stats.npz"), spec,
+                              image_size=32, size_given=False, **kw)
+  assert next(data.batches).shape[1:3] == (24, 24)
+
+
 class _Ones(features_lib.StreamExtractor):
   batch_size = 8
 
