@@ -23,7 +23,8 @@ def user_cache_dir(*parts: str) -> str:
   return os.path.join(base, "jaxgen", *parts)
 
 
-def prepare_output(path: str, flag: str = "--out") -> None:
+def prepare_output(path: str, flag: str = "--out",
+                   suffix: str = "") -> None:
   """Creates an output file's folder and checks it can be written there.
 
   For commands that work long before they write (training a network,
@@ -32,10 +33,16 @@ def prepare_output(path: str, flag: str = "--out") -> None:
   Args:
     path: the file to write (local or an object store).
     flag: its flag, for the message.
+    suffix: the ending the file must have ("" for any): the commands that
+      read it back tell file kinds by their ending.
 
   Raises:
     ValueError: one line saying what to change.
   """
+  if suffix and not path.endswith(suffix):
+    raise ValueError(f"{flag}={path} does not end in {suffix}; the commands "
+                     f"that read it take {suffix} files: pass "
+                     f"{flag}={path}{suffix}.")
   try:
     epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
   except Exception as e:  # pylint: disable=broad-except

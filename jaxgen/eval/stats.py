@@ -20,6 +20,7 @@ from absl import flags
 import etils.epath as epath
 import numpy as np
 
+from jaxgen import paths
 from jaxgen.eval import distances
 from jaxgen.eval import features as features_lib
 from jaxgen.eval import imagesets
@@ -100,6 +101,8 @@ def main(argv):
     for name in ("weights", "data", "out"):
       if not FLAGS[name].value:
         raise ValueError(f"pass --{name}.")
+    # Checked before the features are computed (minutes for 50,000).
+    paths.prepare_output(FLAGS.out, "--out", ".npz")
     extractor = features_lib.FeatureExtractor.from_file(
         FLAGS.weights, batch_size=FLAGS.batch_size)
     image_set = imagesets.open_set(

@@ -246,6 +246,25 @@ def test_fid_command_prints_fid_first_and_errors_in_one_line(tmp_path):
   assert len(errors) == 1 and "jaxgen.eval.convert" in errors[0]
 
 
+def test_stats_refuses_an_out_without_npz_before_any_features(tmp_path):
+  # fid reads a stats file by its .npz ending; a bad --out is reported
+  # before the minutes of features, not after.
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "jaxgen.eval.stats",
+         f"--weights={tmp_path}/missing.npz", "--data=jaxgen_shapes"]
+  for out, error in (
+      (f"{tmp_path}/ref", f"--out={tmp_path}/ref does not end in .npz; the "
+                          "commands that read it take .npz files: pass "
+                          f"--out={tmp_path}/ref.npz."),
+      (f"{tmp_path}", f"--out={tmp_path} does not end in .npz")):
+    proc = subprocess.run(cmd + [f"--out={out}"], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
+    assert len(errors) == 1 and error in errors[0], proc.stderr[-1000:]
+  assert os.listdir(tmp_path) == []
+
+
 def test_sample_draws_distinct_images_and_resumes(tmp_path):
   workdir = str(tmp_path / "run")
   config = common.tiny_config(total_steps=2)
