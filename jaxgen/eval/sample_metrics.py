@@ -23,7 +23,7 @@ the reference statistics; without Inception files, the pixel metrics
 alone). Everything is checked before compilation.
 """
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 import warnings
 
 from absl import logging
@@ -297,6 +297,9 @@ class SampleMetrics:
                                               x, y)
     return out
 
+  # The metric names of the last call.
+  last_keys: Sequence[str] = ()
+
   def __call__(self, state, step: int) -> Dict[str, float]:
     """The metrics of `state`, as "eval_*" floats."""
     # Thousands of samples take minutes: said before, not only after.
@@ -306,7 +309,10 @@ class SampleMetrics:
     with warnings.catch_warnings():
       # Said once, when the run starts (see __init__), not every evaluation.
       warnings.filterwarnings("ignore", message=distances.SINGULAR_WARNING)
-      return self._metrics(state)
+      out = self._metrics(state)
+    # What a rescore with other settings replaces (jaxgen.train.evaluation).
+    self.last_keys = sorted(out)
+    return out
 
   def _metrics(self, state) -> Dict[str, float]:
     if self.reconstructs:

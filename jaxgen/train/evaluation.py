@@ -6,18 +6,23 @@ An evaluation that fails in a one-process run leaves a sound trained state
 behind: the trainer saves it and `saved_after_failure` says so on the
 error. When that was the last step (whose state the trainer saves before
 evaluating it), a rerun evaluates it (`at_end`, `complete_row`) instead of
-reporting the run finished.
+reporting the run finished. It also rescores a finished run whose sample
+metrics were scored with other files or counts than the rerun's config asks
+for (`SCORED_FILE` records the settings that scored the last row).
 """
 
+import json
 import os
 from typing import (Any, Callable, Dict, Iterator, Optional, Sequence,
                     Tuple)
 
 from absl import logging
 import jax
+import etils.epath as epath
 import ml_collections
 import numpy as np
 
+from jaxgen import jsonl
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import sample_metrics
 from jaxgen.parallel import mesh as mesh_lib
@@ -164,7 +169,7 @@ def at_end(config: ml_collections.ConfigDict, workdir: str,
     return None, None
   step = max(committed)
   last = run_record.last_row(os.path.join(workdir, "metrics.jsonl"))
-  unevaluated = missing_at_end(config, last, step)
+  unevaluated = missing_at_end(config, last, step, workdir)
   # A kill while the final grid was drawn (after the row and the save).
   no_grid = (last.get("step") == step and bool(config.get("num_samples"))
              and not run_record.has_grid(workdir, step))
@@ -173,44 +178,118 @@ def at_end(config: ml_collections.ConfigDict, workdir: str,
                  "Raise the run length to train further.", workdir,
                  step, total_steps)
     return last, None
-  logging.info("%s trained to step %d, but its %s is missing: %s it now.",
-               workdir, step,
-               "evaluation there" if unevaluated else "final sample grid",
-               "evaluating" if unevaluated else "drawing")
+  stale = unevaluated and stale_scores(config, workdir, step)
+  if stale:
+    logging.info("%s trained to step %d; its sample metrics there were "
+                 "scored with other settings (%s): rescoring it now.",
+                 workdir, step, stale)
+  else:
+    logging.info("%s trained to step %d, but its %s is missing: %s it now.",
+                 workdir, step,
+                 "evaluation there" if unevaluated else "final sample grid",
+                 "evaluating" if unevaluated else "drawing")
   return None, last
 
 
+# WORKDIR/SCORED_FILE: {"step", "settings"} of the last row scored with
+# sample metrics, written after that row.
+SCORED_FILE = "sample_metrics_scored.json"
+# The fields of config.eval.sample_metrics that change the scores.
+_SCORE_FIELDS = ("features", "classifier_weights", "inception_weights",
+                 "reference_stats", "lpips_weights", "num_samples")
+
+
+def _score_settings(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  cfg = config.eval.sample_metrics
+  return {k: cfg.get(k) for k in _SCORE_FIELDS}
+
+
+def note_scored(workdir: str, config: ml_collections.ConfigDict, step: int,
+                row: Dict[str, Any], score: Any) -> None:
+  """Records the settings that scored `row` (call after writing it).
+
+  Args:
+    workdir: the run directory.
+    config: the run config.
+    step: the row's step.
+    row: the row as written; nothing is recorded unless it holds the sample
+      metrics the config asks for.
+    score: the `SampleMetrics` that scored it (its `last_keys`), or None.
+  """
+  if (score is not None and jax.process_index() == 0
+      and sample_metrics.scored(config, row)):
+    jsonl.write_atomic(os.path.join(workdir, SCORED_FILE), json.dumps(
+        {"step": int(step), "settings": _score_settings(config),
+         "keys": list(score.last_keys)}))
+
+
+def _scored_record(workdir: str) -> Dict[str, Any]:
+  path = epath.Path(workdir) / SCORED_FILE
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
+def stale_scores(config: ml_collections.ConfigDict, workdir: str,
+                 step: int) -> str:
+  """How the sample-metric settings of `step`'s row differ from `config`'s.
+
+  Args:
+    config: the run config (what a rerun asks for).
+    workdir: the run directory.
+    step: the step of the last row.
+
+  Returns:
+    "field old -> new; ..." for the fields that changed, or "" (the same
+    settings, metrics off, or no record of that row's).
+  """
+  if not sample_metrics.enabled(config):
+    return ""
+  record = _scored_record(workdir)
+  if record.get("step") != step:
+    return ""
+  old, new = record.get("settings", {}), _score_settings(config)
+  return "; ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new
+                   if old.get(k) != new[k])
+
+
 def missing_at_end(config: ml_collections.ConfigDict, last_row: Dict[str, Any],
-                   step: int) -> bool:
+                   step: int, workdir: Optional[str] = None) -> bool:
   """Whether a run trained to `step` lacks the evaluation logged there.
 
   Args:
     config: the run config (what it evaluates).
     last_row: the last row of its metrics.jsonl.
     step: its newest checkpoint's step.
+    workdir: the run directory, to also count sample metrics scored with
+      other settings (`stale_scores`) as missing.
 
   Returns:
     True when the row of `step` is logged without the held-out loss or the
-    sample metrics the config asks for (their evaluation failed).
+    sample metrics the config asks for (their evaluation failed), or with
+    sample metrics of other settings.
   """
   if last_row.get("step") != step:
     return False  # No row of that step to complete.
   if config.get("eval_batches") and "eval_loss" not in last_row:
+    return True
+  if workdir and stale_scores(config, workdir, step):
     return True
   return not sample_metrics.scored(config, last_row)
 
 
 def complete_row(row: Dict[str, Any], state: Any, step: int,
                  eval_fn: Optional[Callable[[Any, int], Dict[str, float]]],
-                 score: Optional[Callable[[Any, int], Dict[str, float]]]
-                 ) -> Dict[str, Any]:
+                 score: Optional[Callable[[Any, int], Dict[str, float]]],
+                 workdir: Optional[str] = None) -> Dict[str, Any]:
   """The logged row of `step` with its evaluation, computed now.
 
   Args:
-    row: the row as logged (without the evaluation).
+    row: the row as logged (without the evaluation, or with sample metrics
+      of other settings).
     state: the train state of `step`, restored.
     eval_fn: the held-out evaluation (`make_eval`), or None.
     score: the sample metrics, or None.
+    workdir: the run directory: sample metrics it records for `step` are
+      replaced, not mixed with the new ones.
 
   Returns:
     The row with the evaluation's fields.
@@ -219,5 +298,8 @@ def complete_row(row: Dict[str, Any], state: Any, step: int,
   if eval_fn:
     row.update(eval_fn(state, step))
   if score:
+    record = _scored_record(workdir) if workdir else {}
+    if record.get("step") == step:
+      row = {k: v for k, v in row.items() if k not in record.get("keys", ())}
     row.update(score(state, step))
   return row

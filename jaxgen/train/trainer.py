@@ -488,11 +488,13 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     try:
       if unevaluated is not None:
         last = (evaluation.complete_row(unevaluated, state, start, eval_fn,
-                                        score)
-                if evaluation.missing_at_end(config, unevaluated, start)
+                                        score, workdir)
+                if evaluation.missing_at_end(config, unevaluated, start,
+                                             workdir)
                 else unevaluated)
         ckpt.guarded(workdir, writer.write_scalars, start,
                      {k: v for k, v in last.items() if k != "step"})
+        evaluation.note_scored(workdir, config, start, last, score)
         if config.num_samples and not run_record.has_grid(
             workdir, start):
           run_record.write_samples(sample_fn, state, base_rng, start,
@@ -543,6 +545,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           if saved_first:
             ckpt.guarded(workdir, writer.drop_rows_after, step - 1)
           ckpt.guarded(workdir, writer.write_scalars, step, row)
+          evaluation.note_scored(workdir, config, step, row, score)
           last = dict(row, step=step)
           t0, steps_since = time.time(), 0
         if info.batches_per_epoch and step % info.batches_per_epoch == 0:

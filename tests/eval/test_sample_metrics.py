@@ -129,6 +129,20 @@ def test_an_autoencoder_scores_psnr_without_inception_then_rfid_on_rerun(
   assert rerun["step"] == 2 and np.isfinite(rerun["eval_rfid"])
   assert rerun["eval_psnr"] == pytest.approx(last["eval_psnr"], rel=1e-5)
   assert [r["step"] for r in _rows(workdir)] == [1, 2]
+  # The same settings again: the finished run is reported, not rescored.
+  assert trainer.train_and_evaluate(config, workdir) == rerun
+  # Other settings rescore it: 16 images, then PSNR / SSIM alone, whose
+  # row then holds no rFID of the earlier settings.
+  config.eval.sample_metrics.num_samples = 16
+  fewer = trainer.train_and_evaluate(config, workdir)
+  assert fewer["eval_psnr"] != pytest.approx(rerun["eval_psnr"], rel=1e-5)
+  assert np.isfinite(fewer["eval_rfid"])
+  config.eval.sample_metrics.inception_weights = ""
+  config.eval.sample_metrics.reference_stats = ""
+  alone = trainer.train_and_evaluate(config, workdir)
+  assert alone["eval_psnr"] == pytest.approx(fewer["eval_psnr"], rel=1e-5)
+  assert "eval_rfid" not in alone and "eval_rfid" not in _rows(workdir)[-1]
+  config.eval.sample_metrics.inception_weights = str(root / "w.npz")
   # One file alone is a one-line error naming the other.
   config.eval.sample_metrics.reference_stats = ""
   with pytest.raises(ValueError, match="^set config.eval.sample_metrics."
