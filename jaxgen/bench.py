@@ -225,6 +225,12 @@ def main(argv):
   try:
     if FLAGS.fit_memory is not None:
       fit = largest_batch(FLAGS.config, FLAGS.fit_memory * 2**30)
+      if not fit["per_device_batch"]:
+        raise ValueError(
+            f"a per-device batch of 1 needs {fit['tried'][1] / 2**30:.2f} "
+            f"GiB, more than --fit_memory={FLAGS.fit_memory:g}; lower it "
+            "with --config.remat=full, --config.optimizer.mu_dtype=bfloat16 "
+            "or a larger mesh.fsdp, or pass more GiB.")
       print(json.dumps(fit) if FLAGS.json else
             f"largest per-device batch within {FLAGS.fit_memory:g} GiB: "
             f"{fit['per_device_batch']} (global {fit['global_batch']}, "

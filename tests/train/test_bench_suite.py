@@ -260,6 +260,9 @@ def test_bad_command_lines_are_one_error_line(args):
      "nothing"),
     (["jaxgen.bench", "--config=configs/simple_diffusion.py:tiny",
       "--fit_memory=0"], "error: --fit_memory=0 must be a positive number"),
+    # No batch fits: an error (it reported batch 0 and exited 0).
+    (["jaxgen.bench", "--config=configs/simple_diffusion.py:tiny",
+      "--fit_memory=1e-6"], "error: a per-device batch of 1 needs "),
     # Before the suite runs, not after it (a lent GPU's minutes).
     (["jaxgen.bench_suite", "--suite=cpu", "--out=README.md/table.md"],
      "error: cannot create the folder of --out=README.md/table.md"),
