@@ -55,6 +55,39 @@ def _submitit():
   return submitit
 
 
+def check_slurm(spec: ml_collections.ConfigDict, cluster: str = "slurm"):
+  """Refuses a SLURM submission this machine cannot make, in one line.
+
+  Called before the sweep directory is created, so a refused submission
+  leaves nothing behind.
+
+  Args:
+    spec: a sweep spec (its `cluster.partition`).
+    cluster: "slurm" or "local" (see `slurm_executor`).
+
+  Returns:
+    The submitit module.
+
+  Raises:
+    ValueError: submitit is missing, no SLURM on this machine (srun /
+      sbatch not on PATH), or slurm without a partition.
+  """
+  submitit = _submitit()
+  # No SLURM at all first: a partition would not help.
+  if cluster == "slurm" and not (shutil.which("srun") and
+                                 shutil.which("sbatch")):
+    # submitit's own check is a RuntimeError deep in its constructor.
+    raise ValueError("--executor=slurm: no SLURM here (srun / sbatch not on "
+                     "PATH); submit from a login node of the cluster, or "
+                     "use --slurm_cluster=local to run the same jobs on "
+                     "this machine, or --executor=print for the commands")
+  if cluster == "slurm" and not spec.cluster.partition:
+    raise ValueError("--executor=slurm needs a partition: set "
+                     "--sweep.cluster.partition=NAME (or cluster.partition "
+                     "in the spec)")
+  return submitit
+
+
 def slurm_executor(spec: ml_collections.ConfigDict, folder: str,
                    cluster: str = "slurm"):
   """A submitit executor for the spec's points.
@@ -72,20 +105,8 @@ def slurm_executor(spec: ml_collections.ConfigDict, folder: str,
     ValueError: submitit is missing, slurm without a partition, or no
       SLURM on this machine (srun / sbatch not on PATH).
   """
-  submitit = _submitit()
+  submitit = check_slurm(spec, cluster)
   c = spec.cluster
-  # No SLURM at all first: a partition would not help.
-  if cluster == "slurm" and not (shutil.which("srun") and
-                                 shutil.which("sbatch")):
-    # submitit's own check is a RuntimeError deep in its constructor.
-    raise ValueError("--executor=slurm: no SLURM here (srun / sbatch not on "
-                     "PATH); submit from a login node of the cluster, or "
-                     "use --slurm_cluster=local to run the same jobs on "
-                     "this machine, or --executor=print for the commands")
-  if cluster == "slurm" and not c.partition:
-    raise ValueError("--executor=slurm needs a partition: set "
-                     "--sweep.cluster.partition=NAME (or cluster.partition "
-                     "in the spec)")
   executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
   hosts = max(1, int(c.hosts_per_point))
   params = dict(name=spec.name, timeout_min=int(c.time_limit_min),

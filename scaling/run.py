@@ -273,6 +273,9 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
       out(line)
     return {"points": points, "rows": {}, "failed": []}
 
+  if executor == "slurm" and not collect:
+    # Before the sweep directory exists: a refused submission leaves none.
+    executors.check_slurm(spec, slurm_cluster)
   runs = epath.Path(workdir) / "runs"
   runs.mkdir(parents=True, exist_ok=True)
   os.makedirs(os.path.join(local, "runs"), exist_ok=True)

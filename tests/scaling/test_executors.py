@@ -227,6 +227,14 @@ def test_bad_slurm_setups_fail_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"no SLURM here \(srun / sbatch "
                        r"not on PATH\).*--slurm_cluster=local"):
       executors.slurm_executor(spec, str(tmp_path))
+    # The sweep command refuses before creating its directory (a typo'd
+    # --workdir was left behind, holding a lock file).
+    with pytest.raises(ValueError, match=r"no SLURM here"):
+      run_lib.run_sweep(spec, sweep_arg=SPEC, workdir=str(tmp_path / "new"),
+                        local=str(tmp_path / "new_local"), sets=SETS,
+                        executor="slurm", out=lambda _: None)
+    assert not (tmp_path / "new").exists()
+    assert not (tmp_path / "new_local").exists()
   # On a cluster (stand-in srun / sbatch), without a partition.
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
