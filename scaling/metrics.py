@@ -96,9 +96,14 @@ def resolve(name: Optional[str], direction: str = "auto") -> Metric:
   if direction == "lower" or (direction == "auto" and known is None):
     return Metric(label, False, label, _identity, _identity)
   if known is None:
-    raise ValueError(f"--metric={label} is higher-is-better but no map onto a "
+    # Only a forced direction gets here ("auto" fits unknown names as
+    # lower-is-better).
+    what = f"--metric={name}" if name else "the loss (no --metric)"
+    raise ValueError(f"--metric_direction=higher for {what}: no map onto a "
                      "falling loss is known for it (known: "
-                     f"{', '.join(sorted(_HIGHER_IS_BETTER))}); fit a "
-                     "lower-is-better metric instead")
+                     f"{', '.join(sorted(_HIGHER_IS_BETTER))}, with or "
+                     "without eval_); pass "
+                     "--metric_direction=auto or lower, or a --metric "
+                     "of those")
   fitted, to_loss, from_loss = known
   return Metric(label, True, fitted.format(label), to_loss, from_loss)

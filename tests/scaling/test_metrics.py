@@ -29,8 +29,14 @@ def test_resolve_directions_and_maps():
     assert not m.higher_is_better and m.to_loss(3.0) == 3.0
   # Forced directions: lower keeps PSNR as is; higher needs a known map.
   assert not metrics.resolve("eval_psnr", "lower").higher_is_better
-  with pytest.raises(ValueError, match="no map onto a falling loss"):
+  with pytest.raises(ValueError, match=r"^--metric_direction=higher for "
+                     "--metric=eval_fid: no map onto a falling loss .*; pass "
+                     "--metric_direction=auto or lower"):
     metrics.resolve("eval_fid", "higher")
+  # Without --metric the message is about the loss, not a "--metric=loss".
+  with pytest.raises(ValueError, match=r"^--metric_direction=higher for "
+                     r"the loss \(no --metric\)"):
+    metrics.resolve(None, "higher")
   with pytest.raises(ValueError, match="choose one of"):
     metrics.resolve("eval_fid", "up")
 
