@@ -191,9 +191,7 @@ def at_end(config: ml_collections.ConfigDict, workdir: str,
   return None, last
 
 
-# WORKDIR/SCORED_FILE: {"step", "settings"} of the last row scored with
-# sample metrics, written after that row.
-SCORED_FILE = "sample_metrics_scored.json"
+SCORED_FILE = run_record.SCORED_FILE
 # The fields of config.eval.sample_metrics that change the scores.
 _SCORE_FIELDS = ("features", "classifier_weights", "inception_weights",
                  "reference_stats", "lpips_weights", "num_samples")

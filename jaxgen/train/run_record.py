@@ -122,30 +122,46 @@ def reconcile_metrics(path: str, start: int) -> None:
       logging.info("Dropped %d metric rows past checkpoint %d (recomputed "
                    "now).", dropped, start)
     return
+  set_aside(os.path.dirname(path))
+
+
+# {"step", "settings", "keys"} of the last row scored with sample metrics
+# (jaxgen.train.evaluation.note_scored), written after that row.
+SCORED_FILE = "sample_metrics_scored.json"
+# What `set_aside` moves into earlier_runs/<time>/ besides the rows.
+_ASIDE = ("config.json", "samples", SCORED_FILE)
+
+
+def set_aside(workdir: str) -> None:
+  """Keeps the records of a run abandoned without a checkpoint.
+
+  A fresh run in its workdir would append to its rows, draw its TensorBoard
+  curves on top of the old ones and overwrite its config.json and sample
+  grids. Its rows move to metrics.jsonl.1 (older copies up to .2, ...); its
+  event files, config.json and samples/ to WORKDIR/earlier_runs/<time>/ (a
+  run of its own in TensorBoard). Nothing moves when it logged no row.
+
+  Args:
+    workdir: the run directory.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
   moved = metrics_lib.rotate_jsonl(path)
-  if moved:
-    events = _set_events_aside(os.path.dirname(path))
-    logging.warning("No checkpoint to resume from, but %s has rows: kept "
-                    "them in %s%s; this run starts from step 0.", path, moved,
-                    f" (TensorBoard events in {events})" if events else "")
-
-
-def _set_events_aside(workdir: str) -> Optional[str]:
-  """Moves the TensorBoard event files of an abandoned run into
-  WORKDIR/earlier_events/<time>/ (TensorBoard shows it as a run of its own
-  instead of drawing both runs' steps as one curve); returns that folder or
-  None if there were none."""
-  if "://" in workdir:
-    return None  # Object stores: left where they are.
-  names = [n for n in os.listdir(workdir) if n.startswith("events.out.")]
-  if not names:
-    return None
-  dest = os.path.join(workdir, "earlier_events",
-                      time.strftime("%Y%m%d-%H%M%S"))
-  os.makedirs(dest, exist_ok=True)
-  for name in names:
-    os.replace(os.path.join(workdir, name), os.path.join(dest, name))
-  return dest
+  if not moved:
+    return
+  aside = None
+  if "://" not in workdir:  # Object stores: left where they are.
+    names = [n for n in os.listdir(workdir)
+             if n.startswith("events.out.") or n in _ASIDE]
+    if names:
+      aside = os.path.join(workdir, "earlier_runs",
+                           time.strftime("%Y%m%d-%H%M%S"))
+      os.makedirs(aside, exist_ok=True)
+      for name in names:
+        os.replace(os.path.join(workdir, name), os.path.join(aside, name))
+  logging.warning("No checkpoint to resume from, but %s has rows: kept them "
+                  "in %s%s; this run starts from step 0.", path, moved,
+                  f" (TensorBoard events, config.json and sample grids in "
+                  f"{aside})" if aside else "")
 
 
 class Seen:

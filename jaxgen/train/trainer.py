@@ -411,7 +411,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
     # Only a run that passed every check, compiled and trains records its
     # config (a model that fails to trace writes none); a finished run's
-    # config.json keeps describing its checkpoints.
+    # config.json keeps describing its checkpoints. An earlier run without
+    # a checkpoint keeps its config.json, rows and grids (set aside).
+    if pidx == 0 and not committed:
+      run_record.set_aside(workdir)
     provenance.write(workdir, config)
     logging.info("Compiled train step; per-device memory: %s",
                  flops_lib.memory_line(flops_lib.memory_summary(p_step)))

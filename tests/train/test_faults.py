@@ -267,20 +267,31 @@ def test_kill_9_at_random_steps_loses_nothing(tmp_path, tmp_path_factory):
 
 
 def test_fresh_start_keeps_earlier_metrics(tmp_path):
-  config = common.tiny_config(total_steps=2)
+  config = common.tiny_config(total_steps=2, num_samples=4)
   trainer.train_and_evaluate(config, str(tmp_path))
   first = _rows(tmp_path)
   events = sorted(n for n in os.listdir(tmp_path) if n.startswith("events"))
-  assert events
+  grids = sorted(os.listdir(tmp_path / "samples"))
+  assert events and grids
+  with open(tmp_path / "config.json") as f:
+    first_config = f.read()
   os.system(f"rm -rf {tmp_path / 'checkpoints'}")
+  config.seed = 7  # Another run: its config and grids differ.
   trainer.train_and_evaluate(config, str(tmp_path))
   assert _rows(tmp_path, "metrics.jsonl.1") == first
-  # Its TensorBoard events went aside too (one curve per run, not both
-  # runs' steps drawn as one).
-  (aside,) = os.listdir(tmp_path / "earlier_events")
-  assert sorted(os.listdir(tmp_path / "earlier_events" / aside)) == events
+  # Its TensorBoard events (one curve per run, not both runs' steps drawn
+  # as one), config.json and sample grids went aside too, not overwritten.
+  (aside,) = os.listdir(tmp_path / "earlier_runs")
+  aside = tmp_path / "earlier_runs" / aside
+  assert sorted(os.listdir(aside)) == sorted(events + ["config.json",
+                                                       "samples"])
+  assert sorted(os.listdir(aside / "samples")) == grids
+  with open(aside / "config.json") as f:
+    assert f.read() == first_config
   assert not set(events) & set(os.listdir(tmp_path))
   assert [r["step"] for r in _rows(tmp_path)] == [1, 2]
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["config"]["seed"] == 7
 
 
 def test_a_second_trainer_on_the_workdir_is_refused(tmp_path, monkeypatch):
