@@ -64,7 +64,8 @@ def command_line_length(config: ml_collections.ConfigDict,
 
 def total_steps(config: ml_collections.ConfigDict, *,
                 num_examples: Optional[int],
-                flops_per_example: Optional[float]) -> int:
+                flops_per_example: Optional[float],
+                batches_per_step: int = 1) -> int:
   """Converts the one run length the config sets into a number of steps.
 
   Steps are rounded up so a budget is never under-spent by more than one step.
@@ -74,6 +75,10 @@ def total_steps(config: ml_collections.ConfigDict, *,
       (the others None or 0).
     num_examples: training-set size (needed for `total_epochs`).
     flops_per_example: training FLOPs per example (needed for `total_flops`).
+    batches_per_step: batches of `batch_size` a step reads from the data
+      (R3GAN's G phase reads its own: 2). An epoch is a pass over the data,
+      so it lasts that many times fewer steps; examples and FLOPs count one
+      batch a step (R3GAN: D's images, the paper's kimg).
 
   Returns:
     The number of training steps (>= 1).
@@ -92,7 +97,7 @@ def total_steps(config: ml_collections.ConfigDict, *,
     if not num_examples:
       raise ValueError("config.total_epochs needs a dataset of known size; "
                        "use config.total_steps or total_examples instead.")
-    examples = float(value) * num_examples
+    examples = float(value) * num_examples / int(batches_per_step)
   else:
     if not flops_per_example:
       raise ValueError("config.total_flops needs the objective's FLOPs per "

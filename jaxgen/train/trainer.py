@@ -139,8 +139,9 @@ def setup(config: ml_collections.ConfigDict, *, data_info: Any,
   # One objective: its FLOPs resolve a FLOP budget into the run length,
   # which its schedules then use.
   flops = float(objective.flops_per_example())
-  steps = durations.total_steps(config, num_examples=data_info.num_examples,
-                                flops_per_example=flops)
+  steps = durations.total_steps(
+      config, num_examples=data_info.num_examples, flops_per_example=flops,
+      batches_per_step=objective.batches_per_step)
   objective.set_total_steps(steps)
   checks.check_eval_interval(config, steps)
   return Setup(mesh=mesh,

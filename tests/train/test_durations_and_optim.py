@@ -30,6 +30,18 @@ def test_total_steps_units(kw, expected):
                                flops_per_example=1e5) == expected
 
 
+def test_an_epoch_is_a_pass_over_the_data_when_a_step_reads_two_batches():
+  # R3GAN's G phase reads its own batch: 2 x 32 images a step, so 2 epochs
+  # of 1000 images last 1000 // 32 + 1 steps; examples count one batch a
+  # step (D's images, the paper's kimg).
+  assert durations.total_steps(_cfg(total_epochs=2.0), num_examples=1000,
+                               flops_per_example=1e5,
+                               batches_per_step=2) == 1000 // 32 + 1
+  assert durations.total_steps(_cfg(total_examples=320), num_examples=1000,
+                               flops_per_example=1e5,
+                               batches_per_step=2) == 10
+
+
 def test_total_steps_needs_exactly_one_unit():
   with pytest.raises(ValueError, match="set one of"):
     durations.total_steps(_cfg(), num_examples=1, flops_per_example=1)
