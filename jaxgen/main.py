@@ -7,6 +7,7 @@ On a pod, pass `--multihost` (or set JAXGEN_COORDINATOR etc.) on every host.
 
 import os
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -101,7 +102,10 @@ def main(argv):
     print(f"{e or 'interrupted'}; {kept}", file=sys.stderr, flush=True)
     os._exit(130)  # pylint: disable=protected-access
   except (ValueError, FloatingPointError) as e:
-    # Configuration and numerics errors are one readable line, not a trace.
+    # Configuration and numerics errors are one readable line, not a trace;
+    # --verbosity=1 adds the trace (a ValueError from a model being written).
+    if FLAGS.verbosity >= 1:
+      traceback.print_exc()
     print(f"error: {config_lib.with_notes(e)}", file=sys.stderr)
     sys.exit(1)
   except (checkpoint.StorageError, OSError) as e:

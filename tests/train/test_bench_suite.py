@@ -307,6 +307,20 @@ def test_bad_values_and_missing_flags_are_one_error_line(args, expected):
   assert len(lines) == 1 and lines[0].startswith(expected), out.stderr[-2000:]
 
 
+def test_verbosity_1_adds_the_traceback_of_an_error_line(tmp_path):
+  args = ["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
+          f"--workdir={tmp_path}", "--config.model.num_heads=3"]
+  quiet = common.run_module(*args, timeout=120)
+  loud = common.run_module(*args, "--verbosity=1", timeout=120)
+  for out in (quiet, loud):
+    assert out.returncode == 1
+    assert any(ln.startswith("error: config.model.transformer_width=64 is "
+                             "not divisible by")
+               for ln in out.stderr.splitlines())
+  assert "Traceback" not in quiet.stderr
+  assert "Traceback (most recent call last)" in loud.stderr
+
+
 @pytest.mark.parametrize("suite", list(bench_suite.SUITES))
 def test_every_suite_entry_loads(suite):
   for _, spec, overrides, batch in bench_suite.SUITES[suite]:
