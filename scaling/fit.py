@@ -520,7 +520,10 @@ flags.DEFINE_float("budget_tol", approach2_lib.DEFAULT_TOL_DEX,
 flags.DEFINE_float("detect_tol", approach2_lib.DEFAULT_DETECT_TOL_DEX,
                    "Budget-detection window half-width (dex).")
 flags.DEFINE_integer("min_budget_runs", approach2_lib.DEFAULT_MIN_RUNS,
-                     "Fewest runs for a detected budget.", lower_bound=1)
+                     "Fewest runs a +-detect_tol window of log10 C needs "
+                     "to count as a budget; used only when budgets are "
+                     "detected (rows without budget_flops, e.g. a CSV, and "
+                     "no --budgets).", lower_bound=1)
 flags.DEFINE_integer("top_k", approach3_lib.DEFAULT_TOP_K,
                      "Approach-3 L-BFGS starts (0 = the whole 4500 grid).",
                      lower_bound=0)
