@@ -80,7 +80,8 @@ def check_slurm(spec: ml_collections.ConfigDict, cluster: str = "slurm"):
     raise ValueError("--executor=slurm: no SLURM here (srun / sbatch not on "
                      "PATH); submit from a login node of the cluster, or "
                      "use --slurm_cluster=local to run the same jobs on "
-                     "this machine, or --executor=print for the commands")
+                     "this machine, --executor=print for the commands, or "
+                     "--collect to gather finished points' results")
   if cluster == "slurm" and not spec.cluster.partition:
     raise ValueError("--executor=slurm needs a partition: set "
                      "--sweep.cluster.partition=NAME (or cluster.partition "

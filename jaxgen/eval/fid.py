@@ -107,11 +107,12 @@ def open_sets(name_a: str, name_b: str, *, image_size: int,
   sets = [None if imagesets.is_dataset_spec(n) else imagesets.open_set(
       n, batch_size=batch_size) for n in names]
   known = [s.size for s in sets if s is not None and s.size]
-  if not size_given and known and known[0][0] == known[0][1]:
+  adopted = not size_given and known and known[0][0] == known[0][1]
+  if adopted:
     image_size = known[0][0]
   for i, name in enumerate(names):
     if sets[i] is None:
-      if not size_given and known:
+      if adopted:
         logging.info("Reading %s at %dx%d, the size of the other set "
                      "(--image_size changes it).", name, image_size,
                      image_size)

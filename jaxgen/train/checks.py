@@ -163,18 +163,18 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
     if value is not None:
       config_lib.check_range(f"config.optimizer.{key}", value, finite=True,
                              **bounds)
-  if config.get("optimizer") is not None:
-    # An unknown name or schedule, or a wsd decay_fraction outside [0, 1],
-    # fails here rather than after the data is read and the step traced.
-    from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
-    state_lib.make_optimizer(config.optimizer, 1)
   if config.get("ema_decay") is not None:
     # Outside [0, 1) the EMA weights (sampled and scored) diverge or stay
     # at their initial values, with no error.
     config_lib.check_range("config.ema_decay", config.ema_decay, low=0,
                            high=1, high_open=True)
   sample_metrics.check(config)
-  config_lib.check_dtypes(config)
+  config_lib.check_dtypes(config)  # Before the optimizer reads mu_dtype.
+  if config.get("optimizer") is not None:
+    # An unknown name or schedule, or a wsd decay_fraction outside [0, 1],
+    # fails here rather than after the data is read and the step traced.
+    from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
+    state_lib.make_optimizer(config.optimizer, 1)
   # Every family, also those whose networks have no remat-able stack.
   remat_lib.remat_policy(config.get("remat", "none"))
   accumulate.unrolls(config.get("grad_accum_loop", "auto"))

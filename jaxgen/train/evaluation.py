@@ -214,7 +214,9 @@ def note_scored(workdir: str, config: ml_collections.ConfigDict, step: int,
       metrics the config asks for.
     score: the `SampleMetrics` that scored it (its `last_keys`), or None.
   """
-  if (score is not None and jax.process_index() == 0
+  # `last_keys` is empty when nothing was scored in this process (a rerun
+  # that only drew the final grid): the row's scores are not of `config`.
+  if (score is not None and score.last_keys and jax.process_index() == 0
       and sample_metrics.scored(config, row)):
     jsonl.write_atomic(os.path.join(workdir, SCORED_FILE), json.dumps(
         {"step": int(step), "settings": _score_settings(config),

@@ -122,7 +122,9 @@ def reconcile_metrics(path: str, start: int) -> None:
       logging.info("Dropped %d metric rows past checkpoint %d (recomputed "
                    "now).", dropped, start)
     return
-  set_aside(os.path.dirname(path))
+  # No checkpoint restored: this run has written its config.json already
+  # (the trainer set the earlier one aside when there was no checkpoint).
+  set_aside(os.path.dirname(path), with_config=False)
 
 
 # {"step", "settings", "keys"} of the last row scored with sample metrics
@@ -132,7 +134,7 @@ SCORED_FILE = "sample_metrics_scored.json"
 _ASIDE = ("config.json", "samples", SCORED_FILE)
 
 
-def set_aside(workdir: str) -> None:
+def set_aside(workdir: str, with_config: bool = True) -> None:
   """Keeps the records of a run abandoned without a checkpoint.
 
   A fresh run in its workdir would append to its rows, draw its TensorBoard
@@ -143,6 +145,8 @@ def set_aside(workdir: str) -> None:
 
   Args:
     workdir: the run directory.
+    with_config: move config.json too (False once the new run wrote its
+      own).
   """
   path = os.path.join(workdir, "metrics.jsonl")
   moved = metrics_lib.rotate_jsonl(path)
@@ -151,7 +155,8 @@ def set_aside(workdir: str) -> None:
   aside = None
   if "://" not in workdir:  # Object stores: left where they are.
     names = [n for n in os.listdir(workdir)
-             if n.startswith("events.out.") or n in _ASIDE]
+             if n.startswith("events.out.")
+             or (n in _ASIDE and (with_config or n != "config.json"))]
     if names:
       aside = os.path.join(workdir, "earlier_runs",
                            time.strftime("%Y%m%d-%H%M%S"))
@@ -160,8 +165,8 @@ def set_aside(workdir: str) -> None:
         os.replace(os.path.join(workdir, name), os.path.join(aside, name))
   logging.warning("No checkpoint to resume from, but %s has rows: kept them "
                   "in %s%s; this run starts from step 0.", path, moved,
-                  f" (TensorBoard events, config.json and sample grids in "
-                  f"{aside})" if aside else "")
+                  f" (TensorBoard events, {'config.json, ' * with_config}"
+                  f"sample grids in {aside})" if aside else "")
 
 
 class Seen:

@@ -129,8 +129,13 @@ def test_an_autoencoder_scores_psnr_without_inception_then_rfid_on_rerun(
   assert rerun["step"] == 2 and np.isfinite(rerun["eval_rfid"])
   assert rerun["eval_psnr"] == pytest.approx(last["eval_psnr"], rel=1e-5)
   assert [r["step"] for r in _rows(workdir)] == [1, 2]
-  # The same settings again: the finished run is reported, not rescored.
+  # The same settings again: the finished run is reported, not rescored
+  # (nothing is written).
+  written = {name: os.stat(os.path.join(workdir, name)).st_mtime_ns
+             for name in ("metrics.jsonl", evaluation.SCORED_FILE)}
   assert trainer.train_and_evaluate(config, workdir) == rerun
+  assert written == {name: os.stat(os.path.join(workdir, name)).st_mtime_ns
+                     for name in written}
   # Other settings rescore it: 16 images, then PSNR / SSIM alone, whose
   # row then holds no rFID of the earlier settings.
   config.eval.sample_metrics.num_samples = 16

@@ -4,6 +4,7 @@ Burn-in schedules, one step's metrics / EMA / sampling, analytic FLOPs
 against XLA's count, sharded == single-device losses, and checkpoint/resume.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -263,6 +264,17 @@ def test_checkpoint_resume_gives_identical_losses(tmp_path, monkeypatch,
   assert [r[0] for r in rows] == [1, 2, 3, 4]
   np.testing.assert_allclose([r[1] for r in rows],
                              single_device["pipeline_losses"], rtol=1e-6)
+
+
+def test_an_epoch_is_one_pass_over_the_data_of_two_batches_a_step():
+  # The G phase reads its own batch: 2 x 8 images a step, so one epoch of
+  # 800 images is 50 steps (it was 100: D's images counted as epochs).
+  config = _config(total_steps=0, total_epochs=1.0)
+  info = dataclasses.replace(DatasetInfo.synthetic(config.dataset),
+                             num_examples=800)
+  assert trainer.setup(config, data_info=info).total_steps == 50
+  config.gan.g_own_real_batch = False
+  assert trainer.setup(config, data_info=info).total_steps == 100
 
 
 def test_split_batch_gives_each_part_every_kth_example():

@@ -294,6 +294,23 @@ def test_fresh_start_keeps_earlier_metrics(tmp_path):
     assert json.load(f)["config"]["seed"] == 7
 
 
+def test_no_checkpoint_restoring_keeps_the_new_runs_config(tmp_path):
+  # Checkpoints that all fail to restore start the run from 0 after it
+  # wrote its config.json: the rows, events and grids go aside, its config
+  # stays (it was moved aside, leaving the run without one).
+  (tmp_path / "samples").mkdir()
+  for name, text in (("metrics.jsonl", '{"step": 1}\n'),
+                     ("config.json", "new"), ("events.out.x", "e"),
+                     ("samples/step_1.png", "png")):
+    (tmp_path / name).write_text(text)
+  run_record.reconcile_metrics(str(tmp_path / "metrics.jsonl"), 0)
+  (aside,) = os.listdir(tmp_path / "earlier_runs")
+  aside = tmp_path / "earlier_runs" / aside
+  assert sorted(os.listdir(aside)) == ["events.out.x", "samples"]
+  assert (tmp_path / "config.json").read_text() == "new"
+  assert (tmp_path / "metrics.jsonl.1").read_text() == '{"step": 1}\n'
+
+
 def test_a_second_trainer_on_the_workdir_is_refused(tmp_path, monkeypatch):
   # Another process holds the workdir.
   holder = subprocess.Popen(
