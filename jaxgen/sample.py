@@ -122,8 +122,9 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
       hint = (f"--batch_size={old['batch']}, "
               if old["batch"] <= num and old["batch"] % dp == 0 else "")
       raise ValueError(f"{where} batch size {old['batch']}, this command "
-                       f"draws batches of {record['batch']} (batch k's noise "
-                       f"depends on both); pass {hint}{fix}")
+                       f"draws batches of {record['batch']} (--batch_size, "
+                       "at most --num; batch k's noise depends on both); "
+                       f"pass {hint}{fix}")
     if old["decoder_step"] != record.get("decoder_step"):
       raise ValueError(f"{where} latents decoded by autoencoder step "
                        f"{old['decoder_step']}, this command decodes with "
@@ -230,6 +231,12 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     decoder = latent_decode.make_decoder(config.dataset, s.mesh)
   _check_record(out_dir, _record(config, step, seed, batch, decoder), num, dp,
                 write=jax.process_index() == 0)
+  have = sum(p.suffix == ".png" for p in out_dir.iterdir())
+  if have > num:
+    # samples.npz would hold `num` while the folder, which the metric
+    # commands also read, holds more.
+    raise ValueError(f"{out} holds {have} samples, more than --num={num}; "
+                     f"pass --num={have} or more, or another --out.")
   paths = [out_dir / f"{i:06d}.png" for i in range(num)]
   batches = -(-num // batch)
   todo = [k for k in range(batches)
@@ -239,13 +246,15 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     draw = sampling.make_batch_sampler(s.objective, s.mesh, batch, seed,
                                        decode=decoder)
-    bar = features.Progress(len(todo) * batch, "sampling") if todo else None
+    bar = (features.Progress(sum(len(paths[k * batch:(k + 1) * batch])
+                                 for k in todo), "sampling")
+           if todo else None)
     for k in todo:
       images = draw(state, k)
       if jax.process_index() == 0:
         for i, p in enumerate(paths[k * batch:(k + 1) * batch]):
           _write_png(p, images[i])
-      bar.update(batch)
+      bar.update(len(paths[k * batch:(k + 1) * batch]))
     if bar:
       bar.close()
   if npz and jax.process_index() == 0:

@@ -87,9 +87,11 @@ def check_fit_matches(fit: Dict[str, Any], spec: Any, path: str) -> None:
                      f"sweep trains {spec.family}; pass a fit of this "
                      "sweep's results")
   metric = (fit.get("settings") or {}).get("metric")
-  # "loss" is the fit's default: the rows' loss fields (eval_loss first), so
-  # it stands for a spec fitting eval_loss, not one fitting a sample metric.
-  if metric == "loss":
+  # "loss" is the fit's default (fits before it was named by its field:
+  # the rows' loss fields, eval_loss first), and a fit of the train loss
+  # (points without a held-out split) stands for the same quantity: both
+  # stand for a spec fitting eval_loss, not one fitting a sample metric.
+  if metric in ("loss", "final_train_loss"):
     metric = "eval_loss"
   if metric and metric != spec.metric:
     raise ValueError(f"--optimal_from={path} fits {metric} and this sweep's "

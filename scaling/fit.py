@@ -444,7 +444,10 @@ def run(results: str, out: str, *, family: Optional[str] = None,
       # Rows of scaling.run name their spec's metric (R3GAN: a sample
       # metric, not its adversarial eval_loss).
       metric = metric or results_lib.sweep_metric(records)
-      metric_info = metrics_lib.resolve(metric, direction)
+      # Without one, the field the rows' losses come from names the fit
+      # (eval_loss, or the train loss), not a bare "loss".
+      metric_info = metrics_lib.resolve(
+          metric or results_lib.default_loss_field(records), direction)
       runs = results_lib.runs_from_records(
           records, param_key=param_key, source=os.path.basename(results),
           metric=metric, direction=direction)
@@ -452,6 +455,12 @@ def run(results: str, out: str, *, family: Optional[str] = None,
       n_before = len(runs)
       runs = results_lib.drop_highest_loss(runs, drop_highest_loss)
       fits = fit_runs(runs, metric=metric_info, **fit_kwargs)
+  except ValueError as e:
+    # The CLI prints them above the error: they often say why (a budget
+    # excluded for a minimum outside its sizes).
+    e.fit_warnings = [str(w.message) for w in caught
+                      if issubclass(w.category, results_lib.FitWarning)]
+    raise
   finally:
     # Re-issue the captured warnings (also when the fit failed) so callers
     # and the CLI still see them.
@@ -582,6 +591,8 @@ def main(argv):
                  compare=FLAGS.compare,
                  check_full_grid=FLAGS.check_full_grid)
   except (ValueError, OSError) as e:
+    for message in getattr(e, "fit_warnings", ()):
+      print(f"warning: {message}", file=sys.stderr)
     print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
     sys.exit(1)
   s = fits.summary

@@ -93,6 +93,8 @@ def _data_section(summary) -> List[str]:
     lines[-1:-1] = [f"- metric `{settings['metric']}` (higher is better) is "
                     f"fitted as the falling loss `{settings['fitted']}`; "
                     "\"loss\" below is that quantity"]
+  elif settings.get("metric"):
+    lines[-1:-1] = [f"- \"loss\" below is the rows' `{settings['metric']}`"]
   if summary.get("warnings"):
     lines += ["Warnings:", ""] + [f"- {w}" for w in summary["warnings"]]
     lines.append("")

@@ -391,6 +391,21 @@ def sweep_metric(records: Sequence[Dict[str, Any]]) -> Optional[str]:
   return None if name in (None, "", "eval_loss", "loss") else str(name)
 
 
+def default_loss_field(records: Sequence[Dict[str, Any]]) -> Optional[str]:
+  """The field the default loss comes from, when every row takes the same.
+
+  Args:
+    records: results rows.
+
+  Returns:
+    The first of eval_loss, final_train_loss, loss, final_loss that each
+    row has, if it is one field for all; else None.
+  """
+  # Rows without any (a diverged run) name nothing.
+  keys = {_first(rec, _LOSS_KEYS)[0] for rec in records} - {None}
+  return keys.pop() if len(keys) == 1 else None
+
+
 def load_runs(path: str, param_key: str = "params",
               metric: Optional[str] = None, direction: str = "auto") -> Runs:
   """Loads a results.jsonl or CSV file into cleaned Runs.

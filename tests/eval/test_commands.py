@@ -311,7 +311,10 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
       (dict(batch_size=16), "batch size 8, this command draws batches of 16 "
        r".*; pass --batch_size=8, another --out"),
       (dict(config=changed), r"another config \(diffusion.sample_steps: 4 "
-       "-> 5\)")):
+       "-> 5\)"),
+      # Fewer: samples.npz would disagree with the folder's 20 PNGs.
+      (dict(num=16), r"holds 20 samples, more than --num=16; pass --num=20 "
+       "or more, or another --out.")):
     args = dict(config=loaded, num=20, batch_size=8)
     args.update(kwargs)
     with pytest.raises(ValueError, match=expected):

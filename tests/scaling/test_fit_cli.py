@@ -124,6 +124,31 @@ def test_cli_rejects_mixed_families(tmp_path):
   assert proc.returncode == 1 and (tmp_path / "kept").is_dir()
 
 
+def test_the_default_loss_is_named_by_its_field(tmp_path):
+  # JSONL rows with eval_loss: the fit, its report and its lines say so
+  # (it said "loss", leaving eval_loss or the train loss to be guessed).
+  out = tmp_path / "out"
+  fits = fit.run(_write_jsonl(tmp_path / "r.jsonl"), str(out),
+                 approaches=[2], n_bootstrap=0, target_flops=[1e22])
+  assert fits.summary["settings"]["metric"] == "eval_loss"
+  assert "- \"loss\" below is the rows' `eval_loss`" in (
+      out / "report.md").read_text()
+  assert "eval_loss" in fit.extrapolation_lines(fits)[0]
+
+
+def test_excluded_budgets_are_printed_above_the_error():
+  # The committed R3GAN CPU sweep: no budget has an interior minimum in
+  # its eval_loss; each one's reason is a warning line before the error.
+  proc = _cli("--results=experiments/scaling_families/results_r3gan.jsonl",
+              "--out=/tmp/jaxgen_test_fit_no_budget")
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 1 and len(lines) == 4, proc.stderr[-2000:]
+  assert all(ln.startswith("warning: approach 2: budget ") and
+             " FLOPs excluded: " in ln for ln in lines[:3])
+  assert lines[3].startswith("error: approach 2 needs isoFLOP minima at >= 2 "
+                             "budgets") and "--approaches=3" in lines[3]
+
+
 def test_too_few_runs_is_one_line_error(tmp_path):
   path = tmp_path / "runs.csv"
   path.write_text("N,D,loss\n1e8,1e9,3.0\n2e8,1e9,2.9\n3e8,1e9,2.8\n")
