@@ -359,6 +359,8 @@ def render(summary: Dict[str, Any], plot: Optional[str] = None) -> str:
   m = summary["metric"]
   pct = f"{100 * summary['level']:.0f}%"
   lines = [f"# Families compared on {m}", ""]
+  if summary.get("caveat"):
+    lines += [f"**Caveat**: {summary['caveat']}.", ""]
   if summary["higher_is_better"]:
     lines += [f"{m} is higher-is-better; fitted as {summary['fitted']}.", ""]
   if plot:
@@ -434,6 +436,10 @@ def result_lines(summary: Dict[str, Any]) -> List[str]:
   return out
 
 
+# Fields holding each family's own training loss.
+OWN_LOSSES = ("eval_loss", "loss", "final_train_loss")
+
+
 def run(paths: Sequence[str], out: str, metric: str, *,
         direction: str = "auto", targets: Sequence[float] = (),
         target_flops: Optional[float] = None, n_bootstrap: int = 200,
@@ -465,11 +471,22 @@ def run(paths: Sequence[str], out: str, metric: str, *,
   others: List[Frontier] = []
   frontiers = load_frontiers(paths, metric, direction, param_key,
                              n_bootstrap, seed, others)
+  families = sorted({f.family for f in list(frontiers) + others})
+  caveat = ""
+  if metric in OWN_LOSSES and len(families) > 1:
+    # Diffusion's ε-MSE, flow matching's velocity MSE and a GAN's D loss
+    # share a field name, not a scale.
+    caveat = (f"{metric} is each family's own training objective "
+              f"({', '.join(families)}), not comparable across families; "
+              "pass --metric= a sample metric every family logs (e.g. "
+              "eval_fd_shapes or eval_fid)")
+    warnings.warn(caveat, results_lib.FitWarning, stacklevel=2)
   if not target_flops:
     target_flops = 100 * max(float(f.runs.c.max()) for f in frontiers)
   targets = list(targets) or default_targets(frontiers, m)
   summary = summarize(frontiers, m, targets, target_flops, level)
   summary["left_out"] = [f.left_out for f in others]
+  summary["caveat"] = caveat
   epath.Path(out).mkdir(parents=True, exist_ok=True)
   plot = plots.plot_families(frontiers, m, os.path.join(out, "compare.png"),
                              target_flops=target_flops, level=level,

@@ -192,6 +192,28 @@ def test_command_line_prints_the_table_and_one_line_per_target(tmp_path):
   assert out.strip().endswith("compare.md, compare.json and compare.png")
 
 
+def test_families_compared_on_their_own_losses_carry_a_caveat(tmp_path):
+  # eval_loss is ε-MSE for one family and velocity MSE for another: the
+  # comparison runs, with a warning and a caveat atop compare.md.
+  a = _write(tmp_path / "a.jsonl", _family_rows("A", 10.0, -0.1,
+                                                  metric="eval_loss"))
+  b = _write(tmp_path / "b.jsonl", _family_rows("B", 30.0, -0.15,
+                                                  metric="eval_loss"))
+  with pytest.warns(results_lib.FitWarning, match=r"eval_loss is each "
+                    r"family's own training objective \(A, B\), not "
+                    "comparable across families; pass --metric="):
+    summary = compare.run([a, b], str(tmp_path / "o"), "eval_loss",
+                          n_bootstrap=0)
+  assert summary["caveat"].startswith("eval_loss is each family's own")
+  md = (tmp_path / "o" / "compare.md").read_text().splitlines()
+  assert md[2].startswith("**Caveat**: eval_loss is each family's own")
+  # One family, or a sample metric: no caveat.
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", results_lib.FitWarning)
+    assert not compare.run([a], str(tmp_path / "o1"), "eval_loss",
+                           n_bootstrap=0)["caveat"]
+
+
 def test_resamples_that_never_reach_a_target_widen_the_interval(tmp_path):
   # A nearly flat, noisy frontier: many resamples do not fall with compute.
   # The target is below its value at every budget (0.927 at 1e11), so those
