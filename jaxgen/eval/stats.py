@@ -87,6 +87,7 @@ def _define_flags():
                       "(default: the spec's, else train).")
   flags.DEFINE_integer("batch_size", 200, "Images per feature batch.",
                        lower_bound=1)
+  flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
   flags.DEFINE_integer("keep_features", 10_000,
                        "Features stored for KID / precision-recall.",
                        lower_bound=0)
@@ -103,6 +104,10 @@ def main(argv):
         raise ValueError(f"pass --{name}.")
     # Checked before the features are computed (minutes for 50,000).
     paths.prepare_output(FLAGS.out, "--out", ".npz")
+    if not FLAGS.overwrite and epath.Path(FLAGS.out).exists():
+      # Reference statistics of 50,000 images are worth keeping.
+      raise ValueError(f"--out={FLAGS.out} exists; pass --overwrite to "
+                       "replace it, or another --out.")
     extractor = features_lib.FeatureExtractor.from_file(
         FLAGS.weights, batch_size=FLAGS.batch_size)
     image_set = imagesets.open_set(

@@ -263,6 +263,19 @@ def test_stats_refuses_an_out_without_npz_before_any_features(tmp_path):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
     assert len(errors) == 1 and error in errors[0], proc.stderr[-1000:]
   assert os.listdir(tmp_path) == []
+  # An existing --out is kept unless --overwrite says otherwise.
+  (tmp_path / "ref.npz").write_bytes(b"kept")
+  proc = subprocess.run(cmd + [f"--out={tmp_path}/ref.npz"],
+                        capture_output=True, text=True, env=env, cwd=ROOT,
+                        timeout=300)
+  assert proc.returncode == 1 and (
+      f"error: --out={tmp_path}/ref.npz exists; pass --overwrite to replace "
+      "it, or another --out.") in proc.stderr
+  assert (tmp_path / "ref.npz").read_bytes() == b"kept"
+  proc = subprocess.run(cmd + [f"--out={tmp_path}/ref.npz", "--overwrite"],
+                        capture_output=True, text=True, env=env, cwd=ROOT,
+                        timeout=300)
+  assert "missing.npz" in proc.stderr  # Past the check: the weights next.
 
 
 def test_sample_draws_distinct_images_and_resumes(tmp_path):
