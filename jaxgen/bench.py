@@ -12,6 +12,7 @@ paper-sized presets can be sized for a device without having one.
 """
 
 import json
+import math
 import sys
 import time
 
@@ -207,6 +208,21 @@ def largest_batch(config, limit_bytes: float, log=print):
           "total_bytes": tried.get(lo, 0), "tried": tried}
 
 
+def _check_fake_devices(config) -> None:
+  """Names the flag that fakes a mesh's devices on CPU, for the modes that
+  only count parameters or memory (the mesh error says only the count)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  sizes = {a: int(config.mesh[a]) for a in ("data", "fsdp", "tensor")}
+  need = math.prod(s for s in sizes.values() if s != -1)
+  have = jax.device_count()
+  if need > have and jax.default_backend() == "cpu":
+    raise ValueError(
+        f"config.mesh {sizes} needs {need} devices and this machine has "
+        f"{have}; to size it without them, prefix the command with "
+        f"XLA_FLAGS=--xla_force_host_platform_device_count={need} (fake CPU "
+        "devices: parameters and memory per device, not speed).")
+
+
 def main(argv):
   config_lib.check_no_arguments(argv)
   try:
@@ -223,6 +239,8 @@ def main(argv):
   host_malloc.configure()  # As jaxgen.main does: the same step speed on CPU.
   compile_cache.enable(FLAGS.compilation_cache)
   try:
+    if FLAGS.params_only or FLAGS.compile_only or FLAGS.fit_memory:
+      _check_fake_devices(FLAGS.config)
     if FLAGS.fit_memory is not None:
       fit = largest_batch(FLAGS.config, FLAGS.fit_memory * 2**30)
       if not fit["per_device_batch"]:

@@ -260,6 +260,11 @@ def test_bad_command_lines_are_one_error_line(args):
      "nothing"),
     (["jaxgen.bench", "--config=configs/simple_diffusion.py:tiny",
       "--fit_memory=0"], "error: --fit_memory=0 must be a positive number"),
+    # A mesh larger than this machine: the flag that fakes its devices.
+    (["jaxgen.bench", "--config=configs/simple_diffusion.py:tiny",
+      "--params_only", "--config.mesh.fsdp=64", "--config.mesh.data=1"],
+     "error: config.mesh {'data': 1, 'fsdp': 64, 'tensor': 1} needs 64 "
+     "devices and this machine has "),
     # No batch fits: an error (it reported batch 0 and exited 0).
     (["jaxgen.bench", "--config=configs/simple_diffusion.py:tiny",
       "--fit_memory=1e-6"], "error: a per-device batch of 1 needs "),
