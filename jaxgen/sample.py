@@ -305,6 +305,7 @@ def main(argv):
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(FLAGS.verbosity)
+  logs.tool_log_lines()
   logs.one_line_warnings()
   out = FLAGS.out or os.path.join(FLAGS.workdir, "sampled")
   created = paths.missing_folders(out)

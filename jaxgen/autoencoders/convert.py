@@ -124,6 +124,7 @@ def main(argv):
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(flags_.verbosity)
+  logs.tool_log_lines()
   try:
     for name in ("diffusers", "out"):
       if not flags_[name].value:

@@ -442,9 +442,16 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   scale = (f"scaling factor {factor:.4g}"
            + ("" if reference is None
               else f" of the {sources.REFERENCE_SPLIT} split"))
-  log(f"{done} ({scale}); train with "
-      f"--config.dataset.name=latents:{out} --config.dataset.image_size={h} "
-      f"--config.dataset.channels={ch}{frames_flag}")
+  train_flags = (f"--config.dataset.name=latents:{out} "
+                 f"--config.dataset.image_size={h} "
+                 f"--config.dataset.channels={ch}{frames_flag}")
+  if os.path.exists(os.path.join(out, sources.REFERENCE_SPLIT,
+                                 sources.LATENTS_META)):
+    log(f"{done} ({scale}); train with {train_flags}")
+  else:
+    # Training reads the train split, not encoded yet.
+    log(f"{done} ({scale}); encode --split={sources.REFERENCE_SPLIT} too, "
+        f"then train with {train_flags}")
   return meta
 
 
@@ -496,6 +503,7 @@ def main(argv):
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(flags_.verbosity)
+  logs.tool_log_lines()
   try:
     for name in ("workdir", "data", "out"):
       if not flags_[name].value:

@@ -429,6 +429,7 @@ def main(argv):
   from jaxgen import config_lib  # pylint: disable=g-import-not-at-top
   config_lib.check_no_arguments(argv)
   logs.quiet_libraries(FLAGS.verbosity)
+  logs.tool_log_lines()
   try:
     # Before training: a bad --out would otherwise lose the trained network.
     paths.prepare_output(FLAGS.out)

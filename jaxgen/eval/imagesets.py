@@ -242,6 +242,12 @@ def open_set(name: str, *, image_size: int = 32,
   is_spec = is_dataset_spec(name)
   if not is_spec and (os.path.isdir(name) or "://" in name):
     return _png_folder(name, batch_size)
+  # A path (not a bare word such as "cifar10", likely a spec missing its
+  # "tfds:") that does not exist.
+  if not is_spec and os.sep in name and not os.path.exists(name):
+    raise ValueError(f"{name} not found; pass a .npz file, a folder of PNGs "
+                     "or a dataset spec (jaxgen_shapes, tfds:NAME[:SPLIT], "
+                     "folder:DIR).")
   if not is_spec:
     raise ValueError(f"{name!r} is not a .npz file, a folder or a dataset "
                      "spec (jaxgen_shapes, tfds:NAME[:SPLIT], folder:DIR).")

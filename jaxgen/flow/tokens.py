@@ -24,8 +24,10 @@ from jaxgen.flow import pyramid
 def latent_frames(frames: int, vae_temporal: int) -> int:
   """Latent frames of a causal VAE: 1 + (frames - 1) / temporal factor."""
   if (frames - 1) % vae_temporal:
+    below = 1 + (frames - 1) // vae_temporal * vae_temporal
     raise ValueError(f"frames={frames} is not 1 + a multiple of "
-                     f"vae_temporal={vae_temporal}.")
+                     f"vae_temporal={vae_temporal}; use {below} or "
+                     f"{below + vae_temporal}.")
   return 1 + (frames - 1) // vae_temporal
 
 

@@ -26,6 +26,9 @@ def test_encode_then_train_simple_diffusion_on_the_latents(tmp_path,
                                  shard_size=128, log=lines.append)
   assert meta["num_examples"] == 512 and meta["shape"] == [8, 8, 8]
   assert len(meta["shards"]) == 4 and "latents:" in lines[0]
+  # No train split encoded yet: training would find none, so it says so.
+  assert "; encode --split=train too, then train with --config.dataset." in (
+      lines[0])
   # The latents read back scaled to unit std, in order, with labels.
   c = config.dataset.copy_and_resolve_references()
   c.name, c.image_size, c.channels = f"latents:{out}", 8, 8

@@ -110,6 +110,9 @@ def test_bad_sets_are_one_line_errors(tmp_path):
     imagesets.open_set(str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="not a .npz file, a folder"):
     imagesets.open_set("cifar10")
+  with pytest.raises(ValueError, match=f"^{tmp_path}/samples not found; "
+                     "pass a .npz file, a folder of PNGs or a dataset spec"):
+    imagesets.open_set(str(tmp_path / "samples"))
   # A weights file given as a set: its array names are summarised.
   np.savez(tmp_path / "w.npz", **{f"layer{i}": np.zeros(1) for i in range(40)})
   with pytest.raises(ValueError, match=r"it has layer0, layer1, layer10, "

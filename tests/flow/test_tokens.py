@@ -32,4 +32,5 @@ def test_command_line():
   bad = subprocess.run([sys.executable, "-m", "jaxgen.flow.tokens",
                         "--frames=240"], capture_output=True, text=True,
                        timeout=60)
-  assert bad.returncode != 0 and "not 1 + a multiple" in bad.stderr
+  assert bad.returncode != 0 and ("not 1 + a multiple of vae_temporal=8; "
+                                  "use 233 or 241.") in bad.stderr
