@@ -93,8 +93,8 @@ def plot(spectra: Dict[str, Dict[str, object]], path: str) -> None:
 def _is_file_set(data: str) -> bool:
   """Whether `data` names files (.npz, PNG folder) kept at their own size
   rather than a dataset read at --image_size (`imagesets.open_set`)."""
-  is_spec = data == "jaxgen_shapes" or data.startswith(("tfds:", "folder:"))
-  return data.endswith(".npz") or not is_spec
+  from jaxgen.eval import imagesets  # pylint: disable=g-import-not-at-top
+  return data.endswith(".npz") or not imagesets.is_dataset_spec(data)
 
 
 def _check_image_sides(h: int, w: int, compression: int, data: str) -> None:

@@ -2,7 +2,7 @@
 
 A dataset is named by one string, `config.name`:
 
-  jaxgen_shapes                  embedded image dataset, at config.image_size
+  jaxgen_shapes[:split]          embedded image dataset, at config.image_size
   jaxgen_shapes_video            embedded clips, config.image_size and
                                  config.num_frames
   tfds:<name>[/<config>][:split] a TFDS dataset prepared in array_record
@@ -128,14 +128,20 @@ def parse_spec(spec: str) -> Spec:
   Raises:
     ValueError: unknown scheme or missing name.
   """
-  choices = ("use one of: jaxgen_shapes, jaxgen_shapes_video, "
+  choices = ("use one of: jaxgen_shapes[:split], jaxgen_shapes_video[:split], "
              "tfds:<name>[/<config>][:split], folder:/path/to/images, "
              "latents:/path/to/dir, arrays")
   from jaxgen.data import sources  # pylint: disable=g-import-not-at-top  (it imports this module)
   scheme, sep, rest = spec.partition(":")
   with_path = ("tfds", "folder", "latents")
-  if scheme not in sources.SOURCES or bool(sep) != (scheme in with_path):
+  # The embedded datasets may name a split ("jaxgen_shapes:test", as
+  # "tfds:jaxgen_shapes:test" does).
+  embedded = ("jaxgen_shapes", "jaxgen_shapes_video")
+  if scheme not in sources.SOURCES or (
+      bool(sep) != (scheme in with_path) and scheme not in embedded):
     raise ValueError(f"unknown dataset {spec!r}; {choices}.")
+  if scheme in embedded:
+    return Spec(scheme, scheme, rest or None)
   if scheme == "tfds":
     # Split slicing such as "train[:10%]" contains ':', so split only once.
     name, _, split = rest.partition(":")

@@ -7,7 +7,7 @@ A set is named by one string:
                             uint8 or floats in [-1, 1]
   DIR                       a folder of .png files, e.g. `jaxgen.sample`'s
                             output, read in name order at their own size
-  jaxgen_shapes, tfds:NAME[:SPLIT], folder:DIR
+  jaxgen_shapes[:SPLIT], tfds:NAME[:SPLIT], folder:DIR
                             a dataset, through the training input pipeline
                             (resized and centre-cropped to --image_size)
 
@@ -213,7 +213,8 @@ def _dataset(spec: str, *, image_size: int, data_dir: Optional[str],
 
 def is_dataset_spec(name: str) -> bool:
   """Whether a set name is a dataset, read at a chosen --image_size."""
-  return name == "jaxgen_shapes" or name.startswith(("tfds:", "folder:"))
+  return name == "jaxgen_shapes" or name.startswith(
+      ("jaxgen_shapes:", "tfds:", "folder:"))
 
 
 def open_set(name: str, *, image_size: int = 32,
@@ -246,11 +247,12 @@ def open_set(name: str, *, image_size: int = 32,
   # "tfds:") that does not exist.
   if not is_spec and os.sep in name and not os.path.exists(name):
     raise ValueError(f"{name} not found; pass a .npz file, a folder of PNGs "
-                     "or a dataset spec (jaxgen_shapes, tfds:NAME[:SPLIT], "
-                     "folder:DIR).")
+                     "or a dataset spec (jaxgen_shapes[:SPLIT], "
+                     "tfds:NAME[:SPLIT], folder:DIR).")
   if not is_spec:
     raise ValueError(f"{name!r} is not a .npz file, a folder or a dataset "
-                     "spec (jaxgen_shapes, tfds:NAME[:SPLIT], folder:DIR).")
+                     "spec (jaxgen_shapes[:SPLIT], tfds:NAME[:SPLIT], "
+                     "folder:DIR).")
   return _dataset(name, image_size=image_size, data_dir=data_dir,
                   split=split, batch_size=batch_size)
 

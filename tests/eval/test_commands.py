@@ -162,6 +162,11 @@ def test_a_dataset_spec_keeps_its_split_and_every_image():
   assert other.available == 20
   np.testing.assert_array_equal(np.concatenate(list(other.batches)),
                                 train["image"][:20])
+  # The embedded dataset names its split as a TFDS spec does.
+  short = imagesets.open_set("jaxgen_shapes:test[:37]", image_size=16,
+                             data_dir=common.DATA_DIR, batch_size=16)
+  np.testing.assert_array_equal(np.concatenate(list(short.batches)),
+                                want["image"])
   # A split smaller than --batch_size is one batch, not an error about
   # config.batch_size (a trainer field the command does not have).
   whole = imagesets.open_set(spec, image_size=16, data_dir=common.DATA_DIR,
