@@ -66,6 +66,11 @@ def check_spec(spec: ml_collections.ConfigDict) -> None:
   for name, bounds in _SPEC_RANGES.items():
     if name in spec:
       config_lib.check_range(f"sweep.{name}", spec[name], **bounds)
+  cluster = spec.get("cluster") or {}
+  if cluster.get("mfu") is not None:
+    # The device-hour estimates divide by it (--dry-run prints them).
+    config_lib.check_range("sweep.cluster.mfu", cluster["mfu"], low=0,
+                           low_open=True, high=1, finite=True)
   for budget in spec.get("budgets") or ():
     if not (isinstance(budget, (int, float)) and not isinstance(budget, bool)
             and math.isfinite(budget) and budget > 0):

@@ -498,11 +498,11 @@ def device_hours(spec: ml_collections.ConfigDict,
   peak = flops.peak_flops_for_kind(kind)
   if peak is None:
     raise ValueError(
-        f"spec.cluster.device_kind={kind!r} has no known peak; use one of "
+        f"sweep.cluster.device_kind={kind!r} has no known peak; use one of "
         + ", ".join(sorted({p for p, _ in flops.PEAK_BF16_FLOPS})))
   mfu = float(cluster.mfu)
   if not 0 < mfu <= 1:
-    raise ValueError(f"spec.cluster.mfu={mfu}: use a fraction in (0, 1], "
+    raise ValueError(f"sweep.cluster.mfu={mfu}: use a fraction in (0, 1], "
                      "e.g. --sweep.cluster.mfu=0.4")
   hours = point.planned_flops / (peak * mfu) / 3600
   return hours, hours / max(1, int(cluster.devices_per_point))

@@ -508,6 +508,9 @@ def test_bad_overrides_and_spec_fields_are_one_line_errors():
      1),
     ("--set=model.transformer_widht=3", "did you mean 'transformer_width'?",
      1),
+    # Checked with the spec, not while the plan prints its device-hours.
+    ("--sweep.cluster.mfu=5", "sweep.cluster.mfu=5.0 must be a finite "
+     "number in (0, 1]", 1),
 ])
 def test_command_line_refuses_bad_values_in_one_line(tmp_path, flag, message,
                                                      status):
