@@ -238,23 +238,24 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     raise ValueError(f"{out} holds {have} samples, more than --num={num}; "
                      f"pass --num={have} or more, or another --out.")
   paths = [out_dir / f"{i:06d}.png" for i in range(num)]
-  batches = -(-num // batch)
+  # The files of batch k (the last one may be short of a whole batch).
+  files = [paths[k:k + batch] for k in range(0, num, batch)]
+  batches = len(files)
   todo = [k for k in range(batches)
-          if not all(p.exists() for p in paths[k * batch:(k + 1) * batch])]
+          if not all(p.exists() for p in files[k])]
   if len(todo) < batches:
     log(f"{out}: {batches - len(todo)} of {batches} batches already there")
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     draw = sampling.make_batch_sampler(s.objective, s.mesh, batch, seed,
                                        decode=decoder)
-    bar = (features.Progress(sum(len(paths[k * batch:(k + 1) * batch])
-                                 for k in todo), "sampling")
+    bar = (features.Progress(sum(len(files[k]) for k in todo), "sampling")
            if todo else None)
     for k in todo:
       images = draw(state, k)
       if jax.process_index() == 0:
-        for i, p in enumerate(paths[k * batch:(k + 1) * batch]):
+        for i, p in enumerate(files[k]):
           _write_png(p, images[i])
-      bar.update(len(paths[k * batch:(k + 1) * batch]))
+      bar.update(len(files[k]))
     if bar:
       bar.close()
   if npz and jax.process_index() == 0:
