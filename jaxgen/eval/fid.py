@@ -123,7 +123,7 @@ def open_sets(name_a: str, name_b: str, *, image_size: int,
 
 def format_lines(metrics: Dict[str, Any]) -> str:
   """`FID: x` then the other metrics, one per line."""
-  # A set against its own statistics gives 0 up to sqrtm's round-off,
+  # A set against its own statistics gives 0 up to round-off,
   # which may be below 0: shown as 0.0000, not -0.0000.
   lines = [f"FID: {round(float(metrics['fid']), 4) + 0.0:.4f}"]
   if "kid" in metrics:

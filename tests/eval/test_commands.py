@@ -59,7 +59,7 @@ def test_stats_then_fid_against_the_same_and_other_images(extractor,
   assert ref.stats is not None
   with pytest.warns(UserWarning):
     same = fid_lib.compare(extractor, ref, _shapes(), num=32)
-  # 0 up to sqrtm's round-off on a rank-31 covariance (32 samples).
+  # 0 up to round-off on a rank-31 covariance (32 samples).
   assert abs(same["fid"]) < 1e-4 * np.trace(stats["sigma"])
   # Same resolution: no size warning.
   size_warnings = lambda: [r.getMessage() for r in caplog.records  # noqa: E731
