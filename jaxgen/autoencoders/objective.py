@@ -34,6 +34,7 @@ logs eval_psnr / eval_ssim / eval_lpips / eval_rfid for it, and
 """
 
 import dataclasses
+import functools
 from typing import Dict
 
 from absl import logging
@@ -575,23 +576,33 @@ class Autoencoder(objective_lib.Objective):
       macs = (dc_ae.encoder_macs if part == "encoder"
               else dc_ae.decoder_macs)(self.arch, size)
       return 2.0 * macs
-    a = self.arch
-    full = size * (a.compression if part == "decoder" else 1)
-    shape = (1, full, full, a.in_channels)
-    if self.video:
-      shape = (1, self.num_frames) + shape[1:]
-    x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    model = self.model.clone(conv_impl="lax")
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    model, variables, latent = self._flops_model
     if part == "encoder":
+      x = self._abstract_input(size)
       return flops_lib.matmul_flops(
           lambda v, x: model.apply(v, x, method=model.encode), variables, x)
-    z = jax.eval_shape(lambda v, x: model.apply(v, x, method=model.encode),
-                       variables, x)
-    z = jax.ShapeDtypeStruct(z.shape[:-3] + (size, size, z.shape[-1]),
+    z = jax.ShapeDtypeStruct(latent[:-3] + (size, size, latent[-1]),
                              jnp.float32)
     return flops_lib.matmul_flops(
         lambda v, z: model.apply(v, z, method=model.decode), variables, z)
+
+  def _abstract_input(self, size: int) -> jax.ShapeDtypeStruct:
+    """One example of `size` px (a clip of the run's frames for video)."""
+    frames = (self.num_frames,) if self.video else ()
+    return jax.ShapeDtypeStruct(
+        (1,) + frames + (size, size, self.arch.in_channels), jnp.float32)
+
+  @functools.cached_property
+  def _flops_model(self):
+    """(model with lax convs, its abstract variables, one example's latent
+    shape at the run's size), traced once per objective: the parameters, the
+    latent's frames and channels do not depend on the input size."""
+    model = self.model.clone(conv_impl="lax")
+    x = self._abstract_input(self.image_size)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    z = jax.eval_shape(lambda v, x: model.apply(v, x, method=model.encode),
+                       variables, x)
+    return model, variables, tuple(z.shape)
 
   def flops_per_example(self) -> float:
     """3 x (encoder + decoder) forward FLOPs (backward = 2 x forward).
