@@ -112,10 +112,57 @@ def _flag(value):
   return str(value).replace(" ", "") if isinstance(value, tuple) else value
 
 
+def metrics_rows(workdir, name="metrics.jsonl"):
+  """The JSON rows of WORKDIR/NAME."""
+  with open(os.path.join(workdir, name)) as f:
+    return [json.loads(line) for line in f]
+
+
 def read_losses(workdir):
   """[(step, loss)] from WORKDIR/metrics.jsonl."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [(r["step"], r["loss"]) for r in map(json.loads, f)]
+  return [(r["step"], r["loss"]) for r in metrics_rows(workdir)]
+
+
+def process_env(**extra):
+  """The environment of a jaxgen command a test starts as a process: on the
+  CPU, importing this checkout, with one compilation cache for all of them
+  (a restarted run then recompiles nothing), plus `extra`."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=os.path.join(
+                 DATA_DIR, "..", "jaxgen_test_jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+def at_batch(monkeypatch, n, action):
+  """Calls `action()` while the trainer fetches its n-th (1-based) batch.
+
+  Args:
+    monkeypatch: pytest's monkeypatch fixture.
+    n: the fetch.
+    action: e.g. a signal to this process, or an exception.
+
+  Returns:
+    The unpatched `multihost.global_batch`.
+  """
+  real = multihost.global_batch
+  calls = {"n": 0}
+
+  def fetch(mesh, batch):
+    calls["n"] += 1
+    if calls["n"] == n:
+      action()
+    return real(mesh, batch)
+
+  monkeypatch.setattr(multihost, "global_batch", fetch)
+  return real
+
+
+def signal_at_batch(monkeypatch, n, sig):
+  """Sends `sig` to this process while the n-th batch is fetched (see
+  `at_batch`)."""
+  return at_batch(monkeypatch, n, lambda: os.kill(os.getpid(), sig))
 
 
 def preempted_then_resumed(config, workdir, monkeypatch, devices=None,
@@ -133,16 +180,10 @@ def preempted_then_resumed(config, workdir, monkeypatch, devices=None,
   Returns:
     The checkpoint step directories present after the preemption (sorted).
   """
-  real = multihost.global_batch
-  calls = {"n": 0}
+  def preempt():
+    raise KeyboardInterrupt("preempted")
 
-  def flaky(mesh, batch):
-    calls["n"] += 1
-    if calls["n"] == preempt_at_batch:
-      raise KeyboardInterrupt("preempted")
-    return real(mesh, batch)
-
-  monkeypatch.setattr(multihost, "global_batch", flaky)
+  real = at_batch(monkeypatch, preempt_at_batch, preempt)
   with pytest.raises(KeyboardInterrupt):
     trainer.train_and_evaluate(config, str(workdir), devices=devices)
   kept = sorted(os.listdir(os.path.join(str(workdir), "checkpoints")))
