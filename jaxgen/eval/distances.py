@@ -1,7 +1,11 @@
 """Sample-quality metrics on network features: FID, KID, IS, precision/recall.
 
-Host-side numpy in float64 (the features are computed on device, see
-`jaxgen.eval.features`); every function follows the standard definition:
+FID, KID and IS are host-side numpy in float64 (the features are computed
+on device, see `jaxgen.eval.features`); precision / recall's all-pairs
+distances run on the default device in full float32, as the reference
+implementation computes them (50k x 50k of them are ~1e13 FLOPs: minutes
+on a CPU host, seconds on an accelerator). Every function follows the
+standard definition:
 
   * Fréchet distance (Heusel et al. 2017) between Gaussians fitted to
     features. pytorch-fid takes the trace of `scipy.linalg.sqrtm` of the
@@ -20,12 +24,17 @@ Host-side numpy in float64 (the features are computed on device, see
   * Improved precision and recall (Kynkäänniemi et al. 2019): k-NN (k = 3)
     balls around each real (fake) feature; precision is the fraction of fake
     samples inside some real ball, recall the fraction of real samples
-    inside some fake ball.
+    inside some fake ball. Distances in float32 (not TF32) decide the same
+    memberships as float64 except for points within ~1e-6 of a ball's
+    boundary.
 """
 
+import functools
 import warnings
 from typing import Dict, Tuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
@@ -194,29 +203,45 @@ def inception_score(logits, splits: int = 10) -> Tuple[float, float]:
   return float(np.mean(scores)), float(np.std(scores))
 
 
-def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-  return np.maximum(d, 0.0)
+def _sq_dists(a: jax.Array, b: jax.Array) -> jax.Array:
+  # Full float32 matmuls: GPUs would otherwise take TF32 (10-bit mantissa)
+  # and move points across the ball boundaries.
+  ab = jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
+  d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * ab
+  return jnp.maximum(d, 0.0)
 
 
-def _knn_radii(x: np.ndarray, k: int, block: int) -> np.ndarray:
-  """Squared distance of each row to its k-th nearest other row."""
-  radii = np.empty(len(x))
+@functools.partial(jax.jit, static_argnums=2)
+def _kth_distance(rows: jax.Array, x: jax.Array, k: int) -> jax.Array:
+  """Squared distance of each of `rows` to its k-th nearest other row of x
+  (order statistic k: the row itself is its own nearest neighbour, at 0)."""
+  d = _sq_dists(rows, x)
+  # The k smallest are masked one by one (ties counted, as np.partition
+  # does): on CPU 6x faster than lax.top_k for k = 3.
+  index = jnp.arange(d.shape[0])
+  for _ in range(k):
+    d = d.at[index, jnp.argmin(d, axis=1)].set(jnp.inf)
+  return d.min(axis=1)
+
+
+@jax.jit
+def _in_some_ball(queries: jax.Array, centres: jax.Array,
+                  radii: jax.Array) -> jax.Array:
+  return (_sq_dists(queries, centres) <= radii[None, :]).any(axis=1)
+
+
+def _blocks(fn, x: np.ndarray, block: int, *args) -> np.ndarray:
+  """fn(rows, *args) over blocks of x's rows, the last one padded to the
+  block size (one compiled shape), padding dropped."""
+  out = []
   for i in range(0, len(x), block):
-    d = _sq_dists(x[i:i + block], x)
-    # Index k, not k - 1: the row itself is its own nearest neighbour (0).
-    radii[i:i + block] = np.partition(d, k, axis=1)[:, k]
-  return radii
-
-
-def _inside(queries: np.ndarray, centres: np.ndarray, radii: np.ndarray,
-            block: int) -> np.ndarray:
-  """Whether each query lies within some centre's ball."""
-  out = np.zeros(len(queries), bool)
-  for i in range(0, len(queries), block):
-    out[i:i + block] = (_sq_dists(queries[i:i + block], centres)
-                        <= radii[None, :]).any(axis=1)
-  return out
+    rows = x[i:i + block]
+    pad = block - len(rows)
+    if pad:
+      rows = np.concatenate([rows, np.zeros((pad,) + rows.shape[1:],
+                                            rows.dtype)])
+    out.append(np.asarray(fn(rows, *args))[:block - pad])
+  return np.concatenate(out)
 
 
 def precision_recall(real, fake, k: int = 3,
@@ -235,13 +260,17 @@ def precision_recall(real, fake, k: int = 3,
   Raises:
     ValueError: a set with k or fewer rows.
   """
-  real = np.asarray(real, np.float64)
-  fake = np.asarray(fake, np.float64)
+  real = np.asarray(real, np.float32)
+  fake = np.asarray(fake, np.float32)
   if min(len(real), len(fake)) <= k:
     raise ValueError(f"precision/recall with k={k} needs more than {k} "
                      f"samples per set, got {len(real)} and {len(fake)}.")
-  precision = _inside(fake, real, _knn_radii(real, k, block), block).mean()
-  recall = _inside(real, fake, _knn_radii(fake, k, block), block).mean()
+  block = min(block, max(len(real), len(fake)))
+  real_d, fake_d = jnp.asarray(real), jnp.asarray(fake)
+  real_r = jnp.asarray(_blocks(_kth_distance, real, block, real_d, k))
+  fake_r = jnp.asarray(_blocks(_kth_distance, fake, block, fake_d, k))
+  precision = _blocks(_in_some_ball, fake, block, real_d, real_r).mean()
+  recall = _blocks(_in_some_ball, real, block, fake_d, fake_r).mean()
   return {"precision": float(precision), "recall": float(recall)}
 
 

@@ -181,3 +181,24 @@ def test_precision_recall_against_brute_force():
   assert 0 < got["precision"] < 1 and 0 < got["recall"] < 1
   same = distances.precision_recall(real, real)
   assert same == {"precision": 1.0, "recall": 1.0}
+
+
+def test_precision_recall_in_float32_decide_as_float64_at_feature_scale():
+  # Pool3-like features (non-negative, 256-d, norms ~10) with duplicated
+  # rows (ties count: the k-th neighbour of a duplicated point is at its
+  # k-th order statistic); blocks of 128 leave a padded last block.
+  rng = np.random.default_rng(6)
+  real = np.maximum(rng.normal(0.2, 1.0, size=(500, 256)), 0)
+  real = np.concatenate([real, real[:40]])
+  fake = np.maximum(rng.normal(0.2, 1.02, size=(450, 256)), 0)
+
+  def reference(a, b, k=3):
+    d_aa = ((a[:, None] - a[None]) ** 2).sum(-1)
+    radii = np.sort(d_aa, axis=1)[:, k]
+    d_ba = ((b[:, None] - a[None]) ** 2).sum(-1)
+    return np.mean((d_ba <= radii[None]).any(1))
+
+  got = distances.precision_recall(real, fake, block=128)
+  assert got == {"precision": reference(real, fake),
+                 "recall": reference(fake, real)}
+  assert 0.05 < got["precision"] < 0.95 and 0.05 < got["recall"] < 0.95
