@@ -58,9 +58,12 @@ class WriterBase:
                        configs=None):
     pass
 
-  def drop_rows_after(self, step: int):
-    """Forgets rows past `step` where the writer can (a row written again
-    with more fields replaces its first version); jaxgen's own method."""
+  def replace_row(self, step: int, scalars: Mapping[str, Any]):
+    """Writes the row of `step` in place of any written from `step` on,
+    where the writer can (a row written again with more fields replaces
+    its first version); others write it as a new one. jaxgen's own
+    method."""
+    self.write_scalars(step, scalars)
 
   def flush(self):
     pass
@@ -96,10 +99,7 @@ class JsonlWriter(WriterBase):
       self._text = self.path.read_text()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-    row = {"step": int(step)}
-    for k, v in scalars.items():
-      row[k] = _to_json(v)
-    line = json.dumps(row) + "\n"
+    line = _line(step, scalars)
     if self._file is not None:
       self._file.write(line)
     else:
@@ -118,16 +118,34 @@ class JsonlWriter(WriterBase):
     if self._file is not None:
       self._file.close()
 
-  def drop_rows_after(self, step: int):
+  def replace_row(self, step: int, scalars: Mapping[str, Any]):
+    """Drops the rows from `step` on and writes this one in a single atomic
+    rewrite: a kill leaves the old rows or the new one, never neither (a
+    row completed on rerun was dropped first, and lost if the evaluation
+    completing it was stopped)."""
     self.flush()
+    line = _line(step, scalars)
     if self._file is not None:
       self._file.close()
-      truncate_jsonl(str(self.path), step)
+      text = self.path.read_text() if self.path.exists() else ""
+    else:
+      text = self._text
+    text = "".join(ln for ln in text.splitlines(keepends=True)
+                   if _step_of(ln) < step) + line
+    if self._file is not None:
+      jsonl.write_atomic(self.path, text)
       self._file = self.path.open("a")
     else:
-      self._text = "".join(line for line in self._text.splitlines(
-          keepends=True) if _step_of(line) <= step)
-      self.path.write_text(self._text)
+      self._text = text
+      self.path.write_text(text)
+
+
+def _line(step: int, scalars: Mapping[str, Any]) -> str:
+  """One metrics.jsonl line: {"step": step, **scalars}."""
+  row = {"step": int(step)}
+  for k, v in scalars.items():
+    row[k] = _to_json(v)
+  return json.dumps(row) + "\n"
 
 
 def _step_of(line: str) -> float:

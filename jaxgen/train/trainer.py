@@ -435,10 +435,11 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     if start < s.total_steps:
       unevaluated = None  # The newest checkpoint did not restore: train.
     if pidx == 0:
-      # Before the writer opens the file (it appends); a row to complete
-      # is written again.
+      # Before the writer opens the file (it appends). A row to complete
+      # stays until the completed one replaces it: its evaluation may be
+      # stopped (a long FID, Ctrl-C twice, out of memory).
       if unevaluated is not None:
-        metrics_lib.truncate_jsonl(metrics_path, start - 1)
+        metrics_lib.truncate_jsonl(metrics_path, start)
       else:
         run_record.reconcile_metrics(metrics_path, start)
     writer = metrics_lib.create_writer(
@@ -496,7 +497,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
                 if evaluation.missing_at_end(config, unevaluated, start,
                                              workdir)
                 else unevaluated)
-        ckpt.guarded(workdir, writer.write_scalars, start,
+        ckpt.guarded(workdir, writer.replace_row, start,
                      {k: v for k, v in last.items() if k != "step"})
         evaluation.note_scored(workdir, config, start, last, score)
         if config.num_samples and not run_record.has_grid(
@@ -546,9 +547,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
             # The trained state is sound: it is saved below before the
             # error propagates, so a failing evaluation loses no steps.
             eval_error = e
-          if saved_first:
-            ckpt.guarded(workdir, writer.drop_rows_after, step - 1)
-          ckpt.guarded(workdir, writer.write_scalars, step, row)
+          ckpt.guarded(workdir, (writer.replace_row if saved_first
+                                 else writer.write_scalars), step, row)
           evaluation.note_scored(workdir, config, step, row, score)
           last = dict(row, step=step)
           t0, steps_since = time.time(), 0

@@ -264,6 +264,11 @@ def test_a_kill_during_the_final_evaluation_keeps_the_trained_state(
   rows = _rows(tmp_path)
   assert [r["step"] for r in rows] == [1, 2, 3]
   assert "eval_loss" in rows[1] and "eval_loss" not in rows[2]
+  # A rerun stopped while it evaluates keeps the row it was completing (it
+  # was dropped first, and the next rerun took step 2's row for the end).
+  with pytest.raises(Killed):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert _rows(tmp_path) == rows
   # The rerun evaluates step 3, trains nothing, and completes its row.
   kill["at"] = None
   last = trainer.train_and_evaluate(config, str(tmp_path))

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+import pytest
 
 from jaxgen.eval import grids
 from jaxgen.train import flops as flops_lib
@@ -103,6 +104,30 @@ def test_jsonl_writer_without_append_rewrites_the_whole_file(tmp_path):
   w.close()
   assert [json.loads(l)["step"] for l in open(path)] == [1, 2, 3]
   assert metrics_lib.read_rows(path)[-1] == {"step": 3, "loss": 0.25}
+
+
+@pytest.mark.parametrize("append", [True, False])
+def test_replace_row_swaps_the_rows_from_its_step_in_one_write(
+    tmp_path, monkeypatch, append):
+  # Both paths: a local file appended to, an object store rewritten whole.
+  path = str(tmp_path / "metrics.jsonl")
+  w = metrics_lib.JsonlWriter(path, append=append)
+  for step in (1, 2, 3):
+    w.write_scalars(step, {"loss": step})
+  w.write_scalars(4, {"loss": 4})  # Buffered: flushed, then dropped.
+  writes = []
+  monkeypatch.setattr(metrics_lib.jsonl, "write_atomic",
+                      lambda p, text, real=metrics_lib.jsonl.write_atomic:
+                      (writes.append(text), real(p, text)))
+  w.replace_row(3, {"loss": 3, "eval_loss": 0.5})
+  assert metrics_lib.read_rows(path) == [
+      {"step": 1, "loss": 1}, {"step": 2, "loss": 2},
+      {"step": 3, "loss": 3, "eval_loss": 0.5}]
+  # The old rows went in the same rewrite that wrote the new one.
+  assert len(writes) == (1 if append else 0)
+  w.write_scalars(4, {"loss": 4})  # Writing goes on after it.
+  w.close()
+  assert [r["step"] for r in metrics_lib.read_rows(path)] == [1, 2, 3, 4]
 
 
 def test_log_lines_are_short_and_metrics_jsonl_keeps_every_digit(tmp_path,
