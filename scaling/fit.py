@@ -444,10 +444,14 @@ def run(results: str, out: str, *, family: Optional[str] = None,
       # Rows of scaling.run name their spec's metric (R3GAN: a sample
       # metric, not its adversarial eval_loss).
       metric = metric or results_lib.sweep_metric(records)
-      # Without one, the field the rows' losses come from names the fit
-      # (eval_loss, or the train loss), not a bare "loss".
-      metric_info = metrics_lib.resolve(
-          metric or results_lib.default_loss_field(records), direction)
+      # Checked as given first: a direction that cannot apply names the
+      # flag the user passed, not a field they did not. Without a metric,
+      # the field the rows' losses come from names the fit (eval_loss, or
+      # the train loss), not a bare "loss".
+      metric_info = metrics_lib.resolve(metric, direction)
+      if not metric and results_lib.default_loss_field(records):
+        metric_info = metrics_lib.resolve(
+            results_lib.default_loss_field(records), direction)
       runs = results_lib.runs_from_records(
           records, param_key=param_key, source=os.path.basename(results),
           metric=metric, direction=direction)

@@ -134,6 +134,12 @@ def test_the_default_loss_is_named_by_its_field(tmp_path):
   assert "- \"loss\" below is the rows' `eval_loss`" in (
       out / "report.md").read_text()
   assert "eval_loss" in fit.extrapolation_lines(fits)[0]
+  # A direction forced on the default loss names what was passed (it said
+  # "for --metric=eval_loss", a flag not given).
+  with pytest.raises(ValueError, match=r"^--metric_direction=higher for the "
+                     r"loss \(no --metric\): "):
+    fit.run(str(tmp_path / "r.jsonl"), str(tmp_path / "out2"),
+            approaches=[2], n_bootstrap=0, direction="higher")
 
 
 def test_excluded_budgets_are_printed_above_the_error():
