@@ -133,14 +133,15 @@ def load_optimum(path: str, spec: Any, budgets: Optional[Sequence[float]]
   return fit, nearest, _param_key(fit)
 
 
-# What the trainer logs besides sample metrics, and the sample metrics of
-# the shape classifier (the others are Inception's or pixel metrics).
-_LOSSES = ("eval_loss", "loss", "final_train_loss")
+# The sample metrics (config.eval.sample_metrics): the shape classifier's,
+# Inception's (logged only with its weights: a reconstruction family
+# without them logs PSNR / SSIM alone) and the pixel ones. Anything else
+# the trainer logs (eval_loss and its parts, eval_eps_mse, eval_l1, ...)
+# needs no section.
 _SHAPE_METRICS = ("eval_fd_shapes", "eval_accuracy_shapes")
-# Logged only with Inception weights (a reconstruction family without them
-# logs PSNR / SSIM alone).
 _INCEPTION_METRICS = ("eval_fid", "eval_kid", "eval_is", "eval_precision",
                       "eval_recall", "eval_rfid")
+_PIXEL_METRICS = ("eval_psnr", "eval_ssim", "eval_lpips")
 
 
 def check_metric_logged(spec: Any, config: Any) -> None:
@@ -160,7 +161,7 @@ def check_metric_logged(spec: Any, config: Any) -> None:
   """
   from jaxgen.eval import sample_metrics  # pylint: disable=g-import-not-at-top
   metric = str(spec.metric)
-  if metric in _LOSSES or not metric.startswith("eval_"):
+  if metric not in _SHAPE_METRICS + _INCEPTION_METRICS + _PIXEL_METRICS:
     return
   features = ((config.get("eval") or {}).get("sample_metrics") or {}).get(
       "features", "inception")

@@ -442,19 +442,26 @@ def run(results: str, out: str, *, family: Optional[str] = None,
       warnings.simplefilter("always", results_lib.FitWarning)
       records = results_lib.read_records(results)
       # Rows of scaling.run name their spec's metric (R3GAN: a sample
-      # metric, not its adversarial eval_loss).
-      metric = metric or results_lib.sweep_metric(records)
+      # metric, not its adversarial eval_loss): those of the family fitted,
+      # in a file of several.
+      mine = [r for r in records
+              if family is None or r.get("family") == family]
+      metric = metric or results_lib.sweep_metric(mine)
       # Checked as given first: a direction that cannot apply names the
       # flag the user passed, not a field they did not. Without a metric,
       # the field the rows' losses come from names the fit (eval_loss, or
       # the train loss), not a bare "loss".
       metric_info = metrics_lib.resolve(metric, direction)
-      if not metric and results_lib.default_loss_field(records):
+      if not metric and results_lib.default_loss_field(mine):
         metric_info = metrics_lib.resolve(
-            results_lib.default_loss_field(records), direction)
+            results_lib.default_loss_field(mine), direction)
+      # The other families' rows (which may not log this metric) are not
+      # read; an unknown --family keeps them all, for select_family to
+      # list.
       runs = results_lib.runs_from_records(
-          records, param_key=param_key, source=os.path.basename(results),
-          metric=metric, direction=direction)
+          mine or records, param_key=param_key,
+          source=os.path.basename(results), metric=metric,
+          direction=direction)
       runs = results_lib.select_family(runs, family)
       n_before = len(runs)
       runs = results_lib.drop_highest_loss(runs, drop_highest_loss)

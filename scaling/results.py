@@ -382,9 +382,10 @@ def sweep_metric(records: Sequence[Dict[str, Any]]) -> Optional[str]:
 
   Returns:
     The field name, or None (rows of older runs or CSV files, rows of
-    several metrics, or the default loss).
+    several metrics, or the default loss). Rows without the field (of an
+    older run, beside newer rows of the same sweep) do not decide.
   """
-  names = {r.get("metric") for r in records}
+  names = {r.get("metric") for r in records} - {None, ""}
   if len(names) != 1:
     return None
   name = names.pop()

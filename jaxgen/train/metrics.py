@@ -125,19 +125,20 @@ class JsonlWriter(WriterBase):
     completing it was stopped)."""
     self.flush()
     line = _line(step, scalars)
-    if self._file is not None:
-      self._file.close()
-      text = self.path.read_text() if self.path.exists() else ""
-    else:
-      text = self._text
-    text = "".join(ln for ln in text.splitlines(keepends=True)
-                   if _step_of(ln) < step) + line
-    if self._file is not None:
-      jsonl.write_atomic(self.path, text)
+    keep = lambda text: "".join(  # noqa: E731
+        ln for ln in text.splitlines(keepends=True) if _step_of(ln) < step)
+    if self._file is None:
+      self._text = keep(self._text) + line
+      self.path.write_text(self._text)
+      return
+    self._file.close()
+    try:
+      jsonl.write_atomic(self.path, keep(
+          self.path.read_text() if self.path.exists() else "") + line)
+    finally:
+      # Open again even when the rewrite failed (a full disk): the error
+      # then reaches the user as it is, not as a closed file's at close().
       self._file = self.path.open("a")
-    else:
-      self._text = text
-      self.path.write_text(text)
 
 
 def _line(step: int, scalars: Mapping[str, Any]) -> str:

@@ -279,6 +279,19 @@ def test_rows_naming_their_sweep_metric_are_fitted_on_it(tmp_path):
   fits = fit.run(str(path), str(tmp_path / "out2"), approaches=(3,),
                  n_bootstrap=0, top_k=20, metric="eval_loss")
   assert fits.summary["settings"]["metric"] == "eval_loss"
+  # Beside another family's rows (without the metric), --family=gan takes
+  # its own rows' metric, and warns about no other family's rows.
+  other = [dict(r, family="sd", metric="eval_loss", eval_loss=1.0)
+           for r in rows]
+  for r in other:
+    del r["eval_fd_shapes"]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows + other))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", results.FitWarning)
+    fits = fit.run(str(path), str(tmp_path / "out3"), approaches=(3,),
+                   n_bootstrap=0, top_k=20, family="gan")
+  assert fits.summary["settings"]["metric"] == "eval_fd_shapes"
+  assert fits.fit3.params.E == pytest.approx(100 * t3.TRUE.E, rel=0.1)
 
 
 def test_approach3_without_a_frontier_is_left_out_with_a_warning(

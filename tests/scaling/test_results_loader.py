@@ -162,6 +162,9 @@ def test_repeated_rows_count_once_and_the_last_is_kept(tmp_path):
 def test_the_sweep_metric_of_the_rows():
   assert results.sweep_metric([{"metric": "eval_fd_shapes"}] * 2) == (
       "eval_fd_shapes")
+  # Older rows of the same sweep (before rows named it) do not decide.
+  assert results.sweep_metric([{}, {"metric": "eval_fd_shapes"}]) == (
+      "eval_fd_shapes")
   # The default loss, older rows, or rows of two metrics: no default.
   for rows in ([{"metric": "eval_loss"}], [{}], [{"metric": "eval_fid"},
                                                   {"metric": "eval_kid"}]):

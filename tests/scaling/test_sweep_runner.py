@@ -474,6 +474,9 @@ def test_a_sweep_whose_points_would_not_log_its_metric_is_refused(tmp_path):
       "eval.sample_metrics.features=shape_classifier"], **kwargs)["points"]
   spec.metric = "eval_loss"
   assert run_lib.run_sweep(spec, **kwargs)["points"]
+  # The held-out loss's parts (logged with it) need no sample metrics.
+  spec.metric = "eval_r1"
+  assert run_lib.run_sweep(spec, **kwargs)["points"]
   # An autoencoder without Inception files logs PSNR / SSIM, no rFID.
   ae = sweep_lib.load_config_file("configs/scaling/autoencoder.py:tiny")
   kwargs["sweep_arg"] = "configs/scaling/autoencoder.py:tiny"

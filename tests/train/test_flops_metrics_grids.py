@@ -130,6 +130,24 @@ def test_replace_row_swaps_the_rows_from_its_step_in_one_write(
   assert [r["step"] for r in metrics_lib.read_rows(path)] == [1, 2, 3, 4]
 
 
+def test_a_failed_replace_row_keeps_the_rows_and_the_writer_usable(
+    tmp_path, monkeypatch):
+  # A full disk during the rewrite: the error is the disk's; close() then
+  # works (it said "I/O operation on closed file", hiding it).
+  path = str(tmp_path / "metrics.jsonl")
+  w = metrics_lib.JsonlWriter(path)
+  w.write_scalars(1, {"loss": 1.0})
+
+  def full(*args):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(metrics_lib.jsonl, "write_atomic", full)
+  with pytest.raises(OSError, match="No space left"):
+    w.replace_row(1, {"loss": 1.0, "eval_loss": 0.5})
+  w.close()
+  assert metrics_lib.read_rows(path) == [{"step": 1, "loss": 1.0}]
+
+
 def test_log_lines_are_short_and_metrics_jsonl_keeps_every_digit(tmp_path,
                                                                   caplog):
   row = {"loss": np.float32(0.5016328), "examples_seen": 1280.0,
