@@ -207,7 +207,8 @@ class Checkpointer:
   """Wraps `ocp.CheckpointManager` with the items 'state', 'data' and 'meta'."""
 
   def __init__(self, directory: str, *, max_to_keep: int = 3,
-               save_every_steps: int = 1000, async_save: bool = True):
+               save_every_steps: int = 1000, async_save: bool = True,
+               read_only: bool = False):
     """Creates (or reopens) the checkpoint directory.
 
     Args:
@@ -215,7 +216,12 @@ class Checkpointer:
       max_to_keep: number of most recent committed checkpoints kept.
       save_every_steps: save interval (the final step is always saved).
       async_save: write in a background thread after the device-to-host copy.
+      read_only: for tools that read another run's checkpoints (sampling,
+        encoding, warm starts): nothing is deleted or moved aside, and a
+        checkpoint that does not restore is an error (a run's own training
+        sets it aside; here it may only not fit this machine).
     """
+    self.read_only = read_only
     self.directory = epath.Path(directory).absolute()
     self.save_every_steps = save_every_steps
     self.max_to_keep = max_to_keep
@@ -418,7 +424,8 @@ class Checkpointer:
       logging.info("Restored checkpoint at step %d of %s (verified).", step,
                    self.directory)
       return step, state, meta.get("extra", {})
-    self._collect_stale_tmp()
+    if not self.read_only:
+      self._collect_stale_tmp()
     while True:
       step = self.manager.latest_step()
       if step is None:
@@ -431,6 +438,11 @@ class Checkpointer:
                      self.directory)
         self.last_good_step = step
         return step, state, meta.get("extra", {})
+      if self.read_only:
+        raise ValueError(
+            f"checkpoint {step} in {self.directory} does not restore here: "
+            f"{problem}; it is left in place (training the run again sets an "
+            "unusable checkpoint aside and resumes from the one before).")
       moved = self._move_aside(step)
       logging.warning("Checkpoint %d is unusable (%s); moved it to %s and "
                       "trying the next older one.", step, problem, moved)

@@ -273,11 +273,19 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     (setup, step, state); step and state are None without a checkpoint (or
     when `step` is not kept).
+
+  Raises:
+    ValueError: one line for a checkpoint that does not restore (it is
+      left in place, as every other one is).
   """
   s = _resolve(config, devices)[0]
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, abstract, shardings = abstract_state(s, jax.random.key(0))
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+    # Read only: a tool deletes none of the run's checkpoints (beyond the
+    # default 3 kept) and moves none aside (one too big for this machine
+    # is not corrupt).
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       read_only=True)
     try:
       step, state, _ = ckpt.restore(abstract, shardings, None, step=step)
     finally:

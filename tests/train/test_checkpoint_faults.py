@@ -117,6 +117,27 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(
   assert moved.startswith("2-") and sorted(os.listdir(directory)) == ["1"]
 
 
+def test_a_read_only_restore_deletes_and_moves_nothing(tmp_path):
+  # Tools (sampling, encoding, warm starts) read another run: its 5 kept
+  # checkpoints stayed 3 (the default keep pruned them), and one that did
+  # not restore here (say, out of memory) was moved to corrupt_checkpoints.
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, [1, 2, 3, 4, 5], max_to_keep=5)
+  ckpt = checkpoint_lib.Checkpointer(str(directory), read_only=True)
+  step, state, _ = ckpt.restore(*_abstract(_state(0)), None)
+  assert step == 5
+  np.testing.assert_array_equal(state["w"], _state(5)["w"])
+  _truncate(str(directory / "5"))
+  with pytest.raises(ValueError, match=(
+      r"^checkpoint 5 in \S+ does not restore here: it does not load: .*; "
+      r"it is left in place \(training the run again sets an unusable "
+      r"checkpoint aside and resumes from the one before\)\.$")):
+    ckpt.restore(*_abstract(_state(0)), None)
+  ckpt.close()
+  assert sorted(os.listdir(directory)) == ["1", "2", "3", "4", "5"]
+  assert not (tmp_path / "corrupt_checkpoints").exists()
+
+
 def test_a_resume_in_other_dtypes_verifies_then_casts(tmp_path, caplog):
   # Another param_dtype or optimizer.mu_dtype on resume: the arrays were
   # restored straight into the new dtype, failed the fingerprint, and every
