@@ -106,6 +106,7 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   Raises:
     ValueError: a configuration error (no row is written).
   """
+  import jax  # pylint: disable=g-import-not-at-top
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   config, _ = sweep_lib.point_config(spec, point.budget, point.size, sets)
@@ -115,8 +116,14 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   os.makedirs(lockdir, exist_ok=True)
   resumed_from = rows_lib.latest_checkpoint(rundir)
   start, error = time.time(), None
-  with workers.exclusive(os.path.join(lockdir, "lock"),
-                  f"point {point.id} is already running in {rundir}"):
+  # One lock per process of a point spread over several hosts (as the
+  # trainer's own): they share the directory when its disk is shared (or
+  # the hosts are one machine), and a single lock let only one of them in.
+  # Process 0's is the one the runner reads to adopt a live worker.
+  pidx = jax.process_index()
+  with workers.exclusive(os.path.join(lockdir,
+                                      "lock" if not pidx else f"lock.{pidx}"),
+                         f"point {point.id} is already running in {rundir}"):
     try:
       trainer.train_and_evaluate(config, rundir)
     except FloatingPointError as e:
@@ -129,8 +136,7 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
                  resumed_from=resumed_from, command=command,
                  first_loss=first_loss, cpu_start=cpu_start)
   row.update(extra or {})
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_index() == 0:  # One writer for a point of several hosts.
+  if pidx == 0:  # One writer for a point of several hosts.
     jsonl.write_atomic(epath.Path(rundir) / "result.json", json.dumps(row))
   return row
 

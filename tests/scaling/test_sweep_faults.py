@@ -172,3 +172,29 @@ def test_a_worker_killed_by_a_signal_is_reported_as_killed(tmp_path):
   assert workers.failure_reason(str(log), 1) == (
       "error: config.x=0 must be >= 1")
   assert workers.failure_reason(str(tmp_path / "none.txt")) == "no output"
+
+
+def test_each_process_of_a_point_takes_its_own_lock(tmp_path, monkeypatch):
+  # A point over several hosts sharing a disk (or one machine's processes):
+  # all took runs/<id>/lock, and the second one was refused as "already
+  # running" while the first waited for it in a collective.
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  from scaling import run as run_lib  # pylint: disable=g-import-not-at-top
+  from scaling import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "sweep"
+  (point,) = _sweep(workdir, dry_run=True, budgets=[3e8],
+                    sizes=["w16d1"])["points"]
+  lockdir = workdir / "runs" / point.id
+  lockdir.mkdir(parents=True)
+  trained = []
+  monkeypatch.setattr(trainer, "train_and_evaluate",
+                      lambda config, rundir: trained.append(rundir))
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  with workers.exclusive(str(lockdir / "lock"), "held by process 0"):
+    run_lib.run_point(sweep_lib.load_config_file(SPEC), point, str(workdir),
+                      dict(s.split("=", 1) for s in SETS),
+                      local=str(workdir))
+  assert trained == [str(lockdir)]
+  # Process 0 alone writes the point's result.
+  assert not (lockdir / "result.json").exists()
