@@ -57,8 +57,15 @@ def carried(directory: epath.Path, step: int) -> Optional[Dict[str, Any]]:
   first = states[0] if isinstance(states[0], dict) else {}
   keys = ", ".join(sorted(map(str, first))) or "not a dict"
   k = first.get("next_index")
-  if (not isinstance(k, int) or any(s != {"next_index": k} for s in states)
-      or k * n % count):
+  counted = isinstance(k, int) and all(s == {"next_index": k}
+                                       for s in states)
+  if counted and k * n % count:
+    # Only after the batch changed on resume (steps are whole batches).
+    raise ValueError(
+        f"checkpoint {step} in {directory} was saved by {n} process(es) at "
+        f"{k * n} examples read, which do not split evenly among {count}; "
+        f"resume it with {n} process(es).")
+  if not counted:
     raise ValueError(
         f"checkpoint {step} in {directory} was saved by {n} process(es) and "
         f"its data position ({keys}; e.g. "

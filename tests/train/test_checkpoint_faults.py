@@ -197,6 +197,23 @@ def test_a_checkpoint_of_another_process_count_restores_not_moved_aside(
   assert not (tmp_path / "corrupt_checkpoints").exists()
 
 
+def test_a_position_that_does_not_split_among_the_processes_says_so(
+    tmp_path, monkeypatch):
+  # 2 processes read 4 examples each (8): 3 processes cannot share them
+  # (only after a batch change). The error blamed grain workers.
+  from jaxgen.train import data_position  # pylint: disable=g-import-not-at-top
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, [1])
+  _as_saved_by_processes(str(directory / "1"), [{"next_index": 4}] * 2)
+  monkeypatch.setattr(data_position.jax, "process_count", lambda: 3)
+  with pytest.raises(ValueError, match=r"^checkpoint 1 in .* was saved by 2 "
+                     r"process\(es\) at 8 examples read, which do not split "
+                     r"evenly among 3; resume it with 2 process\(es\)\.$"):
+    data_position.carried(directory, 1)
+  monkeypatch.setattr(data_position.jax, "process_count", lambda: 4)
+  assert data_position.carried(directory, 1) == {"next_index": 2}
+
+
 def _numpy_fingerprint(x):
   words = x.view(np.uint32).astype(np.uint64).ravel()
   weights = (np.arange(words.size, dtype=np.uint64) * 2654435761 * 2 + 1)
