@@ -182,6 +182,7 @@ def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
   Returns:
     The rows of the branches trained now.
   """
+  import jax  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   chain = sorted(chain, key=lambda p: p.steps)
   size = chain[0].size
@@ -192,8 +193,12 @@ def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
   lock = os.path.join(local, "runs", f"{STABLE_PREFIX}{size}")
   os.makedirs(lock, exist_ok=True)
   rows = []
-  with workers.exclusive(os.path.join(lock, "lock"),
-                 f"the stable run of {size} is already running"):
+  # One lock per process of a chain over several hosts (see
+  # run.run_point): process 0's is the one the runner reads.
+  pidx = jax.process_index()
+  with workers.exclusive(os.path.join(lock, "lock" if not pidx
+                                      else f"lock.{pidx}"),
+                         f"the stable run of {size} is already running"):
     for i, p in enumerate(chain):
       rundir = str(runs / p.id)
       if (epath.Path(rundir) / "result.json").exists():

@@ -440,8 +440,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     logging.info("Parameters: %s; steps %d -> %d; %.3g FLOPs/example.",
                  counts, start, s.total_steps, s.flops_per_example)
 
-    if start < s.total_steps:
-      unevaluated = None  # The newest checkpoint did not restore: train.
+    if unevaluated is not None and start != unevaluated.get("step"):
+      # The newest checkpoint did not restore (an older one did): train, or
+      # at least do not put its row's numbers under another step.
+      unevaluated = None
     if pidx == 0:
       # Before the writer opens the file (it appends). A row to complete
       # stays until the completed one replaces it: its evaluation may be

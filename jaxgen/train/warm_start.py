@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence
 from absl import logging
 import jax
 import ml_collections
+import numpy as np
 
 from jaxgen.train import provenance
 from jaxgen.train import state as state_lib
@@ -41,20 +42,29 @@ def warm_start(state, shardings, init_from: str):
   shared = _check_params(state, src, init_from)
   params = dict(state.params)
   for k in shared:
-    params[k] = jax.device_put(jax.device_get(src.params[k]),
-                               shardings.params[k])
+    params[k] = _placed(src.params[k], state.params[k], shardings.params[k])
   ema = dict(state.ema_params)
   for k in ema:
     if k in shared:
-      ema[k] = jax.device_put(jax.device_get(src.params[k]),
-                              shardings.ema_params[k])
-  model_state = jax.device_put(jax.device_get(src.model_state),
-                               shardings.model_state)
+      ema[k] = _placed(src.params[k], state.ema_params[k],
+                       shardings.ema_params[k])
+  model_state = _placed(src.model_state, state.model_state,
+                        shardings.model_state)
   fresh = sorted(set(state.params) - set(shared))
   logging.info("Started from the weights of %s (step %d)%s.", init_from, step,
                f"; {', '.join(fresh)} initialised fresh" if fresh else "")
   return state.replace(params=params, ema_params=ema,
                        model_state=model_state)
+
+
+def _placed(src, like, shardings):
+  """`src`'s arrays in the dtypes of `like` (this run's param_dtype, which
+  the compiled step expects; the other run may have another), laid out as
+  `shardings`."""
+  return jax.tree.map(
+      lambda x, t, s: jax.device_put(
+          np.asarray(jax.device_get(x)).astype(t.dtype), s),
+      src, like, shardings)
 
 
 def check_compatible(abstract, init_from: str,

@@ -221,3 +221,22 @@ def test_run_point_returns_its_row(tmp_path, monkeypatch):
   assert row["steps_done"] == point.steps
   assert json.loads((tmp_path / "runs" / point.id / "result.json")
                     .read_text()) == row
+
+
+def test_each_process_of_a_chain_takes_its_own_lock(tmp_path, monkeypatch):
+  # As a point's (test_sweep_faults): one lock for all processes of a chain
+  # over several hosts refused process 1 as "already running".
+  import jax  # pylint: disable=g-import-not-at-top
+  from scaling import workers  # pylint: disable=g-import-not-at-top
+  spec = _spec()
+  chain = [p for p in sweep_lib.plan(spec) if p.size == "w16d1"]
+  for p in chain:  # Every branch finished: the chain has nothing to train.
+    (tmp_path / "runs" / p.id).mkdir(parents=True)
+    (tmp_path / "runs" / p.id / "result.json").write_text("{}")
+  lock = tmp_path / "local" / "runs" / f"{wsd.STABLE_PREFIX}w16d1"
+  lock.mkdir(parents=True)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  with workers.exclusive(str(lock / "lock"), "held by process 0"):
+    assert wsd.run_chain(spec, chain, str(tmp_path), {}, "cmd",
+                         str(tmp_path / "local"),
+                         run_point=lambda *a, **k: pytest.fail("ran")) == []

@@ -290,6 +290,34 @@ def test_a_kill_during_the_final_evaluation_keeps_the_trained_state(
                              rtol=1e-6)
 
 
+def test_a_row_to_complete_is_not_put_under_an_older_restored_step(
+    tmp_path, monkeypatch):
+  # Step 3's row lacks its evaluation, its checkpoint is corrupt, and the
+  # rerun asks for 2 steps: it restored step 2 and wrote step 3's row
+  # (with step 2's evaluation) in place of step 2's.
+  from tests.train import test_checkpoint_faults  # pylint: disable=g-import-not-at-top
+  real = evaluation.make_eval
+
+  def failing_at_3(config, s, shardings):
+    run = real(config, s, shardings)
+    return lambda state, step: (_ for _ in ()).throw(
+        RuntimeError("out of memory")) if step == 3 else run(state, step)
+
+  monkeypatch.setattr(evaluation, "make_eval", failing_at_3)
+  config = common.tiny_config(total_steps=3, eval_batches=1,
+                              eval_every_steps=1, checkpoint_every_steps=1)
+  with pytest.raises(RuntimeError, match="out of memory"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  rows = _rows(tmp_path)
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  test_checkpoint_faults._truncate(  # pylint: disable=protected-access
+      str(tmp_path / "checkpoints" / "3"))
+  monkeypatch.setattr(evaluation, "make_eval", real)
+  config.total_steps = 2
+  trainer.train_and_evaluate(config, str(tmp_path))
+  assert _rows(tmp_path) == rows[:2]
+
+
 def test_a_kill_while_the_final_grid_is_drawn_draws_it_on_rerun(
     tmp_path, monkeypatch):
   # The final row and checkpoint are written before the grid: a kill while

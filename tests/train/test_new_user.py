@@ -462,6 +462,17 @@ def test_init_from_another_architecture_is_refused_before_compiling(
     trainer.train_and_evaluate(deeper, str(tmp_path / "deep"))
 
 
+def test_init_from_a_run_of_another_param_dtype_casts_its_weights(tmp_path):
+  # A float32 run's weights went into a bfloat16 run's state uncast: the
+  # compiled step then refused them with a TypeError traceback.
+  source = str(tmp_path / "f32")
+  trainer.train_and_evaluate(common.tiny_config(total_steps=1), source)
+  config = common.tiny_config(total_steps=1, param_dtype="bfloat16",
+                              init_from=source)
+  last = trainer.train_and_evaluate(config, str(tmp_path / "bf16"))
+  assert np.isfinite(last["loss"])
+
+
 def test_a_model_that_fails_to_trace_records_no_config(tmp_path,
                                                        monkeypatch):
   # Some field errors only show when the network is traced (an attention
