@@ -102,7 +102,10 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
   """
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   path = out_dir / _RECORD
-  if path.exists():
+  drawn = any(p.suffix == ".png" for p in out_dir.iterdir())
+  # A record without PNGs is of an attempt that drew nothing (out of memory
+  # at its first batch, Ctrl-C while compiling): this command's replaces it.
+  if path.exists() and drawn:
     try:
       old = json.loads(path.read_text())
       old = dict({k: old[k] for k in ("step", "seed", "batch", "config")},
@@ -137,7 +140,7 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
       raise ValueError(f"{where} another config ({(shape + other)[0]}); "
                        f"pass the same --config overrides, {fix}")
     return
-  if any(p.suffix == ".png" for p in out_dir.iterdir()):
+  if drawn:
     raise ValueError(f"{out_dir} holds PNGs without a {_RECORD} (not "
                      "written by this command); pass another --out or delete "
                      "them.")

@@ -472,8 +472,10 @@ def _write_shard(module, root: str, k: int, latents: np.ndarray,
            "sum": float(latents.astype(np.float64).sum()),
            "sumsq": float((latents.astype(np.float64) ** 2).sum()),
            "shape": list(latents.shape[1:]), "producer": producer}
-  with open(path + ".json", "w", encoding="utf-8") as f:
+  # Atomic: a half-written record would make a rerun refuse the split.
+  with open(path + ".json.tmp", "w", encoding="utf-8") as f:
     json.dump(stats, f)
+  os.replace(path + ".json.tmp", path + ".json")
   os.replace(tmp, path)  # Last: a shard file means a finished shard.
 
 

@@ -162,18 +162,34 @@ def _png_folder(path: str, batch_size: int) -> ImageSet:
     for i in range(0, len(files), batch_size):
       imgs = []
       for f in files[i:i + batch_size]:
-        with f.open("rb") as fh:
-          imgs.append(np.asarray(Image.open(fh).convert("RGB")))
+        imgs.append(_read_png(f, path))
         first = first or (f.name, imgs[-1].shape)
         if imgs[-1].shape != first[1]:
           raise ValueError(
               f"{path}: {f.name} is {_size(imgs[-1].shape)}, {first[0]} "
               f"{_size(first[1])}; a set's PNGs must have one size.")
       yield np.stack(imgs)
-  with files[0].open("rb") as fh:
-    width, height = Image.open(fh).size  # The header alone is read.
+  try:
+    with files[0].open("rb") as fh:
+      width, height = Image.open(fh).size  # The header alone is read.
+  except OSError as e:
+    raise _damaged(files[0], path, e) from None
   return ImageSet(path, batches=batches(), available=len(files),
                   size=(height, width))
+
+
+def _read_png(f: epath.Path, folder: str) -> np.ndarray:
+  """One PNG of a sample folder as RGB; a damaged one is a one-line error."""
+  try:
+    with f.open("rb") as fh:
+      return np.asarray(Image.open(fh).convert("RGB"))
+  except OSError as e:  # PIL's UnidentifiedImageError, a truncated file.
+    raise _damaged(f, folder, e) from None
+
+
+def _damaged(f: epath.Path, folder: str, e: OSError) -> ValueError:
+  return ValueError(f"{folder}: {f.name} is not a readable PNG ({e}); "
+                    "remove it (jaxgen.sample then redraws its batch).")
 
 
 def _size(shape) -> str:

@@ -249,7 +249,8 @@ def check_eval_interval(config: ml_collections.ConfigDict,
 
 def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
                            saved_steps: Optional[int],
-                           total_steps: int) -> None:
+                           total_steps: int,
+                           saved_optimizer: Optional[dict] = None) -> None:
   """One warning when a resumed run's new length moves its learning rate.
 
   Run-length fields may change on resume (a finished run trains further),
@@ -263,6 +264,10 @@ def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
     saved_steps: the run length that checkpoint was trained for (None for
       checkpoints that do not record it).
     total_steps: the run length now.
+    saved_optimizer: the optimizer section that checkpoint was trained with
+      (None for checkpoints that do not record it: this config's then). A
+      wsd branch resumes the stable run's checkpoint, trained with no
+      decay: its rate there is the peak, as the branch's is.
   """
   if not (start and saved_steps and int(saved_steps) != int(total_steps)
           and jax.process_index() == 0):
@@ -287,8 +292,12 @@ def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
   if opt is None or "schedule" not in opt:
     return
   from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  before, now = (float(state_lib.learning_rate_schedule(opt, n)(start))
-                 for n in (int(saved_steps), int(total_steps)))
+  then = (ml_collections.ConfigDict(saved_optimizer)
+          if isinstance(saved_optimizer, dict)
+          and "schedule" in saved_optimizer else opt)
+  before = float(state_lib.learning_rate_schedule(then, int(saved_steps))(
+      start))
+  now = float(state_lib.learning_rate_schedule(opt, int(total_steps))(start))
   if abs(now - before) <= 1e-3 * max(abs(before), abs(now), 1e-30):
     return
   logging.warning(

@@ -415,6 +415,19 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
                                      config),
         functools.partial(evaluation.held_out_images, config))
              if sample_metrics.enabled(config) else None)
+    # Before compiling too: an autoencoder's grid examples (more than its
+    # split holds is an error), and the autoencoder that decodes a latent
+    # run's grids (one replaced since it encoded them is an error).
+    preview = getattr(s.objective, "preview_fn", None)  # Autoencoders.
+    sample_fn = (preview(config, s.mesh) if preview and config.num_samples
+                 else jax.jit(functools.partial(
+                     s.objective.sample, num=int(config.num_samples)),
+                              out_shardings=mesh_lib.replicated(s.mesh)))
+    # A latent-space run's grids show its samples decoded to images.
+    decode = (latent_decode.make_decoder(config.dataset, s.mesh)
+              if config.num_samples else None)
+    if decode is not None:
+      sample_fn = _then(sample_fn, decode)
     logging.info("Compiling the %s train step (batch %d, mesh %s)...",
                  config.family, config.batch_size, dict(s.mesh.shape))
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
@@ -463,16 +476,6 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           workdir, first_step=min(start + 5, s.total_steps),
           num_steps=int(config.profile_steps), last_step=s.total_steps)
 
-    preview = getattr(s.objective, "preview_fn", None)  # Autoencoders.
-    sample_fn = (preview(config, s.mesh) if preview and config.num_samples
-                 else jax.jit(functools.partial(
-                     s.objective.sample, num=int(config.num_samples)),
-                              out_shardings=mesh_lib.replicated(s.mesh)))
-    # A latent-space run's grids show its samples decoded to images.
-    decode = (latent_decode.make_decoder(config.dataset, s.mesh)
-              if config.num_samples else None)
-    if decode is not None:
-      sample_fn = _then(sample_fn, decode)
     eval_fn = evaluation.make_eval(config, s, shardings)
     peak = flops_lib.peak_flops_per_device()
     # Per-step rows since the last log step travel with the checkpoint, so a
@@ -481,7 +484,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     seen = run_record.Seen(config, s, start, extra.get("seen"))
     skipped_reported = 0  # Unreadable files warned about (per epoch).
     checks.warn_if_schedule_moves(config, start, extra.get("total_steps"),
-                                  s.total_steps)
+                                  s.total_steps, extra.get("optimizer"))
     checks.warn_if_data_changed(config, start, extra.get("num_examples"),
                                 info.num_examples)
     checks.check_latents_unchanged(config, start, extra.get("latents"),
@@ -491,12 +494,18 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     t0, steps_since = time.time(), 0
     failed = True
 
+    optimizer_record = (config.optimizer.to_dict()
+                        if "optimizer" in config else None)
+
     def save(step, force):
       buf.flush()  # Never save a state whose metrics were unchecked.
       ckpt.guarded(workdir, writer.flush)  # Rows reach the disk first.
       ckpt.save(step, state, data_iter, force=force,
                 extra={"pending_rows": buf.rows_for_json(),
                        "seen": seen.at(step), "total_steps": s.total_steps,
+                       # The schedule it trained on (a resume at another
+                       # length compares the rates).
+                       "optimizer": optimizer_record,
                        "num_examples": info.num_examples,
                        "latents": latents})
 

@@ -333,3 +333,23 @@ def test_interrupted_encode_says_how_to_finish(tmp_path, trained_ae_64):
       "interrupted; rerun the same command to finish (the shards written "
       "are kept).")
   assert "Traceback" not in proc.stderr
+
+
+def test_a_shard_record_cut_off_while_written_leaves_no_record(
+    tmp_path, monkeypatch):
+  # A Ctrl-C inside the record's json.dump left half a JSON file beside
+  # the old shard, and the rerun then refused the whole split.
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+
+  def cut_off(obj, f):
+    f.write(json.dumps(obj)[:10])
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(encode_lib.json, "dump", cut_off)
+  with pytest.raises(KeyboardInterrupt):
+    encode_lib._write_shard(  # pylint: disable=protected-access
+        array_record_module, str(tmp_path), 0,
+        np.zeros((2, 4, 4, 8), np.float32), np.zeros(2, np.int64), {})
+  assert not any(name.endswith(".array_record.json")
+                 or name.endswith(".array_record")
+                 for name in os.listdir(tmp_path))

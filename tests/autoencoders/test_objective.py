@@ -319,6 +319,14 @@ def test_autoencoder_runs_write_reconstruction_grids(tmp_path):
                      r"held-out split, which has \d+; use config\.num_"
                      r"samples <= \d+\.$"):
     preview.fixed_examples(config, "image", 100_000)
+  # A run asking for that many says so before compiling (it compiled first).
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(trainer, "compile_step",
+              lambda *a, **k: pytest.fail("compiled"))
+    with pytest.raises(ValueError, match=r"^config\.num_samples=100000: "):
+      trainer.train_and_evaluate(
+          _config(total_steps=2, eval_batches=1, num_samples=100_000),
+          str(tmp_path / "refused"))
   # A run writes them (at its last step) as PNG and to TensorBoard.
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert (tmp_path / "run" / "samples" / "step_0000002.png").exists()

@@ -5,6 +5,7 @@ FID values are not meaningful, but their relations are (a set against its
 own statistics is 0; other weights are refused).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -140,6 +141,18 @@ def test_image_counts_are_checked_before_any_features(tmp_path):
   with pytest.raises(ValueError, match="000003.png is 12x12, 000000.png 8x8; "
                      "a set's PNGs must have one size"):
     next(image_set.batches)
+  # A damaged PNG (a copy cut short) is one line, first or later (they
+  # were PIL tracebacks).
+  (folder / "000003.png").write_bytes(b"")
+  image_set = imagesets.open_set(str(folder), batch_size=2)
+  next(image_set.batches)
+  with pytest.raises(ValueError, match=r"^\S+pngs: 000003.png is not a "
+                     r"readable PNG \(.*\); remove it \(jaxgen.sample then "
+                     r"redraws its batch\)\.$"):
+    next(image_set.batches)
+  (folder / "000000.png").write_bytes(b"\x89PNG")
+  with pytest.raises(ValueError, match="000000.png is not a readable PNG"):
+    imagesets.open_set(str(folder), batch_size=2)
 
 
 def test_a_dataset_spec_keeps_its_split_and_every_image():
@@ -395,6 +408,14 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
   few = sample_lib.sample_run(loaded, workdir, num=3,
                               out=str(tmp_path / "few"), log=lambda _: None)
   assert few["drawn"] == 8
+  # The record of an attempt that drew nothing (out of memory at its first
+  # batch) does not hold the folder: it refused every other batch size.
+  failed = tmp_path / "failed"
+  failed.mkdir()
+  (failed / "sampling.json").write_text(json.dumps(
+      {"step": 2, "seed": 0, "batch": 1024, "config": {}}))
+  assert sample_lib.sample_run(loaded, workdir, num=3, out=str(failed),
+                               log=lambda _: None)["drawn"] == 8
   # Overrides of the run's config: a typo, another family's section.
   for flag, expected in (
       ("--config.diffusion.sample_step=3", "error: unknown config field "

@@ -551,6 +551,20 @@ def test_schedule_warning_only_for_optimizer_schedules(caplog):
   with caplog.at_level(logging.WARNING):
     checks.warn_if_schedule_moves(common.tiny_config(), 3, 6, 12)
   assert caplog.records[-1].getMessage().startswith("Run length 6 -> 12")
+  # A wsd branch resumes its stable run's checkpoint, trained at the peak
+  # (no decay) up to there: nothing moves (it warned "from 0 to" the peak).
+  branch = common.tiny_config(**{"optimizer.schedule": "wsd",
+                                 "optimizer.warmup_steps": 2,
+                                 "optimizer.decay_fraction": 0.2})
+  stable = dict(branch.optimizer.to_dict(), decay_fraction=0.0)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    checks.warn_if_schedule_moves(branch, 8, 8, 10, stable)
+  assert not caplog.records
+  with caplog.at_level(logging.WARNING):
+    checks.warn_if_schedule_moves(branch, 8, 8, 10,
+                                  branch.optimizer.to_dict())
+  assert "goes from 0 to 0.002" in caplog.records[-1].getMessage()
   # A burn-in that is a share of the run moves with its length.
   gan = r3gan.get_config("tiny")
   gan.gan.burn_in_fraction = 0.5
