@@ -176,8 +176,8 @@ def fit_parabola(budget: float, n, loss) -> IsoflopCurve:
 
   Returns:
     IsoflopCurve; `used` is False (with `reason`) when there are fewer than
-    3 distinct N, the parabola is not convex, or its vertex lies outside the
-    sampled range of N.
+    3 distinct N, the parabola is not convex, its vertex lies outside the
+    sampled range of N, or its minimum loss is not positive.
   """
   n = np.asarray(n, float)
   loss = np.asarray(loss, float)
@@ -204,6 +204,14 @@ def fit_parabola(budget: float, n, loss) -> IsoflopCurve:
     return dataclasses.replace(
         curve, used=False, reason=f"minimum at N={np.exp(x_opt):.3g} outside "
         f"the sampled N range [{n.min():.3g}, {n.max():.3g}]")
+  if not curve.loss_opt > 0:
+    # The loss law is a power law (fitted in log space): one such minimum
+    # made the whole frontier NaN. Happens for 1 - accuracy near 0.
+    return dataclasses.replace(
+        curve, used=False, reason=f"the parabola's minimum loss "
+        f"{curve.loss_opt:.3g} is not positive (a power law of the loss "
+        "needs it; a metric near its best, e.g. 1 - accuracy near 0, cannot "
+        "be extrapolated)")
   return curve
 
 

@@ -316,8 +316,10 @@ def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
     c = crossing(a, b)
     if c is None:
       continue
-    lo = min(a.runs.c.min(), b.runs.c.min())
-    hi = max(a.runs.c.max(), b.runs.c.max())
+    # Inside both frontiers' fitted budgets (their union called a crossing
+    # two decades below one family's runs "inside the data").
+    lo = max(a.budget_range[0], b.budget_range[0])
+    hi = min(a.budget_range[1], b.budget_range[1])
     crossings.append({
         "families": [a.family, b.family], "compute": c,
         "metric": float(metric.from_loss(a.coef * c ** a.exponent)),

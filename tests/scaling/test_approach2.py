@@ -98,6 +98,26 @@ def test_concave_and_tiny_budgets_are_excluded():
   assert len(fit.used) == len(t3.BUDGETS) - 2
 
 
+def test_a_minimum_loss_below_zero_excludes_its_budget():
+  # 1 - accuracy near 0: the parabola through 0.30, 0.02, 0.01, 0.25 dips
+  # below 0, and its log made the whole frontier (coefficient and
+  # exponent) NaN.
+  curve = approach2.fit_parabola(1e15, [1e6, 2e6, 4e6, 8e6],
+                                 [0.30, 0.02, 0.01, 0.25])
+  assert not curve.used and curve.loss_opt < 0
+  assert curve.reason.startswith("the parabola's minimum loss -0.0")
+  n, c, loss = _synthetic()
+  sel = c == c.max()
+  loss = loss.copy()
+  loss[sel] = loss[sel] - loss[sel].min() - 0.01
+  with pytest.warns(results.FitWarning, match="minimum loss .* is not "
+                    "positive"):
+    fit = approach2.fit_isoflops(n, loss, c)
+  assert len(fit.used) == len(t3.BUDGETS) - 1
+  assert np.isfinite([fit.loss_opt.coef, fit.loss_opt.exponent,
+                      fit.n_opt.exponent]).all()
+
+
 def test_too_few_budgets_is_one_line_error():
   n, c, loss = _synthetic(budgets=[1e18])
   with pytest.raises(ValueError, match=r">= 2 budgets .* got 1 of 1") as e:

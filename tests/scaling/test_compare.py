@@ -344,3 +344,19 @@ def test_a_rising_frontier_has_reached_targets_above_it_at_its_smallest_budget(
                                  np.array([6.0, 6.0, 4.0]), c_min=1e8)
   np.testing.assert_allclose(got[:2], [(100 / 6) ** 10, 1e8], rtol=1e-9)
   assert np.isnan(got[2])
+
+
+def test_a_crossing_beyond_one_familys_budgets_is_not_inside_the_data(
+    tmp_path):
+  # A fitted at 1e8-1e9, B at 1e10-1e11: their crossing at 3^20 = 3.5e9 is
+  # an extrapolation of B (it was "inside" the union of the ranges).
+  a = _write(tmp_path / "a.jsonl", [
+      r for r in _family_rows("A", 10.0, -0.1) if r["budget_flops"] <= 1e9])
+  b = _write(tmp_path / "b.jsonl", [
+      r for r in _family_rows("B", 30.0, -0.15)
+      if r["budget_flops"] >= 1e10])
+  summary = compare.run([a, b], str(tmp_path / "out"), "eval_fid",
+                        targets=[1.0], target_flops=1e13, n_bootstrap=0)
+  [cross] = summary["crossings"]
+  assert cross["compute"] == pytest.approx(3.0**20, rel=1e-6)
+  assert cross["inside_data"] is False
