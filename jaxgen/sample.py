@@ -23,7 +23,6 @@ than resumed or overwritten. Overrides of fields that only steer training
 import io
 import json
 import os
-import re
 import sys
 from typing import Optional
 
@@ -69,7 +68,8 @@ _RECORD = "sampling.json"
 # Config fields that only steer training, beyond those `provenance.compare`
 # already ignores (run length, mesh, evaluation, ...): a checkpoint's
 # samples do not depend on them, so overriding them keeps an --out.
-_TRAINING_ONLY = ("optimizer", "batch_size", "tensorboard")
+_TRAINING_ONLY = ("optimizer", "batch_size", "tensorboard",
+                  "dataset.worker_count")
 
 
 def _record(config, step: int, seed: int, batch: int, decoder) -> dict:
@@ -133,9 +133,11 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
                        f"{old['decoder_step']}, this command decodes with "
                        f"step {record.get('decoder_step')}; pass {fix}")
     shape, other = provenance.compare(old["config"], record["config"])
-    shape, other = ([c for c in changes
-                     if re.split(r"[.:]", c, maxsplit=1)[0]
-                     not in _TRAINING_ONLY] for changes in (shape, other))
+    steers = lambda change: any(  # noqa: E731
+        change.split(":", 1)[0] == f or change.startswith(f + ".")
+        for f in _TRAINING_ONLY)
+    shape, other = ([c for c in changes if not steers(c)]
+                    for changes in (shape, other))
     if shape or other:
       raise ValueError(f"{where} another config ({(shape + other)[0]}); "
                        f"pass the same --config overrides, {fix}")

@@ -333,6 +333,29 @@ def check_resumed_batch(config: ml_collections.ConfigDict,
         "longer hold; keep batch_size, or give the length as total_steps.")
 
 
+def check_resumed_workers(changed: Sequence[str]) -> None:
+  """Refuses a `dataset.worker_count` change on resume.
+
+  The data position saved with each checkpoint is grain's iterator state,
+  whose form depends on the worker count (0: an example count; N: N
+  workers' interleaved states): another count cannot restore it, and every
+  checkpoint was set aside as unreadable, restarting the run from step 0.
+
+  Args:
+    changed: `provenance.check`'s changed fields ("key: old -> new").
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  workers = [c for c in changed if c.startswith("dataset.worker_count: ")]
+  if workers:
+    raise ValueError(
+        f"{workers[0]} on resume: the data position saved with the "
+        "checkpoints is grain's state for the old worker count, which "
+        "another count cannot restore; keep dataset.worker_count (or start "
+        "a new run in another workdir).")
+
+
 def warn_if_data_changed(config: ml_collections.ConfigDict, start: int,
                          saved_examples: Optional[int],
                          num_examples: int) -> None:

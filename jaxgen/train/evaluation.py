@@ -71,8 +71,13 @@ def every_held_out_image(config: ml_collections.ConfigDict
   Yields:
     Per-process batches, as `held_out_input`'s.
   """
+  # In the calling process: grain's workers each take every W-th row and
+  # interleave their batches, so "whole batches, then the rest" would skip
+  # rows and repeat others.
+  dataset = config.dataset.copy_and_resolve_references()
+  dataset.worker_count = 0
   it, info = data_pipeline.build_input(
-      config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+      dataset, global_batch_size=config.batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       split=config.dataset.eval_split, train=False, repeat=False)
   yield from it

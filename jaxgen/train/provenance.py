@@ -34,7 +34,7 @@ _FREE_FIELDS = ("total_steps", "total_examples", "total_epochs", "total_flops",
                 "num_samples", "sample_every_steps", "profile_steps", "mesh.",
                 "logical_axis_rules", "dataset.data_dir",
                 "dataset.num_threads", "dataset.prefetch_buffer_size",
-                "dataset.worker_count", "remat", "grad_accum_steps", "grad_accum_loop",
+                "remat", "grad_accum_steps", "grad_accum_loop",
                 "eval.",
                 "init_from",
                 # How kernels run, not what they compute: a run trained on

@@ -384,6 +384,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   # A resume onto re-encoded latents is refused now, not after compiling.
   latents = checks.check_latents_at_resume(config, ckpt_dir, committed)
   checks.check_resumed_batch(config, changed)
+  checks.check_resumed_workers(changed)
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=pidx, process_count=pcount, train=True)

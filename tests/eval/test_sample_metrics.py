@@ -156,13 +156,15 @@ def test_an_autoencoder_scores_psnr_without_inception_then_rfid_on_rerun(
     checks.check_config(config)
 
 
-@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("count,workers", [(1, 0), (2, 0), (3, 0), (1, 4)])
 def test_every_held_out_image_once_in_order_for_any_process_count(
-    monkeypatch, count):
+    monkeypatch, count, workers):
   # The processes' batches, side by side, are the split's rows in order:
   # 20 rows are 2 whole batches of 8 and 4 left over (of 12: 1 and 8).
+  # Also with grain workers, which would each take every 4th row.
   config = common.tiny_config(**{"dataset.eval_split": "train[:20]",
-                                 "batch_size": 12 if count == 3 else 8})
+                                 "batch_size": 12 if count == 3 else 8,
+                                 "dataset.worker_count": workers})
   want = data_pipeline.read_examples(config.dataset, split="train[:20]",
                                      start=0, stop=20)["image"]
   monkeypatch.setattr(evaluation.jax, "process_count", lambda: count)

@@ -583,6 +583,21 @@ def test_schedule_warning_only_for_optimizer_schedules(caplog):
   assert not caplog.records
 
 
+def test_a_worker_count_change_on_resume_is_refused_before_compiling(
+    tmp_path, monkeypatch):
+  # The saved data position is grain's state for the old count: another
+  # count could not restore it, every checkpoint was set aside as
+  # unreadable and the run restarted from step 0.
+  trainer.train_and_evaluate(common.tiny_config(total_steps=1),
+                             str(tmp_path))
+  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  with pytest.raises(ValueError, match=r"^dataset.worker_count: 0 -> 2 on "
+                     r"resume: .*; keep dataset.worker_count"):
+    trainer.train_and_evaluate(common.tiny_config(
+        total_steps=2, **{"dataset.worker_count": 2}), str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["1"]
+
+
 def test_batch_change_on_resume_of_an_examples_budget_is_refused(tmp_path):
   config = common.tiny_config(total_steps=None, total_examples=16)
   trainer.train_and_evaluate(config, str(tmp_path))
