@@ -353,9 +353,22 @@ class Checkpointer:
         if head.isdigit() and int(head) < newest:
           _remove(tmp)
     steps = sorted(self.manager.all_steps())
-    for old in steps[:-self.max_to_keep] if self.max_to_keep else []:
-      if old < newest:
-        self.manager.delete(old)
+    old = [s for s in (steps[:-self.max_to_keep] if self.max_to_keep else [])
+           if s < newest]
+    if jax.process_count() == 1:
+      for step in old:
+        self.manager.delete(step)
+      return
+    # Several processes: orbax's delete ends in a device collective, and a
+    # background save is committed (and collected) when each process sees
+    # it finished, so processes a step apart would run different
+    # collectives and hang (so would process 0 alone on an error path).
+    # Process 0 removes the directories; each process forgets them.
+    if old:
+      if jax.process_index() == 0:
+        for step in old:
+          _remove(self.directory / str(step))
+      self.manager.reload()
 
   def guarded(self, workdir: str, fn: Callable[..., Any], *args) -> Any:
     """Runs a metrics write; a storage failure becomes one StorageError line.
@@ -424,8 +437,6 @@ class Checkpointer:
       logging.info("Restored checkpoint at step %d of %s (verified).", step,
                    self.directory)
       return step, state, meta.get("extra", {})
-    if not self.read_only:
-      self._collect_stale_tmp()
     while True:
       step = self.manager.latest_step()
       if step is None:
@@ -437,6 +448,10 @@ class Checkpointer:
         logging.info("Restored checkpoint at step %d of %s (verified).", step,
                      self.directory)
         self.last_good_step = step
+        if not self.read_only:
+          # Only now: with a lowered keep_checkpoints, collecting first
+          # deleted the older ones this loop falls back to.
+          self._collect(step)
         return step, state, meta.get("extra", {})
       if self.read_only:
         raise ValueError(
@@ -519,11 +534,6 @@ class Checkpointer:
       multihost_utils.sync_global_devices(f"jaxgen_move_aside_{step}")
     self.manager.reload()
     return str(dest)
-
-  def _collect_stale_tmp(self) -> None:
-    latest = self.manager.latest_step()
-    if latest is not None:
-      self._collect(latest)
 
   # -- shutdown -------------------------------------------------------------
 

@@ -117,6 +117,43 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(
   assert moved.startswith("2-") and sorted(os.listdir(directory)) == ["1"]
 
 
+def test_a_lowered_keep_collects_only_after_the_newest_verifies(tmp_path):
+  # keep_checkpoints lowered to 1 on a rerun: the older steps were deleted
+  # before the newest was verified, so a corrupt newest left none to fall
+  # back to (the run restarted from step 0).
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, [1, 2, 3])
+  _truncate(str(directory / "3"))
+  ckpt = checkpoint_lib.Checkpointer(str(directory), max_to_keep=1)
+  step, state, _ = ckpt.restore(*_abstract(_state(0)), None)
+  ckpt.close()
+  assert step == 2
+  np.testing.assert_array_equal(state["w"], _state(2)["w"])
+  assert sorted(os.listdir(directory)) == ["2"]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_several_processes_collect_old_steps_without_a_collective(
+    tmp_path, monkeypatch, index):
+  # orbax's delete ends in a device collective, entered when each process
+  # sees a background save finished: processes a step apart hung.
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, [1, 2, 3], max_to_keep=5)
+  ckpt = checkpoint_lib.Checkpointer(str(directory), max_to_keep=2)
+  monkeypatch.setattr(checkpoint_lib.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(checkpoint_lib.jax, "process_index", lambda: index)
+  monkeypatch.setattr(ckpt.manager, "delete",
+                      lambda step: pytest.fail("orbax delete"))
+  ckpt._collect(3)  # pylint: disable=protected-access
+  # Process 0 removes the directory; every process forgets the step.
+  assert sorted(os.listdir(directory)) == (["2", "3"] if index == 0
+                                           else ["1", "2", "3"])
+  if index == 0:
+    assert sorted(ckpt.manager.all_steps()) == [2, 3]
+  monkeypatch.undo()
+  ckpt.close()
+
+
 def test_a_read_only_restore_deletes_and_moves_nothing(tmp_path):
   # Tools (sampling, encoding, warm starts) read another run: its 5 kept
   # checkpoints stayed 3 (the default keep pruned them), and one that did
