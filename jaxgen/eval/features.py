@@ -191,11 +191,17 @@ class FeatureExtractor(StreamExtractor):
     self.batch_size = -(-int(batch_size) // self.dp) * self.dp
     self.params = jax.device_put(params, mesh_lib.replicated(mesh))
     model = inception.InceptionV3()
+    self._in = mesh_lib.batch_sharding(mesh, 4)
+    # With several processes every one holds the whole batch (drawn or
+    # read on each) and wants every feature back: split in, replicated out
+    # (a split output spans other processes' devices).
+    self._multi = jax.process_count() > 1
+    out = (mesh_lib.replicated(mesh) if self._multi
+           else mesh_lib.batch_sharding(mesh, 2))
     self._apply = jax.jit(
         lambda p, x: model.apply({"params": p}, x),
-        in_shardings=(mesh_lib.replicated(mesh),
-                      mesh_lib.batch_sharding(mesh, 4)),
-        out_shardings=(mesh_lib.batch_sharding(mesh, 2),) * 2)
+        in_shardings=(mesh_lib.replicated(mesh), self._in),
+        out_shardings=(out, out))
 
   @classmethod
   def from_file(cls, path: str, **kwargs) -> "FeatureExtractor":
@@ -208,5 +214,9 @@ class FeatureExtractor(StreamExtractor):
     pad = -n % self.dp
     if pad:
       images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
+    if self._multi:
+      # jit refuses host arrays for a split input across processes.
+      images = jax.make_array_from_callback(images.shape, self._in,
+                                            lambda index: images[index])
     feats, logits = self._apply(self.params, images)
     return np.asarray(feats)[:n], np.asarray(logits)[:n]

@@ -360,10 +360,10 @@ class SampleMetrics:
       if x.ndim == 5:  # Clips are scored frame by frame.
         x, y = (a.reshape((-1,) + a.shape[2:]) for a in (x, y))
       take = min(len(x), self.num - have)
-      for k, v in jax.device_get(self._pixel_metrics(x, y)).items():
+      for k, v in _to_host(self._pixel_metrics(x, y)).items():
         sums[k] = sums.get(k, 0.0) + float(np.sum(v[:take]))
       if self.extractor is not None:
-        recons.append(grids.to_uint8(np.asarray(jax.device_get(y)))[:take])
+        recons.append(grids.to_uint8(np.asarray(_to_host(y)))[:take])
       have += take
     out = {f"eval_{k}": v / have for k, v in sums.items()}
     if self.extractor is None:
@@ -375,3 +375,13 @@ class SampleMetrics:
                                       *distances.gaussian_stats(feats))
     out["eval_rfid"] = float(rfid)
     return out
+
+
+def _to_host(tree):
+  """The global values of arrays split over the mesh, on every process (a
+  split array spans other processes' devices there; gathered in the same
+  order on all of them)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(tree, tiled=True)

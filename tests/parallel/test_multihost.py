@@ -148,6 +148,60 @@ def test_processes_started_with_other_flags_are_refused(tmp_path):
   assert not (tmp_path / "checkpoints").exists()  # Refused before training.
 
 
+_SAMPLE_METRICS_SCRIPT = """
+import sys
+import numpy as np
+from jaxgen.parallel import multihost
+multihost.initialize()
+import jax
+from jaxgen.eval import features, inception, sample_metrics
+inception.INPUT_SIZE = 75  # Its smallest input: plumbing, not FID.
+mesh = jax.make_mesh((4, 2, 1), ("data", "fsdp", "tensor"),
+                     axis_types=(jax.sharding.AxisType.Auto,) * 3)
+ex = features.FeatureExtractor(inception.random_params(0), mesh=mesh,
+                               batch_size=8)
+images = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), np.uint8)
+feats, _ = ex.of_batches(iter([images[:8], images[8:]]), 12, "x",
+                         progress=False)
+split = jax.make_array_from_callback(
+    (8, 3), jax.sharding.NamedSharding(mesh, jax.P("data")),
+    lambda index: np.arange(24.0).reshape(8, 3)[index])
+np.savez(sys.argv[1] + f"/{jax.process_index()}.npz", feats=feats,
+         split=sample_metrics._to_host({"a": split})["a"])
+"""
+
+
+@pytest.mark.multihost
+def test_sample_metrics_gather_features_on_every_process(tmp_path,
+                                                         monkeypatch):
+  # In-training FID on two processes: jit refused the host batch for the
+  # split Inception input, and a reconstruction's per-example metrics span
+  # the other process's devices.
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-c", _SAMPLE_METRICS_SCRIPT, str(tmp_path)],
+      env=_env(4, JAXGEN_COORDINATOR=f"127.0.0.1:{port}",
+               JAXGEN_NUM_PROCESSES=2, JAXGEN_PROCESS_ID=i),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  for p in procs:
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 0, out[-3000:]
+  # The same features as one process's 8 devices, on both processes.
+  from jaxgen.eval import features, inception  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(inception, "INPUT_SIZE", 75)
+  images = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3),
+                                             np.uint8)
+  want, _ = features.FeatureExtractor(
+      inception.random_params(0), batch_size=8).of_batches(
+          iter([images[:8], images[8:]]), 12, "x", progress=False)
+  for i in range(2):
+    with np.load(tmp_path / f"{i}.npz") as got:
+      np.testing.assert_allclose(got["feats"], want, rtol=1e-5, atol=1e-5)
+      np.testing.assert_array_equal(got["split"],
+                                    np.arange(24.0).reshape(8, 3))
+
+
 @pytest.mark.parametrize("env,match", [
     ({"JAXGEN_NUM_PROCESSES": "2", "JAXGEN_PROCESS_ID": "0"},
      "JAXGEN_NUM_PROCESSES / JAXGEN_PROCESS_ID are set but "
