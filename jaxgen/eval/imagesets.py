@@ -46,6 +46,9 @@ class ImageSet:
   batches: Optional[Iterator[np.ndarray]] = None
   available: Optional[int] = None
   size: Optional[Tuple[int, int]] = None
+  # Read class by class (a folder dataset with class subfolders): the first
+  # images of it are a few classes.
+  by_class: bool = False
 
 
 def check_weights(image_set: ImageSet, weights_hash: str, fix: str) -> None:
@@ -122,6 +125,12 @@ def count(image_set: ImageSet, num: int) -> int:
   if n < 2:
     raise ValueError(f"{image_set.name}: {n} image; statistics need at least "
                      "2 (FID thousands).")
+  if image_set.by_class and have and n < have:
+    logging.warning(
+        "%s: the first %d of its %d images are read, class by class: the "
+        "statistics then cover only its first classes; pass --num=%d (all) "
+        "or a folder holding a sample of every class.", image_set.name, n,
+        have, have)
   return n
 
 
@@ -224,7 +233,10 @@ def _dataset(spec: str, *, image_size: int, data_dir: Optional[str],
       yield data_pipeline.read_examples(c, split=split, start=full,
                                         stop=info.num_examples)["image"]
   return ImageSet(spec, batches=batches(), available=info.num_examples,
-                  size=(int(image_size), int(image_size)))
+                  size=(int(image_size), int(image_size)),
+                  # A held-out split of a folder is read by hash.
+                  by_class=(spec.startswith("folder:") and split == c.split
+                            and (info.num_classes or 0) > 1))
 
 
 def is_dataset_spec(name: str) -> bool:

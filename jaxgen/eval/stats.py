@@ -35,7 +35,8 @@ def compute(extractor: features_lib.FeatureExtractor, image_set, num: int,
     extractor: the Inception feature extractor.
     image_set: an `imagesets.ImageSet` with batches.
     num: images to use (0: all it has).
-    keep_features: features stored for KID / precision-recall.
+    keep_features: features stored for KID / precision-recall (evenly
+      spread over the images read).
 
   Returns:
     The arrays of a stats file.
@@ -50,8 +51,15 @@ def compute(extractor: features_lib.FeatureExtractor, image_set, num: int,
   feats, _ = extractor.of_batches(
       imagesets.noting_size(image_set.batches, size), num, image_set.name)
   mu, sigma = distances.gaussian_stats(feats)
+  # Spread over all the images read, not the first ones: a folder dataset
+  # lists its images class by class, and the first 10,000 of ImageNet's
+  # are 8 of its classes (KID and precision / recall would compare the
+  # samples with those).
+  kept = np.unique(np.linspace(0, num - 1, min(int(keep_features), num),
+                               dtype=np.int64)) if keep_features > 0 else []
   return {"mu": mu, "sigma": sigma,
-          "features": feats[:keep_features].astype(np.float32),
+          "features": feats[kept].astype(np.float32).reshape(
+              len(kept), feats.shape[1]),
           "num": np.int64(num), "source": np.str_(image_set.name),
           "weights_hash": np.str_(extractor.weights_hash),
           "image_size": np.asarray(size[0], np.int64)}

@@ -6,6 +6,7 @@ own statistics is 0; other weights are refused).
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -52,6 +53,12 @@ def test_stats_then_fid_against_the_same_and_other_images(extractor,
   assert stats["mu"].shape == (2048,) and stats["sigma"].shape == (2048,
                                                                    2048)
   assert stats["features"].shape == (20, 2048)
+  # Kept features spread over the images read (the first ones of a folder
+  # read class by class are a few classes): rows 0, 1, 3, ..., 31.
+  feats, _ = extractor.of_batches(_shapes().batches, 32, "x", progress=False)
+  rows = np.linspace(0, 31, 20).astype(int)
+  np.testing.assert_allclose(stats["features"], feats[rows], rtol=1e-6)
+  assert rows[-1] == 31 and len(set(rows)) == 20
   assert str(stats["weights_hash"]) == "w0" and int(stats["num"]) == 32
   assert stats["image_size"].tolist() == [16, 16]
   path = str(tmp_path / "s.npz")
@@ -153,6 +160,24 @@ def test_image_counts_are_checked_before_any_features(tmp_path):
   (folder / "000000.png").write_bytes(b"\x89PNG")
   with pytest.raises(ValueError, match="000000.png is not a readable PNG"):
     imagesets.open_set(str(folder), batch_size=2)
+
+
+def test_part_of_a_folder_read_class_by_class_is_warned_about(tmp_path,
+                                                               caplog):
+  # --num=50000 of ImageNet's train folder read its first 39 classes.
+  for name in ("a", "b"):
+    (tmp_path / "f" / name).mkdir(parents=True)
+    for i in range(2):
+      Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(
+          tmp_path / "f" / name / f"{i}.png")
+  image_set = imagesets.open_set(f"folder:{tmp_path / 'f'}", image_size=8,
+                                 batch_size=2)
+  with caplog.at_level(logging.WARNING):
+    assert imagesets.count(image_set, 4) == 4
+    assert not caplog.records
+    assert imagesets.count(image_set, 3) == 3
+  assert "the first 3 of its 4 images are read, class by class" in (
+      caplog.records[-1].getMessage())
 
 
 def test_a_dataset_spec_keeps_its_split_and_every_image():
