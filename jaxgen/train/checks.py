@@ -334,7 +334,7 @@ def check_resumed_batch(config: ml_collections.ConfigDict,
 
 
 def check_resumed_workers(changed: Sequence[str]) -> None:
-  """Refuses a `dataset.worker_count` change on resume.
+  """Refuses a `dataset.worker_count` change on resume (one process).
 
   The data position saved with each checkpoint is grain's iterator state,
   whose form depends on the worker count (0: an example count; N: N
@@ -348,7 +348,11 @@ def check_resumed_workers(changed: Sequence[str]) -> None:
     ValueError: one line saying what to change.
   """
   workers = [c for c in changed if c.startswith("dataset.worker_count: ")]
-  if workers:
+  # One process: config.json holds its own count. With several, hosts may
+  # each set theirs (jaxgen.parallel.multihost's per-host fields) while
+  # config.json holds process 0's, and a refusal on one process alone
+  # would leave the others waiting in a collective.
+  if workers and jax.process_count() == 1:
     raise ValueError(
         f"{workers[0]} on resume: the data position saved with the "
         "checkpoints is grain's state for the old worker count, which "

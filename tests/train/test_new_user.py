@@ -596,6 +596,10 @@ def test_a_worker_count_change_on_resume_is_refused_before_compiling(
     trainer.train_and_evaluate(common.tiny_config(
         total_steps=2, **{"dataset.worker_count": 2}), str(tmp_path))
   assert os.listdir(tmp_path / "checkpoints") == ["1"]
+  # With several processes hosts may each set their own count (config.json
+  # holds process 0's): nothing is refused there, by any one process.
+  monkeypatch.setattr(checks.jax, "process_count", lambda: 2)
+  checks.check_resumed_workers(["dataset.worker_count: 0 -> 8"])
 
 
 def test_batch_change_on_resume_of_an_examples_budget_is_refused(tmp_path):
