@@ -184,7 +184,7 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import run_state  # pylint: disable=g-import-not-at-top
   if not num or num < 1:
     raise ValueError("pass --num, the number of samples (>= 1).")
   if config.get("family") == "autoencoder":
@@ -224,7 +224,7 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   except OSError as e:
     raise ValueError(f"cannot create --out={out}: {e.strerror or e}; pass a "
                      "folder you can write to.") from None
-  s, step, state = trainer.restore(config, workdir, step=step)
+  s, step, state = run_state.restore(config, workdir, step=step)
   if state is None:
     raise no_checkpoint
   dp = mesh_lib.data_parallel_size(s.mesh)

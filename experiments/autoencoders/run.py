@@ -48,7 +48,7 @@ from configs import simple_diffusion as sd_config
 from jaxgen import families  # pylint: disable=unused-import  (registers them)
 from jaxgen import jsonl
 from jaxgen.autoencoders import encode as encode_lib
-from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.autoencoders import runs as ae_runs
 from jaxgen.autoencoders import spectrum
 from jaxgen.data import pipeline
 from jaxgen.eval import classifier
@@ -57,6 +57,7 @@ from jaxgen.eval import grids
 from jaxgen.eval import pixels
 from jaxgen.eval import sampling
 from jaxgen.train import logs
+from jaxgen.train import run_state
 from jaxgen.train import trainer
 
 FLAGS = flags.FLAGS
@@ -142,7 +143,7 @@ def test_images(n: int) -> np.ndarray:
 
 def recon_scores(workdir: str, images: np.ndarray) -> dict:
   """Held-out PSNR / SSIM, latent HF energy, reconstructions (first 16)."""
-  _, s, step, state = ae_objective.restore_run(workdir)
+  _, s, step, state = ae_runs.restore_run(workdir)
   ae = s.objective
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     rec = jax.jit(lambda st, x: ae.reconstruct(st, {"image": x}))
@@ -245,7 +246,7 @@ def diffusability(images, results):
     last = [r for r in jsonl.read(os.path.join(sd_dir, "metrics.jsonl"))
             if "eval_loss" in r][-1]
     row["sd_eval_loss"] = float(last["eval_loss"])
-    s, _, state = trainer.restore(sd, sd_dir)
+    s, _, state = run_state.restore(sd, sd_dir)
     row["sd_train_flops"] = s.flops_per_example * sd.batch_size * FLAGS.sd_steps
     with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
       draw = sampling.make_batch_sampler(s.objective, s.mesh, 64, seed=1)

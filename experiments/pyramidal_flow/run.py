@@ -57,6 +57,7 @@ from jaxgen.eval import classifier
 from jaxgen.eval import distances
 from jaxgen.eval import grids
 from jaxgen.train import logs
+from jaxgen.train import run_state
 from jaxgen.train import trainer
 
 FLAGS = flags.FLAGS
@@ -107,7 +108,7 @@ def restore_at(config, workdir, step):
     shutil.copytree(os.path.join(workdir, "checkpoints", str(step)),
                     os.path.join(view + ".tmp", "checkpoints", str(step)))
     os.replace(view + ".tmp", view)
-  s, got, state = trainer.restore(config, view, devices=jax.devices()[:1])
+  s, got, state = run_state.restore(config, view, devices=jax.devices()[:1])
   assert got == step, (got, step)
   return s, state
 

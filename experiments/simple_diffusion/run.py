@@ -56,6 +56,7 @@ from jaxgen.eval import classifier
 from jaxgen.eval import distances
 from jaxgen.eval import features
 from jaxgen.eval import grids
+from jaxgen.train import run_state
 from jaxgen.train import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -242,7 +243,7 @@ def num_params(name: str) -> int:
 def restore(name: str, workdir: str):
   """(setup, state) of a trained arm."""
   config = arm_config(name)
-  s, step, state = trainer.restore(config, workdir)
+  s, step, state = run_state.restore(config, workdir)
   if step != config.total_steps:
     raise RuntimeError(f"{name}: checkpoint at step {step}, expected "
                        f"{config.total_steps}.")

@@ -271,11 +271,12 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import runs as ae_runs  # pylint: disable=g-import-not-at-top
   check_autoencoder_run(config, workdir)
   # The batch is split over the mesh restore_run builds (the run's, or all
   # the devices here when the run's does not fit them); both size problems
   # are reported at once.
-  config = ae_objective.on_these_devices(config)
+  config = ae_runs.on_these_devices(config)
   dp = mesh_lib.data_parallel_size(mesh_lib.make_mesh(config.mesh))
   problems = []
   if shard_size % batch_size:
@@ -338,7 +339,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   if video:
     check_frames(arch, workdir, int(info.num_frames), given=bool(num_frames),
                  data=data)
-  _, s, step, state = ae_objective.restore_run(workdir, config)
+  _, s, step, state = ae_runs.restore_run(workdir, config)
   # Every example, in order: whole batches from the pipeline, then the rows
   # they leave over (padded to a batch for the compiled encoder).
   total = info.num_examples

@@ -149,16 +149,16 @@ def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   if source is None:
     return None
   directory, meta, workdir = source
-  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import runs as ae_runs  # pylint: disable=g-import-not-at-top
   # The checkpoint that encoded the latents: a newer one (the autoencoder
   # trained on) decodes them into other images.
   encoded_at = meta.get("autoencoder_step")
   try:
-    _, s, step, state = ae_objective.restore_run(workdir, step=encoded_at)
+    _, s, step, state = ae_runs.restore_run(workdir, step=encoded_at)
   except ValueError:
     if encoded_at is None:
       raise
-    _, s, step, state = ae_objective.restore_run(workdir)
+    _, s, step, state = ae_runs.restore_run(workdir)
     logging.warning("Decoding %s with step %d of %s: step %d, which encoded "
                     "them, is no longer kept or does not load.", directory, step, workdir,
                     encoded_at)

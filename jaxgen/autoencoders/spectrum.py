@@ -144,6 +144,7 @@ def measure(workdir: str, *, data: str, num: int = 256,
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import encode as encode_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import runs as ae_runs  # pylint: disable=g-import-not-at-top
   from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
   from jaxgen.eval import imagesets  # pylint: disable=g-import-not-at-top
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
@@ -171,7 +172,7 @@ def measure(workdir: str, *, data: str, num: int = 256,
                                   data_dir=data_dir, batch_size=32)
   if images_set.batches is None:
     raise ValueError(f"{data} holds statistics, not images; pass images.")
-  _, s, step, state = ae_objective.restore_run(workdir, config)
+  _, s, step, state = ae_runs.restore_run(workdir, config)
   model = s.objective.model
   encode = jax.jit(lambda p, x: model.apply({"params": p}, x,
                                             method=model.encode))

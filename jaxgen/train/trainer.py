@@ -256,74 +256,17 @@ def compile_step(s: Setup, base_rng: jax.Array) -> CompiledStep:
                       BoundStep(compiled, total), batch_shardings)
 
 
-def restore(config: ml_collections.ConfigDict, workdir: str, *,
-            devices: Optional[Sequence[jax.Device]] = None,
-            step: Optional[int] = None):
-  """The newest verified checkpoint of a run, laid out on this mesh.
-
-  For sampling, evaluation and experiments; nothing is compiled. Use the
-  returned state under `jax.set_mesh(s.mesh)` and `s.rules`.
+def traced_state(s: Setup):
+  """The abstract train state of a setup, traced (not compiled) on its mesh.
 
   Args:
-    config: the run's config.
-    workdir: the run directory.
-    devices: devices of the mesh (default: all).
-    step: this checkpoint instead of the newest.
-
-  Returns:
-    (setup, step, state); step and state are None without a checkpoint (or
-    when `step` is not kept).
-
-  Raises:
-    ValueError: one line for a checkpoint that does not restore (it is
-      left in place, as every other one is).
-  """
-  s = _resolve(config, devices)[0]
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    _, abstract, shardings = abstract_state(s, jax.random.key(0))
-    # Read only: a tool deletes none of the run's checkpoints (beyond the
-    # default 3 kept) and moves none aside (one too big for this machine
-    # is not corrupt).
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       read_only=True)
-    try:
-      step, state, _ = ckpt.restore(abstract, shardings, None, step=step)
-    finally:
-      ckpt.close()
-  return s, step, state
-
-
-def abstract_of(config: ml_collections.ConfigDict, *,
-                devices: Optional[Sequence[jax.Device]] = None):
-  """The abstract train state (shapes and dtypes) a run config describes.
-
-  Traced, not compiled: cheap enough to compare two runs' architectures
-  before anything compiles (a warm start's check).
-
-  Args:
-    config: a run config.
-    devices: devices of the mesh (default: all).
+    s: the trainer's setup of a run.
 
   Returns:
     The abstract state, a pytree of `jax.ShapeDtypeStruct`.
   """
-  return _traced_state(_resolve(config, devices)[0])
-
-
-def _traced_state(s: Setup):
-  """The abstract train state of a resolved setup, traced on its mesh."""
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     return abstract_state(s, jax.random.key(0))[1]
-
-
-def _resolve(config, devices):
-  """(setup, train iterator) of a run config, for restoring or tracing."""
-  config, checked = checks.check_restorable(config, devices)
-  it, info = data_pipeline.build_input(
-      config.dataset, global_batch_size=train_batch_size(config, checked[2]),
-      seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count(), train=True)
-  return setup(config, data_info=info, devices=devices, checked=checked), it
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -402,7 +345,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   if init_from and not committed:
     checks.check_init_from(config, init_from)
     # Another architecture is refused now, not after minutes of compiling.
-    warm_start_lib.check_compatible(_traced_state(s), init_from, config)
+    warm_start_lib.check_compatible(traced_state(s), init_from, config)
   if changed:
     logging.warning("Resuming with changed config fields: %s.",
                     "; ".join(changed))

@@ -36,9 +36,9 @@ def warm_start(state, shardings, init_from: str):
     ValueError: one line if the other run's parameters have other names or
       shapes.
   """
-  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top  (it imports this module)
-  _, step, src = trainer.restore(provenance.load_config(init_from),
-                                 init_from)
+  from jaxgen.train import run_state  # pylint: disable=g-import-not-at-top  (via the trainer, it imports this module)
+  _, step, src = run_state.restore(provenance.load_config(init_from),
+                                   init_from)
   shared = _check_params(state, src, init_from)
   params = dict(state.params)
   for k in shared:
@@ -85,10 +85,10 @@ def check_compatible(abstract, init_from: str,
     ValueError: one line if no network is shared or a shared one differs in
       parameter names or shapes.
   """
-  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top  (it imports this module)
+  from jaxgen.train import run_state  # pylint: disable=g-import-not-at-top  (via the trainer, it imports this module)
   fields = (provenance.model_differences(init_from, config)
             if config is not None else [])
-  _check_params(abstract, trainer.abstract_of(provenance.load_config(
+  _check_params(abstract, run_state.abstract_of(provenance.load_config(
       init_from)), init_from, fields)
 
 

@@ -8,6 +8,7 @@ import pytest
 from jaxgen.autoencoders import adversarial
 from jaxgen.autoencoders import objective as ae_objective
 from jaxgen.gan import losses as gan_losses
+from jaxgen.train import run_state
 from jaxgen.train import trainer
 from tests.autoencoders.test_objective import TWO_STAGES
 from tests.autoencoders.test_objective import _config
@@ -138,8 +139,8 @@ def test_batch_norm_decoder_trains_its_running_statistics(tmp_path):
   cfg2 = _bn_config(total_steps=2, eval_batches=0, num_samples=0,
                     **{"autoencoder.phase": "phase2", "init_from": one})
   trainer.train_and_evaluate(cfg2, two)
-  a = trainer.restore(config, one)[2]
-  b = trainer.restore(cfg2, two)[2]
+  a = run_state.restore(config, one)[2]
+  b = run_state.restore(cfg2, two)[2]
   for x1, x2 in zip(jax.tree.leaves(a.model_state),
                     jax.tree.leaves(b.model_state)):
     np.testing.assert_array_equal(x1, x2)
@@ -151,7 +152,7 @@ def test_batch_norm_decoder_trains_its_running_statistics(tmp_path):
                     **{"autoencoder.phase": "phase3", "init_from": two,
                        "autoencoder.gan_weight": 0.5})
   trainer.train_and_evaluate(cfg3, three)
-  c = trainer.restore(cfg3, three)[2]
+  c = run_state.restore(cfg3, three)[2]
   assert "discriminator" in c.params
   moved = [
       "/".join(str(getattr(k, "key", k)) for k in path)

@@ -137,7 +137,7 @@ def test_convert_writes_a_run_that_phases_start_from(tmp_path):
   dc = parity.need("diffusers.models.autoencoders.autoencoder_dc")
   from configs import autoencoder as ae_config  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import convert  # pylint: disable=g-import-not-at-top
-  from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
+  from jaxgen.autoencoders import runs as ae_runs  # pylint: disable=g-import-not-at-top
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
   from tests.train import common  # pylint: disable=g-import-not-at-top
@@ -155,7 +155,7 @@ def test_convert_writes_a_run_that_phases_start_from(tmp_path):
   run = str(tmp_path / "run")
   meta = convert.convert(str(tmp_path / "ae"), run, config)
   assert meta["params"] == sum(p.numel() for p in ref.parameters())
-  _, s, step, state = ae_objective.restore_run(run)
+  _, s, step, state = ae_runs.restore_run(run)
   assert step == 0
   x = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(
       np.float32)

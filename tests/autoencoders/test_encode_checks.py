@@ -15,7 +15,7 @@ import pytest
 from configs import autoencoder as ae_config
 from jaxgen import config_lib
 from jaxgen.autoencoders import encode as encode_lib
-from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.autoencoders import runs as ae_runs
 from jaxgen.data import config as data_config
 from jaxgen.data import sources
 from tests.data import test_data_sources
@@ -78,7 +78,7 @@ def test_rerun_resumes_its_shards_and_refuses_another_encodes(
   before = _snapshot(root)
   other_run = str(tmp_path / "other_run")
   shutil.copytree(ae_dir, other_run)
-  restore = ae_objective.restore_run
+  restore = ae_runs.restore_run
 
   def later_step(*args):
     c, s, step, state = restore(*args)
@@ -99,9 +99,9 @@ def test_rerun_resumes_its_shards_and_refuses_another_encodes(
     written.clear()
     with monkeypatch.context() as m:
       if kwargs.pop("step", False):
-        m.setattr(ae_objective, "restore_run", later_step)
+        m.setattr(ae_runs, "restore_run", later_step)
       if "restore" in kwargs:
-        m.setattr(ae_objective, "restore_run", kwargs.pop("restore"))
+        m.setattr(ae_runs, "restore_run", kwargs.pop("restore"))
       with pytest.raises(ValueError) as e:
         _encode(config, workdir, out, **kwargs)
     msg = str(e.value)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from jaxgen.autoencoders import latent_decode
-from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.autoencoders import runs as ae_runs
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -32,7 +32,7 @@ def test_decoder_uses_the_encoding_step_while_it_is_kept(
   z = np.random.default_rng(0).normal(size=(2, 8, 8, 8)).astype(np.float32)
 
   def decoded_at(step):
-    _, s, _, state = ae_objective.restore_run(ae_dir, step=step)
+    _, s, _, state = ae_runs.restore_run(ae_dir, step=step)
     return np.clip(s.objective.decode(state, z / 0.5), -1, 1)
 
   at_2, at_4 = decoded_at(2), decoded_at(4)

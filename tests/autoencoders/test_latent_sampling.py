@@ -11,7 +11,7 @@ import pytest
 from jaxgen import sample as sample_lib
 from jaxgen.autoencoders import encode as encode_lib
 from jaxgen.autoencoders import latent_decode
-from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.autoencoders import runs as ae_runs
 from jaxgen.train import checks
 from jaxgen.train import trainer
 from tests.train import common
@@ -93,11 +93,11 @@ def test_tools_use_the_devices_they_have(tmp_path, trained_ae_64):
   config, ae_dir = trained_ae_64
   fits = config.copy_and_resolve_references()
   fits.mesh = ml_collections.ConfigDict(dict(data=2, fsdp=4, tensor=1))
-  assert ae_objective.on_these_devices(fits) is fits
+  assert ae_runs.on_these_devices(fits) is fits
   # Trained on 16 devices, encoded or decoded on these 8.
   bigger = config.copy_and_resolve_references()
   bigger.mesh = ml_collections.ConfigDict(dict(data=4, fsdp=4, tensor=1))
-  moved = ae_objective.on_these_devices(bigger)
+  moved = ae_runs.on_these_devices(bigger)
   assert dict(moved.mesh) == {"data": -1, "fsdp": 1, "tensor": 1}
   assert dict(bigger.mesh)["data"] == 4  # The run's config is left alone.
   assert moved.model.to_dict() == bigger.model.to_dict()

@@ -9,7 +9,7 @@ import pytest
 
 from jaxgen.autoencoders import encode as encode_lib
 from jaxgen.autoencoders import latent_decode
-from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.autoencoders import runs as ae_runs
 from jaxgen.data import pipeline
 from jaxgen.train import trainer
 from tests.train import common
@@ -86,7 +86,7 @@ def test_encode_then_train_simple_diffusion_on_the_latents(tmp_path,
   decode = latent_decode.make_decoder(sd.dataset, jax.make_mesh(
       (1,), ("data",), devices=jax.devices()[:1]))
   z = np.random.default_rng(0).normal(size=(2, 8, 8, 8)).astype(np.float32)
-  _, s, _, state = ae_objective.restore_run(ae_dir)
+  _, s, _, state = ae_runs.restore_run(ae_dir)
   want = np.clip(s.objective.decode(state, z / meta["scaling_factor"]), -1, 1)
   np.testing.assert_allclose(decode(z), want, atol=1e-5)
   assert latent_decode.make_decoder(common.tiny_config().dataset,

@@ -18,6 +18,7 @@ from jaxgen.eval import perceptual
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
 from jaxgen.train import state as state_lib
+from jaxgen.train import run_state
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -234,8 +235,8 @@ def test_phase2_trains_only_the_layers_next_to_the_latent(tmp_path):
   config = _config(total_steps=2, eval_batches=0,
                    **{"autoencoder.phase": "phase2", "init_from": one})
   trainer.train_and_evaluate(config, two)
-  before = jax.device_get(trainer.restore(first, one)[2].params["model"])
-  after = jax.device_get(trainer.restore(config, two)[2].params["model"])
+  before = jax.device_get(run_state.restore(first, one)[2].params["model"])
+  after = jax.device_get(run_state.restore(config, two)[2].params["model"])
   moved = []
   for (path, a), (_, b) in zip(
       jax.tree_util.tree_flatten_with_path(before)[0],

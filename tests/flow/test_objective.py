@@ -16,6 +16,7 @@ from jaxgen.flow import layout as layout_lib
 from jaxgen.flow import objective as flow_objective
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
+from jaxgen.train import run_state
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -264,14 +265,14 @@ def test_a_run_restores_on_more_devices_than_it_trained_on(tmp_path):
   trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   with pytest.raises(ValueError, match="not divisible by the stage-ratio"):
     checks.check_config(config)
-  _, step, one = trainer.restore(config, str(tmp_path),
-                                 devices=jax.devices()[:1])
-  s, step8, eight = trainer.restore(config, str(tmp_path))
+  _, step, one = run_state.restore(config, str(tmp_path),
+                                   devices=jax.devices()[:1])
+  s, step8, eight = run_state.restore(config, str(tmp_path))
   assert step == step8 == 1 and len(s.mesh.devices.flat) == 8
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
     np.testing.assert_array_equal(a, b)
   # A warm start's check traces it here too.
-  abstract = trainer.abstract_of(config)
+  abstract = run_state.abstract_of(config)
   assert jax.tree.structure(abstract.params) == jax.tree.structure(
       eight.params)
   # Other problems keep their own error.

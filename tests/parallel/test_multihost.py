@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from jaxgen.parallel import multihost
+from jaxgen.train import run_state
 from jaxgen.train import trainer
 from scaling import specs
 from tests.train import common
@@ -73,8 +74,8 @@ def test_two_processes_match_one_process(tmp_path):
   # restores on this one process's 8 devices with the 1-process run's state.
   assert "3" in os.listdir(tmp_path / "two" / "checkpoints")
   config = common.tiny_config(**overrides)
-  _, step_one, state_one = trainer.restore(config, str(tmp_path / "one"))
-  _, step_two, state_two = trainer.restore(config, str(tmp_path / "two"))
+  _, step_one, state_one = run_state.restore(config, str(tmp_path / "one"))
+  _, step_two, state_two = run_state.restore(config, str(tmp_path / "two"))
   assert step_one == step_two == 3
   for name in ("params", "opt_state", "ema_params"):
     a, b = (jax.tree.leaves(getattr(s, name)) for s in (state_one, state_two))

@@ -33,6 +33,7 @@ from jaxgen.train import profiling
 from jaxgen.train import provenance
 from jaxgen.train import checks
 from jaxgen.train import run_record
+from jaxgen.train import run_state
 from jaxgen.train import trainer
 from tests.train import common
 
@@ -389,12 +390,12 @@ def test_bench_reports_state_bytes_per_device():
 def test_public_restore_returns_the_trained_state(tmp_path):
   config = common.tiny_config(total_steps=2)
   trainer.train_and_evaluate(config, str(tmp_path))
-  s, step, state = trainer.restore(config, str(tmp_path))
+  s, step, state = run_state.restore(config, str(tmp_path))
   assert step == 2 and int(state.step) == 2
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, abstract, _ = trainer.abstract_state(s, jax.random.key(0))
   assert jax.tree.structure(abstract) == jax.tree.structure(state)
-  s, step, state = trainer.restore(config, str(tmp_path / "empty"))
+  s, step, state = run_state.restore(config, str(tmp_path / "empty"))
   assert step is None and state is None
 
 

@@ -22,6 +22,7 @@ from jaxgen.diffusion import objective as sd_objective
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
+from jaxgen.train import run_state
 from jaxgen.train import trainer
 from configs import r3gan
 from configs import simple_diffusion
@@ -140,7 +141,7 @@ def test_bf16_compute_keeps_float32_params_and_losses(tmp_path):
   config = common.tiny_config(dtype="bfloat16", total_steps=2)
   result = trainer.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(result["loss"])
-  s, step, state = trainer.restore(config, str(tmp_path))
+  s, step, state = run_state.restore(config, str(tmp_path))
   assert step == 2
   dtypes = {x.dtype for x in jax.tree.leaves(state.params)}
   assert dtypes == {jnp.dtype(jnp.float32)}

@@ -1,0 +1,93 @@
+"""A run's state outside training: restored for the tools, traced for checks.
+
+`sample`, `encode`, warm starts and the experiment scripts read a run's
+newest (or a given) checkpoint on the mesh they start with, read-only: they
+never prune the run's checkpoints or move one aside. Nothing is compiled.
+"""
+
+import os
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+from jaxgen.data import pipeline as data_pipeline
+from jaxgen.train import checkpoint as checkpoint_lib
+from jaxgen.train import checks
+from jaxgen.train import trainer
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str, *,
+            devices: Optional[Sequence[jax.Device]] = None,
+            step: Optional[int] = None):
+  """The newest verified checkpoint of a run, laid out on this mesh.
+
+  For sampling, evaluation and experiments; nothing is compiled. Use the
+  returned state under `jax.set_mesh(s.mesh)` and `s.rules`.
+
+  Args:
+    config: the run's config.
+    workdir: the run directory.
+    devices: devices of the mesh (default: all).
+    step: this checkpoint instead of the newest.
+
+  Returns:
+    (setup, step, state); step and state are None without a checkpoint (or
+    when `step` is not kept).
+
+  Raises:
+    ValueError: one line for a checkpoint that does not restore (it is
+      left in place, as every other one is).
+  """
+  s = resolve(config, devices)[0]
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    _, abstract, shardings = trainer.abstract_state(s, jax.random.key(0))
+    # Read only: a tool deletes none of the run's checkpoints (beyond the
+    # default 3 kept) and moves none aside (one too big for this machine
+    # is not corrupt).
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       read_only=True)
+    try:
+      step, state, _ = ckpt.restore(abstract, shardings, None, step=step)
+    finally:
+      ckpt.close()
+  return s, step, state
+
+
+def abstract_of(config: ml_collections.ConfigDict, *,
+                devices: Optional[Sequence[jax.Device]] = None):
+  """The abstract train state (shapes and dtypes) a run config describes.
+
+  Traced, not compiled: cheap enough to compare two runs' architectures
+  before anything compiles (a warm start's check).
+
+  Args:
+    config: a run config.
+    devices: devices of the mesh (default: all).
+
+  Returns:
+    The abstract state, a pytree of `jax.ShapeDtypeStruct`.
+  """
+  return trainer.traced_state(resolve(config, devices)[0])
+
+
+def resolve(config: ml_collections.ConfigDict,
+            devices: Optional[Sequence[jax.Device]] = None):
+  """The trainer's setup of a run config, for restoring or tracing.
+
+  Args:
+    config: a run config.
+    devices: devices of the mesh (default: all).
+
+  Returns:
+    (setup, its train-data iterator).
+  """
+  config, checked = checks.check_restorable(config, devices)
+  batch = trainer.train_batch_size(config, checked[2])
+  it, info = data_pipeline.build_input(
+      config.dataset, global_batch_size=batch, seed=config.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(), train=True)
+  return trainer.setup(config, data_info=info, devices=devices,
+                       checked=checked), it
