@@ -66,9 +66,11 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.diffusion.sigmoid_bias = -3.0
   # Also multiply the weight by −dλ/dt (the SiD2 paper's form is uncertain).
   c.diffusion.weight_dlogsnr_dt = False
-  # SiD multiscale loss over scales min_size…d (paper: useful above 256px);
-  # normalize: each scale's MSE divided by its own pixel count (see
-  # jaxgen.diffusion.losses.multiscale_mse).
+  # SiD multiscale loss over scales min_size…d (paper: useful above 256px),
+  # each scale's term its per-pixel MSE weighted by 1/s; normalize: the 1/s
+  # weights rescaled to sum to 1 (one scale is then the plain ε-MSE; False
+  # keeps the bare 1/s, ~21x smaller at 64 px, which changes what gradient
+  # clipping does). See jaxgen.diffusion.losses.multiscale_mse.
   c.diffusion.multiscale = False
   c.diffusion.multiscale_min_size = 32
   c.diffusion.multiscale_normalize = True

@@ -218,6 +218,9 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     raise ValueError("sampling overrides may not change the model or data "
                      "shape the run trained with: "
                      f"{provenance.first_changes(changed, 4)}; drop them.")
+  # The family's own checks (a sampler or schedule setting it cannot use)
+  # before --out and its sampling.json exist, not after restoring.
+  checks.check_restorable(config)
   out_dir = epath.Path(out)
   try:
     out_dir.mkdir(parents=True, exist_ok=True)

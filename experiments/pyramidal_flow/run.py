@@ -30,7 +30,6 @@ results.json go to --out (default: this folder).
 
 import json
 import os
-import shutil
 import time
 
 from absl import app
@@ -102,14 +101,12 @@ def train(name, config):
 
 
 def restore_at(config, workdir, step):
-  """(setup, state) of the checkpoint at `step` (a copy holding only it)."""
-  view = os.path.join(workdir, f"_at_{step}")
-  if not os.path.exists(view):
-    shutil.copytree(os.path.join(workdir, "checkpoints", str(step)),
-                    os.path.join(view + ".tmp", "checkpoints", str(step)))
-    os.replace(view + ".tmp", view)
-  s, got, state = run_state.restore(config, view, devices=jax.devices()[:1])
-  assert got == step, (got, step)
+  """(setup, state) of the run's checkpoint at `step`, read-only."""
+  s, got, state = run_state.restore(config, workdir,
+                                    devices=jax.devices()[:1], step=step)
+  if state is None:
+    raise ValueError(f"{workdir} no longer keeps checkpoint {step}; rerun "
+                     "with a fresh --workdir.")
   return s, state
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 
+from jaxgen import config_lib
 from jaxgen import registry
 
 LogSNRFn = Callable[[jax.Array], jax.Array]
@@ -104,13 +105,19 @@ def logsnr_interpolated(t, image_size: int, noise_size_low: int = 32,
                         logsnr_max: float = 15.0) -> jax.Array:
   """Linear-in-t interpolation of two shifted schedules (SiD Eq. 6).
 
-  The direction is an open item (the PDF could not be checked):
+  The direction is an open item (the PDF could not be checked), and the
+  public sources split 2-2:
     * "eq6" (default): t * shifted_high(t) + (1 - t) * shifted_low(t), so the
-      strong shift (noise_size_low) acts at the clean end t=0. This is Eq. 6 as
-      transcribed by three independent sources (study notes, k-diffusion's
-      `rand_cosine_interpolated`, DFoT's noise schedule).
-    * "reversed": t * shifted_low(t) + (1 - t) * shifted_high(t), the direction
-      of lucidrains' `logsnr_schedule_interpolated` (strong shift at t=1).
+      strong shift (noise_size_low) acts at the clean end t=0. This is Eq. 6
+      as one set of study notes transcribes it; DFoT's noise schedule
+      interpolates the same way (between unshifted and shifted).
+    * "reversed": t * shifted_low(t) + (1 - t) * shifted_high(t), strong shift
+      at the noisy end t=1: lucidrains' `logsnr_schedule_interpolated` (said
+      to follow the appendix pseudocode) and k-diffusion's
+      `rand_cosine_interpolated` (its u=0 is the noisy end). The paper's aim
+      (resolving higher-frequency detail) reads more like this one.
+  The default is kept as the equation's transcription, not as the better
+  supported choice; check the paper before relying on either.
   At d=512, t=0.25 they give about -2.74 ("eq6") and -0.66 ("reversed").
 
   Args:
@@ -183,8 +190,10 @@ def make_logsnr_fn(name: str, image_size: int, **kwargs) -> LogSNRFn:
     A function mapping times t (any shape) to float32 logSNR.
 
   Raises:
-    ValueError: (one line) `name` is not a registered schedule, or a keyword
-      it does not take.
+    ValueError: (one line) `name` is not a registered schedule, a keyword
+      it does not take, or a value it cannot use (checked here, before
+      anything is traced: a logsnr_min above logsnr_max made every DDPM
+      step's variance negative and the samples all-black NaNs cast to 0).
   """
   fn = SCHEDULES.get(name)
   known = schedule_keywords(name)
@@ -192,6 +201,27 @@ def make_logsnr_fn(name: str, image_size: int, **kwargs) -> LogSNRFn:
   if unknown:
     raise ValueError(f"schedule {name!r} takes no {', '.join(unknown)}; its "
                      f"keywords are: {', '.join(known) or 'none'}.")
+  _check_keywords(name, dict(known, **kwargs))
   if "image_size" not in inspect.signature(fn).parameters:
     return functools.partial(fn, **kwargs)
   return functools.partial(fn, image_size=image_size, **kwargs)
+
+
+def _check_keywords(name: str, kwargs: Dict[str, Any]) -> None:
+  """One-line ValueError for a schedule keyword value that cannot work."""
+  field = lambda key: f"config.diffusion.schedules.{name}.{key}"
+  for key, value in kwargs.items():
+    if key.startswith("noise_size"):
+      config_lib.check_range(field(key), value, low=1, integer=True)
+    elif key.startswith("logsnr_"):
+      config_lib.check_range(field(key), value, finite=True)
+  if "logsnr_min" in kwargs and kwargs["logsnr_min"] >= kwargs["logsnr_max"]:
+    raise ValueError(
+        f"{field('logsnr_min')}={kwargs['logsnr_min']!r} must be below "
+        f"logsnr_max={kwargs['logsnr_max']!r} (logSNR falls from logsnr_max "
+        "at t=0 to logsnr_min at t=1); swap or change them.")
+  direction = kwargs.get("direction", _INTERP_DIRECTIONS[0])
+  if direction not in _INTERP_DIRECTIONS:
+    raise ValueError(f"{field('direction')}={direction!r} is not a "
+                     f"direction; choose one of: "
+                     f"{', '.join(_INTERP_DIRECTIONS)}.")

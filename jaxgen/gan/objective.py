@@ -251,7 +251,7 @@ class R3GAN(objective_lib.Objective):
     return state_lib.TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         opt_state={k: self.tx.init(v) for k, v in params.items()},
-        ema_params={GEN: jax.tree.map(jnp.copy, g_params)})
+        ema_params={GEN: state_lib.ema_init(g_params)})
 
   def num_params(self, state) -> Dict[str, int]:
     """G + D as "params", and each network separately."""

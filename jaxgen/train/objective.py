@@ -247,7 +247,7 @@ class SingleOptimizer:
     """
     params = state_lib.cast_floating(params,
                                      config_lib.param_dtype(self.config))
-    ema = ({"model": jax.tree.map(jnp.copy, params)}
+    ema = ({"model": state_lib.ema_init(params)}
            if self.config.ema_decay else {})
     return state_lib.TrainState(
         step=jnp.zeros((), jnp.int32), params={"model": params},

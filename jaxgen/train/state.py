@@ -176,9 +176,41 @@ def named_leaves(tree: Any) -> Dict[str, Any]:
           for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+# The EMA's storage dtype, whatever `config.param_dtype` is: at decay
+# 0.9999 an update moves the average by 1e-4 of its distance to the
+# parameters, below bfloat16's resolution (2^-8 relative), so a bfloat16
+# EMA would never move from its initial copy.
+EMA_DTYPE = jnp.float32
+
+
+def ema_init(params: Any) -> Any:
+  """The EMA of fresh parameters: a copy of them in `EMA_DTYPE`.
+
+  Args:
+    params: a parameter pytree (boxed leaves keep their names).
+
+  Returns:
+    A copy (never the same buffers: the train step donates both).
+  """
+  return jax.tree.map(jnp.copy, cast_floating(params, EMA_DTYPE))
+
+
 def ema_update(ema: Any, params: Any, decay: jax.Array) -> Any:
-  """Returns decay·ema + (1 − decay)·params, leaf by leaf."""
-  return jax.tree.map(lambda e, p: e * decay + (1.0 - decay) * p, ema, params)
+  """Returns decay·ema + (1 − decay)·params, leaf by leaf, in ema's dtypes.
+
+  Args:
+    ema: the average (`ema_init`'s dtypes).
+    params: the parameters just updated (any float dtype).
+    decay: the weight of the old average (a float or traced scalar).
+
+  Returns:
+    The new average, in the dtypes of `ema` (a traced float32 decay would
+    otherwise promote a lower-precision average, and the compiled step
+    refused the state it returned).
+  """
+  def update(e, p):
+    return (e * decay + (1.0 - decay) * p.astype(e.dtype)).astype(e.dtype)
+  return jax.tree.map(update, ema, params)
 
 
 def global_norm(tree: Any) -> jax.Array:

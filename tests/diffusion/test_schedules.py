@@ -132,3 +132,31 @@ def test_make_logsnr_fn():
       schedules.logsnr_interpolated(t, 512, direction="reversed"))
   with pytest.raises(ValueError, match="cosine, interpolated, shifted"):
     schedules.make_logsnr_fn("linear", 64)
+
+
+@pytest.mark.parametrize("name,kwargs,message", [
+    # Rising logSNR: every DDPM step's variance was negative, the samples
+    # NaN cast to all-black PNGs, and the command exited 0.
+    ("shifted", dict(logsnr_min=20.0),
+     r"config\.diffusion\.schedules\.shifted\.logsnr_min=20\.0 must be "
+     r"below logsnr_max=15\.0 \(logSNR falls"),
+    ("cosine", dict(logsnr_max=float("nan")),
+     r"config\.diffusion\.schedules\.cosine\.logsnr_max=nan must be a "
+     r"finite number\.$"),
+    # Was "math domain error", naming no field.
+    ("shifted", dict(noise_size=0),
+     r"config\.diffusion\.schedules\.shifted\.noise_size=0 must be an "
+     r"integer >= 1\.$"),
+    ("interpolated", dict(noise_size_high=2.5), r"noise_size_high=2\.5"),
+    # Was only found when the schedule was first traced (after restoring).
+    ("interpolated", dict(direction="up"),
+     r"config\.diffusion\.schedules\.interpolated\.direction='up' is not a "
+     r"direction; choose one of: eq6, reversed\.$"),
+])
+def test_make_logsnr_fn_refuses_values_the_schedule_cannot_use(
+    name, kwargs, message):
+  with pytest.raises(ValueError, match=message) as e:
+    schedules.make_logsnr_fn(name, 64, **kwargs)
+  assert "\n" not in str(e.value)
+  # Values that work pass; the defaults fill what is not given.
+  schedules.make_logsnr_fn(name, 64, logsnr_min=-10.0, logsnr_max=12.0)

@@ -460,6 +460,15 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
   assert proc.stderr.strip().startswith("error: config.diffusion."), (
       proc.stderr[-2000:])
   assert not (tmp_path / "new").exists()
+  # A schedule setting the family cannot use is refused before --out is
+  # made (it was found when the sampler first ran, after restoring).
+  bad = provenance.load_config(workdir)
+  bad.diffusion.schedules.shifted.logsnr_min = 20.0
+  with pytest.raises(ValueError, match=r"shifted\.logsnr_min=20\.0 must be "
+                     "below logsnr_max"):
+    sample_lib.sample_run(bad, workdir, num=2, out=str(tmp_path / "bad"),
+                          log=lambda _: None)
+  assert not (tmp_path / "bad").exists()
 
 
 

@@ -176,6 +176,22 @@ def single_device():
               pipeline_losses=pipeline_losses[:, 0])
 
 
+def test_bf16_storage_trains_with_a_float32_ema():
+  # param_dtype=bfloat16 stopped at step 2: the traced EMA beta promoted the
+  # bfloat16 EMA to float32, and the compiled step refused the state it had
+  # returned. The EMA is kept in float32 (a bfloat16 one would not move).
+  config = _config(**{"mesh.data": 1, "param_dtype": "bfloat16"})
+  s, step, state = _compiled(config, jax.devices()[:1])
+  dtypes = lambda tree: {x.dtype for x in jax.tree.leaves(tree)}
+  assert dtypes(state.params) == {jnp.dtype(jnp.bfloat16)}
+  assert dtypes(state.ema_params) == {jnp.dtype(jnp.float32)}
+  batches = common.random_batches(
+      config, 3, trainer.train_batch_size(config, s.objective))
+  losses, (state1, _) = _run(s, step, state, batches)
+  assert losses.shape == (3, len(LOSS_KEYS)) and np.all(np.isfinite(losses))
+  assert dtypes(state1.ema_params) == {jnp.dtype(jnp.float32)}
+
+
 def test_analytic_flops_match_xla_cost_analysis(single_device):
   s, step = single_device["setup"], single_device["step"]
   xla = flops_lib.compiled_flops(step) / single_device["config"].batch_size

@@ -140,6 +140,28 @@ def test_ema_update_matches_formula():
   np.testing.assert_allclose(out["a"], 0.9 * 1 + 0.1 * 3)
 
 
+def test_ema_of_bfloat16_parameters_moves_in_float32():
+  # A bfloat16 EMA at decay 0.9999 never moved (each update is below
+  # bfloat16's resolution): samples came from the initial weights.
+  params = {"w": jnp.ones((4,), jnp.bfloat16)}
+  ema = state_lib.ema_init(params)
+  assert ema["w"].dtype == jnp.float32
+  target = {"w": jnp.full((4,), 2.0, jnp.bfloat16)}
+  update = jax.jit(state_lib.ema_update)
+  for _ in range(1000):
+    ema = update(ema, target, jnp.float32(0.9999))
+  assert ema["w"].dtype == jnp.float32
+  # 2 - 0.9999^1000, the closed form of 1000 updates from 1 towards 2.
+  # (float32 rounding over 1000 updates: ~1.5e-5; a bfloat16 EMA is 0.095
+  # off.)
+  np.testing.assert_allclose(ema["w"], 2.0 - 0.9999 ** 1000, rtol=1e-4)
+  # An average of another dtype keeps it (a traced float32 decay promoted
+  # it, and the compiled step refused the state it returned).
+  low = update({"w": jnp.ones((4,), jnp.bfloat16)}, target, jnp.float32(0.5))
+  assert low["w"].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(low["w"], 1.5)
+
+
 def test_parse_arg_presets_and_options():
   a = config_lib.parse_arg("small,steps=5,runlocal", ["tiny", "small"],
                            steps=10, runlocal=False)

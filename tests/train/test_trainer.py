@@ -194,6 +194,9 @@ def test_bf16_params_and_bad_dtype_names():
       k, trainer.example_batch(s.batch_spec)), jax.random.key(0))
   params = jax.tree.leaves(nn.unbox(abstract.params))
   assert {x.dtype for x in params} == {jnp.dtype(jnp.bfloat16)}
+  # The EMA stays float32 (bfloat16 cannot hold a 1e-4 step).
+  ema = jax.tree.leaves(nn.unbox(abstract.ema_params))
+  assert ema and {x.dtype for x in ema} == {jnp.dtype(jnp.float32)}
   for key, value in (("dtype", "bf16"), ("param_dtype", "float16")):
     with pytest.raises(ValueError, match=f"config.{key}='{value}'") as e:
       checks.check_config(common.tiny_config(**{key: value}))
