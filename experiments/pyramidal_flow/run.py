@@ -55,6 +55,7 @@ from jaxgen.data import pipeline
 from jaxgen.eval import classifier
 from jaxgen.eval import distances
 from jaxgen.eval import grids
+from jaxgen.train import durations
 from jaxgen.train import logs
 from jaxgen.train import run_state
 from jaxgen.train import trainer
@@ -78,13 +79,16 @@ def _config(arg, budget, **overrides):
   c.dataset.data_dir = FLAGS.data_dir
   c.total_steps, c.total_flops = 0, float(budget)
   c.num_samples, c.eval_batches = 0, 4
-  c.keep_checkpoints = POINTS + 1
   config_lib.apply_overrides(c, overrides)
   # Checkpoints (and held-out losses) at POINTS even fractions of the run.
+  # The trainer's own step count (it rounds the budget up: flooring here
+  # gave a 5th interval save, and keeping POINTS + 1 dropped the first).
   flops = registry.OBJECTIVES.get(c.family)(c).flops_per_example()
-  steps = int(budget // (flops * c.batch_size))
+  steps = durations.total_steps(c, num_examples=None,
+                                flops_per_example=flops)
   every = max(steps // POINTS, 1)
   c.checkpoint_every_steps = c.eval_every_steps = every
+  c.keep_checkpoints = steps // every + 1  # Every interval save, and the end.
   # Evaluations run at log steps: log at the largest divisor of the
   # interval up to 25.
   c.log_every_steps = max(d for d in range(1, 26) if every % d == 0)
@@ -110,13 +114,22 @@ def restore_at(config, workdir, step):
   return s, state
 
 
-def draw(s, state, num, batch=64, **sample_kwargs):
-  """`num` class-conditional samples (classes in turn), f32 in [-1, 1]."""
+def sampler(s, batch=64, **sample_kwargs):
+  """The jitted draw of `batch` samples (reuse it: each call of `jax.jit`
+  on a new function compiles again)."""
   obj = s.objective
-  out = []
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    fn = jax.jit(lambda st, r, lab: obj.sample(st, r, batch, labels=lab,
+  return jax.jit(lambda st, r, lab: obj.sample(st, r, batch, labels=lab,
                                                **sample_kwargs))
+
+
+def draw(s, state, num, batch=64, fn=None, **sample_kwargs):
+  """`num` class-conditional samples (classes in turn), f32 in [-1, 1].
+
+  `fn` is a `sampler(s, batch, ...)` to reuse (default: a new one).
+  """
+  out = []
+  fn = fn or sampler(s, batch, **sample_kwargs)
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     for k in range(-(-num // batch)):
       labels = (np.arange(k * batch, (k + 1) * batch) % 8).astype(np.int32)
       out.append(np.asarray(fn(state, jax.random.fold_in(
@@ -276,8 +289,12 @@ def video(cls, results):
     wd = train(f"c_{name}", cfg)
     step = checkpoint_steps(wd)[-1]
     s, state = restore_at(cfg, wd, step)
+    # Timed after one batch compiled the sampler (compilation was ~45 s of
+    # the first call, and made the per-clip time depend on --num_clips).
+    fn = sampler(s, 32)
+    draw(s, state, 32, batch=32, fn=fn)
     t0 = time.time()
-    x = draw(s, state, n, batch=32)
+    x = draw(s, state, n, batch=32, fn=fn)
     sample_s = time.time() - t0
     per_frame = [score(cls, x[:, f], labels, refs[f]) for f in range(frames)]
     sps = throughput(wd)

@@ -10,7 +10,7 @@ access (`decode_image`); unreadable ones are skipped or refused.
 import os
 import threading
 import zlib
-from typing import Sequence
+from typing import Any, Sequence
 
 from absl import logging
 import numpy as np
@@ -26,7 +26,7 @@ class BadImageError(ValueError):
 
 
 # What PIL raises for truncated, corrupt or unrecognised files.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 # EXIF orientation (tag 0x0112) -> the transposition that makes it upright.
@@ -53,7 +53,7 @@ def _upright(image: Image.Image) -> Image.Image:
   return image.transpose(method) if method is not None else image
 
 
-def decode_image(path: str, channels: int = 3) -> np.ndarray:
+def decode_image(path: Any, channels: int = 3) -> np.ndarray:
   """An image file as uint8 [H, W, channels] (1: luma, 3: RGB).
 
   What `Image.convert` alone gets wrong: the EXIF orientation is applied
@@ -62,7 +62,7 @@ def decode_image(path: str, channels: int = 3) -> np.ndarray:
   hidden colour of transparent pixels).
 
   Args:
-    path: the file.
+    path: the file (a path, or a binary file opened for reading).
     channels: 1 or 3.
 
   Returns:
@@ -118,7 +118,7 @@ class FolderSource:
       try:
         pixels = decode_image(path, self._channels)
         return {"image": pixels, "label": self._labels[i]}
-      except _DECODE_ERRORS as e:
+      except DECODE_ERRORS as e:
         reason = _reason(e)
         if not self._skip:
           raise BadImageError(
@@ -310,7 +310,7 @@ def _probe_decodes(root: str, files: Sequence[str]) -> None:
     try:
       decode_image(path)
       return
-    except _DECODE_ERRORS as e:
+    except DECODE_ERRORS as e:
       reasons[path] = _reason(e)
   first = next(iter(reasons))
   raise ValueError(f"Image folder {root!r}: none of {len(reasons)} files "

@@ -49,7 +49,7 @@ def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     (mu [D], sigma [D, D]).
 
   Raises:
-    ValueError: fewer than 2 rows (no covariance).
+    ValueError: fewer than 2 rows (no covariance), or non-finite features.
 
   Warns:
     UserWarning: with N <= D the covariance is singular (FID is then
@@ -57,6 +57,11 @@ def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   """
   f = np.asarray(features, np.float64)
   n, d = f.shape
+  if not np.isfinite(f).all():
+    # np.cov would return NaNs that surface later, blaming the sample count.
+    bad = int(np.sum(~np.isfinite(f).all(axis=1)))
+    raise ValueError(f"{bad} of {n} feature rows hold NaN or inf values; "
+                     "check the images (NaN pixels) or the weights.")
   if n < 2:
     raise ValueError(f"{n} sample(s): a covariance needs at least 2 (FID "
                      "needs thousands).")

@@ -26,8 +26,49 @@ from jaxgen.parallel import mesh as mesh_lib
 _WARNED_UNIT_RANGE = set()
 
 
+def validate_images(images: np.ndarray, what: str = "images") -> None:
+  """Checks images' layout and values without converting them.
+
+  Args:
+    images: [B, H, W, 3 or 1] uint8 (0..255) or floats in [-1, 1].
+    what: how to name the images in errors.
+
+  Raises:
+    ValueError: one line for a wrong rank, channel count, NaN or inf
+      values, or a value range.
+  """
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(f"{what} have shape {images.shape}; expected [N, H, W, "
+                     "3] RGB (or 1-channel, repeated to RGB).")
+  if images.dtype == np.uint8 or not images.size:
+    return
+  finite = np.concatenate([  # In chunks: a float set can be many GB.
+      np.isfinite(images[i:i + 256].reshape(-1, images[0].size)).all(1)
+      for i in range(0, len(images), 256)])
+  if not finite.all():
+    # NaN passed the range check (its comparisons are false) and became
+    # NaN statistics, or black pixels once quantised.
+    raise ValueError(f"{what}: {int(np.sum(~finite))} of {len(images)} "
+                     "images hold NaN or inf values; drop them (a diverged "
+                     "model or sampler?).")
+  lo, hi = float(images.min()), float(images.max())
+  if lo < -1.001 or hi > 1.001:
+    raise ValueError(
+        f"{what} range from {lo:.3g} to {hi:.3g}; expected floats in "
+        "[-1, 1] (or uint8 0..255): scale with x / 127.5 - 1.")
+  if lo >= 0 and len(images) > 1 and what not in _WARNED_UNIT_RANGE:
+    # [0, 1] images pass the range check but are read as mid-grey to
+    # white: the metrics would be wrong without any error.
+    _WARNED_UNIT_RANGE.add(what)
+    logging.warning("%s have no value below 0 (%.3g to %.3g): if they are "
+                    "[0, 1] images, scale them with 2 * x - 1; the metrics "
+                    "read floats as [-1, 1].", what, lo, hi)
+
+
 def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
-  """Validates a batch and returns it as float32 in [-1, 1].
+  """Validates a batch (`validate_images`) and returns it as float32 in
+  [-1, 1].
 
   Args:
     images: [B, H, W, 3] uint8 (0..255) or floats in [-1, 1].
@@ -37,29 +78,15 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
     float32 [B, H, W, 3] in [-1, 1].
 
   Raises:
-    ValueError: one line for a wrong rank, channel count or value range.
+    ValueError: one line for a wrong rank, channel count, NaN or inf
+      values, or a value range.
   """
   images = np.asarray(images)
-  if images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(f"{what} have shape {images.shape}; expected [N, H, W, "
-                     "3] RGB (or 1-channel, repeated to RGB).")
+  validate_images(images, what)
   if images.dtype == np.uint8:
     images = images.astype(np.float32) / 127.5 - 1.0
   else:
     images = images.astype(np.float32)
-    lo, hi = ((float(images.min()), float(images.max())) if images.size
-              else (0.0, 0.0))
-    if lo < -1.001 or hi > 1.001:
-      raise ValueError(
-          f"{what} range from {lo:.3g} to {hi:.3g}; expected floats in "
-          "[-1, 1] (or uint8 0..255): scale with x / 127.5 - 1.")
-    if lo >= 0 and len(images) > 1 and what not in _WARNED_UNIT_RANGE:
-      # [0, 1] images pass the range check but are read as mid-grey to
-      # white: the metrics would be wrong without any error.
-      _WARNED_UNIT_RANGE.add(what)
-      logging.warning("%s have no value below 0 (%.3g to %.3g): if they are "
-                      "[0, 1] images, scale them with 2 * x - 1; the metrics "
-                      "read floats as [-1, 1].", what, lo, hi)
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
   return images

@@ -26,7 +26,9 @@ import numpy as np
 from PIL import Image
 
 from jaxgen.data import config as data_config
+from jaxgen.data import folders
 from jaxgen.data import pipeline as data_pipeline
+from jaxgen.eval import features
 
 
 @dataclasses.dataclass
@@ -155,6 +157,14 @@ def _npz(path: str) -> ImageSet:
                      f"'images' array (it has {shown}); pass a stats file "
                      "(jaxgen.eval.stats) or an images .npz (jaxgen.sample).")
   images = data[key]
+  if images.ndim != 4 or not len(images):
+    # A scalar had no len(); an empty array asked for --num.
+    raise ValueError(f"{path}: its '{key}' array has shape {images.shape}, "
+                     "not [N, H, W, 3] images with N >= 1; pass an images "
+                     ".npz (jaxgen.sample writes one).")
+  # Checked now, before the other side's features are computed (minutes
+  # for a 50,000-image reference).
+  features.validate_images(images, path)
   return ImageSet(path, batches=iter([images]), available=len(images),
                   size=tuple(int(d) for d in images.shape[1:3]))
 
@@ -188,11 +198,16 @@ def _png_folder(path: str, batch_size: int) -> ImageSet:
 
 
 def _read_png(f: epath.Path, folder: str) -> np.ndarray:
-  """One PNG of a sample folder as RGB; a damaged one is a one-line error."""
+  """One PNG of a sample folder as RGB; a damaged one is a one-line error.
+
+  Decoded as `folder:` datasets decode (16-bit scaled to 8 bits, not
+  clipped to white; transparency over white): the same files give the same
+  statistics read either way.
+  """
   try:
     with f.open("rb") as fh:
-      return np.asarray(Image.open(fh).convert("RGB"))
-  except OSError as e:  # PIL's UnidentifiedImageError, a truncated file.
+      return folders.decode_image(fh)
+  except folders.DECODE_ERRORS as e:  # PIL's UnidentifiedImageError, ...
     raise _damaged(f, folder, e) from None
 
 

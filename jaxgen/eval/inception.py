@@ -5,7 +5,8 @@ ported to torchvision's Inception-v3, with its four FID patches): the average
 pools inside Mixed_5*, Mixed_6b-e and Mixed_7b exclude the zero padding
 (TensorFlow's behaviour), and the pool branch of Mixed_7c is a 3x3 *max*
 pool. Outputs are the 2048-d pool3 features (FID, KID, precision / recall)
-and the 1008-way logits of its classifier (Inception Score).
+and the 1008-way logits of its classifier without its bias (the Inception
+Score's, as in Salimans et al.'s code and torch-fidelity).
 
 Layer and parameter names follow torchvision's module names (`Mixed_6b/
 branch7x7_2/{kernel, bn_scale, ...}`), so `jaxgen.eval.convert` maps the
@@ -19,6 +20,7 @@ default).
 """
 
 import hashlib
+import zipfile
 from typing import Any, Dict, Tuple
 
 from flax import traverse_util
@@ -171,6 +173,23 @@ class InceptionE(nn.Module):
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
+class UnbiasedLogits(nn.Module):
+  """The 1008-way classifier head, applied without its bias.
+
+  The Inception Score is defined on these logits: Salimans et al.'s code
+  multiplies pool3 by the softmax weights alone, and torch-fidelity takes
+  its "logits_unbiased". The bias is kept as a parameter so the converted
+  weights load whole.
+  """
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (features.shape[-1], NUM_LOGITS))
+    self.param("bias", nn.initializers.zeros, (NUM_LOGITS,))
+    return jnp.dot(features, kernel, precision=jax.lax.Precision.HIGHEST)
+
+
 class InceptionV3(nn.Module):
   """FID Inception-v3: images in [-1, 1] -> (pool3 features, logits)."""
 
@@ -182,7 +201,8 @@ class InceptionV3(nn.Module):
       images: f32[B, H, W, 3] in [-1, 1], any H, W.
 
     Returns:
-      (f32[B, 2048] pool3 features, f32[B, 1008] logits).
+      (f32[B, 2048] pool3 features, f32[B, 1008] logits without the
+      classifier's bias, as the Inception Score takes them).
     """
     x = resize_bilinear(images.astype(jnp.float32), INPUT_SIZE)
     x = BasicConv(32, (3, 3), stride=2, name="Conv2d_1a_3x3")(x)
@@ -203,9 +223,7 @@ class InceptionV3(nn.Module):
     x = InceptionE(name="Mixed_7b")(x)
     x = InceptionE(max_pool_branch=True, name="Mixed_7c")(x)
     features = jnp.mean(x, axis=(1, 2))
-    logits = nn.Dense(NUM_LOGITS, name="fc",
-                      precision=jax.lax.Precision.HIGHEST)(features)
-    return features, logits
+    return features, UnbiasedLogits(name="fc")(features)
 
 
 # -- weights -------------------------------------------------------------------
@@ -260,9 +278,11 @@ def load_weights(path: str) -> Tuple[Dict[str, Any], str]:
         "pt_inception-2015-12-05-6726825d.pth once with `python -m "
         "jaxgen.eval.convert --inception=PTH --out=inception_fid.npz`."
     ) from None
-  except (OSError, ValueError) as e:
-    raise ValueError(f"cannot read Inception weights {path} ({e}); pass the "
-                     ".npz written by jaxgen.eval.convert.") from None
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    # A copy cut short is a BadZipFile, a folder an IsADirectoryError.
+    raise ValueError(f"cannot read Inception weights {path} "
+                     f"({type(e).__name__}: {str(e)[:80]}); pass the .npz "
+                     "written by jaxgen.eval.convert.") from None
   want = expected_shapes()
   bad = sorted(k for k in want if k not in flat or
                tuple(flat[k].shape) != want[k])

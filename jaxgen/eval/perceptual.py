@@ -16,6 +16,7 @@ conversion is one-to-one. The autoencoder family trains with this module.
 """
 
 from typing import Any, Dict, Tuple
+import zipfile
 
 from flax import traverse_util
 import flax.linen as nn
@@ -124,6 +125,11 @@ def load_weights(path: str) -> Dict[str, Any]:
         f"LPIPS weights {path} not found; convert torchvision's vgg16 weight "
         "file once with `python -m jaxgen.eval.convert --vgg16=PTH "
         "--lpips_out=lpips_vgg.npz`.") from None
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    # A copy cut short is a BadZipFile, a folder an IsADirectoryError.
+    raise ValueError(f"cannot read LPIPS weights {path} "
+                     f"({type(e).__name__}: {str(e)[:80]}); pass the .npz "
+                     "written by jaxgen.eval.convert --vgg16.") from None
   want = expected_shapes()
   bad = sorted(k for k in want if k not in flat or
                tuple(flat[k].shape) != want[k])

@@ -15,8 +15,14 @@ def _unit(x: jax.Array) -> jax.Array:
   return (jnp.asarray(x, jnp.float32) + 1.0) / 2.0
 
 
+# The PSNR of an exact reconstruction is infinite: one such image (a blank
+# frame) made a set's mean PSNR inf. Capped at the value of a mean squared
+# error of 1e-10 (float32 rounding of [0, 1] pixels is ~1e-7 each).
+MAX_PSNR_DB = 100.0
+
+
 def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Peak signal-to-noise ratio in dB, per image.
+  """Peak signal-to-noise ratio in dB, per image, capped at `MAX_PSNR_DB`.
 
   Args:
     a: [B, H, W, C] images in [-1, 1].
@@ -25,7 +31,7 @@ def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
   Returns:
     f32[B].
   """
-  return dm_pix.psnr(_unit(a), _unit(b))
+  return jnp.minimum(dm_pix.psnr(_unit(a), _unit(b)), MAX_PSNR_DB)
 
 
 def ssim(a: jax.Array, b: jax.Array) -> jax.Array:

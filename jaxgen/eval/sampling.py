@@ -8,6 +8,7 @@ whatever the batch it is resumed from and whatever the mesh.
 
 from typing import Callable, Optional
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -59,7 +60,18 @@ def make_batch_sampler(objective, mesh: jax.sharding.Mesh, batch: int,
       images = decode(images)
     if jax.process_count() > 1:
       images = multihost_utils.process_allgather(images, tiled=True)
-    return grids.to_uint8(np.asarray(jax.device_get(images)))
+    images = np.asarray(jax.device_get(images))
+    bad = int(np.sum(~np.isfinite(images.reshape(len(images), -1)).all(1)))
+    if bad and not warned:
+      # They quantise to black (NaN) or saturated pixels: metrics would
+      # score a diverged model's garbage as images without a word.
+      warned.append(k)
+      logging.warning("%d of the %d samples of batch %d hold NaN or inf "
+                      "values (a diverged model or sampler): they are "
+                      "written and scored as black or saturated images (said "
+                      "once).", bad, len(images), k)
+    return grids.to_uint8(images)
+  warned = []
   return draw
 
 

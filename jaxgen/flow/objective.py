@@ -190,6 +190,12 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
                        "e.g. --config.flow.sample_steps="
                        f"({','.join(map(str, example))}).")
     paths.check_time_sampling(c.flow.time_sampling)
+    if c.flow.time_sampling == "logit_normal":
+      # A NaN mean trained on times of ~1e37 with a finite loss.
+      config_lib.check_range("config.flow.logit_mean", c.flow.logit_mean,
+                             finite=True)
+      config_lib.check_range("config.flow.logit_std", c.flow.logit_std,
+                             low=0, low_open=True, finite=True)
     # NaN / inf made every sample black (to_uint8 casts NaN to 0).
     config_lib.check_range("config.flow.guidance_scale",
                            c.flow.guidance_scale, finite=True)

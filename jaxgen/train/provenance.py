@@ -26,7 +26,16 @@ CONFIG_FILE = "config.json"
 # Fields whose change makes the checkpoint unusable (prefixes of dotted keys).
 _SHAPE_FIELDS = ("family", "model.", "dataset.image_size", "dataset.channels",
                  "dataset.num_classes", "dataset.num_frames",
-                 "diffusion.class_conditional", "gan.class_conditional")
+                 "diffusion.class_conditional", "gan.class_conditional",
+                 # What a pyramidal-flow model learnt: its stages, their time
+                 # scale and (video) the history it attends to; sampling
+                 # with others drew what it never saw. pyramid.renoise (the
+                 # sampling ablation) and history_corruption (training
+                 # only) may change.
+                 "flow.class_conditional", "pyramid.num_stages",
+                 "pyramid.stage_ratios", "pyramid.num_train_timesteps",
+                 "pyramid.timestep_embedding", "pyramid.temporal",
+                 "pyramid.history_frames")
 # Fields that may change on resume without comment.
 _FREE_FIELDS = ("total_steps", "total_examples", "total_epochs", "total_flops",
                 "log_every_steps", "checkpoint_every_steps",

@@ -18,6 +18,7 @@ import pytest
 from jaxgen import config_lib
 from jaxgen import sample as sample_lib
 from jaxgen.data import config as data_config
+from jaxgen.data import folders
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import features as features_lib
 from jaxgen.eval import fid as fid_lib
@@ -129,6 +130,22 @@ def test_bad_sets_are_one_line_errors(tmp_path):
   (tmp_path / "text.npz").write_text("not an npz")
   with pytest.raises(ValueError, match="text.npz is not a readable .npz"):
     imagesets.open_set(str(tmp_path / "text.npz"))
+  # Image arrays that are not images: a scalar (a len() traceback), none
+  # (it asked for --num), NaN pixels (they became NaN statistics, written
+  # without an error), checked when the set is opened, before the other
+  # side's features.
+  for name, images, message in (
+      ("scalar", np.array(5), r"'images' array has shape \(\), not \[N, H, "
+       r"W, 3\] images with N >= 1"),
+      ("none", np.zeros((0, 8, 8, 3), np.uint8), r"has shape \(0, 8, 8, 3\)"),
+      ("rgba", np.zeros((2, 8, 8, 4), np.uint8), r"expected \[N, H, W, 3\]"),
+      ("nan", np.where(np.arange(3)[:, None, None, None] == 1, np.nan,
+                       np.zeros((3, 8, 8, 3), np.float32)),
+       r"nan.npz: 1 of 3 images hold NaN or inf values; drop them")):
+    np.savez(tmp_path / f"{name}.npz", images=images)
+    with pytest.raises(ValueError, match=message) as e:
+      imagesets.open_set(str(tmp_path / f"{name}.npz"))
+    assert "\n" not in str(e.value)
 
 
 def test_image_counts_are_checked_before_any_features(tmp_path):
@@ -160,6 +177,26 @@ def test_image_counts_are_checked_before_any_features(tmp_path):
   (folder / "000000.png").write_bytes(b"\x89PNG")
   with pytest.raises(ValueError, match="000000.png is not a readable PNG"):
     imagesets.open_set(str(folder), batch_size=2)
+
+
+def test_a_png_folder_decodes_as_a_folder_dataset(tmp_path):
+  # A 16-bit PNG clipped to white and transparent pixels showed their
+  # hidden colour: --a=DIR and --a=folder:DIR gave other statistics.
+  folder = tmp_path / "pngs"
+  folder.mkdir()
+  ramp = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257)
+  Image.fromarray(ramp).save(folder / "000000.png")
+  rgba = np.zeros((16, 16, 4), np.uint8)
+  rgba[..., 0] = 200  # Red, fully transparent: white over white.
+  Image.fromarray(rgba, "RGBA").save(folder / "000001.png")
+  images = next(imagesets.open_set(str(folder), batch_size=2).batches)
+  # 8-bit values of the ramp: v * 257 / 257 = v (0..255), grey.
+  np.testing.assert_array_equal(images[0, ..., 0],
+                                np.arange(256).reshape(16, 16))
+  assert np.all(images[1] == 255)
+  for i, name in enumerate(("000000.png", "000001.png")):
+    np.testing.assert_array_equal(
+        images[i], folders.decode_image(str(folder / name)))
 
 
 def test_part_of_a_folder_read_class_by_class_is_warned_about(tmp_path,

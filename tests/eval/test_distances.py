@@ -99,6 +99,12 @@ def test_mismatched_statistics_are_refused():
 def test_one_sample_and_nan_statistics_are_refused():
   with pytest.raises(ValueError, match="1 sample.*at least 2"):
     distances.gaussian_stats(np.ones((1, 4)))
+  # NaN features (were NaN statistics, blamed later on the sample count).
+  feats = np.ones((5, 4))
+  feats[3, 1] = np.inf
+  with pytest.raises(ValueError, match="^1 of 5 feature rows hold NaN or "
+                     "inf values"):
+    distances.gaussian_stats(feats)
   # NaN statistics: refused up front, with what to do.
   nan = np.full((3, 3), np.nan)
   with pytest.raises(ValueError, match="NaN or inf"):

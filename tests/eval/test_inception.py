@@ -85,7 +85,11 @@ def test_pool3_features_match_pytorch_fid(torch_and_converted, size):
   assert scale > 1e-3
   np.testing.assert_allclose(np.asarray(feats) / scale, want / scale,
                              atol=1e-4, rtol=0)
-  want_logits = want @ state["fc.weight"].T + state["fc.bias"]
+  # The Inception Score's logits leave out the classifier's bias (Salimans
+  # et al.'s code, torch-fidelity's "logits_unbiased"); a non-zero bias in
+  # the converted weights shows it is really left out.
+  assert np.abs(state["fc.bias"]).max() > 0
+  want_logits = want @ state["fc.weight"].T
   np.testing.assert_allclose(np.asarray(logits), want_logits,
                              atol=1e-4 * np.abs(want_logits).max(), rtol=0)
 
@@ -134,11 +138,25 @@ def test_weights_file_round_trip_and_errors(tmp_path):
                                     if "Mixed_7c" not in k})
   with pytest.raises(ValueError, match="not the FID Inception weights"):
     inception.load_weights(str(tmp_path / "bad.npz"))
+  # A copy cut short (a BadZipFile traceback) and a folder.
+  (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:100_000])
+  (tmp_path / "folder.npz").mkdir()
+  for name, kind in (("cut.npz", "BadZipFile"), ("folder.npz", "Error")):
+    with pytest.raises(ValueError, match=f"^cannot read Inception weights "
+                       f"\\S+{name} \\(\\w*{kind}") as e:
+      inception.load_weights(str(tmp_path / name))
+    assert "\n" not in str(e.value)
 
 
 def test_bad_images_are_one_line_errors():
   with pytest.raises(ValueError, match=r"x / 127.5 - 1"):
     features_lib.check_images(np.full((2, 8, 8, 3), 3.0), "samples")
+  # NaN passed the range check (NaN comparisons are false).
+  nan = np.zeros((3, 8, 8, 3), np.float32)
+  nan[2, 0, 0, 0] = np.nan
+  with pytest.raises(ValueError, match=r"^samples: 1 of 3 images hold NaN "
+                     r"or inf values; drop them"):
+    features_lib.check_images(nan, "samples")
   with pytest.raises(ValueError, match=r"expected \[N, H, W, 3\]"):
     features_lib.check_images(np.zeros((2, 8, 8, 4)), "samples")
   out = features_lib.check_images(np.full((1, 2, 2, 1), 255, np.uint8))

@@ -73,6 +73,14 @@ def test_weights_errors_are_one_line(tmp_path):
   np.savez(tmp_path / "bad.npz", lin0=np.ones(64))
   with pytest.raises(ValueError, match="not LPIPS-VGG weights"):
     perceptual.load_weights(str(tmp_path / "bad.npz"))
+  # A copy cut short and a folder were BadZipFile / IsADirectoryError
+  # tracebacks.
+  (tmp_path / "cut.npz").write_bytes((tmp_path / "bad.npz").read_bytes()[:60])
+  (tmp_path / "folder.npz").mkdir()
+  for name in ("cut.npz", "folder.npz"):
+    with pytest.raises(ValueError, match=f"^cannot read LPIPS weights "
+                       f"\\S+{name} .*--vgg16\\.$"):
+      perceptual.load_weights(str(tmp_path / name))
 
 
 def test_images_under_16_px_are_refused_not_nan():

@@ -6,8 +6,11 @@ on the same checkpoint; the reconstruction path against numpy.
 """
 
 import json
+import logging
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,7 +21,9 @@ from jaxgen.eval import features as features_lib
 from jaxgen.eval import fid as fid_lib
 from jaxgen.eval import imagesets
 from jaxgen.eval import inception
+from jaxgen.eval import sampling
 from jaxgen.eval import stats as stats_lib
+from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.train import checks
 from jaxgen.train import evaluation
 from jaxgen.train import trainer
@@ -258,3 +263,25 @@ def test_statistics_of_other_dimensions_fail_before_compiling(
   with pytest.raises(ValueError, match=r"holds statistics of shape \(100,\),"
                      " not Inception's 2048-d features; recompute it"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_non_finite_samples_are_warned_about_once(caplog):
+  # A diverged model's NaN samples quantised to black and were scored as
+  # images without a word.
+  class Diverged:
+    def sample(self, state, rng, num, labels=None):
+      del state, rng, labels
+      x = jnp.zeros((num, 4, 4, 3))
+      return x.at[1].set(jnp.nan)
+
+  mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  with jax.set_mesh(mesh):
+    draw = sampling.make_batch_sampler(Diverged(), mesh, 8)
+    with caplog.at_level(logging.WARNING):
+      first, second = draw(None, 0), draw(None, 1)
+  assert first.dtype == np.uint8 and second.shape == (8, 4, 4, 3)
+  said = [r.getMessage() for r in caplog.records
+          if "NaN or inf" in r.getMessage()]
+  assert said == ["1 of the 8 samples of batch 0 hold NaN or inf values (a "
+                  "diverged model or sampler): they are written and scored "
+                  "as black or saturated images (said once)."]

@@ -16,6 +16,7 @@ from jaxgen.flow import layout as layout_lib
 from jaxgen.flow import objective as flow_objective
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
+from jaxgen.train import provenance
 from jaxgen.train import run_state
 from jaxgen.train import trainer
 from tests.train import common
@@ -117,6 +118,12 @@ def test_sample_metrics_of_a_video_run_are_refused_before_compiling(
     (_config, {"flow.guidance_scale": float("inf")}, "^config.flow."
      "guidance_scale=inf must be a finite number.$"),
     (_config, {"flow.guidance_scale": float("nan")}, "guidance_scale=nan"),
+    # A NaN mean trained on times of ~1e37 with a finite loss.
+    (_config, {"flow.time_sampling": "logit_normal",
+               "flow.logit_mean": float("nan")},
+     "^config.flow.logit_mean=nan must be a finite number.$"),
+    (_config, {"flow.time_sampling": "logit_normal", "flow.logit_std": -1.0},
+     "^config.flow.logit_std=-1.0 must be a finite number > 0.$"),
     (_config, {"pyramid.history_frames": 3}, "applies to the temporal "
      "pyramid of video runs"),
     (_video_config, {"pyramid.history_frames": -2}, "history_frames=-2 must "
@@ -130,6 +137,27 @@ def test_bad_configs_fail_before_compiling(make, overrides, match):
   with pytest.raises(ValueError, match=match) as e:
     checks.check_config(make(**overrides))
   assert "\n" not in str(e.value)
+
+
+def test_sampling_may_not_change_what_the_pyramid_learnt():
+  # jaxgen.sample took pyramid.* overrides silently: another timestep
+  # scale, stage layout or history than the model trained with.
+  run = provenance._to_json(_video_config())  # pylint: disable=protected-access
+  for field, value in (("pyramid.timestep_embedding", "official"),
+                       ("pyramid.num_train_timesteps", 1000),
+                       ("pyramid.num_stages", 4), ("pyramid.temporal", False),
+                       ("pyramid.history_frames", 2),
+                       ("pyramid.stage_ratios", "equal"),
+                       ("flow.class_conditional", False)):
+    other = _video_config(**{field: value})
+    shape, _ = provenance.compare(run, provenance._to_json(other))  # pylint: disable=protected-access
+    assert [c.split(":")[0] for c in shape] == [field], (field, shape)
+  # The renoise ablation and a training-only setting may change.
+  for field, value in (("pyramid.renoise", False),
+                       ("pyramid.history_corruption", 0.0)):
+    shape, other = provenance.compare(run, provenance._to_json(  # pylint: disable=protected-access
+        _video_config(**{field: value})))
+    assert not shape and [c.split(":")[0] for c in other] == [field]
 
 
 class _ScaledTokens:
