@@ -36,8 +36,10 @@ PRESETS = ("tiny", "dc_ae_f32c32_sana", "dc_ae_f32c32_in", "dc_ae_f64c128_in",
            "cosmos_cv4x8x8", "tiny_cosmos", "tiny_video")
 
 # Cosmos tokenizers (NVIDIA/Cosmos-Tokenizer networks/configs.py): patch 4,
-# width 128 x (2, 4, 4), 2 ResNet blocks, attention at 32 px (after the
-# patcher), 16 latent channels; the video model normalises per frame.
+# width 128 x (2, 4, 4), 2 ResNet blocks, attention at 32 px features of
+# the model's resolution 1024 (so only the middle blocks attend), 16 latent
+# channels; the video model normalises per frame. The tiny presets place
+# attention for 32 px, their training size.
 COSMOS = {
     "cosmos_ci8x8": cosmos.CosmosArch(spatial_compression=8),
     "cosmos_ci16x16": cosmos.CosmosArch(spatial_compression=16),
@@ -46,13 +48,13 @@ COSMOS = {
         num_groups=1),
     "tiny_cosmos": cosmos.CosmosArch(
         latent_channels=8, channels=16, channels_mult=(1, 2, 4),
-        num_res_blocks=1, attn_resolutions=(4,), patch_size=2,
-        spatial_compression=8),
+        num_res_blocks=1, attn_resolutions=(4,), resolution=32,
+        patch_size=2, spatial_compression=8),
     "tiny_video": cosmos.CosmosArch(
         latent_channels=8, channels=16, channels_mult=(1, 2),
-        num_res_blocks=1, attn_resolutions=(8,), patch_size=2,
-        spatial_compression=4, temporal_compression=4, video=True,
-        num_groups=1),
+        num_res_blocks=1, attn_resolutions=(8,), resolution=32,
+        patch_size=2, spatial_compression=4, temporal_compression=4,
+        video=True, num_groups=1),
 }
 
 

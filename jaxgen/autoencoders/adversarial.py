@@ -30,8 +30,11 @@ from jaxgen.nn import linear
 from jaxgen.train import state as state_lib
 
 # The decoder's last layer for the adaptive weight (a regex over "/"-joined
-# parameter paths of the autoencoder).
-LAST_LAYER = r"^decoder/conv_out/"
+# parameter paths of the autoencoder): its kernels alone, as taming takes
+# `conv_out.weight` (the bias moved lambda by up to 3%). A Cosmos video
+# decoder's conv_out has a spatial and a temporal kernel; a boxed
+# (partitioned) leaf's path ends in "/value".
+LAST_LAYER = r"^decoder/conv_out/(.*/)?kernel(/value)?$"
 Dtype = Any
 
 

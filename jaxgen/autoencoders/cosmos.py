@@ -9,16 +9,18 @@ inputs, is in `attn_resolutions`, a learned 2x
 downsample (pad right/bottom by one, 3x3 conv at stride 2) after each of the
 first log2(compression / p) levels; a middle ResNet-attention-ResNet; then
 GroupNorm, swish, conv_out to the latent and a 1x1 `quant_conv`. The decoder
-mirrors it (`post_quant_conv`, conv_in, middle, levels of
-`num_res_blocks + 1` blocks with nearest-neighbour 2x + 3x3 conv upsamples)
-and ends with GroupNorm, swish, conv_out to 3 p^2 channels and the
-unpatcher as the last op.
+(`post_quant_conv`, conv_in, middle, levels of `num_res_blocks + 1` blocks)
+upsamples (nearest-neighbour 2x + 3x3 conv) after its deepest
+log2(compression / p) levels, as Cosmos's does (so with fewer upsamples
+than levels the upper levels run at the higher resolution), and ends with
+GroupNorm, swish, conv_out to 3 p^2 channels and the unpatcher as the last
+op.
 
-Attention placement is fixed per level when the model is configured, as in
-Cosmos (`curr_res = resolution // patch_size`, halved per downsample): the
-same blocks run at any input size, e.g. the SE regulariser's smaller
-latents or an encode at another --image_size (`CosmosAE.resolution`, the
-training image size).
+Attention placement is fixed per level by `CosmosArch.resolution`, a model
+setting as in Cosmos (1024 for the released tokenizers, whose levels then
+have no attention), not by the data's size: the same blocks run at any
+input size, e.g. DC-AE's phase 2 at a higher resolution, the SE
+regulariser's smaller latents or an encode at another --image_size.
 
 Video (`video=True`, NTHWC, 1 + k * temporal_compression frames): the
 factorized causal 3-D variant. The patcher is `haar_patch_3d` (p in time
@@ -70,7 +72,12 @@ class CosmosArch:
     channels_mult: width multipliers per level.
     num_res_blocks: ResNet blocks per encoder level (decoder: one more).
     attn_resolutions: feature-map sizes (after patching) with attention, at
-      the model's `resolution` (`CosmosAE.resolution`).
+      the model's `resolution`.
+    resolution: the image size attention is placed for, a fixed model
+      setting as in Cosmos (networks/configs: 1024 for the released
+      tokenizers, whose levels then have none; only the middle blocks
+      attend), not the data's size: the same blocks run at any input size
+      (DC-AE's phase 2 at a higher resolution, the SE term, encode).
     patch_size: patch size p (a power of two; 1 = none).
     patch_method: "haar" (the wavelet packet) or "rearrange" (plain
       space-to-depth, Cosmos's other patcher), for comparisons.
@@ -86,6 +93,7 @@ class CosmosArch:
   channels_mult: Tuple[int, ...] = (2, 4, 4)
   num_res_blocks: int = 2
   attn_resolutions: Tuple[int, ...] = (32,)
+  resolution: int = 1024
   patch_size: int = 4
   patch_method: str = "haar"
   spatial_compression: int = 8
@@ -125,6 +133,7 @@ class CosmosArch:
     at_least("num_groups", self.num_groups)
     for i, r in enumerate(self.attn_resolutions):
       at_least(f"attn_resolutions[{i}]", r)
+    at_least("resolution", self.resolution, self.patch_size)
     if self.patch_method not in ("haar", "rearrange"):
       raise ValueError(f"config.model.patch_method={self.patch_method!r}; "
                        "use 'haar' or 'rearrange'.")
@@ -146,20 +155,49 @@ class CosmosArch:
     return self
 
 
-def attention_levels(a: CosmosArch, base: int) -> Tuple[int, ...]:
+def attention_levels(a: CosmosArch, decoder: bool = False
+                     ) -> Tuple[int, ...]:
   """The levels with attention blocks (the middle block always has one).
+
+  Cosmos tracks a nominal feature size `curr_res` from `a.resolution`: the
+  encoder starts at resolution / p and halves it after each level that
+  downsamples (the video encoder: after every level but the last); the
+  decoder starts at resolution / p / 2^(levels - 1) and doubles it after
+  each level that upsamples (video: every level but the first). A level
+  attends when that size is in `a.attn_resolutions`.
 
   Args:
     a: the architecture.
-    base: the feature size at level 0 (after the patcher) of the inputs
-      attention is placed for.
+    decoder: the decoder's levels (else the encoder's).
 
   Returns:
-    Level indices i whose feature size base / 2^min(i, num_down) is in
-    `a.attn_resolutions`.
+    Level indices, in increasing order.
   """
-  return tuple(i for i in range(len(a.channels_mult))
-               if base // 2 ** min(i, a.num_down) in a.attn_resolutions)
+  n, base = len(a.channels_mult), a.resolution // a.patch_size
+  if not decoder:
+    halvings = [i if a.video else min(i, a.num_down) for i in range(n)]
+    sizes = [base // 2 ** h for h in halvings]
+  else:
+    start = base // 2 ** (n - 1)
+    doublings = [n - 1 - i if a.video else sum(
+        1 for j in range(i + 1, n) if upsamples_after(a, j))
+                 for i in range(n)]
+    sizes = [start * 2 ** d for d in doublings]
+  return tuple(i for i in range(n) if sizes[i] in a.attn_resolutions)
+
+
+def upsamples_after(a: CosmosArch, i: int) -> bool:
+  """Whether the decoder upsamples after level i (levels run n-1 .. 0).
+
+  Images: after the deepest log2(compression / p) levels, Cosmos's
+  `i_level >= num_resolutions - num_upsamples`, so the upper levels run at
+  the higher resolution. Video: after levels num_down .. 1, mirroring the
+  encoder (Cosmos's factorized 3-D decoder places them by another rule,
+  which needs more levels than temporal upsamples + 1; not reproduced).
+  """
+  if a.video:
+    return 1 <= i <= a.num_down
+  return i >= len(a.channels_mult) - a.num_down
 
 
 # -- factorized (2-D or causal 3-D) layers -------------------------------------
@@ -375,23 +413,18 @@ def unpatch(y: jax.Array, a: CosmosArch) -> jax.Array:
 
 
 class Encoder(nn.Module):
-  """Images / clips in [-1, 1] -> latents (2x channels if `variational`).
-
-  `resolution`: the image size attention is placed for (0: each input's).
-  """
+  """Images / clips in [-1, 1] -> latents (2x channels if `variational`)."""
   arch: CosmosArch
   dtype: Dtype = jnp.float32
   variational: bool = False
   conv_impl: str = "lax"
-  resolution: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
     a, impl = self.arch, self.conv_impl
     x = patch(x, a)
-    attn = attention_levels(a, self.resolution // a.patch_size
-                            if self.resolution else x.shape[-2])
+    attn = attention_levels(a)
     h = Conv(a.channels, 3, a.video, self.dtype, in_axis=None,
              conv_impl=impl, name="conv_in")(x)
     for i, mult in enumerate(a.channels_mult):
@@ -416,23 +449,16 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """Latents -> images / clips (unclipped).
-
-  `resolution`: the image size attention is placed for (0: the one each
-  latent decodes to).
-  """
+  """Latents -> images / clips (unclipped)."""
   arch: CosmosArch
   dtype: Dtype = jnp.float32
   conv_impl: str = "lax"
-  resolution: int = 0
 
   @nn.compact
   def __call__(self, z, train: bool = False):
     del train
     a, impl = self.arch, self.conv_impl
-    attn = attention_levels(a, self.resolution // a.patch_size
-                            if self.resolution
-                            else z.shape[-2] * 2 ** a.num_down)
+    attn = attention_levels(a, decoder=True)
     h = Conv(a.latent_channels, 1, a.video, self.dtype, in_axis=None,
              name="post_quant_conv")(z)
     h = Conv(a.channels * a.channels_mult[-1], 3, a.video, self.dtype,
@@ -446,8 +472,7 @@ class Decoder(nn.Module):
                         name=f"up_{i}_block_{j}")(h)
         if i in attn:
           h = AttnBlock(a, self.dtype, name=f"up_{i}_attn_{j}")(h)
-      # Mirrors the encoder: level i - 1 was followed by a downsample.
-      if 1 <= i <= a.num_down:
+      if upsamples_after(a, i):
         h = Upsample(a, i - 1 < a.num_time_down, self.dtype, impl,
                      name=f"up_{i}_upsample")(h)
     h = nn.swish(Norm(a.num_groups, a.video, name="norm_out")(h))
@@ -461,16 +486,10 @@ class Decoder(nn.Module):
 
 class CosmosAE(dc_ae.EncoderDecoder):
   """The Cosmos encoder + decoder (`arch` is a `CosmosArch`) with the
-  `dc_ae.EncoderDecoder` interface.
-
-  `resolution` is the image size attention is placed for (the training
-  image size, Cosmos's `resolution`): a model that sees other sizes (the SE
-  regulariser, encoding at another size) keeps the same blocks. 0 places it
-  for each input's own size.
+  `dc_ae.EncoderDecoder` interface; `arch.resolution` places its attention
+  blocks, whatever size it is applied to.
   """
-  resolution: int = 0
 
   def parts(self):
-    return (Encoder(self.arch, self.dtype, self.variational, self.conv_impl,
-                    self.resolution),
-            Decoder(self.arch, self.dtype, self.conv_impl, self.resolution))
+    return (Encoder(self.arch, self.dtype, self.variational, self.conv_impl),
+            Decoder(self.arch, self.dtype, self.conv_impl))

@@ -138,13 +138,17 @@ class Arch:
     return out
 
 
-def check_sizes(arch: Arch, prefix: str = "config.model.") -> None:
+def check_sizes(arch: Arch, prefix: str = "config.model.",
+                variational: bool = False) -> None:
   """Refuses widths, depths and kernel sizes the networks would divide by or
-  build nothing from, and stage tuples of the wrong length.
+  build nothing from, stage tuples of the wrong length, and widths the
+  channel-regrouping shortcuts cannot split in equal groups.
 
   Args:
     arch: a normalized `Arch`.
     prefix: how the fields are named in the message.
+    variational: the encoder emits a mean and a log-variance (twice the
+      latent channels).
 
   Raises:
     ValueError: one line, "<prefix><field>=... must be ...".
@@ -184,6 +188,38 @@ def check_sizes(arch: Arch, prefix: str = "config.model.") -> None:
             f"multiple of {prefix}attention_head_dim="
             f"{arch.attention_head_dim} (stage {i} has attention); change "
             "one of them.")
+  _check_shortcuts(arch, prefix, variational)
+
+
+def _check_shortcuts(arch: Arch, prefix: str, variational: bool) -> None:
+  """The shortcuts average (encoder) or repeat (decoder) channels in equal
+  groups: widths that do not divide were a shape error naming no field."""
+  def need(ok, field, value, what):
+    if not ok:
+      raise ValueError(f"{prefix}{field}={value}: {what}; change the widths "
+                       "or turn that shortcut off.")
+
+  enc, dec = arch.encoder_block_out_channels, arch.decoder_block_out_channels
+  for i in range(len(enc) - 1):
+    if arch.encoder_layers_per_block[i] > 0 and arch.stage_shortcuts:
+      need(4 * enc[i] % enc[i + 1] == 0, f"encoder_block_out_channels[{i + 1}]",
+           enc[i + 1], f"stage {i}'s shortcut averages its 4 x {enc[i]} "
+           "space-to-channel values into this many equal groups")
+  for i in range(len(dec) - 1):
+    if arch.decoder_layers_per_block[i] > 0 and arch.stage_shortcuts:
+      need(4 * dec[i] % dec[i + 1] == 0, f"decoder_block_out_channels[{i + 1}]",
+           dec[i + 1], f"the shortcut into stage {i} repeats these channels "
+           f"into its 4 x {dec[i]} values")
+  out = arch.latent_channels * (2 if variational else 1)
+  if arch.encoder_out_shortcut:
+    need(enc[-1] % out == 0, "latent_channels", arch.latent_channels,
+         f"the encoder's output shortcut averages encoder_block_out_channels"
+         f"[-1]={enc[-1]} channels into {out} equal groups"
+         + (" (mean and log-variance)" if variational else ""))
+  if arch.decoder_in_shortcut:
+    need(dec[-1] % arch.latent_channels == 0, "latent_channels",
+         arch.latent_channels, "the decoder's input shortcut repeats the "
+         f"latent into decoder_block_out_channels[-1]={dec[-1]} channels")
 
 
 def released(name: str) -> Arch:

@@ -229,6 +229,20 @@ def _weights(state) -> str:
   return latent_decode.weights_fingerprint(state)
 
 
+def _readable(batches):
+  """`batches`, with an unreadable image file a one-line error for encode."""
+  from jaxgen.data import folders  # pylint: disable=g-import-not-at-top
+  try:
+    yield from batches
+  except folders.BadImageError as e:
+    if e.path is None:
+      raise
+    raise ValueError(
+        f"cannot decode image {e.path}: {e.reason}; encode writes one latent "
+        "per image, in order, so fix or remove it and rerun (the shards "
+        "written so far are kept).") from None
+
+
 def encode_split(config, workdir: str, *, data: str, split: str, out: str,
                  image_size: int, data_dir=None, batch_size: int = 64,
                  shard_size: int = 1024, num_frames: int = 0,
@@ -311,6 +325,9 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   c.name, c.image_size, c.data_dir = data, int(image_size), data_dir
   c.num_frames = int(num_frames)
   c.random_flip = False
+  # One latent per image, in order: a skipped file's place was taken by the
+  # next one, which was then encoded twice.
+  c.skip_bad_files = False
   try:
     it, info = pipeline.build_input(c, global_batch_size=batch_size, seed=0,
                                     process_index=0, process_count=1,
@@ -382,7 +399,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     pending, labels = [], []
     # A shard is a whole number of batches (shard_size % batch_size == 0),
     # so no batch straddles two shards.
-    for start, batch in batches():
+    for start, batch in _readable(batches()):
       k, n = start // shard_size, len(batch["label"])
       if k in todo:
         x = batch[key]

@@ -97,28 +97,25 @@ def arch_from_config(config):
   config_lib.check_range("config.dataset.channels", arch.in_channels, low=1,
                          integer=True)
   if isinstance(arch, dc_ae.Arch):
-    dc_ae.check_sizes(arch)
+    dc_ae.check_sizes(arch, variational=float(
+        config.autoencoder.get("kl_weight", 0.0)) > 0)
   return arch
 
 
-def build_model(arch, variational: bool = False, conv_impl: str = "lax",
-                resolution: int = 0):
+def build_model(arch, variational: bool = False, conv_impl: str = "lax"):
   """The Flax module of an architecture (`DCAE` or `CosmosAE`).
 
   Args:
     arch: the architecture.
     variational: the encoder emits mean and log-variance.
     conv_impl: its 3x3 convs' `linear.Conv.impl`.
-    resolution: the training image size; a Cosmos model places its
-      attention blocks for it, whatever size it is later applied to (0: for
-      each input's own size).
 
   Returns:
     The module.
   """
   if isinstance(arch, cosmos.CosmosArch):
     return cosmos.CosmosAE(arch, variational=variational,
-                           conv_impl=conv_impl, resolution=resolution)
+                           conv_impl=conv_impl)
   return dc_ae.DCAE(arch, variational=variational, conv_impl=conv_impl)
 
 
@@ -187,10 +184,7 @@ class Autoencoder(objective_lib.Objective):
     conv_impl = linear.resolve_conv_impl(
         str(a.get("conv_impl", "auto")), "config.autoencoder.conv_impl")
     self.image_size = int(config.dataset.image_size)
-    # The training size fixes where Cosmos's attention blocks are, so the
-    # SE term's smaller latents and the tools' other sizes use the same ones.
-    self.model = build_model(self.arch, self.kl_weight > 0, conv_impl,
-                             resolution=self.image_size)
+    self.model = build_model(self.arch, self.kl_weight > 0, conv_impl)
     self.video = bool(getattr(self.arch, "video", False))
     # Clips are batch["video"] [B, T, H, W, C]; images batch["image"].
     self.key = "video" if self.video else "image"
@@ -249,6 +243,12 @@ class Autoencoder(objective_lib.Objective):
                f"{self.image_size} px into {smallest}" if self.se_weight else
                f"these are {self.image_size} px")
             + "; raise config.dataset.image_size or set lpips_weight=0.")
+    if self.num_frames and not self.video:
+      # Clips reached an image model as a KeyError traceback.
+      raise ValueError(
+          f"config.dataset.num_frames={self.num_frames}: clips need a video "
+          "autoencoder (the causal Cosmos one, e.g. configs/autoencoder.py:"
+          "tiny_video); set num_frames=0 for image data.")
     if self.video:
       tc = self.arch.temporal_compression
       if not takes_frames(self.num_frames, tc):

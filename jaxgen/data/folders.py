@@ -22,7 +22,16 @@ _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 class BadImageError(ValueError):
-  """An image file that cannot be decoded (and skipping is off)."""
+  """An image file that cannot be decoded (and skipping is off).
+
+  Attributes:
+    path: the file (None when no file of the folder decodes).
+    reason: the decoder's first line.
+  """
+
+  def __init__(self, message: str, path: str = None, reason: str = None):
+    super().__init__(message)
+    self.path, self.reason = path, reason
 
 
 # What PIL raises for truncated, corrupt or unrecognised files.
@@ -124,7 +133,7 @@ class FolderSource:
           raise BadImageError(
               f"cannot decode image {path}: {reason}; fix or remove it, or "
               "set --config.dataset.skip_bad_files=true to skip such "
-              "files.") from None
+              "files.", path, reason) from None
         self._record(path, reason)
     raise BadImageError(f"none of the {len(self._files)} images can be "
                         "decoded; check the folder.")

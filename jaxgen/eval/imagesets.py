@@ -283,6 +283,12 @@ def open_set(name: str, *, image_size: int = 32,
     if not epath.Path(name).exists():
       raise ValueError(f"{name} not found; pass a stats or images .npz.")
     return _npz(name)
+  if name.startswith("latents:"):
+    # Not an image folder that does not exist ("not found" for a folder
+    # that was there).
+    raise ValueError(f"{name} holds latents, not images; pass the images "
+                     "they were encoded from (the dataset spec given to "
+                     "encode --data).")
   is_spec = is_dataset_spec(name)
   if not is_spec and (os.path.isdir(name) or "://" in name):
     return _png_folder(name, batch_size)

@@ -32,13 +32,23 @@ def test_patch_discriminator_gives_one_logit_per_patch():
 
 
 def test_adaptive_weight_is_the_ratio_of_last_layer_gradient_norms():
-  rec = {"decoder": {"conv_out": {"kernel": jnp.full((2, 2), 3.0)},
+  # The last layer's kernel only, as taming's conv_out.weight (its bias
+  # was counted too).
+  rec = {"decoder": {"conv_out": {"kernel": jnp.full((2, 2), 3.0),
+                                  "bias": jnp.full((2,), 50.0)},
                      "other": {"kernel": jnp.full((5,), 100.0)}}}
-  gan = {"decoder": {"conv_out": {"kernel": jnp.full((2, 2), 0.5)},
+  gan = {"decoder": {"conv_out": {"kernel": jnp.full((2, 2), 0.5),
+                                  "bias": jnp.full((2,), 9.0)},
                      "other": {"kernel": jnp.full((5,), 7.0)}}}
   # ||rec|| = sqrt(4 * 9) = 6, ||gan|| = sqrt(4 * 0.25) = 1.
   w = adversarial.adaptive_weight(rec, gan)
   assert float(w) == pytest.approx(6.0 / (1.0 + 1e-4))
+  # A Cosmos video decoder's factorised conv_out: both of its kernels.
+  video = lambda v: {"decoder": {"conv_out": {
+      "spatial": {"kernel": jnp.full((4,), v), "bias": jnp.ones(2)},
+      "temporal": {"kernel": jnp.full((5,), v), "bias": jnp.ones(2)}}}}
+  assert float(adversarial.adaptive_weight(video(2.0), video(1.0))) == (
+      pytest.approx(6.0 / (3.0 + 1e-4)))  # sqrt(9 * 4) / sqrt(9 * 1)
   zero = jax.tree.map(jnp.zeros_like, gan)
   assert float(adversarial.adaptive_weight(rec, zero)) == pytest.approx(1e4)
   with pytest.raises(ValueError, match="no parameter matches"):

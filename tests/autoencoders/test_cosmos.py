@@ -184,7 +184,7 @@ def test_attention_is_placed_for_the_training_size():
   at 64 px, and on the SE term's smaller latents, the same blocks run."""
   obj = ae_objective.Autoencoder(_config("tiny_cosmos"), total_steps=2)
   model = obj.model
-  assert model.resolution == 32
+  assert model.arch.resolution == 32
   x32, x64 = (jax.random.normal(jax.random.key(1), (1, s, s, 3))
               for s in (32, 64))
   # Compiled: op by op, every op compiles a program of its own.
@@ -208,3 +208,31 @@ def test_attention_is_placed_for_the_training_size():
   small = z[:, ::4, ::4]
   assert decode(v, small).shape == (1, 16, 16, 3)
   assert float(jnp.abs(decode(moved, small) - decode(v, small)).max()) > 1e-3
+
+
+def test_the_released_layout_of_ci8x8_at_any_image_size():
+  """Cosmos's CI8x8: attention only in the middle blocks (its levels' sizes
+  at resolution 1024 are 256/128/128, decoder 64/128/128, none 32), and
+  the decoder's one upsample after its deepest level (`up[2].upsample`).
+  The attention blocks were placed for the data's size: 4 encoder and 6
+  decoder blocks at 256 px, and a phase-2 run at 512 px was another
+  network whose warm start was refused."""
+  names = {}
+  for size in (256, 512):
+    config = _config("cosmos_ci8x8")
+    config.dataset.image_size = size
+    model = ae_objective.Autoencoder(config, total_steps=2).model
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    params = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), x))
+    names[size] = {part: sorted(params["params"][part])
+                   for part in ("encoder", "decoder")}
+  assert names[256] == names[512]
+  enc, dec = names[256]["encoder"], names[256]["decoder"]
+  assert [k for k in enc + dec if "_attn_" in k] == ["mid_attn_1"] * 2
+  assert [k for k in dec if "upsample" in k] == ["up_2_upsample"]
+  assert [k for k in enc if "downsample" in k] == ["down_0_downsample"]
+  # 8x in all: the learned 2x, then the 4x unpatcher.
+  out = jax.eval_shape(lambda v, z: model.apply(v, z, method=model.decode),
+                       params, jax.ShapeDtypeStruct((1, 64, 64, 16),
+                                                    jnp.float32))
+  assert out.shape == (1, 512, 512, 3)

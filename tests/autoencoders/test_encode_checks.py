@@ -353,3 +353,27 @@ def test_a_shard_record_cut_off_while_written_leaves_no_record(
   assert not any(name.endswith(".array_record.json")
                  or name.endswith(".array_record")
                  for name in os.listdir(tmp_path))
+
+
+def test_an_unreadable_image_stops_encode_naming_it(tmp_path, trained_ae_64):
+  # The folder source skipped it and the next image took its place: that
+  # image was encoded twice and "wrote 20 latents" reported.
+  config, ae_dir = trained_ae_64
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  images = tmp_path / "images"
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(20):
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(
+        images / f"{i:03d}.png")
+  (images / "010.png").write_bytes(rng.bytes(300))
+  out = tmp_path / "latents"
+  with pytest.raises(ValueError, match=(
+      rf"^cannot decode image {images}/010\.png: .*; encode writes one "
+      r"latent per image, in order, so fix or remove it and rerun \(the "
+      r"shards written so far are kept\)\.$")):
+    _encode(config, ae_dir, str(out), data=f"folder:{images}", split="train",
+            batch_size=8, shard_size=8)
+  # The shard of images 0-7 was written before the bad one was reached.
+  assert sorted(p for p in os.listdir(out / "train")
+                if p.endswith(".json")) == ["latents-00000.array_record.json"]

@@ -190,6 +190,22 @@ def test_conv_impl_reaches_the_model():
      "config.autoencoder.conv_impl='fft'; use 'auto'"),
     ({"grad_accum_steps": 2}, "grad_accum_steps=2: the autoencoder step "
                               "does not accumulate"),
+    # Widths the shortcuts cannot regroup were "64 channels cannot be
+    # averaged into 7 groups", naming no field.
+    ({"model.latent_channels": 7}, r"^config\.model\.latent_channels=7: "
+     r"the encoder's output shortcut averages encoder_block_out_channels"
+     r"\[-1\]=64 channels into 7 equal groups; change the widths"),
+    ({"model.latent_channels": 64, "autoencoder.kl_weight": 1e-6},
+     r"latent_channels=64: .* into 128 equal groups \(mean and log-variance"),
+    ({"model.encoder_block_out_channels": (16, 32, 32, 160)},
+     r"^config\.model\.encoder_block_out_channels\[3\]=160: stage 2's "
+     r"shortcut averages its 4 x 32 space-to-channel values"),
+    ({"model.decoder_block_out_channels": (16, 32, 48, 64)},
+     r"decoder_block_out_channels\[2\]=48: the shortcut into stage 1 "
+     r"repeats these channels into its 4 x 32 values"),
+    # Clips reached the image model as a KeyError traceback.
+    ({"dataset.num_frames": 5}, r"^config\.dataset\.num_frames=5: clips "
+     r"need a video autoencoder"),
 ])
 def test_bad_configs_fail_before_compiling(overrides, match):
   with pytest.raises(ValueError, match=match) as e:

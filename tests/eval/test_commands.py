@@ -119,6 +119,10 @@ def test_bad_sets_are_one_line_errors(tmp_path):
     imagesets.open_set(str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="not a .npz file, a folder"):
     imagesets.open_set("cifar10")
+  # Was "not found" for a folder that exists.
+  with pytest.raises(ValueError, match=f"^latents:{tmp_path} holds latents, "
+                     "not images; pass the images they were encoded from"):
+    imagesets.open_set(f"latents:{tmp_path}")
   with pytest.raises(ValueError, match=f"^{tmp_path}/samples not found; "
                      "pass a .npz file, a folder of PNGs or a dataset spec"):
     imagesets.open_set(str(tmp_path / "samples"))
