@@ -164,9 +164,10 @@ def base_config() -> ml_collections.ConfigDict:
   # on CPU), "float32", "bfloat16" or "float16". Losses, penalties, norms'
   # statistics and the model outputs stay float32.
   c.dtype = "auto"
-  # Storage dtype of the trained parameters (and with it of the updates and
-  # EMA): "float32" (the default; bf16 compute still keeps f32 master
-  # weights) or "bfloat16" (half the memory; updates round). The Adam first
+  # Storage dtype of the trained parameters (and with it of their updates):
+  # "float32" (the default; bf16 compute still keeps f32 master weights) or
+  # "bfloat16" (half the parameters' memory; updates round). The EMA stays
+  # float32 either way (bf16 cannot hold its 1e-4 steps); the Adam first
   # moment's dtype is config.optimizer.mu_dtype.
   c.param_dtype = "float32"
   # Write TensorBoard events (scalars, sample grids, the config) to the

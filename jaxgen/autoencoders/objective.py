@@ -89,6 +89,10 @@ def arch_from_config(config):
                        "CosmosArch).")
     fields = {k: tuple(v) if isinstance(v, (list, tuple)) else v
               for k, v in fields.items()}
+    if "resolution" not in fields:
+      # A run written before the field existed placed its attention for
+      # its training size: its checkpoints keep restoring.
+      fields["resolution"] = int(config.dataset.image_size)
     arch = cosmos.CosmosArch(**fields).check()
   else:
     raise ValueError(f"config.autoencoder.architecture={kind!r}; use one of "

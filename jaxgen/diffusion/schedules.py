@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgen import config_lib
 from jaxgen import registry
@@ -203,8 +204,11 @@ def make_logsnr_fn(name: str, image_size: int, **kwargs) -> LogSNRFn:
                      f"keywords are: {', '.join(known) or 'none'}.")
   _check_keywords(name, dict(known, **kwargs))
   if "image_size" not in inspect.signature(fn).parameters:
-    return functools.partial(fn, **kwargs)
-  return functools.partial(fn, image_size=image_size, **kwargs)
+    built = functools.partial(fn, **kwargs)
+  else:
+    built = functools.partial(fn, image_size=image_size, **kwargs)
+  _check_falls(name, built, image_size)
+  return built
 
 
 def _check_keywords(name: str, kwargs: Dict[str, Any]) -> None:
@@ -225,3 +229,24 @@ def _check_keywords(name: str, kwargs: Dict[str, Any]) -> None:
     raise ValueError(f"{field('direction')}={direction!r} is not a "
                      f"direction; choose one of: "
                      f"{', '.join(_INTERP_DIRECTIONS)}.")
+
+
+def _check_falls(name: str, logsnr_fn: LogSNRFn, image_size: int) -> None:
+  """One-line ValueError unless logSNR falls from t=0 to t=1.
+
+  Bounds in order are not enough: the interpolated schedule rises over
+  part of [0, 1] once noise_size_high / noise_size_low is above ~23 (the
+  added slope 2 log(high / low) beats the cosine's), and a rising step
+  has a negative DDPM variance (NaN samples).
+  """
+  with jax.ensure_compile_time_eval():
+    t = np.linspace(0.0, 1.0, 1025)
+    values = np.asarray(logsnr_fn(t))
+  rises = np.flatnonzero(np.diff(values) > 0)
+  if len(rises):
+    at = t[rises[0]]
+    raise ValueError(
+        f"config.diffusion.schedules.{name}: logSNR must fall from t=0 to "
+        f"t=1, but at image size {image_size} it rises from t={at:.2f} "
+        f"({values[rises[0]]:.3g} -> {values[rises[0] + 1]:.3g}); bring its "
+        "noise sizes closer together.")

@@ -236,3 +236,15 @@ def test_the_released_layout_of_ci8x8_at_any_image_size():
                        params, jax.ShapeDtypeStruct((1, 64, 64, 16),
                                                     jnp.float32))
   assert out.shape == (1, 512, 512, 3)
+
+
+def test_a_config_written_before_resolution_existed_keeps_its_layout():
+  # Runs written before CosmosArch.resolution placed attention for their
+  # training size: without the field their config built another network,
+  # and none of their checkpoints restored.
+  config = _config("tiny_cosmos")
+  del config.model["resolution"]
+  arch = ae_objective.arch_from_config(config)
+  assert arch.resolution == config.dataset.image_size == 32
+  assert cosmos.attention_levels(arch) == (2,)
+  assert cosmos.attention_levels(arch, decoder=True) == (2,)

@@ -152,6 +152,11 @@ def test_make_logsnr_fn():
     ("interpolated", dict(direction="up"),
      r"config\.diffusion\.schedules\.interpolated\.direction='up' is not a "
      r"direction; choose one of: eq6, reversed\.$"),
+    # Bounds in order, yet rising over part of [0, 1] (the shift's slope
+    # beats the cosine's): DDPM steps there were NaN.
+    ("interpolated", dict(noise_size_low=32, noise_size_high=1024),
+     r"^config\.diffusion\.schedules\.interpolated: logSNR must fall from "
+     r"t=0 to t=1, but at image size 64 it rises from t=0\.\d\d"),
 ])
 def test_make_logsnr_fn_refuses_values_the_schedule_cannot_use(
     name, kwargs, message):
