@@ -267,10 +267,16 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     if bar:
       bar.close()
   if npz and jax.process_index() == 0:
+    from jaxgen.eval import imagesets  # pylint: disable=g-import-not-at-top
     images = []
     for p in paths:
-      with p.open("rb") as f:
-        image = np.asarray(Image.open(f))
+      try:
+        with p.open("rb") as f:
+          image = np.asarray(Image.open(f))
+      except (OSError, SyntaxError, ValueError) as e:
+        # A PNG damaged since it was drawn (a copy cut short): was a PIL
+        # traceback, with the old samples.npz left beside the new PNGs.
+        raise imagesets.damaged_png(p, out, e) from None
       images.append(_from_png(image if image.ndim == 3 else image[..., None]))
     images = np.stack(images)
     labels = sampling.labels_of(num, s.objective)

@@ -192,7 +192,7 @@ def _png_folder(path: str, batch_size: int) -> ImageSet:
     with files[0].open("rb") as fh:
       width, height = Image.open(fh).size  # The header alone is read.
   except OSError as e:
-    raise _damaged(files[0], path, e) from None
+    raise damaged_png(files[0], path, e) from None
   return ImageSet(path, batches=batches(), available=len(files),
                   size=(height, width))
 
@@ -208,10 +208,11 @@ def _read_png(f: epath.Path, folder: str) -> np.ndarray:
     with f.open("rb") as fh:
       return folders.decode_image(fh)
   except folders.DECODE_ERRORS as e:  # PIL's UnidentifiedImageError, ...
-    raise _damaged(f, folder, e) from None
+    raise damaged_png(f, folder, e) from None
 
 
-def _damaged(f: epath.Path, folder: str, e: OSError) -> ValueError:
+def damaged_png(f: epath.Path, folder: str, e: Exception) -> ValueError:
+  """The one-line error for a sample folder's PNG that does not decode."""
   return ValueError(f"{folder}: {f.name} is not a readable PNG ({e}); "
                     "remove it (jaxgen.sample then redraws its batch).")
 

@@ -390,6 +390,21 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path):
   assert again["drawn"] == 8
   with np.load(os.path.join(out, "samples.npz")) as f:
     np.testing.assert_array_equal(f["images"], images)
+  # A PNG damaged since (a copy cut short): one line naming it (was a PIL
+  # traceback), the old samples.npz kept; removing it redraws its batch.
+  png = os.path.join(out, "000002.png")
+  with open(png, "rb") as f:
+    data = f.read()
+  with open(png, "wb") as f:
+    f.write(data[:60])
+  with pytest.raises(ValueError, match=r"samples: 000002\.png is not a "
+                     r"readable PNG \(.*\); remove it \(jaxgen\.sample then "
+                     r"redraws its batch\)\.$"):
+    sample_lib.sample_run(loaded, workdir, num=20, out=out, batch_size=8,
+                          log=lambda _: None)
+  os.remove(png)
+  assert sample_lib.sample_run(loaded, workdir, num=20, out=out,
+                               batch_size=8, log=lambda _: None)["drawn"] == 8
   with pytest.raises(ValueError, match="no checkpoint"):
     sample_lib.sample_run(loaded, str(tmp_path / "untrained"), num=4,
                           out=out, log=lambda _: None)
