@@ -182,6 +182,12 @@ def at_end(config: ml_collections.ConfigDict, workdir: str,
     logging.info("%s already finished at step %d (of %d); nothing to do. "
                  "Raise the run length to train further.", workdir,
                  step, total_steps)
+    if last.get("step") != step:
+      # Its metrics.jsonl lost that row (removed, or restored from an older
+      # copy): the result still names the step ("done: step ?" before).
+      logging.warning("%s/metrics.jsonl has no row for step %d; the result "
+                      "names the step alone.", workdir, step)
+      return {"step": step}, None
     return last, None
   stale = unevaluated and stale_scores(config, workdir, step)
   if stale:

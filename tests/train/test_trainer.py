@@ -201,3 +201,20 @@ def test_bf16_params_and_bad_dtype_names():
     with pytest.raises(ValueError, match=f"config.{key}='{value}'") as e:
       checks.check_config(common.tiny_config(**{key: value}))
     assert "\n" not in str(e.value)
+
+
+def test_a_finished_run_without_its_last_row_still_names_its_step(tmp_path):
+  # Its metrics.jsonl removed: the rerun printed "done: step ?".
+  from jaxgen.train import evaluation  # pylint: disable=g-import-not-at-top
+  config = common.tiny_config(total_steps=2, eval_batches=0, num_samples=0)
+  assert evaluation.at_end(config, str(tmp_path), [1, 2], 2) == (
+      {"step": 2}, None)
+  # A row of an older step is not reported as the finished one either.
+  (tmp_path / "metrics.jsonl").write_text(json.dumps(
+      {"step": 1, "loss": 0.5}) + "\n")
+  assert evaluation.at_end(config, str(tmp_path), [1, 2], 2) == (
+      {"step": 2}, None)
+  (tmp_path / "metrics.jsonl").write_text(json.dumps(
+      {"step": 2, "loss": 0.25}) + "\n")
+  assert evaluation.at_end(config, str(tmp_path), [1, 2], 2) == (
+      {"step": 2, "loss": 0.25}, None)
