@@ -16,7 +16,6 @@ from typing import Any, Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgen import config_lib
 from jaxgen import registry
@@ -203,12 +202,10 @@ def make_logsnr_fn(name: str, image_size: int, **kwargs) -> LogSNRFn:
     raise ValueError(f"schedule {name!r} takes no {', '.join(unknown)}; its "
                      f"keywords are: {', '.join(known) or 'none'}.")
   _check_keywords(name, dict(known, **kwargs))
+  _check_falls(name, dict(known, **kwargs))
   if "image_size" not in inspect.signature(fn).parameters:
-    built = functools.partial(fn, **kwargs)
-  else:
-    built = functools.partial(fn, image_size=image_size, **kwargs)
-  _check_falls(name, built, image_size)
-  return built
+    return functools.partial(fn, **kwargs)
+  return functools.partial(fn, image_size=image_size, **kwargs)
 
 
 def _check_keywords(name: str, kwargs: Dict[str, Any]) -> None:
@@ -231,22 +228,39 @@ def _check_keywords(name: str, kwargs: Dict[str, Any]) -> None:
                      f"{', '.join(_INTERP_DIRECTIONS)}.")
 
 
-def _check_falls(name: str, logsnr_fn: LogSNRFn, image_size: int) -> None:
+def _check_falls(name: str, kwargs: Dict[str, Any]) -> None:
   """One-line ValueError unless logSNR falls from t=0 to t=1.
 
-  Bounds in order are not enough: the interpolated schedule rises over
-  part of [0, 1] once noise_size_high / noise_size_low is above ~23 (the
-  added slope 2 log(high / low) beats the cosine's), and a rising step
-  has a negative DDPM variance (NaN samples).
+  Bounds in order are not enough: the interpolated schedule is the clipped
+  cosine plus a linear term c1 t (c1 = 2 log(high / low) for "eq6", its
+  negative "reversed"), and the cosine's slope -4 (t_max - t_min) /
+  sin(2 a(t)) is smallest in magnitude where sin(2 a) is largest; once c1
+  beats that (noise sizes ~23x apart at the default bounds) logSNR rises
+  where sin(2 a) > 4 (t_max - t_min) / c1, and a rising step has a
+  negative DDPM variance (NaN samples). Decided in closed form: evaluating
+  the schedule here would compile programs for every run, even a finished
+  one.
   """
-  with jax.ensure_compile_time_eval():
-    t = np.linspace(0.0, 1.0, 1025)
-    values = np.asarray(logsnr_fn(t))
-  rises = np.flatnonzero(np.diff(values) > 0)
-  if len(rises):
-    at = t[rises[0]]
-    raise ValueError(
-        f"config.diffusion.schedules.{name}: logSNR must fall from t=0 to "
-        f"t=1, but at image size {image_size} it rises from t={at:.2f} "
-        f"({values[rises[0]]:.3g} -> {values[rises[0] + 1]:.3g}); bring its "
-        "noise sizes closer together.")
+  if name != "interpolated":
+    return  # The cosine and its constant shift always fall.
+  low, high = kwargs["noise_size_low"], kwargs["noise_size_high"]
+  c1 = 2.0 * math.log(high / low)
+  if kwargs["direction"] == "reversed":
+    c1 = -c1
+  t_min = math.atan(math.exp(-0.5 * kwargs["logsnr_max"]))
+  t_max = math.atan(math.exp(-0.5 * kwargs["logsnr_min"]))
+  width = t_max - t_min
+  # sin(2a) over a in [t_min, t_max] (within (0, pi/2)) peaks at pi/4.
+  peak = 1.0 if t_min <= math.pi / 4 <= t_max else max(
+      math.sin(2 * t_min), math.sin(2 * t_max))
+  if c1 * peak <= 4.0 * width:
+    return
+  # The first angle where the slope turns positive: sin(2a) = 4 width / c1,
+  # on the rising side of sin(2a) when it starts below pi/4.
+  a = max(t_min, 0.5 * math.asin(4.0 * width / c1))
+  raise ValueError(
+      f"config.diffusion.schedules.{name}: logSNR must fall from t=0 to "
+      f"t=1, but with noise_size_low={low}, noise_size_high={high} it "
+      f"rises from t={(a - t_min) / width:.2f} (the interpolation adds a "
+      f"slope of {c1:.3g}; the cosine's is at least {4 * width:.3g} in "
+      "magnitude); bring the noise sizes closer together.")

@@ -1,6 +1,7 @@
 """Tests of jaxgen.diffusion.schedules against the SiD reference values."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -156,7 +157,8 @@ def test_make_logsnr_fn():
     # beats the cosine's): DDPM steps there were NaN.
     ("interpolated", dict(noise_size_low=32, noise_size_high=1024),
      r"^config\.diffusion\.schedules\.interpolated: logSNR must fall from "
-     r"t=0 to t=1, but at image size 64 it rises from t=0\.\d\d"),
+     r"t=0 to t=1, but with noise_size_low=32, noise_size_high=1024 it "
+     r"rises from t=0\.36 \("),
 ])
 def test_make_logsnr_fn_refuses_values_the_schedule_cannot_use(
     name, kwargs, message):
@@ -165,3 +167,24 @@ def test_make_logsnr_fn_refuses_values_the_schedule_cannot_use(
   assert "\n" not in str(e.value)
   # Values that work pass; the defaults fill what is not given.
   schedules.make_logsnr_fn(name, 64, logsnr_min=-10.0, logsnr_max=12.0)
+
+
+@pytest.mark.parametrize("low,high,direction", [
+    (32, 1024, "eq6"), (32, 512, "eq6"), (32, 256, "eq6"), (32, 768, "eq6"),
+    (1024, 32, "reversed"), (32, 1024, "reversed"), (1024, 32, "eq6")])
+def test_the_closed_form_rise_check_agrees_with_the_schedule(low, high,
+                                                             direction):
+  """Refused exactly when the schedule, evaluated densely, rises; and from
+  the t where it starts to."""
+  kwargs = dict(noise_size_low=low, noise_size_high=high, direction=direction)
+  t = np.linspace(0.0, 1.0, 20001)
+  values = np.asarray(schedules.logsnr_interpolated(t, 512, **kwargs),
+                      np.float64)
+  rises = np.flatnonzero(np.diff(values) > 1e-6)
+  if not len(rises):
+    schedules.make_logsnr_fn("interpolated", 512, **kwargs)
+    return
+  with pytest.raises(ValueError, match="rises from t=") as e:
+    schedules.make_logsnr_fn("interpolated", 512, **kwargs)
+  said = float(re.search(r"rises from t=([\d.]+)", str(e.value)).group(1))
+  assert abs(said - t[rises[0]]) < 0.011
