@@ -267,13 +267,14 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     if bar:
       bar.close()
   if npz and jax.process_index() == 0:
+    from jaxgen.data import folders  # pylint: disable=g-import-not-at-top
     from jaxgen.eval import imagesets  # pylint: disable=g-import-not-at-top
     images = []
     for p in paths:
       try:
         with p.open("rb") as f:
           image = np.asarray(Image.open(f))
-      except (OSError, SyntaxError, ValueError) as e:
+      except folders.DECODE_ERRORS as e:
         # A PNG damaged since it was drawn (a copy cut short): was a PIL
         # traceback, with the old samples.npz left beside the new PNGs.
         raise imagesets.damaged_png(p, out, e) from None
