@@ -45,7 +45,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   # Patch side in pixels / latent cells (tokens per frame = (size/patch)^2).
   c.model.patch_size = 2
-  # Width, blocks, heads (head_dim = width / heads, even for RoPE).
+  # Width, blocks, heads (head_dim = width / heads, even and >= 6 for RoPE).
   c.model.width = 128
   c.model.depth = 4
   c.model.num_heads = 4
@@ -73,7 +73,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.flow = ml_collections.ConfigDict()
   # Training times: "uniform" (the official pyramid code) | "logit_normal".
   c.flow.time_sampling = "uniform"
-  # Mean and std of the logit-normal (SD3: 0, 1).
+  # Mean and std of the logit-normal (SD3: 0, 1). Times run from noise (0)
+  # to data (1), the other way from SD3's: its mean m is -m here.
   c.flow.logit_mean = 0.0
   c.flow.logit_std = 1.0
   # Train class-conditional, dropping labels with this probability for CFG.

@@ -141,6 +141,11 @@ class CosmosArch:
       v = getattr(self, name)
       if v < 1 or v & (v - 1):
         raise ValueError(f"config.model.{name}={v} must be a power of two.")
+    if self.spatial_compression < self.patch_size:
+      raise ValueError(
+          f"config.model.spatial_compression={self.spatial_compression} is "
+          f"below patch_size={self.patch_size}, which already compresses "
+          f"{self.patch_size}x; raise it or lower patch_size.")
     if not 0 <= self.num_down < len(self.channels_mult):
       raise ValueError(
           f"config.model.spatial_compression={self.spatial_compression} with "

@@ -188,6 +188,17 @@ def check_sizes(arch: Arch, prefix: str = "config.model.",
             f"multiple of {prefix}attention_head_dim="
             f"{arch.attention_head_dim} (stage {i} has attention); change "
             "one of them.")
+  if arch.downsample_block_type == "pixel_unshuffle":
+    # Its conv makes width / 4 channels that the unshuffle turns into width:
+    # another width was floored to a multiple of 4 without a word.
+    enc, depths = arch.encoder_block_out_channels, arch.encoder_layers_per_block
+    for i in range(len(enc) - 1):
+      if (depths[i] > 0 or i == 0) and enc[i + 1] % 4:
+        raise ValueError(
+            f"{prefix}encoder_block_out_channels[{i + 1}]={enc[i + 1]} is not "
+            f"a multiple of 4, which {prefix}downsample_block_type="
+            "'pixel_unshuffle' needs (a conv to width / 4 channels, then "
+            "space-to-channel); change the width or use 'Conv'.")
   _check_shortcuts(arch, prefix, variational)
 
 

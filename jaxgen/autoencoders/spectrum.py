@@ -145,7 +145,6 @@ def measure(workdir: str, *, data: str, num: int = 256,
   from jaxgen.autoencoders import encode as encode_lib  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import objective as ae_objective  # pylint: disable=g-import-not-at-top
   from jaxgen.autoencoders import runs as ae_runs  # pylint: disable=g-import-not-at-top
-  from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
   from jaxgen.eval import imagesets  # pylint: disable=g-import-not-at-top
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   config = config or provenance.load_config(workdir)
@@ -178,7 +177,7 @@ def measure(workdir: str, *, data: str, num: int = 256,
                                             method=model.encode))
   images, latents, have = [], [], 0
   for batch in images_set.batches:
-    batch = features.check_images(batch, data)
+    batch = model_images(batch, arch.in_channels, data)
     if files:
       _check_image_sides(*batch.shape[1:3], f, data)
     with jax.set_mesh(s.mesh):
@@ -189,6 +188,31 @@ def measure(workdir: str, *, data: str, num: int = 256,
       break
   return {"images": block_dct_spectrum(np.concatenate(images)[:num]),
           "latents": block_dct_spectrum(np.concatenate(latents)[:num])}, step
+
+
+def model_images(batch: np.ndarray, channels: int, data: str) -> np.ndarray:
+  """A batch as the autoencoder takes it: float32 in [-1, 1], `channels`
+  channels (grey images are repeated for an RGB model).
+
+  Args:
+    batch: [B, H, W, 1 or 3] uint8 or floats in [-1, 1].
+    channels: the autoencoder's input channels.
+    data: how to name the images in errors.
+
+  Returns:
+    float32 [B, H, W, channels].
+
+  Raises:
+    ValueError: one line, for colour images and a 1-channel model.
+  """
+  from jaxgen.eval import features  # pylint: disable=g-import-not-at-top
+  if channels == 1 and np.shape(batch)[-1] != 1:
+    raise ValueError(
+        f"{data} has {np.shape(batch)[-1]}-channel images but the "
+        "autoencoder encodes 1-channel ones (config.dataset.channels); pass "
+        "grey images like the ones it was trained on.")
+  # check_images repeats grey to RGB (the feature nets' input).
+  return features.check_images(batch, data)[..., :channels]
 
 
 def _define_flags():

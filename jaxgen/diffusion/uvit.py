@@ -206,6 +206,12 @@ class UViT(nn.Module):
       raise ValueError(
           f"config.model.transformer_width={self.transformer_width} is not "
           f"divisible by num_heads={self.num_heads}.")
+    if self.position_embedding == "sincos" and self.transformer_width % 4:
+      # Half the width per axis, each half sin and cos.
+      raise ValueError(
+          f"config.model.transformer_width={self.transformer_width} is not a "
+          "multiple of 4, which position_embedding='sincos' needs; change it "
+          "or use 'learned'.")
 
   def validate(self, height: int, width: int) -> None:
     """Raises ValueError on inconsistent fields or an unusable image size.

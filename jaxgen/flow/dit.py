@@ -186,10 +186,21 @@ class DiT(nn.Module):
     if self.positions == "rope" and (self.width // self.num_heads) % 2:
       raise ValueError("RoPE needs an even head_dim; change model.width or "
                        "model.num_heads.")
+    # Rows and columns get 3/8 of the (head or model) width each, rounded
+    # down to even: below 6 that is nothing, and the model had no spatial
+    # positions at all (images: none whatever).
+    head_dim = self.width // self.num_heads
+    if self.positions == "rope" and rope.axes_dims(head_dim)[1] == 0:
+      raise ValueError(
+          f"RoPE with head_dim={head_dim} (model.width / model.num_heads) "
+          "leaves rows and columns no dimensions; use a head_dim >= 6.")
     attention.check_impl(self.attention_impl)
     remat_lib.remat_policy(self.remat)
     if self.positions == "sincos" and self.width % 2:
       raise ValueError("sincos positions need an even model.width.")
+    if self.positions == "sincos" and rope.axes_dims(self.width)[1] == 0:
+      raise ValueError(f"sincos positions with model.width={self.width} "
+                       "leave rows and columns no dimensions; use >= 6.")
 
   @nn.compact
   def __call__(self, tokens: jax.Array, layout: layout_lib.Layout,

@@ -52,7 +52,9 @@ def sample_time(rng: jax.Array, shape, kind: str = "uniform",
     kind: "uniform" (the official pyramid code's 'random' weighting) or
       "logit_normal" (SD3: t = sigmoid(N(mean, std)), concentrating on the
       middle of the path).
-    logit_mean: mean of the logit-normal.
+    logit_mean: mean of the logit-normal. t is the signal level here
+      (1 = data) and SD3's t the noise level: SD3's mean m is -m here (a
+      positive mean leans towards data).
     logit_std: standard deviation of the logit-normal.
 
   Returns:

@@ -144,6 +144,9 @@ def test_winograd_convs_give_the_lax_outputs(video, monkeypatch):
     ({"dataset.num_frames": 6}, "needs 1 \\+ k \\* 4 frames"),
     ({"model.temporal_compression": 16}, "temporal downsamples"),
     ({"model.spatial_compression": 6}, "must be a power of two"),
+    # Was "needs -1 learned downsamples; give channels_mult more levels".
+    ({"model.spatial_compression": 1},
+     r"spatial_compression=1 is below patch_size=2, which already"),
     ({"model.depth": 3}, "config.model.depth is not a field"),
     ({"model.channels_mult": (1, 0)},
      r"^config\.model\.channels_mult\[1\]=0 must be an integer >= 1\.$"),

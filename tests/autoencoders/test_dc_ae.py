@@ -1,6 +1,8 @@
 """DC-AE: released parameter counts, and whole-model parity with diffusers'
 AutoencoderDC (random weights, small configs of both wirings)."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -107,6 +109,23 @@ def test_unsupported_configs_and_missing_tensors_are_one_line_errors():
   arch = dc_ae.Arch.from_diffusers(SMALL["sana"])
   with pytest.raises(ValueError, match="missing tensor"):
     diffusers_compat.convert_state_dict({}, arch)
+
+
+@pytest.mark.parametrize("shortcuts", [False, True])
+def test_unshuffle_widths_must_divide_by_4(shortcuts):
+  # The unshuffle block's conv makes width / 4 channels: width 6 was built
+  # as 4 channels without shortcuts, a shape error naming no field with.
+  arch = dataclasses.replace(
+      dc_ae.Arch(), downsample_block_type="pixel_unshuffle",
+      encoder_block_out_channels=(6, 6, 24, 32, 64, 64),
+      stage_shortcuts=shortcuts, encoder_out_shortcut=False,
+      decoder_in_shortcut=False).normalized()
+  with pytest.raises(ValueError, match=(
+      r"^config\.model\.encoder_block_out_channels\[1\]=6 is not a multiple "
+      r"of 4, which config\.model\.downsample_block_type='pixel_unshuffle' "
+      r"needs")):
+    dc_ae.check_sizes(arch)
+  dc_ae.check_sizes(dataclasses.replace(arch, downsample_block_type="Conv"))
 
 
 def test_load_dc_ae_reads_a_saved_diffusers_folder(tmp_path):

@@ -41,6 +41,24 @@ def test_known_spectra():
   assert abs(s["hf_fraction"] - 32 / 63) < 0.02  # white: energy is flat
 
 
+def test_images_get_the_autoencoders_channels():
+  grey = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+  # A 1-channel model got grey images repeated to RGB: a shape error.
+  out = spectrum.model_images(grey, 1, "g.npz")
+  assert out.shape == (2, 4, 4, 1) and out.dtype == np.float32
+  np.testing.assert_allclose(out, grey / 127.5 - 1.0, rtol=1e-6)
+  # An RGB model takes grey images as RGB.
+  rgb = spectrum.model_images(grey, 3, "g.npz")
+  assert rgb.shape == (2, 4, 4, 3)
+  np.testing.assert_array_equal(rgb, np.repeat(out, 3, axis=-1))
+  with pytest.raises(ValueError) as e:
+    spectrum.model_images(np.repeat(grey, 3, axis=-1), 1, "c.npz")
+  assert str(e.value) == (
+      "c.npz has 3-channel images but the autoencoder encodes 1-channel ones "
+      "(config.dataset.channels); pass grey images like the ones it was "
+      "trained on.")
+
+
 def test_command_writes_spectra_of_images_and_latents(tmp_path,
                                                        trained_ae_64):
   _, workdir = trained_ae_64

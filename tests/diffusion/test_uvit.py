@@ -119,6 +119,13 @@ def test_bad_sizes_and_fields_raise():
     init(_kw(skip_style="dense"), 32)
   with pytest.raises(ValueError, match="unconditional"):
     init(_kw(), 32, jnp.zeros((2,), jnp.int32))
+  # Was "sincos_2d_positions needs dim % 4 == 0" when the model was built.
+  with pytest.raises(ValueError, match=(
+      r"^config\.model\.transformer_width=66 is not a multiple of 4, which "
+      r"position_embedding='sincos' needs")):
+    init(_kw(transformer_width=66, num_heads=6, position_embedding="sincos"),
+         32)
+  init(_kw(transformer_width=64, num_heads=4, position_embedding="sincos"), 32)
 
 
 def test_residual_uvit_is_identity_between_stem_and_head_at_init():

@@ -132,6 +132,13 @@ def test_sample_metrics_of_a_video_run_are_refused_before_compiling(
      "history_corruption=2.0 must be a number in \\[0, 1\\]"),
     (_config, {"mesh.data": 1, "mesh.tensor": 8}, "num_heads=2 is not "
      "divisible by the mesh's tensor axis \\(8"),
+    # Rows and columns got 0 of a 4-wide head: no spatial positions.
+    (_config, {"model.width": 16, "model.num_heads": 4},
+     "^RoPE with head_dim=4 \\(model.width / model.num_heads\\) leaves rows "
+     "and columns no dimensions; use a head_dim >= 6.$"),
+    (_config, {"model.positions": "sincos", "model.width": 4,
+               "model.num_heads": 1}, "^sincos positions with model.width=4 "
+     "leave rows"),
 ])
 def test_bad_configs_fail_before_compiling(make, overrides, match):
   with pytest.raises(ValueError, match=match) as e:
