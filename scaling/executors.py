@@ -295,3 +295,37 @@ def hand_off(spec, points, rows, todo, units, commands, printable, env,
         ex, units, commands, env, local, REPO, resubmit=resubmit,
         multihost=multihost, out=out)
   return result
+
+
+def print_plan(spec: ml_collections.ConfigDict,
+               points: Sequence[sweep_lib.Point], printable: Sequence[str],
+               out: Callable[[str], None]) -> None:
+  """--dry_run: each point's size, steps, FLOPs (and device-hours), then
+  the worker command lines.
+
+  Args:
+    spec: the sweep spec.
+    points: its planned points.
+    printable: the worker command lines.
+    out: where the lines go.
+  """
+  out(f"# {len(points)} points of {spec.name}; run from {REPO}")
+  total_hours = 0.0
+  for p in points:
+    hours = sweep_lib.device_hours(spec, p)
+    cost = ""
+    if hours:
+      total_hours += hours[0]
+      cost = (f", {hours[0]:,.1f} device-hours ({hours[1]:,.2f} h on "
+              f"{spec.cluster.devices_per_point} devices)")
+    out(f"# {p.id}: N={p.params:,} ({p.params_non_embedding:,} "
+        f"non-embedding), {p.steps} steps x {p.batch_size}, "
+        f"{p.planned_flops:.3g} FLOPs{cost}")
+  if total_hours:
+    out(f"# total {sum(p.planned_flops for p in points):.3g} FLOPs, "
+        f"{total_hours:,.0f} {spec.cluster.device_kind} device-hours at "
+        f"MFU {spec.cluster.mfu:g} (--sweep.cluster.mfu to change)")
+  if wsd.enabled(spec):
+    out("# " + wsd.savings_line(spec, points))
+  for line in printable:
+    out(line)

@@ -487,35 +487,6 @@ def run(results: str, out: str, *, family: Optional[str] = None,
   return fits
 
 
-def extrapolation_lines(fits: Fits) -> List[str]:
-  """One stdout line per target budget: N_opt, D_opt and the metric.
-
-  Args:
-    fits: a finished fit.
-
-  Returns:
-    Lines like "at 1e+15 FLOPs: approach 2 N_opt 2.1e+06, D_opt 8e+07,
-    loss 0.31 [0.29, 0.33]; approach 3 ...".
-  """
-  name = fits.metric.name
-  lines = []
-  for row in fits.summary.get("extrapolation", []):
-    parts = []
-    for approach in ("approach2", "approach3"):
-      if approach not in row:
-        continue
-      pred = row[approach]
-      value = pred.get(name, pred["loss"])
-      text = (f"{approach.replace('approach', 'approach ')} N_opt "
-              f"{pred['N_opt']['value']:.3g}, D_opt "
-              f"{pred['D_opt']['value']:.3g}, {name} {value['value']:.4g}")
-      if "lo" in value:
-        text += f" [{value['lo']:.4g}, {value['hi']:.4g}]"
-      parts.append(text)
-    lines.append(f"at {row['flops']:.3g} FLOPs: " + "; ".join(parts))
-  return lines
-
-
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results", None, "results.jsonl or CSV file.")
 flags.DEFINE_string("out", None, "Output directory.")
@@ -609,7 +580,7 @@ def main(argv):
   s = fits.summary
   for message in s.get("warnings", []):
     print(f"warning: {message}", file=sys.stderr)
-  for line in extrapolation_lines(fits):
+  for line in report_lib.extrapolation_lines(s):
     print(line)
   for name in ("approach2", "approach3"):
     if name in s:

@@ -297,3 +297,32 @@ def render(summary: Dict, plots: Dict[str, str]) -> str:
     lines += [f"![{name}]({path})" for name, path in plots.items()]
     lines.append("")
   return "\n".join(lines)
+
+
+def extrapolation_lines(summary: dict) -> List[str]:
+  """One stdout line per target budget: N_opt, D_opt and the metric.
+
+  Args:
+    summary: a fit summary (`Fits.summary`, or fit.json read back).
+
+  Returns:
+    Lines like "at 1e+15 FLOPs: approach 2 N_opt 2.1e+06, D_opt 8e+07,
+    loss 0.31 [0.29, 0.33]; approach 3 ...".
+  """
+  name = summary["settings"]["metric"]
+  lines = []
+  for row in summary.get("extrapolation", []):
+    parts = []
+    for approach in ("approach2", "approach3"):
+      if approach not in row:
+        continue
+      pred = row[approach]
+      value = pred.get(name, pred["loss"])
+      text = (f"{approach.replace('approach', 'approach ')} N_opt "
+              f"{pred['N_opt']['value']:.3g}, D_opt "
+              f"{pred['D_opt']['value']:.3g}, {name} {value['value']:.4g}")
+      if "lo" in value:
+        text += f" [{value['lo']:.4g}, {value['hi']:.4g}]"
+      parts.append(text)
+    lines.append(f"at {row['flops']:.3g} FLOPs: " + "; ".join(parts))
+  return lines

@@ -257,26 +257,7 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
                      f"{spec.cluster.hosts_per_point}: points of several "
                      "hosts run with --executor=slurm or print")
   if dry_run:
-    out(f"# {len(points)} points of {spec.name}; run from {executors.REPO}")
-    total_hours = 0.0
-    for p in points:
-      hours = sweep_lib.device_hours(spec, p)
-      cost = ""
-      if hours:
-        total_hours += hours[0]
-        cost = (f", {hours[0]:,.1f} device-hours ({hours[1]:,.2f} h on "
-                f"{spec.cluster.devices_per_point} devices)")
-      out(f"# {p.id}: N={p.params:,} ({p.params_non_embedding:,} "
-          f"non-embedding), {p.steps} steps x {p.batch_size}, "
-          f"{p.planned_flops:.3g} FLOPs{cost}")
-    if total_hours:
-      out(f"# total {sum(p.planned_flops for p in points):.3g} FLOPs, "
-          f"{total_hours:,.0f} {spec.cluster.device_kind} device-hours at "
-          f"MFU {spec.cluster.mfu:g} (--sweep.cluster.mfu to change)")
-    if wsd.enabled(spec):
-      out("# " + wsd.savings_line(spec, points))
-    for line in printable.values():
-      out(line)
+    executors.print_plan(spec, points, printable.values(), out)
     return {"points": points, "rows": {}, "failed": []}
 
   if executor == "slurm" and not collect:
