@@ -288,7 +288,7 @@ def fit_isoflops(n, loss, budget, *, k: float = 6.0,
         f"(each >= {MIN_SIZES_PER_BUDGET} model sizes); got {len(used)} of "
         f"{len(curves)} budgets from {int(assigned.sum())} runs (the "
         "warnings say why each was left out); add sizes around each "
-        "minimum, or fit approach 3 alone with --approaches=3")
+        "minimum")
   c = np.array([cv.budget for cv in used])
   n_opt = np.array([cv.n_opt for cv in used])
   return IsoflopFit(

@@ -176,10 +176,31 @@ def approach2_interval_is_degenerate(fit) -> bool:
     fit: an approach-2 fit (`approach2.fit_isoflops`).
 
   Returns:
-    True when no budget has more runs than a parabola needs.
+    True when no budget the fit used has more runs than a parabola needs
+    (the bootstrap resamples only those).
   """
   return all(cv.n_runs <= approach2_lib.MIN_SIZES_PER_BUDGET
-             for cv in fit.curves)
+             for cv in fit.used)
+
+
+def used_budgets(budget, fit) -> np.ndarray:
+  """Run budgets with those `fit` excluded set to NaN (not resampled).
+
+  A budget the point fit excluded (its minimum outside its sizes) came
+  back in the resamples whose parabola had a vertex just inside the range,
+  pinned at its edge: intervals of another estimator than the point fit's,
+  pulled away from it.
+
+  Args:
+    budget: budget per run (NaN = unassigned).
+    fit: the approach-2 point fit of those runs.
+
+  Returns:
+    The budgets to pass to `bootstrap_approach2`.
+  """
+  budget = np.asarray(budget, float)
+  return np.where(np.isin(budget, [cv.budget for cv in fit.used]), budget,
+                  np.nan)
 
 
 def bootstrap_approach2(n, loss, budget, *, k: float, n_resamples: int,

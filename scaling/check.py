@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import etils.epath as epath
 
+from scaling import metrics as metrics_lib
 from scaling import results as results_lib
 from scaling import rows
 
@@ -42,18 +43,38 @@ def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
 
   Returns:
     A JSON-ready dict: the run, the predictions and relative errors
-    (predicted / measured - 1) of the loss the fit used (eval, else train).
+    (predicted / measured - 1) of the quantity the fit used: the eval (else
+    train) loss, or the fitted metric (a higher-is-better one as the
+    falling quantity fitted, e.g. 1 / IS; `measured_metric` is its value).
+
+  Raises:
+    ValueError: the run did not finish, or its row lacks the fit's metric.
   """
   if row["status"] != rows.OK:
     raise ValueError(f"the check run {row['point']} is {row['status']} "
                      f"({row.get('error')}); nothing to compare the fit with")
-  measured = row.get("eval_loss")
-  if measured is None:
-    measured = row.get("final_train_loss")
+  settings = fit.get("settings") or {}
+  name = settings.get("metric", "loss")
+  if name in ("loss", "eval_loss", "final_train_loss"):
+    measured = row.get("eval_loss")
+    if measured is None:
+      measured = row.get("final_train_loss")
+    raw = measured
+  else:
+    # Predictions are in the fitted metric's space (an FD, 1 / IS, ...): the
+    # eval loss of a GAN says nothing about them.
+    raw = row.get(name)
+    if raw is None:
+      raise ValueError(f"the fit predicts {name} and the check run "
+                       f"{row['point']} logged none; nothing to compare")
+    metric = metrics_lib.resolve(name, "higher" if settings.get(
+        "higher_is_better") else "lower")
+    measured = float(metric.to_loss(raw))
   pred = predicted_optimum(fit, row["budget_flops"])
   out = {"point": row["point"], "budget_flops": row["budget_flops"],
          "params": row["params"], "examples_seen": row["examples_seen"],
-         "status": row["status"], "measured_loss": measured,
+         "status": row["status"], "metric": settings.get("fitted", name),
+         "measured_metric": raw, "measured_loss": measured,
          "predictions": pred, "errors": {}}
   if "approach2" in pred:
     out["errors"]["approach2_loss_at_optimum"] = pred["approach2"]["loss"]

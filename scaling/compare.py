@@ -174,8 +174,8 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
                     f"({no_interval})", results_lib.FitWarning, stacklevel=2)
     elif n_bootstrap:
       boot = bootstrap_lib.bootstrap_approach2(
-          runs.n, runs.loss, budget, k=fit.k, n_resamples=n_bootstrap,
-          seed=seed)
+          runs.n, runs.loss, bootstrap_lib.used_budgets(budget, fit),
+          k=fit.k, n_resamples=n_bootstrap, seed=seed)
       bootstrap_lib.warn_if_few_resamples("approach 2", boot.n_failed,
                                           n_bootstrap, f"family {family!r}")
     out.append(Frontier(family, runs, fit, boot, sampling,

@@ -212,7 +212,13 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
                   "budget and are not used by it", results_lib.FitWarning,
                   stacklevel=3)
   fits.budget = budget
-  fits.fit2 = approach2_lib.fit_isoflops(runs.n, runs.loss, budget, k=k)
+  try:
+    fits.fit2 = approach2_lib.fit_isoflops(runs.n, runs.loss, budget, k=k)
+  except ValueError as e:
+    # scaling.fit's way out (scaling.compare, which fits approach 2 only,
+    # has no such flag).
+    raise ValueError(f"{e}, or fit approach 3 alone with --approaches=3"
+                     ) from None
   out = fits.fit2.to_dict()
   out["budget_rule"] = rule
   if n_bootstrap and bootstrap_lib.approach2_interval_is_degenerate(
@@ -223,8 +229,8 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
                   results_lib.FitWarning, stacklevel=3)
   elif n_bootstrap:
     fits.boot2 = bootstrap_lib.bootstrap_approach2(
-        runs.n, runs.loss, budget, k=k, n_resamples=n_bootstrap, seed=seed,
-        targets=fits.targets)
+        runs.n, runs.loss, bootstrap_lib.used_budgets(budget, fits.fit2),
+        k=k, n_resamples=n_bootstrap, seed=seed, targets=fits.targets)
     out["intervals"] = fits.boot2.intervals(fits.level)
     out["bootstrap_failed"] = fits.boot2.n_failed
     bootstrap_lib.warn_if_few_resamples("approach 2", fits.boot2.n_failed,
@@ -446,12 +452,14 @@ def run(results: str, out: str, *, family: Optional[str] = None,
       # in a file of several.
       mine = [r for r in records
               if family is None or r.get("family") == family]
-      metric = metric or results_lib.sweep_metric(mine)
-      # Checked as given first: a direction that cannot apply names the
-      # flag the user passed, not a field they did not. Without a metric,
-      # the field the rows' losses come from names the fit (eval_loss, or
-      # the train loss), not a bare "loss".
-      metric_info = metrics_lib.resolve(metric, direction)
+      given, metric = metric, metric or results_lib.sweep_metric(mine)
+      # A direction that cannot apply names the flag the user passed, not a
+      # field they did not (the rows' sweep metric, or their loss). Without
+      # a metric, the field the rows' losses come from names the fit
+      # (eval_loss, or the train loss), not a bare "loss".
+      metric_info = metrics_lib.resolve(
+          metric, direction, what=None if given or not metric else
+          f"the sweep's metric {metric} (no --metric)")
       if not metric and results_lib.default_loss_field(mine):
         metric_info = metrics_lib.resolve(
             results_lib.default_loss_field(mine), direction)

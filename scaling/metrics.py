@@ -73,13 +73,16 @@ class Metric:
     return (min(a, b), max(a, b))
 
 
-def resolve(name: Optional[str], direction: str = "auto") -> Metric:
+def resolve(name: Optional[str], direction: str = "auto",
+            what: Optional[str] = None) -> Metric:
   """The Metric for a results field.
 
   Args:
     name: the field fitted (None: the default loss fields).
     direction: "auto" (higher-is-better for the names this module maps,
       lower otherwise), "lower" or "higher".
+    what: how errors name the metric (default: `--metric=<name>`, or the
+      loss when there is no name).
 
   Returns:
     The Metric.
@@ -98,7 +101,7 @@ def resolve(name: Optional[str], direction: str = "auto") -> Metric:
   if known is None:
     # Only a forced direction gets here ("auto" fits unknown names as
     # lower-is-better).
-    what = f"--metric={name}" if name else "the loss (no --metric)"
+    what = what or (f"--metric={name}" if name else "the loss (no --metric)")
     raise ValueError(f"--metric_direction=higher for {what}: no map onto a "
                      "falling loss is known for it (known: "
                      f"{', '.join(sorted(_HIGHER_IS_BETTER))}, with or "

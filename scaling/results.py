@@ -240,7 +240,11 @@ def runs_from_records(records: Sequence[Dict[str, Any]],
     raise ValueError(f"{source}: no row has param_key {param_key!r}; N "
                      f"fields in this file: {', '.join(have) or 'none'}")
   records = _drop_duplicates(records, source)
-  n_keys = (param_key,) + tuple(k for k in _N_KEYS if k != param_key)
+  # Another N than the total (non-embedding counts) is read from that field
+  # alone: a row without it falling back to its total would mix two
+  # definitions of N in one fit (it is NaN, dropped with a count).
+  n_keys = ((param_key,) + tuple(k for k in _N_KEYS if k != param_key)
+            if param_key == "params" else (param_key,))
   loss_fields = (metric,) if metric else _LOSS_KEYS
   cols = {k: [] for k in ("n", "loss", "d", "c", "budget")}
   families, statuses, loss_keys = [], [], set()

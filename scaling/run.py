@@ -585,7 +585,8 @@ def main(argv):
       report = check.check_report(fit, row)
       path = str(epath.Path(FLAGS.workdir) / "check.json")
       jsonl.write_atomic(path, json.dumps(report, indent=1))
-      print(f"measured loss {report['measured_loss']:.4f}; relative errors "
+      print(f"measured {report['metric']} {report['measured_loss']:.4g}; "
+            "relative errors "
             + ", ".join(f"{k} {v:+.2%}" for k, v in report["errors"].items()
                         if v is not None) + f"; wrote {path}")
   except (ValueError, OSError) as e:

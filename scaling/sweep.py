@@ -25,6 +25,7 @@ the spec's `embedding_params` regexes (for the U-ViT: the class-embedding
 table and the learned position embeddings).
 """
 
+import bisect
 import dataclasses
 import json
 import math
@@ -33,6 +34,7 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
+import numpy as np
 
 from jaxgen import config_lib
 from scaling import spec_check
@@ -280,7 +282,7 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
                        "the spec's smallest budget; set spec.budgets")
     warmup = round(float(spec.warmup_fraction)
                    * steps_at(float(budget_tag(min(spec.budgets)))))
-    cooldown = round(float(spec.decay_fraction) * steps)
+    cooldown = cooldown_steps(spec.decay_fraction, steps)
     if warmup >= steps - cooldown:
       raise ValueError(
           f"point {point_id(budget, size)}: the warmup ({warmup} steps) "
@@ -368,6 +370,24 @@ def ladder(spec: ml_collections.ConfigDict,
   return sorted(out, key=lambda x: x[1])
 
 
+def cooldown_steps(decay_fraction: float, steps: int) -> int:
+  """Steps of a WSD run's cooldown, rounded as the trainer's schedule does.
+
+  `jaxgen.train.state.learning_rate_schedule` rounds decay_fraction x steps
+  in float32, half to even; Python's float64 `round` disagreed for some
+  fractions (0.3 x 95: 28 here, 29 there), putting branch points and the
+  planned steps one step off the runs.
+
+  Args:
+    decay_fraction: the cooldown's fraction of the run.
+    steps: the run's length.
+
+  Returns:
+    The cooldown's length in steps.
+  """
+  return int(np.round(np.float32(decay_fraction) * np.float32(steps)))
+
+
 def budget_sizes(spec: ml_collections.ConfigDict, names: Sequence[str],
                  index: int) -> List[str]:
   """The window of sizes the `index`-th budget (ascending) gets.
@@ -422,9 +442,14 @@ def plan(spec: ml_collections.ConfigDict, *,
     if name not in names:
       raise ValueError(f"unknown size {name!r}; the ladder has "
                        + ", ".join(names))
+  # A budget's window follows its place among the spec's budgets, so that
+  # --only_budgets narrows a sweep to some of its points instead of moving
+  # them (a budget between or beyond the spec's takes the next window up).
+  own = sorted({float(budget_tag(b)) for b in spec.budgets})
   points = []
   for i, budget in enumerate(budgets):
-    chosen = list(sizes) if sizes else budget_sizes(spec, names, i)
+    index = bisect.bisect_left(own, budget) if own else i
+    chosen = list(sizes) if sizes else budget_sizes(spec, names, index)
     chosen.sort(key=names.index)
     for size in chosen:
       p = make_point(spec, budget, size, sets)

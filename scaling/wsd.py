@@ -35,7 +35,8 @@ def enabled(spec) -> bool:
 
 def decay_start(spec, point: sweep_lib.Point) -> int:
   """The step where `point`'s cooldown starts (its branch point S)."""
-  return point.steps - round(float(spec.decay_fraction) * point.steps)
+  return point.steps - sweep_lib.cooldown_steps(spec.decay_fraction,
+                                                point.steps)
 
 
 def chains(points: Sequence[sweep_lib.Point]

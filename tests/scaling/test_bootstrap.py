@@ -6,6 +6,8 @@ import pytest
 from scaling import approach2
 from scaling import approach3
 from scaling import bootstrap
+from scaling import fit
+from scaling import results
 from tests.scaling import test_approach3 as t3
 
 TARGET = 1e24
@@ -89,6 +91,33 @@ def test_approach2_intervals_contain_point_estimate(data):
   assert wide["lo"] <= intervals["a"]["lo"] and wide["hi"] >= (
       intervals["a"]["hi"])
   assert wide["median"] == intervals["a"]["median"]
+
+
+def test_approach2_resamples_only_the_budgets_the_fit_used():
+  # The 1e21 budget keeps its 4 smallest sizes: its minimum lies beyond
+  # them and the point fit excludes it. 32 of 100 resamples took it back
+  # (a vertex pinned at the range's edge): a's 80% interval was [0.315,
+  # 0.453] around a point estimate of 0.442.
+  n, d, c, loss = approach3.simulate_isoflops(
+      t3.TRUE, [1e18, 1e19, 1e20, 1e21], 8, noise=0.01, seed=1)
+  keep = ~((c == 1e21) & (n > np.sort(n[c == 1e21])[3]))
+  runs = results.Runs(n[keep], d[keep], c[keep], c[keep], loss[keep],
+                      np.full(keep.sum(), ""))
+  with pytest.warns(results.FitWarning, match=r"budget 1e\+21 FLOPs "
+                    "excluded"):
+    fits = fit.fit_runs(runs, approaches=[2], n_bootstrap=100)
+  assert [cv.budget for cv in fits.fit2.curves if not cv.used] == [1e21]
+  assert bootstrap.budget_key(1e21, "N_opt") not in fits.boot2.samples
+  a = fits.summary["approach2"]["intervals"]["a"]
+  assert a["lo"] <= fits.fit2.n_opt.exponent <= a["hi"]
+  assert a["lo"] > 0.4
+  # No interval when only an excluded budget has more than 3 runs.
+  three = np.concatenate([np.flatnonzero(c == b)[[0, 3, 7]]
+                          for b in (1e18, 1e19, 1e20)])
+  few = np.concatenate([three, np.flatnonzero(keep & (c == 1e21))])
+  fit2 = approach2.fit_isoflops(n[few], loss[few], c[few], warn=False)
+  assert [cv.budget for cv in fit2.curves if not cv.used] == [1e21]
+  assert bootstrap.approach2_interval_is_degenerate(fit2)
 
 
 def test_isoflop_plot_takes_an_interval_that_misses_the_point(tmp_path):

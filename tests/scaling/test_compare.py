@@ -172,6 +172,8 @@ def test_bad_inputs_fail_or_warn_in_one_line(tmp_path):
   summary = compare.run([a, one], str(tmp_path / "o"), "eval_fid",
                         n_bootstrap=0)
   assert summary["left_out"][0].startswith("family 'C': approach 2 needs")
+  # scaling.fit's --approaches=3 is no flag of this command.
+  assert summary["left_out"][0].endswith("add sizes around each minimum")
   assert "Left out (no frontier):" in (tmp_path / "o" / "compare.md"
                                        ).read_text()
   with pytest.raises(ValueError, match="no family has a frontier: family "

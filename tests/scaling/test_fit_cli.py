@@ -280,6 +280,12 @@ def test_rows_naming_their_sweep_metric_are_fitted_on_it(tmp_path):
   fits = fit.run(str(path), str(tmp_path / "out2"), approaches=(3,),
                  n_bootstrap=0, top_k=20, metric="eval_loss")
   assert fits.summary["settings"]["metric"] == "eval_loss"
+  # A direction that cannot apply to it names the rows' metric (it said
+  # "for --metric=eval_fd_shapes", a flag not given).
+  with pytest.raises(ValueError, match=r"^--metric_direction=higher for the "
+                     r"sweep's metric eval_fd_shapes \(no --metric\): "):
+    fit.run(str(path), str(tmp_path / "out4"), approaches=(3,),
+            n_bootstrap=0, direction="higher")
   # Beside another family's rows (without the metric), --family=gan takes
   # its own rows' metric, and warns about no other family's rows.
   other = [dict(r, family="sd", metric="eval_loss", eval_loss=1.0)

@@ -37,6 +37,14 @@ def test_jaxgen_schema(tmp_path):
   runs = results.load_runs(str(tmp_path / "results.jsonl"),
                            param_key="params_non_embedding")
   np.testing.assert_array_equal(runs.n, [9e7, 9e7])
+  # A row without the field is dropped, not fitted at its total N.
+  rows.append(_jaxgen_row(params=3e8))
+  del rows[-1]["params_non_embedding"]
+  with pytest.warns(results.FitWarning, match=r"dropped 1 of 3 runs: 1 with "
+                    r"unusable N"):
+    runs = results.load_runs(_write_jsonl(tmp_path / "mixed.jsonl", rows),
+                             param_key="params_non_embedding")
+  np.testing.assert_array_equal(runs.n, [9e7, 9e7])
 
 
 def test_train_loss_fallback_warns_when_mixed(tmp_path):

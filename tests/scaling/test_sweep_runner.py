@@ -89,6 +89,24 @@ def test_point_ids_round_trip_and_windows_move_up_the_ladder():
       ["a", "b"], ["b", "c"], ["b", "c"], ["b", "c"]]
 
 
+def test_only_budgets_keeps_each_budgets_window():
+  # The window followed the budget's rank among those passed: one budget of
+  # the cpu sweep got the smallest sizes, new points around no minimum.
+  spec = sweep_lib.load_config_file("configs/scaling/simple_diffusion.py:cpu")
+  spec.window_shift = 1
+  full = sweep_lib.plan(spec)
+  budgets = sorted({p.budget for p in full})
+  assert len(budgets) >= 3
+  for budget in budgets[1:]:
+    assert [p.id for p in sweep_lib.plan(spec, budgets=[budget])] == [
+        p.id for p in full if p.budget == budget]
+  # Beyond the spec's budgets: the window keeps moving up.
+  beyond = [p.size for p in sweep_lib.plan(spec, budgets=[budgets[-1] * 4])]
+  last = [p.size for p in full if p.budget == budgets[-1]]
+  names = [n for n, _ in sweep_lib.ladder(spec)]
+  assert names.index(beyond[0]) >= names.index(last[0])
+
+
 def test_dry_run_prints_one_command_per_point(tmp_path):
   lines = []
   out = _sweep(tmp_path / "sweep", lines, dry_run=True)
@@ -255,6 +273,26 @@ def test_check_report_compares_predictions_with_the_measured_loss():
   # A check run that diverged is an error, not a comparison.
   with pytest.raises(ValueError, match="diverged"):
     check_lib.check_report(fit, dict(row, status="diverged", eval_loss=None))
+  # A fit of a sample metric is checked against that metric, not against
+  # the run's eval_loss (R3GAN: +335% where the error was -3%).
+  fit["settings"] = {"metric": "eval_fd_shapes", "fitted": "eval_fd_shapes",
+                     "higher_is_better": False}
+  report = check_lib.check_report(fit, dict(row, eval_fd_shapes=3.1))
+  assert report["measured_loss"] == 3.1 and report["metric"] == (
+      "eval_fd_shapes")
+  assert report["errors"]["approach2_loss_at_optimum"] == pytest.approx(
+      loss2 / 3.1 - 1)
+  # Higher-is-better: compared in the fitted space (1 / IS).
+  fit["settings"] = {"metric": "eval_is", "fitted": "1 / eval_is",
+                     "higher_is_better": True}
+  report = check_lib.check_report(fit, dict(row, eval_is=4.0))
+  assert report["measured_metric"] == 4.0
+  assert report["measured_loss"] == pytest.approx(0.25)
+  assert report["errors"]["approach2_loss_at_optimum"] == pytest.approx(
+      loss2 / 0.25 - 1)
+  with pytest.raises(ValueError, match=r"^the fit predicts eval_is and the "
+                     r"check run C1e12_w64d2 logged none; nothing to compare"):
+    check_lib.check_report(fit, row)
 
 
 def test_schedules_must_span_the_run_r3gan_via_burn_in_fraction():

@@ -10,9 +10,12 @@ import os
 import subprocess
 import sys
 
+import ml_collections
+import numpy as np
 import pytest
 
 from jaxgen import jsonl
+from jaxgen.train import state as state_lib
 from scaling import run as run_lib
 from scaling import sweep as sweep_lib
 from scaling import wsd
@@ -240,3 +243,23 @@ def test_each_process_of_a_chain_takes_its_own_lock(tmp_path, monkeypatch):
     assert wsd.run_chain(spec, chain, str(tmp_path), {}, "cmd",
                          str(tmp_path / "local"),
                          run_point=lambda *a, **k: pytest.fail("ran")) == []
+
+
+def test_cooldown_steps_round_as_the_trainers_schedule():
+  # Python's round(0.3 * 95) is 28; the schedule's float32 round is 29.
+  totals = np.arange(2, 400)[:, None]
+  steps = np.arange(401)[None, :]
+  for fraction in (0.3, 0.15, 0.35, 0.7, 0.07, 0.2, 0.5):
+    config = ml_collections.ConfigDict({
+        "learning_rate": 1.0, "schedule": "wsd", "warmup_steps": 0,
+        "decay_fraction": fraction})
+    # Every run length at once (the schedule broadcasts its length).
+    lr = np.asarray(state_lib.learning_rate_schedule(
+        config, lambda: totals)(steps))
+    # The cooldown starts at the last step at the peak rate (up to the
+    # step after the run: all of them without a cooldown).
+    peak = (lr == 1.0) & (steps <= totals)
+    start = peak.shape[1] - 1 - np.argmax(peak[:, ::-1], axis=1)
+    want = [int(t) - sweep_lib.cooldown_steps(fraction, int(t))
+            for t in totals[:, 0]]
+    np.testing.assert_array_equal(start, want, err_msg=str(fraction))
