@@ -91,7 +91,7 @@ def test_a_second_trainer_on_the_workdir_is_refused(tmp_path, monkeypatch):
       cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == "locked"
-    monkeypatch.setattr(trainer, "compile_step", _no_compile)
+    monkeypatch.setattr(trainer, "compile_step", common.no_compile)
     with pytest.raises(ValueError, match=(
         f"in use by another trainer, pid {holder.pid} on host ")) as e:
       trainer.train_and_evaluate(common.tiny_config(), str(tmp_path))
@@ -104,10 +104,6 @@ def test_a_second_trainer_on_the_workdir_is_refused(tmp_path, monkeypatch):
     assert json.load(open(lock.path))["pid"] == os.getpid()
 
 
-def _no_compile(*args, **kwargs):
-  raise AssertionError("compiled before validating")
-
-
 def _mount(path, options):
   os.makedirs(path, exist_ok=True)
   result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
@@ -117,7 +113,7 @@ def _mount(path, options):
 
 
 def test_unusable_workdirs_are_one_line_errors(tmp_path, monkeypatch):
-  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
   (tmp_path / "file").write_text("x")
   cases = [(tmp_path / "file", "is a file"),
            (tmp_path / "file" / "sub", "cannot create workdir")]
@@ -418,7 +414,7 @@ def test_error_lines_carry_one_line_notes_only():
 ])
 def test_bad_values_are_one_line_errors_before_compilation(
     tmp_path, monkeypatch, overrides, match):
-  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
   with pytest.raises(ValueError, match=match) as e:
     trainer.train_and_evaluate(common.tiny_config(**overrides),
                                str(tmp_path))

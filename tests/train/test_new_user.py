@@ -40,10 +40,6 @@ from tests.train import common
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
-def _no_compile(*args, **kwargs):
-  raise AssertionError("compiled before validating")
-
-
 def test_unconditional_simple_diffusion_trains(tmp_path):
   config = common.tiny_config(total_steps=2, num_samples=2,
                               sample_every_steps=2,
@@ -156,7 +152,7 @@ def test_config_json_provenance_and_resume_checks(tmp_path, monkeypatch):
     assert key in prov, key
   assert prov["jax"] == jax.__version__ and prov["device_count"] == 8
   # A changed model is refused before compiling, naming the field.
-  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
   with pytest.raises(ValueError, match=r"another model: model.channels: "
                      r"\[16, 32\] -> \[16, 16\]") as e:
     trainer.train_and_evaluate(common.tiny_config(
@@ -203,7 +199,7 @@ def test_folder_eval_needs_a_held_out_split(tmp_path, monkeypatch):
           tmp_path / "images" / f"c{c}" / f"{i}.png")
   folder = {"dataset.name": f"folder:{tmp_path / 'images'}",
             "eval_batches": 1}
-  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
   with pytest.raises(ValueError, match="has one split.*holdout_fraction"):
     trainer.train_and_evaluate(common.tiny_config(**folder),
                                str(tmp_path / "run"))
@@ -410,7 +406,7 @@ def test_public_restore_returns_the_trained_state(tmp_path):
 def test_clips_for_an_image_model_are_one_line(tmp_path, monkeypatch,
                                                family, match):
   # Was a KeyError: 'image' traceback from inside the traced init.
-  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
   if family == "simple_diffusion":
     config = common.tiny_config()
   else:
@@ -420,58 +416,6 @@ def test_clips_for_an_image_model_are_one_line(tmp_path, monkeypatch,
   with pytest.raises(ValueError, match=match) as e:
     trainer.train_and_evaluate(config, str(tmp_path))
   assert "\n" not in str(e.value)
-
-
-def test_init_from_another_family_is_refused_before_compiling(
-    tmp_path, monkeypatch):
-  source = str(tmp_path / "sd")
-  trainer.train_and_evaluate(common.tiny_config(total_steps=1), source)
-  config = pyramidal_flow.get_config("tiny")
-  config.dataset.data_dir = common.DATA_DIR
-  config.init_from = source
-  monkeypatch.setattr(trainer, "compile_step", _no_compile)
-  with pytest.raises(ValueError, match="is a 'simple_diffusion' run; runs "
-                     "of 'pyramidal_flow' start from one of their own "
-                     "family"):
-    trainer.train_and_evaluate(config, str(tmp_path / "pf"))
-  # Bad input: nothing recorded for the run that did not start.
-  assert not (tmp_path / "pf" / "config.json").exists()
-
-
-def test_init_from_another_architecture_is_refused_before_compiling(
-    tmp_path, monkeypatch):
-  # Was found only when the weights were restored, after compiling.
-  source = str(tmp_path / "narrow")
-  trainer.train_and_evaluate(common.tiny_config(total_steps=1), source)
-  config = common.tiny_config(**{"model.channels": (16, 48),
-                                 "init_from": source})
-  monkeypatch.setattr(trainer, "compile_step", _no_compile)
-  # The error names the config field that differs (as a resume's does),
-  # then the array and both shapes (was a dimension index).
-  with pytest.raises(ValueError, match=r"config.init_from=.*narrow holds "
-                     r"another model \(model.channels: \[16, 32\] -> "
-                     r"\[16, 48\]; params: model/\S+ is \(.*32.*\) "
-                     r"there, \(.*48.*\) here\); start from a run of the "
-                     "same architecture") as e:
-    trainer.train_and_evaluate(config, str(tmp_path / "wide"))
-  assert "\n" not in str(e.value)
-  assert not (tmp_path / "wide" / "config.json").exists()
-  deeper = common.tiny_config(**{"model.transformer_depth": 2,
-                                 "init_from": source})
-  with pytest.raises(ValueError, match=r"\(model.transformer_depth: 1 -> "
-                     r"2; params: model/\S+ is not in that run's model\)"):
-    trainer.train_and_evaluate(deeper, str(tmp_path / "deep"))
-
-
-def test_init_from_a_run_of_another_param_dtype_casts_its_weights(tmp_path):
-  # A float32 run's weights went into a bfloat16 run's state uncast: the
-  # compiled step then refused them with a TypeError traceback.
-  source = str(tmp_path / "f32")
-  trainer.train_and_evaluate(common.tiny_config(total_steps=1), source)
-  config = common.tiny_config(total_steps=1, param_dtype="bfloat16",
-                              init_from=source)
-  last = trainer.train_and_evaluate(config, str(tmp_path / "bf16"))
-  assert np.isfinite(last["loss"])
 
 
 def test_a_model_that_fails_to_trace_records_no_config(tmp_path,
@@ -591,7 +535,7 @@ def test_a_worker_count_change_on_resume_is_refused_before_compiling(
   # unreadable and the run restarted from step 0.
   trainer.train_and_evaluate(common.tiny_config(total_steps=1),
                              str(tmp_path))
-  monkeypatch.setattr(trainer, "compile_step", _no_compile)
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
   with pytest.raises(ValueError, match=r"^dataset.worker_count: 0 -> 2 on "
                      r"resume: .*; keep dataset.worker_count"):
     trainer.train_and_evaluate(common.tiny_config(
