@@ -213,7 +213,11 @@ def sample_metrics_config() -> ml_collections.ConfigDict:
   # inception_fid.npz written by `python -m jaxgen.eval.convert` ("" with
   # reference_stats "": no Inception metrics, for reconstruction families).
   c.inception_weights = ""
-  # Statistics of the training data (`python -m jaxgen.eval.stats`).
+  # Statistics of the training data (`python -m jaxgen.eval.stats`); for a
+  # reconstruction family's rFID, those of the held-out split it
+  # reconstructs (DC-AE: ImageNet val against val statistics): against
+  # training data, even a perfect autoencoder scores their train-vs-held-out
+  # FID.
   c.reference_stats = ""
   # lpips_vgg.npz (`jaxgen.eval.convert --vgg16`): eval_lpips of
   # reconstruction families; empty skips LPIPS.

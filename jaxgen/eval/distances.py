@@ -102,7 +102,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
       mu2).astype(np.float64)
   sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(
       sigma2).astype(np.float64)
-  if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+  for mu, sigma in ((mu1, sigma1), (mu2, sigma2)):
+    if sigma.shape != mu.shape * 2:
+      # A mean of 3 with a 4x4 covariance gave a distance.
+      raise ValueError(f"a mean of shape {mu.shape} with a covariance of "
+                       f"shape {sigma.shape}; a mean of D needs a D x D "
+                       "covariance (recompute the statistics).")
+  if mu1.shape != mu2.shape:
     raise ValueError(f"statistics of different dimensions: {mu1.shape} vs "
                      f"{mu2.shape}; compute both with the same network.")
   if not all(np.isfinite(a).all() for a in (mu1, sigma1, mu2, sigma2)):
@@ -169,6 +175,9 @@ def kernel_inception_distance(features_a, features_b, *, subsets: int = 100,
   Raises:
     ValueError: fewer than 2 rows on a side.
   """
+  if subset_size < 2:
+    raise ValueError(f"KID subset_size={subset_size}: the unbiased MMD needs "
+                     "at least 2 rows per subset.")
   a = np.asarray(features_a, np.float64)
   b = np.asarray(features_b, np.float64)
   m = min(subset_size, len(a), len(b))

@@ -7,7 +7,8 @@ Configured by `config.eval.sample_metrics` (off by default; defaults in
   enabled            turn it on
   inception_weights  inception_fid.npz (jaxgen.eval.convert)
   reference_stats    stats .npz of the training data (jaxgen.eval.stats),
-                     made with the same weights (checked by hash)
+                     made with the same weights (checked by hash); for
+                     rFID, of the held-out split that is reconstructed
   lpips_weights      lpips_vgg.npz, for eval_lpips of reconstruction families
   num_samples        images per evaluation
   every_steps        how often (a multiple of log_every_steps); 0: at the
@@ -19,8 +20,10 @@ Generative families log `eval_fid`, `eval_kid`, `eval_is`,
 are, classes in turn). A family whose objective has `reconstruct(state,
 batch) -> images` logs `eval_psnr`, `eval_ssim`, `eval_lpips` (with
 lpips_weights) and `eval_rfid` (reconstructions of held-out images against
-the reference statistics; without Inception files, the pixel metrics
-alone). Everything is checked before compilation.
+the reference statistics, which should be that split's, as DC-AE's rFID on
+ImageNet val; without Inception files, the pixel metrics alone). Everything
+is checked before compilation (a latent run's decoded sample size for the
+shape classifier: at its first evaluation).
 """
 
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -82,6 +85,20 @@ def _classifier_stats(path: str, dim: int) -> Dict[str, np.ndarray]:
                      f"features (Inception's are 2048-d), the shape "
                      f"classifier's are {dim}-d; {leave_empty}")
   return {"mu": ref.stats["mu"], "sigma": ref.stats["sigma"]}
+
+
+def _check_classifier_size(config, input_size: int) -> None:
+  """Samples of pixel runs must pool to the classifier's input (found at
+  the first evaluation otherwise: after the whole run with every_steps=0).
+  A latent run's decoded size is checked when it is first drawn."""
+  from jaxgen.autoencoders import latent_decode  # pylint: disable=g-import-not-at-top
+  size = int(config.dataset.image_size)
+  if latent_decode.latent_dir(config.dataset) is None and size % input_size:
+    raise ValueError(
+        f"config.dataset.image_size={size} is not a multiple of the shape "
+        f"classifier's input size {input_size} (samples are average-pooled "
+        "to it); train at a multiple of it or use a classifier of another "
+        "input_size.")
 
 
 def _real_stats(config, extractor, num: int) -> Dict[str, np.ndarray]:
@@ -235,6 +252,7 @@ class SampleMetrics:
                          "reconstruction families use 'inception'.")
       self.extractor = classifier.Extractor.from_file(
           cfg.classifier_weights, batch_size=cfg.batch_size)
+      _check_classifier_size(config, self.extractor.cfg.input_size)
       with warnings.catch_warnings():
         # Said once below, for the samples and the references alike.
         warnings.filterwarnings("ignore", message=distances.SINGULAR_WARNING)

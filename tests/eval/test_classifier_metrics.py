@@ -115,3 +115,20 @@ def test_inception_statistics_for_the_classifier_fail_before_compiling(
                      "shape classifier's are 16-d; leave it empty"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not compiled
+
+
+def test_image_size_the_classifier_cannot_pool_fails_before_compiling(
+    weights, tmp_path, monkeypatch):
+  # With reference statistics given, 24 px samples reached the 16 px
+  # classifier only at the run's end: "cannot be average-pooled".
+  np.savez(tmp_path / "stats16.npz", mu=np.zeros(16), sigma=np.eye(16))
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
+  config = _config(weights[0], **{
+      "eval.sample_metrics.reference_stats": str(tmp_path / "stats16.npz"),
+      "dataset.image_size": 24})
+  with pytest.raises(ValueError) as e:
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert str(e.value) == (
+      "config.dataset.image_size=24 is not a multiple of the shape "
+      "classifier's input size 16 (samples are average-pooled to it); train "
+      "at a multiple of it or use a classifier of another input_size.")

@@ -94,6 +94,18 @@ def test_singular_covariances_use_the_offset_and_stay_finite():
 def test_mismatched_statistics_are_refused():
   with pytest.raises(ValueError, match="different dimensions"):
     distances.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+  # A mean that does not fit its covariance gave 3.0; sigmas of different
+  # sizes beside equal means printed the two (equal) mean shapes.
+  with pytest.raises(ValueError, match=r"^a mean of shape \(3,\) with a "
+                     r"covariance of shape \(4, 4\); a mean of D needs"):
+    distances.frechet_distance(np.zeros(3), np.eye(4), np.zeros(3), np.eye(3))
+  with pytest.raises(ValueError, match=r"shape \(4,\) with a covariance of "
+                     r"shape \(5, 5\)"):
+    distances.frechet_distance(np.zeros(4), np.eye(4), np.zeros(4), np.eye(5))
+  # KID names its subset size, not the (large enough) sets.
+  with pytest.raises(ValueError, match=r"^KID subset_size=1: the unbiased"):
+    distances.kernel_inception_distance(np.ones((100, 4)), np.ones((100, 4)),
+                                        subset_size=1)
 
 
 def test_one_sample_and_nan_statistics_are_refused():
