@@ -40,22 +40,22 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxgen.gan import networks as nets  # pylint: disable=g-import-not-at-top
+  from jaxgen.gan import layers  # pylint: disable=g-import-not-at-top
 
   def act(x, b, axis):
     shape = [1] * x.ndim
     shape[axis] = -1
-    return nets._leaky_relu(x + b.reshape(shape))  # pylint: disable=protected-access
+    return layers._leaky_relu(x + b.reshape(shape))  # pylint: disable=protected-access
 
   def nhwc(p, x):
-    h = act(nets._matmul(x, p["w1"]), p["b1"], -1)  # pylint: disable=protected-access
-    h = act(nets._conv_taps(h, p["k"], GROUPS), p["b2"], -1)  # pylint: disable=protected-access
-    return x + nets._matmul(h, p["w3"])  # pylint: disable=protected-access
+    h = act(layers.matmul(x, p["w1"]), p["b1"], -1)  # pylint: disable=protected-access
+    h = act(layers._conv_taps(h, p["k"], GROUPS), p["b2"], -1)  # pylint: disable=protected-access
+    return x + layers.matmul(h, p["w3"])  # pylint: disable=protected-access
 
   def channels_first(p, x):  # x: [C, B, H, W]
-    h = act(nets._matmul_cf(x, p["w1"]), p["b1"], 0)  # pylint: disable=protected-access
-    h = act(nets._conv_taps_cf(h, p["k"], GROUPS), p["b2"], 0)  # pylint: disable=protected-access
-    return x + nets._matmul_cf(h, p["w3"])  # pylint: disable=protected-access
+    h = act(layers._matmul_cf(x, p["w1"]), p["b1"], 0)  # pylint: disable=protected-access
+    h = act(layers._conv_taps_cf(h, p["k"], GROUPS), p["b2"], 0)  # pylint: disable=protected-access
+    return x + layers._matmul_cf(h, p["w3"])  # pylint: disable=protected-access
 
   def inside(p, x):
     return jnp.moveaxis(channels_first(p, jnp.moveaxis(x, -1, 0)), 0, -1)

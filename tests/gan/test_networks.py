@@ -14,6 +14,7 @@ from jaxgen.gan import layers
 from jaxgen.gan import networks
 from jaxgen.gan import objective as gan_objective
 from jaxgen.parallel import sharding as sharding_lib
+from tests.train import common
 
 WIDTHS = (32, 32, 16)  # 16 px: stages 4, 8, 16.
 VOCAB = {"conv_in", "conv_out", "kernel_h", "kernel_w", "embed", "cond",
@@ -266,3 +267,14 @@ def test_paper_presets_have_the_papers_parameter_counts(preset, g_m, d_m):
   # The paper (App. D) reports G / D millions of parameters to 2 decimals.
   assert round(counts["generator_params"] / 1e6, 2) == g_m
   assert round(counts["discriminator_params"] / 1e6, 2) == d_m
+
+
+def test_block_layout_experiment_runs_on_the_layers_it_times():
+  # The README's `experiments.performance.r3gan_block_layout` called
+  # helpers that had moved to jaxgen.gan.layers: an AttributeError.
+  proc = common.run_module("experiments.performance.r3gan_block_layout",
+                           "--size=4", "--rounds=1")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  diffs = [float(line.rsplit(" ", 1)[1]) for line in proc.stdout.splitlines()
+           if "largest relative gradient difference" in line]
+  assert len(diffs) == 3 and max(diffs) < 1e-4, proc.stdout
