@@ -6,7 +6,7 @@ import pytest
 from scaling import approach2
 from scaling import approach3
 from scaling import bootstrap
-from scaling import fit
+from scaling import fit as fit_lib
 from scaling import results
 from tests.scaling import test_approach3 as t3
 
@@ -105,7 +105,7 @@ def test_approach2_resamples_only_the_budgets_the_fit_used():
                       np.full(keep.sum(), ""))
   with pytest.warns(results.FitWarning, match=r"budget 1e\+21 FLOPs "
                     "excluded"):
-    fits = fit.fit_runs(runs, approaches=[2], n_bootstrap=100)
+    fits = fit_lib.fit_runs(runs, approaches=[2], n_bootstrap=100)
   assert [cv.budget for cv in fits.fit2.curves if not cv.used] == [1e21]
   assert bootstrap.budget_key(1e21, "N_opt") not in fits.boot2.samples
   a = fits.summary["approach2"]["intervals"]["a"]

@@ -13,7 +13,7 @@ import pytest
 from scaling import approach3
 from scaling import bootstrap
 from scaling import fit
-from scaling import report
+from scaling import report as report_lib
 from scaling import results
 from tests.scaling import test_approach3 as t3
 
@@ -134,7 +134,7 @@ def test_the_default_loss_is_named_by_its_field(tmp_path):
   assert fits.summary["settings"]["metric"] == "eval_loss"
   assert "- \"loss\" below is the rows' `eval_loss`" in (
       out / "report.md").read_text()
-  assert "eval_loss" in report.extrapolation_lines(fits.summary)[0]
+  assert "eval_loss" in report_lib.extrapolation_lines(fits.summary)[0]
   # A direction forced on the default loss names what was passed (it said
   # "for --metric=eval_loss", a flag not given).
   with pytest.raises(ValueError, match=r"^--metric_direction=higher for the "
