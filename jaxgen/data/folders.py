@@ -117,6 +117,18 @@ class FolderSource:
     self._bad: dict[str, str] = {}
     self._lock = threading.Lock()
 
+  def __getstate__(self):
+    # Grain's worker processes (dataset.worker_count) take the source
+    # pickled; a lock is not picklable. Each worker then records (and warns
+    # about) the files it skips itself.
+    state = dict(self.__dict__)
+    del state["_lock"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
   def __len__(self) -> int:
     return len(self._files)
 

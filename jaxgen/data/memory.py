@@ -29,6 +29,7 @@ import inspect
 import io
 import os
 import threading
+import zipfile
 from typing import Any, Dict, Optional, Tuple
 
 from absl import logging
@@ -123,7 +124,8 @@ class Examples:
         pixels, labels = f["pixels"], f["labels"]
     except (FileNotFoundError, NotADirectoryError):  # Not written yet.
       return False
-    except (OSError, ValueError, KeyError) as e:  # Unreadable: decode again.
+    except (OSError, ValueError, KeyError, EOFError,
+            zipfile.BadZipFile) as e:  # Unreadable (cut short): decode again.
       logging.warning("Decoded-split cache %s is unreadable (%s); decoding "
                       "the split again.", path, e)
       return False

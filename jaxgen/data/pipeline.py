@@ -180,8 +180,11 @@ def build_input(
       skipped_files=source.skipped_files)
   if _in_memory(dataset_config, spec, source, info, train):
     # User arrays are not kept: another call may pass others.
+    # The scheme too: "jaxgen_shapes" and "tfds:jaxgen_shapes" read other
+    # variants at the same size.
     key = None if spec.scheme == "arrays" else (
-        spec.name, str(dataset_config.data_dir), split, size, num_frames,
+        spec.scheme, spec.name, str(dataset_config.data_dir), split, size,
+        num_frames,
         source.channels,
         float(dataset_config.get("holdout_fraction", 0.0) or 0.0))
     return memory.InMemoryIterator(

@@ -2,6 +2,8 @@
 the folder checks of the pipeline and trainer."""
 
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -287,3 +289,33 @@ def test_reopening_a_folder_lists_it_again_only_when_it_changed(
   _, train_info = _build(config, batch=1)
   assert len(listed) == 6
   assert info.num_examples + train_info.num_examples == 13
+
+
+def test_a_folder_reads_through_grain_worker_processes(tmp_path):
+  # Grain pickles the source for its workers: the source's lock made every
+  # folder: run with dataset.worker_count > 0 a TypeError at the first batch.
+  # (A fresh process: grain's workers read absl flags, parsed by commands.)
+  _images(tmp_path / "imgs", 8)
+  (tmp_path / "imgs" / "08.png").write_bytes(b"not a png")
+  script = f"""
+from absl import flags
+flags.FLAGS(["test"])
+import numpy as np
+from jaxgen.data import config, pipeline
+def batches(workers):
+  c = config.default_dataset_config()
+  c.update(name="folder:{tmp_path / 'imgs'}", image_size=16,
+           in_memory="never", worker_count=workers)
+  it, _ = pipeline.build_input(c, global_batch_size=4, seed=0,
+                               process_index=0, process_count=1,
+                               split="train", train=False)
+  return [next(it)["image"] for _ in range(2)]
+for a, b in zip(batches(0), batches(1)):
+  np.testing.assert_array_equal(a, b)
+print("equal")
+"""
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                        text=True, timeout=300, check=False,
+                        env=common.process_env())
+  assert proc.returncode == 0 and proc.stdout.strip() == "equal", (
+      proc.stderr[-2000:])

@@ -11,6 +11,7 @@ from jaxgen.data import memory
 from jaxgen.data import pipeline
 from jaxgen.data import shapes
 from jaxgen.data import sources
+from tests.train import common
 
 
 @pytest.fixture(scope="session")
@@ -128,6 +129,17 @@ def test_a_split_decoded_in_full_is_read_back_from_the_disk_cache(
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(a["label"], b["label"])
+  # A file cut short (a crash before it reached the disk) or emptied is
+  # decoded again with a warning: it was a BadZipFile / EOFError traceback
+  # at every later start.
+  monkeypatch.undo()
+  whole = written.read_bytes()
+  for damaged in (whole[:len(whole) // 2], b""):
+    written.write_bytes(damaged)
+    with mock.patch.object(memory.logging, "warning") as warning:
+      batches = _epoch(config, 3)
+    assert "is unreadable" in warning.call_args_list[0].args[0]
+    np.testing.assert_array_equal(batches[2]["image"], first[2]["image"])
   # Another size is another decoding: a different file.
   monkeypatch.undo()
   _epoch(_config(data_dir, in_memory="always", in_memory_cache_dir=cache,
@@ -167,3 +179,18 @@ def test_an_unwritable_cache_is_a_warning_and_batches_still_come(
   assert len(batches) == 8192 // 64 + 1
   (call,) = warning.call_args_list
   assert "Cannot write the decoded-split cache" in call.args[0]
+
+
+def test_the_in_process_cache_tells_the_schemes_apart():
+  # "jaxgen_shapes" reads the 16 px variant and "tfds:jaxgen_shapes" the
+  # default one resized: the second was served the first one's pixels.
+  def first_batch(name):
+    config = _config(common.DATA_DIR, name=name, in_memory="always")
+    return next(_build(config, batch=8, split="test", train=False)[0])
+  memory._CACHE.clear()
+  want = first_batch("tfds:jaxgen_shapes:test")["image"]
+  memory._CACHE.clear()
+  other = first_batch("jaxgen_shapes:test")["image"]
+  assert np.abs(other - want).max() > 0.05
+  np.testing.assert_array_equal(first_batch("tfds:jaxgen_shapes:test")[
+      "image"], want)
