@@ -7,8 +7,9 @@ of several), examples/s, TFLOP/s per device, MFU and compiled memory. With
 (useful for the paper-sized presets on a laptop). `--compile_only` compiles
 and reports XLA's memory analysis without allocating or running anything.
 `--fit_memory=16` searches the largest per-device batch whose compiled step
-needs at most 16 GiB per device (doubling, then bisection; compiles only), so
-paper-sized presets can be sized for a device without having one.
+needs at most 16 GiB per device (doubling, then bisection, in multiples of the
+smallest batch the run accepts; compiles only), so paper-sized presets can be
+sized for a device without having one.
 """
 
 import json
@@ -108,6 +109,7 @@ def run(config, steps: int = 10, params_only: bool = False,
                              after["misses"] == before["misses"])
     out.update({f"memory_{k}": v for k, v in
                 flops_lib.memory_summary(step).items()})
+    # Per device: XLA's cost analysis is of one partition of the program.
     out["xla_flops_per_step"] = flops_lib.compiled_flops(step)
     need = out.get("memory_total_bytes", 0)
     if memory_limit_bytes and need > memory_limit_bytes:
@@ -168,12 +170,44 @@ def synthetic_batch(s, shardings, seed: int = 0):
   return batch
 
 
+def batch_granule(config, dp: int) -> int:
+  """The smallest per-device batch the run's checks accept (its multiples
+  are the batches a run can take): 1, or e.g. the pyramid's stage-ratio sum
+  times grad_accum_steps.
+
+  Args:
+    config: a run config.
+    dp: data-parallel devices of its mesh (`mesh.data_parallel_size`).
+
+  Returns:
+    The granule (per device).
+
+  Raises:
+    ValueError: a check that fails for another reason than the batch.
+  """
+  from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
+  from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
+  for granule in range(1, 257):
+    c = config.copy_and_resolve_references()
+    c.batch_size = granule * dp
+    try:
+      checks.check_config(c)
+      return granule
+    except ValueError as e:
+      if "batch_size" not in str(e):
+        raise
+  raise ValueError("no per-device batch up to 256 passes the run's checks; "
+                   "check config.grad_accum_steps and the objective's batch "
+                   "fields.")
+
+
 def largest_batch(config, limit_bytes: float, log=print):
   """The largest per-device batch whose compiled train step fits a device.
 
-  Per-device batches 1, 2, 4, ... are compiled until one needs more than
-  `limit_bytes` (XLA's memory analysis: arguments + outputs + temporaries -
-  donated aliases), then the gap is bisected. Nothing is allocated.
+  Per-device batches g, 2g, 4g, ... (g: `batch_granule`) are compiled until
+  one needs more than `limit_bytes` (XLA's memory analysis: arguments +
+  outputs + temporaries - donated aliases), then the gap is bisected in
+  multiples of g. Nothing is allocated.
 
   Args:
     config: a run config; its mesh and memory levers are used as given.
@@ -183,17 +217,27 @@ def largest_batch(config, limit_bytes: float, log=print):
   Returns:
     {"per_device_batch": largest fitting (0 if none), "global_batch",
     "total_bytes" at that batch, "tried": {per-device batch: bytes}}.
+
+  Raises:
+    ValueError: the backend reports no memory analysis (nothing to size
+      by), or a check that fails for another reason than the batch.
   """
   from jaxgen.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   dp = mesh_lib.data_parallel_size(mesh_lib.make_mesh(config.mesh))
+  granule = batch_granule(config, dp)
   tried = {}
 
-  def need(per_device):
+  def need(multiple):
+    per_device = multiple * granule
     if per_device not in tried:
       c = config.copy_and_resolve_references()
       c.batch_size = per_device * dp
       mem = run(c, compile_only=True)
-      tried[per_device] = mem.get("memory_total_bytes", 0)
+      if "memory_total_bytes" not in mem:
+        # Every batch would "fit": the doubling would never end.
+        raise ValueError("this backend reports no memory analysis of the "
+                         "compiled step; --fit_memory cannot size it here.")
+      tried[per_device] = mem["memory_total_bytes"]
       log(f"per-device batch {per_device}: "
           f"{tried[per_device] / 2**30:.2f} GiB")
     return tried[per_device]
@@ -204,8 +248,8 @@ def largest_batch(config, limit_bytes: float, log=print):
   while hi - lo > 1:
     mid = (lo + hi) // 2
     lo, hi = (mid, hi) if need(mid) <= limit_bytes else (lo, mid)
-  return {"per_device_batch": lo, "global_batch": lo * dp,
-          "total_bytes": tried.get(lo, 0), "tried": tried}
+  return {"per_device_batch": lo * granule, "global_batch": lo * granule * dp,
+          "total_bytes": tried.get(lo * granule, 0), "tried": tried}
 
 
 def _check_fake_devices(config) -> None:
@@ -242,10 +286,15 @@ def main(argv):
     if FLAGS.params_only or FLAGS.compile_only or FLAGS.fit_memory:
       _check_fake_devices(FLAGS.config)
     if FLAGS.fit_memory is not None:
-      fit = largest_batch(FLAGS.config, FLAGS.fit_memory * 2**30)
+      # With --json stdout is one JSON object: progress goes to stderr.
+      fit = largest_batch(FLAGS.config, FLAGS.fit_memory * 2**30,
+                          log=(lambda line: print(line, file=sys.stderr))
+                          if FLAGS.json else print)
       if not fit["per_device_batch"]:
+        smallest = min(fit["tried"])
         raise ValueError(
-            f"a per-device batch of 1 needs {fit['tried'][1] / 2**30:.2f} "
+            f"a per-device batch of {smallest} needs "
+            f"{fit['tried'][smallest] / 2**30:.2f} "
             f"GiB, more than --fit_memory={FLAGS.fit_memory:g}; lower it "
             "with --config.remat=full, --config.optimizer.mu_dtype=bfloat16 "
             "or a larger mesh.fsdp, or pass more GiB.")

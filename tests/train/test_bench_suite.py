@@ -9,6 +9,7 @@ import pytest
 
 from jaxgen import bench
 from jaxgen import bench_suite
+from jaxgen.parallel import mesh as mesh_lib
 from tests.train import common
 
 
@@ -195,6 +196,54 @@ def test_bench_raises_before_allocating_a_step_over_the_limit():
     bench.run(config, steps=1, memory_limit_bytes=1024)
   assert info.value.memory["memory_total_bytes"] > 1024
   assert "init_s" not in info.value.memory  # no state was created
+
+
+def test_fit_memory_steps_in_the_batches_a_run_can_take(monkeypatch):
+  # Batch 1 was the first probe: the pyramid (stage-ratio sum 4) and
+  # grad_accum_steps=2 refused it and --fit_memory ended there.
+  flow = bench_suite.load_config("configs/pyramidal_flow.py:tiny", {}, 8)
+  dp = mesh_lib.data_parallel_size(mesh_lib.make_mesh(flow.mesh))
+  assert bench.batch_granule(flow, dp) == 4
+  accum = common.tiny_config(grad_accum_steps=2)
+  assert bench.batch_granule(accum, dp) == 2
+  compiled = []
+
+  def fake_run(config, compile_only=False, **kwargs):
+    del kwargs
+    assert compile_only
+    compiled.append(config.batch_size // dp)
+    return {"memory_total_bytes": 10 * config.batch_size // dp}
+  monkeypatch.setattr(bench, "run", fake_run)
+  fit = bench.largest_batch(flow, 10 * 30, log=lambda _: None)
+  # 4, 8, 16, 32 (too big), 24 (fits), 28 (fits); never a batch the pyramid
+  # refuses.
+  assert fit["per_device_batch"] == 28 and fit["global_batch"] == 28 * dp
+  assert compiled == [4, 8, 16, 32, 24, 28]
+  # A backend without memory analysis: an error, not an endless doubling.
+  monkeypatch.setattr(bench, "run", lambda config, **kw: {})
+  with pytest.raises(ValueError, match="reports no memory analysis"):
+    bench.largest_batch(accum, 1e9, log=lambda _: None)
+
+
+def test_fit_memory_json_is_the_only_stdout():
+  # The per-batch progress lines went to stdout ahead of the JSON object.
+  script = (
+      "import sys\n"
+      "from absl import app\n"
+      "from jaxgen import bench, config_lib\n"
+      "import jax\n"
+      "bench.run = lambda c, compile_only=False, **k: {"
+      "'memory_total_bytes': 2**20 * c.batch_size // jax.device_count()}\n"
+      "sys.argv = ['bench', '--config=configs/simple_diffusion.py:tiny',"
+      " '--fit_memory=0.01', '--json']\n"
+      "bench.flags.mark_flags_as_required(['config'])\n"
+      "app.run(bench.main, flags_parser=config_lib.parse_flags)\n")
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                        text=True, timeout=120, check=False,
+                        env=common.process_env(), cwd=common.ROOT)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads(proc.stdout)["per_device_batch"] == 10
+  assert "per-device batch 1: " in proc.stderr
 
 
 def test_the_suite_imports_beside_the_scaling_programs():
