@@ -50,9 +50,10 @@ def _png_bytes(image: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-def _from_png(image: np.ndarray) -> np.ndarray:
-  """A PNG's array: an image, or a clip [T, H, W, C] from a frame strip."""
-  if image.ndim == 3 and image.shape[1] > image.shape[0]:
+def _from_png(image: np.ndarray, clip: bool) -> np.ndarray:
+  """A PNG's array [H, W, C]: the image, or a clip [T, H, W, C] from its
+  frame strip (told by the run, not the shape: a 1-frame strip is square)."""
+  if clip:
     h = image.shape[0]
     image = image.reshape(h, image.shape[1] // h, h, -1).transpose(1, 0, 2, 3)
   return image
@@ -278,7 +279,8 @@ def sample_run(config, workdir: str, *, num: int, out: str,
         # A PNG damaged since it was drawn (a copy cut short): was a PIL
         # traceback, with the old samples.npz left beside the new PNGs.
         raise imagesets.damaged_png(p, out, e) from None
-      images.append(_from_png(image if image.ndim == 3 else image[..., None]))
+      images.append(_from_png(image if image.ndim == 3 else image[..., None],
+                              clip=s.data_info.kind == "video"))
     images = np.stack(images)
     labels = sampling.labels_of(num, s.objective)
     labels = np.zeros(num, np.int64) if labels is None else labels

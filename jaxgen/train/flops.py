@@ -166,8 +166,8 @@ def matmul_flops(fn: Callable[..., Any], *args: Any) -> float:
   and conv, recursing into nested jaxprs), independent of XLA's cost
   analysis, for models whose per-layer formula would repeat their code.
   Stride-1 convolutions count only taps inside the input (padding taps are
-  skipped, as XLA counts them); elementwise ops, norms and softmax are not
-  counted.
+  skipped, as XLA counts them); a scan's body counts once per iteration;
+  elementwise ops, norms and softmax are not counted.
 
   Args:
     fn: the function (e.g. a model's forward pass).
@@ -175,12 +175,21 @@ def matmul_flops(fn: Callable[..., Any], *args: Any) -> float:
 
   Returns:
     FLOPs of one call.
+
+  Raises:
+    ValueError: `fn` holds a while loop.
   """
   def walk(jaxpr) -> float:
     total = 0.0
     for eqn in jaxpr.eqns:
       total += _eqn_matmul_flops(eqn)
+      if eqn.primitive.name == "while":
+        # Its trip count is a runtime value: a count would be a guess.
+        raise ValueError("matmul_flops cannot count a while loop (its trip "
+                         "count is not in the program); count it by formula.")
+      # A scan's body runs `length` times (the scanned block stacks).
+      times = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
       for sub in jax_core.jaxprs_in_params(eqn.params):
-        total += walk(sub)
+        total += times * walk(sub)
     return total
   return walk(jax.make_jaxpr(fn)(*args).jaxpr)

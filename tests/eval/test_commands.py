@@ -5,6 +5,7 @@ FID values are not meaningful, but their relations are (a set against its
 own statistics is 0; other weights are refused).
 """
 
+import io
 import json
 import logging
 import os
@@ -556,3 +557,16 @@ def test_sample_help_lists_its_flags_without_a_run():
                        timeout=300)
   assert out.returncode == 2 and out.stderr.strip() == (
       "error: pass --workdir, the run to sample from.")
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_clips_round_trip_through_their_png_strips(frames):
+  # A 1-frame clip's strip is square: it came back as an image [H, W, C].
+  clip = np.random.default_rng(frames).integers(0, 256, (frames, 8, 8, 3),
+                                                np.uint8)
+  strip = np.asarray(Image.open(io.BytesIO(sample_lib._png_bytes(clip))))  # pylint: disable=protected-access
+  back = sample_lib._from_png(strip, clip=True)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(back, clip)
+  image = clip[0]
+  png = np.asarray(Image.open(io.BytesIO(sample_lib._png_bytes(image))))  # pylint: disable=protected-access
+  np.testing.assert_array_equal(sample_lib._from_png(png, clip=False), image)  # pylint: disable=protected-access

@@ -42,6 +42,20 @@ def test_compiled_flops_of_a_matmul():
                              2 * 64 * 32 * 16, rtol=0.01)
 
 
+def test_matmul_flops_counts_a_scan_body_per_iteration():
+  # A 4-step scan of a (2x8) @ (8x8) matmul: 4 x 2 x 2 x 8 x 8 = 1024
+  # (was 256: the body counted once).
+  def scanned(x, w):
+    return jax.lax.scan(lambda h, _: (h @ w, None), x, None, length=4)[0]
+  x, w = jnp.ones((2, 8)), jnp.ones((8, 8))
+  assert flops_lib.matmul_flops(scanned, x, w) == 4 * 2 * 2 * 8 * 8
+  def looped(x, w):
+    return jax.lax.while_loop(lambda c: c[1] < 3,
+                              lambda c: (c[0] @ w, c[1] + 1), (x, 0))[0]
+  with pytest.raises(ValueError, match="cannot count a while loop"):
+    flops_lib.matmul_flops(looped, x, w)
+
+
 def test_memory_of_a_compiled_step_reads_in_mib():
   x = jnp.zeros((512, 1024), jnp.float32)  # 2 MiB
   compiled = jax.jit(lambda a: a * 2, donate_argnums=0).lower(x).compile()
