@@ -74,3 +74,37 @@ def carried(directory: epath.Path, step: int) -> Optional[Dict[str, Any]]:
   logging.info("Checkpoint %d was saved by %d process(es): data position "
                "carried to %d.", step, n, count)
   return {"next_index": k * n // count}
+
+
+def align(iterator: Any, global_batch: int, process_count: int) -> int:
+  """Moves a restored position up to a whole global batch of this run.
+
+  The pipelines map a process's position to global rows by whole batches;
+  a run resumed at another batch size (allowed for runs measured in steps)
+  at a position that is no multiple of the new batch would repeat some
+  examples and skip others (several processes: mix them within a batch).
+  The position moves to the next whole batch instead, skipping fewer
+  examples than one batch, with a warning.
+
+  Args:
+    iterator: the restored train iterator (grain or in-memory).
+    global_batch: examples per global pipeline batch of this run.
+    process_count: processes reading it.
+
+  Returns:
+    Examples skipped (0: already whole, or a position that is not a plain
+    example count, e.g. of grain workers).
+  """
+  state = iterator.get_state()
+  if not (isinstance(state, dict) and set(state) == {"next_index"}
+          and isinstance(state["next_index"], int)):
+    return 0
+  read = state["next_index"] * process_count
+  skip = -read % global_batch
+  if skip:
+    iterator.set_state({"next_index": (read + skip) // process_count})
+    logging.warning("The checkpoint's data position (%d examples read) is "
+                    "not a whole batch of %d (the batch size changed): "
+                    "skipping %d examples to the next whole batch.", read,
+                    global_batch, skip)
+  return skip

@@ -31,6 +31,7 @@ from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import checks
+from jaxgen.train import data_position
 from jaxgen.train import durations
 from jaxgen.train import evaluation
 from jaxgen.train import flops as flops_lib
@@ -388,6 +389,9 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         ckpt_dir, max_to_keep=int(config.keep_checkpoints),
         save_every_steps=int(config.checkpoint_every_steps))
     start, state, extra = ckpt.restore(abstract, shardings, data_iter)
+    if state is not None:
+      data_position.align(data_iter, train_batch_size(config, s.objective),
+                          pcount)
     if state is None:
       start = 0
       state = sharding_lib.create_sharded(init_fn, shardings, init_rng)

@@ -11,6 +11,7 @@ from jaxgen.data import memory
 from jaxgen.data import pipeline
 from jaxgen.data import shapes
 from jaxgen.data import sources
+from jaxgen.train import data_position
 from tests.train import common
 
 
@@ -79,6 +80,32 @@ def test_state_moves_between_paths(data_dir):
   memory_it.set_state(state)
   for e, m in zip(expected, _take(memory_it, 3)):
     np.testing.assert_array_equal(e["label"], m["label"])
+
+
+@pytest.mark.parametrize("in_memory", ["never", "always"])
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_batch_change_on_resume_starts_at_a_whole_batch(data_dir,
+                                                          in_memory, count):
+  # 3 batches of 8 read, resumed at 16: the first batch was positions 16-31
+  # (repeating 16-23) or, over 2 processes, a mix of 20-43; it is now the
+  # next whole batch, 32-47, with the 8 examples between skipped.
+  config = _config(data_dir, in_memory=in_memory, random_flip=False)
+  reference = np.concatenate(
+      [b["image"] for b in _take(_build(config, batch=8)[0], 6)][4:])
+  rows = []
+  for p in range(count):
+    it, _ = _build(config, batch=8, index=p, count=count)
+    _take(it, 3)
+    state = it.get_state()
+    resumed, _ = _build(config, batch=16, index=p, count=count)
+    resumed.set_state(state)
+    assert data_position.align(resumed, 16, count) == 8
+    rows.append(next(resumed)["image"])
+  np.testing.assert_array_equal(np.concatenate(rows), reference)
+  # A whole batch already: nothing moves.
+  it, _ = _build(config, batch=8)
+  _take(it, 4)
+  assert data_position.align(it, 16, 1) == 0
 
 
 def test_auto_picks_memory_only_when_small_and_vectorisable(data_dir):

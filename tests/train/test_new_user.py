@@ -456,6 +456,16 @@ def test_resuming_at_another_batch_size_and_length(tmp_path, caplog):
   assert [rows[k]["examples_seen"] for k in (1, 2, 3, 4)] == [8, 16, 32, 48]
   per_example = rows[1]["flops_seen"] / 8
   assert rows[4]["flops_seen"] == pytest.approx(48 * per_example)
+  # 48 examples read, resumed at 32: the data starts at the next whole
+  # batch (64), not at a position mixing two (it repeated 32-47).
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    trainer.train_and_evaluate(
+        common.tiny_config(total_steps=5, batch_size=32, **opt),
+        str(tmp_path))
+  assert any("(48 examples read) is not a whole batch of 32 (the batch size "
+             "changed): skipping 16 examples" in r.getMessage()
+             for r in caplog.records)
 
 
 def test_options_without_effect_warn_and_bad_scales_fail_early(caplog):
