@@ -106,7 +106,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   else:
     # The SiD ImageNet U-ViT (128/256/512 conv channels at 128, 64, 32 px,
     # transformer at 16 x 16) with the transformer scaled: it holds most of
-    # the parameters (2048 x 36 is the paper's 2B model).
+    # the parameters (2048 x 36: the inferred ~2.47B U-ViT of
+    # configs/simple_diffusion.py, sizes unverified, see uvit.py).
     for width, depth in ((512, 8), (768, 12), (1024, 16), (1280, 20),
                          (1536, 24), (2048, 36)):
       c.sizes[f"t{width}d{depth}"] = ml_collections.ConfigDict(dict(

@@ -74,6 +74,12 @@ def test_every_spec_plans(arg):
   hours = [sweep_lib.device_hours(spec, p) for p in points]
   if preset == "paper":
     assert spec.cluster.device_kind and all(hours)
+    # Paper plans train on real data (the autoencoder's read the embedded
+    # shapes, its base preset's default).
+    config, _ = sweep_lib.point_config(spec, points[0].budget,
+                                       points[0].size, {})
+    assert not config.dataset.name.startswith("jaxgen_shapes"), (
+        config.dataset.name)
   else:
     assert not any(hours)  # CPU sweeps have no device-hour estimate.
 
