@@ -17,7 +17,10 @@ Presets (the word after the colon):
                        5-frame 32px jaxgen_shapes_video clips.
 Options: `se` turns on the scale-equivariance regulariser (weight 0.25),
 `gan` the patch-discriminator GAN term (weight 0.5, hinge, adaptive weight),
-`kl` a variational encoder with a KL term (weight 1e-4).
+`kl` a variational encoder with a KL term (weight 1e-4), `phase2` / `phase3`
+DC-AE's later phases (the layers next to the latent / the decoder head, GAN
+on), with a community reproduction's resolution and optimizer on the dc_ae
+presets; start them from the previous phase's run (config.init_from).
 
   python -m jaxgen.main --config=configs/autoencoder.py:tiny --workdir=/tmp/ae
 """
@@ -65,8 +68,12 @@ def _model(arch) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = None) -> ml_collections.ConfigDict:
-  """Returns the config for `arg` = "preset[,se][,gan][,kl]"."""
-  arg = config_lib.parse_arg(arg, PRESETS, se=False, gan=False, kl=False)
+  """Returns the config for `arg` = "preset[,se][,gan][,kl][,phase2|3]"."""
+  arg = config_lib.parse_arg(arg, PRESETS, se=False, gan=False, kl=False,
+                             phase2=False, phase3=False)
+  if arg.phase2 and arg.phase3:
+    raise ValueError("config options phase2 and phase3 exclude each other; "
+                     "give one (each starts from the previous phase's run).")
   c = config_lib.base_config()
   c.family = "autoencoder"
   # The preset this config was built from (for logs and sweeps).
@@ -122,7 +129,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # DC-AE training phase: "" / "phase1" (everything), "phase2" (the layers
   # next to the latent), "phase3" (the decoder head); 2 and 3 start from the
   # previous phase's run (config.init_from).
-  c.autoencoder.phase = ""
+  c.autoencoder.phase = ("phase2" if arg.phase2 else
+                         "phase3" if arg.phase3 else "")
   # KL(q(z|x) || N(0, I)) weight, averaged over latent elements; > 0 makes
   # the encoder variational (mean and log-variance channels).
   c.autoencoder.kl_weight = 1e-4 if arg.kl else 0.0
@@ -130,7 +138,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # discriminator, its loss ("hinge" as taming, "rpgan" / "gan" as R3GAN),
   # R1 + R2 weight gamma (the D loss adds gamma / 2 (R1 + R2); 0 = off),
   # the first step it acts, and taming's adaptive weight at the last layer.
-  c.autoencoder.gan_weight = 0.5 if arg.gan else 0.0
+  c.autoencoder.gan_weight = 0.5 if arg.gan or arg.phase3 else 0.0
   c.autoencoder.gan_loss = "hinge"
   c.autoencoder.gan_gamma = 0.0
   c.autoencoder.gan_start_step = 0
@@ -177,4 +185,17 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
     c.dataset.num_frames = 5
     c.dataset.random_flip = False
     c.batch_size = 8
+  if arg.preset.startswith("dc_ae_") and arg.phase2:
+    # A community reproduction's phase 2 (lavinal712/AutoencoderKL, dc-ae
+    # branch; DC-AE published no training code): 512 px, lr 1.6e-5, wd 1e-3.
+    c.dataset.image_size = 512
+    c.optimizer.learning_rate = 1.6e-5
+    c.optimizer.weight_decay = 1e-3
+  if arg.preset.startswith("dc_ae_") and arg.phase3:
+    # Its phase 3: 256 px, lr 5.4e-5, betas (0.5, 0.9), no weight decay,
+    # the GAN term from the first step. (Both add 0.25 LPIPS: set
+    # autoencoder.lpips_weight with its weights file.)
+    c.optimizer.learning_rate = 5.4e-5
+    c.optimizer.b1, c.optimizer.b2 = 0.5, 0.9
+    c.optimizer.weight_decay = 0.0
   return c

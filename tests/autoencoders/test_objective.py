@@ -347,3 +347,25 @@ def test_autoencoder_runs_write_reconstruction_grids(tmp_path):
   # A run writes them (at its last step) as PNG and to TensorBoard.
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert (tmp_path / "run" / "samples" / "step_0000002.png").exists()
+
+
+def test_phase_options_set_the_phase_and_its_recipe():
+  # `--config.autoencoder.phase=phase2` alone kept phase 1's 256 px and
+  # optimizer; the options give the community reproduction's settings.
+  two = ae_config.get_config("dc_ae_f32c32_in,phase2")
+  assert two.autoencoder.phase == "phase2" and two.dataset.image_size == 512
+  assert (two.optimizer.learning_rate, two.optimizer.weight_decay) == (
+      1.6e-5, 1e-3)
+  assert two.autoencoder.gan_weight == 0.0
+  three = ae_config.get_config("dc_ae_f32c32_in,phase3")
+  assert three.autoencoder.phase == "phase3" and three.autoencoder.gan_weight
+  assert three.dataset.image_size == 256
+  assert (three.optimizer.learning_rate, three.optimizer.b1,
+          three.optimizer.b2, three.optimizer.weight_decay) == (
+              5.4e-5, 0.5, 0.9, 0.0)
+  # The CPU presets keep their own optimizer and size.
+  tiny = ae_config.get_config("tiny,phase2")
+  assert tiny.autoencoder.phase == "phase2"
+  assert tiny.dataset.image_size == 32 and tiny.optimizer.learning_rate == 1e-3
+  with pytest.raises(ValueError, match="phase2 and phase3 exclude each other"):
+    ae_config.get_config("tiny,phase2,phase3")
