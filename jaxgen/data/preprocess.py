@@ -102,7 +102,19 @@ class Preprocess:
 
   def __call__(self, example, rng: np.random.Generator | None = None):
     pixels = np.asarray(example[self.pixel_key])
+    if pixels.dtype != np.uint8 and not np.issubdtype(pixels.dtype,
+                                                       np.floating):
+      # Neither scaled to [-1, 1] nor resized: a uint16 image reached the
+      # model as values up to 65535 at its own size.
+      raise ValueError(f"dataset examples of dtype {pixels.dtype}: jaxgen "
+                       "reads uint8 images, or float arrays (latents) as "
+                       "they are; convert them to uint8.")
     if self.num_frames is not None:
+      if len(pixels) < self.num_frames:
+        # Found here, not as a shape error when the batch is stacked.
+        raise ValueError(f"a clip of {len(pixels)} frames, fewer than "
+                         f"dataset.num_frames={self.num_frames}; lower it or "
+                         "drop the shorter clips.")
       pixels = pixels[:self.num_frames]
     if pixels.dtype == np.uint8:
       height, width = pixels.shape[-3:-1]

@@ -9,6 +9,7 @@ import pytest
 
 from jaxgen.data import config as config_lib
 from jaxgen.data import pipeline
+from jaxgen.data import preprocess
 from jaxgen.data import shapes
 
 
@@ -249,3 +250,21 @@ def test_global_batches_do_not_depend_on_the_process_count(mode):
           one[step][key])
   # And the two processes never read the same example within a batch.
   assert not set(parts[0][0]["label"]) & set(parts[1][0]["label"])
+
+
+def test_examples_the_model_cannot_take_are_named():
+  image = preprocess.Preprocess(pixel_key="image", label_key=None, size=8)
+  # uint16 pixels passed unscaled (up to 65535) and unresized.
+  with pytest.raises(ValueError, match=r"^dataset examples of dtype uint16: "
+                     "jaxgen reads uint8 images"):
+    image({"image": np.zeros((8, 8, 3), np.uint16)})
+  assert image({"image": np.zeros((4, 4, 3), np.float32)})["image"].shape == (
+      4, 4, 3)  # Latents pass as they are.
+  video = preprocess.Preprocess(pixel_key="video", label_key=None, size=8,
+                                num_frames=4)
+  # A short clip was a shape error when the batch was stacked.
+  with pytest.raises(ValueError, match=r"^a clip of 3 frames, fewer than "
+                     r"dataset.num_frames=4"):
+    video({"video": np.zeros((3, 8, 8, 3), np.uint8)})
+  assert video({"video": np.zeros((5, 8, 8, 3), np.uint8)})["video"].shape == (
+      4, 8, 8, 3)
