@@ -65,6 +65,23 @@ def _write_png(path: epath.Path, image: np.ndarray) -> None:
   tmp.replace(path)
 
 
+def _batches_to_draw(files) -> list:
+  """The batches (indices into `files`) with a PNG missing, as process 0
+  sees them: with an --out that is not shared, the others would otherwise
+  draw every batch while process 0 draws the missing ones, and the
+  collectives of the sampling steps would hang."""
+  import jax  # pylint: disable=g-import-not-at-top
+  todo = [k for k in range(len(files))
+          if not all(p.exists() for p in files[k])]
+  if jax.process_count() == 1:
+    return todo
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  missing = np.zeros(len(files), np.int32)
+  missing[todo] = 1
+  missing = np.asarray(multihost_utils.broadcast_one_to_all(missing))
+  return [int(k) for k in np.flatnonzero(missing)]
+
+
 _RECORD = "sampling.json"
 # Config fields that only steer training, beyond those `provenance.compare`
 # already ignores (run length, mesh, evaluation, ...): a checkpoint's
@@ -250,8 +267,7 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   # The files of batch k (the last one may be short of a whole batch).
   files = [paths[k:k + batch] for k in range(0, num, batch)]
   batches = len(files)
-  todo = [k for k in range(batches)
-          if not all(p.exists() for p in files[k])]
+  todo = _batches_to_draw(files)
   if len(todo) < batches:
     log(f"{out}: {batches - len(todo)} of {batches} batches already there")
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from PIL import Image
 import pytest
@@ -570,3 +572,18 @@ def test_clips_round_trip_through_their_png_strips(frames):
   image = clip[0]
   png = np.asarray(Image.open(io.BytesIO(sample_lib._png_bytes(image))))  # pylint: disable=protected-access
   np.testing.assert_array_equal(sample_lib._from_png(png, clip=False), image)  # pylint: disable=protected-access
+
+
+def test_every_process_draws_the_batches_process_0_lacks(tmp_path,
+                                                         monkeypatch):
+  # With an --out that is not shared, another process saw no PNGs and drew
+  # every batch while process 0 drew the missing ones: the collectives hung.
+  files = [[tmp_path / f"{k}_{i}.png" for i in range(2)] for k in range(3)]
+  for p in files[0] + files[2][:1]:
+    p.write_bytes(b"")
+  assert sample_lib._batches_to_draw(files) == [1, 2]  # pylint: disable=protected-access
+  process0 = np.array([0, 1, 0], np.int32)  # Its folder: batch 1 missing.
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(multihost_utils, "broadcast_one_to_all",
+                      lambda x: process0)
+  assert sample_lib._batches_to_draw(files) == [1]  # pylint: disable=protected-access
