@@ -17,6 +17,18 @@ def _param_key(fit: Dict[str, Any]) -> str:
   return fit.get("settings", {}).get("param_key", "params")
 
 
+def _fitted_field(fit: Dict[str, Any]) -> Optional[str]:
+  """The results field a fit.json fitted, a loss fit's as "eval_loss".
+
+  "loss" is the fit's default (fits before it was named by its field: the
+  rows' loss fields, eval_loss first), and a fit of the train loss (points
+  without a held-out split) stands for the same quantity: both stand for a
+  spec fitting eval_loss, not one fitting a sample metric.
+  """
+  metric = (fit.get("settings") or {}).get("metric")
+  return "eval_loss" if metric in ("loss", "final_train_loss") else metric
+
+
 def predicted_optimum(fit: Dict[str, Any], budget: float) -> Dict[str, Any]:
   """N_opt and loss at `budget` from a fit.json (approaches 2 and 3)."""
   from scaling import bootstrap  # pylint: disable=g-import-not-at-top
@@ -55,7 +67,7 @@ def check_report(fit: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, Any]:
                      f"({row.get('error')}); nothing to compare the fit with")
   settings = fit.get("settings") or {}
   name = settings.get("metric", "loss")
-  if name in ("loss", "eval_loss", "final_train_loss"):
+  if _fitted_field(fit) in (None, "eval_loss"):
     measured = row.get("eval_loss")
     if measured is None:
       measured = row.get("final_train_loss")
@@ -107,13 +119,7 @@ def check_fit_matches(fit: Dict[str, Any], spec: Any, path: str) -> None:
     raise ValueError(f"--optimal_from={path} fits {family} runs and this "
                      f"sweep trains {spec.family}; pass a fit of this "
                      "sweep's results")
-  metric = (fit.get("settings") or {}).get("metric")
-  # "loss" is the fit's default (fits before it was named by its field:
-  # the rows' loss fields, eval_loss first), and a fit of the train loss
-  # (points without a held-out split) stands for the same quantity: both
-  # stand for a spec fitting eval_loss, not one fitting a sample metric.
-  if metric in ("loss", "final_train_loss"):
-    metric = "eval_loss"
+  metric = _fitted_field(fit)
   if metric and metric != spec.metric:
     raise ValueError(f"--optimal_from={path} fits {metric} and this sweep's "
                      f"metric is {spec.metric}; refit with --metric="

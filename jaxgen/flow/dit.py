@@ -183,13 +183,13 @@ class DiT(nn.Module):
     if self.positions not in POSITIONS:
       raise ValueError(f"model.positions={self.positions!r}: choose one of "
                        f"{', '.join(POSITIONS)}.")
-    if self.positions == "rope" and (self.width // self.num_heads) % 2:
+    head_dim = self.width // self.num_heads
+    if self.positions == "rope" and head_dim % 2:
       raise ValueError("RoPE needs an even head_dim; change model.width or "
                        "model.num_heads.")
     # Rows and columns get 3/8 of the (head or model) width each, rounded
     # down to even: below 6 that is nothing, and the model had no spatial
     # positions at all (images: none whatever).
-    head_dim = self.width // self.num_heads
     if self.positions == "rope" and rope.axes_dims(head_dim)[1] == 0:
       raise ValueError(
           f"RoPE with head_dim={head_dim} (model.width / model.num_heads) "

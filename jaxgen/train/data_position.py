@@ -20,6 +20,15 @@ import jax
 _FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
 
 
+def _example_count(state: Any) -> Optional[int]:
+  """k of a position that only counts examples ({"next_index": k}), else
+  None (e.g. the per-worker positions of dataset.worker_count > 0)."""
+  if (isinstance(state, dict) and set(state) == {"next_index"}
+      and isinstance(state["next_index"], int)):
+    return state["next_index"]
+  return None
+
+
 def carried(directory: epath.Path, step: int) -> Optional[Dict[str, Any]]:
   """This process's data position in checkpoint `step` of `directory`.
 
@@ -56,9 +65,8 @@ def carried(directory: epath.Path, step: int) -> Optional[Dict[str, Any]]:
     return None
   first = states[0] if isinstance(states[0], dict) else {}
   keys = ", ".join(sorted(map(str, first))) or "not a dict"
-  k = first.get("next_index")
-  counted = isinstance(k, int) and all(s == {"next_index": k}
-                                       for s in states)
+  k = _example_count(first)
+  counted = k is not None and all(s == {"next_index": k} for s in states)
   if counted and k * n % count:
     # Only after the batch changed on resume (steps are whole batches).
     raise ValueError(
@@ -95,11 +103,10 @@ def align(iterator: Any, global_batch: int, process_count: int) -> int:
     Examples skipped (0: already whole, or a position that is not a plain
     example count, e.g. of grain workers).
   """
-  state = iterator.get_state()
-  if not (isinstance(state, dict) and set(state) == {"next_index"}
-          and isinstance(state["next_index"], int)):
+  count = _example_count(iterator.get_state())
+  if count is None:
     return 0
-  read = state["next_index"] * process_count
+  read = count * process_count
   skip = -read % global_batch
   if skip:
     iterator.set_state({"next_index": (read + skip) // process_count})

@@ -389,14 +389,14 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         ckpt_dir, max_to_keep=int(config.keep_checkpoints),
         save_every_steps=int(config.checkpoint_every_steps))
     start, state, extra = ckpt.restore(abstract, shardings, data_iter)
-    if state is not None:
-      data_position.align(data_iter, train_batch_size(config, s.objective),
-                          pcount)
     if state is None:
       start = 0
       state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
       if init_from:
         state = warm_start_lib.warm_start(state, shardings, init_from)
+    else:
+      data_position.align(data_iter, train_batch_size(config, s.objective),
+                          pcount)
     counts = s.objective.num_params(state)
     logging.info("Parameters: %s; steps %d -> %d; %.3g FLOPs/example.",
                  counts, start, s.total_steps, s.flops_per_example)
