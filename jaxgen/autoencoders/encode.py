@@ -2,6 +2,8 @@ r"""Encodes a dataset into an autoencoder's latents (array_record shards).
 
   python -m jaxgen.autoencoders.encode --workdir=AE_RUN --data=jaxgen_shapes \
       --split=train --out=DIR [--image_size=64] [--batch_size=64]
+  python -m jaxgen.autoencoders.encode --workdir=AE_RUN \
+      --data='tfds:mnist:train[:10%]' --out=DIR   # DIR/train: 6,000 latents
   python -m jaxgen.autoencoders.encode --workdir=VIDEO_AE_RUN \
       --data=jaxgen_shapes_video --num_frames=9 --split=train --out=DIR
 
@@ -18,7 +20,10 @@ frames, shard size), so a rerun of the same encode skips the finished ones;
 a DIR/<split> holding another encode's latents is refused, and so is a
 split whose autoencoder run, step, image size or clip length differ from
 the other splits of DIR. A split other than train is scaled by the train
-split's factor when that one is there (`sources.latents_meta`). Train on
+split's factor when that one is there (`sources.latents_meta`). The split
+is --split, else the one the spec names, else train; a slice is encoded
+into its split's folder (train[:10%] into DIR/train, recorded in
+latents.json). Train on
 them with `--config.dataset.name=latents:DIR` (plus dataset.image_size and
 dataset.channels of the latents, printed at the end).
 """
@@ -160,9 +165,8 @@ def _check_existing(root: str, producer: dict) -> None:
     else:
       why = f"{name} does not record its autoencoder"
     raise ValueError(
-        f"{root} holds latents of another autoencoder run/step/weights/size "
-        f"({why}); "
-        "pass another --out or delete it.")
+        f"{root} holds latents of another encode ({why}); pass another "
+        "--out or delete it.")
 
 
 def _recorded_origin(root: str):
@@ -256,8 +260,9 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     config: the autoencoder run's config.
     workdir: the autoencoder run.
     data: dataset spec.
-    split: split to encode.
-    out: output root (the split goes to out/split).
+    split: split to encode; a slice ("train[:512]") is written to its
+      split's folder (`sources.latents_split_folder`).
+    out: output root (the split goes to out/<split>).
     image_size: resolution the images are read at.
     data_dir: TFDS data dir.
     batch_size: images per encoding step.
@@ -308,7 +313,10 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   if problems:
     raise ValueError("; ".join(f"{what} ({fix})" for what, fix in problems)
                      + ".")
-  root = os.path.join(out, split)
+  # A slice ("train[:512]") goes to its split's folder, which `latents:`
+  # reads as that split.
+  folder = sources.latents_split_folder(split)
+  root = os.path.join(out, folder)
   paths.check_output_dir(out)
   if os.path.exists(root) and not os.path.isdir(root):
     raise ValueError(f"{root} is a file, not a split folder; move it or "
@@ -375,7 +383,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
               "num_frames": int(info.num_frames or 0),
               "shard_size": int(shard_size), "num_examples": int(total)}
   _check_existing(root, producer)
-  _check_other_splits(out, split, producer)
+  _check_other_splits(out, folder, producer)
   model = s.objective.model
   key = "video" if info.kind == "video" else "image"
 
@@ -428,7 +436,7 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   sq = sum(st["sumsq"] for st in stats) / sum(st["size"] for st in stats)
   std = float(np.sqrt(max(sq - mean ** 2, 1e-12)))
   # One factor for the whole dataset: the train split's, once there.
-  reference = _reference_factor(out, split)
+  reference = _reference_factor(out, folder)
   factor = 1.0 / std if reference is None else reference
   meta = {"shape": list(stats[0]["shape"]), "num_examples": n,
           "num_classes": info.num_classes, "scaling_factor": factor,
@@ -501,7 +509,9 @@ def _define_flags():
   """Command-line flags (defined only when run as a program)."""
   flags.DEFINE_string("workdir", None, "The autoencoder run.")
   flags.DEFINE_string("data", None, "Dataset spec.")
-  flags.DEFINE_string("split", "train", "Split to encode.")
+  flags.DEFINE_string("split", None, "Split to encode, replacing the "
+                      "spec's (default: the spec's, else train); a slice "
+                      "such as train[:10%] is written to OUT/train.")
   flags.DEFINE_string("out", None, "Output root (the split goes to OUT/SPLIT).")
   flags.DEFINE_integer("image_size", 0,
                        "Resolution (default: the autoencoder's).",
@@ -520,6 +530,7 @@ def main(argv):
   del argv
   flags_ = flags.FLAGS
   from jaxgen import families  # pylint: disable=g-import-not-at-top,unused-import
+  from jaxgen.data import config as data_config  # pylint: disable=g-import-not-at-top
   from jaxgen.train import logs  # pylint: disable=g-import-not-at-top
   from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
   logs.quiet_libraries(flags_.verbosity)
@@ -528,9 +539,11 @@ def main(argv):
     for name in ("workdir", "data", "out"):
       if not flags_[name].value:
         raise ValueError(f"pass --{name}.")
+    split = (flags_.split or data_config.parse_spec(flags_.data).split
+             or "train")
     config = provenance.load_config(flags_.workdir)
     encode_split(config, flags_.workdir, data=flags_.data,
-                 split=flags_.split, out=flags_.out,
+                 split=split, out=flags_.out,
                  image_size=flags_.image_size or config.dataset.image_size,
                  data_dir=flags_.data_dir or config.dataset.data_dir,
                  batch_size=flags_.batch_size,

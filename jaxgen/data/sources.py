@@ -14,6 +14,7 @@ import difflib
 import functools
 import json
 import os
+import re
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import ml_collections
@@ -378,6 +379,30 @@ def origin_differences(a: Dict[str, Any], b: Dict[str, Any], a_name: str,
                             and None in (a.get(k), b.get(k))))
 
 
+def latents_split_folder(split: str) -> str:
+  """The folder of DIR that holds a split's latents: the split's name
+  without a TFDS slice ("train[:512]" and "train" both go to DIR/train;
+  latents.json records which was encoded).
+
+  Args:
+    split: a split as the encode reads it.
+
+  Returns:
+    The folder name.
+
+  Raises:
+    ValueError: one line for a split that names no single folder (a union
+      such as "train+test", or one with a path separator).
+  """
+  folder = re.sub(r"\[[^\]]*\]", "", split).strip()
+  if (not folder or "+" in folder or "/" in folder or "\\" in folder
+      or folder in (".", "..")):
+    raise ValueError(f"split {split!r} names no single split folder; encode "
+                     "one split (a slice such as train[:512] is fine) at a "
+                     "time.")
+  return folder
+
+
 def _read_meta(root: str, split: str) -> Dict[str, Any]:
   meta_path = os.path.join(root, LATENTS_META)
   if not os.path.exists(meta_path):
@@ -407,8 +432,9 @@ def latents_meta(directory: str, split: str) -> Dict[str, Any]:
     The metadata dict.
 
   Raises:
-    ValueError: one line if the split was not (completely) written or does
-      not match the train split.
+    ValueError: one line if the split was not (completely) written, does
+      not match the train split, or is a slice (slices are taken when
+      encoding).
   """
   directory = os.path.expanduser(directory)
   if not os.path.isdir(directory):
@@ -418,6 +444,13 @@ def latents_meta(directory: str, split: str) -> Dict[str, Any]:
         f"latents:{directory} does not exist; pass where the latents are "
         "now (--config.dataset.name=latents:DIR) or write them with python "
         f"-m jaxgen.autoencoders.encode --out={directory}.")
+  folder = latents_split_folder(split)
+  if folder != split:
+    # The slice is taken when encoding: DIR/<folder> holds what was encoded.
+    raise ValueError(
+        f"latents:{directory} reads whole split folders, not {split!r}; "
+        "encode that slice (python -m jaxgen.autoencoders.encode "
+        f"--split='{split}') and read split {folder!r}.")
   meta = _read_meta(os.path.join(directory, split), split)
   ref_root = os.path.join(directory, REFERENCE_SPLIT)
   if split == REFERENCE_SPLIT or not os.path.exists(

@@ -105,8 +105,8 @@ def test_rerun_resumes_its_shards_and_refuses_another_encodes(
       with pytest.raises(ValueError) as e:
         _encode(config, workdir, out, **kwargs)
     msg = str(e.value)
-    assert msg.startswith(f"{root} holds latents of another autoencoder "
-                          "run/step/weights/size (") and why in msg, msg
+    assert msg.startswith(f"{root} holds latents of another encode (") \
+        and why in msg, msg
     assert msg.endswith("; pass another --out or delete it.")
     assert "\n" not in msg and not written
     assert _snapshot(root) == before
@@ -152,6 +152,64 @@ def test_rerun_resumes_its_shards_and_refuses_another_encodes(
   with pytest.raises(ValueError, match=f"latent shard {shard} is missing"):
     sources.open_source(data_config.parse_spec(dataset.name), dataset,
                         split="test")
+
+
+def test_a_slice_is_encoded_into_its_splits_folder(tmp_path, trained_ae_64):
+  config, ae_dir = trained_ae_64
+  out = str(tmp_path / "latents")
+  meta = _encode(config, ae_dir, out, split="test[:100]")
+  root = os.path.join(out, "test")
+  assert sorted(os.listdir(out)) == ["test"]
+  assert meta["num_examples"] == 100 and meta["split"] == "test[:100]"
+  # The latents are those of the first 100 test images, in order.
+  dataset = ml_collections.ConfigDict({"name": f"latents:{out}"})
+  data = sources.open_source(data_config.parse_spec(dataset.name), dataset,
+                             split="test").data
+  assert len(data) == 100
+  # The whole split into the same folder: another encode's latents.
+  with pytest.raises(ValueError, match=(
+      f"^{root} holds latents of another encode \\(split 'test\\[:100\\]', "
+      "not 'test', num_examples 100, not 512\\)")):
+    _encode(config, ae_dir, out, split="test")
+  # Slices are taken when encoding; reading one is refused, naming both.
+  with pytest.raises(ValueError) as e:
+    sources.open_source(data_config.parse_spec(dataset.name), dataset,
+                        split="test[:50]")
+  assert str(e.value) == (
+      f"latents:{out} reads whole split folders, not 'test[:50]'; encode "
+      "that slice (python -m jaxgen.autoencoders.encode "
+      "--split='test[:50]') and read split 'test'.")
+  with pytest.raises(ValueError, match="^split 'train\\+test' names no "
+                     "single split folder; encode one split"):
+    _encode(config, ae_dir, str(tmp_path / "union"), split="train+test")
+  assert not os.path.exists(tmp_path / "union")
+
+
+def test_the_command_encodes_the_specs_split_unless_split_is_given(
+    tmp_path):
+  code = (
+      "from absl import app\n"
+      "from jaxgen import config_lib\n"
+      "from jaxgen.autoencoders import encode\n"
+      "from jaxgen.train import provenance\n"
+      "import ml_collections\n"
+      "provenance.load_config = lambda workdir: ml_collections.ConfigDict(\n"
+      "    {'dataset': {'image_size': 8, 'data_dir': ''}})\n"
+      "encode.encode_split = lambda *a, split, **k: print('split', split)\n"
+      "encode._define_flags()\n"
+      "app.run(encode.main, flags_parser=config_lib.parse_flags)\n")
+  for flags_, split in ((["--data=jaxgen_shapes"], "train"),
+                        (["--data=jaxgen_shapes:test"], "test"),
+                        (["--data=tfds:mnist:train[:10%]"], "train[:10%]"),
+                        (["--data=jaxgen_shapes:test", "--split=train"],
+                         "train")):
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--workdir=RUN", f"--out={tmp_path}"]
+        + flags_,
+        capture_output=True, text=True, cwd=common.ROOT, timeout=300,
+        check=False, env=dict(os.environ, PYTHONPATH=common.ROOT,
+                              JAX_PLATFORMS="cpu"))
+    assert proc.stdout.split() == ["split", split], (flags_, proc.stderr)
 
 
 def test_image_size_not_divisible_by_the_compression(tmp_path,
