@@ -129,6 +129,17 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
   if not len(runs):
     raise ValueError("no usable runs to fit")
   runs = results_lib.select_family(runs, None)
+  fewest = min(approach2_lib.MIN_BUDGETS * approach2_lib.MIN_SIZES_PER_BUDGET,
+               approach3_lib.MIN_POINTS)
+  if len(runs) < fewest:
+    # Neither approach can fit; each would name only its own minimum (and
+    # approach 2's error would suggest approach 3, which needs as many).
+    raise ValueError(
+        f"{len(runs)} runs are too few for a scaling fit: approach 2 needs "
+        f"{approach2_lib.MIN_SIZES_PER_BUDGET} model sizes at each of >= "
+        f"{approach2_lib.MIN_BUDGETS} budgets, approach 3 >= "
+        f"{approach3_lib.MIN_POINTS} runs; a sweep's tiny preset (2 sizes x "
+        "2 budgets) only tests the pipeline, sweep its cpu preset to fit")
   targets = [float(t) for t in (target_flops or [default_target(runs)])]
   if not results_lib.are_numbers(targets, positive=True):
     # Checked before fitting: a negative or zero target breaks only the
@@ -180,6 +191,13 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
   return fits
 
 
+def _approach3_can_fit(runs) -> bool:
+  """Whether approach 3 has enough runs (and distinct N and D) to suggest
+  it when approach 2 cannot fit."""
+  return (len(runs) >= approach3_lib.MIN_POINTS
+          and len(np.unique(runs.n)) > 1 and len(np.unique(runs.d)) > 1)
+
+
 def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
                    n_bootstrap, seed):
   runs = fits.runs
@@ -205,8 +223,8 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
     lo, hi = fits.summary["data"]["C_range"]
     raise ValueError(
         f"approach 2 found no isoFLOP budget among {len(runs)} runs ({why}; "
-        f"their compute spans {lo:.3g} to {hi:.3g} FLOPs); {fix} or use "
-        "--approaches=3")
+        f"their compute spans {lo:.3g} to {hi:.3g} FLOPs); {fix}"
+        + (" or use --approaches=3" if _approach3_can_fit(runs) else ""))
   if n_free:
     warnings.warn(f"approach 2: {n_free} of {len(runs)} runs are near no "
                   "budget and are not used by it", results_lib.FitWarning,
@@ -217,6 +235,8 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
   except ValueError as e:
     # scaling.fit's way out (scaling.compare, which fits approach 2 only,
     # has no such flag).
+    if not _approach3_can_fit(runs):
+      raise
     raise ValueError(f"{e}, or fit approach 3 alone with --approaches=3"
                      ) from None
   out = fits.fit2.to_dict()

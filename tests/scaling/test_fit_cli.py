@@ -158,19 +158,39 @@ def test_excluded_budgets_are_printed_above_the_error():
 
 def test_too_few_runs_is_one_line_error(tmp_path):
   path = tmp_path / "runs.csv"
-  path.write_text("N,D,loss\n1e8,1e9,3.0\n2e8,1e9,2.9\n3e8,1e9,2.8\n")
-  with pytest.raises(ValueError, match="approach 3 needs at least 6 runs"):
-    fit.run(str(path), str(tmp_path / "out"), approaches=[3])
-  with pytest.raises(ValueError, match="approach 2 found no isoFLOP budget"):
+  path.write_text("N,D,loss\n1e8,1e9,3.0\n2e8,1e9,2.9\n3e8,1e9,2.8\n"
+                  "1e8,2e9,2.9\n2e8,2e9,2.8\n")
+  # Five runs (a tiny sweep has four): neither approach can fit, said once
+  # (approach 2's error suggested --approaches=3, which then failed too).
+  for approaches in ([2], [3], [2, 3]):
+    with pytest.raises(ValueError) as e:
+      fit.run(str(path), str(tmp_path / "out"), approaches=approaches)
+    assert str(e.value) == (
+        "5 runs are too few for a scaling fit: approach 2 needs 3 model "
+        "sizes at each of >= 2 budgets, approach 3 >= 6 runs; a sweep's tiny "
+        "preset (2 sizes x 2 budgets) only tests the pipeline, sweep its cpu "
+        "preset to fit")
+  with open(path, "a", encoding="utf-8") as f:
+    f.write("3e8,2e9,2.7\n")
+  # Six runs: approach 3 can fit them, so approach 2's errors offer it.
+  with pytest.raises(ValueError, match=r"approach 2 found no isoFLOP budget"
+                     r".* lower --min_budget_runs or use --approaches=3$"):
     fit.run(str(path), str(tmp_path / "out"), approaches=[2])
   # Given budgets that match no run: the runs' range, and not "give
-  # --budgets" (C = 6ND: 6e17 to 1.8e18).
+  # --budgets" (C = 6ND: 6e17 to 3.6e18).
   with pytest.raises(ValueError, match=r"none within \+-0\.05 dex of the "
                      r"given budgets; their compute spans 6e\+17 to "
-                     r"1\.8e\+18 FLOPs\); give --budgets the runs' "
+                     r"3\.6e\+18 FLOPs\); give --budgets the runs' "
                      r"budget_flops, widen --budget_tol or use"):
     fit.run(str(path), str(tmp_path / "out"), approaches=[2],
             budgets=[1e20, 1e21])
+  # One data size: approach 3 cannot fit, so it is not offered.
+  one_d = tmp_path / "one_d.csv"
+  one_d.write_text("N,D,loss\n" + "".join(
+      f"{n}e8,1e9,{3 - n / 10}\n" for n in range(1, 7)))
+  with pytest.raises(ValueError) as e:
+    fit.run(str(one_d), str(tmp_path / "out"), approaches=[2])
+  assert str(e.value).endswith("lower --min_budget_runs"), str(e.value)
   # An approach that does not exist fits nothing: an error, not an empty
   # fit.json.
   for approaches in ([], [4], [2, 4]):
