@@ -103,7 +103,8 @@ class PyramidalFlow(objective_lib.SingleOptimizer, objective_lib.Objective):
       self.windows = pyramid.stage_windows(
           self.num_stages, int(p.num_train_timesteps) or None)
       self.ratios = pyramid.stage_ratios(p.stage_ratios, self.num_stages)
-    self.ts_windows = (pyramid.timestep_windows(self.windows)
+    self.ts_windows = (pyramid.timestep_windows(
+        self.windows, num_train_timesteps=int(p.num_train_timesteps))
                        if not self.single_stage
                        and p.timestep_embedding == "official" else None)
     self.temporal = bool(self.frames and not self.single_stage

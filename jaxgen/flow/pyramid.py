@@ -92,25 +92,39 @@ def stage_windows(num_stages: int = 3,
 
 def timestep_windows(windows: Sequence[Window],
                      t_max: float = 1000.0,
-                     t_min: float = 1.0) -> List[Tuple[float, float]]:
+                     t_min: float = 1.0,
+                     num_train_timesteps: int = 0
+                     ) -> List[Tuple[float, float]]:
   """The official code's DiT timestep range of each stage.
 
   The global range t_max -> t_min is split among the stages in proportion to
-  each stage's path length e - s (Sec. 1.3 of the notes: 1000 -> 744 -> 386
-  -> 1 for K = 3), and within a stage the timestep is linear in the local
-  time t'. It is not the noise level; reproduce it to load released weights.
+  each stage's path length e - s (Sec. 1.3 of the notes), and within a stage
+  the timestep is linear in the local time t'. It is not the noise level;
+  reproduce it to load released weights. With `num_train_timesteps` = T the
+  cuts are taken on the code's integer grid timesteps[j] = T - j, as its
+  scheduler does (timesteps[int(r·T)] at a cumulative fraction r, the last
+  stage ending at timesteps[T - 1] = 1): 1000 -> 744 -> 386 -> 1 for K = 3
+  and T = 1000 (continuously: 1000 -> 744.1 -> 385.8 -> 1).
 
   Args:
     windows: the stages' (start, end) signal levels.
-    t_max: timestep at the start of the first stage.
-    t_min: timestep at the end of the last stage.
+    t_max: timestep at the start of the first stage (continuous cuts).
+    t_min: timestep at the end of the last stage (continuous cuts).
+    num_train_timesteps: T of the integer grid (0: continuous cuts between
+      t_max and t_min).
 
   Returns:
     (timestep at t' = 0, timestep at t' = 1) per stage.
   """
   lengths = np.array([e - s for s, e in windows], np.float64)
-  bounds = t_max - (t_max - t_min) * np.concatenate(
-      [[0.0], np.cumsum(lengths) / lengths.sum()])
+  fractions = np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
+  if num_train_timesteps:
+    grid = int(num_train_timesteps)
+    bounds = [float(grid - min(int(r * grid), grid - 1)) for r in fractions]
+    # The first stage starts at timesteps[0] = T.
+    bounds[0] = float(grid)
+  else:
+    bounds = t_max - (t_max - t_min) * fractions
   return [(float(bounds[i]), float(bounds[i + 1]))
           for i in range(len(windows))]
 

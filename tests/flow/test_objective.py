@@ -199,8 +199,9 @@ def test_history_tokens_are_not_in_the_loss():
   assert got == pytest.approx(want, rel=1e-5)
 
 
-def test_history_is_the_compressed_corrupted_past():
-  config = _video_config(**{"pyramid.history_corruption": 0.0})
+@pytest.mark.parametrize("corruption", [0.0, 0.3])
+def test_history_is_the_compressed_corrupted_past(corruption):
+  config = _video_config(**{"pyramid.history_corruption": corruption})
   obj = flow_objective.PyramidalFlow(config, total_steps=3)
   lay = obj.train_layout
   batch = jax.tree.map(jnp.asarray, _batches(config, 1)[0])
@@ -208,17 +209,30 @@ def test_history_is_the_compressed_corrupted_past():
   tokens, _, valid = obj._inputs(draws)  # pylint: disable=protected-access
   x = np.asarray(draws["x"])
   pos = np.asarray(draws["position"])
-  for c in lay.chunks:
-    if not c.lag:
-      continue
+  # One sigma per segment, shared by its history chunks, in [0, corruption].
+  sigma = np.asarray(draws["corrupt"])
+  assert sigma.min() >= 0 and sigma.max() <= corruption
+  if corruption:
+    assert sigma.max() > corruption / 2
+  eps = np.asarray(draws["history_noise"])
+  # History chunks take the noise draws in segment order.
+  hist = [c for j in range(len(lay.stages)) for c in lay.chunks
+          if c.segment == j and c.lag]
+  checked = 0
+  for i, c in enumerate(hist):
     got = np.asarray(layout_lib.take(tokens, c, 2))
+    f = 2 ** c.level
     for r in range(x.shape[0]):
       if pos[r, c.segment] < c.lag:
         continue
       frame = x[r, c.segment, pos[r, c.segment] - c.lag]
-      f = 2 ** c.level
-      want = frame.reshape(16 // f, f, 16 // f, f, 3).mean(axis=(1, 3))
-      np.testing.assert_allclose(got[r], want, atol=1e-5)
+      h = frame.reshape(16 // f, f, 16 // f, f, 3).mean(axis=(1, 3))
+      # Unit noise at the level: f x the f x f mean of the full-res draw.
+      e = f * eps[r, i].reshape(16 // f, f, 16 // f, f, 3).mean(axis=(1, 3))
+      sc = sigma[r, c.segment]
+      np.testing.assert_allclose(got[r], sc * e + (1 - sc) * h, atol=1e-5)
+      checked += 1
+  assert checked
   np.testing.assert_array_equal(
       np.asarray(valid), np.asarray(lay.lags)[None] <= np.take(
           pos, lay.segment_ids, axis=1))

@@ -32,12 +32,22 @@ def test_stage_windows_continuous_and_official_grid():
 
 
 def test_official_timestep_windows():
-  ts = pyramid.timestep_windows(pyramid.stage_windows(3, 1000))
-  np.testing.assert_allclose([a for a, _ in ts] + [ts[-1][1]],
-                             [1000, 744, 386, 1], atol=0.5)
-  # Fractions of the range follow the path lengths 0.333, 0.466, 0.501.
-  lengths = np.array([a - b for a, b in ts]) / 999
-  np.testing.assert_allclose(lengths, [0.256, 0.359, 0.385], atol=1e-3)
+  windows = pyramid.stage_windows(3, 1000)
+  # On the code's integer grid (timesteps[j] = 1000 - j): exactly its cuts.
+  ts = pyramid.timestep_windows(windows, num_train_timesteps=1000)
+  assert ts == [(1000.0, 744.0), (744.0, 386.0), (386.0, 1.0)]
+  # By hand: path lengths 1/3 - 0, 0.666 - 0.1998, 1 - 0.4993 give
+  # cumulative fractions 0.2561 and 0.6148, cut at int(256.1), int(614.8).
+  lengths = [e - s for s, e in windows]
+  r = np.cumsum(lengths) / sum(lengths)
+  assert [1000 - int(1000 * x) for x in r[:2]] == [744, 386]
+  # Continuous cuts: the fractions 0.256, 0.359, 0.385 of 1000 -> 1.
+  cont = pyramid.timestep_windows(windows)
+  np.testing.assert_allclose([a - b for a, b in cont],
+                             999 * np.diff(np.concatenate([[0], r])),
+                             rtol=1e-12)
+  assert cont[0][1] == pytest.approx(744.1, abs=0.05)
+  assert cont[1][1] == pytest.approx(385.8, abs=0.05)
 
 
 def test_down_is_2x2_mean_and_up_is_nearest():
@@ -175,14 +185,56 @@ def test_delta_data_oracle_through_the_three_stage_sampler(grid):
   np.testing.assert_allclose(out, x1, atol=1e-5)
 
 
+@pytest.mark.parametrize("renoise", [True, False])
+def test_each_stage_starts_from_its_marginal(renoise, monkeypatch):
+  # The delta test ends at x1 whatever the jumps did (the last stage's
+  # end has no noise), so it cannot see the renoising. Here the state each
+  # stage starts from is caught: at start level s it must be
+  # s·Up(Down(x_k)) + (1 - s)·n with n i.i.d. N(0, 1) — its 2x2 blocks
+  # uncorrelated. Upsampling alone (renoise=False) leaves n with blocks of
+  # one value (and a signal residue).
+  x1 = jax.random.uniform(jax.random.key(7), (96, 16, 16, 3), minval=-1,
+                          maxval=1)
+  windows = pyramid.stage_windows(3)
+  euler = samplers.paths.euler
+  starts = []
+
+  def catching(v_fn, x, num_steps):
+    starts.append(np.asarray(x))  # Eager: each stage's start point.
+    return euler(v_fn, x, num_steps)
+
+  monkeypatch.setattr(samplers.paths, "euler", catching)
+  samplers.pyramid_sample(_oracle(x1, windows), jax.random.key(8), x1.shape,
+                          windows, (2, 2, 2), renoise=renoise)
+  assert [x.shape[1] for x in starts] == [4, 8, 16]
+  for i in (1, 2):
+    s = windows[i][0]
+    x_k = pyramid.down(x1, len(windows) - 1 - i)
+    low = pyramid.up2(pyramid.down2(x_k))
+    n = (starts[i] - s * np.asarray(low)) / (1 - s)
+    b, h, w, c = n.shape
+    # Rows: one 2x2 block of one channel; columns: its 4 pixels.
+    blocks = n.reshape(b, h // 2, 2, w // 2, 2, c).transpose(
+        0, 1, 3, 5, 2, 4).reshape(-1, 4)
+    cov = np.cov(blocks, rowvar=False)
+    if renoise:
+      # 96·(h/2)·(w/2)·3 blocks: standard error about 0.02 (stage 1).
+      np.testing.assert_allclose(cov, np.eye(4), atol=0.1)
+      np.testing.assert_allclose(blocks.mean(), 0.0, atol=0.05)
+    else:
+      off = cov[~np.eye(4, dtype=bool)]
+      assert off.min() > 0.3, cov
+
+
 def _mixture_oracle(points, windows):
   """The exact stage velocity for data = equal mixture of `points`.
 
   Given x at local time t' of stage i, each point's path has x ~
   N(m_j, c² I) with m_j = t'·e·x_k + (1-t')·s·Up(Down(x_k)) and c = t'(1-e)
   + (1-t')(1-s); the velocity is the posterior-weighted mean of the
-  points' conditional velocities. Exact only if every stage starts from
-  the right marginal, i.e. if the renoising is right.
+  points' conditional velocities. The two points differ at the coarsest
+  level, so stage 0 decides the outcome: this checks the stage velocities,
+  not the jumps (`test_each_stage_starts_from_its_marginal` does).
   """
   num = len(windows)
 
