@@ -133,6 +133,20 @@ def is_storage_error(error: BaseException) -> bool:
           or any(reason in text for reason in _KNOWN_REASONS))
 
 
+# Errors of the moment (memory, access, an object store's hiccup), not of
+# the bytes stored: a checkpoint that raises one is not damaged.
+_TRANSIENT = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory",
+              "Permission denied", "DEADLINE_EXCEEDED", "UNAVAILABLE",
+              "Connection reset", "Too many open files")
+
+
+def is_transient_error(error: BaseException) -> bool:
+  """Whether restoring failed for a reason of the moment (out of memory,
+  no permission, storage unavailable) rather than damaged bytes."""
+  return (isinstance(error, (MemoryError, PermissionError))
+          or any(reason in str(error) for reason in _TRANSIENT))
+
+
 def error_reason(error: BaseException) -> str:
   """A short reason from an orbax / tensorstore / TF error ("No space ...")."""
   text = str(error)
@@ -201,6 +215,25 @@ def saved_extra(directory: str, step: int) -> Dict[str, Any]:
   except Exception:  # pylint: disable=broad-except
     return {}
   return (meta.get("extra") or {}) if isinstance(meta, dict) else {}
+
+
+def saved_state_metadata(directory: str, step: int) -> Any:
+  """The array names, shapes and dtypes of checkpoint `step`'s state, read
+  without restoring it (cheap: checks before compiling).
+
+  Args:
+    directory: the checkpoint directory.
+    step: a committed step.
+
+  Returns:
+    The state's metadata tree, or None when it does not load (the restore
+    that follows finds a damaged checkpoint).
+  """
+  path = epath.Path(directory) / str(step) / "state"
+  try:
+    return ocp.StandardCheckpointHandler().metadata(path)
+  except Exception:  # pylint: disable=broad-except
+    return None
 
 
 class Checkpointer:
@@ -421,7 +454,9 @@ class Checkpointer:
       (the iterator is then back at its start) or `step` is not kept.
 
     Raises:
-      ValueError: `step` is kept but unusable.
+      ValueError: `step` is kept but unusable, or a checkpoint could not be
+        read for a reason of the moment (out of memory, no permission,
+        storage unavailable; `is_transient_error`): it is left in place.
     """
     target = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -515,12 +550,25 @@ class Checkpointer:
             "; ".join(cast[:2]), "; ..." if len(cast) > 2 else "")
     except Exception as e:  # pylint: disable=broad-except
       problem = f"it does not load: {error_reason(e)}"
+      transient = is_transient_error(e)
+    else:
+      transient = False
+    # 0: restored, 1: damaged, 2: could not be read just now.
+    code = 2 if transient else int(problem is not None)
     if jax.process_count() > 1:
       # Every process must take the same branch.
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      bad = multihost_utils.process_allgather(np.array(problem is not None))
-      if np.any(bad) and problem is None:
+      code = int(np.max(multihost_utils.process_allgather(np.array(code))))
+      if code and problem is None:
         problem = "another process could not restore it"
+    if code == 2 and not self.read_only:
+      # Not damage: setting the checkpoint aside would restart the run from
+      # an older one (or step 0) for an error a rerun may not have.
+      raise ValueError(
+          f"checkpoint {step} in {self.directory} could not be read "
+          f"({problem}); it is left in place: rerun once memory or storage "
+          "allows (a damaged checkpoint is set aside and the one before "
+          "used).")
     return problem, state, meta
 
   def _move_aside(self, step: int) -> str:

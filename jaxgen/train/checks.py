@@ -435,6 +435,37 @@ def check_latents_unchanged(config: ml_collections.ConfigDict, start: int,
       "from this run)")
 
 
+def check_resumed_state(abstract: Any, ckpt_dir: str, step: int,
+                        changed: Sequence[str], workdir: str) -> None:
+  """Refuses, before compiling, config changes that give the train state
+  other arrays than checkpoint `step` holds.
+
+  Fields outside the model (an optimizer's gradient clipping or weight
+  decay, EMA on or off) can add or drop optimizer-state or EMA arrays; the
+  restore found it only after compiling, naming array paths.
+
+  Args:
+    abstract: this run's abstract train state (`trainer.traced_state`).
+    ckpt_dir: WORKDIR/checkpoints.
+    step: the newest committed step.
+    changed: the changed config fields ("key: old -> new",
+      `provenance.check`).
+    workdir: the run directory (for the message).
+
+  Raises:
+    ValueError: one line naming the changed fields and the first array
+      that differs.
+  """
+  saved = checkpoint.saved_state_metadata(ckpt_dir, step)
+  diffs = checkpoint.structure_diff(saved, abstract) if saved else []
+  if diffs:
+    raise ValueError(
+        f"checkpoint {step} in {workdir} holds another train state than "
+        f"this config makes ({provenance.first_changes(list(changed), 3)}: "
+        f"{diffs[0]}); resume with --config=configs/run.py:{workdir} or pass "
+        "another --workdir.")
+
+
 def check_latents_at_resume(config: ml_collections.ConfigDict, ckpt_dir: str,
                             committed: Sequence[int]
                             ) -> Optional[Dict[str, Any]]:

@@ -27,6 +27,7 @@ from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import sample_metrics
 from jaxgen.parallel import mesh as mesh_lib
 from jaxgen.parallel import multihost
+from jaxgen.train import checkpoint as checkpoint_lib
 from jaxgen.train import run_record
 
 
@@ -169,10 +170,28 @@ def at_end(config: ml_collections.ConfigDict, workdir: str,
     (the last row of a finished run, or None; the last row of a run
     trained to the end whose evaluation or final sample grid there is
     missing, or None).
+
+  Raises:
+    ValueError: the newest checkpoint is of an unfinished run and past
+      `total_steps` (a rerun with a shorter length).
   """
   if not committed or max(committed) < total_steps:
     return None, None
   step = max(committed)
+  own = checkpoint_lib.saved_extra(os.path.join(workdir, "checkpoints"),
+                                   step).get("total_steps")
+  if own is not None and step < own:
+    # A run stopped part-way, rerun shorter: reporting it finished gave a
+    # result without its final evaluation or annealed learning rate.
+    if step > total_steps:
+      raise ValueError(
+          f"{workdir} stopped at checkpoint {step} of a {own}-step run, "
+          f"past the {total_steps} steps this config asks for; train it on "
+          f"with a run length of at least {step} steps (it was {own}), or "
+          "pass another --workdir.")
+    logging.warning("%s stopped at checkpoint %d of a %d-step run; this "
+                    "config ends it there, before its learning rate fell "
+                    "to the end of its schedule.", workdir, step, own)
   last = run_record.last_row(os.path.join(workdir, "metrics.jsonl"))
   unevaluated = missing_at_end(config, last, step, workdir)
   # A kill while the final grid was drawn (after the row and the save).

@@ -329,6 +329,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   latents = checks.check_latents_at_resume(config, ckpt_dir, committed)
   checks.check_resumed_batch(config, changed)
   checks.check_resumed_workers(changed)
+  if committed:
+    # Read without restoring: a data position this process count cannot
+    # take is an error now, not after compiling.
+    data_position.carried(ckpt_dir, max(committed))
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=pidx, process_count=pcount, train=True)
@@ -343,6 +347,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   if finished is not None:
     return finished
   init_from = config.get("init_from") or ""
+  if changed:
+    # A changed optimizer or EMA field can change the state's arrays.
+    checks.check_resumed_state(traced_state(s), ckpt_dir, max(committed),
+                               changed, workdir)
   if init_from and not committed:
     checks.check_init_from(config, init_from)
     # Another architecture is refused now, not after minutes of compiling.
@@ -376,19 +384,20 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     logging.info("Compiling the %s train step (batch %d, mesh %s)...",
                  config.family, config.batch_size, dict(s.mesh.shape))
     init_fn, abstract, shardings, p_step, _ = compile_step(s, base_rng)
-    # Only a run that passed every check, compiled and trains records its
-    # config (a model that fails to trace writes none); a finished run's
-    # config.json keeps describing its checkpoints. An earlier run without
-    # a checkpoint keeps its config.json, rows and grids (set aside).
+    # Only a run that passed every check, compiled, restored and trains
+    # records its config (a model that fails to trace writes none, nor does
+    # a resume its checkpoint refuses); a finished run's config.json keeps
+    # describing its checkpoints. An earlier run without a checkpoint keeps
+    # its config.json, rows and grids (set aside).
     if pidx == 0 and not committed:
       run_record.set_aside(workdir)
-    provenance.write(workdir, config)
     logging.info("Compiled train step; per-device memory: %s",
                  flops_lib.memory_line(flops_lib.memory_summary(p_step)))
     ckpt = checkpoint_lib.Checkpointer(
         ckpt_dir, max_to_keep=int(config.keep_checkpoints),
         save_every_steps=int(config.checkpoint_every_steps))
     start, state, extra = ckpt.restore(abstract, shardings, data_iter)
+    provenance.write(workdir, config)
     if state is None:
       start = 0
       state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
@@ -484,6 +493,9 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
         ckpt.poll()
         steps_since += 1
         is_last = step == s.total_steps
+        # Asked before evaluating: a signal's grace period (~30 s) is too
+        # short for a held-out evaluation or FID ahead of the save.
+        stop = watcher.should_stop(step)
         if step % log_every == 0 or is_last:
           buf.flush()
           dt = time.time() - t0
@@ -492,10 +504,11 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           # Steps/s and ETA go to the log; metrics.jsonl keeps the row.
           logs.log_progress(step, s.total_steps, sps)
           row.update(run_record.progress(config, s, seen, step, sps, peak))
-          saved_first = is_last and bool(eval_fn or score)
+          saved_first = (is_last or stop) and bool(eval_fn or score)
           if saved_first:
-            # A long final FID killed: state and row are safe, as after a
-            # failed evaluation; the full row replaces this one below.
+            # A long final FID killed (or one at a preempted step): state
+            # and row are safe, as after a failed evaluation; the full row
+            # replaces this one below.
             ckpt.guarded(workdir, metrics_lib.record_only, writer, step,
                          row)
             save(step, force=True)
@@ -523,7 +536,6 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           skipped_reported = run_record.report_skipped(
               info, f"epoch {step // info.batches_per_epoch}",
               skipped_reported)
-        stop = watcher.should_stop(step)
         if is_last or stop or eval_error or ckpt.is_save_step(step):
           try:
             save(step, force=is_last or stop or bool(eval_error))

@@ -117,6 +117,34 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(
   assert moved.startswith("2-") and sorted(os.listdir(directory)) == ["1"]
 
 
+@pytest.mark.parametrize("error", [
+    RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"),
+    PermissionError(13, "Permission denied"),
+    MemoryError()])
+def test_a_checkpoint_that_cannot_be_read_now_is_not_set_aside(
+    tmp_path, monkeypatch, error):
+  # Out of memory on restore set the newest checkpoint aside as corrupt and
+  # the run went on from the one before (or from step 0), silently.
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, [1, 2])
+  ckpt = checkpoint_lib.Checkpointer(str(directory))
+
+  def fails(*args, **kwargs):
+    raise error
+
+  monkeypatch.setattr(ckpt.manager, "restore", fails)
+  with pytest.raises(ValueError, match=(
+      rf"^checkpoint 2 in {directory} could not be read \(it does not "
+      r"load: .*\); it is left in place: rerun once memory or storage "
+      r"allows \(a damaged checkpoint is set aside and the one before "
+      r"used\)\.$")):
+    ckpt.restore(*_abstract(_state(0)), _iterator())
+  monkeypatch.undo()
+  ckpt.close()
+  assert sorted(os.listdir(directory)) == ["1", "2"]
+  assert not (tmp_path / "corrupt_checkpoints").exists()
+
+
 def test_a_lowered_keep_collects_only_after_the_newest_verifies(tmp_path):
   # keep_checkpoints lowered to 1 on a rerun: the older steps were deleted
   # before the newest was verified, so a corrupt newest left none to fall

@@ -6,6 +6,7 @@ folder, a short profiled run, config.json with provenance, a finished run.
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -158,6 +159,24 @@ def test_config_json_provenance_and_resume_checks(tmp_path, monkeypatch):
     trainer.train_and_evaluate(common.tiny_config(
         total_steps=4, **{"model.channels": (16, 16)}), str(tmp_path))
   assert "\n" not in str(e.value)
+  # Fields outside the model that add or drop state arrays: refused before
+  # compiling, naming the fields (the restore found them after compiling,
+  # having overwritten config.json with the refused config).
+  before = (tmp_path / "config.json").read_bytes()
+  for overrides, field in (
+      ({"optimizer.grad_clip": 0.0}, "optimizer.grad_clip: 1.0 -> 0.0"),
+      ({"ema_decay": 0.0}, "ema_decay: 0.99 -> 0.0"),
+      ({"optimizer.name": "adam"}, "optimizer.name: 'adamw' -> 'adam'")):
+    with pytest.raises(ValueError) as e:
+      trainer.train_and_evaluate(common.tiny_config(total_steps=4,
+                                                    **overrides),
+                                 str(tmp_path))
+    assert re.fullmatch(
+        f"checkpoint 2 in {tmp_path} holds another train state than this "
+        f"config makes \\({re.escape(field)}: [^;]+\\); resume with "
+        f"--config=configs/run.py:{tmp_path} or pass another --workdir\\.",
+        str(e.value)), str(e.value)
+  assert (tmp_path / "config.json").read_bytes() == before
   # Another family's config: the family is named, not every field that
   # follows from it.
   gan = r3gan.get_config("tiny")

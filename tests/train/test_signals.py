@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from jaxgen.parallel import multihost
+from jaxgen.train import evaluation
 from jaxgen.train import preemption
 from jaxgen.train import trainer
 from tests.train import common
@@ -56,6 +57,35 @@ def test_signal_saves_the_step_and_a_rerun_continues_identically(
   # Exactly: the row at step 6 averages steps 4-5 restored from the
   # checkpoint's JSON with step 6 fetched from the device.
   assert got == ref
+
+
+def test_a_signal_at_an_evaluation_step_saves_before_evaluating(
+    tmp_path, monkeypatch):
+  # The held-out evaluation (or FID) ran before the save: minutes, while a
+  # preemption notice gives ~30 s before SIGKILL takes the unsaved steps.
+  cfg = dict(total_steps=8, log_every_steps=1, checkpoint_every_steps=100,
+             eval_batches=1, eval_every_steps=4)
+  make_eval = evaluation.make_eval
+  committed_at_eval = {}
+
+  def spying(*args):
+    eval_fn = make_eval(*args)
+
+    def run(state, step):
+      committed_at_eval[step] = str(step) in os.listdir(
+          tmp_path / "checkpoints")
+      return eval_fn(state, step)
+    return run
+
+  monkeypatch.setattr(evaluation, "make_eval", spying)
+  common.signal_at_batch(monkeypatch, 4, signal.SIGTERM)
+  with pytest.raises(preemption.Preempted, match="^preempted by SIGTERM at "
+                     "step 4: checkpoint 4 saved"):
+    trainer.train_and_evaluate(common.tiny_config(**cfg), str(tmp_path))
+  assert committed_at_eval == {4: True}
+  # The row saved first was completed by the evaluation after it.
+  (row,) = [r for r in _rows(tmp_path) if r["step"] == 4]
+  assert np.isfinite(row["eval_loss"]) and np.isfinite(row["loss"])
 
 
 def _start(workdir, **overrides):

@@ -7,6 +7,7 @@ against XLA's count, and a short run whose loss falls.
 
 import json
 import os
+import signal
 
 import flax.linen as nn
 import jax
@@ -22,6 +23,7 @@ from jaxgen.diffusion import objective as sd_objective
 from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
+from jaxgen.train import preemption
 from jaxgen.train import run_state
 from jaxgen.train import trainer
 from configs import r3gan
@@ -218,3 +220,39 @@ def test_a_finished_run_without_its_last_row_still_names_its_step(tmp_path):
       {"step": 2, "loss": 0.25}) + "\n")
   assert evaluation.at_end(config, str(tmp_path), [1, 2], 2) == (
       {"step": 2, "loss": 0.25}, None)
+
+
+def test_a_shorter_rerun_of_an_unfinished_run_is_refused(tmp_path,
+                                                         monkeypatch):
+  # Stopped at step 3 of 8, rerun with total_steps=2: it printed "done:
+  # step 3" with no final evaluation, and a sweep recorded it as a result.
+  common.signal_at_batch(monkeypatch, 3, signal.SIGTERM)
+  with pytest.raises(preemption.Preempted):
+    trainer.train_and_evaluate(common.tiny_config(total_steps=8),
+                               str(tmp_path))
+  monkeypatch.undo()
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
+  with pytest.raises(ValueError) as e:
+    trainer.train_and_evaluate(common.tiny_config(total_steps=2),
+                               str(tmp_path))
+  assert str(e.value) == (
+      f"{tmp_path} stopped at checkpoint 3 of a 8-step run, past the 2 steps "
+      "this config asks for; train it on with a run length of at least 3 "
+      "steps (it was 8), or pass another --workdir.")
+
+
+def test_a_data_position_this_process_count_cannot_take_is_refused_first(
+    tmp_path, monkeypatch):
+  # Found by the restore, after compiling (minutes on a large model).
+  from tests.train import test_checkpoint_faults  # pylint: disable=g-import-not-at-top
+  trainer.train_and_evaluate(common.tiny_config(total_steps=2),
+                             str(tmp_path))
+  test_checkpoint_faults._as_saved_by_processes(  # pylint: disable=protected-access
+      str(tmp_path / "checkpoints" / "2"),
+      [{"next_index_in_cycle": 0, "iterators_in_use_states": [{}]}] * 2)
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
+  with pytest.raises(ValueError, match=r"^checkpoint 2 in .* was saved by 2 "
+                     r"process\(es\) and its data position .* cannot be "
+                     r"carried to 1; resume it with 2 process\(es\)\.$"):
+    trainer.train_and_evaluate(common.tiny_config(total_steps=4),
+                               str(tmp_path))
