@@ -81,15 +81,57 @@ def format_duration(seconds: float) -> str:
   return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def log_progress(step: int, total_steps: int, steps_per_sec: float) -> None:
+def log_progress(step: int, total_steps: int, steps_per_sec: float,
+                 evaluations: float = 0.0) -> None:
   """Logs "step s/N (p%), r steps/s, ETA t" at the rate the caller measured.
 
   Args:
     step: the step just finished.
     total_steps: the run's last step.
     steps_per_sec: the current training rate.
+    evaluations: seconds the evaluations still ahead will take
+      (`EvaluationTimes.ahead`), added to the ETA.
   """
   eta = (total_steps - step) / steps_per_sec if steps_per_sec > 0 else 0.0
   logging.info("step %d/%d (%.0f%%), %.3g steps/s, ETA %s", step,
                total_steps, 100.0 * step / max(total_steps, 1),
-               steps_per_sec, format_duration(eta))
+               steps_per_sec, format_duration(eta + evaluations))
+
+
+def evaluations_from(step: int, total_steps: int, every: int) -> int:
+  """How many of the steps step..total_steps evaluate: the multiples of
+  `every` (0: none) and the last step, which always does."""
+  if step > total_steps:
+    return 0
+  count = (total_steps // every - (step - 1) // every) if every > 0 else 0
+  return count + int(every <= 0 or total_steps % every != 0)
+
+
+class EvaluationTimes:
+  """Mean wall time of each kind of periodic evaluation (held-out loss,
+  sample metrics), so that the ETA counts the ones still ahead: with a
+  minutes-long FID every few thousand steps the steps alone say little."""
+
+  def __init__(self):
+    self._seconds, self._count = {}, {}
+
+  def add(self, kind: str, seconds: float) -> None:
+    """Records one evaluation of `kind` that took `seconds`."""
+    self._seconds[kind] = self._seconds.get(kind, 0.0) + seconds
+    self._count[kind] = self._count.get(kind, 0) + 1
+
+  def ahead(self, step: int, total_steps: int, every: dict) -> float:
+    """Seconds the evaluations of steps step..total_steps will take at the
+    mean times measured so far (0 for a kind not measured yet).
+
+    Args:
+      step: the first step still to evaluate.
+      total_steps: the run's last step.
+      every: {kind: its interval in steps (0: the last step only)}.
+
+    Returns:
+      The estimate in seconds.
+    """
+    return sum(self._seconds[k] / self._count[k]
+               * evaluations_from(step, total_steps, int(every.get(k, 0)))
+               for k in self._count)

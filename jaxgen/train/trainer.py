@@ -448,6 +448,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
                                    latents)
     last: Dict[str, Any] = {}
     eval_error = None
+    # The ETA counts the evaluations still ahead at their measured times.
+    eval_times = logs.EvaluationTimes()
+    eval_every = {"eval": int(config.eval_every_steps),
+                  "score": int(score.every or 0) if score else 0}
     t0, steps_since = time.time(), 0
     failed = True
 
@@ -502,7 +506,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           row = buf.mean_and_reset()
           sps = steps_since / max(dt, 1e-9)
           # Steps/s and ETA go to the log; metrics.jsonl keeps the row.
-          logs.log_progress(step, s.total_steps, sps)
+          logs.log_progress(step, s.total_steps, sps, eval_times.ahead(
+              step, s.total_steps, eval_every))
           row.update(run_record.progress(config, s, seen, step, sps, peak))
           saved_first = (is_last or stop) and bool(eval_fn or score)
           if saved_first:
@@ -516,9 +521,13 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           try:
             if eval_fn and (step % int(config.eval_every_steps) == 0
                             or is_last):
+              began = time.time()
               row.update(eval_fn(state, step))
+              eval_times.add("eval", time.time() - began)
             if score and score.due(step, is_last):
+              began = time.time()
               row.update(score(state, step))
+              eval_times.add("score", time.time() - began)
           except Exception as e:  # pylint: disable=broad-except
             if pcount > 1:
               # The save is collective: with one process failing alone it

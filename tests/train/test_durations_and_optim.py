@@ -8,6 +8,7 @@ import pytest
 
 from jaxgen import config_lib
 from jaxgen.train import durations
+from jaxgen.train import logs
 from jaxgen.train import state as state_lib
 
 
@@ -189,3 +190,27 @@ def test_parse_arg_presets_and_options():
     config_lib.parse_arg("tiny,runlocal=ture", ["tiny"], runlocal=False)
   with pytest.raises(ValueError, match="steps='five': expected an integer"):
     config_lib.parse_arg("tiny,steps=five", ["tiny"], steps=1)
+
+
+def test_the_eta_counts_the_evaluations_still_ahead(caplog):
+  # Steps 5..20 of a run evaluating every 4 steps: 8, 12, 16, 20 (the last
+  # is one of them); every 6: 6, 12, 18 and the last, 20.
+  assert logs.evaluations_from(5, 20, 4) == 4
+  assert logs.evaluations_from(5, 20, 6) == 4
+  assert logs.evaluations_from(4, 20, 4) == 5
+  assert logs.evaluations_from(5, 20, 0) == 1  # The last step only.
+  assert logs.evaluations_from(21, 20, 4) == 0
+  for step, every in ((1, 7), (3, 5), (9, 3), (20, 20)):
+    by_hand = sum(1 for k in range(step, 21) if k % every == 0 or k == 20)
+    assert logs.evaluations_from(step, 20, every) == by_hand
+  times = logs.EvaluationTimes()
+  assert times.ahead(5, 20, {"eval": 4}) == 0.0  # Nothing measured yet.
+  times.add("eval", 2.0)
+  times.add("eval", 4.0)
+  times.add("score", 30.0)
+  # 4 evaluations at 3 s, and the final FID at 30 s.
+  assert times.ahead(5, 20, {"eval": 4, "score": 0}) == pytest.approx(42.0)
+  with caplog.at_level("INFO"):
+    logs.log_progress(5, 20, 1.0, 42.0)
+  # 15 steps at 1 step/s plus 42 s of evaluations.
+  assert "step 5/20 (25%), 1 steps/s, ETA 0m57s" in caplog.text
