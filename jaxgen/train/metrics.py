@@ -266,13 +266,16 @@ def record_only(writer, step: int, scalars: Mapping[str, Any]) -> None:
       w.write_scalars(step, scalars)
 
 
-def create_writer(workdir: str, tensorboard: bool = True):
+def create_writer(workdir: str, tensorboard: bool = True,
+                  purge_step: Optional[int] = None):
   """The run's writer: logging everywhere; on process 0 also metrics.jsonl
   and, if `tensorboard`, TensorBoard events (`jaxgen.train.tensorboard`).
 
   Args:
     workdir: the run directory.
     tensorboard: write TensorBoard events to `workdir`.
+    purge_step: a resumed run's first step (TensorBoard hides the earlier
+      attempt's events from there on, as metrics.jsonl drops its rows).
 
   Returns:
     A writer with clu's `MetricWriter` methods.
@@ -282,7 +285,7 @@ def create_writer(workdir: str, tensorboard: bool = True):
   writers = [LogWriter(), JsonlWriter(os.path.join(workdir, "metrics.jsonl"))]
   if tensorboard:
     from jaxgen.train import tensorboard as tensorboard_lib  # pylint: disable=g-import-not-at-top  (it subclasses WriterBase)
-    writers.append(tensorboard_lib.TensorBoardWriter(workdir))
+    writers.append(tensorboard_lib.TensorBoardWriter(workdir, purge_step))
   return MultiWriter(writers)
 
 

@@ -14,7 +14,7 @@ import io
 import os
 import socket
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import etils.epath as epath
 import numpy as np
@@ -59,7 +59,16 @@ class TensorBoardWriter(metrics.WriterBase):
   point clouds (which jaxgen does not log) are dropped.
   """
 
-  def __init__(self, logdir: str):
+  def __init__(self, logdir: str, purge_step: Optional[int] = None):
+    """Opens a new event file in `logdir`.
+
+    Args:
+      logdir: the run directory.
+      purge_step: a resumed run's first step: TensorBoard then hides what
+        earlier event files logged from this step on (the rows of the
+        attempt after its last checkpoint, logged again now), as PyTorch's
+        `purge_step` does with a SessionLog START.
+    """
     name = (f"events.out.tfevents.{int(time.time()):010d}."
             f"{socket.gethostname()}.{os.getpid()}.v2")
     self.path = epath.Path(logdir) / name
@@ -73,6 +82,11 @@ class TensorBoardWriter(metrics.WriterBase):
     self._records.write(event_pb2.Event(
         wall_time=time.time(), file_version="brain.Event:2"
     ).SerializeToString())
+    if purge_step is not None:
+      self._records.write(event_pb2.Event(
+          wall_time=time.time(), step=int(purge_step),
+          session_log=event_pb2.SessionLog(
+              status=event_pb2.SessionLog.START)).SerializeToString())
 
   def _add(self, step: int, values) -> None:
     self._records.write(event_pb2.Event(

@@ -423,7 +423,11 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
       else:
         run_record.reconcile_metrics(metrics_path, start)
     writer = metrics_lib.create_writer(
-        workdir, tensorboard=bool(config.get("tensorboard", True)))
+        workdir, tensorboard=bool(config.get("tensorboard", True)),
+        # What the attempt before logged past its checkpoint (or the row
+        # being completed) is logged again: TensorBoard hides the old.
+        purge_step=(None if not start
+                    else start if unevaluated is not None else start + 1))
     if pidx == 0:
       writer.write_hparams({k: str(v) for k, v in config.items()})
     profiler = None

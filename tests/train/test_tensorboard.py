@@ -46,3 +46,23 @@ def test_object_store_file_is_rewritten_whole_on_flush(tmp_path, monkeypatch):
   acc.Reload()
   assert [e.value for e in acc.Scalars("loss")] == [1.0, 2.0]
   assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_resumed_run_hides_what_the_attempt_before_logged_past_it(
+    tmp_path, monkeypatch):
+  # Killed after logging steps 4 and 5 with checkpoint 3: metrics.jsonl
+  # drops those rows and the rerun logs them again; TensorBoard showed both.
+  first = tensorboard.TensorBoardWriter(str(tmp_path))
+  for step in range(1, 6):
+    first.write_scalars(step, {"loss": float(step)})
+  first.close()
+  # A later event file (named by the time in seconds).
+  monkeypatch.setattr(tensorboard.time, "time", lambda: 4e9)
+  again = tensorboard.TensorBoardWriter(str(tmp_path), purge_step=4)
+  for step in (4, 5, 6):
+    again.write_scalars(step, {"loss": 10.0 * step})
+  again.close()
+  acc = event_accumulator.EventAccumulator(str(tmp_path))
+  acc.Reload()
+  assert [(e.step, e.value) for e in acc.Scalars("loss")] == [
+      (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]
