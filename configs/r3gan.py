@@ -96,6 +96,10 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.gan.burn_in_fraction = 0.0
   # EMA half-life of G (in images) after the burn-in; it ramps from 0.
   c.gan.ema_half_life_examples = 5 * M
+  # EMA half-life as this fraction of the run's images instead (0:
+  # ema_half_life_examples). The scaling sweeps set it, so that every
+  # budget samples a generator of the same age relative to its run.
+  c.gan.ema_half_life_fraction = 0.0
   # ADA-style augmentation of D's inputs (jaxgen/gan/augment.py): the
   # probability after the burn-in; it ramps from 0 with the same cosine.
   # 0 turns it off. Paper values (Table 9): CIFAR-10 0.55, FFHQ 0.3,

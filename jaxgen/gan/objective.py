@@ -173,8 +173,19 @@ class R3GAN(objective_lib.Objective):
                                   burn_in, batch)
     self.b2_fn = burn_in_schedule(o.b2, o.end_b2, burn_in, batch)
     self.gamma_fn = burn_in_schedule(g.gamma, g.end_gamma, burn_in, batch)
-    self.half_life_fn = burn_in_schedule(0.0, g.ema_half_life_examples,
-                                         burn_in, batch)
+    self.half_life_fraction = float(g.get("ema_half_life_fraction", 0.0))
+    if self.half_life_fraction > 0:
+      # A share of the run's images (as the burn-in can be): the sampled
+      # EMA generator is equally old, relative to the run, at every budget
+      # of a sweep (a fixed half-life in images averaged a short run over
+      # most of it and a long run over its end).
+      ramp = burn_in_schedule(0.0, 1.0, burn_in, batch)
+      self.half_life_fn = lambda step: ramp(step) * (
+          self.half_life_fraction * batch
+          * jnp.asarray(self.run_length(), jnp.float32))
+    else:
+      self.half_life_fn = burn_in_schedule(0.0, g.ema_half_life_examples,
+                                           burn_in, batch)
     # ADA-style augmentation of D's inputs; p ramps from 0 over the burn-in.
     self.augment_p = float(g.get("augment_p", 0.0))
     self.augment_fn = burn_in_schedule(0.0, self.augment_p, burn_in, batch)
@@ -209,6 +220,10 @@ class R3GAN(objective_lib.Objective):
     if not 0.0 <= self.burn_in_fraction <= 1.0:
       raise ValueError(f"config.gan.burn_in_fraction={self.burn_in_fraction}"
                        " must be in [0, 1] (0: use gan.burn_in_examples).")
+    if not 0.0 <= self.half_life_fraction <= 1.0:
+      raise ValueError(
+          f"config.gan.ema_half_life_fraction={self.half_life_fraction} must "
+          "be in [0, 1] (0: use gan.ema_half_life_examples).")
     widths = self.kwargs["widths"]
     expected = 4 * 2 ** (len(widths) - 1)
     if self.image_size != expected:

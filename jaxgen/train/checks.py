@@ -272,7 +272,15 @@ def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
   if not (start and saved_steps and int(saved_steps) != int(total_steps)
           and jax.process_index() == 0):
     return
-  fraction = float((config.get("gan") or {}).get("burn_in_fraction", 0.0))
+  gan = config.get("gan") or {}
+  fraction = float(gan.get("burn_in_fraction", 0.0))
+  if float(gan.get("ema_half_life_fraction", 0.0)) > 0:
+    # A share of the run's images: it moves at once, burn-in or not.
+    logging.warning(
+        "Run length %d -> %d steps since checkpoint %d: the EMA half-life "
+        "(gan.ema_half_life_fraction=%g) changes in proportion from step %d "
+        "on.", int(saved_steps), int(total_steps), start,
+        float(gan.ema_half_life_fraction), start)
   if fraction > 0:
     if start >= fraction * max(int(saved_steps), int(total_steps)):
       return  # Past both burn-ins: nothing moves.

@@ -90,6 +90,28 @@ def test_burn_in_fraction_follows_the_runtime_run_length():
   np.testing.assert_allclose(gamma, obj.config.gan.end_gamma, rtol=1e-6)
 
 
+def test_ema_half_life_fraction_follows_the_runtime_run_length():
+  # 5% of the run's images after a burn-in of a quarter of it: 100 steps of
+  # batch 8 give a half-life of 40 images, reached at step 25; a runtime
+  # length of 400 steps makes it 160, reached at step 100.
+  obj = gan_objective.R3GAN(_config(**{"gan.burn_in_fraction": 0.25,
+                                       "gan.ema_half_life_fraction": 0.05}),
+                            total_steps=100)
+  assert obj.config.batch_size == 8
+  np.testing.assert_allclose(obj.half_life_fn(0), 0.0, atol=1e-6)
+  np.testing.assert_allclose(obj.half_life_fn(12.5), 20.0, rtol=1e-5)
+  np.testing.assert_allclose(obj.half_life_fn(25), 40.0, rtol=1e-6)
+  np.testing.assert_allclose(obj.half_life_fn(90), 40.0, rtol=1e-6)
+  with obj.runtime_run_length(jnp.int32(400)):
+    late = jax.jit(obj.half_life_fn)(100)
+  np.testing.assert_allclose(late, 160.0, rtol=1e-6)
+  # Off (0), the half-life in images stands.
+  fixed = gan_objective.R3GAN(_config(), total_steps=100)
+  np.testing.assert_allclose(
+      fixed.half_life_fn(10**6), fixed.config.gan.ema_half_life_examples,
+      rtol=1e-6)
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"dataset.image_size": 32}, "make 16px images"),
     ({"model.group_width": 48}, "not multiples of config.model.group_width"),
@@ -97,6 +119,8 @@ def test_burn_in_fraction_follows_the_runtime_run_length():
     ({"gan.loss": "wgan"}, "unknown config.gan.loss"),
     ({"model.conv_impl": "fft"}, "unknown config.model.conv_impl"),
     ({"gan.burn_in_fraction": 1.5}, "must be in \\[0, 1\\]"),
+    ({"gan.ema_half_life_fraction": -0.1}, "ema_half_life_fraction=-0.1 must "
+     "be in \\[0, 1\\]"),
     ({"model.group_width": 0}, "group_width=0 must be an integer >= 1"),
     ({"model.widths": (32, 0, 16)}, "widths entry=0 must be an integer"),
     ({"gan.gamma": -1.0}, "config.gan.gamma=-1.0 must be a number >= 0"),

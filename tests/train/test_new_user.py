@@ -555,6 +555,14 @@ def test_schedule_warning_only_for_optimizer_schedules(caplog):
   with caplog.at_level(logging.WARNING):
     checks.warn_if_schedule_moves(gan, 1000, 1000, 1500)
   assert not caplog.records
+  # ... unless the EMA half-life is a share of the run too.
+  gan.gan.ema_half_life_fraction = 0.05
+  with caplog.at_level(logging.WARNING):
+    checks.warn_if_schedule_moves(gan, 1000, 1000, 1500)
+  assert [r.getMessage() for r in caplog.records] == [
+      "Run length 1000 -> 1500 steps since checkpoint 1000: the EMA "
+      "half-life (gan.ema_half_life_fraction=0.05) changes in proportion "
+      "from step 1000 on."]
 
 
 def test_a_worker_count_change_on_resume_is_refused_before_compiling(
