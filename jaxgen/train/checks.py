@@ -247,6 +247,29 @@ def check_eval_interval(config: ml_collections.ConfigDict,
 
 
 
+def warn_if_warmup_spans_run(config: ml_collections.ConfigDict,
+                             steps: int) -> None:
+  """Warns when `optimizer.warmup_steps` is not shorter than the run: the
+  schedule then rises over the whole run (it is capped at steps - 1) and
+  reaches the peak rate only at the end, never decaying.
+
+  Args:
+    config: the run config.
+    steps: the run's resolved length.
+  """
+  opt = config.get("optimizer")
+  if (opt is None or "schedule" not in opt or opt.get("warmup_fraction")
+      or steps <= 1 or jax.process_index() != 0):
+    return
+  warmup = int(opt.get("warmup_steps", 0) or 0)
+  if warmup >= steps:
+    logging.warning(
+        "optimizer.warmup_steps=%d is not shorter than the run's %d steps: "
+        "the learning rate rises over the whole run, reaches "
+        "optimizer.learning_rate only at its last step and never decays; "
+        "lower it or set optimizer.warmup_fraction.", warmup, steps)
+
+
 def warn_if_schedule_moves(config: ml_collections.ConfigDict, start: int,
                            saved_steps: Optional[int],
                            total_steps: int,

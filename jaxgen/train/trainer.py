@@ -341,6 +341,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
     # compiling, not at the first evaluation.
     evaluation.held_out_input(config)
   s = setup(config, data_info=info, devices=devices, checked=checked)
+  checks.warn_if_warmup_spans_run(config, s.total_steps)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   finished, unevaluated = evaluation.at_end(config, workdir, committed,
                                             s.total_steps)

@@ -214,3 +214,27 @@ def test_the_eta_counts_the_evaluations_still_ahead(caplog):
     logs.log_progress(5, 20, 1.0, 42.0)
   # 15 steps at 1 step/s plus 42 s of evaluations.
   assert "step 5/20 (25%), 1 steps/s, ETA 0m57s" in caplog.text
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about(caplog):
+  from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
+  from tests.train import common  # pylint: disable=g-import-not-at-top
+  config = common.tiny_config()  # warmup_steps=20.
+  with caplog.at_level("WARNING"):
+    checks.warn_if_warmup_spans_run(config, 20)
+  assert [r.getMessage() for r in caplog.records] == [
+      "optimizer.warmup_steps=20 is not shorter than the run's 20 steps: the "
+      "learning rate rises over the whole run, reaches "
+      "optimizer.learning_rate only at its last step and never decays; "
+      "lower it or set optimizer.warmup_fraction."]
+  # The schedule itself: still rising at the last step, never past the peak.
+  schedule = state_lib.learning_rate_schedule(config.optimizer, 20)
+  rates = [float(schedule(k)) for k in range(20)]
+  assert np.all(np.diff(rates) > 0)
+  assert rates[-1] == pytest.approx(config.optimizer.learning_rate)
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    checks.warn_if_warmup_spans_run(config, 21)
+    config.optimizer.warmup_fraction = 0.5
+    checks.warn_if_warmup_spans_run(config, 10)
+  assert not caplog.records
