@@ -477,14 +477,26 @@ def section_hint(line: str, config: ml_collections.ConfigDict,
     argv: the command line (the hint is for `--config.NAME.x=...`).
 
   Returns:
-    " (a 'FAMILY' config has no 'NAME' section)", or "".
+    " (a 'FAMILY' config has no 'NAME' section)", "; did you mean
+    --config.SECTION.NAME?" for a section's field given at the top level,
+    or "".
   """
   unknown = re.fullmatch(r"unknown config field '(\w+)'", line)
-  family = config.get("family")
-  if not unknown or not family or unknown.group(1) in config or not any(
-      a.startswith(f"--config.{unknown.group(1)}.") for a in argv):
+  if not unknown or unknown.group(1) in config:
     return ""
-  return f" (a {family!r} config has no {unknown.group(1)!r} section)"
+  name = unknown.group(1)
+  if any(a.startswith(f"--config.{name}=") for a in argv):
+    # A field given at the top level that lives in a section
+    # (--config.learning_rate for optimizer.learning_rate).
+    nested = sorted(k for k in flatten(config.to_dict())
+                    if k.rsplit(".", 1)[-1] == name and "." in k)
+    if nested:
+      return "; did you mean " + " or ".join(
+          f"--config.{k}" for k in nested[:3]) + "?"
+  family = config.get("family")
+  if not family or not any(a.startswith(f"--config.{name}.") for a in argv):
+    return ""
+  return f" (a {family!r} config has no {name!r} section)"
 
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -9,6 +9,7 @@ import pytest
 
 from jaxgen import bench
 from jaxgen import bench_suite
+from jaxgen import config_lib
 from jaxgen.parallel import mesh as mesh_lib
 from tests.train import common
 
@@ -359,6 +360,21 @@ def test_bad_values_and_missing_flags_are_one_error_line(args, expected):
   assert out.returncode != 0 and "Traceback" not in out.stderr
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(expected), out.stderr[-2000:]
+
+
+def test_a_sections_field_given_at_the_top_level_names_the_section():
+  config = config_lib.load_config_file("configs/simple_diffusion.py:tiny")
+  line = "unknown config field 'learning_rate'"
+  assert config_lib.section_hint(
+      line, config, ["--config.learning_rate=1e-3"]) == (
+          "; did you mean --config.optimizer.learning_rate?")
+  # Several sections hold it: each is named.
+  hint = config_lib.section_hint("unknown config field 'image_size'", config,
+                                 ["--config.image_size=32"])
+  assert hint.startswith("; did you mean --config.dataset.image_size")
+  # Not a field of any section: no hint.
+  assert config_lib.section_hint("unknown config field 'nope'", config,
+                                 ["--config.nope=1"]) == ""
 
 
 def test_verbosity_1_adds_the_traceback_of_an_error_line(tmp_path):
