@@ -101,7 +101,7 @@ def _record(config, step: int, seed: int, batch: int, decoder) -> dict:
 
 
 def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
-                  write: bool) -> None:
+                  write: bool, early: bool = False) -> None:
   """Refuses an output folder holding other samples; records this run's.
 
   The skip-complete-batches resume is only right when the PNGs there were
@@ -114,6 +114,8 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
     num: samples requested (for the batch-size hint).
     dp: data-parallel devices (the batch is a multiple of it).
     write: this process writes the record (process 0).
+    early: before the checkpoint is restored (the batch and the decoder
+      are not known yet): compares the rest and writes nothing.
 
   Raises:
     ValueError: one line naming what differs and what to pass.
@@ -139,14 +141,14 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
                        f"(if still kept), {fix}")
     if old["seed"] != record["seed"]:
       raise ValueError(f"{where} --seed={old['seed']}; pass it again, {fix}")
-    if old["batch"] != record["batch"]:
+    if not early and old["batch"] != record["batch"]:
       hint = (f"--batch_size={old['batch']}, "
               if old["batch"] <= num and old["batch"] % dp == 0 else "")
       raise ValueError(f"{where} batch size {old['batch']}, this command "
                        f"draws batches of {record['batch']} (--batch_size, "
                        "at most --num; batch k's noise depends on both); "
                        f"pass {hint}{fix}")
-    if old["decoder_step"] != record.get("decoder_step"):
+    if not early and old["decoder_step"] != record.get("decoder_step"):
       raise ValueError(f"{where} latents decoded by autoencoder step "
                        f"{old['decoder_step']}, this command decodes with "
                        f"step {record.get('decoder_step')}; pass {fix}")
@@ -164,7 +166,7 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
     raise ValueError(f"{out_dir} holds PNGs without a {_RECORD} (not "
                      "written by this command); pass another --out or delete "
                      "them.")
-  if write:
+  if write and not early:
     tmp = out_dir / (_RECORD + ".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     tmp.replace(path)
@@ -245,6 +247,10 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   except OSError as e:
     raise ValueError(f"cannot create --out={out}: {e.strerror or e}; pass a "
                      "folder you can write to.") from None
+  # A folder of other samples is refused before minutes of restoring too
+  # (the batch and the decoder are compared once known).
+  _check_record(out_dir, _record(config, chosen, seed, 0, None), num, 1,
+                write=False, early=True)
   s, step, state = run_state.restore(config, workdir, step=step)
   if state is None:
     raise no_checkpoint
