@@ -419,18 +419,20 @@ class EncoderDecoder(nn.Module):
     self.encoder, self.decoder = self.parts()
 
   def moments(self, x, train: bool = False):
-    """(mean, log-variance) of q(z|x); log-variance None if deterministic."""
-    h = self.encoder(x, train)
+    """(mean, log-variance) of q(z|x); log-variance None if deterministic.
+    Float32 whatever the compute dtype (losses, statistics and latents
+    written to disk are taken from them)."""
+    h = self.encoder(x, train).astype(jnp.float32)
     return split_moments(h) if self.variational else (h, None)
 
   def encode(self, x, train: bool = False):
     return self.moments(x, train)[0]
 
   def decode(self, z, train: bool = False):
-    return self.decoder(z, train)
+    return self.decoder(z, train).astype(jnp.float32)
 
   def __call__(self, x, train: bool = False):
-    return self.decoder(self.encode(x, train), train)
+    return self.decode(self.encode(x, train), train)
 
 
 class DCAE(EncoderDecoder):

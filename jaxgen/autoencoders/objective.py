@@ -35,7 +35,7 @@ logs eval_psnr / eval_ssim / eval_lpips / eval_rfid for it, and
 
 import dataclasses
 import functools
-from typing import Dict
+from typing import Any, Dict
 
 from absl import logging
 import jax
@@ -106,21 +106,25 @@ def arch_from_config(config):
   return arch
 
 
-def build_model(arch, variational: bool = False, conv_impl: str = "lax"):
+def build_model(arch, variational: bool = False, conv_impl: str = "lax",
+                dtype: Any = jnp.float32):
   """The Flax module of an architecture (`DCAE` or `CosmosAE`).
 
   Args:
     arch: the architecture.
     variational: the encoder emits mean and log-variance.
     conv_impl: its 3x3 convs' `linear.Conv.impl`.
+    dtype: compute dtype (`config.dtype`); latents and images come out in
+      float32, and the linear attention and norms compute in float32.
 
   Returns:
     The module.
   """
   if isinstance(arch, cosmos.CosmosArch):
     return cosmos.CosmosAE(arch, variational=variational,
-                           conv_impl=conv_impl)
-  return dc_ae.DCAE(arch, variational=variational, conv_impl=conv_impl)
+                           conv_impl=conv_impl, dtype=dtype)
+  return dc_ae.DCAE(arch, variational=variational, conv_impl=conv_impl,
+                    dtype=dtype)
 
 
 def _load_lpips(path: str, weight: float):
@@ -188,7 +192,8 @@ class Autoencoder(objective_lib.Objective):
     conv_impl = linear.resolve_conv_impl(
         str(a.get("conv_impl", "auto")), "config.autoencoder.conv_impl")
     self.image_size = int(config.dataset.image_size)
-    self.model = build_model(self.arch, self.kl_weight > 0, conv_impl)
+    self.model = build_model(self.arch, self.kl_weight > 0, conv_impl,
+                             config_lib.compute_dtype(config))
     self.video = bool(getattr(self.arch, "video", False))
     # Clips are batch["video"] [B, T, H, W, C]; images batch["image"].
     self.key = "video" if self.video else "image"
@@ -215,7 +220,8 @@ class Autoencoder(objective_lib.Objective):
                                       self.lpips_weight)
     if self.gan_weight:
       self.discriminator = adversarial.PatchDiscriminator(
-          tuple(int(w) for w in a.get("disc_widths", (64, 128, 256))))
+          tuple(int(w) for w in a.get("disc_widths", (64, 128, 256))),
+          dtype=config_lib.compute_dtype(config))
     self._tx = self._d_tx = None
 
   def validate(self, num_devices_data_parallel: int) -> None:

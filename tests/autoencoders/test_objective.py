@@ -147,6 +147,35 @@ def test_conv_impl_reaches_the_model():
     assert obj.model.conv_impl == want
 
 
+@pytest.mark.parametrize("arg", ["tiny", "tiny_cosmos"])
+def test_config_dtype_is_the_compute_dtype(arg):
+  # The family ran in float32 whatever config.dtype said (the H200 row of
+  # DC-AE listed under bf16 computed in float32).
+  c = ae_config.get_config(arg)
+  c.dtype = "bfloat16"
+  obj = ae_objective.Autoencoder(c, total_steps=2)
+  assert obj.model.dtype == jnp.bfloat16
+  size = int(c.dataset.image_size)
+  x = jax.random.uniform(jax.random.key(0), (2, size, size, 3), minval=-1,
+                         maxval=1)
+  model32 = obj.model.clone(dtype=jnp.float32)
+  variables = model32.init(jax.random.key(1), x)
+  z16, out16 = jax.jit(lambda v, x: (
+      obj.model.apply(v, x, method=obj.model.encode), obj.model.apply(v, x))
+                      )(variables, x)
+  z32, out32 = jax.jit(lambda v, x: (
+      model32.apply(v, x, method=model32.encode), model32.apply(v, x)))(
+          variables, x)
+  # Float32 out (losses and written latents), bf16 inside: they differ.
+  assert z16.dtype == out16.dtype == jnp.float32
+  for a16, a32 in ((z16, z32), (out16, out32)):
+    err = float(jnp.abs(a16 - a32).max() / jnp.abs(a32).max())
+    assert 0 < err < 0.1, err
+  disc = ae_objective.Autoencoder(
+      ae_config.get_config("tiny,gan"), total_steps=2).discriminator
+  assert disc.dtype == jnp.float32  # CPU: "auto" is float32.
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"dataset.image_size": 36}, "not divisible by 8"),
     ({"autoencoder.se_weight": 0.25, "dataset.image_size": 48},
