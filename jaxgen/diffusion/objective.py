@@ -218,7 +218,14 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
 
   def flops_per_example(self) -> float:
     """3 × the U-ViT forward FLOPs (backward ≈ 2 × forward)."""
-    return 3.0 * uvit.uvit_flops_per_example(self.kwargs, self.image_size)
+    return 3.0 * self._forward_flops()
+
+  def _forward_flops(self) -> float:
+    # The data's channels: 32-channel latents make the first and last convs
+    # ~10x wider than RGB's (they were counted as 3).
+    return uvit.uvit_flops_per_example(
+        self.kwargs, self.image_size,
+        in_channels=int(self.config.dataset.get("channels", 3)))
 
   def sampling_flops_per_example(self) -> float:
     """U-ViT forward FLOPs x sampler steps, x2 with guidance (both branches
@@ -227,4 +234,4 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
     d = self.config.diffusion
     guided = self.num_classes and float(d.guidance_scale) != 1.0
     return (float(d.sample_steps) * (2 if guided else 1)
-            * uvit.uvit_flops_per_example(self.kwargs, self.image_size))
+            * self._forward_flops())

@@ -183,7 +183,7 @@ class UViT(nn.Module):
                               ("num_res_blocks", self.num_res_blocks, 0)):
       for v in values:
         check(f"config.model.{name} entry", v, low=low, integer=True)
-    check("config.model.mlp_ratio", self.mlp_ratio, low=0, low_open=True)
+    check("config.model.mlp_ratio", self.mlp_ratio, low=1, integer=True)
     check("config.model.dropout_rate", self.dropout_rate, low=0, high=1,
           high_open=True)
     remat_lib.remat_policy(self.remat)

@@ -45,6 +45,9 @@ def _sampler(fn, v_fn, shape, **kw):
 @pytest.mark.parametrize("fn,logsnr_fn", [(samplers.ddpm_sample, COSINE),
                                           (samplers.ddim_sample, SHIFTED)])
 def test_single_point_data_is_recovered(fn, logsnr_fn):
+  # For point-mass data every x_hat is x0 whatever z is, so this pins the
+  # v -> x_hat conversion and that the last x_hat is returned, not the
+  # update itself (the Gaussian-data tests pin that).
   shape = (2, 8, 8, 3)
   x0 = jax.random.uniform(jax.random.key(9), shape, minval=-0.9, maxval=0.9)
   out = _sampler(fn, _point_v_fn(x0), shape, logsnr_fn=logsnr_fn,
@@ -254,9 +257,13 @@ def test_sample_loop_calls_step_fn_from_noise_to_data():
   n, shape = 4, (2, 3, 3, 1)
   seen = []
 
+  calls = []
+
   def step_fn(z, x_hat, logsnr_t, logsnr_s, key):
     del x_hat, key
     seen.append((logsnr_t, logsnr_s))
+    jax.debug.callback(lambda a, b: calls.append((float(a), float(b))),
+                       logsnr_t, logsnr_s, ordered=True)
     return z + 1.0  # counts the steps in z
 
   zero_v = lambda z, logsnr, labels: jnp.zeros_like(z)
@@ -269,3 +276,7 @@ def test_sample_loop_calls_step_fn_from_noise_to_data():
   # incremented by the n - 1 earlier steps.
   alpha_last, _ = schedules.alpha_sigma(COSINE(jnp.float32(1.0 / n)))
   np.testing.assert_allclose(out, alpha_last * (z0 + n - 1), rtol=1e-5)
+  # Every step, in order: from t = (n - k)/n to s = (n - k - 1)/n.
+  jax.effects_barrier()
+  grid = [float(COSINE(jnp.float32(k / n))) for k in range(n, -1, -1)]
+  np.testing.assert_allclose(calls, list(zip(grid, grid[1:])), rtol=1e-5)

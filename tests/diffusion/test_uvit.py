@@ -225,6 +225,27 @@ def test_dropout_only_in_low_resolution_stages(functional):
   assert not np.allclose(out_t, out_t2)
   out_e2, _ = compiled[False](params, x, logsnr, labels, jax.random.key(4))
   np.testing.assert_array_equal(out_e, out_e2)
+  # Every dropout the forward applies, on the way down and up: those with a
+  # rate act on maps (or token grids) of side <= dropout_max_res = 8 only
+  # (the up path's and the head's were not seen by the checks above).
+  applied = []
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.Dropout) and context.method_name == (
+        "__call__"):
+      h = args[0]
+      side = h.shape[1] if h.ndim == 4 else math.isqrt(h.shape[1])
+      applied.append((side, context.module.rate))
+    return next_fun(*args, **kwargs)
+
+  model = uvit.UViT(**FUNCTIONAL)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.apply(variables, x, logsnr, labels,
+                                       train=True, rngs={"dropout": key}))
+  # (A rate of 0 builds no Dropout.) Level 1 down and up, the transformer.
+  assert all(rate == 0.5 for _, rate in applied), applied
+  assert {side for side, _ in applied} == {8, 4}, applied
+  assert sum(side == 8 for side, _ in applied) == 2, applied
 
 
 def test_class_and_logsnr_conditioning_and_null_label(functional):
@@ -279,6 +300,29 @@ def test_training_flops_are_three_times_forward(kw):
   # measures.
   train = _compiled_flops(jax.value_and_grad(loss), params)
   assert abs(train / (3 * analytic) - 1) < 0.05, (train, 3 * analytic)
+
+
+def test_the_objective_counts_the_datas_channels():
+  # 32-channel latents were counted as RGB (13% too few FLOPs for tiny).
+  from configs import simple_diffusion  # pylint: disable=g-import-not-at-top
+  from jaxgen.diffusion import objective as sd_objective  # pylint: disable=g-import-not-at-top
+  config = simple_diffusion.get_config("tiny")
+  config.dataset.channels = 32
+  obj = sd_objective.SimpleDiffusion(config, total_steps=1)
+  size = int(config.dataset.image_size)
+  forward = uvit.uvit_flops_per_example(obj.kwargs, size, in_channels=32)
+  assert forward > uvit.uvit_flops_per_example(obj.kwargs, size) * 1.05
+  assert obj.flops_per_example() == pytest.approx(3 * forward)
+  # And it is what XLA counts for a 32-channel forward.
+  model = uvit.UViT(**dict(_kw(), patch_size=2))
+  x = jnp.zeros((1, 16, 16, 32))
+  params = nn.unbox(jax.eval_shape(functools.partial(model.init, train=False),
+                                   jax.random.key(0), x, jnp.zeros((1,))))
+  compiled = _compiled_flops(
+      lambda p: model.apply(p, x, jnp.zeros((1,)), train=False), params)
+  analytic = uvit.uvit_flops_per_example(dict(_kw(), patch_size=2), 16,
+                                         in_channels=32)
+  assert abs(compiled / analytic - 1) < 0.05, (compiled, analytic)
 
 
 def test_flops_hand_count_of_transformer_and_resblock():
@@ -340,3 +384,10 @@ def test_presets():
   assert model.patch_size == 1 and model.dtype == jnp.bfloat16
   with pytest.raises(ValueError, match="preset"):
     uvit.uvit_kwargs("imagenet1024")
+
+
+def test_a_fractional_mlp_ratio_is_a_one_line_error():
+  # It reached the MLP as a float width: "'float' object is not iterable".
+  with pytest.raises(ValueError, match=r"^config\.model\.mlp_ratio=2\.5 must "
+                     r"be an integer >= 1"):
+    uvit.UViT(**_kw(mlp_ratio=2.5)).check_fields()
