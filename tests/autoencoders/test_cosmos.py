@@ -1,5 +1,8 @@
 """Cosmos-style autoencoders: wavelet placement, causality, FLOPs, training."""
 
+import dataclasses
+
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,6 +13,7 @@ from configs import autoencoder as ae_config
 from jaxgen import config_lib
 from jaxgen.autoencoders import cosmos
 from jaxgen.autoencoders import objective as ae_objective
+from jaxgen.autoencoders import wavelet
 from jaxgen.nn import linear
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
@@ -40,6 +44,38 @@ def test_matmul_flops_counts_real_taps_of_a_same_conv():
   assert flops_lib.matmul_flops(conv, x, w) == 2 * 2 * 100 * 3 * 5
   a, b = jnp.zeros((2, 7, 3)), jnp.zeros((2, 3, 4))
   assert flops_lib.matmul_flops(jnp.matmul, a, b) == 2 * 2 * 7 * 3 * 4
+
+
+def test_the_encoder_reads_haar_coefficients_and_the_decoder_inverts_them():
+  # The channel counts alone are the same for plain space-to-depth: a model
+  # that stopped calling the wavelet would pass a shape check. With the same
+  # weights, the Haar model equals the space-to-depth one on the wavelet
+  # coefficients laid out as pixels (encode), and its output is the
+  # inverse wavelet of the other's, read back as coefficients (decode).
+  obj = ae_objective.Autoencoder(
+      _config("tiny_cosmos", **{"autoencoder.conv_impl": "lax"}),
+      total_steps=2)
+  haar = obj.model
+  plain = ae_objective.build_model(
+      dataclasses.replace(obj.arch, patch_method="rearrange"))
+  p = obj.arch.patch_size
+  x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 3), minval=-1,
+                         maxval=1)
+  variables = nn.unbox(haar.init(jax.random.key(1), x))
+  to_pixels = lambda y: einops.rearrange(  # noqa: E731
+      y, "b h w (c i j) -> b (h i) (w j) c", i=p, j=p)
+  to_channels = lambda y: einops.rearrange(  # noqa: E731
+      y, "b (h i) (w j) c -> b h w (c i j)", i=p, j=p)
+  z = haar.apply(variables, x, method=haar.encode)
+  z_plain = plain.apply(variables, to_pixels(wavelet.haar_patch(x, p)),
+                        method=plain.encode)
+  np.testing.assert_allclose(z, z_plain, atol=1e-5)
+  assert not np.allclose(z, plain.apply(variables, x, method=plain.encode),
+                         atol=1e-3)
+  out = haar.apply(variables, z, method=haar.decode)
+  out_plain = plain.apply(variables, z, method=plain.decode)
+  np.testing.assert_allclose(
+      out, wavelet.haar_unpatch(to_channels(out_plain), p), atol=1e-5)
 
 
 @pytest.mark.parametrize("preset", ["tiny_cosmos", "tiny_video"])

@@ -136,6 +136,73 @@ def test_se_loss_is_zero_for_a_scale_equivariant_decoder():
   assert float(ae_objective.se_loss(x, z, pattern, l1, 2)) > 0.01
 
 
+def _np_halve(x):
+  """Antialiased bilinear 2x downsampling of [H, W] by hand: the [1, 3, 3,
+  1] / 8 triangle over inputs 2i-1 .. 2i+2, renormalised at the border."""
+  def along(a):
+    n = a.shape[0]
+    out = []
+    for i in range(n // 2):
+      taps = [(j, w) for j, w in zip(range(2 * i - 1, 2 * i + 3), (1, 3, 3, 1))
+              if 0 <= j < n]
+      out.append(sum(w * a[j] for j, w in taps) / sum(w for _, w in taps))
+    return np.stack(out)
+  return along(along(x).T).T
+
+
+def test_se_loss_compares_downsampled_images_with_decoded_downsampled_latents():
+  # A constant image passed for any resampling, or for none at all.
+  x = jax.random.uniform(jax.random.key(0), (1, 16, 16, 3))
+  z = jax.random.normal(jax.random.key(1), (1, 4, 4, 8))
+  seen = {}
+
+  def decode(zz):
+    seen["z"] = zz
+    return jnp.repeat(jnp.repeat(zz[..., :3], 4, 1), 4, 2)
+
+  def distance(a, b):
+    seen["x"], seen["y"] = a, b
+    return jnp.mean(jnp.abs(a - b))
+
+  for f in ae_objective.SE_FACTORS:
+    loss = ae_objective.se_loss(x, z, decode, distance, f)
+    assert seen["x"].shape == (1, 16 // f, 16 // f, 3)
+    assert seen["z"].shape == (1, 4 // f, 4 // f, 8)
+    assert float(loss) == pytest.approx(
+        float(jnp.mean(jnp.abs(seen["x"] - seen["y"]))))
+  ae_objective.se_loss(x, z, decode, distance, 2)
+  for c in range(3):
+    np.testing.assert_allclose(seen["x"][0, ..., c], _np_halve(
+        np.asarray(x[0, ..., c], np.float64)), atol=1e-6)
+  np.testing.assert_allclose(seen["z"][0, ..., 5], _np_halve(
+      np.asarray(z[0, ..., 5], np.float64)), atol=1e-6)
+
+
+def test_the_se_term_enters_the_loss_at_its_weight_and_drawn_factor():
+  obj = ae_objective.Autoencoder(_config(**{"autoencoder.se_weight": 0.25}),
+                                 total_steps=2)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1,
+                         maxval=1)
+  state = obj.init(jax.random.key(1), {"image": x})
+  params, stats = state.params["model"], state.model_state.get("batch_stats")
+  decode = lambda zz: obj._decode(params, stats, zz, False)[0]  # pylint: disable=protected-access
+  z = obj._encode(params, x, None)[0]  # pylint: disable=protected-access
+  by_factor = {f: float(ae_objective.se_loss(x, z, decode, obj._distance, f))  # pylint: disable=protected-access
+               for f in ae_objective.SE_FACTORS}
+  assert by_factor[2] != pytest.approx(by_factor[4])
+  drawn = set()
+  for seed in range(6):
+    loss, (aux, _, _) = obj._losses(params, stats, x, jax.random.key(seed),  # pylint: disable=protected-access
+                                    False)
+    se = float(aux["se"])
+    (f,) = [f for f, v in by_factor.items() if v == pytest.approx(se,
+                                                                 rel=1e-5)]
+    drawn.add(f)
+    assert float(loss) == pytest.approx(
+        float(aux["reconstruction"]) + 0.25 * se, rel=1e-5)
+  assert drawn == set(ae_objective.SE_FACTORS)  # Both factors are drawn.
+
+
 def test_conv_impl_reaches_the_model():
   """config.autoencoder.conv_impl picks the model's convs; "auto" is
   Winograd on this CPU backend."""
