@@ -251,7 +251,9 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   # (the batch and the decoder are compared once known).
   _check_record(out_dir, _record(config, chosen, seed, 0, None), num, 1,
                 write=False, early=True)
-  s, step, state = run_state.restore(config, workdir, step=step)
+  # The training data may be elsewhere (a run copied off the cluster).
+  s, step, state = run_state.restore(config, workdir, step=step,
+                                     data_optional=True)
   if state is None:
     raise no_checkpoint
   dp = mesh_lib.data_parallel_size(s.mesh)

@@ -5,9 +5,11 @@ newest (or a given) checkpoint on the mesh they start with, read-only: they
 never prune the run's checkpoints or move one aside. Nothing is compiled.
 """
 
+import dataclasses
 import os
 from typing import Optional, Sequence
 
+from absl import logging
 import flax.linen as nn
 import jax
 import ml_collections
@@ -20,7 +22,7 @@ from jaxgen.train import trainer
 
 def restore(config: ml_collections.ConfigDict, workdir: str, *,
             devices: Optional[Sequence[jax.Device]] = None,
-            step: Optional[int] = None):
+            step: Optional[int] = None, data_optional: bool = False):
   """The newest verified checkpoint of a run, laid out on this mesh.
 
   For sampling, evaluation and experiments; nothing is compiled. Use the
@@ -31,6 +33,9 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
     workdir: the run directory.
     devices: devices of the mesh (default: all).
     step: this checkpoint instead of the newest.
+    data_optional: the training data need not be readable here (sampling
+      on another machine): the shapes then come from the config, the
+      dataset size from the checkpoint, with one warning.
 
   Returns:
     (setup, step, state); step and state are None without a checkpoint (or
@@ -40,14 +45,33 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
     ValueError: one line for a checkpoint that does not restore (it is
       left in place, as every other one is).
   """
-  s = resolve(config, devices)[0]
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if data_optional:
+    try:
+      s = resolve(config, devices)[0]
+    except ValueError as e:
+      # Only the shapes and the dataset size are needed to lay the state
+      # out: the config has the first, the checkpoint the second.
+      committed = checks.committed_steps(ckpt_dir)
+      saved = checkpoint_lib.saved_extra(
+          ckpt_dir, step if step is not None else max(committed, default=0))
+      logging.warning("The training data is not readable here (%s); "
+                      "restoring with the config's shapes.",
+                      checkpoint_lib.error_reason(e).rstrip("."))
+      config, checked = checks.check_restorable(config, devices)
+      info = dataclasses.replace(
+          data_pipeline.DatasetInfo.synthetic(config.dataset),
+          num_examples=int(saved.get("num_examples") or 0))
+      s = trainer.setup(config, data_info=info, devices=devices,
+                        checked=checked)
+  else:
+    s = resolve(config, devices)[0]
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, abstract, shardings = trainer.abstract_state(s, jax.random.key(0))
     # Read only: a tool deletes none of the run's checkpoints (beyond the
     # default 3 kept) and moves none aside (one too big for this machine
     # is not corrupt).
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       read_only=True)
+    ckpt = checkpoint_lib.Checkpointer(ckpt_dir, read_only=True)
     try:
       step, state, _ = ckpt.restore(abstract, shardings, None, step=step)
     finally:

@@ -592,3 +592,31 @@ def test_every_process_draws_the_batches_process_0_lacks(tmp_path,
   monkeypatch.setattr(multihost_utils, "broadcast_one_to_all",
                       lambda x: process0)
   assert sample_lib._batches_to_draw(files) == [1]  # pylint: disable=protected-access
+
+
+def test_sampling_does_not_need_the_training_data(tmp_path, caplog):
+  # A run copied off the machine that trained it: its folder dataset is not
+  # there. The sampler only needs the config's shapes; it used to build the
+  # training pipeline first, and failed on the missing folder.
+  images = tmp_path / "images"
+  rng = np.random.default_rng(0)
+  for i in range(16):
+    (images / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+        images / "ab"[i % 2] / f"{i}.png")
+  workdir = str(tmp_path / "run")
+  trainer.train_and_evaluate(common.tiny_config(
+      total_steps=1, **{"dataset.name": f"folder:{images}",
+                        "dataset.num_classes": 2}), workdir)
+  for path in sorted(images.rglob("*.png")):
+    path.unlink()
+  for folder in (images / "a", images / "b", images):
+    folder.rmdir()
+  with caplog.at_level(logging.WARNING):
+    result = sample_lib.sample_run(provenance.load_config(workdir), workdir,
+                                   num=8, out=str(tmp_path / "s"),
+                                   log=lambda _: None)
+  assert result["drawn"] == 8 and result["step"] == 1
+  assert any(r.getMessage().startswith(
+      "The training data is not readable here (Image folder ")
+             for r in caplog.records)
