@@ -147,7 +147,7 @@ def test_excluded_budgets_are_printed_above_the_error():
   # The committed R3GAN CPU sweep: no budget has an interior minimum in
   # its eval_loss; each one's reason is a warning line before the error.
   proc = _cli("--results=experiments/scaling_families/results_r3gan.jsonl",
-              "--out=/tmp/jaxgen_test_fit_no_budget")
+              "--metric=eval_loss", "--out=/tmp/jaxgen_test_fit_no_budget")
   lines = proc.stderr.strip().splitlines()
   assert proc.returncode == 1 and len(lines) == 4, proc.stderr[-2000:]
   assert all(ln.startswith("warning: approach 2: budget ") and
