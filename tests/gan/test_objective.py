@@ -239,6 +239,14 @@ def test_first_step_metrics_schedules_ema_and_fixup(single_device):
                              config.optimizer.learning_rate, rtol=1e-6)
   np.testing.assert_allclose(metrics["gamma"], config.gan.gamma, rtol=1e-6)
   np.testing.assert_allclose(metrics["b2"], config.optimizer.b2, rtol=1e-6)
+  # What the optimizers used is what the schedules say (injected, not only
+  # logged): the step-0 rates of both networks' Adam.
+  obj = single_device["setup"].objective
+  for net in ("generator", "discriminator"):
+    hyper = new.opt_state[net].hyperparams
+    np.testing.assert_allclose(hyper["b2"], obj.b2_fn(0), rtol=1e-6)
+    np.testing.assert_allclose(hyper["learning_rate"], obj.lr_fn(0),
+                               rtol=1e-6)
   # The EMA half-life starts at 0: β = 0, so the EMA copies G.
   assert metrics["ema_beta"] == 0.0
   jax.tree.map(np.testing.assert_array_equal, new.ema_params["generator"],
