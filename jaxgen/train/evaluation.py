@@ -22,6 +22,7 @@ import etils.epath as epath
 import ml_collections
 import numpy as np
 
+from jaxgen import config_lib
 from jaxgen import jsonl
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import sample_metrics
@@ -222,14 +223,43 @@ def at_end(config: ml_collections.ConfigDict, workdir: str,
 
 
 SCORED_FILE = run_record.SCORED_FILE
-# The fields of config.eval.sample_metrics that change the scores.
-_SCORE_FIELDS = ("features", "classifier_weights", "inception_weights",
-                 "reference_stats", "lpips_weights", "num_samples")
+# Fields of config.eval.sample_metrics that do not change the scores.
+_SCHEDULE_ONLY = ("enabled", "every_steps")
+# Sections whose fields decide what is sampled (steps, guidance, renoising).
+_SAMPLER_SECTIONS = ("diffusion", "flow", "pyramid")
+# Files whose contents (not only their paths) make the scores.
+_SCORE_FILES = ("classifier_weights", "inception_weights", "reference_stats",
+                "lpips_weights")
+
+
+def _file_stamp(path: str) -> Optional[str]:
+  """"size:mtime" of a local file (a file rewritten at the same path is
+  another file), else None."""
+  try:
+    st = os.stat(path)
+  except (OSError, TypeError, ValueError):
+    return None
+  return f"{st.st_size}:{int(st.st_mtime)}"
 
 
 def _score_settings(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """Everything that decides a row's sample metrics: the metric settings,
+  the sampler's (steps, guidance, the seed that draws the noise) and the
+  files the features and references come from, JSON-ready."""
   cfg = config.eval.sample_metrics
-  return {k: cfg.get(k) for k in _SCORE_FIELDS}
+  out = {f"eval.sample_metrics.{k}": v
+         for k, v in config_lib.flatten(cfg.to_dict()).items()
+         if k not in _SCHEDULE_ONLY}
+  for section in _SAMPLER_SECTIONS:
+    if section in config:
+      out.update({f"{section}.{k}": v for k, v in
+                  config_lib.flatten(config[section].to_dict()).items()})
+  out["seed"] = config.get("seed")
+  for name in _SCORE_FILES:
+    if cfg.get(name):
+      out[f"eval.sample_metrics.{name} file"] = _file_stamp(str(cfg[name]))
+  # Tuples as JSON lists: what a record read back holds.
+  return json.loads(json.dumps(out))
 
 
 def note_scored(workdir: str, config: ml_collections.ConfigDict, step: int,

@@ -90,6 +90,18 @@ def test_training_logs_fid_equal_to_the_offline_commands(files, tmp_path):
   np.testing.assert_allclose(rows[-1]["eval_fid"], offline["fid"],
                              rtol=1e-6)
   np.testing.assert_allclose(rows[-1]["eval_is"], offline["is"], rtol=1e-6)
+  # Another sampler setting on the finished run rescores it (the record
+  # named only the metric's settings: the 4-step FID came back for 1 step),
+  # and so does a reference file rewritten at the same path.
+  config.diffusion.sample_steps = 1
+  rescored = trainer.train_and_evaluate(config, workdir)
+  assert rescored["step"] == 2
+  assert rescored["eval_fid"] != pytest.approx(last["eval_fid"], rel=1e-6)
+  assert evaluation.stale_scores(config, workdir, 2) == ""
+  stats = files[0] / "stats.npz"
+  os.utime(stats, (os.stat(stats).st_atime, os.stat(stats).st_mtime + 10))
+  assert evaluation.stale_scores(config, workdir, 2).startswith(
+      "eval.sample_metrics.reference_stats file ")
 
 
 def test_reconstruction_families_log_pixel_metrics(files, tmp_path,
