@@ -136,6 +136,10 @@ def count(image_set: ImageSet, num: int) -> int:
   return n
 
 
+# Images of an .npz handed on at a time.
+_NPZ_SLICE = 1024
+
+
 def _npz(path: str) -> ImageSet:
   try:
     with epath.Path(path).open("rb") as f:
@@ -165,7 +169,11 @@ def _npz(path: str) -> ImageSet:
   # Checked now, before the other side's features are computed (minutes
   # for a 50,000-image reference).
   features.validate_images(images, path)
-  return ImageSet(path, batches=iter([images]), available=len(images),
+  # In slices: each is converted to float32 on its own (50,000 samples at
+  # 256 px are 9.8 GB as uint8, 39 GB more as float32 in one piece).
+  return ImageSet(path, batches=(images[i:i + _NPZ_SLICE]
+                                 for i in range(0, len(images), _NPZ_SLICE)),
+                  available=len(images),
                   size=tuple(int(d) for d in images.shape[1:3]))
 
 

@@ -80,15 +80,35 @@ def test_gaussian_stats_match_numpy():
   np.testing.assert_allclose(cov, np.cov(f.T, ddof=1))
 
 
-def test_singular_covariances_use_the_offset_and_stay_finite():
+def test_singular_covariances_stay_finite_and_the_offset_is_the_fallback(
+    monkeypatch):
   rng = np.random.default_rng(1)
   f1, f2 = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))  # rank 4 of 8
   with pytest.warns(UserWarning, match="covariance is singular"):
     mu1, s1 = distances.gaussian_stats(f1)
   with pytest.warns(UserWarning):
     mu2, s2 = distances.gaussian_stats(f2)
+  # Eigenvalues of a singular product are still finite: no offset needed.
   value = distances.frechet_distance(mu1, s1, mu2, s2)
   assert np.isfinite(value) and value > 0
+  # When they are not, pytorch-fid's eps * I is added to both covariances
+  # (by hand: the trace term of the offset product).
+  real = np.linalg.eigvals
+  calls = []
+
+  def first_fails(m):
+    calls.append(m)
+    return np.full(len(m), np.nan) if len(calls) == 1 else real(m)
+
+  monkeypatch.setattr(np.linalg, "eigvals", first_fails)
+  eps = 1e-6
+  got = distances.frechet_distance(mu1, s1, mu2, s2, eps=eps)
+  offset = np.eye(8) * eps
+  np.testing.assert_allclose(calls[1], (s1 + offset) @ (s2 + offset))
+  roots = np.sqrt(real((s1 + offset) @ (s2 + offset)).astype(complex))
+  want = (np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2)
+          - 2 * np.sum(roots).real)
+  assert got == pytest.approx(want, rel=1e-9)
 
 
 def test_mismatched_statistics_are_refused():
