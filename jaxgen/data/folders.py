@@ -325,9 +325,13 @@ def _probe_decodes(root: str, files: Sequence[str]) -> None:
   files spread evenly over the sorted list show a folder of non-images
   (not one unlucky run of bad files at its start).
   """
-  step = max(1, len(files) // _PROBE_FILES)
+  # Indices spread over the whole list (a stride of n // 16 covered only
+  # its first 16 · (n // 16) files: for n < 32, the first 16).
+  picks = sorted(set(np.linspace(0, len(files) - 1,
+                                 min(_PROBE_FILES, len(files)))
+                     .round().astype(int).tolist()))
   reasons = {}
-  for path in list(files)[::step][:_PROBE_FILES]:
+  for path in [files[i] for i in picks]:
     try:
       decode_image(path)
       return

@@ -217,7 +217,10 @@ def build_input(
       prefetch_buffer_size=dataset_config.prefetch_buffer_size))
   iter_dataset = iter_dataset.batch(batch_size, drop_remainder=True)
   iter_dataset = iter_dataset.map(preprocess.to_model_input)
-  if dataset_config.worker_count:
+  if dataset_config.worker_count and repeat:
+    # Only for repeating (training) passes: each worker batches its own
+    # slice, so a single pass over the split would drop the rows that do
+    # not fill a batch in every worker and mix the batches' order.
     iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=dataset_config.worker_count))
 

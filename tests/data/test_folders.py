@@ -69,6 +69,19 @@ def test_a_folder_of_non_images_is_refused_when_opened(tmp_path):
   assert "\n" not in str(e.value)
 
 
+def test_the_probe_spreads_over_the_whole_folder(tmp_path):
+  # 16 bad files first, 15 good ones after: the stride of 31 // 16 = 1 tried
+  # only the bad ones and refused a folder that trains.
+  for i in range(16):
+    (tmp_path / f"{i:02d}.png").write_bytes(b"not a png")
+  rng = np.random.default_rng(0)
+  for i in range(16, 31):
+    Image.fromarray(rng.integers(0, 256, (20, 20, 3), np.uint8)).save(
+        tmp_path / f"{i:02d}.png")
+  folders._probe_decodes(str(tmp_path), sorted(  # pylint: disable=protected-access
+      str(p) for p in tmp_path.iterdir()))
+
+
 def test_greyscale_folder_trains_a_one_channel_model(tmp_path):
   rng = np.random.default_rng(0)
   for i in range(8):
@@ -302,16 +315,22 @@ from absl import flags
 flags.FLAGS(["test"])
 import numpy as np
 from jaxgen.data import config, pipeline
-def batches(workers):
+def batches(workers, train=True):
   c = config.default_dataset_config()
   c.update(name="folder:{tmp_path / 'imgs'}", image_size=16,
            in_memory="never", worker_count=workers)
   it, _ = pipeline.build_input(c, global_batch_size=4, seed=0,
                                process_index=0, process_count=1,
-                               split="train", train=False)
-  return [next(it)["image"] for _ in range(2)]
+                               split="train", train=train)
+  return [next(it)["image"] for _ in range(2)] if train else list(it)
 for a, b in zip(batches(0), batches(1)):
   np.testing.assert_array_equal(a, b)
+# One pass (evaluation, encoding) reads in this process: with 3 workers each
+# batching its own slice, rows were dropped and batches reordered.
+one, three = batches(0, train=False), batches(3, train=False)
+assert len(one) == len(three) == 2
+for a, b in zip(one, three):
+  np.testing.assert_array_equal(a["image"], b["image"])
 print("equal")
 """
   proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
