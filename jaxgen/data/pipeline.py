@@ -25,6 +25,7 @@ import numpy as np
 from jaxgen.data import config as config_lib
 from jaxgen.data import memory
 from jaxgen.data import preprocess
+from jaxgen.data import shapes
 from jaxgen.data import sources
 
 
@@ -60,6 +61,10 @@ class DatasetInfo:
     """Info describing the configured shapes, without opening any data
     (benchmarks, FLOP counts, sweep planning). Sizes are unknown (0)."""
     frames = dataset_config.get("num_frames") or None
+    if frames is None and str(dataset_config.get("name", "")).partition(
+        ":")[0] == "jaxgen_shapes_video":
+      # 0 reads the stored clips: the embedded video's shortest length.
+      frames = min(shapes.VIDEO_FRAMES)
     return cls(kind="video" if frames else "image", num_examples=0,
                image_size=int(dataset_config.image_size),
                channels=int(dataset_config.get("channels", 3)),

@@ -200,6 +200,17 @@ def test_eval_is_one_ordered_pass(mode):
   assert len(list(itertools.islice(iterator, 7))) == 7
 
 
+def test_synthetic_info_of_the_stored_clip_length_is_the_pipelines(data_dir):
+  # num_frames=0 reads the stored clips: the info built without opening the
+  # data (benchmarks, sweeps, sampling without the data) said "image".
+  config = _config(data_dir, name="jaxgen_shapes_video", num_frames=0)
+  _, info = _build(config, batch=4, train=False)
+  synthetic = pipeline.DatasetInfo.synthetic(config)
+  assert (synthetic.kind, synthetic.num_frames) == (info.kind,
+                                                    info.num_frames)
+  assert info.kind == "video" and info.num_frames == 8
+
+
 def test_shapes_video(data_dir):
   config = _config(data_dir, name="jaxgen_shapes_video", num_frames=4,
                    random_flip=True)
