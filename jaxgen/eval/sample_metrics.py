@@ -101,16 +101,43 @@ def _check_classifier_size(config, input_size: int) -> None:
         "input_size.")
 
 
-def _real_stats(config, extractor, num: int) -> Dict[str, np.ndarray]:
-  """Classifier feature statistics of `num` images of the train split."""
+def _real_images(config):
+  """(dataset config, split) of the real images a shape-classifier FD
+  compares with: the run's training split, or for a `latents:` run the
+  images its latents were encoded from (recorded in latents.json; the
+  latents themselves are no images)."""
+  from jaxgen.autoencoders import latent_decode  # pylint: disable=g-import-not-at-top
   from jaxgen.data import config as data_config  # pylint: disable=g-import-not-at-top
+  from jaxgen.data import sources  # pylint: disable=g-import-not-at-top
+  directory = latent_decode.latent_dir(config.dataset)
+  if directory is None:
+    # The training split: the spec's ("tfds:...:train[:90%]"), else the
+    # config's (an explicit `split` would replace the spec's).
+    return config.dataset, (data_config.parse_spec(config.dataset.name).split
+                            or config.dataset.get("split") or "train")
+  meta = sources.latents_meta(directory,
+                              str(config.dataset.get("split") or "train"))
+  if not meta.get("source") or len(meta["shape"]) != 3:
+    raise ValueError(
+        f"latents:{directory} records no image dataset its latents were "
+        "encoded from (or holds clips); set "
+        "config.eval.sample_metrics.reference_stats to the shape "
+        "classifier's statistics of real images.")
+  pixels_config = config.dataset.copy_and_resolve_references()
+  with pixels_config.unlocked():
+    pixels_config.name = str(meta["source"])
+    pixels_config.image_size = int(meta["image_size"])
+    pixels_config.channels = 3
+    pixels_config.num_frames = 0
+  return pixels_config, str(meta.get("split") or "train")
+
+
+def _real_stats(config, extractor, num: int) -> Dict[str, np.ndarray]:
+  """Classifier feature statistics of `num` real images (`_real_images`)."""
   from jaxgen.data import pipeline as data_pipeline  # pylint: disable=g-import-not-at-top
-  # The training split: the spec's ("tfds:...:train[:90%]"), else the
-  # config's (an explicit `split` would replace the spec's).
-  split = (data_config.parse_spec(config.dataset.name).split
-           or config.dataset.get("split") or "train")
+  dataset, split = _real_images(config)
   it, _ = data_pipeline.build_input(
-      config.dataset, global_batch_size=min(num, 256), seed=0,
+      dataset, global_batch_size=min(num, 256), seed=0,
       process_index=0, process_count=1, split=split, train=False,
       repeat=True)
   feats, _ = extractor.of_batches(it, num, "training images",

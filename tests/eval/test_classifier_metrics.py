@@ -132,3 +132,48 @@ def test_image_size_the_classifier_cannot_pool_fails_before_compiling(
       "config.dataset.image_size=24 is not a multiple of the shape "
       "classifier's input size 16 (samples are average-pooled to it); train "
       "at a multiple of it or use a classifier of another input_size.")
+
+
+def test_a_latent_runs_reference_is_the_images_its_latents_came_from(
+    tmp_path):
+  # The latents themselves were read as the "real images" (8-channel
+  # arrays into an RGB classifier).
+  from jaxgen.eval import sample_metrics  # pylint: disable=g-import-not-at-top
+  from tests.data import test_data_sources  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "lat" / "train"
+  test_data_sources.write_latent_split(
+      str(root), np.zeros((4, 2, 2, 8), np.float32), 1.0,
+      {"autoencoder": "/runs/ae", "autoencoder_step": 2, "image_size": 16,
+       "num_frames": 0})
+  meta_path = root / "latents.json"
+  meta = json.loads(meta_path.read_text())
+  meta.update(source="jaxgen_shapes", split="test[:64]", image_size=16)
+  meta_path.write_text(json.dumps(meta))
+  config = common.tiny_config(**{"dataset.name": f"latents:{tmp_path / 'lat'}",
+                                 "dataset.image_size": 2,
+                                 "dataset.channels": 8})
+  seen = []
+
+  class Extractor:
+    def of_batches(self, it, num, what, progress, transform):
+      del what, progress
+      while sum(map(len, seen)) < num:
+        seen.append(transform(next(it)))
+      feats = np.concatenate(seen)[:num].reshape(num, -1)[:, :4]
+      return feats.astype(np.float64), None
+
+  stats = sample_metrics._real_stats(config, Extractor(), 64)  # pylint: disable=protected-access
+  assert stats["mu"].shape == (4,)
+  assert seen[0].shape[1:] == (16, 16, 3)
+  # The first test images of the recorded source, in order.
+  want = imagesets.open_set("jaxgen_shapes:test", image_size=16,
+                            data_dir=common.DATA_DIR, batch_size=64)
+  real = np.asarray(next(want.batches)[:64])
+  if real.dtype == np.uint8:
+    real = real.astype(np.float32) / 127.5 - 1
+  np.testing.assert_allclose(np.concatenate(seen)[:64], real, atol=1e-6)
+  del meta["source"]
+  meta_path.write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="records no image dataset its latents "
+                     "were encoded from"):
+    sample_metrics._real_stats(config, Extractor(), 64)  # pylint: disable=protected-access
