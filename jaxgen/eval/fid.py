@@ -127,7 +127,12 @@ def format_lines(metrics: Dict[str, Any]) -> str:
   # which may be below 0: shown as 0.0000, not -0.0000.
   lines = [f"FID: {round(float(metrics['fid']), 4) + 0.0:.4f}"]
   if "kid" in metrics:
-    lines.append(f"KID: {metrics['kid']:.6f} ± {metrics['kid_std']:.6f}")
+    # Sets no larger than the subset size make every subset the whole set:
+    # a spread of 0 would read as an exact value.
+    spread = (f" ± {metrics['kid_std']:.6f}" if metrics["kid_std"] > 0
+              else " (one subset: the sets are no larger than the subset "
+              "size, so no spread)")
+    lines.append(f"KID: {metrics['kid']:.6f}{spread}")
   if "is" in metrics:
     lines.append(f"IS: {metrics['is']:.3f} ± {metrics['is_std']:.3f}")
   if "precision" in metrics:

@@ -96,6 +96,10 @@ def test_stats_then_fid_against_the_same_and_other_images(extractor,
       "KID: ")
   # Round-off below 0 is shown as 0, a real value as it is.
   assert fid_lib.format_lines({"fid": -3e-7}) == "FID: 0.0000"
+  assert fid_lib.format_lines({"fid": 1.0, "kid": 0.5, "kid_std": 0.0}
+                              ).splitlines()[1] == (
+      "KID: 0.500000 (one subset: the sets are no larger than the subset "
+      "size, so no spread)")
   assert fid_lib.format_lines({"fid": -0.25}) == "FID: -0.2500"
   (line,) = size_warnings()
   assert f"{path32} holds statistics of 32x32 images but" in line
