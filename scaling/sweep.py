@@ -402,7 +402,10 @@ def budget_sizes(spec: ml_collections.ConfigDict, names: Sequence[str],
     per budget and clipped to the ladder's end.
   """
   k = min(int(spec.points_per_budget), len(names))
-  start = int(round(index * float(spec.window_shift)))
+  # Floor: a shift of 0.5 moves up one rung every second budget, starting
+  # at the second pair (round() took halves to the even number: 0, 0, 1,
+  # 2, 2 for five budgets).
+  start = int(math.floor(index * float(spec.window_shift) + 1e-9))
   start = max(0, min(start, len(names) - k))
   return list(names[start:start + k])
 

@@ -87,6 +87,12 @@ def test_point_ids_round_trip_and_windows_move_up_the_ladder():
   names = ["a", "b", "c"]
   assert [sweep_lib.budget_sizes(spec, names, i) for i in range(4)] == [
       ["a", "b"], ["b", "c"], ["b", "c"], ["b", "c"]]
+  # The paper presets' 0.5: one rung per second budget (per decade of
+  # 1e19, 3e19, 1e20, 3e20, 1e21). round() gave 0, 0, 1, 2, 2: 3e20 had
+  # 1e21's window.
+  spec.points_per_budget, spec.window_shift = 1, 0.5
+  assert [sweep_lib.budget_sizes(spec, list("abcde"), i)
+          for i in range(5)] == [["a"], ["a"], ["b"], ["b"], ["c"]]
 
 
 def test_only_budgets_keeps_each_budgets_window():
