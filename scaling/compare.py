@@ -282,6 +282,7 @@ def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
         "sampling_flops_per_image": sampling,
         "no_interval": f.no_interval,
     })
+  no_interval = {f.family: bool(f.no_interval) for f in frontiers}
   reach = []
   for v in targets:
     loss = float(metric.to_loss(v))
@@ -302,12 +303,17 @@ def summarize(frontiers: Sequence[Frontier], metric: metrics_lib.Metric,
       best = min(finite, key=lambda k: finite[k]["compute"])
       row["cheapest"] = best
       lo_hi = finite[best]["interval"]
+      # Bootstrapped, yet no interval (3 runs per budget): nothing rules
+      # a competitor out, unless the best is "already" there (its compute
+      # is then a measured bound).
+      unknown = {k for k in finite if no_interval[k]
+                 and not finite[k]["already"]}
       # An "already" compute is an upper bound (it may have got there with
       # less than its smallest fitted budget): it cannot be ruled out.
       row["overlaps"] = sorted(
           k for k, x in finite.items() if k != best and (
               (lo_hi and x["interval"] and x["interval"][0] <= lo_hi[1])
-              or x["already"]))
+              or x["already"] or best in unknown or k in unknown))
     for x in row["families"].values():
       x["interval"] = _json_interval(x["interval"])
     reach.append(row)

@@ -12,6 +12,7 @@ import pytest
 
 from scaling import compare
 from scaling import metrics as metrics_lib
+from scaling import results
 from scaling import results as results_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -106,6 +107,22 @@ def test_a_target_above_the_crossing_is_cheapest_for_the_other_family(
   assert summary["reach"][0]["cheapest"] == "A"
   # No bootstrap: no intervals, no overlap claims.
   assert summary["reach"][0]["families"]["A"]["interval"] is None
+
+
+def test_a_cheapest_family_without_an_interval_is_not_resolved(tmp_path):
+  # Three sizes per budget: bootstrapped, but every resample that fits is
+  # the fit itself, so no interval. Its ranking was reported resolved.
+  three = [r for r in _family_rows("A", 10.0, -0.1)
+           if r["point"].endswith(("_x0.5", "_x1", "_x2"))]
+  a = _write(tmp_path / "a.jsonl", three)
+  b = _write(tmp_path / "b.jsonl", _family_rows("B", 30.0, -0.15))
+  # 1.5: reached first by A, beyond its smallest fitted budget.
+  with pytest.warns(results.FitWarning, match="no bootstrap interval"):
+    summary = compare.run([a, b], str(tmp_path / "o"), "eval_fid",
+                          targets=[1.5], n_bootstrap=20)
+  row = summary["reach"][0]
+  assert row["cheapest"] == "A" and not row["families"]["A"]["already"]
+  assert row["overlaps"] == ["B"]
 
 
 def test_noisy_families_with_close_frontiers_report_overlap(tmp_path):
