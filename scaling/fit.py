@@ -157,6 +157,7 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
                   "above 10^4 times): the extrapolation there is a guess",
                   results_lib.FitWarning, stacklevel=2)
   k = results_lib.flops_per_param_example(runs)
+  _warn_if_k_varies(runs, k)
   summary = {
       "data": {
           "source": runs.source, "family": runs.families[0],
@@ -189,6 +190,32 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
   elif compare:
     summary["reference"] = _chinchilla_reference(fits)
   return fits
+
+
+# Spread of C / (N D) over the runs (max / min) above which the one k of
+# C = k N D is called out.
+_K_SPREAD = 1.2
+
+
+def _warn_if_k_varies(runs, k: float) -> None:
+  """Warns when FLOPs per parameter per example differ across the runs.
+
+  Approach 3's frontier and approach 2's D_opt take C = k N D with one k
+  (the median). For image models the FLOPs per parameter change with size
+  (activations at full resolution): fitted as F ∝ N^φ over the runs, a
+  φ far from 1 biases N_opt (about 20% on the CPU simple-diffusion sweep).
+  """
+  ratio = runs.c / (runs.n * runs.d)
+  if len(ratio) < 2 or ratio.max() <= _K_SPREAD * ratio.min():
+    return
+  phi = 1.0 + float(np.polyfit(np.log(runs.n), np.log(ratio), 1)[0])
+  warnings.warn(
+      f"FLOPs per parameter per example run from {ratio.min():.3g} to "
+      f"{ratio.max():.3g} over these runs (FLOPs per example ∝ N^{phi:.2f}), "
+      f"but the compute-optimal N and D take C = k N D with one k = "
+      f"{k:.3g}: treat N_opt / D_opt as approximate (a size-dependent k is "
+      "not modelled)", results_lib.FitWarning,
+      stacklevel=3)
 
 
 def _approach3_can_fit(runs) -> bool:
