@@ -344,8 +344,8 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
     ({"model.num_heads": 0}, "^config.model.num_heads=0 must be an integer "
      ">= 1.$"),
     ({"model.patch_size": 0}, "^config.model.patch_size=0 must be"),
-    ({"model.mlp_ratio": 0}, "^config.model.mlp_ratio=0 must be a number > "
-     "0"),
+    ({"model.mlp_ratio": 0}, "^config.model.mlp_ratio=0 must be an integer "
+     ">= 1"),
     ({"model.channels": (16, 0)}, "^config.model.channels entry=0 must be"),
     ({"diffusion.sample_steps": 0}, "^config.diffusion.sample_steps=0 must "
      "be an integer >= 1.$"),
