@@ -93,8 +93,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # K stages at full, 1/2, 1/4, ... resolution.
   c.pyramid.num_stages = 3
   # Examples per stage in each group of a batch, lowest first: "official"
-  # ([1, 2, 1] for K = 3; uniform for other K), "uniform", or K ints, e.g. "2,1,1". The batch
-  # must be divisible by their sum.
+  # ([1, 2, 1] for K = 3; uniform for other K), "uniform", or K ints,
+  # e.g. "2,1,1". The batch must be divisible by their sum.
   c.pyramid.stage_ratios = "official"
   # 0: continuous windows (0, 1/3), (0.2, 2/3), (0.5, 1); 1000: cut on the
   # official code's 1000-step grid (0.1998, 0.4993).

@@ -115,7 +115,7 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
     dp: data-parallel devices (the batch is a multiple of it).
     write: this process writes the record (process 0).
     early: before the checkpoint is restored (the batch and the decoder
-      are not known yet): compares the rest and writes nothing.
+      are not known yet): compares the rest (pass write=False).
 
   Raises:
     ValueError: one line naming what differs and what to pass.
@@ -166,7 +166,7 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
     raise ValueError(f"{out_dir} holds PNGs without a {_RECORD} (not "
                      "written by this command); pass another --out or delete "
                      "them.")
-  if write and not early:
+  if write:
     tmp = out_dir / (_RECORD + ".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     tmp.replace(path)

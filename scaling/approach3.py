@@ -298,6 +298,23 @@ def score(params: LossParams, n, d, loss, delta: float = HUBER_DELTA) -> float:
                               np.log(loss), delta)[0])
 
 
+def can_fit(n, d, loss) -> bool:
+  """Whether `fit_parametric` takes these runs (enough of them, finite and
+  positive, at least 2 distinct N and D).
+
+  Args:
+    n, d, loss: the runs' parameters, examples and losses.
+
+  Returns:
+    True if approach 3 can be offered for them.
+  """
+  try:
+    _check_inputs(n, d, loss)
+  except ValueError:
+    return False
+  return True
+
+
 def _check_inputs(n, d, loss):
   n, d, loss = (np.asarray(x, float).ravel() for x in (n, d, loss))
   if not n.shape == d.shape == loss.shape:

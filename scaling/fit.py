@@ -218,13 +218,6 @@ def _warn_if_k_varies(runs, k: float) -> None:
       stacklevel=3)
 
 
-def _approach3_can_fit(runs) -> bool:
-  """Whether approach 3 has enough runs (and distinct N and D) to suggest
-  it when approach 2 cannot fit."""
-  return (len(runs) >= approach3_lib.MIN_POINTS
-          and len(np.unique(runs.n)) > 1 and len(np.unique(runs.d)) > 1)
-
-
 def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
                    n_bootstrap, seed):
   runs = fits.runs
@@ -251,7 +244,7 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
     raise ValueError(
         f"approach 2 found no isoFLOP budget among {len(runs)} runs ({why}; "
         f"their compute spans {lo:.3g} to {hi:.3g} FLOPs); {fix}"
-        + (" or use --approaches=3" if _approach3_can_fit(runs) else ""))
+        + (" or use --approaches=3" if approach3_lib.can_fit(runs.n, runs.d, runs.loss) else ""))
   if n_free:
     warnings.warn(f"approach 2: {n_free} of {len(runs)} runs are near no "
                   "budget and are not used by it", results_lib.FitWarning,
@@ -262,7 +255,7 @@ def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
   except ValueError as e:
     # scaling.fit's way out (scaling.compare, which fits approach 2 only,
     # has no such flag).
-    if not _approach3_can_fit(runs):
+    if not approach3_lib.can_fit(runs.n, runs.d, runs.loss):
       raise
     raise ValueError(f"{e}, or fit approach 3 alone with --approaches=3"
                      ) from None

@@ -504,7 +504,7 @@ class Checkpointer:
       ValueError: the checkpoint holds another model (shapes or names
         differ): a configuration error, not a corrupt checkpoint.
     """
-    state, meta = None, {}
+    state, meta, transient = None, {}, False
     try:
       saved = self.manager.item_metadata(step)["state"]
     except Exception as e:  # pylint: disable=broad-except
@@ -551,8 +551,6 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       problem = f"it does not load: {error_reason(e)}"
       transient = is_transient_error(e)
-    else:
-      transient = False
     # 0: restored, 1: damaged, 2: could not be read just now.
     code = 2 if transient else int(problem is not None)
     if jax.process_count() > 1:

@@ -7,7 +7,7 @@ never prune the run's checkpoints or move one aside. Nothing is compiled.
 
 import dataclasses
 import os
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
 import flax.linen as nn
@@ -46,26 +46,19 @@ def restore(config: ml_collections.ConfigDict, workdir: str, *,
       left in place, as every other one is).
   """
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  if data_optional:
-    try:
-      s = resolve(config, devices)[0]
-    except ValueError as e:
-      # Only the shapes and the dataset size are needed to lay the state
-      # out: the config has the first, the checkpoint the second.
-      committed = checks.committed_steps(ckpt_dir)
-      saved = checkpoint_lib.saved_extra(
-          ckpt_dir, step if step is not None else max(committed, default=0))
-      logging.warning("The training data is not readable here (%s); "
-                      "restoring with the config's shapes.",
-                      checkpoint_lib.error_reason(e).rstrip("."))
-      config, checked = checks.check_restorable(config, devices)
-      info = dataclasses.replace(
-          data_pipeline.DatasetInfo.synthetic(config.dataset),
-          num_examples=int(saved.get("num_examples") or 0))
-      s = trainer.setup(config, data_info=info, devices=devices,
-                        checked=checked)
-  else:
-    s = resolve(config, devices)[0]
+
+  def without_data(config):
+    # The shapes come from the config, the dataset size (for a run
+    # measured in epochs) from the checkpoint.
+    newest = max(checks.committed_steps(ckpt_dir), default=0)
+    saved = checkpoint_lib.saved_extra(
+        ckpt_dir, step if step is not None else newest)
+    return dataclasses.replace(
+        data_pipeline.DatasetInfo.synthetic(config.dataset),
+        num_examples=int(saved.get("num_examples") or 0))
+
+  s = resolve(config, devices,
+              without_data=without_data if data_optional else None)[0]
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     _, abstract, shardings = trainer.abstract_state(s, jax.random.key(0))
     # Read only: a tool deletes none of the run's checkpoints (beyond the
@@ -97,21 +90,33 @@ def abstract_of(config: ml_collections.ConfigDict, *,
 
 
 def resolve(config: ml_collections.ConfigDict,
-            devices: Optional[Sequence[jax.Device]] = None):
+            devices: Optional[Sequence[jax.Device]] = None, *,
+            without_data: Optional[Callable[[ml_collections.ConfigDict],
+                                            Any]] = None):
   """The trainer's setup of a run config, for restoring or tracing.
 
   Args:
     config: a run config.
     devices: devices of the mesh (default: all).
+    without_data: when given, training data that does not open is one
+      warning and this (checked config -> `DatasetInfo`) describes it.
 
   Returns:
-    (setup, its train-data iterator).
+    (setup, its train-data iterator, None without the data).
   """
   config, checked = checks.check_restorable(config, devices)
   batch = trainer.train_batch_size(config, checked[2])
-  it, info = data_pipeline.build_input(
-      config.dataset, global_batch_size=batch, seed=config.seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(), train=True)
+  try:
+    it, info = data_pipeline.build_input(
+        config.dataset, global_batch_size=batch, seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(), train=True)
+  except ValueError as e:
+    if without_data is None:
+      raise
+    logging.warning("The training data is not readable here (%s); "
+                    "restoring with the config's shapes.",
+                    checkpoint_lib.error_reason(e).rstrip("."))
+    it, info = None, without_data(config)
   return trainer.setup(config, data_info=info, devices=devices,
                        checked=checked), it
