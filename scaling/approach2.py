@@ -18,7 +18,8 @@
    sampled range of N and the budget has at least 3 distinct N; otherwise a
    FitWarning names the budget and it is excluded.
 3. OLS in log space over the usable budgets: N_opt = G C^a, D_opt = H C^b
-   with D_opt = C / (k N_opt) (k = 6 for C = 6ND), and L_opt = L0 C^gamma
+   with D_opt = C / (k N_opt) (k = 6 for C = 6ND; C / (kappa N_opt^phi)
+   under a size-dependent `scaling.flops_law.FlopsLaw`), and L_opt = L0 C^gamma
    with L_opt the parabola's minimum loss.
 """
 
@@ -28,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from scaling import flops_law
 from scaling import results as results_lib
 
 DEFAULT_TOL_DEX = 0.05
@@ -224,7 +226,7 @@ class IsoflopFit:
     n_opt: N_opt = G C^a (coef G, exponent a).
     d_opt: D_opt = H C^b.
     loss_opt: L_opt = L0 C^gamma.
-    k: C = k N D constant used for D_opt.
+    flops: the training-compute law D_opt = flops.data(C, N_opt) takes.
     n_unassigned: runs that belonged to no budget.
   """
 
@@ -232,7 +234,7 @@ class IsoflopFit:
   n_opt: PowerLaw
   d_opt: PowerLaw
   loss_opt: PowerLaw
-  k: float
+  flops: flops_law.FlopsLaw
   n_unassigned: int = 0
 
   @property
@@ -245,7 +247,7 @@ class IsoflopFit:
         "a": self.n_opt.exponent, "G": self.n_opt.coef,
         "b": self.d_opt.exponent, "H": self.d_opt.coef,
         "loss_exponent": self.loss_opt.exponent,
-        "loss_coef": self.loss_opt.coef, "k": self.k,
+        "loss_coef": self.loss_opt.coef, "flops": self.flops.to_dict(),
         "n_budgets_used": len(self.used),
         "n_runs_used": int(sum(cv.n_runs for cv in self.used)),
         "n_runs_unassigned": self.n_unassigned,
@@ -253,7 +255,7 @@ class IsoflopFit:
     }
 
 
-def fit_isoflops(n, loss, budget, *, k: float = 6.0,
+def fit_isoflops(n, loss, budget, *, k=6.0,
                  warn: bool = True) -> IsoflopFit:
   """Approach 2 on runs already assigned to budgets.
 
@@ -261,7 +263,8 @@ def fit_isoflops(n, loss, budget, *, k: float = 6.0,
     n: parameter count per run.
     loss: final loss per run.
     budget: budget per run (NaN = belongs to no budget, ignored).
-    k: C = k N D constant, for D_opt = C / (k N_opt).
+    k: C = k N D constant, for D_opt = C / (k N_opt), or a
+      `flops_law.FlopsLaw` (D_opt = C / (kappa N_opt^phi)).
     warn: emit a FitWarning for each excluded budget (the bootstrap turns
       this off).
 
@@ -291,8 +294,9 @@ def fit_isoflops(n, loss, budget, *, k: float = 6.0,
         "minimum")
   c = np.array([cv.budget for cv in used])
   n_opt = np.array([cv.n_opt for cv in used])
+  law = flops_law.FlopsLaw.of(k)
   return IsoflopFit(
       curves=curves, n_opt=PowerLaw.fit(c, n_opt),
-      d_opt=PowerLaw.fit(c, c / (k * n_opt)),
-      loss_opt=PowerLaw.fit(c, [cv.loss_opt for cv in used]), k=float(k),
+      d_opt=PowerLaw.fit(c, law.data(c, n_opt)),
+      loss_opt=PowerLaw.fit(c, [cv.loss_opt for cv in used]), flops=law,
       n_unassigned=int((~assigned).sum()))

@@ -24,21 +24,26 @@ experiments/scaling_chinchilla/report.md; `top_k=None` runs the full grid).
 BLAS is held to one thread during L-BFGS (see `single_blas_thread`).
 
 Compute-optimal frontier. With training compute C = k N D (k = 6 for
-language models counted in tokens; for other units of D, k is estimated from
-the data, see `results.flops_per_param_example`):
+language models counted in tokens):
 
   N_opt(C) = G (C/k)^a,  D_opt(C) = (C/k)^b / G,
   G = (alpha A / (beta B))^(1/(alpha+beta)),
   a = beta/(alpha+beta), b = alpha/(alpha+beta).
+
+Image models spend FLOPs per example that are not proportional to N; the
+frontier then takes C = kappa N^phi D fitted over the runs (see
+`scaling.flops_law`, which also gives the closed form).
 """
 
 import contextlib
 import dataclasses
 import itertools
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 from scipy import optimize
+
+from scaling import flops_law
 
 try:
   import threadpoolctl  # pylint: disable=g-import-not-at-top
@@ -59,6 +64,8 @@ CHINCHILLA_GRID = {
     "beta": np.arange(0.0, 2.0 + 1e-9, 0.5),
 }
 _THETA_NAMES = ("a", "b", "e", "alpha", "beta")
+# C = k N D as a plain k, or C = kappa N^phi D.
+Flops = Union[float, flops_law.FlopsLaw]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,17 +132,29 @@ class LossParams:
     return float((self.alpha * self.A / (self.beta * self.B))**(
         1.0 / (self.alpha + self.beta)))
 
-  def n_opt(self, c, k: float = 6.0) -> np.ndarray:
-    """Loss-minimising N at compute `c` under C = k N D."""
-    return self.G * (np.asarray(c, float) / k)**self.a
+  def n_opt(self, c, k: Flops = 6.0) -> np.ndarray:
+    """Loss-minimising N at compute `c` under C = k N D (or a FlopsLaw).
 
-  def d_opt(self, c, k: float = 6.0) -> np.ndarray:
-    """Loss-minimising D at compute `c` under C = k N D."""
-    return (np.asarray(c, float) / k)**self.b / self.G
+    Vectorises over array-valued parameters (bootstrap samples).
+    """
+    law = flops_law.FlopsLaw.of(k)
+    g, a = law.frontier(self.alpha, self.beta, self.A, self.B)
+    return g * (np.asarray(c, float) / law.kappa)**a
 
-  def loss_opt(self, c, k: float = 6.0) -> np.ndarray:
+  def d_opt(self, c, k: Flops = 6.0) -> np.ndarray:
+    """Loss-minimising D at compute `c` under C = k N D (or a FlopsLaw)."""
+    law = flops_law.FlopsLaw.of(k)
+    return law.data(c, self.n_opt(c, law))
+
+  def loss_opt(self, c, k: Flops = 6.0) -> np.ndarray:
     """Loss on the compute-optimal frontier at compute `c`."""
     return self.loss(self.n_opt(c, k), self.d_opt(c, k))
+
+  def frontier(self, k: Flops = 6.0) -> Dict[str, float]:
+    """G, a and b of N_opt = G (C/kappa)^a, D_opt ∝ C^b under `k`."""
+    law = flops_law.FlopsLaw.of(k)
+    g, a = law.frontier(self.alpha, self.beta, self.A, self.B)
+    return {"G": float(g), "a": float(a), "b": float(1 - law.phi * a)}
 
   def to_dict(self) -> Dict[str, float]:
     return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha,
@@ -161,7 +180,7 @@ class ParametricFit:
     params: fitted LossParams (full precision).
     objective: summed Huber objective at the optimum.
     n_points: runs used.
-    k: FLOPs per parameter per unit of D (C = k N D) for the frontier.
+    flops: the training-compute law the frontier takes (C = kappa N^phi D).
     delta: Huber delta.
     start: the first start (a, b, e, alpha, beta) that reached the optimum.
     n_starts: L-BFGS runs made.
@@ -174,21 +193,22 @@ class ParametricFit:
   params: LossParams
   objective: float
   n_points: int
-  k: float
   delta: float
   start: np.ndarray
   n_starts: int
   n_at_best: int
   converged: bool
+  flops: flops_law.FlopsLaw = flops_law.FlopsLaw()
 
   def to_dict(self) -> Dict[str, object]:
     """A JSON-ready summary: parameters, exponents, G and settings."""
     p = self.params
     frontier = p.has_frontier
+    shape = (p.frontier(self.flops) if frontier
+             else dict.fromkeys(("G", "a", "b")))
     return {
-        **p.to_dict(),
-        "a": p.a if frontier else None, "b": p.b if frontier else None,
-        "G": p.G if frontier else None, "frontier": frontier, "k": self.k,
+        **p.to_dict(), **shape, "frontier": frontier,
+        "flops": self.flops.to_dict(),
         "objective": self.objective, "n_points": self.n_points,
         "huber_delta": self.delta, "n_starts": self.n_starts,
         "converged": self.converged,
@@ -358,7 +378,7 @@ def fit_parametric(n, d, loss, *, delta: float = HUBER_DELTA,
                    grid: Optional[Dict[str, np.ndarray]] = None,
                    top_k: Optional[int] = DEFAULT_TOP_K,
                    extra_starts: Optional[np.ndarray] = None,
-                   k: float = 6.0, maxiter: int = 1000) -> ParametricFit:
+                   k: Flops = 6.0, maxiter: int = 1000) -> ParametricFit:
   """Fits L(N, D) = E + A/N^alpha + B/D^beta the Chinchilla/Epoch way.
 
   Args:
@@ -371,7 +391,7 @@ def fit_parametric(n, d, loss, *, delta: float = HUBER_DELTA,
       objective; None runs it from every grid point.
     extra_starts: optional (S, 5) extra starting points (a, b, e, alpha,
       beta), always run (the bootstrap passes the full-data optimum).
-    k: FLOPs per parameter per unit of D for the frontier (C = k N D).
+    k: the frontier's training compute: C = k N D, or a FlopsLaw.
     maxiter: L-BFGS iteration cap per start.
 
   Returns:
@@ -399,7 +419,8 @@ def fit_parametric(n, d, loss, *, delta: float = HUBER_DELTA,
   best = results[i]
   return ParametricFit(
       params=LossParams.from_theta(best.x), objective=float(best.fun),
-      n_points=len(n), k=float(k), delta=delta, start=starts[i],
+      n_points=len(n), flops=flops_law.FlopsLaw.of(k), delta=delta,
+      start=starts[i],
       n_starts=len(starts),
       n_at_best=int(np.sum(fun <= fun.min() * (1 + 1e-6) + 1e-12)),
       converged=bool(best.success))
@@ -407,7 +428,7 @@ def fit_parametric(n, d, loss, *, delta: float = HUBER_DELTA,
 
 def simulate_isoflops(params: LossParams, budgets: Sequence[float],
                       n_per_budget: int = 8, span: float = 8.0,
-                      noise: float = 0.0, seed: int = 0, k: float = 6.0):
+                      noise: float = 0.0, seed: int = 0, k: Flops = 6.0):
   """Synthetic isoFLOP sweep drawn from a known loss surface (for tests).
 
   Args:
@@ -417,7 +438,7 @@ def simulate_isoflops(params: LossParams, budgets: Sequence[float],
     span: sizes run from N_opt/span to N_opt*span (log-spaced).
     noise: multiplicative log-normal noise sigma on the loss.
     seed: RNG seed.
-    k: C = k N D.
+    k: C = k N D, or a FlopsLaw.
 
   Returns:
     (n, d, c, loss) arrays, one entry per run.
@@ -426,6 +447,6 @@ def simulate_isoflops(params: LossParams, budgets: Sequence[float],
   c = np.repeat(np.asarray(budgets, float), n_per_budget)
   factor = np.tile(np.geomspace(1 / span, span, n_per_budget), len(budgets))
   n = params.n_opt(c, k) * factor
-  d = c / (k * n)
+  d = flops_law.FlopsLaw.of(k).data(c, n)
   loss = params.loss(n, d) * np.exp(noise * rng.standard_normal(len(n)))
   return n, d, c, loss

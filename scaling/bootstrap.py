@@ -108,25 +108,21 @@ def approach2_predict(params: Dict[str, np.ndarray],
 
 
 def approach3_predict(params: Dict[str, np.ndarray], c,
-                      k: float) -> Dict[str, np.ndarray]:
+                      k) -> Dict[str, np.ndarray]:
   """N_opt, D_opt and loss on the approach-3 frontier at compute `c`.
 
   Args:
     params: dict with E, A, B, alpha, beta (scalars or arrays of samples).
     c: compute (broadcast against the samples).
-    k: C = k N D constant.
+    k: C = k N D constant, or a `flops_law.FlopsLaw`.
 
   Returns:
     dict with N_opt, D_opt, loss.
   """
   p = approach3_lib.LossParams(*(np.asarray(params[x], float) for x in
                                  ("E", "A", "B", "alpha", "beta")))
-  # LossParams' properties are plain numpy expressions, so they vectorise
-  # over samples as long as G is not coerced to a Python float.
-  g = (p.alpha * p.A / (p.beta * p.B))**(1.0 / (p.alpha + p.beta))
-  a = p.beta / (p.alpha + p.beta)
-  n_opt = g * (np.asarray(c, float) / k)**a
-  d_opt = (np.asarray(c, float) / k)**(1 - a) / g
+  # n_opt and d_opt vectorise over the samples (G is never a Python float).
+  n_opt, d_opt = p.n_opt(c, k), p.d_opt(c, k)
   return {"N_opt": n_opt, "D_opt": d_opt, "loss": p.loss(n_opt, d_opt)}
 
 
@@ -203,7 +199,7 @@ def used_budgets(budget, fit) -> np.ndarray:
                   np.nan)
 
 
-def bootstrap_approach2(n, loss, budget, *, k: float, n_resamples: int,
+def bootstrap_approach2(n, loss, budget, *, k, n_resamples: int,
                         seed: int = 0,
                         targets: Sequence[float] = ()) -> Bootstrap:
   """Stratified (within-budget) bootstrap of approach 2.
@@ -212,7 +208,7 @@ def bootstrap_approach2(n, loss, budget, *, k: float, n_resamples: int,
     n: parameter count per run.
     loss: loss per run.
     budget: budget per run (NaN = unassigned, ignored).
-    k: C = k N D constant.
+    k: C = k N D constant, or a `flops_law.FlopsLaw`.
     n_resamples: number of resamples.
     seed: RNG seed (same seed, same result).
     targets: budgets to extrapolate N_opt, D_opt, loss to.
@@ -256,7 +252,7 @@ def _refit_resamples(n, d, loss, point, n_resamples, rng, top_k, grid):
         warnings.simplefilter("ignore", RuntimeWarning)
         fit = approach3_lib.fit_parametric(
             n[idx], d[idx], loss[idx], delta=point.delta, grid=grid,
-            top_k=top_k, extra_starts=point.params.theta, k=point.k)
+            top_k=top_k, extra_starts=point.params.theta, k=point.flops)
     except ValueError:
       failed += 1
       continue
@@ -265,7 +261,7 @@ def _refit_resamples(n, d, loss, point, n_resamples, rng, top_k, grid):
       # No N_opt, D_opt or G to sample: counted like an unfittable resample.
       failed += 1
       continue
-    rows.append({**p.to_dict(), "a": p.a, "b": p.b, "G": p.G})
+    rows.append({**p.to_dict(), **p.frontier(point.flops)})
   return rows, failed
 
 
@@ -281,8 +277,8 @@ def bootstrap_approach3(n, d, loss, *, point: approach3_lib.ParametricFit,
     n: parameter count per run.
     d: data per run.
     loss: loss per run.
-    point: the full-data fit (its optimum seeds every refit; its k and
-      delta are reused).
+    point: the full-data fit (its optimum seeds every refit; its FLOPs
+      law and delta are reused).
     n_resamples: number of resamples.
     seed: RNG seed (same seed, same result).
     targets: budgets to extrapolate N_opt, D_opt, loss to.
@@ -297,6 +293,6 @@ def bootstrap_approach3(n, d, loss, *, point: approach3_lib.ParametricFit,
   rows, failed = _refit_resamples(n, d, loss, point, n_resamples, rng, top_k,
                                   grid)
   samples = {key: np.array([r[key] for r in rows]) for key in _A3_KEYS}
-  _add_targets(samples, lambda s, c: approach3_predict(s, c, point.k),
+  _add_targets(samples, lambda s, c: approach3_predict(s, c, point.flops),
                targets)
   return Bootstrap(samples, n_resamples, failed, seed)

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import etils.epath as epath
 
+from scaling import flops_law
 from scaling import metrics as metrics_lib
 from scaling import results as results_lib
 from scaling import rows
@@ -39,7 +40,8 @@ def predicted_optimum(fit: Dict[str, Any], budget: float) -> Dict[str, Any]:
   # An approach-3 fit without a compute-optimal frontier predicts nothing.
   if fit.get("approach3") and fit["approach3"].get("frontier", True):
     out["approach3"] = {k: float(v) for k, v in bootstrap.approach3_predict(
-        fit["approach3"], budget, fit["approach3"]["k"]).items()}
+        fit["approach3"], budget,
+        flops_law.FlopsLaw.from_json(fit["approach3"])).items()}
   if not out:
     raise ValueError("fit.json has neither an approach2 nor an approach3 "
                      "fit with a compute-optimal frontier")

@@ -43,6 +43,7 @@ from jaxgen import jsonl
 from jaxgen import paths as paths_lib
 from scaling import approach2 as approach2_lib
 from scaling import bootstrap as bootstrap_lib
+from scaling import flops_law
 from scaling import metrics as metrics_lib
 from scaling import results as results_lib
 
@@ -153,7 +154,9 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always", results_lib.FitWarning)
       try:
-        fit = approach2_lib.fit_isoflops(runs.n, runs.loss, budget)
+        fit = approach2_lib.fit_isoflops(
+            runs.n, runs.loss, budget,
+            k=flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d))
       except ValueError as e:
         error = e
     for w in caught:
@@ -175,7 +178,7 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
     elif n_bootstrap:
       boot = bootstrap_lib.bootstrap_approach2(
           runs.n, runs.loss, bootstrap_lib.used_budgets(budget, fit),
-          k=fit.k, n_resamples=n_bootstrap, seed=seed)
+          k=fit.flops, n_resamples=n_bootstrap, seed=seed)
       bootstrap_lib.warn_if_few_resamples("approach 2", boot.n_failed,
                                           n_bootstrap, f"family {family!r}")
     out.append(Frontier(family, runs, fit, boot, sampling,

@@ -38,6 +38,7 @@ from jaxgen import paths
 from scaling import approach2 as approach2_lib
 from scaling import approach3 as approach3_lib
 from scaling import bootstrap as bootstrap_lib
+from scaling import flops_law
 from scaling import metrics as metrics_lib
 from scaling import plots
 from scaling import report as report_lib
@@ -156,12 +157,13 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
                   f"runs' {c_lo:.3g} to {c_hi:.3g} FLOPs (below a tenth or "
                   "above 10^4 times): the extrapolation there is a guess",
                   results_lib.FitWarning, stacklevel=2)
-  k = results_lib.flops_per_param_example(runs)
-  _warn_if_k_varies(runs, k)
+  k = flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
+  _warn_if_not_power_law(runs, k)
   summary = {
       "data": {
           "source": runs.source, "family": runs.families[0],
-          "n_runs": len(runs), "k": k,
+          "n_runs": len(runs), "flops": k.to_dict(),
+          "k_range": [float(x) for x in _k_range(runs)],
           "N_range": [float(runs.n.min()), float(runs.n.max())],
           "D_range": [float(runs.d.min()), float(runs.d.max())],
           "C_range": [c_lo, c_hi],
@@ -192,30 +194,26 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
   return fits
 
 
-# Spread of C / (N D) over the runs (max / min) above which the one k of
-# C = k N D is called out.
-_K_SPREAD = 1.2
-
-
-def _warn_if_k_varies(runs, k: float) -> None:
-  """Warns when FLOPs per parameter per example differ across the runs.
-
-  Approach 3's frontier and approach 2's D_opt take C = k N D with one k
-  (the median). For image models the FLOPs per parameter change with size
-  (activations at full resolution): fitted as F ∝ N^φ over the runs, a
-  φ far from 1 biases N_opt (about 20% on the CPU simple-diffusion sweep).
-  """
+def _k_range(runs):
+  """Smallest and largest C / (N D) over the runs."""
   ratio = runs.c / (runs.n * runs.d)
-  if len(ratio) < 2 or ratio.max() <= _K_SPREAD * ratio.min():
+  return ratio.min(), ratio.max()
+
+
+def _warn_if_not_power_law(runs, law: flops_law.FlopsLaw) -> None:
+  """Warns when the runs' FLOPs per example are no power law in N.
+
+  Approach 3's frontier and approach 2's D_opt take C = kappa N^phi D; runs
+  of one size at several FLOPs per example (resolutions, patch sizes mixed
+  in one fit) break that, and N_opt / D_opt inherit the miss.
+  """
+  if law.max_miss <= flops_law.POWER_LAW_TOL:
     return
-  phi = 1.0 + float(np.polyfit(np.log(runs.n), np.log(ratio), 1)[0])
   warnings.warn(
-      f"FLOPs per parameter per example run from {ratio.min():.3g} to "
-      f"{ratio.max():.3g} over these runs (FLOPs per example ∝ N^{phi:.2f}), "
-      f"but the compute-optimal N and D take C = k N D with one k = "
-      f"{k:.3g}: treat N_opt / D_opt as approximate (a size-dependent k is "
-      "not modelled)", results_lib.FitWarning,
-      stacklevel=3)
+      f"FLOPs per example miss the fitted {law} by up to "
+      f"{law.max_miss:.2f}x on some runs (not a power law in N: mixed "
+      "resolutions or patch sizes?): treat N_opt / D_opt as approximate",
+      results_lib.FitWarning, stacklevel=3)
 
 
 def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,
@@ -377,7 +375,7 @@ def _extrapolate(fits):
                                     fits.level) for key, v in pred.items()})
     if fits.fit3 is not None:
       pred = bootstrap_lib.approach3_predict(fits.fit3.params.to_dict(), c,
-                                             fits.fit3.k)
+                                             fits.fit3.flops)
       row["approach3"] = _metric_values(fits.metric, {
           key: _point_with_interval(v, fits.boot3, f"{key}@{c:.4g}",
                                     fits.level) for key, v in pred.items()})
@@ -391,11 +389,12 @@ def _chinchilla_reference(fits):
   for name, p in (("hoffmann_unrounded", approach3_lib.HOFFMANN_UNROUNDED),
                   ("hoffmann_rounded", approach3_lib.HOFFMANN_ROUNDED),
                   ("epoch_2024", approach3_lib.EPOCH_2024)):
+    front = p.frontier(fit3.flops)
     out[name] = {
-        **p.to_dict(), "a": p.a, "G": p.G,
+        **p.to_dict(), "a": front["a"], "G": front["G"],
         "objective": approach3_lib.score(p, runs.n, runs.d, runs.loss,
                                          fit3.delta),
-        "N_opt": [float(p.n_opt(c, fit3.k)) for c in fits.targets]}
+        "N_opt": [float(p.n_opt(c, fit3.flops)) for c in fits.targets]}
   return out
 
 

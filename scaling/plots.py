@@ -160,12 +160,13 @@ def plot_frontier(fit2: Optional[approach2_lib.IsoflopFit],
     used = fit2.used
     cb = np.array([cv.budget for cv in used])
     n_opt = np.array([cv.n_opt for cv in used])
-    points = (n_opt, cb / (fit2.k * n_opt), [cv.loss_opt for cv in used])
+    points = (n_opt, fit2.flops.data(cb, n_opt),
+              [cv.loss_opt for cv in used])
     lines.append(("approach 2", _A2_COLOR, bootstrap_lib.approach2_predict,
                   p2, boot2, points))
   if fit3 is not None:
     p3 = fit3.params.to_dict()
-    pred3 = lambda s, cc: bootstrap_lib.approach3_predict(s, cc, fit3.k)
+    pred3 = lambda s, cc: bootstrap_lib.approach3_predict(s, cc, fit3.flops)
     lines.append(("approach 3", _A3_COLOR, pred3, p3, boot3, None))
   for ax, key, ylabel in zip(axes, keys, labels):
     for name, color, predict, params, boot, points in lines:
@@ -207,12 +208,12 @@ def plot_contours(runs: results_lib.Runs,
     runs: the runs fitted (drawn coloured by their loss).
     fit3: approach-3 result.
     path: PNG file to write.
-    budgets: budgets to draw as iso-compute lines D = C / (k N).
+    budgets: budgets to draw as iso-compute lines D = C / (kappa N^phi).
 
   Returns:
     `path`.
   """
-  p, k = fit3.params, fit3.k
+  p, law = fit3.params, fit3.flops
   n = np.geomspace(runs.n.min() / 3, runs.n.max() * 3, 200)
   d = np.geomspace(runs.d.min() / 3, runs.d.max() * 3, 200)
   loss = p.loss(n[None, :], d[:, None])
@@ -229,10 +230,11 @@ def plot_contours(runs: results_lib.Runs,
                   s=14, edgecolors="k", linewidths=0.3, zorder=3)
   fig.colorbar(sc, ax=ax, label="loss")
   for b in budgets:
-    ax.plot(n, b / (k * n), color="0.6", lw=0.6, ls="--", zorder=1)
-  c = np.geomspace(k * n.min() * d.min(), k * n.max() * d.max(), 200)
-  ax.plot(p.n_opt(c, k), p.d_opt(c, k), color=_A3_COLOR, lw=2,
-          label=f"compute-optimal frontier (a={p.a:.3f})")
+    ax.plot(n, law.data(b, n), color="0.6", lw=0.6, ls="--", zorder=1)
+  c = np.geomspace(law.compute(n.min(), d.min()),
+                   law.compute(n.max(), d.max()), 200)
+  ax.plot(p.n_opt(c, law), p.d_opt(c, law), color=_A3_COLOR, lw=2,
+          label=f"compute-optimal frontier (a={p.frontier(law)['a']:.3f})")
   ax.set_xlim(n[0], n[-1])
   ax.set_ylim(d[0], d[-1])
   ax.set_xscale("log")

@@ -9,6 +9,7 @@ report also sets the fit beside the published Chinchilla and Epoch numbers
 from typing import Dict, List, Optional
 
 from scaling import bootstrap as bootstrap_lib
+from scaling import flops_law
 
 # Published numbers for --compare=chinchilla.
 CHINCHILLA_PUBLISHED = {
@@ -86,7 +87,7 @@ def _data_section(summary) -> List[str]:
            f"D {_f(d['D_range'][0])} to {_f(d['D_range'][1])}, "
            f"C {_f(d['C_range'][0])} to {_f(d['C_range'][1])} FLOPs, "
            f"loss {_f(d['loss_range'][0])} to {_f(d['loss_range'][1])}",
-           f"- k in C = k N D: {_f(d['k'])} (median C/(N D))",
+           _flops_line(d),
            f"- {_level_text(summary)}", ""]
   settings = summary.get("settings", {})
   if settings.get("higher_is_better"):
@@ -101,6 +102,22 @@ def _data_section(summary) -> List[str]:
   return lines
 
 
+def _flops_line(data) -> str:
+  """The training-compute law line of the Data section."""
+  law = flops_law.FlopsLaw.from_json(data)
+  if "k_range" not in data:  # An older fit.json: one median k.
+    return f"- k in C = k N D: {_f(law.kappa)} (median C/(N D))"
+  lo, hi = data["k_range"]
+  if law.is_linear and hi <= lo * (1 + 1e-9):
+    return f"- training compute {law} (C/(N D) = {_f(lo)} on every run)"
+  if law.is_linear:
+    return (f"- training compute {law} (C/(N D) from {_f(lo)} to {_f(hi)}, "
+            "within 1%: one k, the median)")
+  return (f"- training compute {law}: ln(C/D) fitted on ln N (C/(N D) runs "
+          f"from {_f(lo)} to {_f(hi)}; worst run off by "
+          f"{law.max_miss:.3f}x); the frontiers below take this law")
+
+
 def _approach2_section(a2) -> List[str]:
   iv = a2.get("intervals", {})
   lines = ["## Approach 2: isoFLOP profiles", "",
@@ -111,7 +128,8 @@ def _approach2_section(a2) -> List[str]:
            f"{a2['n_runs_unassigned']} runs near no budget.", ""]
   rows = []
   for b in a2["budgets"]:
-    d_opt = (b["budget"] / (a2["k"] * b["n_opt"])
+    d_opt = (float(flops_law.FlopsLaw.from_json(a2).data(b["budget"],
+                                                          b["n_opt"]))
              if b["used"] and b["n_opt"] else None)
     rows.append([_f(b["budget"], 3), str(b["n_runs"]),
                  f"{_f(b['n_min'], 3)} to {_f(b['n_max'], 3)}",
@@ -166,10 +184,16 @@ def _approach3_section(a3) -> List[str]:
             + (f"; bootstrap {a3['bootstrap_seconds']:.1f} s"
                if "bootstrap_seconds" in a3 else ""),
             *_full_grid_lines(a3)]
-  if a3.get("frontier", True):
-    lines.append(f"- frontier (C = {_f(a3['k'])} N D): N_opt = G (C/"
-                 f"{_f(a3['k'])})^a, D_opt = (C/{_f(a3['k'])})^b / G, "
+  law = flops_law.FlopsLaw.from_json(a3)
+  if a3.get("frontier", True) and law.is_linear:
+    lines.append(f"- frontier ({law}): N_opt = G (C/{_f(law.kappa)})^a, "
+                 f"D_opt = (C/{_f(law.kappa)})^b / G, "
                  "a = beta/(alpha+beta), b = alpha/(alpha+beta)")
+  elif a3.get("frontier", True):
+    lines.append(f"- frontier ({law}): N_opt = G (C/{_f(law.kappa)})^a, "
+                 f"D_opt = C / ({_f(law.kappa)} N_opt^{law.phi:.3f}) ∝ "
+                 "C^b, G = (alpha A / (phi beta B))^(1/(alpha + phi beta)),"
+                 " a = beta/(alpha + phi beta), b = 1 - phi a")
   else:
     # alpha or beta <= 0: loss does not fall along C = k N D to a minimum.
     lines.append("- no compute-optimal frontier: the loss does not fall "

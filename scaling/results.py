@@ -476,14 +476,3 @@ def drop_highest_loss(runs: Runs, k: int) -> Runs:
   return runs.take(keep)
 
 
-def flops_per_param_example(runs: Runs) -> float:
-  """Median k in C = k N D: 6 for LM tokens, else whatever the runs imply.
-
-  Args:
-    runs: runs with C, N and D.
-
-  Returns:
-    The median of C / (N D), used by approach 3's compute-optimal frontier
-    and approach 2's D_opt = C / (k N_opt).
-  """
-  return float(np.median(runs.c / (runs.n * runs.d)))

@@ -141,8 +141,7 @@ def test_a_fit_whose_loss_rises_with_d_has_no_frontier():
   p = approach3.LossParams(E=6.7, A=5620.0, B=53.8, alpha=0.386, beta=-0.064)
   assert not p.has_frontier and np.isnan(p.G)
   assert TRUE.has_frontier and TRUE.G > 0
-  fit = approach3.ParametricFit(p, 1e-3, 9, 6.0, 1e-3, np.zeros(5), 100, 1,
-                                True)
+  fit = approach3.ParametricFit(p, 1e-3, 9, 1e-3, np.zeros(5), 100, 1, True)
   out = fit.to_dict()
   assert out["frontier"] is False
   assert out["a"] is None and out["b"] is None and out["G"] is None

@@ -60,7 +60,7 @@ def test_approach3_intervals_contain_point_estimate(data, fit3):
   point = {**p.to_dict(), "a": p.a, "b": p.b, "G": p.G}
   point.update({f"{k}@{TARGET:.4g}": v for k, v in
                 bootstrap.approach3_predict(p.to_dict(), TARGET,
-                                            fit3.k).items()})
+                                            fit3.flops).items()})
   intervals = boot.intervals(0.8)
   assert set(point) == set(intervals)
   for name, value in point.items():

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -13,6 +14,7 @@ import pytest
 from scaling import approach3
 from scaling import bootstrap
 from scaling import fit
+from scaling import flops_law
 from scaling import report as report_lib
 from scaling import results
 from tests.scaling import test_approach3 as t3
@@ -149,15 +151,11 @@ def test_excluded_budgets_are_printed_above_the_error():
   proc = _cli("--results=experiments/scaling_families/results_r3gan.jsonl",
               "--metric=eval_loss", "--out=/tmp/jaxgen_test_fit_no_budget")
   lines = proc.stderr.strip().splitlines()
-  assert proc.returncode == 1 and len(lines) == 5, proc.stderr[-2000:]
-  # Its FLOPs per parameter per example span 1.33e3 to 1.61e3: the one k of
-  # C = k N D is called out first.
-  assert lines[0].startswith("warning: FLOPs per parameter per example run "
-                             "from 1.33e+03 to 1.61e+03 over these runs")
+  assert proc.returncode == 1 and len(lines) == 4, proc.stderr[-2000:]
   assert all(ln.startswith("warning: approach 2: budget ") and
-             " FLOPs excluded: " in ln for ln in lines[1:4])
-  assert lines[4].startswith("error: approach 2 needs isoFLOP minima at >= 2 "
-                             "budgets") and "--approaches=3" in lines[4]
+             " FLOPs excluded: " in ln for ln in lines[:3])
+  assert lines[3].startswith("error: approach 2 needs isoFLOP minima at >= 2 "
+                             "budgets") and "--approaches=3" in lines[3]
 
 
 def test_too_few_runs_is_one_line_error(tmp_path):
@@ -414,15 +412,21 @@ def test_an_unpinned_exponent_is_named_without_numpy_overflow_noise():
       "runs do not pin it"]
 
 
-def test_flops_per_parameter_that_vary_with_size_are_warned_about():
+def test_flops_per_example_off_a_power_law_are_warned_about():
   n = np.array([1e5, 2e5, 4e5, 8e5])
   d = np.full(4, 1e6)
   loss = np.array([1.0, 0.9, 0.85, 0.83])
-  with warnings.catch_warnings():
-    warnings.simplefilter("error")  # C = 6 N D exactly: silent.
-    fit._warn_if_k_varies(results.make_runs(n, loss, d=d, c=6 * n * d), 6.0)  # pylint: disable=protected-access
-  # FLOPs per example ∝ N^0.9 (k falls 1.23x over the ladder).
-  c = 6 * n ** 0.9 * 1e5 ** 0.1 * d
-  with pytest.warns(results.FitWarning, match=r"run from 4\.87 to 6 over "
-                    r"these runs \(FLOPs per example ∝ N\^0\.90\)"):
-    fit._warn_if_k_varies(results.make_runs(n, loss, d=d, c=c), 5.4)  # pylint: disable=protected-access
+  for c in (6 * n * d, 6 * n**0.9 * 1e5**0.1 * d):
+    # C = 6 N D, or FLOPs per example ∝ N^0.9: the law fits, silent.
+    runs = results.make_runs(n, loss, d=d, c=c)
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")
+      fit._warn_if_not_power_law(  # pylint: disable=protected-access
+          runs, flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d))
+  # The third size at 1.5x its FLOPs per example (another resolution).
+  c = 6 * n * d * np.array([1, 1, 1.5, 1])
+  runs = results.make_runs(n, loss, d=d, c=c)
+  law = flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
+  with pytest.warns(results.FitWarning, match=r"FLOPs per example miss the "
+                    rf"fitted {re.escape(str(law))} by up to 1\.33x"):
+    fit._warn_if_not_power_law(runs, law)  # pylint: disable=protected-access

@@ -71,8 +71,9 @@ def test_higher_is_better_metric_recovers_synthetic_parameters(tmp_path):
   assert (rows[1]["approach3"]["eval_psnr"]["value"]
           > rows[0]["approach3"]["eval_psnr"]["value"])
   truth = approach3.LossParams(**t3.TRUE.to_dict())
-  n_opt = truth.n_opt(1e22, fits.fit3.k)
-  expected = -10 * np.log10(truth.loss(n_opt, 1e22 / (fits.fit3.k * n_opt)))
+  law = fits.fit3.flops
+  n_opt = truth.n_opt(1e22, law)
+  expected = -10 * np.log10(truth.loss(n_opt, law.data(1e22, n_opt)))
   assert rows[0]["approach3"]["eval_psnr"]["value"] == pytest.approx(
       expected, abs=0.02)
   report = (tmp_path / "out" / "report.md").read_text()

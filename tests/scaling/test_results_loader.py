@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from scaling import flops_law
 from scaling import results
 from tests.scaling import test_approach3 as t3
 
@@ -32,8 +33,10 @@ def test_jaxgen_schema(tmp_path):
   np.testing.assert_array_equal(runs.c, [1.02e18, 1.02e18])  # spent
   np.testing.assert_array_equal(runs.d, [1e6, 1e6])
   assert runs.has_budgets and runs.families == ["dit"]
-  assert results.flops_per_param_example(runs) == pytest.approx(
-      np.median([1.02e18 / 1e14, 1.02e18 / 2e14]))
+  # Same C and D at two sizes: FLOPs per example do not grow with N.
+  law = flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
+  assert law.phi == pytest.approx(0.0, abs=1e-12)
+  assert law.kappa == pytest.approx(1.02e12)
   runs = results.load_runs(str(tmp_path / "results.jsonl"),
                            param_key="params_non_embedding")
   np.testing.assert_array_equal(runs.n, [9e7, 9e7])
@@ -97,7 +100,9 @@ def test_epoch_csv_columns():
   np.testing.assert_allclose(runs.c, 6 * runs.n * runs.d)
   assert runs.n.min() == pytest.approx(5.73e7, rel=1e-3)
   assert runs.d.max() == pytest.approx(3.18e11, rel=1e-2)
-  assert results.flops_per_param_example(runs) == pytest.approx(6.0)
+  # C = 6 N D exactly: Chinchilla's k, phi = 1 to the last digit.
+  assert flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d) == (
+      flops_law.FlopsLaw(6.0, 1.0))
   dropped = results.drop_highest_loss(runs, 5)
   # Epoch's rule: keep losses below the 5th largest.
   assert dropped.loss.max() < np.sort(runs.loss)[-5]
