@@ -29,12 +29,15 @@ def _example_count(state: Any) -> Optional[int]:
   return None
 
 
-def carried(directory: epath.Path, step: int) -> Optional[Dict[str, Any]]:
+def carried(directory: epath.Path, step: int,
+            log: bool = True) -> Optional[Dict[str, Any]]:
   """This process's data position in checkpoint `step` of `directory`.
 
   Args:
     directory: the checkpoint directory (holding `<step>/data`).
     step: the checkpoint.
+    log: say when a position is carried to another process count (off for
+      the trainer's pre-check, which the restore repeats).
 
   Returns:
     None when grain restores the position itself (this process's own file
@@ -79,8 +82,9 @@ def carried(directory: epath.Path, step: int) -> Optional[Dict[str, Any]]:
         f"its data position ({keys}; e.g. "
         f"of dataset.worker_count>0) cannot be carried to {count}; resume it "
         f"with {n} process(es).")
-  logging.info("Checkpoint %d was saved by %d process(es): data position "
-               "carried to %d.", step, n, count)
+  if log:
+    logging.info("Checkpoint %d was saved by %d process(es): data position "
+                 "carried to %d.", step, n, count)
   return {"next_index": k * n // count}
 
 

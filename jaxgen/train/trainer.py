@@ -332,7 +332,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   if committed:
     # Read without restoring: a data position this process count cannot
     # take is an error now, not after compiling.
-    data_position.carried(ckpt_dir, max(committed))
+    data_position.carried(ckpt_dir, max(committed), log=False)
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=pidx, process_count=pcount, train=True)

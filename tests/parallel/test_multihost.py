@@ -6,6 +6,7 @@ batch; the global batch is assembled with
 run on 8 devices.
 """
 
+import logging
 import os
 import signal
 import socket
@@ -54,7 +55,7 @@ def _two_processes(overrides, workdir, stderr):
 
 
 @pytest.mark.multihost
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, caplog):
   overrides = {"total_steps": 3, "mesh.data": 4, "mesh.fsdp": 2}
   # The 1-process reference runs here, on this process's 8 devices.
   trainer.train_and_evaluate(common.tiny_config(**overrides),
@@ -90,7 +91,11 @@ def test_two_processes_match_one_process(tmp_path):
   # drawn (the per-process data position is carried to the new count).
   longer = common.tiny_config(**dict(overrides, total_steps=4))
   for run in ("one", "two"):
-    trainer.train_and_evaluate(longer, str(tmp_path / run))
+    with caplog.at_level(logging.INFO):
+      trainer.train_and_evaluate(longer, str(tmp_path / run))
+  # Said once (the pre-check before compiling reads it silently).
+  assert sum("data position carried to 1" in r.getMessage()
+             for r in caplog.records) == 1
   one, two = (common.read_losses(tmp_path / run) for run in ("one", "two"))
   assert [s for s, _ in two] == [1, 2, 3, 4]
   np.testing.assert_allclose(two[-1][1], one[-1][1], rtol=1e-4)
