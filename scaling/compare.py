@@ -154,9 +154,10 @@ def load_frontiers(paths: Sequence[str], metric: str, direction: str = "auto",
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always", results_lib.FitWarning)
       try:
-        fit = approach2_lib.fit_isoflops(
-            runs.n, runs.loss, budget,
-            k=flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d))
+        law = flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
+        if law.off_law():
+          warnings.warn(law.off_law(), results_lib.FitWarning)
+        fit = approach2_lib.fit_isoflops(runs.n, runs.loss, budget, k=law)
       except ValueError as e:
         error = e
     for w in caught:

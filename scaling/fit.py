@@ -158,7 +158,8 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
                   "above 10^4 times): the extrapolation there is a guess",
                   results_lib.FitWarning, stacklevel=2)
   k = flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
-  _warn_if_not_power_law(runs, k)
+  if k.off_law():
+    warnings.warn(k.off_law(), results_lib.FitWarning, stacklevel=2)
   summary = {
       "data": {
           "source": runs.source, "family": runs.families[0],
@@ -198,22 +199,6 @@ def _k_range(runs):
   """Smallest and largest C / (N D) over the runs."""
   ratio = runs.c / (runs.n * runs.d)
   return ratio.min(), ratio.max()
-
-
-def _warn_if_not_power_law(runs, law: flops_law.FlopsLaw) -> None:
-  """Warns when the runs' FLOPs per example are no power law in N.
-
-  Approach 3's frontier and approach 2's D_opt take C = kappa N^phi D; runs
-  of one size at several FLOPs per example (resolutions, patch sizes mixed
-  in one fit) break that, and N_opt / D_opt inherit the miss.
-  """
-  if law.max_miss <= flops_law.POWER_LAW_TOL:
-    return
-  warnings.warn(
-      f"FLOPs per example miss the fitted {law} by up to "
-      f"{law.max_miss:.2f}x on some runs (not a power law in N: mixed "
-      "resolutions or patch sizes?): treat N_opt / D_opt as approximate",
-      results_lib.FitWarning, stacklevel=3)
 
 
 def _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_runs,

@@ -4,8 +4,13 @@ Chinchilla's frontier takes C = 6 N D: a language model spends 6 FLOPs per
 parameter per token whatever its size. An image model does not: its
 activations live at full resolution, so FLOPs per example grow slower (or
 faster) than its parameter count, and C / (N D) drifts with N (on the CPU
-simple-diffusion sweep it runs from 176 to 227 over the ladder). One median
-k then biases N_opt by tens of percent.
+simple-diffusion ladder it is 225-227 for the one-block transformers and 176
+for the two-block ones). One median k then biases N_opt by tens of percent.
+
+The law is fitted on the runs, each run one point, and held fixed in the
+bootstrap (its intervals leave out the law's own uncertainty). Over a
+ladder whose architecture changes in steps (depth), it is a straight line
+through the steps: it may miss a rung beyond the fitted ones.
 
 `FlopsLaw` models the FLOPs per unit of D as a power law in N,
 F(N) = C / D = kappa N^phi, fitted by least squares of ln(C / D) on ln N
@@ -23,7 +28,7 @@ which is Chinchilla's closed form at phi = 1.
 """
 
 import dataclasses
-from typing import Dict, Mapping, Union
+from typing import Dict, Mapping, Optional, Union
 
 import numpy as np
 
@@ -66,14 +71,31 @@ class FlopsLaw:
 
     Returns:
       The law; phi = 1 and kappa = median C / (N D) when that ratio is
-      constant within `CONSTANT_TOL` or the runs have a single size.
+      constant within `CONSTANT_TOL` or the runs have a single size (then
+      `max_miss` is the worst run's distance from that k).
+
+    Raises:
+      ValueError: no runs, a non-positive or non-finite value, or FLOPs
+        per example that do not grow with N (phi <= 0: no compute-optimal
+        trade-off exists under such a law).
     """
     n, c, d = (np.asarray(v, float).ravel() for v in (n, c, d))
+    if not len(n) or not all(np.all(np.isfinite(v) & (v > 0))
+                             for v in (n, c, d)):
+      raise ValueError("the training-compute law needs runs with positive, "
+                       "finite N, C and D")
     ratio = c / (n * d)
     if (len(np.unique(n)) < 2
         or ratio.max() <= CONSTANT_TOL * ratio.min()):
-      return cls(float(np.median(ratio)), 1.0)
+      k = float(np.median(ratio))
+      miss = np.maximum(ratio / k, k / ratio)
+      return cls(k, 1.0, float(miss.max()))
     phi, log_kappa = np.polyfit(np.log(n), np.log(c / d), 1)
+    if phi <= 0:
+      raise ValueError(
+          f"FLOPs per example fall as N grows over these runs (C/D ∝ "
+          f"N^{phi:.3g}): check the runs' C (flops, flops_per_example) and "
+          "D columns")
     miss = np.exp(np.abs(np.log(c / d) - (log_kappa + phi * np.log(n))))
     return cls(float(np.exp(log_kappa)), float(phi), float(miss.max()))
 
@@ -109,6 +131,16 @@ class FlopsLaw:
       expo = alpha + self.phi * beta
       g = (alpha * A / (self.phi * beta * B))**(1.0 / expo)
       return g, beta / expo
+
+  def off_law(self) -> Optional[str]:
+    """A one-line warning when some run misses the law by more than
+    `POWER_LAW_TOL`, else None."""
+    if self.max_miss <= POWER_LAW_TOL:
+      return None
+    return (f"FLOPs per example miss the fitted {self} by up to "
+            f"{self.max_miss:.2f}x on some runs (not a power law in N: mixed "
+            "resolutions or patch sizes?): treat N_opt / D_opt as "
+            "approximate")
 
   def to_dict(self) -> Dict[str, float]:
     return dataclasses.asdict(self)

@@ -132,5 +132,23 @@ def test_report_names_the_law_in_one_line():
   assert line({"flops": exact.to_dict(), "k_range": [5.98, 6.03]}) == (
       "- training compute C = 6 N D (C/(N D) from 5.98 to 6.03, within 1%: "
       "one k, the median)")
+  one_size = flops_law.FlopsLaw(200.0, 1.0, 2.0)
+  assert line({"flops": one_size.to_dict(), "k_range": [100.0, 400.0]}) == (
+      "- training compute C = 200 N D (one model size: C/(N D) from 100 to "
+      "400, one k, the median)")
   # A fit.json written before the law: its one k.
   assert line({"k": 226.4}) == "- k in C = k N D: 226.4 (median C/(N D))"
+
+
+@pytest.mark.parametrize("n, c, d, match", [
+    ([1e5, 2e5], [1e12, np.nan], [1e4, 1e4], "positive, finite N, C and D"),
+    ([1e5, -2e5], [1e12, 1e12], [1e4, 1e4], "positive, finite N, C and D"),
+    ([], [], [], "positive, finite N, C and D"),
+    # C / D falling with N: no trade-off between N and D exists.
+    ([1e5, 2e5, 4e5], [4e12, 2e12, 1e12], [1e4] * 3,
+     r"FLOPs per example fall as N grows over these runs \(C/D ∝ N\^-1\)"),
+])
+def test_bad_runs_are_one_line_errors(n, c, d, match):
+  with pytest.raises(ValueError, match=match) as e:
+    flops_law.FlopsLaw.fit(n, c, d)
+  assert "\n" not in str(e.value)

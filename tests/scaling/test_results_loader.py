@@ -101,8 +101,9 @@ def test_epoch_csv_columns():
   assert runs.n.min() == pytest.approx(5.73e7, rel=1e-3)
   assert runs.d.max() == pytest.approx(3.18e11, rel=1e-2)
   # C = 6 N D exactly: Chinchilla's k, phi = 1 to the last digit.
-  assert flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d) == (
-      flops_law.FlopsLaw(6.0, 1.0))
+  law = flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
+  assert (law.kappa, law.phi) == (6.0, 1.0)
+  assert law.max_miss == pytest.approx(1.0, abs=1e-12)
   dropped = results.drop_highest_loss(runs, 5)
   # Epoch's rule: keep losses below the 5th largest.
   assert dropped.loss.max() < np.sort(runs.loss)[-5]
