@@ -163,9 +163,9 @@ def _check_record(out_dir: epath.Path, record: dict, num: int, dp: int,
                        f"pass the same --config overrides, {fix}")
     return
   if drawn:
+    # Not "or delete them": they may be a training run's grids.
     raise ValueError(f"{out_dir} holds PNGs without a {_RECORD} (not "
-                     "written by this command); pass another --out or delete "
-                     "them.")
+                     "written by this command); pass another --out.")
   if write:
     tmp = out_dir / (_RECORD + ".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
@@ -190,8 +190,8 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     log: progress and result lines.
 
   Returns:
-    {"step": checkpoint step, "num": num, "drawn": samples drawn now,
-    "out": out}.
+    {"step": checkpoint step, "num": num, "batch": the batch drawn,
+    "drawn": samples written now, "out": out}.
 
   Raises:
     ValueError: one line if the run has no checkpoint or num < 1.
@@ -251,6 +251,7 @@ def sample_run(config, workdir: str, *, num: int, out: str,
   # (the batch and the decoder are compared once known).
   _check_record(out_dir, _record(config, chosen, seed, 0, None), num, 1,
                 write=False, early=True)
+  _check_not_more(out_dir, num)
   # The training data may be elsewhere (a run copied off the cluster).
   s, step, state = run_state.restore(config, workdir, step=step,
                                      data_optional=True)
@@ -265,12 +266,6 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     decoder = latent_decode.make_decoder(config.dataset, s.mesh)
   _check_record(out_dir, _record(config, step, seed, batch, decoder), num, dp,
                 write=jax.process_index() == 0)
-  have = sum(p.suffix == ".png" for p in out_dir.iterdir())
-  if have > num:
-    # samples.npz would hold `num` while the folder, which the metric
-    # commands also read, holds more.
-    raise ValueError(f"{out} holds {have} samples, more than --num={num}; "
-                     f"pass --num={have} or more, or another --out.")
   paths = [out_dir / f"{i:06d}.png" for i in range(num)]
   # The files of batch k (the last one may be short of a whole batch).
   files = [paths[k:k + batch] for k in range(0, num, batch)]
@@ -298,7 +293,11 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     # 256 px samples are 9.8 GB, held once, not three times (a list, its
     # stack and an in-memory zip).
     images = None
+    # 50,000 PNGs take minutes to read back: a bar, updated per 1,000.
+    bar = features.Progress(num, "samples.npz") if num >= 1000 else None
     for i, p in enumerate(paths):
+      if bar is not None and i and i % 1000 == 0:
+        bar.update(1000)
       try:
         with p.open("rb") as f:
           image = np.asarray(Image.open(f))
@@ -311,6 +310,9 @@ def sample_run(config, workdir: str, *, num: int, out: str,
       if images is None:
         images = np.empty((num,) + image.shape, image.dtype)
       images[i] = image
+    if bar is not None:
+      bar.update(num - bar.done)
+      bar.close()
     labels = sampling.labels_of(num, s.objective)
     labels = np.zeros(num, np.int64) if labels is None else labels
     tmp = out_dir / "samples.npz.tmp"
@@ -319,7 +321,18 @@ def sample_run(config, workdir: str, *, num: int, out: str,
     tmp.replace(out_dir / "samples.npz")
   log(f"{num} samples of step {step} in {out}"
       + (" (+ samples.npz)" if npz else ""))
-  return {"step": step, "num": num, "drawn": len(todo) * batch, "out": out}
+  return {"step": step, "num": num, "batch": batch,
+          "drawn": sum(len(files[k]) for k in todo), "out": out}
+
+
+def _check_not_more(out_dir: epath.Path, num: int) -> None:
+  """Refuses a folder with more samples than `num` (before restoring)."""
+  have = sum(p.suffix == ".png" for p in out_dir.iterdir())
+  if have > num:
+    # samples.npz would hold `num` while the folder, which the metric
+    # commands also read, holds more.
+    raise ValueError(f"{out_dir} holds {have} samples, more than --num={num}; "
+                     f"pass --num={have} or more, or another --out.")
 
 
 def _workdir_from_argv(argv) -> str:

@@ -228,6 +228,17 @@ def _check_flags() -> None:
   if not FLAGS.inception and not FLAGS.vgg16:
     config_lib.usage_error("pass --inception=PTH --out=NPZ and/or "
                            "--vgg16=PTH --lpips_out=NPZ.")
+  # An output over an input (or over the other output) would replace the
+  # file it was converted from.
+  real = lambda f: os.path.realpath(getattr(FLAGS, f))  # noqa: E731
+  inputs = [f for f in ("inception", "vgg16", "lpips_heads")
+            if getattr(FLAGS, f)]
+  outs = [f for f in ("out", "lpips_out") if getattr(FLAGS, f)]
+  for i, dst in enumerate(outs):
+    for other in inputs + outs[:i]:
+      if real(dst) == real(other):
+        config_lib.usage_error(f"--{dst} and --{other} are the same file; "
+                               f"pass another --{dst}.")
 
 
 def main(argv):

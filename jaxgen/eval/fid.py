@@ -80,7 +80,8 @@ def compare(extractor, set_a, set_b, num: int = 0) -> Dict[str, Any]:
         "one size (--image_size sets a dataset's).", set_a.name, *size_a,
         set_b.name, *size_b)
   return distances.all_metrics(stats_a, stats_b, features_a=feats_a,
-                               features_b=feats_b, logits_b=logits_b)
+                               features_b=feats_b, logits_b=logits_b,
+                               progress=features_lib.Progress)
 
 
 def open_sets(name_a: str, name_b: str, *, image_size: int,

@@ -29,6 +29,7 @@ from jaxgen.data import config as data_config
 from jaxgen.data import folders
 from jaxgen.data import pipeline as data_pipeline
 from jaxgen.eval import features
+from jaxgen.eval import inception
 
 
 @dataclasses.dataclass
@@ -54,7 +55,8 @@ class ImageSet:
 
 
 def check_weights(image_set: ImageSet, weights_hash: str, fix: str) -> None:
-  """Refuses statistics made with other Inception weights than `weights_hash`.
+  """Refuses statistics made with other Inception weights than `weights_hash`
+  or of other features than Inception's pool3 (e.g. pytorch-fid --dims 768).
 
   Args:
     image_set: a statistics set (`stats` not None).
@@ -62,12 +64,17 @@ def check_weights(image_set: ImageSet, weights_hash: str, fix: str) -> None:
     fix: what to do, ending the one-line error.
 
   Raises:
-    ValueError: the statistics record another weights hash.
+    ValueError: the statistics record another weights hash or dimension.
   """
   made_with = str(image_set.stats.get("weights_hash", ""))
   if made_with and made_with != weights_hash:
     raise ValueError(f"{image_set.name} was computed with Inception weights "
                      f"{made_with}, not {weights_hash}{fix}")
+  dim = inception.FEATURE_DIM
+  have = np.shape(image_set.stats["mu"])
+  if have != (dim,) or np.shape(image_set.stats["sigma"]) != (dim, dim):
+    raise ValueError(f"{image_set.name} holds statistics of shape {have}, "
+                     f"not Inception's {dim}-d features{fix}")
 
 
 def noting_size(batches: Iterator[np.ndarray], seen: List[Tuple[int, int]]
@@ -196,11 +203,23 @@ def _png_folder(path: str, batch_size: int) -> ImageSet:
               f"{path}: {f.name} is {_size(imgs[-1].shape)}, {first[0]} "
               f"{_size(first[1])}; a set's PNGs must have one size.")
       yield np.stack(imgs)
-  try:
-    with files[0].open("rb") as fh:
-      width, height = Image.open(fh).size  # The header alone is read.
-  except OSError as e:
-    raise damaged_png(files[0], path, e) from None
+  # Every header now (~0.1 ms a file): a PNG of another size or an
+  # unreadable one is an error before either side's features are computed,
+  # not after hours of a 50,000-image reference.
+  sizes = {}
+  for f in files:
+    try:
+      with f.open("rb") as fh:
+        size = Image.open(fh).size  # The header alone is read.
+    except OSError as e:
+      raise damaged_png(f, path, e) from None
+    sizes.setdefault(size, f.name)
+    if len(sizes) > 1:
+      (w0, h0), first = next(iter(sizes.items()))
+      raise ValueError(
+          f"{path}: {f.name} is {size[0]}x{size[1]}, {first} {w0}x{h0}; a "
+          "set's PNGs must have one size.")
+  width, height = next(iter(sizes))
   return ImageSet(path, batches=batches(), available=len(files),
                   size=(height, width))
 

@@ -19,6 +19,9 @@ def _unit(x: jax.Array) -> jax.Array:
 # frame) made a set's mean PSNR inf. Capped at the value of a mean squared
 # error of 1e-10 (float32 rounding of [0, 1] pixels is ~1e-7 each).
 MAX_PSNR_DB = 100.0
+# SSIM's Gaussian window is 11 taps: smaller images are filtered wrongly by
+# dm-pix (its "valid" convolution swaps image and window), not refused.
+SSIM_MIN_SIZE = 11
 
 
 def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -43,5 +46,12 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
 
   Returns:
     f32[B].
+
+  Raises:
+    ValueError: images under `SSIM_MIN_SIZE` pixels a side (at trace time).
   """
+  if min(a.shape[1:3]) < SSIM_MIN_SIZE:
+    raise ValueError(f"SSIM's {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} window needs "
+                     f"images of at least {SSIM_MIN_SIZE} px; these are "
+                     f"{a.shape[1]}x{a.shape[2]}")
   return dm_pix.ssim(_unit(a), _unit(b), max_val=1.0)

@@ -40,7 +40,6 @@ from jaxgen.eval import distances
 from jaxgen.eval import features as features_lib
 from jaxgen.eval import grids
 from jaxgen.eval import imagesets
-from jaxgen.eval import inception
 from jaxgen.eval import perceptual
 from jaxgen.eval import pixels
 from jaxgen.eval import sampling
@@ -55,16 +54,10 @@ def _stats(path: str, weights_hash: str) -> Dict[str, np.ndarray]:
   if ref.stats is None:
     raise ValueError(f"{path} is not a statistics file (no mu / sigma); "
                      "compute it with python -m jaxgen.eval.stats.")
-  imagesets.check_weights(ref, weights_hash, "; recompute it with "
-                          "config.eval.sample_metrics.inception_weights.")
-  have = np.shape(ref.stats["mu"])
-  if have != (inception.FEATURE_DIM,) or np.shape(ref.stats["sigma"]) != (
-      inception.FEATURE_DIM,) * 2:
-    # Found now, not at the end of training.
-    raise ValueError(f"config.eval.sample_metrics.reference_stats={path!r} "
-                     f"holds statistics of shape {have}, not Inception's "
-                     f"{inception.FEATURE_DIM}-d features; recompute it "
-                     "with python -m jaxgen.eval.stats.")
+  # Found now, not at the end of training.
+  imagesets.check_weights(ref, weights_hash, "; recompute it with python -m "
+                          "jaxgen.eval.stats and config.eval.sample_metrics."
+                          "inception_weights.")
   return ref.stats
 
 
@@ -234,11 +227,38 @@ def check(config: ml_collections.ConfigDict) -> None:
   if int(cfg.batch_size) < 1:
     raise ValueError(f"config.eval.sample_metrics.batch_size="
                      f"{cfg.batch_size} must be >= 1.")
+  _check_reconstruction_sizes(config)
   every = int(cfg.every_steps)
   if every < 0 or (every and every % int(config.log_every_steps)):
     raise ValueError(f"config.eval.sample_metrics.every_steps={every} must "
                      f"be 0 or a multiple of log_every_steps="
                      f"{config.log_every_steps}.")
+
+
+def _check_reconstruction_sizes(config: ml_collections.ConfigDict) -> None:
+  """SSIM and LPIPS windows against the image size; LPIPS only where
+  something is reconstructed."""
+  cfg = config.eval.sample_metrics
+  family = config.get("family")
+  if family not in RECONSTRUCTION_FAMILIES:
+    if cfg.get("lpips_weights"):
+      raise ValueError(f"config.eval.sample_metrics.lpips_weights scores "
+                       f"reconstructions (autoencoder runs), and a {family} "
+                       "run reconstructs nothing; unset it.")
+    return
+  size = int((config.get("dataset") or {}).get("image_size") or 0)
+  if not size:
+    return
+  need, what = ((perceptual.MIN_SIZE, "LPIPS") if cfg.get("lpips_weights")
+                else (pixels.SSIM_MIN_SIZE, "SSIM"))
+  if size < need:
+    raise ValueError(
+        f"config.dataset.image_size={size}: eval_{what.lower()} needs images "
+        f"of at least {need} px; raise it"
+        + (" or unset config.eval.sample_metrics.lpips_weights"
+           if what == "LPIPS" and size >= pixels.SSIM_MIN_SIZE else "")
+        + ", or turn sample metrics off with "
+        "--config.eval.sample_metrics.enabled=false.")
 
 
 class SampleMetrics:

@@ -179,6 +179,13 @@ def test_image_counts_are_checked_before_any_features(tmp_path):
   for i, size in enumerate((8, 8, 8, 12)):
     Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(
         folder / f"{i:06d}.png")
+  # Every header is read at once: a PNG of another size is found before
+  # any features (it was found in the batch that held it, after the other
+  # side's 50,000 images).
+  with pytest.raises(ValueError, match="000003.png is 12x12, 000000.png 8x8; "
+                     "a set's PNGs must have one size"):
+    imagesets.open_set(str(folder), batch_size=2)
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "000003.png")
   image_set = imagesets.open_set(str(folder), batch_size=2)
   assert imagesets.count(image_set, 0) == 4
   with pytest.raises(ValueError, match="only 4 images, 5 requested; pass "
@@ -186,22 +193,41 @@ def test_image_counts_are_checked_before_any_features(tmp_path):
     imagesets.count(image_set, 5)
   with pytest.raises(ValueError, match="1 image; statistics need at least 2"):
     imagesets.count(image_set, 1)
-  next(image_set.batches)
-  with pytest.raises(ValueError, match="000003.png is 12x12, 000000.png 8x8; "
-                     "a set's PNGs must have one size"):
-    next(image_set.batches)
-  # A damaged PNG (a copy cut short) is one line, first or later (they
-  # were PIL tracebacks).
-  (folder / "000003.png").write_bytes(b"")
+  # A damaged PNG (a copy cut short) is one line (they were PIL
+  # tracebacks): an unreadable header at once, a cut body when decoded.
+  noise = np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)
+  Image.fromarray(noise).save(folder / "000003.png")
+  whole = (folder / "000003.png").read_bytes()
+  (folder / "000003.png").write_bytes(whole[:100])  # Header kept.
   image_set = imagesets.open_set(str(folder), batch_size=2)
   next(image_set.batches)
   with pytest.raises(ValueError, match=r"^\S+pngs: 000003.png is not a "
                      r"readable PNG \(.*\); remove it \(jaxgen.sample then "
                      r"redraws its batch\)\.$"):
     next(image_set.batches)
-  (folder / "000000.png").write_bytes(b"\x89PNG")
-  with pytest.raises(ValueError, match="000000.png is not a readable PNG"):
-    imagesets.open_set(str(folder), batch_size=2)
+  for name in ("000003.png", "000000.png"):
+    (folder / name).write_bytes(b"\x89PNG")
+    with pytest.raises(ValueError, match=f"{name} is not a readable PNG"):
+      imagesets.open_set(str(folder), batch_size=2)
+
+
+def test_statistics_of_other_features_are_refused_before_any_images(
+    extractor, tmp_path, monkeypatch):
+  # pytorch-fid --dims 768: found after the other side's features, by the
+  # Fréchet distance.
+  stats_lib.save(str(tmp_path / "s.npz"), {"mu": np.zeros(768),
+                                            "sigma": np.eye(768)})
+  monkeypatch.setattr(extractor, "of_batches",
+                      lambda *a, **k: pytest.fail("features computed"))
+  images = np.zeros((4, 8, 8, 3), np.uint8)
+  np.savez(tmp_path / "images.npz", images=images)
+  with pytest.raises(ValueError) as e:
+    fid_lib.compare(extractor, imagesets.open_set(str(tmp_path / "images.npz")),
+                    imagesets.open_set(str(tmp_path / "s.npz")))
+  assert str(e.value) == (
+      f"{tmp_path / 's.npz'} holds statistics of shape (768,), not "
+      "Inception's 2048-d features (--weights); recompute it with "
+      "jaxgen.eval.stats and these weights.")
 
 
 def test_a_png_folder_decodes_as_a_folder_dataset(tmp_path):
@@ -396,7 +422,8 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path, monkeypatch):
   out = str(tmp_path / "samples")
   first = sample_lib.sample_run(loaded, workdir, num=20, out=out,
                                 batch_size=8, log=lambda _: None)
-  assert first["step"] == 2 and first["drawn"] == 24  # 3 batches of 8.
+  # 3 batches of 8, the last one short: 20 drawn (was counted as 24).
+  assert first["step"] == 2 and first["drawn"] == 20
   with np.load(os.path.join(out, "samples.npz")) as f:
     images, labels = f["images"], f["labels"]
   assert images.shape == (20, 16, 16, 3) and images.dtype == np.uint8
@@ -454,7 +481,7 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path, monkeypatch):
     args = dict(config=loaded, num=20, batch_size=8)
     args.update(kwargs)
     with monkeypatch.context() as m:
-      if "seed" in kwargs or "config" in kwargs:
+      if {"seed", "config", "num"} & set(kwargs):
         # Known before the checkpoint: refused before minutes of restoring.
         m.setattr(run_state, "restore", common.no_compile)
       with pytest.raises(ValueError, match=expected):
@@ -513,7 +540,7 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path, monkeypatch):
   # the default 256.
   few = sample_lib.sample_run(loaded, workdir, num=3,
                               out=str(tmp_path / "few"), log=lambda _: None)
-  assert few["drawn"] == 8
+  assert few["batch"] == 8 and few["drawn"] == 3
   # The record of an attempt that drew nothing (out of memory at its first
   # batch) does not hold the folder: it refused every other batch size.
   failed = tmp_path / "failed"
@@ -521,7 +548,7 @@ def test_sample_draws_distinct_images_and_resumes(tmp_path, monkeypatch):
   (failed / "sampling.json").write_text(json.dumps(
       {"step": 2, "seed": 0, "batch": 1024, "config": {}}))
   assert sample_lib.sample_run(loaded, workdir, num=3, out=str(failed),
-                               log=lambda _: None)["drawn"] == 8
+                               log=lambda _: None)["drawn"] == 3
   # Overrides of the run's config: a typo, another family's section.
   for flag, expected in (
       ("--config.diffusion.sample_step=3", "error: unknown config field "

@@ -99,6 +99,14 @@ def test_unpaired_flags_are_usage_errors_before_any_conversion(files,
   assert "pass --inception=PTH too" in err
   assert "pass --inception=PTH" in _one_error(_convert(), 2)
   assert not out.exists()
+  # An output over an input, or over the other output, would replace it.
+  err = _one_error(_convert(f"--inception={pth}", f"--out={pth}"), 2)
+  assert err == "error: --out and --inception are the same file; pass " + (
+      "another --out.")
+  err = _one_error(_convert(f"--inception={pth}", f"--out={out}",
+                            f"--vgg16={pth}", f"--lpips_out={out}"), 2)
+  assert "--lpips_out and --out are the same file" in err
+  assert pth.read_bytes() == b"\x80\x02not really a pickle"
 
 
 def test_an_unwritable_out_is_one_line(files, tmp_path):

@@ -5,6 +5,7 @@ import pytest
 from scipy import linalg
 
 from jaxgen.eval import distances
+from jaxgen.eval import fid as fid_lib
 
 
 def _random_cov(rng, d):
@@ -154,7 +155,16 @@ def test_kid_is_the_unbiased_polynomial_mmd():
   want = xx / (m * (m - 1)) + yy / (m * (m - 1)) - 2 * xy / m**2
   kid, std = distances.kernel_inception_distance(x, y, subsets=3,
                                                  subset_size=6)
-  assert kid == pytest.approx(want, rel=1e-10) and std == pytest.approx(0.0)
+  # Sets no larger than a subset: one value, no spread (exactly, so that
+  # `jaxgen.eval.fid` says so instead of printing ± 0.000000).
+  assert kid == pytest.approx(want, rel=1e-10) and std == 0.0
+  _, std = distances.kernel_inception_distance(
+      rng.normal(size=(200, 8)), rng.normal(size=(200, 8)))
+  assert std == 0.0
+  assert fid_lib.format_lines({"fid": 1.0, "kid": kid, "kid_std": std}
+                              ).splitlines()[1].endswith("(one subset: the "
+                              "sets are no larger than the subset size, so "
+                              "no spread)")
   same, _ = distances.kernel_inception_distance(
       rng.normal(size=(400, 4)), rng.normal(size=(400, 4)), subsets=10,
       subset_size=200)
@@ -240,3 +250,29 @@ def test_precision_recall_in_float32_decide_as_float64_at_feature_scale():
   assert got == {"precision": reference(real, fake),
                  "recall": reference(fake, real)}
   assert 0.05 < got["precision"] < 0.95 and 0.05 < got["recall"] < 0.95
+
+
+def test_precision_recall_reports_progress_over_its_four_passes():
+  rng = np.random.default_rng(3)
+  real, fake = rng.normal(size=(23, 5)), rng.normal(size=(17, 5))
+  bars = []
+
+  class Bar:
+
+    def __init__(self, total, what):
+      self.total, self.what, self.done, self.closed = total, what, [], False
+      bars.append(self)
+
+    def update(self, n):
+      self.done.append(n)
+
+    def close(self):
+      self.closed = True
+
+  quiet = distances.precision_recall(real, fake, block=8)
+  assert distances.precision_recall(real, fake, block=8,
+                                    progress=Bar) == quiet
+  (bar,) = bars
+  assert (bar.total, bar.what, bar.closed) == (80, "precision/recall", True)
+  # Blocks of 8: 23 rows are 8, 8, 7 and 17 rows 8, 8, 1, twice each.
+  assert bar.done == [8, 8, 7, 8, 8, 1, 8, 8, 1, 8, 8, 7]

@@ -21,6 +21,7 @@ from jaxgen.eval import features as features_lib
 from jaxgen.eval import fid as fid_lib
 from jaxgen.eval import imagesets
 from jaxgen.eval import inception
+from jaxgen.eval import pixels
 from jaxgen.eval import sampling
 from jaxgen.eval import stats as stats_lib
 from jaxgen.parallel import mesh as mesh_lib
@@ -297,3 +298,40 @@ def test_non_finite_samples_are_warned_about_once(caplog):
   assert said == ["1 of the 8 samples of batch 0 hold NaN or inf values (a "
                   "diverged model or sampler): they are written and scored "
                   "as black or saturated images (said once)."]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    # dm-pix would filter 8 px images with a window it swapped in, and
+    # score noise against noise at SSIM 0.5.
+    ({"dataset.image_size": 8},
+     "config.dataset.image_size=8: eval_ssim needs images of at least 11 "
+     "px; raise it, or turn sample metrics off with "
+     "--config.eval.sample_metrics.enabled=false."),
+    ({"dataset.image_size": 12,
+      "eval.sample_metrics.lpips_weights": "lpips.npz"},
+     "config.dataset.image_size=12: eval_lpips needs images of at least 16 "
+     "px; raise it or unset config.eval.sample_metrics.lpips_weights, or "
+     "turn sample metrics off with --config.eval.sample_metrics.enabled="
+     "false."),
+])
+def test_pixel_metric_windows_larger_than_the_images_fail_at_once(
+    overrides, message):
+  config = test_objective._config(  # pylint: disable=protected-access
+      **{"eval.sample_metrics.enabled": True, **overrides})
+  with pytest.raises(ValueError) as e:
+    checks.check_config(config)
+  assert str(e.value) == message
+  x = jnp.zeros((1, 8, 8, 3))
+  with pytest.raises(ValueError, match="SSIM's 11x11 window needs images of "
+                     "at least 11 px; these are 8x8"):
+    pixels.ssim(x, x)
+
+
+def test_lpips_weights_on_a_generative_family_are_refused(files):
+  with pytest.raises(ValueError) as e:
+    checks.check_config(_config(files, **{
+        "eval.sample_metrics.lpips_weights": "lpips.npz"}))
+  assert str(e.value) == (
+      "config.eval.sample_metrics.lpips_weights scores reconstructions "
+      "(autoencoder runs), and a simple_diffusion run reconstructs nothing; "
+      "unset it.")
