@@ -25,6 +25,7 @@ import ml_collections
 from jaxgen.data import config as data_config
 from jaxgen.data import sources
 from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import fingerprint as fingerprint_lib
 from jaxgen.train import state as state_lib
 
@@ -171,9 +172,9 @@ def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
         f"{directory} (its weights differ: the run was replaced); restore "
         "that run or re-encode the latents with this one.")
   ae = s.objective
-  host = jax.device_get({"params": state.params, "model_state":
-                         state.model_state})
-  weights = jax.device_put(host, mesh_lib.replicated(mesh))
+  weights = jax.tree.map(
+      lambda x: sharding_lib.placed_as(x, x.dtype, mesh_lib.replicated(mesh)),
+      {"params": state.params, "model_state": state.model_state})
   scale = float(meta["scaling_factor"])
 
   @jax.jit

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding
 
@@ -81,6 +82,22 @@ def abstract_state_and_shardings(
 # So the options apply to states of at most ONE_OFF_MAX_ELEMENTS elements.
 ONE_OFF_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
 ONE_OFF_MAX_ELEMENTS = 2**27
+
+
+def placed_as(x: jax.Array, dtype, sharding: jax.sharding.Sharding
+              ) -> jax.Array:
+  """`x` cast to `dtype` and laid out as `sharding`.
+
+  An array split over several processes' devices (a run restored on a
+  multi-host mesh) cannot be read on one host: it is cast and resharded on
+  the devices, by a compiled copy over the same global devices. One this
+  process holds whole goes through the host, which also moves it onto
+  another device set (a run restored on all devices, used on some).
+  """
+  if x.is_fully_addressable:
+    return jax.device_put(np.asarray(jax.device_get(x)).astype(dtype),
+                          sharding)
+  return jax.jit(lambda a: a.astype(dtype), out_shardings=sharding)(x)
 
 
 def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args) -> Any:

@@ -12,8 +12,8 @@ from typing import List, Optional, Sequence
 from absl import logging
 import jax
 import ml_collections
-import numpy as np
 
+from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import provenance
 from jaxgen.train import state as state_lib
 
@@ -61,10 +61,8 @@ def _placed(src, like, shardings):
   """`src`'s arrays in the dtypes of `like` (this run's param_dtype, which
   the compiled step expects; the other run may have another), laid out as
   `shardings`."""
-  return jax.tree.map(
-      lambda x, t, s: jax.device_put(
-          np.asarray(jax.device_get(x)).astype(t.dtype), s),
-      src, like, shardings)
+  return jax.tree.map(lambda x, t, s: sharding_lib.placed_as(x, t.dtype, s),
+                      src, like, shardings)
 
 
 def check_compatible(abstract, init_from: str,

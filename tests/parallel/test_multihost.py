@@ -56,7 +56,14 @@ def _two_processes(overrides, workdir, stderr):
 
 @pytest.mark.multihost
 def test_two_processes_match_one_process(tmp_path, caplog):
-  overrides = {"total_steps": 3, "mesh.data": 4, "mesh.fsdp": 2}
+  # Both start from the weights of a 1-step run (config.init_from) that
+  # shards them 8 ways: restored over both processes' devices, they are
+  # not readable on one host (a warm start read them there and failed).
+  source = str(tmp_path / "source")
+  trainer.train_and_evaluate(common.tiny_config(
+      total_steps=1, **{"mesh.data": 1, "mesh.fsdp": 8}), source)
+  overrides = {"total_steps": 3, "mesh.data": 4, "mesh.fsdp": 2,
+               "init_from": source}
   # The 1-process reference runs here, on this process's 8 devices.
   trainer.train_and_evaluate(common.tiny_config(**overrides),
                              str(tmp_path / "one"))
