@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+from typing import Any, Dict
 
 from absl import app
 from absl import flags
@@ -40,6 +41,14 @@ flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 compile_cache.define_flag()
 config_flags.DEFINE_config_file("config", None, "Config file:preset.",
                                 lock_config=True)
+
+
+def out_of_memory(error: BaseException) -> bool:
+  """Whether `error` says the device memory ran out (XLA's compile-time
+  refusal on TPU, an allocation failure on GPU)."""
+  text = str(error)
+  return any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory",
+                                 "out of memory", "OOM"))
 
 
 class DoesNotFit(RuntimeError):
@@ -232,14 +241,23 @@ def largest_batch(config, limit_bytes: float, log=print):
     if per_device not in tried:
       c = config.copy_and_resolve_references()
       c.batch_size = per_device * dp
-      mem = run(c, compile_only=True)
+      try:
+        mem = run(c, compile_only=True)
+      except Exception as e:  # pylint: disable=broad-except
+        if not out_of_memory(e):
+          raise
+        # XLA refuses to compile a step over the device's memory (TPU):
+        # that batch does not fit, the search narrows down.
+        mem = {"memory_total_bytes": math.inf}
       if "memory_total_bytes" not in mem:
         # Every batch would "fit": the doubling would never end.
         raise ValueError("this backend reports no memory analysis of the "
                          "compiled step; --fit_memory cannot size it here.")
       tried[per_device] = mem["memory_total_bytes"]
       log(f"per-device batch {per_device}: "
-          f"{tried[per_device] / 2**30:.2f} GiB")
+          + (f"{tried[per_device] / 2**30:.2f} GiB"
+             if math.isfinite(tried[per_device]) else
+             "out of memory (XLA refused to compile it)"))
     return tried[per_device]
 
   lo, hi = 0, 1
@@ -249,7 +267,25 @@ def largest_batch(config, limit_bytes: float, log=print):
     mid = (lo + hi) // 2
     lo, hi = (mid, hi) if need(mid) <= limit_bytes else (lo, mid)
   return {"per_device_batch": lo * granule, "global_batch": lo * granule * dp,
-          "total_bytes": tried.get(lo * granule, 0), "tried": tried}
+          "total_bytes": tried.get(lo * granule, 0),
+          # JSON has no infinity: a batch XLA refused is None.
+          "tried": {b: v if math.isfinite(v) else None
+                    for b, v in tried.items()}}
+
+
+def run_fitting(config, *args) -> Dict[str, Any]:
+  """`run`, with running out of device memory as a one-line ValueError
+  that says what to change (it was a traceback)."""
+  try:
+    return run(config, *args)
+  except Exception as e:  # pylint: disable=broad-except
+    if not out_of_memory(e):
+      raise
+    raise ValueError(
+        f"the step at config.batch_size={config.batch_size} does not fit "
+        "the device memory; find the largest batch that does with "
+        "--fit_memory=GIB, or lower it (--config.batch_size, "
+        "--config.remat=full).") from None
 
 
 def _check_fake_devices(config) -> None:
@@ -292,10 +328,12 @@ def main(argv):
                           if FLAGS.json else print)
       if not fit["per_device_batch"]:
         smallest = min(fit["tried"])
+        need = fit["tried"][smallest]
         raise ValueError(
             f"a per-device batch of {smallest} needs "
-            f"{fit['tried'][smallest] / 2**30:.2f} "
-            f"GiB, more than --fit_memory={FLAGS.fit_memory:g}; lower it "
+            + (f"{need / 2**30:.2f} GiB" if need is not None else
+               "more memory than the device has")
+            + f", more than --fit_memory={FLAGS.fit_memory:g}; lower it "
             "with --config.remat=full, --config.optimizer.mu_dtype=bfloat16 "
             "or a larger mesh.fsdp, or pass more GiB.")
       print(json.dumps(fit) if FLAGS.json else
@@ -303,8 +341,8 @@ def main(argv):
             f"{fit['per_device_batch']} (global {fit['global_batch']}, "
             f"{fit['total_bytes'] / 2**30:.2f} GiB)")
       return
-    out = run(FLAGS.config, FLAGS.steps, FLAGS.params_only,
-              FLAGS.compile_only)
+    out = run_fitting(FLAGS.config, FLAGS.steps, FLAGS.params_only,
+                      FLAGS.compile_only)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

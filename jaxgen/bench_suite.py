@@ -97,12 +97,6 @@ def _over_budget(name: str) -> Dict[str, str]:
   return {"name": name, "skipped": "skipped: over the time budget"}
 
 
-def _fits_error(error: BaseException) -> bool:
-  text = str(error)
-  return any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory",
-                                 "out of memory", "OOM"))
-
-
 def predicted_batch(batch: int, memory: Dict[str, Any],
                     limit_bytes: float) -> int:
   """The power-of-two batch that a compiled step's memory predicts fits.
@@ -155,7 +149,7 @@ def _shrinking(name: str, spec: str, overrides: Dict[str, Any], batch: int,
         smaller = predicted_batch(batch, e.memory, memory_limit_bytes)
       else:
         smaller = batch // 2
-      if _fits_error(e) and min_batch <= smaller < batch:
+      if bench.out_of_memory(e) and min_batch <= smaller < batch:
         log(f"{name}: batch {batch} does not fit; trying {smaller}")
         batch = smaller
         continue

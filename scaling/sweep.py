@@ -527,7 +527,7 @@ def device_hours(spec: ml_collections.ConfigDict,
   if peak is None:
     raise ValueError(
         f"sweep.cluster.device_kind={kind!r} has no known peak; use one of "
-        + ", ".join(sorted({p for p, _ in flops.PEAK_BF16_FLOPS})))
+        + ", ".join(sorted({p for p, v in flops.PEAK_BF16_FLOPS if v})))
   mfu = float(cluster.mfu)
   if not 0 < mfu <= 1:
     raise ValueError(f"sweep.cluster.mfu={mfu}: use a fraction in (0, 1], "

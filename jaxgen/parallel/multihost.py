@@ -8,7 +8,7 @@ reads its own shard of the data and the global batch is assembled with
 
 import json
 import os
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from absl import logging
 import jax
@@ -138,6 +138,49 @@ def global_batch(mesh: jax.sharding.Mesh,
           mesh_lib.batch_sharding(mesh, np.ndim(v)), np.asarray(v))
       for k, v in local_batch.items()
   }
+
+
+def check_batch_layout(mesh: jax.sharding.Mesh, batch_size: int,
+                       process_count: Optional[int] = None,
+                       process_of: Optional[Callable[[Any], int]] = None
+                       ) -> None:
+  """Refuses a mesh on which the processes do not split the batch in order.
+
+  `global_batch` hands process p rows [p b, (p + 1) b) of every batch
+  (b = batch / processes), and the held-out and sample-metric readers count
+  on that order. The data×fsdp axes must therefore give each process its
+  own block of rows, in process order: a `tensor` axis that spans processes
+  makes them copies of each other along the batch (the global array came
+  out smaller than the batch and failed in the step, after compiling).
+
+  Args:
+    mesh: the run's mesh.
+    batch_size: the global batch.
+    process_count: processes (default: jax.process_count()).
+    process_of: device -> its process (default: `device.process_index`).
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  count = jax.process_count() if process_count is None else process_count
+  if count == 1:
+    return
+  process_of = process_of or (lambda d: d.process_index)
+  b = batch_size // count
+  rows = {}
+  indices = mesh_lib.batch_sharding(mesh, 1).devices_indices_map(
+      (batch_size,))
+  for device, (index,) in indices.items():
+    start, stop, _ = index.indices(batch_size)
+    rows.setdefault(process_of(device), set()).update(range(start, stop))
+  if all(rows.get(p) == set(range(p * b, (p + 1) * b)) for p in range(count)):
+    return
+  local = len(mesh.devices.flat) // count
+  raise ValueError(
+      f"the mesh {dict(mesh.shape)} does not give each of the {count} "
+      f"processes its own rows of the batch, in process order (process p "
+      f"reads rows p*{b} to (p+1)*{b}): keep config.mesh.tensor within one "
+      f"host's {local} devices, so that data×fsdp splits the batch by host.")
 
 
 # Fields each host may set for itself: local paths and input threads.

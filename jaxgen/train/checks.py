@@ -21,6 +21,7 @@ from jaxgen.autoencoders import latent_decode
 from jaxgen.eval import sample_metrics
 from jaxgen.nn import remat as remat_lib
 from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.parallel import multihost
 from jaxgen.train import accumulate
 from jaxgen.train import checkpoint
 from jaxgen.train import durations
@@ -59,6 +60,7 @@ def check_config(config: ml_collections.ConfigDict,
     raise ValueError(
         f"config.batch_size={config.batch_size} is not divisible by the "
         f"{jax.process_count()} processes.")
+  multihost.check_batch_layout(mesh, config.batch_size)
   _check_heads(config, mesh)
   objective = objective_cls(config)
   k = int(config.get("grad_accum_steps", 1))

@@ -13,7 +13,8 @@ import jax
 from jax.extend import core as jax_core
 
 # Dense bf16 peak FLOP/s per JAX device, matched against `device.device_kind`
-# (lower-cased) by substring, first match wins: more specific names first.
+# (lower-cased) by substring, first match wins: more specific names first
+# (None: a kind known not to be the generic one after it, peak unknown).
 PEAK_BF16_FLOPS = (
     ("v6 lite", 918e12),  # TPU v6e reports "TPU v6 lite".
     ("v6e", 918e12),
@@ -21,8 +22,12 @@ PEAK_BF16_FLOPS = (
     ("v5e", 197e12),
     ("v5p", 459e12),
     ("tpu v5", 459e12),
+    ("v4 lite", None),    # TPU v4i (inference): not the v4's 275.
     ("tpu v4", 275e12),
     ("h100 pcie", 756.5e12),
+    # NVL parts (2 x 400 W boards): half the datasheet's 1,671 with sparsity.
+    ("h100 nvl", 835.5e12),
+    ("h200 nvl", 835.5e12),
     ("h100", 989.5e12),   # SXM / HBM3.
     ("h200", 989.5e12),   # Same compute die as H100 SXM.
     ("a100", 312e12),

@@ -222,7 +222,7 @@ def progress(config, s, seen: Seen, step: int, steps_per_sec: float,
   now = seen.at(step)
   tput = flops_lib.throughput(s.flops_per_example,
                               steps_per_sec * config.batch_size,
-                              jax.device_count(), peak)
+                              s.mesh.devices.size, peak)
   row = {"examples_seen": now["examples"],
          "flops_seen": now["flops"],
          "steps_per_sec": steps_per_sec,

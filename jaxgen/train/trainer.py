@@ -550,6 +550,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           skipped_reported = run_record.report_skipped(
               info, f"epoch {step // info.batches_per_epoch}",
               skipped_reported)
+        # Saves and sample grids are not steps: their time is taken out of
+        # the interval (t0 moves on), or the next row's steps/s and MFU
+        # count it.
+        began = time.time()
         if is_last or stop or eval_error or ckpt.is_save_step(step):
           try:
             save(step, force=is_last or stop or bool(eval_error))
@@ -571,6 +575,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
             step % int(config.sample_every_steps) == 0 or is_last):
           run_record.write_samples(sample_fn, state, base_rng, step,
                                    workdir, writer)
+        t0 += time.time() - began
         if stop and not is_last:
           ckpt.wait()
           raise preemption.Preempted(

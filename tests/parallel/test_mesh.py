@@ -1,11 +1,15 @@
 """Mesh construction from config and its one-line errors."""
 
+import functools
+
 import jax
+from jax.sharding import AxisType
 import ml_collections
 import numpy as np
 import pytest
 
 from jaxgen.parallel import mesh as mesh_lib
+from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
 
 
@@ -73,3 +77,30 @@ def test_create_sharded_values_do_not_depend_on_the_one_off_options(
   default = sharding_lib.create_sharded(init_fn, shardings, jax.random.key(3))
   for a, b in zip(jax.tree.leaves(fast_compile), jax.tree.leaves(default)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_batch_layout_must_split_the_rows_by_process_in_order():
+  # Two pretend processes of 4 devices each (ids 0-3 and 4-7).
+  process_of = lambda d: d.id // 4  # noqa: E731
+  check = functools.partial(multihost.check_batch_layout, batch_size=16,
+                            process_count=2, process_of=process_of)
+  for data, fsdp, tensor in ((8, 1, 1), (4, 2, 1), (2, 2, 2), (1, 4, 2)):
+    check(jax.make_mesh((data, fsdp, tensor), mesh_lib.MESH_AXES,
+                        axis_types=(AxisType.Auto,) * 3))
+  # A tensor axis across the processes: both hold every row.
+  with pytest.raises(ValueError) as e:
+    check(jax.make_mesh((1, 1, 8), mesh_lib.MESH_AXES,
+                        axis_types=(AxisType.Auto,) * 3))
+  assert str(e.value) == (
+      "the mesh {'data': 1, 'fsdp': 1, 'tensor': 8} does not give each of "
+      "the 2 processes its own rows of the batch, in process order (process "
+      "p reads rows p*8 to (p+1)*8): keep config.mesh.tensor within one "
+      "host's 4 devices, so that data×fsdp splits the batch by host.")
+  # Process 1's devices first: each holds the other's rows.
+  devices = np.array(jax.devices()[4:] + jax.devices()[:4]).reshape(8, 1, 1)
+  with pytest.raises(ValueError, match="in process order"):
+    check(jax.sharding.Mesh(devices, mesh_lib.MESH_AXES))
+  # One process: nothing to check.
+  multihost.check_batch_layout(
+      jax.make_mesh((1, 1, 8), mesh_lib.MESH_AXES,
+                    axis_types=(AxisType.Auto,) * 3), 16)

@@ -220,10 +220,45 @@ def test_fit_memory_steps_in_the_batches_a_run_can_take(monkeypatch):
   # refuses.
   assert fit["per_device_batch"] == 28 and fit["global_batch"] == 28 * dp
   assert compiled == [4, 8, 16, 32, 24, 28]
+  # XLA refusing to compile a batch over the device's memory (TPU) is
+  # "does not fit", not the end of the search.
+  def refusing_run(config, compile_only=False, **kwargs):
+    if config.batch_size // dp > 20:
+      raise RuntimeError("RESOURCE_EXHAUSTED: XLA:TPU compile permanent "
+                         "error. Ran out of memory in memory space hbm.")
+    return fake_run(config, compile_only, **kwargs)
+  monkeypatch.setattr(bench, "run", refusing_run)
+  lines = []
+  fit = bench.largest_batch(flow, 1e9, log=lines.append)
+  assert fit["per_device_batch"] == 20
+  assert fit["tried"][32] is None and fit["tried"][24] is None
+  assert lines[3] == ("per-device batch 32: out of memory (XLA refused to "
+                      "compile it)")
+  # Another failure is not taken for memory.
+  monkeypatch.setattr(bench, "run", lambda config, **kw: 1 / 0)
+  with pytest.raises(ZeroDivisionError):
+    bench.largest_batch(accum, 1e9, log=lambda _: None)
   # A backend without memory analysis: an error, not an endless doubling.
   monkeypatch.setattr(bench, "run", lambda config, **kw: {})
   with pytest.raises(ValueError, match="reports no memory analysis"):
     bench.largest_batch(accum, 1e9, log=lambda _: None)
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch):
+  def oom(config, *args):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+                       "allocate 81.2GiB.")
+  monkeypatch.setattr(bench, "run", oom)
+  config = common.tiny_config()
+  with pytest.raises(ValueError) as e:
+    bench.run_fitting(config, 3)
+  assert str(e.value) == (
+      "the step at config.batch_size=8 does not fit the device memory; find "
+      "the largest batch that does with --fit_memory=GIB, or lower it "
+      "(--config.batch_size, --config.remat=full).")
+  monkeypatch.setattr(bench, "run", lambda config, *a: 1 / 0)
+  with pytest.raises(ZeroDivisionError):
+    bench.run_fitting(config, 3)
 
 
 def test_fit_memory_json_is_the_only_stdout():

@@ -13,6 +13,7 @@ from jaxgen.eval import grids
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import metrics as metrics_lib
 from jaxgen.train import run_record
+from tests.train import common
 
 
 def test_peak_table_matches_device_kinds():
@@ -25,6 +26,26 @@ def test_peak_table_matches_device_kinds():
   assert flops_lib.peak_flops_per_device(dev("NVIDIA H100 PCIe")) == 756.5e12
   assert flops_lib.peak_flops_per_device(dev("NVIDIA A100-SXM4-40GB")) == 312e12
   assert flops_lib.peak_flops_per_device(dev("cpu")) is None
+  # NVL boards before the generic H100 / H200 (which read 989.5, ~18% more,
+  # so MFU came out low); the v4i inference chip is not a v4.
+  assert flops_lib.peak_flops_per_device(dev("NVIDIA H100 NVL")) == 835.5e12
+  assert flops_lib.peak_flops_per_device(dev("NVIDIA H200 NVL")) == 835.5e12
+  assert flops_lib.peak_flops_per_device(dev("NVIDIA H200")) == 989.5e12
+  assert flops_lib.peak_flops_per_device(dev("TPU v4 lite")) is None
+
+
+def test_logged_throughput_is_per_device_of_the_runs_mesh():
+  # A run on 2 of the 8 devices divided by all 8: a quarter of its TFLOP/s.
+  config = common.tiny_config()
+  mesh = jax.make_mesh((2, 1, 1), ("data", "fsdp", "tensor"),
+                       devices=jax.devices()[:2],
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  s = types.SimpleNamespace(flops_per_example=1e9, mesh=mesh)
+  seen = types.SimpleNamespace(at=lambda step: {"examples": 0, "flops": 0})
+  row = run_record.progress(config, s, seen, 10, 5.0, 1e13)
+  per_device = 1e9 * 5.0 * config.batch_size / 2
+  assert row["tflops_per_device"] == pytest.approx(per_device / 1e12)
+  assert row["mfu"] == pytest.approx(per_device / 1e13)
 
 
 def test_throughput_and_mfu():

@@ -8,6 +8,7 @@ against XLA's count, and a short run whose loss falls.
 import json
 import os
 import signal
+import time
 
 import flax.linen as nn
 import jax
@@ -24,6 +25,7 @@ from jaxgen.parallel import sharding as sharding_lib
 from jaxgen.train import flops as flops_lib
 from jaxgen.train import checks
 from jaxgen.train import preemption
+from jaxgen.train import run_record
 from jaxgen.train import run_state
 from jaxgen.train import trainer
 from configs import r3gan
@@ -135,6 +137,21 @@ def test_short_run_loss_falls_and_writes_outputs(tmp_path):
   assert os.listdir(tmp_path / "samples") == ["step_0000060.png"]
   assert "60" in os.listdir(tmp_path / "checkpoints")
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+
+def test_sample_grids_do_not_count_against_steps_per_sec(tmp_path,
+                                                         monkeypatch):
+  # The grid drawn after step 2's row took from step 4's steps/s and MFU
+  # (imagenet256's 1000-step DDPM grids every 10k steps).
+  monkeypatch.setattr(run_record, "write_samples",
+                      lambda *a, **k: time.sleep(1.5))
+  config = common.tiny_config(total_steps=4, log_every_steps=2, num_samples=4,
+                              sample_every_steps=2)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  # Counted, 2 steps would take over 1.5 s: under 1.33 steps/s.
+  assert [r["step"] for r in rows] == [2, 4]
+  assert rows[1]["steps_per_sec"] > 4, rows[1]
 
 
 def test_bf16_compute_keeps_float32_params_and_losses(tmp_path):
