@@ -233,3 +233,41 @@ def check_same_config(config: Any) -> None:
       f"process(es) {', '.join(str(i) for i in np.flatnonzero(differs))} "
       "were started with another config than this process 0 (their error "
       "names the fields); start every process with the same flags.")
+
+
+# DatasetInfo fields every process must agree on: each host may read its own
+# copy of the data (dataset.data_dir), and a copy of another size gives it
+# another run length (epochs), schedule and shuffle.
+_SAME_DATA_FIELDS = ("num_examples", "image_size", "channels", "num_classes",
+                     "num_frames", "batches_per_epoch")
+
+
+def check_same_data(info: Any) -> None:
+  """Refuses processes whose training data differ (a host's copy of the
+  dataset incomplete, say), before compiling.
+
+  Args:
+    info: this process's `DatasetInfo`.
+
+  Raises:
+    ValueError: the same line on every process, naming the field and each
+      process's value.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  own = [int(getattr(info, f) or 0) for f in _SAME_DATA_FIELDS]
+  # As two int32 halves: without jax_enable_x64 an int64 would be cut to
+  # 32 bits on the way (datasets of over 2^31 examples exist).
+  halves = np.array([[v >> 31, v & (2**31 - 1)] for v in own], np.int32)
+  every = np.asarray(multihost_utils.process_allgather(halves)).reshape(
+      -1, len(own), 2).astype(np.int64)
+  every = (every[..., 0] << 31) + every[..., 1]
+  for i, field in enumerate(_SAME_DATA_FIELDS):
+    if (every[:, i] != every[0, i]).any():
+      values = ", ".join(f"{int(v)} on process {p}"
+                         for p, v in enumerate(every[:, i]))
+      raise ValueError(
+          f"the processes read different training data ({field}: {values}); "
+          "point every host's config.dataset.data_dir at the same, complete "
+          "copy.")

@@ -17,6 +17,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding
 
+from jaxgen.parallel import mesh as mesh_lib
+
 
 def rules_from_config(rules: Sequence[Sequence[Any]]) -> Tuple[Tuple[str, Any], ...]:
   """Normalises config rules (lists from ml_collections) to flax's tuples.
@@ -26,11 +28,26 @@ def rules_from_config(rules: Sequence[Sequence[Any]]) -> Tuple[Tuple[str, Any], 
 
   Returns:
     A tuple of (name, axis) pairs, lists turned into tuples.
+
+  Raises:
+    ValueError: a rule that is no (name, axes) pair, or names a mesh axis
+      the mesh does not have (jax's "Resource axis ... not found in mesh"
+      named no config field).
   """
   out = []
-  for name, axes in rules:
-    if isinstance(axes, (list, tuple)):
-      axes = tuple(axes)
+  for i, rule in enumerate(rules):
+    shown = tuple(rule) if isinstance(rule, (list, tuple)) else repr(rule)
+    where = f"config.logical_axis_rules[{i}]={shown}"
+    if not isinstance(rule, (list, tuple)) or len(rule) != 2:
+      raise ValueError(f"{where}: each rule is a pair (logical name, mesh "
+                       "axis or axes or None), e.g. ('embed', 'fsdp').")
+    name, axes = rule
+    axes = tuple(axes) if isinstance(axes, (list, tuple)) else axes
+    unknown = [a for a in (axes if isinstance(axes, tuple) else (axes,))
+               if a is not None and a not in mesh_lib.MESH_AXES]
+    if unknown:
+      raise ValueError(f"{where}: {unknown[0]!r} is no mesh axis; use "
+                       f"{', '.join(mesh_lib.MESH_AXES)} or None.")
     out.append((str(name), axes))
   return tuple(out)
 
@@ -71,7 +88,45 @@ def abstract_state_and_shardings(
   masked = lambda x: isinstance(x, optax.MaskedNode)
   shardings = jax.tree.map(lambda a, s: a if masked(a) else s, abstract,
                            shardings, is_leaf=masked)
+  check_divisible(abstract, shardings)
   return abstract, shardings
+
+
+def check_divisible(abstract: Any, shardings: Any) -> None:
+  """Refuses shardings that split a dimension unevenly, before compiling.
+
+  jax's own error ("array axis 1 is partitioned 6 times, but the dimension
+  size is 64") names neither the array nor what to change.
+
+  Args:
+    abstract: the abstract state (ShapeDtypeStructs).
+    shardings: its NamedShardings (same structure).
+
+  Raises:
+    ValueError: one line naming the first array, its dimension, the mesh
+      axes and the config fields that decide them.
+  """
+  bad = []
+
+  def visit(path, leaf, sharding):
+    if not isinstance(sharding, NamedSharding) or bad:
+      return
+    for dim, (size, axes) in enumerate(zip(leaf.shape, sharding.spec)):
+      names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      ways = math.prod(sharding.mesh.shape[a] for a in names)
+      if size % ways:
+        bad.append(f"{jax.tree_util.keystr(path, simple=True, separator='/')}"
+                   f" {tuple(leaf.shape)}: dimension {dim} ({size}) is split "
+                   f"{ways} ways over mesh axes {'×'.join(names)}")
+        return
+
+  jax.tree_util.tree_map_with_path(
+      visit, abstract, shardings,
+      is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+  if bad:
+    raise ValueError(f"{bad[0]}; choose config.mesh sizes that divide it, or "
+                     "map its logical axis to None in "
+                     "config.logical_axis_rules.")
 
 
 # XLA options for programs that run once (state init): on CPU, backend

@@ -336,6 +336,7 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=pidx, process_count=pcount, train=True)
+  multihost.check_same_data(info)
   if config.eval_batches:
     # Opens the held-out split now: a missing one is an error before
     # compiling, not at the first evaluation.

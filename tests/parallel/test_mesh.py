@@ -104,3 +104,41 @@ def test_batch_layout_must_split_the_rows_by_process_in_order():
   multihost.check_batch_layout(
       jax.make_mesh((1, 1, 8), mesh_lib.MESH_AXES,
                     axis_types=(AxisType.Auto,) * 3), 16)
+
+
+def test_uneven_shardings_are_one_line_errors_naming_the_array():
+  mesh = jax.make_mesh((1, 6, 1), mesh_lib.MESH_AXES, devices=jax.devices()[:6],
+                       axis_types=(AxisType.Auto,) * 3)
+  spec = jax.sharding.PartitionSpec(None, ("fsdp", "tensor"))
+  shardings = {"params": {"embed": jax.sharding.NamedSharding(mesh, spec)}}
+  fits = {"params": {"embed": jax.ShapeDtypeStruct((9, 60), np.float32)}}
+  sharding_lib.check_divisible(fits, shardings)
+  uneven = {"params": {"embed": jax.ShapeDtypeStruct((9, 64), np.float32)}}
+  with pytest.raises(ValueError) as e:
+    sharding_lib.check_divisible(uneven, shardings)
+  assert str(e.value) == (
+      "params/embed (9, 64): dimension 1 (64) is split 6 ways over mesh axes "
+      "fsdp×tensor; choose config.mesh sizes that divide it, or map its "
+      "logical axis to None in config.logical_axis_rules.")
+
+
+@pytest.mark.parametrize("rules,message", [
+    ([("embed", "fsdb")], "config.logical_axis_rules[0]=('embed', 'fsdb'): "
+     "'fsdb' is no mesh axis; use data, fsdp, tensor or None."),
+    ([("batch", ["data", "fsdp"]), ("mlp", ("tensor", "model"))],
+     "config.logical_axis_rules[1]=('mlp', ('tensor', 'model')): 'model' is "
+     "no mesh axis; use data, fsdp, tensor or None."),
+    ([("embed", "fsdp", "tensor")], "config.logical_axis_rules[0]=('embed', "
+     "'fsdp', 'tensor'): each rule is a pair (logical name, mesh axis or axes "
+     "or None), e.g. ('embed', 'fsdp')."),
+])
+def test_bad_axis_rules_are_one_line_errors(rules, message):
+  with pytest.raises(ValueError) as e:
+    sharding_lib.rules_from_config(rules)
+  assert str(e.value) == message
+
+
+def test_axis_rules_become_flax_tuples():
+  assert sharding_lib.rules_from_config(
+      [["batch", ["data", "fsdp"]], ("embed", "fsdp"), ("heads", None)]) == (
+          ("batch", ("data", "fsdp")), ("embed", "fsdp"), ("heads", None))

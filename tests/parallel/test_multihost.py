@@ -6,6 +6,7 @@ batch; the global batch is assembled with
 run on 8 devices.
 """
 
+import dataclasses
 import logging
 import os
 import signal
@@ -264,3 +265,31 @@ def test_multihost_without_a_cluster_is_one_line(tmp_path):
   assert "Traceback" not in out.stderr, out.stderr[-3000:]
   assert out.stderr.strip().splitlines()[-1].startswith(
       "error: --multihost found no cluster to join ("), out.stderr[-3000:]
+
+
+def test_processes_reading_different_data_are_refused(monkeypatch):
+  # A host whose copy of the dataset is short trained another number of
+  # epochs' steps, schedule and shuffle (and hung at the end).
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jaxgen.data import pipeline  # pylint: disable=g-import-not-at-top
+  info = pipeline.DatasetInfo.synthetic(common.tiny_config().dataset)
+  short = dataclasses.replace(info, num_examples=3_000_000_000)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  for other, fails in ((info, False), (short, True)):
+    def gather(own, other=other):
+      # Process 1's values, sent the way check_same_data sends its own.
+      theirs = [int(getattr(other, f) or 0)
+                for f in multihost._SAME_DATA_FIELDS]  # pylint: disable=protected-access
+      halves = np.array([[v >> 31, v & (2**31 - 1)] for v in theirs],
+                        np.int32)
+      return np.stack([own, halves])
+    monkeypatch.setattr(multihost_utils, "process_allgather", gather)
+    if not fails:
+      multihost.check_same_data(info)
+      continue
+    with pytest.raises(ValueError) as e:
+      multihost.check_same_data(info)
+    assert str(e.value) == (
+        f"the processes read different training data (num_examples: "
+        f"{info.num_examples} on process 0, 3000000000 on process 1); point "
+        "every host's config.dataset.data_dir at the same, complete copy.")
