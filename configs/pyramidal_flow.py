@@ -99,11 +99,14 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # 0: continuous windows (0, 1/3), (0.2, 2/3), (0.5, 1); 1000: cut on the
   # official code's 1000-step grid (0.1998, 0.4993).
   c.pyramid.num_train_timesteps = 0
-  # The scalar the DiT embeds: "global" (1000 x the global noise level) |
-  # "official" (the code's windows 1000 -> 744 -> 386 -> 1; exactly so,
-  # as released weights need, with num_train_timesteps=1000: the continuous
-  # cuts give 1000 -> 743.85 -> 385.23 -> 1).
-  c.pyramid.timestep_embedding = "global"
+  # The scalar the DiT embeds: "official" (the code's windows 1000 -> 744
+  # -> 386 -> 1; exactly so, as released weights need, with
+  # num_train_timesteps=1000: the continuous cuts give 1000 -> 743.85 ->
+  # 385.23 -> 1) | "global" (1000 x the global noise level: the stages'
+  # windows overlap there, (0, 1/3), (0.2, 2/3), (0.5, 1), so one timestep
+  # means two stages with other targets, and RoPE does not tell the DiT
+  # the grid size; the default until 2026-12-03).
+  c.pyramid.timestep_embedding = "official"
   # Add the corrective block noise at the jumps (False: the ablation).
   c.pyramid.renoise = True
   # Video: the temporal pyramid (autoregressive frames with compressed

@@ -74,6 +74,12 @@ def build(arg: str, family: str) -> ml_collections.ConfigDict:
     # fixed ~25 ms a step on CPU, so fewer, larger steps). Flow matching's
     # examples cost 2.6x more (every example at full resolution).
     specs.cpu_preset(c, budgets=(1e11, 2e11, 4e11))
+    # The committed sweeps (experiments/scaling_families) embedded the
+    # global noise level, the default until 2026-12-03: kept so that their
+    # rerun reproduces them and resumes their workdirs (the baseline's one
+    # stage reads no timestep windows either way).
+    c.run.pyramid = ml_collections.ConfigDict(
+        {"timestep_embedding": "global"})
     c.batch_size = 64
     c.points_per_budget = 5
     c.window_shift = 0.0

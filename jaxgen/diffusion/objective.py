@@ -91,6 +91,10 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
             "hi, or () to guide everywhere.")
     check("config.diffusion.label_dropout", d.label_dropout, low=0, high=1,
           high_open=True)
+    # NaN made the loss NaN, +-inf weighted every sample 1 or 0 (no
+    # learning): all three silently.
+    check("config.diffusion.sigmoid_bias", d.get("sigmoid_bias", -3.0),
+          finite=True)
     check("config.diffusion.multiscale_min_size", d.multiscale_min_size,
           low=1, integer=True)
     if d.multiscale:
@@ -110,6 +114,7 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
             "multiscale_min_size%s for coarser scales.", self.image_size,
             int(d.multiscale_min_size),
             f" (e.g. {smaller})" if smaller else "")
+    self._warn_if_latent_shift()
     self.model.check_fields()  # Its errors name their own fields.
     if self.model.downsample == "haar" and self.model.patch_size == 1:
       logging.warning("config.model.downsample='haar' with patch_size=1 is "
@@ -121,6 +126,24 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
       raise ValueError(
           f"config.dataset.image_size={self.image_size} / config.model do "
           f"not fit the U-ViT: {e}") from None
+
+  def _warn_if_latent_shift(self) -> None:
+    """One warning when SiD's pixel-derived resolution shift is taken at a
+    latent side (it then shifts towards *less* noise: +4.2 at 8x8 against
+    noise_size 64, the opposite of what Eq. 4 derives for large images)."""
+    d = self.config.diffusion
+    if (latent_decode.latent_dir(self.config.dataset) is None
+        or d.schedule not in ("shifted", "interpolated")):
+      return
+    kw = dict(d.schedules.get(d.schedule, None) or {})
+    ref = kw.get("noise_size", kw.get("noise_size_low", 64))
+    logging.warning(
+        "config.diffusion.schedule=%r shifts logSNR by 2 log(noise_size / "
+        "side), derived for pixels; on these latents (side %d) it is %+.2f "
+        "at noise_size %d. Set config.diffusion.schedules.%s's noise size(s) "
+        "for the latent space, or use schedule='cosine'.", d.schedule,
+        self.image_size, schedules.resolution_shift(self.image_size, ref),
+        ref, d.schedule)
 
   # -- state ------------------------------------------------------------------
 

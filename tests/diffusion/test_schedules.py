@@ -1,5 +1,6 @@
 """Tests of jaxgen.diffusion.schedules against the SiD reference values."""
 
+import logging
 import math
 import re
 
@@ -188,3 +189,25 @@ def test_the_closed_form_rise_check_agrees_with_the_schedule(low, high,
     schedules.make_logsnr_fn("interpolated", 512, **kwargs)
   said = float(re.search(r"rises from t=([\d.]+)", str(e.value)).group(1))
   assert abs(said - t[rises[0]]) < 0.011
+
+
+def test_the_pixel_shift_on_latents_is_warned_about(caplog):
+  # SiD's shift is derived for pixels: on a 16x16 latent it adds +2.77
+  # (less noise), the opposite of what it does for a 256 px image.
+  from jaxgen.diffusion import objective  # pylint: disable=g-import-not-at-top
+  from tests.train import common  # pylint: disable=g-import-not-at-top
+
+  def warnings_of(name):
+    caplog.clear()
+    config = common.tiny_config(**{"dataset.name": name})
+    with caplog.at_level(logging.WARNING):
+      objective.SimpleDiffusion(config).validate(8)
+    return [r.getMessage() for r in caplog.records
+            if "derived for pixels" in r.getMessage()]
+
+  assert not warnings_of("jaxgen_shapes")
+  assert warnings_of("latents:/runs/latents") == [
+      "config.diffusion.schedule='shifted' shifts logSNR by 2 log(noise_size "
+      "/ side), derived for pixels; on these latents (side 16) it is +2.77 "
+      "at noise_size 64. Set config.diffusion.schedules.shifted's noise "
+      "size(s) for the latent space, or use schedule='cosine'."]

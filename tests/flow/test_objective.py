@@ -150,7 +150,7 @@ def test_sampling_may_not_change_what_the_pyramid_learnt():
   # jaxgen.sample took pyramid.* overrides silently: another timestep
   # scale, stage layout or history than the model trained with.
   run = provenance._to_json(_video_config())  # pylint: disable=protected-access
-  for field, value in (("pyramid.timestep_embedding", "official"),
+  for field, value in (("pyramid.timestep_embedding", "global"),
                        ("pyramid.num_train_timesteps", 1000),
                        ("pyramid.num_stages", 4), ("pyramid.temporal", False),
                        ("pyramid.history_frames", 2),

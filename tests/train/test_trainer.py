@@ -96,6 +96,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ({"dataset.name": "nope:x"}, "nope"),
     ({"dataset.image_size": 18}, "18x18 is not divisible by patch_size"),
     ({"dataset.channels": 1}, "has 3 channels but the model is built for 1"),
+    # NaN: a NaN loss; +-inf: every weight 1 or 0 (no learning). Silent.
+    ({"diffusion.sigmoid_bias": float("nan")},
+     "config.diffusion.sigmoid_bias=nan must be a finite number"),
+    ({"diffusion.sigmoid_bias": float("-inf")},
+     "config.diffusion.sigmoid_bias=-inf must be a finite number"),
 ])
 def test_bad_config_is_a_one_line_error_before_compilation(
     tmp_path, monkeypatch, overrides, match):
