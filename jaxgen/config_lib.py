@@ -133,7 +133,8 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # Family name, looked up in jaxgen.registry.OBJECTIVES.
   c.family = ""
-  # Seed for parameters, data order and per-step noise.
+  # Seed for parameters, data order and per-step noise (0 <= seed < 2**32,
+  # what grain's and numpy's shuffles take).
   c.seed = 0
   # Global batch size (all devices, all processes).
   c.batch_size = 32

@@ -387,12 +387,20 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   model = s.objective.model
   key = "video" if info.kind == "video" else "image"
 
-  def batches():
-    for i, batch in zip(range(full), it):
-      yield i * batch_size, batch
-    if total % batch_size:
-      yield full * batch_size, pipeline.read_examples(
-          c, split=split, start=full * batch_size, stop=total)
+  def batches(todo):
+    # Only the shards still to write are read: the iterator jumps to each
+    # one's first row (a rerun at 90% decoded the whole split again, for
+    # hours without a line of progress).
+    for k in todo:
+      first, last = k * shard_size, min(total, (k + 1) * shard_size)
+      if first < full * batch_size:
+        it.set_state({"next_index": first})
+        for i in range(first // batch_size,
+                       min(full, -(-last // batch_size))):
+          yield i * batch_size, next(it)
+      if last == total and total % batch_size:
+        yield full * batch_size, pipeline.read_examples(
+            c, split=split, start=full * batch_size, stop=total)
 
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     encode = jax.jit(
@@ -407,22 +415,20 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     pending, labels = [], []
     # A shard is a whole number of batches (shard_size % batch_size == 0),
     # so no batch straddles two shards.
-    for start, batch in _readable(batches()):
+    for start, batch in _readable(batches(todo)):
       k, n = start // shard_size, len(batch["label"])
-      if k in todo:
-        x = batch[key]
-        if n < batch_size:
-          x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:],
-                                          x.dtype)])
-        z = np.asarray(jax.device_get(encode(state.params["model"], x)))
-        pending.append(z[:n])
-        labels.append(np.asarray(batch["label"]))
+      x = batch[key]
+      if n < batch_size:
+        x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:],
+                                        x.dtype)])
+      z = np.asarray(jax.device_get(encode(state.params["model"], x)))
+      pending.append(z[:n])
+      labels.append(np.asarray(batch["label"]))
+      bar.update(n)
       end = start + n
       if end % shard_size == 0 or end == total:
-        if k in todo:
-          _write_shard(array_record_module, root, k, np.concatenate(pending),
-                       np.concatenate(labels), producer)
-          bar.update(end - k * shard_size)
+        _write_shard(array_record_module, root, k, np.concatenate(pending),
+                     np.concatenate(labels), producer)
         pending, labels = [], []
     if bar:
       bar.close()

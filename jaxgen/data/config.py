@@ -82,7 +82,7 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # prefetched by them, and worker processes (0: read in this process).
   # Workers each read a slice, so the batch order depends on worker_count
   # (deterministically); they need absl flags parsed (absl.app.run does it).
-  # Training passes only: a single pass (evaluation, encoding) reads in the
+  # Training passes only: evaluations and single passes (encoding) read in the
   # process, every row once and in order.
   c.num_threads = 2
   c.prefetch_buffer_size = 16

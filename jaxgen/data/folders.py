@@ -7,6 +7,7 @@ path so adding files never moves old ones between splits. Files decode on
 access (`decode_image`); unreadable ones are skipped or refused.
 """
 
+import errno
 import os
 import threading
 import zlib
@@ -36,6 +37,20 @@ class BadImageError(ValueError):
 
 # What PIL raises for truncated, corrupt or unrecognised files.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# OS errors that belong to one file (it is gone, not readable, a folder):
+# skippable like an undecodable one. Any other OS error (EIO, EMFILE, ESTALE
+# of a lost mount, ...) is the storage's: raised, never taken for a bad
+# image (skipping made an outage try every file of the folder and leave
+# files that read fine marked bad).
+_FILE_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM,
+                          errno.EISDIR, errno.ENAMETOOLONG})
+
+
+def storage_error(error: BaseException) -> bool:
+  """Whether `error` is an OS error of the storage, not of one file (PIL's
+  decode failures are OSErrors without an errno)."""
+  return (isinstance(error, OSError) and error.errno is not None
+          and error.errno not in _FILE_ERRNOS)
 
 
 # EXIF orientation (tag 0x0112) -> the transposition that makes it upright.
@@ -140,6 +155,8 @@ class FolderSource:
         pixels = decode_image(path, self._channels)
         return {"image": pixels, "label": self._labels[i]}
       except DECODE_ERRORS as e:
+        if storage_error(e):
+          raise
         reason = _reason(e)
         if not self._skip:
           raise BadImageError(
@@ -336,6 +353,8 @@ def _probe_decodes(root: str, files: Sequence[str]) -> None:
       decode_image(path)
       return
     except DECODE_ERRORS as e:
+      if storage_error(e):
+        raise
       reasons[path] = _reason(e)
   first = next(iter(reasons))
   raise ValueError(f"Image folder {root!r}: none of {len(reasons)} files "

@@ -15,6 +15,7 @@ orbax saves it with `grain.checkpoint.CheckpointSave(iterator)`.
 """
 
 import dataclasses
+import json
 from typing import Callable, Mapping
 
 from absl import logging
@@ -187,11 +188,17 @@ def build_input(
     # User arrays are not kept: another call may pass others.
     # The scheme too: "jaxgen_shapes" and "tfds:jaxgen_shapes" read other
     # variants at the same size.
+    # With what names the stored bytes (files; for latents their
+    # latents.json, which a re-encoding into the same DIR rewrites, with
+    # another scale): a notebook's second run got the first's latents.
+    stored = source.identity() or (
+        json.dumps(sources.latents_meta(spec.name, split), sort_keys=True)
+        if spec.scheme == "latents" else None)
     key = None if spec.scheme == "arrays" else (
         spec.scheme, spec.name, str(dataset_config.data_dir), split, size,
         num_frames,
         source.channels,
-        float(dataset_config.get("holdout_fraction", 0.0) or 0.0))
+        float(dataset_config.get("holdout_fraction", 0.0) or 0.0), stored)
     return memory.InMemoryIterator(
         memory.examples(source, transform, key=key,
                         cache_dir=memory.cache_dir(dataset_config)),
@@ -222,8 +229,9 @@ def build_input(
       prefetch_buffer_size=dataset_config.prefetch_buffer_size))
   iter_dataset = iter_dataset.batch(batch_size, drop_remainder=True)
   iter_dataset = iter_dataset.map(preprocess.to_model_input)
-  if dataset_config.worker_count and repeat:
-    # Only for repeating (training) passes: each worker batches its own
+  if dataset_config.worker_count and repeat and train:
+    # Only for repeating training passes (an evaluation's repeating pass
+    # started its workers at every evaluation): each worker batches its own
     # slice, so a single pass over the split would drop the rows that do
     # not fill a batch in every worker and mix the batches' order.
     iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(

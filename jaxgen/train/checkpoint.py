@@ -276,7 +276,10 @@ class Checkpointer:
             # Old steps are deleted by `_commit`, after a newer one is safe.
             max_to_keep=None,
             enable_async_checkpointing=async_save,
-            create=True))
+            # A reader (sample, encode, a warm start) creates nothing in
+            # the run it reads (was an empty checkpoints/, or an OSError on
+            # a read-only mount instead of "no checkpoint").
+            create=not read_only, read_only=read_only))
 
   # -- saving ---------------------------------------------------------------
 

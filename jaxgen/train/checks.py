@@ -153,6 +153,13 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
     value = config.get(key)
     if value is not None and int(value) < 1:
       raise ValueError(f"config.{key}={value} must be a positive integer.")
+  # grain's and numpy's shuffles take 0 <= seed < 2^32: outside it the
+  # error named no field (on the in-memory path, after compiling).
+  seed = config.get("seed", 0)
+  if isinstance(seed, bool) or not isinstance(seed, int) or not (
+      0 <= seed < 2**32):
+    raise ValueError(f"config.seed={seed!r} must be an integer in "
+                     "[0, 2**32), e.g. 0.")
   for key in ("num_samples", "eval_batches", "profile_steps"):
     value = config.get(key)
     if value is not None and int(value) < 0:

@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 from absl import logging
 import etils.epath as epath
 import jax
+import numpy as np
 
 _FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
 
@@ -119,3 +120,60 @@ def align(iterator: Any, global_batch: int, process_count: int) -> int:
                     "skipping %d examples to the next whole batch.", read,
                     global_batch, skip)
   return skip
+
+
+def _workers_of(state: Any) -> Optional[int]:
+  """Grain workers an iterator state was written by (0: none), or None for
+  a form not known here."""
+  if _example_count(state) is not None:
+    return 0
+  if isinstance(state, dict) and isinstance(
+      state.get("iterators_in_use_states"), list):
+    return len(state["iterators_in_use_states"])
+  return None
+
+
+def check_form(directory: epath.Path, step: int, fresh: Any) -> None:
+  """Refuses a resume whose iterator cannot take the saved data position.
+
+  The position's form depends on the grain worker count (0: an example
+  count; N: N workers' states), which each host of a multi-host run sets
+  for itself. Restoring another form failed inside grain, and the restore
+  took that for a damaged checkpoint: every checkpoint was set aside and
+  the run restarted from step 0. Checked on every process before
+  compiling, and raised on all of them if any differs.
+
+  Args:
+    directory: the checkpoint directory.
+    step: the checkpoint to resume.
+    fresh: this run's new iterator's state (`get_state()`), whose form the
+      saved one must have.
+
+  Raises:
+    ValueError: one line saying what to change.
+  """
+  index, count = jax.process_index(), jax.process_count()
+  path = epath.Path(directory) / str(step) / "data" / (
+      f"process_{index}-of-{count}.json")
+  problem = None
+  try:
+    saved = _workers_of(json.loads(path.read_text())) if path.exists() else None
+  except (OSError, ValueError):
+    saved = None  # The restore reports an unreadable file.
+  now = _workers_of(fresh)
+  if saved is not None and now is not None and saved != now:
+    problem = (f"checkpoint {step} in {directory} holds the data position of "
+               f"{saved} grain worker(s) and this run reads with {now} "
+               f"(dataset.worker_count, which each host sets): set it back to "
+               f"{saved}, or start a new run in another workdir.")
+  if count > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    bad = np.asarray(multihost_utils.process_allgather(
+        np.int32(problem is not None))).reshape(-1)
+    if bad.any() and problem is None:
+      problem = (f"process(es) {', '.join(map(str, np.flatnonzero(bad)))} "
+                 f"cannot restore the data position of checkpoint {step} with "
+                 "their dataset.worker_count (their error says which); set "
+                 "it back on those hosts.")
+  if problem:
+    raise ValueError(problem)

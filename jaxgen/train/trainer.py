@@ -337,6 +337,10 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=pidx, process_count=pcount, train=True)
   multihost.check_same_data(info)
+  if committed:
+    # A host's other dataset.worker_count (multi-host: per host) gives the
+    # saved position another form: refused now, on every process.
+    data_position.check_form(ckpt_dir, max(committed), data_iter.get_state())
   if config.eval_batches:
     # Opens the held-out split now: a missing one is an error before
     # compiling, not at the first evaluation.

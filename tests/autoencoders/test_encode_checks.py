@@ -54,6 +54,8 @@ def test_rerun_resumes_its_shards_and_refuses_another_encodes(
   meta = _encode(config, ae_dir, out)
   assert meta["producer"]["image_size"] == 64 and len(meta["shards"]) == 4
   # An interrupted encode: shards 2 and 3 (and latents.json) never written.
+  lost = {n: v[0] for n, v in _snapshot(root).items()
+          if n.startswith(("latents-00002", "latents-00003"))}
   for name in ("latents-00002.array_record", "latents-00003.array_record",
                "latents.json"):
     os.remove(os.path.join(root, name))
@@ -72,6 +74,9 @@ def test_rerun_resumes_its_shards_and_refuses_another_encodes(
   again = _encode(config, ae_dir, out)
   assert written == [2, 3]
   assert {n: v for n, v in _snapshot(root).items() if n in kept} == kept
+  # Read from their own first rows (the rerun jumps to them): the same
+  # latents as the uninterrupted encode wrote.
+  assert {n: v[0] for n, v in _snapshot(root).items() if n in lost} == lost
   assert again["scaling_factor"] == pytest.approx(meta["scaling_factor"])
   # Another size, another run (a copy elsewhere), another step: refused
   # before encoding, and the split is left exactly as it was.

@@ -1,8 +1,10 @@
 """Tests for dataset specs, config validation, folder, arrays and latents
 sources."""
 
+import errno
 import json
 import os
+import shutil
 
 from array_record.python import array_record_module
 import numpy as np
@@ -10,6 +12,7 @@ from PIL import Image
 import pytest
 
 from jaxgen.data import config as config_lib
+from jaxgen.data import folders
 from jaxgen.data import pipeline
 from jaxgen.data import sources
 
@@ -230,6 +233,30 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, caplog):
   np.testing.assert_array_equal(images[5], images[6])
 
 
+def test_storage_errors_are_raised_not_skipped(tmp_path, monkeypatch):
+  # EIO (a failing disk) or ESTALE (a lost NFS mount) on one file was taken
+  # for a bad image: skipped, remembered as bad, and during an outage every
+  # file of the folder was tried in turn.
+  _folder_with_bad_files(tmp_path)
+  config = _config(name=f"folder:{tmp_path}", image_size=16)
+  iterator, _ = _build(config, batch=8, train=False, split="train")
+  tried = []
+
+  def failing(path, channels=3):
+    tried.append(path)
+    raise OSError(errno.EIO, "Input/output error", str(path))
+  monkeypatch.setattr(folders, "decode_image", failing)
+  with pytest.raises(OSError, match="Input/output error") as e:
+    next(iterator)
+  # Each read (grain reads several at once) failed once: no file was tried
+  # in another's place.
+  assert e.value.errno == errno.EIO and len(tried) == len(set(tried))
+  # One file's own OS errors (gone, not readable) stay skippable.
+  assert not folders.storage_error(FileNotFoundError(errno.ENOENT, "gone"))
+  assert not folders.storage_error(OSError("image file is truncated"))
+  assert folders.storage_error(OSError(errno.ESTALE, "Stale file handle"))
+
+
 def write_latent_split(root, latents, scaling_factor, producer):
   """A finished split as `jaxgen.autoencoders.encode` writes one: one shard
   (every example of class 1) and latents.json with `producer`."""
@@ -252,6 +279,23 @@ def _latent_split(root, latents, scaling_factor, **producer):
   write_latent_split(root, latents, scaling_factor, dict(
       dict(autoencoder="/runs/ae", autoencoder_step=2, image_size=64,
            num_frames=0), **producer))
+
+
+def test_latents_encoded_again_into_the_same_dir_are_read_again(tmp_path):
+  # The in-process decoded-split cache was keyed by DIR and split alone: a
+  # notebook's second run got the first encoding's latents and scale.
+  rng = np.random.default_rng(1)
+  first, second = (rng.normal(size=(4, 2, 2, 3)).astype(np.float32)
+                   for _ in range(2))
+  root = tmp_path / "z" / "train"
+  config = _config(name=f"latents:{tmp_path / 'z'}", channels=3)
+  _latent_split(str(root), first, 0.5)
+  batch = next(_build(config, split="train", train=False)[0])
+  np.testing.assert_allclose(batch["image"], first * 0.5, rtol=1e-6)
+  shutil.rmtree(root)
+  _latent_split(str(root), second, 2.0)
+  batch = next(_build(config, split="train", train=False)[0])
+  np.testing.assert_allclose(batch["image"], second * 2.0, rtol=1e-6)
 
 
 def test_latent_splits_share_the_train_factor_and_must_agree(tmp_path):
@@ -301,3 +345,16 @@ def test_latent_splits_share_the_train_factor_and_must_agree(tmp_path):
   batch = next(_build(_config(name=f"latents:{tmp_path / 'f'}"),
                       split="test", train=False)[0])
   np.testing.assert_allclose(batch["image"], test * 0.5, rtol=1e-6)
+
+
+def test_evaluation_passes_start_no_grain_workers():
+  # held_out_input repeats without training: it started worker_count
+  # processes at every evaluation, and which rows the eval loss covered
+  # depended on the worker count.
+  config = _config(name="jaxgen_shapes", image_size=16, worker_count=2,
+                   in_memory="never")
+  held_out, _ = _build(config, batch=8, split="test", train=False,
+                       repeat=True)
+  # An example count: read in this process (a worker pool's state lists
+  # its workers' states; tests/data/test_folders.py reads through one).
+  assert held_out.get_state() == {"next_index": 0}

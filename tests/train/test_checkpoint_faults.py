@@ -201,6 +201,13 @@ def test_a_read_only_restore_deletes_and_moves_nothing(tmp_path):
   ckpt.close()
   assert sorted(os.listdir(directory)) == ["1", "2", "3", "4", "5"]
   assert not (tmp_path / "corrupt_checkpoints").exists()
+  # Nor does it create anything: a run with no checkpoints got an empty
+  # checkpoints/ (and on a read-only mount an OSError, not "no checkpoint").
+  empty = tmp_path / "untrained" / "checkpoints"
+  reader = checkpoint_lib.Checkpointer(str(empty), read_only=True)
+  assert reader.latest_step() is None
+  reader.close()
+  assert not empty.exists()
 
 
 def test_a_resume_in_other_dtypes_verifies_then_casts(tmp_path, caplog):

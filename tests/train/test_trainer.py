@@ -101,6 +101,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
      "config.diffusion.sigmoid_bias=nan must be a finite number"),
     ({"diffusion.sigmoid_bias": float("-inf")},
      "config.diffusion.sigmoid_bias=-inf must be a finite number"),
+    # grain named no field, and the in-memory path failed after compiling.
+    ({"seed": -1}, r"^config.seed=-1 must be an integer in \[0, 2\*\*32\), "
+     r"e.g. 0.$"),
+    ({"seed": 2**32}, r"^config.seed=4294967296 must be an integer in "),
 ])
 def test_bad_config_is_a_one_line_error_before_compilation(
     tmp_path, monkeypatch, overrides, match):
