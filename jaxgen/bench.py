@@ -14,6 +14,7 @@ sized for a device without having one.
 
 import json
 import math
+import re
 import sys
 import time
 from typing import Any, Dict
@@ -47,8 +48,8 @@ def out_of_memory(error: BaseException) -> bool:
   """Whether `error` says the device memory ran out (XLA's compile-time
   refusal on TPU, an allocation failure on GPU)."""
   text = str(error)
-  return any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory",
-                                 "out of memory", "OOM"))
+  return ("RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+          or re.search(r"\bOOM\b", text) is not None)
 
 
 class DoesNotFit(RuntimeError):
@@ -281,10 +282,11 @@ def run_fitting(config, *args) -> Dict[str, Any]:
   except Exception as e:  # pylint: disable=broad-except
     if not out_of_memory(e):
       raise
+    first = str(e).strip().splitlines()[0][:160]
     raise ValueError(
         f"the step at config.batch_size={config.batch_size} does not fit "
-        "the device memory; find the largest batch that does with "
-        "--fit_memory=GIB, or lower it (--config.batch_size, "
+        f"the device memory ({first}); find the largest batch that does "
+        "with --fit_memory=GIB, or lower it (--config.batch_size, "
         "--config.remat=full).") from None
 
 

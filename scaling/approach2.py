@@ -25,7 +25,7 @@
 
 import dataclasses
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -255,7 +255,8 @@ class IsoflopFit:
     }
 
 
-def fit_isoflops(n, loss, budget, *, k=6.0,
+def fit_isoflops(n, loss, budget, *,
+                 k: Union[float, flops_law.FlopsLaw] = 6.0,
                  warn: bool = True) -> IsoflopFit:
   """Approach 2 on runs already assigned to budgets.
 

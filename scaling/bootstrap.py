@@ -108,7 +108,7 @@ def approach2_predict(params: Dict[str, np.ndarray],
 
 
 def approach3_predict(params: Dict[str, np.ndarray], c,
-                      k) -> Dict[str, np.ndarray]:
+                      k: approach3_lib.Flops) -> Dict[str, np.ndarray]:
   """N_opt, D_opt and loss on the approach-3 frontier at compute `c`.
 
   Args:
@@ -199,7 +199,8 @@ def used_budgets(budget, fit) -> np.ndarray:
                   np.nan)
 
 
-def bootstrap_approach2(n, loss, budget, *, k, n_resamples: int,
+def bootstrap_approach2(n, loss, budget, *, k: approach3_lib.Flops,
+                        n_resamples: int,
                         seed: int = 0,
                         targets: Sequence[float] = ()) -> Bootstrap:
   """Stratified (within-budget) bootstrap of approach 2.

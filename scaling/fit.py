@@ -157,13 +157,13 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
                   f"runs' {c_lo:.3g} to {c_hi:.3g} FLOPs (below a tenth or "
                   "above 10^4 times): the extrapolation there is a guess",
                   results_lib.FitWarning, stacklevel=2)
-  k = flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
-  if k.off_law():
-    warnings.warn(k.off_law(), results_lib.FitWarning, stacklevel=2)
+  law = flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
+  if law.off_law():
+    warnings.warn(law.off_law(), results_lib.FitWarning, stacklevel=2)
   summary = {
       "data": {
           "source": runs.source, "family": runs.families[0],
-          "n_runs": len(runs), "flops": k.to_dict(),
+          "n_runs": len(runs), "flops": law.to_dict(),
           "k_range": [float(x) for x in _k_range(runs)],
           "N_range": [float(runs.n.min()), float(runs.n.max())],
           "D_range": [float(runs.d.min()), float(runs.d.max())],
@@ -180,10 +180,10 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
   fits = Fits(runs, None, None, None, None, None, targets, level, summary,
               metric)
   if 2 in approaches:
-    _run_approach2(fits, k, budgets, budget_tol, detect_tol, min_budget_runs,
+    _run_approach2(fits, law, budgets, budget_tol, detect_tol, min_budget_runs,
                    n_bootstrap, seed)
   if 3 in approaches:
-    _run_approach3(fits, k, top_k, n_bootstrap, seed, check_full_grid,
+    _run_approach3(fits, law, top_k, n_bootstrap, seed, check_full_grid,
                    alone=2 not in approaches)
   summary["extrapolation"] = _extrapolate(fits)
   if compare and fits.fit3 is None:
@@ -196,7 +196,7 @@ def fit_runs(runs: results_lib.Runs, *, approaches: Sequence[int] = (2, 3),
 
 
 def _k_range(runs):
-  """Smallest and largest C / (N D) over the runs."""
+  """(smallest, largest) C / (N D) over the runs, for the report."""
   ratio = runs.c / (runs.n * runs.d)
   return ratio.min(), ratio.max()
 

@@ -84,18 +84,23 @@ class FlopsLaw:
                              for v in (n, c, d)):
       raise ValueError("the training-compute law needs runs with positive, "
                        "finite N, C and D")
-    ratio = c / (n * d)
+    ratio, per_example = c / (n * d), c / d
     if (len(np.unique(n)) < 2
         or ratio.max() <= CONSTANT_TOL * ratio.min()):
       k = float(np.median(ratio))
       miss = np.maximum(ratio / k, k / ratio)
       return cls(k, 1.0, float(miss.max()))
-    phi, log_kappa = np.polyfit(np.log(n), np.log(c / d), 1)
-    if phi <= 0:
+    phi, log_kappa = np.polyfit(np.log(n), np.log(per_example), 1)
+    # FLOPs per example the same for every size (C/D constant) fit a slope
+    # of +-1e-15, whose sign is rounding: decided on the data, not on it.
+    if (per_example.max() <= CONSTANT_TOL * per_example.min()
+        or phi <= 0):
+      shown = 0.0 if abs(phi) < 5e-4 else phi  # Not "-0.000".
       raise ValueError(
-          f"FLOPs per example fall as N grows over these runs (C/D ∝ "
-          f"N^{phi:.3g}): check the runs' C (flops, flops_per_example) and "
-          "D columns")
+          f"FLOPs per example do not grow with N over these runs (C/D ∝ "
+          f"N^{shown:.3f}): no "
+          "compute-optimal trade-off exists; check the runs' C (flops, "
+          "flops_per_example) and D columns")
     miss = np.exp(np.abs(np.log(c / d) - (log_kappa + phi * np.log(n))))
     return cls(float(np.exp(log_kappa)), float(phi), float(miss.max()))
 
@@ -143,6 +148,7 @@ class FlopsLaw:
             "approximate")
 
   def to_dict(self) -> Dict[str, float]:
+    """{kappa, phi, max_miss}, as fit.json stores it (`from_json` reads it)."""
     return dataclasses.asdict(self)
 
   def __str__(self) -> str:

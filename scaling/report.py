@@ -110,10 +110,10 @@ def _flops_line(data) -> str:
   lo, hi = data["k_range"]
   if law.is_linear and hi <= lo * (1 + 1e-9):
     return f"- training compute {law} (C/(N D) = {_f(lo)} on every run)"
-  if law.is_linear and law.max_miss <= flops_law.CONSTANT_TOL:
+  if law.is_linear and hi <= lo * flops_law.CONSTANT_TOL:
     return (f"- training compute {law} (C/(N D) from {_f(lo)} to {_f(hi)}, "
             "within 1%: one k, the median)")
-  if law.is_linear:  # One model size: no exponent to fit.
+  if law.is_linear:  # Spread but one k: one model size, no exponent.
     return (f"- training compute {law} (one model size: C/(N D) from "
             f"{_f(lo)} to {_f(hi)}, one k, the median)")
   return (f"- training compute {law}: ln(C/D) fitted on ln N (C/(N D) runs "

@@ -474,5 +474,3 @@ def drop_highest_loss(runs: Runs, k: int) -> Runs:
   keep = np.zeros(len(runs), bool)
   keep[order[:max(0, len(runs) - k)]] = True
   return runs.take(keep)
-
-

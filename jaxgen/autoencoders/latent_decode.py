@@ -172,9 +172,10 @@ def make_decoder(dataset: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
         f"{directory} (its weights differ: the run was replaced); restore "
         "that run or re-encode the latents with this one.")
   ae = s.objective
-  weights = jax.tree.map(
-      lambda x: sharding_lib.placed_as(x, x.dtype, mesh_lib.replicated(mesh)),
-      {"params": state.params, "model_state": state.model_state})
+  weights = {"params": state.params, "model_state": state.model_state}
+  weights = sharding_lib.placed_as(
+      weights, jax.tree.map(lambda x: x.dtype, weights),
+      jax.tree.map(lambda _: mesh_lib.replicated(mesh), weights))
   scale = float(meta["scaling_factor"])
 
   @jax.jit

@@ -170,8 +170,9 @@ def kernel_inception_distance(features_a, features_b, *, subsets: int = 100,
     seed: subset sampling seed.
 
   Returns:
-    (kid, kid_std); kid_std is exactly 0 when both sets are no larger than
-    the subset size (every subset is then the whole set: one value).
+    (kid, kid_std); kid_std is exactly 0 when both sets have the same size,
+    no larger than the subset size (every subset is then the whole set:
+    one value).
 
   Raises:
     ValueError: fewer than 2 rows on a side.

@@ -144,14 +144,14 @@ def check_batch_layout(mesh: jax.sharding.Mesh, batch_size: int,
                        process_count: Optional[int] = None,
                        process_of: Optional[Callable[[Any], int]] = None
                        ) -> None:
-  """Refuses a mesh on which the processes do not split the batch in order.
+  """Refuses a mesh on which the processes do not split the batch.
 
-  `global_batch` hands process p rows [p b, (p + 1) b) of every batch
-  (b = batch / processes), and the held-out and sample-metric readers count
-  on that order. The data×fsdp axes must therefore give each process its
-  own block of rows, in process order: a `tensor` axis that spans processes
-  makes them copies of each other along the batch (the global array came
-  out smaller than the batch and failed in the step, after compiling).
+  The data×fsdp axes must give each process its own b = batch / processes
+  rows: a `tensor` axis that spans processes makes them copies of each
+  other along the batch (the global array came out smaller than the batch
+  and failed in the step, after compiling). Rows out of process order (a
+  TPU pod's topological device order) train the same and are one warning:
+  the held-out and sample-metric readers count rows in process order.
 
   Args:
     mesh: the run's mesh.
@@ -173,14 +173,25 @@ def check_batch_layout(mesh: jax.sharding.Mesh, batch_size: int,
   for device, (index,) in indices.items():
     start, stop, _ = index.indices(batch_size)
     rows.setdefault(process_of(device), set()).update(range(start, stop))
-  if all(rows.get(p) == set(range(p * b, (p + 1) * b)) for p in range(count)):
-    return
-  local = len(mesh.devices.flat) // count
-  raise ValueError(
-      f"the mesh {dict(mesh.shape)} does not give each of the {count} "
-      f"processes its own rows of the batch, in process order (process p "
-      f"reads rows p*{b} to (p+1)*{b}): keep config.mesh.tensor within one "
-      f"host's {local} devices, so that data×fsdp splits the batch by host.")
+  if any(len(rows.get(p, ())) != b for p in range(count)):
+    # Processes that hold the same rows: the global array came out smaller
+    # than the batch and the step failed, after compiling.
+    local = len(mesh.devices.flat) // count
+    raise ValueError(
+        f"the mesh {dict(mesh.shape)} does not give each of the {count} "
+        f"processes its own {b} rows of the batch (data×fsdp shares rows "
+        f"between them): keep config.mesh.tensor within one host's {local} "
+        "devices, so that data×fsdp splits the batch by host.")
+  if not all(rows[p] == set(range(p * b, (p + 1) * b)) for p in range(count)):
+    # A device order by physical topology (TPU pods): training is the same
+    # (a batch's rows only move between processes), but the held-out and
+    # sample-metric readers count rows in process order.
+    logging.warning(
+        "The mesh's device order does not put the processes' batch rows in "
+        "process order (process p holding rows p*%d to (p+1)*%d): "
+        "evaluations read their rows in another order, and the padding of a "
+        "last short held-out batch may be counted where real rows belong.",
+        b, b)
 
 
 # Fields each host may set for itself: local paths and input threads.

@@ -139,20 +139,30 @@ ONE_OFF_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
 ONE_OFF_MAX_ELEMENTS = 2**27
 
 
-def placed_as(x: jax.Array, dtype, sharding: jax.sharding.Sharding
-              ) -> jax.Array:
-  """`x` cast to `dtype` and laid out as `sharding`.
+def placed_as(tree: Any, dtypes: Any, shardings: Any) -> Any:
+  """`tree`'s arrays cast to `dtypes` and laid out as `shardings`.
 
-  An array split over several processes' devices (a run restored on a
-  multi-host mesh) cannot be read on one host: it is cast and resharded on
-  the devices, by a compiled copy over the same global devices. One this
-  process holds whole goes through the host, which also moves it onto
-  another device set (a run restored on all devices, used on some).
+  Arrays split over several processes' devices (a run restored on a
+  multi-host mesh) cannot be read on one host: the tree is cast and
+  resharded on the devices, by one compiled copy over the same global
+  devices (not one compile per array). A tree this process holds whole
+  goes through the host, which also moves it onto another device set (a
+  run restored on all devices, used on some).
+
+  Args:
+    tree: a pytree of jax.Arrays.
+    dtypes: the dtypes wanted, a pytree of the same structure.
+    shardings: the shardings wanted, a pytree of the same structure.
+
+  Returns:
+    The placed pytree.
   """
-  if x.is_fully_addressable:
-    return jax.device_put(np.asarray(jax.device_get(x)).astype(dtype),
-                          sharding)
-  return jax.jit(lambda a: a.astype(dtype), out_shardings=sharding)(x)
+  if all(x.is_fully_addressable for x in jax.tree.leaves(tree)):
+    return jax.tree.map(
+        lambda x, t, s: jax.device_put(np.asarray(jax.device_get(x)).astype(t),
+                                       s), tree, dtypes, shardings)
+  cast = lambda xs: jax.tree.map(lambda x, t: x.astype(t), xs, dtypes)  # noqa: E731
+  return jax.jit(cast, out_shardings=shardings)(tree)
 
 
 def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args) -> Any:

@@ -279,7 +279,9 @@ class Checkpointer:
             # A reader (sample, encode, a warm start) creates nothing in
             # the run it reads (was an empty checkpoints/, or an OSError on
             # a read-only mount instead of "no checkpoint").
-            create=not read_only, read_only=read_only))
+            create=not read_only, read_only=read_only,
+            # What orbax would set itself for a reader, with a warning.
+            save_interval_steps=0 if read_only else 1))
 
   # -- saving ---------------------------------------------------------------
 

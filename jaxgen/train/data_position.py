@@ -38,7 +38,7 @@ def carried(directory: epath.Path, step: int,
     directory: the checkpoint directory (holding `<step>/data`).
     step: the checkpoint.
     log: say when a position is carried to another process count (off for
-      the trainer's pre-check, which the restore repeats).
+      `check_resumable`'s pre-check, which the restore repeats).
 
   Returns:
     None when grain restores the position itself (this process's own file
@@ -120,6 +120,23 @@ def align(iterator: Any, global_batch: int, process_count: int) -> int:
                     "skipping %d examples to the next whole batch.", read,
                     global_batch, skip)
   return skip
+
+
+def check_resumable(directory: epath.Path, step: int, iterator: Any) -> None:
+  """Before compiling: whether `iterator` can take checkpoint `step`'s data
+  position (read without restoring: another process count's position is
+  carried over silently here, said by the restore).
+
+  Args:
+    directory: the checkpoint directory.
+    step: the checkpoint to resume.
+    iterator: this run's new training iterator.
+
+  Raises:
+    ValueError: one line (see `carried` and `check_form`).
+  """
+  carried(directory, step, log=False)
+  check_form(directory, step, iterator.get_state())
 
 
 def _workers_of(state: Any) -> Optional[int]:

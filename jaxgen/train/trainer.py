@@ -329,18 +329,12 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
   latents = checks.check_latents_at_resume(config, ckpt_dir, committed)
   checks.check_resumed_batch(config, changed)
   checks.check_resumed_workers(changed)
-  if committed:
-    # Read without restoring: a data position this process count cannot
-    # take is an error now, not after compiling.
-    data_position.carried(ckpt_dir, max(committed), log=False)
   data_iter, info = data_pipeline.build_input(
       config.dataset, global_batch_size=train_batch_size(config, checked[2]),
       seed=config.seed, process_index=pidx, process_count=pcount, train=True)
   multihost.check_same_data(info)
   if committed:
-    # A host's other dataset.worker_count (multi-host: per host) gives the
-    # saved position another form: refused now, on every process.
-    data_position.check_form(ckpt_dir, max(committed), data_iter.get_state())
+    data_position.check_resumable(ckpt_dir, max(committed), data_iter)
   if config.eval_batches:
     # Opens the held-out split now: a missing one is an error before
     # compiling, not at the first evaluation.

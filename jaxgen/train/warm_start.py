@@ -61,8 +61,8 @@ def _placed(src, like, shardings):
   """`src`'s arrays in the dtypes of `like` (this run's param_dtype, which
   the compiled step expects; the other run may have another), laid out as
   `shardings`."""
-  return jax.tree.map(lambda x, t, s: sharding_lib.placed_as(x, t.dtype, s),
-                      src, like, shardings)
+  return sharding_lib.placed_as(
+      src, jax.tree.map(lambda t: t.dtype, like), shardings)
 
 
 def check_compatible(abstract, init_from: str,

@@ -197,9 +197,9 @@ def test_the_pixel_shift_on_latents_is_warned_about(caplog):
   from jaxgen.diffusion import objective  # pylint: disable=g-import-not-at-top
   from tests.train import common  # pylint: disable=g-import-not-at-top
 
-  def warnings_of(name):
+  def warnings_of(name, **overrides):
     caplog.clear()
-    config = common.tiny_config(**{"dataset.name": name})
+    config = common.tiny_config(**{"dataset.name": name, **overrides})
     with caplog.at_level(logging.WARNING):
       objective.SimpleDiffusion(config).validate(8)
     return [r.getMessage() for r in caplog.records
@@ -211,3 +211,6 @@ def test_the_pixel_shift_on_latents_is_warned_about(caplog):
       "/ side), derived for pixels; on these latents (side 16) it is +2.77 "
       "at noise_size 64. Set config.diffusion.schedules.shifted's noise "
       "size(s) for the latent space, or use schedule='cosine'."]
+  # Once the noise size is set for the latents, nothing is said.
+  assert not warnings_of("latents:/runs/latents", **{
+      "diffusion.schedules.shifted.noise_size": 16})

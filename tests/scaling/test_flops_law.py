@@ -146,7 +146,14 @@ def test_report_names_the_law_in_one_line():
     ([], [], [], "positive, finite N, C and D"),
     # C / D falling with N: no trade-off between N and D exists.
     ([1e5, 2e5, 4e5], [4e12, 2e12, 1e12], [1e4] * 3,
-     r"FLOPs per example fall as N grows over these runs \(C/D ∝ N\^-1\)"),
+     r"FLOPs per example do not grow with N over these runs \(C/D ∝ "
+     r"N\^-1.000\): no compute-optimal trade-off exists"),
+    # The same C / D at every size: the fitted slope is +-1e-15, and its
+    # sign (rounding) decided between an error and a frontier of G ~ 1e41.
+    ([1e5, 3e5], [1e12, 1e12], [1e4, 1e4],
+     r"FLOPs per example do not grow with N over these runs \(C/D ∝ "
+     r"N\^0.000\)"),
+    ([1e8, 2e8], [1.02e18, 1.02e18], [1e6, 1e6], "do not grow with N"),
 ])
 def test_bad_runs_are_one_line_errors(n, c, d, match):
   with pytest.raises(ValueError, match=match) as e:

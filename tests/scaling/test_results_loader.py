@@ -33,10 +33,10 @@ def test_jaxgen_schema(tmp_path):
   np.testing.assert_array_equal(runs.c, [1.02e18, 1.02e18])  # spent
   np.testing.assert_array_equal(runs.d, [1e6, 1e6])
   assert runs.has_budgets and runs.families == ["dit"]
-  # Same C and D at two sizes: FLOPs per example do not grow with N.
-  law = flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
-  assert law.phi == pytest.approx(0.0, abs=1e-12)
-  assert law.kappa == pytest.approx(1.02e12)
+  # Same C and D at two sizes: FLOPs per example do not grow with N, and
+  # no frontier follows.
+  with pytest.raises(ValueError, match="do not grow with N"):
+    flops_law.FlopsLaw.fit(runs.n, runs.c, runs.d)
   runs = results.load_runs(str(tmp_path / "results.jsonl"),
                            param_key="params_non_embedding")
   np.testing.assert_array_equal(runs.n, [9e7, 9e7])

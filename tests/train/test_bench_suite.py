@@ -253,9 +253,13 @@ def test_running_out_of_memory_is_one_line(monkeypatch):
   with pytest.raises(ValueError) as e:
     bench.run_fitting(config, 3)
   assert str(e.value) == (
-      "the step at config.batch_size=8 does not fit the device memory; find "
-      "the largest batch that does with --fit_memory=GIB, or lower it "
+      "the step at config.batch_size=8 does not fit the device memory "
+      "(RESOURCE_EXHAUSTED: Out of memory while trying to allocate 81.2GiB.); "
+      "find the largest batch that does with --fit_memory=GIB, or lower it "
       "(--config.batch_size, --config.remat=full).")
+  # Only memory: a model or path named BLOOM is not "OOM".
+  assert not bench.out_of_memory(ValueError("no such file: /ckpt/BLOOM-7b"))
+  assert bench.out_of_memory(RuntimeError("XLA: OOM when allocating"))
   monkeypatch.setattr(bench, "run", lambda config, *a: 1 / 0)
   with pytest.raises(ZeroDivisionError):
     bench.run_fitting(config, 3)

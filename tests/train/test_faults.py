@@ -20,6 +20,8 @@ import pytest
 
 from jaxgen import config_lib
 from jaxgen.train import checkpoint as checkpoint_lib
+from jaxgen.train import checks
+from jaxgen.train import data_position
 from jaxgen.train import evaluation
 from jaxgen.train import preemption
 from jaxgen.train import run_record
@@ -450,3 +452,43 @@ def test_a_corrupt_image_is_skipped_or_named(tmp_path, caplog):
         common.tiny_config(**folder, **{"dataset.skip_bad_files": False}),
         str(tmp_path / "strict"))
   assert "\n" not in str(e.value)
+
+
+def test_a_worker_count_change_on_resume_is_refused_before_compiling(
+    tmp_path, monkeypatch):
+  # The saved data position is grain's state for the old count: another
+  # count could not restore it, every checkpoint was set aside as
+  # unreadable and the run restarted from step 0.
+  trainer.train_and_evaluate(common.tiny_config(total_steps=1),
+                             str(tmp_path))
+  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
+  with pytest.raises(ValueError, match=r"^dataset.worker_count: 0 -> 2 on "
+                     r"resume: .*; keep dataset.worker_count"):
+    trainer.train_and_evaluate(common.tiny_config(
+        total_steps=2, **{"dataset.worker_count": 2}), str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["1"]
+  # Hosts of a multi-host run set their own count, which config.json does
+  # not hold: the saved position's form is compared with the new
+  # iterator's instead (it was restored, failed in grain, and every
+  # checkpoint was set aside), ...
+  ckpts = tmp_path / "checkpoints"
+  workers = {"iterators_in_use_states": [{"next_index": 0}] * 2}
+  with pytest.raises(ValueError) as e:
+    data_position.check_form(ckpts, 1, workers)
+  assert str(e.value) == (
+      f"checkpoint 1 in {ckpts} holds the data position of 0 grain "
+      "worker(s) and this run reads with 2 (dataset.worker_count, which "
+      "each host sets): set it back to 0, or start a new run in another "
+      "workdir.")
+  data_position.check_form(ckpts, 1, {"next_index": 0})
+  # ... and one process's refusal is every process's (not a hang).
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(multihost_utils, "process_allgather",
+                      lambda flag: np.array([int(flag), 1]))
+  monkeypatch.setattr(data_position.jax, "process_count", lambda: 2)
+  with pytest.raises(ValueError, match=r"^process\(es\) 1 cannot restore "
+                     "the data position of checkpoint 1 with their "
+                     r"dataset.worker_count \(their error says which\)"):
+    data_position.check_form(ckpts, 1, {"next_index": 0})
+  # config.json's count (process 0's) is not compared there.
+  checks.check_resumed_workers(["dataset.worker_count: 0 -> 8"])

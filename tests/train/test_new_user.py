@@ -27,7 +27,6 @@ from jaxgen.diffusion import losses
 from jaxgen.diffusion import schedules
 from jaxgen.parallel import multihost
 from jaxgen.parallel import sharding as sharding_lib
-from jaxgen.train import data_position
 from jaxgen.train import durations
 from jaxgen.train import logs
 from jaxgen.train import metrics as metrics_lib
@@ -564,46 +563,6 @@ def test_schedule_warning_only_for_optimizer_schedules(caplog):
       "Run length 1000 -> 1500 steps since checkpoint 1000: the EMA "
       "half-life (gan.ema_half_life_fraction=0.05) changes in proportion "
       "from step 1000 on."]
-
-
-def test_a_worker_count_change_on_resume_is_refused_before_compiling(
-    tmp_path, monkeypatch):
-  # The saved data position is grain's state for the old count: another
-  # count could not restore it, every checkpoint was set aside as
-  # unreadable and the run restarted from step 0.
-  trainer.train_and_evaluate(common.tiny_config(total_steps=1),
-                             str(tmp_path))
-  monkeypatch.setattr(trainer, "compile_step", common.no_compile)
-  with pytest.raises(ValueError, match=r"^dataset.worker_count: 0 -> 2 on "
-                     r"resume: .*; keep dataset.worker_count"):
-    trainer.train_and_evaluate(common.tiny_config(
-        total_steps=2, **{"dataset.worker_count": 2}), str(tmp_path))
-  assert os.listdir(tmp_path / "checkpoints") == ["1"]
-  # Hosts of a multi-host run set their own count, which config.json does
-  # not hold: the saved position's form is compared with the new
-  # iterator's instead (it was restored, failed in grain, and every
-  # checkpoint was set aside), ...
-  ckpts = tmp_path / "checkpoints"
-  workers = {"iterators_in_use_states": [{"next_index": 0}] * 2}
-  with pytest.raises(ValueError) as e:
-    data_position.check_form(ckpts, 1, workers)
-  assert str(e.value) == (
-      f"checkpoint 1 in {ckpts} holds the data position of 0 grain "
-      "worker(s) and this run reads with 2 (dataset.worker_count, which "
-      "each host sets): set it back to 0, or start a new run in another "
-      "workdir.")
-  data_position.check_form(ckpts, 1, {"next_index": 0})
-  # ... and one process's refusal is every process's (not a hang).
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(multihost_utils, "process_allgather",
-                      lambda flag: np.array([int(flag), 1]))
-  monkeypatch.setattr(data_position.jax, "process_count", lambda: 2)
-  with pytest.raises(ValueError, match=r"^process\(es\) 1 cannot restore "
-                     "the data position of checkpoint 1 with their "
-                     r"dataset.worker_count \(their error says which\)"):
-    data_position.check_form(ckpts, 1, {"next_index": 0})
-  # config.json's count (process 0's) is not compared there.
-  checks.check_resumed_workers(["dataset.worker_count: 0 -> 8"])
 
 
 def test_batch_change_on_resume_of_an_examples_budget_is_refused(tmp_path):
