@@ -340,6 +340,12 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     it, info = pipeline.build_input(c, global_batch_size=batch_size, seed=0,
                                     process_index=0, process_count=1,
                                     split=split, train=False, repeat=False)
+  except pipeline.TooFewExamples as e:
+    # The pipeline's message names config.batch_size, which encode has not.
+    raise ValueError(
+        f"{data} split {split!r} has {e.num_examples} examples, fewer than "
+        f"--batch_size={batch_size}; pass a --batch_size of at most "
+        f"{e.num_examples} that divides --shard_size={shard_size}.") from None
   except ValueError as e:
     # --num_frames on an image dataset: the pipeline names the config field.
     if video and "holds images" in str(e):

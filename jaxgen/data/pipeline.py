@@ -113,6 +113,19 @@ class _ProcessRows(grain.MapDataset):
     return f"ProcessRows(process={self._p}/{self._n}, rows={self._b})"
 
 
+class TooFewExamples(ValueError):
+  """A split smaller than one global batch (commands with their own batch
+  flag, e.g. encode's --batch_size, say it in their terms).
+
+  Attributes:
+    num_examples: the split's examples.
+  """
+
+  def __init__(self, num_examples: int, message: str):
+    super().__init__(message)
+    self.num_examples = num_examples
+
+
 def build_input(
     dataset_config: ml_collections.ConfigDict,
     *,
@@ -169,14 +182,14 @@ def build_input(
   batch_size = global_batch_size // process_count
   num_examples = len(source.data)
   if num_examples < global_batch_size:
-    raise ValueError(
+    raise TooFewExamples(num_examples, (
         f"split {split!r} of {dataset_config.name!r} has {num_examples} "
         f"examples, fewer than one global batch of {global_batch_size}; use a "
         "smaller config.batch_size" + (
             " (a train batch is batch_size x the objective's batches per "
             "step)" if train else ", hold out more (config.dataset."
             "holdout_fraction, for folders) or set config.eval_batches=0")
-        + ".")
+        + "."))
 
   info = DatasetInfo(
       kind="video" if source.pixel_key == "video" else "image",

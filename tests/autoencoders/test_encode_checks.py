@@ -293,6 +293,14 @@ def test_batch_size_not_divisible_by_the_devices(tmp_path, trained_ae_64):
       "--shard_size=12); --batch_size=4 is not divisible by the 8 devices "
       "(use a multiple of 8).")
   assert not os.path.exists(out)
+  # A split smaller than one batch: said with encode's flags (the pipeline
+  # named config.batch_size and config.eval_batches, which encode has not).
+  with pytest.raises(ValueError) as e:
+    _encode(config, str(tmp_path / "no_run"), out, split="test[:10]")
+  assert str(e.value) == (
+      "jaxgen_shapes split 'test[:10]' has 10 examples, fewer than "
+      "--batch_size=64; pass a --batch_size of at most 10 that divides "
+      "--shard_size=128.")
 
 
 def test_a_split_unlike_the_others_is_refused_and_train_scales_all(
