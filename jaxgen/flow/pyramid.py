@@ -137,9 +137,10 @@ def model_timestep(local_t: jax.Array, window: Window,
   Args:
     local_t: f[...] local time t' in [0, 1].
     window: the stage's (start, end) signal levels.
-    ts_window: the official timestep window of the stage, or None for the
-      default: 1000 × the global noise level 1 - (s + t'(e - s)) (the scale
-      of SD3 and of `jaxgen.flow.paths.model_timestep`).
+    ts_window: the official timestep window of the stage (the config's
+      default, `pyramid.timestep_embedding="official"`), or None for
+      "global": 1000 × the global noise level 1 - (s + t'(e - s)) (the
+      scale of SD3 and of `jaxgen.flow.paths.model_timestep`).
 
   Returns:
     f32[...].
