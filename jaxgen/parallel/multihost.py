@@ -227,23 +227,44 @@ def check_same_config(config: Any) -> None:
   padded[:len(text)] = np.frombuffer(text, np.uint8)
   first = bytes(np.asarray(multihost_utils.broadcast_one_to_all(
       padded)).astype(np.uint8)[:int(sizes[0])])
-  differs = np.asarray(multihost_utils.process_allgather(
-      np.array(first != text))).reshape(-1)
-  if not differs.any():
-    return
+  problem = None
   if first != text:
     ref = json.loads(first)
     changes = [f"{k}: {ref.get(k)!r} on process 0, {own.get(k)!r} here"
                for k in sorted(set(ref) | set(own)) if ref.get(k) != own.get(k)]
-    raise ValueError(
+    problem = (
         f"process {jax.process_index()} was started with another config than "
         f"process 0 ({'; '.join(changes[:3])}"
         f"{'; ...' if len(changes) > 3 else ''}); start every process with "
         "the same flags.")
-  raise ValueError(
-      f"process(es) {', '.join(str(i) for i in np.flatnonzero(differs))} "
-      "were started with another config than this process 0 (their error "
-      "names the fields); start every process with the same flags.")
+  raise_on_every_process(problem, lambda which: (
+      f"process(es) {which} were started with another config than this "
+      "process 0 (their error names the fields); start every process with "
+      "the same flags."))
+
+
+def raise_on_every_process(problem: Optional[str],
+                           others: Callable[[str], str]) -> None:
+  """Raises `problem` here, and on every process without one the line
+  `others(the processes with one)`: a refusal on one process alone would
+  leave the others waiting in a collective.
+
+  Args:
+    problem: this process's one-line error, or None.
+    others: builds the error of a process without one from the list of
+      those with one ("1, 3").
+
+  Raises:
+    ValueError: on every process, when any of them has a problem.
+  """
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    bad = np.flatnonzero(np.asarray(multihost_utils.process_allgather(
+        np.int32(problem is not None))).reshape(-1))
+    if len(bad) and problem is None:
+      problem = others(", ".join(map(str, bad)))
+  if problem:
+    raise ValueError(problem)
 
 
 # DatasetInfo fields every process must agree on: each host may read its own

@@ -16,7 +16,8 @@ from typing import Any, Dict, Optional
 from absl import logging
 import etils.epath as epath
 import jax
-import numpy as np
+
+from jaxgen.parallel import multihost
 
 _FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
 
@@ -28,6 +29,13 @@ def _example_count(state: Any) -> Optional[int]:
       and isinstance(state["next_index"], int)):
     return state["next_index"]
   return None
+
+
+def _own_file(directory: epath.Path, step: int) -> epath.Path:
+  """This process's data-position file in checkpoint `step`, as grain's
+  handler names it."""
+  return (epath.Path(directory) / str(step) / "data" /
+          f"process_{jax.process_index()}-of-{jax.process_count()}.json")
 
 
 def carried(directory: epath.Path, step: int,
@@ -50,9 +58,9 @@ def carried(directory: epath.Path, step: int,
     ValueError: the position cannot be carried over (it is more than an
       example count, e.g. of grain workers, or does not divide).
   """
-  index, count = jax.process_index(), jax.process_count()
+  count = jax.process_count()
   data = epath.Path(directory) / str(step) / "data"
-  if (data / f"process_{index}-of-{count}.json").exists():
+  if _own_file(directory, step).exists():
     return None
   saved = {}
   for path in data.glob("process_*-of-*.json"):
@@ -169,9 +177,7 @@ def check_form(directory: epath.Path, step: int, fresh: Any) -> None:
   Raises:
     ValueError: one line saying what to change.
   """
-  index, count = jax.process_index(), jax.process_count()
-  path = epath.Path(directory) / str(step) / "data" / (
-      f"process_{index}-of-{count}.json")
+  path = _own_file(directory, step)
   problem = None
   try:
     saved = _workers_of(json.loads(path.read_text())) if path.exists() else None
@@ -183,14 +189,7 @@ def check_form(directory: epath.Path, step: int, fresh: Any) -> None:
                f"{saved} grain worker(s) and this run reads with {now} "
                f"(dataset.worker_count, which each host sets): set it back to "
                f"{saved}, or start a new run in another workdir.")
-  if count > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    bad = np.asarray(multihost_utils.process_allgather(
-        np.int32(problem is not None))).reshape(-1)
-    if bad.any() and problem is None:
-      problem = (f"process(es) {', '.join(map(str, np.flatnonzero(bad)))} "
-                 f"cannot restore the data position of checkpoint {step} with "
-                 "their dataset.worker_count (their error says which); set "
-                 "it back on those hosts.")
-  if problem:
-    raise ValueError(problem)
+  multihost.raise_on_every_process(problem, lambda which: (
+      f"process(es) {which} cannot restore the data position of checkpoint "
+      f"{step} with their dataset.worker_count (their error says which); "
+      "set it back on those hosts."))
