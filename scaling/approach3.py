@@ -115,22 +115,19 @@ class LossParams:
 
   @property
   def a(self) -> float:
-    """Exponent of N_opt ~ C^a: beta / (alpha + beta)."""
-    return self.beta / (self.alpha + self.beta)
+    """Exponent of N_opt ~ C^a under C = k N D: beta / (alpha + beta)."""
+    return self.frontier()["a"]
 
   @property
   def b(self) -> float:
-    """Exponent of D_opt ~ C^b: alpha / (alpha + beta)."""
-    return self.alpha / (self.alpha + self.beta)
+    """Exponent of D_opt ~ C^b under C = k N D: alpha / (alpha + beta)."""
+    return self.frontier()["b"]
 
   @property
   def G(self) -> float:  # pylint: disable=invalid-name
-    """Frontier coefficient (alpha A / (beta B))^(1 / (alpha + beta)); NaN
-    without a frontier (see `has_frontier`)."""
-    if not self.has_frontier:
-      return float("nan")
-    return float((self.alpha * self.A / (self.beta * self.B))**(
-        1.0 / (self.alpha + self.beta)))
+    """Frontier coefficient (alpha A / (beta B))^(1 / (alpha + beta)) under
+    C = k N D; NaN without a frontier (see `has_frontier`)."""
+    return self.frontier()["G"] if self.has_frontier else float("nan")
 
   def n_opt(self, c, k: Flops = 6.0) -> np.ndarray:
     """Loss-minimising N at compute `c` under C = k N D (or a FlopsLaw).

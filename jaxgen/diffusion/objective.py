@@ -137,15 +137,15 @@ class SimpleDiffusion(objective_lib.SingleOptimizer, objective_lib.Objective):
       return
     kw = dict(d.schedules.get(d.schedule, None) or {})
     ref = kw.get("noise_size", kw.get("noise_size_low", 64))
-    if schedules.resolution_shift(self.image_size, ref) <= 0:
+    shift = schedules.resolution_shift(self.image_size, ref)
+    if shift <= 0:
       return  # Noise sizes set for the latents (or a shift towards noise).
     logging.warning(
         "config.diffusion.schedule=%r shifts logSNR by 2 log(noise_size / "
         "side), derived for pixels; on these latents (side %d) it is %+.2f "
         "at noise_size %d. Set config.diffusion.schedules.%s's noise size(s) "
         "for the latent space, or use schedule='cosine'.", d.schedule,
-        self.image_size, schedules.resolution_shift(self.image_size, ref),
-        ref, d.schedule)
+        self.image_size, shift, ref, d.schedule)
 
   # -- state ------------------------------------------------------------------
 
