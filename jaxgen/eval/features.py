@@ -223,6 +223,7 @@ class FeatureExtractor(StreamExtractor):
     # read on each) and wants every feature back: split in, replicated out
     # (a split output spans other processes' devices).
     self._multi = jax.process_count() > 1
+    self._ran_full = False  # Whether the full batch's program exists.
     out = (mesh_lib.replicated(mesh) if self._multi
            else mesh_lib.batch_sharding(mesh, 2))
     self._apply = jax.jit(
@@ -238,7 +239,13 @@ class FeatureExtractor(StreamExtractor):
 
   def _batch(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     n = len(images)
-    pad = -n % self.dp
+    # A set's last, partial batch is padded to the full batch once a full
+    # one has run: its program is compiled, and a new shape would cost a
+    # whole Inception compile (longer than one batch's compute). A set
+    # smaller than one batch keeps its own size (one compile either way).
+    # Every image's features depend on that image only (eval mode).
+    pad = (self.batch_size - n if self._ran_full and n < self.batch_size
+           else -n % self.dp)
     if pad:
       images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
     if self._multi:
@@ -246,4 +253,5 @@ class FeatureExtractor(StreamExtractor):
       images = jax.make_array_from_callback(images.shape, self._in,
                                             lambda index: images[index])
     feats, logits = self._apply(self.params, images)
+    self._ran_full |= len(images) == self.batch_size
     return np.asarray(feats)[:n], np.asarray(logits)[:n]

@@ -103,6 +103,24 @@ def test_stats_then_fid_against_the_same_and_other_images(extractor,
   assert "are 16x16" in line and "compute statistics at 16x16" in line
 
 
+def test_a_partial_last_batch_reuses_the_full_batchs_program(extractor):
+  # 20 images in batches of 16: the last 4 are padded to 16 (the program
+  # that exists) rather than compiled anew at 8 (4 rounded to the devices).
+  images = np.random.default_rng(1).integers(0, 256, (20, 16, 16, 3),
+                                             dtype=np.uint8)
+  streamed = features_lib.FeatureExtractor(extractor.params, "w0",
+                                           batch_size=16)
+  feats, logits = streamed.of_batches(iter([images]), 20, "x",
+                                      progress=False)
+  assert streamed._apply._cache_size() == 1
+  assert feats.shape == (20, 2048) and logits.shape == (20, 1008)
+  # The padding changes no image's features: the last 4 alone (a set
+  # smaller than one batch keeps its size) give the same rows.
+  alone, _ = extractor.of_batches(iter([images[16:]]), 4, "x",
+                                  progress=False)
+  np.testing.assert_allclose(feats[16:], alone, rtol=1e-4, atol=1e-5)
+
+
 def test_fid_command_prints_fid_first_and_errors_in_one_line(tmp_path):
   flat = inception.flatten(inception.random_params(1))
   np.savez(tmp_path / "w.npz", **flat)
