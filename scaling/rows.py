@@ -165,6 +165,31 @@ def load_finished(workdir: str, spec, points,
   return done
 
 
+def check_resumed_config(rundir: str, config, fix: str) -> None:
+  """Refuses to resume a run's checkpoints under another config.
+
+  The trainer itself only refuses a changed model (a learning rate changed
+  on resume is a warning there); a sweep point resumed under another spec
+  would record the new spec for a run that is partly the old one.
+
+  Args:
+    rundir: the run directory (its config.json and checkpoints).
+    config: the config the run would resume with.
+    fix: what to delete or change, for the message.
+
+  Raises:
+    ValueError: one line naming the first changed fields.
+  """
+  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
+  if not latest_checkpoint(rundir):
+    return
+  changes = [c for c in sum(provenance.differences(rundir, config), [])
+             if not c.startswith(_NO_EFFECT)]
+  if changes:
+    raise ValueError(f"{rundir} holds checkpoints of another config "
+                     f"({provenance.first_changes(changes, 3)}); {fix}")
+
+
 # Fields that change what a run writes, not what it computes: rows that
 # differ only in these are the same point.
 _NO_EFFECT = ("tensorboard", "checkpoint_every_steps", "keep_checkpoints")

@@ -115,6 +115,9 @@ def run_point(spec, point: sweep_lib.Point, workdir: str,
   lockdir = os.path.join(local or workers.local_dir(workdir), "runs", point.id)
   os.makedirs(lockdir, exist_ok=True)
   resumed_from = rows_lib.latest_checkpoint(rundir)
+  rows_lib.check_resumed_config(
+      rundir, config, f"delete {rundir} to train point {point.id} afresh, "
+      "or rerun with the spec and --set flags it started with")
   start, error = time.time(), None
   # One lock per process of a point spread over several hosts (as the
   # trainer's own): they share the directory when its disk is shared (or

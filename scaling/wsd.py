@@ -214,9 +214,13 @@ def run_chain(spec, chain: Sequence[sweep_lib.Point], workdir: str,
               f"{stable_dir} is at step {at}, past the cooldown start "
               f"{start} of {p.id}; delete it to retrain the stable run")
         if at < start:
+          config = stable_config(spec, p, start, sets)
+          rows_lib.check_resumed_config(
+              stable_dir, config, f"delete {stable_dir} (the stable run of "
+              f"{size}) to train it afresh, or rerun with the spec and --set "
+              "flags it started with")
           try:
-            trainer.train_and_evaluate(stable_config(spec, p, start, sets),
-                                       stable_dir)
+            trainer.train_and_evaluate(config, stable_dir)
           except FloatingPointError as e:
             # Every branch still to come starts past this point: all of
             # them are diverged, with the stable run's message.

@@ -118,22 +118,29 @@ def first_changes(changes: Sequence[str], limit: int) -> str:
                    + (["..."] if len(changes) > limit else []))
 
 
-def shape_differences(workdir: str, config: ml_collections.ConfigDict
-                      ) -> List[str]:
-  """The model and data-shape fields of `config` that differ from the run
-  in `workdir` ("key: theirs -> ours"), to name them in an error.
+def differences(workdir: str, config: ml_collections.ConfigDict
+                ) -> Tuple[List[str], List[str]]:
+  """`compare` of the run in `workdir` ("key: theirs -> ours") with
+  `config`: (model and data-shape changes, other changes).
 
   Args:
     workdir: another run's directory (with config.json).
     config: this run's config.
 
   Returns:
-    The changes; [] if that run has no readable config.json.
+    The changes; ([], []) if that run has no config.json.
   """
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
-    return []
-  return compare(_read(path), _to_json(config))[0]
+    return [], []
+  return compare(_read(path), _to_json(config))
+
+
+def shape_differences(workdir: str, config: ml_collections.ConfigDict
+                      ) -> List[str]:
+  """The model and data-shape fields among `differences`, to name them in
+  an error."""
+  return differences(workdir, config)[0]
 
 
 def model_differences(workdir: str, config: ml_collections.ConfigDict

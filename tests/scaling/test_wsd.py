@@ -226,6 +226,58 @@ def test_run_point_returns_its_row(tmp_path, monkeypatch):
                     .read_text()) == row
 
 
+def _checkpointed(rundir, config, step=4):
+  """A run directory as a preempted run of `config` leaves it."""
+  from jaxgen.train import provenance  # pylint: disable=g-import-not-at-top
+  (rundir / "checkpoints" / str(step)).mkdir(parents=True, exist_ok=True)
+  provenance.write(str(rundir), config)
+
+
+def test_checkpoints_of_another_spec_are_not_resumed(tmp_path, monkeypatch):
+  # The trainer only refuses a changed model; a point or stable run
+  # resumed under another learning rate would record the new spec for a
+  # run that is half the old one.
+  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(trainer, "train_and_evaluate",
+                      lambda *a: pytest.fail("trained"))
+  spec = sweep_lib.load_config_file(SPEC)
+  point = sweep_lib.plan(spec)[0]
+  config, _ = sweep_lib.point_config(spec, point.budget, point.size)
+  rundir = tmp_path / "runs" / point.id
+  _checkpointed(rundir, config)
+  spec.learning_rate *= 2
+  with pytest.raises(ValueError, match=(
+      f"{rundir} holds checkpoints of another config "
+      r"\(optimizer.learning_rate: .*\); delete .* afresh")):
+    run_lib.run_point(spec, point, str(tmp_path), {}, "cmd",
+                      str(tmp_path / "local"))
+  # Fields that change only what a run writes may differ.
+  spec.learning_rate /= 2
+  _checkpointed(rundir, dict_set(config, keep_checkpoints=7))
+  monkeypatch.setattr(trainer, "train_and_evaluate", lambda *a: None)
+  assert run_lib.run_point(spec, point, str(tmp_path), {}, "cmd",
+                           str(tmp_path / "local"))["status"] == "diverged"
+  # A wsd chain's stable run, resumed for its next branch, likewise.
+  spec = _spec()
+  chain = sorted((p for p in sweep_lib.plan(spec) if p.size == "w16d1"),
+                 key=lambda p: p.steps)
+  stable = tmp_path / "w" / "runs" / f"{wsd.STABLE_PREFIX}w16d1"
+  _checkpointed(stable, wsd.stable_config(spec, chain[0], 1), step=1)
+  spec.learning_rate *= 2
+  with pytest.raises(ValueError, match=(
+      r"another config \(optimizer.learning_rate: .*\); delete .*"
+      r"\(the stable run of w16d1\)")):
+    wsd.run_chain(spec, chain, str(tmp_path / "w"), {}, "cmd",
+                  str(tmp_path / "local"),
+                  run_point=lambda *a, **k: pytest.fail("branched"))
+
+
+def dict_set(config, **fields):
+  config = config.copy_and_resolve_references()
+  config.update(fields)
+  return config
+
+
 def test_each_process_of_a_chain_takes_its_own_lock(tmp_path, monkeypatch):
   # As a point's (test_sweep_faults): one lock for all processes of a chain
   # over several hosts refused process 1 as "already running".
