@@ -47,6 +47,24 @@ def close(name: str, known) -> str:
   return f"; did you mean {match[0]!r}?" if match else ""
 
 
+# Run fields every point's config derives from the spec (sweep.point_config),
+# with the spec field that sets them: a value in spec.run would be silently
+# replaced.
+_DERIVED = {
+    "batch_size": "sweep.batch_size",
+    "optimizer.learning_rate": "sweep.learning_rate",
+    "optimizer.end_lr_fraction": "sweep.end_lr_fraction",
+    "optimizer.schedule": "sweep.schedule",
+    "optimizer.warmup_steps": "sweep.warmup_fraction",
+    "optimizer.warmup_fraction": "sweep.warmup_fraction",
+    "optimizer.decay_fraction": "sweep.decay_fraction",
+    "eval_every_steps": "nothing (each point evaluates once, at its end)",
+    **{unit: "sweep.budgets (a point's length follows its budget)"
+       for unit in ("total_steps", "total_examples", "total_epochs",
+                    "total_flops")},
+}
+
+
 def check_spec(spec: ml_collections.ConfigDict) -> None:
   """One-line ValueErrors for a sweep spec's unknown or out-of-range fields.
 
@@ -56,7 +74,9 @@ def check_spec(spec: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: a top-level field `specs.base_spec` does not define (a
       typo such as `budget` would otherwise be silently ignored), a number
-      out of its range, or a budget that is not a positive finite count.
+      out of its range, a budget that is not a positive finite count, or a
+      `run` field the sweep sets per point (batch size, learning rate,
+      schedule, length, a size's model fields).
   """
   known = specs.base_spec("", "", "").keys()
   for name in spec.keys():
@@ -71,6 +91,16 @@ def check_spec(spec: ml_collections.ConfigDict) -> None:
     # The device-hour estimates divide by it (--dry-run prints them).
     config_lib.check_range("sweep.cluster.mfu", cluster["mfu"], low=0,
                            low_open=True, high=1, finite=True)
+  run = config_lib.flatten(spec.get("run") or {})
+  for key, where in _DERIVED.items():
+    if key in run:
+      raise ValueError(f"sweep.run.{key} is set per point by the sweep; "
+                       f"remove it and set {where}")
+  for size, fields in (spec.get("sizes") or {}).items():
+    for key in config_lib.flatten(fields):
+      if f"model.{key}" in run:
+        raise ValueError(f"sweep.run.model.{key} is set per size (sweep."
+                         f"sizes.{size}.{key}); remove it from sweep.run")
   for budget in spec.get("budgets") or ():
     if not (isinstance(budget, (int, float)) and not isinstance(budget, bool)
             and math.isfinite(budget) and budget > 0):

@@ -397,6 +397,25 @@ def test_bad_overrides_and_spec_fields_are_one_line_errors():
   spec = _spec()
   spec.budgets = (3e8, float("nan"))
   assert "budgets must be positive finite" in error(spec)
+  # Fields each point derives from the spec would be silently replaced.
+  for key, where in (("total_steps", "sweep.budgets"),
+                     ("optimizer.learning_rate", "sweep.learning_rate"),
+                     ("optimizer.warmup_steps", "sweep.warmup_fraction"),
+                     ("eval_every_steps", "nothing")):
+    spec = _spec()
+    *sections, name = key.split(".")
+    run = spec.run
+    for section in sections:
+      run[section] = ml_collections.ConfigDict()
+      run = run[section]
+    run[name] = 5
+    assert error(spec).startswith(f"sweep.run.{key} is set per point by the "
+                                  f"sweep; remove it and set {where}")
+  spec = _spec()
+  spec.run.model = ml_collections.ConfigDict({"transformer_width": 8})
+  assert error(spec) == (
+      "sweep.run.model.transformer_width is set per size (sweep.sizes.w16d1."
+      "transformer_width); remove it from sweep.run")
 
 
 @pytest.mark.parametrize("flag,message,status", [
