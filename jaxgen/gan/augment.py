@@ -7,16 +7,21 @@ real and the fake batch separately (independent transforms), and R1 / R2 are
 gradients w.r.t. the images *before* augmentation, through it: of D(Aug(x))
 by x, in the adversarial term's forward pass (`docs/references/r3gan.md`).
 
-Here, per sample and independently, each with probability p:
-  geometric: x-flip, rotation by a multiple of 90°, integer translation
-    (up to 1/8 of the side), isotropic scale (lognormal, σ = 0.2·ln 2),
-    arbitrary rotation, anisotropic scale (σ = 0.2·ln 2) and fractional
-    translation (σ = 0.125 of the side), as one affine map with bilinear
-    sampling and reflected borders;
+Here, per sample and independently, as ADA draws them:
+  geometric, each with probability p: x-flip (then a fair coin: flipped
+    with probability p/2, so the flip stays invertible, "non-leaky"),
+    rotation by k·90° (k uniform in 0..3), integer translation (up to 1/8
+    of the side), isotropic scale (lognormal, σ = 0.2·ln 2), arbitrary
+    rotation (before and after the anisotropic scale, each with
+    probability 1 - sqrt(1 - p): one of them with probability p, and the
+    stretch is not always along the image axes), anisotropic scale
+    (σ = 0.2·ln 2) and fractional translation (σ = 0.125 of the side), as
+    one affine map with bilinear sampling and reflected borders;
   colour, with probability p/2 each: brightness (+N(0, 0.2)), contrast
-    (×lognormal(0, 0.5·ln 2) around the mean) and saturation
+    (×lognormal(0, 0.5·ln 2) around 0, mid-grey) and saturation
     (×lognormal(0, ln 2) around the luma);
-  cutout: a square of half the side, centred uniformly, set to 0.
+  cutout, with probability p: a square of half the side, centred
+    uniformly, set to 0.
 Luma flip and hue rotation of ADA are left out. Every operation is
 differentiable in the pixels, so G's gradient flows through augmented fakes.
 """
@@ -47,8 +52,9 @@ def _affine(keys, x, p):
 
   ones, zeros = jnp.ones((n,)), jnp.zeros((n,))
   m = eye
-  # x-flip.
-  m = m @ gate(keys[0], mat(-ones, zeros, zeros, ones, zeros, zeros))
+  # x-flip: a gated fair coin (ADA's i in {0, 1}).
+  flip = jnp.where(jax.random.bernoulli(keys[13], 0.5, (n,)), -ones, ones)
+  m = m @ gate(keys[0], mat(flip, zeros, zeros, ones, zeros, zeros))
   # Rotation by k·90°.
   k = jax.random.randint(keys[1], (n,), 0, 4).astype(jnp.float32)
   cos, sin = jnp.round(jnp.cos(k * math.pi / 2)), jnp.round(
@@ -61,13 +67,18 @@ def _affine(keys, x, p):
   # Isotropic scale.
   s = jnp.exp(jax.random.normal(keys[5], (n,)) * 0.2 * math.log(2))
   m = m @ gate(keys[6], mat(s, zeros, zeros, s, zeros, zeros))
-  # Arbitrary rotation.
-  a = jax.random.uniform(keys[7], (n,), minval=-math.pi, maxval=math.pi)
-  m = m @ gate(keys[8], mat(jnp.cos(a), -jnp.sin(a), jnp.sin(a), jnp.cos(a),
-                            zeros, zeros))
-  # Anisotropic scale.
+  # Arbitrary rotation, before and after the anisotropic scale.
+  p_rot = 1 - jnp.sqrt(1 - p)
+
+  def rotation(angle_key, gate_key):
+    a = jax.random.uniform(angle_key, (n,), minval=-math.pi, maxval=math.pi)
+    r = mat(jnp.cos(a), -jnp.sin(a), jnp.sin(a), jnp.cos(a), zeros, zeros)
+    return jnp.where(_bernoulli(gate_key, p_rot, n)[:, None, None], r, eye)
+
+  m = m @ rotation(keys[7], keys[8])
   s = jnp.exp(jax.random.normal(keys[9], (n,)) * 0.2 * math.log(2))
   m = m @ gate(keys[10], mat(s, zeros, zeros, 1 / s, zeros, zeros))
+  m = m @ rotation(keys[14], keys[15])
   # Fractional translation.
   t = jax.random.normal(keys[11], (n, 2)) * 0.125 * jnp.array([w, h])
   m = m @ gate(keys[12], mat(ones, zeros, zeros, ones, t[:, 0], t[:, 1]))
@@ -105,31 +116,31 @@ def augment(rng: jax.Array, x: jax.Array, p: jax.Array) -> jax.Array:
   keys = jax.random.split(rng, 24)
   dtype = x.dtype
   x = x.astype(jnp.float32)
-  m = _affine(keys[:13], x, p)
+  m = _affine(keys[:16], x, p)
   warped = jax.vmap(_warp)(x, m)
   identity = jnp.all(jnp.abs(m - jnp.eye(3)) < 1e-6, axis=(1, 2))
   x = jnp.where(identity[:, None, None, None], x, warped)
 
-  # Colour, each at p/2.
+  # Colour, each at p/2, on [-1, 1] pixels as ADA's colour matrix: the
+  # contrast scales around 0 (mid-grey), not each image's mean.
   q = p / 2
-  b = jax.random.normal(keys[13], (n, 1, 1, 1)) * 0.2
-  x = x + jnp.where(_bernoulli(keys[14], q, n)[:, None, None, None], b, 0.0)
-  mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
-  k = jnp.exp(jax.random.normal(keys[15], (n, 1, 1, 1)) * 0.5 * math.log(2))
-  on = _bernoulli(keys[16], q, n)[:, None, None, None]
-  x = jnp.where(on, mean + (x - mean) * k, x)
+  b = jax.random.normal(keys[16], (n, 1, 1, 1)) * 0.2
+  x = x + jnp.where(_bernoulli(keys[17], q, n)[:, None, None, None], b, 0.0)
+  k = jnp.exp(jax.random.normal(keys[18], (n, 1, 1, 1)) * 0.5 * math.log(2))
+  on = _bernoulli(keys[19], q, n)[:, None, None, None]
+  x = jnp.where(on, x * k, x)
   if c == 3:
     luma = jnp.mean(x, axis=-1, keepdims=True)
-    k = jnp.exp(jax.random.normal(keys[17], (n, 1, 1, 1)) * math.log(2))
-    on = _bernoulli(keys[18], q, n)[:, None, None, None]
+    k = jnp.exp(jax.random.normal(keys[20], (n, 1, 1, 1)) * math.log(2))
+    on = _bernoulli(keys[21], q, n)[:, None, None, None]
     x = jnp.where(on, luma + (x - luma) * k, x)
 
   # Cutout: a square of half the side.
-  centre = jax.random.uniform(keys[19], (n, 2)) * jnp.array([h, w])
+  centre = jax.random.uniform(keys[22], (n, 2)) * jnp.array([h, w])
   yy = jnp.arange(h, dtype=jnp.float32)[None, :, None] + 0.5
   xx = jnp.arange(w, dtype=jnp.float32)[None, None, :] + 0.5
   inside = ((jnp.abs(yy - centre[:, 0, None, None]) < h / 4) &
             (jnp.abs(xx - centre[:, 1, None, None]) < w / 4))
-  on = _bernoulli(keys[20], p, n)[:, None, None]
+  on = _bernoulli(keys[23], p, n)[:, None, None]
   x = jnp.where((inside & on)[..., None], 0.0, x)
   return x.astype(dtype)

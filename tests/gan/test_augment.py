@@ -51,6 +51,47 @@ def test_geometric_part_is_an_exact_flip_or_rotation_when_only_they_apply():
              for k in (1, 3))
 
 
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_flips_and_stretches_are_drawn_as_adas(p):
+  # ADA gates the x-flip with p and then flips on a fair coin: mirrored with
+  # probability p/2 (never 1, which D could not tell from the identity).
+  # Only the flip mirrors (det < 0): rotations, scales and the anisotropic
+  # stretch keep orientation.
+  n = 4000
+  m = np.asarray(augment._affine(  # pylint: disable=protected-access
+      jax.random.split(jax.random.key(0), 16), _images(n=n, size=8), p))
+  lin = m[:, :2, :2]
+  mirrored = np.mean(np.linalg.det(lin) < 0)
+  assert abs(mirrored - p / 2) < 4 * np.sqrt(p / 2 * (1 - p / 2) / n), (
+      mirrored)
+  # A rotation after the anisotropic stretch turns its axes off the
+  # image's: the output-side singular directions (eigenvectors of L^T L)
+  # are then not the x and y axes. Each of the two arbitrary rotations
+  # fires with 1 - sqrt(1 - p), so the one after it with that probability
+  # (times those whose stretch is on, p, and not ~1).
+  gram = np.einsum("nji,njk->nik", lin, lin)
+  off_axis = np.abs(gram[:, 0, 1]) > 1e-3 * np.abs(gram).max(axis=(1, 2))
+  expected = (1 - np.sqrt(1 - p)) * p
+  assert abs(off_axis.mean() - expected) < 0.05, (off_axis.mean(), expected)
+
+
+def test_contrast_scales_around_mid_grey():
+  # ADA's colour matrix acts on [-1, 1] pixels: contrast scales around 0.
+  # A constant image at 0.5 stays constant under the warps and the
+  # saturation (its luma is itself); around its own mean the contrast
+  # would leave it too, so only brightness (q = p/2) would move it.
+  # Around 0 it moves unless both brightness and contrast are off:
+  # (1 - q)^2 of the images keep 0.5.
+  n, q = 400, 0.5
+  x = jnp.full((n, 8, 8, 3), 0.5)
+  y = np.asarray(augment.augment(jax.random.key(5), x, 2 * q))
+  # The largest |value| of an image is outside the cutout square.
+  value = np.take_along_axis(
+      y.reshape(n, -1), np.abs(y.reshape(n, -1)).argmax(1)[:, None], 1)[:, 0]
+  kept = np.mean(np.abs(value - 0.5) < 1e-5)
+  assert abs(kept - (1 - q) ** 2) < 0.09, kept
+
+
 def test_gradients_flow_through_the_augmentation():
   x = _images()
   g = jax.grad(lambda v: jnp.sum(augment.augment(jax.random.key(3), v, 0.8)
