@@ -135,6 +135,16 @@ class Arch:
       if not ok:
         raise ValueError(f"AutoencoderDC {name}={getattr(out, name)!r} is "
                          "not supported by jaxgen's DC-AE.")
+    for i, (kind, norm) in enumerate(zip(out.decoder_block_types,
+                                         out.decoder_norm_types)):
+      # diffusers puts the stage's norm at the end of LiteMLA; jaxgen's
+      # LiteMLA has RMSNorm only (the released in/mix models use batch norm
+      # in the ResBlock stages alone).
+      if kind == "EfficientViTBlock" and norm != "rms_norm":
+        raise ValueError(
+            f"AutoencoderDC decoder_norm_types[{i}]={norm!r} on an "
+            "EfficientViTBlock stage is not supported by jaxgen's DC-AE; "
+            "use 'rms_norm' there (batch_norm in ResBlock stages only).")
     return out
 
 
@@ -174,8 +184,17 @@ def check_sizes(arch: Arch, prefix: str = "config.model.",
             f"{prefix}{part}_{name} has {len(values)} entries for the "
             f"{len(widths)} stages of {part}_block_out_channels; give one "
             "per stage.")
-    each(f"{part}_layers_per_block", getattr(arch, f"{part}_layers_per_block"),
-         0)
+    depths = getattr(arch, f"{part}_layers_per_block")
+    each(f"{part}_layers_per_block", depths, 0)
+    # An empty stage after the first also drops its resampling block (as in
+    # diffusers), so the compression would no longer be 2 ** (stages - 1).
+    for i, depth in enumerate(depths[1:], 1):
+      if depth == 0:
+        raise ValueError(
+            f"{prefix}{part}_layers_per_block[{i}]=0: only the first stage "
+            "may be empty (a later empty stage drops its resampling and "
+            "changes the compression); give it at least 1 block or remove "
+            "the stage.")
     for i, scales in enumerate(getattr(arch, f"{part}_qkv_multiscales")):
       for k, v in enumerate(scales):
         at_least(f"{part}_qkv_multiscales[{i}][{k}]", v)
@@ -191,9 +210,9 @@ def check_sizes(arch: Arch, prefix: str = "config.model.",
   if arch.downsample_block_type == "pixel_unshuffle":
     # Its conv makes width / 4 channels that the unshuffle turns into width:
     # another width was floored to a multiple of 4 without a word.
-    enc, depths = arch.encoder_block_out_channels, arch.encoder_layers_per_block
+    enc = arch.encoder_block_out_channels
     for i in range(len(enc) - 1):
-      if (depths[i] > 0 or i == 0) and enc[i + 1] % 4:
+      if enc[i + 1] % 4:
         raise ValueError(
             f"{prefix}encoder_block_out_channels[{i + 1}]={enc[i + 1]} is not "
             f"a multiple of 4, which {prefix}downsample_block_type="

@@ -111,7 +111,8 @@ def _bn_config(**kw):
   # The in/mix layout: batch norm in the ResBlock stages; XLA's
   # convolutions (CPU's default tap-by-tap ones compile twice as long) and
   # two stages (half as long again).
-  return _config(**{**TWO_STAGES, "model.decoder_norm_types": "batch_norm",
+  return _config(**{**TWO_STAGES,
+                    "model.decoder_norm_types": ("batch_norm", "rms_norm"),
                     "autoencoder.conv_impl": "lax", **kw})
 
 

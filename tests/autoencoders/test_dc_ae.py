@@ -109,6 +109,22 @@ def test_unsupported_configs_and_missing_tensors_are_one_line_errors():
   arch = dc_ae.Arch.from_diffusers(SMALL["sana"])
   with pytest.raises(ValueError, match="missing tensor"):
     diffusers_compat.convert_state_dict({}, arch)
+  # diffusers would put batch norm inside LiteMLA; jaxgen's has RMSNorm
+  # only, and the norm was ignored (a model other than the config's).
+  with pytest.raises(ValueError, match=(
+      r"^AutoencoderDC decoder_norm_types\[2\]='batch_norm' on an "
+      "EfficientViTBlock stage is not supported")):
+    dc_ae.Arch.from_diffusers(dict(SMALL["sana"],
+                                   decoder_norm_types="batch_norm"))
+  # A later empty stage drops its resampling (diffusers too): the latents
+  # were f4 while `compression` said 8.
+  for part in ("encoder", "decoder"):
+    arch = dataclasses.replace(
+        dc_ae.Arch(), **{f"{part}_layers_per_block": (1, 0, 1, 1, 1, 1)})
+    with pytest.raises(ValueError, match=(
+        rf"^config\.model\.{part}_layers_per_block\[1\]=0: only the first "
+        "stage may be empty")):
+      dc_ae.check_sizes(arch.normalized())
 
 
 @pytest.mark.parametrize("shortcuts", [False, True])
