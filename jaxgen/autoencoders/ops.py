@@ -203,8 +203,10 @@ class LiteMLA(nn.Module):
     if c % d:
       raise ValueError(f"LiteMLA width {c} is not a multiple of head_dim {d}.")
     heads = c // d
-    # The 1x1 q/k/v projection: channels [q (C) | k (C) | v (C)], as the
-    # concatenation of diffusers' to_q, to_k, to_v.
+    # The fused 1x1 q/k/v projection: its weight is diffusers' to_q, to_k,
+    # to_v concatenated, but those names are not semantic: every 3d
+    # consecutive channels are one head's q, k, v (so "to_q" holds all
+    # three for the first third of the heads; the reshape below).
     qkv = linear.Conv(3 * c, 1, use_bias=False, dtype=self.dtype,
                       name="qkv")(x)
     parts = [qkv]
