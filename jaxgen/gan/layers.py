@@ -68,6 +68,18 @@ def _shift(x: jax.Array, axis: int, offset: int) -> jax.Array:
   return jax.lax.slice_in_dim(_pad(x, pads), 0, n, axis=axis)
 
 
+def precision(x: jax.Array):
+  """HIGHEST for float32 operands, else the backend's default.
+
+  XLA's default runs float32 matmuls and convs as TF32 on recent GPUs and
+  as one bf16 pass on TPUs; the reference turns TF32 off ("numerical
+  accuracy") for the float32 stages, the D head and R1 / R2's double
+  backprop, whose transposes keep this setting. bf16 stages keep the
+  default. Exact float32 on CPU either way.
+  """
+  return jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+
+
 def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   """x[..., c] @ w[c, d] as one [pixels, c] x [c, d] matmul.
 
@@ -76,7 +88,7 @@ def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   dims at once, which XLA:CPU runs off its fast matmul path.
   """
   y = jax.lax.dot_general(x.reshape(-1, x.shape[-1]), w,
-                          (((1,), (0,)), ((), ())))
+                          (((1,), (0,)), ((), ())), precision=precision(x))
   return y.reshape(x.shape[:-1] + w.shape[1:])
 
 
@@ -186,7 +198,7 @@ class Conv(nn.Module):
       raise ValueError("A channels-first k x k conv needs impl='taps'.")
     return jax.lax.conv_general_dilated(
         x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=self.groups)
+        feature_group_count=self.groups, precision=precision(x))
 
 
 def _conv_taps(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
@@ -225,7 +237,8 @@ def _conv_taps(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
   # [g, (column j, gi), (row i, go)]
   rows = kernel.reshape(k, k, gi, groups, go).transpose(3, 1, 2, 0, 4)
   rows = rows.reshape(groups, k * gi, k * go)
-  y = jax.lax.dot_general(cols, rows, (((2,), (1,)), ((0,), (0,))))
+  y = jax.lax.dot_general(cols, rows, (((2,), (1,)), ((0,), (0,))),
+                          precision=precision(x))
   out = _sum_row_shifts(y.reshape(groups, b, h, w, k, go), 4, 2)
   return jnp.moveaxis(out, 0, 3).reshape(b, h, w, o)
 
@@ -233,7 +246,7 @@ def _conv_taps(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
 def _matmul_cf(x: jax.Array, w: jax.Array) -> jax.Array:
   """w[c, d]ᵀ x[c, ...] as one [d, c] x [c, pixels] matmul (channels first)."""
   y = jax.lax.dot_general(w, x.reshape(x.shape[0], -1),
-                          (((0,), (0,)), ((), ())))
+                          (((0,), (0,)), ((), ())), precision=precision(x))
   return y.reshape(w.shape[1:] + x.shape[1:])
 
 
@@ -263,7 +276,8 @@ def _conv_taps_cf(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
   # [g, (row i, go), (column j, gi)]
   rows = kernel.reshape(k, k, gi, groups, go).transpose(3, 0, 4, 1, 2)
   rows = rows.reshape(groups, k * go, k * gi)
-  y = jax.lax.dot_general(rows, cols, (((2,), (1,)), ((0,), (0,))))
+  y = jax.lax.dot_general(rows, cols, (((2,), (1,)), ((0,), (0,))),
+                          precision=precision(x))
   out = _sum_row_shifts(y.reshape(groups, k, go, b, h, w), 1, 3)
   return out.reshape(o, b, h, w)
 

@@ -199,6 +199,39 @@ def test_taps_and_lax_grouped_convs_agree_to_second_order(shape, kernel,
                              jax.jit(conv["lax"].apply)(v, x), atol=1e-5)
 
 
+def test_float32_layers_ask_for_full_precision_and_bf16_ones_do_not():
+  # XLA's default is TF32 on GPUs (one bf16 pass on TPUs); the reference
+  # turns TF32 off. CPU is exact either way, so the request is checked in
+  # the lowered program: every dot / conv of a float32 layer, including
+  # those of R1's double backprop (transposes keep the precision).
+  def r1(impl, cf, dtype):
+    conv = layers.Conv(8, 3, groups=2, impl=impl, channels_first=cf,
+                       dtype=dtype)
+    dense = layers.Conv(8, channels_first=cf, dtype=dtype)
+    x = jnp.ones((4, 2, 6, 6) if cf else (2, 6, 6, 4))
+    params = [m.init(jax.random.key(0), x if m is conv else
+                     jnp.ones(x.shape[:-1] + (8,) if not cf else
+                              (8,) + x.shape[1:]))
+              for m in (conv, dense)]
+
+    def d(v):
+      return jnp.sum(jnp.tanh(dense.apply(params[1], jnp.tanh(
+          conv.apply(params[0], v)))))
+
+    def loss(v):
+      return jnp.sum(jax.grad(d)(v) ** 2)
+
+    return jax.jit(jax.grad(loss)).lower(x).as_text()
+
+  for impl, cf in (("lax", False), ("taps", False), ("taps", True)):
+    text = r1(impl, cf, jnp.float32)
+    ops = [ln for ln in text.splitlines()
+           if "stablehlo.dot_general" in ln or "stablehlo.convolution" in ln]
+    assert len(ops) >= 6, (impl, cf, len(ops))
+    assert all("HIGHEST" in ln for ln in ops), (impl, cf)
+    assert "HIGHEST" not in r1(impl, cf, jnp.bfloat16), (impl, cf)
+
+
 def test_channels_first_block_matches_the_lax_block_to_second_order():
   """The CPU block runs channels first; same parameters, same values and
   R1-style second-order gradients as the NHWC lax block."""
