@@ -67,7 +67,7 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   c.model.cond_dim = 64
   # How many of the highest-resolution stages run in the compute dtype
   # config.dtype, the others in float32 (-1: the reference's choice, 3 for
-  # <= 32 px and 4 above).
+  # <= 32 px and 4 above, the 4x4 stage always float32).
   c.model.low_precision_stages = -1
   # Grouped 3x3 conv implementation: "lax" (one grouped convolution),
   # "taps" (shifted views + one group-batched matmul, residual blocks run

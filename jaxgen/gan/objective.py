@@ -97,8 +97,10 @@ def network_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   m = config.model
   size = int(config.dataset.image_size)
   lps = int(m.low_precision_stages)
-  if lps < 0:  # The reference: 3 stages for 32 px models, 4 above.
-    lps = 3 if size <= 32 else 4
+  if lps < 0:
+    # The reference: 3 stages for 32 px models, 4 above; its lowest (4x4)
+    # stage always stays float32, so fewer stages (16 px) keep theirs too.
+    lps = min(3 if size <= 32 else 4, len(m.widths) - 1)
   impl = m.get("conv_impl", "auto")
   if impl == "auto":
     impl = "taps" if jax.default_backend() == "cpu" else "lax"

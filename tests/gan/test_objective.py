@@ -132,6 +132,19 @@ def test_bad_configs_are_one_line_errors(overrides, match):
   assert "\n" not in str(e.value)
 
 
+def test_default_low_precision_stages_keep_the_4x4_stage_float32():
+  # The reference: 3 stages at 32 px (of 4), 4 above; at 16 px (3 stages)
+  # its rule would have put the 4x4 stage in bf16 too.
+  for size, widths, expected in ((16, (32, 32, 32), 2),
+                                 (32, (32, 32, 32, 32), 3),
+                                 (64, (32,) * 5, 4)):
+    config = r3gan_config.get_config("tiny")
+    config.dataset.image_size = size
+    config.model.widths = widths
+    kwargs = gan_objective.network_kwargs(config)
+    assert kwargs["low_precision_stages"] == expected, size
+
+
 def test_grad_accumulation_is_refused_in_one_line():
   # The trainer's check (the two-phase step has no micro-batch loop).
   with pytest.raises(ValueError, match="grad_accum_steps=2: the r3gan step "
