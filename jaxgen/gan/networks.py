@@ -128,6 +128,10 @@ def _embed(table: jax.Array, labels: jax.Array) -> jax.Array:
   The (small) table is gathered whole first, FSDP-style, so the lookup's
   output follows the batch sharding instead of the table's.
   """
+  if labels is None:
+    raise ValueError(f"a class-conditional network ({table.shape[0]} "
+                     "classes) needs labels; pass labels=[N] class ids or "
+                     "build it with num_classes=0.")
   table = pt.constrain(table, (None, None))
   return pt.constrain(table[labels], (pt.ACT_BATCH, None))
 

@@ -57,6 +57,11 @@ def test_output_shapes_and_dtypes(conditional_nets):
   assert img.shape == (3, 16, 16, 3) and img.dtype == jnp.float32
   assert logits.shape == (3,) and logits.dtype == jnp.float32
   assert np.all(np.isfinite(logits)) and np.all(np.isfinite(img))
+  # Without labels: one line naming what to pass, not a sharding error.
+  for net, params, x in ((g, gv, z), (d, dv, img)):
+    with pytest.raises(ValueError, match=(
+        r"^a class-conditional network \(5 classes\) needs labels")):
+      net.apply(nn.unbox(params), x, None)
   # Parameters stay float32 whatever the compute dtype.
   for leaf in jax.tree.leaves(nn.unbox((gv, dv))):
     assert leaf.dtype == jnp.float32
