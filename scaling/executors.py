@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import ml_collections
 
+from jaxgen import jsonl
 from jaxgen.train import workdir as workdir_lib
 from scaling import sweep as sweep_lib
 from scaling import workers
@@ -142,15 +143,47 @@ def submitted(local: str, point_id: str) -> Optional[Dict[str, Any]]:
     return json.load(f)
 
 
+# Job states (sacct's; submitit's local jobs') of a job that will not run
+# again: its point, without a result, is submitted again. A worker stopped
+# by preemption saves and exits 0, so even COMPLETED may lack a result.
+_ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED",
+          "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT", "FINISHED",
+          "INTERRUPTED", "NO PROCESS AND NO RESULT")
+
+
+def job_state(executor, record: Dict[str, Any]) -> str:
+  """The scheduler's state of a recorded job ("UNKNOWN" if it cannot say).
+
+  Args:
+    executor: from `slurm_executor` (its job class asks sacct, or the local
+      job's files).
+    record: the point's job.json.
+
+  Returns:
+    The state in capitals ("CANCELLED by 12" is "CANCELLED").
+  """
+  job_class = getattr(getattr(executor, "_executor", executor), "job_class",
+                      None)
+  try:
+    state = str(job_class(folder=record["folder"],
+                          job_id=record["job_id"]).state)
+  except Exception:  # pylint: disable=broad-except
+    return "UNKNOWN"  # No job class (a fake), no sacct, a removed folder.
+  state = state.strip().upper()
+  return state if state in _ENDED else (state.split() or ["UNKNOWN"])[0]
+
+
 def submit(executor, points: Sequence[Any], commands: Dict[str, List[str]],
            env: Dict[str, str], local: str, cwd: str, *,
            resubmit: bool = False, multihost: bool = False,
            out: Callable[[str], None] = print) -> Dict[str, Any]:
   """Submits one job per point and records its id.
 
-  A point submitted earlier (it has a job.json) is skipped unless
-  `resubmit`: its job may still be queued, and two jobs would train the
-  same run directory.
+  A point submitted earlier (it has a job.json) is skipped while its job
+  may still run (pending, running, or a state the scheduler cannot give):
+  two jobs would train the same run directory. One whose job ended
+  without a result (failed, timed out, cancelled, preempted) is submitted
+  again, and so is any with `resubmit` whose worker is not running.
 
   Args:
     executor: from `slurm_executor`.
@@ -182,10 +215,18 @@ def submit(executor, points: Sequence[Any], commands: Dict[str, List[str]],
     # A wsd chain submitted for fewer budgets than it has now is submitted
     # again (its job would not train the new branches).
     covered = old and set(_point_ids(p)) <= set(old.get("points", [p.id]))
+    if covered and not resubmit:
+      state = job_state(executor, old)
+      if state in _ENDED:
+        out(f"{p.id}: job {old['job_id']} ended ({state}) without a "
+            "result; submitted again")
+        covered = False
+      else:
+        old = dict(old, state=state)
     (skipped if covered and not resubmit else todo).append((p, old))
   for p, old in skipped:
-    out(f"{p.id}: submitted earlier as job {old['job_id']} (no result yet); "
-        "skipped (--resubmit submits it again)")
+    out(f"{p.id}: submitted earlier as job {old['job_id']} ({old['state']}, "
+        "no result yet); skipped (--resubmit submits it again)")
   if not todo:
     return {}
   functions = []
@@ -201,10 +242,9 @@ def submit(executor, points: Sequence[Any], commands: Dict[str, List[str]],
   out_jobs = {}
   for (p, _), job in zip(todo, jobs):
     os.makedirs(os.path.dirname(job_file(local, p.id)), exist_ok=True)
-    with open(job_file(local, p.id), "w", encoding="utf-8") as f:
-      json.dump({"job_id": str(job.job_id), "submitted": time.time(),
-                 "folder": str(executor.folder),
-                 "points": _point_ids(p)}, f)
+    jsonl.write_atomic(job_file(local, p.id), json.dumps(
+        {"job_id": str(job.job_id), "submitted": time.time(),
+         "folder": str(executor.folder), "points": _point_ids(p)}))
     out_jobs[p.id] = job
   out(f"submitted {len(jobs)} jobs ({jobs[0].job_id} ...); collect the "
       "finished points later with the same command and --collect")

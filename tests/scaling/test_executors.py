@@ -221,6 +221,62 @@ def test_submitted_points_are_not_submitted_twice(tmp_path):
                           out=lines.append)
 
 
+
+def test_points_whose_jobs_ended_without_a_result_are_submitted_again(
+    tmp_path):
+  # A failed, timed-out, cancelled or preempted job (a preempted worker
+  # saves and exits 0: COMPLETED) left its point without a row: it goes
+  # again; pending and running ones, or a state sacct cannot give, do not.
+  pytest.importorskip("submitit")
+  states = {}
+  submitted = []
+
+  class Job:
+    def __init__(self, folder, job_id):
+      self.job_id = job_id
+      if states.get(job_id) is None:
+        raise RuntimeError("sacct: command not found")
+      self.state = states[job_id]
+
+  class FakeExecutor:
+    folder = str(tmp_path / "submitit")
+    job_class = Job
+
+    def batch(self):
+      import contextlib  # pylint: disable=g-import-not-at-top
+      return contextlib.nullcontext()
+
+    def submit(self, fn):
+      submitted.append(fn.command[-1])
+      return types.SimpleNamespace(job_id=str(100 + len(submitted)))
+
+  points = sweep_lib.plan(sweep_lib.load_config_file(SPEC))
+  commands = {p.id: ["python", p.id] for p in points}
+  local = str(tmp_path)
+  executors.submit(FakeExecutor(), points, commands, {}, local, ROOT,
+                   out=lambda _: None)
+  ids = {p.id: executors.submitted(local, p.id)["job_id"] for p in points}
+  states.update({ids[points[0].id]: "FAILED",
+                 ids[points[1].id]: "CANCELLED by 1234",
+                 ids[points[2].id]: "PENDING"})  # points[3]: no sacct.
+  submitted.clear()
+  lines = []
+  jobs = executors.submit(FakeExecutor(), points, commands, {}, local, ROOT,
+                          out=lines.append)
+  assert sorted(jobs) == sorted(submitted) == sorted(
+      p.id for p in points[:2])
+  assert (f"{points[0].id}: job {ids[points[0].id]} ended (FAILED) without "
+          "a result; submitted again") in lines
+  assert (f"{points[2].id}: submitted earlier as job {ids[points[2].id]} "
+          "(PENDING, no result yet); skipped (--resubmit submits it "
+          "again)") in lines
+  assert any(ln.startswith(f"{points[3].id}: submitted earlier as job") and
+             "(UNKNOWN, no result yet)" in ln for ln in lines)
+  # The new job ids replace the ended ones.
+  assert executors.submitted(local, points[0].id)["job_id"] == jobs[
+      points[0].id].job_id
+
+
 def test_bad_slurm_setups_fail_in_one_line(tmp_path, monkeypatch):
   spec = sweep_lib.load_config_file(SPEC)
   pytest.importorskip("submitit")
