@@ -15,12 +15,26 @@ import ml_collections
 from jaxgen import config_lib
 from scaling import specs
 
-# Run-config fields the sweep derives itself; overriding them would break
-# steps = C / (F * batch) or the cosine horizon.
-DERIVED = ("total_steps", "total_examples", "total_epochs", "total_flops",
-           "optimizer.warmup_steps", "optimizer.warmup_fraction",
-           "optimizer.schedule", "optimizer.decay_fraction",
-           "eval_every_steps")
+# Run-config fields the sweep derives itself, with the spec field that sets
+# them; overriding them would break steps = C / (F * batch) or the cosine
+# horizon.
+_LENGTH = "sweep.budgets (a point's length follows its budget)"
+DERIVED = {
+    "total_steps": _LENGTH, "total_examples": _LENGTH,
+    "total_epochs": _LENGTH, "total_flops": _LENGTH,
+    "optimizer.warmup_steps": "sweep.warmup_fraction",
+    "optimizer.warmup_fraction": "sweep.warmup_fraction",
+    "optimizer.schedule": "sweep.schedule",
+    "optimizer.decay_fraction": "sweep.decay_fraction",
+    "eval_every_steps": "nothing (each point evaluates once, at its end)",
+}
+# Run fields the spec sets for every point (a --set may still change them,
+# as it changes any field; a value in the spec's `run` would be replaced).
+_FROM_SPEC = {
+    "batch_size": "sweep.batch_size",
+    "optimizer.learning_rate": "sweep.learning_rate",
+    "optimizer.end_lr_fraction": "sweep.end_lr_fraction",
+}
 
 
 # Integer / number fields of a spec and their ranges (check_range keywords):
@@ -45,24 +59,6 @@ def close(name: str, known) -> str:
   """"; did you mean 'x'?" for the nearest of `known`, else ""."""
   match = difflib.get_close_matches(name, list(known), n=1)
   return f"; did you mean {match[0]!r}?" if match else ""
-
-
-# Run fields every point's config derives from the spec (sweep.point_config),
-# with the spec field that sets them: a value in spec.run would be silently
-# replaced.
-_DERIVED = {
-    "batch_size": "sweep.batch_size",
-    "optimizer.learning_rate": "sweep.learning_rate",
-    "optimizer.end_lr_fraction": "sweep.end_lr_fraction",
-    "optimizer.schedule": "sweep.schedule",
-    "optimizer.warmup_steps": "sweep.warmup_fraction",
-    "optimizer.warmup_fraction": "sweep.warmup_fraction",
-    "optimizer.decay_fraction": "sweep.decay_fraction",
-    "eval_every_steps": "nothing (each point evaluates once, at its end)",
-    **{unit: "sweep.budgets (a point's length follows its budget)"
-       for unit in ("total_steps", "total_examples", "total_epochs",
-                    "total_flops")},
-}
 
 
 def check_spec(spec: ml_collections.ConfigDict) -> None:
@@ -92,7 +88,7 @@ def check_spec(spec: ml_collections.ConfigDict) -> None:
     config_lib.check_range("sweep.cluster.mfu", cluster["mfu"], low=0,
                            low_open=True, high=1, finite=True)
   run = config_lib.flatten(spec.get("run") or {})
-  for key, where in _DERIVED.items():
+  for key, where in {**DERIVED, **_FROM_SPEC}.items():
     if key in run:
       raise ValueError(f"sweep.run.{key} is set per point by the sweep; "
                        f"remove it and set {where}")

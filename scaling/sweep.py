@@ -276,12 +276,14 @@ def point_config(spec: ml_collections.ConfigDict, budget: float, size: str,
                        "no optimizer.schedule (its schedules follow the "
                        "run); sweep it with schedule 'cosine'")
     # The same warmup for every budget of a size (a fraction of its run at
-    # the spec's smallest budget), so all of them share the stable run.
+    # the smallest budget whose window has it), so all of them share the
+    # stable run; the spec's smallest budget gave sizes that enter the
+    # window later a far shorter warmup than a cosine sweep's.
     if not spec.budgets:
       raise ValueError("spec.schedule='wsd' derives each size's warmup from "
-                       "the spec's smallest budget; set spec.budgets")
+                       "the spec's budgets; set spec.budgets")
     warmup = round(float(spec.warmup_fraction)
-                   * steps_at(float(budget_tag(min(spec.budgets)))))
+                   * steps_at(first_budget(spec, size, sets)))
     cooldown = cooldown_steps(spec.decay_fraction, steps)
     if warmup >= steps - cooldown:
       raise ValueError(
@@ -368,6 +370,29 @@ def ladder(spec: ml_collections.ConfigDict,
     total, embedding = count_params(config, tuple(spec.embedding_params))
     out.append((name, total if param_key == "params" else total - embedding))
   return sorted(out, key=lambda x: x[1])
+
+
+def first_budget(spec: ml_collections.ConfigDict, size: str,
+                 sets: Optional[Dict[str, str]] = None) -> float:
+  """The smallest of the spec's budgets whose window holds `size` (the
+  smallest budget if none does, e.g. sizes chosen with --sizes).
+
+  Args:
+    spec: a sweep spec.
+    size: a size name of its ladder.
+    sets: --set overrides (they may reorder the ladder).
+
+  Returns:
+    The budget, as its point ids read it back.
+  """
+  own = sorted({float(budget_tag(b)) for b in spec.budgets})
+  cosine = spec.copy_and_resolve_references()
+  cosine.schedule = "cosine"  # The ladder's order does not depend on it.
+  names = [n for n, _ in ladder(cosine, sets)]
+  for index, budget in enumerate(own):
+    if size in budget_sizes(spec, names, index):
+      return budget
+  return own[0]
 
 
 def cooldown_steps(decay_fraction: float, steps: int) -> int:

@@ -49,6 +49,30 @@ def test_point_configs_share_warmup_and_differ_only_in_length():
   assert large.total_steps > small.total_steps
 
 
+def test_each_size_warms_up_over_a_fraction_of_its_shortest_run():
+  # A window moving up the ladder brings the larger size in at the larger
+  # budget only; its warmup is a fraction of its run there, as a cosine
+  # sweep's shortest run of it (from the spec's smallest budget, which it
+  # never runs, the warmup was half as long).
+  spec = _spec()
+  spec.points_per_budget = 1
+  spec.window_shift = 1.0
+  spec.warmup_fraction = 0.2
+  spec.budgets = (3e9, 6e9)  # 60-130 steps: warmups of 7 and 14 differ.
+  points = sweep_lib.plan(spec, budgets=list(spec.budgets) + [1.2e10])
+  sizes = {p.size for p in points}
+  assert len(sizes) == 2  # Each budget its own size, the last one's twice.
+  for size in sizes:
+    chain = sorted((p for p in points if p.size == size),
+                   key=lambda p: p.budget)
+    warmups = {sweep_lib.point_config(spec, p.budget, size)[0]
+               .optimizer.warmup_steps for p in chain}
+    assert warmups == {round(0.2 * chain[0].steps)}, (size, warmups)
+  assert sweep_lib.first_budget(spec, max(
+      sizes, key=lambda n: [p.params for p in points if p.size == n][0])) == (
+          max(spec.budgets))
+
+
 def test_savings_count_one_stable_run_and_the_cooldowns():
   spec = _spec()
   points = sweep_lib.plan(spec)
