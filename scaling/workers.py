@@ -19,6 +19,10 @@ from jaxgen import paths
 from jaxgen.train import workdir as workdir_lib
 
 
+# Attempts to take a lock, 50 ms apart (see `exclusive`).
+_TRIES = 4
+
+
 @contextlib.contextmanager
 def exclusive(path: str, busy: str):
   """Holds an exclusive flock on `path`; ValueError(`busy`) if taken.
@@ -28,11 +32,17 @@ def exclusive(path: str, busy: str):
   restarted runner names the worker it adopts).
   """
   with open(path, "a+", encoding="utf-8") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise ValueError(f"{busy}; wait for it or use another --workdir"
-                       ) from None
+    # `holder` probes by taking the lock for an instant: a few tries tell
+    # such a probe from a real holder.
+    for attempt in range(_TRIES):
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        if attempt == _TRIES - 1:
+          raise ValueError(f"{busy}; wait for it or use another --workdir"
+                           ) from None
+        time.sleep(0.05)
     try:
       f.truncate(0)
       f.write(str(os.getpid()))
@@ -75,7 +85,10 @@ class Adopted:
   def send_signal(self, sig) -> None:
     pid = holder(self.lock)
     if pid and pid > 0:
-      os.kill(pid, sig)
+      try:
+        os.kill(pid, sig)
+      except ProcessLookupError:
+        pass  # It ended since: its lock goes with it.
 
   def wait(self, timeout=None):
     deadline = time.time() + (timeout or 1e9)

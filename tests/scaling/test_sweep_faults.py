@@ -56,23 +56,62 @@ def test_a_torn_last_line_is_repaired_from_result_json(tmp_path):
       p.id for p in points)
 
 
+def test_a_probe_of_the_lock_does_not_refuse_its_worker(tmp_path,
+                                                        monkeypatch):
+  # `holder` takes the lock for an instant to test it; a worker starting
+  # then was refused as "already running". And a worker that ends between
+  # the probe and the signal is not an error.
+  import fcntl  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  lock = str(tmp_path / "lock")
+  probing = threading.Event()
+
+  def probe():
+    with open(lock, "a+", encoding="utf-8") as f:
+      fcntl.flock(f, fcntl.LOCK_EX)
+      probing.set()
+      time.sleep(0.06)
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+  prober = threading.Thread(target=probe)
+  prober.start()
+  probing.wait()
+  with workers.exclusive(lock, "busy"):
+    assert workers.holder(lock) == os.getpid()
+  prober.join()
+  monkeypatch.setattr(workers, "holder", lambda path: 2**22 + 12345)
+  workers.Adopted(lock).send_signal(signal.SIGTERM)  # No such process.
+
+
 def test_a_live_worker_of_an_earlier_runner_is_adopted(tmp_path):
   workdir = tmp_path / "sweep"
   out = _sweep(workdir, dry_run=True, budgets=[3e8], sizes=["w16d1"])
   (point,) = out["points"]
   rundir = workdir / "runs" / point.id
   rundir.mkdir(parents=True)
-  # The orphan: holds the point's lock, then writes its result and exits.
+  # The orphan: holds the point's lock until the runner has adopted it
+  # (however loaded the machine), then writes its result and exits.
+  go = tmp_path / "go"
   orphan = subprocess.Popen(
       [sys.executable, "-c",
-       "import sys, time; from scaling import workers\n"
+       "import os, sys, time; from scaling import workers\n"
        f"with workers.exclusive({str(rundir / 'lock')!r}, 'busy'):\n"
-       "  print('locked', flush=True); time.sleep(1.5)\n"
+       "  print('locked', flush=True)\n"
+       "  deadline = time.time() + 120\n"
+       f"  while not os.path.exists({str(go)!r}) and time.time() < deadline:\n"
+       "    time.sleep(0.05)\n"
        f"  open({str(rundir / 'result.json')!r}, 'w').write(sys.argv[1])",
        json.dumps(_finished_row(point))],
       cwd=ROOT, stdout=subprocess.PIPE, text=True)
   assert orphan.stdout.readline().strip() == "locked"
-  lines = []
+
+  class Lines(list):
+    def append(self, line):
+      super().append(line)
+      if line.startswith("adopt "):
+        go.write_text("")
+
+  lines = Lines()
   result = _sweep(workdir, lines, budgets=[3e8], sizes=["w16d1"])
   orphan.wait()
   assert any(ln.startswith(f"adopt {point.id}: still running as pid "
