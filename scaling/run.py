@@ -367,7 +367,8 @@ def run_sweep(spec, *, sweep_arg: str, workdir: str, parallel: int = 1,
             # instead of starting a second one on the same directory.
             running[u.id] = (u, workers.Adopted(os.path.join(rundir,
                                                              "lock")),
-                             log, time.time(), None)
+                             log, time.time(),
+                             workers.slot_of(orphan, slots))
             out(f"adopt {u.id}: still running as pid {orphan} from an "
                 "earlier runner")
             continue

@@ -164,6 +164,28 @@ def core_slots(parallel: int) -> Optional[List[frozenset]]:
   return slots
 
 
+def slot_of(pid: int, slots: Optional[List[frozenset]]
+            ) -> Optional[frozenset]:
+  """The slot a running worker is pinned to (an adopted one keeps its
+  cores: the next worker must not be pinned beside it), or None.
+
+  Args:
+    pid: the worker's pid.
+    slots: `core_slots` of this runner (None: no pinning).
+
+  Returns:
+    The slot equal to the worker's affinity, else None (unpinned, or pinned
+    by a runner with other slots).
+  """
+  if not slots or pid <= 0:
+    return None
+  try:
+    cores = frozenset(os.sched_getaffinity(pid))
+  except OSError:  # It ended since.
+    return None
+  return cores if cores in slots else None
+
+
 def fmt_cores(cores) -> str:
   """A core set as text: "0-3" or "2"."""
   c = sorted(cores)

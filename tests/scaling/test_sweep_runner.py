@@ -326,6 +326,21 @@ def test_core_slots_split_the_cores(monkeypatch):
   assert workers.core_slots(2) == [frozenset({0, 1, 2}), frozenset({3, 4})]
   assert workers.core_slots(1) is None  # One worker: all cores anyway.
   assert workers.core_slots(6) is None  # More workers than cores.
+  # An adopted worker keeps the slot it is pinned to (the next worker is
+  # pinned to the other one, not beside it).
+  slots = workers.core_slots(2)
+  affinity = {41: {3, 4}, 42: {0, 1, 2, 3, 4}}
+
+  def getaffinity(pid):
+    if pid not in affinity:
+      raise ProcessLookupError(pid)
+    return affinity[pid]
+
+  monkeypatch.setattr(os, "sched_getaffinity", getaffinity)
+  assert workers.slot_of(41, slots) == frozenset({3, 4})
+  assert workers.slot_of(42, slots) is None  # Not pinned.
+  assert workers.slot_of(43, slots) is None  # Ended.
+  assert workers.slot_of(41, None) is None  # This runner does not pin.
 
 
 def test_point_ids_keep_every_budget_exact_and_distinct():
