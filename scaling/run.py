@@ -152,8 +152,10 @@ class _Progress:
 
   The ETA scales the elapsed time by remaining / finished FLOPs of this
   session's points (their budgets; for wsd chains, what each branch adds to
-  its chain). Small points cost more per FLOP on CPU, so early estimates
-  are rough.
+  its chain). A failed point leaves the remaining work without adding to
+  the finished (a burst of fast crashes would make the ETA collapse): until
+  a point finishes the ETA is unknown. Small points cost more per FLOP on
+  CPU, so early estimates are rough.
   """
 
   def __init__(self, total: int, done: int, out):
@@ -164,11 +166,13 @@ class _Progress:
   def finished(self, point, row, seconds, remaining_flops, running,
                flops=None):
     self.done += 1
-    self.flops_done += point.budget if flops is None else flops
+    if row is not None:
+      self.flops_done += point.budget if flops is None else flops
     elapsed = time.time() - self.start
     fmt = logs.format_duration
-    eta = (fmt(elapsed * remaining_flops / self.flops_done)
-           if remaining_flops else "0m00s")
+    eta = ("0m00s" if not remaining_flops else "unknown"
+           if not self.flops_done else
+           fmt(elapsed * remaining_flops / self.flops_done))
     status = row["status"] if row else "FAILED"
     loss = ""
     if row and row["status"] == rows_lib.OK:

@@ -588,3 +588,12 @@ def test_progress_names_the_sweep_metric_and_skips_what_was_not_logged():
   assert lines[0].startswith("[  1/2] C1e9_w8 ok eval_fd_shapes 12.5000 "
                              "eval_loss 0.6900 train 0.7000 (")
   assert lines[1].startswith("[  2/2] C1e9_w8 ok train 0.2500 (")
+  # A failed point adds nothing to the work done: the ETA of fast crashes
+  # is unknown, not zero; after a finished point it scales its time.
+  lines.clear()
+  progress = run_lib._Progress(3, 0, lines.append)
+  progress.finished(point, None, 1.0, 2e9, 1)
+  assert "FAILED" in lines[0] and "ETA unknown" in lines[0]
+  progress.start -= 100.0
+  progress.finished(point, {"status": "ok"}, 1.0, 1e9, 0)
+  assert "ETA 1m4" in lines[1]  # 100 s for 1e9 FLOPs, 1e9 to go.
