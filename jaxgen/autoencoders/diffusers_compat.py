@@ -174,10 +174,30 @@ class LoadedDCAE:
     self.arch, self.variables = arch, variables
     self.scaling_factor = float(scaling_factor)
     model = dc_ae.DCAE(arch, conv_impl=linear.resolve_conv_impl(conv_impl))
-    self.encode = jax.jit(lambda x: model.apply(self.variables, x,
-                                                method=model.encode))
-    self.decode = jax.jit(lambda z: model.apply(self.variables, z,
-                                                method=model.decode))
+    self._encode = jax.jit(lambda x: model.apply(self.variables, x,
+                                                 method=model.encode))
+    self._decode = jax.jit(lambda z: model.apply(self.variables, z,
+                                                 method=model.decode))
+
+  def _check(self, x, channels: int, multiple: int, what: str) -> None:
+    """One line before tracing for a batch of the wrong layout or size."""
+    shape = tuple(getattr(x, "shape", ()))
+    if (len(shape) != 4 or shape[-1] != channels
+        or shape[1] % multiple or shape[2] % multiple):
+      raise ValueError(
+          f"DC-AE {what} of shape {shape}: pass NHWC [N, H, W, {channels}]"
+          + (f" with H and W multiples of {multiple}" if multiple > 1
+             else "") + " (a torch NCHW batch is x.transpose(0, 2, 3, 1)).")
+
+  def encode(self, x):
+    """Images [N, H, W, C] in [-1, 1] -> latents [N, H/f, W/f, c]."""
+    self._check(x, self.arch.in_channels, self.arch.compression, "images")
+    return self._encode(x)
+
+  def decode(self, z):
+    """Latents [N, h, w, c] -> images [N, h·f, w·f, C]."""
+    self._check(z, self.arch.latent_channels, 1, "latents")
+    return self._decode(z)
 
 
 def load_dc_ae(directory: str) -> LoadedDCAE:

@@ -163,6 +163,16 @@ def test_load_dc_ae_reads_a_saved_diffusers_folder(tmp_path):
                              rtol=0)
   with pytest.raises(ValueError, match="not a diffusers AutoencoderDC"):
     diffusers_compat.load_dc_ae(str(tmp_path))
+  # The torch habit (NCHW), a size the compression does not divide and
+  # latents of other channels: one line before tracing.
+  for call, bad, what in (
+      (ae.encode, x.transpose(0, 3, 1, 2), r"images of shape \(1, 3, 32, "
+       r"32\): pass NHWC \[N, H, W, 3\] with H and W multiples of 8"),
+      (ae.encode, x[:, :20], "multiples of 8"),
+      (ae.decode, np.zeros((1, 4, 4, 3), np.float32),
+       r"latents of shape \(1, 4, 4, 3\): pass NHWC \[N, H, W, 8\] \(")):
+    with pytest.raises(ValueError, match=what):
+      call(bad)
 
 
 def test_convert_writes_a_run_that_phases_start_from(tmp_path):
