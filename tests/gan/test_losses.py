@@ -68,11 +68,16 @@ def test_penalty_is_per_sample_sum_over_pixels_then_batch_mean():
 
 
 def test_penalty_is_float32_for_bf16_discriminators():
-  w = jnp.ones((3,), jnp.bfloat16)
-  d_fn = lambda x: (x.astype(jnp.bfloat16) @ w).astype(jnp.bfloat16)
-  logits, pen = losses.logits_and_penalty(d_fn, jnp.ones((2, 3)))
+  # A bf16 D of bf16 images: its input gradient is w (bf16, exact), and
+  # ‖w‖² over 12k pixels must be summed in float32 (in bf16 the sum is off
+  # by ~1%, which a gradient of ones over 3 pixels could not show).
+  w = jax.random.normal(jax.random.key(0), (3, 64, 64)).astype(jnp.bfloat16)
+  d_fn = lambda x: jnp.sum(x * w, axis=(1, 2, 3))  # noqa: E731
+  logits, pen = losses.logits_and_penalty(
+      d_fn, jnp.ones((2, 3, 64, 64), jnp.bfloat16))
   assert logits.dtype == jnp.float32 and pen.dtype == jnp.float32
-  np.testing.assert_allclose(pen, 3.0)
+  want = np.sum(np.asarray(w, np.float64) ** 2)
+  np.testing.assert_allclose(pen, want, rtol=1e-5)
 
 
 def _mlp_d(params, x):
