@@ -21,8 +21,8 @@ phases share one batch. Fake images take the labels of their phase's real
 batch, i.e. classes drawn from the data distribution, so the i-th real/fake
 pair shares a class.
 
-Schedules (learning rate, γ, Adam β2, EMA half-life) are the reference's
-cosine burn-in in images seen:
+Schedules (learning rate, γ, Adam β2, EMA half-life and the augmentation
+probability p) are the reference's cosine burn-in in images seen:
   v(n) = v₀ + (v₁ − v₀) · (1 − cos(π · min(n / T, 1))) / 2,  n = step · batch.
 The optimizers get lr and β2 through `optax.inject_hyperparams`, so the
 schedule state is part of the checkpointed optimizer state.
@@ -30,7 +30,9 @@ schedule state is part of the checkpointed optimizer state.
 Metrics: "loss" is the full D loss (adversarial + γ/2·(R1+R2)), the quantity
 D minimises; "d_adv" its adversarial part, "g_loss"
 the G loss, "r1"/"r2" the raw penalties, "grad_norm" the global norm of
-both networks' gradients.
+both networks' gradients. Training computes them through the augmentation
+(once p > 0); the held-out ones (`eval_step`) see the images unaugmented,
+so a train / held-out gap then mixes D's overfitting with the augmentation.
 """
 
 import math
@@ -402,7 +404,8 @@ class R3GAN(objective_lib.Objective):
     return new_state, metrics
 
   def eval_step(self, state, batch, rng) -> Dict[str, jax.Array]:
-    """Losses and penalties of the current G and D on a held-out batch.
+    """Losses and penalties of the current G and D on a held-out batch,
+    without augmentation (the training metrics go through it once p > 0).
 
     Args:
       state: train state.
