@@ -162,7 +162,45 @@ def load_finished(workdir: str, spec, points,
     if p is not None and r.get("status") in FINISHED:
       check_same_config(p, r, f"{workdir}/results.jsonl")
       done[p.id] = r
+    elif p is None and points:
+      # A point outside this plan (other budgets or sizes): the fit reads
+      # it beside this plan's rows, so what every point shares must agree.
+      check_same_spec(points[0], r, spec, f"{workdir}/results.jsonl")
   return done
+
+
+def check_same_spec(point, row, spec, where: str) -> None:
+  """Raises if a row of another point ran under another spec than `point`:
+  another base config, or other values of the run fields every point
+  shares (all but the per-point length and schedule and the size's model
+  fields).
+
+  Args:
+    point: a point of this plan.
+    row: a results.jsonl row of another point.
+    spec: this sweep's spec.
+    where: the results file, for the message.
+
+  Raises:
+    ValueError: one line naming the differing fields.
+  """
+  from scaling import spec_check  # pylint: disable=g-import-not-at-top
+  config = row.get("config", {})
+  old = config.get("overrides") or {}
+  new = _normalise(point.overrides)
+
+  def shared(k):
+    return not (k in spec_check.DERIVED or k.startswith("model.")
+                or k in _NO_EFFECT)
+
+  diff = sorted(k for k in set(old) | set(new)
+                if shared(k) and old.get(k) != new.get(k))
+  if config.get("base", spec.base) != spec.base:
+    diff.insert(0, f"base {config.get('base')}")
+  if diff:
+    raise ValueError(f"{where} holds point {row.get('point')} of another "
+                     f"sweep config ({', '.join(diff)}), which a fit would "
+                     "mix with this one's; use another --workdir")
 
 
 def check_resumed_config(rundir: str, config, fix: str) -> None:

@@ -252,6 +252,28 @@ def test_restart_refuses_other_families_and_changed_configs(tmp_path):
   (workdir / "results.jsonl").write_text(json.dumps(row) + "\n")
   with pytest.raises(ValueError, match="different config.*batch_size"):
     _sweep(workdir)
+  # A row of a point outside this plan (--only_budgets of another batch
+  # size) was kept beside the new rows, and the fit mixed the two.
+  points = _sweep(workdir, dry_run=True, budgets=[3e8])["points"]
+  other = {"family": "simple_diffusion", "point": "C9e9_w16d1",
+           "status": "ok", "config": {"base": _spec().base, "overrides": dict(
+               points[0].overrides, batch_size=64, total_steps=5,
+               **{"model.transformer_width": 99})}}
+  (workdir / "results.jsonl").write_text(json.dumps(other) + "\n")
+  with pytest.raises(ValueError, match=(
+      r"holds point C9e9_w16d1 of another sweep config \(batch_size\), "
+      "which a fit would mix")):
+    _sweep(workdir, budgets=[3e8])
+  # Its own length and size fields are its own.
+  other["config"]["overrides"]["batch_size"] = points[0].overrides[
+      "batch_size"]
+  (workdir / "results.jsonl").write_text(json.dumps(other) + "\n")
+  assert rows_lib.load_finished(str(workdir), _spec(), points,
+                                out=lambda _: None) == {}
+  other["config"]["base"] = "configs/other.py"
+  (workdir / "results.jsonl").write_text(json.dumps(other) + "\n")
+  with pytest.raises(ValueError, match=r"another sweep config \(base "):
+    rows_lib.load_finished(str(workdir), _spec(), points, out=lambda _: None)
 
 
 def test_check_report_compares_predictions_with_the_measured_loss():
