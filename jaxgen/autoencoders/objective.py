@@ -461,24 +461,39 @@ class Autoencoder(objective_lib.Objective):
     metrics = dict(aux)
     new_params, new_opt = dict(state.params), dict(state.opt_state)
     if self.gan_weight:
-      d_params = state.params[DISC]
-      on = (state.step >= self.gan_start_step).astype(jnp.float32)
-      g_adv, adv_grads = jax.value_and_grad(self._generator_adv)(
-          params, stats, d_params, x, rng)
-      weight = (adversarial.adaptive_weight(grads, adv_grads)
-                if self.adaptive else jnp.ones((), jnp.float32))
-      weight = self.gan_weight * on * weight
-      grads = jax.tree.map(lambda g, a: g + weight * a, grads, adv_grads)
-      loss = loss + weight * g_adv
-      (d_loss, d_aux), d_grads = jax.value_and_grad(
-          self._d_loss, has_aux=True)(d_params, x,
-                                      jax.lax.stop_gradient(recon))
-      d_grads = jax.tree.map(lambda g: on * g, d_grads)
-      d_updates, new_opt[DISC] = self.d_tx.update(
-          d_grads, state.opt_state[DISC], d_params)
-      new_params[DISC] = optax.apply_updates(d_params, d_updates)
-      metrics.update(d_aux, g_adv=g_adv, gan_weight=weight, d_loss=d_loss,
-                     d_grad_norm=state_lib.global_norm(d_grads))
+      d_params, d_opt = state.params[DISC], state.opt_state[DISC]
+
+      def gan(grads, loss):
+        g_adv, adv_grads = jax.value_and_grad(self._generator_adv)(
+            params, stats, d_params, x, rng)
+        weight = self.gan_weight * (
+            adversarial.adaptive_weight(grads, adv_grads) if self.adaptive
+            else jnp.ones((), jnp.float32))
+        grads = jax.tree.map(lambda g, a: g + weight * a, grads, adv_grads)
+        (d_loss, d_aux), d_grads = jax.value_and_grad(
+            self._d_loss, has_aux=True)(d_params, x,
+                                        jax.lax.stop_gradient(recon))
+        d_updates, new_d_opt = self.d_tx.update(d_grads, d_opt, d_params)
+        return grads, loss + weight * g_adv, (
+            optax.apply_updates(d_params, d_updates), new_d_opt,
+            dict(d_aux, g_adv=g_adv, gan_weight=weight, d_loss=d_loss,
+                 d_grad_norm=state_lib.global_norm(d_grads)))
+
+      if self.gan_start_step:
+        # Before the start neither the GAN's G pass nor D's step runs
+        # (computing them times 0 cost as much as the whole
+        # reconstruction step), and D's optimizer state stays as it is.
+        def off(grads, loss):
+          shapes = jax.eval_shape(gan, grads, loss)[2][2]
+          return grads, loss, (d_params, d_opt, jax.tree.map(
+              lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+
+        grads, loss, (d_new, d_opt, gan_metrics) = jax.lax.cond(
+            state.step >= self.gan_start_step, gan, off, grads, loss)
+      else:
+        grads, loss, (d_new, d_opt, gan_metrics) = gan(grads, loss)
+      new_params[DISC], new_opt[DISC] = d_new, d_opt
+      metrics.update(gan_metrics)
     updates, new_opt[MODEL] = self.tx.update(grads, state.opt_state[MODEL],
                                              params)
     new_params[MODEL] = optax.apply_updates(params, updates)

@@ -78,15 +78,31 @@ def test_gan_step_updates_both_networks_and_logs_its_terms():
     assert np.isfinite(float(metrics[k])), k
   assert float(metrics["gan_weight"]) > 0
   assert obj.num_params(state)["discriminator_params"] > 0
-  # Before gan_start_step the GAN term is off: weight 0, D unchanged.
+  # Before gan_start_step the GAN term is off: weight 0, D and its
+  # optimizer (Adam's count included) unchanged, and the autoencoder takes
+  # the step it takes without a GAN. At the start step the GAN runs.
   late = ae_objective.Autoencoder(_gan_config(**{
       "autoencoder.gan_start_step": 10}), total_steps=4)
-  new, metrics = jax.jit(late.train_step)(state, batch, jax.random.key(2))
-  assert float(metrics["gan_weight"]) == 0.0
-  same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)),
-                      state.params["discriminator"],
-                      new.params["discriminator"])
-  assert all(jax.tree.leaves(same))
+  step = jax.jit(late.train_step)
+  new, metrics = step(state, batch, jax.random.key(2))
+  assert float(metrics["gan_weight"]) == 0.0 == float(metrics["d_loss"])
+  for part in (lambda s: s.params["discriminator"],
+               lambda s: s.opt_state["discriminator"]):
+    same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), part(state),
+                        part(new))
+    assert all(jax.tree.leaves(same))
+  plain = ae_objective.Autoencoder(_gan_config(**{
+      "autoencoder.gan_weight": 0.0}), total_steps=4)
+  alone, _ = jax.jit(plain.train_step)(
+      state.replace(params={"model": state.params["model"]},
+                    opt_state={"model": state.opt_state["model"]}),
+      batch, jax.random.key(2))
+  for a, b in zip(jax.tree.leaves(alone.params["model"]),
+                  jax.tree.leaves(new.params["model"])):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  _, metrics = step(state.replace(step=jnp.asarray(10, state.step.dtype)),
+                    batch, jax.random.key(2))
+  assert float(metrics["gan_weight"]) > 0
 
 
 def test_kl_term_matches_the_gaussian_formula():
