@@ -84,8 +84,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # with both kernel dims sharded, XLA's SPMD partitioner (jax 0.10) returns
   # wrong input gradients for x + conv(x) when the batch is sharded too
   # (tests/autoencoders/test_objective.py compares meshes).
-  c.logical_axis_rules = [r for r in config_lib.default_logical_axis_rules()
-                          if r[0] != "conv_in"]
+  c.logical_axis_rules = tuple(
+      r for r in config_lib.default_logical_axis_rules() if r[0] != "conv_in")
 
   c.dataset = data_config.default_dataset_config()
   c.dataset.image_size = 256

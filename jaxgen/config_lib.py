@@ -145,7 +145,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.total_flops = 0.0
   # Device mesh sizes (product = number of devices; one may be -1).
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  # Logical axis name -> mesh axis (or list of axes, or None). Weights use
+  # Logical axis name -> mesh axis (or a tuple of axes, or None), as a tuple
+  # of pairs (overridable: a list field is not). Weights use
   # embed/mlp/heads/kv/conv_in/conv_out/cond/classes; activations act_*.
   c.logical_axis_rules = default_logical_axis_rules()
   # Log metrics every N steps (averaged over the interval).
@@ -242,21 +243,23 @@ def default_logical_axis_rules():
   input dim (embed / conv_in / cond) takes `fsdp` first and its output dim
   then falls through to `tensor`, while a 1-D vector (bias, norm scale) of an
   output dim takes both axes, so nothing sizeable is replicated under FSDP.
+  Tuples (a list field cannot be overridden from the command line):
+  `--config.logical_axis_rules="(('act_batch', ('data', 'fsdp')), ...)"`.
   """
-  return [
-      ["act_batch", ["data", "fsdp"]],
-      ["act_mlp", "tensor"],
-      ["act_heads", "tensor"],
-      ["embed", "fsdp"],
-      ["conv_in", "fsdp"],
-      ["cond", "fsdp"],
-      ["mlp", ["tensor", "fsdp"]],
-      ["mlp", "tensor"],
-      ["heads", ["tensor", "fsdp"]],
-      ["heads", "tensor"],
-      ["conv_out", ["tensor", "fsdp"]],
-      ["conv_out", "tensor"],
-  ]
+  return (
+      ("act_batch", ("data", "fsdp")),
+      ("act_mlp", "tensor"),
+      ("act_heads", "tensor"),
+      ("embed", "fsdp"),
+      ("conv_in", "fsdp"),
+      ("cond", "fsdp"),
+      ("mlp", ("tensor", "fsdp")),
+      ("mlp", "tensor"),
+      ("heads", ("tensor", "fsdp")),
+      ("heads", "tensor"),
+      ("conv_out", ("tensor", "fsdp")),
+      ("conv_out", "tensor"),
+  )
 
 
 def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:

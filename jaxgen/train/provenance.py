@@ -177,7 +177,44 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not path.exists():
     raise ValueError(f"{path} not found; name the directory of a run "
                      "(every run writes its config.json at start).")
-  return ml_collections.ConfigDict(_tuples(_read(path)))
+  config = ml_collections.ConfigDict(_tuples(_read(path)))
+  _typed_placeholders(config)
+  return config
+
+
+# The config file of each family (its presets type the run's fields).
+_FAMILY_CONFIG = {"flow_matching": "pyramidal_flow"}
+
+
+def _typed_placeholders(config: ml_collections.ConfigDict) -> None:
+  """Turns null fields back into typed placeholders, in place.
+
+  config.json stores an unset placeholder (`dataset.data_dir`,
+  `model.out_channels`) as null, and ml_collections cannot override a plain
+  None from the command line; the family's config file gives the type.
+  """
+  family = str(config.get("family", ""))
+  name = _FAMILY_CONFIG.get(family, family)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  try:
+    preset = config_lib.load_config_file(
+        os.path.join(root, "configs", f"{name}.py"))
+  except (ValueError, OSError, ImportError):
+    return  # Another family's run: its nulls stay plain.
+
+  def walk(node, ref):
+    for key in list(node.keys()):
+      value, known = node[key], ref is not None and key in ref
+      if isinstance(value, ml_collections.ConfigDict):
+        walk(value, ref[key] if known and isinstance(
+            ref[key], ml_collections.ConfigDict) else None)
+      elif value is None and known:
+        kind = ref.get_type(key)
+        if kind is not type(None):
+          node[key] = ml_collections.config_dict.placeholder(kind)
+
+  walk(config, preset)
 
 
 def _read(path: epath.Path) -> Dict[str, Any]:

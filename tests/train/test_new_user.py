@@ -51,6 +51,46 @@ def test_unconditional_simple_diffusion_trains(tmp_path):
   assert os.listdir(tmp_path / "samples") == ["step_0000002.png"]
 
 
+@pytest.mark.parametrize("preset", ["configs/simple_diffusion.py:tiny",
+                                    "configs/pyramidal_flow.py:tiny,baseline"])
+def test_unset_fields_of_a_recorded_run_can_be_set_again(preset, tmp_path,
+                                                        monkeypatch):
+  # config.json keeps an unset placeholder (dataset.data_dir: each host may
+  # point at its own copy) as null, and a plain None cannot be overridden:
+  # "Type NoneType of field config.dataset.data_dir is not supported".
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  provenance.write(str(tmp_path), config_lib.load_config_file(preset))
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=values)
+  extra = (["--config.model.out_channels=3"] if "simple" in preset else [])
+  argv = ["prog", f"--config=configs/run.py:{tmp_path}",
+          "--config.dataset.data_dir=/data/copy"] + extra
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads sys.argv.
+  values(argv)
+  assert values.config.dataset.data_dir == "/data/copy"
+  if extra:
+    assert values.config.model.out_channels == 3
+  # Left unset, they are still None (what the run had).
+  assert provenance.load_config(str(tmp_path)).dataset.data_dir is None
+
+
+def test_logical_axis_rules_can_be_overridden_on_the_command_line(
+    monkeypatch):
+  # A list field was refused: "Type <class 'list'> ... is not supported".
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=values)
+  argv = ["prog", "--config=configs/autoencoder.py:tiny",
+          "--config.logical_axis_rules=(('act_batch', ('data', 'fsdp')), "
+          "('embed', None))"]
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads sys.argv.
+  values(argv)
+  assert sharding_lib.rules_from_config(values.config.logical_axis_rules) == (
+      ("act_batch", ("data", "fsdp")), ("embed", None))
+
+
 def test_unconditional_r3gan_initialises():
   config = r3gan.get_config("tiny")
   config.gan.class_conditional = False
