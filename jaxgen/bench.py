@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from jaxgen import config_lib
 from jaxgen.train import compile_cache
+from jaxgen.train import durations
 from jaxgen.train import host_malloc
 from jaxgen.train import logs
 
@@ -309,6 +310,10 @@ def main(argv):
   config_lib.check_no_arguments(argv)
   try:
     FLAGS.config.keys()  # A config that failed to load raises only when used.
+    # `--config.total_flops=...` on a preset with `total_steps` replaces
+    # it, as in jaxgen.main.
+    durations.command_line_length(
+        FLAGS.config, config_flags.get_override_values(FLAGS["config"]))
   except Exception as e:  # pylint: disable=broad-except
     config_lib.usage_error(config_lib.error_line(e))
   if FLAGS.params_only and (FLAGS.compile_only or FLAGS.fit_memory):

@@ -311,8 +311,21 @@ def run_suite(entries, *, steps: int, budget_s: float, min_batch: int = 1,
   return rows
 
 
+# jaxgen.bench's flags that the suite, which picks its own presets, does not
+# take (it imports that module, so they are defined; given, they did nothing).
+_BENCH_ONLY = ("config", "params_only", "compile_only", "fit_memory", "json")
+
+
 def main(argv):
   config_lib.check_no_arguments(argv)
+  given = [f"--{name}" for name in _BENCH_ONLY if FLAGS[name].present]
+  given += sorted({f"--{a.lstrip('-').split('=')[0]}" for a in sys.argv[1:]
+                   if a.startswith("--config.")})
+  if given:
+    config_lib.usage_error(
+        f"{', '.join(given)}: flags of jaxgen.bench, which the suite does not "
+        "take (it runs the presets of --suite); run python -m jaxgen.bench "
+        "for one config.")
   logs.quiet_libraries(FLAGS.verbosity)
   if FLAGS.out:
     # Before the suite runs: a lent device's minutes are not spent on a

@@ -316,6 +316,16 @@ def test_the_suite_runs_as_a_program(tmp_path):
   assert [r["name"] for r in rows] == [e[0] for e in bench_suite.SUITES["cpu"]]
 
 
+def test_bench_takes_a_run_length_given_on_the_command_line():
+  # As jaxgen.main: --config.total_flops replaces the preset's total_steps
+  # (bench said "Set exactly one of config.{total_steps, ...}").
+  out = common.run_module(
+      "jaxgen.bench", "--config=configs/simple_diffusion.py:tiny",
+      "--config.total_flops=1e12", "--params_only", "--json", timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert json.loads(out.stdout)["params"] > 0
+
+
 @pytest.mark.parametrize("args", [
     ["jaxgen.bench", "--config=configs/r3gan.py:nope", "--params_only"],
     ["jaxgen.bench_suite", "--suite=nope"],
@@ -360,6 +370,11 @@ def test_bad_command_lines_are_one_error_line(args):
     # Before the suite runs, not after it (a lent GPU's minutes).
     (["jaxgen.bench_suite", "--suite=cpu", "--out=README.md/table.md"],
      "error: cannot create the folder of --out=README.md/table.md"),
+    # jaxgen.bench's flags were accepted by the suite and did nothing.
+    (["jaxgen.bench_suite", "--suite=cpu", "--budget_s=0", "--params_only",
+      "--config=configs/r3gan.py:tiny", "--config.batch_size=4"],
+     "error: --config, --params_only, --config.batch_size: flags of "
+     "jaxgen.bench, which the suite does not take"),
     # A plan-only flag beside the workers' mode trained a point anyway.
     (["scaling.run", "--sweep=configs/scaling/simple_diffusion.py:tiny",
       "--workdir=w", "--point=C9e9_w16d1", "--dry-run"],
