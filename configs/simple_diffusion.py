@@ -44,10 +44,10 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   # The U-ViT: every field of jaxgen.diffusion.uvit.UViT (channels per level,
   # ResBlocks per level, transformer width/depth/heads, patch_size,
   # downsample "patch"|"haar", skip_style "unet"|"residual", dropout_rate and
-  # the largest resolution it applies at, dtype, scan_layers (the
-  # transformer as one nn.scan: on for the 36-block presets), ...), filled
-  # from a row of uvit.UVIT_PRESETS; override any of them with
-  # --config.model.<field>.
+  # the largest resolution it applies at, scan_layers (the transformer as
+  # one nn.scan: on for the 36-block presets), ...; the compute dtype is
+  # config.dtype), filled from a row of uvit.UVIT_PRESETS; override any of
+  # them with --config.model.<field>.
   c.model = ml_collections.ConfigDict(uvit.preset_fields(
       {"shapes64": "tiny", "shapes128": "tiny"}.get(arg.preset, arg.preset)))
 

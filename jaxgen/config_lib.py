@@ -483,12 +483,21 @@ def section_hint(line: str, config: ml_collections.ConfigDict,
   Returns:
     " (a 'FAMILY' config has no 'NAME' section)", "; did you mean
     --config.SECTION.NAME?" for a section's field given at the top level,
-    or "".
+    " (--config.SECTION.NAME); did you mean --config.NAME?" for a top-level
+    field given in a section, or "".
   """
   unknown = re.fullmatch(r"unknown config field '(\w+)'", line)
-  if not unknown or unknown.group(1) in config:
+  if not unknown:
     return ""
   name = unknown.group(1)
+  if name in config:
+    # A top-level field given inside a section (--config.model.dtype for
+    # config.dtype): name the flag as given and the field it meant.
+    given = sorted({a.split("=", 1)[0] for a in argv
+                    if re.fullmatch(rf"--config\.[\w.]+\.{name}",
+                                    a.split("=", 1)[0])})
+    return (f" ({given[0]}); did you mean --config.{name}?" if given
+            else "")
   if any(a.startswith(f"--config.{name}=") for a in argv):
     # A field given at the top level that lives in a section
     # (--config.learning_rate for optimizer.learning_rate).

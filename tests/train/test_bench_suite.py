@@ -399,6 +399,12 @@ def test_bad_command_lines_are_one_error_line(args):
     (["jaxgen.main", "--config=configs/r3gan.py:tiny", "--workdir=w",
       "--config.diffusion.sample_steps=4"], "error: unknown config field "
      "'diffusion' (a 'r3gan' config has no 'diffusion' section)"),
+    # A top-level field given inside a section ("unknown config field
+    # 'dtype'" named neither the flag nor config.dtype).
+    (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
+      "--workdir=w", "--config.model.dtype=bfloat16"],
+     "error: unknown config field 'dtype' (--config.model.dtype); did you "
+     "mean --config.dtype?"),
     (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
       "--workdir=w", "--config.total_steps=1e3"],
      "error: flag --config.total_steps=1e3: expects an integer (write 1e3 "
