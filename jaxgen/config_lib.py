@@ -351,7 +351,13 @@ def error_line(error: BaseException) -> str:
     return f"{error.filename} not found"
   missing = re.search(r"No such file or directory: '([^']+)'", text)
   if missing:
-    return f"config file {missing.group(1)} not found"
+    path = missing.group(1)
+    beside = os.path.join(REPO_ROOT, path)
+    if not os.path.isabs(path) and os.path.exists(beside):
+      # --config paths are read from the current directory.
+      return (f"config file {path} not found in {os.getcwd()}; pass "
+              f"--config={beside} or run from {REPO_ROOT}")
+    return f"config file {path} not found"
   required = re.search(r"Flag --(\w+) must have a value other than None",
                        text)
   if required:

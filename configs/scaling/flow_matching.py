@@ -6,9 +6,24 @@ see configs/scaling/pyramidal_flow.py) with the family's `baseline` option.
       --workdir=workdirs/scaling_fm --parallel=2
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
-from configs.scaling import pyramidal_flow
+
+def _sibling(name: str):
+  """configs/scaling/<name>.py by path: `from configs.scaling import ...`
+  failed when a sweep was started outside the repository root."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"_jaxgen_spec_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+pyramidal_flow = _sibling("pyramidal_flow")
 
 PRESETS = pyramidal_flow.PRESETS
 

@@ -50,6 +50,21 @@ def test_every_family_has_a_spec_with_cpu_tiny_and_paper_presets():
       assert f"configs/scaling/{family}.py:{preset}" in args
 
 
+def test_every_spec_loads_from_outside_the_repository(tmp_path):
+  # flow_matching.py imported `configs.scaling`, found only from the root.
+  code = ("import sys\n"
+          "from jaxgen import config_lib\n"
+          "for spec in sys.argv[1:]:\n"
+          "  config_lib.load_config_file(spec)\n"
+          "print('ok')")
+  specs = [os.path.join(os.path.abspath(ROOT), a) for a in _spec_args()]
+  out = subprocess.run(
+      [sys.executable, "-c", code, *specs],
+      cwd=tmp_path, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, PYTHONPATH=""))
+  assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-800:]
+
+
 @pytest.mark.parametrize("arg", _spec_args())
 def test_every_spec_plans(arg):
   spec = sweep_lib.load_config_file(arg)

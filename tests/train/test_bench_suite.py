@@ -437,6 +437,22 @@ def test_a_sections_field_given_at_the_top_level_names_the_section():
                                  ["--config.nope=1"]) == ""
 
 
+def test_a_config_path_from_another_directory_names_the_repository(
+    tmp_path, monkeypatch):
+  # --config paths are read from the current directory: outside the
+  # repository "configs/x.py not found" did not say where it is.
+  monkeypatch.chdir(tmp_path)
+  error = FileNotFoundError(
+      "[Errno 2] No such file or directory: 'configs/r3gan.py'")
+  root = config_lib.REPO_ROOT
+  assert config_lib.error_line(error) == (
+      f"config file configs/r3gan.py not found in {tmp_path}; pass "
+      f"--config={os.path.join(root, 'configs/r3gan.py')} or run from {root}")
+  error = FileNotFoundError(
+      "[Errno 2] No such file or directory: 'configs/nope.py'")
+  assert config_lib.error_line(error) == "config file configs/nope.py not found"
+
+
 def test_verbosity_1_adds_the_traceback_of_an_error_line(tmp_path):
   args = ["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
           f"--workdir={tmp_path}", "--config.model.num_heads=3"]
