@@ -76,7 +76,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
                      "give one (each starts from the previous phase's run).")
   c = config_lib.base_config()
   c.family = "autoencoder"
-  # The preset this config was built from (for logs and sweeps).
+  # The preset this config was built from: a record (config.json, the
+  # logs); choose a preset with --config=FILE:PRESET, not by setting this.
   c.preset = arg.preset
 
   # Convolution kernels shard over their output channels only (on tensor x

@@ -35,7 +35,8 @@ def get_config(arg: str = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, PRESETS, baseline=False)
   c = config_lib.base_config()
   c.family = "flow_matching" if arg.baseline else "pyramidal_flow"
-  # The preset this config was built from (for logs and sweeps).
+  # The preset this config was built from: a record (config.json, the
+  # logs); choose a preset with --config=FILE:PRESET, not by setting this.
   c.preset = arg.preset
 
   c.dataset = data_config.default_dataset_config()

@@ -312,8 +312,9 @@ def main(argv):
     FLAGS.config.keys()  # A config that failed to load raises only when used.
     # `--config.total_flops=...` on a preset with `total_steps` replaces
     # it, as in jaxgen.main.
-    durations.command_line_length(
-        FLAGS.config, config_flags.get_override_values(FLAGS["config"]))
+    overrides = config_flags.get_override_values(FLAGS["config"])
+    config_lib.check_recorded_fields(overrides)
+    durations.command_line_length(FLAGS.config, overrides)
   except Exception as e:  # pylint: disable=broad-except
     config_lib.usage_error(config_lib.error_line(e))
   if FLAGS.params_only and (FLAGS.compile_only or FLAGS.fit_memory):

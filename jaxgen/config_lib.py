@@ -61,6 +61,27 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+# Fields a config file records about itself, with how to choose them.
+_RECORDED = {"preset": "choose the preset with --config=FILE:PRESET",
+             "family": "each config file is one family's; pass its file"}
+
+
+def check_recorded_fields(overrides) -> None:
+  """Refuses `--config.preset` / `--config.family`: they record what the
+  file built (config.json, the logs), so setting one mislabelled the run.
+
+  Args:
+    overrides: the dotted names the command line set.
+
+  Raises:
+    ValueError: one line naming the way to choose it.
+  """
+  for name, how in _RECORDED.items():
+    if name in overrides:
+      raise ValueError(f"--config.{name} records what the config file "
+                       f"built and cannot be set; {how}.")
+
+
 def parse_arg(arg: Optional[str], presets: Sequence[str],
               **defaults: Any) -> ml_collections.ConfigDict:
   """Parses "preset,key=value,flag" into a ConfigDict.
@@ -81,8 +102,11 @@ def parse_arg(arg: Optional[str], presets: Sequence[str],
   """
   out = dict(defaults, preset=presets[0])
   given = set()
-  for i, item in enumerate(p for p in (arg or "").split(",") if p):
+  # Spaces around items are dropped (":tiny, sid2" is ":tiny,sid2").
+  items = [p.strip() for p in (arg or "").split(",")]
+  for i, item in enumerate(p for p in items if p):
     key, is_pair, value = item.partition("=")
+    key, value = key.strip(), value.strip()
     if key in given:
       raise ValueError(f"config option {key!r} is given twice; give it "
                        "once.")
@@ -267,8 +291,9 @@ def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
   c = dict(
       name="adamw",          # "adamw" | "adam"
       learning_rate=1e-4,    # peak learning rate
-      b1=0.9, b2=0.99, eps=1e-8,
-      weight_decay=0.0,
+      b1=0.9, b2=0.99,       # Adam's moment decay rates
+      eps=1e-8,              # Adam's denominator epsilon
+      weight_decay=0.0,      # decoupled (AdamW) weight decay
       grad_clip=1.0,         # global-norm clip (0 = off)
       schedule="cosine",     # "cosine" (to end of run) | "constant" |
                              # "wsd" (warmup-stable-decay)
@@ -376,6 +401,10 @@ def error_line(error: BaseException) -> str:
   if isinstance(error, (KeyError, AttributeError)) and re.fullmatch(
       r"[\w.]+", last):
     return f"unknown config field {last!r}"
+  not_bool = re.match(r"(flag --[\w.]+=[^:]*): \('Non-boolean argument to "
+                      r"boolean flag', ", last)
+  if not_bool:
+    return f"{not_bool.group(1)}: expects true or false"
   not_int = re.search(r"invalid literal for int\(\) with base 10: '([^']*)'",
                       last)
   if not_int and re.match(r"flag --[\w.]+=", last):

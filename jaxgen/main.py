@@ -35,8 +35,9 @@ def main(argv):
     config = FLAGS.config  # Loaded (and overridden) on first access.
     config.keys()  # A config that failed to load raises only when used.
     # `--config.total_flops=...` on a preset with `total_steps` replaces it.
-    durations.command_line_length(
-        config, config_flags.get_override_values(FLAGS["config"]))
+    overrides = config_flags.get_override_values(FLAGS["config"])
+    config_lib.check_recorded_fields(overrides)
+    durations.command_line_length(config, overrides)
   except Exception as e:  # pylint: disable=broad-except
     print(f"error: {config_lib.error_line(e)}", file=sys.stderr)
     sys.exit(2)

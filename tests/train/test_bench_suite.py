@@ -405,6 +405,15 @@ def test_bad_command_lines_are_one_error_line(args):
       "--workdir=w", "--config.model.dtype=bfloat16"],
      "error: unknown config field 'dtype' (--config.model.dtype); did you "
      "mean --config.dtype?"),
+    # A record, not a setting: it relabelled a tiny run as imagenet256.
+    (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
+      "--workdir=w", "--config.preset=imagenet256"],
+     "error: --config.preset records what the config file built and cannot "
+     "be set; choose the preset with --config=FILE:PRESET."),
+    (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
+      "--workdir=w", "--config.diffusion.class_conditional=maybe"],
+     "error: flag --config.diffusion.class_conditional=maybe: expects true "
+     "or false"),
     (["jaxgen.main", "--config=configs/simple_diffusion.py:tiny",
       "--workdir=w", "--config.total_steps=1e3"],
      "error: flag --config.total_steps=1e3: expects an integer (write 1e3 "

@@ -168,6 +168,10 @@ def test_parse_arg_presets_and_options():
                            steps=10, runlocal=False)
   assert (a.preset, a.steps, a.runlocal) == ("small", 5, True)
   assert config_lib.parse_arg(None, ["tiny"]).preset == "tiny"
+  # Spaces after the commas (":tiny, sid2") were part of the names.
+  a = config_lib.parse_arg(" small, steps = 5 , runlocal", ["tiny", "small"],
+                           steps=10, runlocal=False)
+  assert (a.preset, a.steps, a.runlocal) == ("small", 5, True)
   with pytest.raises(ValueError, match="unknown preset 'big'"):
     config_lib.parse_arg("big", ["tiny", "small"])
   with pytest.raises(ValueError, match="unknown config option 'lr'"):
