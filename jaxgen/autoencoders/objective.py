@@ -145,7 +145,14 @@ def _load_lpips(path: str, weight: float):
 
 def downsample(x: jax.Array, factor: int) -> jax.Array:
   """Bilinear (antialiased) downsampling of [..., H, W, C] maps (images or
-  the frames of clips) by `factor`."""
+  the frames of clips) by `factor`.
+
+  At factor 2 this is the [1, 3, 3, 1] / 8 tent filter per axis, not
+  torch's default bilinear (a 2 x 2 box there); the scale-equivariance
+  paper's resampler is not in the reference notes, so this choice is
+  unverified. Images and latents go through the same operator, so the
+  term is self-consistent either way.
+  """
   *lead, h, w, c = x.shape
   return jax.image.resize(x, (*lead, h // factor, w // factor, c),
                           "bilinear", antialias=True)
