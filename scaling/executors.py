@@ -116,6 +116,8 @@ def slurm_executor(spec: ml_collections.ConfigDict, folder: str,
   kind = str(c.device_kind).lower()
   if kind and "tpu" not in kind:
     params["gpus_per_node"] = max(1, int(c.devices_per_point) // hosts)
+  if int(c.get("cpus_per_task", 0)) > 0:
+    params["cpus_per_task"] = int(c.cpus_per_task)
   if cluster == "slurm":
     params["slurm_partition"] = c.partition
     if c.account:

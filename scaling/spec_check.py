@@ -87,6 +87,9 @@ def check_spec(spec: ml_collections.ConfigDict) -> None:
     # The device-hour estimates divide by it (--dry-run prints them).
     config_lib.check_range("sweep.cluster.mfu", cluster["mfu"], low=0,
                            low_open=True, high=1, finite=True)
+  if cluster.get("cpus_per_task") is not None:
+    config_lib.check_range("sweep.cluster.cpus_per_task",
+                           cluster["cpus_per_task"], low=0, integer=True)
   run = config_lib.flatten(spec.get("run") or {})
   for key, where in {**DERIVED, **_FROM_SPEC}.items():
     if key in run:

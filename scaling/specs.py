@@ -58,7 +58,8 @@ CPU_FAST_COMPILE = cpu_fast_compile_flags(jaxlib_version())
 def cluster_config(device_kind: str = "", devices_per_point: int = 1,
                    hosts_per_point: int = 1, mfu: float = 0.4,
                    partition: str = "", account: str = "",
-                   time_limit_min: int = 60) -> ml_collections.ConfigDict:
+                   time_limit_min: int = 60,
+                   cpus_per_task: int = 0) -> ml_collections.ConfigDict:
   """Where the points run: the dry run's estimate and the slurm executor.
 
   Args:
@@ -72,6 +73,8 @@ def cluster_config(device_kind: str = "", devices_per_point: int = 1,
     partition: slurm partition.
     account: slurm account ("" = the user's default).
     time_limit_min: slurm time limit per job.
+    cpus_per_task: slurm CPUs per task (per host; 0 = the site's default,
+      often 1, which starves the input pipeline and XLA's compiles).
 
   Returns:
     The spec's `cluster` section.
@@ -90,6 +93,8 @@ def cluster_config(device_kind: str = "", devices_per_point: int = 1,
   c.partition = partition
   c.account = account
   c.time_limit_min = int(time_limit_min)
+  # Slurm CPUs per task, i.e. per host (0 = the site's default).
+  c.cpus_per_task = int(cpus_per_task)
   return c
 
 
@@ -238,6 +243,8 @@ def accelerator_preset(spec: ml_collections.ConfigDict, *, budgets,
     mfu: assumed MFU of the device-hour estimate.
     partition: slurm partition.
     time_limit_min: slurm time limit per job.
+    cpus_per_task: slurm CPUs per task (per host; 0 = the site's default,
+      often 1, which starves the input pipeline and XLA's compiles).
     eval_batches: held-out batches of each point's final evaluation.
   """
   spec.budgets = tuple(budgets)

@@ -292,6 +292,30 @@ def test_points_whose_jobs_ended_without_a_result_are_submitted_again(
       points[0].id].job_id
 
 
+def test_slurm_jobs_ask_for_the_specs_cpus_per_task(tmp_path, monkeypatch):
+  # Without it a job got the site's default (often 1 CPU) for its input
+  # pipeline and XLA's compiles.
+  pytest.importorskip("submitit")
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  for name in ("srun", "sbatch"):
+    (bin_dir / name).write_text("#!/bin/sh\n")
+    (bin_dir / name).chmod(0o755)
+  monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+  spec = sweep_lib.load_config_file(SPEC)
+  spec.cluster.partition = "gpu"
+  params = lambda ex: ex._executor.parameters  # noqa: E731  pylint: disable=protected-access
+  ex = executors.slurm_executor(spec, str(tmp_path / "a"))
+  assert "cpus_per_task" not in params(ex)  # 0: the site's default.
+  spec.cluster.cpus_per_task = 12
+  ex = executors.slurm_executor(spec, str(tmp_path / "b"))
+  assert params(ex)["cpus_per_task"] == 12
+  assert params(ex)["partition"] == "gpu"
+  spec.cluster.cpus_per_task = -1
+  with pytest.raises(ValueError, match="sweep.cluster.cpus_per_task=-1"):
+    sweep_lib.plan(spec)
+
+
 def test_bad_slurm_setups_fail_in_one_line(tmp_path, monkeypatch):
   spec = sweep_lib.load_config_file(SPEC)
   pytest.importorskip("submitit")
