@@ -18,11 +18,11 @@ FINISHED = (OK, DIVERGED)
 
 
 def latest_checkpoint(rundir: str) -> int:
-  """The newest checkpoint step in `rundir`/checkpoints (0: none)."""
-  ckpt = epath.Path(rundir) / "checkpoints"
-  steps = ([int(d.name) for d in ckpt.iterdir() if d.name.isdigit()]
-           if ckpt.is_dir() else [])
-  return max(steps, default=0)
+  """The newest committed checkpoint step in `rundir`/checkpoints (0:
+  none)."""
+  from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
+  return max(checks.committed_steps(str(epath.Path(rundir) / "checkpoints")),
+             default=0)
 
 
 def cpu_seconds() -> float:

@@ -50,6 +50,22 @@ _META = "meta"
 _TMP = ".orbax-checkpoint-tmp"
 
 
+def finalized(path) -> bool:
+  """Whether a `<step>` directory is a committed checkpoint.
+
+  On a local disk orbax writes `<step>.orbax-checkpoint-tmp-*` and renames
+  it, so the name says it; on GCS it writes into `<step>/` and marks the end
+  with a commit file, so a folder named `<step>` may be a save cut short.
+
+  Args:
+    path: the step directory.
+
+  Returns:
+    True if orbax finished writing it.
+  """
+  return bool(ocp.step.is_checkpoint_finalized(epath.Path(path)))
+
+
 class StorageError(RuntimeError):
   """Output could not be written (full disk, lost mount); one line."""
 
@@ -356,7 +372,8 @@ class Checkpointer:
     elif self.manager.is_saving_in_progress():
       return
     step, self._pending = self._pending, None
-    if not (self.directory / str(step)).exists():
+    path = self.directory / str(step)
+    if not (path.exists() and finalized(path)):
       self._pending = step
       self._fail(step, None)
     self.last_good_step = step

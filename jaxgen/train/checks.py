@@ -121,11 +121,14 @@ def _check_heads(config: ml_collections.ConfigDict, mesh) -> None:
 
 
 def committed_steps(ckpt_dir: str) -> list:
-  """The steps with a committed checkpoint under `ckpt_dir` (none: [])."""
+  """The steps with a committed checkpoint under `ckpt_dir` (none: []);
+  a `<step>` folder orbax has not finalized (a GCS save cut short) is not
+  one."""
   path = epath.Path(ckpt_dir)
   if not path.is_dir():
     return []
-  return [int(d.name) for d in path.iterdir() if d.name.isdigit()]
+  return [int(d.name) for d in path.iterdir()
+          if d.name.isdigit() and checkpoint.finalized(d)]
 
 
 # The optimizer fields every family's config may carry, and their ranges.

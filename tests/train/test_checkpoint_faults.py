@@ -418,3 +418,24 @@ def test_a_handler_registered_with_other_options_is_kept():
             array_metadata_store=array_metadata_store.Store()), override=True)
     gated = array_handler.gate_replica_parallel_saves()
   assert gated
+
+
+def test_a_step_folder_orbax_did_not_finalize_is_not_committed(
+    tmp_path, monkeypatch):
+  # On GCS orbax writes into <step>/ and marks the end with a commit file;
+  # a save cut short left <step>/ that counted as committed (a rerun took
+  # the unfinished final checkpoint as "already finished").
+  from orbax.checkpoint._src.path import atomicity  # pylint: disable=g-import-not-at-top
+  from orbax.checkpoint._src.path import atomicity_defaults  # pylint: disable=g-import-not-at-top
+  from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
+  from scaling import rows as rows_lib  # pylint: disable=g-import-not-at-top
+  ckpt = tmp_path / "run" / "checkpoints"
+  for step in (3, 7):
+    (ckpt / str(step) / "state").mkdir(parents=True)
+  assert sorted(checks.committed_steps(str(ckpt))) == [3, 7]  # Local rename.
+  monkeypatch.setattr(atomicity_defaults, "get_default_temporary_path_class",
+                      lambda *a, **k: atomicity.CommitFileTemporaryPath)
+  (ckpt / "3" / atomicity.COMMIT_SUCCESS_FILE).write_text("")
+  assert checks.committed_steps(str(ckpt)) == [3]
+  assert not checkpoint_lib.finalized(ckpt / "7")
+  assert rows_lib.latest_checkpoint(str(tmp_path / "run")) == 3
