@@ -350,20 +350,39 @@ def _one_step(config, batch):
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     init_fn, _, shardings, step, _ = trainer.compile_step(s, base_rng)
     state = sharding_lib.create_sharded(init_fn, shardings, init_rng)
+    init = jax.device_get(state.params)  # Before the step donates them.
     state, metrics = step(state, multihost.global_batch(s.mesh, batch))
-  return float(metrics["loss"]), jax.device_get(state.params)
+  _one_step.ema = jax.device_get(state.ema_params)
+  return (float(metrics["loss"]), float(metrics["grad_norm"]),
+          jax.device_get(state.params), init)
 
 
 def test_grad_accumulation_and_remat_give_the_large_batch_update():
-  base = {"model.dropout_rate": 0.0, "batch_size": 16}
+  # No warmup: at step 0 it made the learning rate 0, so the parameters
+  # stayed at init whatever the gradients were. Adam's first update is
+  # ~lr·sign(g), so the gradients' scale is checked on their norm.
+  base = {"model.dropout_rate": 0.0, "batch_size": 16,
+          "optimizer.warmup_steps": 0, "optimizer.warmup_fraction": 0.0}
   batch = common.random_batches(common.tiny_config(**base), 1)[0]
-  ref_loss, ref = _one_step(common.tiny_config(**base), batch)
+  config = common.tiny_config(**base)
+  ref_loss, ref_norm, ref, init = _one_step(config, batch)
+  assert max(float(np.max(np.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(ref), jax.tree.leaves(init))) > 1e-5  # It moved.
+  # The EMA follows the updated parameters (not the ones before the step).
+  d = float(config.ema_decay)
+  assert 0 < d < 1
+  for e, p0, p1 in zip(jax.tree.leaves(_one_step.ema), jax.tree.leaves(init),
+                       jax.tree.leaves(ref)):
+    np.testing.assert_allclose(e, d * p0 + (1 - d) * p1, rtol=1e-5,
+                               atol=1e-7)
   for extra in ({"grad_accum_steps": 2},
                 {"grad_accum_steps": 2, "grad_accum_loop": "scan"},
                 {"remat": "full"},
                 {"remat": "dots_with_no_batch_dims_saveable"}):
-    loss, params = _one_step(common.tiny_config(**base, **extra), batch)
+    loss, norm, params, _ = _one_step(common.tiny_config(**base, **extra),
+                                      batch)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, err_msg=str(extra))
+    np.testing.assert_allclose(norm, ref_norm, rtol=1e-5, err_msg=str(extra))
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6,
                                  err_msg=str(extra))
