@@ -394,6 +394,11 @@ def test_grad_accumulation_and_remat_give_the_large_batch_update():
      "of 'auto', 'scan', 'unroll'.$"),
     ({"remat": "sometimes"},
      "^config.remat='sometimes' is not 'none', 'full'"),
+    # A policy factory passed the check and failed when the backward pass
+    # was traced ("unexpected keyword argument 'dimension_numbers'").
+    ({"remat": "save_only_these_names"},
+     "^config.remat='save_only_these_names' is not 'none', 'full' or a "
+     r"jax.checkpoint_policies policy \(.*dots_saveable"),
     # Errors name the field to change, not the image size.
     ({"model.attention_impl": "flash3"},
      "^config.model.attention_impl='flash3': choose"),
