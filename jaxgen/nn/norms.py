@@ -53,7 +53,8 @@ class GroupNorm(nn.Module):
   (2-2.5x slower forward + backward; see experiments/performance/report.md).
 
   Attributes:
-    num_groups: groups; reduced to gcd(num_groups, C) so any width works.
+    num_groups: groups; reduced to the largest divisor of C not above it
+      (`num_groups_for`: 24 for C = 48 and 32) so any width works.
     epsilon: variance floor.
     use_scale: learn a per-channel scale.
     use_bias: learn a per-channel bias.

@@ -1,8 +1,12 @@
 """Rotary position embeddings over several axes, at real-valued positions.
 
-Each axis (e.g. frame, row, column) gets its own slice of the head
-dimension; within a slice, feature pairs (i, i + d/2) rotate by pos·θ^(-2i/d)
-(the "rotate half" layout). Positions may be fractional: a coarser history
+Each axis (e.g. frame, row, column) gets its own slice of the D/2 rotation
+frequencies, θ^(-2i/d) over that axis's d features; frequency j rotates the
+feature pair (j, j + D/2) of the whole head (the "rotate half" layout, so for
+D = 64 the frame axis turns features 0-7 and 32-39). miniFLUX / FLUX pair
+(2i, 2i + 1) within contiguous [16, 24, 24] slices instead: the same
+frequencies up to a fixed permutation of head features, which matters only
+when importing their weights. Positions may be fractional: a coarser history
 frame of the temporal pyramid sits at cell centres 0.5, 2.5, ... of the
 generated frame's grid. Because q·k after rotation depends only on position
 differences, shifting every position of an axis changes nothing.

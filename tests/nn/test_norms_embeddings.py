@@ -75,6 +75,28 @@ def test_rms_and_layer_norm_bf16_output_and_names():
     np.testing.assert_allclose(rms, 1.0, atol=2e-2)
 
 
+def test_bf16_inputs_get_float32_statistics():
+  # bf16 maps at 300 + N(0, 1): bf16 statistics (a spacing of 2 at 300)
+  # leave a row mean of ~0.2; float32 ones normalise it to ~0 (the inputs'
+  # own bf16 rounding bounds what remains).
+  x = (300 + jax.random.normal(jax.random.key(5), (2, 4, 4, 64))).astype(
+      jnp.bfloat16)
+  for layer in (norms.LayerNorm(dtype=jnp.bfloat16),
+                norms.GroupNorm(num_groups=8, dtype=jnp.bfloat16)):
+    v = nn.unbox(jax.jit(layer.init)(jax.random.key(0), x))
+    y = np.asarray(jax.jit(layer.apply)(v, x), np.float32)
+    axes = (-1,) if isinstance(layer, norms.LayerNorm) else (1, 2, 3)
+    assert np.abs(y.mean(axis=axes)).max() < 0.05, type(layer).__name__
+    np.testing.assert_allclose(y.std(axis=axes), 1.0, atol=0.05)
+  # RMSNorm has no mean: its scale is the float32 root mean square.
+  layer = norms.RMSNorm(dtype=jnp.bfloat16)
+  v = nn.unbox(jax.jit(layer.init)(jax.random.key(0), x))
+  y = np.asarray(jax.jit(layer.apply)(v, x), np.float32)
+  x32 = np.asarray(x, np.float32)
+  want = x32 / np.sqrt(np.mean(x32 ** 2, axis=-1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(y, want, rtol=1e-2)
+
+
 def test_sinusoidal_embedding_values():
   e = embeddings.sinusoidal_embedding(jnp.array([0.0, 2.0]), 8, 100.0)
   assert e.shape == (2, 8)
