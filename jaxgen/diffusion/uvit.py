@@ -187,7 +187,10 @@ class UViT(nn.Module):
     check("config.model.dropout_rate", self.dropout_rate, low=0, high=1,
           high_open=True)
     remat_lib.remat_policy(self.remat)
-    attention.check_impl(self.attention_impl)
+    attention.check_impl(
+        self.attention_impl, self.dtype,
+        self.transformer_width // self.num_heads
+        if not self.transformer_width % self.num_heads else None)
     for name, value, allowed in (
         ("skip_style", self.skip_style, _SKIP_STYLES),
         ("downsample", self.downsample, _DOWNSAMPLES),

@@ -194,7 +194,7 @@ class DiT(nn.Module):
       raise ValueError(
           f"RoPE with head_dim={head_dim} (model.width / model.num_heads) "
           "leaves rows and columns no dimensions; use a head_dim >= 6.")
-    attention.check_impl(self.attention_impl)
+    attention.check_impl(self.attention_impl, self.dtype, head_dim)
     remat_lib.remat_policy(self.remat)
     if self.positions == "sincos" and self.width % 2:
       raise ValueError("sincos positions need an even model.width.")

@@ -50,15 +50,35 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "einsum")
 
 
-def check_impl(impl: str) -> None:
-  """Raises a one-line ValueError if this backend cannot run `impl`.
+def check_impl(impl: str, dtype: Optional[Dtype] = None,
+               head_dim: Optional[int] = None) -> None:
+  """Raises a one-line ValueError if this backend or model cannot run `impl`.
+
+  cuDNN's fused kernel (jax's `dot_product_attention(implementation=
+  "cudnn")`) takes bf16 / fp16 inputs only and head dims that are multiples
+  of 8 up to 256 (128 before Hopper); jax refuses others while tracing,
+  naming no config field.
 
   Args:
     impl: one of IMPLEMENTATIONS.
+    dtype: the attention's compute dtype, if known.
+    head_dim: the per-head width, if known.
   """
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"config.model.attention_impl={impl!r}: choose one of "
                      f"{', '.join(IMPLEMENTATIONS)}.")
+  if impl == "cudnn" and dtype is not None and jnp.dtype(dtype) not in (
+      jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+    raise ValueError(
+        "config.model.attention_impl='cudnn' runs bf16 or float16 only; the "
+        f"model computes in {jnp.dtype(dtype).name} (config.dtype): set "
+        "config.dtype=bfloat16 or use attention_impl 'auto'.")
+  if impl == "cudnn" and head_dim is not None and (
+      head_dim % 8 or head_dim > 256):
+    raise ValueError(
+        f"config.model.attention_impl='cudnn' needs a head dim that is a "
+        f"multiple of 8 up to 256 (128 before Hopper); this model's is "
+        f"{head_dim} (width / num_heads): change them or use 'auto'.")
   backend = jax.default_backend()
   if impl == "cudnn" and backend != "gpu":
     raise ValueError("config.model.attention_impl='cudnn' needs a GPU backend "
