@@ -42,6 +42,32 @@ def test_micro_batches_give_the_whole_batch_gradient(unroll):
 
 
 
+@pytest.mark.parametrize("unroll", [False, True])
+def test_each_micro_batch_gets_its_rows_and_its_own_key(unroll):
+  # Micro-batch i takes rows i::k (they stay on the device that holds them)
+  # and the key fold_in(rng, i): a shared dropout key, or another split,
+  # gives the same mean-squared gradient and went unnoticed.
+  k, rng = 3, jax.random.key(7)
+  data = {"row": jnp.arange(12, dtype=jnp.float32)}
+
+  def grad_fn(params, batch, key):
+    del params
+    noise = jax.random.uniform(key, ())
+    # "Loss" records which rows and which key each micro-batch saw.
+    return (jnp.float32(0), {"rows": batch["row"], "noise": noise}), {}
+
+  fn = jax.jit(functools.partial(accumulate.accumulated, grad_fn, k=k,
+                                 unroll=unroll))
+  (_, aux), _ = fn({}, data, rng)
+  # Means over micro-batches of each one's rows and key draws.
+  want_rows = np.mean([np.arange(12)[i::k] for i in range(k)], axis=0)
+  want_noise = np.mean([float(jax.random.uniform(jax.random.fold_in(rng, i),
+                                                 ())) for i in range(k)])
+  np.testing.assert_allclose(aux["rows"], want_rows, rtol=1e-6)
+  np.testing.assert_allclose(aux["noise"], want_noise, rtol=1e-6)
+  assert not np.isclose(want_noise, float(jax.random.uniform(rng, ())))
+
+
 def test_loop_choice():
   assert accumulate.unrolls("unroll") and not accumulate.unrolls("scan")
   # "auto": unrolled where XLA:CPU would run the loop body slowly.
