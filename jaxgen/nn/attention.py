@@ -67,6 +67,10 @@ def check_impl(impl: str, dtype: Optional[Dtype] = None,
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"config.model.attention_impl={impl!r}: choose one of "
                      f"{', '.join(IMPLEMENTATIONS)}.")
+  backend = jax.default_backend()
+  if impl == "cudnn" and backend != "gpu":
+    raise ValueError("config.model.attention_impl='cudnn' needs a GPU backend "
+                     f"(this one is {backend!r}); use 'auto' or 'xla'.")
   if impl == "cudnn" and dtype is not None and jnp.dtype(dtype) not in (
       jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
     raise ValueError(
@@ -79,10 +83,6 @@ def check_impl(impl: str, dtype: Optional[Dtype] = None,
         f"config.model.attention_impl='cudnn' needs a head dim that is a "
         f"multiple of 8 up to 256 (128 before Hopper); this model's is "
         f"{head_dim} (width / num_heads): change them or use 'auto'.")
-  backend = jax.default_backend()
-  if impl == "cudnn" and backend != "gpu":
-    raise ValueError("config.model.attention_impl='cudnn' needs a GPU backend "
-                     f"(this one is {backend!r}); use 'auto' or 'xla'.")
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array,

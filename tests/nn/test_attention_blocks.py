@@ -158,17 +158,23 @@ def test_attention_impl_errors_are_one_line():
     else:
       raise AssertionError(f"{impl} was accepted on {jax.default_backend()}")
   attention.check_impl("auto")
-  # What cuDNN's kernel takes, before the backend (jax refused float32
-  # and odd head dims only while tracing, naming no config field).
+  attention.check_impl("auto", jnp.float32, 36)
+
+
+def test_cudnn_attention_needs_what_its_kernel_takes(monkeypatch):
+  # On a GPU, what cuDNN's kernel takes (jax refused float32 and odd head
+  # dims only while tracing, naming no config field); off one, the backend
+  # is said first.
+  with pytest.raises(ValueError, match="needs a GPU backend"):
+    attention.check_impl("cudnn", jnp.float32, 36)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   with pytest.raises(ValueError, match=(
       r"^config.model.attention_impl='cudnn' runs bf16 or float16 only; the "
       r"model computes in float32 \(config.dtype\)")):
     attention.check_impl("cudnn", jnp.float32, 64)
   with pytest.raises(ValueError, match="multiple of 8 up to 256 .* is 36"):
     attention.check_impl("cudnn", jnp.bfloat16, 36)
-  with pytest.raises(ValueError, match="needs a GPU backend"):
-    attention.check_impl("cudnn", jnp.bfloat16, 64)
-  attention.check_impl("auto", jnp.float32, 36)
+  attention.check_impl("cudnn", jnp.bfloat16, 64)
 
 
 def test_transformer_block_attention_impls_agree():
