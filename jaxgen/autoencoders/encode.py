@@ -23,7 +23,10 @@ the other splits of DIR. A split other than train is scaled by the train
 split's factor when that one is there (`sources.latents_meta`). The split
 is --split, else the one the spec names, else train; a slice is encoded
 into its split's folder (train[:10%] into DIR/train, recorded in
-latents.json). Train on
+latents.json). A `folder:` dataset trained with `dataset.holdout_fraction`
+is split the same way (--holdout_fraction, by default the run's when --data
+is its dataset): --split=train encodes the images the run trained on,
+--split=test the held-out ones. Train on
 them with `--config.dataset.name=latents:DIR` (plus dataset.image_size and
 dataset.channels of the latents, printed at the end).
 """
@@ -114,6 +117,29 @@ def check_autoencoder_run(config, workdir: str) -> None:
   if family != "autoencoder":
     raise ValueError(f"{workdir} is a {family!r} run, not an autoencoder; "
                      "pass the --workdir of an autoencoder run.")
+
+
+def default_holdout(config, data: str) -> float:
+  """The run's `dataset.holdout_fraction` when `data` is the folder it
+  trained on, else 0 (its train split then leaves out what training did).
+
+  Args:
+    config: the autoencoder run's config.
+    data: the dataset spec given to encode.
+
+  Returns:
+    The fraction to hold out.
+  """
+  from jaxgen.data import config as data_config  # pylint: disable=g-import-not-at-top
+  fraction = float(config.dataset.get("holdout_fraction", 0.0) or 0.0)
+  if not fraction:
+    return 0.0
+  ours = data_config.parse_spec(data)
+  theirs = data_config.parse_spec(config.dataset.name)
+  same = ours.scheme == theirs.scheme == "folder" and (
+      os.path.realpath(os.path.expanduser(ours.name))
+      == os.path.realpath(os.path.expanduser(theirs.name)))
+  return fraction if same else 0.0
 
 
 def _video_data_error(workdir: str) -> ValueError:
@@ -213,7 +239,8 @@ def _check_other_splits(out: str, split: str, producer: dict) -> None:
       raise ValueError(
           f"{out} holds split {other!r} of other latents ({why}); every "
           "split of a latents directory comes from one autoencoder run and "
-          "step at one --image_size (and --num_frames): encode with those, "
+          "step at one --image_size (and --num_frames, --holdout_fraction): "
+          "encode with those, "
           "or pass another --out.")
 
 
@@ -250,7 +277,7 @@ def _readable(batches):
 def encode_split(config, workdir: str, *, data: str, split: str, out: str,
                  image_size: int, data_dir=None, batch_size: int = 64,
                  shard_size: int = 1024, num_frames: int = 0,
-                 log=print) -> dict:
+                 holdout_fraction: float = 0.0, log=print) -> dict:
   """Writes the latents of one split; returns its latents.json content.
 
   Every input is checked before the checkpoint is restored, anything is
@@ -269,6 +296,9 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     shard_size: examples per shard (a multiple of batch_size).
     num_frames: frames per clip of a video dataset (0: images, or the
       clips' stored length).
+    holdout_fraction: share of a `folder:` dataset's images held out
+      (`dataset.holdout_fraction`): split train reads the rest, any other
+      split the held-out ones; 0 means the folder has one split.
     log: result line.
 
   Returns:
@@ -332,6 +362,14 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
   c = data_config.default_dataset_config()
   c.name, c.image_size, c.data_dir = data, int(image_size), data_dir
   c.num_frames = int(num_frames)
+  c.holdout_fraction = float(holdout_fraction)
+  if not 0.0 <= c.holdout_fraction < 1.0:
+    raise ValueError(f"--holdout_fraction={holdout_fraction} must be in "
+                     "[0, 1) (the share of a folder's images held out).")
+  if c.holdout_fraction and data_config.parse_spec(data).scheme != "folder":
+    raise ValueError(f"--holdout_fraction holds out images of folder: "
+                     f"datasets only; {data} has its own splits: drop it and "
+                     "pass --split.")
   c.random_flip = False
   # One latent per image, in order: a skipped file's place was taken by the
   # next one, which was then encoded twice.
@@ -350,6 +388,12 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
     # --num_frames on an image dataset: the pipeline names the config field.
     if video and "holds images" in str(e):
       raise _video_data_error(workdir) from e
+    if "has one split" in str(e):
+      # The folder's message names config fields, which encode has not.
+      raise ValueError(
+          f"{data} has one split (no images held out), so split {split!r} "
+          "would be its training images; pass --holdout_fraction, the "
+          "fraction the autoencoder run held out (e.g. 0.05).") from None
     raise
   if video and info.kind != "video":
     raise _video_data_error(workdir)
@@ -388,6 +432,10 @@ def encode_split(config, workdir: str, *, data: str, split: str, out: str,
               "image_size": int(image_size),
               "num_frames": int(info.num_frames or 0),
               "shard_size": int(shard_size), "num_examples": int(total)}
+  if c.holdout_fraction:
+    # Another fraction draws other images; recorded only when set, so the
+    # shards of encodes before it was an option still resume.
+    producer["holdout_fraction"] = c.holdout_fraction
   _check_existing(root, producer)
   _check_other_splits(out, folder, producer)
   model = s.objective.model
@@ -536,6 +584,11 @@ def _define_flags():
   flags.DEFINE_integer("num_frames", 0, "Frames per clip of a video dataset "
                        "(0: images, or the stored clip length).",
                        lower_bound=0)
+  flags.DEFINE_float("holdout_fraction", None, "Share of a folder: dataset's "
+                     "images held out (train: the rest; other splits: the "
+                     "held-out ones). Default: the autoencoder run's "
+                     "dataset.holdout_fraction when --data is its dataset, "
+                     "else 0.")
 
 
 def main(argv):
@@ -560,7 +613,11 @@ def main(argv):
                  data_dir=flags_.data_dir or config.dataset.data_dir,
                  batch_size=flags_.batch_size,
                  shard_size=flags_.shard_size,
-                 num_frames=flags_.num_frames)
+                 num_frames=flags_.num_frames,
+                 holdout_fraction=(
+                     default_holdout(config, flags_.data)
+                     if flags_.holdout_fraction is None
+                     else flags_.holdout_fraction))
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

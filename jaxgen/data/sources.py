@@ -332,9 +332,10 @@ class LatentSource:
 # The split whose scaling factor every split of a latents directory uses
 # (one factor for the whole dataset, as latent diffusion computes it).
 REFERENCE_SPLIT = "train"
-# What latents of two splits must share to be one dataset.
+# What latents of two splits must share to be one dataset (holdout_fraction:
+# a folder's train and held-out splits are complements only at one fraction).
 ORIGIN_KEYS = ("autoencoder", "autoencoder_step", "autoencoder_weights",
-               "image_size", "num_frames")
+               "image_size", "num_frames", "holdout_fraction")
 # Recorded only by newer encodes: compared when both sides have it.
 _OPTIONAL_ORIGIN_KEYS = ("autoencoder_weights",)
 
@@ -353,6 +354,8 @@ def latents_origin(meta: Dict[str, Any]) -> Dict[str, Any]:
   origin = {k: producer.get(k, meta.get(k)) for k in ORIGIN_KEYS}
   if origin["num_frames"] is None:
     origin["num_frames"] = 0
+  # Recorded only when set (encodes before the option held nothing out).
+  origin["holdout_fraction"] = float(origin["holdout_fraction"] or 0.0)
   if origin["autoencoder"] and "://" not in str(origin["autoencoder"]):
     # Local runs resolved (two spellings of one run are one origin); an
     # object-store path is already absolute.
@@ -462,9 +465,9 @@ def latents_meta(directory: str, split: str) -> Dict[str, Any]:
   if why:
     raise ValueError(
         f"{os.path.join(directory, split)} and {ref_root} hold latents of "
-        f"different autoencoder runs/steps/weights/sizes ({why}); re-encode split "
-        f"{split!r} with the train split's run, step and --image_size, or "
-        "pass another latents:DIR.")
+        f"different autoencoder runs/steps/weights/sizes/holdouts ({why}); "
+        f"re-encode split {split!r} with the train split's run, step, "
+        "--image_size and --holdout_fraction, or pass another latents:DIR.")
   own = meta.get("split_scaling_factor", meta["scaling_factor"])
   meta = dict(meta, scaling_factor=ref["scaling_factor"])
   if own != ref["scaling_factor"]:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 
 import jax
 import ml_collections
@@ -199,22 +200,32 @@ def test_the_command_encodes_the_specs_split_unless_split_is_given(
       "from jaxgen.train import provenance\n"
       "import ml_collections\n"
       "provenance.load_config = lambda workdir: ml_collections.ConfigDict(\n"
-      "    {'dataset': {'image_size': 8, 'data_dir': ''}})\n"
-      "encode.encode_split = lambda *a, split, **k: print('split', split)\n"
+      "    {'dataset': {'image_size': 8, 'data_dir': '', 'name':\n"
+      f"     'folder:{tmp_path}/imgs', 'holdout_fraction': 0.1}}}})\n"
+      "encode.encode_split = lambda *a, split, holdout_fraction, **k: print(\n"
+      "    'split', split, holdout_fraction)\n"
       "encode._define_flags()\n"
       "app.run(encode.main, flags_parser=config_lib.parse_flags)\n")
-  for flags_, split in ((["--data=jaxgen_shapes"], "train"),
-                        (["--data=jaxgen_shapes:test"], "test"),
-                        (["--data=tfds:mnist:train[:10%]"], "train[:10%]"),
-                        (["--data=jaxgen_shapes:test", "--split=train"],
-                         "train")):
+  # The holdout is the run's for the folder it trained on (however the
+  # path is spelled), else none unless given.
+  for flags_, split, holdout in (
+      (["--data=jaxgen_shapes"], "train", "0.0"),
+      (["--data=jaxgen_shapes:test"], "test", "0.0"),
+      (["--data=tfds:mnist:train[:10%]"], "train[:10%]", "0.0"),
+      (["--data=jaxgen_shapes:test", "--split=train"], "train", "0.0"),
+      ([f"--data=folder:{tmp_path}/imgs/"], "train", "0.1"),
+      ([f"--data=folder:{tmp_path}/imgs", "--split=test"], "test", "0.1"),
+      ([f"--data=folder:{tmp_path}/imgs", "--holdout_fraction=0"], "train",
+       "0.0"),
+      ([f"--data=folder:{tmp_path}/other"], "train", "0.0")):
     proc = subprocess.run(
         [sys.executable, "-c", code, "--workdir=RUN", f"--out={tmp_path}"]
         + flags_,
         capture_output=True, text=True, cwd=common.ROOT, timeout=300,
         check=False, env=dict(os.environ, PYTHONPATH=common.ROOT,
                               JAX_PLATFORMS="cpu"))
-    assert proc.stdout.split() == ["split", split], (flags_, proc.stderr)
+    assert proc.stdout.split() == ["split", split, holdout], (
+        flags_, proc.stderr)
 
 
 def test_image_size_not_divisible_by_the_compression(tmp_path,
@@ -324,8 +335,8 @@ def test_a_split_unlike_the_others_is_refused_and_train_scales_all(
     assert str(e.value) == (
         f"{out} holds split 'train' of other latents ({why}); every split "
         "of a latents directory comes from one autoencoder run and step at "
-        "one --image_size (and --num_frames): encode with those, or pass "
-        "another --out.")
+        "one --image_size (and --num_frames, --holdout_fraction): encode "
+        "with those, or pass another --out.")
     assert sorted(os.listdir(out)) == ["train"]
   # The same run, step and size: encoded, scaled by the train split's
   # factor (its own kept for reference).
@@ -448,3 +459,67 @@ def test_an_unreadable_image_stops_encode_naming_it(tmp_path, trained_ae_64):
   # The shard of images 0-7 was written before the bad one was reached.
   assert sorted(p for p in os.listdir(out / "train")
                 if p.endswith(".json")) == ["latents-00000.array_record.json"]
+
+
+def _latents(root):
+  """The latent rows of an encoded split folder, in record order."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(root, sources.LATENTS_META), encoding="utf-8") as f:
+    meta = json.load(f)
+  rows = []
+  for shard in meta["shards"]:
+    reader = array_record_module.ArrayRecordReader(os.path.join(root, shard))
+    rows += [np.frombuffer(r[:-4], np.float32) for r in reader.read_all()]
+    reader.close()
+  return np.stack(rows)
+
+
+def test_a_folders_held_out_images_are_encoded_apart(tmp_path, trained_ae_64):
+  # encode had no holdout: a folder run's train split was encoded whole,
+  # held-out images included, and its test split could not be encoded.
+  config, ae_dir = trained_ae_64
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  images = tmp_path / "images"
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  names = [f"{i:03d}.png" for i in range(24)]
+  for name in names:
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(
+        images / name)
+  data = f"folder:{images}"
+  args = dict(data=data, batch_size=8, shard_size=8)
+  with pytest.raises(ValueError, match=(
+      rf"^{data} has one split \(no images held out\), so split 'test' "
+      r"would be its training images; pass --holdout_fraction, the fraction "
+      r"the autoencoder run held out \(e\.g\. 0\.05\)\.$")):
+    _encode(config, ae_dir, str(tmp_path / "no"), split="test", **args)
+  with pytest.raises(ValueError, match=(
+      r"^--holdout_fraction holds out images of folder: datasets only; "
+      r"jaxgen_shapes has its own splits: drop it and pass --split\.$")):
+    _encode(config, ae_dir, str(tmp_path / "no"), holdout_fraction=0.25)
+  with pytest.raises(ValueError, match=r"^--holdout_fraction=1\.0 must be in"):
+    _encode(config, ae_dir, str(tmp_path / "no"), split="train",
+            holdout_fraction=1.0, **args)
+  assert not os.path.exists(tmp_path / "no")
+  # Held out by the folder rule, computed here from the paths: crc32 of the
+  # relative path below 25% of 10,000; the held-out split in hash order.
+  hashes = {n: zlib.crc32(n.encode()) for n in names}
+  held = [n for _, n in sorted((h, n) for n, h in hashes.items()
+                               if h % 10_000 < 2_500)]
+  kept = [n for n in names if n not in held]
+  assert 8 <= len(held) < len(names) - 8, held
+  whole = str(tmp_path / "whole")
+  _encode(config, ae_dir, whole, split="train", **args)
+  everything = dict(zip(names, _latents(os.path.join(whole, "train"))))
+  out = str(tmp_path / "split")
+  _encode(config, ae_dir, out, split="train", holdout_fraction=0.25, **args)
+  _encode(config, ae_dir, out, split="test", holdout_fraction=0.25, **args)
+  train, test = (_latents(os.path.join(out, s)) for s in ("train", "test"))
+  np.testing.assert_allclose(train, [everything[n] for n in kept],
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(test, [everything[n] for n in held],
+                             rtol=1e-5, atol=1e-6)
+  # A split of the same directory at another fraction overlaps them.
+  with pytest.raises(ValueError, match=(
+      r"holdout_fraction: 0\.25 \((test|train)\) vs 0\.5 \(val\)")):
+    _encode(config, ae_dir, out, split="val", holdout_fraction=0.5, **args)

@@ -324,7 +324,11 @@ def test_latent_splits_share_the_train_factor_and_must_agree(tmp_path):
        "autoencoder_step: 2 (train) vs 3 (test)"),
       ("d", {"image_size": 32}, "image_size: 64 (train) vs 32 (test)"),
       ("e", {"autoencoder_weights": "bb"},
-       "autoencoder_weights: 'aa' (train) vs 'bb' (test)")):
+       "autoencoder_weights: 'aa' (train) vs 'bb' (test)"),
+      # A folder's held-out images encoded at another fraction than the
+      # train split's overlap with it (unrecorded means none held out).
+      ("g", {"holdout_fraction": 0.25},
+       "holdout_fraction: 0.0 (train) vs 0.25 (test)")):
     _latent_split(str(tmp_path / name / "train"), train, 0.5,
                   autoencoder_weights="aa")
     _latent_split(str(tmp_path / name / "test"), test, 2.0, **change)
@@ -333,9 +337,9 @@ def test_latent_splits_share_the_train_factor_and_must_agree(tmp_path):
              train=False)
     assert str(e.value) == (
         f"{tmp_path / name / 'test'} and {tmp_path / name / 'train'} hold "
-        f"latents of different autoencoder runs/steps/weights/sizes ({why}); "
-        "re-encode split 'test' with the train split's run, step and "
-        f"--image_size, or pass another latents:DIR.")
+        f"latents of different autoencoder runs/steps/weights/sizes/holdouts "
+        f"({why}); re-encode split 'test' with the train split's run, step, "
+        "--image_size and --holdout_fraction, or pass another latents:DIR.")
     _build(_config(name=f"latents:{tmp_path / name}"), split="train",
            train=False)
   # A split encoded before digests were recorded agrees on the rest.
