@@ -100,6 +100,10 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # preprocessing): "auto" = $JAXGEN_DECODED_CACHE_DIR, else
   # ~/.cache/jaxgen/decoded; "" = no disk cache.
   c.in_memory_cache_dir = "auto"
+  # Size cap of that disk cache in GB: after a split is written, the least
+  # recently used ones (a read counts as a use) are deleted until it holds at
+  # most this much, the new one always kept; 0: no cap.
+  c.in_memory_cache_max_gb = 20.0
   return c
 
 
@@ -204,6 +208,10 @@ def validate_dataset_config(config: ml_collections.ConfigDict, *,
   if config.num_threads < 0 or config.worker_count < 0:
     raise ValueError("dataset.num_threads and dataset.worker_count must be "
                      ">= 0.")
+  cap = config.get("in_memory_cache_max_gb", 0.0)
+  if not (isinstance(cap, (int, float)) and 0 <= cap < float("inf")):
+    raise ValueError(f"dataset.in_memory_cache_max_gb={cap} must be >= 0 "
+                     "(0: no cap on the decoded-split cache).")
   mode = config.get("in_memory", "auto")
   if mode not in IN_MEMORY_MODES:
     raise ValueError(f"dataset.in_memory={mode!r}; use one of "

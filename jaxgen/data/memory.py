@@ -20,7 +20,9 @@ A split decoded in full is also written to a disk cache
 of a sweep, a rerun) reads it back instead of decoding it again. Its key
 covers the stored files (names, sizes, modification times), the
 preprocessing settings and code, and numpy's version; sources that cannot
-name their files (arrays, folders) are not cached.
+name their files (arrays, folders) are not cached. Each write prunes the
+cache to `dataset.in_memory_cache_max_gb`, least recently used files first
+(a read marks its file used).
 """
 
 import collections
@@ -67,7 +69,7 @@ class Examples:
   """
 
   def __init__(self, source: Any, transform: preprocess.Preprocess,
-               disk_path: Optional[str] = None):
+               disk_path: Optional[str] = None, cache_max_gb: float = 0.0):
     """Creates the (empty, or read from `disk_path`) split.
 
     Args:
@@ -75,6 +77,8 @@ class Examples:
       transform: the pipeline's `Preprocess`.
       disk_path: the split's file in the disk cache (read if present,
         written once every example is decoded); None: no disk cache.
+      cache_max_gb: size cap of the disk cache, applied after the write
+        (`prune`); 0: none.
     """
     self.source, self.transform = source, transform
     self.key = transform.pixel_key
@@ -84,6 +88,7 @@ class Examples:
     self.filled = np.zeros((self.size,), bool)
     self._lock = threading.Lock()
     self.disk_path = disk_path
+    self._cache_max_gb = cache_max_gb
     self.from_disk = bool(disk_path) and self._read(disk_path)
 
   def take(self, index: np.ndarray) -> Dict[str, np.ndarray]:
@@ -133,6 +138,10 @@ class Examples:
       return False
     self.pixels, self.labels = pixels, labels.astype(np.int32)
     self.filled[:] = True
+    try:
+      os.utime(path)  # Used now: pruned after the ones unused longer.
+    except OSError:  # A cache shared read-only: it is not pruned here.
+      pass
     return True
 
   def _write(self, path: str) -> None:
@@ -146,7 +155,60 @@ class Examples:
       logging.warning("Cannot write the decoded-split cache in %s (%s); the "
                       "next run decodes the split again.",
                       os.path.dirname(path), e.strerror or e)
+    else:
+      prune(os.path.dirname(path), self._cache_max_gb, keep=path)
     self.disk_path = None  # One attempt.
+
+
+def prune(directory: str, max_gb: float, keep: str = "") -> int:
+  """Deletes the least recently used decoded splits until `directory` holds
+  at most `max_gb` of them.
+
+  Recency is the modification time, which a read refreshes (atime is not
+  kept on many mounts). Another process reading a file deleted here keeps
+  its open copy; one opening it later decodes the split again.
+
+  Args:
+    directory: the decoded-split cache.
+    max_gb: the cap in GB (1e9 bytes); 0: no cap.
+    keep: a file never deleted (the one just written, even if bigger).
+
+  Returns:
+    How many files were deleted.
+  """
+  if not max_gb:
+    return 0
+  entries = []
+  for name in os.listdir(directory):
+    path = os.path.join(directory, name)
+    if not name.endswith(".npz"):
+      continue
+    try:
+      st = os.stat(path)
+    except OSError:  # Pruned by another process meanwhile.
+      continue
+    entries.append((st.st_mtime_ns, path, st.st_size))
+  total, deleted = sum(size for _, _, size in entries), 0
+  for _, path, size in sorted(entries):
+    if total <= max_gb * 1e9:
+      break
+    if path == keep:
+      continue
+    try:
+      os.remove(path)
+    except FileNotFoundError:
+      pass
+    except OSError as e:
+      logging.warning("Cannot prune the decoded-split cache in %s (%s).",
+                      directory, e.strerror or e)
+      break
+    total -= size
+    deleted += 1
+  if deleted:
+    logging.info("Decoded-split cache: deleted the %d least recently used "
+                 "file(s) to stay under dataset.in_memory_cache_max_gb=%g.",
+                 deleted, max_gb)
+  return deleted
 
 
 ENV_VAR = "JAXGEN_DECODED_CACHE_DIR"
@@ -191,7 +253,8 @@ def disk_path(cache_dir: str, source: Any,
 
 def examples(source: Any, transform: preprocess.Preprocess,
              key: Optional[Tuple] = None,
-             cache_dir: Optional[str] = None) -> Examples:
+             cache_dir: Optional[str] = None,
+             cache_max_gb: float = 0.0) -> Examples:
   """The split's `Examples`, shared by every iterator of the same `key`.
 
   Args:
@@ -199,6 +262,7 @@ def examples(source: Any, transform: preprocess.Preprocess,
     transform: the pipeline's `Preprocess`.
     key: identifies the split and its preprocessing; None: not shared.
     cache_dir: the decoded-split disk cache ("" or None: none).
+    cache_max_gb: its size cap (`prune`); 0: none.
 
   Returns:
     `Examples` (decoded so far by earlier iterators of the same key, or
@@ -209,7 +273,7 @@ def examples(source: Any, transform: preprocess.Preprocess,
       _CACHE.move_to_end(key)
       return _CACHE[key]
     found = Examples(source, transform,
-                     disk_path(cache_dir, source, transform))
+                     disk_path(cache_dir, source, transform), cache_max_gb)
     if key is not None:
       _CACHE[key] = found
       while len(_CACHE) > _CACHE_SIZE:

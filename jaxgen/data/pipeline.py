@@ -214,7 +214,9 @@ def build_input(
         float(dataset_config.get("holdout_fraction", 0.0) or 0.0), stored)
     return memory.InMemoryIterator(
         memory.examples(source, transform, key=key,
-                        cache_dir=memory.cache_dir(dataset_config)),
+                        cache_dir=memory.cache_dir(dataset_config),
+                        cache_max_gb=float(dataset_config.get(
+                            "in_memory_cache_max_gb", 0.0) or 0.0)),
         pixel_key=source.pixel_key, seed=seed, shuffle=train, repeat=repeat,
         random_flip=train and _flips(dataset_config, spec),
         process_index=process_index, process_count=process_count,

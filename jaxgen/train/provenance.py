@@ -43,6 +43,8 @@ _FREE_FIELDS = ("total_steps", "total_examples", "total_epochs", "total_flops",
                 "num_samples", "sample_every_steps", "profile_steps", "mesh.",
                 "logical_axis_rules", "dataset.data_dir",
                 "dataset.num_threads", "dataset.prefetch_buffer_size",
+                # Where decoded splits are kept, not what they hold.
+                "dataset.in_memory_cache_",
                 "remat", "grad_accum_steps", "grad_accum_loop",
                 "eval.",
                 "init_from",

@@ -185,6 +185,46 @@ def test_no_cache_file_before_the_split_is_complete_or_when_disabled(
   assert not cache.exists() or not list(cache.iterdir())
 
 
+def test_prune_deletes_the_least_recently_used_splits_first(tmp_path):
+  # The cache was never evicted: every size, dataset and preprocessing
+  # change left its file behind for good.
+  sizes = {"a.npz": 400, "b.npz": 300, "c.npz": 200, "d.npz": 100}
+  for i, (name, size) in enumerate(sizes.items()):
+    (tmp_path / name).write_bytes(b"x" * size)
+    os.utime(tmp_path / name, ns=(i * 10**9, i * 10**9))  # a oldest.
+  (tmp_path / "notes.txt").write_bytes(b"y" * 5000)  # Not a split: kept.
+  assert memory.prune(str(tmp_path), 0.0) == 0  # No cap.
+  # 1000 bytes over a 650-byte cap: a (400) goes; 600 is under it.
+  assert memory.prune(str(tmp_path), 650e-9) == 1
+  assert sorted(os.listdir(tmp_path)) == ["b.npz", "c.npz", "d.npz",
+                                          "notes.txt"]
+  # The file to keep survives a cap it alone exceeds; older ones go first.
+  assert memory.prune(str(tmp_path), 50e-9, keep=str(tmp_path / "b.npz")) == 2
+  assert sorted(os.listdir(tmp_path)) == ["b.npz", "notes.txt"]
+
+
+def test_the_disk_cache_is_pruned_after_a_write_and_a_read_is_a_use(
+    data_dir, tmp_path):
+  cache = tmp_path / "decoded"
+  config = _config(data_dir, in_memory="always", in_memory_cache_dir=str(cache))
+  _epoch(config, 8192 // 64)
+  (first,) = cache.iterdir()
+  os.utime(first, ns=(10**9, 10**9))
+  # Read back: marked used now.
+  _epoch(config, 2)
+  assert first.stat().st_mtime_ns > 10**18
+  # Another size written under a cap of one file: the older one goes.
+  size = first.stat().st_size
+  _epoch(_config(data_dir, in_memory="always", in_memory_cache_dir=str(cache),
+                 image_size=32, in_memory_cache_max_gb=size * 1.5e-9),
+         8192 // 64)
+  (second,) = cache.iterdir()
+  assert second != first
+  with pytest.raises(ValueError, match=(
+      r"^dataset\.in_memory_cache_max_gb=-1\.0 must be >= 0")):
+    _build(_config(data_dir, in_memory_cache_max_gb=-1.0))
+
+
 def test_changed_dataset_files_change_the_cache_key(tmp_path):
   shard = tmp_path / "x-train.array_record-00000-of-00001"
   shard.write_bytes(b"abc")
