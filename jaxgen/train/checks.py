@@ -263,17 +263,32 @@ def warn_if_warmup_spans_run(config: ml_collections.ConfigDict,
                              steps: int) -> None:
   """Warns when `optimizer.warmup_steps` is not shorter than the run: the
   schedule then rises over the whole run (it is capped at steps - 1) and
-  reaches the peak rate only at the end, never decaying.
+  reaches the peak rate only at the end, never decaying; and when a wsd
+  cooldown starts inside the warmup (the sweeps refuse that; a hand-written
+  config is warned).
 
   Args:
     config: the run config.
     steps: the run's resolved length.
   """
   opt = config.get("optimizer")
-  if (opt is None or "schedule" not in opt or opt.get("warmup_fraction")
-      or steps <= 1 or jax.process_index() != 0):
+  if (opt is None or "schedule" not in opt or steps <= 1
+      or jax.process_index() != 0):
     return
-  warmup = int(opt.get("warmup_steps", 0) or 0)
+  fraction = float(opt.get("warmup_fraction") or 0.0)
+  warmup = (round(fraction * steps) if fraction
+            else int(opt.get("warmup_steps", 0) or 0))
+  start = steps - round(float(opt.get("decay_fraction", 0.2)) * steps)
+  if opt.get("schedule") == "wsd" and 0 < start < min(warmup, steps - 1):
+    # The schedule's ramp wins until the warmup ends, then the rate drops
+    # to the cooldown's already decayed value.
+    logging.warning(
+        "optimizer.schedule='wsd': the cooldown starts at step %d of %d, "
+        "inside the %d-step warmup; the rate never holds its peak and drops "
+        "when the warmup ends; lower the warmup or "
+        "optimizer.decay_fraction.", start, steps, warmup)
+  if fraction:
+    return
   if warmup >= steps:
     logging.warning(
         "optimizer.warmup_steps=%d is not shorter than the run's %d steps: "

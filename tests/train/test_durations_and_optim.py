@@ -242,3 +242,34 @@ def test_a_warmup_as_long_as_the_run_is_warned_about(caplog):
     config.optimizer.warmup_fraction = 0.5
     checks.warn_if_warmup_spans_run(config, 10)
   assert not caplog.records
+
+
+def test_a_wsd_cooldown_inside_the_warmup_is_warned_about(caplog):
+  from jaxgen.train import checks  # pylint: disable=g-import-not-at-top
+  from tests.train import common  # pylint: disable=g-import-not-at-top
+  config = common.tiny_config()
+  config.optimizer.schedule = "wsd"
+  config.optimizer.warmup_steps = 0
+  config.optimizer.warmup_fraction = 0.3
+  config.optimizer.decay_fraction = 0.8
+  with caplog.at_level("WARNING"):
+    checks.warn_if_warmup_spans_run(config, 100)
+  assert [r.getMessage() for r in caplog.records] == [
+      "optimizer.schedule='wsd': the cooldown starts at step 20 of 100, "
+      "inside the 30-step warmup; the rate never holds its peak and drops "
+      "when the warmup ends; lower the warmup or optimizer.decay_fraction."]
+  # What it warns of: the ramp, then a drop to the decayed value.
+  schedule = state_lib.learning_rate_schedule(config.optimizer, 100)
+  peak = config.optimizer.learning_rate
+  assert float(schedule(29)) == pytest.approx(peak * 29 / 30, rel=1e-6)
+  assert float(schedule(30)) == pytest.approx(peak * (1 - 10 / 80), rel=1e-6)
+  caplog.clear()
+  # The cooldown from the warmup's end on, or after it: no warning.
+  with caplog.at_level("WARNING"):
+    config.optimizer.decay_fraction = 0.7
+    checks.warn_if_warmup_spans_run(config, 100)
+    config.optimizer.warmup_fraction = 0.0
+    config.optimizer.warmup_steps = 10
+    config.optimizer.decay_fraction = 0.2
+    checks.warn_if_warmup_spans_run(config, 100)
+  assert not caplog.records
