@@ -298,6 +298,14 @@ class Checkpointer:
             create=not read_only, read_only=read_only,
             # What orbax would set itself for a reader, with a warning.
             save_interval_steps=0 if read_only else 1))
+    if not read_only and jax.process_index() == 0:
+      # Saves cut short by a crash: <step>.orbax-checkpoint-tmp-* on a local
+      # disk, an unfinalized <step>/ on GCS (which a rerun reaching that
+      # step again would have to save over). Removed now, before anything
+      # is saved (orbax's own cleanup option runs in the background until
+      # the first save); a reader leaves them.
+      for tmp in ocp.step.all_temporary_paths(self.directory):
+        _remove(tmp.get())
 
   # -- saving ---------------------------------------------------------------
 

@@ -439,3 +439,30 @@ def test_a_step_folder_orbax_did_not_finalize_is_not_committed(
   assert checks.committed_steps(str(ckpt)) == [3]
   assert not checkpoint_lib.finalized(ckpt / "7")
   assert rows_lib.latest_checkpoint(str(tmp_path / "run")) == 3
+
+
+def test_a_writer_removes_saves_cut_short_and_a_reader_leaves_them(
+    tmp_path, monkeypatch):
+  # An unfinalized <step>/ on GCS was never removed (a rerun reaching that
+  # step again had to save over it); nor was a local temporary directory
+  # older than the newest step a rerun wrote.
+  from orbax.checkpoint._src.path import atomicity  # pylint: disable=g-import-not-at-top
+  from orbax.checkpoint._src.path import atomicity_defaults  # pylint: disable=g-import-not-at-top
+  local = tmp_path / "local"
+  (local / "3" / "state").mkdir(parents=True)
+  (local / "5.orbax-checkpoint-tmp-1234" / "state").mkdir(parents=True)
+  checkpoint_lib.Checkpointer(str(local), read_only=True).close()
+  assert sorted(os.listdir(local)) == ["3", "5.orbax-checkpoint-tmp-1234"]
+  writer = checkpoint_lib.Checkpointer(str(local))
+  writer.close()
+  assert sorted(os.listdir(local)) == ["3"]
+  monkeypatch.setattr(atomicity_defaults, "get_default_temporary_path_class",
+                      lambda *a, **k: atomicity.CommitFileTemporaryPath)
+  gcs = tmp_path / "gcs"
+  for step in (3, 7):
+    (gcs / str(step) / "state").mkdir(parents=True)
+  (gcs / "3" / atomicity.COMMIT_SUCCESS_FILE).write_text("")
+  checkpoint_lib.Checkpointer(str(gcs), read_only=True).close()
+  assert sorted(os.listdir(gcs)) == ["3", "7"]
+  checkpoint_lib.Checkpointer(str(gcs)).close()
+  assert sorted(os.listdir(gcs)) == ["3"]
