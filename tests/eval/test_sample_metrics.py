@@ -300,6 +300,30 @@ def test_non_finite_samples_are_warned_about_once(caplog):
                   "as black or saturated images (said once)."]
 
 
+def test_batches_take_classes_in_turn_across_batches():
+  # The label tests elsewhere draw batches of 8 with 8 classes, where a
+  # per-batch restart of the labels (arange(batch) % classes) gives the
+  # same labels; with 3 classes it does not.
+  class Labelled:
+    num_classes = 3
+
+    def sample(self, state, rng, num, labels=None):
+      del state, rng
+      # Label l -> pixel value l / 2 - 1 (uint8 0, 64, 128 after quantising).
+      return jnp.broadcast_to(labels[:, None, None, None] * 0.5 - 1.0,
+                              (num, 4, 4, 3))
+
+  mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  with jax.set_mesh(mesh):
+    draw = sampling.make_batch_sampler(Labelled(), mesh, 8)
+    pixels = np.concatenate([draw(None, k) for k in range(3)])
+  drawn = np.round(pixels[:, 0, 0, 0] / 64.0).astype(int)
+  want = sampling.labels_of(24, Labelled())
+  np.testing.assert_array_equal(want, np.arange(24) % 3)
+  np.testing.assert_array_equal(drawn, want)
+  assert list(drawn[8:11]) == [2, 0, 1]  # Batch 1 goes on from sample 8.
+
+
 @pytest.mark.parametrize("overrides,message", [
     # dm-pix would filter 8 px images with a window it swapped in, and
     # score noise against noise at SSIM 0.5.
