@@ -185,14 +185,19 @@ def _check_existing(root: str, producer: dict) -> None:
           "autoencoder_weights", producer.get("autoencoder_weights")))
     if theirs == producer:
       continue
+    fix = "pass another --out or delete it"
     if isinstance(theirs, dict):
       why = ", ".join(f"{k} {theirs.get(k)!r}, not {v!r}"
                       for k, v in producer.items() if theirs.get(k) != v)
+      if theirs.get("holdout_fraction") != producer.get("holdout_fraction"):
+        # An encode of before the run's fraction became the default.
+        fix = (f"pass --holdout_fraction="
+               f"{theirs.get('holdout_fraction') or 0} to finish that "
+               "encode, another --out, or delete it")
     else:
       why = f"{name} does not record its autoencoder"
     raise ValueError(
-        f"{root} holds latents of another encode ({why}); pass another "
-        "--out or delete it.")
+        f"{root} holds latents of another encode ({why}); {fix}.")
 
 
 def _recorded_origin(root: str):
@@ -235,6 +240,13 @@ def _check_other_splits(out: str, split: str, producer: dict) -> None:
       continue
     theirs = _recorded_origin(root)
     why = theirs and sources.origin_differences(theirs, ours, other, split)
+    if why and theirs["holdout_fraction"] != ours["holdout_fraction"]:
+      raise ValueError(
+          f"{out} holds split {other!r} encoded at --holdout_fraction="
+          f"{theirs['holdout_fraction']:g}, not {ours['holdout_fraction']:g}: "
+          "a folder's splits are complements only at one fraction (a train "
+          "split encoded at 0 holds the held-out images too); encode every "
+          "split of it at one, or pass another --out.")
     if why:
       raise ValueError(
           f"{out} holds split {other!r} of other latents ({why}); every "

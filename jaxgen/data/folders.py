@@ -253,6 +253,13 @@ def _folder_split(root, files, labels, split, config):
   that adding files never moves old ones between splits."""
   fraction = float(config.get("holdout_fraction", 0.0) or 0.0)
   train_split = config.get("split", "train")
+  if "[" in split:
+    # Any name but the train split's reads the held-out images: a slice of
+    # train ("train[:10%]") would have read them as training images.
+    raise ValueError(
+        f"Image folder {root!r} has no split {split!r}: it takes whole "
+        f"splits ({train_split!r}, and any other name for the images "
+        "holdout_fraction holds out), not slices.")
   if not fraction:
     if split != train_split:
       raise ValueError(

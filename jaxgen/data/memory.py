@@ -156,7 +156,11 @@ class Examples:
                       "next run decodes the split again.",
                       os.path.dirname(path), e.strerror or e)
     else:
-      prune(os.path.dirname(path), self._cache_max_gb, keep=path)
+      try:
+        prune(os.path.dirname(path), self._cache_max_gb, keep=path)
+      except OSError as e:  # A listing that fails (NFS): the run goes on.
+        logging.warning("Cannot prune the decoded-split cache in %s (%s).",
+                        os.path.dirname(path), e.strerror or e)
     self.disk_path = None  # One attempt.
 
 
@@ -192,7 +196,7 @@ def prune(directory: str, max_gb: float, keep: str = "") -> int:
   for _, path, size in sorted(entries):
     if total <= max_gb * 1e9:
       break
-    if path == keep:
+    if os.path.basename(path) == os.path.basename(keep):
       continue
     try:
       os.remove(path)

@@ -462,12 +462,19 @@ def latents_meta(directory: str, split: str) -> Dict[str, Any]:
   ref = _read_meta(ref_root, REFERENCE_SPLIT)
   why = origin_differences(latents_origin(ref), latents_origin(meta),
                            REFERENCE_SPLIT, split)
+  if why and "holdout_fraction" in why:
+    raise ValueError(
+        f"{os.path.join(directory, split)} and {ref_root} hold a folder's "
+        f"splits encoded at different holdout fractions ({why}): they are "
+        "complements only at one (a train split encoded at 0 holds the "
+        "held-out images too); encode both at one --holdout_fraction, or "
+        "pass another latents:DIR.")
   if why:
     raise ValueError(
         f"{os.path.join(directory, split)} and {ref_root} hold latents of "
-        f"different autoencoder runs/steps/weights/sizes/holdouts ({why}); "
-        f"re-encode split {split!r} with the train split's run, step, "
-        "--image_size and --holdout_fraction, or pass another latents:DIR.")
+        f"different autoencoder runs/steps/weights/sizes ({why}); "
+        f"re-encode split {split!r} with the train split's run, step and "
+        "--image_size, or pass another latents:DIR.")
   own = meta.get("split_scaling_factor", meta["scaling_factor"])
   meta = dict(meta, scaling_factor=ref["scaling_factor"])
   if own != ref["scaling_factor"]:

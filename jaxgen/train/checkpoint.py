@@ -21,8 +21,9 @@ What this adds to `ocp.CheckpointManager`, so that nothing committed is lost:
 * A checkpoint written by another number of processes is not corrupt: the
   state restores onto any mesh and the data position (one file per process)
   is carried over (`jaxgen.train.data_position`).
-* Leftover `*.orbax-checkpoint-tmp*` directories of a dead run are removed
-  once a newer checkpoint is committed.
+* Saves a dead run cut short (`*.orbax-checkpoint-tmp*` directories; on
+  GCS, step folders orbax did not finalize) are removed when a writer opens
+  the run, and a failed save's once a newer checkpoint is committed.
 * Replicated arrays are split across their replicas for writing only when
   each part is at least 256 KiB (`jaxgen.train.array_handler`).
 """
@@ -305,7 +306,9 @@ class Checkpointer:
       # is saved (orbax's own cleanup option runs in the background until
       # the first save); a reader leaves them.
       for tmp in ocp.step.all_temporary_paths(self.directory):
-        _remove(tmp.get())
+        # On GCS every folder without a commit file counts: steps only.
+        if tmp.get().name.split(".", 1)[0].isdigit():
+          _remove(tmp.get())
 
   # -- saving ---------------------------------------------------------------
 

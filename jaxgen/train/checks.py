@@ -14,6 +14,7 @@ from absl import logging
 import etils.epath as epath
 import jax
 import ml_collections
+import numpy as np
 
 from jaxgen import config_lib
 from jaxgen import registry
@@ -276,10 +277,12 @@ def warn_if_warmup_spans_run(config: ml_collections.ConfigDict,
       or jax.process_index() != 0):
     return
   fraction = float(opt.get("warmup_fraction") or 0.0)
-  warmup = (round(fraction * steps) if fraction
-            else int(opt.get("warmup_steps", 0) or 0))
-  start = steps - round(float(opt.get("decay_fraction", 0.2)) * steps)
-  if opt.get("schedule") == "wsd" and 0 < start < min(warmup, steps - 1):
+  # Rounded in float32, as the schedule rounds them.
+  warmup = (int(np.round(np.float32(fraction) * np.float32(steps)))
+            if fraction else int(opt.get("warmup_steps", 0) or 0))
+  start = steps - int(np.round(np.float32(opt.get("decay_fraction", 0.2))
+                               * np.float32(steps)))
+  if opt.get("schedule") == "wsd" and start < min(warmup, steps - 1):
     # The schedule's ramp wins until the warmup ends, then the rate drops
     # to the cooldown's already decayed value.
     logging.warning(

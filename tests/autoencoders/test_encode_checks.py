@@ -521,5 +521,22 @@ def test_a_folders_held_out_images_are_encoded_apart(tmp_path, trained_ae_64):
                              rtol=1e-5, atol=1e-6)
   # A split of the same directory at another fraction overlaps them.
   with pytest.raises(ValueError, match=(
-      r"holdout_fraction: 0\.25 \((test|train)\) vs 0\.5 \(val\)")):
+      rf"^{out} holds split 'test' encoded at --holdout_fraction=0\.25, not "
+      r"0\.5: a folder's splits are complements only at one fraction \(a "
+      r"train split encoded at 0 holds the held-out images too\); encode "
+      r"every split of it at one, or pass another --out\.$")):
     _encode(config, ae_dir, out, split="val", holdout_fraction=0.5, **args)
+  # Rerunning an encode of before the fraction was set (the whole folder)
+  # names the flag that finishes it.
+  with pytest.raises(ValueError, match=(
+      r"holdout_fraction None, not 0\.25\); pass --holdout_fraction=0 to "
+      r"finish that encode, another --out, or delete it\.$")):
+    _encode(config, ae_dir, whole, split="train", holdout_fraction=0.25,
+            **args)
+  # A slice of a folder would read the held-out images as train[:N].
+  with pytest.raises(ValueError, match=(
+      r"has no split 'train\[:8\]': it takes whole splits \('train', and "
+      r"any other name for the images holdout_fraction holds out\), not "
+      r"slices\.$")):
+    _encode(config, ae_dir, str(tmp_path / "no"), split="train[:8]",
+            holdout_fraction=0.25, **args)

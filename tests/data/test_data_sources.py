@@ -324,11 +324,7 @@ def test_latent_splits_share_the_train_factor_and_must_agree(tmp_path):
        "autoencoder_step: 2 (train) vs 3 (test)"),
       ("d", {"image_size": 32}, "image_size: 64 (train) vs 32 (test)"),
       ("e", {"autoencoder_weights": "bb"},
-       "autoencoder_weights: 'aa' (train) vs 'bb' (test)"),
-      # A folder's held-out images encoded at another fraction than the
-      # train split's overlap with it (unrecorded means none held out).
-      ("g", {"holdout_fraction": 0.25},
-       "holdout_fraction: 0.0 (train) vs 0.25 (test)")):
+       "autoencoder_weights: 'aa' (train) vs 'bb' (test)")):
     _latent_split(str(tmp_path / name / "train"), train, 0.5,
                   autoencoder_weights="aa")
     _latent_split(str(tmp_path / name / "test"), test, 2.0, **change)
@@ -337,11 +333,27 @@ def test_latent_splits_share_the_train_factor_and_must_agree(tmp_path):
              train=False)
     assert str(e.value) == (
         f"{tmp_path / name / 'test'} and {tmp_path / name / 'train'} hold "
-        f"latents of different autoencoder runs/steps/weights/sizes/holdouts "
-        f"({why}); re-encode split 'test' with the train split's run, step, "
-        "--image_size and --holdout_fraction, or pass another latents:DIR.")
+        f"latents of different autoencoder runs/steps/weights/sizes ({why}); "
+        "re-encode split 'test' with the train split's run, step and "
+        "--image_size, or pass another latents:DIR.")
     _build(_config(name=f"latents:{tmp_path / name}"), split="train",
            train=False)
+  # A folder's held-out images encoded at another fraction than the train
+  # split's overlap with it (unrecorded means none held out): the fix is
+  # one fraction for both, not the train split's 0 (which is refused).
+  _latent_split(str(tmp_path / "g" / "train"), train, 0.5)
+  _latent_split(str(tmp_path / "g" / "test"), test, 2.0,
+                holdout_fraction=0.25)
+  with pytest.raises(ValueError) as e:
+    _build(_config(name=f"latents:{tmp_path / 'g'}"), split="test",
+           train=False)
+  assert str(e.value) == (
+      f"{tmp_path / 'g' / 'test'} and {tmp_path / 'g' / 'train'} hold a "
+      "folder's splits encoded at different holdout fractions "
+      "(holdout_fraction: 0.0 (train) vs 0.25 (test)): they are complements "
+      "only at one (a train split encoded at 0 holds the held-out images "
+      "too); encode both at one --holdout_fraction, or pass another "
+      "latents:DIR.")
   # A split encoded before digests were recorded agrees on the rest.
   _latent_split(str(tmp_path / "f" / "train"), train, 0.5,
                 autoencoder_weights="aa")

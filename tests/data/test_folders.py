@@ -1,6 +1,7 @@
 """Image folders: decoding of real-world files, the open-time probe, and
 the folder checks of the pipeline and trainer."""
 
+import re
 import struct
 import subprocess
 import sys
@@ -255,6 +256,19 @@ def test_held_out_batches_mix_the_classes(tmp_path):
           if zlib.crc32(str(p.relative_to(tmp_path)).encode()) % 10_000
           < 3_000]
   assert sorted(files) == want
+
+
+def test_a_slice_of_a_folder_is_refused(tmp_path):
+  # Any split name but the train split's reads the held-out images, so
+  # "train[:10%]" trained on them.
+  config = _config(name=f"folder:{tmp_path}", holdout_fraction=0.3)
+  for split in ("train[:10%]", "test[:5]"):
+    with pytest.raises(ValueError, match=(
+        rf"has no split '{re.escape(split)}': it takes whole splits "
+        r"\('train', and any other name for the images holdout_fraction "
+        r"holds out\), not slices\.$")):
+      folders._folder_split(  # pylint: disable=protected-access
+          str(tmp_path), ["a.png"], [0], split, config)
 
 
 def test_malformed_exif_does_not_stop_decoding(tmp_path, monkeypatch):

@@ -462,7 +462,8 @@ def test_a_writer_removes_saves_cut_short_and_a_reader_leaves_them(
   for step in (3, 7):
     (gcs / str(step) / "state").mkdir(parents=True)
   (gcs / "3" / atomicity.COMMIT_SUCCESS_FILE).write_text("")
+  (gcs / "notes").mkdir()  # No commit file either, but not a step: kept.
   checkpoint_lib.Checkpointer(str(gcs), read_only=True).close()
-  assert sorted(os.listdir(gcs)) == ["3", "7"]
+  assert sorted(os.listdir(gcs)) == ["3", "7", "notes"]
   checkpoint_lib.Checkpointer(str(gcs)).close()
-  assert sorted(os.listdir(gcs)) == ["3"]
+  assert sorted(os.listdir(gcs)) == ["3", "notes"]

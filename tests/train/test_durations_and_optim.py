@@ -264,6 +264,12 @@ def test_a_wsd_cooldown_inside_the_warmup_is_warned_about(caplog):
   assert float(schedule(29)) == pytest.approx(peak * 29 / 30, rel=1e-6)
   assert float(schedule(30)) == pytest.approx(peak * (1 - 10 / 80), rel=1e-6)
   caplog.clear()
+  # A cooldown over the whole run: any warmup is inside it.
+  with caplog.at_level("WARNING"):
+    config.optimizer.decay_fraction = 1.0
+    checks.warn_if_warmup_spans_run(config, 100)
+  assert "the cooldown starts at step 0 of 100" in caplog.text
+  caplog.clear()
   # The cooldown from the warmup's end on, or after it: no warning.
   with caplog.at_level("WARNING"):
     config.optimizer.decay_fraction = 0.7
