@@ -15,6 +15,11 @@ r"""Pyramidal Flow Matching experiments on the embedded shapes (CPU).
       training FLOPs (8-frame 32 px moving shapes): tokens per example,
       training throughput, and per-frame sample quality (later frames are
       where autoregressive generation degrades).
+  (d) The pyramid DiT's noise-level input at equal training FLOPs: the
+      released code's disjoint per-stage windows (`official`, the default)
+      against the global noise level, whose stage windows overlap
+      (`global`, what (a) used): sample quality at the four points and the
+      held-out velocity MSE of each stage.
 
 Inception FID needs weights that are not shipped; the classifier metrics
 stand in for it.
@@ -23,6 +28,10 @@ stand in for it.
   python -m experiments.pyramidal_flow.run --image_flops=2e11 \
       --video_flops=2e11 --num_samples=64 --workdir=/tmp/pf_smoke \
       --out=/tmp/pf_smoke/out                          # a smoke run
+  python -m experiments.pyramidal_flow.run --parts=embedding  # (d) alone
+
+--parts picks what runs (image: (a)+(b), video: (c), embedding: (d)); the
+parts not run keep their entries of an existing results.json.
 
 Runs are cached in --workdir (an interrupted run resumes); figures and
 results.json go to --out (default: this folder).
@@ -68,6 +77,10 @@ flags.DEFINE_float("image_flops", 3e13, "Training FLOPs of each run in (a).")
 flags.DEFINE_float("video_flops", 2e13, "Training FLOPs of each run in (c).")
 flags.DEFINE_integer("num_samples", 256, "Samples scored per point.")
 flags.DEFINE_integer("num_clips", 128, "Clips sampled per model in (c).")
+flags.DEFINE_list("parts", ["image", "video", "embedding"],
+                  "Parts to run: image ((a), (b)), video ((c)), embedding "
+                  "((d)).")
+PARTS = ("image", "video", "embedding")
 
 SIZE = 32
 CLASSIFIER = classifier.ClassifierConfig(input_size=32)
@@ -253,14 +266,16 @@ def image_pyramid(cls, results):
   logging.info("renoise ablation: %s", abl)
 
 
-def _plot_image(rows):
+def _plot_image(rows, filename="image_quality_vs_compute.png", label="{}"):
+  """FD and accuracy against training FLOPs, one line per row
+  (`label.format(name)`)."""
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for name, row in rows.items():
     f = [p["train_flops"] for p in row["points"]]
     for ax, key in zip(axes, ("fd", "accuracy")):
       ax.errorbar(f, [p[key] for p in row["points"]],
                   yerr=[p[key + "_std"] for p in row["points"]], marker="o",
-                  capsize=3, label=name)
+                  capsize=3, label=label.format(name))
   for ax, key in zip(axes, ("classifier FD (lower is better)",
                             "classifier accuracy")):
     ax.set_xscale("log")
@@ -268,8 +283,7 @@ def _plot_image(rows):
     ax.set_title(key)
     ax.legend()
   fig.tight_layout()
-  fig.savefig(os.path.join(FLAGS.out, "image_quality_vs_compute.png"),
-              dpi=100)
+  fig.savefig(os.path.join(FLAGS.out, filename), dpi=100)
   plt.close(fig)
 
 
@@ -335,22 +349,83 @@ def video(cls, results):
   plt.close(fig)
 
 
+def _stage_mse(workdir):
+  """{eval_mse_stage<k>: value} of the run's last evaluation."""
+  evals = [r for r in jsonl.read(os.path.join(workdir, "metrics.jsonl"))
+           if "eval_loss" in r]
+  return {k: float(v) for k, v in evals[-1].items()
+          if k.startswith("eval_mse_stage")}
+
+
+def embedding(cls, results):
+  """(d): per-stage windows (official) vs the global noise level."""
+  real, _ = _real("jaxgen_shapes", FLAGS.num_samples)
+  ref = distances.gaussian_stats(classifier.embed(cls, real, CLASSIFIER)[0])
+  labels = np.arange(FLAGS.num_samples) % 8
+  rows = {}
+  # "global" is (a)'s pyramid run (found finished when (a) ran first).
+  for emb, name in (("global", "a_pyramid"), ("official", "d_official")):
+    cfg = _config("tiny", FLAGS.image_flops, **{
+        "flow.sample_steps": (10, 10, 10),
+        "pyramid.timestep_embedding": emb})
+    wd = train(name, cfg)
+    fn, points = None, []
+    for step in checkpoint_steps(wd):
+      s, state = restore_at(cfg, wd, step)
+      fn = fn or sampler(s)
+      x = draw(s, state, FLAGS.num_samples, fn=fn)
+      pt = {"step": step,
+            "train_flops": step * cfg.batch_size * s.flops_per_example}
+      pt.update(score(cls, x, labels, ref))
+      points.append(pt)
+      logging.info("%s step %d: %s", emb, step, pt)
+    rows[emb] = {"points": points, "final_eval": _stage_mse(wd),
+                 "steps_per_sec": throughput(wd)}
+    grids.save_grid(x[:32], os.path.join(FLAGS.out,
+                                         f"samples_embedding_{emb}.png"),
+                    ncols=8)
+  results["timestep_embedding"] = rows
+  _plot_image(rows, "timestep_embedding.png", "timestep_embedding={}")
+
+
 def main(argv):
   del argv
   logs.quiet_libraries(FLAGS.verbosity)
+  unknown = sorted(set(FLAGS.parts) - set(PARTS))
+  if unknown or not FLAGS.parts:
+    raise app.UsageError(f"--parts={','.join(FLAGS.parts)}: choose among "
+                         f"{', '.join(PARTS)}.")
   os.makedirs(FLAGS.out, exist_ok=True)
   os.makedirs(FLAGS.workdir, exist_ok=True)
   t0 = time.time()
+  path = os.path.join(FLAGS.out, "results.json")
+  results = {}
+  flags_ = {k: FLAGS[k].value for k in (
+      "image_flops", "video_flops", "num_samples", "num_clips")}
+  if set(FLAGS.parts) != set(PARTS) and os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      results = json.load(f)  # The parts not run keep their entries.
+    if results.get("flags", flags_) != flags_:
+      # One flags record describes every entry of the file.
+      raise app.UsageError(
+          f"{path} holds results of {results['flags']}, not {flags_}; "
+          "pass those or another --out.")
+  results["flags"] = flags_
   cls = _classifier()
-  results = {"flags": {k: FLAGS[k].value for k in (
-      "image_flops", "video_flops", "num_samples", "num_clips")}}
-  image_pyramid(cls, results)
-  video(cls, results)
-  results["wall_s"] = time.time() - t0
-  with open(os.path.join(FLAGS.out, "results.json"), "w",
-            encoding="utf-8") as f:
+  if "image" in FLAGS.parts:
+    image_pyramid(cls, results)
+  if "video" in FLAGS.parts:
+    video(cls, results)
+  if "embedding" in FLAGS.parts:
+    embedding(cls, results)
+  # A partial run's time is kept beside the full run's.
+  full = set(FLAGS.parts) == set(PARTS)
+  results["wall_s" if full else "wall_s_" + "_".join(FLAGS.parts)] = (
+      time.time() - t0)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
     json.dump(results, f, indent=1)
-  print(f"done in {results['wall_s'] / 60:.0f} min: "
+  os.replace(path + ".tmp", path)
+  print(f"done in {(time.time() - t0) / 60:.0f} min: "
         f"{os.path.join(FLAGS.out, 'results.json')}")
 
 
