@@ -31,6 +31,7 @@ import inspect
 import io
 import os
 import threading
+import time
 import zipfile
 from typing import Any, Dict, Optional, Tuple
 
@@ -164,13 +165,19 @@ class Examples:
     self.disk_path = None  # One attempt.
 
 
+# Age past which a temporary cache file is a killed writer's.
+_STALE_TMP_S = 24 * 3600
+
+
 def prune(directory: str, max_gb: float, keep: str = "") -> int:
   """Deletes the least recently used decoded splits until `directory` holds
   at most `max_gb` of them.
 
   Recency is the modification time, which a read refreshes (atime is not
   kept on many mounts). Another process reading a file deleted here keeps
-  its open copy; one opening it later decodes the split again.
+  its open copy; one opening it later decodes the split again. Temporary
+  files of writers killed mid-write (`<key>.npz.*.tmp`, a day old) go
+  first, whatever the cap.
 
   Args:
     directory: the decoded-split cache.
@@ -182,17 +189,25 @@ def prune(directory: str, max_gb: float, keep: str = "") -> int:
   """
   if not max_gb:
     return 0
-  entries = []
+  entries, deleted = [], 0
+  stale = time.time() - _STALE_TMP_S
   for name in os.listdir(directory):
     path = os.path.join(directory, name)
-    if not name.endswith(".npz"):
+    is_tmp = ".npz." in name and name.endswith(".tmp")
+    if not (name.endswith(".npz") or is_tmp):
       continue
     try:
       st = os.stat(path)
+      if is_tmp:
+        # A write takes seconds: a day-old one's writer is gone.
+        if st.st_mtime < stale:
+          os.remove(path)
+          deleted += 1
+        continue
     except OSError:  # Pruned by another process meanwhile.
       continue
     entries.append((st.st_mtime_ns, path, st.st_size))
-  total, deleted = sum(size for _, _, size in entries), 0
+  total = sum(size for _, _, size in entries)
   for _, path, size in sorted(entries):
     if total <= max_gb * 1e9:
       break
@@ -209,9 +224,9 @@ def prune(directory: str, max_gb: float, keep: str = "") -> int:
     total -= size
     deleted += 1
   if deleted:
-    logging.info("Decoded-split cache: deleted the %d least recently used "
-                 "file(s) to stay under dataset.in_memory_cache_max_gb=%g.",
-                 deleted, max_gb)
+    logging.info("Decoded-split cache: deleted %d file(s) (the least "
+                 "recently used, to stay under dataset.in_memory_cache_max_gb"
+                 "=%g, and killed writers' temporary ones).", deleted, max_gb)
   return deleted
 
 

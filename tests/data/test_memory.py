@@ -201,6 +201,15 @@ def test_prune_deletes_the_least_recently_used_splits_first(tmp_path):
   # The file to keep survives a cap it alone exceeds; older ones go first.
   assert memory.prune(str(tmp_path), 50e-9, keep=str(tmp_path / "b.npz")) == 2
   assert sorted(os.listdir(tmp_path)) == ["b.npz", "notes.txt"]
+  # A killed writer's temporary file goes once a day old, under any cap; a
+  # fresh one may be a write in progress.
+  old, fresh = tmp_path / "e.npz.x1.tmp", tmp_path / "f.npz.x2.tmp"
+  for path in (old, fresh):
+    path.write_bytes(b"z" * 10)
+  os.utime(old, (1, 1))
+  assert memory.prune(str(tmp_path), 1.0) == 1
+  assert sorted(os.listdir(tmp_path)) == ["b.npz", "f.npz.x2.tmp",
+                                          "notes.txt"]
 
 
 def test_the_disk_cache_is_pruned_after_a_write_and_a_read_is_a_use(
