@@ -161,11 +161,31 @@ class IsoflopCurve:
   loss_opt: float
   used: bool
   reason: str = ""
+  # OLS standard error of the curvature (NaN with 3 runs: no residual).
+  curvature_se: float = float("nan")
+
+  @property
+  def weak(self) -> bool:
+    """The curvature is within 2 standard errors of 0: the loss is so flat
+    against ln N that noise may place the vertex (pitfall 12 of the
+    notes: diffusion losses are flat in N)."""
+    return bool(self.curvature < 2 * self.curvature_se)
 
   def loss(self, n) -> np.ndarray:
     """The fitted parabola at parameter counts `n`."""
     return self.curvature * (np.log(n) - np.log(self.n_opt))**2 + (
         self.loss_opt)
+
+
+def _curvature_se(x, y, coefs) -> float:
+  """OLS standard error of a quadratic fit's x^2 coefficient:
+  sqrt(s^2 [(X^T X)^-1]_00), s^2 = RSS / (runs - 3); NaN with 3 runs."""
+  if len(x) <= 3:
+    return float("nan")
+  design = np.stack([x * x, x, np.ones_like(x)], axis=1)
+  rss = float(np.sum((y - design @ np.asarray(coefs)) ** 2))
+  inverse = np.linalg.inv(design.T @ design)
+  return float(np.sqrt(rss / (len(x) - 3) * inverse[0, 0]))
 
 
 def fit_parabola(budget: float, n, loss) -> IsoflopCurve:
@@ -194,6 +214,7 @@ def fit_parabola(budget: float, n, loss) -> IsoflopCurve:
   # Centring x keeps the 3x3 normal equations well conditioned.
   x0 = x.mean()
   c2, c1, c0 = np.polyfit(x - x0, loss, 2)
+  common["curvature_se"] = _curvature_se(x - x0, loss, (c2, c1, c0))
   if not c2 > 0:
     return IsoflopCurve(curvature=float(c2), n_opt=np.nan, loss_opt=np.nan,
                         used=False, reason=f"parabola not convex "
@@ -284,6 +305,13 @@ def fit_isoflops(n, loss, budget, *,
     if not curve.used and warn:
       warnings.warn(f"approach 2: budget {b:.3g} FLOPs excluded: "
                     f"{curve.reason}", results_lib.FitWarning, stacklevel=2)
+    elif curve.weak and warn:
+      warnings.warn(
+          f"approach 2: budget {b:.3g} FLOPs: the parabola's curvature "
+          f"{curve.curvature:.3g} is within 2 standard errors "
+          f"({curve.curvature_se:.3g}) of 0, so noise may place its minimum; "
+          "add runs, or sizes farther from the minimum",
+          results_lib.FitWarning, stacklevel=2)
     curves.append(curve)
   used = [cv for cv in curves if cv.used]
   if len(used) < MIN_BUDGETS:

@@ -8,6 +8,8 @@ report also sets the fit beside the published Chinchilla and Epoch numbers
 
 from typing import Dict, List, Optional
 
+import numpy as np
+
 from scaling import bootstrap as bootstrap_lib
 from scaling import flops_law
 
@@ -126,7 +128,8 @@ def _approach2_section(a2) -> List[str]:
   lines = ["## Approach 2: isoFLOP profiles", "",
            f"Budget rule: {a2['budget_rule']}. Per budget, a parabola of loss "
            "in ln N; its minimum is used only when the parabola is convex "
-           "and the minimum lies inside the sampled N range. "
+           "and the minimum lies inside the sampled N range (a curvature "
+           "within 2 standard errors of 0 is warned about). "
            f"{a2['n_budgets_used']} budgets used, {a2['n_runs_used']} runs; "
            f"{a2['n_runs_unassigned']} runs near no budget.", ""]
   rows = []
@@ -136,12 +139,14 @@ def _approach2_section(a2) -> List[str]:
              if b["used"] and b["n_opt"] else None)
     rows.append([_f(b["budget"], 3), str(b["n_runs"]),
                  f"{_f(b['n_min'], 3)} to {_f(b['n_max'], 3)}",
-                 _f(b["curvature"], 3),
+                 _f(b["curvature"], 3) + (
+                     f" ± {_f(b['curvature_se'], 2)}"
+                     if np.isfinite(b.get("curvature_se", np.nan)) else ""),
                  _with_interval(b["n_opt"], iv.get(bootstrap_lib.budget_key(
                      b["budget"], "N_opt")), 3) if b["used"] else "n/a",
                  _f(d_opt), _f(b["loss_opt"] if b["used"] else None),
                  "yes" if b["used"] else "no: " + b["reason"]])
-  lines += _table(["budget C", "runs", "N range", "curvature", "N_opt",
+  lines += _table(["budget C", "runs", "N range", "curvature (± SE)", "N_opt",
                    "D_opt", "L_opt", "used"], rows)
   lines += ["", "Fits (OLS in log space):", "",
             f"- N_opt = G C^a: a = {_with_interval(a2['a'], iv.get('a'))}, "

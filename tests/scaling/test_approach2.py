@@ -132,3 +132,35 @@ def test_runs_budgets_are_used_exactly():
   # Explicit centres override the runs' own budgets.
   snapped = approach2.run_budgets(runs, budgets=[1.3e18], tol=0.01)
   assert np.isfinite(snapped).sum() == 8
+
+
+def test_curvature_standard_error_and_a_flat_budget_warning():
+  # Pitfall 12: diffusion losses are flat in N, so noise can place an
+  # isoFLOP vertex; the curvature was used without checking it stood out.
+  x = np.linspace(-2.0, 2.0, 7)
+  n, sigma = np.exp(10.0 + x), 0.002
+  # The standard error matches the spread of the curvature over noise
+  # draws (Monte Carlo, 4000 draws: within 5%).
+  rng = np.random.default_rng(0)
+  fits = [approach2.fit_parabola(1e20, n, 1.0 + 0.05 * x**2
+                                 + rng.normal(0, sigma, 7))
+          for _ in range(4000)]
+  spread = np.std([cv.curvature for cv in fits])
+  mean_se = np.sqrt(np.mean([cv.curvature_se**2 for cv in fits]))
+  assert mean_se == pytest.approx(spread, rel=0.05)
+  assert np.isnan(approach2.fit_parabola(1e20, n[:3], x[:3]**2).curvature_se)
+  # Two budgets: a clear parabola, and one whose curvature is noise.
+  flat = 1.0 + 0.0002 * x**2 + np.array([1, -1, 1, -1, 1, -1, 1]) * sigma
+  clear = 1.0 + 0.05 * x**2 + np.array([1, -1, 1, -1, 1, -1, 1]) * sigma
+  with pytest.warns(results.FitWarning) as record:
+    fit = approach2.fit_isoflops(np.r_[n, n * 4], np.r_[flat, clear],
+                                 np.r_[[1e20] * 7, [4e20] * 7])
+  said = [str(w.message) for w in record]
+  weak = fit.curves[0]
+  assert said == [
+      f"approach 2: budget 1e+20 FLOPs: the parabola's curvature "
+      f"{weak.curvature:.3g} is within 2 standard errors "
+      f"({weak.curvature_se:.3g}) of 0, so noise may place its minimum; add "
+      "runs, or sizes farther from the minimum"]
+  assert [cv.weak for cv in fit.curves] == [True, False]
+  assert len(fit.used) == 2  # Warned about, still used.
