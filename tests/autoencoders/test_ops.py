@@ -7,6 +7,7 @@ skip with the reason.
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -67,6 +68,22 @@ def test_relu_linear_attention_is_the_reference_formula():
     w = np.array([k[0, m, g] @ q[0, n, g] for m in range(5)])
     want = (w[:, None] * v[0, :, g]).sum(0) / (w.sum() + 1e-15)
     np.testing.assert_allclose(got[0, n, g], want, rtol=1e-5)
+
+
+def test_relu_linear_attention_of_bf16_inputs_is_computed_in_float32():
+  # Sums over 4096 tokens: in bf16 (8 mantissa bits) they would be off by
+  # ~1e-2; the reference casts q, k, v to float32 first, as this does.
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(np.abs(rng.normal(size=(1, 4096, 2, 8))),
+                         jnp.bfloat16) for _ in range(3))
+  got = ops.relu_linear_attention(q, k, v)
+  assert got.dtype == jnp.float32
+  q64, k64, v64 = (np.asarray(t, np.float64) for t in (q, k, v))
+  kv = np.einsum("bmgd,bmge->bgde", k64, v64)
+  want = (np.einsum("bngd,bgde->bnge", q64, kv)
+          / (np.einsum("bngd,bgd->bng", q64, k64.sum(1))[..., None]
+             + ops.ATTENTION_EPS))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5)
 
 
 def _diffusers():
