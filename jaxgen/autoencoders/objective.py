@@ -507,6 +507,7 @@ class Autoencoder(objective_lib.Objective):
     model_state = ({"batch_stats": new_stats} if stats is not None
                    else state.model_state)
     metrics.update(loss=loss, grad_norm=state_lib.global_norm(grads),
+                   update_norm=state_lib.global_norm(updates),
                    param_norm=state_lib.global_norm(new_params[MODEL]),
                    learning_rate=self.lr_schedule(state.step))
     return state.replace(step=state.step + 1, params=new_params,

@@ -265,6 +265,7 @@ class SingleOptimizer:
 
     Returns:
       (new state, metrics): loss_fn's metrics plus loss, grad_norm,
+      update_norm (of the optimizer's step: the parameters' change),
       param_norm and learning_rate.
     """
     params = state.params["model"]
@@ -281,6 +282,7 @@ class SingleOptimizer:
       ema = {"model": state_lib.ema_update(ema["model"], new_params,
                                            self.config.ema_decay)}
     metrics = dict(aux, loss=loss, grad_norm=state_lib.global_norm(grads),
+                   update_norm=state_lib.global_norm(updates),
                    param_norm=state_lib.global_norm(new_params),
                    learning_rate=self.lr_schedule(state.step))
     return state.replace(step=state.step + 1, params={"model": new_params},

@@ -127,7 +127,7 @@ def test_tiny_training_reconstructs_better(tmp_path):
     want = np.mean([schedule(s - 1) for s in
                     range(row["step"] - every + 1, row["step"] + 1)])
     np.testing.assert_allclose(row["learning_rate"], want, rtol=1e-5)
-    assert row["param_norm"] > 0
+    assert row["param_norm"] > 0 and row["update_norm"] > 0
 
 
 def test_se_loss_is_zero_for_a_scale_equivariant_decoder():

@@ -79,6 +79,32 @@ class _NanAfterTwo(sd_objective.SimpleDiffusion):
     return new_state, metrics
 
 
+@registry.OBJECTIVES.register("simple_diffusion_update_check")
+class _UpdateCheck(sd_objective.SimpleDiffusion):
+  """Logs the parameters' change computed from the two states."""
+
+  def train_step(self, state, batch, rng):
+    new_state, metrics = super().train_step(state, batch, rng)
+    moved = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b,
+                         new_state.params, state.params)
+    metrics["moved"] = jnp.sqrt(sum(jnp.sum(x * x)
+                                    for x in jax.tree.leaves(moved)))
+    return new_state, metrics
+
+
+def test_update_norm_is_the_parameters_change(tmp_path):
+  config = common.tiny_config(family="simple_diffusion_update_check",
+                              total_steps=3, log_every_steps=1)
+  config.optimizer.warmup_steps = 0  # A nonzero first step.
+  trainer.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / "metrics.jsonl") as f:
+    rows = [json.loads(line) for line in f if "update_norm" in line]
+  assert len(rows) == 3
+  for row in rows:
+    assert row["update_norm"] > 0
+    np.testing.assert_allclose(row["update_norm"], row["moved"], rtol=1e-4)
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = common.tiny_config(family="simple_diffusion_nan_after_2",
                               total_steps=6, checkpoint_every_steps=2)
