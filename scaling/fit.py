@@ -443,6 +443,26 @@ def write_outputs(fits: Fits, out_dir: str, command: str = "",
   return paths
 
 
+def warn_repeated_data(records) -> None:
+  """One FitWarning when runs trained for more than one epoch (pitfall 12
+  of the notes: D counts examples seen, and past one epoch they repeat,
+  which the one-epoch laws do not model).
+
+  Args:
+    records: result rows; those with an `epochs` field (rows of
+      `scaling.run` since it was logged) are checked.
+  """
+  epochs = [float(r["epochs"]) for r in records
+            if isinstance(r.get("epochs"), (int, float))]
+  over = [e for e in epochs if e > 1.0]
+  if over:
+    warnings.warn(
+        f"{len(over)} of {len(epochs)} runs trained for more than one epoch "
+        f"(up to {max(over):.3g}): D counts repeated examples, which the "
+        "one-epoch laws do not model; the fitted D_opt is examples seen, "
+        "not distinct data", results_lib.FitWarning, stacklevel=3)
+
+
 def run(results: str, out: str, *, family: Optional[str] = None,
         drop_highest_loss: int = 0, param_key: str = "params",
         metric: Optional[str] = None, direction: str = "auto",
@@ -476,6 +496,7 @@ def run(results: str, out: str, *, family: Optional[str] = None,
       # in a file of several.
       mine = [r for r in records
               if family is None or r.get("family") == family]
+      warn_repeated_data(mine or records)
       given, metric = metric, metric or results_lib.sweep_metric(mine)
       # A direction that cannot apply names the flag the user passed, not a
       # field they did not (the rows' sweep metric, or their loss). Without

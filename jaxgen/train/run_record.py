@@ -205,7 +205,8 @@ class Seen:
 
 
 def progress(config, s, seen: Seen, step: int, steps_per_sec: float,
-             peak: Optional[float]) -> Dict[str, Any]:
+             peak: Optional[float],
+             num_examples: Optional[int] = None) -> Dict[str, Any]:
   """Compute accounting logged with every row.
 
   Args:
@@ -215,9 +216,12 @@ def progress(config, s, seen: Seen, step: int, steps_per_sec: float,
     step: steps done so far.
     steps_per_sec: the measured rate since the last row.
     peak: the device's peak FLOP/s, or None where unknown (no MFU then).
+    num_examples: the training split's size, for `epochs` (None: not
+      logged).
 
   Returns:
-    examples_seen, flops_seen, steps_per_sec, tflops_per_device (and mfu).
+    examples_seen, epochs (passes over the training split), flops_seen,
+    steps_per_sec, tflops_per_device (and mfu).
   """
   now = seen.at(step)
   tput = flops_lib.throughput(s.flops_per_example,
@@ -225,6 +229,10 @@ def progress(config, s, seen: Seen, step: int, steps_per_sec: float,
                               s.mesh.devices.size, peak)
   row = {"examples_seen": now["examples"],
          "flops_seen": now["flops"],
+         # D of the scaling fits counts examples seen; beyond one epoch
+         # they repeat (scaling.fit warns).
+         **({"epochs": now["examples"] / num_examples} if num_examples
+            else {}),
          "steps_per_sec": steps_per_sec,
          "tflops_per_device": tput["tflops_per_device"]}
   if tput["mfu"] != "unknown":

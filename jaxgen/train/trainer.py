@@ -512,7 +512,8 @@ def _train(config, workdir, devices, watcher) -> Dict[str, Any]:
           # Steps/s and ETA go to the log; metrics.jsonl keeps the row.
           logs.log_progress(step, s.total_steps, sps, eval_times.ahead(
               step, s.total_steps, eval_every))
-          row.update(run_record.progress(config, s, seen, step, sps, peak))
+          row.update(run_record.progress(config, s, seen, step, sps, peak,
+                                         info.num_examples))
           saved_first = (is_last or stop) and bool(eval_fn or score)
           if saved_first:
             # A long final FID killed (or one at a preempted step): state

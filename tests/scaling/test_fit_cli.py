@@ -428,3 +428,34 @@ def test_flops_per_example_off_a_power_law_are_warned_about():
   # One size at several FLOPs per example: one k, and the spread is said.
   law = flops_law.FlopsLaw.fit([1e6] * 3, [1e12, 2e12, 4e12], [1e4] * 3)
   assert law.kappa == 200 and law.max_miss == 2 and law.off_law()
+
+
+def test_runs_past_one_epoch_are_warned_about_once(tmp_path):
+  # Pitfall 12: D counts examples seen; past one epoch they repeat.
+  n, d, c, loss = _synthetic()
+  rows = [{"family": "sd", "params": a, "budget_flops": b, "flops": b,
+           "examples_seen": dd, "eval_loss": x, "status": "ok",
+           "epochs": e}
+          for a, dd, b, x, e in zip(n, d, c, loss,
+                                    np.linspace(0.2, 3.5, len(n)))]
+  path = tmp_path / "r.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.warns(results.FitWarning) as record:
+    fits = fit.run(str(path), str(tmp_path / "out"), approaches=(3,),
+                   n_bootstrap=0, top_k=20)
+  over = int(np.sum(np.linspace(0.2, 3.5, len(n)) > 1))
+  said = [str(w.message) for w in record if "epoch" in str(w.message)]
+  assert said == [
+      f"{over} of {len(n)} runs trained for more than one epoch (up to "
+      "3.5): D counts repeated examples, which the one-epoch laws do not "
+      "model; the fitted D_opt is examples seen, not distinct data"]
+  assert said[0] in fits.summary["warnings"]
+  # Rows within one epoch, or without the field (older sweeps): no word.
+  for r in rows:
+    r["epochs"] = min(r["epochs"], 1.0)
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    fit.run(str(path), str(tmp_path / "out2"), approaches=(3,),
+            n_bootstrap=0, top_k=20)
+  assert not [w for w in caught if "epoch" in str(w.message)]

@@ -159,6 +159,9 @@ def test_tiny_sweep_in_parallel_writes_rows_and_skips_finished(
     step_flops = r["flops_per_example"] * r["batch_size"]
     assert r["budget_flops"] <= r["flops"] < r["budget_flops"] + step_flops
     assert r["examples_seen"] == r["steps"] * r["batch_size"]
+    # Passes over the 8192 training shapes, for the fit's repeated-data
+    # warning.
+    assert r["epochs"] == pytest.approx(r["examples_seen"] / 8192)
     assert os.path.exists(workdir / "runs" / r["point"] / "metrics.jsonl")
   runs = results_lib.load_runs(str(workdir / "results.jsonl"))
   assert len(runs) == 4 and runs.families == ["simple_diffusion"]

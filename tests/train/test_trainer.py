@@ -167,6 +167,8 @@ def test_short_run_loss_falls_and_writes_outputs(tmp_path):
               "learning_rate", "tflops_per_device", "grad_norm"):
     assert key in rows[-1], key
   assert rows[-1]["examples_seen"] == 60 * config.batch_size
+  # Passes over the 8192 training shapes (scaling.fit warns past one).
+  assert rows[-1]["epochs"] == pytest.approx(60 * config.batch_size / 8192)
   assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], (rows[0], rows[-1])
   assert "eval_loss" in last and np.isfinite(last["eval_loss"])
   assert os.listdir(tmp_path / "samples") == ["step_0000060.png"]
