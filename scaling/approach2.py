@@ -177,17 +177,6 @@ class IsoflopCurve:
         self.loss_opt)
 
 
-def _curvature_se(x, y, coefs) -> float:
-  """OLS standard error of a quadratic fit's x^2 coefficient:
-  sqrt(s^2 [(X^T X)^-1]_00), s^2 = RSS / (runs - 3); NaN with 3 runs."""
-  if len(x) <= 3:
-    return float("nan")
-  design = np.stack([x * x, x, np.ones_like(x)], axis=1)
-  rss = float(np.sum((y - design @ np.asarray(coefs)) ** 2))
-  inverse = np.linalg.inv(design.T @ design)
-  return float(np.sqrt(rss / (len(x) - 3) * inverse[0, 0]))
-
-
 def fit_parabola(budget: float, n, loss) -> IsoflopCurve:
   """Fits one isoFLOP parabola of loss against ln N and checks its minimum.
 
@@ -213,8 +202,12 @@ def fit_parabola(budget: float, n, loss) -> IsoflopCurve:
                         f"a parabola needs {MIN_SIZES_PER_BUDGET}", **common)
   # Centring x keeps the 3x3 normal equations well conditioned.
   x0 = x.mean()
-  c2, c1, c0 = np.polyfit(x - x0, loss, 2)
-  common["curvature_se"] = _curvature_se(x - x0, loss, (c2, c1, c0))
+  if len(x) > 3:
+    # numpy scales the covariance by RSS / (runs - 3): OLS's standard error.
+    (c2, c1, c0), cov = np.polyfit(x - x0, loss, 2, cov=True)
+    common["curvature_se"] = float(np.sqrt(cov[0, 0]))
+  else:  # No residual to estimate the noise from.
+    c2, c1, c0 = np.polyfit(x - x0, loss, 2)
   if not c2 > 0:
     return IsoflopCurve(curvature=float(c2), n_opt=np.nan, loss_opt=np.nan,
                         used=False, reason=f"parabola not convex "

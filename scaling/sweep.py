@@ -34,7 +34,6 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
-import numpy as np
 
 from jaxgen import config_lib
 from scaling import spec_check
@@ -396,12 +395,9 @@ def first_budget(spec: ml_collections.ConfigDict, size: str,
 
 
 def cooldown_steps(decay_fraction: float, steps: int) -> int:
-  """Steps of a WSD run's cooldown, rounded as the trainer's schedule does.
-
-  `jaxgen.train.state.learning_rate_schedule` rounds decay_fraction x steps
-  in float32, half to even; Python's float64 `round` disagreed for some
-  fractions (0.3 x 95: 28 here, 29 there), putting branch points and the
-  planned steps one step off the runs.
+  """Steps of a WSD run's cooldown, rounded as the trainer's schedule does
+  (`jaxgen.train.state.fraction_of_steps`; Python's float64 `round` put
+  branch points and the planned steps one step off the runs).
 
   Args:
     decay_fraction: the cooldown's fraction of the run.
@@ -410,7 +406,8 @@ def cooldown_steps(decay_fraction: float, steps: int) -> int:
   Returns:
     The cooldown's length in steps.
   """
-  return int(np.round(np.float32(decay_fraction) * np.float32(steps)))
+  from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  return state_lib.fraction_of_steps(decay_fraction, steps)
 
 
 def budget_sizes(spec: ml_collections.ConfigDict, names: Sequence[str],

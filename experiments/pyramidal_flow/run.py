@@ -213,33 +213,54 @@ def throughput(workdir):
   return float(np.median([r["steps_per_sec"] for r in rows[1:] or rows]))
 
 
-def image_pyramid(cls, results):
-  """(a) and (b)."""
+def _image_reference(cls):
+  """(real test images, their classifier feature stats, sample labels)."""
   real, _ = _real("jaxgen_shapes", FLAGS.num_samples)
   ref = distances.gaussian_stats(classifier.embed(cls, real, CLASSIFIER)[0])
-  labels = np.arange(FLAGS.num_samples) % 8
+  return real, ref, np.arange(FLAGS.num_samples) % 8
+
+
+def _score_checkpoints(name, cfg, wd, cls, labels, ref):
+  """Samples and scores every kept checkpoint of run `wd`.
+
+  Returns:
+    (points, setup, state and samples of the last checkpoint).
+  """
+  fn, points = None, []
+  for step in checkpoint_steps(wd):
+    s, state = restore_at(cfg, wd, step)
+    fn = fn or sampler(s)  # One compile for every checkpoint.
+    x = draw(s, state, FLAGS.num_samples, fn=fn)
+    pt = {"step": step,
+          "train_flops": step * cfg.batch_size * s.flops_per_example}
+    pt.update(score(cls, x, labels, ref))
+    points.append(pt)
+    logging.info("%s step %d: %s", name, step, pt)
+  return points, s, state, x
+
+
+def _last_eval(wd):
+  """The run's last logged evaluation row."""
+  return [r for r in jsonl.read(os.path.join(wd, "metrics.jsonl"))
+          if "eval_loss" in r][-1]
+
+
+def image_pyramid(cls, results):
+  """(a) and (b)."""
+  real, ref, labels = _image_reference(cls)
   rows = {}
   finals = {}
   for name, arg, steps in (("pyramid", "tiny", (10, 10, 10)),
                            ("flow_matching", "tiny,baseline", (30,))):
     cfg = _config(arg, FLAGS.image_flops, **{"flow.sample_steps": steps})
     wd = train(f"a_{name}", cfg)
-    row = {"points": [], "steps_per_sec": throughput(wd)}
-    for step in checkpoint_steps(wd):
-      s, state = restore_at(cfg, wd, step)
-      x = draw(s, state, FLAGS.num_samples)
-      pt = {"step": step,
-            "train_flops": step * cfg.batch_size * s.flops_per_example}
-      pt.update(score(cls, x, labels, ref))
-      row["points"].append(pt)
-      logging.info("%s step %d: %s", name, step, pt)
+    points, s, state, x = _score_checkpoints(name, cfg, wd, cls, labels, ref)
+    row = {"points": points, "steps_per_sec": throughput(wd)}
     row["flops_per_example"] = s.flops_per_example
     row["sampling_flops_per_image"] = s.objective.sampling_flops_per_example()
     row["sample_steps"] = list(steps)
     row["tokens"] = s.objective.tokens_per_example()
-    evals = [r for r in jsonl.read(os.path.join(wd, "metrics.jsonl"))
-             if "eval_loss" in r]
-    row["final_eval_loss"] = float(evals[-1]["eval_loss"])
+    row["final_eval_loss"] = float(_last_eval(wd)["eval_loss"])
     rows[name] = row
     finals[name] = (s, state, x)
     grids.save_grid(x[:32], os.path.join(FLAGS.out, f"samples_{name}.png"),
@@ -349,19 +370,9 @@ def video(cls, results):
   plt.close(fig)
 
 
-def _stage_mse(workdir):
-  """{eval_mse_stage<k>: value} of the run's last evaluation."""
-  evals = [r for r in jsonl.read(os.path.join(workdir, "metrics.jsonl"))
-           if "eval_loss" in r]
-  return {k: float(v) for k, v in evals[-1].items()
-          if k.startswith("eval_mse_stage")}
-
-
 def embedding(cls, results):
   """(d): per-stage windows (official) vs the global noise level."""
-  real, _ = _real("jaxgen_shapes", FLAGS.num_samples)
-  ref = distances.gaussian_stats(classifier.embed(cls, real, CLASSIFIER)[0])
-  labels = np.arange(FLAGS.num_samples) % 8
+  _, ref, labels = _image_reference(cls)
   rows = {}
   # "global" is (a)'s pyramid run (found finished when (a) ran first).
   for emb, name in (("global", "a_pyramid"), ("official", "d_official")):
@@ -369,17 +380,10 @@ def embedding(cls, results):
         "flow.sample_steps": (10, 10, 10),
         "pyramid.timestep_embedding": emb})
     wd = train(name, cfg)
-    fn, points = None, []
-    for step in checkpoint_steps(wd):
-      s, state = restore_at(cfg, wd, step)
-      fn = fn or sampler(s)
-      x = draw(s, state, FLAGS.num_samples, fn=fn)
-      pt = {"step": step,
-            "train_flops": step * cfg.batch_size * s.flops_per_example}
-      pt.update(score(cls, x, labels, ref))
-      points.append(pt)
-      logging.info("%s step %d: %s", emb, step, pt)
-    rows[emb] = {"points": points, "final_eval": _stage_mse(wd),
+    points, _, _, x = _score_checkpoints(emb, cfg, wd, cls, labels, ref)
+    rows[emb] = {"points": points,
+                 "final_eval": {k: float(v) for k, v in _last_eval(wd).items()
+                                if k.startswith("eval_mse_stage")},
                  "steps_per_sec": throughput(wd)}
     grids.save_grid(x[:32], os.path.join(FLAGS.out,
                                          f"samples_embedding_{emb}.png"),

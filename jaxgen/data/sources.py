@@ -460,9 +460,9 @@ def latents_meta(directory: str, split: str) -> Dict[str, Any]:
       os.path.join(ref_root, LATENTS_META)):
     return meta
   ref = _read_meta(ref_root, REFERENCE_SPLIT)
-  why = origin_differences(latents_origin(ref), latents_origin(meta),
-                           REFERENCE_SPLIT, split)
-  if why and "holdout_fraction" in why:
+  theirs, ours = latents_origin(ref), latents_origin(meta)
+  why = origin_differences(theirs, ours, REFERENCE_SPLIT, split)
+  if why and theirs["holdout_fraction"] != ours["holdout_fraction"]:
     raise ValueError(
         f"{os.path.join(directory, split)} and {ref_root} hold a folder's "
         f"splits encoded at different holdout fractions ({why}): they are "

@@ -14,7 +14,6 @@ from absl import logging
 import etils.epath as epath
 import jax
 import ml_collections
-import numpy as np
 
 from jaxgen import config_lib
 from jaxgen import registry
@@ -276,12 +275,12 @@ def warn_if_warmup_spans_run(config: ml_collections.ConfigDict,
   if (opt is None or "schedule" not in opt or steps <= 1
       or jax.process_index() != 0):
     return
+  from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
   fraction = float(opt.get("warmup_fraction") or 0.0)
-  # Rounded in float32, as the schedule rounds them.
-  warmup = (int(np.round(np.float32(fraction) * np.float32(steps)))
-            if fraction else int(opt.get("warmup_steps", 0) or 0))
-  start = steps - int(np.round(np.float32(opt.get("decay_fraction", 0.2))
-                               * np.float32(steps)))
+  warmup = (state_lib.fraction_of_steps(fraction, steps) if fraction
+            else int(opt.get("warmup_steps", 0) or 0))
+  start = steps - state_lib.fraction_of_steps(
+      float(opt.get("decay_fraction", 0.2)), steps)
   if opt.get("schedule") == "wsd" and start < min(warmup, steps - 1):
     # The schedule's ramp wins until the warmup ends, then the rate drops
     # to the cooldown's already decayed value.

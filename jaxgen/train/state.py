@@ -13,6 +13,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxgen import registry
@@ -36,6 +37,21 @@ class TrainState:
   opt_state: Dict[str, Any]
   ema_params: Dict[str, Any]
   model_state: Dict[str, Any] = flax.struct.field(default_factory=dict)
+
+
+def fraction_of_steps(fraction: float, steps: int) -> int:
+  """round(fraction x steps) as `learning_rate_schedule` rounds it: in
+  float32, half to even (Python's float64 `round` disagrees for some
+  fractions: 0.3 x 95 is 28 there, 29 here).
+
+  Args:
+    fraction: e.g. a warmup or cooldown fraction.
+    steps: the run's length.
+
+  Returns:
+    The number of steps.
+  """
+  return int(np.round(np.float32(fraction) * np.float32(steps)))
 
 
 def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
